@@ -1,0 +1,114 @@
+"""``mldeck.toml`` → typed settings.
+
+The file is TOML; every section and key is declared here, so a misspelt key is an error that names
+the key and the keys that are allowed, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mldeck.errors import ConfigError
+
+CONFIG_FILE = "mldeck.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectSettings(_Section):
+    name: str = Field("mldeck", min_length=1, max_length=100)
+    description: str = ""
+
+
+class StoreSettings(_Section):
+    # SQLAlchemy URL of the metadata store; empty means the SQLite file in .mldeck/.
+    # The MLDECK_DB_URL environment variable takes precedence over this.
+    url: str = ""
+
+
+class ConsoleSettings(_Section):
+    theme: str = "mldeck-dark"
+    refresh_seconds: float = Field(1.0, ge=0.2, le=60)
+    read_only: bool = False
+
+
+class Settings(_Section):
+    project: ProjectSettings = ProjectSettings()
+    store: StoreSettings = StoreSettings()
+    console: ConsoleSettings = ConsoleSettings()
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    where = "[" + ".".join(loc[:-1]) + "]" if len(loc) > 1 else "top level"
+    key = loc[-1] if loc else "?"
+    if error["type"] == "extra_forbidden":
+        section: Any = model
+        for part in loc[:-1]:
+            annotation = section.model_fields[part].annotation
+            section = annotation
+        allowed = ", ".join(section.model_fields) if hasattr(section, "model_fields") else ""
+        return f"unknown key '{key}' in {where} (allowed: {allowed})"
+    return f"'{key}' in {where}: {error['msg']}"
+
+
+def parse_settings(text: str, source: str = CONFIG_FILE) -> Settings:
+    """Parse TOML text into settings; raise ConfigError naming the first problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(err, Settings) for err in exc.errors()]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"{source}: {problems[0]}{more}") from None
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate ``mldeck.toml`` at *path*."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    return parse_settings(text, str(path))
+
+
+def default_config_text(name: str) -> str:
+    """The commented ``mldeck.toml`` that ``mldeck init`` writes."""
+    return f"""\
+# mldeck workspace configuration.
+# Every key is optional; the values shown are the defaults. An unknown key is an error,
+# so a typo never goes unnoticed.
+
+[project]
+# Shown in the console's header and in reports.
+name = {json.dumps(name, ensure_ascii=False)}
+description = ""
+
+[store]
+# SQLAlchemy URL of the metadata store. Empty: the SQLite file .mldeck/store.db in this
+# workspace. The MLDECK_DB_URL environment variable overrides this value.
+url = ""
+
+[console]
+# A theme name from the themes/ folder of this workspace or the built-in ones
+# (mldeck-dark, mldeck-light, mldeck-contrast).
+theme = "mldeck-dark"
+# How often the console looks for changes made by other processes, in seconds.
+refresh_seconds = 1.0
+# true: the console shows but never changes state.
+read_only = false
+"""

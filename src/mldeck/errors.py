@@ -1,0 +1,30 @@
+"""Errors a user can act on.
+
+Every problem caused by input, configuration or environment (not by a bug) is raised as a
+:class:`MldeckError` with one line that names the problem and, where there is one, the fix. The CLI
+prints that line and exits non-zero; the console shows it in a notification.
+"""
+
+from __future__ import annotations
+
+
+class MldeckError(Exception):
+    """A problem the user can fix; ``str(err)`` is a complete one-line explanation."""
+
+    exit_code = 2
+
+
+class WorkspaceNotFound(MldeckError):
+    """No workspace where one was looked for."""
+
+
+class ConfigError(MldeckError):
+    """``mldeck.toml`` cannot be read or does not describe a valid configuration."""
+
+
+class StoreError(MldeckError):
+    """The metadata store cannot be opened or is not an mldeck store."""
+
+
+class NotFound(MldeckError):
+    """A named object (run, dataset version, model version) does not exist."""

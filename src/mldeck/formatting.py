@@ -1,0 +1,58 @@
+"""Human formatting shared by the CLI and the console (times in local time, sizes, durations)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+
+def when(value: datetime | None) -> str:
+    """A stored UTC time in the local time zone, to the second."""
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(value: timedelta | None) -> str:
+    if value is None:
+        return "-"
+    seconds = max(value.total_seconds(), 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    amount = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1024 or unit == "GB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} TB"
+
+
+def number(value: float | None) -> str:
+    """A metric value: compact, never scientific notation for everyday magnitudes."""
+    if value is None:
+        return "NaN"
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if value == int(value) and abs(value) < 1e12:
+        return str(int(value))
+    if 1e-3 <= abs(value) < 1e6:
+        return f"{value:.4f}".rstrip("0").rstrip(".")
+    return f"{value:.4g}"
+
+
+def progress(fraction: float | None, status: str) -> str:
+    if status != "running" or fraction is None:
+        return ""
+    return f"{fraction * 100:.0f}%"

@@ -1,0 +1,96 @@
+"""Content-addressed artifact files: written atomically, verified on load, kept inside the workspace.
+
+A file's bytes live at ``.mldeck/artifacts/<sha[:2]>/<sha>``; the same content is stored once.
+Writes go to a temporary file in the same folder, are fsynced, then renamed into place, so a crash
+never leaves a partial file under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from mldeck.errors import MldeckError
+
+CHUNK = 1 << 20
+
+
+class ArtifactError(MldeckError):
+    """An artifact is missing, damaged or outside the workspace."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def put_stream(artifacts_dir: Path, stream: BinaryIO) -> tuple[str, Path, int]:
+    """Store the bytes of *stream*; return (sha256, absolute path, size)."""
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp_name = tempfile.mkstemp(dir=artifacts_dir, prefix=".incoming-", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        sha = digest.hexdigest()
+        final = artifacts_dir / sha[:2] / sha
+        final.parent.mkdir(exist_ok=True)
+        if final.exists() and final.stat().st_size == size:
+            tmp.unlink()
+        else:
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        return sha, final, size
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def put_file(artifacts_dir: Path, source: Path) -> tuple[str, Path, int]:
+    """Store a copy of the file *source*; return (sha256, absolute path, size)."""
+    try:
+        with open(source, "rb") as stream:
+            return put_stream(artifacts_dir, stream)
+    except FileNotFoundError:
+        raise ArtifactError(f"cannot store {source}: no such file") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"cannot store {source}: it is a folder, not a file") from None
+    except PermissionError:
+        raise ArtifactError(f"cannot store {source}: permission denied") from None
+
+
+def resolve(root: Path, relative: str) -> Path:
+    """The absolute path of a stored artifact path, refusing any path that leaves *root*."""
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root.resolve()):
+        raise ArtifactError(f"artifact path {relative!r} points outside the workspace")
+    return candidate
+
+
+def verify(path: Path, sha256: str) -> None:
+    """Raise ArtifactError unless the file at *path* has exactly the content *sha256*."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as stream:
+            while chunk := stream.read(CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise ArtifactError(f"artifact {path} is missing") from None
+    if digest.hexdigest() != sha256:
+        raise ArtifactError(
+            f"artifact {path} does not match its recorded sha256 (expected {sha256[:12]}..., "
+            f"found {digest.hexdigest()[:12]}...): it was modified or truncated"
+        )

@@ -1,0 +1,285 @@
+"""Opening the metadata store: engine set-up, safety checks, schema upgrades, sessions.
+
+SQLite is opened in WAL mode with ``synchronous=FULL``, a long busy timeout and foreign keys on.
+Write transactions start with ``BEGIN IMMEDIATE`` so that two processes doing read-then-write never
+dead-lock into "database is locked"; read transactions use a plain deferred ``BEGIN`` so the console's
+polling never blocks a writer. Any other SQLAlchemy URL (``MLDECK_DB_URL``) goes through the same code
+without the SQLite specifics.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from sqlalchemy import create_engine, event, insert, inspect, text, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlmodel import Session
+
+from mldeck.errors import StoreError
+from mldeck.store.models import StoreState, utcnow
+
+# The newest schema revision this version of mldeck writes (head of store/migrations/versions).
+SCHEMA_REVISION = "0001"
+# Every revision this version of mldeck knows how to upgrade from (oldest first).
+KNOWN_REVISIONS = ("0001",)
+# PRAGMA application_id of an mldeck SQLite store: "mldk".
+APPLICATION_ID = 0x6D6C646B
+BUSY_TIMEOUT_MS = 30_000
+SQLITE_MAGIC = b"SQLite format 3\x00"
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "coda", "9p", "ceph", "glusterfs",
+        "lustre", "gpfs", "beegfs", "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.rclone",
+        "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs",
+    }
+)  # fmt: skip
+
+
+def filesystem_type(path: Path, mounts_text: str | None = None) -> str | None:
+    """The type of the filesystem holding *path*, from ``/proc/self/mounts`` (None if unknown)."""
+    if mounts_text is None:
+        try:
+            mounts_text = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return None
+    target = str(path.resolve())
+    best, best_type = "", None
+    for line in mounts_text.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount_point = parts[1].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, parts[2]
+    return best_type
+
+
+def check_local_filesystem(path: Path, mounts_text: str | None = None) -> None:
+    """Refuse a SQLite store on a network filesystem: WAL needs shared memory on one host."""
+    fstype = filesystem_type(path, mounts_text)
+    if fstype in NETWORK_FILESYSTEMS:
+        raise StoreError(
+            f"the store {path} is on a network filesystem ({fstype}); SQLite's WAL mode needs "
+            "shared memory on one host: keep the workspace on a local disk, or point "
+            "MLDECK_DB_URL at a PostgreSQL server"
+        )
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse anything at *path* that is not an (empty or mldeck) SQLite database; touch nothing."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"cannot read the store {path}: {exc.strerror or exc}") from None
+    if head != SQLITE_MAGIC:
+        raise StoreError(
+            f"{path} is not an SQLite database (it may be corrupted or another file); "
+            "it was left untouched: restore it from a backup or move it away"
+        )
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            app_id = con.execute("PRAGMA application_id").fetchone()[0]
+            tables = [
+                row[0]
+                for row in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+                )
+            ]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"the store {path} is damaged ({exc}); it was left untouched") from None
+    if app_id not in (0, APPLICATION_ID) or (tables and "alembic_version" not in tables):
+        listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(
+            f"{path} is an SQLite database but not an mldeck store (tables: {listed or 'none'}); "
+            "it was left untouched"
+        )
+
+
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own would be deferred).
+    dbapi_connection.isolation_level = None
+    cur = dbapi_connection.cursor()
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin(conn) -> None:
+    mode = "IMMEDIATE" if conn.get_execution_options().get("mldeck_write") else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for *url*, with the SQLite settings above when it is SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+class Store:
+    """The open metadata store: short read and write transactions over one engine."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self._writer = engine.execution_options(mldeck_write=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        database = self.engine.url.database
+        return Path(database) if self.is_sqlite and database else None
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session (deferred transaction, never blocks writers)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit.
+
+        It bumps the change counter that the console polls. Keep it short: never hold it open
+        across long work.
+        """
+        with Session(self._writer, expire_on_commit=False) as session:
+            yield session
+            session.execute(
+                update(StoreState)
+                .where(StoreState.id == 1)
+                .values(change_seq=StoreState.change_seq + 1, changed_at=utcnow())
+            )
+            session.commit()
+
+    def change_seq(self) -> int:
+        """The number of committed writes so far: poll it to learn whether anything changed."""
+        with self.engine.connect() as conn:
+            value = conn.execute(text("SELECT change_seq FROM store_state WHERE id = 1")).scalar()
+            conn.rollback()
+        return int(value or 0)
+
+    def schema_revision(self) -> str | None:
+        return _current_revision(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        conn.rollback()
+    return value
+
+
+def _upgrade(engine: Engine) -> None:
+    """Bring the schema to SCHEMA_REVISION with Alembic (imported only when needed)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", "mldeck.store:migrations")
+    with engine.execution_options(mldeck_write=True).connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+        if conn.execute(text("SELECT count(*) FROM store_state")).scalar() == 0:
+            conn.execute(insert(StoreState).values(id=1, change_seq=0, changed_at=utcnow()))
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.commit()
+
+
+def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True) -> Store:
+    """Open (creating or upgrading if needed) the store at *url*.
+
+    Upgrades run under the file lock at *lock_path* so that two processes opening a new workspace
+    at once do not race. Raises StoreError for anything that is not a usable mldeck store.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if not path.parent.is_dir():
+            raise StoreError(f"the store's folder {path.parent} does not exist")
+        check_local_filesystem(path)
+        _check_sqlite_file(path)
+    engine = make_engine(url)
+    try:
+        revision = _current_revision(engine)
+        if revision != SCHEMA_REVISION:
+            _check_revision(revision)
+            if not upgrade:
+                raise StoreError(f"the store's schema is {revision}, {SCHEMA_REVISION} is needed")
+            lock = FileLock(str(lock_path)) if lock_path else None
+            try:
+                if lock:
+                    lock.acquire(timeout=120)
+                if _current_revision(engine) != SCHEMA_REVISION:
+                    _upgrade(engine)
+            except Timeout:
+                raise StoreError(f"another process holds {lock_path} for over 2 minutes") from None
+            finally:
+                if lock:
+                    lock.release()
+    except OperationalError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open the store {_safe(url)}: {exc.orig}") from None
+    except DatabaseError as exc:
+        engine.dispose()
+        raise StoreError(f"the store {_safe(url)} is damaged: {exc.orig}") from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return Store(engine, url)
+
+
+def _check_revision(revision: str | None) -> None:
+    if revision is not None and revision not in KNOWN_REVISIONS:
+        raise StoreError(
+            f"the store's schema ({revision}) was written by a newer mldeck than this one; "
+            "upgrade mldeck to open it"
+        )
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def database_size(store: Store) -> int | None:
+    """Bytes on disk of a SQLite store (database plus WAL), else None."""
+    path = store.sqlite_path
+    if path is None:
+        return None
+    total = 0
+    for candidate in (path, Path(f"{path}-wal")):
+        with suppress(OSError):
+            total += os.stat(candidate).st_size
+    return total

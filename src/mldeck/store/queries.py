@@ -1,0 +1,414 @@
+"""The reads the console and the CLI need, as small typed results.
+
+Each function opens one short read transaction. Lists are windowed (``limit``) and return the total
+so a view can say when it is truncated; nothing here loads a table whole.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.engine import make_url
+
+from mldeck.errors import MldeckError, NotFound
+from mldeck.store.engine import Store, database_size
+from mldeck.store.models import (
+    Alert,
+    Alias,
+    Artifact,
+    Dataset,
+    DatasetVersion,
+    Metric,
+    ModelVersion,
+    RegisteredModel,
+    Run,
+    RunInput,
+    RunKind,
+    RunLog,
+    RunStatus,
+    RunTrigger,
+    utcnow,
+)
+
+FILTER_KEYS = {"status": RunStatus, "kind": RunKind, "trigger": RunTrigger}
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs to list: ``status``/``kind``/``trigger`` exact, ``text`` in the name or = id."""
+
+    text: str = ""
+    status: str | None = None
+    kind: str | None = None
+    trigger: str | None = None
+
+    @classmethod
+    def parse(cls, query: str) -> RunFilter:
+        """Parse ``"status:failed kind:train churn"``; unknown values raise MldeckError."""
+        values: dict[str, str] = {}
+        words = []
+        for token in query.split():
+            key, sep, value = token.partition(":")
+            if sep and key in FILTER_KEYS:
+                allowed = FILTER_KEYS[key]
+                if value not in {v.value for v in allowed}:
+                    choices = ", ".join(v.value for v in allowed)
+                    raise MldeckError(f"unknown {key} {value!r} (one of: {choices})")
+                values[key] = value
+            else:
+                words.append(token)
+        return cls(text=" ".join(words), **values)
+
+    def describe(self) -> str:
+        parts = [f"{k}:{getattr(self, k)}" for k in FILTER_KEYS if getattr(self, k)]
+        return " ".join([*parts, self.text]).strip()
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    name: str
+    kind: str
+    trigger: str
+    status: str
+    progress: float | None
+    progress_message: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    user: str
+
+    @classmethod
+    def of(cls, run: Run) -> RunRow:
+        return cls(*(getattr(run, column.key) for column in _ROW_COLUMNS))
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at or (utcnow() if self.status == RunStatus.RUNNING else None)
+        return None if end is None else end - self.started_at
+
+    def as_dict(self) -> dict[str, Any]:
+        duration = self.duration
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "trigger": self.trigger,
+            "status": self.status,
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "duration_seconds": None if duration is None else round(duration.total_seconds(), 3),
+            "user": self.user,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+_ROW_COLUMNS = (
+    Run.id,
+    Run.name,
+    Run.kind,
+    Run.trigger,
+    Run.status,
+    Run.progress,
+    Run.progress_message,
+    Run.created_at,
+    Run.started_at,
+    Run.ended_at,
+    Run.user,
+)
+
+
+def _filtered(statement: Any, flt: RunFilter) -> Any:
+    if flt.status:
+        statement = statement.where(Run.status == flt.status)
+    if flt.kind:
+        statement = statement.where(Run.kind == flt.kind)
+    if flt.trigger:
+        statement = statement.where(Run.trigger == flt.trigger)
+    if flt.text:
+        like = Run.name.ilike(f"%{flt.text}%")
+        statement = statement.where(
+            or_(like, Run.id == int(flt.text)) if flt.text.isdigit() else like
+        )
+    return statement
+
+
+def list_runs(
+    store: Store, flt: RunFilter | None = None, *, limit: int = 500, offset: int = 0
+) -> tuple[list[RunRow], int]:
+    """The newest runs matching *flt* (at most *limit*), and how many match in all."""
+    flt = flt or RunFilter()
+    with store.read() as session:
+        total = session.execute(_filtered(select(func.count(Run.id)), flt)).scalar_one()
+        rows = session.execute(
+            _filtered(select(*_ROW_COLUMNS), flt)
+            .order_by(Run.created_at.desc(), Run.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    return [RunRow(*row) for row in rows], total
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    key: str
+    last: float | None
+    last_step: int
+    minimum: float | None
+    maximum: float | None
+    count: int
+
+
+@dataclass
+class RunDetail:
+    run: Run
+    metrics: list[MetricSummary]
+    logs: list[RunLog]
+    log_count: int
+    artifacts: list[Artifact]
+    inputs: list[tuple[str, int, str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        run = self.run
+        return {
+            **RunRow.of(run).as_dict(),
+            "params": run.params,
+            "tags": run.tags,
+            "code_version": run.code_version,
+            "environment": run.environment,
+            "host": run.host,
+            "pid": run.pid,
+            "heartbeat_at": _iso(run.heartbeat_at),
+            "error": run.error,
+            "metrics": [m.__dict__ for m in self.metrics],
+            "artifacts": [
+                {"name": a.name, "path": a.path, "sha256": a.sha256, "size_bytes": a.size_bytes}
+                for a in self.artifacts
+            ],
+            "inputs": [
+                {"dataset": d, "version": v, "sha256": sha, "role": role}
+                for d, v, sha, role in self.inputs
+            ],
+            "log_count": self.log_count,
+            "logs": [
+                {"ts": _iso(line.ts), "level": line.level, "message": line.message}
+                for line in self.logs
+            ],
+        }
+
+
+def resolve_run(store: Store, ref: str) -> int:
+    """A run id from *ref*: its number, or a name (the newest run of that name)."""
+    ref = ref.strip()
+    with store.read() as session:
+        if ref.isdigit():
+            if session.get(Run, int(ref)) is None:
+                raise NotFound(f"no run {ref} (see 'mldeck runs list')")
+            return int(ref)
+        run_id = session.execute(
+            select(Run.id).where(Run.name == ref).order_by(Run.created_at.desc()).limit(1)
+        ).scalar()
+    if run_id is None:
+        raise NotFound(f"no run with id or name {ref!r} (see 'mldeck runs list')")
+    return run_id
+
+
+def run_detail(store: Store, run_id: int, *, log_limit: int = 500) -> RunDetail:
+    """Everything about one run: params, metric summaries, the last *log_limit* log lines."""
+    with store.read() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id} (see 'mldeck runs list')")
+        stats = session.execute(
+            select(
+                Metric.key,
+                func.count(Metric.id),
+                func.min(Metric.value),
+                func.max(Metric.value),
+                func.max(Metric.step),
+            )
+            .where(Metric.run_id == run_id)
+            .group_by(Metric.key)
+            .order_by(Metric.key)
+        ).all()
+        metrics = []
+        for key, count, minimum, maximum, last_step in stats:
+            last = session.execute(
+                select(Metric.value)
+                .where(Metric.run_id == run_id, Metric.key == key)
+                .order_by(Metric.step.desc(), Metric.id.desc())
+                .limit(1)
+            ).scalar()
+            metrics.append(MetricSummary(key, last, last_step, minimum, maximum, count))
+        log_count = session.execute(
+            select(func.count(RunLog.id)).where(RunLog.run_id == run_id)
+        ).scalar_one()
+        logs = list(
+            session.execute(
+                select(RunLog)
+                .where(RunLog.run_id == run_id)
+                .order_by(RunLog.id.desc())
+                .limit(log_limit)
+            ).scalars()
+        )
+        logs.reverse()
+        artifacts = list(
+            session.execute(
+                select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.id)
+            ).scalars()
+        )
+        inputs = [
+            tuple(row)
+            for row in session.execute(
+                select(Dataset.name, DatasetVersion.version, DatasetVersion.sha256, RunInput.role)
+                .join(DatasetVersion, DatasetVersion.id == RunInput.dataset_version_id)
+                .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+                .where(RunInput.run_id == run_id)
+            ).all()
+        ]
+    return RunDetail(run, metrics, logs, log_count, artifacts, inputs)
+
+
+def metric_series(store: Store, run_id: int, key: str, *, limit: int = 10_000) -> list[tuple]:
+    """(step, value) points of one metric, in step order (at most *limit*, evenly thinned)."""
+    with store.read() as session:
+        rows = session.execute(
+            select(Metric.step, Metric.value)
+            .where(Metric.run_id == run_id, Metric.key == key)
+            .order_by(Metric.step, Metric.id)
+        ).all()
+    if len(rows) > limit:
+        rows = rows[:: -(-len(rows) // limit)]
+    return [(step, value) for step, value in rows]
+
+
+@dataclass(frozen=True)
+class Champion:
+    model: str
+    version: int
+    model_version_id: int
+
+
+def champions(store: Store) -> list[Champion]:
+    """The model version holding the ``champion`` alias, per registered model."""
+    with store.read() as session:
+        rows = session.execute(
+            select(RegisteredModel.name, ModelVersion.version, ModelVersion.id)
+            .join(Alias, Alias.model_id == RegisteredModel.id)
+            .join(ModelVersion, ModelVersion.id == Alias.model_version_id)
+            .where(Alias.name == "champion")
+            .order_by(RegisteredModel.name)
+        ).all()
+    return [Champion(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    url: str
+    backend: str
+    schema_revision: str | None
+    size_bytes: int | None
+    journal_mode: str | None
+    change_seq: int
+
+
+def store_info(store: Store) -> StoreInfo:
+    journal = None
+    if store.is_sqlite:
+        with store.engine.connect() as conn:
+            journal = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+            conn.rollback()
+    return StoreInfo(
+        url=make_url(store.url).render_as_string(hide_password=True),
+        backend=store.engine.dialect.name,
+        schema_revision=store.schema_revision(),
+        size_bytes=database_size(store),
+        journal_mode=journal,
+        change_seq=store.change_seq(),
+    )
+
+
+def integrity_check(store: Store) -> str:
+    """``ok``, or what SQLite's quick check found wrong (other backends: ``ok`` if reachable)."""
+    with store.engine.connect() as conn:
+        if store.is_sqlite:
+            rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").all()]
+        else:
+            conn.exec_driver_sql("SELECT 1")
+            rows = ["ok"]
+        conn.rollback()
+    return "ok" if rows == ["ok"] else "; ".join(rows[:3])
+
+
+@dataclass
+class Overview:
+    runs_by_status: dict[str, int]
+    runs_last_24h: int
+    failed_last_24h: int
+    datasets: int
+    dataset_versions_by_status: dict[str, int]
+    registered_models: int
+    model_versions: int
+    open_alerts_by_severity: dict[str, int]
+    champions: list[Champion]
+    last_runs: list[RunRow]
+    store: StoreInfo
+
+    @property
+    def runs_total(self) -> int:
+        return sum(self.runs_by_status.values())
+
+
+def overview(store: Store, *, last: int = 8) -> Overview:
+    """The Overview screen's figures, in one pass of cheap aggregate queries."""
+    since = utcnow() - timedelta(days=1)
+    with store.read() as session:
+        by_status = Counter(
+            dict(session.execute(select(Run.status, func.count()).group_by(Run.status)).all())
+        )
+        recent = dict(
+            session.execute(
+                select(Run.status, func.count()).where(Run.created_at >= since).group_by(Run.status)
+            ).all()
+        )
+        datasets = session.execute(select(func.count(Dataset.id))).scalar_one()
+        versions = dict(
+            session.execute(
+                select(DatasetVersion.status, func.count()).group_by(DatasetVersion.status)
+            ).all()
+        )
+        models = session.execute(select(func.count(RegisteredModel.id))).scalar_one()
+        model_versions = session.execute(select(func.count(ModelVersion.id))).scalar_one()
+        alerts = dict(
+            session.execute(
+                select(Alert.severity, func.count())
+                .where(Alert.status != "resolved")
+                .group_by(Alert.severity)
+            ).all()
+        )
+    rows, _ = list_runs(store, limit=last)
+    return Overview(
+        runs_by_status=dict(by_status),
+        runs_last_24h=sum(recent.values()),
+        failed_last_24h=recent.get(RunStatus.FAILED, 0) + recent.get(RunStatus.ORPHANED, 0),
+        datasets=datasets,
+        dataset_versions_by_status=versions,
+        registered_models=models,
+        model_versions=model_versions,
+        open_alerts_by_severity=alerts,
+        champions=champions(store),
+        last_runs=rows,
+        store=store_info(store),
+    )

@@ -1,0 +1,337 @@
+"""The tracking API for users' own scripts.
+
+::
+
+    import mldeck
+
+    with mldeck.start_run(name="baseline", kind="train") as run:
+        run.log_params({"C": 1.0, "penalty": "l2"})
+        for epoch in range(10):
+            run.log_metric("loss", loss, step=epoch)
+        run.log_artifact("model.skops")
+
+A run that raises is recorded as failed with its traceback (and the exception goes on). Metrics are
+buffered and written in batches, so logging 100k points takes well under a second. The workspace is
+found like the CLI finds it (``workspace=``, ``MLDECK_WORKSPACE``, or the current folder upwards).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+from contextvars import ContextVar
+from datetime import datetime
+from numbers import Real
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import insert
+
+from mldeck import provenance
+from mldeck.errors import MldeckError
+from mldeck.store.artifacts import put_file
+from mldeck.store.engine import Store
+from mldeck.store.models import (
+    Artifact,
+    Metric,
+    Run,
+    RunKind,
+    RunLog,
+    RunStatus,
+    RunTrigger,
+    utcnow,
+)
+from mldeck.workspace import Workspace, discover, open_workspace_store
+
+METRIC_BATCH = 5000
+FLUSH_SECONDS = 2.0
+HEARTBEAT_SECONDS = 10.0
+
+_active: ContextVar[ActiveRun | None] = ContextVar("mldeck_active_run", default=None)
+_stores: dict[str, tuple[Workspace, Store]] = {}
+_stores_lock = threading.Lock()
+
+
+def _workspace_store(workspace: Workspace | Path | str | None) -> tuple[Workspace, Store]:
+    ws = workspace if isinstance(workspace, Workspace) else discover(workspace)
+    key = f"{ws.root}|{ws.db_url}"
+    with _stores_lock:
+        if key not in _stores:
+            _stores[key] = (ws, open_workspace_store(ws))
+        return _stores[key]
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _metric_value(key: str, value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        try:
+            value = float(value)  # numpy scalars, Decimal, numeric strings
+        except (TypeError, ValueError):
+            raise MldeckError(f"metric {key!r} must be a number, not {value!r}") from None
+    value = float(value)
+    return None if math.isnan(value) else value  # NULL stands for NaN
+
+
+class ActiveRun:
+    """A run in progress; use it as a context manager (see :func:`start_run`)."""
+
+    def __init__(self, workspace: Workspace, store: Store, run_id: int, name: str) -> None:
+        self.workspace = workspace
+        self.store = store
+        self.id = run_id
+        self.name = name
+        self._metrics: list[dict[str, Any]] = []
+        self._steps: dict[str, int] = {}
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(
+            target=self._beat, name=f"mldeck-heartbeat-{run_id}", daemon=True
+        )
+        self._token = None
+        self._ended = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> ActiveRun:
+        self._token = _active.set(self)
+        self._heartbeat.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _active.reset(self._token)
+        if exc_type is None:
+            self.end(RunStatus.SUCCEEDED)
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end(RunStatus.CANCELLED, error="interrupted (KeyboardInterrupt)")
+        else:
+            self.end(RunStatus.FAILED, error="".join(traceback.format_exception(exc_type, exc, tb)))
+
+    def end(self, status: RunStatus = RunStatus.SUCCEEDED, error: str | None = None) -> None:
+        """Flush what is buffered and record the run's final status (idempotent)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._stop.set()
+        try:
+            self.flush()
+        finally:
+            with self.store.write() as session:
+                run = session.get(Run, self.id)
+                run.status = status
+                run.ended_at = utcnow()
+                if error is not None:
+                    run.error = error
+                if status == RunStatus.SUCCEEDED:
+                    run.progress = 1.0
+                session.add(run)
+        if self._heartbeat.is_alive() and threading.current_thread() is not self._heartbeat:
+            self._heartbeat.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                with self.store.write() as session:
+                    run = session.get(Run, self.id)
+                    run.heartbeat_at = utcnow()
+                    session.add(run)
+                with self._lock:
+                    due = self._metrics and time.monotonic() - self._last_flush > FLUSH_SECONDS
+                if due:
+                    self.flush()
+            except Exception:  # a missed heartbeat must never kill the user's script
+                continue
+
+    # -- params, tags, progress, logs ----------------------------------------------------------
+    def _update(self, **changes: Any) -> None:
+        with self.store.write() as session:
+            run = session.get(Run, self.id)
+            for field, value in changes.items():
+                if field in ("params", "tags"):
+                    merged = dict(getattr(run, field))
+                    merged.update(value)
+                    value = merged
+                setattr(run, field, value)
+            session.add(run)
+
+    def log_param(self, key: str, value: Any) -> None:
+        self.log_params({key: value})
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._update(params={str(k): _jsonable(v) for k, v in params.items()})
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._update(tags={str(k): _jsonable(v) for k, v in tags.items()})
+
+    def set_progress(self, fraction: float, message: str = "") -> None:
+        """Report progress (0..1) shown live in the console."""
+        self._update(progress=min(max(float(fraction), 0.0), 1.0), progress_message=message)
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Append a line to the run's log."""
+        with self.store.write() as session:
+            session.add(RunLog(run_id=self.id, level=level, message=str(message)))
+
+    # -- metrics -------------------------------------------------------------------------------
+    def log_metric(
+        self, key: str, value: Any, step: int | None = None, timestamp: datetime | None = None
+    ) -> None:
+        self.log_metrics({key: value}, step=step, timestamp=timestamp)
+
+    def log_metrics(
+        self,
+        metrics: dict[str, Any],
+        step: int | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """Buffer metric points; without *step*, each key counts its own steps from 0."""
+        ts = timestamp or utcnow()
+        rows = []
+        with self._lock:
+            for key, value in metrics.items():
+                key = str(key)
+                this_step = self._steps.get(key, -1) + 1 if step is None else int(step)
+                self._steps[key] = max(this_step, self._steps.get(key, -1))
+                rows.append(
+                    {
+                        "run_id": self.id,
+                        "key": key,
+                        "value": _metric_value(key, value),
+                        "step": this_step,
+                        "ts": ts,
+                    }
+                )
+            self._metrics.extend(rows)
+            due = (
+                len(self._metrics) >= METRIC_BATCH
+                or time.monotonic() - self._last_flush > FLUSH_SECONDS
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered metrics now (done automatically in batches and at the end)."""
+        with self._lock:
+            pending, self._metrics = self._metrics, []
+            self._last_flush = time.monotonic()
+        for start in range(0, len(pending), METRIC_BATCH):
+            with self.store.write() as session:
+                session.execute(insert(Metric), pending[start : start + METRIC_BATCH])
+
+    # -- artifacts -----------------------------------------------------------------------------
+    def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> Artifact:
+        """Copy a file into the workspace's content-addressed artifact store and record it."""
+        source = Path(path)
+        sha, stored, size = put_file(self.workspace.artifacts_dir, source)
+        record = Artifact(
+            run_id=self.id,
+            name=name or source.name,
+            path=str(stored.relative_to(self.workspace.root)),
+            sha256=sha,
+            size_bytes=size,
+        )
+        with self.store.write() as session:
+            session.add(record)
+        return record
+
+
+def start_run(
+    name: str | None = None,
+    kind: str = RunKind.CUSTOM,
+    *,
+    trigger: str = RunTrigger.SCRIPT,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    workspace: Workspace | Path | str | None = None,
+) -> ActiveRun:
+    """Start a run in the workspace's store; use the result in a ``with`` block."""
+    try:
+        kind = RunKind(kind)
+    except ValueError:
+        valid = ", ".join(k.value for k in RunKind)
+        raise MldeckError(f"unknown run kind {kind!r} (one of: {valid})") from None
+    try:
+        trigger = RunTrigger(trigger)
+    except ValueError:
+        valid = ", ".join(t.value for t in RunTrigger)
+        raise MldeckError(f"unknown run trigger {trigger!r} (one of: {valid})") from None
+    ws, store = _workspace_store(workspace)
+    entry = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    pid = os.getpid()
+    now = utcnow()
+    run_name = name or (entry.stem if entry else "run")
+    run = Run(
+        name=run_name,
+        kind=kind,
+        trigger=trigger,
+        status=RunStatus.RUNNING,
+        created_at=now,
+        started_at=now,
+        heartbeat_at=now,
+        params={str(k): _jsonable(v) for k, v in (params or {}).items()},
+        tags={str(k): _jsonable(v) for k, v in (tags or {}).items()},
+        code_version=provenance.code_version(Path.cwd(), entry),
+        environment=provenance.environment(),
+        user=provenance.current_user(),
+        host=provenance.hostname(),
+        pid=pid,
+        pid_started_at=provenance.process_start_time(pid),
+    )
+    with store.write() as session:
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    return ActiveRun(ws, store, run_id, run_name)
+
+
+def active_run() -> ActiveRun:
+    """The run of the innermost ``with start_run(...)`` block."""
+    run = _active.get()
+    if run is None:
+        raise MldeckError("no active run: call this inside 'with mldeck.start_run(...):'")
+    return run
+
+
+def log_param(key: str, value: Any) -> None:
+    active_run().log_param(key, value)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    active_run().log_params(params)
+
+
+def log_metric(key: str, value: Any, step: int | None = None) -> None:
+    active_run().log_metric(key, value, step=step)
+
+
+def log_metrics(metrics: dict[str, Any], step: int | None = None) -> None:
+    active_run().log_metrics(metrics, step=step)
+
+
+def set_tag(key: str, value: Any) -> None:
+    active_run().set_tag(key, value)
+
+
+def log_artifact(path: str | os.PathLike[str], name: str | None = None) -> Artifact:
+    return active_run().log_artifact(path, name)

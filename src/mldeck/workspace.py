@@ -1,0 +1,136 @@
+"""Workspaces: discovery from the current folder, ``--workspace`` or ``MLDECK_WORKSPACE``, and init.
+
+A workspace is a folder holding ``mldeck.toml``, ``.mldeck/`` (the store and the artifacts) and
+``data/incoming/`` (where new batches land).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mldeck.config import CONFIG_FILE, Settings, default_config_text, load_settings
+from mldeck.errors import MldeckError, WorkspaceNotFound
+from mldeck.store.engine import Store, open_store
+
+ENV_WORKSPACE = "MLDECK_WORKSPACE"
+ENV_DB_URL = "MLDECK_DB_URL"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    settings: Settings
+
+    @property
+    def name(self) -> str:
+        return self.settings.project.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".mldeck"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "store.db"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.state_dir / "artifacts"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def incoming_dir(self) -> Path:
+        return self.data_dir / "incoming"
+
+    @property
+    def db_url(self) -> str:
+        """MLDECK_DB_URL, else ``[store] url``, else the workspace's SQLite file."""
+        url = os.environ.get(ENV_DB_URL) or self.settings.store.url
+        return url or f"sqlite:///{self.db_path}"
+
+
+def load_workspace(root: Path) -> Workspace:
+    """Open the workspace whose root folder is *root* (it must hold ``mldeck.toml``)."""
+    root = root.expanduser()
+    if not root.exists():
+        raise WorkspaceNotFound(f"workspace path {root} does not exist")
+    if not root.is_dir():
+        raise WorkspaceNotFound(f"workspace path {root} is not a folder")
+    config = root / CONFIG_FILE
+    if not config.is_file():
+        raise WorkspaceNotFound(
+            f"{root} is not an mldeck workspace (no {CONFIG_FILE}); create one with: mldeck init {root}"
+        )
+    return Workspace(root.resolve(), load_settings(config))
+
+
+def find_root(start: Path) -> Path | None:
+    """The nearest folder at or above *start* that holds ``mldeck.toml``."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    return None
+
+
+def discover(explicit: Path | str | None = None, cwd: Path | None = None) -> Workspace:
+    """Find the workspace: *explicit*, else ``MLDECK_WORKSPACE``, else cwd and its parents."""
+    if explicit:
+        return load_workspace(Path(explicit))
+    env = os.environ.get(ENV_WORKSPACE)
+    if env:
+        return load_workspace(Path(env))
+    here = cwd or Path.cwd()
+    root = find_root(here)
+    if root is None:
+        raise WorkspaceNotFound(
+            f"not inside an mldeck workspace ({here} and its parents have no {CONFIG_FILE}); "
+            "create one with 'mldeck init' or pass --workspace DIR"
+        )
+    return load_workspace(root)
+
+
+def init_workspace(root: Path, name: str | None = None) -> Workspace:
+    """Create a workspace in *root* (created if missing); never overwrites an existing one."""
+    root = root.expanduser()
+    if root.exists() and not root.is_dir():
+        raise MldeckError(f"cannot create a workspace at {root}: it is a file")
+    if (root / CONFIG_FILE).exists():
+        raise MldeckError(f"{root} is already an mldeck workspace ({CONFIG_FILE} exists)")
+    if (root / ".mldeck").exists():
+        raise MldeckError(
+            f"{root}/.mldeck exists without {CONFIG_FILE}; move it away or restore the config"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        name = name or root.resolve().name or "mldeck"
+        for folder in (root / ".mldeck" / "artifacts", root / "data" / "incoming"):
+            folder.mkdir(parents=True, exist_ok=True)
+        _write_new(root / CONFIG_FILE, default_config_text(name))
+        _write_new(root / ".mldeck" / ".gitignore", "*\n")
+    except OSError as exc:
+        raise MldeckError(f"cannot create a workspace at {root}: {exc.strerror or exc}") from None
+    return load_workspace(root)
+
+
+def _write_new(path: Path, text: str) -> None:
+    with open(path, "x", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def open_workspace_store(workspace: Workspace) -> Store:
+    """Open the workspace's store, creating or upgrading it under the workspace's lock file."""
+    if not workspace.state_dir.is_dir():
+        raise MldeckError(
+            f"{workspace.state_dir} is missing: the workspace's state folder was moved or deleted"
+        )
+    return open_store(workspace.db_url, lock_path=workspace.state_dir / "store.lock")
