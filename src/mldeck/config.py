@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mldeck.errors import ConfigError
 
 CONFIG_FILE = "mldeck.toml"
+MAX_NAME_LENGTH = 100
 
 
 class _Section(BaseModel):
@@ -23,7 +24,7 @@ class _Section(BaseModel):
 
 
 class ProjectSettings(_Section):
-    name: str = Field("mldeck", min_length=1, max_length=100)
+    name: str = Field("mldeck", min_length=1, max_length=MAX_NAME_LENGTH)
     description: str = ""
 
 
@@ -86,6 +87,11 @@ def load_settings(path: Path) -> Settings:
     return parse_settings(text, str(path))
 
 
+def _toml_string(value: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, except that TOML also refuses a raw DEL."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def default_config_text(name: str) -> str:
     """The commented ``mldeck.toml`` that ``mldeck init`` writes."""
     return f"""\
@@ -95,7 +101,7 @@ def default_config_text(name: str) -> str:
 
 [project]
 # Shown in the console's header and in reports.
-name = {json.dumps(name, ensure_ascii=False)}
+name = {_toml_string(name)}
 description = ""
 
 [store]

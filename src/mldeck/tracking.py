@@ -206,21 +206,18 @@ class ActiveRun:
         timestamp: datetime | None = None,
     ) -> None:
         """Buffer metric points; without *step*, each key counts its own steps from 0."""
+        if timestamp is not None and timestamp.utcoffset() is None:
+            raise MldeckError(f"metric timestamp {timestamp} has no time zone; pass an aware one")
         ts = timestamp or utcnow()
+        # Check every value first: a rejected one must neither use up a step nor drop the others.
+        values = {str(key): _metric_value(str(key), value) for key, value in metrics.items()}
         rows = []
         with self._lock:
-            for key, value in metrics.items():
-                key = str(key)
+            for key, value in values.items():
                 this_step = self._steps.get(key, -1) + 1 if step is None else int(step)
                 self._steps[key] = max(this_step, self._steps.get(key, -1))
                 rows.append(
-                    {
-                        "run_id": self.id,
-                        "key": key,
-                        "value": _metric_value(key, value),
-                        "step": this_step,
-                        "ts": ts,
-                    }
+                    {"run_id": self.id, "key": key, "value": value, "step": this_step, "ts": ts}
                 )
             self._metrics.extend(rows)
             due = (

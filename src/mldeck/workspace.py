@@ -10,7 +10,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mldeck.config import CONFIG_FILE, Settings, default_config_text, load_settings
+from sqlalchemy.engine import URL
+
+from mldeck.config import (
+    CONFIG_FILE,
+    MAX_NAME_LENGTH,
+    Settings,
+    default_config_text,
+    load_settings,
+    parse_settings,
+)
 from mldeck.errors import MldeckError, WorkspaceNotFound
 from mldeck.store.engine import Store, open_store
 
@@ -55,7 +64,10 @@ class Workspace:
     def db_url(self) -> str:
         """MLDECK_DB_URL, else ``[store] url``, else the workspace's SQLite file."""
         url = os.environ.get(ENV_DB_URL) or self.settings.store.url
-        return url or f"sqlite:///{self.db_path}"
+        # Built, not formatted: a folder name holding '?', '#' or '%' must stay part of the path.
+        return url or URL.create("sqlite", database=str(self.db_path)).render_as_string(
+            hide_password=False
+        )
 
 
 def load_workspace(root: Path) -> Workspace:
@@ -110,12 +122,19 @@ def init_workspace(root: Path, name: str | None = None) -> Workspace:
         raise MldeckError(
             f"{root}/.mldeck exists without {CONFIG_FILE}; move it away or restore the config"
         )
+    # Check the name before creating anything, so a bad one leaves no half-made workspace.
+    if not name:  # the folder's name; bytes that are not UTF-8 cannot go into the TOML file
+        folder = root.resolve().name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        name = folder[:MAX_NAME_LENGTH] or "mldeck"
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in name):
+        raise MldeckError(f"the project name {name!r} is not valid text")
+    config_text = default_config_text(name)
+    parse_settings(config_text, f"the project name {name!r}")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        name = name or root.resolve().name or "mldeck"
         for folder in (root / ".mldeck" / "artifacts", root / "data" / "incoming"):
             folder.mkdir(parents=True, exist_ok=True)
-        _write_new(root / CONFIG_FILE, default_config_text(name))
+        _write_new(root / CONFIG_FILE, config_text)
         _write_new(root / ".mldeck" / ".gitignore", "*\n")
     except OSError as exc:
         raise MldeckError(f"cannot create a workspace at {root}: {exc.strerror or exc}") from None

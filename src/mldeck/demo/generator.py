@@ -431,7 +431,7 @@ def generate_batch(
 
     - ``"none"``: the reference distribution (churn rate about :data:`BASE_CHURN_RATE`).
     - ``"covariate_shift"``: monthly_charges +20% (and total_charges with it), data_usage_gb
-      about +65%, device_os mix moves 60% of the way toward ``web``; P(churn | x) unchanged.
+      about +65%, device_os mix moves 60% of the way to a web-heavy mix; P(churn | x) unchanged.
       The shifted columns are ``SHIFTED_FEATURES["covariate_shift"]``.
     - ``"prior_shift"``: churn rate ``BASE_CHURN_RATE * (1 + intensity)`` (about 2x), obtained
       by resampling reference rows per label, so P(x | churn) is kept.

@@ -89,6 +89,8 @@ def verify(path: Path, sha256: str) -> None:
                 digest.update(chunk)
     except FileNotFoundError:
         raise ArtifactError(f"artifact {path} is missing") from None
+    except OSError as exc:
+        raise ArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from None
     if digest.hexdigest() != sha256:
         raise ArtifactError(
             f"artifact {path} does not match its recorded sha256 (expected {sha256[:12]}..., "

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session
 
 from mldeck.errors import StoreError
-from mldeck.store.models import StoreState, utcnow
+from mldeck.store.models import SQLModel, StoreState, utcnow
 
 # The newest schema revision this version of mldeck writes (head of store/migrations/versions).
 SCHEMA_REVISION = "0001"
@@ -100,7 +100,9 @@ def _check_sqlite_file(path: Path) -> None:
             con.close()
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"the store {path} is damaged ({exc}); it was left untouched") from None
-    if app_id not in (0, APPLICATION_ID) or (tables and "alembic_version" not in tables):
+    # An mldeck store gets its application_id in the transaction that creates its tables, so a
+    # database with tables but without that id is someone else's (even if Alembic manages it).
+    if app_id != APPLICATION_ID and (app_id != 0 or set(tables) - {"alembic_version"}):
         listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(
             f"{path} is an SQLite database but not an mldeck store (tables: {listed or 'none'}); "
@@ -235,6 +237,8 @@ def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True)
         revision = _current_revision(engine)
         if revision != SCHEMA_REVISION:
             _check_revision(revision)
+            if revision is None:
+                _check_no_orphan_tables(engine, url)
             if not upgrade:
                 raise StoreError(f"the store's schema is {revision}, {SCHEMA_REVISION} is needed")
             lock = FileLock(str(lock_path)) if lock_path else None
@@ -258,6 +262,19 @@ def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True)
         engine.dispose()
         raise
     return Store(engine, url)
+
+
+def _check_no_orphan_tables(engine: Engine, url: str) -> None:
+    """Refuse a store holding mldeck's tables without a recorded schema revision."""
+    with engine.connect() as conn:
+        existing = set(inspect(conn).get_table_names())
+        conn.rollback()
+    found = sorted(existing & set(SQLModel.metadata.tables))
+    if found:
+        raise StoreError(
+            f"the store {_safe(url)} has mldeck tables ({', '.join(found[:3])}, ...) but no "
+            "recorded schema revision (alembic_version is empty or missing); it was left untouched"
+        )
 
 
 def _check_revision(revision: str | None) -> None:

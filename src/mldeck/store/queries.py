@@ -130,6 +130,13 @@ _ROW_COLUMNS = (
 )
 
 
+def _as_id(text: str) -> int | None:
+    """*text* as a run id if it is one (ASCII digits that fit SQLite's integer), else None."""
+    if text.isascii() and text.isdigit() and int(text) < 2**63:
+        return int(text)
+    return None
+
+
 def _filtered(statement: Any, flt: RunFilter) -> Any:
     if flt.status:
         statement = statement.where(Run.status == flt.status)
@@ -138,10 +145,10 @@ def _filtered(statement: Any, flt: RunFilter) -> Any:
     if flt.trigger:
         statement = statement.where(Run.trigger == flt.trigger)
     if flt.text:
-        like = Run.name.ilike(f"%{flt.text}%")
-        statement = statement.where(
-            or_(like, Run.id == int(flt.text)) if flt.text.isdigit() else like
-        )
+        # Escaped: '_' and '%' in a run's name are characters to find, not wildcards.
+        like = Run.name.icontains(flt.text, autoescape=True)
+        run_id = _as_id(flt.text)
+        statement = statement.where(like if run_id is None else or_(like, Run.id == run_id))
     return statement
 
 
@@ -213,12 +220,16 @@ def resolve_run(store: Store, ref: str) -> int:
     """A run id from *ref*: its number, or a name (the newest run of that name)."""
     ref = ref.strip()
     with store.read() as session:
-        if ref.isdigit():
-            if session.get(Run, int(ref)) is None:
+        if ref.isascii() and ref.isdigit():
+            run_id = _as_id(ref)
+            if run_id is None or session.get(Run, run_id) is None:
                 raise NotFound(f"no run {ref} (see 'mldeck runs list')")
-            return int(ref)
+            return run_id
         run_id = session.execute(
-            select(Run.id).where(Run.name == ref).order_by(Run.created_at.desc()).limit(1)
+            select(Run.id)
+            .where(Run.name == ref)
+            .order_by(Run.created_at.desc(), Run.id.desc())
+            .limit(1)
         ).scalar()
     if run_id is None:
         raise NotFound(f"no run with id or name {ref!r} (see 'mldeck runs list')")

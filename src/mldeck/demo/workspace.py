@@ -1,0 +1,52 @@
+"""The demo workspace: the sample data, a user script, and a first real tracked run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from mldeck.errors import MldeckError
+from mldeck.workspace import ENV_WORKSPACE, Workspace, init_workspace, open_workspace_store
+
+BASELINE_SCRIPT = Path(__file__).with_name("train_baseline.py")
+
+
+def create_demo_workspace(
+    root: Path,
+    *,
+    name: str | None = None,
+    echo: Callable[[str], None] = print,
+    train: bool = True,
+) -> Workspace:
+    """A workspace holding the demo data (``data/samples``), ``scripts/train_baseline.py`` and,
+    when *train*, one baseline training run recorded by that script."""
+    from mldeck.demo.generator import write_sample_data
+
+    workspace = init_workspace(root, name=name or "churn-demo")
+    open_workspace_store(workspace).close()
+    samples = workspace.data_dir / "samples"
+    echo(f"writing the demo data to {samples.relative_to(workspace.root)}/")
+    write_sample_data(samples)
+    scripts = workspace.root / "scripts"
+    scripts.mkdir(exist_ok=True)
+    shutil.copyfile(BASELINE_SCRIPT, scripts / BASELINE_SCRIPT.name)
+    if train:
+        echo("training a baseline model with scripts/train_baseline.py (a tracked run)")
+        env = {**os.environ, ENV_WORKSPACE: str(workspace.root)}
+        done = subprocess.run(
+            [sys.executable, str(Path("scripts") / BASELINE_SCRIPT.name)],
+            cwd=workspace.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise MldeckError(f"the demo's baseline training failed: {last}")
+        echo(done.stdout.strip())
+    return workspace

@@ -1,0 +1,174 @@
+"""The console application: screens, navigation, themes, and following the store's changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from mldeck.errors import MldeckError
+from mldeck.store.engine import Store
+from mldeck.store.queries import champions
+from mldeck.tui.screens import SECTIONS
+from mldeck.tui.screens.base import DeckScreen
+from mldeck.tui.screens.help import HelpScreen
+from mldeck.tui.screens.overview import OverviewScreen
+from mldeck.tui.screens.runs import RunsScreen
+from mldeck.tui.themes import DEFAULT_THEME, discover_themes
+from mldeck.workspace import Workspace
+
+
+class MldeckApp(App):
+    """The console over one workspace. It never changes state on its own event loop."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "mldeck"
+    MODES: ClassVar = {"overview": OverviewScreen, "runs": RunsScreen}
+    DEFAULT_MODE = "overview"
+    BINDINGS = [
+        Binding("1", "switch_mode('overview')", "Overview", show=False, id="goto-overview"),
+        Binding("2", "switch_mode('runs')", "Runs", show=False, id="goto-runs"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("colon", "command_palette", "Commands", show=False, id="commands"),
+        Binding("ctrl+r", "refresh", "Refresh", show=False, id="refresh"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        store: Store,
+        *,
+        read_only: bool = False,
+        poll_seconds: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.workspace = workspace
+        self.store = store
+        self.read_only = read_only
+        self.poll_seconds = poll_seconds or workspace.settings.console.refresh_seconds
+        self.seen_seq: int | None = None
+        self.champion_label = ""
+        self.store_problem = ""
+        self._theme_problems: list[str] = []
+        self._load_themes()
+
+    # -- themes --------------------------------------------------------------------------------
+    def _load_themes(self) -> None:
+        themes, self._theme_problems = discover_themes(self.workspace.root / "themes")
+        for theme in themes:
+            self.register_theme(theme)
+        wanted = self.workspace.settings.console.theme
+        if wanted in self.available_themes:
+            self.theme = wanted
+        else:
+            self._theme_problems.append(f"theme {wanted!r} not found; using {DEFAULT_THEME}")
+            self.theme = DEFAULT_THEME
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        theme = self.current_theme
+        return {
+            "status-succeeded": theme.success or "green",
+            "status-running": theme.primary,
+            "status-queued": theme.secondary or theme.primary,
+            "status-failed": theme.error or "red",
+            "status-orphaned": theme.warning or "yellow",
+            "status-warning": theme.warning or "yellow",
+            "status-muted": theme.secondary or theme.primary,
+            "champion": theme.accent or theme.primary,
+        }
+
+    # -- start-up and polling ------------------------------------------------------------------
+    def on_mount(self) -> None:
+        for problem in self._theme_problems:
+            self.notify(problem, severity="warning", timeout=8)
+        self._poll()
+
+    def _poll(self) -> None:
+        self.run_worker(self._poll_store, thread=True, group="poll", exit_on_error=False)
+
+    def _poll_store(self) -> None:
+        """Read the change counter (cheap); read the champion only when something changed."""
+        try:
+            seq = self.store.change_seq()
+            label = None
+            if seq != self.seen_seq:
+                label = ", ".join(f"{c.model} v{c.version}" for c in champions(self.store))
+            problem = ""
+        except Exception as exc:  # the store went away: say so, keep polling
+            seq, label, problem = self.seen_seq, None, f"store unreachable: {exc}"
+        self.call_from_thread(self._after_poll, seq, label, problem)
+
+    def _after_poll(self, seq: int | None, label: str | None, problem: str) -> None:
+        changed = seq != self.seen_seq
+        self.seen_seq = seq
+        if label is not None:
+            self.champion_label = label
+        if problem != self.store_problem or label is not None:
+            self.store_problem = problem
+            if isinstance(self.screen, DeckScreen):
+                self.screen.sync_topbar()
+        if changed and isinstance(self.screen, DeckScreen):
+            self.screen.reload()
+        self.set_timer(self.poll_seconds, self._poll)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.report_error(event.worker.error)
+            if event.worker.group == "poll":
+                self.set_timer(self.poll_seconds, self._poll)
+
+    def report_error(self, error: BaseException | None) -> None:
+        """The one place background errors reach the user: a notification, never a crash."""
+        if error is None:
+            return
+        if isinstance(error, MldeckError):
+            self.notify(str(error), severity="error", timeout=10)
+        else:
+            self.notify(
+                f"{type(error).__name__}: {error}",
+                title="Unexpected error",
+                severity="error",
+                timeout=15,
+            )
+
+    # -- actions -------------------------------------------------------------------------------
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def action_refresh(self) -> None:
+        if isinstance(self.screen, DeckScreen):
+            self.screen.reload()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for mode, title in SECTIONS:
+            yield SystemCommand(
+                f"Go to {title}", f"Show the {title} screen", lambda m=mode: self.switch_mode(m)
+            )
+        for status in ("failed", "running", "succeeded"):
+            yield SystemCommand(
+                f"Runs: {status}",
+                f"List the runs whose status is {status}",
+                lambda s=status: self._runs_filtered(f"status:{s}"),
+            )
+        yield SystemCommand(
+            "Refresh", "Reload the current screen from the store", self.action_refresh
+        )
+        yield SystemCommand("Help", "What this screen shows and its keys", self.action_help)
+        yield from super().get_system_commands(screen)
+
+    def _runs_filtered(self, text: str) -> None:
+        self.switch_mode("runs")
+        screen = self.screen
+        if isinstance(screen, RunsScreen):
+            screen.set_filter(text)
+
+    @property
+    def workspace_root(self) -> Path:
+        return self.workspace.root

@@ -1,0 +1,152 @@
+"""Overview: the workspace at a glance (runs, data, models, alerts, the store, the last runs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Static
+
+from mldeck import formatting as fmt
+from mldeck.store.engine import Store
+from mldeck.store.queries import Overview, integrity_check, overview
+from mldeck.tui.screens.base import DeckScreen
+from mldeck.tui.screens.runs import RunDetailScreen, run_cells
+from mldeck.tui.styles import rich_color
+from mldeck.tui.widgets.table import DeckTable
+
+
+@dataclass
+class OverviewData:
+    figures: Overview
+    integrity: str | None
+
+
+class Card(Static):
+    """A bordered box with a title and a few lines of figures."""
+
+
+class OverviewScreen(DeckScreen):
+    SCREEN_TITLE = "Overview"
+    HELP = (
+        "The workspace at a glance: how many runs ran and how they ended, the data, the models "
+        "and the champion, open alerts, and the state of the metadata store. The table lists "
+        "the last runs: press Enter on one to open it. Everything refreshes on its own when "
+        "another process (a script, the CLI, the scheduler) writes to the store."
+    )
+    BINDINGS = [Binding("i", "check_store", "Check store", id="check-store")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._integrity: str | None = None
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="cards"):
+            yield Card(id="card-runs")
+            yield Card(id="card-data")
+            yield Card(id="card-models")
+            yield Card(id="card-alerts")
+        yield Static(id="store-line")
+        table = DeckTable(id="last-runs")
+        table.border_title = "Last runs"
+        yield table
+
+    def on_mount(self) -> None:
+        titles = {"runs": "Runs", "data": "Data", "models": "Models", "alerts": "Alerts"}
+        for key, title in titles.items():
+            self.query_one(f"#card-{key}", Card).border_title = title
+        table = self.query_one("#last-runs", DeckTable)
+        table.add_columns("ID", "NAME", "KIND", "STATUS", "STARTED", "TIME")
+        super().on_mount()
+
+    def fetch(self, store: Store) -> OverviewData:
+        figures = overview(store)
+        if self._integrity is None:
+            self._integrity = integrity_check(store)
+        return OverviewData(figures, self._integrity)
+
+    def action_check_store(self) -> None:
+        self._integrity = None
+        self.reload()
+
+    def show(self, data: OverviewData) -> None:
+        o = data.figures
+        var = self.app.theme_variables
+        failed = rich_color(var.get("status-failed", ""))
+        ok = rich_color(var.get("status-succeeded", ""))
+        warn = rich_color(var.get("status-warning", ""))
+
+        runs = Text()
+        runs.append(f"{o.runs_total} runs\n", style="bold")
+        running = o.runs_by_status.get("running", 0)
+        runs.append(f"{running} running\n")
+        runs.append(f"{o.runs_last_24h} in last 24h\n")
+        runs.append(f"{o.failed_last_24h} failed (24h)", style=failed if o.failed_last_24h else "")
+        self.query_one("#card-runs", Card).update(runs)
+
+        data_text = Text()
+        versions = sum(o.dataset_versions_by_status.values())
+        data_text.append(f"{o.datasets} datasets\n", style="bold")
+        data_text.append(f"{versions} versions\n")
+        rejected = o.dataset_versions_by_status.get("rejected", 0)
+        warned = o.dataset_versions_by_status.get("warned", 0)
+        data_text.append(f"{rejected} rejected\n", style=failed if rejected else "")
+        data_text.append(f"{warned} with warnings", style=warn if warned else "")
+        self.query_one("#card-data", Card).update(data_text)
+
+        models = Text()
+        models.append(f"{o.registered_models} models\n", style="bold")
+        models.append(f"{o.model_versions} versions\n")
+        champion_color = rich_color(var.get("champion", ""))
+        if o.champions:
+            for champ in o.champions[:2]:
+                models.append(f"★ {champ.model} v{champ.version}\n", style=champion_color)
+        else:
+            models.append("no champion", style="dim")
+        self.query_one("#card-models", Card).update(models)
+
+        alerts = Text()
+        open_total = sum(o.open_alerts_by_severity.values())
+        alerts.append(f"{open_total} open\n", style=f"bold {failed}" if open_total else "bold")
+        for severity in ("critical", "warning", "info"):
+            count = o.open_alerts_by_severity.get(severity, 0)
+            if count:
+                alerts.append(f"{count} {severity}\n")
+        if not open_total:
+            alerts.append("all quiet", style=ok)
+        self.query_one("#card-alerts", Card).update(alerts)
+
+        info = o.store
+        where = info.url
+        if info.backend == "sqlite":
+            where = _relative(info.url.removeprefix("sqlite:///"), self.deck.workspace.root)
+        integrity = data.integrity or "?"
+        line = Text()
+        line.append("Store ", style="bold")
+        line.append(f"{info.backend} {where} · {fmt.size(info.size_bytes)}")
+        if info.journal_mode:
+            line.append(f" · {info.journal_mode.upper()}")
+        line.append(f" · schema {info.schema_revision} · integrity ")
+        line.append(integrity, style=ok if integrity == "ok" else f"bold {failed}")
+        self.query_one("#store-line", Static).update(line)
+
+        table = self.query_one("#last-runs", DeckTable)
+        table.replace_rows([(str(row.id), run_cells(self.app, row)[:6]) for row in o.last_runs])
+        table.border_subtitle = (
+            "" if o.last_runs else "no runs yet: see the README's tracking example"
+        )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.app.push_screen(RunDetailScreen(int(event.row_key.value)))
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path

@@ -1,0 +1,242 @@
+"""Runs: every run in the store, filterable, and the detail of one (params, metrics, logs, error)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.timer import Timer
+from textual.widgets import DataTable, Input, Log, Static, TabbedContent, TabPane
+
+from mldeck import formatting as fmt
+from mldeck.errors import MldeckError
+from mldeck.store.engine import Store
+from mldeck.store.queries import RunDetail, RunFilter, RunRow, list_runs, run_detail
+from mldeck.tui.screens.base import DeckScreen
+from mldeck.tui.styles import status_text
+from mldeck.tui.widgets.table import DeckTable
+
+WINDOW = 500
+LOG_LINES = 1000
+
+
+def run_cells(app: App, row: RunRow) -> tuple:
+    """The cells of a run's table row: id, name, kind, status, started, duration, trigger."""
+    progress = fmt.progress(row.progress, row.status)
+    return (
+        Text(str(row.id), justify="right"),
+        row.name,
+        row.kind,
+        status_text(app, row.status, f" {progress}" if progress else ""),
+        fmt.when(row.started_at or row.created_at),
+        fmt.duration(row.duration),
+        row.trigger,
+    )
+
+
+class RunsScreen(DeckScreen):
+    SCREEN_TITLE = "Runs"
+    HELP = (
+        "Every run in the store, newest first (the newest 500 that match are shown). Type in the "
+        "filter to narrow the list: words match the run's name or id, and status:, kind: and "
+        "trigger: pick exact values, e.g. 'status:failed kind:train'. Enter opens a run."
+    )
+    BINDINGS = [
+        Binding("slash", "focus_filter", "Filter", id="runs-filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="runs-clear-filter"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._filter = RunFilter()
+        self._debounce: Timer | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Input(
+            placeholder="/ filter: name, id, status:failed kind:train trigger:schedule",
+            id="runs-filter",
+        )
+        yield DeckTable(id="runs-table")
+        yield Static(id="runs-status")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs-table", DeckTable)
+        table.add_columns("ID", "NAME", "KIND", "STATUS", "STARTED", "TIME", "TRIGGER")
+        table.focus()
+        super().on_mount()
+
+    def fetch(self, store: Store) -> tuple[list[RunRow], int, RunFilter]:
+        flt = self._filter
+        rows, total = list_runs(store, flt, limit=WINDOW)
+        return rows, total, flt
+
+    def show(self, data: tuple[list[RunRow], int, RunFilter]) -> None:
+        rows, total, flt = data
+        table = self.query_one("#runs-table", DeckTable)
+        table.replace_rows([(str(row.id), run_cells(self.app, row)) for row in rows])
+        if total == 0:
+            message = "no runs match the filter" if flt.describe() else "no runs yet"
+        elif total > len(rows):
+            message = f"showing the newest {len(rows)} of {total} runs"
+        else:
+            message = f"{total} run{'s' if total != 1 else ''}"
+        if flt.describe():
+            message += f" · filter: {flt.describe()}"
+        self.query_one("#runs-status", Static).update(message)
+
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(0.25, lambda: self._apply_filter(event.value))
+
+    def _apply_filter(self, value: str) -> None:
+        try:
+            self._filter = RunFilter.parse(value)
+        except MldeckError as exc:
+            self.query_one("#runs-status", Static).update(Text(str(exc), style="bold red"))
+            return
+        self.reload()
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_submitted(self) -> None:
+        self.query_one("#runs-table", DeckTable).focus()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#runs-filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#runs-filter", Input)
+        if field.value:
+            field.value = ""
+        self.query_one("#runs-table", DeckTable).focus()
+
+    def set_filter(self, text: str) -> None:
+        """Filter the list as if *text* had been typed (used by the command palette)."""
+        self.query_one("#runs-filter", Input).value = text
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.app.push_screen(RunDetailScreen(int(event.row_key.value)))
+
+
+class RunDetailScreen(DeckScreen):
+    SCREEN_TITLE = "Run"
+    HELP = (
+        "One run: what it was (kind, trigger, status, timing, who and where), its parameters and "
+        "tags, code version and environment, a summary of each metric, its log (the last 1000 "
+        "lines) and, when it failed, the traceback. It updates live while the run is going."
+    )
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="run-back"),
+        Binding("p", "tab('params')", "Params", id="run-tab-params"),
+        Binding("m", "tab('metrics')", "Metrics", id="run-tab-metrics"),
+        Binding("l", "tab('logs')", "Logs", id="run-tab-logs"),
+        Binding("e", "tab('error')", "Error", id="run-tab-error"),
+    ]
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self._log_tail: tuple[int, int] | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="run-summary")
+        with TabbedContent(initial="params", id="run-tabs"):
+            with TabPane("Params", id="params"):
+                yield DeckTable(id="run-params", cursor_type="row")
+            with TabPane("Metrics", id="metrics"):
+                yield DeckTable(id="run-metrics")
+            with TabPane("Logs", id="logs"):
+                yield Log(id="run-log", highlight=False, auto_scroll=True)
+            with TabPane("Error", id="error"), VerticalScroll():
+                yield Static(id="run-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#run-params", DeckTable).add_columns("KEY", "VALUE")
+        self.query_one("#run-metrics", DeckTable).add_columns(
+            "METRIC", "LAST", "STEP", "MIN", "MAX", "POINTS"
+        )
+        super().on_mount()
+
+    def subtitle(self) -> str:
+        return f"run {self.run_id}"
+
+    def fetch(self, store: Store) -> RunDetail:
+        return run_detail(store, self.run_id, log_limit=LOG_LINES)
+
+    def show(self, detail: RunDetail) -> None:
+        run = detail.run
+        row = RunRow.of(run)
+        summary = Text()
+        summary.append(f"{run.name}", style="bold")
+        summary.append(f"  #{run.id} · {run.kind} · {run.trigger} · ")
+        summary.append_text(status_text(self.app, run.status))
+        if run.status == "running" and run.progress is not None:
+            summary.append(f" {run.progress * 100:.0f}%")
+            if run.progress_message:
+                summary.append(f" {run.progress_message}")
+        summary.append(f"\nstarted {fmt.when(run.started_at)} · took {fmt.duration(row.duration)}")
+        if run.user:
+            summary.append(f" · {run.user}@{run.host}" if run.host else f" · {run.user}")
+        self.query_one("#run-summary", Static).update(summary)
+
+        params = self.query_one("#run-params", DeckTable)
+        params.replace_rows(
+            [
+                (f"{group}:{key}", (f"{prefix}{key}", _short(value)))
+                for group, prefix, key, value in _param_rows(run)
+            ]
+        )
+
+        metrics = self.query_one("#run-metrics", DeckTable)
+        metrics.replace_rows(
+            [
+                (
+                    m.key,
+                    (m.key, fmt.number(m.last), str(m.last_step), fmt.number(m.minimum),
+                     fmt.number(m.maximum), str(m.count)),
+                )
+                for m in detail.metrics
+            ]
+        )  # fmt: skip
+        metrics.border_subtitle = "" if detail.metrics else "no metrics logged"
+
+        tail = (detail.log_count, detail.logs[-1].id if detail.logs else 0)
+        if tail != self._log_tail:
+            self._log_tail = tail
+            log = self.query_one("#run-log", Log)
+            log.clear()
+            if detail.log_count > len(detail.logs):
+                log.write_line(f"… {detail.log_count - len(detail.logs)} earlier lines not shown")
+            log.write_lines(
+                f"{fmt.when(line.ts)} {line.level:<7} {line.message}" for line in detail.logs
+            )
+            if not detail.logs:
+                log.write_line("(no log lines)")
+
+        error = self.query_one("#run-error", Static)
+        error.update(Text(run.error) if run.error else Text("No error recorded.", style="dim"))
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#run-tabs", TabbedContent).active = tab
+
+
+def _param_rows(run: Any) -> list[tuple[str, str, str, Any]]:
+    rows = [("param", "", k, v) for k, v in sorted(run.params.items())]
+    rows += [("tag", "tag.", k, v) for k, v in sorted(run.tags.items())]
+    rows += [("code", "code.", k, v) for k, v in run.code_version.items()]
+    env = dict(run.environment)
+    packages = env.pop("packages", {})
+    rows += [("env", "env.", k, v) for k, v in env.items()]
+    rows += [("pkg", "pkg.", k, v) for k, v in packages.items()]
+    return rows
+
+
+def _short(value: Any, width: int = 200) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"

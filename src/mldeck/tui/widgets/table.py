@@ -1,0 +1,38 @@
+"""A DataTable with the keys terminal users expect (j/k/g/G, ctrl+d/ctrl+u)."""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+
+class DeckTable(DataTable):
+    """Row-cursor table; rows are keyed by the id of what they show."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "scroll_top", "Top", show=False),
+        Binding("G", "scroll_bottom", "Bottom", show=False),
+        Binding("ctrl+d", "page_down", "Page down", show=False),
+        Binding("ctrl+u", "page_up", "Page up", show=False),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("cursor_type", "row")
+        kwargs.setdefault("zebra_stripes", False)
+        super().__init__(**kwargs)
+
+    def replace_rows(self, rows: list[tuple[str, tuple]]) -> None:
+        """Show *rows* ((key, cells) pairs), keeping the cursor on the same key when it remains."""
+        current = self.selected_key()
+        self.clear()
+        for key, cells in rows:
+            self.add_row(*cells, key=key)
+        if current is not None and current in self.rows:
+            self.move_cursor(row=self.get_row_index(current), animate=False)
+
+    def selected_key(self) -> str | None:
+        if self.row_count == 0:
+            return None
+        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value

@@ -1,0 +1,54 @@
+"""The line at the top of every screen: workspace, the numbered sections, champion, mode."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from mldeck.tui.screens import SECTIONS
+from mldeck.tui.styles import rich_color
+
+
+class TopBar(Static):
+    """Shows where you are and what the app knows about the workspace (set by the screen)."""
+
+    DEFAULT_CSS = """
+    TopBar { height: 1; background: $panel; color: $foreground; padding: 0 1; }
+    """
+
+    section: reactive[str] = reactive("")
+    screen_title: reactive[str] = reactive("")
+    champion: reactive[str] = reactive("")
+    problem: reactive[str] = reactive("")
+
+    def __init__(self, workspace_name: str, read_only: bool, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.workspace_name = workspace_name
+        self.read_only = read_only
+
+    def render(self) -> Text:
+        variables = self.app.theme_variables
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append("mldeck", style="bold")
+        text.append(f" {self.workspace_name} │")
+        for number, (mode, title) in enumerate(SECTIONS, start=1):
+            if mode == self.section:
+                text.append(f" {number} {title} ", style="bold reverse")
+            else:
+                text.append(f" {number}", style="bold")
+                text.append(f" {title} ", style="dim")
+        if self.screen_title:
+            text.append(f"› {self.screen_title} ", style="bold")
+        text.append("│ champion ")
+        if self.champion:
+            text.append(self.champion, style=f"bold {rich_color(variables.get('champion', ''))}")
+        else:
+            text.append("none", style="dim")
+        if self.read_only:
+            text.append(" │ read-only", style="bold")
+        if self.problem:
+            text.append(
+                f" │ {self.problem}", style=f"bold {rich_color(variables.get('error', ''))}"
+            )
+        return text
