@@ -69,12 +69,14 @@ def clean_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ENV_VARS}
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in a child process."""
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a child process (*env* adds to a clean environment)."""
     return subprocess.run(
         [sys.executable, "-m", "mldeck.cli", *args],
         cwd=cwd,
-        env=clean_environ(),
+        env={**clean_environ(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -85,3 +87,21 @@ def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedP
 @pytest.fixture(scope="session")
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_cli
+
+
+def run_python_file(script: Path, *, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a user's Python script in a child process with a clean environment."""
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=cwd,
+        env=clean_environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def run_python() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_python_file

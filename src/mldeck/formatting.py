@@ -56,3 +56,8 @@ def progress(fraction: float | None, status: str) -> str:
     if status != "running" or fraction is None:
         return ""
     return f"{fraction * 100:.0f}%"
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 run``, ``2 runs`` (or *many* for irregular plurals)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"

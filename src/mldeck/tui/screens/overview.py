@@ -81,7 +81,7 @@ class OverviewScreen(DeckScreen):
         warn = rich_color(var.get("status-warning", ""))
 
         runs = Text()
-        runs.append(f"{o.runs_total} runs\n", style="bold")
+        runs.append(fmt.plural(o.runs_total, "run") + "\n", style="bold")
         running = o.runs_by_status.get("running", 0)
         runs.append(f"{running} running\n")
         runs.append(f"{o.runs_last_24h} in last 24h\n")
@@ -90,8 +90,8 @@ class OverviewScreen(DeckScreen):
 
         data_text = Text()
         versions = sum(o.dataset_versions_by_status.values())
-        data_text.append(f"{o.datasets} datasets\n", style="bold")
-        data_text.append(f"{versions} versions\n")
+        data_text.append(fmt.plural(o.datasets, "dataset") + "\n", style="bold")
+        data_text.append(fmt.plural(versions, "version") + "\n")
         rejected = o.dataset_versions_by_status.get("rejected", 0)
         warned = o.dataset_versions_by_status.get("warned", 0)
         data_text.append(f"{rejected} rejected\n", style=failed if rejected else "")
@@ -99,8 +99,8 @@ class OverviewScreen(DeckScreen):
         self.query_one("#card-data", Card).update(data_text)
 
         models = Text()
-        models.append(f"{o.registered_models} models\n", style="bold")
-        models.append(f"{o.model_versions} versions\n")
+        models.append(fmt.plural(o.registered_models, "model") + "\n", style="bold")
+        models.append(fmt.plural(o.model_versions, "version") + "\n")
         champion_color = rich_color(var.get("champion", ""))
         if o.champions:
             for champ in o.champions[:2]:

@@ -83,7 +83,7 @@ class RunsScreen(DeckScreen):
         elif total > len(rows):
             message = f"showing the newest {len(rows)} of {total} runs"
         else:
-            message = f"{total} run{'s' if total != 1 else ''}"
+            message = fmt.plural(total, "run")
         if flt.describe():
             message += f" · filter: {flt.describe()}"
         self.query_one("#runs-status", Static).update(message)

@@ -1,0 +1,266 @@
+"""The ``mldeck`` command line, run for real in child processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mldeck.config import CONFIG_FILE
+from mldeck.store.engine import SCHEMA_REVISION, open_store
+from mldeck.workspace import load_workspace
+
+USER_SCRIPT = """\
+import mldeck
+
+with mldeck.start_run(name="cli-run", kind="train", params={"C": 1.0}) as run:
+    run.log_metric("loss", 0.5)
+    run.log_metric("loss", 0.25)
+    run.log("hello from the script")
+print(run.id)
+"""
+
+FAILING_SCRIPT = """\
+import mldeck
+
+with mldeck.start_run(name="cli-broken", kind="evaluate"):
+    raise RuntimeError("evaluation exploded")
+"""
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """A user mistake: non-zero exit, one line on stderr naming the problem, no traceback."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("mldeck: error: ")
+    for needle in needles:
+        assert needle in line
+    return line
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, cli, run_python):
+    """A workspace made by ``mldeck init`` holding one run that succeeded and one that failed."""
+    base = tmp_path_factory.mktemp("cli")
+    result = cli("init", "ws", cwd=base)
+    assert result.returncode == 0, result.stderr
+    root = base / "ws"
+    (base / "train.py").write_text(USER_SCRIPT)
+    (base / "evaluate.py").write_text(FAILING_SCRIPT)
+    done = run_python(base / "train.py", cwd=root)
+    assert done.returncode == 0, done.stderr
+    failed = run_python(base / "evaluate.py", cwd=root)
+    assert failed.returncode == 1 and "evaluation exploded" in failed.stderr
+    return root, int(done.stdout.strip())
+
+
+def test_init_creates_a_workspace(tmp_path, cli):
+    result = cli("init", "project", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "project"
+    assert "Created workspace 'project'" in result.stdout
+    assert (root / CONFIG_FILE).is_file()
+    assert (root / ".mldeck" / "store.db").is_file()
+    assert (root / ".mldeck" / "artifacts").is_dir()
+    assert (root / "data" / "incoming").is_dir()
+    store = open_store(load_workspace(root).db_url)
+    try:
+        assert store.schema_revision() == SCHEMA_REVISION
+    finally:
+        store.close()
+
+
+def test_init_with_a_name(tmp_path, cli):
+    result = cli("init", str(tmp_path / "p"), "--name", 'Churn "v2" ✓', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load_workspace(tmp_path / "p").name == 'Churn "v2" ✓'
+
+
+def test_init_refuses_an_existing_workspace(tracked, cli, snapshot):
+    root, _ = tracked
+    files = [root / CONFIG_FILE, root / ".mldeck" / "store.db"]
+    before = [snapshot(f) for f in files]
+    assert_one_line_error(cli("init", str(root), cwd=root.parent), "already an mldeck workspace")
+    assert [snapshot(f) for f in files] == before
+
+
+def test_outside_a_workspace(tmp_path, cli):
+    result = cli("runs", "list", cwd=tmp_path)
+    assert_one_line_error(result, "mldeck init")
+    assert result.stdout == ""
+
+
+def test_workspace_that_does_not_exist(tmp_path, cli):
+    assert_one_line_error(
+        cli("--workspace", "/does/not/exist", "runs", "list", cwd=tmp_path), "does not exist"
+    )
+
+
+def test_workspace_from_the_environment(tracked, tmp_path, cli):
+    root, run_id = tracked
+    result = cli("runs", "list", "--json", cwd=tmp_path, env={"MLDECK_WORKSPACE": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert run_id in [run["id"] for run in json.loads(result.stdout)["runs"]]
+
+
+def corrupt_store(root: Path) -> Path:
+    path = root / ".mldeck" / "store.db"
+    path.write_bytes(b"\x00garbage, not a database\xff" * 500)
+    return path
+
+
+def foreign_store(root: Path) -> Path:
+    import sqlite3
+
+    path = root / ".mldeck" / "store.db"
+    path.unlink()
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
+    con.commit()
+    con.close()
+    return path
+
+
+def unknown_config_key(root: Path) -> Path:
+    path = root / CONFIG_FILE
+    path.write_text(path.read_text() + "\n[console]\nflavour = 'mint'\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "needles"),
+    [
+        (corrupt_store, ("not an SQLite database",)),
+        (foreign_store, ("not an mldeck store", "customers")),
+        (unknown_config_key, ("unknown key 'flavour'", "allowed: theme")),
+    ],
+    ids=["corrupted-store", "foreign-store", "unknown-config-key"],
+)
+def test_bad_workspace_files_are_reported_and_kept(tmp_path, cli, snapshot, damage, needles):
+    assert cli("init", "ws", cwd=tmp_path).returncode == 0
+    root = tmp_path / "ws"
+    damaged = damage(root)
+    before = snapshot(damaged)
+    for args in (["runs", "list"], ["runs", "show", "1"], ["init", "."]):
+        result = cli(*args, cwd=root)
+        if args[0] == "init":
+            assert_one_line_error(result, "already an mldeck workspace")
+        else:
+            assert_one_line_error(result, *needles)
+    assert snapshot(damaged) == before
+
+
+def test_runs_list_json_holds_the_scripts_runs(tracked, cli):
+    root, run_id = tracked
+    result = cli("runs", "list", "--json", cwd=root)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["total"] == 2
+    by_name = {run["name"]: run for run in data["runs"]}
+    assert by_name["cli-run"]["id"] == run_id
+    assert by_name["cli-run"]["status"] == "succeeded"
+    assert by_name["cli-run"]["kind"] == "train"
+    assert by_name["cli-run"]["trigger"] == "script"
+    assert by_name["cli-broken"]["status"] == "failed"
+    assert [run["name"] for run in data["runs"]] == ["cli-broken", "cli-run"]  # newest first
+
+
+def test_runs_list_filters(tracked, cli):
+    root, run_id = tracked
+    result = cli("runs", "list", "--status", "failed", "--json", cwd=root)
+    assert [run["name"] for run in json.loads(result.stdout)["runs"]] == ["cli-broken"]
+    result = cli("runs", "list", "--kind", "train", "--name", "cli", "--json", cwd=root)
+    assert [run["id"] for run in json.loads(result.stdout)["runs"]] == [run_id]
+    result = cli("runs", "list", "--limit", "1", cwd=root)
+    assert result.returncode == 0
+    assert "cli-broken" in result.stdout and "(1 of 2 shown" in result.stdout
+    result = cli("runs", "list", "--status", "cancelled", cwd=root)
+    assert result.returncode == 0 and "No runs match." in result.stdout
+
+
+def test_runs_list_table(tracked, cli):
+    root, run_id = tracked
+    result = cli("runs", "list", cwd=root)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.strip().splitlines()
+    assert header.split()[:5] == ["ID", "NAME", "KIND", "TRIGGER", "STATUS"]
+    assert any(
+        row.split()[:5] == [str(run_id), "cli-run", "train", "script", "succeeded"] for row in rows
+    )
+
+
+def test_runs_show_json(tracked, cli):
+    root, run_id = tracked
+    result = cli("runs", "show", str(run_id), "--json", cwd=root)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["id"] == run_id and data["name"] == "cli-run"
+    assert data["params"] == {"C": 1.0}
+    (loss,) = data["metrics"]
+    assert (loss["key"], loss["last"], loss["count"], loss["last_step"]) == ("loss", 0.25, 2, 1)
+    assert [line["message"] for line in data["logs"]] == ["hello from the script"]
+    assert data["error"] is None
+    assert data["code_version"]["entry_point"].endswith(".py")
+
+
+def test_runs_show_by_name_and_failed_run(tracked, cli):
+    root, _ = tracked
+    result = cli("runs", "show", "cli-run", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert "cli-run" in result.stdout and "Metrics" in result.stdout and "loss" in result.stdout
+    assert "hello from the script" in result.stdout
+    failed = cli("runs", "show", "cli-broken", cwd=root)
+    assert failed.returncode == 0, failed.stderr
+    assert "RuntimeError: evaluation exploded" in failed.stdout
+
+
+def test_runs_show_unknown(tracked, cli):
+    root, _ = tracked
+    assert_one_line_error(cli("runs", "show", "999", cwd=root), "no run 999")
+    assert_one_line_error(cli("runs", "show", "no-such-run", cwd=root), "'no-such-run'")
+
+
+def test_runs_list_unknown_status(tracked, cli):
+    root, _ = tracked
+    line = assert_one_line_error(cli("runs", "list", "--status", "bogus", cwd=root), "'bogus'")
+    assert "succeeded" in line and "failed" in line
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["init"], ["tui"], ["demo"], ["runs"], ["runs", "list"], ["runs", "show"]],
+    ids=lambda c: " ".join(c) or "root",
+)
+def test_help_on_every_command(tmp_path, cli, command):
+    result = cli(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # asking for help creates nothing
+
+
+def test_version(tmp_path, cli):
+    import mldeck
+
+    result = cli("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"mldeck {mldeck.__version__}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli.main catches click's exceptions, but typer raises its own vendored copies "
+    "(typer._click), so usage errors end in a traceback",
+)
+@pytest.mark.parametrize(
+    "args", [["runs", "show"], ["no-such-command"], ["runs", "list", "--limit", "0"]]
+)
+def test_usage_errors_are_one_line(tmp_path, cli, args):
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,307 @@
+"""The tracking API that users' own scripts call: runs, params, metrics, logs, artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+import mldeck
+from mldeck.errors import MldeckError
+from mldeck.store import artifacts
+from mldeck.store.models import Artifact, Metric, Run, RunStatus
+from mldeck.store.queries import resolve_run, run_detail
+from mldeck.tracking import start_run
+
+
+def metric_rows(store, run_id: int, key: str | None = None) -> list[tuple[int, float | None]]:
+    with store.read() as session:
+        statement = select(Metric.step, Metric.value).where(Metric.run_id == run_id)
+        if key is not None:
+            statement = statement.where(Metric.key == key)
+        return [tuple(row) for row in session.execute(statement.order_by(Metric.id)).all()]
+
+
+def test_successful_run_reads_back(workspace, store, tmp_path):
+    model_file = tmp_path / "model.bin"
+    model_file.write_bytes(b"\x00\x01 trained weights")
+    with start_run(
+        name="baseline",
+        kind="train",
+        params={"C": 1.0},
+        tags={"team": "risk"},
+        workspace=workspace,
+    ) as run:
+        assert mldeck.active_run() is run
+        run.log_params({"penalty": "l2", "layers": [64, 32], "obj": object()})
+        run.log_param("C", 0.5)  # a later value wins
+        mldeck.set_tag("stage", "dev")
+        run.set_progress(0.4, "epoch 2 of 5")
+        for value in (0.9, 0.7, 0.4):
+            run.log_metric("loss", value)  # implicit steps 0, 1, 2
+        run.log_metric("auc", 0.81, step=10)
+        run.log_metric("auc", 0.85, step=20)
+        mldeck.log_metrics({"lr": 0.1, "loss": 0.35})  # loss continues at step 3
+        run.log("starting")
+        mldeck.log_param("seed", 7)
+        run.log("done", level="warning")
+        record = run.log_artifact(model_file, name="model")
+    run_id = run.id
+
+    detail = run_detail(store, run_id)
+    info = detail.run
+    assert info.name == "baseline"
+    assert (info.kind, info.trigger, info.status) == ("train", "script", "succeeded")
+    assert info.params["C"] == 0.5
+    assert info.params["penalty"] == "l2"
+    assert info.params["layers"] == [64, 32]
+    assert info.params["seed"] == 7
+    assert info.params["obj"].startswith("<object object")
+    assert info.tags == {"team": "risk", "stage": "dev"}
+    assert info.progress == 1.0 and info.progress_message == "epoch 2 of 5"
+    assert info.error is None
+    assert info.started_at.tzinfo is not None
+    assert info.started_at <= info.ended_at <= datetime.now(UTC)
+    assert info.pid == os.getpid()
+    assert info.environment["python"]
+    assert "mldeck" in info.environment["packages"]
+
+    summaries = {m.key: m for m in detail.metrics}
+    assert sorted(summaries) == ["auc", "loss", "lr"]
+    loss = summaries["loss"]
+    assert (loss.count, loss.last, loss.last_step) == (4, 0.35, 3)
+    assert (loss.minimum, loss.maximum) == (0.35, 0.9)
+    auc = summaries["auc"]
+    assert (auc.count, auc.last, auc.last_step) == (2, 0.85, 20)
+    assert metric_rows(store, run_id, "loss") == [(0, 0.9), (1, 0.7), (2, 0.4), (3, 0.35)]
+
+    assert [(line.level, line.message) for line in detail.logs] == [
+        ("info", "starting"),
+        ("warning", "done"),
+    ]
+    assert detail.log_count == 2
+
+    (artifact,) = detail.artifacts
+    sha = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    assert artifact.name == "model"
+    assert artifact.sha256 == sha == record.sha256
+    assert artifact.size_bytes == model_file.stat().st_size
+    assert artifact.path == f".mldeck/artifacts/{sha[:2]}/{sha}"
+    artifacts.verify(artifacts.resolve(workspace.root, artifact.path), sha)
+
+    assert resolve_run(store, "baseline") == run_id
+    as_dict = detail.as_dict()
+    assert as_dict["status"] == "succeeded" and as_dict["params"]["seed"] == 7
+
+
+def test_failed_run_records_the_traceback_and_reraises(workspace, store):
+    with pytest.raises(ValueError, match="boom-4242"), start_run(name="bad", workspace=workspace):
+        mldeck.log_metric("loss", 1.0)
+        raise ValueError("boom-4242")
+    run = run_detail(store, resolve_run(store, "bad")).run
+    assert run.status == "failed"
+    assert "Traceback" in run.error
+    assert "ValueError: boom-4242" in run.error
+    assert run.ended_at is not None
+    assert run.progress != 1.0
+    assert metric_rows(store, run.id) == [(0, 1.0)]  # what was logged before the error is kept
+
+
+def test_keyboard_interrupt_cancels_the_run(workspace, store):
+    with pytest.raises(KeyboardInterrupt), start_run(name="stopped", workspace=workspace):
+        raise KeyboardInterrupt
+    run = run_detail(store, resolve_run(store, "stopped")).run
+    assert run.status == RunStatus.CANCELLED
+    assert "KeyboardInterrupt" in run.error
+    assert run.ended_at is not None
+
+
+def test_no_active_run_after_the_block(workspace):
+    with start_run(workspace=workspace):
+        pass
+    with pytest.raises(MldeckError, match="no active run"):
+        mldeck.active_run()
+
+
+def test_one_hundred_thousand_metric_points_are_all_stored(workspace, store):
+    n = 100_000
+    began = time.perf_counter()
+    with start_run(name="many", workspace=workspace) as run:
+        for i in range(n):
+            run.log_metric("loss", 1.0 / (i + 1))
+    elapsed = time.perf_counter() - began
+    print(f"logged {n} metric points in {elapsed:.2f}s")
+    with store.read() as session:
+        stored = session.execute(
+            select(func.count(Metric.id), func.min(Metric.step), func.max(Metric.step)).where(
+                Metric.run_id == run.id
+            )
+        ).one()
+    assert tuple(stored) == (n, 0, n - 1)
+    (summary,) = run_detail(store, run.id).metrics
+    assert summary.count == n and summary.last == 1.0 / n
+
+
+def test_nan_is_stored_as_null(workspace, store):
+    with start_run(workspace=workspace) as run:
+        run.log_metric("score", float("nan"))
+        run.log_metric("score", np.float32(0.5))
+        run.log_metric("score", Decimal("0.25"))
+        run.log_metric("score", 3)
+    assert metric_rows(store, run.id) == [(0, None), (1, 0.5), (2, 0.25), (3, 3.0)]
+    (summary,) = run_detail(store, run.id).metrics
+    assert (summary.minimum, summary.maximum, summary.count) == (0.25, 3.0, 4)
+
+
+def test_infinity_is_kept(workspace, store):
+    with start_run(workspace=workspace) as run:
+        run.log_metric("grad", float("inf"))
+    assert metric_rows(store, run.id) == [(0, math.inf)]
+
+
+@pytest.mark.parametrize("bad", ["high", None, [1.0], {"a": 1}, object()])
+def test_non_numeric_metric_is_refused_without_side_effects(workspace, store, bad):
+    with start_run(workspace=workspace) as run:
+        run.log_metric("acc", 0.5)
+        with pytest.raises(MldeckError, match="'acc' must be a number"):
+            run.log_metric("acc", bad)
+        with pytest.raises(MldeckError, match="must be a number"):
+            run.log_metrics({"other": 1.0, "acc": bad})
+        run.log_metric("acc", 0.6)
+    # The rejected values neither used up a step nor left a partial batch behind.
+    assert metric_rows(store, run.id) == [(0, 0.5), (1, 0.6)]
+
+
+def test_metric_timestamp_must_be_aware(workspace, store):
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with start_run(workspace=workspace) as run:
+        with pytest.raises(MldeckError, match="time zone"):
+            run.log_metric("loss", 1.0, timestamp=datetime(2026, 1, 2, 3, 4, 5))
+        run.log_metric("loss", 2.0, timestamp=when)
+    with store.read() as session:
+        (ts,) = session.execute(select(Metric.ts).where(Metric.run_id == run.id)).scalars()
+    assert ts == when
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: mldeck.log_metric("loss", 1.0),
+        lambda: mldeck.log_metrics({"loss": 1.0}),
+        lambda: mldeck.log_param("a", 1),
+        lambda: mldeck.log_params({"a": 1}),
+        lambda: mldeck.set_tag("a", 1),
+        lambda: mldeck.log_artifact("x"),
+    ],
+)
+def test_module_level_calls_outside_a_run_are_errors(call):
+    with pytest.raises(MldeckError, match=r"no active run.*start_run"):
+        call()
+
+
+def test_artifacts_are_content_addressed_and_deduplicated(workspace, store, tmp_path):
+    first = tmp_path / "a.txt"
+    second = tmp_path / "b.txt"
+    first.write_text("same content")
+    second.write_text("same content")
+    with start_run(workspace=workspace) as run:
+        one = run.log_artifact(first)
+        two = mldeck.log_artifact(str(second), name="copy")
+        with pytest.raises(MldeckError, match="no such file"):
+            run.log_artifact(tmp_path / "missing.txt")
+    assert one.sha256 == two.sha256 and one.path == two.path
+    files = [p for p in workspace.artifacts_dir.rglob("*") if p.is_file()]
+    assert files == [workspace.root / one.path]
+    assert files[0].read_text() == "same content"
+    with store.read() as session:
+        names = session.execute(select(Artifact.name).where(Artifact.run_id == run.id)).scalars()
+        assert sorted(names) == ["a.txt", "copy"]
+    assert run_detail(store, run.id).run.status == "succeeded"
+
+
+def test_unknown_kind_or_trigger_is_refused(workspace):
+    with pytest.raises(MldeckError, match=r"unknown run kind 'trian'.*train"):
+        start_run(kind="trian", workspace=workspace)
+    with pytest.raises(MldeckError, match="unknown run trigger"):
+        start_run(trigger="cron", workspace=workspace)
+
+
+@pytest.mark.parametrize("how", ["path", "str", "workspace", "env", "cwd"])
+def test_workspace_is_found_every_way(workspace, store, monkeypatch, tmp_path, how):
+    kwargs = {}
+    if how == "path":
+        kwargs["workspace"] = workspace.root
+    elif how == "str":
+        kwargs["workspace"] = str(workspace.root)
+    elif how == "workspace":
+        kwargs["workspace"] = workspace
+    elif how == "env":
+        monkeypatch.setenv("MLDECK_WORKSPACE", str(workspace.root))
+        monkeypatch.chdir(tmp_path)
+    else:
+        nested = workspace.root / "src" / "deep"
+        nested.mkdir(parents=True)
+        monkeypatch.chdir(nested)
+    with start_run(name=f"found-by-{how}", **kwargs) as run:
+        run.log_metric("x", 1.0)
+    assert run.workspace.root == workspace.root
+    assert run_detail(store, resolve_run(store, f"found-by-{how}")).run.status == "succeeded"
+
+
+def test_no_workspace_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MldeckError, match="mldeck init"):
+        start_run()
+    with pytest.raises(MldeckError, match="does not exist"):
+        start_run(workspace=tmp_path / "nowhere")
+
+
+def test_heartbeat_and_running_state_are_visible_while_running(workspace, store):
+    with start_run(name="live", workspace=workspace) as run:
+        row = run_detail(store, run.id).run
+        assert row.status == "running"
+        assert row.heartbeat_at is not None
+        assert datetime.now(UTC) - row.heartbeat_at < timedelta(minutes=5)
+    assert run_detail(store, run.id).run.status == "succeeded"
+
+
+def test_end_is_idempotent(workspace, store):
+    with start_run(workspace=workspace) as run:
+        run.end(RunStatus.SKIPPED)
+        run.end(RunStatus.FAILED, error="ignored")
+    row = run_detail(store, run.id).run
+    assert row.status == "skipped" and row.error is None
+
+
+def test_runs_do_not_leak_between_workspaces(tmp_path):
+    from mldeck.workspace import init_workspace, open_workspace_store
+
+    a = init_workspace(tmp_path / "a")
+    b = init_workspace(tmp_path / "b")
+    with start_run(name="in-a", workspace=a):
+        pass
+    with start_run(name="in-b", workspace=b):
+        pass
+    for ws, name in ((a, "in-a"), (b, "in-b")):
+        store = open_workspace_store(ws)
+        try:
+            with store.read() as session:
+                assert list(session.execute(select(Run.name)).scalars()) == [name]
+        finally:
+            store.close()
+
+
+def test_run_name_defaults_to_the_script(workspace, store, monkeypatch):
+    monkeypatch.setattr("sys.argv", [str(Path("/somewhere/train_model.py"))])
+    with start_run(workspace=workspace) as run:
+        pass
+    assert run.name == "train_model"
+    assert run_detail(store, run.id).run.name == "train_model"

@@ -1,0 +1,334 @@
+"""``mldeck.toml`` parsing and workspace discovery and creation."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mldeck.config import (
+    CONFIG_FILE,
+    ConsoleSettings,
+    ProjectSettings,
+    Settings,
+    default_config_text,
+    load_settings,
+    parse_settings,
+)
+from mldeck.errors import ConfigError, MldeckError, WorkspaceNotFound
+from mldeck.workspace import (
+    discover,
+    find_root,
+    init_workspace,
+    load_workspace,
+    open_workspace_store,
+)
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_default_config_round_trips(workspace):
+    text = workspace.config_path.read_text(encoding="utf-8")
+    assert text == default_config_text("test-project")
+    assert load_settings(workspace.config_path) == Settings(
+        project=ProjectSettings(name="test-project")
+    )
+    assert workspace.settings.console == ConsoleSettings()
+    assert parse_settings("") == Settings()
+
+
+def test_settings_are_read(tmp_path):
+    text = """
+[project]
+name = "churn"
+description = "weekly churn model"
+[store]
+url = "postgresql://u@db/mldeck"
+[console]
+theme = "mldeck-light"
+refresh_seconds = 2
+read_only = true
+"""
+    settings = parse_settings(text)
+    assert settings.project.description == "weekly churn model"
+    assert settings.store.url == "postgresql://u@db/mldeck"
+    assert settings.console == ConsoleSettings(
+        theme="mldeck-light", refresh_seconds=2.0, read_only=True
+    )
+
+
+def test_unknown_top_level_section_is_named():
+    with pytest.raises(ConfigError) as err:
+        parse_settings('[projekt]\nname = "x"\n', "cfg.toml")
+    message = str(err.value)
+    assert message.startswith("cfg.toml: ")
+    assert "'projekt'" in message and "top level" in message
+    assert "allowed: project, store, console" in message
+
+
+def test_unknown_key_in_console_is_named():
+    with pytest.raises(ConfigError) as err:
+        parse_settings("[console]\nrefresh_secs = 2\n")
+    message = str(err.value)
+    assert "'refresh_secs'" in message and "[console]" in message
+    assert "allowed: theme, refresh_seconds, read_only" in message
+    assert "\n" not in message
+
+
+def test_several_problems_are_counted():
+    with pytest.raises(ConfigError, match=r"\(and 1 more\)"):
+        parse_settings("[console]\nfoo = 1\nbar = 2\n")
+
+
+def test_invalid_toml_reports_the_line():
+    with pytest.raises(ConfigError) as err:
+        parse_settings('[project]\nname = "x"\ndescription = \n', "mldeck.toml")
+    message = str(err.value)
+    assert "not valid TOML" in message
+    assert "line 3" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[console]\nrefresh_seconds = "fast"\n', "'refresh_seconds' in [console]"),
+        ("[console]\nrefresh_seconds = 0.01\n", "'refresh_seconds' in [console]"),
+        ('[console]\nread_only = "sometimes"\n', "'read_only' in [console]"),
+        ('[project]\nname = ""\n', "'name' in [project]"),
+        ("console = 3\n", "'console' in top level"),
+    ],
+)
+def test_wrong_values_are_named(text, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text)
+    assert needle in str(err.value)
+
+
+def test_non_utf8_config(tmp_path):
+    path = tmp_path / CONFIG_FILE
+    path.write_bytes(b'[project]\nname = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 21\)"):
+        load_settings(path)
+
+
+def test_unreadable_config_is_a_config_error(tmp_path):
+    path = tmp_path / CONFIG_FILE
+    path.mkdir()  # a folder cannot be read as a file, not even by root
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml")
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root reads files whatever their mode; the folder case above covers root",
+)
+def test_config_without_read_permission(workspace):
+    workspace.config_path.chmod(0)
+    try:
+        with pytest.raises(ConfigError, match="Permission denied"):
+            load_workspace(workspace.root)
+    finally:
+        workspace.config_path.chmod(0o644)
+
+
+def test_bad_config_stops_workspace_loading(workspace):
+    workspace.config_path.write_text("[console]\ncolour = 'red'\n")
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+        load_workspace(workspace.root)
+
+
+# -- discovery --------------------------------------------------------------------------------
+
+
+def test_discovery_from_a_nested_folder(workspace):
+    nested = workspace.root / "data" / "incoming" / "deeper"
+    nested.mkdir()
+    assert find_root(nested) == workspace.root
+    found = discover(cwd=nested)
+    assert found.root == workspace.root
+    assert found.name == "test-project"
+
+
+def test_discovery_from_the_current_folder(workspace, monkeypatch):
+    monkeypatch.chdir(workspace.root / "data")
+    assert discover().root == workspace.root
+
+
+def test_discovery_via_environment(workspace, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLDECK_WORKSPACE", str(workspace.root))
+    assert discover(cwd=tmp_path).root == workspace.root
+
+
+def test_explicit_path_wins_over_environment(workspace, monkeypatch, tmp_path):
+    other = init_workspace(tmp_path / "other", name="other")
+    monkeypatch.setenv("MLDECK_WORKSPACE", str(other.root))
+    assert discover(workspace.root).name == "test-project"
+    assert discover(str(workspace.root)).name == "test-project"
+    assert discover().name == "other"
+
+
+def test_environment_wins_over_current_folder(workspace, monkeypatch, tmp_path):
+    other = init_workspace(tmp_path / "other", name="other")
+    monkeypatch.setenv("MLDECK_WORKSPACE", str(other.root))
+    assert discover(cwd=workspace.root).name == "other"
+
+
+def test_relative_explicit_path(workspace, monkeypatch):
+    monkeypatch.chdir(workspace.root.parent)
+    found = discover(workspace.root.name)
+    assert found.root == workspace.root and found.root.is_absolute()
+
+
+@pytest.mark.parametrize("via", ["explicit", "env"])
+def test_nonexistent_workspace_path(tmp_path, monkeypatch, via):
+    missing = tmp_path / "does" / "not" / "exist"
+    if via == "env":
+        monkeypatch.setenv("MLDECK_WORKSPACE", str(missing))
+        call = discover
+    else:
+
+        def call():
+            return discover(missing)
+
+    with pytest.raises(WorkspaceNotFound, match="does not exist") as err:
+        call()
+    assert str(missing) in str(err.value)
+
+
+def test_outside_any_workspace_suggests_init(tmp_path):
+    with pytest.raises(WorkspaceNotFound) as err:
+        discover(cwd=tmp_path)
+    message = str(err.value)
+    assert "mldeck init" in message and "--workspace" in message
+    assert "\n" not in message
+
+
+def test_folder_without_config_suggests_init(tmp_path):
+    with pytest.raises(WorkspaceNotFound, match="mldeck init"):
+        discover(tmp_path)
+
+
+def test_file_instead_of_folder(tmp_path):
+    path = tmp_path / "file.txt"
+    path.write_text("x")
+    with pytest.raises(WorkspaceNotFound, match="not a folder"):
+        discover(path)
+
+
+# -- init -------------------------------------------------------------------------------------
+
+
+def test_init_creates_the_layout(tmp_path):
+    ws = init_workspace(tmp_path / "new" / "project")
+    assert ws.root == (tmp_path / "new" / "project").resolve()
+    assert ws.name == "project"
+    assert ws.config_path.is_file()
+    assert ws.artifacts_dir.is_dir()
+    assert ws.incoming_dir.is_dir()
+    assert (ws.state_dir / ".gitignore").read_text() == "*\n"
+    assert not ws.db_path.exists()  # the store is created on first open
+    store = open_workspace_store(ws)
+    try:
+        assert ws.db_path.is_file()
+        assert store.sqlite_path == ws.db_path
+    finally:
+        store.close()
+
+
+def test_init_refuses_an_existing_workspace(workspace, store, snapshot):
+    with store.write():
+        pass
+    store.close()
+    files = [workspace.config_path, workspace.db_path, workspace.state_dir / ".gitignore"]
+    before = [snapshot(f) for f in files]
+    with pytest.raises(MldeckError, match="already an mldeck workspace"):
+        init_workspace(workspace.root, name="other")
+    assert [snapshot(f) for f in files] == before
+
+
+def test_init_refuses_a_state_folder_without_config(tmp_path):
+    (tmp_path / "ws" / ".mldeck").mkdir(parents=True)
+    with pytest.raises(MldeckError, match=r"\.mldeck exists"):
+        init_workspace(tmp_path / "ws")
+    assert not (tmp_path / "ws" / CONFIG_FILE).exists()
+
+
+def test_init_refuses_a_file(tmp_path):
+    path = tmp_path / "taken"
+    path.write_text("x")
+    with pytest.raises(MldeckError, match="it is a file"):
+        init_workspace(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'He said "hi" \\ bye',
+        "ünïcødé 模型 🚀",
+        "tab\tand 'single' quotes",
+        "line\nbreak",
+        "delete\x7fchar",
+    ],
+)
+def test_project_name_round_trips(tmp_path, name):
+    ws = init_workspace(tmp_path / "ws", name=name)
+    assert ws.name == name
+    assert load_workspace(ws.root).name == name
+
+
+def test_long_folder_name_gives_a_valid_default_name(tmp_path):
+    root = tmp_path / ("m" * 150)
+    ws = init_workspace(root)
+    assert ws.name == "m" * 100
+    assert load_workspace(root).name == "m" * 100
+
+
+def test_invalid_project_name_leaves_nothing_behind(tmp_path):
+    root = tmp_path / "ws"
+    with pytest.raises(ConfigError, match="at most 100 characters"):
+        init_workspace(root, name="n" * 101)
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("folder", ["with?question", "with%20percent", "with#hash", "with space"])
+def test_store_path_with_url_characters(tmp_path, folder):
+    ws = init_workspace(tmp_path / folder)
+    store = open_workspace_store(ws)
+    try:
+        assert store.sqlite_path == ws.db_path
+        assert ws.db_path.is_file()
+        assert sorted(p.name for p in tmp_path.iterdir()) == [folder]
+    finally:
+        store.close()
+
+
+def test_store_url_precedence(workspace, monkeypatch, tmp_path):
+    assert workspace.db_url.endswith("/.mldeck/store.db")
+    workspace.config_path.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/configured.db"\n')
+    configured = load_workspace(workspace.root)
+    assert configured.db_url == f"sqlite:///{tmp_path}/configured.db"
+    monkeypatch.setenv("MLDECK_DB_URL", f"sqlite:///{tmp_path}/env.db")
+    assert configured.db_url == f"sqlite:///{tmp_path}/env.db"
+    store = open_workspace_store(configured)
+    try:
+        assert store.sqlite_path == tmp_path / "env.db"
+    finally:
+        store.close()
+    assert not workspace.db_path.exists()
+
+
+def test_missing_state_folder(workspace):
+    (workspace.state_dir / ".gitignore").unlink()
+    for path in sorted(workspace.state_dir.rglob("*"), reverse=True):
+        path.rmdir()
+    workspace.state_dir.rmdir()
+    with pytest.raises(MldeckError, match="missing"):
+        open_workspace_store(workspace)
+
+
+def test_settings_are_frozen():
+    settings = Settings()
+    with pytest.raises(Exception, match="frozen"):
+        settings.console.theme = "other"  # type: ignore[misc]

@@ -1,0 +1,171 @@
+"""The console driven through Textual's Pilot at 80x24 on a real, seeded store."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+from rich.console import Console
+from textual.widgets import Input, Log, Static, TabbedContent
+
+import mldeck
+from mldeck.tui.screens.help import HelpScreen
+from mldeck.tui.screens.overview import OverviewScreen
+from mldeck.tui.screens.runs import RunDetailScreen, RunsScreen
+from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.topbar import TopBar
+
+from .conftest import make_app, settle, until
+
+SIZE = (80, 24)
+
+
+def table_ids(table: DeckTable) -> list[int]:
+    return [int(key.value) for key in table.rows]
+
+
+def static_text(widget: Static) -> str:
+    """What a Static shows, as plain text (whatever renderable it holds)."""
+    console = Console(width=200, file=io.StringIO(), record=True)
+    console.print(widget.content)
+    return console.export_text()
+
+
+async def test_overview_shows_counts_champion_and_last_runs(seeded) -> None:
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, OverviewScreen)
+        runs_card = static_text(app.screen.query_one("#card-runs"))
+        assert "8 runs" in runs_card
+        models_card = static_text(app.screen.query_one("#card-models"))
+        assert "churn v1" in models_card
+        assert "integrity ok" in static_text(app.screen.query_one("#store-line"))
+        last = app.screen.query_one("#last-runs", DeckTable)
+        assert table_ids(last) == [8, 7, 6, 5, 4, 3, 2, 1]
+        await until(pilot, lambda: app.screen.query_one(TopBar).champion == "churn v1")
+
+
+async def test_navigate_filter_and_open_a_run(seeded) -> None:
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        table = screen.query_one("#runs-table", DeckTable)
+        assert len(table_ids(table)) == 8
+
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"status:failed", "enter")
+        await until(pilot, lambda: table_ids(table) == [4])
+        assert "filter: status:failed" in static_text(screen.query_one("#runs-status"))
+
+        await pilot.press("enter")
+        await settle(pilot)
+        detail = app.screen
+        assert isinstance(detail, RunDetailScreen) and detail.run_id == 4
+        await pilot.press("e")
+        assert detail.query_one(TabbedContent).active == "error"
+        assert "Input X contains NaN" in static_text(detail.query_one("#run-error"))
+
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("slash", "escape")
+        await until(pilot, lambda: len(table_ids(table)) == 8)
+
+
+async def test_run_detail_shows_params_metrics_and_logs(seeded) -> None:
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.push_screen(RunDetailScreen(3))
+        await settle(pilot)
+        detail = app.screen
+        params = detail.query_one("#run-params", DeckTable)
+        assert "learning_rate" in {str(params.get_row(k)[0]) for k in params.rows}
+        metrics = detail.query_one("#run-metrics", DeckTable)
+        rows = {str(metrics.get_row(k)[0]): metrics.get_row(k) for k in metrics.rows}
+        assert set(rows) == {"loss", "val_auc"}
+        assert rows["val_auc"][1] == "0.856" and rows["val_auc"][5] == "40"
+        await pilot.press("l")
+        log = detail.query_one("#run-log", Log)
+        assert log.line_count == 30 and "boosting round 290" in log.lines[-1]
+
+
+async def test_filter_typo_is_reported_not_raised(seeded) -> None:
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("slash", *"status:exploded")
+        status = app.screen.query_one("#runs-status", Static)
+        await until(pilot, lambda: "unknown status" in static_text(status))
+        assert len(table_ids(app.screen.query_one("#runs-table", DeckTable))) == 8
+
+
+async def test_help_lists_the_screen_and_its_keys(seeded) -> None:
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        about = static_text(app.screen.query_one("#help-about"))
+        assert "status:failed" in about
+        keys = app.screen.query_one("#help-keys", Static)
+        assert "Filter" in static_text(keys)
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+
+
+async def test_a_run_logged_by_another_writer_appears_without_restart(seeded) -> None:
+    workspace, store = seeded
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        table = app.screen.query_one("#runs-table", DeckTable)
+        assert len(table_ids(table)) == 8
+
+        def script() -> None:  # a user's script, through the public tracking API
+            with mldeck.start_run(name="late-arrival", workspace=workspace.root) as run:
+                run.log_metric("score", 1.0)
+
+        writer = threading.Thread(target=script)
+        writer.start()
+        writer.join()
+        await until(pilot, lambda: len(table_ids(table)) == 9)
+        assert table_ids(table)[0] == 9
+
+
+async def test_bad_theme_file_is_reported_and_the_console_runs(seeded) -> None:
+    workspace, store = seeded
+    themes = workspace.root / "themes"
+    themes.mkdir()
+    (themes / "broken.toml").write_text('name = "broken"\nprimary = "not-a-colour"\n')
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        messages = [n.message for n in app._notifications]
+        assert any("broken.toml" in m and "not a colour" in m for m in messages)
+        assert app.theme == "mldeck-dark"
+
+
+async def test_workspace_theme_is_used(seeded) -> None:
+    workspace, store = seeded
+    (workspace.root / "themes").mkdir()
+    (workspace.root / "themes" / "mine.toml").write_text(
+        'name = "mine"\nprimary = "#ff8800"\n[variables]\nstatus-failed = "#ff0000"\n'
+    )
+    text = workspace.config_path.read_text().replace('theme = "mldeck-dark"', 'theme = "mine"')
+    workspace.config_path.write_text(text)
+    from mldeck.workspace import load_workspace
+
+    app = make_app(load_workspace(workspace.root), store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.theme == "mine"
+        assert app.theme_variables["status-failed"] == "#ff0000"

@@ -1,0 +1,53 @@
+"""Snapshots of each screen at 80x24 on a fixed, seeded store (update: pytest --snapshot-update)."""
+
+from __future__ import annotations
+
+from textual.pilot import Pilot
+
+from mldeck.tui.screens.runs import RunDetailScreen
+
+from .conftest import make_app, settle
+
+
+def test_overview(snap_compare, fixed_seeded) -> None:
+    assert snap_compare(make_app(*fixed_seeded), run_before=settle)
+
+
+def test_runs(snap_compare, fixed_seeded) -> None:
+    async def go(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+
+    assert snap_compare(make_app(*fixed_seeded), run_before=go)
+
+
+def test_run_detail_error(snap_compare, fixed_seeded) -> None:
+    async def go(pilot: Pilot) -> None:
+        await settle(pilot)
+        pilot.app.push_screen(RunDetailScreen(4))
+        await settle(pilot)
+        await pilot.press("e")
+        await settle(pilot)
+
+    assert snap_compare(make_app(*fixed_seeded), run_before=go)
+
+
+def test_run_detail_metrics(snap_compare, fixed_seeded) -> None:
+    async def go(pilot: Pilot) -> None:
+        await settle(pilot)
+        pilot.app.push_screen(RunDetailScreen(3))
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+
+    assert snap_compare(make_app(*fixed_seeded), run_before=go)
+
+
+def test_help(snap_compare, fixed_seeded) -> None:
+    async def go(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+
+    assert snap_compare(make_app(*fixed_seeded), run_before=go)
