@@ -54,14 +54,15 @@ def store(workspace: Workspace) -> Iterator[Store]:
     opened.close()
 
 
-def file_state(path: Path) -> tuple[bytes, int]:
+def _file_state(path: Path) -> tuple[bytes, int]:
     """The bytes and modification time of *path*: equal before and after means untouched."""
     return path.read_bytes(), path.stat().st_mtime_ns
 
 
 @pytest.fixture(scope="session")
-def snapshot() -> Callable[[Path], tuple[bytes, int]]:
-    return file_state
+def file_state() -> Callable[[Path], tuple[bytes, int]]:
+    """A file's bytes and modification time, to show that something left it untouched."""
+    return _file_state
 
 
 def clean_environ() -> dict[str, str]:

@@ -447,18 +447,18 @@ def test_models_and_migrations_agree(store):
     assert diffs == []
 
 
-def test_store_from_a_newer_mldeck_is_refused_untouched(tmp_path, snapshot):
+def test_store_from_a_newer_mldeck_is_refused_untouched(tmp_path, file_state):
     path = new_store_file(tmp_path / "store.db")
     con = sqlite3.connect(path)
     con.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
     con.commit()
     con.close()
-    before = snapshot(path)
+    before = file_state(path)
     with pytest.raises(StoreError, match="newer mldeck") as err:
         open_store(sqlite_url(path))
     assert "\n" not in str(err.value)
     assert "9999_from_the_future" in str(err.value)
-    assert snapshot(path) == before
+    assert file_state(path) == before
 
 
 def _open_new_workspace(root: str, barrier, results) -> None:
@@ -540,17 +540,17 @@ def test_store_at_base_revision_is_upgraded(tmp_path):
         con.close()
 
 
-def test_store_with_tables_but_no_revision_is_refused_untouched(tmp_path, snapshot):
+def test_store_with_tables_but_no_revision_is_refused_untouched(tmp_path, file_state):
     path = new_store_file(tmp_path / "store.db")
     con = sqlite3.connect(path)
     con.execute("DELETE FROM alembic_version")
     con.commit()
     con.close()
-    before = snapshot(path)
+    before = file_state(path)
     with pytest.raises(StoreError, match="no recorded schema revision") as err:
         open_store(sqlite_url(path))
     assert "\n" not in str(err.value)
-    assert snapshot(path) == before
+    assert file_state(path) == before
 
 
 def test_upgrade_off_refuses_an_old_store(tmp_path):
@@ -610,22 +610,22 @@ def truncated_store_file(path: Path) -> Path:
     ],
     ids=["random-bytes", "foreign-sqlite", "foreign-alembic", "truncated"],
 )
-def test_bad_store_file_is_refused_untouched(tmp_path, snapshot, make, message):
+def test_bad_store_file_is_refused_untouched(tmp_path, file_state, make, message):
     path = make(tmp_path / "store.db")
-    before = snapshot(path)
+    before = file_state(path)
     with pytest.raises(StoreError, match=message) as err:
         open_store(sqlite_url(path))
     assert "\n" not in str(err.value)
     assert str(path) in str(err.value)
-    assert snapshot(path) == before
+    assert file_state(path) == before
 
 
-def test_bad_store_in_a_workspace_is_refused(workspace, snapshot):
+def test_bad_store_in_a_workspace_is_refused(workspace, file_state):
     random_bytes_file(workspace.db_path)
-    before = snapshot(workspace.db_path)
+    before = file_state(workspace.db_path)
     with pytest.raises(StoreError, match="not an SQLite database"):
         open_workspace_store(workspace)
-    assert snapshot(workspace.db_path) == before
+    assert file_state(workspace.db_path) == before
 
 
 MOUNTS = """\

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 import mldeck
+from mldeck import provenance
 from mldeck.errors import MldeckError
 from mldeck.store import artifacts
 from mldeck.store.models import Artifact, Metric, Run, RunStatus
@@ -305,3 +308,40 @@ def test_run_name_defaults_to_the_script(workspace, store, monkeypatch):
         pass
     assert run.name == "train_model"
     assert run_detail(store, run.id).run.name == "train_model"
+
+
+def git(folder: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_code_version_records_commit_and_dirty_flag(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    script = repo / "train.py"
+    script.write_text("print('v1')\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "train.py")
+    git(repo, "commit", "-q", "-m", "first")
+    clean = provenance.code_version(repo, script)
+    assert len(clean["git_commit"]) == 40 and clean["git_dirty"] is False
+    assert clean["entry_point_sha256"] == hashlib.sha256(script.read_bytes()).hexdigest()
+    script.write_text("print('v2')\n")
+    dirty = provenance.code_version(repo, script)
+    assert dirty["git_commit"] == clean["git_commit"] and dirty["git_dirty"] is True
+    assert dirty["entry_point_sha256"] != clean["entry_point_sha256"]
+    assert provenance.code_version(tmp_path / "elsewhere") == {}
+
+
+def test_process_start_time_tells_processes_apart():
+    mine = provenance.process_start_time(os.getpid())
+    if mine is None:
+        pytest.skip("no /proc on this system")
+    assert mine > 0
+    assert provenance.process_start_time(os.getpid()) == mine
+    assert provenance.process_start_time(2**22 + 12345) is None  # above Linux's pid_max

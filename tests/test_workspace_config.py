@@ -237,15 +237,15 @@ def test_init_creates_the_layout(tmp_path):
         store.close()
 
 
-def test_init_refuses_an_existing_workspace(workspace, store, snapshot):
+def test_init_refuses_an_existing_workspace(workspace, store, file_state):
     with store.write():
         pass
     store.close()
     files = [workspace.config_path, workspace.db_path, workspace.state_dir / ".gitignore"]
-    before = [snapshot(f) for f in files]
+    before = [file_state(f) for f in files]
     with pytest.raises(MldeckError, match="already an mldeck workspace"):
         init_workspace(workspace.root, name="other")
-    assert [snapshot(f) for f in files] == before
+    assert [file_state(f) for f in files] == before
 
 
 def test_init_refuses_a_state_folder_without_config(tmp_path):
@@ -332,3 +332,13 @@ def test_settings_are_frozen():
     settings = Settings()
     with pytest.raises(Exception, match="frozen"):
         settings.console.theme = "other"  # type: ignore[misc]
+
+
+def test_folder_name_that_is_not_utf8(tmp_path):
+    root = tmp_path / os.fsdecode(b"caf\xe9")
+    ws = init_workspace(root)
+    assert ws.name == "caf\ufffd"
+    assert load_workspace(root).name == "caf\ufffd"
+    with pytest.raises(MldeckError, match="not valid text"):
+        init_workspace(tmp_path / "other", name=os.fsdecode(b"bad\xff"))
+    assert not (tmp_path / "other").exists()

@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -90,7 +90,18 @@ def _open_console(workspace: Path | None, *, read_only: bool) -> None:
 
 
 def _print_json(payload: Any) -> None:
-    print(json.dumps(payload, indent=2, default=str, ensure_ascii=False))
+    """Strict JSON (NaN and infinities become null) that jq and browsers accept."""
+    print(json.dumps(_finite(payload), indent=2, default=str, ensure_ascii=False, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 @app.command()
@@ -171,8 +182,7 @@ def runs_list(
     """List runs, newest first."""
     from mldeck.store.queries import RunFilter, list_runs
 
-    parts = [f"{k}:{v}" for k, v in (("status", status), ("kind", kind), ("trigger", trigger)) if v]
-    flt = RunFilter.parse(" ".join([*parts, name or ""]))
+    flt = RunFilter(text=name or "", status=status, kind=kind, trigger=trigger)
     _, store = _open()
     rows, total = list_runs(store, flt, limit=limit)
     if as_json:
@@ -278,22 +288,36 @@ def _section(title: str, items: dict[str, str]) -> None:
         out.print(f"  {key:<{width}}{value}", markup=False)
 
 
+def _workspace_first(argv: list[str]) -> list[str]:
+    """Move ``--workspace DIR`` / ``-w DIR`` to the front, so it works after a subcommand too."""
+    rest, front = [], []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            rest.append(arg)
+            rest.extend(args)
+            break
+        if arg in ("--workspace", "-w"):
+            front.append(arg)
+            value = next(args, None)
+            if value is not None:
+                front.append(value)
+        elif arg.startswith("--workspace="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and a non-zero exit status."""
     command = typer.main.get_command(app)
+    args = _workspace_first(list(sys.argv[1:] if argv is None else argv))
     try:
-        command.main(args=argv, prog_name="mldeck", standalone_mode=False)
+        command.main(args=args, prog_name="mldeck", standalone_mode=True)
     except MldeckError as exc:
         print(f"mldeck: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        print("mldeck: aborted", file=sys.stderr)
-        sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
 

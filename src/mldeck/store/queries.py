@@ -46,6 +46,13 @@ class RunFilter:
     kind: str | None = None
     trigger: str | None = None
 
+    def __post_init__(self) -> None:
+        for key, allowed in FILTER_KEYS.items():
+            value = getattr(self, key)
+            if value is not None and value not in {v.value for v in allowed}:
+                choices = ", ".join(v.value for v in allowed)
+                raise MldeckError(f"unknown {key} {value!r} (one of: {choices})")
+
     @classmethod
     def parse(cls, query: str) -> RunFilter:
         """Parse ``"status:failed kind:train churn"``; unknown values raise MldeckError."""
@@ -54,10 +61,6 @@ class RunFilter:
         for token in query.split():
             key, sep, value = token.partition(":")
             if sep and key in FILTER_KEYS:
-                allowed = FILTER_KEYS[key]
-                if value not in {v.value for v in allowed}:
-                    choices = ", ".join(v.value for v in allowed)
-                    raise MldeckError(f"unknown {key} {value!r} (one of: {choices})")
                 values[key] = value
             else:
                 words.append(token)
