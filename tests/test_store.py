@@ -501,7 +501,9 @@ def test_processes_opening_a_new_workspace_at_once_create_the_schema_once(worksp
     assert {revision for _, _, revision in outcome} == {SCHEMA_REVISION}
     con = sqlite3.connect(workspace.db_path)
     try:
-        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (SCHEMA_REVISION,)
+        ]
         assert con.execute("SELECT id, change_seq FROM store_state").fetchall() == [(1, 0)]
     finally:
         con.close()
@@ -957,3 +959,35 @@ def test_metric_series_is_ordered_and_thinned(store):
     assert [s for s, _ in series] == list(range(25))
     thinned = queries.metric_series(store, 1, "loss", limit=10)
     assert [s for s, _ in thinned] == list(range(0, 25, 3))
+
+
+def test_store_made_at_an_older_revision_is_upgraded_keeping_its_data(tmp_path):
+    """A workspace made by an older mldeck (schema 0001) opens in this one, its rows intact."""
+    from alembic import command
+
+    path = tmp_path / "store.db"
+    old = engine.make_engine(f"sqlite:///{path}")
+    config = Config()
+    config.set_main_option("script_location", "mldeck.store:migrations")
+    with old.execution_options(mldeck_write=True).connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO dataset (name, description, created_at) VALUES ('churn', '', '2026-01-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO store_state (id, change_seq, changed_at) VALUES (1, 7, '2026-01-01')"
+        )
+        conn.exec_driver_sql(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.commit()
+    old.dispose()
+
+    store = open_store(f"sqlite:///{path}", lock_path=tmp_path / "lock")
+    try:
+        assert store.schema_revision() == SCHEMA_REVISION != "0001"
+        with store.read() as session:
+            dataset = session.execute(select(Dataset)).scalar_one()
+        assert dataset.name == "churn" and dataset.reference_version_id is None
+        assert store.change_seq() == 7
+    finally:
+        store.close()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mldeck.data.expectations import DataSettings
 from mldeck.errors import ConfigError
 
 CONFIG_FILE = "mldeck.toml"
@@ -44,6 +46,7 @@ class Settings(_Section):
     project: ProjectSettings = ProjectSettings()
     store: StoreSettings = StoreSettings()
     console: ConsoleSettings = ConsoleSettings()
+    data: DataSettings = DataSettings()
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
@@ -53,9 +56,13 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     if error["type"] == "extra_forbidden":
         section: Any = model
         for part in loc[:-1]:
-            annotation = section.model_fields[part].annotation
-            section = annotation
-        allowed = ", ".join(section.model_fields) if hasattr(section, "model_fields") else ""
+            fields = getattr(section, "model_fields", None)
+            if fields and part in fields:
+                section = fields[part].annotation
+            else:  # a table of tables such as [data.columns.NAME]: its value type
+                args = typing.get_args(section)
+                section = args[-1] if args else None
+        allowed = ", ".join(getattr(section, "model_fields", {}))
         return f"unknown key '{key}' in {where} (allowed: {allowed})"
     return f"'{key}' in {where}: {error['msg']}"
 

@@ -81,6 +81,9 @@ class Dataset(SQLModel, table=True):
     name: str = Field(unique=True, max_length=200)
     description: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+    # The version whose profile is the baseline (bin edges, categories, drift reference).
+    # Not a declared foreign key: dataset and dataset_version would reference each other.
+    reference_version_id: int | None = None
 
 
 class DatasetVersion(SQLModel, table=True):
@@ -111,6 +114,9 @@ class DatasetVersion(SQLModel, table=True):
     report: dict[str, Any] = _json()
     arrived_at: datetime = Field(default_factory=utcnow)
     run_id: int | None = Field(default=None, foreign_key="run.id")
+    # Where offending rows were written (relative to the workspace), and, for a rejected batch,
+    # its copy in quarantine; empty when there is none.
+    quarantine_path: str = Field(default="", sa_column_kwargs={"server_default": ""})
 
 
 class Run(SQLModel, table=True):

@@ -1,0 +1,119 @@
+"""Data expectations as declared in ``mldeck.toml`` (``[data]``, ``[data.table]``,
+``[data.columns.NAME]``): pure settings, no polars here.
+
+Each check has a severity: ``error`` (the batch is rejected) or ``warning`` (accepted, flagged).
+A column's ``severity`` is the default for its checks; ``warn = ["max", ...]`` downgrades single
+checks to warnings.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Severity = Literal["error", "warning"]
+ColumnType = Literal["int", "float", "string", "bool", "datetime", "date"]
+COLUMN_CHECKS = (
+    "present", "type", "nulls", "finite", "min", "max", "categories", "unique", "pattern",
+    "expression",
+)  # fmt: skip
+TABLE_CHECKS = ("columns", "rows", "freshness", "unique_ids")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnExpectation(_Strict):
+    type: ColumnType | None = None
+    required: bool = True
+    nullable: bool = True
+    # Largest share of nulls allowed (0..1); implies nullable when above 0.
+    max_null_fraction: float | None = Field(None, ge=0, le=1)
+    # Floats only: NaN and infinities are violations unless allowed.
+    allow_nan: bool = False
+    allow_inf: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    unique: bool = False
+    pattern: str | None = None
+    # A polars SQL expression that must hold on every row, e.g. "total_charges >= 0".
+    expression: str | None = None
+    severity: Severity = "error"
+    warn: list[str] = Field(default_factory=list)
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("warn")
+    @classmethod
+    def _known_checks(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in COLUMN_CHECKS]
+        if unknown:
+            raise ValueError(f"unknown check {unknown[0]!r} (checks: {', '.join(COLUMN_CHECKS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ColumnExpectation:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+    def severity_of(self, check: str) -> Severity:
+        return "warning" if check in self.warn else self.severity
+
+
+class TableExpectation(_Strict):
+    min_rows: int = Field(1, ge=0)
+    max_rows: int | None = Field(None, ge=0)
+    # The newest timestamp must be at most this many days older than the batch's arrival.
+    max_age_days: float | None = Field(None, gt=0)
+    # No two rows share an id (needs [data] id_column).
+    unique_ids: bool = True
+    # Columns not declared under [data.columns] are an error (a wrong delimiter shows up here).
+    allow_extra_columns: bool = False
+    severity: Severity = "error"
+    warn: list[str] = Field(default_factory=list)
+
+    @field_validator("warn")
+    @classmethod
+    def _known_checks(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in TABLE_CHECKS]
+        if unknown:
+            raise ValueError(f"unknown check {unknown[0]!r} (checks: {', '.join(TABLE_CHECKS)})")
+        return value
+
+    def severity_of(self, check: str) -> Severity:
+        return "warning" if check in self.warn else self.severity
+
+
+class DataSettings(_Strict):
+    # The dataset that files landing in data/incoming/ belong to.
+    dataset: str = Field("default", min_length=1, max_length=200)
+    timestamp_column: str | None = None
+    id_column: str | None = None
+    # A file whose profile is the baseline: histograms of batches use its bin edges.
+    reference: str | None = None
+    # CSV options for files that are not Parquet or NDJSON.
+    csv_separator: str = Field(",", min_length=1, max_length=1)
+    # Seconds a file's size must stay unchanged before the watcher takes it.
+    settle_seconds: float = Field(1.0, ge=0, le=600)
+    # Offending rows kept as examples in a report, per check.
+    examples: int = Field(5, ge=0, le=100)
+    table: TableExpectation = TableExpectation()
+    columns: dict[str, ColumnExpectation] = Field(default_factory=dict)
+
+    @property
+    def declared(self) -> bool:
+        """Whether any column is declared (then the schema is checked too)."""
+        return bool(self.columns)

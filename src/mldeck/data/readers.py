@@ -1,0 +1,142 @@
+"""Opening a data file lazily, and turning what polars refuses into reasons a person can act on.
+
+Reading never trusts the file: the format is taken from the suffix or the first bytes, a CSV's
+header is parsed separately (polars silently renames duplicate names and reads a wrongly separated
+file as one column), a Parquet file must end with its footer.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+SNIFF_BYTES = 64 * 1024
+FORMATS = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".ndjson": "ndjson", ".jsonl": "ndjson",
+}  # fmt: skip
+OTHER_SEPARATORS = (";", "\t", "|", ",")
+
+
+class ReadError(Exception):
+    """The file cannot be read as a table; ``str()`` says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data file opened lazily: the plan reads it only when collected."""
+
+    path: Path
+    file_format: str
+    frame: pl.LazyFrame
+    columns: list[str]
+    schema: dict[str, pl.DataType]
+
+
+def detect_format(path: Path, head: bytes) -> str:
+    """``csv``, ``parquet`` or ``ndjson``, from the suffix, else from the first bytes."""
+    by_suffix = FORMATS.get(path.suffix.lower())
+    if by_suffix:
+        return by_suffix
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.lstrip().startswith(b"{"):
+        return "ndjson"
+    return "csv"
+
+
+def open_source(path: Path, *, separator: str = ",") -> Source:
+    """Open *path* for a lazy scan; raise ReadError naming what is wrong with it."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except FileNotFoundError:
+        raise ReadError("the file disappeared before it could be read") from None
+    except IsADirectoryError:
+        raise ReadError("it is a folder, not a file") from None
+    except OSError as exc:
+        raise ReadError(f"cannot read the file: {exc.strerror or exc}") from None
+    if size == 0:
+        raise ReadError("empty file (0 bytes)")
+    file_format = detect_format(path, head)
+    if file_format == "parquet":
+        frame = _open_parquet(path, size)
+    elif file_format == "ndjson":
+        _check_text(head, size)
+        frame = pl.scan_ndjson(path, infer_schema_length=10_000)
+    else:
+        _check_text(head, size)
+        _check_header(head, separator)
+        frame = pl.scan_csv(
+            path, separator=separator, infer_schema_length=10_000, raise_if_empty=False
+        )
+    try:
+        schema = dict(frame.collect_schema())
+    except Exception as exc:  # polars raises many types here; all mean "unreadable"
+        raise ReadError(explain(exc, file_format)) from None
+    return Source(path, file_format, frame, list(schema), schema)
+
+
+def _open_parquet(path: Path, size: int) -> pl.LazyFrame:
+    with open(path, "rb") as fh:
+        if size < 12:
+            raise ReadError("truncated Parquet file (too short to hold a footer)")
+        fh.seek(-4, io.SEEK_END)
+        if fh.read(4) != b"PAR1":
+            raise ReadError("truncated or damaged Parquet file (its footer is missing)")
+    return pl.scan_parquet(path)
+
+
+def _check_text(head: bytes, size: int) -> None:
+    """Refuse bytes that are not UTF-8 (a multi-byte character cut at the sniff limit is fine)."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if not (len(head) == SNIFF_BYTES < size and exc.start >= len(head) - 4):
+            raise ReadError(
+                f"not UTF-8 text: byte 0x{head[exc.start]:02x} at offset {exc.start} "
+                "(re-save the file as UTF-8)"
+            ) from None
+
+
+def _check_header(head: bytes, separator: str) -> None:
+    first = head.decode("utf-8", errors="replace").splitlines()[0] if head.strip() else ""
+    if not first.strip():
+        raise ReadError("the first line is empty: no header")
+    names = next(csv.reader([first], delimiter=separator))
+    if len(names) == 1:
+        for other in OTHER_SEPARATORS:
+            if other != separator and other in names[0]:
+                shown = "\\t" if other == "\t" else other
+                raise ReadError(
+                    f"one column named {names[0][:60]!r}: the file looks {shown!r}-separated "
+                    f"(set [data] csv_separator)"
+                )
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            raise ReadError(f"duplicate column name {name!r} (columns {seen[name]} and {position})")
+        seen[name] = position
+    if any(not name.strip() for name in names):
+        raise ReadError("a column has an empty name in the header")
+
+
+def explain(exc: BaseException, file_format: str) -> str:
+    """One line for an error polars raised while reading."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lower = text.lower()
+    if "utf-8" in lower or "utf8" in lower:
+        return "not UTF-8 text (re-save the file as UTF-8)"
+    if "found more fields" in lower or "more fields than" in lower:
+        return f"a row has more fields than the header (ragged rows): {text[:160]}"
+    if file_format == "parquet" and ("eof" in lower or "out of spec" in lower or "footer" in lower):
+        return f"truncated or damaged Parquet file: {text[:160]}"
+    if file_format == "ndjson":
+        return f"not valid NDJSON: {text[:160]}"
+    return f"cannot read the {file_format.upper()} file: {text[:200]}"

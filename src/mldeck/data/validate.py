@@ -1,0 +1,613 @@
+"""Validation and profiling in one lazy polars plan.
+
+Every check becomes a per-row flag (or a table-level aggregate); the plan aggregates the flags and
+the profile in one ``select`` and, in the same ``collect_all``, streams the offending rows (with a
+reason column) to a Parquet sink. polars reads the file once (common sub-plan elimination) with the
+streaming engine, so memory stays bounded whatever the file's size. No Python loop touches rows.
+
+A *profile* (JSON) is what drift compares against: per column counts, nulls, min / max / mean /
+std, quantiles, a histogram on the reference's bin edges, category frequencies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mldeck.data.expectations import ColumnExpectation, DataSettings
+from mldeck.data.readers import Source, explain
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+EDGE_QUANTILES = tuple(i / 20 for i in range(1, 20))  # 20 bins of equal reference frequency
+TOP_CATEGORIES = 50
+REASON = "_mldeck_reason"
+ROW = "_mldeck_row"
+TYPES: dict[str, pl.DataType] = {
+    "int": pl.Int64(),
+    "float": pl.Float64(),
+    "string": pl.String(),
+    "bool": pl.Boolean(),
+    "datetime": pl.Datetime("us"),
+    "date": pl.Date(),
+}
+
+
+@dataclass
+class CheckResult:
+    check: str
+    column: str | None
+    severity: str
+    status: str  # pass | warn | fail
+    failed_rows: int
+    detail: str
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.check}({self.column})" if self.column else self.check
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "column": self.column,
+            "severity": self.severity,
+            "status": self.status,
+            "failed_rows": self.failed_rows,
+            "detail": self.detail,
+            "examples": self.examples,
+        }
+
+
+@dataclass
+class Validation:
+    """The outcome of validating one file."""
+
+    status: str  # accepted | warned | rejected
+    n_rows: int | None
+    n_cols: int | None
+    schema: dict[str, str]
+    checks: list[CheckResult]
+    profile: dict[str, Any]
+    read_error: str | None = None
+    offending_rows: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status != "pass"]
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "n_rows": self.n_rows,
+            "n_cols": self.n_cols,
+            "read_error": self.read_error,
+            "offending_rows": self.offending_rows,
+            "seconds": round(self.seconds, 4),
+            "checks": [c.as_dict() for c in self.checks],
+        }
+
+    def reasons(self) -> list[str]:
+        """One line per problem (failed and warned checks, or the read error)."""
+        if self.read_error:
+            return [self.read_error]
+        return [f"{c.label}: {c.detail}" for c in self.failed]
+
+
+def unreadable(reason: str, seconds: float = 0.0) -> Validation:
+    check = CheckResult("readable", None, "error", "fail", 0, reason)
+    return Validation("rejected", None, None, {}, [check], {}, read_error=reason, seconds=seconds)
+
+
+# -- building the plan -------------------------------------------------------------------------
+
+
+def _kind(dtype: pl.DataType) -> str:
+    if dtype.is_float():
+        return "float"
+    if dtype.is_integer():
+        return "int"
+    if dtype == pl.Boolean:
+        return "bool"
+    if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+        return "string"
+    if isinstance(dtype, pl.Datetime):
+        return "datetime"
+    if dtype == pl.Date:
+        return "date"
+    if dtype == pl.Null:
+        return "null"
+    return "other"
+
+
+def _typed(name: str, dtype: pl.DataType, wanted: str | None) -> tuple[pl.Expr, str]:
+    """The column as the declared type (values that do not convert become null) and its kind."""
+    col = pl.col(name)
+    have = _kind(dtype)
+    if wanted is None or wanted == have or (wanted == "float" and have == "int"):
+        return (
+            col.cast(pl.Float64) if wanted == "float" and have == "int" else col
+        ), wanted or have
+    if have in ("string", "null"):
+        text = col.cast(pl.String).str.strip_chars()
+        if wanted == "int":
+            return text.cast(pl.Int64, strict=False), wanted
+        if wanted == "float":
+            return text.cast(pl.Float64, strict=False), wanted
+        if wanted == "datetime":
+            return text.str.to_datetime(strict=False, time_unit="us"), wanted
+        if wanted == "date":
+            return text.str.to_date(strict=False), wanted
+        if wanted == "bool":
+            lowered = text.str.to_lowercase()
+            mapping = {
+                "true": True,
+                "1": True,
+                "yes": True,
+                "false": False,
+                "0": False,
+                "no": False,
+            }
+            return lowered.replace_strict(mapping, default=None, return_dtype=pl.Boolean), wanted
+        return col, wanted
+    if wanted == "string":
+        return col.cast(pl.String), wanted
+    if wanted == "int" and have == "float":
+        return pl.when(col == col.round()).then(col).otherwise(None).cast(
+            pl.Int64, strict=False
+        ), wanted
+    if wanted == "datetime" and have == "date":
+        return col.cast(pl.Datetime("us")), wanted
+    return col.cast(TYPES[wanted], strict=False), wanted
+
+
+@dataclass
+class _Flag:
+    check: str
+    column: str | None
+    severity: str
+    expr: pl.Expr
+    describe: Any  # count -> detail text
+
+
+@dataclass
+class _Plan:
+    flags: list[_Flag] = field(default_factory=list)
+    aggregates: dict[str, pl.Expr] = field(default_factory=dict)
+    static: list[CheckResult] = field(default_factory=list)
+    # Checks decided from aggregates: (key of aggregate, decide(value, n_rows) -> CheckResult)
+    deferred: list[Any] = field(default_factory=list)
+    profile_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _profile_exprs(
+    plan: _Plan, name: str, value: pl.Expr, kind: str, reference: dict[str, Any] | None, exact: bool
+) -> None:
+    key = f"p::{name}::"
+    spec: dict[str, Any] = {"kind": kind}
+    plan.aggregates[key + "count"] = value.count()
+    plan.aggregates[key + "nulls"] = value.null_count()
+    if kind in ("int", "float"):
+        finite = value.filter(value.is_finite()) if kind == "float" else value
+        if kind == "float":
+            plan.aggregates[key + "nan"] = value.is_nan().sum()
+            plan.aggregates[key + "inf"] = value.is_infinite().sum()
+        plan.aggregates[key + "min"] = finite.min().cast(pl.Float64)
+        plan.aggregates[key + "max"] = finite.max().cast(pl.Float64)
+        plan.aggregates[key + "mean"] = finite.mean()
+        plan.aggregates[key + "std"] = finite.std()
+        if exact:
+            for q in QUANTILES:
+                plan.aggregates[f"{key}q{q}"] = finite.quantile(q, "linear").cast(pl.Float64)
+        edges = (reference or {}).get("histogram", {}).get("edges")
+        if edges is not None:
+            spec["edges"] = edges
+            bounds = [-math.inf, *edges, math.inf]
+            for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+                number = value.cast(pl.Float64)
+                plan.aggregates[f"{key}bin{i}"] = ((number >= lo) & (number < hi)).sum()
+    elif kind in ("string", "bool"):
+        text = value.cast(pl.String)
+        plan.aggregates[key + "distinct"] = text.approx_n_unique()
+        categories = (reference or {}).get("categories")
+        if categories is not None:
+            spec["categories"] = list(categories)
+            for i, category in enumerate(categories):
+                plan.aggregates[f"{key}cat{i}"] = (text == category).sum()
+        else:
+            plan.aggregates[key + "top"] = (
+                text.drop_nulls().value_counts(sort=True).head(TOP_CATEGORIES).implode()
+            )
+    elif kind in ("datetime", "date"):
+        plan.aggregates[key + "min"] = value.min()
+        plan.aggregates[key + "max"] = value.max()
+    plan.profile_columns[name] = spec
+
+
+def _column_checks(plan: _Plan, name: str, dtype: pl.DataType, exp: ColumnExpectation) -> pl.Expr:
+    value, kind = _typed(name, dtype, exp.type)
+    raw = pl.col(name)
+    if (
+        exp.type is not None
+        and exp.type != _kind(dtype)
+        and not (exp.type == "float" and _kind(dtype) == "int")
+    ):
+        plan.flags.append(_Flag("type", name, exp.severity_of("type"),
+                                raw.is_not_null() & value.is_null(),
+                                lambda n, t=exp.type, d=dtype: f"{n} values are not {t} (column read as {d})"))  # fmt: skip
+    if exp.max_null_fraction is not None and exp.max_null_fraction > 0:
+        limit = exp.max_null_fraction
+        plan.aggregates[f"nulls::{name}"] = value.null_count()
+        plan.deferred.append((f"nulls::{name}", name, exp.severity_of("nulls"),
+                              lambda n, rows, lim=limit: (n > lim * rows, f"{n} nulls ({n / rows:.1%} of rows; at most {lim:.1%} allowed)" if rows else "no rows")))  # fmt: skip
+    elif not exp.nullable or exp.max_null_fraction == 0:
+        plan.flags.append(_Flag("nulls", name, exp.severity_of("nulls"), raw.is_null(),
+                                lambda n: f"{n} nulls (none allowed)"))  # fmt: skip
+    if kind == "float":
+        bad = []
+        if not exp.allow_nan:
+            bad.append(value.is_nan())
+        if not exp.allow_inf:
+            bad.append(value.is_infinite())
+        if bad:
+            plan.flags.append(_Flag("finite", name, exp.severity_of("finite"),
+                                    pl.any_horizontal(bad).fill_null(False),
+                                    lambda n: f"{n} NaN or infinite values"))  # fmt: skip
+    not_nan = ~value.is_nan() if kind == "float" else pl.lit(True)
+    if exp.min is not None:
+        plan.flags.append(_Flag("min", name, exp.severity_of("min"),
+                                ((value < exp.min) & not_nan).fill_null(False),
+                                lambda n, m=exp.min: f"{n} values below {m:g}"))  # fmt: skip
+    if exp.max is not None:
+        plan.flags.append(_Flag("max", name, exp.severity_of("max"),
+                                ((value > exp.max) & not_nan).fill_null(False),
+                                lambda n, m=exp.max: f"{n} values above {m:g}"))  # fmt: skip
+    if exp.categories is not None:
+        allowed = [str(c) for c in exp.categories]
+        plan.flags.append(_Flag("categories", name, exp.severity_of("categories"),
+                                (value.is_not_null() & ~value.cast(pl.String).is_in(allowed)).fill_null(False),
+                                lambda n: f"{n} values outside the allowed categories"))  # fmt: skip
+    if exp.unique:
+        plan.flags.append(_Flag("unique", name, exp.severity_of("unique"),
+                                (value.is_not_null() & value.is_duplicated()).fill_null(False),
+                                lambda n: f"{n} rows share a value with another row"))  # fmt: skip
+    if exp.pattern is not None:
+        plan.flags.append(_Flag("pattern", name, exp.severity_of("pattern"),
+                                (value.is_not_null() & ~value.cast(pl.String).str.contains(exp.pattern)).fill_null(False),
+                                lambda n, p=exp.pattern: f"{n} values do not match {p!r}"))  # fmt: skip
+    if exp.expression is not None:
+        try:
+            condition = pl.sql_expr(exp.expression)
+        except Exception as exc:
+            plan.static.append(CheckResult("expression", name, exp.severity_of("expression"), "fail",
+                                           0, f"invalid expression {exp.expression!r}: {exc}"))  # fmt: skip
+        else:
+            plan.flags.append(_Flag("expression", name, exp.severity_of("expression"),
+                                    (~condition).fill_null(False),
+                                    lambda n, e=exp.expression: f"{n} rows where {e!r} is false"))  # fmt: skip
+    return value
+
+
+def build(
+    source: Source,
+    settings: DataSettings,
+    reference: dict[str, Any] | None,
+    *,
+    exact_quantiles: bool,
+    arrived_at: datetime,
+) -> _Plan:
+    plan = _Plan()
+    table = settings.table
+    declared = settings.columns
+    present = set(source.columns)
+    missing = [c for c, e in declared.items() if e.required and c not in present]
+    if missing:
+        plan.static.append(CheckResult("columns", None, table.severity_of("columns"), "fail",
+                                       0, f"missing columns: {', '.join(missing)}"))  # fmt: skip
+    if declared and not table.allow_extra_columns:
+        extra = [c for c in source.columns if c not in declared]
+        if extra:
+            shown = ", ".join(repr(c[:40]) for c in extra[:5]) + (" ..." if len(extra) > 5 else "")
+            plan.static.append(CheckResult("columns", None, table.severity_of("columns"), "fail",
+                                           0, f"unexpected columns: {shown}"))  # fmt: skip
+    ref_columns = (reference or {}).get("columns", {})
+    for name in source.columns:
+        dtype = source.schema[name]
+        exp = declared.get(name)
+        if exp is not None:
+            value = _column_checks(plan, name, dtype, exp)
+            kind = exp.type or _kind(dtype)
+        else:
+            value, kind = pl.col(name), _kind(dtype)
+        _profile_exprs(plan, name, value, kind, ref_columns.get(name), exact_quantiles)
+
+    plan.aggregates["rows"] = pl.len()
+    if settings.id_column and settings.id_column in present and table.unique_ids:
+        ident = pl.col(settings.id_column)
+        plan.flags.append(_Flag("unique_ids", settings.id_column, table.severity_of("unique_ids"),
+                                (ident.is_not_null() & ident.is_duplicated()).fill_null(False),
+                                lambda n: f"{n} rows share an id with another row"))  # fmt: skip
+    if settings.timestamp_column and table.max_age_days:
+        ts = settings.timestamp_column
+        if ts in present:
+            value, _ = _typed(ts, source.schema[ts], "datetime")
+            plan.aggregates["newest"] = value.max()
+            limit = table.max_age_days
+            plan.deferred.append(("newest", None, table.severity_of("freshness"),
+                                  lambda newest, rows, lim=limit: _freshness(newest, arrived_at, lim)))  # fmt: skip
+    return plan
+
+
+def _freshness(newest: Any, arrived_at: datetime, limit_days: float) -> tuple[bool, str]:
+    if newest is None:
+        return True, "no timestamps to judge freshness by"
+    if newest.tzinfo is None:
+        newest = newest.replace(tzinfo=UTC)
+    age = arrived_at - newest
+    days = age / timedelta(days=1)
+    return days > limit_days, f"newest row is {days:.1f} days old (at most {limit_days:g} allowed)"
+
+
+# -- running it --------------------------------------------------------------------------------
+
+
+def validate(
+    source: Source,
+    settings: DataSettings,
+    *,
+    reference: dict[str, Any] | None = None,
+    offending_path: Path | None = None,
+    exact_quantiles: bool = False,
+    arrived_at: datetime | None = None,
+    engine: str = "streaming",
+) -> Validation:
+    """Check and profile *source* in one pass; offending rows go to *offending_path* (Parquet).
+
+    *reference* is the reference's profile: its bin edges and categories shape this profile.
+    """
+    started = time.perf_counter()
+    arrived_at = arrived_at or datetime.now(UTC)
+    plan = build(
+        source, settings, reference, exact_quantiles=exact_quantiles, arrived_at=arrived_at
+    )
+    for i, flag in enumerate(plan.flags):
+        plan.aggregates[f"flag::{i}"] = flag.expr.sum()
+    base = source.frame.with_row_index(ROW) if plan.flags and offending_path else source.frame
+    queries = [base.select(**plan.aggregates)]
+    sink_tmp = None
+    if plan.flags and offending_path is not None:
+        reason = pl.concat_str(
+            [pl.when(f.expr).then(pl.lit(f"{f.check}({f.column})" if f.column else f.check))
+             for f in plan.flags],
+            separator="; ", ignore_nulls=True,
+        )  # fmt: skip
+        any_flag = pl.any_horizontal([f.expr for f in plan.flags])
+        sink_tmp = offending_path.with_name(offending_path.name + ".partial")
+        queries.append(
+            base.filter(any_flag)
+            .with_columns(reason.alias(REASON))
+            .sink_parquet(sink_tmp, lazy=True)
+        )
+    try:
+        results = pl.collect_all(queries, engine=engine)
+    except Exception as exc:
+        if sink_tmp is not None:
+            sink_tmp.unlink(missing_ok=True)
+        return unreadable(explain(exc, source.file_format), time.perf_counter() - started)
+    values = results[0].row(0, named=True)
+    n_rows = int(values["rows"])
+
+    checks: list[CheckResult] = list(plan.static)
+    checks.append(_rows_check(settings, n_rows))
+    offending = 0
+    for i, flag in enumerate(plan.flags):
+        count = int(values[f"flag::{i}"] or 0)
+        checks.append(_result(flag.check, flag.column, flag.severity, count > 0, count,
+                              flag.describe(count) if count else "ok"))  # fmt: skip
+    for key, column, severity, decide in plan.deferred:
+        bad, detail = decide(values[key] if key != "newest" else values["newest"], n_rows)
+        check = "nulls" if key.startswith("nulls::") else "freshness"
+        checks.append(_result(check, column, severity, bad, 0, detail if bad else "ok"))
+
+    if sink_tmp is not None:
+        flagged = pl.scan_parquet(sink_tmp)
+        offending = flagged.select(pl.len()).collect().item()
+        if offending:
+            _attach_examples(checks, flagged, settings.examples)
+            sink_tmp.replace(offending_path)
+        else:
+            sink_tmp.unlink()
+    status = _status(checks)
+    profile = _profile(plan, values, n_rows, exact_quantiles)
+    schema = {name: str(dtype) for name, dtype in source.schema.items()}
+    return Validation(status, n_rows, len(source.columns), schema, checks, profile,
+                      offending_rows=offending, seconds=time.perf_counter() - started)  # fmt: skip
+
+
+def _result(
+    check: str, column: str | None, severity: str, bad: bool, count: int, detail: str
+) -> CheckResult:
+    status = "pass" if not bad else ("fail" if severity == "error" else "warn")
+    return CheckResult(check, column, severity, status, count, detail)
+
+
+def _rows_check(settings: DataSettings, n_rows: int) -> CheckResult:
+    table = settings.table
+    severity = table.severity_of("rows")
+    if n_rows < table.min_rows:
+        return _result(
+            "rows", None, severity, True, 0, f"{n_rows} rows (at least {table.min_rows} expected)"
+        )
+    if table.max_rows is not None and n_rows > table.max_rows:
+        return _result(
+            "rows", None, severity, True, 0, f"{n_rows} rows (at most {table.max_rows} expected)"
+        )
+    return _result("rows", None, severity, False, 0, f"{n_rows} rows")
+
+
+def _status(checks: list[CheckResult]) -> str:
+    if any(c.status == "fail" for c in checks):
+        return "rejected"
+    if any(c.status == "warn" for c in checks):
+        return "warned"
+    return "accepted"
+
+
+def _attach_examples(checks: list[CheckResult], flagged: pl.LazyFrame, limit: int) -> None:
+    """A few offending rows per failed check, read back from the (small) offending-rows file."""
+    if limit == 0:
+        return
+    for check in checks:
+        if check.status == "pass" or check.failed_rows == 0:
+            continue
+        rows = (
+            flagged.filter(pl.col(REASON).str.contains(check.label, literal=True))
+            .head(limit)
+            .collect()
+        )
+        check.examples = [_jsonable_row(row) for row in rows.iter_rows(named=True)]
+
+
+def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in row.items():
+        if key == REASON:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)
+        elif isinstance(value, str) and len(value) > 200:
+            value = value[:199] + "…"
+        elif not isinstance(value, str | int | float | bool | type(None)):
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _profile(plan: _Plan, values: dict[str, Any], n_rows: int, exact: bool) -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for name, spec in plan.profile_columns.items():
+        key = f"p::{name}::"
+        kind = spec["kind"]
+        entry: dict[str, Any] = {"kind": kind, "count": int(values[key + "count"]),
+                                 "nulls": int(values[key + "nulls"])}  # fmt: skip
+        if kind in ("int", "float"):
+            if kind == "float":
+                entry["nan"] = int(values[key + "nan"])
+                entry["inf"] = int(values[key + "inf"])
+            for stat in ("min", "max", "mean", "std"):
+                entry[stat] = _number(values[key + stat])
+            if exact:
+                entry["quantiles"] = {str(q): _number(values[f"{key}q{q}"]) for q in QUANTILES}
+            if "edges" in spec:
+                counts = [int(values[f"{key}bin{i}"]) for i in range(len(spec["edges"]) + 1)]
+                entry["histogram"] = {"edges": spec["edges"], "counts": counts}
+                if not exact:
+                    entry["quantiles"] = _quantiles_from_histogram(entry, spec["edges"], counts)
+        elif kind in ("string", "bool"):
+            entry["distinct"] = int(values[key + "distinct"])
+            if "categories" in spec:
+                counts = {c: int(values[f"{key}cat{i}"]) for i, c in enumerate(spec["categories"])}
+                entry["frequencies"] = counts
+                entry["other"] = entry["count"] - sum(counts.values())
+            else:
+                top = values[key + "top"] or []
+                field_name = next((k for k in (top[0] if top else {}) if k != "count"), None)
+                entry["frequencies"] = {str(item[field_name]): int(item["count"]) for item in top}
+                entry["other"] = entry["count"] - sum(entry["frequencies"].values())
+        elif kind in ("datetime", "date"):
+            for stat in ("min", "max"):
+                entry[stat] = None if values[key + stat] is None else values[key + stat].isoformat()
+        columns[name] = entry
+    return {"n_rows": n_rows, "columns": columns}
+
+
+def _quantiles_from_histogram(
+    entry: dict[str, Any], edges: list[float], counts: list[int]
+) -> dict[str, float | None]:
+    """Quantiles interpolated within the reference's bins (bounded memory, no sort)."""
+    total = sum(counts)
+    low, high = entry.get("min"), entry.get("max")
+    if not total or low is None or high is None:
+        return {str(q): None for q in QUANTILES}
+    bounds = [low, *[min(max(e, low), high) for e in edges], high]
+    result: dict[str, float | None] = {}
+    for q in QUANTILES:
+        target, seen = q * total, 0
+        for i, count in enumerate(counts):
+            if count and seen + count >= target:
+                frac = (target - seen) / count
+                result[str(q)] = bounds[i] + frac * (bounds[i + 1] - bounds[i])
+                break
+            seen += count
+        else:
+            result[str(q)] = high
+    return result
+
+
+def reference_profile(source: Source, settings: DataSettings) -> Validation:
+    """Profile (and check) a reference file: histograms on its own equal-frequency bin edges,
+    frequencies of its categories, exact quantiles. Done once per reference, so the edges take an
+    extra pass over the numeric columns."""
+    kinds: dict[str, str] = {}
+    for name in source.columns:
+        declared = settings.columns.get(name)
+        kinds[name] = (declared.type if declared and declared.type else None) or _kind(
+            source.schema[name]
+        )
+    numeric = [n for n, k in kinds.items() if k in ("int", "float")]
+    edges: dict[str, list[float]] = {}
+    if numeric:
+        exprs = []
+        for name in numeric:
+            value = _typed(name, source.schema[name], kinds[name])[0].cast(pl.Float64)
+            value = value.filter(value.is_finite())
+            exprs += [value.quantile(q, "linear").alias(f"{name}::{q}") for q in EDGE_QUANTILES]
+        try:
+            row = source.frame.select(exprs).collect(engine="streaming").row(0, named=True)
+        except Exception as exc:
+            return unreadable(explain(exc, source.file_format))
+        for name in numeric:
+            found = (_number(row[f"{name}::{q}"]) for q in EDGE_QUANTILES)
+            edges[name] = sorted({v for v in found if v is not None})
+    categorical = [n for n, k in kinds.items() if k in ("string", "bool")]
+    categories: dict[str, list[str]] = {}
+    if categorical:
+        try:
+            first = (
+                source.frame.select(
+                    pl.col(n)
+                    .cast(pl.String)
+                    .drop_nulls()
+                    .value_counts(sort=True)
+                    .head(TOP_CATEGORIES)
+                    .implode()
+                    for n in categorical
+                )
+                .collect(engine="streaming")
+                .row(0, named=True)
+            )
+        except Exception as exc:
+            return unreadable(explain(exc, source.file_format))
+        for name in categorical:
+            categories[name] = [str(item[name]) for item in first[name] or []]
+    reference = {"columns": {}}
+    for name in source.columns:
+        if name in edges:
+            reference["columns"][name] = {"histogram": {"edges": edges[name]}}
+        elif name in categories:
+            reference["columns"][name] = {"categories": categories[name]}
+    return validate(source, settings, reference=reference, exact_quantiles=True)
