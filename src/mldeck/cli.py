@@ -33,6 +33,11 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+data_app = typer.Typer(
+    help="Ingest, validate and inspect data (dataset versions, reports, quarantine).",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -277,6 +282,230 @@ def runs_show(
     if detail.run.error:
         out.print("\n[bold]Error[/bold]")
         out.print(detail.run.error.rstrip(), markup=False)
+
+
+@data_app.command("ingest")
+def data_ingest(
+    files: Annotated[list[Path], typer.Argument(help="CSV, Parquet or NDJSON files.")],
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name (default: [data] dataset).")
+    ] = None,
+    reference: Annotated[
+        bool,
+        typer.Option("--reference", help="Make this file the dataset's reference (baseline)."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest files as dataset versions: store, validate, profile, quarantine offenders.
+
+    Exit status: 0 all accepted, 3 some accepted with warnings, 4 some rejected.
+    """
+    from mldeck.data.ingest import EXIT, ingest_file
+
+    ws, store = _open()
+    outcomes = []
+    for path in files:
+        outcome = ingest_file(ws, store, path, dataset=dataset, as_reference=reference)
+        outcomes.append(outcome)
+        if not as_json:
+            _print_outcome(outcome)
+    if as_json:
+        _print_json([o.as_dict() for o in outcomes])
+    worst = max((EXIT.get(o.status, 0) for o in outcomes), default=0)
+    if worst:
+        raise typer.Exit(worst)
+
+
+def _print_outcome(outcome: Any) -> None:
+    label = f"{outcome.dataset}:v{outcome.version}"
+    if outcome.duplicate:
+        out.print(f"{outcome.source}: already ingested as {label} ({outcome.status})", markup=False)
+        return
+    out.print(f"{outcome.source}: {label} {outcome.status.upper()}", markup=False)
+    for reason in outcome.reasons:
+        out.print(f"  - {reason}", markup=False)
+    if outcome.quarantine_path:
+        out.print(f"  quarantine: {outcome.quarantine_path}", markup=False)
+
+
+@data_app.command("list")
+def data_list(
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only this status: accepted, warned or rejected.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List dataset versions, newest first."""
+    from mldeck.store.queries import list_versions
+
+    _, store = _open()
+    rows, total = list_versions(store, dataset=dataset, status=status, limit=limit)
+    _print_versions(
+        rows, total, as_json, empty="No dataset versions yet: see 'mldeck data ingest'."
+    )
+
+
+def _print_versions(rows: list, total: int, as_json: bool, empty: str) -> None:
+    if as_json:
+        _print_json({"total": total, "versions": [row.as_dict() for row in rows]})
+        return
+    if not rows:
+        out.print(empty)
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("ID", "VERSION", "STATUS", "ROWS", "COLS", "SIZE", "ARRIVED", "SOURCE"):
+        table.add_column(column, no_wrap=True, min_width=12 if column == "SOURCE" else None)
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.label + (" (reference)" if row.is_reference else ""),
+            row.status,
+            "-" if row.n_rows is None else str(row.n_rows),
+            "-" if row.n_cols is None else str(row.n_cols),
+            fmt.size(row.size_bytes),
+            fmt.when(row.arrived_at),
+            Path(row.source_path).name,
+        )
+    out.print(table)
+    if total > len(rows):
+        out.print(f"({len(rows)} of {total} shown; use --limit to see more)")
+
+
+@data_app.command("show")
+def data_show(
+    version: Annotated[str, typer.Argument(help="Version id, dataset:vN, or a sha256 prefix.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show a dataset version: its validation report, schema and profile summary."""
+    from mldeck.store.queries import resolve_version, version_detail
+
+    _, store = _open()
+    detail = version_detail(store, resolve_version(store, version))
+    if as_json:
+        _print_json(detail.as_dict())
+        return
+    row = detail.row
+    out.print(
+        f"[bold]{row.label}[/bold]  {row.status.upper()}"
+        + ("  (reference)" if row.is_reference else "")
+    )
+    for label, value in (
+        ("source", row.source_path),
+        ("stored", detail.stored_path),
+        ("sha256", row.sha256),
+        ("arrived", fmt.when(row.arrived_at)),
+        (
+            "shape",
+            f"{row.n_rows} rows x {row.n_cols} columns" if row.n_rows is not None else "unreadable",
+        ),
+        ("size", fmt.size(row.size_bytes)),
+        ("quarantine", row.quarantine_path or "-"),
+    ):
+        out.print(f"  {label:<11}{value}", markup=False)
+    checks = detail.report.get("checks", [])
+    if checks:
+        out.print("\n[bold]Checks[/bold]")
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("RESULT", "CHECK", "ROWS", "DETAIL"):
+            table.add_column(column, no_wrap=column != "DETAIL")
+        order = {"fail": 0, "warn": 1, "pass": 2}
+        for check in sorted(checks, key=lambda c: order.get(c["status"], 3)):
+            name = f"{check['check']}({check['column']})" if check["column"] else check["check"]
+            table.add_row(check["status"], name, str(check["failed_rows"] or ""), check["detail"])
+        out.print(table)
+    columns = detail.profile.get("columns", {})
+    if columns:
+        out.print("\n[bold]Profile[/bold]")
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("COLUMN", "KIND", "NULLS", "MIN", "MEAN", "MAX", "TOP"):
+            table.add_column(column, no_wrap=True)
+        for name, col in columns.items():
+            top = ""
+            if col.get("frequencies"):
+                top = ", ".join(f"{k} {v}" for k, v in list(col["frequencies"].items())[:3])
+            table.add_row(
+                name,
+                col["kind"],
+                str(col.get("nulls", "")),
+                fmt.number(col["min"])
+                if isinstance(col.get("min"), int | float)
+                else str(col.get("min") or ""),
+                fmt.number(col["mean"]) if isinstance(col.get("mean"), int | float) else "",
+                fmt.number(col["max"])
+                if isinstance(col.get("max"), int | float)
+                else str(col.get("max") or ""),
+                top,
+            )
+        out.print(table)
+
+
+@data_app.command("quarantine")
+def data_quarantine(
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List what is in quarantine: rejected batches and the offending rows of accepted ones."""
+    from mldeck.store.queries import list_versions
+
+    ws, store = _open()
+    rows, total = list_versions(store, quarantined=True, limit=limit)
+    if as_json:
+        _print_json({"total": total, "versions": [row.as_dict() for row in rows]})
+        return
+    if not rows:
+        out.print("Quarantine is empty.")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("VERSION", "STATUS", "SOURCE", "QUARANTINED AS"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row.label, row.status, Path(row.source_path).name, row.quarantine_path)
+    out.print(table)
+    out.print(f"(files are in {ws.quarantine_dir}; 'mldeck data show VERSION' gives the reasons)")
+
+
+@data_app.command("infer")
+def data_infer(
+    file: Annotated[Path, typer.Argument(help="A reference file (CSV, Parquet or NDJSON).")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset name to write.")] = None,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="Append to mldeck.toml (only if it has no [data] section)."),
+    ] = False,
+) -> None:
+    """Print (or write) a starting set of expectations inferred from a reference file."""
+    from mldeck.data.infer import expectations_toml
+    from mldeck.data.readers import ReadError, open_source
+    from mldeck.data.validate import reference_profile
+
+    ws, _ = _open()
+    try:
+        source = open_source(file, separator=ws.settings.data.csv_separator)
+    except ReadError as exc:
+        raise MldeckError(f"cannot infer from {file}: {exc}") from None
+    from mldeck.data.expectations import DataSettings
+
+    profiled = reference_profile(source, DataSettings(table={"unique_ids": False}))
+    if profiled.read_error:
+        raise MldeckError(f"cannot infer from {file}: {profiled.read_error}")
+    try:
+        relative = str(file.resolve().relative_to(ws.root))
+    except ValueError:
+        relative = str(file.resolve())
+    text = expectations_toml(
+        profiled, dataset=dataset or ws.settings.data.dataset, reference=relative
+    )
+    if not write:
+        print(text, end="")
+        return
+    from mldeck.data.infer import append_to_config
+
+    append_to_config(ws.config_path, text)
+    out.print(
+        f"Wrote the expectations for {len(profiled.profile['columns'])} columns to {ws.config_path}"
+    )
 
 
 def _section(title: str, items: dict[str, str]) -> None:

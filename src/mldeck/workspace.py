@@ -61,6 +61,15 @@ class Workspace:
         return self.data_dir / "incoming"
 
     @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Where the original bytes of every dataset version are kept, by sha256."""
+        return self.state_dir / "datasets"
+
+    @property
     def db_url(self) -> str:
         """MLDECK_DB_URL, else ``[store] url``, else the workspace's SQLite file."""
         url = os.environ.get(ENV_DB_URL) or self.settings.store.url

@@ -74,7 +74,11 @@ def open_source(path: Path, *, separator: str = ",") -> Source:
         _check_text(head, size)
         _check_header(head, separator)
         frame = pl.scan_csv(
-            path, separator=separator, infer_schema_length=10_000, raise_if_empty=False
+            path,
+            separator=separator,
+            infer_schema_length=10_000,
+            raise_if_empty=False,
+            try_parse_dates=True,
         )
     try:
         schema = dict(frame.collect_schema())

@@ -30,8 +30,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def put_stream(artifacts_dir: Path, stream: BinaryIO) -> tuple[str, Path, int]:
-    """Store the bytes of *stream*; return (sha256, absolute path, size)."""
+def put_stream(artifacts_dir: Path, stream: BinaryIO, suffix: str = "") -> tuple[str, Path, int]:
+    """Store the bytes of *stream* (named by their sha256 plus *suffix*); return
+    (sha256, absolute path, size)."""
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
@@ -46,7 +47,7 @@ def put_stream(artifacts_dir: Path, stream: BinaryIO) -> tuple[str, Path, int]:
             out.flush()
             os.fsync(out.fileno())
         sha = digest.hexdigest()
-        final = artifacts_dir / sha[:2] / sha
+        final = artifacts_dir / sha[:2] / f"{sha}{suffix}"
         final.parent.mkdir(exist_ok=True)
         if final.exists() and final.stat().st_size == size:
             tmp.unlink()
@@ -59,11 +60,11 @@ def put_stream(artifacts_dir: Path, stream: BinaryIO) -> tuple[str, Path, int]:
         raise
 
 
-def put_file(artifacts_dir: Path, source: Path) -> tuple[str, Path, int]:
+def put_file(artifacts_dir: Path, source: Path, suffix: str = "") -> tuple[str, Path, int]:
     """Store a copy of the file *source*; return (sha256, absolute path, size)."""
     try:
         with open(source, "rb") as stream:
-            return put_stream(artifacts_dir, stream)
+            return put_stream(artifacts_dir, stream, suffix)
     except FileNotFoundError:
         raise ArtifactError(f"cannot store {source}: no such file") from None
     except IsADirectoryError:

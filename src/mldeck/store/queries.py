@@ -426,3 +426,171 @@ def overview(store: Store, *, last: int = 8) -> Overview:
         last_runs=rows,
         store=store_info(store),
     )
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    id: int
+    dataset: str
+    version: int
+    status: str
+    n_rows: int | None
+    n_cols: int | None
+    size_bytes: int
+    arrived_at: datetime
+    source_path: str
+    sha256: str
+    quarantine_path: str
+    is_reference: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}:v{self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "dataset": self.dataset,
+            "version": self.version,
+            "label": self.label,
+            "status": self.status,
+            "n_rows": self.n_rows,
+            "n_cols": self.n_cols,
+            "size_bytes": self.size_bytes,
+            "arrived_at": _iso(self.arrived_at),
+            "source_path": self.source_path,
+            "sha256": self.sha256,
+            "quarantine_path": self.quarantine_path,
+            "is_reference": self.is_reference,
+        }
+
+
+def _version_rows(statement: Any) -> Any:
+    return statement.join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+
+
+_VERSION_COLUMNS = (
+    DatasetVersion.id,
+    Dataset.name,
+    DatasetVersion.version,
+    DatasetVersion.status,
+    DatasetVersion.n_rows,
+    DatasetVersion.n_cols,
+    DatasetVersion.size_bytes,
+    DatasetVersion.arrived_at,
+    DatasetVersion.source_path,
+    DatasetVersion.sha256,
+    DatasetVersion.quarantine_path,
+    (Dataset.reference_version_id == DatasetVersion.id).label("is_reference"),
+)
+
+
+def list_versions(
+    store: Store,
+    *,
+    dataset: str | None = None,
+    status: str | None = None,
+    quarantined: bool = False,
+    limit: int = 500,
+) -> tuple[list[VersionRow], int]:
+    """Dataset versions, newest first (at most *limit*), and how many match in all."""
+    conditions = []
+    if dataset:
+        conditions.append(Dataset.name == dataset)
+    if status:
+        conditions.append(DatasetVersion.status == status)
+    if quarantined:
+        conditions.append(DatasetVersion.quarantine_path != "")
+    with store.read() as session:
+        total = session.execute(
+            _version_rows(select(func.count(DatasetVersion.id)).select_from(DatasetVersion)).where(
+                *conditions
+            )
+        ).scalar_one()
+        rows = session.execute(
+            _version_rows(select(*_VERSION_COLUMNS).select_from(DatasetVersion))
+            .where(*conditions)
+            .order_by(DatasetVersion.arrived_at.desc(), DatasetVersion.id.desc())
+            .limit(limit)
+        ).all()
+    return [VersionRow(*row[:-1], bool(row[-1])) for row in rows], total
+
+
+def resolve_version(store: Store, ref: str) -> int:
+    """A dataset version id from *ref*: its id, ``dataset:vN``, or a sha256 prefix (6+ chars)."""
+    ref = ref.strip()
+    with store.read() as session:
+        if ref.isdigit() and ref.isascii():
+            found = session.get(DatasetVersion, int(ref)) if int(ref) < 2**63 else None
+            if found is not None:
+                return found.id
+        name, sep, number = ref.rpartition(":v")
+        if sep and number.isdigit() and number.isascii():
+            found_id = session.execute(
+                _version_rows(select(DatasetVersion.id).select_from(DatasetVersion)).where(
+                    Dataset.name == name, DatasetVersion.version == int(number)
+                )
+            ).scalar()
+            if found_id is not None:
+                return found_id
+        if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref.lower()):
+            ids = session.execute(
+                select(DatasetVersion.id)
+                .where(DatasetVersion.sha256.startswith(ref.lower()))
+                .limit(2)
+            ).all()
+            if len(ids) == 1:
+                return ids[0][0]
+            if len(ids) > 1:
+                raise MldeckError(
+                    f"sha256 prefix {ref!r} matches several versions; give more of it"
+                )
+    raise NotFound(
+        f"no dataset version {ref!r} (give an id, dataset:vN or a sha256 prefix; see 'mldeck data list')"
+    )
+
+
+@dataclass
+class VersionDetail:
+    row: VersionRow
+    schema: dict[str, str]
+    profile: dict[str, Any]
+    report: dict[str, Any]
+    stored_path: str
+    file_format: str
+    run_id: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.row.as_dict(),
+            "stored_path": self.stored_path,
+            "format": self.file_format,
+            "run_id": self.run_id,
+            "schema": self.schema,
+            "report": self.report,
+            "profile": self.profile,
+        }
+
+
+def version_detail(store: Store, version_id: int) -> VersionDetail:
+    with store.read() as session:
+        row = session.execute(
+            _version_rows(select(*_VERSION_COLUMNS).select_from(DatasetVersion)).where(
+                DatasetVersion.id == version_id
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"no dataset version {version_id} (see 'mldeck data list')")
+        version = session.get(DatasetVersion, version_id)
+    return VersionDetail(
+        VersionRow(*row[:-1], bool(row[-1])),
+        version.schema_,
+        version.profile,
+        version.report,
+        version.stored_path,
+        version.file_format,
+        version.run_id,
+    )

@@ -1,0 +1,275 @@
+"""Ingest: a file becomes an immutable, content-addressed dataset version with its validation
+report and profile; offending rows and rejected batches go to quarantine. Nothing is deleted.
+
+The path of a file: hash while copying into ``.mldeck/datasets/`` (the original bytes, kept) →
+the same content already known? one version, not two → open and validate the stored copy in one
+polars pass (against the dataset's reference profile) → offending rows to
+``data/quarantine/<dataset>-v<N>.rows.parquet``, a rejected batch's bytes and report to
+``data/quarantine/`` → one write transaction records the version, its runs and lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from mldeck import provenance
+from mldeck.data.readers import ReadError, open_source
+from mldeck.data.validate import Validation, reference_profile, unreadable, validate
+from mldeck.errors import MldeckError
+from mldeck.store.artifacts import put_file
+from mldeck.store.engine import Store
+from mldeck.store.models import (
+    Dataset,
+    DatasetVersion,
+    Run,
+    RunInput,
+    RunKind,
+    RunLog,
+    RunStatus,
+    RunTrigger,
+    utcnow,
+)
+from mldeck.workspace import Workspace
+
+# Exit statuses of `mldeck data ingest`, by the worst outcome.
+EXIT = {"accepted": 0, "warned": 3, "rejected": 4}
+
+
+@dataclass
+class IngestOutcome:
+    version_id: int
+    dataset: str
+    version: int
+    sha256: str
+    status: str
+    duplicate: bool
+    source: str
+    reasons: list[str]
+    quarantine_path: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version_id": self.version_id,
+            "dataset": self.dataset,
+            "version": self.version,
+            "sha256": self.sha256,
+            "status": self.status,
+            "duplicate": self.duplicate,
+            "source": self.source,
+            "reasons": self.reasons,
+            "quarantine_path": self.quarantine_path,
+        }
+
+
+def _start_run(store: Store, kind: RunKind, trigger: str, name: str, params: dict) -> int:
+    now = utcnow()
+    run = Run(name=name, kind=kind, trigger=trigger, status=RunStatus.RUNNING, created_at=now,
+              started_at=now, heartbeat_at=now, params=params, user=provenance.current_user(),
+              host=provenance.hostname(), pid=os.getpid())  # fmt: skip
+    with store.write() as session:
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def _fail_run(store: Store, run_id: int, error: str) -> None:
+    with store.write() as session:
+        run = session.get(Run, run_id)
+        run.status, run.ended_at, run.error = RunStatus.FAILED, utcnow(), error
+        session.add(run)
+
+
+def _existing(store: Store, sha: str) -> tuple[DatasetVersion, str] | None:
+    with store.read() as session:
+        row = session.execute(
+            select(DatasetVersion, Dataset.name)
+            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            .where(DatasetVersion.sha256 == sha)
+        ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def reference_of(store: Store, dataset: str) -> dict[str, Any] | None:
+    """The profile of the dataset's reference version (None if it has none yet)."""
+    with store.read() as session:
+        row = session.execute(
+            select(DatasetVersion.profile)
+            .join(Dataset, Dataset.reference_version_id == DatasetVersion.id)
+            .where(Dataset.name == dataset)
+        ).first()
+    return None if row is None else row[0]
+
+
+def ingest_file(
+    workspace: Workspace,
+    store: Store,
+    path: Path,
+    *,
+    dataset: str | None = None,
+    trigger: str = RunTrigger.MANUAL,
+    as_reference: bool = False,
+    consume: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> IngestOutcome:
+    """Ingest one file. With *consume* (the watcher), the source file is removed once its bytes
+    are safely stored, since they are kept in the workspace under their hash."""
+    settings = workspace.settings.data
+    dataset = dataset or settings.dataset
+    say = progress or (lambda _message: None)
+    source_name = str(path)
+    ingest_run = _start_run(store, RunKind.INGEST, trigger, f"ingest {path.name}",
+                            {"source": source_name, "dataset": dataset})  # fmt: skip
+    try:
+        sha, stored, size = put_file(workspace.datasets_dir, path, suffix=path.suffix.lower())
+    except MldeckError as exc:
+        _fail_run(store, ingest_run, str(exc))
+        raise
+    except OSError as exc:
+        _fail_run(store, ingest_run, f"cannot copy {path}: {exc.strerror or exc}")
+        raise MldeckError(f"cannot read {path}: {exc.strerror or exc}") from None
+    known = _existing(store, sha)
+    if known is not None:
+        version, name = known
+        _finish_duplicate(store, ingest_run, version)
+        if consume:
+            path.unlink(missing_ok=True)
+        say(f"{path.name}: same content as {name} v{version.version}; not ingested again")
+        return IngestOutcome(version.id, name, version.version, sha, version.status, True,
+                             source_name, [], version.quarantine_path)  # fmt: skip
+
+    validate_run = _start_run(store, RunKind.VALIDATE, trigger, f"validate {path.name}",
+                              {"sha256": sha, "dataset": dataset})  # fmt: skip
+    _progress(store, validate_run, f"validating {size / 1e6:.1f} MB")
+    rows_file = workspace.quarantine_dir / f".{sha[:16]}.rows.parquet"
+    try:
+        workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            source = open_source(stored, separator=settings.csv_separator)
+        except ReadError as exc:
+            result = unreadable(str(exc))
+        else:
+            if as_reference:
+                result = reference_profile(source, settings)
+            else:
+                result = validate(source, settings, reference=reference_of(store, dataset),
+                                  offending_path=rows_file)  # fmt: skip
+        outcome = _record(workspace, store, result, dataset=dataset, sha=sha, stored=stored,
+                          size=size, source=path, rows_file=rows_file, runs=(ingest_run, validate_run),
+                          as_reference=as_reference)  # fmt: skip
+    except BaseException as exc:
+        rows_file.unlink(missing_ok=True)
+        error = "".join(traceback.format_exception(exc))
+        _fail_run(store, validate_run, error)
+        _fail_run(store, ingest_run, error)
+        raise
+    if consume:
+        path.unlink(missing_ok=True)
+    say(f"{path.name}: {outcome.dataset} v{outcome.version} {outcome.status}")
+    return outcome
+
+
+def _progress(store: Store, run_id: int, message: str) -> None:
+    with store.write() as session:
+        run = session.get(Run, run_id)
+        run.progress_message = message
+        session.add(run)
+
+
+def _finish_duplicate(store: Store, run_id: int, version: DatasetVersion) -> None:
+    with store.write() as session:
+        run = session.get(Run, run_id)
+        run.status, run.ended_at, run.progress = RunStatus.SUCCEEDED, utcnow(), 1.0
+        run.tags = {"duplicate_of": version.id}
+        session.add(run)
+        session.add(RunInput(run_id=run_id, dataset_version_id=version.id, role="duplicate"))
+
+
+def _record(
+    workspace: Workspace,
+    store: Store,
+    result: Validation,
+    *,
+    dataset: str,
+    sha: str,
+    stored: Path,
+    size: int,
+    source: Path,
+    rows_file: Path,
+    runs: tuple[int, int],
+    as_reference: bool,
+) -> IngestOutcome:
+    ingest_run, validate_run = runs
+    root = workspace.root
+    with store.write() as session:
+        ds = session.execute(select(Dataset).where(Dataset.name == dataset)).scalar_one_or_none()
+        if ds is None:
+            ds = Dataset(name=dataset)
+            session.add(ds)
+            session.flush()
+        number = (
+            session.execute(
+                select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == ds.id)
+            ).scalar()
+            or 0
+        ) + 1
+        label = f"{_safe(dataset)}-v{number}"
+        quarantine = ""
+        if rows_file.exists():
+            final_rows = rows_file.with_name(f"{label}.rows.parquet")
+            rows_file.replace(final_rows)
+            quarantine = str(final_rows.relative_to(root))
+        if result.status == "rejected":
+            whole = workspace.quarantine_dir / f"{label}-{_safe(source.name)}"
+            shutil.copyfile(stored, whole)
+            report = whole.with_name(whole.name + ".report.json")
+            report.write_text(json.dumps({"source": str(source), "sha256": sha,
+                                          **result.report()}, indent=2, default=str))  # fmt: skip
+            quarantine = str(whole.relative_to(root))
+        version = DatasetVersion(
+            dataset_id=ds.id, version=number, sha256=sha, source_path=str(source),
+            stored_path=str(stored.relative_to(root)), file_format=stored.suffix.lstrip(".") or "csv",
+            size_bytes=size, n_rows=result.n_rows, n_cols=result.n_cols, status=result.status,
+            schema_=result.schema, profile=result.profile, report=result.report(),
+            run_id=validate_run, quarantine_path=quarantine,
+        )  # fmt: skip
+        session.add(version)
+        try:
+            session.flush()
+        except IntegrityError:  # another process recorded the same content first
+            session.rollback()
+            raise MldeckError(
+                f"{source} was ingested by another process at the same time"
+            ) from None
+        if as_reference and result.status != "rejected":
+            ds.reference_version_id = version.id
+            session.add(ds)
+        now = utcnow()
+        for run_id, role in ((ingest_run, "output"), (validate_run, "input")):
+            run = session.get(Run, run_id)
+            run.status, run.ended_at, run.progress = RunStatus.SUCCEEDED, now, 1.0
+            run.tags = {"dataset": dataset, "version": number, "status": result.status}
+            session.add(run)
+            session.add(RunInput(run_id=run_id, dataset_version_id=version.id, role=role))
+        for reason in result.reasons():
+            session.add(RunLog(run_id=validate_run, level="warning" if result.status == "warned" else "error",
+                               message=reason))  # fmt: skip
+        session.flush()
+        version_id = version.id
+    return IngestOutcome(version_id, dataset, number, sha, result.status, False, str(source),
+                         result.reasons(), quarantine)  # fmt: skip
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe form of *name* (keeps letters of any script, digits, '.', '-', '_')."""
+    cleaned = "".join(ch if ch.isalnum() or ch in ".-_" else "_" for ch in name)
+    return cleaned.strip("._") or "file"
