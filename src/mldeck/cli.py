@@ -39,7 +39,8 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-out = Console(highlight=False, soft_wrap=True)
+# Tables fit the terminal; piped output is not squeezed to 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 WorkspaceOption = Annotated[
     Path | None,
@@ -196,9 +197,7 @@ def runs_list(
     if not rows:
         out.print("No runs match." if total == 0 and flt.describe() else "No runs yet.")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "NAME", "KIND", "TRIGGER", "STATUS", "STARTED", "DURATION"):
-        table.add_column(column, no_wrap=column != "NAME")
+    table = _table(*("ID", "NAME", "KIND", "TRIGGER", "STATUS", "STARTED", "DURATION"))
     for row in rows:
         status_text = row.status + (
             f" {fmt.progress(row.progress, row.status)}" if row.status == "running" else ""
@@ -251,9 +250,7 @@ def runs_show(
     _section("Tags", {k: json.dumps(v) for k, v in detail.run.tags.items()})
     if detail.metrics:
         out.print("\n[bold]Metrics[/bold]")
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("KEY", "LAST", "STEP", "MIN", "MAX", "POINTS"):
-            table.add_column(column)
+        table = _table(*("KEY", "LAST", "STEP", "MIN", "MAX", "POINTS"))
         for metric in detail.metrics:
             table.add_row(
                 metric.key,
@@ -354,16 +351,13 @@ def _print_versions(rows: list, total: int, as_json: bool, empty: str) -> None:
     if not rows:
         out.print(empty)
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "VERSION", "STATUS", "ROWS", "COLS", "SIZE", "ARRIVED", "SOURCE"):
-        table.add_column(column, no_wrap=True, min_width=12 if column == "SOURCE" else None)
+    table = _table(*("ID", "VERSION", "STATUS", "ROWS", "SIZE", "ARRIVED", "SOURCE"))
     for row in rows:
         table.add_row(
             str(row.id),
             row.label + (" (reference)" if row.is_reference else ""),
             row.status,
             "-" if row.n_rows is None else str(row.n_rows),
-            "-" if row.n_cols is None else str(row.n_cols),
             fmt.size(row.size_bytes),
             fmt.when(row.arrived_at),
             Path(row.source_path).name,
@@ -407,9 +401,7 @@ def data_show(
     checks = detail.report.get("checks", [])
     if checks:
         out.print("\n[bold]Checks[/bold]")
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("RESULT", "CHECK", "ROWS", "DETAIL"):
-            table.add_column(column, no_wrap=column != "DETAIL")
+        table = _table(*("RESULT", "CHECK", "ROWS", "DETAIL"), wrap="DETAIL")
         order = {"fail": 0, "warn": 1, "pass": 2}
         for check in sorted(checks, key=lambda c: order.get(c["status"], 3)):
             name = f"{check['check']}({check['column']})" if check["column"] else check["check"]
@@ -418,9 +410,7 @@ def data_show(
     columns = detail.profile.get("columns", {})
     if columns:
         out.print("\n[bold]Profile[/bold]")
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("COLUMN", "KIND", "NULLS", "MIN", "MEAN", "MAX", "TOP"):
-            table.add_column(column, no_wrap=True)
+        table = _table(*("COLUMN", "KIND", "NULLS", "MIN", "MEAN", "MAX", "TOP"))
         for name, col in columns.items():
             top = ""
             if col.get("frequencies"):
@@ -457,9 +447,7 @@ def data_quarantine(
     if not rows:
         out.print("Quarantine is empty.")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("VERSION", "STATUS", "SOURCE", "QUARANTINED AS"):
-        table.add_column(column, overflow="fold")
+    table = _table(*("VERSION", "STATUS", "SOURCE", "QUARANTINED AS"), wrap="QUARANTINED AS")
     for row in rows:
         table.add_row(row.label, row.status, Path(row.source_path).name, row.quarantine_path)
     out.print(table)
@@ -506,6 +494,22 @@ def data_infer(
     out.print(
         f"Wrote the expectations for {len(profiled.profile['columns'])} columns to {ws.config_path}"
     )
+
+
+# Columns that must stay readable when a narrow terminal squeezes a table.
+MIN_WIDTHS = {"STATUS": 9, "RESULT": 6, "ARRIVED": 19, "STARTED": 19, "VERSION": 10}
+
+
+def _table(*columns: str, wrap: str | None = None) -> Table:
+    """A borderless table whose columns keep to one line (ellipsis), except *wrap*."""
+    table = Table(box=None, pad_edge=False, header_style="bold", collapse_padding=True)
+    for column in columns:
+        if column == wrap:
+            table.add_column(column, overflow="fold", min_width=len(column))
+        else:
+            width = max(len(column), MIN_WIDTHS.get(column, 0))
+            table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=width)
+    return table
 
 
 def _section(title: str, items: dict[str, str]) -> None:

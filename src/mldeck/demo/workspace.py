@@ -10,9 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mldeck.errors import MldeckError
-from mldeck.workspace import ENV_WORKSPACE, Workspace, init_workspace, open_workspace_store
+from mldeck.workspace import (
+    ENV_WORKSPACE,
+    Workspace,
+    init_workspace,
+    load_workspace,
+    open_workspace_store,
+)
 
 BASELINE_SCRIPT = Path(__file__).with_name("train_baseline.py")
+# Demos move fast: take files dropped into data/incoming/ after half a second of quiet.
+SETTLE = "settle_seconds = 0.5\n"
 
 
 def create_demo_workspace(
@@ -22,8 +30,14 @@ def create_demo_workspace(
     echo: Callable[[str], None] = print,
     train: bool = True,
 ) -> Workspace:
-    """A workspace holding the demo data (``data/samples``), ``scripts/train_baseline.py`` and,
-    when *train*, one baseline training run recorded by that script."""
+    """A workspace holding the demo data (``data/samples``), expectations inferred from its
+    reference (in ``mldeck.toml``), the reference ingested as the dataset's baseline,
+    ``scripts/train_baseline.py`` and, when *train*, one baseline training run recorded by it."""
+    from mldeck.data.expectations import DataSettings
+    from mldeck.data.infer import append_to_config, expectations_toml
+    from mldeck.data.ingest import ingest_file
+    from mldeck.data.readers import open_source
+    from mldeck.data.validate import reference_profile
     from mldeck.demo.generator import write_sample_data
 
     workspace = init_workspace(root, name=name or "churn-demo")
@@ -31,6 +45,20 @@ def create_demo_workspace(
     samples = workspace.data_dir / "samples"
     echo(f"writing the demo data to {samples.relative_to(workspace.root)}/")
     write_sample_data(samples)
+    reference = samples / "reference.parquet"
+    profiled = reference_profile(open_source(reference), DataSettings(table={"unique_ids": False}))
+    text = expectations_toml(
+        profiled, dataset="churn", reference=str(reference.relative_to(workspace.root))
+    )
+    append_to_config(workspace.config_path, text.replace("[data]\n", "[data]\n" + SETTLE, 1))
+    echo(f"inferred expectations for {len(profiled.profile['columns'])} columns into mldeck.toml")
+    workspace = load_workspace(workspace.root)
+    store = open_workspace_store(workspace)
+    try:
+        outcome = ingest_file(workspace, store, reference, as_reference=True)
+    finally:
+        store.close()
+    echo(f"ingested the reference as {outcome.dataset}:v{outcome.version} ({outcome.status})")
     scripts = workspace.root / "scripts"
     scripts.mkdir(exist_ok=True)
     shutil.copyfile(BASELINE_SCRIPT, scripts / BASELINE_SCRIPT.name)
