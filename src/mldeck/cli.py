@@ -295,28 +295,36 @@ def data_ingest(
 ) -> None:
     """Ingest files as dataset versions: store, validate, profile, quarantine offenders.
 
-    Exit status: 0 all accepted, 3 some accepted with warnings, 4 some rejected.
+    Exit status: 0 all accepted, 3 some accepted with warnings, 4 some rejected, 2 a file could
+    not be ingested at all (the others still are).
     """
     from mldeck.data.ingest import EXIT, ingest_file
 
     ws, store = _open()
-    outcomes = []
+    outcomes, errors = [], []
     for path in files:
-        outcome = ingest_file(ws, store, path, dataset=dataset, as_reference=reference)
+        try:
+            outcome = ingest_file(ws, store, path, dataset=dataset, as_reference=reference)
+        except MldeckError as exc:  # one bad path never stops the others
+            errors.append({"source": str(path), "error": str(exc)})
+            print(f"mldeck: error: {exc}", file=sys.stderr)
+            continue
         outcomes.append(outcome)
         if not as_json:
             _print_outcome(outcome)
     if as_json:
-        _print_json([o.as_dict() for o in outcomes])
+        _print_json([*(o.as_dict() for o in outcomes), *errors])
     worst = max((EXIT.get(o.status, 0) for o in outcomes), default=0)
-    if worst:
-        raise typer.Exit(worst)
+    if worst or errors:
+        raise typer.Exit(worst or MldeckError.exit_code)
 
 
 def _print_outcome(outcome: Any) -> None:
     label = f"{outcome.dataset}:v{outcome.version}"
     if outcome.duplicate:
         out.print(f"{outcome.source}: already ingested as {label} ({outcome.status})", markup=False)
+        for reason in outcome.reasons:
+            out.print(f"  - {reason}", markup=False)
         return
     out.print(f"{outcome.source}: {label} {outcome.status.upper()}", markup=False)
     for reason in outcome.reasons:
@@ -494,6 +502,28 @@ def data_infer(
     out.print(
         f"Wrote the expectations for {len(profiled.profile['columns'])} columns to {ws.config_path}"
     )
+
+
+@data_app.command("watch")
+def data_watch() -> None:
+    """Watch data/incoming/ and ingest each file once it is complete, until Ctrl-C.
+
+    A file is taken once it has not changed for [data] settle_seconds; hidden and temporary
+    names (.tmp, .part, .partial, .crdownload, ~ ...) are skipped until renamed, and subfolders
+    are ignored. Files already waiting are taken first. Each content is ingested once; a file
+    that cannot be read is rejected and copied to data/quarantine/ with the reason. Prints one
+    line per file. Only one watcher runs per workspace.
+    """
+    from mldeck.data.watcher import IncomingWatcher
+
+    ws, store = _open()
+    watcher = IncomingWatcher(ws, store, on_event=lambda line: out.print(line, markup=False))
+    if not watcher.start():
+        raise MldeckError(
+            f"another watcher is already running on this workspace ({watcher.lock_path} is held)"
+        )
+    out.print("Ctrl-C stops the watcher.", markup=False)
+    watcher.run_forever()
 
 
 # Columns that must stay readable when a narrow terminal squeezes a table.

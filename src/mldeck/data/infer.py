@@ -27,12 +27,26 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)
+    return _toml_string(str(value))
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, except that TOML refuses a raw DEL."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _key(name: str) -> str:
     bare = name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
-    return name if bare else json.dumps(name, ensure_ascii=False)
+    return name if bare else _toml_string(name)
+
+
+def _round_up(value: float) -> float:
+    """*value* to 6 significant digits, never below it (a bound must hold for what was seen)."""
+    if not (math.isfinite(value) and value > 0):
+        return value
+    step = 10.0 ** (math.floor(math.log10(value)) - 5)
+    rounded = float(f"{math.ceil(value / step) * step:.6g}")
+    return rounded if rounded >= value else math.nextafter(value, math.inf)
 
 
 def guess_columns(validation: Validation) -> tuple[str | None, str | None]:
@@ -44,8 +58,16 @@ def guess_columns(validation: Validation) -> tuple[str | None, str | None]:
     for name, col in columns.items():
         lowered = name.lower()
         if col["kind"] in ("int", "string") and lowered.endswith(ID_SUFFIXES):
-            distinct = col.get("distinct")
-            if col["kind"] == "int" or distinct is None or distinct >= 0.97 * n_rows:
+            if col.get("nulls", 0):
+                continue
+            if col["kind"] == "int":
+                # Whole numbers spanning fewer values than there are rows must repeat ("paid").
+                low, high = col.get("min"), col.get("max")
+                unique = low is not None and high is not None and high - low + 1 >= n_rows
+            else:
+                distinct = col.get("distinct")
+                unique = distinct is None or distinct >= 0.97 * n_rows
+            if unique:
                 ident = name
                 break
     return timestamp, ident
@@ -79,13 +101,18 @@ def expectations_toml(validation: Validation, *, dataset: str, reference: str | 
         elif n_rows:
             share = min(1.0, math.ceil((2 * nulls / n_rows + 0.005) * 1000) / 1000)
             lines.append(f"max_null_fraction = {share}")
+        if kind == "float":  # seen in the reference, so not a violation by default
+            if col.get("nan"):
+                lines.append("allow_nan = true")
+            if col.get("inf"):
+                lines.append("allow_inf = true")
         if kind in ("int", "float") and name != ident:
             low, high = col.get("min"), col.get("max")
             if low is not None and low >= 0:
                 lines.append("min = 0")
             if high is not None and high > 0:
                 bound = 2 * high
-                lines.append(f"max = {math.ceil(bound) if kind == 'int' else round(bound, 6)}")
+                lines.append(f"max = {math.ceil(bound) if kind == 'int' else _round_up(bound)}")
                 lines.append('warn = ["max"]')
         elif kind == "string" and name != ident:
             frequencies = col.get("frequencies", {})

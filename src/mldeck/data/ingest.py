@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,13 @@ from sqlalchemy.exc import IntegrityError
 
 from mldeck import provenance
 from mldeck.data.readers import ReadError, open_source
-from mldeck.data.validate import Validation, reference_profile, unreadable, validate
+from mldeck.data.validate import (
+    Validation,
+    reasons_from_report,
+    reference_profile,
+    unreadable,
+    validate,
+)
 from mldeck.errors import MldeckError
 from mldeck.store.artifacts import put_file
 from mldeck.store.engine import Store
@@ -126,10 +133,13 @@ def ingest_file(
     settings = workspace.settings.data
     dataset = dataset or settings.dataset
     say = progress or (lambda _message: None)
+    if not as_reference:
+        _ensure_reference(workspace, store, dataset, path, trigger, say)
     source_name = str(path)
     ingest_run = _start_run(store, RunKind.INGEST, trigger, f"ingest {path.name}",
                             {"source": source_name, "dataset": dataset})  # fmt: skip
     try:
+        before = _identity(path)
         sha, stored, size = put_file(workspace.datasets_dir, path, suffix=path.suffix.lower())
     except MldeckError as exc:
         _fail_run(store, ingest_run, str(exc))
@@ -142,15 +152,17 @@ def ingest_file(
         version, name = known
         _finish_duplicate(store, ingest_run, version)
         if consume:
-            path.unlink(missing_ok=True)
+            _consume(path, before)
         say(f"{path.name}: same content as {name} v{version.version}; not ingested again")
         return IngestOutcome(version.id, name, version.version, sha, version.status, True,
-                             source_name, [], version.quarantine_path)  # fmt: skip
+                             source_name, reasons_from_report(version.report),
+                             version.quarantine_path)  # fmt: skip
 
     validate_run = _start_run(store, RunKind.VALIDATE, trigger, f"validate {path.name}",
                               {"sha256": sha, "dataset": dataset})  # fmt: skip
     _progress(store, validate_run, f"validating {size / 1e6:.1f} MB")
-    rows_file = workspace.quarantine_dir / f".{sha[:16]}.rows.parquet"
+    # Named per process: two processes validating the same content must not share a temp file.
+    rows_file = workspace.quarantine_dir / f".{sha[:16]}-{uuid.uuid4().hex[:12]}.rows.parquet"
     try:
         workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -173,9 +185,51 @@ def ingest_file(
         _fail_run(store, ingest_run, error)
         raise
     if consume:
-        path.unlink(missing_ok=True)
+        _consume(path, before)
     say(f"{path.name}: {outcome.dataset} v{outcome.version} {outcome.status}")
     return outcome
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _consume(path: Path, before: tuple[int, int, int] | None) -> None:
+    """Remove a source whose bytes are stored, unless it changed while it was being copied."""
+    if before is not None and _identity(path) == before:
+        path.unlink(missing_ok=True)
+
+
+def _ensure_reference(
+    workspace: Workspace,
+    store: Store,
+    dataset: str,
+    path: Path,
+    trigger: str,
+    say: Callable[[str], None],
+) -> None:
+    """Ingest ``[data] reference`` as the dataset's reference if it has none yet."""
+    configured = workspace.settings.data.reference
+    if not configured or reference_of(store, dataset) is not None:
+        return
+    reference = Path(configured)
+    reference = reference if reference.is_absolute() else workspace.root / reference
+    if not reference.is_file():
+        say(f"[data] reference {configured} not found: batches are profiled without its bins")
+        return
+    if reference.resolve() == path.resolve():
+        return
+    outcome = ingest_file(workspace, store, reference, dataset=dataset, trigger=trigger,
+                          as_reference=True, progress=say)  # fmt: skip
+    if outcome.duplicate and reference_of(store, dataset) is None:
+        with store.write() as session:
+            ds = session.execute(select(Dataset).where(Dataset.name == dataset)).scalar_one()
+            ds.reference_version_id = outcome.version_id
+            session.add(ds)
 
 
 def _progress(store: Store, run_id: int, message: str) -> None:
@@ -187,8 +241,14 @@ def _progress(store: Store, run_id: int, message: str) -> None:
 
 def _finish_duplicate(store: Store, run_id: int, version: DatasetVersion) -> None:
     with store.write() as session:
+        _mark_duplicate(session, (run_id,), version)
+
+
+def _mark_duplicate(session: Any, runs: tuple[int, ...], version: DatasetVersion) -> None:
+    now = utcnow()
+    for run_id in runs:
         run = session.get(Run, run_id)
-        run.status, run.ended_at, run.progress = RunStatus.SUCCEEDED, utcnow(), 1.0
+        run.status, run.ended_at, run.progress = RunStatus.SUCCEEDED, now, 1.0
         run.tags = {"duplicate_of": version.id}
         session.add(run)
         session.add(RunInput(run_id=run_id, dataset_version_id=version.id, role="duplicate"))
@@ -211,6 +271,19 @@ def _record(
     ingest_run, validate_run = runs
     root = workspace.root
     with store.write() as session:
+        # Checked again inside the write transaction (writers are serialised): another process
+        # may have recorded the same content while this one was validating it.
+        known = session.execute(
+            select(DatasetVersion, Dataset.name)
+            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            .where(DatasetVersion.sha256 == sha)
+        ).first()
+        if known is not None:
+            version, name = known
+            _mark_duplicate(session, runs, version)
+            rows_file.unlink(missing_ok=True)  # this process's temp copy; the rows are recorded
+            return IngestOutcome(version.id, name, version.version, sha, version.status, True,
+                                 str(source), [], version.quarantine_path)  # fmt: skip
         ds = session.execute(select(Dataset).where(Dataset.name == dataset)).scalar_one_or_none()
         if ds is None:
             ds = Dataset(name=dataset)

@@ -135,6 +135,8 @@ def explain(exc: BaseException, file_format: str) -> str:
     """One line for an error polars raised while reading."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lower = text.lower()
+    if isinstance(exc, FileNotFoundError) or "no such file" in lower:
+        return "the file disappeared before it could be read"
     if "utf-8" in lower or "utf8" in lower:
         return "not UTF-8 text (re-save the file as UTF-8)"
     if "found more fields" in lower or "more fields than" in lower:

@@ -96,9 +96,19 @@ class Validation:
 
     def reasons(self) -> list[str]:
         """One line per problem (failed and warned checks, or the read error)."""
-        if self.read_error:
-            return [self.read_error]
-        return [f"{c.label}: {c.detail}" for c in self.failed]
+        return reasons_from_report(self.report())
+
+
+def reasons_from_report(report: dict[str, Any]) -> list[str]:
+    """One line per problem of a stored report (failed and warned checks, or the read error)."""
+    if report.get("read_error"):
+        return [report["read_error"]]
+    lines = []
+    for check in report.get("checks", []):
+        if check["status"] != "pass":
+            label = f"{check['check']}({check['column']})" if check["column"] else check["check"]
+            lines.append(f"{label}: {check['detail']}")
+    return lines
 
 
 def unreadable(reason: str, seconds: float = 0.0) -> Validation:
@@ -210,13 +220,19 @@ def _profile_exprs(
         if edges is not None:
             spec["edges"] = edges
             bounds = [-math.inf, *edges, math.inf]
+            number = value.cast(pl.Float64)
             for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-                number = value.cast(pl.Float64)
-                plan.aggregates[f"{key}bin{i}"] = ((number >= lo) & (number < hi)).sum()
+                # Finite values only: -inf would land in the first bin, NaN and +inf in none.
+                inside = number.is_finite() & (number >= lo) & (number < hi)
+                plan.aggregates[f"{key}bin{i}"] = inside.sum()
     elif kind in ("string", "bool"):
         text = value.cast(pl.String)
         plan.aggregates[key + "distinct"] = text.approx_n_unique()
-        categories = (reference or {}).get("categories")
+        ref = reference or {}
+        # A reference spec names its categories; a stored reference profile has frequencies.
+        categories = ref.get("categories")
+        if categories is None and "frequencies" in ref:
+            categories = list(ref["frequencies"])
         if categories is not None:
             spec["categories"] = list(categories)
             for i, category in enumerate(categories):
@@ -231,7 +247,27 @@ def _profile_exprs(
     plan.profile_columns[name] = spec
 
 
-def _column_checks(plan: _Plan, name: str, dtype: pl.DataType, exp: ColumnExpectation) -> pl.Expr:
+def _cannot_run(empty: pl.LazyFrame, expr: pl.Expr, *, condition: bool) -> str | None:
+    """Why *expr* cannot run on the file's columns (None when it can), found on an empty frame
+    with the file's schema: an unknown column, a type mismatch or a regex polars does not support
+    is then a failed check, not an unreadable file."""
+    try:
+        dtype = empty.select(expr.alias("_")).collect().schema["_"]
+    except Exception as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        if not lines:
+            return type(exc).__name__
+        # A regex error names its cause on a later line ("error: look-around ... not supported").
+        cause = next((line for line in lines[1:] if line.startswith("error:")), None)
+        return f"{lines[0]} {cause}" if cause else lines[0]
+    if condition and dtype != pl.Boolean:
+        return f"it gives {dtype}, not true or false"
+    return None
+
+
+def _column_checks(
+    plan: _Plan, name: str, dtype: pl.DataType, exp: ColumnExpectation, empty: pl.LazyFrame
+) -> pl.Expr:
     value, kind = _typed(name, dtype, exp.type)
     raw = pl.col(name)
     if (
@@ -260,15 +296,23 @@ def _column_checks(plan: _Plan, name: str, dtype: pl.DataType, exp: ColumnExpect
             plan.flags.append(_Flag("finite", name, exp.severity_of("finite"),
                                     pl.any_horizontal(bad).fill_null(False),
                                     lambda n: f"{n} NaN or infinite values"))  # fmt: skip
-    not_nan = ~value.is_nan() if kind == "float" else pl.lit(True)
-    if exp.min is not None:
-        plan.flags.append(_Flag("min", name, exp.severity_of("min"),
-                                ((value < exp.min) & not_nan).fill_null(False),
-                                lambda n, m=exp.min: f"{n} values below {m:g}"))  # fmt: skip
-    if exp.max is not None:
-        plan.flags.append(_Flag("max", name, exp.severity_of("max"),
-                                ((value > exp.max) & not_nan).fill_null(False),
-                                lambda n, m=exp.max: f"{n} values above {m:g}"))  # fmt: skip
+    # Bounds judge finite numbers: NaN and infinities are the finite check's (allow_nan/inf).
+    finite = value.is_finite() if kind == "float" else pl.lit(True)
+    for check, bound in (("min", exp.min), ("max", exp.max)):
+        if bound is None:
+            continue
+        if kind not in ("int", "float", "null"):  # comparing text with a number cannot run
+            plan.static.append(CheckResult(check, name, exp.severity_of(check), "fail", 0,
+                                           f"{check} needs numbers but the column is {kind} "
+                                           f"(read as {dtype}; declare type = \"float\")"))  # fmt: skip
+        elif check == "min":
+            plan.flags.append(_Flag("min", name, exp.severity_of("min"),
+                                    ((value < bound) & finite).fill_null(False),
+                                    lambda n, m=bound: f"{n} values below {m:g}"))  # fmt: skip
+        else:
+            plan.flags.append(_Flag("max", name, exp.severity_of("max"),
+                                    ((value > bound) & finite).fill_null(False),
+                                    lambda n, m=bound: f"{n} values above {m:g}"))  # fmt: skip
     if exp.categories is not None:
         allowed = [str(c) for c in exp.categories]
         plan.flags.append(_Flag("categories", name, exp.severity_of("categories"),
@@ -279,15 +323,24 @@ def _column_checks(plan: _Plan, name: str, dtype: pl.DataType, exp: ColumnExpect
                                 (value.is_not_null() & value.is_duplicated()).fill_null(False),
                                 lambda n: f"{n} rows share a value with another row"))  # fmt: skip
     if exp.pattern is not None:
-        plan.flags.append(_Flag("pattern", name, exp.severity_of("pattern"),
-                                (value.is_not_null() & ~value.cast(pl.String).str.contains(exp.pattern)).fill_null(False),
-                                lambda n, p=exp.pattern: f"{n} values do not match {p!r}"))  # fmt: skip
+        matches = value.cast(pl.String).str.contains(exp.pattern)
+        problem = _cannot_run(empty, matches, condition=False)
+        if problem:
+            plan.static.append(CheckResult("pattern", name, exp.severity_of("pattern"), "fail",
+                                           0, f"invalid pattern {exp.pattern!r}: {problem}"))  # fmt: skip
+        else:
+            plan.flags.append(_Flag("pattern", name, exp.severity_of("pattern"),
+                                    (value.is_not_null() & ~matches).fill_null(False),
+                                    lambda n, p=exp.pattern: f"{n} values do not match {p!r}"))  # fmt: skip
     if exp.expression is not None:
         try:
             condition = pl.sql_expr(exp.expression)
+            problem = _cannot_run(empty, condition, condition=True)
         except Exception as exc:
+            problem = str(exc)
+        if problem:
             plan.static.append(CheckResult("expression", name, exp.severity_of("expression"), "fail",
-                                           0, f"invalid expression {exp.expression!r}: {exc}"))  # fmt: skip
+                                           0, f"invalid expression {exp.expression!r}: {problem}"))  # fmt: skip
         else:
             plan.flags.append(_Flag("expression", name, exp.severity_of("expression"),
                                     (~condition).fill_null(False),
@@ -318,11 +371,12 @@ def build(
             plan.static.append(CheckResult("columns", None, table.severity_of("columns"), "fail",
                                            0, f"unexpected columns: {shown}"))  # fmt: skip
     ref_columns = (reference or {}).get("columns", {})
+    empty = pl.DataFrame(schema=source.schema).lazy()
     for name in source.columns:
         dtype = source.schema[name]
         exp = declared.get(name)
         if exp is not None:
-            value = _column_checks(plan, name, dtype, exp)
+            value = _column_checks(plan, name, dtype, exp, empty)
             kind = exp.type or _kind(dtype)
         else:
             value, kind = pl.col(name), _kind(dtype)
@@ -412,9 +466,11 @@ def validate(
         checks.append(_result(flag.check, flag.column, flag.severity, count > 0, count,
                               flag.describe(count) if count else "ok"))  # fmt: skip
     for key, column, severity, decide in plan.deferred:
-        bad, detail = decide(values[key] if key != "newest" else values["newest"], n_rows)
+        bad, detail = decide(values[key], n_rows)
         check = "nulls" if key.startswith("nulls::") else "freshness"
-        checks.append(_result(check, column, severity, bad, 0, detail if bad else "ok"))
+        # A null share above the limit counts the null rows; freshness is about the table.
+        count = int(values[key] or 0) if bad and check == "nulls" else 0
+        checks.append(_result(check, column, severity, bad, count, detail if bad else "ok"))
 
     if sink_tmp is not None:
         flagged = pl.scan_parquet(sink_tmp)

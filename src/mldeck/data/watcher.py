@@ -1,0 +1,518 @@
+"""The watcher: files landing in ``data/incoming/`` become dataset versions, each content once.
+
+A file is taken only once it is complete:
+
+- names that are hidden (``.name``) or temporary (``.tmp``, ``.temp``, ``.part``, ``.partial``,
+  ``.crdownload``, ``.download``, ``.filepart``, ``~``) are never taken; the rename into the final
+  name arrives as a new file, complete;
+- any other file is taken once its size, modification time and inode have not changed for
+  ``[data] settle_seconds`` (watchfiles reports a file as added while it is still being written).
+
+Taking a file means :func:`mldeck.data.ingest.ingest_file` (trigger ``new_data``): its bytes go
+into the content-addressed dataset store, then the file is removed from ``incoming/`` only if it
+did not change while it was being ingested (otherwise it stays and is taken again once it
+settles). The same content twice is one version, so a restart never ingests anything twice, and
+files that landed while nothing was watching are taken at start (:meth:`scan_once`). A file that
+cannot be read becomes a rejected version (ingest copies it to ``data/quarantine/`` with a
+``.report.json``). If ingest raises, the file is tried once more after a pause, then moved to
+``data/quarantine/`` with a ``<name>.error.txt`` holding the reason. A file that vanishes before it
+is read was taken by someone else: nothing to do.
+
+Only the top level of ``incoming/`` is watched: subfolders and what they hold are ignored (a
+folder is how a producer parks files it does not want taken yet). The folder is also listed
+every few seconds, so a missed event (an overflowing inotify queue, a network filesystem, the
+folder recreated) delays a file but never loses it.
+
+One watcher per workspace (a lock on ``.mldeck/watcher.lock``). Files are processed one after the
+other in one thread, in the order they were last modified.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import stat
+import threading
+import time
+import traceback
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import filelock
+import watchfiles
+
+from mldeck.data.ingest import IngestOutcome, ingest_file
+from mldeck.errors import MldeckError
+from mldeck.store.engine import Store
+from mldeck.store.models import RunTrigger
+from mldeck.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+TEMPORARY_SUFFIXES = (
+    ".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".filepart", "~",
+)  # fmt: skip
+LOCK_NAME = "watcher.lock"
+# How often the folder is listed even without events (missed events, network filesystems).
+RESCAN_SECONDS = 5.0
+# A file whose ingest raised is tried this many times, this long apart, then quarantined.
+ATTEMPTS = 2
+RETRY_SECONDS = 2.0
+# After an error of the watch loop itself (not of a file), it starts again after this pause.
+RESTART_SECONDS = 2.0
+# scan_once() waits this long beyond settle_seconds for files that are still changing.
+SCAN_GRACE_SECONDS = 2.0
+REASONS_SHOWN = 3
+
+
+def is_candidate_name(name: str) -> bool:
+    """Whether a file of this name may be taken (not hidden, not a temporary name)."""
+    lowered = name.lower()
+    return bool(name) and not name.startswith(".") and not lowered.endswith(TEMPORARY_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class _Signature:
+    """What changes when a file is written to or replaced."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> _Signature:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass
+class _Pending:
+    signature: _Signature
+    since: float  # monotonic time at which *signature* was first seen
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+def _signature(path: Path) -> _Signature | None:
+    """The file's signature, or None if it is gone or is not a regular file."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return _Signature.of(st) if stat.S_ISREG(st.st_mode) else None
+
+
+def shown(name: str) -> str:
+    """A file name as one printable line (control characters and undecodable bytes as '?')."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, MldeckError):
+        return shown(first or type(exc).__name__)
+    return shown(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+
+
+def describe(outcome: IngestOutcome, name: str) -> str:
+    """The one line the CLI and the console show for an ingested file."""
+    label = f"{outcome.dataset}:v{outcome.version}"
+    if outcome.duplicate:
+        return f"{shown(name)}: same content as {label} ({outcome.status}); not ingested again"
+    line = f"{shown(name)}: {label} {outcome.status}"
+    if outcome.reasons:
+        reasons = "; ".join(shown(r) for r in outcome.reasons[:REASONS_SHOWN])
+        more = len(outcome.reasons) - REASONS_SHOWN
+        line += f": {reasons}" + (f" (+{more} more)" if more > 0 else "")
+    if outcome.status == "rejected" and outcome.quarantine_path:
+        line += f" (quarantined as {shown(outcome.quarantine_path)})"
+    return line
+
+
+class IncomingWatcher:
+    """Watches ``data/incoming/`` and ingests every complete file once.
+
+    *on_ingested* is called (in the watcher's thread) with the outcome of every file ingested,
+    new or duplicate: the hook the next step of the pipeline hangs on. *on_event* receives one
+    line per thing worth telling a person (a file ingested, rejected, quarantined, an error).
+    Neither may break the watcher: what they raise is logged and reported, then ignored.
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        store: Store,
+        *,
+        on_ingested: Callable[[IngestOutcome], None] | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.workspace = workspace
+        self.store = store
+        self.on_ingested = on_ingested
+        self.on_event = on_event
+        self.settle_seconds = float(workspace.settings.data.settle_seconds)
+        # Small sleeps while files settle; never slower than 4 looks per settle window.
+        self.tick_seconds = min(max(self.settle_seconds / 4, 0.05), 0.25)
+        self.counts: Counter[str] = Counter()
+        self._incoming = workspace.incoming_dir
+        self._pending: dict[Path, _Pending] = {}
+        # Files handled that must not be taken again while unchanged (could not be removed).
+        self._left: dict[Path, _Signature | None] = {}
+        self._work = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock: filelock.BaseFileLock | None = None
+        self._held_elsewhere = False
+
+    # -- public API -----------------------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        return self.workspace.state_dir / LOCK_NAME
+
+    @property
+    def held_elsewhere(self) -> bool:
+        """True when the last start() found another watcher running on this workspace."""
+        return self._held_elsewhere
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def pending(self) -> int:
+        """How many files are waiting to settle (or to be tried again)."""
+        return len(self._pending)
+
+    def start(self) -> bool:
+        """Start watching in a daemon thread. False if another watcher (in this process or
+        another) already watches this workspace; then ``held_elsewhere`` is True."""
+        if self.running:
+            return True
+        lock = filelock.FileLock(self.lock_path, timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            self._held_elsewhere = True
+            return False
+        except OSError as exc:
+            raise MldeckError(
+                f"cannot take the watcher lock {self.lock_path}: {exc.strerror or exc}"
+            ) from None
+        self._held_elsewhere = False
+        self._lock = lock
+        self._stop.clear()
+        try:
+            self._incoming.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            lock.release()
+            self._lock = None
+            raise MldeckError(f"cannot create {self._incoming}: {exc.strerror or exc}") from None
+        self._thread = threading.Thread(target=self._run, name="mldeck-watcher", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop watching: the file being ingested is finished, the others stay for next time."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if thread is None or not thread.is_alive():
+            self._release()
+
+    def run_forever(self) -> None:
+        """Watch in the foreground until Ctrl-C or SIGTERM, then stop cleanly: the file being
+        ingested is finished first (a second Ctrl-C leaves at once; the file stays in
+        ``incoming/``). Starts the watcher if needed; raises MldeckError if another watcher runs
+        on this workspace."""
+        if not self.start():
+            raise MldeckError(
+                f"another watcher is already running on this workspace ({self.lock_path} is held)"
+            )
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # a background job's SIGINT
+                    previous[signum] = signal.signal(signum, self._on_signal)
+        forced = False
+        try:
+            while self.running:
+                self._thread.join(0.5)  # type: ignore[union-attr]
+        except KeyboardInterrupt:
+            forced = True
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if forced:
+                self._stop.set()
+            else:
+                self.stop()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self._stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._stop.set()
+
+    def scan_once(self) -> list[IngestOutcome]:
+        """Take the complete files already in ``incoming/`` (those that landed while nothing
+        watched); return their outcomes. Waits for files to settle, at most settle_seconds plus a
+        short grace: a file still changing after that is left for the watcher (or the next scan).
+        """
+        self._incoming.mkdir(parents=True, exist_ok=True)
+        found = self._rescan()
+        outcomes: list[IngestOutcome] = []
+        deadline = time.monotonic() + self.settle_seconds + SCAN_GRACE_SECONDS
+        while True:
+            outcomes.extend(self._process_ready())
+            with self._work:
+                waiting = [p for p in found if p in self._pending]
+            if not waiting or self._stop.is_set() or time.monotonic() >= deadline:
+                return outcomes
+            self._stop.wait(self.tick_seconds)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._watch()
+                    self._stop.wait(self.tick_seconds)  # never a busy loop, whatever ended it
+                except Exception as exc:
+                    log.exception("the watcher of %s failed", self._incoming)
+                    self._say(
+                        f"watcher error: {_one_line(exc)}; starting again in {RESTART_SECONDS:g} s"
+                    )
+                    self._stop.wait(RESTART_SECONDS)
+        finally:
+            self._say("stopped watching")
+            self._release()
+
+    def _watch(self) -> None:
+        self._incoming.mkdir(parents=True, exist_ok=True)
+        identity = _identity(self._incoming)
+        tick_ms = round(self.tick_seconds * 1000)
+        changes_seen = watchfiles.watch(
+            self._incoming,
+            watch_filter=None,  # filtered here: filtered-out changes would delay the next tick
+            debounce=tick_ms,
+            step=min(30, tick_ms),
+            stop_event=self._stop,
+            rust_timeout=tick_ms,
+            yield_on_timeout=True,
+            recursive=False,
+            raise_interrupt=False,
+        )
+        next_scan = 0.0  # the first turn lists the folder: the watch is set up by then
+        for changes in changes_seen:
+            self._note(Path(raw) for change, raw in changes if change != watchfiles.Change.deleted)
+            if time.monotonic() >= next_scan:
+                if next_scan == 0.0:
+                    self._say(
+                        f"watching {self._incoming} (a file is taken once unchanged for "
+                        f"{self.settle_seconds:g} s)"
+                    )
+                if _identity(self._incoming) != identity:
+                    self._say(f"{self._incoming} was replaced; watching it again")
+                    return
+                self._rescan()
+                next_scan = time.monotonic() + RESCAN_SECONDS
+            self._process_ready()
+            if self._stop.is_set():
+                return
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def _rescan(self) -> list[Path]:
+        try:
+            with os.scandir(self._incoming) as entries:
+                paths = [self._incoming / entry.name for entry in entries]
+        except FileNotFoundError:
+            return []
+        return self._note(paths)
+
+    def _note(self, paths: Iterable[Path]) -> list[Path]:
+        """Start tracking the candidate files among *paths*; return those tracked."""
+        noted = []
+        now = time.monotonic()
+        with self._work:
+            for path in paths:
+                if path.parent != self._incoming or not is_candidate_name(path.name):
+                    continue
+                if path in self._pending:
+                    noted.append(path)
+                    continue
+                signature = _signature(path)
+                if signature is None:
+                    continue
+                if path in self._left:
+                    if self._left[path] == signature:
+                        continue
+                    del self._left[path]
+                self._pending[path] = _Pending(signature, now)
+                noted.append(path)
+        return noted
+
+    def _ready(self) -> list[tuple[Path, _Signature]]:
+        """The tracked files unchanged for settle_seconds, oldest first."""
+        now = time.monotonic()
+        ready = []
+        for path, entry in list(self._pending.items()):
+            signature = _signature(path)
+            if signature is None:
+                del self._pending[path]
+            elif signature != entry.signature:
+                entry.signature, entry.since, entry.failures = signature, now, 0
+            elif now - entry.since >= self.settle_seconds and now >= entry.retry_at:
+                ready.append((path, signature))
+        ready.sort(key=lambda item: (item[1].mtime_ns, item[0].name))
+        return ready
+
+    def _process_ready(self) -> list[IngestOutcome]:
+        outcomes = []
+        with self._work:
+            for path, signature in self._ready():
+                if self._stop.is_set():
+                    break
+                if _signature(path) != signature:  # changed since it was found settled
+                    continue
+                outcome = self._take(path, signature)
+                if outcome is not None:
+                    outcomes.append(outcome)
+        return outcomes
+
+    def _take(self, path: Path, signature: _Signature) -> IngestOutcome | None:
+        """Ingest one settled file; never raises (except on interrupt)."""
+        entry = self._pending[path]
+        try:
+            outcome = ingest_file(
+                self.workspace, self.store, path, trigger=RunTrigger.NEW_DATA, consume=False
+            )
+        except Exception as exc:
+            self._failed(path, entry, exc)
+            return None
+        self.counts["duplicate" if outcome.duplicate else outcome.status] += 1
+        self._say(describe(outcome, path.name))
+        # Removed only if it did not change while it was read: a writer that paused longer than
+        # settle_seconds and went on keeps its file, taken again (whole) once it settles.
+        after = _signature(path)
+        if after == signature:
+            try:
+                path.unlink(missing_ok=True)
+                del self._pending[path]
+            except OSError as exc:
+                del self._pending[path]
+                self._left[path] = signature
+                self._say(
+                    f"{shown(path.name)}: ingested but cannot be removed from "
+                    f"{self._incoming.name}/ ({exc.strerror or exc}); left as it is"
+                )
+        elif after is None:
+            self._pending.pop(path, None)
+        else:
+            entry.signature, entry.since, entry.failures = after, time.monotonic(), 0
+            self._say(
+                f"{shown(path.name)}: changed while it was ingested; "
+                "it will be taken again once it stops changing"
+            )
+        if self.on_ingested is not None:
+            try:
+                self.on_ingested(outcome)
+            except Exception as exc:
+                log.exception("the on_ingested hook failed for %s", path)
+                self._say(f"{shown(path.name)}: the next step failed to start: {_one_line(exc)}")
+        return outcome
+
+    def _failed(self, path: Path, entry: _Pending, exc: Exception) -> None:
+        name = shown(path.name)
+        if _signature(path) is None:
+            self._pending.pop(path, None)
+            self._say(f"{name}: gone before it could be ingested")
+            return
+        reason = _one_line(exc)
+        log.info("ingesting %s failed: %s", path, reason)
+        entry.failures += 1
+        if entry.failures < ATTEMPTS:
+            entry.retry_at = time.monotonic() + RETRY_SECONDS
+            self._say(f"{name}: not ingested ({reason}); trying again in {RETRY_SECONDS:g} s")
+            return
+        del self._pending[path]
+        self.counts["failed"] += 1
+        details = "" if isinstance(exc, MldeckError) else "".join(traceback.format_exception(exc))
+        try:
+            target = _move_to_quarantine(path, self.workspace.quarantine_dir)
+            note = target.with_name(target.name + ".error.txt")
+            note.write_text(
+                f"{path}\nfailed to ingest at {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+                f"{reason}\n" + (f"\n{details}" if details else ""),
+                encoding="utf-8",
+                errors="backslashreplace",
+            )
+        except OSError as move_error:
+            self._left[path] = _signature(path)
+            self._say(
+                f"{name}: not ingested ({reason}) and not moved to quarantine "
+                f"({move_error.strerror or move_error}); left in {self._incoming.name}/"
+            )
+            return
+        where = shown(str(target.relative_to(self.workspace.root)))
+        self._say(f"{name}: not ingested ({reason}); moved to {where}")
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _say(self, message: str) -> None:
+        log.info("%s", message)
+        if self.on_event is not None:
+            try:
+                self.on_event(message)
+            except Exception:
+                log.exception("the on_event callback failed")
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            try:
+                lock.release()
+            except OSError:
+                log.exception("cannot release %s", self.lock_path)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _move_to_quarantine(path: Path, quarantine: Path) -> Path:
+    """Move *path* into *quarantine* under a name not yet taken; never overwrites a file."""
+    quarantine.mkdir(parents=True, exist_ok=True)
+    stem, suffix = Path(path.name).stem, Path(path.name).suffix
+    for number in range(1, 10_000):
+        target = quarantine / (path.name if number == 1 else f"{stem}-{number}{suffix}")
+        try:
+            os.link(path, target)  # fails if the target exists
+        except FileExistsError:
+            continue
+        except OSError:  # another filesystem, or no hard links here: copy, then remove
+            if target.exists():
+                continue
+            try:
+                shutil.copy2(path, target)
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
+        path.unlink()
+        return target
+    raise OSError(f"too many files named like {path.name} in {quarantine}")

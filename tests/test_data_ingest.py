@@ -1,0 +1,528 @@
+"""Ingest: files become content-addressed dataset versions with a report and a profile; bad files
+are quarantined whole with a specific reason; nothing is lost. The ``mldeck data`` commands run
+for real in child processes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sqlalchemy import select
+
+from mldeck.data import ingest
+from mldeck.data.ingest import EXIT, ingest_file
+from mldeck.data.validate import REASON, ROW
+from mldeck.errors import MldeckError
+from mldeck.store.models import Run, RunInput, RunKind, RunStatus
+from mldeck.store.queries import list_versions, resolve_version, version_detail
+from mldeck.workspace import Workspace, init_workspace, load_workspace
+
+from .conftest import clean_environ
+
+EXPECTATIONS = """
+[data]
+dataset = "events"
+id_column = "id"
+
+[data.columns.id]
+type = "int"
+nullable = false
+
+[data.columns.amount]
+type = "float"
+nullable = false
+min = 0
+max = 1000
+warn = ["max"]
+
+[data.columns.kind]
+type = "string"
+categories = ["a", "b", "c"]
+
+[data.columns.note]
+type = "string"
+pattern = "^[a-z ]{0,40}$"
+"""
+HEADER = "id,amount,kind,note\n"
+GOOD = HEADER + "1,10.5,a,hello\n2,20.0,b,world\n3,0.0,c,\n"
+WARNED = HEADER + "1,10.5,a,hello\n2,5000.0,b,big spender\n3,0.0,c,\n"
+REJECTED = HEADER + "1,10.5,a,hello\n2,20.0,z,unknown kind\n3,0.0,c,\n"
+
+
+def configure(workspace: Workspace, extra: str = EXPECTATIONS) -> Workspace:
+    """The workspace with *extra* appended to its mldeck.toml, reloaded."""
+    with open(workspace.config_path, "a", encoding="utf-8") as fh:
+        fh.write(extra)
+    return load_workspace(workspace.root)
+
+
+@pytest.fixture
+def ws(workspace: Workspace) -> Workspace:
+    return configure(workspace)
+
+
+def put(folder: Path, name: str, content: bytes | str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def stored_file(ws: Workspace, sha: str, suffix: str) -> Path:
+    return ws.datasets_dir / sha[:2] / f"{sha}{suffix}"
+
+
+def parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def leftovers(ws: Workspace) -> list[str]:
+    """Temporary files that must never outlive an ingest."""
+    names = [p.name for p in ws.quarantine_dir.glob(".*")] if ws.quarantine_dir.exists() else []
+    names += [p.name for p in ws.datasets_dir.glob(".incoming-*")]
+    names += [p.name for p in ws.root.rglob("*.partial")]
+    return names
+
+
+# -- versions ---------------------------------------------------------------------------------
+
+
+def test_a_csv_file_becomes_a_version_with_its_bytes_kept(ws, store, tmp_path):
+    source = put(tmp_path / "in", "batch.csv", GOOD)
+    before = datetime.now(UTC)
+    outcome = ingest_file(ws, store, source)
+    after = datetime.now(UTC)
+    sha = hashlib.sha256(GOOD.encode()).hexdigest()
+    assert (outcome.dataset, outcome.version, outcome.sha256) == ("events", 1, sha)
+    assert (outcome.status, outcome.duplicate, outcome.reasons) == ("accepted", False, [])
+    assert EXIT[outcome.status] == 0
+
+    detail = version_detail(store, outcome.version_id)
+    row = detail.row
+    assert (row.n_rows, row.n_cols, row.size_bytes) == (3, 4, len(GOOD))
+    assert row.source_path == str(source)
+    assert before <= row.arrived_at.replace(tzinfo=row.arrived_at.tzinfo or UTC) <= after
+    assert detail.schema == {"id": "Int64", "amount": "Float64", "kind": "String", "note": "String"}
+    assert detail.file_format == "csv"
+    assert detail.report["status"] == "accepted"
+    assert {c["status"] for c in detail.report["checks"]} == {"pass"}
+    assert detail.profile["columns"]["amount"]["mean"] == pytest.approx(30.5 / 3)
+
+    kept = stored_file(ws, sha, ".csv")
+    assert detail.stored_path == str(kept.relative_to(ws.root))
+    assert kept.read_bytes() == GOOD.encode()
+    assert source.read_bytes() == GOOD.encode()  # the source is left alone
+    assert not ws.quarantine_dir.exists() or not list(ws.quarantine_dir.iterdir())
+    assert leftovers(ws) == []
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".ndjson"])
+def test_parquet_and_ndjson_files_become_versions(ws, store, tmp_path, suffix):
+    frame = pl.DataFrame(
+        {"id": [1, 2], "amount": [1.5, 2.5], "kind": ["a", "b"], "note": ["x", None]}
+    )
+    path = tmp_path / f"batch{suffix}"
+    frame.write_parquet(path) if suffix == ".parquet" else frame.write_ndjson(path)
+    outcome = ingest_file(ws, store, path)
+    assert outcome.status == "accepted", outcome.reasons
+    detail = version_detail(store, outcome.version_id)
+    assert (detail.row.n_rows, detail.row.n_cols, detail.file_format) == (2, 4, suffix[1:])
+    assert stored_file(ws, outcome.sha256, suffix).read_bytes() == path.read_bytes()
+
+
+def test_the_same_bytes_twice_are_one_version(ws, store, tmp_path):
+    first = ingest_file(ws, store, put(tmp_path / "a", "batch.csv", GOOD))
+    again = ingest_file(ws, store, put(tmp_path / "b", "renamed copy.csv", GOOD))
+    assert again.duplicate is True
+    assert (again.version_id, again.version, again.sha256) == (
+        first.version_id,
+        first.version,
+        first.sha256,
+    )
+    assert again.status == "accepted"
+    rows, total = list_versions(store)
+    assert total == 1 and rows[0].source_path == str(tmp_path / "a" / "batch.csv")
+    assert len(list(ws.datasets_dir.rglob("*.csv"))) == 1
+    with store.read() as session:
+        roles = session.execute(select(RunInput.role, Run.kind, Run.status).join(Run)).all()
+    assert ("duplicate", RunKind.INGEST, RunStatus.SUCCEEDED) in roles
+
+
+def test_the_same_rows_in_different_bytes_are_two_versions(ws, store, tmp_path):
+    unix = ingest_file(ws, store, put(tmp_path, "unix.csv", GOOD))
+    windows = ingest_file(ws, store, put(tmp_path, "windows.csv", GOOD.replace("\n", "\r\n")))
+    frame = pl.read_csv(io.StringIO(GOOD))
+    parquet = ingest_file(ws, store, put(tmp_path, "same.parquet", parquet_bytes(frame)))
+    outcomes = [unix, windows, parquet]
+    assert [o.duplicate for o in outcomes] == [False, False, False]
+    assert [o.version for o in outcomes] == [1, 2, 3]
+    assert len({o.sha256 for o in outcomes}) == 3
+    assert {version_detail(store, o.version_id).row.n_rows for o in outcomes} == {3}
+
+
+def test_a_rejected_batch_is_quarantined_whole_with_its_report(ws, store, tmp_path):
+    source = put(tmp_path, "bad batch.csv", REJECTED)
+    outcome = ingest_file(ws, store, source)
+    assert (outcome.status, EXIT[outcome.status]) == ("rejected", 4)
+    assert outcome.reasons == ["categories(kind): 1 values outside the allowed categories"]
+    copy = ws.root / outcome.quarantine_path
+    assert copy == ws.quarantine_dir / "events-v1-bad_batch.csv"
+    assert copy.read_bytes() == REJECTED.encode()
+    report = json.loads(copy.with_name(copy.name + ".report.json").read_text())
+    assert (report["status"], report["sha256"], report["source"]) == (
+        "rejected",
+        outcome.sha256,
+        str(source),
+    )
+    failed = [c for c in report["checks"] if c["status"] == "fail"]
+    assert [(c["check"], c["column"], c["failed_rows"]) for c in failed] == [
+        ("categories", "kind", 1)
+    ]
+    assert failed[0]["examples"] == [
+        {ROW: 1, "id": 2, "amount": 20.0, "kind": "z", "note": "unknown kind"}
+    ]
+    # The offending rows too, with their reason; the original bytes stay in the datasets.
+    rows = pl.read_parquet(ws.quarantine_dir / "events-v1.rows.parquet")
+    assert rows[ROW].to_list() == [1] and rows[REASON].to_list() == ["categories(kind)"]
+    assert stored_file(ws, outcome.sha256, ".csv").read_bytes() == REJECTED.encode()
+    assert source.exists()
+    assert leftovers(ws) == []
+
+
+def test_a_warned_batch_is_accepted_and_its_offending_rows_quarantined(ws, store, tmp_path):
+    outcome = ingest_file(ws, store, put(tmp_path, "warned.csv", WARNED))
+    assert (outcome.status, EXIT[outcome.status]) == ("warned", 3)
+    assert outcome.reasons == ["max(amount): 1 values above 1000"]
+    assert outcome.quarantine_path == "data/quarantine/events-v1.rows.parquet"
+    rows = pl.read_parquet(ws.root / outcome.quarantine_path)
+    assert rows[ROW].to_list() == [1]
+    assert rows[REASON].to_list() == ["max(amount)"]
+    assert [p.name for p in ws.quarantine_dir.iterdir()] == ["events-v1.rows.parquet"]
+    rows_listed, _ = list_versions(store, quarantined=True)
+    assert [r.id for r in rows_listed] == [outcome.version_id]
+
+
+# -- bad input: a specific reason, never a crash, never a lost file --------------------------
+
+_PARQUET = parquet_bytes(
+    pl.DataFrame(
+        {"id": range(100), "amount": [1.0] * 100, "kind": ["a"] * 100, "note": ["x"] * 100}
+    )
+)
+BAD_INPUTS = [
+    ("empty.csv", b"", "empty file (0 bytes)"),
+    ("header only.csv", HEADER, "rows: 0 rows (at least 1 expected)"),
+    ("latin1.csv", (HEADER + "1,1.0,a,café\n").encode("latin-1"), "not UTF-8 text: byte 0xe9"),
+    (
+        "semicolons.csv",
+        HEADER.replace(",", ";") + "1;1.0;a;x\n",
+        "the file looks ';'-separated (set [data] csv_separator)",
+    ),
+    ("short rows.csv", HEADER + "1\n2,3.0,a,x\n", "nulls(amount): 1 nulls (none allowed)"),
+    ("long rows.csv", HEADER + "1,1.0,a,x,extra\n", "a row has more fields than the header"),
+    (
+        "duplicate names.csv",
+        "id,amount,amount,note\n1,1.0,2.0,x\n",
+        "duplicate column name 'amount' (columns 2 and 3)",
+    ),
+    (
+        "wrong type.csv",
+        HEADER + "1,1.0,a,x\n2,n/a,b,y\n",
+        "type(amount): 1 values are not float (column read as String)",
+    ),
+    ("all null.csv", HEADER + "1,,a,x\n2,,b,y\n", "nulls(amount): 2 nulls (none allowed)"),
+    ("nan inf.csv", HEADER + "1,NaN,a,x\n2,inf,b,y\n3,1.0,c,z\n", "finite(amount): 2 NaN"),
+    ("truncated.parquet", _PARQUET[: len(_PARQUET) // 2], "truncated or damaged Parquet file"),
+    ("broken.ndjson", '{"id": 1, "amount": 1.0}\n{"id": 2,\n', "not valid NDJSON"),
+    (
+        "café ✓ 数据 batch.csv",
+        HEADER + "1,1.0,legacy,x\n",
+        "categories(kind): 1 values outside the allowed categories",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_quarantined_with_a_specific_reason(
+    ws, store, tmp_path, name, content, reason
+):
+    data = content.encode() if isinstance(content, str) else content
+    source = put(tmp_path / "in", name, data)
+    outcome = ingest_file(ws, store, source)
+    assert outcome.status == "rejected"
+    assert any(reason in r for r in outcome.reasons), outcome.reasons
+    # The bytes are kept under their hash, and a copy plus the report are in quarantine.
+    assert outcome.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored_file(ws, outcome.sha256, Path(name).suffix).read_bytes() == data
+    copy = ws.root / outcome.quarantine_path
+    assert copy.parent == ws.quarantine_dir
+    assert copy.read_bytes() == data
+    report = json.loads(copy.with_name(copy.name + ".report.json").read_text(encoding="utf-8"))
+    texts = [report["read_error"] or ""] + [
+        f"{c['check']}({c['column']}): {c['detail']}"
+        if c["column"]
+        else f"{c['check']}: {c['detail']}"
+        for c in report["checks"]
+    ]
+    assert any(reason in t for t in texts), texts
+    detail = version_detail(store, outcome.version_id)
+    assert detail.report == {k: v for k, v in report.items() if k not in ("source", "sha256")}
+    assert source.read_bytes() == data
+    assert leftovers(ws) == []
+
+
+def test_a_unicode_name_is_kept_readable_in_quarantine(ws, store, tmp_path):
+    outcome = ingest_file(ws, store, put(tmp_path, "café ✓ 数据 batch.csv", REJECTED))
+    assert Path(outcome.quarantine_path).name == "events-v1-café___数据_batch.csv"
+    assert version_detail(store, outcome.version_id).row.source_path.endswith(
+        "café ✓ 数据 batch.csv"
+    )
+
+
+def test_a_ten_megabyte_field_is_ingested_and_reported_briefly(ws, store, tmp_path):
+    big = "x" * (10 * 1024 * 1024)
+    data = (HEADER + f"1,1.0,a,{big}\n2,2.0,b,fine\n").encode()
+    outcome = ingest_file(ws, store, put(tmp_path, "big.csv", data))
+    assert outcome.status == "rejected"
+    assert outcome.reasons == ["pattern(note): 1 values do not match '^[a-z ]{0,40}$'"]
+    copy = ws.root / outcome.quarantine_path
+    assert copy.stat().st_size == len(data)
+    report = copy.with_name(copy.name + ".report.json")
+    assert report.stat().st_size < 20_000  # the example is cut, not copied whole
+    assert stored_file(ws, outcome.sha256, ".csv").stat().st_size == len(data)
+
+
+def test_a_file_deleted_before_it_is_read_fails_its_run_with_the_reason(ws, store, tmp_path):
+    gone = tmp_path / "gone.csv"
+    with pytest.raises(MldeckError, match="no such file"):
+        ingest_file(ws, store, gone)
+    assert list_versions(store) == ([], 0)
+    with store.read() as session:
+        runs = session.execute(select(Run)).scalars().all()
+    assert [(r.kind, r.status) for r in runs] == [(RunKind.INGEST, RunStatus.FAILED)]
+    assert "no such file" in runs[0].error
+    assert leftovers(ws) == []
+
+
+def test_a_watched_file_is_removed_only_once_its_bytes_are_stored(ws, store, tmp_path):
+    incoming = ws.incoming_dir
+    for name, content in (("good.csv", GOOD), ("bad.csv", REJECTED)):
+        source = put(incoming, name, content)
+        outcome = ingest_file(ws, store, source, consume=True)
+        assert not source.exists()
+        assert stored_file(ws, outcome.sha256, ".csv").read_bytes() == content.encode()
+    # Consuming a file already known keeps nothing twice and loses nothing.
+    source = put(incoming, "again.csv", GOOD)
+    assert ingest_file(ws, store, source, consume=True).duplicate
+    assert not source.exists()
+    assert list_versions(store)[1] == 2
+
+
+def test_a_batch_is_profiled_on_its_reference_bins(ws, store, tmp_path):
+    values = [float(i) for i in range(200)]
+    frame = pl.DataFrame(
+        {"id": range(200), "amount": values, "kind": ["a"] * 200, "note": ["x"] * 200}
+    )
+    reference = ingest_file(
+        ws, store, put(tmp_path, "ref.parquet", parquet_bytes(frame)), as_reference=True
+    )
+    assert reference.status == "accepted"
+    assert list_versions(store)[0][0].is_reference
+    edges = version_detail(store, reference.version_id).profile["columns"]["amount"]
+    edges = edges["histogram"]["edges"]
+    batch = ingest_file(ws, store, put(tmp_path, "batch.csv", GOOD))
+    histogram = version_detail(store, batch.version_id).profile["columns"]["amount"]["histogram"]
+    assert histogram["edges"] == edges
+    assert sum(histogram["counts"]) == 3
+
+
+# -- concurrency ------------------------------------------------------------------------------
+
+
+def test_content_recorded_by_another_process_meanwhile_is_a_duplicate(
+    ws, store, tmp_path, monkeypatch
+):
+    first = ingest_file(ws, store, put(tmp_path, "one.csv", WARNED))
+    # The second process looked before the first had recorded the content.
+    monkeypatch.setattr(ingest, "_existing", lambda *_args: None)
+    second = ingest_file(ws, store, put(tmp_path, "two.csv", WARNED))
+    assert second.duplicate is True
+    assert (second.version_id, second.status) == (first.version_id, "warned")
+    assert list_versions(store)[1] == 1
+    assert sorted(p.name for p in ws.quarantine_dir.iterdir()) == ["events-v1.rows.parquet"]
+    with store.read() as session:
+        statuses = session.execute(select(Run.status)).scalars().all()
+    assert set(statuses) == {RunStatus.SUCCEEDED}
+    assert leftovers(ws) == []
+
+
+RACER = """\
+import json, sys, time
+from pathlib import Path
+from mldeck.data.ingest import ingest_file
+from mldeck.workspace import load_workspace, open_workspace_store
+
+ws = load_workspace(Path(sys.argv[1]))
+store = open_workspace_store(ws)
+go = Path(sys.argv[3])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.001)
+outcome = ingest_file(ws, store, Path(sys.argv[2]))
+print(json.dumps(outcome.as_dict()), flush=True)
+"""
+
+
+def test_two_processes_ingesting_the_same_file_make_one_version(ws, store, tmp_path):
+    lines = [HEADER] + [f"{i},{i % 2000}.5,{'abc'[i % 3]},row\n" for i in range(10_000)]
+    source = put(tmp_path, "shared.csv", "".join(lines))
+    script = put(tmp_path, "racer.py", RACER)
+    go = tmp_path / "go"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(ws.root), str(source), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_environ(),
+        )
+        for _ in range(2)
+    ]
+    try:
+        for racer in racers:
+            assert racer.stdout.readline().strip() == "ready"
+        go.touch()
+        results = [racer.communicate(timeout=60) for racer in racers]
+    finally:
+        for racer in racers:
+            if racer.poll() is None:
+                racer.kill()
+    for racer, (_, err) in zip(racers, results, strict=True):
+        assert racer.returncode == 0, err
+        assert "Traceback" not in err
+    outcomes = [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
+    assert len({o["version_id"] for o in outcomes}) == 1
+    assert sorted(o["duplicate"] for o in outcomes) == [False, True]
+    assert {o["status"] for o in outcomes} == {"warned"}
+    assert list_versions(store)[1] == 1
+    assert len(list(ws.datasets_dir.rglob("*.csv"))) == 1
+    assert [p.name for p in ws.quarantine_dir.iterdir()] == ["events-v1.rows.parquet"]
+    assert leftovers(ws) == []
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deck(tmp_path_factory, cli):
+    """A configured workspace after ``mldeck data ingest`` of four files, one call per line below;
+    and a runner for ``mldeck data ...`` in it."""
+    base = tmp_path_factory.mktemp("data-cli")
+    root = configure(init_workspace(base / "ws", name="data-cli")).root
+    files = base / "files"
+    for name, content in (
+        ("good.csv", GOOD),
+        ("warned.csv", WARNED),
+        ("rejected.csv", REJECTED),
+        ("wrong type.csv", BAD_INPUTS[7][1]),
+    ):
+        put(files, name, content)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli("data", *args, cwd=root)
+
+    ingested = [
+        run("ingest", str(files / "good.csv"), "--json"),
+        run("ingest", str(files / "warned.csv"), "--json"),
+        run("ingest", str(files / "rejected.csv"), "--json"),
+        run("ingest", str(files / "good.csv"), str(files / "wrong type.csv")),
+    ]
+    return root, files, run, ingested
+
+
+def _json(result: subprocess.CompletedProcess[str]):
+    assert "Traceback" not in result.stderr, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_cli_ingest_exit_status_tells_the_outcomes_apart(deck):
+    _, files, _, ingested = deck
+    for result, name, code, status in zip(
+        ingested,
+        ("good.csv", "warned.csv", "rejected.csv"),
+        (0, 3, 4),
+        ("accepted", "warned", "rejected"),
+        strict=False,
+    ):
+        assert result.returncode == code, result.stderr
+        [outcome] = _json(result)
+        assert (outcome["status"], outcome["duplicate"]) == (status, False)
+        assert outcome["source"] == str(files / name)
+    # Several files, in words: a known file is reported as such, the worst outcome decides.
+    assert ingested[3].returncode == 4, ingested[3].stderr
+    lines = ingested[3].stdout.splitlines()
+    assert lines[0] == f"{files / 'good.csv'}: already ingested as events:v1 (accepted)"
+    assert lines[1] == f"{files / 'wrong type.csv'}: events:v4 REJECTED"
+    assert lines[2] == "  - type(amount): 1 values are not float (column read as String)"
+    assert lines[3] == "  quarantine: data/quarantine/events-v4-wrong_type.csv"
+
+
+def test_cli_list_show_and_quarantine(deck):
+    root, _, run, _ = deck
+    listed = _json(run("list", "--json"))
+    assert listed["total"] == 4
+    by_label = {v["label"]: v for v in listed["versions"]}
+    assert {label: v["status"] for label, v in by_label.items()} == {
+        "events:v1": "accepted",
+        "events:v2": "warned",
+        "events:v3": "rejected",
+        "events:v4": "rejected",
+    }
+    rejected = by_label["events:v3"]
+    shown = [_json(run("show", ref, "--json")) for ref in ("events:v3", rejected["sha256"][:10])]
+    assert shown[0] == shown[1]
+    assert shown[0]["id"] == rejected["id"]
+    assert shown[0]["report"]["status"] == "rejected"
+    assert shown[0]["schema"]["kind"] == "String"
+    assert "amount" in shown[0]["profile"]["columns"]
+
+    human = run("show", str(rejected["id"]))
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.startswith("events:v3  REJECTED")
+    assert "categories(kind)" in human.stdout
+    assert "1 values outside the allowed categories" in human.stdout
+
+    quarantine = _json(run("quarantine", "--json"))
+    assert {v["label"] for v in quarantine["versions"]} == {"events:v2", "events:v3", "events:v4"}
+    for version in quarantine["versions"]:
+        assert (root / version["quarantine_path"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("show", "events:v99"), "no dataset version 'events:v99'"),
+        (("ingest", "no such file.csv"), "no such file"),
+    ],
+)
+def test_cli_data_errors_are_one_line(deck, args, needle):
+    result = deck[2](*args)
+    assert result.returncode not in (0, 3, 4)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert needle in result.stderr
+
+
+def test_resolve_version_by_each_kind_of_reference(ws, store, tmp_path):
+    outcome = ingest_file(ws, store, put(tmp_path, "good.csv", GOOD))
+    for ref in (str(outcome.version_id), "events:v1", outcome.sha256[:6], outcome.sha256.upper()):
+        assert resolve_version(store, ref) == outcome.version_id

@@ -1,0 +1,826 @@
+"""Reading and validating data files, at the unit level: hostile inputs give a specific reason,
+each check counts exactly its offending rows, and the profile agrees with polars and numpy."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mldeck.data.expectations import DataSettings
+from mldeck.data.readers import SNIFF_BYTES, ReadError, open_source
+from mldeck.data.validate import (
+    QUANTILES,
+    REASON,
+    ROW,
+    CheckResult,
+    Validation,
+    reference_profile,
+    validate,
+)
+
+ARRIVED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+ABC = {"a": {"type": "int"}, "b": {"type": "string"}, "c": {"type": "float"}}
+
+
+def data_settings(**data: Any) -> DataSettings:
+    return DataSettings.model_validate(data)
+
+
+def write(folder: Path, name: str, content: bytes | str) -> Path:
+    path = folder / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def write_parquet(folder: Path, name: str, frame: pl.DataFrame) -> Path:
+    path = folder / name
+    frame.write_parquet(path)
+    return path
+
+
+def rows_path(path: Path) -> Path:
+    return path.with_name(path.name + ".rows.parquet")
+
+
+def run(path: Path, expectations: DataSettings | None = None, **kwargs: Any) -> Validation:
+    """Open and validate *path*, offending rows next to it (a read error raises ReadError)."""
+    expectations = expectations or DataSettings()
+    source = open_source(path, separator=expectations.csv_separator)
+    kwargs.setdefault("arrived_at", ARRIVED)
+    return validate(source, expectations, offending_path=rows_path(path), **kwargs)
+
+
+def reasons_of(path: Path, expectations: DataSettings | None = None) -> tuple[str, list[str]]:
+    """(status, reasons) for *path*, whether it fails when opened or when validated."""
+    try:
+        result = run(path, expectations)
+    except ReadError as exc:
+        return "unreadable", [str(exc)]
+    return result.status, result.reasons()
+
+
+def check(result: Validation, name: str, column: str | None = None) -> CheckResult:
+    found = [c for c in result.checks if c.check == name and c.column == column]
+    assert len(found) == 1, [c.as_dict() for c in result.checks]
+    return found[0]
+
+
+# -- hostile files ----------------------------------------------------------------------------
+
+
+def test_an_empty_file_says_zero_bytes(tmp_path):
+    with pytest.raises(ReadError, match=r"^empty file \(0 bytes\)$"):
+        open_source(write(tmp_path, "empty.csv", b""))
+
+
+def test_a_blank_first_line_means_no_header(tmp_path):
+    with pytest.raises(ReadError, match="the first line is empty: no header"):
+        open_source(write(tmp_path, "blank.csv", b"\n1,2,3\n"))
+    with pytest.raises(ReadError, match="the first line is empty: no header"):
+        open_source(write(tmp_path, "spaces.csv", b"   \n\n"))
+
+
+def test_a_header_only_file_has_zero_rows_and_fails_the_row_count(tmp_path):
+    path = write(tmp_path, "header.csv", "a,b,c\n")
+    result = run(path, data_settings(columns=ABC))
+    assert (result.status, result.n_rows, result.n_cols) == ("rejected", 0, 3)
+    rows = check(result, "rows")
+    assert (rows.status, rows.detail) == ("fail", "0 rows (at least 1 expected)")
+    assert result.reasons() == ["rows: 0 rows (at least 1 expected)"]
+    assert run(path, data_settings(table={"min_rows": 0})).status == "accepted"
+
+
+def test_non_utf8_bytes_near_the_start_name_the_byte_and_offset(tmp_path):
+    body = "a,b,c\n1,café,2.0\n".encode("latin-1")
+    path = write(tmp_path, "latin1.csv", body)
+    with pytest.raises(ReadError) as caught:
+        open_source(path)
+    offset = body.index(b"\xe9")
+    assert str(caught.value) == (
+        f"not UTF-8 text: byte 0xe9 at offset {offset} (re-save the file as UTF-8)"
+    )
+
+
+def test_non_utf8_bytes_in_ndjson_are_refused_too(tmp_path):
+    body = b'{"a": 1, "b": "caf\xe9"}\n'
+    path = write(tmp_path, "latin1.ndjson", body)
+    with pytest.raises(ReadError, match=f"not UTF-8 text: byte 0xe9 at offset {body.index(233)}"):
+        open_source(path)
+
+
+def test_non_utf8_bytes_past_the_sniffed_start_fail_at_validation(tmp_path):
+    body = b"a,b,c\n" + b"1,x,2.0\n" * (SNIFF_BYTES // 8 + 100) + b"2,caf\xe9,3.0\n"
+    path = write(tmp_path, "late.csv", body)
+    result = run(path)  # the first 64 KiB are clean: the file opens
+    assert result.status == "rejected"
+    assert result.read_error == "not UTF-8 text (re-save the file as UTF-8)"
+    assert check(result, "readable").status == "fail"
+
+
+def test_a_character_cut_by_the_sniff_limit_is_not_mistaken_for_bad_bytes(tmp_path):
+    header = b"name\n"
+    filler = b"x" * (SNIFF_BYTES - len(header) - 1)
+    body = header + filler + "é".encode() + b"\nplain\n"  # 'é' straddles byte SNIFF_BYTES
+    assert body[SNIFF_BYTES - 1 : SNIFF_BYTES + 1] == "é".encode()
+    result = run(write(tmp_path, "cut.csv", body))
+    assert result.status == "accepted"
+    assert result.n_rows == 2
+
+
+@pytest.mark.parametrize(("separator", "shown"), [(";", "';'"), ("\t", "'\\\\t'"), ("|", "'|'")])
+def test_a_wrong_delimiter_is_named_not_read_as_one_column(tmp_path, separator, shown):
+    text = separator.join("abc") + "\n" + separator.join(["1", "x", "2.0"]) + "\n"
+    path = write(tmp_path, "wrong.csv", text)
+    # What polars alone makes of it: one column named after the whole header line.
+    assert pl.read_csv(path).columns == [separator.join("abc")]
+    with pytest.raises(ReadError) as caught:
+        open_source(path)
+    assert f"the file looks {shown}-separated (set [data] csv_separator)" in str(caught.value)
+    assert str(caught.value).startswith("one column named ")
+
+
+def test_the_configured_separator_reads_the_file(tmp_path):
+    path = write(tmp_path, "semi.csv", "a;b;c\n1;x;2.5\n")
+    result = run(path, data_settings(csv_separator=";", columns=ABC))
+    assert result.status == "accepted", result.reasons()
+    assert result.schema == {"a": "Int64", "b": "String", "c": "Float64"}
+
+
+def test_short_rows_become_nulls_that_the_nulls_check_catches(tmp_path):
+    path = write(tmp_path, "short.csv", "a,b,c\n1,x,1.5\n2,y\n3,z,2.5\n")
+    assert pl.read_csv(path)["c"].null_count() == 1  # polars pads the short row silently
+    expectations = data_settings(columns={**ABC, "c": {"type": "float", "nullable": False}})
+    result = run(path, expectations)
+    nulls = check(result, "nulls", "c")
+    assert (nulls.status, nulls.failed_rows, nulls.detail) == ("fail", 1, "1 nulls (none allowed)")
+    assert result.reasons() == ["nulls(c): 1 nulls (none allowed)"]
+    rows = pl.read_parquet(rows_path(path))
+    assert rows[ROW].to_list() == [1]
+    assert rows[REASON].to_list() == ["nulls(c)"]
+
+
+def test_long_rows_are_a_read_error_naming_ragged_rows(tmp_path):
+    path = write(tmp_path, "long.csv", "a,b,c\n1,x,2.0,9\n2,y,3.0\n")
+    status, reasons = reasons_of(path, data_settings(columns=ABC))
+    assert status == "rejected"
+    assert len(reasons) == 1
+    assert reasons[0].startswith("a row has more fields than the header (ragged rows)")
+
+
+def test_duplicate_column_names_are_refused_not_renamed(tmp_path):
+    path = write(tmp_path, "dup.csv", "a,b,a\n1,x,2\n")
+    assert pl.read_csv(path).columns == ["a", "b", "a_duplicated_0"]  # what polars does alone
+    with pytest.raises(ReadError, match=r"^duplicate column name 'a' \(columns 1 and 3\)$"):
+        open_source(path)
+
+
+def test_an_empty_column_name_is_refused(tmp_path):
+    with pytest.raises(ReadError, match="a column has an empty name in the header"):
+        open_source(write(tmp_path, "unnamed.csv", "a,,c\n1,2,3\n"))
+
+
+def test_a_column_of_the_wrong_type_counts_the_values_that_do_not_convert(tmp_path):
+    path = write(tmp_path, "wrongtype.csv", "a,b,c\n1,x,1.0\nn/a,y,2.0\n3,z,3.0\nerror,w,4.0\n")
+    result = run(path, data_settings(columns=ABC))
+    assert result.schema["a"] == "String"  # one bad value turns the whole column into text
+    typed = check(result, "type", "a")
+    assert (typed.status, typed.failed_rows) == ("fail", 2)
+    assert typed.detail == "2 values are not int (column read as String)"
+    assert [e["a"] for e in typed.examples] == ["n/a", "error"]
+    # The profile still describes the column as the declared type.
+    assert result.profile["columns"]["a"]["kind"] == "int"
+    assert result.profile["columns"]["a"]["nulls"] == 2
+
+
+def test_an_all_null_column_fails_a_nulls_expectation(tmp_path):
+    path = write(tmp_path, "allnull.csv", "a,b,c\n1,x,\n2,y,\n3,z,\n")
+    expectations = data_settings(columns={**ABC, "c": {"type": "float", "nullable": False}})
+    result = run(path, expectations)
+    assert result.status == "rejected"
+    assert check(result, "type", "c").status == "pass"  # nothing there to be of a wrong type
+    nulls = check(result, "nulls", "c")
+    assert (nulls.failed_rows, nulls.detail) == (3, "3 nulls (none allowed)")
+    column = result.profile["columns"]["c"]
+    assert (column["count"], column["nulls"], column["mean"]) == (0, 3, None)
+
+
+def test_an_all_null_parquet_column_of_type_null_is_profiled(tmp_path):
+    frame = pl.DataFrame({"a": [1, 2], "c": [None, None]})
+    path = write_parquet(tmp_path, "nullcol.parquet", frame)
+    result = run(path, data_settings(columns={"a": {}, "c": {"max_null_fraction": 0.5}}))
+    assert result.schema["c"] == "Null"
+    nulls = check(result, "nulls", "c")
+    assert (nulls.status, nulls.failed_rows) == ("fail", 2)
+    assert nulls.detail == "2 nulls (100.0% of rows; at most 50.0% allowed)"
+    assert result.profile["columns"]["c"] == {"kind": "null", "count": 0, "nulls": 2}
+
+
+def test_nan_and_infinities_fail_the_finite_check_unless_allowed(tmp_path):
+    path = write(tmp_path, "naninf.csv", "c\n1.0\nNaN\ninf\n-inf\n2.0\n")
+    result = run(path, data_settings(columns={"c": {"type": "float"}}))
+    finite = check(result, "finite", "c")
+    assert (finite.status, finite.failed_rows) == ("fail", 3)
+    assert finite.detail == "3 NaN or infinite values"
+    assert [e["c"] for e in finite.examples] == ["nan", "inf", "-inf"]  # JSON-safe text
+    profile = result.profile["columns"]["c"]
+    assert (profile["nan"], profile["inf"], profile["min"], profile["max"]) == (1, 2, 1.0, 2.0)
+    assert profile["mean"] == 1.5
+
+    only_nan = run(path, data_settings(columns={"c": {"type": "float", "allow_nan": True}}))
+    assert check(only_nan, "finite", "c").failed_rows == 2
+    both = {"c": {"type": "float", "allow_nan": True, "allow_inf": True}}
+    allowed = run(path, data_settings(columns=both))
+    assert allowed.status == "accepted"
+    assert not [c for c in allowed.checks if c.check == "finite"]
+
+
+def test_a_ten_megabyte_field_is_read_and_kept_short_in_examples(tmp_path):
+    big = "x" * (10 * 1024 * 1024)
+    path = write(tmp_path, "big.csv", f"a,b\n1,{big}\n2,ok\n")
+    result = run(path, data_settings(columns={"a": {}, "b": {"pattern": "^[a-z]{1,20}$"}}))
+    assert result.n_rows == 2
+    pattern = check(result, "pattern", "b")
+    assert (pattern.status, pattern.failed_rows) == ("fail", 1)
+    shown = pattern.examples[0]["b"]
+    assert len(shown) == 200 and shown.endswith("…")
+    assert pl.read_parquet(rows_path(path))["b"].str.len_chars().to_list() == [len(big)]
+
+
+def _parquet_bytes() -> bytes:
+    buffer = io.BytesIO()
+    pl.DataFrame({"a": range(50), "b": [f"v{i}" for i in range(50)]}).write_parquet(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        pytest.param(lambda b: b[:4], id="magic-only"),
+        pytest.param(lambda b: b[: len(b) // 2], id="half"),
+        pytest.param(lambda b: b[:-1], id="last-byte-missing"),
+        pytest.param(lambda b: b[:-12] + b"PAR1", id="footer-length-gone"),
+        pytest.param(lambda b: b[:8] + b[len(b) // 2 :], id="middle-missing"),
+    ],
+)
+def test_a_truncated_parquet_file_is_named_as_such(tmp_path, cut):
+    path = write(tmp_path, "cut.parquet", cut(_parquet_bytes()))
+    status, reasons = reasons_of(path)
+    assert status in ("unreadable", "rejected")
+    assert len(reasons) == 1
+    assert "Parquet file" in reasons[0]
+    assert "truncated" in reasons[0]
+
+
+def test_a_file_deleted_before_it_is_opened(tmp_path):
+    with pytest.raises(ReadError, match=r"^the file disappeared before it could be read$"):
+        open_source(tmp_path / "gone.csv")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".ndjson"])
+def test_a_file_deleted_between_opening_and_reading(tmp_path, suffix):
+    path = tmp_path / f"soon-gone{suffix}"
+    frame = pl.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    {".csv": frame.write_csv, ".parquet": frame.write_parquet, ".ndjson": frame.write_ndjson}[
+        suffix
+    ](path)
+    source = open_source(path)
+    path.unlink()
+    result = validate(source, DataSettings(), offending_path=rows_path(path))
+    assert result.status == "rejected"
+    assert result.reasons() == ["the file disappeared before it could be read"]
+
+
+def test_a_name_with_spaces_and_unicode_reads(tmp_path):
+    path = write(tmp_path, "my batch é 数据 ✓.csv", "a,b\n1,x\n")
+    result = run(path)
+    assert (result.status, result.n_rows, result.n_cols) == ("accepted", 1, 2)
+
+
+def test_the_format_comes_from_the_bytes_when_the_suffix_says_nothing(tmp_path):
+    parquet = tmp_path / "upload"
+    pl.DataFrame({"a": [1, 2, 3]}).write_parquet(parquet)
+    assert open_source(parquet).file_format == "parquet"
+    ndjson = write(tmp_path, "records", '{"a": 1}\n{"a": 2}\n')
+    assert open_source(ndjson).file_format == "ndjson"
+    assert run(ndjson).n_rows == 2
+
+
+def test_broken_ndjson_is_named(tmp_path):
+    with pytest.raises(ReadError, match=r"^not valid NDJSON: "):
+        open_source(write(tmp_path, "broken.ndjson", '{"a": 1}\n{"a": 2,\n'))
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.lists(
+            st.sampled_from(["a", "b", ",", ";", "\n", '"', "1", "2.5", "NaN", "\xe9", " ", "\r"]),
+            max_size=60,
+        ).map(lambda parts: "".join(parts).encode("utf-8")),
+        st.builds(
+            lambda head, cut: head[:cut],
+            st.just(_parquet_bytes()),
+            st.integers(min_value=0, max_value=4000),
+        ),
+    ),
+    suffix=st.sampled_from([".csv", ".parquet", ".ndjson", ".txt", ""]),
+)
+def test_any_bytes_give_a_reason_or_a_result_never_a_crash(body, suffix):
+    with tempfile.TemporaryDirectory() as folder:
+        path = write(Path(folder), f"fuzz{suffix}", body)
+        status, reasons = reasons_of(path, data_settings(columns=ABC))
+    assert status in ("unreadable", "rejected", "accepted", "warned")
+    if status in ("unreadable", "rejected"):
+        assert reasons and all(isinstance(r, str) and r.strip() for r in reasons)
+
+
+# -- column checks ----------------------------------------------------------------------------
+
+NAN, INF = math.nan, math.inf
+
+# (check, expectation for column v, good values, bad values, offending rows in the bad values)
+COLUMN_CASES = [
+    ("nulls", {"nullable": False}, [1.0, 2.0, 3.0], [1.0, None, None, 4.0], 2),
+    ("nulls", {"max_null_fraction": 0.3}, [1.0, None, 3.0, 4.0], [None, None, 3.0, 4.0], 2),
+    ("type", {"type": "int"}, ["1", " 2 ", None], ["1", "n/a", "2.5", None, "x"], 3),
+    ("type", {"type": "float"}, ["1", "2.5", "1e3", None], ["1.5", "n/a", "", None], 2),
+    ("finite", {}, [1.0, -2.0, None], [1.0, NAN, INF, -INF, None], 3),
+    (
+        "min",
+        {"min": 0, "allow_nan": True, "allow_inf": True},
+        [0.0, None, NAN, -INF],
+        [-1.0, 0.0, -0.5, None, NAN, -INF],
+        2,
+    ),
+    ("max", {"max": 10}, [10, 3, None], [11, 10, 12, None, 100], 3),
+    ("categories", {"categories": ["a", "b"]}, ["a", "b", None], ["a", "c", "d", None, "A"], 3),
+    ("unique", {"unique": True}, ["a", "b", None, None], ["a", "b", "a", None, "c", "b"], 4),
+    ("pattern", {"pattern": r"^[A-Z]{2}\d+$"}, ["AB1", "CD22", None], ["AB1", "ab1", "X", "AB"], 3),
+    ("expression", {"expression": "v >= 0 AND v < 100"}, [0, 99, None], [0, -1, 100, 5, None], 2),
+]
+CASE_IDS = [f"{case[0]}-{i}" for i, case in enumerate(COLUMN_CASES)]
+
+
+def _one_column(folder: Path, name: str, values: list) -> Path:
+    return write_parquet(folder, name, pl.DataFrame({"v": values}, strict=False))
+
+
+@pytest.mark.parametrize(
+    ("name", "expectation", "good", "bad", "count"), COLUMN_CASES, ids=CASE_IDS
+)
+def test_each_column_check_passes_good_data_and_counts_bad_rows(
+    tmp_path, name, expectation, good, bad, count
+):
+    expectations = data_settings(columns={"v": expectation})
+    passed = run(_one_column(tmp_path, "good.parquet", good), expectations)
+    assert check(passed, name, "v").status == "pass"
+    assert passed.status == "accepted", passed.reasons()
+
+    failed = run(_one_column(tmp_path, "bad.parquet", bad), expectations)
+    result = check(failed, name, "v")
+    assert (result.status, result.severity, result.failed_rows) == ("fail", "error", count)
+    assert failed.status == "rejected"
+    assert any(r.startswith(f"{name}(v): ") for r in failed.reasons())
+
+
+@pytest.mark.parametrize(
+    ("name", "expectation", "good", "bad", "count"), COLUMN_CASES, ids=CASE_IDS
+)
+def test_a_warn_only_check_flags_the_batch_but_accepts_it(
+    tmp_path, name, expectation, good, bad, count
+):
+    result = run(
+        _one_column(tmp_path, "bad.parquet", bad),
+        data_settings(columns={"v": {**expectation, "warn": [name]}}),
+    )
+    warned = check(result, name, "v")
+    assert (warned.status, warned.severity, warned.failed_rows) == ("warn", "warning", count)
+    if all(c.status != "fail" for c in result.checks):
+        assert result.status == "warned"
+
+
+def test_a_column_severity_of_warning_downgrades_all_its_checks(tmp_path):
+    path = _one_column(tmp_path, "bad.parquet", [-1.0, NAN, 500.0, None])
+    expectation = {"min": 0, "max": 10, "nullable": False, "severity": "warning"}
+    result = run(path, data_settings(columns={"v": expectation}))
+    assert result.status == "warned"
+    assert {c.check: c.status for c in result.failed} == {
+        "min": "warn",
+        "max": "warn",
+        "finite": "warn",
+        "nulls": "warn",
+    }
+
+
+def test_the_pattern_is_searched_for_not_matched_whole(tmp_path):
+    path = _one_column(tmp_path, "codes.parquet", ["ab-12", "12", "zz"])
+    result = run(path, data_settings(columns={"v": {"pattern": r"\d"}}))
+    assert check(result, "pattern", "v").failed_rows == 1
+
+
+@pytest.mark.parametrize(
+    ("pattern", "needle"),
+    [
+        (r"(?=a)b", "look-around"),
+        (r"(\w)\1", "backreferences"),
+    ],
+)
+def test_a_pattern_polars_cannot_run_is_a_failed_check_not_an_unreadable_file(
+    tmp_path, pattern, needle
+):
+    path = _one_column(tmp_path, "text.parquet", ["ab", "cd"])
+    result = run(path, data_settings(columns={"v": {"pattern": pattern, "unique": True}}))
+    assert result.read_error is None
+    failed = check(result, "pattern", "v")
+    assert failed.status == "fail"
+    assert failed.detail.startswith(f"invalid pattern {pattern!r}: regex error")
+    assert needle in failed.detail
+    assert result.n_rows == 2  # the rest of the plan still ran
+    assert result.profile["columns"]["v"]["count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("expression", "needle"),
+    [
+        ("v >>> 2", "unable to parse"),
+        ("", "unable to parse"),
+        ("SELECT v FROM t", "expected an expression"),
+        ("no_such_column > 1", 'unable to find column "no_such_column"'),
+        ("w + 1 > 0", "arithmetic on dtypes str"),
+        ("v > 'x'", "cannot compare string with numeric"),
+        ("v + 1", "it gives Int64, not true or false"),
+    ],
+)
+def test_an_invalid_expression_is_a_failed_check_not_a_crash(tmp_path, expression, needle):
+    path = write_parquet(
+        tmp_path, "t.parquet", pl.DataFrame({"v": [1, 2, 3], "w": ["a", "b", "c"]})
+    )
+    result = run(path, data_settings(columns={"v": {"expression": expression, "max": 2}, "w": {}}))
+    assert result.read_error is None, result.read_error
+    failed = check(result, "expression", "v")
+    assert failed.status == "fail"
+    assert failed.detail.startswith(f"invalid expression {expression!r}: ")
+    assert needle in failed.detail
+    # Everything else was still checked and profiled.
+    assert check(result, "max", "v").failed_rows == 1
+    assert result.profile["columns"]["v"]["max"] == 3.0
+
+
+def test_an_expression_can_use_other_columns_and_sql_functions(tmp_path):
+    frame = pl.DataFrame({"v": [2, 5, 3], "w": ["a", "bb", "ccc"]})
+    path = write_parquet(tmp_path, "t.parquet", frame)
+    expression = "length(w) < v"
+    result = run(path, data_settings(columns={"v": {"expression": expression}, "w": {}}))
+    failed = check(result, "expression", "v")
+    assert (failed.failed_rows, failed.detail) == (1, f"1 rows where {expression!r} is false")
+    assert failed.examples == [{ROW: 2, "v": 3, "w": "ccc"}]
+
+
+@pytest.mark.parametrize("check_name", ["min", "max"])
+def test_a_bound_on_a_text_column_is_a_failed_check_not_an_unreadable_file(tmp_path, check_name):
+    path = _one_column(tmp_path, "text.parquet", ["ab", "cd"])
+    result = run(path, data_settings(columns={"v": {check_name: 1, "categories": ["ab"]}}))
+    assert result.read_error is None
+    failed = check(result, check_name, "v")
+    assert failed.status == "fail"
+    assert failed.detail.startswith(f"{check_name} needs numbers but the column is string")
+    assert check(result, "categories", "v").failed_rows == 1  # the rest still ran
+
+
+# -- table checks -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "n", "status", "detail"),
+    [
+        ({"min_rows": 5}, 5, "pass", "5 rows"),
+        ({"min_rows": 5}, 4, "fail", "4 rows (at least 5 expected)"),
+        ({"max_rows": 5}, 5, "pass", "5 rows"),
+        ({"max_rows": 5}, 6, "fail", "6 rows (at most 5 expected)"),
+        ({"max_rows": 5, "warn": ["rows"]}, 6, "warn", "6 rows (at most 5 expected)"),
+    ],
+)
+def test_row_count_bounds(tmp_path, table, n, status, detail):
+    path = _one_column(tmp_path, "n.parquet", list(range(n)))
+    rows = check(run(path, data_settings(table=table)), "rows")
+    assert (rows.status, rows.detail) == (status, detail)
+
+
+@pytest.mark.parametrize("zone", [None, "UTC", "Europe/Paris"])
+def test_freshness_is_judged_against_the_arrival_time(tmp_path, zone):
+    expectations = data_settings(timestamp_column="ts", table={"max_age_days": 2})
+    fresh = [datetime(2026, 3, 1), datetime(2026, 3, 9, 12)]  # newest: 1 day before arrival
+    stale = [datetime(2026, 2, 1), datetime(2026, 3, 1, 12)]  # newest: 9 days before arrival
+    for name, values, status, detail in (
+        ("fresh", fresh, "pass", "ok"),
+        ("stale", stale, "fail", "newest row is 9.0 days old (at most 2 allowed)"),
+    ):
+        series = pl.Series("ts", values, dtype=pl.Datetime("us"))
+        if zone:
+            series = series.dt.replace_time_zone("UTC").dt.convert_time_zone(zone)
+        path = write_parquet(tmp_path, f"{name}.parquet", series.to_frame())
+        freshness = check(run(path, expectations), "freshness")
+        assert (freshness.status, freshness.detail) == (status, detail)
+
+
+def test_freshness_reads_timestamps_written_as_text(tmp_path):
+    path = write(tmp_path, "ts.csv", "ts,v\n2026-03-01 10:00:00,1\n2026-03-02 12:00:00,2\n")
+    expectations = data_settings(timestamp_column="ts", table={"max_age_days": 7})
+    freshness = check(run(path, expectations), "freshness")
+    assert (freshness.status, freshness.detail) == (
+        "fail",
+        "newest row is 8.0 days old (at most 7 allowed)",
+    )
+
+
+def test_unique_ids_counts_every_row_that_shares_an_id(tmp_path):
+    frame = pl.DataFrame({"id": [1, 2, 2, 3, 4, 4, 4, None, None], "v": range(9)})
+    path = write_parquet(tmp_path, "ids.parquet", frame)
+    result = run(path, data_settings(id_column="id"))
+    ids = check(result, "unique_ids", "id")
+    assert (ids.status, ids.failed_rows) == ("fail", 5)
+    assert ids.detail == "5 rows share an id with another row"
+    assert pl.read_parquet(rows_path(path))[ROW].to_list() == [1, 2, 4, 5, 6]
+    assert run(path, data_settings(id_column="id", table={"unique_ids": False})).status == (
+        "accepted"
+    )
+
+
+def test_missing_and_unexpected_columns(tmp_path):
+    path = write_parquet(tmp_path, "t.parquet", pl.DataFrame({"a": [1], "extra": [2]}))
+    expectations = {"a": {}, "b": {}, "c": {"required": False}}
+    result = run(path, data_settings(columns=expectations))
+    problems = sorted(c.detail for c in result.checks if c.check == "columns")
+    assert problems == ["missing columns: b", "unexpected columns: 'extra'"]
+    assert result.status == "rejected"
+    allowed = run(path, data_settings(columns=expectations, table={"allow_extra_columns": True}))
+    assert [c.detail for c in allowed.failed] == ["missing columns: b"]
+    # Without declared columns the schema is not checked at all.
+    assert run(path).status == "accepted"
+
+
+# -- offending rows and examples ----------------------------------------------------------------
+
+
+def test_the_offending_rows_file_holds_exactly_the_offending_rows_with_reasons(tmp_path):
+    frame = pl.DataFrame(
+        {
+            "v": [5.0, -1.0, 3.0, 50.0, -2.0, None, 7.0],
+            "k": ["a", "a", "z", "b", "z", "a", "b"],
+        }
+    )
+    path = write_parquet(tmp_path, "t.parquet", frame)
+    expectations = {"v": {"min": 0, "max": 10}, "k": {"categories": ["a", "b"]}}
+    result = run(path, data_settings(columns=expectations))
+    rows = pl.read_parquet(rows_path(path))
+    assert rows.columns == [ROW, "v", "k", REASON]
+    assert rows[ROW].to_list() == [1, 2, 3, 4]
+    assert rows[REASON].to_list() == ["min(v)", "categories(k)", "max(v)", "min(v); categories(k)"]
+    # The rows are the original rows, unchanged.
+    assert rows.drop(ROW, REASON).equals(frame[[1, 2, 3, 4]])
+    assert result.offending_rows == 4
+    assert (check(result, "min", "v").failed_rows, check(result, "max", "v").failed_rows) == (2, 1)
+
+
+def test_a_clean_batch_leaves_no_offending_rows_file(tmp_path):
+    path = _one_column(tmp_path, "t.parquet", [1.0, 2.0])
+    result = run(path, data_settings(columns={"v": {"min": 0}}))
+    assert result.offending_rows == 0
+    assert not rows_path(path).exists()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("limit", [0, 1, 3, 100])
+def test_examples_are_the_first_offending_rows(tmp_path, limit):
+    values = [1.0, -1.0, 2.0, -2.0, -3.0, 3.0, -4.0, -5.0, 4.0, -6.0]
+    path = _one_column(tmp_path, "t.parquet", values)
+    result = run(path, data_settings(examples=limit, columns={"v": {"min": 0}}))
+    low = check(result, "min", "v")
+    offending = [i for i, v in enumerate(values) if v < 0]
+    assert low.failed_rows == len(offending)
+    assert low.examples == [{ROW: i, "v": values[i]} for i in offending[:limit]]
+
+
+def test_checks_and_profile_are_one_plan_over_the_file(tmp_path, monkeypatch):
+    path = write(tmp_path, "t.csv", "v,k\n1.0,a\n-1.0,b\n500.0,z\n")
+    source = open_source(path)
+    plans: list[int] = []
+    reads: list[str] = []
+    collect_all, collect = pl.collect_all, pl.LazyFrame.collect
+
+    def counting_collect_all(queries, **kwargs):
+        plans.append(len(queries))
+        return collect_all(queries, **kwargs)
+
+    def watching_collect(frame, *args, **kwargs):
+        if f"SCAN [{path}]" in frame.explain():
+            reads.append(frame.explain())
+        return collect(frame, *args, **kwargs)
+
+    monkeypatch.setattr(pl, "collect_all", counting_collect_all)
+    monkeypatch.setattr(pl.LazyFrame, "collect", watching_collect)
+    expectations = {"v": {"min": 0, "max": 10, "expression": "v <> 3"}, "k": {"pattern": "[ab]"}}
+    result = validate(source, data_settings(columns=expectations), offending_path=rows_path(path))
+    assert plans == [2]  # the aggregates and the offending rows, collected together
+    assert reads == []  # nothing else reads the file
+    assert result.offending_rows == 2
+    assert result.profile["columns"]["v"]["max"] == 500.0
+
+
+# -- the profile ------------------------------------------------------------------------------
+
+
+def _sample(seed: int, n: int, shift: float = 0.0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(10 + shift, 3, n)
+    y = rng.exponential(2.0, n)
+    y[rng.random(n) < 0.05] = np.nan
+    y_list: list[float | None] = y.tolist()
+    for i in rng.choice(n, size=n // 20, replace=False):
+        y_list[i] = None
+    k = rng.choice(["red", "green", "blue", "grey"], size=n, p=[0.5, 0.3, 0.15, 0.05]).tolist()
+    return pl.DataFrame(
+        {"x": x, "y": y_list, "n": rng.integers(0, 100, n), "k": k},
+        schema={"x": pl.Float64, "y": pl.Float64, "n": pl.Int64, "k": pl.String},
+    )
+
+
+def _finite(frame: pl.DataFrame, name: str) -> np.ndarray:
+    values = frame[name].drop_nulls().cast(pl.Float64).to_numpy()
+    return values[np.isfinite(values)]
+
+
+def _bin_counts(values: np.ndarray, edges: list[float]) -> list[int]:
+    """Counts in [-inf, e0), [e0, e1), ..., [e_last, inf) computed with numpy."""
+    index = np.searchsorted(np.asarray(edges), values, side="right")
+    return np.bincount(index, minlength=len(edges) + 1).tolist()
+
+
+def _assert_profile_matches(profile: dict, frame: pl.DataFrame) -> None:
+    assert profile["n_rows"] == frame.height
+    for name in ("x", "y", "n"):
+        column, values = profile["columns"][name], _finite(frame, name)
+        assert column["count"] == frame[name].count()
+        assert column["nulls"] == frame[name].null_count()
+        assert column["min"] == pytest.approx(values.min())
+        assert column["max"] == pytest.approx(values.max())
+        assert column["mean"] == pytest.approx(values.mean(), rel=1e-12)
+        assert column["std"] == pytest.approx(values.std(ddof=1), rel=1e-9)
+        histogram = column["histogram"]
+        assert sum(histogram["counts"]) == len(values)
+        assert histogram["counts"] == _bin_counts(values, histogram["edges"])
+    y = profile["columns"]["y"]
+    assert y["nan"] == frame["y"].is_nan().sum()
+    counts = frame["k"].value_counts()
+    assert profile["columns"]["k"]["frequencies"] == dict(counts.iter_rows())
+    assert profile["columns"]["k"]["other"] == 0
+
+
+def test_the_reference_profile_agrees_with_numpy_and_has_exact_quantiles(tmp_path):
+    frame = _sample(1, 5000)
+    result = reference_profile(
+        open_source(write_parquet(tmp_path, "ref.parquet", frame)), DataSettings()
+    )
+    assert result.status == "accepted"
+    profile = result.profile
+    _assert_profile_matches(profile, frame)
+    for name in ("x", "y", "n"):
+        values = _finite(frame, name)
+        column = profile["columns"][name]
+        expected = {str(q): float(np.quantile(values, q, method="linear")) for q in QUANTILES}
+        assert column["quantiles"] == pytest.approx(expected, rel=1e-12)
+        # 20 bins of about equal reference frequency (fewer for the integer column).
+        if name != "n":
+            assert len(column["histogram"]["edges"]) == 19
+            assert max(column["histogram"]["counts"]) <= 0.06 * len(values)
+    assert list(profile["columns"]["k"]["frequencies"]) == ["red", "green", "blue", "grey"]
+
+
+def test_a_batch_is_profiled_on_the_reference_bin_edges(tmp_path):
+    reference = reference_profile(
+        open_source(write_parquet(tmp_path, "ref.parquet", _sample(1, 5000))), DataSettings()
+    ).profile
+    batch = _sample(2, 3000, shift=1.5)
+    result = run(write_parquet(tmp_path, "batch.parquet", batch), reference=reference)
+    profile = result.profile
+    _assert_profile_matches(profile, batch)
+    for name in ("x", "y", "n"):
+        column = profile["columns"][name]
+        edges = reference["columns"][name]["histogram"]["edges"]
+        assert column["histogram"]["edges"] == edges
+        # Quantiles come from the histogram: right to within a bin of the exact ones.
+        values = _finite(batch, name)
+        bounds = [column["min"], *edges, column["max"]]
+        for q in QUANTILES:
+            exact = float(np.quantile(values, q, method="linear"))
+            home = int(np.searchsorted(edges, exact, side="right"))
+            low, high = bounds[max(home - 1, 0)], bounds[min(home + 2, len(bounds) - 1)]
+            assert low <= column["quantiles"][str(q)] <= high, (name, q, exact)
+
+
+def test_histograms_count_only_finite_values(tmp_path):
+    reference = reference_profile(
+        open_source(_one_column(tmp_path, "ref.parquet", [float(i) for i in range(100)])),
+        DataSettings(),
+    ).profile
+    batch = [1.0, NAN, INF, -INF, None, 50.0, 99.0, 200.0]
+    result = run(_one_column(tmp_path, "batch.parquet", batch), reference=reference)
+    column = result.profile["columns"]["v"]
+    assert (column["count"], column["nulls"], column["nan"], column["inf"]) == (7, 1, 1, 2)
+    counts = column["histogram"]["counts"]
+    assert sum(counts) == 4
+    assert (counts[0], counts[10], counts[-1]) == (1, 1, 2)
+
+
+def test_a_profile_of_declared_types_describes_the_converted_values(tmp_path):
+    path = write(tmp_path, "t.csv", "v\n1\n2\nn/a\n4\n")
+    result = run(path, data_settings(columns={"v": {"type": "float", "warn": ["type"]}}))
+    column = result.profile["columns"]["v"]
+    assert (column["kind"], column["count"], column["nulls"], column["mean"]) == (
+        "float",
+        3,
+        1,
+        pytest.approx(7 / 3),
+    )
+
+
+# -- a property: the counts are what polars counts ---------------------------------------------
+
+cell = st.one_of(
+    st.none(),
+    st.just(math.nan),
+    st.just(math.inf),
+    st.just(-math.inf),
+    st.floats(min_value=-100, max_value=100, allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    values=st.lists(cell, min_size=1, max_size=30),
+    low=st.one_of(st.none(), st.floats(min_value=-100, max_value=0)),
+    high=st.one_of(st.none(), st.floats(min_value=0, max_value=100)),
+    nullable=st.booleans(),
+    as_int=st.booleans(),
+)
+def test_reported_counts_equal_a_direct_polars_count(values, low, high, nullable, as_int):
+    series = pl.Series("v", values, dtype=pl.Float64)
+    if as_int:  # whole numbers, no NaN or infinities: an integer column
+        series = series.fill_nan(None).replace([math.inf, -math.inf], None).round().cast(pl.Int64)
+    expectation: dict[str, Any] = {"nullable": nullable, "allow_nan": True, "allow_inf": True}
+    if low is not None:
+        expectation["min"] = low
+    if high is not None:
+        expectation["max"] = high
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_parquet(Path(folder), "t.parquet", series.to_frame())
+        result = run(path, data_settings(columns={"v": expectation}))
+        offending = (
+            pl.read_parquet(rows_path(path))[ROW].to_list() if rows_path(path).exists() else []
+        )
+    number = series.cast(pl.Float64)
+    real = number.is_not_null() & number.is_finite()  # bounds judge finite numbers only
+    expected = {
+        "min": None if low is None else int((real & (number < low)).sum()),
+        "max": None if high is None else int((real & (number > high)).sum()),
+        "nulls": None if nullable else series.null_count(),
+    }
+    flags = pl.Series([False] * len(series))
+    for name, count in expected.items():
+        if count is None:
+            assert not [c for c in result.checks if c.check == name], name
+            continue
+        assert check(result, name, "v").failed_rows == count, name
+    if low is not None:
+        flags = flags | (real & (number < low))
+    if high is not None:
+        flags = flags | (real & (number > high))
+    if not nullable:
+        flags = flags | series.is_null()
+    assert offending == [i for i, flag in enumerate(flags.to_list()) if flag]
+    assert result.offending_rows == len(offending)
+    assert result.status == ("rejected" if offending else "accepted")
+
+
+def test_nothing_is_left_behind_in_the_folder_of_the_offending_rows(tmp_path):
+    path = _one_column(tmp_path, "t.parquet", [1.0, -1.0])
+    run(path, data_settings(columns={"v": {"min": 0}}))
+    assert sorted(os.listdir(tmp_path)) == ["t.parquet", "t.parquet.rows.parquet"]

@@ -1,0 +1,451 @@
+"""The incoming-folder watcher, on real files, a real store and real watchfiles events."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from mldeck.data import watcher as watcher_module
+from mldeck.data.ingest import IngestOutcome
+from mldeck.data.watcher import IncomingWatcher, is_candidate_name
+from mldeck.demo import generate_batch, write_batch
+from mldeck.store.engine import Store
+from mldeck.store.queries import VersionRow, list_versions
+from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
+
+from .conftest import clean_environ
+
+START = datetime(2024, 3, 4)
+SETTLE = 0.2
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Poll *condition* until it holds; fail naming *what* after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def make_workspace(root: Path, settle: float = SETTLE) -> Workspace:
+    ws = init_workspace(root, name="watched")
+    with open(ws.config_path, "a", encoding="utf-8") as fh:
+        fh.write(f'\n[data]\ndataset = "churn"\nsettle_seconds = {settle}\n')
+    return load_workspace(root)
+
+
+def csv_bytes(n_rows: int, seed: int) -> bytes:
+    buffer = io.BytesIO()
+    generate_batch(n_rows, start=START, seed=seed).write_csv(
+        buffer, datetime_format="%Y-%m-%d %H:%M:%S"
+    )
+    return buffer.getvalue()
+
+
+def versions(store: Store) -> list[VersionRow]:
+    rows, _ = list_versions(store, limit=10_000)
+    return rows
+
+
+def incoming_files(ws: Workspace) -> list[str]:
+    return sorted(p.name for p in ws.incoming_dir.iterdir())
+
+
+class Recorder:
+    """Collects what the watcher reports, from its thread."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[IngestOutcome] = []
+        self.events: list[str] = []
+        self._lock = threading.Lock()
+
+    def ingested(self, outcome: IngestOutcome) -> None:
+        with self._lock:
+            self.outcomes.append(outcome)
+
+    def event(self, line: str) -> None:
+        with self._lock:
+            self.events.append(line)
+
+    def said(self, text: str) -> bool:
+        with self._lock:
+            return any(text in line for line in self.events)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def store(ws: Workspace) -> Iterator[Store]:
+    opened = open_workspace_store(ws)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def watchers() -> Iterator[list[IncomingWatcher]]:
+    """Every watcher a test makes is stopped at the end, whatever happened."""
+    made: list[IncomingWatcher] = []
+    yield made
+    for watcher in made:
+        watcher.stop(timeout=30)
+
+
+@pytest.fixture
+def watch(ws, store, watchers) -> Callable[..., tuple[IncomingWatcher, Recorder]]:
+    """Make a watcher on the test's workspace with a recorder attached; start it unless told."""
+
+    def make(start: bool = True) -> tuple[IncomingWatcher, Recorder]:
+        recorder = Recorder()
+        watcher = IncomingWatcher(ws, store, on_ingested=recorder.ingested, on_event=recorder.event)
+        watchers.append(watcher)
+        if start:
+            assert watcher.start()
+            wait_for(lambda: recorder.said("watching "), "the watcher to be watching")
+        return watcher, recorder
+
+    return make
+
+
+def test_temporary_names_are_never_candidates():
+    for name in ("a.csv.tmp", "a.part", "a.PARTIAL", "a.csv.crdownload", "a.csv~", ".a.csv"):
+        assert not is_candidate_name(name), name
+    for name in ("a.csv", "batch 3.parquet", "données.ndjson", "noextension"):
+        assert is_candidate_name(name), name
+
+
+def test_a_file_written_slowly_is_taken_once_complete(tmp_path, watchers):
+    # A generous settle window: the pieces below are written well within it.
+    ws = make_workspace(tmp_path / "ws", settle=1.0)
+    store = open_workspace_store(ws)
+    recorder = Recorder()
+    watcher = IncomingWatcher(ws, store, on_ingested=recorder.ingested)
+    watchers.append(watcher)
+    try:
+        assert watcher.start()
+        data = csv_bytes(400, seed=1)
+        path = ws.incoming_dir / "slow.csv"
+        with open(path, "wb") as fh:
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            # The watcher has seen the half-written file and is waiting for it to settle.
+            wait_for(lambda: watcher.pending == 1, "the partial file to be noticed")
+            for start in range(len(data) // 2, len(data), 4096):
+                fh.write(data[start : start + 4096])
+                fh.flush()
+                time.sleep(0.02)
+        wait_for(lambda: recorder.outcomes, "the file to be ingested")
+        wait_for(lambda: not path.exists(), "the file to leave incoming/")
+        (outcome,) = recorder.outcomes
+        assert outcome.sha256 == hashlib.sha256(data).hexdigest()
+        (row,) = versions(store)
+        assert row.n_rows == 400
+        assert row.status == "accepted"
+    finally:
+        watcher.stop()
+        store.close()
+
+
+def test_a_file_renamed_from_a_temporary_name_is_taken_once(ws, store, watch):
+    watcher, recorder = watch()
+    data = csv_bytes(50, seed=2)
+    part = ws.incoming_dir / "batch.csv.part"
+    hidden = ws.incoming_dir / ".batch.csv.swp"
+    sub = ws.incoming_dir / "later"
+    sub.mkdir()
+    (sub / "parked.csv").write_bytes(csv_bytes(10, seed=3))
+    part.write_bytes(data[:100])
+    hidden.write_bytes(data[:100])
+    # Nothing to wait for: give the watcher several settle windows to take something wrongly.
+    time.sleep(SETTLE * 4)
+    assert versions(store) == []
+    with open(part, "ab") as fh:
+        fh.write(data[100:])
+    part.rename(ws.incoming_dir / "batch.csv")
+    wait_for(lambda: recorder.outcomes, "the renamed file to be ingested")
+    assert [o.sha256 for o in recorder.outcomes] == [hashlib.sha256(data).hexdigest()]
+    assert len(versions(store)) == 1
+    # Hidden and temporary files, and subfolders, are left alone.
+    assert incoming_files(ws) == [".batch.csv.swp", "later"]
+    assert (sub / "parked.csv").exists()
+    assert watcher.running
+
+
+def test_a_burst_of_100_files_is_ingested_completely(ws, store, watch):
+    watcher, recorder = watch()
+    contents = [csv_bytes(3, seed=100 + i) for i in range(100)]
+    assert len({hashlib.sha256(c).digest() for c in contents}) == 100
+    for i, content in enumerate(contents):
+        (ws.incoming_dir / f"burst_{i:03d}.csv").write_bytes(content)
+    wait_for(lambda: len(recorder.outcomes) >= 100, "100 files to be ingested", timeout=45)
+    wait_for(lambda: incoming_files(ws) == [], "incoming/ to be empty")
+    rows = versions(store)
+    assert len(rows) == 100
+    assert {r.sha256 for r in rows} == {hashlib.sha256(c).hexdigest() for c in contents}
+    assert sorted(r.version for r in rows) == list(range(1, 101))
+    assert len(recorder.outcomes) == 100
+    assert not any(o.duplicate for o in recorder.outcomes)
+    assert watcher.counts["accepted"] == 100
+
+
+def test_the_same_content_twice_is_one_version(ws, store, watch):
+    _, recorder = watch()
+    data = csv_bytes(20, seed=4)
+    (ws.incoming_dir / "monday.csv").write_bytes(data)
+    wait_for(lambda: len(recorder.outcomes) == 1, "the first file")
+    (ws.incoming_dir / "monday copy.csv").write_bytes(data)
+    wait_for(lambda: len(recorder.outcomes) == 2, "the second file")
+    first, second = recorder.outcomes
+    assert not first.duplicate and second.duplicate
+    assert second.version_id == first.version_id
+    assert len(versions(store)) == 1
+    wait_for(lambda: incoming_files(ws) == [], "incoming/ to be empty")
+    assert recorder.said("monday copy.csv: same content as churn:v1")
+
+
+def test_restart_takes_waiting_files_and_never_duplicates(ws, store, watch):
+    early = [csv_bytes(10, seed=10 + i) for i in range(3)]
+    for i, content in enumerate(early):
+        (ws.incoming_dir / f"early_{i}.csv").write_bytes(content)
+    # Files that landed while nothing watched: scan_once takes them (what start does first).
+    first, recorder = watch(start=False)
+    outcomes = first.scan_once()
+    assert sorted(o.source for o in outcomes) == sorted(
+        str(ws.incoming_dir / f"early_{i}.csv") for i in range(3)
+    )
+    assert len(versions(store)) == 3 and incoming_files(ws) == []
+    assert len(recorder.outcomes) == 3
+
+    assert first.start()
+    wait_for(lambda: recorder.said("watching "), "the watcher to start")
+    (ws.incoming_dir / "again.csv").write_bytes(early[0])  # dropped again after the restart
+    wait_for(lambda: len(recorder.outcomes) == 4, "the repeated file")
+    assert recorder.outcomes[-1].duplicate
+    first.stop()
+    assert not first.running
+
+    # Landed while stopped: taken by the next watcher; the old ones are not ingested again.
+    late = csv_bytes(10, seed=20)
+    (ws.incoming_dir / "late.csv").write_bytes(late)
+    second, recorder2 = watch()
+    wait_for(lambda: recorder2.outcomes, "the file that landed while stopped")
+    second.stop()
+    assert [o.sha256 for o in recorder2.outcomes] == [hashlib.sha256(late).hexdigest()]
+    assert len(versions(store)) == 4
+    assert incoming_files(ws) == []
+
+
+def test_unreadable_files_are_rejected_and_quarantined_and_the_watcher_goes_on(ws, store, watch):
+    good = generate_batch(30, start=START, seed=5)
+    parquet = ws.root / "good.parquet"
+    write_batch(good, parquet)
+    broken = {
+        "latin1.csv": "customer_id,plan\n1,économique\n".encode("latin-1"),
+        "cut.parquet": parquet.read_bytes()[:-200],
+        "empty.csv": b"",
+    }
+    watcher, recorder = watch()
+    for name, data in broken.items():
+        (ws.incoming_dir / name).write_bytes(data)
+    wait_for(lambda: len(recorder.outcomes) == 3, "the three unreadable files")
+    by_name = {Path(o.source).name: o for o in recorder.outcomes}
+    assert set(by_name) == set(broken)
+    expected_reason = {"latin1.csv": "UTF-8", "cut.parquet": "Parquet", "empty.csv": "empty"}
+    for name, outcome in by_name.items():
+        assert outcome.status == "rejected"
+        assert any(expected_reason[name] in reason for reason in outcome.reasons), outcome.reasons
+        copy = ws.root / outcome.quarantine_path
+        assert copy.parent == ws.quarantine_dir
+        assert copy.read_bytes() == broken[name]
+        assert copy.with_name(copy.name + ".report.json").is_file()
+        assert recorder.said(f"{name}: churn:v{outcome.version} rejected")
+    (ws.incoming_dir / "fine.parquet").write_bytes(parquet.read_bytes())
+    wait_for(lambda: len(recorder.outcomes) == 4, "the good file after the bad ones")
+    assert recorder.outcomes[-1].status == "accepted"
+    assert recorder.outcomes[-1].dataset == "churn"
+    assert watcher.running
+    assert incoming_files(ws) == []
+
+
+def test_a_file_deleted_right_after_it_was_noticed_is_no_crash(ws, store, watch):
+    watcher, recorder = watch()
+    doomed = ws.incoming_dir / "doomed.csv"
+    doomed.write_bytes(csv_bytes(10, seed=6)[:50])
+    wait_for(lambda: watcher.pending == 1, "the file to be noticed")
+    doomed.unlink()
+
+    # Two files settled together: whichever is taken first, the hook deletes the other one
+    # between the moment it was found complete and the moment it would be read.
+    pair = [ws.incoming_dir / "left.csv", ws.incoming_dir / "right.csv"]
+
+    def delete_the_other(outcome: IngestOutcome) -> None:
+        recorder.ingested(outcome)
+        for path in pair:
+            if str(path) != outcome.source:
+                path.unlink(missing_ok=True)
+
+    watcher.on_ingested = delete_the_other
+    for i, path in enumerate(pair):
+        path.write_bytes(csv_bytes(10, seed=7 + i))
+    wait_for(lambda: recorder.outcomes, "one of the pair")
+    wait_for(lambda: incoming_files(ws) == [], "incoming/ to be empty")
+    watcher.on_ingested = recorder.ingested
+    (ws.incoming_dir / "after.csv").write_bytes(csv_bytes(10, seed=9))
+    wait_for(lambda: len(recorder.outcomes) == 2, "the file after the vanished ones")
+    assert watcher.running
+    assert len(versions(store)) == 2
+    assert watcher.pending == 0
+
+
+def test_a_name_with_spaces_and_unicode(ws, store, watch):
+    _, recorder = watch()
+    name = "semaine 3 — données.csv"
+    write_batch(generate_batch(25, start=START, seed=11), ws.incoming_dir / name)
+    wait_for(lambda: recorder.outcomes, "the file")
+    (row,) = versions(store)
+    assert Path(row.source_path).name == name
+    assert row.n_rows == 25 and row.status == "accepted"
+    assert recorder.said(f"{name}: churn:v1 accepted")
+    assert incoming_files(ws) == []
+
+
+def test_a_file_ingest_fails_on_is_quarantined_with_the_reason(ws, store, watch, monkeypatch):
+    # A file name that is not valid UTF-8 cannot be recorded in the store as text: ingest
+    # raises (or, once it copes with such names, ingests it). Either way the file is not lost,
+    # and the watcher goes on.
+    monkeypatch.setattr(watcher_module, "RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(watcher_module, "RESTART_SECONDS", 0.1)
+    watcher, recorder = watch()
+    data = csv_bytes(10, seed=12)
+    raw_name = os.fsencode(ws.incoming_dir) + b"/bad\xff name.csv"
+    try:
+        with open(raw_name, "wb") as fh:
+            fh.write(data)
+    except OSError:
+        pytest.skip("this filesystem refuses file names that are not UTF-8")
+    name = os.fsdecode(b"bad\xff name.csv")
+    error_note = ws.quarantine_dir / f"{name}.error.txt"
+    wait_for(
+        lambda: recorder.outcomes or error_note.exists(),
+        "the file to be ingested or quarantined",
+    )
+    wait_for(lambda: incoming_files(ws) == [], "incoming/ to be empty")
+    if not recorder.outcomes:
+        assert (ws.quarantine_dir / name).read_bytes() == data
+        note = error_note.read_text(encoding="utf-8")
+        assert "bad" in note and "Error" in note
+        assert recorder.said("moved to data/quarantine/")
+    (ws.incoming_dir / "next.csv").write_bytes(csv_bytes(10, seed=13))
+    wait_for(
+        lambda: any(Path(o.source).name == "next.csv" for o in recorder.outcomes),
+        "the next file",
+    )
+    assert watcher.running
+
+
+def test_only_one_watcher_per_workspace(ws, store, watch):
+    first, _ = watch()
+    second, _ = watch(start=False)
+    assert second.start() is False
+    assert second.held_elsewhere
+    assert not second.running
+    first.stop()
+    assert second.start() is True
+    assert not second.held_elsewhere
+    second.stop()
+
+
+def test_the_hook_is_called_once_per_file_and_cannot_break_the_watcher(ws, store, watch):
+    watcher, recorder = watch()
+    calls: list[str] = []
+
+    def hook(outcome: IngestOutcome) -> None:
+        calls.append(outcome.source)
+        if len(calls) == 1:
+            raise RuntimeError("scoring is not ready")
+
+    watcher.on_ingested = hook
+    for i in range(3):
+        (ws.incoming_dir / f"hooked_{i}.csv").write_bytes(csv_bytes(10, seed=30 + i))
+    wait_for(lambda: len(calls) == 3, "three hook calls")
+    wait_for(lambda: incoming_files(ws) == [], "incoming/ to be empty")
+    assert sorted(Path(c).name for c in calls) == [f"hooked_{i}.csv" for i in range(3)]
+    assert recorder.said("scoring is not ready")
+    assert watcher.running
+    assert len(versions(store)) == 3
+
+
+def _lines(stream: io.TextIOBase, into: queue.Queue[str]) -> None:
+    for line in stream:
+        into.put(line.rstrip("\n"))
+
+
+def test_cli_data_watch_ingests_and_stops_on_ctrl_c(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    env = clean_environ()
+    command = [sys.executable, "-m", "mldeck.cli", "data", "watch"]
+    process = subprocess.Popen(
+        command,
+        cwd=ws.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    seen: list[str] = []
+    threading.Thread(target=_lines, args=(process.stdout, lines), daemon=True).start()
+
+    def expect(text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in seen):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (process.poll() is not None and lines.empty()):
+                pytest.fail(f"no line with {text!r} in {seen}")
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=min(remaining, 0.5)))
+
+    try:
+        expect("watching ")
+        other = subprocess.run(
+            command, cwd=ws.root, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert other.returncode == 2
+        assert other.stderr.strip().splitlines() == [
+            f"mldeck: error: another watcher is already running on this workspace "
+            f"({ws.state_dir / 'watcher.lock'} is held)"
+        ]
+        write_batch(generate_batch(40, start=START, seed=14), ws.incoming_dir / "batch_03.csv")
+        expect("batch_03.csv: churn:v1 accepted")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, process.stderr.read()
+        expect("stopped watching", timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in process.stderr.read()
+    assert incoming_files(ws) == []
+    store = open_workspace_store(ws)
+    try:
+        (row,) = versions(store)
+        assert row.n_rows == 40
+    finally:
+        store.close()
