@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
+from sqlalchemy import select
 from textual.pilot import Pilot
 from textual.worker import WorkerState
 
+from mldeck.data.expectations import DataSettings
+from mldeck.data.infer import append_to_config, expectations_toml
+from mldeck.data.ingest import ingest_file
+from mldeck.data.readers import open_source
+from mldeck.data.validate import reference_profile
+from mldeck.demo import generate_batch, write_batch
 from mldeck.store.engine import Store
 from mldeck.store.models import (
     Alias,
     Artifact,
+    DatasetVersion,
     Metric,
     ModelVersion,
     RegisteredModel,
@@ -24,7 +32,7 @@ from mldeck.store.models import (
     RunLog,
 )
 from mldeck.tui.app import MldeckApp
-from mldeck.workspace import Workspace, init_workspace, open_workspace_store
+from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -113,21 +121,99 @@ def seeded(tmp_path: Path) -> tuple[Workspace, Store]:
 
 
 @pytest.fixture
-def fixed_seeded() -> tuple[Workspace, Store]:
-    """Like ``seeded`` but at a fixed path, for snapshots (which show the store's size)."""
-    root = Path(tempfile.gettempdir()) / "mldeck-snapshot-ws"
-    shutil.rmtree(root, ignore_errors=True)
-    workspace = init_workspace(root, name="snapshot-demo")
+def fixed_seeded(tmp_path: Path) -> tuple[Workspace, Store]:
+    """Like ``seeded``, with the WAL checkpointed so the store's size on screen never varies."""
+    workspace = init_workspace(tmp_path / "ws", name="snapshot-demo")
     store = open_workspace_store(workspace)
     seed(store)
     store.close()  # checkpoint the WAL so the file size on screen is always the same
     store = open_workspace_store(workspace)
     yield workspace, store
     store.close()
-    shutil.rmtree(root, ignore_errors=True)
+
+
+DATA_T0 = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
+# (file, scenario, seed, rows) of the batches seed_data ingests after the reference, in order.
+DATA_BATCHES = (
+    ("week_10.csv", "none", 2, 400),
+    ("week_11.csv", "warned", 3, 400),
+    ("week_12_corrupted.csv", "corrupted", 4, 400),
+)
+
+
+def demo_file(folder: Path, name: str, *, scenario: str = "none", seed: int, rows: int) -> Path:
+    """A demo churn batch written as CSV; scenario "warned": one monthly charge far too high (a
+    check that only warns), any other: the generator's scenario."""
+    start = datetime(2026, 1, 5) + timedelta(days=7 * seed)
+    frame = generate_batch(
+        rows,
+        start=start,
+        scenario="none" if scenario == "warned" else scenario,
+        seed=seed,
+        id_offset=10_000 * seed,
+    )
+    if scenario == "warned":
+        frame = frame.with_columns(
+            pl.when(pl.int_range(pl.len()) == 7)
+            .then(pl.lit(25_000.0))
+            .otherwise(pl.col("monthly_charges"))
+            .alias("monthly_charges")
+        )
+    return write_batch(frame, folder / name)
+
+
+def seed_data(workspace: Workspace, store: Store) -> Workspace:
+    """Dataset versions made by the real ingest path: expectations inferred from a reference
+    (as 'mldeck data infer --write' does), the reference, then DATA_BATCHES: accepted, warned and
+    rejected. Arrival times are then pinned to DATA_T0 + 1h per version so screens are
+    deterministic. Returns the workspace reloaded with its [data] settings."""
+    folder = workspace.root / "files"
+    reference = demo_file(folder, "reference.csv", seed=1, rows=2000)
+    profiled = reference_profile(open_source(reference), DataSettings(table={"unique_ids": False}))
+    text = expectations_toml(profiled, dataset="churn", reference="files/reference.csv")
+    append_to_config(workspace.config_path, text)
+    workspace = load_workspace(workspace.root)
+    ingest_file(workspace, store, reference, as_reference=True)
+    for name, scenario, seed_, rows in DATA_BATCHES:
+        ingest_file(
+            workspace, store, demo_file(folder, name, scenario=scenario, seed=seed_, rows=rows)
+        )
+    pin_arrivals(store)
+    return workspace
+
+
+def pin_arrivals(store: Store) -> None:
+    """Every dataset version arrived at DATA_T0 + (id - 1) hours (real ingests arrive "now")."""
+    with store.write() as session:
+        for version in session.execute(select(DatasetVersion)).scalars():
+            version.arrived_at = DATA_T0 + timedelta(hours=version.id - 1)
+            session.add(version)
+
+
+@pytest.fixture(scope="session")
+def data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One seed_data workspace per test process (validating takes seconds); tests get copies."""
+    root = tmp_path_factory.mktemp("data-template") / "ws"
+    workspace = init_workspace(root, name="snapshot-demo")
+    store = open_workspace_store(workspace)
+    seed_data(workspace, store)
+    store.close()  # checkpoint the WAL: the folder can be copied as it is
+    return root
+
+
+@pytest.fixture
+def data_seeded(data_template: Path, tmp_path: Path) -> tuple[Workspace, Store]:
+    """A workspace with four dataset versions (reference, accepted, warned, rejected)."""
+    root = shutil.copytree(data_template, tmp_path / "ws")
+    workspace = load_workspace(root)
+    store = open_workspace_store(workspace)
+    yield workspace, store
+    store.close()
 
 
 def make_app(workspace: Workspace, store: Store, **kwargs) -> MldeckApp:
+    """The console on a seeded store; it watches data/incoming/ only when a test asks."""
+    kwargs.setdefault("watch_incoming", False)
     return MldeckApp(workspace, store, poll_seconds=0.2, **kwargs)
 
 

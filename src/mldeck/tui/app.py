@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -16,6 +17,7 @@ from mldeck.store.engine import Store
 from mldeck.store.queries import champions
 from mldeck.tui.screens import SECTIONS
 from mldeck.tui.screens.base import DeckScreen
+from mldeck.tui.screens.data import DataScreen
 from mldeck.tui.screens.help import HelpScreen
 from mldeck.tui.screens.overview import OverviewScreen
 from mldeck.tui.screens.runs import RunsScreen
@@ -28,11 +30,12 @@ class MldeckApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "mldeck"
-    MODES: ClassVar = {"overview": OverviewScreen, "runs": RunsScreen}
+    MODES: ClassVar = {"overview": OverviewScreen, "runs": RunsScreen, "data": DataScreen}
     DEFAULT_MODE = "overview"
     BINDINGS = [
         Binding("1", "switch_mode('overview')", "Overview", show=False, id="goto-overview"),
         Binding("2", "switch_mode('runs')", "Runs", show=False, id="goto-runs"),
+        Binding("3", "switch_mode('data')", "Data", show=False, id="goto-data"),
         Binding("question_mark", "help", "Help", id="help"),
         Binding("colon", "command_palette", "Commands", show=False, id="commands"),
         Binding("ctrl+r", "refresh", "Refresh", show=False, id="refresh"),
@@ -46,8 +49,12 @@ class MldeckApp(App):
         *,
         read_only: bool = False,
         poll_seconds: float | None = None,
+        watch_incoming: bool = True,
     ) -> None:
         super().__init__()
+        self.watch_incoming = watch_incoming
+        self.watcher = None
+        self.watcher_state = ""
         self.workspace = workspace
         self.store = store
         self.read_only = read_only
@@ -87,7 +94,45 @@ class MldeckApp(App):
     def on_mount(self) -> None:
         for problem in self._theme_problems:
             self.notify(problem, severity="warning", timeout=8)
+        self._start_watcher()
         self._poll()
+
+    def _start_watcher(self) -> None:
+        """Watch data/incoming/ in a background thread (one watcher per workspace)."""
+        if self.read_only or not self.watch_incoming:
+            self.watcher_state = "not watched (read-only)" if self.read_only else "not watched"
+            return
+        from mldeck.data.watcher import IncomingWatcher
+
+        self.watcher = IncomingWatcher(self.workspace, self.store, on_event=self._watcher_said)
+        if self.watcher.start():
+            self.watcher_state = "watched by this console"
+        else:
+            self.watcher, self.watcher_state = None, "watched by another process"
+
+    class WatcherSaid(Message):
+        """A line from the incoming-data watcher (posted from its thread, never blocking it)."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    def _watcher_said(self, message: str) -> None:
+        self.post_message(self.WatcherSaid(message))
+
+    def on_mldeck_app_watcher_said(self, event: WatcherSaid) -> None:
+        lowered = event.text.lower()
+        if " rejected" in lowered or "not ingested" in lowered or "failed" in lowered:
+            severity = "error"
+        elif " warned" in lowered or "gone before" in lowered:
+            severity = "warning"
+        else:
+            severity = "information"
+        self.notify(event.text, severity=severity, timeout=8)
+
+    def on_unmount(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
 
     def _poll(self) -> None:
         self.run_worker(self._poll_store, thread=True, group="poll", exit_on_error=False)
@@ -157,6 +202,12 @@ class MldeckApp(App):
                 f"List the runs whose status is {status}",
                 lambda s=status: self._runs_filtered(f"status:{s}"),
             )
+        for name in ("rejected", "warned", "quarantined"):
+            yield SystemCommand(
+                f"Data: {name}",
+                f"List the dataset versions that are {name}",
+                lambda n=name: self._data_filtered(n),
+            )
         yield SystemCommand(
             "Refresh", "Reload the current screen from the store", self.action_refresh
         )
@@ -168,6 +219,12 @@ class MldeckApp(App):
         screen = self.screen
         if isinstance(screen, RunsScreen):
             screen.set_filter(text)
+
+    def _data_filtered(self, name: str) -> None:
+        self.switch_mode("data")
+        screen = self.screen
+        if isinstance(screen, DataScreen):
+            screen.set_filter(name)
 
     @property
     def workspace_root(self) -> Path:

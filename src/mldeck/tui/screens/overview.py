@@ -61,7 +61,6 @@ class OverviewScreen(DeckScreen):
             self.query_one(f"#card-{key}", Card).border_title = title
         table = self.query_one("#last-runs", DeckTable)
         table.add_columns("ID", "NAME", "KIND", "STATUS", "STARTED", "TIME")
-        super().on_mount()
 
     def fetch(self, store: Store) -> OverviewData:
         figures = overview(store)
@@ -132,6 +131,9 @@ class OverviewScreen(DeckScreen):
             line.append(f" · {info.journal_mode.upper()}")
         line.append(f" · schema {info.schema_revision} · integrity ")
         line.append(integrity, style=ok if integrity == "ok" else f"bold {failed}")
+        line.append("\nIncoming ", style="bold")
+        incoming = _relative(str(self.deck.workspace.incoming_dir), self.deck.workspace.root)
+        line.append(f"{incoming}/ {self.deck.watcher_state}")
         self.query_one("#store-line", Static).update(line)
 
         table = self.query_one("#last-runs", DeckTable)

@@ -67,7 +67,6 @@ class RunsScreen(DeckScreen):
         table = self.query_one("#runs-table", DeckTable)
         table.add_columns("ID", "NAME", "KIND", "STATUS", "STARTED", "TIME", "TRIGGER")
         table.focus()
-        super().on_mount()
 
     def fetch(self, store: Store) -> tuple[list[RunRow], int, RunFilter]:
         flt = self._filter
@@ -161,7 +160,6 @@ class RunDetailScreen(DeckScreen):
         self.query_one("#run-metrics", DeckTable).add_columns(
             "METRIC", "LAST", "STEP", "MIN", "MAX", "POINTS"
         )
-        super().on_mount()
 
     def subtitle(self) -> str:
         return f"run {self.run_id}"
