@@ -1,0 +1,1 @@
+"""Models: training, evaluation and gates, the registry, safe model files, scoring."""
