@@ -1,0 +1,1 @@
+"""Data: ingest, validation and profiling on polars, quarantine, the incoming-data watcher."""
