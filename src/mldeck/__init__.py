@@ -6,6 +6,7 @@ The tracking API for users' scripts lives at the top level: ``mldeck.start_run``
 from importlib import metadata
 
 from mldeck.errors import MldeckError
+from mldeck.ml.registry import load_model
 from mldeck.tracking import (
     ActiveRun,
     active_run,
@@ -28,6 +29,7 @@ __all__ = [
     "MldeckError",
     "__version__",
     "active_run",
+    "load_model",
     "log_artifact",
     "log_metric",
     "log_metrics",

@@ -281,6 +281,121 @@ def runs_show(
         out.print(detail.run.error.rstrip(), markup=False)
 
 
+# -- run: pipeline steps on demand ---------------------------------------------------------------
+
+run_app = typer.Typer(help="Run a pipeline step now: train.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+
+@run_app.command("train")
+def run_train(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Train on this file instead of the dataset's accepted versions."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train [model], evaluate it beside the champion on the same holdout, check [gates] and
+    register it as a candidate version.
+
+    Exit status: 0 registered and every gate passed, 3 registered but a gate failed, 2 the run
+    failed (nothing registered).
+    """
+    from mldeck.ml.train import train
+
+    ws, store = _open()
+    say = None if as_json else (lambda message: out.print(f"  {message}", markup=False))
+    result = train(ws, store, data_file=data, progress=say)
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        _print_training(result)
+    if not result.gates_passed:
+        raise typer.Exit(3)
+
+
+def _print_training(result: Any) -> None:
+    from mldeck.ml.settings import METRICS
+
+    metrics = result.metrics
+    out.print(
+        f"run {result.run_id}: registered {result.model}:{result.version} (candidate)",
+        markup=False,
+    )
+    out.print(f"  model file {result.artifact_path}", markup=False)
+    champion = result.champion or {}
+    theirs = (champion.get("metrics") or {}) if champion else {}
+    columns = ["METRIC", "CANDIDATE"]
+    if champion:
+        columns.append(f"CHAMPION v{champion['version']}")
+    rows, split = metrics.get("holdout_rows"), metrics.get("split")
+    out.print(f"\n[bold]Holdout[/bold] ({rows} rows, {split} split)")
+    table = _table(*columns)
+    names = [n for n in (*METRICS["classification"], *METRICS["regression"]) if n in metrics]
+    names += [n for n in ("fairness_gap", "latency_ms_per_1k") if metrics.get(n) is not None]
+    for name in names:
+        row = [name, fmt.number(metrics.get(name))]
+        if champion:
+            row.append(fmt.number(theirs.get(name)) if theirs else "-")
+        table.add_row(*row)
+    out.print(table, markup=False)
+    if champion.get("error"):
+        out.print(f"  champion not evaluated: {champion['error']}", markup=False)
+    if result.gates:
+        out.print("\n[bold]Gates[/bold]")
+        table = _table("RESULT", "GATE", "DETAIL", wrap="DETAIL")
+        for gate in result.gates:
+            table.add_row("pass" if gate.passed else "FAIL", gate.gate, gate.detail)
+        out.print(table, markup=False)
+
+
+@runs_app.command("reproduce")
+def runs_reproduce(
+    run: Annotated[str, typer.Argument(help="A training run: its id, or its name (the newest).")],
+    tolerance: Annotated[
+        float,
+        typer.Option(min=0.0, help="Largest difference that still counts as a match."),
+    ] = 0.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Retrain a training run from its record (the same data versions by sha256, the same
+    settings and seed) in a new run, and compare the holdout metrics.
+
+    Exit status: 0 every metric matches, 1 some differ, 2 the retraining failed.
+    """
+    from mldeck.ml.train import reproduce
+
+    ws, store = _open()
+    say = None if as_json else (lambda message: out.print(f"  {message}", markup=False))
+    result = reproduce(ws, store, run, tolerance=tolerance, progress=say)
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        out.print(f"run {result.new_run_id} retrained run {result.run_id}", markup=False)
+        for note in result.notes:
+            out.print(f"  note: {note}", markup=False)
+        table = _table("METRIC", "OLD", "NEW", "MATCH")
+        for match in result.matches:
+            table.add_row(
+                match.name,
+                "NaN" if match.old is None else repr(match.old),
+                "NaN" if match.new is None else repr(match.new),
+                "yes" if match.match else "NO",
+            )
+        out.print(table, markup=False)
+        differ = sum(not m.match for m in result.matches)
+        out.print(
+            f"all {len(result.matches)} metrics match"
+            if not differ
+            else f"{differ} of {len(result.matches)} metrics differ",
+            markup=False,
+        )
+    if not result.all_match:
+        raise typer.Exit(1)
+
+
 @data_app.command("ingest")
 def data_ingest(
     files: Annotated[list[Path], typer.Argument(help="CSV, Parquet or NDJSON files.")],
@@ -528,6 +643,365 @@ def data_watch() -> None:
 
 # Columns that must stay readable when a narrow terminal squeezes a table.
 MIN_WIDTHS = {"STATUS": 9, "RESULT": 6, "ARRIVED": 19, "STARTED": 19, "VERSION": 10}
+
+
+# -- models ------------------------------------------------------------------------------------
+
+models_app = typer.Typer(
+    help="The model registry: versions, aliases, approvals, promotion, rollback, archive.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+ModelRefArgument = Annotated[
+    str,
+    typer.Argument(help="A model version: NAME:VERSION (churn:3) or NAME@ALIAS (churn@champion)."),
+]
+
+
+@models_app.command("list")
+def models_list(
+    model: Annotated[str | None, typer.Option("--model", help="Only this model.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many versions.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List model versions with their status, aliases, gates, approval and metrics."""
+    from mldeck.store.queries import list_model_versions, numeric_metrics
+
+    _, store = _open()
+    rows, total = list_model_versions(store, model=model, limit=limit)
+    if as_json:
+        _print_json({"total": total, "versions": [row.as_dict() for row in rows]})
+        return
+    if not rows:
+        out.print("No model versions yet." if not model else f"No versions of model {model!r}.")
+        return
+    table = _table(*("VERSION", "STATUS", "ALIASES", "GATES", "APPROVAL", "METRICS", "CREATED"))
+    for row in rows:
+        if row.gates_failed:
+            gates = f"{row.gates_failed} FAILED"
+        else:
+            gates = f"{row.gates_passed} passed" if row.gates_passed else "-"
+        metrics = numeric_metrics(row.metrics)
+        shown = ", ".join(f"{k} {fmt.number(v)}" for k, v in list(metrics.items())[:3])
+        table.add_row(
+            row.label,
+            row.status,
+            ", ".join(row.aliases) or "-",
+            gates,
+            f"{row.decision} by {row.decided_by}" if row.decision else "-",
+            shown or "-",
+            fmt.when(row.created_at),
+        )
+    out.print(table, markup=False)
+    if total > len(rows):
+        out.print(f"({len(rows)} of {total} shown; use --limit to see more)")
+
+
+@models_app.command("show")
+def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
+    """Show a version: metrics beside the champion's, gates, approvals, lineage and history."""
+    from mldeck.ml.registry import resolve, schema_digest
+    from mldeck.store.queries import model_version_detail
+
+    _, store = _open()
+    detail = model_version_detail(store, resolve(store, ref).id)
+    if as_json:
+        _print_json(detail.as_dict())
+        return
+    row = detail.row
+    from rich.markup import escape
+
+    aliases = f"  ({', '.join(row.aliases)})" if row.aliases else ""
+    out.print(f"[bold]{escape(row.label)}[/bold]  {escape(row.status + aliases)}")
+    code = detail.code_version
+    commit = code.get("git_commit")
+    items = {
+        "created": fmt.when(row.created_at),
+        "code": (commit[:12] + (" (dirty)" if code.get("git_dirty") else "")) if commit else "-",
+        "schema": f"{schema_digest(detail.schema)} ({_schema_size(detail.schema)})",
+        "file": (
+            f"{detail.artifact.path} ({fmt.size(detail.artifact.size_bytes)})"
+            if detail.artifact
+            else "-"
+        ),
+    }
+    for key, value in items.items():
+        out.print(f"  {key:<9}{value}", markup=False)
+    if detail.comparison:
+        champion = detail.champion.label if detail.champion else None
+        out.print("\n[bold]Metrics[/bold]")
+        columns = (
+            ("METRIC", "THIS", f"CHAMPION {champion}", "DELTA") if champion else ("METRIC", "THIS")
+        )
+        table = _table(*columns)
+        for item in detail.comparison:
+            cells = [item.key, _number(item.value)]
+            if champion:
+                delta = item.delta
+                cells += [_number(item.champion), "-" if delta is None else f"{delta:+.4g}"]
+            table.add_row(*cells)
+        out.print(table, markup=False)
+    if detail.gates:
+        out.print("\n[bold]Gates[/bold]")
+        table = _table(*("RESULT", "GATE", "METRIC", "VALUE", "THRESHOLD", "DETAIL"), wrap="DETAIL")
+        for gate in detail.gates:
+            table.add_row(
+                "pass" if gate.passed else "FAIL",
+                gate.gate,
+                gate.metric or "-",
+                _number(gate.value),
+                _number(gate.threshold),
+                gate.detail,
+            )
+        out.print(table, markup=False)
+    if detail.approvals:
+        _section(
+            "Approvals",
+            {
+                fmt.when(a.created_at): f"{a.decision} by {a.user}"
+                + (" (automatic)" if a.automatic else "")
+                + (f": {a.reason}" if a.reason else "")
+                for a in detail.approvals
+            },
+        )
+    out.print("\n[bold]Lineage[/bold]")
+    for dataset, number, _, sha, role in detail.inputs:
+        out.print(f"  {dataset}:v{number} ({sha[:12]}, {role})", markup=False)
+    if detail.run is not None:
+        out.print(f"  -> run {detail.run.id} {detail.run.name} ({detail.run.status})", markup=False)
+    out.print(f"  -> {row.label}", markup=False)
+    if detail.history:
+        out.print("\n[bold]History[/bold]")
+        for event in detail.history:
+            reason = event.details.get("reason")
+            extra = " FORCED" if event.details.get("forced") else ""
+            out.print(
+                f"  {fmt.when(event.ts)} {event.action} by {event.actor}{extra}"
+                + (f": {reason}" if reason else ""),
+                markup=False,
+            )
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else fmt.number(value)
+
+
+def _schema_size(schema: dict[str, Any]) -> str:
+    for key, word in (("features", "feature"), ("columns", "column")):
+        value = schema.get(key)
+        if isinstance(value, dict | list):
+            return fmt.plural(len(value), word)
+    return "no features recorded"
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", "-m", help="Why (kept in the audit trail).")]
+
+
+@models_app.command("approve")
+def models_approve(
+    ref: ModelRefArgument,
+    reason: Annotated[
+        str, typer.Option("--reason", "-m", help="Why (required; kept in the audit trail).")
+    ],
+    reject: Annotated[
+        bool, typer.Option("--reject", help="Record a rejection instead of an approval.")
+    ] = False,
+) -> None:
+    """Record your decision (you, now, why) to approve a version for promotion, or to reject it."""
+    from mldeck.ml.registry import approve
+
+    _, store = _open()
+    out.print(approve(store, ref, reason=reason, reject=reject).describe(), markup=False)
+
+
+@models_app.command("promote")
+def models_promote(
+    ref: ModelRefArgument,
+    alias: Annotated[
+        str, typer.Option("--alias", help="champion (serves) or challenger (scored in shadow).")
+    ] = "champion",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Promote despite failed gates (recorded as forced)."),
+    ] = False,
+    reason: ReasonOption = "",
+) -> None:
+    """Point an alias at a version. A champion must pass its gates and be approved (unless
+    [gates] auto_approve); --force overrides failed gates, with a --reason."""
+    from mldeck.ml.registry import auto_approve_policy, promote
+
+    ws, store = _open()
+    change = promote(store, ref, alias=alias, reason=reason, force=force,
+                     auto_approve=auto_approve_policy(ws.settings))  # fmt: skip
+    out.print(change.describe(), markup=False)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    ref: Annotated[
+        str,
+        typer.Argument(help="NAME:VERSION to roll back to, or NAME for the previous champion."),
+    ],
+    reason: Annotated[
+        str, typer.Option("--reason", "-m", help="Why (required; kept in the audit trail).")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Roll back despite failed gates (recorded as forced).")
+    ] = False,
+) -> None:
+    """Make an earlier version the champion again, with the schema and code it was trained with."""
+    from mldeck.ml.registry import auto_approve_policy, rollback, schema_digest
+
+    ws, store = _open()
+    change = rollback(store, ref, reason=reason, force=force,
+                      auto_approve=auto_approve_policy(ws.settings))  # fmt: skip
+    out.print(change.describe(), markup=False)
+    commit = change.code_version.get("git_commit")
+    code = (
+        (commit[:12] + (" (dirty)" if change.code_version.get("git_dirty") else ""))
+        if commit
+        else "-"
+    )
+    out.print(
+        f"now serving: {change.label}, schema {schema_digest(change.schema)} "
+        f"({_schema_size(change.schema)}), code {code}",
+        markup=False,
+    )
+
+
+@models_app.command("archive")
+def models_archive(ref: ModelRefArgument, reason: ReasonOption = "") -> None:
+    """Retire a version: it can no longer be approved, promoted or rolled back to."""
+    from mldeck.ml.registry import archive
+
+    _, store = _open()
+    out.print(archive(store, ref, reason=reason).describe(), markup=False)
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+audit_app = typer.Typer(
+    help="The audit trail: verify its hash chain, list its events.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    head: Annotated[
+        str | None,
+        typer.Option(
+            "--head",
+            help="A head printed by an earlier verify and kept elsewhere: also check that the "
+            "trail still holds it (catches events deleted from its end).",
+        ),
+    ] = None,
+) -> None:
+    """Recompute the hash chain. Exit 0 if intact, 1 naming each event that does not hold."""
+    from mldeck.audit import verify
+    from mldeck.store.queries import audit_event_by_hash, audit_head
+
+    if head is not None and (len(head) < 12 or not all(c in "0123456789abcdef" for c in head)):
+        raise MldeckError("--head takes at least 12 hex digits of a hash 'audit verify' printed")
+    _, store = _open()
+    latest = audit_head(store)  # read first: the verification below covers it
+    result = verify(store)
+    problems = list(result.problems)
+    if head is not None and audit_event_by_hash(store, head) is None:
+        problems.append(
+            f"head {head[:12]} is no longer in the trail: events up to it were deleted or rewritten"
+        )
+    if not problems:
+        out.print(f"{fmt.plural(result.events, 'event')}, chain intact", markup=False)
+        if latest is not None:
+            out.print(f"head: event {latest.id} {latest.hash}", markup=False)
+        return
+    for problem in problems:
+        out.print(problem, markup=False)
+    out.print(
+        f"{fmt.plural(result.events, 'event')}, chain BROKEN: "
+        f"{fmt.plural(len(problems), 'problem')}",
+        markup=False,
+    )
+    raise typer.Exit(1)
+
+
+@audit_app.command("list")
+def audit_list(
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List audit events, newest first."""
+    from mldeck.store.queries import list_audit_events
+
+    _, store = _open()
+    rows, total = list_audit_events(store, limit=limit)
+    if as_json:
+        _print_json({"total": total, "events": [row.as_dict() for row in rows]})
+        return
+    if not rows:
+        out.print("No audit events yet.")
+        return
+    table = _table(*("ID", "TIME", "ACTOR", "ACTION", "ENTITY", "DETAILS"), wrap="DETAILS")
+    for row in rows:
+        details = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in row.details.items())
+        table.add_row(
+            str(row.id),
+            fmt.when(row.ts),
+            row.actor,
+            row.action,
+            f"{row.entity_type} {row.entity_id}".strip() or "-",
+            details,
+        )
+    out.print(table, markup=False)
+    if total > len(rows):
+        out.print(f"({len(rows)} of {total} shown; use --limit to see more)")
+
+
+# -- score -------------------------------------------------------------------------------------
+
+
+@app.command("score")
+def score(
+    file: Annotated[
+        str,
+        typer.Argument(help="A data file (ingested first), or a dataset version (id, dataset:vN)."),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Registered model (default: the one with a champion)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a batch with the champion, and the challenger in shadow; predictions are stored as a
+    Parquet artifact and each model's scoring is a run with its latency and CPU cost."""
+    from mldeck.ml.scoring import score_batch
+
+    ws, store = _open()
+    result = score_batch(ws, store, file, model=model)
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        batch = f"{result.dataset}:v{result.dataset_version}"
+        for scored in filter(None, (result.champion, result.shadow)):
+            role = "shadow " if scored.shadow else ""
+            agreement = (
+                f", agrees with the champion on {scored.agreement:.1%}"
+                if scored.agreement is not None
+                else ""
+            )
+            out.print(
+                f"{batch}: {fmt.plural(scored.rows, 'row')} scored by {role}{scored.label} "
+                f"({scored.alias}) in {scored.latency_ms:.1f} ms, "
+                f"{scored.cpu_seconds_per_1k:.4f} CPU s per 1k{agreement} (run {scored.run_id})",
+                markup=False,
+            )
+            out.print(f"  predictions: {scored.artifact_path}", markup=False)
+    if result.shadow_error:
+        print(
+            f"mldeck: warning: the shadow challenger failed: {result.shadow_error}", file=sys.stderr
+        )
 
 
 def _table(*columns: str, wrap: str | None = None) -> Table:

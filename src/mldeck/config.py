@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mldeck.data.expectations import DataSettings
 from mldeck.errors import ConfigError
+from mldeck.ml.settings import GateSettings, ModelSettings
 
 CONFIG_FILE = "mldeck.toml"
 MAX_NAME_LENGTH = 100
@@ -47,6 +48,8 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     console: ConsoleSettings = ConsoleSettings()
     data: DataSettings = DataSettings()
+    model: ModelSettings = ModelSettings()
+    gates: GateSettings = GateSettings()
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
@@ -124,4 +127,21 @@ theme = "mldeck-dark"
 refresh_seconds = 1.0
 # true: the console shows but never changes state.
 read_only = false
+
+# Data expectations: write a starting set with 'mldeck data infer FILE --write'.
+# [data]
+# dataset = "default"
+
+# What 'mldeck run train' trains, and the gates a candidate must pass to be promoted:
+# [model]
+# name = "churn"
+# target = "churned"
+# estimator = "sklearn.ensemble.HistGradientBoostingClassifier"
+# params = {{max_iter = 200}}
+# segment_column = "segment"
+#
+# [gates]
+# min = {{roc_auc = 0.75}}
+# max_regression = {{roc_auc = 0.01}}
+# max_fairness_gap = 0.15
 """

@@ -6,18 +6,43 @@ event (``mldeck.audit.append``), so the registry and its trail never disagree.
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from mldeck import audit
 from mldeck.errors import MldeckError, NotFound
+from mldeck.provenance import current_user
 from mldeck.store.engine import Store
-from mldeck.store.models import Alias, ModelVersion, RegisteredModel
+from mldeck.store.models import (
+    Alias,
+    Approval,
+    Artifact,
+    AuditEvent,
+    GateResult,
+    ModelVersion,
+    RegisteredModel,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from mldeck.workspace import Workspace
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+ALIASES = (CHAMPION, CHALLENGER)
+
+# ModelVersion.status values.
+CANDIDATE = "candidate"
+APPROVED = "approved"
+REJECTED = "rejected"
+ARCHIVED = "archived"
 
 
 def register_version(
@@ -84,27 +109,523 @@ def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
 
 def resolve(store: Store, ref: str) -> ModelVersion:
     """The model version *ref* names (``churn@champion``, ``churn:3``)."""
-    name, alias, number = parse_ref(ref)
     with store.read() as session:
-        model = session.execute(
-            select(RegisteredModel).where(RegisteredModel.name == name)
-        ).scalar_one_or_none()
-        if model is None:
-            raise NotFound(f"no registered model {name!r} (see 'mldeck models list')")
-        if alias is not None:
-            version = session.execute(
-                select(ModelVersion)
-                .join(Alias, Alias.model_version_id == ModelVersion.id)
-                .where(Alias.model_id == model.id, Alias.name == alias)
-            ).scalar_one_or_none()
-            if version is None:
-                raise NotFound(f"model {name!r} has no {alias!r} alias yet")
-            return version
+        return _find(session, ref)[1]
+
+
+def _model(session: Session, name: str) -> RegisteredModel:
+    model = session.execute(
+        select(RegisteredModel).where(RegisteredModel.name == name)
+    ).scalar_one_or_none()
+    if model is None:
+        raise NotFound(f"no registered model {name!r} (see 'mldeck models list')")
+    return model
+
+
+def _find(session: Session, ref: str) -> tuple[RegisteredModel, ModelVersion]:
+    """The registered model and the version *ref* names, read in the caller's session."""
+    name, alias, number = parse_ref(ref)
+    model = _model(session, name)
+    if alias is not None:
         version = session.execute(
-            select(ModelVersion).where(
-                ModelVersion.model_id == model.id, ModelVersion.version == number
-            )
+            select(ModelVersion)
+            .join(Alias, Alias.model_version_id == ModelVersion.id)
+            .where(Alias.model_id == model.id, Alias.name == alias)
         ).scalar_one_or_none()
+        if version is None:
+            raise NotFound(f"model {name!r} has no {alias!r} alias yet")
+        return model, version
+    version = session.execute(
+        select(ModelVersion).where(
+            ModelVersion.model_id == model.id, ModelVersion.version == number
+        )
+    ).scalar_one_or_none()
     if version is None:
         raise NotFound(f"model {name!r} has no version {number}")
-    return version
+    return model, version
+
+
+# -- policy, approvals, aliases ----------------------------------------------------------------
+
+
+def auto_approve_policy(settings: Any) -> bool:
+    """``[gates] auto_approve`` of *settings* (False when the setting does not exist)."""
+    return bool(getattr(getattr(settings, "gates", None), "auto_approve", False))
+
+
+def label(model: RegisteredModel | str, version: ModelVersion | int) -> str:
+    """``churn:3``: how a version is named in messages (and accepted back as a reference)."""
+    name = model if isinstance(model, str) else model.name
+    number = version if isinstance(version, int) else version.version
+    return f"{name}:{number}"
+
+
+def schema_digest(schema: dict[str, Any]) -> str:
+    """A short, stable fingerprint of a version's data schema (to tell schemas apart at a glance)."""
+    text = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass
+class Change:
+    """What a state change did; ``describe()`` is the line the CLI prints."""
+
+    action: str
+    model: str
+    version: int
+    model_version_id: int
+    alias: str | None = None
+    previous_version: int | None = None
+    forced: bool = False
+    failed_gates: list[str] = field(default_factory=list)
+    reason: str = ""
+    actor: str = ""
+    automatic_approval: bool = False
+    removed_aliases: list[str] = field(default_factory=list)
+    schema: dict[str, Any] = field(default_factory=dict)
+    code_version: dict[str, Any] = field(default_factory=dict)
+    event_ids: list[int] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return label(self.model, self.version)
+
+    def describe(self) -> str:
+        what = {
+            "approve": f"{self.label} approved by {self.actor}",
+            "reject": f"{self.label} rejected by {self.actor}",
+            "archive": f"{self.label} archived",
+        }.get(self.action)
+        if what is None:
+            was = "" if self.previous_version is None else f" (was v{self.previous_version})"
+            if self.action == "rollback":
+                what = f"{self.model} rolled back: {self.label} is champion again{was}"
+            else:
+                what = f"{self.label} is now {self.alias}{was}"
+        notes = []
+        if self.forced:
+            notes.append(f"FORCED past failed gates: {', '.join(self.failed_gates)}")
+        if self.automatic_approval:
+            notes.append("approved automatically by policy ([gates] auto_approve)")
+        if self.removed_aliases:
+            notes.append(f"no longer {', '.join(self.removed_aliases)}")
+        return what + "".join(f"; {note}" for note in notes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "model": self.model,
+            "version": self.version,
+            "model_version_id": self.model_version_id,
+            "alias": self.alias,
+            "previous_version": self.previous_version,
+            "forced": self.forced,
+            "failed_gates": self.failed_gates,
+            "reason": self.reason,
+            "actor": self.actor,
+            "automatic_approval": self.automatic_approval,
+            "removed_aliases": self.removed_aliases,
+            "schema_digest": schema_digest(self.schema),
+            "schema": self.schema,
+            "code_version": self.code_version,
+            "audit_events": self.event_ids,
+        }
+
+
+def failed_gates(session: Session, model_version_id: int) -> list[str]:
+    """The gates *model_version_id* failed, each as ``name (metric value vs threshold)``."""
+    rows = session.execute(
+        select(GateResult)
+        .where(GateResult.model_version_id == model_version_id, GateResult.passed.is_(False))
+        .order_by(GateResult.id)
+    ).scalars()
+    named: dict[str, str] = {}
+    for gate in rows:
+        if gate.gate in named:
+            continue
+        figures = ""
+        if gate.metric and gate.value is not None and gate.threshold is not None:
+            figures = f" ({gate.metric} {gate.value:.4g} vs {gate.threshold:.4g})"
+        named[gate.gate] = f"{gate.gate}{figures}"
+    return list(named.values())
+
+
+def latest_approval(session: Session, model_version_id: int) -> Approval | None:
+    return session.execute(
+        select(Approval)
+        .where(Approval.model_version_id == model_version_id)
+        .order_by(Approval.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _aliases(session: Session, model_id: int) -> dict[str, Alias]:
+    rows = session.execute(select(Alias).where(Alias.model_id == model_id)).scalars()
+    return {alias.name: alias for alias in rows}
+
+
+def _actor(user: str | None) -> str:
+    return user or current_user()
+
+
+def _event(
+    session: Session, action: str, target: ModelVersion, actor: str, /, **details: Any
+) -> int:
+    event = audit.append(session, action, entity_type="model_version", entity_id=target.id,
+                         details=details, actor=actor)  # fmt: skip
+    return event.id
+
+
+def approve(
+    store: Store,
+    ref: str,
+    *,
+    reason: str,
+    user: str | None = None,
+    reject: bool = False,
+) -> Change:
+    """Record a human decision (who, when, why) on a version: approved, or with *reject*, rejected.
+
+    Approval is what promotion to champion requires (unless ``[gates] auto_approve``). A decision
+    may be changed by a later one; the same decision twice in a row is refused.
+    """
+    reason = reason.strip()
+    if not reason:
+        raise MldeckError("an approval needs a reason: say why (--reason TEXT)")
+    decision = REJECTED if reject else APPROVED
+    actor = _actor(user)
+    with store.write() as session:
+        model, version = _find(session, ref)
+        name = label(model, version)
+        if version.status == ARCHIVED:
+            raise MldeckError(f"{name} is archived; an archived version cannot be {decision}")
+        last = latest_approval(session, version.id)
+        if last is not None and last.decision == decision:
+            raise MldeckError(
+                f"{name} is already {decision} (by {last.user} on {last.created_at:%Y-%m-%d %H:%M})"
+            )
+        champion = _aliases(session, model.id).get(CHAMPION)
+        if reject and champion is not None and champion.model_version_id == version.id:
+            raise MldeckError(
+                f"{name} is the champion and cannot be rejected while it serves; "
+                "roll back or promote another version first"
+            )
+        session.add(Approval(model_version_id=version.id, decision=decision, user=actor,
+                             reason=reason))  # fmt: skip
+        previous_status = version.status
+        version.status = decision
+        session.add(version)
+        event = _event(session, f"model_version.{'reject' if reject else 'approve'}", version,
+                       actor, model=model.name, version=version.version, decision=decision,
+                       reason=reason, previous_status=previous_status)  # fmt: skip
+        return Change("reject" if reject else "approve", model.name, version.version, version.id,
+                      reason=reason, actor=actor, schema=version.schema_,
+                      code_version=version.code_version, event_ids=[event])  # fmt: skip
+
+
+def _check_can_serve(
+    session: Session,
+    name: str,
+    version: ModelVersion,
+    *,
+    force: bool,
+    auto_approve: bool,
+    actor: str,
+) -> tuple[list[str], Approval | None]:
+    """Refuse a version that may not become champion; return its failed gates (when forced) and
+    the automatic approval to record (when the policy allows one)."""
+    if version.status == ARCHIVED:
+        raise MldeckError(f"{name} is archived; an archived version cannot serve")
+    failed = failed_gates(session, version.id)
+    if failed and not force:
+        raise MldeckError(
+            f"{name} failed its gates: {'; '.join(failed)} (override with --force and a --reason)"
+        )
+    last = latest_approval(session, version.id)
+    if last is not None and last.decision == REJECTED:
+        raise MldeckError(
+            f"{name} was rejected by {last.user} ({last.reason}); approve it again first "
+            f"with 'mldeck models approve {name} --reason TEXT'"
+        )
+    if last is None:
+        if not auto_approve:
+            raise MldeckError(
+                f"{name} is not approved; approve it first with 'mldeck models approve {name} "
+                f"--reason TEXT' (or set [gates] auto_approve = true)"
+            )
+        automatic = Approval(model_version_id=version.id, decision=APPROVED, user=actor,
+                             reason="approved automatically: [gates] auto_approve = true",
+                             automatic=True)  # fmt: skip
+        return failed, automatic
+    return failed, None
+
+
+def _move(
+    session: Session,
+    action: str,
+    model: RegisteredModel,
+    version: ModelVersion,
+    *,
+    alias: str,
+    reason: str,
+    force: bool,
+    auto_approve: bool,
+    actor: str,
+) -> Change:
+    """Point *alias* at *version*: every check, the move and its audit events, in the caller's
+    write transaction (so two processes promoting at once are serialised, never interleaved)."""
+    name = label(model, version)
+    aliases = _aliases(session, model.id)
+    current = aliases.get(alias)
+    if current is not None and current.model_version_id == version.id:
+        raise MldeckError(f"{name} is already the {alias}")
+    failed: list[str] = []
+    automatic: Approval | None = None
+    if alias == CHAMPION:
+        failed, automatic = _check_can_serve(session, name, version, force=force,
+                                             auto_approve=auto_approve, actor=actor)  # fmt: skip
+    else:
+        if version.status == ARCHIVED:
+            raise MldeckError(f"{name} is archived; an archived version cannot be the {alias}")
+        champion = aliases.get(CHAMPION)
+        if champion is not None and champion.model_version_id == version.id:
+            raise MldeckError(f"{name} is the champion; it cannot also be its own {alias}")
+    previous = session.get(ModelVersion, current.model_version_id) if current else None
+    event_ids: list[int] = []
+    if automatic is not None:
+        session.add(automatic)
+        previous_status = version.status
+        version.status = APPROVED
+        session.add(version)
+        event_ids.append(_event(session, "model_version.approve", version, actor,
+                                model=model.name, version=version.version, decision=APPROVED,
+                                reason=automatic.reason, automatic=True,
+                                previous_status=previous_status))  # fmt: skip
+    removed = []
+    if alias == CHAMPION:  # a version is never its own shadow
+        challenger = aliases.get(CHALLENGER)
+        if challenger is not None and challenger.model_version_id == version.id:
+            session.delete(challenger)
+            removed.append(CHALLENGER)
+            event_ids.append(_event(session, "alias.remove", version, actor, model=model.name,
+                                    version=version.version, alias=CHALLENGER,
+                                    reason=f"became {CHAMPION}"))  # fmt: skip
+    if current is None:
+        session.add(Alias(model_id=model.id, name=alias, model_version_id=version.id))
+    else:
+        current.model_version_id = version.id
+        current.updated_at = utcnow()
+        session.add(current)
+    try:
+        session.flush()
+    except IntegrityError:  # another process set the alias first (backends without IMMEDIATE)
+        session.rollback()
+        raise MldeckError(
+            f"the {alias} of {model.name!r} was changed by another process at the same time; "
+            "look again ('mldeck models list') and retry"
+        ) from None
+    details: dict[str, Any] = {
+        "model": model.name,
+        "version": version.version,
+        "alias": alias,
+        "previous_version": previous.version if previous else None,
+        "reason": reason,
+        "forced": bool(failed),
+    }
+    if failed:
+        details["failed_gates"] = failed
+    if action == "rollback":
+        details["schema_digest"] = schema_digest(version.schema_)
+        details["code_version"] = version.code_version
+    event_ids.append(_event(session, f"model_version.{action}", version, actor, **details))
+    return Change(action, model.name, version.version, version.id, alias=alias,
+                  previous_version=previous.version if previous else None, forced=bool(failed),
+                  failed_gates=failed, reason=reason, actor=actor,
+                  automatic_approval=automatic is not None, removed_aliases=removed,
+                  schema=version.schema_, code_version=version.code_version,
+                  event_ids=event_ids)  # fmt: skip
+
+
+def promote(
+    store: Store,
+    ref: str,
+    *,
+    alias: str = CHAMPION,
+    reason: str = "",
+    force: bool = False,
+    auto_approve: bool = False,
+    user: str | None = None,
+) -> Change:
+    """Point *alias* (``champion`` by default) at the version *ref* names.
+
+    To become champion a version must not be archived or rejected, must have passed every gate
+    (``force`` overrides failed gates; the event records it as forced, with the gates and the
+    reason, which is then required) and must be approved, unless *auto_approve* (the
+    ``[gates] auto_approve`` policy) records an automatic approval. The ``challenger`` is only
+    scored in shadow, so it needs neither. The previous holder keeps its status.
+    """
+    if alias not in ALIASES:
+        raise MldeckError(f"unknown alias {alias!r} (one of: {', '.join(ALIASES)})")
+    reason = reason.strip()
+    actor = _actor(user)
+    with store.write() as session:
+        model, version = _find(session, ref)
+        if force and not reason and failed_gates(session, version.id):
+            raise MldeckError("a forced promotion needs a reason: say why (--reason TEXT)")
+        return _move(session, "promote", model, version, alias=alias, reason=reason,
+                     force=force, auto_approve=auto_approve, actor=actor)  # fmt: skip
+
+
+def _split_target(ref: str) -> tuple[str, int | None]:
+    """``churn:2`` → (churn, 2); a bare ``churn`` → (churn, None): the previous champion."""
+    text = ref.strip()
+    if "@" not in text and ":" not in text and "/" not in text and text:
+        return text, None
+    name, alias, number = parse_ref(text)
+    if alias is not None:
+        raise MldeckError(
+            f"roll back to a version number ({name}:N) or to the previous champion ({name}), "
+            f"not to an alias"
+        )
+    return name, number
+
+
+def champion_history(session: Session, model: RegisteredModel) -> list[int]:
+    """Ids of the versions that held ``champion``, oldest first, from the audit trail."""
+    rows = session.execute(
+        select(AuditEvent.entity_id, AuditEvent.details)
+        .where(
+            AuditEvent.entity_type == "model_version",
+            AuditEvent.action.in_(("model_version.promote", "model_version.rollback")),
+        )
+        .order_by(AuditEvent.id)
+    ).all()
+    ids = [int(entity) for entity, details in rows
+           if details.get("alias", CHAMPION) == CHAMPION and details.get("model") == model.name
+           and entity.isdigit()]  # fmt: skip
+    if not ids:
+        return []
+    mine = set(
+        session.execute(
+            select(ModelVersion.id).where(
+                ModelVersion.model_id == model.id, ModelVersion.id.in_(ids)
+            )
+        ).scalars()
+    )
+    return [i for i in ids if i in mine]
+
+
+def rollback(
+    store: Store,
+    ref: str,
+    *,
+    reason: str,
+    force: bool = False,
+    auto_approve: bool = False,
+    user: str | None = None,
+) -> Change:
+    """Move ``champion`` back to an earlier version: ``churn:2``, or ``churn`` for the version
+    that was champion before the current one.
+
+    The version serves again with its own data schema and code version (both reported in the
+    result and the audit event). It must pass the same checks as a promotion to champion.
+    """
+    reason = reason.strip()
+    if not reason:
+        raise MldeckError("a rollback needs a reason: say why (--reason TEXT)")
+    name, number = _split_target(ref)
+    actor = _actor(user)
+    with store.write() as session:
+        model = _model(session, name)
+        champion = _aliases(session, model.id).get(CHAMPION)
+        if champion is None:
+            raise MldeckError(f"model {name!r} has no champion to roll back from; use promote")
+        current = session.get(ModelVersion, champion.model_version_id)
+        if number is None:
+            earlier = [i for i in champion_history(session, model) if i != current.id]
+            target = None
+            for candidate_id in reversed(earlier):
+                candidate = session.get(ModelVersion, candidate_id)
+                if candidate.version < current.version and candidate.status != ARCHIVED:
+                    target = candidate
+                    break
+            if target is None:
+                raise MldeckError(
+                    f"no earlier champion of {name!r} to roll back to; name a version ({name}:N)"
+                )
+        else:
+            target = _find(session, label(name, number))[1]
+        if target.version >= current.version:
+            raise MldeckError(
+                f"a rollback goes to an earlier version: {label(name, target.version)} is not "
+                f"earlier than the champion {label(name, current.version)} (use promote)"
+            )
+        return _move(session, "rollback", model, target, alias=CHAMPION, reason=reason,
+                     force=force, auto_approve=auto_approve, actor=actor)  # fmt: skip
+
+
+def archive(store: Store, ref: str, *, reason: str = "", user: str | None = None) -> Change:
+    """Retire a version for good: it can no longer be approved, promoted or rolled back to. The
+    champion cannot be archived (promote or roll back first); a challenger loses its alias."""
+    reason = reason.strip()
+    actor = _actor(user)
+    with store.write() as session:
+        model, version = _find(session, ref)
+        name = label(model, version)
+        if version.status == ARCHIVED:
+            raise MldeckError(f"{name} is already archived")
+        aliases = _aliases(session, model.id)
+        holds = [a for a, row in aliases.items() if row.model_version_id == version.id]
+        if CHAMPION in holds:
+            raise MldeckError(
+                f"{name} is the champion and serves; promote or roll back to another version "
+                "before archiving it"
+            )
+        event_ids = []
+        for alias in holds:
+            session.execute(delete(Alias).where(Alias.id == aliases[alias].id))
+            event_ids.append(_event(session, "alias.remove", version, actor, model=model.name,
+                                    version=version.version, alias=alias,
+                                    reason="archived"))  # fmt: skip
+        previous_status = version.status
+        version.status = ARCHIVED
+        session.add(version)
+        event_ids.append(_event(session, "model_version.archive", version, actor,
+                                model=model.name, version=version.version, reason=reason,
+                                previous_status=previous_status))  # fmt: skip
+        return Change("archive", model.name, version.version, version.id, reason=reason,
+                      actor=actor, removed_aliases=holds, schema=version.schema_,
+                      code_version=version.code_version, event_ids=event_ids)  # fmt: skip
+
+
+# -- loading a registered model ----------------------------------------------------------------
+
+
+def load_version(workspace: Workspace, store: Store, version: ModelVersion) -> Any:
+    """The fitted model of *version*, read from its artifact: sha256 verified, skops trusted
+    types only (``mldeck.ml.model_files.load_model_file``)."""
+    if version.artifact_id is None:
+        raise MldeckError(f"model version {version.id} has no model file recorded")
+    with store.read() as session:
+        artifact = session.get(Artifact, version.artifact_id)
+    if artifact is None:
+        raise MldeckError(f"the model file of model version {version.id} is not in the store")
+    from mldeck.ml.model_files import load_model_file
+
+    return load_model_file(workspace, artifact)
+
+
+def load_model(ref: str, *, workspace: Workspace | Path | str | None = None) -> Any:
+    """The model a reference names, for users' own code::
+
+        model = mldeck.load_model("churn@champion")
+        model.predict_proba(frame)
+
+    The workspace is found like the CLI finds it (``workspace=``, ``MLDECK_WORKSPACE``, or the
+    current folder upwards). The file is checked against its recorded sha256 and loaded with
+    skops' trusted types only, so a modified file is refused, never executed.
+    """
+    from mldeck.tracking import _workspace_store
+
+    ws, store = _workspace_store(workspace)
+    return load_version(ws, store, resolve(store, ref))

@@ -19,9 +19,12 @@ from mldeck.store.engine import Store, database_size
 from mldeck.store.models import (
     Alert,
     Alias,
+    Approval,
     Artifact,
+    AuditEvent,
     Dataset,
     DatasetVersion,
+    GateResult,
     Metric,
     ModelVersion,
     RegisteredModel,
@@ -594,3 +597,391 @@ def version_detail(store: Store, version_id: int) -> VersionDetail:
         version.file_format,
         version.run_id,
     )
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers in a version's metrics, nested dictionaries flattened to ``a.b`` keys."""
+    found: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found.update(numeric_metrics(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            found[name] = float(value)
+    return found
+
+
+@dataclass(frozen=True)
+class ModelVersionRow:
+    id: int
+    model: str
+    version: int
+    status: str
+    aliases: tuple[str, ...]
+    created_at: datetime
+    run_id: int | None
+    metrics: dict[str, Any]
+    gates_passed: int
+    gates_failed: int
+    decision: str | None  # the latest approval decision, if any
+    decided_by: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}:{self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "model": self.model,
+            "version": self.version,
+            "label": self.label,
+            "status": self.status,
+            "aliases": list(self.aliases),
+            "created_at": _iso(self.created_at),
+            "run_id": self.run_id,
+            "metrics": self.metrics,
+            "gates_passed": self.gates_passed,
+            "gates_failed": self.gates_failed,
+            "decision": self.decision,
+            "decided_by": self.decided_by,
+        }
+
+
+def _model_version_rows(session: Any, versions: list[tuple[ModelVersion, str]]) -> list:
+    ids = [version.id for version, _ in versions]
+    if not ids:
+        return []
+    aliases: dict[int, list[str]] = {}
+    for name, version_id in session.execute(
+        select(Alias.name, Alias.model_version_id)
+        .where(Alias.model_version_id.in_(ids))
+        .order_by(Alias.name)
+    ).all():
+        aliases.setdefault(version_id, []).append(name)
+    gates: dict[tuple[int, bool], int] = {
+        (version_id, bool(passed)): count
+        for version_id, passed, count in session.execute(
+            select(GateResult.model_version_id, GateResult.passed, func.count())
+            .where(GateResult.model_version_id.in_(ids))
+            .group_by(GateResult.model_version_id, GateResult.passed)
+        ).all()
+    }
+    decisions: dict[int, tuple[str, str]] = {}
+    for version_id, decision, user in session.execute(
+        select(Approval.model_version_id, Approval.decision, Approval.user)
+        .where(Approval.model_version_id.in_(ids))
+        .order_by(Approval.id)
+    ).all():
+        decisions[version_id] = (decision, user)
+    return [
+        ModelVersionRow(
+            id=version.id,
+            model=name,
+            version=version.version,
+            status=version.status,
+            aliases=tuple(aliases.get(version.id, ())),
+            created_at=version.created_at,
+            run_id=version.run_id,
+            metrics=version.metrics,
+            gates_passed=gates.get((version.id, True), 0),
+            gates_failed=gates.get((version.id, False), 0),
+            decision=decisions.get(version.id, (None, None))[0],
+            decided_by=decisions.get(version.id, (None, None))[1],
+        )
+        for version, name in versions
+    ]
+
+
+def list_model_versions(
+    store: Store, *, model: str | None = None, limit: int = 200
+) -> tuple[list[ModelVersionRow], int]:
+    """Model versions (by model name, newest version first) with their aliases, gate counts and
+    latest approval decision (at most *limit*), and how many match in all."""
+    conditions = [RegisteredModel.name == model] if model else []
+    with store.read() as session:
+        total = session.execute(
+            select(func.count(ModelVersion.id))
+            .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+            .where(*conditions)
+        ).scalar_one()
+        versions = session.execute(
+            select(ModelVersion, RegisteredModel.name)
+            .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+            .where(*conditions)
+            .order_by(RegisteredModel.name, ModelVersion.version.desc())
+            .limit(limit)
+        ).all()
+        rows = _model_version_rows(session, [(v, n) for v, n in versions])
+    return rows, total
+
+
+@dataclass(frozen=True)
+class GateRow:
+    gate: str
+    metric: str
+    threshold: float | None
+    value: float | None
+    passed: bool
+    detail: str
+    run_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApprovalRow:
+    decision: str
+    user: str
+    reason: str
+    automatic: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    key: str
+    value: float | None
+    champion: float | None
+
+    @property
+    def delta(self) -> float | None:
+        if self.value is None or self.champion is None:
+            return None
+        return self.value - self.champion
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    ts: datetime
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str
+    details: dict[str, Any]
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ts": _iso(self.ts),
+            "actor": self.actor,
+            "action": self.action,
+            "entity_type": self.entity_type,
+            "entity_id": self.entity_id,
+            "details": self.details,
+            "hash": self.hash,
+        }
+
+
+_AUDIT_COLUMNS = (
+    AuditEvent.id,
+    AuditEvent.ts,
+    AuditEvent.actor,
+    AuditEvent.action,
+    AuditEvent.entity_type,
+    AuditEvent.entity_id,
+    AuditEvent.details,
+    AuditEvent.hash,
+)
+
+
+@dataclass
+class ModelVersionDetail:
+    """One version: what it is, how it was judged, what it came from, what happened to it."""
+
+    row: ModelVersionRow
+    schema: dict[str, Any]
+    code_version: dict[str, Any]
+    artifact: Artifact | None
+    gates: list[GateRow]
+    approvals: list[ApprovalRow]
+    champion: ModelVersionRow | None  # the current champion, when it is another version
+    comparison: list[MetricComparison]
+    run: RunRow | None  # the run that made it
+    inputs: list[tuple[str, int, int, str, str]]  # dataset, version, version id, sha256, role
+    history: list[AuditRow]
+
+    def as_dict(self) -> dict[str, Any]:
+        artifact = self.artifact
+        return {
+            **self.row.as_dict(),
+            "schema": self.schema,
+            "code_version": self.code_version,
+            "artifact": None
+            if artifact is None
+            else {
+                "id": artifact.id,
+                "name": artifact.name,
+                "path": artifact.path,
+                "sha256": artifact.sha256,
+                "size_bytes": artifact.size_bytes,
+            },
+            "gates": [
+                {**gate.__dict__, "created_at": _iso(gate.created_at)} for gate in self.gates
+            ],
+            "approvals": [
+                {**approval.__dict__, "created_at": _iso(approval.created_at)}
+                for approval in self.approvals
+            ],
+            "champion": None if self.champion is None else self.champion.label,
+            "comparison": [
+                {"metric": c.key, "value": c.value, "champion": c.champion, "delta": c.delta}
+                for c in self.comparison
+            ],
+            "lineage": {
+                "inputs": [
+                    {
+                        "dataset": d,
+                        "version": v,
+                        "dataset_version_id": i,
+                        "sha256": sha,
+                        "role": role,
+                    }
+                    for d, v, i, sha, role in self.inputs
+                ],
+                "run": None if self.run is None else self.run.as_dict(),
+                "model_version": self.row.label,
+            },
+            "history": [event.as_dict() for event in self.history],
+        }
+
+
+def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDetail:
+    """A version with its gates, approvals, metrics beside the champion's, lineage (dataset
+    versions → run → this version) and its audit history."""
+    with store.read() as session:
+        found = session.execute(
+            select(ModelVersion, RegisteredModel.name)
+            .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+            .where(ModelVersion.id == model_version_id)
+        ).first()
+        if found is None:
+            raise NotFound(f"no model version {model_version_id} (see 'mldeck models list')")
+        version, name = found
+        row = _model_version_rows(session, [(version, name)])[0]
+        champion_version = session.execute(
+            select(ModelVersion)
+            .join(Alias, Alias.model_version_id == ModelVersion.id)
+            .where(Alias.model_id == version.model_id, Alias.name == "champion")
+        ).scalar_one_or_none()
+        champion = None
+        if champion_version is not None and champion_version.id != version.id:
+            champion = _model_version_rows(session, [(champion_version, name)])[0]
+        artifact = session.get(Artifact, version.artifact_id) if version.artifact_id else None
+        gates = [
+            GateRow(
+                g.gate, g.metric, g.threshold, g.value, g.passed, g.detail, g.run_id, g.created_at
+            )
+            for g in session.execute(
+                select(GateResult)
+                .where(GateResult.model_version_id == version.id)
+                .order_by(GateResult.id)
+            ).scalars()
+        ]
+        approvals = [
+            ApprovalRow(a.decision, a.user, a.reason, a.automatic, a.created_at)
+            for a in session.execute(
+                select(Approval)
+                .where(Approval.model_version_id == version.id)
+                .order_by(Approval.id)
+            ).scalars()
+        ]
+        run = None
+        inputs: list[tuple[str, int, int, str, str]] = []
+        if version.run_id is not None:
+            run_row = session.execute(select(*_ROW_COLUMNS).where(Run.id == version.run_id)).first()
+            run = None if run_row is None else RunRow(*run_row)
+            inputs = [
+                tuple(r)
+                for r in session.execute(
+                    select(
+                        Dataset.name,
+                        DatasetVersion.version,
+                        DatasetVersion.id,
+                        DatasetVersion.sha256,
+                        RunInput.role,
+                    )
+                    .join(DatasetVersion, DatasetVersion.id == RunInput.dataset_version_id)
+                    .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+                    .where(RunInput.run_id == version.run_id)
+                    .order_by(DatasetVersion.id)
+                ).all()
+            ]
+        history = [
+            AuditRow(*r)
+            for r in session.execute(
+                select(*_AUDIT_COLUMNS)
+                .where(
+                    AuditEvent.entity_type == "model_version",
+                    AuditEvent.entity_id == str(version.id),
+                )
+                .order_by(AuditEvent.id)
+            ).all()
+        ]
+    mine = numeric_metrics(version.metrics)
+    theirs = numeric_metrics(champion.metrics) if champion is not None else {}
+    comparison = [
+        MetricComparison(key, mine.get(key), theirs.get(key))
+        for key in [*mine, *(k for k in theirs if k not in mine)]
+    ]
+    return ModelVersionDetail(
+        row=row,
+        schema=version.schema_,
+        code_version=version.code_version,
+        artifact=artifact,
+        gates=gates,
+        approvals=approvals,
+        champion=champion,
+        comparison=comparison,
+        run=run,
+        inputs=inputs,
+        history=history,
+    )
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+def list_audit_events(
+    store: Store,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+) -> tuple[list[AuditRow], int]:
+    """Audit events, newest first (at most *limit*), and how many match in all."""
+    conditions = []
+    if entity_type:
+        conditions.append(AuditEvent.entity_type == entity_type)
+    if entity_id:
+        conditions.append(AuditEvent.entity_id == entity_id)
+    with store.read() as session:
+        total = session.execute(select(func.count(AuditEvent.id)).where(*conditions)).scalar_one()
+        rows = session.execute(
+            select(*_AUDIT_COLUMNS)
+            .where(*conditions)
+            .order_by(AuditEvent.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    return [AuditRow(*row) for row in rows], total
+
+
+def audit_head(store: Store) -> AuditRow | None:
+    """The newest audit event (its hash, kept elsewhere, lets a later check see a truncation)."""
+    rows, _ = list_audit_events(store, limit=1)
+    return rows[0] if rows else None
+
+
+def audit_event_by_hash(store: Store, prefix: str) -> AuditRow | None:
+    """The audit event whose hash starts with *prefix* (None if there is none)."""
+    with store.read() as session:
+        row = session.execute(
+            select(*_AUDIT_COLUMNS).where(AuditEvent.hash.startswith(prefix.lower())).limit(1)
+        ).first()
+    return None if row is None else AuditRow(*row)

@@ -1,0 +1,645 @@
+"""Training for real: a workspace built through the real ingest path, scikit-learn fits, the
+champion compared on the same holdout, gates stored, versions registered in one transaction,
+runs reproduced, and a training killed half-way leaving nothing behind. The commands run as
+child processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from sqlalchemy import func, select
+
+from mldeck.data.ingest import ingest_file
+from mldeck.demo.generator import REFERENCE_START, generate_batch
+from mldeck.errors import ConfigError, MldeckError
+from mldeck.ml import train as training
+from mldeck.ml.gates import check_gates
+from mldeck.ml.model_files import load_version
+from mldeck.ml.settings import GateSettings
+from mldeck.store.artifacts import verify
+from mldeck.store.models import (
+    Alias,
+    Artifact,
+    AuditEvent,
+    GateResult,
+    Metric,
+    ModelVersion,
+    Run,
+    RunInput,
+    RunStatus,
+)
+from mldeck.store.queries import integrity_check
+from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
+
+from .conftest import clean_environ
+
+DATA = """
+[data]
+dataset = "churn"
+timestamp_column = "event_time"
+id_column = "customer_id"
+"""
+MODEL = """
+[model]
+name = "churn"
+target = "churned"
+segment_column = "segment"
+threads = 1
+importance_repeats = 1
+params = {max_iter = 40}
+"""
+PASSING = """
+[gates]
+min = {roc_auc = 0.6}
+max = {log_loss = 0.9}
+max_regression = {roc_auc = 0.05}
+max_fairness_gap = 0.9
+max_latency_ms_per_1k = 60000
+"""
+FAILING = """
+[gates]
+min = {roc_auc = 0.6, accuracy = 0.99}
+max = {log_loss = 0.01}
+"""
+REFERENCE_ROWS, BATCH_ROWS = 1500, 600
+
+
+def configure(workspace: Workspace, *sections: str) -> Workspace:
+    with open(workspace.config_path, "a", encoding="utf-8") as fh:
+        fh.write("".join(sections))
+    return load_workspace(workspace.root)
+
+
+def write_data(root: Path) -> tuple[Path, Path]:
+    reference = generate_batch(REFERENCE_ROWS, start=REFERENCE_START, days=28, seed=11)
+    batch = generate_batch(BATCH_ROWS, start=REFERENCE_START + timedelta(days=28), seed=12,
+                           id_offset=100_000)  # fmt: skip
+    folder = root / "incoming-data"
+    folder.mkdir()
+    reference.write_parquet(folder / "reference.parquet")
+    batch.write_csv(folder / "batch-1.csv")
+    return folder / "reference.parquet", folder / "batch-1.csv"
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace with [data], its reference and one batch ingested for real (built once)."""
+    root = tmp_path_factory.mktemp("template") / "ws"
+    ws = configure(init_workspace(root, name="training"), DATA)
+    reference, batch = write_data(ws.root)
+    store = open_workspace_store(ws)
+    try:
+        assert ingest_file(ws, store, reference, as_reference=True).status == "accepted"
+        assert ingest_file(ws, store, batch).status == "accepted"
+    finally:
+        store.close()
+    return root
+
+
+@pytest.fixture
+def build(template: Path, tmp_path: Path):
+    """A copy of the template workspace with *sections* appended to its mldeck.toml."""
+
+    def make(*sections: str) -> Workspace:
+        root = tmp_path / "ws"
+        shutil.copytree(template, root)
+        return configure(load_workspace(root), *sections)
+
+    return make
+
+
+@pytest.fixture
+def ws(build) -> Workspace:
+    return build(MODEL, PASSING)
+
+
+def count(store, model, *where) -> int:
+    with store.read() as session:
+        return session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
+
+
+def artifact_files(ws: Workspace) -> list[Path]:
+    return sorted(p for p in ws.artifacts_dir.rglob("*") if p.is_file())
+
+
+def set_champion(store, version_id: int) -> None:
+    with store.write() as session:
+        version = session.get(ModelVersion, version_id)
+        session.add(Alias(model_id=version.model_id, name="champion", model_version_id=version_id))
+
+
+def entry_point(ws: Workspace, module: str, body: str) -> Workspace:
+    (ws.root / f"{module}.py").write_text(body, encoding="utf-8")
+    text = ws.config_path.read_text(encoding="utf-8")
+    text = text.replace("params = {max_iter = 40}\n", f'entry_point = "{module}:fit"\n')
+    ws.config_path.write_text(text, encoding="utf-8")
+    return load_workspace(ws.root)
+
+
+# -- one training, end to end ------------------------------------------------------------------
+def test_training_records_everything(ws):
+    store = open_workspace_store(ws)
+    seen: list[str] = []
+    result = training.train(ws, store, progress=seen.append)
+    assert result.version == 1 and result.gates_passed
+    assert seen[0].startswith("recording") and "registering the model version" in seen
+
+    with store.read() as session:
+        run = session.get(Run, result.run_id)
+        version = session.get(ModelVersion, result.model_version_id)
+        artifact = session.get(Artifact, version.artifact_id)
+        inputs = session.execute(select(RunInput).where(RunInput.run_id == run.id)).scalars().all()
+        gates = session.execute(
+            select(GateResult).where(GateResult.model_version_id == version.id)
+        ).scalars()
+        gates = {(g.gate, g.metric): g for g in gates}
+        events = session.execute(select(AuditEvent.action)).scalars().all()
+    # The run: kind train, succeeded, progress 1.0, and the reproducibility record.
+    assert (run.kind, run.status, run.progress) == ("train", RunStatus.SUCCEEDED, 1.0)
+    spec = run.params["spec"]
+    assert spec["seed"] == 42 and spec["params"] == {"max_iter": 40}
+    assert spec["estimator"] == "sklearn.ensemble.HistGradientBoostingClassifier"
+    assert run.params["split"] == "time"
+    assert "event_time" not in run.params["features"]
+    assert "customer_id" not in run.params["features"]
+    assert "churned" not in run.params["features"] and "segment" in run.params["features"]
+    recorded = run.params["data"]
+    assert recorded["source"] == "store"
+    assert [v["version"] for v in recorded["versions"]] == [1, 2]
+    assert all(len(v["sha256"]) == 64 for v in recorded["versions"])
+    assert sum(v["rows"] for v in recorded["versions"]) == REFERENCE_ROWS + BATCH_ROWS
+    assert run.environment["python"] and run.environment["platform"]
+    assert {"scikit-learn", "numpy", "polars", "skops"} <= set(run.environment["packages"])
+    assert isinstance(run.code_version, dict)
+    assert run.tags["duration_seconds"] > 0 and run.tags["model_version"] == 1
+    # Lineage: the two dataset versions, recorded in the registering transaction.
+    assert sorted(i.role for i in inputs) == ["train", "train"]
+    # The version: metrics on the holdout (the newest fifth), schema, code version.
+    metrics = version.metrics
+    holdout = (REFERENCE_ROWS + BATCH_ROWS) // 5
+    assert metrics["holdout_rows"] == holdout
+    assert metrics["train_rows"] == REFERENCE_ROWS + BATCH_ROWS - holdout
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier"):
+        assert isinstance(metrics[name], float), name
+    assert 0.6 < metrics["roc_auc"] < 1
+    assert len(metrics["calibration"]["prob_true"]) == len(metrics["calibration"]["prob_pred"])
+    assert set(metrics["slices"]) == {"consumer", "smb", "enterprise"}
+    gap = [s["roc_auc"] for s in metrics["slices"].values() if s.get("roc_auc") is not None]
+    assert metrics["fairness_gap"] == pytest.approx(max(gap) - min(gap))
+    assert metrics["feature_importance"][0]["mean"] >= metrics["feature_importance"][-1]["mean"]
+    assert metrics["latency_ms_per_1k"] > 0
+    assert metrics["champion"] is None
+    assert version.schema_["target"] == "churned" and version.schema_["task"] == "classification"
+    assert version.schema_["classes"] == [0, 1]
+    assert version.code_version == run.code_version
+    assert "model_version.register" in events
+    # The model file: content-addressed, its hash verifies, it loads and predicts.
+    assert artifact.kind == "model" and artifact.path.endswith(f"{artifact.sha256}.skops")
+    verify(ws.root / artifact.path, artifact.sha256)
+    assert version.schema_["model_file"]["sha256"] == artifact.sha256
+    model = load_version(ws, store, version)
+    frame = pl.read_csv(ws.root / "incoming-data" / "batch-1.csv", try_parse_dates=True)
+    proba = model.predict_proba(frame.select(version.schema_["features"]))
+    assert proba.shape == (BATCH_ROWS, 2)
+    # Gates: one row per configured gate, all passed here.
+    assert set(gates) == {
+        ("min", "roc_auc"), ("max", "log_loss"), ("max_regression", "roc_auc"),
+        ("max_fairness_gap", "fairness_gap(roc_auc)"),
+        ("max_latency_ms_per_1k", "latency_ms_per_1k"),
+    }  # fmt: skip
+    assert all(g.passed for g in gates.values())
+    assert gates[("min", "roc_auc")].value == metrics["roc_auc"]
+    assert gates[("min", "roc_auc")].threshold == 0.6
+    # Metric points of the run, including the calibration curve as steps.
+    with store.read() as session:
+        keys = set(session.execute(select(Metric.key).where(Metric.run_id == run.id)).scalars())
+        steps = session.execute(
+            select(func.count()).where(Metric.run_id == run.id,
+                                       Metric.key == "calibration.prob_true")
+        ).scalar_one()  # fmt: skip
+    assert {"roc_auc", "log_loss", "fairness_gap", "latency_ms_per_1k"} <= keys
+    assert "slice.segment=smb.roc_auc" in keys
+    assert steps == len(metrics["calibration"]["prob_true"])
+    store.close()
+
+
+def test_failed_gates_say_which_and_by_how_much(build):
+    ws = build(MODEL, FAILING)
+    store = open_workspace_store(ws)
+    result = training.train(ws, store)
+    assert not result.gates_passed
+    with store.read() as session:
+        rows = session.execute(
+            select(GateResult).where(GateResult.model_version_id == result.model_version_id)
+        ).scalars()
+        gates = {(g.gate, g.metric): g for g in rows}
+    assert gates[("min", "roc_auc")].passed
+    short = gates[("min", "accuracy")]
+    assert not short.passed and short.threshold == 0.99
+    assert "< 0.99 (short by " in short.detail
+    by = float(short.detail.rsplit("short by ", 1)[1].rstrip(")"))
+    assert by == pytest.approx(0.99 - short.value, abs=1e-4)
+    over = gates[("max", "log_loss")]
+    assert not over.passed and "> 0.01 (over by " in over.detail
+    assert result.metrics["gates_passed"] is False
+    # Failed gates do not stop registration: the version is a candidate that cannot be promoted.
+    assert count(store, ModelVersion) == 1
+    store.close()
+
+
+def test_second_training_is_compared_with_the_champion(ws):
+    store = open_workspace_store(ws)
+    first = training.train(ws, store)
+    set_champion(store, first.model_version_id)
+    text = ws.config_path.read_text().replace("max_iter = 40", "max_iter = 15")
+    ws.config_path.write_text(text)
+    second = training.train(load_workspace(ws.root), store)
+    assert second.version == 2
+    champion = second.champion
+    assert champion["version"] == 1 and champion["error"] is None
+    theirs, ours = champion["metrics"], second.metrics
+    assert theirs["holdout_rows"] == ours["holdout_rows"] == (REFERENCE_ROWS + BATCH_ROWS) // 5
+    # The champion on this holdout: the same numbers it had when it was the candidate, since
+    # both trainings held out the same rows.
+    for name in ("roc_auc", "log_loss", "accuracy", "brier"):
+        assert theirs[name] == pytest.approx(first.metrics[name], abs=1e-12), name
+    assert theirs["roc_auc"] != ours["roc_auc"]  # a different model, side by side
+    assert set(theirs["slices"]) == set(ours["slices"])
+    gate = next(g for g in second.gates if g.gate == "max_regression")
+    assert "vs champion v1" in gate.detail
+    assert gate.passed == (theirs["roc_auc"] - ours["roc_auc"] <= 0.05)
+    with store.read() as session:
+        keys = set(
+            session.execute(select(Metric.key).where(Metric.run_id == second.run_id)).scalars()
+        )
+    assert {"champion.roc_auc", "roc_auc"} <= keys
+    store.close()
+
+
+def test_only_accepted_and_warned_versions_are_trained_on(ws):
+    store = open_workspace_store(ws)
+    rejected = generate_batch(300, start=REFERENCE_START + timedelta(days=40), seed=13,
+                              id_offset=200_000).with_columns(customer_id=pl.lit(7))  # fmt: skip
+    path = ws.root / "incoming-data" / "duplicates.csv"
+    rejected.write_csv(path)
+    assert ingest_file(ws, store, path).status == "rejected"
+    result = training.train(ws, store)
+    with store.read() as session:
+        run = session.get(Run, result.run_id)
+        inputs = session.execute(
+            select(RunInput.dataset_version_id).where(RunInput.run_id == run.id)
+        ).scalars()
+        used = sorted(inputs)
+    assert [v["version"] for v in run.params["data"]["versions"]] == [1, 2]
+    assert used == [v["id"] for v in run.params["data"]["versions"]]
+    assert result.metrics["holdout_rows"] == (REFERENCE_ROWS + BATCH_ROWS) // 5
+    store.close()
+
+
+def test_regression_and_a_stratified_split(build):
+    ws = build(
+        '[model]\nname = "charges"\ntarget = "monthly_charges"\ntask = "regression"\n'
+        'features = ["plan", "segment", "tenure_months"]\nthreads = 1\nimportance_repeats = 1\n'
+        "params = {max_iter = 20}\n"
+        "[gates]\nmin = {r2 = 0.5}\nmax = {rmse = 1000}\n",
+    )
+    store = open_workspace_store(ws)
+    result = training.train(ws, store)
+    metrics = result.metrics
+    assert metrics["primary_metric"] == "rmse"
+    assert metrics["r2"] > 0.5 and 0 < metrics["mae"] <= metrics["rmse"]
+    assert {f["feature"] for f in metrics["feature_importance"]} == {
+        "plan", "segment", "tenure_months",
+    }  # fmt: skip
+    assert metrics["fairness_gap"] is None and metrics["calibration"] is None
+    assert result.gates_passed
+    frame = pl.DataFrame({"x": np.arange(100.0), "y": [0] * 80 + [1] * 20})
+    spec = training.TrainSpec(
+        model="m", dataset="d", target="y", features=None, task="classification",
+        estimator=None, params={}, entry_point=None, seed=3, test_size=0.25, cv_folds=0,
+        segment_column=None, primary_metric="roc_auc", importance_repeats=1, threads=1,
+        timestamp_column=None, id_column=None,
+    )  # fmt: skip
+    train, holdout, how = training.split(frame, spec)
+    assert how == "stratified" and holdout.height == 25 and train.height == 75
+    assert holdout["y"].sum() == 5  # the class balance is kept
+    assert training.split(frame, spec)[1].equals(holdout)  # seeded
+    store.close()
+
+
+def test_cross_validation_and_data_file(ws):
+    text = ws.config_path.read_text().replace("threads = 1\n", "threads = 1\ncv_folds = 3\n")
+    ws.config_path.write_text(text)
+    ws = load_workspace(ws.root)
+    store = open_workspace_store(ws)
+    file = ws.root / "incoming-data" / "reference.parquet"
+    result = training.train(ws, store, data_file=file)
+    cv = result.metrics["cv"]
+    assert 0.5 < cv["cv.roc_auc.mean"] < 1 and cv["cv.roc_auc.std"] >= 0
+    with store.read() as session:
+        run = session.get(Run, result.run_id)
+        lineage = count(store, RunInput, RunInput.run_id == run.id)
+    assert run.params["data"] == {
+        "source": "file",
+        "path": str(file.resolve()),
+        "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+        "rows": REFERENCE_ROWS,
+    }
+    assert lineage == 0
+    assert result.metrics["holdout_rows"] == REFERENCE_ROWS // 5
+    store.close()
+
+
+# -- entry points -------------------------------------------------------------------------------
+USER_FIT = """
+from sklearn.tree import DecisionTreeClassifier
+
+
+def fit(train_frame, target, seed):
+    numbers = [c for c, t in train_frame.schema.items() if t.is_numeric() and c != target]
+    model = DecisionTreeClassifier(max_depth=3, random_state=seed)
+    data = train_frame.select(numbers).fill_null(0)
+    model.fit(data, train_frame[target].to_numpy())
+    return _Wrapped(model, numbers)
+
+
+class _Wrapped:
+    def __init__(self, model, columns):
+        self.model, self.columns, self.classes_ = model, columns, model.classes_
+
+    def predict_proba(self, frame):
+        return self.model.predict_proba(frame.select(self.columns).fill_null(0))
+"""
+PIPELINE_FIT = """
+from sklearn.compose import make_column_transformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.tree import DecisionTreeClassifier
+
+
+def fit(train_frame, target, seed):
+    numbers = [c for c, t in train_frame.schema.items() if t.is_numeric() and c != target]
+    model = make_pipeline(
+        make_column_transformer((SimpleImputer(), numbers)),
+        DecisionTreeClassifier(max_depth=4, random_state=seed),
+    )
+    return model.fit(train_frame.drop(target), train_frame[target].to_numpy())
+"""
+
+
+def test_entry_point_model_is_trained_with_its_hash_recorded(ws):
+    ws = entry_point(ws, "user_fit", PIPELINE_FIT)
+    store = open_workspace_store(ws)
+    result = training.train(ws, store)
+    with store.read() as session:
+        run = session.get(Run, result.run_id)
+    code = run.code_version
+    assert code["entry_point_spec"] == "user_fit:fit"
+    assert (
+        code["entry_point_sha256"]
+        == hashlib.sha256((ws.root / "user_fit.py").read_bytes()).hexdigest()
+    )
+    assert run.params["spec"]["entry_point"] == "user_fit:fit"
+    assert run.params["spec"]["estimator"] is None
+    assert 0.5 < result.metrics["roc_auc"] < 1
+    store.close()
+
+
+def test_entry_point_holding_a_custom_class_is_refused_before_registering(ws):
+    ws = entry_point(ws, "custom_fit", USER_FIT)
+    store = open_workspace_store(ws)
+    with pytest.raises(training.TrainingError, match="types mldeck will not load: custom_fit"):
+        training.train(ws, store)
+    assert count(store, ModelVersion) == 0 and artifact_files(ws) == []
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("def fit(frame, target, seed):\n    raise ValueError('no good data')\n",
+         "entry point 'bad_fit:fit' raised ValueError: no good data"),
+        ("def fit(frame, target, seed):\n    return {'weights': [1, 2]}\n",
+         "entry point 'bad_fit:fit' returned a dict, which has no predict_proba"),
+        ("def fit(frame, target, seed):\n    return None\n",
+         "entry point 'bad_fit:fit' returned None"),
+        ("import not_a_module_anywhere\n", "cannot import entry point 'bad_fit:fit'"),
+        ("def other():\n    pass\n", "bad_fit has no function fit"),
+    ],
+    ids=["raises", "not-a-model", "none", "import-error", "no-function"],
+)  # fmt: skip
+def test_bad_entry_point_fails_the_run_clearly(ws, body, needle):
+    ws = entry_point(ws, "bad_fit", body)
+    store = open_workspace_store(ws)
+    with pytest.raises(training.TrainingError, match="failed: ") as caught:
+        training.train(ws, store)
+    assert needle in str(caught.value)
+    with store.read() as session:
+        run = session.get(Run, caught.value.run_id)
+    assert run.status == RunStatus.FAILED and run.kind == "train"
+    assert needle in run.error and "\n" not in run.error
+    assert count(store, ModelVersion) == 0 and count(store, Artifact) == 0
+    assert artifact_files(ws) == []
+    store.close()
+
+
+def test_configuration_problems(build):
+    ws = build('[model]\nname = "churn"\nthreads = 1\n')
+    store = open_workspace_store(ws)
+    with pytest.raises(ConfigError, match=r"\[model\] target is not set"):
+        training.train(ws, store)
+    original = ws.config_path.read_text()
+    with pytest.raises(MldeckError, match=r"cannot train on nowhere\.csv: no such file"):
+        training.train(configure(ws, 'target = "churned"\n'), store, data_file=Path("nowhere.csv"))
+    assert count(store, Run, Run.kind == "train") == 0  # neither started a run
+    text = original.replace(
+        "threads = 1\n", 'threads = 1\ntarget = "nope"\nestimator = "sklearn.nothing.Here"\n'
+    )
+    ws.config_path.write_text(text)
+    with pytest.raises(training.TrainingError, match="'nope' is not a column of the data"):
+        training.train(load_workspace(ws.root), store)
+    ws.config_path.write_text(text.replace('"nope"', '"churned"'))
+    with pytest.raises(training.TrainingError, match="cannot import estimator"):
+        training.train(load_workspace(ws.root), store)
+    ws.config_path.write_text(
+        text.replace('"nope"', '"churned"').replace("sklearn.nothing.Here", "sklearn.svm.LinearSVC")
+    )
+    with pytest.raises(training.TrainingError, match="LinearSVC has no predict_proba"):
+        training.train(load_workspace(ws.root), store)
+    assert count(store, ModelVersion) == 0
+    store.close()
+
+
+# -- reproduce ----------------------------------------------------------------------------------
+def test_reproduce_matches_exactly(ws):
+    store = open_workspace_store(ws)
+    result = training.train(ws, store)
+    again = training.reproduce(ws, store, str(result.run_id))
+    assert again.all_match, again.as_dict()
+    names = [m.name for m in again.matches]
+    assert names[:7] == ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier"]
+    assert "fairness_gap" in names
+    assert all(m.old == m.new for m in again.matches)
+    with store.read() as session:
+        new_run = session.get(Run, again.new_run_id)
+    assert new_run.tags["reproduce_of"] == result.run_id and new_run.tags["reproduced"] is True
+    assert count(store, ModelVersion) == 1  # reproducing registers nothing
+    # A changed record no longer matches: the params of the original run, edited.
+    with store.write() as session:
+        run = session.get(Run, result.run_id)
+        run.params = {**run.params, "spec": {**run.params["spec"], "params": {"max_iter": 5}}}
+        session.add(run)
+    edited = training.reproduce(ws, store, str(result.run_id))
+    assert not edited.all_match
+    with store.read() as session:
+        ingest_run = session.execute(select(Run.id).where(Run.kind == "ingest")).scalars().first()
+    with pytest.raises(MldeckError, match="not a training run"):
+        training.reproduce(ws, store, str(ingest_run))
+    store.close()
+
+
+# -- child processes: the CLI, and a training killed half-way ------------------------------------
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mldeck: error: ")
+    return lines[0]
+
+
+def test_cli_train_and_reproduce(build, cli):
+    ws = build(MODEL, FAILING)
+    trained = cli("run", "train", "--json", cwd=ws.root)
+    assert trained.returncode == 3, trained.stderr  # registered, but a gate failed
+    payload = json.loads(trained.stdout)
+    assert payload["model"] == "churn" and payload["version"] == 1
+    assert not payload["gates_passed"] and payload["champion"] is None
+    failed = [g["detail"] for g in payload["gates"] if not g["passed"]]
+    assert any("(over by " in detail for detail in failed)
+    reproduced = cli("runs", "reproduce", str(payload["run_id"]), cwd=ws.root)
+    assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr
+    lines = reproduced.stdout.splitlines()
+    roc = next(line.split() for line in lines if line.startswith("roc_auc "))
+    assert roc[1] == roc[2] == repr(payload["metrics"]["roc_auc"]) and roc[3] == "yes"
+    assert "all 8 metrics match" in reproduced.stdout
+
+
+def test_cli_errors_are_one_line(ws, cli):
+    ws = entry_point(ws, "bad_fit", "def fit(frame, target, seed):\n    raise KeyError('x')\n")
+    failed = cli("run", "train", cwd=ws.root)
+    assert failed.returncode == 2
+    line = one_line(failed)
+    assert "failed: entry point 'bad_fit:fit' raised KeyError" in line
+    missing = cli("runs", "reproduce", "9999", cwd=ws.root)
+    assert missing.returncode == 2 and "no run 9999" in one_line(missing)
+
+
+SLOW_FIT = """
+import time
+from pathlib import Path
+
+
+def fit(train_frame, target, seed):
+    Path(__file__).with_name("fitting.started").write_text("yes")
+    time.sleep(120)
+"""
+
+
+def test_training_killed_half_way_leaves_nothing_behind(ws):
+    ws = entry_point(ws, "slow_fit", SLOW_FIT)
+    marker = ws.root / "fitting.started"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mldeck.cli", "run", "train"],
+        cwd=ws.root,
+        env=clean_environ(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert child.poll() is None, "the training ended before it could be killed"
+            assert time.monotonic() < deadline, "the training never started fitting"
+            time.sleep(0.1)
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    store = open_workspace_store(ws)
+    assert integrity_check(store) == "ok"
+    with store.read() as session:
+        run = session.execute(select(Run).where(Run.kind == "train")).scalar_one()
+        referenced = set(session.execute(select(Artifact.path)).scalars())
+    assert run.status == RunStatus.RUNNING and run.progress == 0.5  # it died while fitting
+    assert count(store, ModelVersion) == 0
+    assert count(store, GateResult) == 0
+    assert count(store, RunInput, RunInput.run_id == run.id) == 0
+    leftovers = [p for p in artifact_files(ws) if str(p.relative_to(ws.root)) not in referenced]
+    assert leftovers == []
+    store.close()
+
+
+# -- gates on their own ---------------------------------------------------------------------------
+def test_gate_details():
+    settings = GateSettings(
+        min={"roc_auc": 0.8}, max={"log_loss": 0.5}, max_regression={"roc_auc": 0.01,
+        "log_loss": 0.02}, max_fairness_gap=0.1, max_latency_ms_per_1k=10,
+    )  # fmt: skip
+    outcomes = check_gates(
+        settings, {"roc_auc": 0.71, "log_loss": 0.62}, champion_metrics={"roc_auc": 0.75,
+        "log_loss": 0.61}, champion_label="champion v3", fairness_gap=0.25,
+        primary_metric="roc_auc", segment_column="segment", latency_ms_per_1k=4.0,
+    )  # fmt: skip
+    details = {(o.gate, o.metric): (o.passed, o.detail) for o in outcomes}
+    assert details[("min", "roc_auc")] == (False, "roc_auc 0.71 < 0.8 (short by 0.09)")
+    assert details[("max", "log_loss")] == (False, "log_loss 0.62 > 0.5 (over by 0.12)")
+    assert details[("max_regression", "roc_auc")] == (
+        False,
+        "roc_auc 0.71 vs champion v3 0.75: worse by 0.04, more than the allowed 0.01 "
+        "(over by 0.03)",
+    )
+    assert details[("max_regression", "log_loss")] == (
+        True, "log_loss 0.62 vs champion v3 0.61: worse by 0.01 (allowed 0.02)",
+    )  # fmt: skip
+    assert details[("max_fairness_gap", "fairness_gap(roc_auc)")][0] is False
+    assert "over by 0.15" in details[("max_fairness_gap", "fairness_gap(roc_auc)")][1]
+    assert details[("max_latency_ms_per_1k", "latency_ms_per_1k")][0] is True
+    # Without a champion nothing can regress; a missing metric never passes.
+    alone = check_gates(settings, {"roc_auc": 0.9}, fairness_gap=None, segment_column=None)
+    verdicts = {(o.gate, o.metric): o for o in alone}
+    assert verdicts[("max_regression", "roc_auc")].passed
+    assert not verdicts[("max", "log_loss")].passed
+    assert "not computed" in verdicts[("max", "log_loss")].detail
+    assert not verdicts[("max_fairness_gap", "fairness_gap")].passed
+    assert not verdicts[("max_latency_ms_per_1k", "latency_ms_per_1k")].passed
+
+
+def test_settings_are_checked():
+    from mldeck.config import parse_settings
+
+    with pytest.raises(ConfigError, match="unknown metric 'auc'"):
+        parse_settings("[gates]\nmin = {auc = 0.8}\n")
+    with pytest.raises(ConfigError, match="unknown key 'estimators' in \\[model\\]"):
+        parse_settings("[model]\nestimators = 'x'\n")
+    with pytest.raises(ConfigError, match="either estimator or entry_point"):
+        parse_settings("[model]\nestimator = 'a.B'\nentry_point = 'a:b'\n")
+    with pytest.raises(ConfigError, match="not 'module:function'"):
+        parse_settings("[model]\nentry_point = 'a.b'\n")
+    with pytest.raises(ConfigError, match="not a regression metric"):
+        parse_settings("[model]\ntask = 'regression'\nprimary_metric = 'roc_auc'\n")
+    settings = parse_settings("[model]\ntarget = 'y'\n[gates]\nmax_regression = {rmse = 0.5}\n")
+    assert settings.model.estimator_path.endswith("HistGradientBoostingClassifier")
+    assert settings.gates.max_regression == {"rmse": 0.5}
