@@ -21,6 +21,20 @@ from mldeck.workspace import (
 BASELINE_SCRIPT = Path(__file__).with_name("train_baseline.py")
 # Demos move fast: take files dropped into data/incoming/ after half a second of quiet.
 SETTLE = "settle_seconds = 0.5\n"
+# What 'mldeck run train' trains in the demo, and the gates a candidate must pass.
+MODEL_CONFIG = """
+[model]
+name = "churn"
+target = "churned"
+segment_column = "segment"
+params = {max_iter = 100}
+threads = 1
+
+[gates]
+min = {roc_auc = 0.75}
+max_regression = {roc_auc = 0.02}
+max_fairness_gap = 0.2
+"""
 
 
 def create_demo_workspace(
@@ -50,7 +64,8 @@ def create_demo_workspace(
     text = expectations_toml(
         profiled, dataset="churn", reference=str(reference.relative_to(workspace.root))
     )
-    append_to_config(workspace.config_path, text.replace("[data]\n", "[data]\n" + SETTLE, 1))
+    text = text.replace("[data]\n", "[data]\n" + SETTLE, 1) + MODEL_CONFIG
+    append_to_config(workspace.config_path, text)
     echo(f"inferred expectations for {len(profiled.profile['columns'])} columns into mldeck.toml")
     workspace = load_workspace(workspace.root)
     store = open_workspace_store(workspace)
