@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.pilot import Pilot
 
 from mldeck.tui.screens.data import VersionDetailScreen
 from mldeck.tui.screens.runs import RunDetailScreen
 
-from .conftest import make_app, settle
+from .conftest import T0, make_app, settle
+from .test_models_screen import models_workspace
 
 
 def test_overview(snap_compare, fixed_seeded) -> None:
@@ -83,3 +86,43 @@ def test_version_profile(snap_compare, data_seeded) -> None:
         await settle(pilot)
 
     assert snap_compare(make_app(*data_seeded), run_before=go)
+
+
+def models_app(root: Path):
+    """Two versions of churn (the second failed a gate), churn:1 the approved champion."""
+    from mldeck.store.models import Alias, Approval
+
+    workspace, store = models_workspace(root)
+    with store.write() as session:
+        session.add(Approval(model_version_id=1, decision="approved", user="ana",
+                             reason="holdout looks good", created_at=T0))  # fmt: skip
+        session.add(Alias(model_id=1, name="champion", model_version_id=1, updated_at=T0))
+    return make_app(workspace, store)
+
+
+def test_models(snap_compare, tmp_path) -> None:
+    async def go(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+
+    app = models_app(tmp_path / "ws")
+    try:
+        assert snap_compare(app, run_before=go)
+    finally:
+        app.store.close()
+
+
+def test_model_version(snap_compare, tmp_path) -> None:
+    async def go(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("enter")  # the newest version: churn:2, beside the champion churn:1
+        await settle(pilot)
+
+    app = models_app(tmp_path / "ws")
+    try:
+        assert snap_compare(app, run_before=go)
+    finally:
+        app.store.close()

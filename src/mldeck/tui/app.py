@@ -19,6 +19,7 @@ from mldeck.tui.screens import SECTIONS
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.data import DataScreen
 from mldeck.tui.screens.help import HelpScreen
+from mldeck.tui.screens.models import ModelsScreen
 from mldeck.tui.screens.overview import OverviewScreen
 from mldeck.tui.screens.runs import RunsScreen
 from mldeck.tui.themes import DEFAULT_THEME, discover_themes
@@ -30,12 +31,18 @@ class MldeckApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "mldeck"
-    MODES: ClassVar = {"overview": OverviewScreen, "runs": RunsScreen, "data": DataScreen}
+    MODES: ClassVar = {
+        "overview": OverviewScreen,
+        "runs": RunsScreen,
+        "data": DataScreen,
+        "models": ModelsScreen,
+    }
     DEFAULT_MODE = "overview"
     BINDINGS = [
         Binding("1", "switch_mode('overview')", "Overview", show=False, id="goto-overview"),
         Binding("2", "switch_mode('runs')", "Runs", show=False, id="goto-runs"),
         Binding("3", "switch_mode('data')", "Data", show=False, id="goto-data"),
+        Binding("4", "switch_mode('models')", "Models", show=False, id="goto-models"),
         Binding("question_mark", "help", "Help", id="help"),
         Binding("colon", "command_palette", "Commands", show=False, id="commands"),
         Binding("ctrl+r", "refresh", "Refresh", show=False, id="refresh"),

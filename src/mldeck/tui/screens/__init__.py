@@ -5,4 +5,5 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("overview", "Overview"),
     ("runs", "Runs"),
     ("data", "Data"),
+    ("models", "Models"),
 )

@@ -8,20 +8,34 @@ from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.color import Color, ColorParseError
 from textual.containers import VerticalScroll
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Log, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
+from textual_plotext import PlotextPlot
 
 from mldeck import formatting as fmt
 from mldeck.errors import MldeckError
 from mldeck.store.engine import Store
-from mldeck.store.queries import RunDetail, RunFilter, RunRow, list_runs, run_detail
+from mldeck.store.queries import (
+    RunDetail,
+    RunFilter,
+    RunRow,
+    list_runs,
+    metric_series,
+    run_detail,
+)
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.styles import status_text
 from mldeck.tui.widgets.table import DeckTable
 
 WINDOW = 500
 LOG_LINES = 1000
+CHART_POINTS = 2000
+
+# A metric's curve: its key and its (step, value) points.
+Curve = tuple[str, list[tuple]]
 
 
 def run_cells(app: App, row: RunRow) -> tuple:
@@ -142,6 +156,7 @@ class RunDetailScreen(DeckScreen):
         super().__init__()
         self.run_id = run_id
         self._log_tail: tuple[int, int] | None = None
+        self._metric: str | None = None  # the metric whose curve is drawn
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="run-summary")
@@ -150,6 +165,7 @@ class RunDetailScreen(DeckScreen):
                 yield DeckTable(id="run-params", cursor_type="row")
             with TabPane("Metrics", id="metrics"):
                 yield DeckTable(id="run-metrics")
+                yield MetricPlot(id="run-chart")
             with TabPane("Logs", id="logs"):
                 yield Log(id="run-log", highlight=False, auto_scroll=True)
             with TabPane("Error", id="error"), VerticalScroll():
@@ -164,10 +180,17 @@ class RunDetailScreen(DeckScreen):
     def subtitle(self) -> str:
         return f"run {self.run_id}"
 
-    def fetch(self, store: Store) -> RunDetail:
-        return run_detail(store, self.run_id, log_limit=LOG_LINES)
+    def fetch(self, store: Store) -> tuple[RunDetail, Curve | None]:
+        detail = run_detail(store, self.run_id, log_limit=LOG_LINES)
+        keys = [m.key for m in detail.metrics]
+        key = self._metric if self._metric in keys else (keys[0] if keys else None)
+        curve = None
+        if key is not None:
+            curve = (key, metric_series(store, self.run_id, key, limit=CHART_POINTS))
+        return detail, curve
 
-    def show(self, detail: RunDetail) -> None:
+    def show(self, data: tuple[RunDetail, Curve | None]) -> None:
+        detail, curve = data
         run = detail.run
         row = RunRow.of(run)
         summary = Text()
@@ -203,6 +226,7 @@ class RunDetailScreen(DeckScreen):
             ]
         )  # fmt: skip
         metrics.border_subtitle = "" if detail.metrics else "no metrics logged"
+        self._draw_curve(curve)
 
         tail = (detail.log_count, detail.logs[-1].id if detail.logs else 0)
         if tail != self._log_tail:
@@ -220,8 +244,62 @@ class RunDetailScreen(DeckScreen):
         error = self.query_one("#run-error", Static)
         error.update(Text(run.error) if run.error else Text("No error recorded.", style="dim"))
 
+    def _draw_curve(self, curve: Curve | None) -> None:
+        self._metric = curve[0] if curve is not None else None
+        plot = self.query_one("#run-chart", MetricPlot)
+        if plot.curve != curve:
+            plot.draw(curve)
+
+    @on(DataTable.RowHighlighted, "#run-metrics")
+    def _metric_highlighted(self) -> None:
+        # The key under the cursor now (not the event's: a reload highlights rows on its way).
+        key = self.query_one("#run-metrics", DeckTable).selected_key()
+        if key is None or key == self._metric:
+            return
+        self._metric = key
+        self.run_worker(
+            lambda: self._fetch_curve(key),
+            thread=True,
+            exclusive=True,
+            group="curve",
+            exit_on_error=False,
+        )
+
+    def _fetch_curve(self, key: str) -> None:
+        curve = (key, metric_series(self.deck.store, self.run_id, key, limit=CHART_POINTS))
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._draw_curve, curve)
+
     def action_tab(self, tab: str) -> None:
         self.query_one("#run-tabs", TabbedContent).active = tab
+
+
+class MetricPlot(PlotextPlot):
+    """The line of one metric over its steps, in the theme's primary colour."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.curve: Curve | None = None
+
+    def on_mount(self) -> None:
+        # PlotextPlot's own on_mount runs too (Textual calls the handler of every class).
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.draw(self.curve))
+
+    def draw(self, curve: Curve | None) -> None:
+        """Draw *curve* (None clears the plot)."""
+        self.curve = curve
+        plt = self.plt
+        plt.clear_figure()
+        if curve is not None and curve[1]:
+            key, points = curve
+            try:
+                color = Color.parse(self.app.theme_variables.get("primary", "")).rgb
+            except ColorParseError:
+                color = (128, 128, 128)
+            plt.plot([p[0] for p in points], [p[1] for p in points], color=color, marker="braille")
+            plt.title(key)
+            plt.xlabel("step")
+        self.refresh()
 
 
 def _param_rows(run: Any) -> list[tuple[str, str, str, Any]]:

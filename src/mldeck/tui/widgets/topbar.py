@@ -28,6 +28,12 @@ class TopBar(Static):
         self.read_only = read_only
 
     def render(self) -> Text:
+        text = self._line(compact=False)
+        if text.cell_len > self.content_size.width > 0:
+            text = self._line(compact=True)  # other sections by number only
+        return text
+
+    def _line(self, *, compact: bool) -> Text:
         variables = self.app.theme_variables
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append("mldeck", style="bold")
@@ -35,9 +41,13 @@ class TopBar(Static):
         for number, (mode, title) in enumerate(SECTIONS, start=1):
             if mode == self.section:
                 text.append(f" {number} {title} ", style="bold reverse")
+            elif compact:
+                text.append(f" {number}", style="bold")
             else:
                 text.append(f" {number}", style="bold")
                 text.append(f" {title} ", style="dim")
+        if compact:
+            text.append(" ")
         if self.screen_title:
             text.append(f"› {self.screen_title} ", style="bold")
         text.append("│ champion ")

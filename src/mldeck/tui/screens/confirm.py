@@ -1,0 +1,43 @@
+"""A confirmation dialog for a change of state: what will happen, a reason, Confirm / Cancel."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Static
+
+
+class ConfirmScreen(ModalScreen[str | None]):
+    """Dismissed with the reason typed (possibly empty) on confirm, or None on cancel."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="confirm-cancel")]
+
+    def __init__(self, title: str, description: str, *, placeholder: str = "reason") -> None:
+        super().__init__()
+        self.title_text = title
+        self.description = description
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box") as box:
+            box.border_title = self.title_text
+            yield Static(self.description, id="confirm-description")
+            yield Input(placeholder=self.placeholder, id="confirm-reason")
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Confirm", variant="primary", id="confirm-ok")
+                yield Button("Cancel", id="confirm-no")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-reason", Input).focus()
+
+    @on(Input.Submitted, "#confirm-reason")
+    @on(Button.Pressed, "#confirm-ok")
+    def _confirm(self) -> None:
+        self.dismiss(self.query_one("#confirm-reason", Input).value.strip())
+
+    @on(Button.Pressed, "#confirm-no")
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,374 @@
+"""Models: every registered version with its aliases, gates and approval, and one version in
+detail (metrics beside the champion's, gates, lineage, history) with approve / promote /
+rollback / archive behind a confirmation dialog."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
+
+from mldeck import formatting as fmt
+from mldeck.ml import registry
+from mldeck.store.engine import Store
+from mldeck.store.queries import (
+    ModelVersionDetail,
+    ModelVersionRow,
+    list_model_versions,
+    model_version_detail,
+    numeric_metrics,
+)
+from mldeck.tui.screens.base import DeckScreen
+from mldeck.tui.screens.confirm import ConfirmScreen
+from mldeck.tui.styles import rich_color, status_text
+from mldeck.tui.widgets.table import DeckTable
+
+WINDOW = 200
+
+_VERSION_STATUS = {
+    "candidate": "queued",
+    "approved": "succeeded",
+    "rejected": "failed",
+    "archived": "cancelled",
+}
+
+
+def version_status(app: App, status: str) -> Text:
+    """A version's status in the colour of the run status that means the same."""
+    text = status_text(app, _VERSION_STATUS.get(status, status))
+    text.plain = status
+    return text
+
+
+def alias_text(app: App, aliases: tuple[str, ...]) -> Text:
+    """The aliases of a version, ``champion`` in the theme's champion colour."""
+    text = Text()
+    color = rich_color(app.theme_variables.get("champion", ""))
+    for index, alias in enumerate(aliases):
+        if index:
+            text.append(", ")
+        if alias == registry.CHAMPION:
+            text.append(f"★ {alias}", style=f"bold {color}".strip())
+        else:
+            text.append(alias)
+    return text
+
+
+def gates_text(app: App, row: ModelVersionRow) -> Text:
+    """``3✓`` or ``2✓ 1✗`` (passed, failed); ``none`` when no gate was evaluated."""
+    if not row.gates_passed and not row.gates_failed:
+        return Text("none", style="dim")
+    text = Text(f"{row.gates_passed}✓")
+    if row.gates_failed:
+        color = rich_color(app.theme_variables.get("status-failed", ""))
+        text.append(f" {row.gates_failed}✗", style=f"bold {color}".strip())
+    return text
+
+
+def key_metric(metrics: dict[str, Any], primary: str) -> float | None:
+    """The value of *primary* among the (flattened) metrics, if it is there."""
+    found = numeric_metrics(metrics)
+    if primary in found:
+        return found[primary]
+    for name, value in found.items():
+        if name.rsplit(".", 1)[-1] == primary:
+            return value
+    return None
+
+
+class ModelsScreen(DeckScreen):
+    SCREEN_TITLE = "Models"
+    HELP = (
+        "Every registered model version, newest first per model: its status, aliases (the "
+        "champion is starred), how many gates it passed (✓) and failed (✗), the latest approval decision "
+        "and the key metric ([model] primary_metric). Enter opens a version, where it can be "
+        "approved, promoted, rolled back to or archived."
+    )
+
+    def compose_body(self) -> ComposeResult:
+        yield DeckTable(id="models-table")
+        yield Static(id="models-status")
+
+    def on_mount(self) -> None:
+        primary = self.deck.workspace.settings.model.primary
+        table = self.query_one("#models-table", DeckTable)
+        table.add_columns(
+            "VERSION", "STATUS", "ALIASES", "GATES", "APPROVAL", primary.upper(), "CREATED"
+        )
+        table.focus()
+
+    def fetch(self, store: Store) -> tuple[list[ModelVersionRow], int]:
+        return list_model_versions(store, limit=WINDOW)
+
+    def show(self, data: tuple[list[ModelVersionRow], int]) -> None:
+        rows, total = data
+        primary = self.deck.workspace.settings.model.primary
+        table = self.query_one("#models-table", DeckTable)
+        table.replace_rows(
+            [
+                (
+                    str(row.id),
+                    (
+                        row.label,
+                        version_status(self.app, row.status),
+                        alias_text(self.app, row.aliases),
+                        gates_text(self.app, row),
+                        row.decision or Text("none", style="dim"),
+                        Text(fmt.number(key_metric(row.metrics, primary)), justify="right"),
+                        fmt.when(row.created_at)[:16],
+                    ),
+                )
+                for row in rows
+            ]
+        )
+        if total == 0:
+            message = "no model versions yet (mldeck run train registers one)"
+        elif total > len(rows):
+            message = f"showing {len(rows)} of {total} model versions"
+        else:
+            message = fmt.plural(total, "model version")
+        self.query_one("#models-status", Static).update(message)
+
+    @on(DataTable.RowSelected, "#models-table")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.app.push_screen(ModelVersionScreen(int(event.row_key.value)))
+
+
+# The actions on a version: (verb shown in the dialog, whether a reason is required).
+_ACTIONS = {
+    "approve": ("Approve", True),
+    "promote": ("Promote to champion", False),
+    "rollback": ("Roll back to", True),
+    "archive": ("Archive", False),
+}
+
+
+class ModelVersionScreen(DeckScreen):
+    SCREEN_TITLE = "Model version"
+    HELP = (
+        "One model version: its metrics beside the current champion's, each gate with its result "
+        "and detail, its lineage (dataset versions → training run → version) and its history "
+        "(the audit trail: registration, approvals, promotions); m, t, l and h show those tabs. "
+        "a approves, p promotes to "
+        "champion, b rolls the champion back to this version, x archives it; each asks for "
+        "confirmation and a reason first. Read-only consoles cannot change anything."
+    )
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="model-back"),
+        Binding("m", "tab('metrics')", "Metrics", show=False, id="model-tab-metrics"),
+        Binding("t", "tab('gates')", "Gates", show=False, id="model-tab-gates"),
+        Binding("l", "tab('lineage')", "Lineage", show=False, id="model-tab-lineage"),
+        Binding("h", "tab('history')", "History", show=False, id="model-tab-history"),
+        Binding("a", "change('approve')", "Approve", id="model-approve"),
+        Binding("p", "change('promote')", "Promote", id="model-promote"),
+        Binding("b", "change('rollback')", "Rollback", id="model-rollback"),
+        Binding("x", "change('archive')", "Archive", id="model-archive"),
+    ]
+
+    def __init__(self, model_version_id: int) -> None:
+        super().__init__()
+        self.model_version_id = model_version_id
+        self.row: ModelVersionRow | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="model-summary")
+        with TabbedContent(initial="metrics", id="model-tabs"):
+            with TabPane("Metrics", id="metrics"):
+                yield DeckTable(id="model-metrics")
+            with TabPane("Gates", id="gates"):
+                yield DeckTable(id="model-gates")
+            with TabPane("Lineage", id="lineage"), VerticalScroll():
+                yield Static(id="model-lineage")
+            with TabPane("History", id="history"):
+                yield DeckTable(id="model-history")
+
+    def on_mount(self) -> None:
+        self.query_one("#model-gates", DeckTable).add_columns("GATE", "RESULT", "DETAIL")
+        self.query_one("#model-history", DeckTable).add_columns("TIME", "WHO", "WHAT", "DETAIL")
+
+    def subtitle(self) -> str:
+        return self.row.label if self.row is not None else f"version {self.model_version_id}"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "change" and self.deck.read_only)
+
+    def fetch(self, store: Store) -> ModelVersionDetail:
+        return model_version_detail(store, self.model_version_id)
+
+    def show(self, detail: ModelVersionDetail) -> None:
+        row = detail.row
+        self.row = row
+        self.sync_topbar()
+        summary = Text(no_wrap=True, overflow="ellipsis")
+        summary.append(row.label, style="bold")
+        summary.append(" ")
+        summary.append_text(version_status(self.app, row.status))
+        if row.aliases:
+            summary.append(" · ")
+            summary.append_text(alias_text(self.app, row.aliases))
+        summary.append(f" · approval {row.decision or 'none'}")
+        if row.decided_by:
+            summary.append(f" by {row.decided_by}")
+        run = detail.run
+        summary.append(f"\nrun {f'#{run.id} {run.name}' if run else 'none'}")
+        summary.append(f" · created {fmt.when(row.created_at)}")
+        champion = detail.champion
+        if champion is not None:
+            summary.append(f" · champion {champion.label}")
+        elif registry.CHAMPION not in row.aliases:
+            summary.append(" · no champion")
+        self.query_one("#model-summary", Static).update(summary)
+
+        metrics = self.query_one("#model-metrics", DeckTable)
+        header = ("METRIC", "THIS", champion.label.upper() if champion else "CHAMPION", "DELTA")
+        if tuple(str(c.label) for c in metrics.columns.values()) != header:
+            metrics.clear(columns=True)
+            metrics.add_columns(*header)
+        metrics.replace_rows(
+            [
+                (
+                    c.key,
+                    (
+                        c.key,
+                        Text(fmt.number(c.value), justify="right"),
+                        Text(fmt.number(c.champion), justify="right"),
+                        Text("" if c.delta is None else f"{c.delta:+.4g}", justify="right"),
+                    ),
+                )
+                for c in detail.comparison
+            ]
+        )
+        metrics.border_subtitle = "" if detail.comparison else "no metrics recorded"
+
+        gates = self.query_one("#model-gates", DeckTable)
+        gates.replace_rows(
+            [
+                (
+                    str(index),
+                    (
+                        gate.gate,
+                        _result(self.app, gate.passed),
+                        gate.detail or _figures(gate.metric, gate.value, gate.threshold),
+                    ),
+                )
+                for index, gate in enumerate(detail.gates)
+            ]
+        )
+        gates.border_subtitle = "" if detail.gates else "no gates evaluated"
+
+        self.query_one("#model-lineage", Static).update(_lineage(detail))
+
+        history = self.query_one("#model-history", DeckTable)
+        history.replace_rows(
+            [
+                (
+                    str(event.id),
+                    (fmt.when(event.ts), event.actor, event.action, _details(event.details)),
+                )
+                for event in reversed(detail.history)
+            ]
+        )
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#model-tabs", TabbedContent).active = tab
+
+    def action_change(self, action: str) -> None:
+        row = self.row
+        if row is None or self.deck.read_only:
+            return
+        verb, needs_reason = _ACTIONS[action]
+        if action == "rollback":
+            what = f"Make {row.label} the champion again (roll back)."
+        elif action == "promote":
+            what = f"Make {row.label} the champion of {row.model}."
+        else:
+            what = f"{verb} {row.label}."
+        hint = "reason (required)" if needs_reason else "reason (optional)"
+        self.app.push_screen(
+            ConfirmScreen(f"{verb} {row.label}", what, placeholder=hint),
+            lambda reason: self._confirmed(action, row.label, reason),
+        )
+
+    def _confirmed(self, action: str, ref: str, reason: str | None) -> None:
+        if reason is None:
+            return
+        self.run_worker(
+            lambda: self._apply(action, ref, reason),
+            thread=True,
+            group="change",
+            exit_on_error=False,
+        )
+
+    def _apply(self, action: str, ref: str, reason: str) -> None:
+        """Run the registry change (in a worker thread); errors reach report_error."""
+        store = self.deck.store
+        auto = registry.auto_approve_policy(self.deck.workspace.settings)
+        calls: dict[str, Callable[[], registry.Change]] = {
+            "approve": lambda: registry.approve(store, ref, reason=reason),
+            "promote": lambda: registry.promote(store, ref, reason=reason, auto_approve=auto),
+            "rollback": lambda: registry.rollback(store, ref, reason=reason, auto_approve=auto),
+            "archive": lambda: registry.archive(store, ref, reason=reason),
+        }
+        change = calls[action]()
+        self.app.call_from_thread(self._done, change)
+
+    def _done(self, change: registry.Change) -> None:
+        self.notify(change.describe(), title="Done", timeout=8)
+        self.reload()
+
+
+def _result(app: App, passed: bool) -> Text:
+    text = status_text(app, "ok" if passed else "fail")
+    text.plain = "pass" if passed else "fail"
+    return text
+
+
+def _figures(metric: str, value: float | None, threshold: float | None) -> str:
+    if not metric:
+        return ""
+    return f"{metric} {fmt.number(value)} vs {fmt.number(threshold)}"
+
+
+def _details(details: dict[str, Any]) -> str:
+    """The interesting part of an audit event's details, on one line."""
+    parts = [
+        f"{key}={value}"
+        for key, value in details.items()
+        if key not in ("model", "schema", "code_version") and value not in (None, "", [], {})
+    ]
+    text = " ".join(parts)
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _lineage(detail: ModelVersionDetail) -> Text:
+    """Dataset versions → run → this version, one step per line."""
+    text = Text()
+    if detail.inputs:
+        for dataset, version, _id, sha256, role in detail.inputs:
+            text.append(f"dataset {dataset} v{version}", style="bold")
+            text.append(f"  {role} · sha256 {sha256[:12]}\n")
+    else:
+        text.append("no dataset versions recorded\n", style="dim")
+    run = detail.run
+    text.append("  ↓\n")
+    if run is not None:
+        text.append(f"run #{run.id} {run.name}", style="bold")
+        text.append(f"  {run.kind} · {run.status} · {fmt.when(run.started_at or run.created_at)}\n")
+    else:
+        text.append("no run recorded\n", style="dim")
+    text.append("  ↓\n")
+    text.append(f"version {detail.row.label}", style="bold")
+    if detail.artifact is not None:
+        artifact = detail.artifact
+        text.append(f"  {artifact.name} · {fmt.size(artifact.size_bytes)}")
+        text.append(f" · sha256 {artifact.sha256[:12]}")
+    code = detail.code_version.get("git_commit")
+    if code:
+        text.append(f"\ncode {str(code)[:12]}")
+    return text

@@ -1,0 +1,308 @@
+"""The Models screen and the run metric chart through Textual's Pilot at 80x24, on a real store."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from sqlalchemy import select
+from textual.widgets import Static
+
+from mldeck.ml.registry import register_version
+from mldeck.store.engine import Store
+from mldeck.store.models import Alias, Approval, GateResult, Run
+from mldeck.store.queries import champions
+from mldeck.tui.screens.confirm import ConfirmScreen
+from mldeck.tui.screens.models import ModelsScreen, ModelVersionScreen
+from mldeck.tui.screens.runs import MetricPlot, RunDetailScreen
+from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.topbar import TopBar
+from mldeck.workspace import Workspace, init_workspace, open_workspace_store
+
+from .conftest import T0, make_app, settle, until
+
+SIZE = (80, 24)
+
+
+def seed_models(store: Store) -> None:
+    """churn:1 passes its gate, churn:2 fails it; each made by its own training run."""
+    specs = [
+        ({"roc_auc": 0.812, "f1": 0.61, "log_loss": 0.41}, 0.812, True),
+        ({"roc_auc": 0.731, "f1": 0.66, "log_loss": 0.45}, 0.731, False),
+    ]
+    with store.write() as session:
+        for number, (metrics, auc, passed) in enumerate(specs, start=1):
+            at = T0 + timedelta(hours=number)
+            run = Run(name="train-gbm", kind="train", trigger="manual", status="succeeded",
+                      created_at=at, started_at=at, ended_at=at + timedelta(minutes=5),
+                      heartbeat_at=at, progress=1.0, user="ana", host="ml-box")  # fmt: skip
+            session.add(run)
+            session.flush()
+            version = register_version(
+                session,
+                "churn",
+                run_id=run.id,
+                artifact_id=None,
+                metrics=metrics,
+                schema={"tenure_months": "Int64"},
+                code_version={"git_commit": f"{number}f2a9c1d4e5b6a7980112233445566778899aab"},
+            )
+            version.created_at = at + timedelta(minutes=5)
+            session.add(version)
+            session.add(
+                GateResult(model_version_id=version.id, run_id=run.id, gate="min_roc_auc",
+                           metric="roc_auc", threshold=0.75, value=auc, passed=passed,
+                           detail=f"roc_auc {auc} {'>=' if passed else '<'} 0.75", created_at=at)
+            )  # fmt: skip
+            session.add(
+                GateResult(model_version_id=version.id, run_id=run.id, gate="max_log_loss",
+                           metric="log_loss", threshold=0.5, value=metrics["log_loss"],
+                           passed=True, detail="log_loss below 0.5", created_at=at)
+            )  # fmt: skip
+
+
+def models_workspace(root: Path) -> tuple[Workspace, Store]:
+    """A workspace whose store holds the two versions of seed_models (WAL checkpointed)."""
+    workspace = init_workspace(root, name="snapshot-demo")
+    store = open_workspace_store(workspace)
+    seed_models(store)
+    store.close()
+    return workspace, open_workspace_store(workspace)
+
+
+@pytest.fixture
+def models_seeded(tmp_path: Path) -> tuple[Workspace, Store]:
+    workspace, store = models_workspace(tmp_path / "ws")
+    yield workspace, store
+    store.close()
+
+
+def column(table: DeckTable, index: int) -> list[str]:
+    return [str(table.get_row(key)[index]) for key in table.rows]
+
+
+def static_text(widget: Static) -> str:
+    console = Console(width=200, file=io.StringIO(), record=True)
+    console.print(widget.content)
+    return console.export_text()
+
+
+def approvals(store: Store, version_id: int) -> list[tuple[str, str]]:
+    with store.read() as session:
+        rows = session.execute(
+            select(Approval.decision, Approval.reason).where(
+                Approval.model_version_id == version_id
+            )
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def champion_ids(store: Store) -> list[int]:
+    return [c.model_version_id for c in champions(store)]
+
+
+def notices(app) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+async def open_models(pilot) -> ModelsScreen:
+    await settle(pilot)
+    await pilot.press("4")
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, ModelsScreen)
+    return screen
+
+
+async def open_model_version(pilot, version_id: int) -> ModelVersionScreen:
+    screen = await open_models(pilot)
+    table = screen.query_one("#models-table", DeckTable)
+    table.move_cursor(row=table.get_row_index(str(version_id)))
+    await pilot.press("enter")
+    await settle(pilot)
+    detail = pilot.app.screen
+    assert isinstance(detail, ModelVersionScreen) and detail.model_version_id == version_id
+    return detail
+
+
+async def confirm_with(pilot, reason: str, *, click: bool = False) -> None:
+    await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen))
+    await pilot.press(*reason)
+    if click:
+        await pilot.click("#confirm-ok")
+    else:
+        await pilot.press("enter")
+    await until(pilot, lambda: isinstance(pilot.app.screen, ModelVersionScreen))
+    await settle(pilot)
+
+
+async def test_versions_are_listed_with_gates_and_aliases(models_seeded) -> None:
+    workspace, store = models_seeded
+    with store.write() as session:
+        session.add(Alias(model_id=1, name="champion", model_version_id=1, updated_at=T0))
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(pilot)
+        assert screen.query_one(TopBar).section == "models"
+        table = screen.query_one("#models-table", DeckTable)
+        assert list(key.value for key in table.rows) == ["2", "1"]
+        assert column(table, 0) == ["churn:2", "churn:1"]
+        assert column(table, 1) == ["candidate", "candidate"]
+        assert column(table, 2) == ["", "★ champion"]
+        assert column(table, 3) == ["1✓ 1✗", "2✓"]
+        assert column(table, 5) == ["0.731", "0.812"]
+        assert column(table, 6)[1] == "2026-03-02 10:05"
+        assert "2 model versions" in static_text(screen.query_one("#models-status"))
+        assert app.query_one(TopBar).champion == "churn v1"
+
+
+async def test_version_detail_tabs(models_seeded) -> None:
+    app = make_app(*models_seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 2)
+        assert detail.query_one(TopBar).screen_title == "churn:2"
+        summary = static_text(detail.query_one("#model-summary"))
+        assert "churn:2 candidate" in summary and "run #2 train-gbm" in summary
+        assert "created 2026-03-02 11:05:00" in summary
+        metrics = detail.query_one("#model-metrics", DeckTable)
+        assert column(metrics, 0) == ["roc_auc", "f1", "log_loss"]
+        gates = detail.query_one("#model-gates", DeckTable)
+        assert column(gates, 0) == ["min_roc_auc", "max_log_loss"]
+        assert column(gates, 1) == ["fail", "pass"]
+        assert "0.731 < 0.75" in column(gates, 2)[0]
+        await pilot.press("l")
+        lineage = static_text(detail.query_one("#model-lineage"))
+        assert "run #2 train-gbm" in lineage and "version churn:2" in lineage
+        await pilot.press("h")
+        history = detail.query_one("#model-history", DeckTable)
+        assert "model_version.register" in column(history, 2)
+
+
+async def test_metrics_side_by_side_with_the_champion(models_seeded) -> None:
+    workspace, store = models_seeded
+    with store.write() as session:
+        session.add(Alias(model_id=1, name="champion", model_version_id=1, updated_at=T0))
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 2)
+        metrics = detail.query_one("#model-metrics", DeckTable)
+        headers = [str(c.label) for c in metrics.columns.values()]
+        assert headers == ["METRIC", "THIS", "CHURN:1", "DELTA"]
+        assert metrics.get_row("roc_auc")[1].plain == "0.731"
+        assert metrics.get_row("roc_auc")[2].plain == "0.812"
+        assert metrics.get_row("roc_auc")[3].plain == "-0.081"
+
+
+async def test_approve_through_the_dialog(models_seeded) -> None:
+    workspace, store = models_seeded
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 1)
+        await pilot.press("a")
+        await confirm_with(pilot, "holdout looks good")
+        await until(pilot, lambda: approvals(store, 1) == [("approved", "holdout looks good")])
+        await until(pilot, lambda: "approved" in static_text(detail.query_one("#model-summary")))
+        assert any("churn:1 approved" in text for text in notices(app))
+
+
+async def test_promote_sets_the_champion_and_the_top_bar(models_seeded) -> None:
+    from mldeck.ml.registry import approve
+
+    workspace, store = models_seeded
+    approve(store, "churn:1", reason="fine")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 1)
+        assert detail.query_one(TopBar).champion == ""
+        await pilot.press("p")
+        await confirm_with(pilot, "ship it", click=True)
+        await until(pilot, lambda: champion_ids(store) == [1])
+        await until(pilot, lambda: detail.query_one(TopBar).champion == "churn v1")
+        await until(pilot, lambda: "★ champion" in static_text(detail.query_one("#model-summary")))
+
+
+async def test_promoting_a_version_that_failed_a_gate_is_refused(models_seeded) -> None:
+    from mldeck.ml.registry import approve
+
+    workspace, store = models_seeded
+    approve(store, "churn:2", reason="try it")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_model_version(pilot, 2)
+        await pilot.press("p")
+        await confirm_with(pilot, "please")
+        await until(pilot, lambda: any("min_roc_auc" in text for text in notices(app)))
+        refused = next(text for text in notices(app) if "min_roc_auc" in text)
+        assert "churn:2 failed its gates" in refused
+        assert champion_ids(store) == []
+
+
+async def test_cancel_changes_nothing(models_seeded) -> None:
+    workspace, store = models_seeded
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_model_version(pilot, 1)
+        seq = store.change_seq()
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press(*"never mind")
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ModelVersionScreen))
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.click("#confirm-no")
+        await until(pilot, lambda: isinstance(app.screen, ModelVersionScreen))
+        await settle(pilot)
+        assert approvals(store, 1) == []
+        assert store.change_seq() == seq
+
+
+async def test_read_only_hides_the_actions(models_seeded) -> None:
+    workspace, store = models_seeded
+    app = make_app(workspace, store, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 1)
+        shown = {binding.binding.key for binding in detail.active_bindings.values()}
+        assert {"a", "p", "b", "x"}.isdisjoint(shown)
+        assert {"m", "t", "l", "h"} <= shown
+        await pilot.press("a", "p", "b", "x")
+        await settle(pilot)
+        assert app.screen is detail
+        assert approvals(store, 1) == []
+
+
+async def test_read_write_shows_the_actions(models_seeded) -> None:
+    app = make_app(*models_seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 1)
+        shown = {binding.binding.key for binding in detail.active_bindings.values()}
+        assert {"a", "p", "b", "x"} <= shown
+
+
+async def test_run_metric_chart_follows_the_selected_metric(seeded) -> None:
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.push_screen(RunDetailScreen(3))
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        screen = app.screen
+        table = screen.query_one("#run-metrics", DeckTable)
+        plot = screen.query_one("#run-chart", MetricPlot)
+        first, second = [key.value for key in table.rows]
+        assert plot.curve is not None and plot.curve[0] == first
+        assert len(plot.curve[1]) == 40
+        table.focus()
+        await pilot.press("j")
+        await settle(pilot)
+        await until(pilot, lambda: plot.curve is not None and plot.curve[0] == second)
+        points = plot.curve[1]
+        assert len(points) == 40 and points[0][0] == 0 and points[-1][0] == 39
+        # A reload keeps the chosen metric.
+        screen.reload()
+        await settle(pilot)
+        assert plot.curve[0] == second
