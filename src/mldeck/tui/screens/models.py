@@ -237,7 +237,7 @@ class ModelVersionScreen(DeckScreen):
                     (
                         c.key,
                         Text(fmt.number(c.value), justify="right"),
-                        Text(fmt.number(c.champion), justify="right"),
+                        Text("-" if champion is None else fmt.number(c.champion), justify="right"),
                         Text("" if c.delta is None else f"{c.delta:+.4g}", justify="right"),
                     ),
                 )
