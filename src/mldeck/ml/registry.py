@@ -23,7 +23,6 @@ from mldeck.store.engine import Store
 from mldeck.store.models import (
     Alias,
     Approval,
-    Artifact,
     AuditEvent,
     GateResult,
     ModelVersion,
@@ -603,16 +602,10 @@ def archive(store: Store, ref: str, *, reason: str = "", user: str | None = None
 
 def load_version(workspace: Workspace, store: Store, version: ModelVersion) -> Any:
     """The fitted model of *version*, read from its artifact: sha256 verified, skops trusted
-    types only (``mldeck.ml.model_files.load_model_file``)."""
-    if version.artifact_id is None:
-        raise MldeckError(f"model version {version.id} has no model file recorded")
-    with store.read() as session:
-        artifact = session.get(Artifact, version.artifact_id)
-    if artifact is None:
-        raise MldeckError(f"the model file of model version {version.id} is not in the store")
-    from mldeck.ml.model_files import load_model_file
+    types only (``mldeck.ml.model_files.load_version``)."""
+    from mldeck.ml.model_files import load_version as load_file_of
 
-    return load_model_file(workspace, artifact)
+    return load_file_of(workspace, store, version)
 
 
 def load_model(ref: str, *, workspace: Workspace | Path | str | None = None) -> Any:

@@ -225,6 +225,7 @@ class VersionDetailScreen(DeckScreen):
         Binding("r", "tab('rows')", "Quarantined rows", id="version-tab-rows"),
         Binding("p", "tab('profile')", "Profile", id="version-tab-profile"),
         Binding("z", "zoom", "Zoom chart", id="version-zoom"),
+        Binding("s", "score", "Score", id="version-score"),
     ]
 
     def __init__(self, version_id: int) -> None:
@@ -471,10 +472,43 @@ class VersionDetailScreen(DeckScreen):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "score":
+            return not self.app.read_only
         if action == "zoom":
             tabs = self.query("#version-tabs")
             return bool(tabs) and tabs.first(TabbedContent).active == "profile"
         return True
+
+    def action_score(self) -> None:
+        """Score this version with the champion (and the challenger in shadow), after confirming."""
+        from mldeck.tui.screens.confirm import ConfirmScreen
+
+        what = (
+            f"Score {self._label} with the champion, and the challenger in shadow if there is one. "
+            "Predictions are stored as an artifact of a score run."
+        )
+        self.app.push_screen(
+            ConfirmScreen(f"Score {self._label}", what, placeholder="note (optional)"),
+            self._score_confirmed,
+        )
+
+    def _score_confirmed(self, note: str | None) -> None:
+        if note is not None:
+            self.run_worker(self._score, thread=True, group="score", exit_on_error=False)
+
+    def _score(self) -> None:
+        from mldeck.ml.scoring import score_batch
+
+        app = self.app
+        result = score_batch(app.workspace, app.store, self.version_id)
+        champion = result.champion
+        message = (
+            f"{result.dataset}:v{result.dataset_version}: {champion.rows} rows scored by "
+            f"{champion.model}:{champion.version} in {champion.latency_ms:.0f} ms"
+        )
+        if result.shadow is not None:
+            message += f"; shadow {result.shadow.model}:{result.shadow.version} too"
+        app.call_from_thread(app.notify, message, title="Scored", timeout=10)
 
     def action_zoom(self) -> None:
         """Give the chart the room: the table keeps only the current column's row."""

@@ -88,12 +88,43 @@ class ModelsScreen(DeckScreen):
         "Every registered model version, newest first per model: its status, aliases (the "
         "champion is starred), how many gates it passed (✓) and failed (✗), the latest approval decision "
         "and the key metric ([model] primary_metric). Enter opens a version, where it can be "
-        "approved, promoted, rolled back to or archived."
+        "approved, promoted, rolled back to or archived. n trains a new candidate."
     )
+
+    BINDINGS = [Binding("n", "train", "Train candidate", id="models-train")]
 
     def compose_body(self) -> ComposeResult:
         yield DeckTable(id="models-table")
         yield Static(id="models-status")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "train" and self.deck.read_only)
+
+    def action_train(self) -> None:
+        """Train a candidate as `mldeck run train` does, in a worker thread, after confirming."""
+        settings = self.deck.workspace.settings.model
+        what = (
+            f"Train a new candidate of {settings.name} from [model] in mldeck.toml, evaluate it "
+            "beside the champion and check the gates. Progress shows on the Runs screen."
+        )
+        self.app.push_screen(
+            ConfirmScreen(f"Train {settings.name}", what, placeholder="note (optional)"),
+            self._train_confirmed,
+        )
+
+    def _train_confirmed(self, note: str | None) -> None:
+        if note is None:
+            return
+        self.notify("training started: follow it on the Runs screen (2)", timeout=6)
+        self.run_worker(self._train, thread=True, group="train", exit_on_error=False)
+
+    def _train(self) -> None:
+        from mldeck.ml.train import train
+
+        result = train(self.deck.workspace, self.deck.store)
+        gates = "all gates passed" if result.gates_passed else "a gate failed"
+        message = f"registered {result.model}:{result.version} (run {result.run_id}); {gates}"
+        self.app.call_from_thread(self.notify, message, title="Trained", timeout=10)
 
     def on_mount(self) -> None:
         primary = self.deck.workspace.settings.model.primary
