@@ -306,3 +306,44 @@ async def test_run_metric_chart_follows_the_selected_metric(seeded) -> None:
         screen.reload()
         await settle(pilot)
         assert plot.curve[0] == second
+
+
+async def test_train_from_the_console_then_promote_and_score(data_seeded) -> None:
+    """`n` trains a candidate in a worker thread; after promotion, `s` scores a version."""
+    from sqlalchemy import select
+
+    from mldeck.ml import registry
+    from mldeck.store.models import ModelVersion, Run
+    from mldeck.tui.screens.data import VersionDetailScreen
+    from mldeck.workspace import load_workspace
+
+    workspace, store = data_seeded
+    with open(workspace.config_path, "a", encoding="utf-8") as fh:
+        fh.write('\n[model]\nname = "churn"\ntarget = "churned"\nparams = {max_iter = 20}\n'
+                 "threads = 1\n")  # fmt: skip
+    workspace = load_workspace(workspace.root)
+
+    def versions() -> int:
+        with store.read() as session:
+            return len(session.execute(select(ModelVersion.id)).all())
+
+    def score_runs() -> int:
+        with store.read() as session:
+            return len(session.execute(select(Run.id).where(Run.kind == "score")).all())
+
+    app = make_app(workspace, store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.press("enter")
+        await until(pilot, lambda: versions() == 1, timeout=60)
+        registry.approve(store, "churn:1", reason="test")
+        registry.promote(store, "churn:1")
+        await pilot.press("3")
+        await settle(pilot)
+        app.push_screen(VersionDetailScreen(2))
+        await settle(pilot)
+        await pilot.press("s")
+        await pilot.press("enter")
+        await until(pilot, lambda: score_runs() == 1, timeout=60)
