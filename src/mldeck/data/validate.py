@@ -219,12 +219,14 @@ def _profile_exprs(
         edges = (reference or {}).get("histogram", {}).get("edges")
         if edges is not None:
             spec["edges"] = edges
-            bounds = [-math.inf, *edges, math.inf]
+            # Finite values only (null otherwise): counting those below each edge is one
+            # comparison per edge (about 3x cheaper than testing both ends of every bin); the
+            # bins are the differences of these cumulative counts.
             number = value.cast(pl.Float64)
-            for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-                # Finite values only: -inf would land in the first bin, NaN and +inf in none.
-                inside = number.is_finite() & (number >= lo) & (number < hi)
-                plan.aggregates[f"{key}bin{i}"] = inside.sum()
+            finite_number = pl.when(number.is_finite()).then(number)
+            plan.aggregates[key + "finite"] = finite_number.count()
+            for i, edge in enumerate(edges):
+                plan.aggregates[f"{key}below{i}"] = (finite_number < edge).sum()
     elif kind in ("string", "bool"):
         text = value.cast(pl.String)
         plan.aggregates[key + "distinct"] = text.approx_n_unique()
@@ -569,7 +571,9 @@ def _profile(plan: _Plan, values: dict[str, Any], n_rows: int, exact: bool) -> d
             if exact:
                 entry["quantiles"] = {str(q): _number(values[f"{key}q{q}"]) for q in QUANTILES}
             if "edges" in spec:
-                counts = [int(values[f"{key}bin{i}"]) for i in range(len(spec["edges"]) + 1)]
+                below = [int(values[f"{key}below{i}"] or 0) for i in range(len(spec["edges"]))]
+                total = int(values[key + "finite"] or 0)
+                counts = [b - a for a, b in itertools.pairwise([0, *below, total])]
                 entry["histogram"] = {"edges": spec["edges"], "counts": counts}
                 if not exact:
                     entry["quantiles"] = _quantiles_from_histogram(entry, spec["edges"], counts)
