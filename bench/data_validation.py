@@ -1,0 +1,1092 @@
+"""Data-validation benchmark: mldeck against the polars floor, pandera and Evidently.
+
+Generates N rows x 20 columns (12 float, 4 int, 4 categorical, 1-4 % nulls per column) as Parquet,
+once per N, into a cache folder, and measures wall time and peak memory of:
+
+    floor     polars reading the file and computing one aggregate per column (streaming engine)
+    mldeck    mldeck.data.validate: expectations on every column + the full profile + offending rows
+    pandera   pandera's polars backend, the same checks, on the collected frame (reading included)
+    evidently Evidently's DataSummaryPreset on the pandas frame (reading and conversion included)
+
+Every measurement runs in a fresh subprocess (``--run CONTENDER --file F``), so the peak resident
+memory (``ru_maxrss``) belongs to that contender alone. Wall time is taken inside the child around
+the work only; interpreter start-up and imports are reported apart. Best of ``--repeat`` runs.
+
+    python bench/data_validation.py --rows 1000000 5000000 10000000 --repeat 3
+    python bench/data_validation.py --rows 1000000 5000000 --skip-evidently
+    python bench/data_validation.py --breakdown --rows 1000000 10000000   # which parts cost what
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+GENERATOR_VERSION = 1
+SEED = 20_251_125
+CHUNK_ROWS = 250_000  # rows generated at a time, and the Parquet row-group size
+REFERENCE_ROWS = 200_000
+NULL_FRACTIONS = (0.01, 0.02, 0.03, 0.04)  # column j gets NULL_FRACTIONS[j % 4]
+MAX_NULL_FRACTION = 0.06  # the expectation: every column is allowed up to 6 % nulls
+RESULT_PREFIX = "BENCH-RESULT "
+MAIN_CONTENDERS = ("floor", "mldeck", "pandera", "evidently")
+
+# Targets (per N): mldeck/floor time, mldeck/pandera time, evidently/mldeck time, memory.
+MAX_TIME_VS_FLOOR = 2.0
+MAX_TIME_VS_PANDERA = 1.0
+MIN_EVIDENTLY_FACTOR = 10.0
+MAX_MEMORY_VS_FLOOR = 1.2
+MAX_MEMORY_GROWTH = 1.25  # mldeck's peak at the largest N over its peak at the smallest N
+
+
+# -- the data ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # float | int | string
+    draw: str  # how values are drawn
+    params: tuple[float, ...] = ()
+    categories: tuple[str, ...] = ()
+    null_fraction: float = 0.0
+    low: float | None = None  # the expectation's bounds (numbers)
+    high: float | None = None
+
+
+def _columns() -> list[Column]:
+    specs: list[Column] = []
+    for i in range(12):
+        if i % 2 == 0:
+            loc, scale = 10.0 * i, 1.0 + i
+            specs.append(Column(f"f{i:02d}", "float", "normal", (loc, scale),
+                                low=loc - 12 * scale, high=loc + 12 * scale))  # fmt: skip
+        else:
+            mu, sigma = i / 4, 0.5
+            specs.append(Column(f"f{i:02d}", "float", "lognormal", (mu, sigma),
+                                low=0.0, high=round(math.exp(mu + 12 * sigma), 3)))  # fmt: skip
+    specs += [
+        Column("i00", "int", "uniform", (18, 91), low=18, high=90),
+        Column("i01", "int", "poisson", (3,), low=0, high=1_000),
+        Column("i02", "int", "uniform", (0, 100_000), low=0, high=99_999),
+        Column("i03", "int", "geometric", (0.2,), low=1, high=10_000),
+    ]
+    regions = ("north", "south", "east", "west", "central", "islands", "abroad")
+    specs += [
+        Column("c00", "string", "zipf", categories=("basic", "standard", "premium")),
+        Column("c01", "string", "zipf", categories=regions),
+        Column("c02", "string", "zipf", categories=tuple(f"channel_{k:02d}" for k in range(12))),
+        Column("c03", "string", "zipf", categories=tuple(f"segment_{k:02d}" for k in range(30))),
+    ]
+    return [
+        Column(**{**c.__dict__, "null_fraction": NULL_FRACTIONS[j % len(NULL_FRACTIONS)]})
+        for j, c in enumerate(specs)
+    ]
+
+
+COLUMNS = _columns()
+
+
+def _chunk(rows: int, seed: int, index: int) -> Any:
+    """One chunk of rows as a polars DataFrame; deterministic for (seed, index)."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng([seed, index])
+    series = []
+    for col in COLUMNS:
+        if col.draw == "normal":
+            values = pl.Series(col.name, rng.normal(col.params[0], col.params[1], rows))
+        elif col.draw == "lognormal":
+            values = pl.Series(col.name, rng.lognormal(col.params[0], col.params[1], rows))
+        elif col.draw == "uniform":
+            lo, hi = int(col.params[0]), int(col.params[1])
+            values = pl.Series(col.name, rng.integers(lo, hi, rows, dtype=np.int64))
+        elif col.draw == "poisson":
+            values = pl.Series(col.name, rng.poisson(col.params[0], rows).astype(np.int64))
+        elif col.draw == "geometric":
+            values = pl.Series(col.name, rng.geometric(col.params[0], rows).astype(np.int64))
+        else:  # zipf-like frequencies over the categories
+            weights = 1 / np.arange(1, len(col.categories) + 1)
+            picks = rng.choice(len(col.categories), size=rows, p=weights / weights.sum())
+            values = pl.Series(col.name, col.categories).gather(picks.astype(np.uint32))
+        nulls = np.flatnonzero(rng.random(rows) < col.null_fraction)
+        series.append(values.scatter(nulls, None))
+    return pl.DataFrame(series)
+
+
+def generate(path: Path, rows: int, seed: int) -> None:
+    """Write *rows* rows to *path* chunk by chunk (one row group each): memory stays small."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    writer = None
+    try:
+        for index, start in enumerate(range(0, rows, CHUNK_ROWS)):
+            table = _chunk(min(CHUNK_ROWS, rows - start), seed, index).to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(partial, table.schema, compression="zstd")
+            writer.write_table(table, row_group_size=CHUNK_ROWS)
+    finally:
+        if writer is not None:
+            writer.close()
+    os.replace(partial, path)
+
+
+def data_file(data_dir: Path, rows: int, seed: int = SEED) -> Path:
+    """The cached file of *rows* rows, generated first if missing (in a child process, so that this
+    one, whose children are measured, stays small)."""
+    path = data_dir / f"v{GENERATOR_VERSION}-s{seed}-{rows}.parquet"
+    if not path.exists():
+        started = time.perf_counter()
+        print(f"generating {path.name} ({rows:,} rows) ...", flush=True)
+        command = [sys.executable, __file__, "--generate", str(path), "--rows", str(rows),
+                   "--seed", str(seed)]  # fmt: skip
+        subprocess.run(command, check=True)
+        size = path.stat().st_size / 2**20
+        print(f"  {size:.0f} MB in {time.perf_counter() - started:.1f} s", flush=True)
+    return path
+
+
+# -- expectations (the same checks for mldeck and pandera) ------------------------------------
+
+
+def mldeck_settings() -> Any:
+    from mldeck.data.expectations import ColumnExpectation, DataSettings
+
+    columns = {}
+    for col in COLUMNS:
+        if col.kind == "string":
+            columns[col.name] = ColumnExpectation(
+                type="string", max_null_fraction=MAX_NULL_FRACTION, categories=list(col.categories)
+            )
+        else:
+            columns[col.name] = ColumnExpectation(
+                type=col.kind, max_null_fraction=MAX_NULL_FRACTION, min=col.low, max=col.high
+            )
+    return DataSettings(dataset="bench", columns=columns)
+
+
+def pandera_schema() -> Any:
+    import pandera.polars as pa
+    import polars as pl
+
+    dtypes = {"float": pl.Float64, "int": pl.Int64, "string": pl.String}
+    columns = {}
+    for col in COLUMNS:
+        if col.kind == "string":
+            checks = [pa.Check.isin(list(col.categories))]
+        else:
+            checks = [pa.Check.in_range(col.low, col.high)]
+        columns[col.name] = pa.Column(dtypes[col.kind], checks=checks, nullable=True)
+    return pa.DataFrameSchema(columns, strict=True)
+
+
+# -- the contenders (run in a child process) ---------------------------------------------------
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's ``ru_maxrss`` is not used: it keeps the
+    parent's resident size at the fork, so every child would seem to use at least what the
+    parent holds. ``VmHWM`` belongs to the process image since its exec."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads: less disturbed than wall time by
+    other work on the machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def prepare_floor(args: argparse.Namespace) -> Any:
+    import polars as pl
+
+    engine = args.variant or "streaming"
+
+    def work() -> dict[str, Any]:
+        frame = pl.scan_parquet(args.file)
+        schema = frame.collect_schema()
+        exprs = [
+            pl.col(name).mean() if dtype.is_numeric() else pl.col(name).max()
+            for name, dtype in schema.items()
+        ]
+        out = frame.select(exprs).collect(engine=engine)
+        return {"engine": engine, "columns": out.width}
+
+    return work
+
+
+def prepare_mldeck(args: argparse.Namespace) -> Any:
+    from mldeck.data.readers import open_source
+    from mldeck.data.validate import validate
+
+    settings = mldeck_settings()
+    reference = json.loads(Path(args.ref_profile).read_text())
+    offending = Path(args.tmp) / "bad.parquet"
+
+    def work() -> dict[str, Any]:
+        result = validate(
+            open_source(Path(args.file)), settings, reference=reference, offending_path=offending
+        )
+        failed = [f"{c.label}: {c.detail}" for c in result.failed]
+        if result.status != "accepted":
+            raise SystemExit(f"mldeck did not accept the benchmark data: {failed[:5]}")
+        return {"status": result.status, "rows": result.n_rows, "checks": len(result.checks)}
+
+    return work
+
+
+def prepare_reference(args: argparse.Namespace) -> Any:
+    """Not a contender: profiles the reference file once and writes the profile as JSON."""
+    from mldeck.data.readers import open_source
+    from mldeck.data.validate import reference_profile
+
+    settings = mldeck_settings()
+
+    def work() -> dict[str, Any]:
+        result = reference_profile(open_source(Path(args.file)), settings)
+        if result.status != "accepted":
+            raise SystemExit(f"the reference was not accepted: {result.reasons()[:5]}")
+        Path(args.out).write_text(json.dumps(result.profile))
+        return {"status": result.status}
+
+    return work
+
+
+def prepare_pandera(args: argparse.Namespace) -> Any:
+    import polars as pl
+
+    schema = pandera_schema()
+    if args.variant == "lazy":
+        # pandera validates a LazyFrame at schema level only unless told to check the data too.
+        from pandera.config import ValidationDepth, config_context
+
+        def work_lazy() -> dict[str, Any]:
+            with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+                schema.validate(pl.scan_parquet(args.file), lazy=True)
+            return {"input": "LazyFrame, SCHEMA_AND_DATA"}
+
+        return work_lazy
+
+    def work() -> dict[str, Any]:
+        frame = pl.read_parquet(args.file)
+        schema.validate(frame, lazy=True)
+        return {"input": "DataFrame (read_parquet)", "rows": frame.height}
+
+    return work
+
+
+def prepare_evidently(args: argparse.Namespace) -> Any:
+    import polars as pl
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataSummaryPreset
+
+    definition = DataDefinition(
+        numerical_columns=[c.name for c in COLUMNS if c.kind != "string"],
+        categorical_columns=[c.name for c in COLUMNS if c.kind == "string"],
+    )
+
+    def work() -> dict[str, Any]:
+        started = time.perf_counter()
+        frame = pl.read_parquet(args.file).to_pandas()
+        loaded = time.perf_counter() - started
+        dataset = Dataset.from_pandas(frame, data_definition=definition)
+        snapshot = Report([DataSummaryPreset()]).run(dataset, None)
+        summary = snapshot.dict()
+        return {"load_and_convert_s": round(loaded, 3), "metrics": len(summary.get("metrics", []))}
+
+    return work
+
+
+def prepare_part(args: argparse.Namespace) -> Any:
+    """One piece of mldeck's validation plan, for ``--breakdown``."""
+    from mldeck.data.readers import open_source
+
+    return PARTS[args.variant](args, open_source(Path(args.file)))
+
+
+PREPARE = {
+    "floor": prepare_floor,
+    "mldeck": prepare_mldeck,
+    "reference": prepare_reference,
+    "pandera": prepare_pandera,
+    "evidently": prepare_evidently,
+    "part": prepare_part,
+}
+
+
+def child(args: argparse.Namespace) -> None:
+    started = time.time()
+    work = PREPARE[args.run](args)  # imports and set-up, not timed
+    ready = time.time()
+    rss_before = _current_rss_mb()
+    cpu0 = _cpu_seconds()
+    t0 = time.perf_counter()
+    extra = work()
+    seconds = time.perf_counter() - t0
+    result = {
+        "seconds": seconds,
+        "cpu_s": _cpu_seconds() - cpu0,
+        "peak_mb": _peak_rss_mb(),
+        "rss_before_mb": rss_before,
+        "setup_s": ready - started,
+        "startup_s": started - args.spawned_at if args.spawned_at else None,
+        "extra": extra,
+    }
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# -- breakdown of mldeck's plan ----------------------------------------------------------------
+#
+# Parts of the plan mldeck.data.validate.build() makes, each collected alone in a fresh process,
+# and alternative formulations that compute the same numbers, to find what costs time or memory.
+
+
+def _settings(*, unique: bool = False) -> Any:
+    """The benchmark's expectations; with *unique*, ``i02`` must also be unique (a warning: it is
+    not unique, 100,000 distinct values)."""
+    settings = mldeck_settings()
+    if unique:
+        columns = dict(settings.columns)
+        columns["i02"] = columns["i02"].model_copy(update={"unique": True, "warn": ["unique"]})
+        settings = settings.model_copy(update={"columns": columns})
+    return settings
+
+
+def _reference(args: argparse.Namespace) -> dict[str, Any]:
+    return json.loads(Path(args.ref_profile).read_text())
+
+
+def _plan(source: Any, args: argparse.Namespace, **options: bool) -> Any:
+    from mldeck.data.validate import build
+
+    settings = _settings(unique=options.get("unique", False))
+    reference = None if options.get("no_reference") else _reference(args)
+    exact = options.get("exact", False)
+    return build(source, settings, reference, exact_quantiles=exact, arrived_at=datetime.now(UTC))
+
+
+def _stat(key: str) -> str:
+    """What a plan key computes: 'flag', 'nulls', 'rows', or a profile statistic ('bin', 'cat',
+    'q' for quantiles, 'min', 'top', ...)."""
+    parts = key.split("::")
+    if parts[0] == "p":
+        stat = parts[2]
+        for prefix in ("bin", "cat", "q"):
+            if stat.startswith(prefix) and stat[len(prefix) :][:1].isdigit():
+                return prefix
+        return stat
+    return parts[0]
+
+
+def _all_aggregates(plan: Any) -> dict[str, Any]:
+    """What validate() collects in its first query: the plan's aggregates and the flag sums."""
+    exprs = dict(plan.aggregates)
+    exprs.update({f"flag::{i}": f.expr.sum() for i, f in enumerate(plan.flags)})
+    return exprs
+
+
+def _aggregate_part(select: Any, **options: bool) -> Any:
+    """Collect the plan's aggregates for which ``select(key, plan)`` holds, in one select."""
+
+    def prepare(args: argparse.Namespace, source: Any) -> Any:
+        plan = _plan(source, args, **options)
+        chosen = {k: e for k, e in _all_aggregates(plan).items() if select(k, plan)}
+        if not chosen:
+            raise SystemExit("no expression selected")
+
+        def work() -> dict[str, Any]:
+            source.frame.select(**chosen).collect(engine="streaming")
+            return {"expressions": len(chosen)}
+
+        return work
+
+    return prepare
+
+
+def _of_stat(*stats: str) -> Any:
+    return lambda key, plan: _stat(key) in stats
+
+
+def _validate_part(**kwargs: Any) -> Any:
+    """validate() itself, with some of its options changed."""
+
+    def prepare(args: argparse.Namespace, source: Any) -> Any:
+        from mldeck.data.validate import validate
+
+        options = dict(kwargs)
+        settings = _settings(unique=options.pop("unique", False))
+        reference = None if options.pop("no_reference", False) else _reference(args)
+        if options.pop("sink", True):
+            options["offending_path"] = Path(args.tmp) / "bad.parquet"
+
+        def work() -> dict[str, Any]:
+            result = validate(source, settings, reference=reference, **options)
+            return {"status": result.status}
+
+        return work
+
+    return prepare
+
+
+def _offending_rows(plan: Any, frame: Any, target: Path) -> Any:
+    """validate()'s second query: the rows any flag marks, with a reason, to a Parquet sink."""
+    import polars as pl
+
+    from mldeck.data.validate import REASON, ROW
+
+    reason = pl.concat_str(
+        [pl.when(f.expr).then(pl.lit(f"{f.check}({f.column})")) for f in plan.flags],
+        separator="; ",
+        ignore_nulls=True,
+    )
+    any_flag = pl.any_horizontal([f.expr for f in plan.flags])
+    offending = frame.with_row_index(ROW).filter(any_flag).with_columns(reason.alias(REASON))
+    return offending.sink_parquet(target, lazy=True)
+
+
+def _sink_part(args: argparse.Namespace, source: Any) -> Any:
+    import polars as pl
+
+    plan = _plan(source, args)
+    query = _offending_rows(plan, source.frame, Path(args.tmp) / "bad.parquet")
+
+    def work() -> dict[str, Any]:
+        pl.collect_all([query], engine="streaming")
+        return {"flags": len(plan.flags)}
+
+    return work
+
+
+def _numeric(args: argparse.Namespace) -> list[tuple[str, str, list[float]]]:
+    """(name, kind, reference bin edges) of the numeric columns."""
+    reference = _reference(args)["columns"]
+    return [(c.name, c.kind, reference[c.name]["histogram"]["edges"]) for c in COLUMNS
+            if c.kind != "string"]  # fmt: skip
+
+
+def _select_part(make: Any, *, masked: bool = False) -> Any:
+    """Collect the expressions ``make(args)`` returns in one streaming select; with *masked*,
+    after adding the finite-or-null copies of the numeric columns (``_masked_columns``)."""
+
+    def prepare(args: argparse.Namespace, source: Any) -> Any:
+        exprs = make(args)
+        frame = source.frame.with_columns(_masked_columns(args)) if masked else source.frame
+
+        def work() -> dict[str, Any]:
+            frame.select(exprs).collect(engine="streaming")
+            return {"expressions": len(exprs)}
+
+        return work
+
+    return prepare
+
+
+def _finite_or_null(name: str) -> Any:
+    import polars as pl
+
+    number = pl.col(name).cast(pl.Float64)
+    return pl.when(number.is_finite()).then(number)
+
+
+def _masked(name: str) -> str:
+    return f"_finite::{name}"
+
+
+def _masked_columns(args: argparse.Namespace) -> list[Any]:
+    """Each numeric column as Float64 with NaN and infinities turned into nulls, computed once per
+    row in a ``with_columns`` before the aggregates. Repeating ``when/then`` (or ``is_finite()``)
+    inside each aggregate computes it again for each: polars does not share it between them."""
+    return [_finite_or_null(name).alias(_masked(name)) for name, _, _ in _numeric(args)]
+
+
+def _bins_cumulative(args: argparse.Namespace) -> list[Any]:
+    """The plan's histogram counts from one comparison per edge on the masked column: the count of
+    finite values below each edge (bin counts are the differences) and the count at or above the
+    last edge, where the plan makes, for each of 20 bins, a finiteness test, two comparisons and
+    two ``&``. Needs ``masked=True``."""
+    import polars as pl
+
+    exprs = []
+    for name, _, edges in _numeric(args):
+        finite = pl.col(_masked(name))
+        exprs += [(finite < e).sum().alias(f"{name}<{i}") for i, e in enumerate(edges)]
+        exprs.append((finite >= edges[-1]).sum().alias(f"{name}>=last"))
+    return exprs
+
+
+def _bins_intervals(args: argparse.Namespace) -> list[Any]:
+    """The plan's histogram counts as one bin index per value (``bin_intervals``) and a
+    ``value_counts`` of it: one expression per column."""
+    exprs = []
+    for name, _, edges in _numeric(args):
+        index = _finite_or_null(name).bin_intervals(edges, labels=False)
+        exprs.append(index.drop_nulls().value_counts().implode().alias(name))
+    return exprs
+
+
+def _stats_when(args: argparse.Namespace) -> list[Any]:
+    """The plan's statistics (the "stats" part) with non-finite values masked to null by
+    ``when/then`` instead of dropped by ``filter``: min, max, mean and std skip nulls, so the
+    results are the same. Needs ``masked=True``."""
+    import polars as pl
+
+    exprs = [pl.len().alias("rows")]
+    for col in COLUMNS:
+        value = pl.col(col.name)
+        exprs += [value.count().alias(f"{col.name}:count"),
+                  value.null_count().alias(f"{col.name}:nulls")]  # fmt: skip
+        if col.kind == "string":
+            continue
+        finite = value
+        if col.kind == "float":
+            exprs += [value.is_nan().sum().alias(f"{col.name}:nan"),
+                      value.is_infinite().sum().alias(f"{col.name}:inf")]  # fmt: skip
+            finite = pl.col(_masked(col.name))
+        exprs += [
+            finite.min().cast(pl.Float64).alias(f"{col.name}:min"),
+            finite.max().cast(pl.Float64).alias(f"{col.name}:max"),
+            finite.mean().alias(f"{col.name}:mean"),
+            finite.std().alias(f"{col.name}:std"),
+        ]
+    return exprs
+
+
+def _quantiles_list(args: argparse.Namespace) -> list[Any]:
+    """The plan's exact quantiles with one ``quantile([...])`` per column (one sort per column),
+    where the plan asks for each of the 7 quantiles separately."""
+    import polars as pl
+
+    from mldeck.data.validate import QUANTILES
+
+    exprs = []
+    for name, _, _ in _numeric(args):
+        value = pl.col(name).cast(pl.Float64)
+        finite = value.filter(value.is_finite())
+        exprs.append(finite.quantile(list(QUANTILES), "linear").alias(name))
+    return exprs
+
+
+def _group_by_categories(args: argparse.Namespace, source: Any) -> Any:
+    """Category frequencies without a reference (what ``top`` computes with ``value_counts``), as
+    one streaming ``group_by().len()`` per string column, all in one ``collect_all``."""
+    import polars as pl
+
+    strings = [c.name for c in COLUMNS if c.kind == "string"]
+
+    def work() -> dict[str, Any]:
+        queries = [
+            source.frame.select(pl.col(n).cast(pl.String)).drop_nulls().group_by(n).len()
+            for n in strings
+        ]
+        counts = pl.collect_all(queries, engine="streaming")
+        return {"groups": sum(c.height for c in counts)}
+
+    return work
+
+
+def _duplicates_group_by(args: argparse.Namespace, source: Any) -> Any:
+    """The unique check's count (non-null rows whose value occurs more than once) from a streaming
+    ``group_by().len()``: memory grows with the number of distinct values, not of rows."""
+    import polars as pl
+
+    def work() -> dict[str, Any]:
+        shared = (
+            source.frame.select("i02")
+            .drop_nulls()
+            .group_by("i02")
+            .len()
+            .filter(pl.col("len") > 1)
+            .select(pl.col("len").sum())
+            .collect(engine="streaming")
+            .item()
+        )
+        return {"rows_sharing_a_value": shared}
+
+    return work
+
+
+def proposed_query(plan: Any, args: argparse.Namespace, frame: Any, *, lean: bool) -> Any:
+    """The plan's first query with the cheaper formulations measured above, giving the same
+    numbers: the numeric columns masked to finite-or-null once (``_masked_columns``); min, max,
+    mean and std of finite values on the masked column instead of a ``filter`` each; histogram
+    counts from one comparison per edge on the masked column; the min and max checks as one
+    comparison on the masked column; the finite check's count taken from the profile's NaN and
+    infinity counts. With *lean*, the min and max checks are not summed row by row at all: the
+    profile's min and max of finite values decide them (a count is needed only when one fails, and
+    the offending-rows pass gives it)."""
+    import polars as pl
+
+    floats = {c.name for c in COLUMNS if c.kind == "float"}
+    out: dict[str, Any] = {}
+    for key, expr in plan.aggregates.items():
+        stat = _stat(key)
+        if stat == "bin":
+            continue
+        name = key.split("::")[1] if key.startswith("p::") else None
+        if name in floats and stat in ("min", "max", "mean", "std"):
+            masked = getattr(pl.col(_masked(name)), stat)()
+            expr = masked.cast(pl.Float64) if stat in ("min", "max") else masked
+        out[key] = expr
+    for name, _, edges in _numeric(args):
+        finite = pl.col(_masked(name))
+        for i, edge in enumerate(edges):
+            out[f"p::{name}::below{i}"] = (finite < edge).sum()
+        out[f"p::{name}::last"] = (finite >= edges[-1]).sum()
+    expectations = _settings().columns
+    for i, flag in enumerate(plan.flags):
+        if flag.check == "finite":
+            continue  # the rows it flags are the profile's NaN and infinity counts
+        if flag.check in ("min", "max"):
+            if lean:
+                continue
+            finite = pl.col(_masked(flag.column))
+            bound = getattr(expectations[flag.column], flag.check)
+            expr = finite < bound if flag.check == "min" else finite > bound
+        else:
+            expr = flag.expr
+        out[f"flag::{i}"] = expr.sum()
+    return frame.with_columns(_masked_columns(args)).select(**out)
+
+
+def _proposed(*, second_pass: bool, lean: bool = False) -> Any:
+    """A whole validation with the proposed first query. Offending rows go to the sink in the same
+    ``collect_all`` as validate() does, or (*second_pass*) in a second pass over the file run only
+    when a check found something (never here: the benchmark's data is accepted)."""
+
+    def prepare(args: argparse.Namespace, source: Any) -> Any:
+        import polars as pl
+
+        plan = _plan(source, args)
+        first = proposed_query(plan, args, source.frame, lean=lean)
+        sink = _offending_rows(plan, source.frame, Path(args.tmp) / "bad.parquet")
+
+        def work() -> dict[str, Any]:
+            if not second_pass:
+                pl.collect_all([first, sink], engine="streaming")
+                return {"passes": 1}
+            values = first.collect(engine="streaming").row(0, named=True)
+            found = any(v for k, v in values.items() if k.startswith("flag::"))
+            if lean:
+                found = found or _lean_checks_fail(plan, values)
+            if found:
+                pl.collect_all([sink], engine="streaming")
+            return {"passes": 2 if found else 1}
+
+        return work
+
+    return prepare
+
+
+def _lean_checks_fail(plan: Any, values: dict[str, Any]) -> bool:
+    """Whether a min, max or finite check fails, judged from the profile's aggregates."""
+    exp = _settings().columns
+    for flag in plan.flags:
+        if flag.check not in ("min", "max", "finite"):
+            continue
+        key = f"p::{flag.column}::"
+        bound = exp[flag.column].min if flag.check == "min" else exp[flag.column].max
+        if flag.check == "finite" and (values.get(key + "nan") or values.get(key + "inf")):
+            return True
+        low, high = values.get(key + "min"), values.get(key + "max")
+        if flag.check == "min" and low is not None and low < bound:
+            return True
+        if flag.check == "max" and high is not None and high > bound:
+            return True
+    return False
+
+
+PARTS: dict[str, Any] = {
+    # validate() as (b) runs it, and with one option changed
+    "validate": _validate_part(),
+    "validate-no-sink": _validate_part(sink=False),
+    "validate-no-reference": _validate_part(no_reference=True),
+    "validate-in-memory": _validate_part(engine="in-memory"),
+    "validate-exact-quantiles": _validate_part(exact_quantiles=True),
+    "validate-unique-i02": _validate_part(unique=True),
+    # pieces of its plan, each alone
+    "aggregates": _aggregate_part(lambda key, plan: True),
+    "sink": _sink_part,
+    "flags": _aggregate_part(_of_stat("flag")),
+    "stats": _aggregate_part(
+        _of_stat("rows", "nulls", "count", "nan", "inf", "min", "max", "mean", "std")
+    ),
+    "histogram-bins": _aggregate_part(_of_stat("bin")),
+    "category-sums": _aggregate_part(_of_stat("cat")),
+    "distinct": _aggregate_part(_of_stat("distinct")),
+    "top-categories": _aggregate_part(_of_stat("top"), no_reference=True),
+    "exact-quantiles": _aggregate_part(_of_stat("q"), exact=True),
+    "unique-i02": _aggregate_part(
+        lambda key, plan: (
+            key.startswith("flag::") and plan.flags[int(key.split("::")[1])].check == "unique"
+        ),
+        unique=True,
+    ),
+    # the same numbers, computed differently
+    "stats-when": _select_part(_stats_when, masked=True),
+    "histogram-bins-cumulative": _select_part(_bins_cumulative, masked=True),
+    "histogram-bins-intervals": _select_part(_bins_intervals),
+    "top-categories-group-by": _group_by_categories,
+    "exact-quantiles-list": _select_part(_quantiles_list),
+    "unique-i02-group-by": _duplicates_group_by,
+    # a whole validation with the changes
+    "proposed-same-pass": _proposed(second_pass=False),
+    "proposed-two-pass": _proposed(second_pass=True),
+    "proposed-two-pass-lean": _proposed(second_pass=True, lean=True),
+}
+
+
+# -- the parent: generating, spawning, tabulating ----------------------------------------------
+
+
+@dataclass
+class Measure:
+    contender: str
+    rows: int
+    seconds: float | None = None
+    cpu_s: float | None = None
+    peak_mb: float | None = None
+    rss_before_mb: float | None = None
+    startup_s: float | None = None
+    note: str = ""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.seconds is not None
+
+
+def spawn(*, run: str, file: Path, timeout: float, **options: Any) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--run", run, "--file", str(file)]
+    for key, value in options.items():
+        if value is not None:
+            command += [f"--{key.replace('_', '-')}", str(value)]
+    command += ["--spawned-at", repr(time.time())]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in done.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return {"error": f"exit {done.returncode}: {lines[-1] if lines else 'no output'}"}
+
+
+def summarise(name: str, rows: int, runs: list[dict[str, Any]], error: str | None) -> Measure:
+    """Best wall time of the runs (with that run's CPU time), and the worst peak memory."""
+    result = Measure(name, rows, runs=runs)
+    if error or not runs:
+        result.note = error or "no run"
+        return result
+    best = min(runs, key=lambda r: r["seconds"])
+    result.seconds = best["seconds"]
+    result.cpu_s = best["cpu_s"]
+    result.peak_mb = max(r["peak_mb"] for r in runs)
+    result.rss_before_mb = best["rss_before_mb"]
+    result.startup_s = best["startup_s"]
+    return result
+
+
+def measure_rounds(
+    jobs: dict[str, dict[str, Any]], rows: int, file: Path, repeat: int, timeout: float
+) -> dict[str, Measure]:
+    """Run every job (name -> ``spawn`` options, with ``run``) *repeat* times, one round of all
+    jobs after another, so that other work on the machine disturbs them alike."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in jobs}
+    errors: dict[str, str] = {}
+    for round_ in range(1, repeat + 1):
+        for name, options in jobs.items():
+            if name in errors:
+                continue
+            print(f"{rows:>11,} rows, round {round_}/{repeat}: {name:<28}", end="", flush=True)
+            run = spawn(file=file, timeout=timeout, **options)
+            if "error" in run:
+                errors[name] = run["error"]
+                print(f" {run['error']}", flush=True)
+            else:
+                runs[name].append(run)
+                print(f" {run['seconds']:7.2f} s  {run['peak_mb']:6.0f} MB", flush=True)
+    return {name: summarise(name, rows, runs[name], errors.get(name)) for name in jobs}
+
+
+def reference_profile_file(data_dir: Path, tmp: Path) -> Path:
+    """The reference (REFERENCE_ROWS rows, another seed, same distributions), profiled once."""
+    ref_file = data_file(data_dir, REFERENCE_ROWS, seed=SEED + 1)
+    out = tmp / "reference_profile.json"
+    run = spawn(run="reference", file=ref_file, timeout=600, out=out, tmp=tmp)
+    if "error" in run:
+        raise SystemExit(f"profiling the reference failed: {run['error']}")
+    return out
+
+
+def _cell(m: Measure | None, *, cpu: bool = False) -> str:
+    if m is None:
+        return "-"
+    if not m.ok:
+        return m.note[:24]
+    if cpu:
+        return f"{m.seconds:.2f} ({m.cpu_s:.2f}) / {m.peak_mb:.0f}"
+    return f"{m.seconds:.2f} / {m.peak_mb:.0f}"
+
+
+def _ratio(a: Measure | None, b: Measure | None, attr: str) -> float | None:
+    if a is None or b is None or not a.ok or not b.ok:
+        return None
+    return getattr(a, attr) / getattr(b, attr)
+
+
+def _verdict(value: float | None, limit: float, *, at_least: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    good = value >= limit if at_least else value <= limit
+    return f"{value:.2f} {'PASS' if good else 'FAIL'}"
+
+
+def table(results: dict[int, dict[str, Measure]]) -> str:
+    header = (
+        f"{'N':>11}  {'floor s / MB':>14}  {'mldeck s / MB':>14}  {'pandera s / MB':>14}  "
+        f"{'evidently s / MB':>24}  {'mldeck/floor t':>14}  {'mldeck/pandera t':>16}  "
+        f"{'evidently/mldeck t':>18}  {'mldeck/floor MB':>15}"
+    )
+    lines = [header, "-" * len(header)]
+    for rows, by in results.items():
+        floor, mine = by.get("floor"), by.get("mldeck")
+        pandera, evidently = by.get("pandera"), by.get("evidently")
+        lines.append(
+            f"{rows:>11,}  {_cell(floor):>14}  {_cell(mine):>14}  {_cell(pandera):>14}  "
+            f"{_cell(evidently):>24}  "
+            f"{_verdict(_ratio(mine, floor, 'seconds'), MAX_TIME_VS_FLOOR):>14}  "
+            f"{_verdict(_ratio(mine, pandera, 'seconds'), MAX_TIME_VS_PANDERA):>16}  "
+            f"{_verdict(_ratio(evidently, mine, 'seconds'), MIN_EVIDENTLY_FACTOR, at_least=True):>18}  "
+            f"{_verdict(_ratio(mine, floor, 'peak_mb'), MAX_MEMORY_VS_FLOOR):>15}"
+        )
+    return "\n".join(lines)
+
+
+def cpu_table(results: dict[int, dict[str, Measure]]) -> str:
+    """The time ratios in CPU seconds: less disturbed by other work on the machine than wall time
+    (but Evidently uses one core where polars uses all, so its CPU ratio is the smaller one)."""
+    lines = [f"{'N':>11}  {'mldeck/floor CPU':>16}  {'mldeck/pandera CPU':>18}  "
+             f"{'evidently/mldeck CPU':>20}"]  # fmt: skip
+    for rows, by in results.items():
+        mine = by.get("mldeck")
+        ratios = [
+            _ratio(mine, by.get("floor"), "cpu_s"),
+            _ratio(mine, by.get("pandera"), "cpu_s"),
+            _ratio(by.get("evidently"), mine, "cpu_s"),
+        ]
+        shown = ["n/a" if r is None else f"{r:.2f}" for r in ratios]
+        lines.append(f"{rows:>11,}  {shown[0]:>16}  {shown[1]:>18}  {shown[2]:>20}")
+    return "\n".join(lines)
+
+
+def detail_table(results: dict[int, dict[str, Measure]]) -> str:
+    lines = [
+        f"{'N':>11}  {'contender':<10}  {'wall s':>7}  {'CPU s':>7}  {'peak MB':>8}  "
+        f"{'before work MB':>14}  {'work MB':>8}  {'start-up s':>10}"
+    ]
+    for rows, by in results.items():
+        for name, m in by.items():
+            if m.ok:
+                lines.append(
+                    f"{rows:>11,}  {name:<10}  {m.seconds:>7.2f}  {m.cpu_s:>7.2f}  "
+                    f"{m.peak_mb:>8.0f}  {m.rss_before_mb:>14.0f}  "
+                    f"{m.peak_mb - m.rss_before_mb:>8.0f}  {m.startup_s or 0:>10.2f}"
+                )
+    mine = [by["mldeck"] for by in results.values() if "mldeck" in by and by["mldeck"].ok]
+    if len(mine) >= 2:
+        growth = mine[-1].peak_mb / mine[0].peak_mb
+        lines.append(
+            f"mldeck peak at {mine[-1].rows:,} rows / at {mine[0].rows:,} rows: "
+            f"{_verdict(growth, MAX_MEMORY_GROWTH)} (bounded if <= {MAX_MEMORY_GROWTH})"
+        )
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    """Versions, the source's commit and the machine, printed with every run."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("mldeck", "polars", "pandera", "evidently", "pandas", "numpy"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src/mldeck/data"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": (commit or "unknown") + (" (src/mldeck/data modified)" if dirty else ""),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "versions": versions,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def run_benchmark(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
+    env = environment()
+    print(json.dumps(env), flush=True)
+    ref_profile = reference_profile_file(data_dir, tmp)
+    results: dict[int, dict[str, Measure]] = {}
+    for rows in sorted(args.rows):
+        file = data_file(data_dir, rows)
+        jobs: dict[str, dict[str, Any]] = {}
+        skipped: dict[str, Measure] = {}
+        for contender in MAIN_CONTENDERS:
+            if contender == "evidently" and args.skip_evidently:
+                skipped[contender] = Measure(contender, rows, note="skipped (--skip-evidently)")
+            elif contender == "evidently" and rows > args.skip_evidently_above:
+                skipped[contender] = Measure(contender, rows, note="skipped (too slow)")
+            else:
+                jobs[contender] = {"run": contender, "ref_profile": ref_profile, "tmp": tmp}
+        by = measure_rounds(jobs, rows, file, args.repeat, args.timeout)
+        results[rows] = {name: by.get(name) or skipped[name] for name in MAIN_CONTENDERS}
+    print()
+    print(table(results))
+    print()
+    print(detail_table(results))
+    print()
+    print(cpu_table(results))
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    skipped = {m.note for by in results.values() for m in by.values() if not m.ok}
+    for note in sorted(skipped):
+        print(f"note: {note}")
+    if any("too slow" in note for note in skipped):
+        print(
+            f"note: Evidently is skipped above {args.skip_evidently_above:,} rows "
+            "(--skip-evidently-above): minutes per run and several GB; nothing is extrapolated."
+        )
+    if args.json:
+        dump = {
+            "environment": env,
+            "repeat": args.repeat,
+            "results": {
+                str(rows): {name: m.__dict__ for name, m in by.items()}
+                for rows, by in results.items()
+            },
+        }
+        Path(args.json).write_text(json.dumps(dump, indent=1))
+
+
+def run_breakdown(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
+    env = environment()
+    print(json.dumps(env), flush=True)
+    ref_profile = reference_profile_file(data_dir, tmp)
+    parts = args.parts or list(PARTS)
+    rows_list = sorted(args.rows)
+    results: dict[str, dict[int, Measure]] = {part: {} for part in parts}
+    floors: dict[int, Measure] = {}
+    for rows in rows_list:
+        file = data_file(data_dir, rows)
+        jobs: dict[str, dict[str, Any]] = {"floor": {"run": "floor"}}
+        for part in parts:
+            jobs[part] = {"run": "part", "variant": part, "ref_profile": ref_profile, "tmp": tmp}
+        by = measure_rounds(jobs, rows, file, args.repeat, args.timeout)
+        floors[rows] = by["floor"]
+        for part in parts:
+            results[part][rows] = by[part]
+    print()
+    print("wall s (CPU s) / peak MB, best of", args.repeat)
+    header = f"{'part':<28}" + "".join(f"{f'{rows:,} rows':>26}" for rows in rows_list)
+    print(header)
+    print("-" * len(header))
+    cells = "".join(f"{_cell(floors[r], cpu=True):>26}" for r in rows_list)
+    print(f"{'floor (streaming)':<28}" + cells)
+    for part in parts:
+        cells = "".join(f"{_cell(results[part][r], cpu=True):>26}" for r in rows_list)
+        print(f"{part:<28}" + cells)
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        dump = {
+            "environment": env,
+            "repeat": args.repeat,
+            "floor": {str(r): m.__dict__ for r, m in floors.items()},
+            "parts": {
+                part: {str(r): m.__dict__ for r, m in by.items()} for part, by in results.items()
+            },
+        }
+        Path(args.json).write_text(json.dumps(dump, indent=1))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per contender; best time")
+    parser.add_argument("--skip-evidently", action="store_true")
+    parser.add_argument("--skip-evidently-above", type=int, default=1_000_000, metavar="N")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where generated files live")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per child run")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--breakdown", action="store_true", help="time the parts of mldeck's plan")
+    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=None)
+    # child modes
+    parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=SEED, help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=sorted(PREPARE), help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--ref-profile", help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--spawned-at", type=float, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.generate:
+        generate(args.generate, args.rows[0], args.seed)
+        return
+    if args.run:
+        child(args)
+        return
+    default_dir = Path(tempfile.gettempdir()) / "mldeck-bench-data"
+    data_dir = args.data_dir or Path(os.environ.get("MLDECK_BENCH_DATA", default_dir))
+    with tempfile.TemporaryDirectory(prefix="mldeck-bench-") as tmp:
+        if args.breakdown:
+            run_breakdown(args, data_dir, Path(tmp))
+        else:
+            run_benchmark(args, data_dir, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
