@@ -392,13 +392,18 @@ def _plan(source: Any, args: argparse.Namespace, **options: bool) -> Any:
     return build(source, settings, reference, exact_quantiles=exact, arrived_at=datetime.now(UTC))
 
 
+# The plan's histogram keys: "bin<i>" (counts per bin, up to commit 716b8cd), or "below<i>" and
+# "finite" (counts below each edge and of finite values, since cc7b913).
+HISTOGRAM_STATS = ("bin", "below", "finite")
+
+
 def _stat(key: str) -> str:
     """What a plan key computes: 'flag', 'nulls', 'rows', or a profile statistic ('bin', 'cat',
     'q' for quantiles, 'min', 'top', ...)."""
     parts = key.split("::")
     if parts[0] == "p":
         stat = parts[2]
-        for prefix in ("bin", "cat", "q"):
+        for prefix in ("below", "bin", "cat", "q"):
             if stat.startswith(prefix) and stat[len(prefix) :][:1].isdigit():
                 return prefix
         return stat
@@ -527,10 +532,11 @@ def _masked_columns(args: argparse.Namespace) -> list[Any]:
 
 
 def _bins_cumulative(args: argparse.Namespace) -> list[Any]:
-    """The plan's histogram counts from one comparison per edge on the masked column: the count of
-    finite values below each edge (bin counts are the differences) and the count at or above the
-    last edge, where the plan makes, for each of 20 bins, a finiteness test, two comparisons and
-    two ``&``. Needs ``masked=True``."""
+    """The plan's histogram counts as counts of finite values below each edge (one comparison per
+    edge; bins are the differences) and at or above the last edge, on the column masked to
+    finite-or-null once (needs ``masked=True``). The plan up to 716b8cd tested finiteness and both
+    ends of each of the 20 bins; since cc7b913 it counts below each edge but repeats the
+    ``when(is_finite()).then()`` mask inside each count, where polars does not share it."""
     import polars as pl
 
     exprs = []
@@ -647,7 +653,7 @@ def proposed_query(plan: Any, args: argparse.Namespace, frame: Any, *, lean: boo
     out: dict[str, Any] = {}
     for key, expr in plan.aggregates.items():
         stat = _stat(key)
-        if stat == "bin":
+        if stat in HISTOGRAM_STATS:
             continue
         name = key.split("::")[1] if key.startswith("p::") else None
         if name in floats and stat in ("min", "max", "mean", "std"):
@@ -737,7 +743,7 @@ PARTS: dict[str, Any] = {
     "stats": _aggregate_part(
         _of_stat("rows", "nulls", "count", "nan", "inf", "min", "max", "mean", "std")
     ),
-    "histogram-bins": _aggregate_part(_of_stat("bin")),
+    "histogram-bins": _aggregate_part(_of_stat(*HISTOGRAM_STATS)),
     "category-sums": _aggregate_part(_of_stat("cat")),
     "distinct": _aggregate_part(_of_stat("distinct")),
     "top-categories": _aggregate_part(_of_stat("top"), no_reference=True),
@@ -962,6 +968,14 @@ def environment() -> dict[str, Any]:
     }
 
 
+def check_source_unchanged(env: dict[str, Any]) -> None:
+    """Say so when the source was committed to while the benchmark ran: the figures then mix two
+    versions of the code."""
+    now = environment()["commit"]
+    if now != env["commit"]:
+        print(f"WARNING: the source changed during the run ({env['commit']} -> {now})")
+
+
 def run_benchmark(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
     env = environment()
     print(json.dumps(env), flush=True)
@@ -987,6 +1001,7 @@ def run_benchmark(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
     print()
     print(cpu_table(results))
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    check_source_unchanged(env)
     skipped = {m.note for by in results.values() for m in by.values() if not m.ok}
     for note in sorted(skipped):
         print(f"note: {note}")
@@ -1035,6 +1050,7 @@ def run_breakdown(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
         cells = "".join(f"{_cell(results[part][r], cpu=True):>26}" for r in rows_list)
         print(f"{part:<28}" + cells)
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    check_source_unchanged(env)
     if args.json:
         dump = {
             "environment": env,
