@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mldeck.data.expectations import DataSettings
 from mldeck.errors import ConfigError
+from mldeck.jobs.settings import DEFAULT_CONFIG as JOBS_DEFAULT_CONFIG
+from mldeck.jobs.settings import JobSettings
 from mldeck.ml.settings import GateSettings, ModelSettings
+from mldeck.monitor.settings import MonitorSettings
 
 CONFIG_FILE = "mldeck.toml"
 MAX_NAME_LENGTH = 100
@@ -50,6 +53,8 @@ class Settings(_Section):
     data: DataSettings = DataSettings()
     model: ModelSettings = ModelSettings()
     gates: GateSettings = GateSettings()
+    jobs: JobSettings = JobSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
@@ -144,4 +149,23 @@ read_only = false
 # min = {{roc_auc = 0.75}}
 # max_regression = {{roc_auc = 0.01}}
 # max_fairness_gap = 0.15
-"""
+
+# Drift, performance and alerts (see the README's monitoring section). References of up to
+# small_sample rows are tested (KS, chi-square: drifted at p < 0.05); larger ones are measured
+# (Wasserstein / reference std, Jensen-Shannon: drifted at 0.1). Without [[monitor.alerts]],
+# dataset drift, multivariate drift, failed steps and the primary metric below its [gates]
+# minimum raise alerts.
+# [monitor]
+# drift_share = 0.5
+# small_sample = 1000
+# cost_per_cpu_hour = 0.0
+# alert_command = ""          # gets each new alert as JSON on stdin
+# [monitor.columns.monthly_charges]
+# method = "psi"              # ks | wasserstein | psi | chi2 | jensenshannon
+# threshold = 0.2
+# [[monitor.alerts]]
+# name = "no data for a day"
+# when = "freshness"          # dataset_drift | feature_drift | multivariate_drift |
+# hours = 24                  # prediction_drift | estimated_metric | realized_metric |
+# severity = "warning"        # freshness | failed_run
+""" + JOBS_DEFAULT_CONFIG

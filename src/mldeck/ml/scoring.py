@@ -361,6 +361,15 @@ def _fail(store: Store, run_id: int, error: str) -> None:
         session.add(run)
 
 
+def predict_frame(
+    workspace: Workspace, store: Store, version: ModelVersion, frame: pl.DataFrame, name: str
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """(score, prediction) of a model version on *frame*, read as the version was trained (the
+    monitor uses it for the champion's scores on the reference)."""
+    model = load_version(workspace, store, version)
+    return _predict(model, _features(model, version, frame, label(name, version)))
+
+
 def _features(model: Any, version: ModelVersion, frame: pl.DataFrame, name: str) -> Any:
     """The columns the version was trained on, in its order and with its types (its schema: so a
     rolled-back version reads a batch as it did when it was trained)."""

@@ -1,0 +1,278 @@
+"""Alerts: rules from ``[monitor] alerts`` raise them, an open alert is de-duplicated (its
+``occurrences`` grow), people acknowledge and resolve them, and a condition that clears resolves
+its alert on its own. Every change is in the audit trail. A rule's ``command`` (or
+``[monitor] alert_command``) runs when its alert opens, with the alert as JSON on stdin.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from mldeck import audit
+from mldeck.errors import MldeckError, NotFound
+from mldeck.monitor.settings import AlertRule
+from mldeck.provenance import current_user
+from mldeck.store.engine import Store
+from mldeck.store.models import Alert, DatasetVersion, Run, RunStatus, utcnow
+
+OPEN_STATES = ("open", "acknowledged")
+
+
+@dataclass
+class Signal:
+    """A rule's verdict: firing (raise or repeat its alert) or clear (resolve it)."""
+
+    rule: AlertRule
+    firing: bool
+    key: str
+    title: str
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Raised:
+    alert_id: int
+    rule: str
+    severity: str
+    title: str
+    new: bool
+    retrain: bool
+    command: str | None
+    payload: dict[str, Any]
+
+
+def default_rules(settings: Any) -> list[AlertRule]:
+    """The rules in force: ``[monitor] alerts``, or the defaults when there are none."""
+    if settings.monitor.alerts is not None:
+        return list(settings.monitor.alerts)
+    rules = [
+        AlertRule(name="dataset drift", when="dataset_drift", severity="warning"),
+        AlertRule(
+            name="multivariate drift", when="multivariate_drift", severity="warning", retrain=False
+        ),
+        AlertRule(name="failed pipeline step", when="failed_run", severity="warning"),
+    ]
+    primary = settings.model.primary
+    floor = settings.gates.min.get(primary)
+    if floor is not None and settings.model.task == "classification":
+        rules.append(AlertRule(name=f"estimated {primary} below {floor:g}",
+                               when="estimated_metric", metric=primary, below=floor,
+                               severity="critical"))  # fmt: skip
+    if floor is not None:
+        rules.append(AlertRule(name=f"realized {primary} below {floor:g}",
+                               when="realized_metric", metric=primary, below=floor,
+                               severity="critical"))  # fmt: skip
+    return rules
+
+
+def store_signals(store: Store, rules: list[AlertRule]) -> list[Signal]:
+    """Verdicts of the rules that look at the store rather than a batch: data freshness and
+    the last run of each kind having failed."""
+    signals: list[Signal] = []
+    with store.read() as session:
+        newest = session.execute(select(func.max(DatasetVersion.arrived_at))).scalar()
+        kinds = session.execute(select(Run.kind).distinct()).scalars().all()
+        last_runs = {}
+        for kind in kinds:
+            last_runs[kind] = session.execute(
+                select(Run)
+                .where(Run.kind == kind, Run.status.in_([RunStatus.SUCCEEDED, RunStatus.FAILED]))
+                .order_by(Run.id.desc())
+                .limit(1)
+            ).scalar()
+    now = utcnow()
+    for rule in rules:
+        if rule.when == "freshness" and rule.hours is not None:
+            if newest is None:
+                continue
+            if newest.tzinfo is None:
+                newest = newest.replace(tzinfo=now.tzinfo)
+            age = now - newest
+            signals.append(Signal(
+                rule, age > timedelta(hours=rule.hours), rule.name,
+                f"no new data for {age.total_seconds() / 3600:.1f} h (limit {rule.hours:g} h)",
+                details={"newest": newest.isoformat(), "hours": age.total_seconds() / 3600},
+            ))  # fmt: skip
+        elif rule.when == "failed_run":
+            for kind, run in sorted(last_runs.items()):
+                if run is None:
+                    continue
+                failed = run.status == RunStatus.FAILED
+                first_line = (run.error or "").strip().splitlines()
+                signals.append(Signal(
+                    rule, failed, f"{rule.name}:{kind}", f"the last {kind} run failed: {run.name}",
+                    message=first_line[-1] if first_line else "",
+                    details={"run_id": run.id, "kind": kind},
+                ))  # fmt: skip
+    return signals
+
+
+def apply(store: Store, signals: list[Signal], *, run_id: int | None = None) -> list[Raised]:
+    """Raise, repeat or resolve alerts for *signals* in one write transaction."""
+    raised: list[Raised] = []
+    if not signals:
+        return raised
+    now = utcnow()
+    with store.write() as session:
+        for signal in signals:
+            current = session.execute(
+                select(Alert)
+                .where(Alert.dedup_key == signal.key, Alert.status.in_(OPEN_STATES))
+                .order_by(Alert.id.desc())
+                .limit(1)
+            ).scalar()
+            if not signal.firing:
+                if current is not None:
+                    current.status, current.resolved_at, current.updated_at = "resolved", now, now
+                    current.details = {**current.details, "resolved_by": "condition cleared",
+                                       "resolved_run_id": run_id}  # fmt: skip
+                    session.add(current)
+                    audit.append(session, "alert.resolve", entity_type="alert",
+                                 entity_id=current.id, actor="mldeck",
+                                 details={"reason": "condition cleared", "rule": signal.rule.name})  # fmt: skip
+                continue
+            details = {**signal.details, "run_id": run_id}
+            new = current is None
+            if new:
+                current = Alert(
+                    rule=signal.rule.name, severity=signal.rule.severity, status="open",
+                    dedup_key=signal.key, title=signal.title[:300], message=signal.message,
+                    details=details, created_at=now, updated_at=now,
+                )  # fmt: skip
+            else:
+                current.occurrences += 1
+                current.updated_at = now
+                current.title, current.message = signal.title[:300], signal.message
+                current.details = {**current.details, **details}
+            session.add(current)
+            session.flush()
+            if new:
+                audit.append(session, "alert.open", entity_type="alert", entity_id=current.id,
+                             actor="mldeck", details={"rule": signal.rule.name,
+                                                      "title": current.title})  # fmt: skip
+            raised.append(Raised(current.id, signal.rule.name, current.severity, current.title,
+                                 new, signal.rule.wants_retrain, signal.rule.command,
+                                 alert_payload(current)))  # fmt: skip
+    return raised
+
+
+def alert_payload(alert: Alert) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "rule": alert.rule,
+        "severity": alert.severity,
+        "status": alert.status,
+        "title": alert.title,
+        "message": alert.message,
+        "details": alert.details,
+        "occurrences": alert.occurrences,
+        "created_at": alert.created_at.isoformat() if alert.created_at else None,
+        "updated_at": alert.updated_at.isoformat() if alert.updated_at else None,
+        "acknowledged_by": alert.acknowledged_by,
+        "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
+    }
+
+
+def run_hooks(raised: list[Raised], default_command: str | None, timeout: float) -> list[str]:
+    """Run the command of each newly opened alert; returns one line per problem (never raises:
+    a broken hook must not stop the pipeline)."""
+    problems = []
+    for alert in raised:
+        command = alert.command or default_command
+        if not alert.new or not command:
+            continue
+        try:
+            done = subprocess.run(
+                command, shell=True, input=json.dumps(alert.payload, default=str).encode(),
+                capture_output=True, timeout=timeout, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            problems.append(f"alert {alert.alert_id}: hook timed out after {timeout:g} s")
+            continue
+        except OSError as exc:
+            problems.append(f"alert {alert.alert_id}: hook could not start: {exc}")
+            continue
+        if done.returncode != 0:
+            err = done.stderr.decode(errors="replace").strip().splitlines()
+            problems.append(
+                f"alert {alert.alert_id}: hook exited {done.returncode}"
+                + (f": {err[-1]}" if err else "")
+            )
+    return problems
+
+
+def _get(session: Any, alert_id: int) -> Alert:
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        raise NotFound(f"no alert {alert_id} (see 'mldeck alerts list')")
+    return alert
+
+
+def acknowledge(store: Store, alert_id: int, *, user: str | None = None, note: str = "") -> Alert:
+    user = user or current_user()
+    with store.write() as session:
+        alert = _get(session, alert_id)
+        if alert.status != "open":
+            raise MldeckError(
+                f"alert {alert_id} is {alert.status}; only an open alert is acknowledged"
+            )
+        now = utcnow()
+        alert.status, alert.acknowledged_by, alert.acknowledged_at = "acknowledged", user, now
+        alert.updated_at = now
+        session.add(alert)
+        audit.append(session, "alert.acknowledge", entity_type="alert", entity_id=alert_id,
+                     actor=user, details={"note": note, "title": alert.title})  # fmt: skip
+        session.flush()
+        session.refresh(alert)
+        session.expunge(alert)
+        return alert
+
+
+def resolve(store: Store, alert_id: int, *, user: str | None = None, note: str = "") -> Alert:
+    user = user or current_user()
+    with store.write() as session:
+        alert = _get(session, alert_id)
+        if alert.status == "resolved":
+            raise MldeckError(f"alert {alert_id} is already resolved")
+        now = utcnow()
+        alert.status, alert.resolved_at, alert.updated_at = "resolved", now, now
+        alert.details = {**alert.details, "resolved_by": user, "note": note}
+        session.add(alert)
+        audit.append(session, "alert.resolve", entity_type="alert", entity_id=alert_id,
+                     actor=user, details={"note": note, "title": alert.title})  # fmt: skip
+        session.flush()
+        session.refresh(alert)
+        session.expunge(alert)
+        return alert
+
+
+def list_alerts(store: Store, *, status: str | None = "active", limit: int = 100) -> list[Alert]:
+    """Alerts, newest first; ``status='active'`` means open or acknowledged, None means all."""
+    query = select(Alert).order_by(Alert.id.desc()).limit(limit)
+    if status == "active":
+        query = query.where(Alert.status.in_(OPEN_STATES))
+    elif status:
+        query = query.where(Alert.status == status)
+    with store.read() as session:
+        rows = list(session.execute(query).scalars())
+        for row in rows:
+            session.expunge(row)
+        return rows
+
+
+def active_count(store: Store) -> tuple[int, int]:
+    """(active alerts, of which critical): cheap, for the top bar of every screen."""
+    with store.read() as session:
+        rows = session.execute(
+            select(Alert.severity, func.count())
+            .where(Alert.status.in_(OPEN_STATES))
+            .group_by(Alert.severity)
+        ).all()
+    return sum(n for _, n in rows), sum(n for s, n in rows if s == "critical")

@@ -1,0 +1,629 @@
+"""``check_batch``: the monitor step of the loop for one scored batch.
+
+The path: the batch's dataset version → its dataset's reference → the reference's drift
+baseline (built once, then read from its artifact) → the champion's predictions for the batch
+(from its score run, or scored now) → one polars pass over the batch → per-feature, label,
+prediction and multivariate drift, estimated and (when the batch carries labels) realized
+performance → one write transaction: a ``drift`` run with its metrics and lineage, a
+``DriftReport`` with its ``FeatureDrift`` rows → the alert rules → the alert hooks.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sqlalchemy import insert, select
+
+from mldeck import provenance
+from mldeck.data.readers import ReadError, open_source
+from mldeck.errors import MldeckError, NotFound
+from mldeck.monitor import alerts as alerting
+from mldeck.monitor import drift, performance
+from mldeck.monitor.alerts import Raised, Signal
+from mldeck.monitor.drift import FeatureResult, MultivariateResult
+from mldeck.monitor.performance import Estimate
+from mldeck.store.artifacts import put_stream, verify
+from mldeck.store.artifacts import resolve as resolve_path
+from mldeck.store.engine import Store
+from mldeck.store.models import (
+    Alias,
+    Artifact,
+    Dataset,
+    DatasetVersion,
+    DriftReport,
+    FeatureDrift,
+    Metric,
+    ModelVersion,
+    RegisteredModel,
+    Run,
+    RunInput,
+    RunKind,
+    RunLog,
+    RunStatus,
+    RunTrigger,
+    utcnow,
+)
+from mldeck.workspace import Workspace
+
+CHECKABLE = ("accepted", "warned")
+
+
+@dataclass
+class MonitorResult:
+    run_id: int
+    report_id: int
+    dataset_version_id: int
+    batch: str
+    reference: str
+    rows: int
+    features: list[FeatureResult]
+    drift_share: float
+    dataset_drift: bool
+    share_threshold: float
+    model: str | None = None
+    multivariate: MultivariateResult | None = None
+    prediction: FeatureResult | None = None
+    label: FeatureResult | None = None
+    estimated: Estimate | None = None
+    realized: dict[str, float | None] | None = None
+    alerts: list[Raised] = field(default_factory=list)
+    hook_problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_drifted(self) -> int:
+        return sum(f.drifted for f in self.features)
+
+    @property
+    def retrain_reasons(self) -> list[str]:
+        """Why a retrain is warranted (empty when it is not): the alerts whose rules say so."""
+        return [f"{a.rule}: {a.title}" for a in self.alerts if a.retrain]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "reference": self.reference,
+            "rows": self.rows,
+            "model": self.model,
+            "n_features": len(self.features),
+            "n_drifted": self.n_drifted,
+            "drift_share": self.drift_share,
+            "share_threshold": self.share_threshold,
+            "dataset_drift": self.dataset_drift,
+            "features": [f.as_dict() for f in self.features],
+            "multivariate": None if self.multivariate is None else self.multivariate.as_dict(),
+            "prediction": None if self.prediction is None else self.prediction.as_dict(),
+            "label": None if self.label is None else self.label.as_dict(),
+            "estimated": None if self.estimated is None else self.estimated.as_dict(),
+            "realized": self.realized,
+            "seconds": self.seconds,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "report_id": self.report_id,
+            "dataset_version_id": self.dataset_version_id,
+            **self.summary(),
+            "alerts": [
+                {
+                    "id": a.alert_id,
+                    "rule": a.rule,
+                    "severity": a.severity,
+                    "title": a.title,
+                    "new": a.new,
+                }
+                for a in self.alerts
+            ],
+            "retrain_reasons": self.retrain_reasons,
+            "hook_problems": self.hook_problems,
+        }
+
+
+def check_batch(
+    workspace: Workspace,
+    store: Store,
+    source: int | str,
+    *,
+    trigger: str = RunTrigger.MANUAL,
+    model: str | None = None,
+) -> MonitorResult:
+    """Monitor one batch (a dataset version id or reference): drift, performance, alerts."""
+    started = time.perf_counter()
+    version, dataset, reference = _versions(store, source)
+    batch = f"{dataset.name}:v{version.version}"
+    ref_label = f"{dataset.name}:v{reference.version}"
+    champion, model_name = _champion(workspace, store, model)
+    run_id = _start(store, version, reference, batch, trigger, champion, model_name)
+    try:
+        baseline = _baseline(workspace, store, reference, run_id)
+        frame = _open(workspace, version, batch)
+        batch_summary = drift.summarize_batch(frame, baseline)
+        result = _compare(workspace, baseline, batch_summary, champion, batch, ref_label)
+        result.run_id, result.dataset_version_id = run_id, version.id
+        if champion is not None:
+            _model_side(workspace, store, result, version, reference, champion, model_name,
+                        baseline, frame, trigger, run_id)  # fmt: skip
+        result.seconds = time.perf_counter() - started
+        result.report_id = _record(store, result, version, reference, champion)
+    except BaseException as exc:
+        _fail(store, run_id, exc)
+        raise
+    rules = alerting.default_rules(workspace.settings)
+    signals = batch_signals(result, rules) + alerting.store_signals(store, rules)
+    result.alerts = alerting.apply(store, signals, run_id=run_id)
+    result.hook_problems = alerting.run_hooks(
+        result.alerts,
+        workspace.settings.monitor.alert_command,
+        workspace.settings.monitor.alert_command_timeout,
+    )
+    if result.hook_problems:
+        with store.write() as session:
+            for problem in result.hook_problems:
+                session.add(RunLog(run_id=run_id, level="warning", message=problem))
+    return result
+
+
+# -- what is compared -------------------------------------------------------------------------
+def _versions(store: Store, source: int | str) -> tuple[DatasetVersion, Dataset, DatasetVersion]:
+    from mldeck.store.queries import resolve_version
+
+    version_id = source if isinstance(source, int) else resolve_version(store, str(source))
+    with store.read() as session:
+        version = session.get(DatasetVersion, version_id)
+        if version is None:
+            raise NotFound(f"no dataset version {version_id} (see 'mldeck data list')")
+        dataset = session.get(Dataset, version.dataset_id)
+        batch = f"{dataset.name}:v{version.version}"
+        if version.status not in CHECKABLE:
+            raise MldeckError(f"{batch} was {version.status} by validation; it is not monitored")
+        if dataset.reference_version_id is None:
+            raise MldeckError(
+                f"dataset {dataset.name} has no reference to compare with: ingest one with "
+                "'mldeck data ingest FILE --reference' or set [data] reference"
+            )
+        if dataset.reference_version_id == version.id:
+            raise MldeckError(f"{batch} is the reference itself; check a later batch")
+        reference = session.get(DatasetVersion, dataset.reference_version_id)
+        for row in (version, dataset, reference):
+            session.expunge(row)
+    return version, dataset, reference
+
+
+def _champion(
+    workspace: Workspace, store: Store, model: str | None
+) -> tuple[ModelVersion | None, str | None]:
+    from mldeck.ml.registry import CHAMPION
+
+    with store.read() as session:
+        query = (
+            select(ModelVersion, RegisteredModel.name)
+            .join(Alias, Alias.model_version_id == ModelVersion.id)
+            .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+            .where(Alias.name == CHAMPION)
+            .order_by(RegisteredModel.name)
+        )
+        if model:
+            query = query.where(RegisteredModel.name == model)
+        rows = session.execute(query).all()
+        for row in rows:
+            session.expunge(row[0])
+    if model and not rows:
+        raise NotFound(f"model {model} has no champion (see 'mldeck models list')")
+    if not rows:
+        return None, None
+    if len(rows) > 1:
+        configured = workspace.settings.model.name
+        for version, name in rows:
+            if name == configured:
+                return version, name
+        raise MldeckError("several models have a champion; pick one (--model " + rows[0][1] + ")")
+    return rows[0][0], rows[0][1]
+
+
+def monitored_columns(
+    workspace: Workspace, reference: DatasetVersion, champion: ModelVersion | None
+) -> dict[str, str]:
+    """Each column of the reference drift looks at, with its kind (numeric or categorical)."""
+    data = workspace.settings.data
+    skip = {data.id_column, data.timestamp_column} - {None}
+    columns = {}
+    for name, entry in (reference.profile or {}).get("columns", {}).items():
+        if name in skip:
+            continue
+        setting = workspace.settings.monitor.columns.get(name)
+        if setting is not None and not setting.monitor:
+            continue
+        kind = {"int": "numeric", "float": "numeric", "string": "categorical",
+                "bool": "categorical"}.get(entry.get("kind"))  # fmt: skip
+        if kind:
+            columns[name] = kind
+    return columns
+
+
+def _target(workspace: Workspace, champion: ModelVersion | None) -> str | None:
+    schema = champion.schema_ if champion is not None else {}
+    return (schema or {}).get("target") or workspace.settings.model.target
+
+
+def _compare(
+    workspace: Workspace,
+    baseline: dict[str, Any],
+    batch_summary: dict[str, Any],
+    champion: ModelVersion | None,
+    batch: str,
+    ref_label: str,
+) -> MonitorResult:
+    settings = workspace.settings.monitor
+    target = _target(workspace, champion)
+    reference_rows = baseline["n_rows"]
+    features, label = [], None
+    for name, spec in baseline["columns"].items():
+        current = batch_summary["columns"].get(name)
+        if current is None:
+            continue
+        role = "label" if name == target else "feature"
+        result = drift.compare_column(name, spec, current, reference_rows, settings, role)
+        if role == "label":
+            label = result
+        else:
+            features.append(result)
+    features.sort(key=lambda f: (-f.severity if math.isfinite(f.severity) else -1e300, f.feature))
+    n = len(features)
+    share = sum(f.drifted for f in features) / n if n else 0.0
+    return MonitorResult(
+        run_id=0, report_id=0, dataset_version_id=0, batch=batch, reference=ref_label,
+        rows=batch_summary["n_rows"], features=features, drift_share=share,
+        dataset_drift=bool(n) and share >= settings.drift_share,
+        share_threshold=settings.drift_share, label=label,
+        multivariate=drift.multivariate(baseline, batch_summary, settings),
+    )  # fmt: skip
+
+
+# -- the reference's baselines (built once, kept as artifacts) ---------------------------------
+def _cached(store: Store, workspace: Workspace, name: str) -> dict[str, Any] | None:
+    with store.read() as session:
+        row = session.execute(
+            select(Artifact).where(Artifact.name == name).order_by(Artifact.id.desc()).limit(1)
+        ).scalar()
+    if row is None:
+        return None
+    path = resolve_path(workspace.root, row.path)
+    try:
+        verify(path, row.sha256)
+        return drift.baseline_from_bytes(path.read_bytes())
+    except (MldeckError, OSError, ValueError):
+        return None  # a damaged cache is rebuilt
+
+
+def _keep(
+    store: Store, workspace: Workspace, name: str, kind: str, payload: dict[str, Any], run_id: int
+) -> None:
+    sha, stored, size = put_stream(
+        workspace.artifacts_dir, io.BytesIO(drift.baseline_bytes(payload)), suffix=".json"
+    )
+    with store.write() as session:
+        session.add(
+            Artifact(
+                run_id=run_id,
+                name=name,
+                kind=kind,
+                sha256=sha,
+                size_bytes=size,
+                path=str(stored.relative_to(workspace.root)),
+            )
+        )
+
+
+def _baseline(
+    workspace: Workspace, store: Store, reference: DatasetVersion, run_id: int
+) -> dict[str, Any]:
+    name = f"drift-baseline:{reference.sha256}"
+    found = _cached(store, workspace, name)
+    if found is not None:
+        return found
+    _log(store, run_id, f"building the drift baseline of the reference (once): {name}")
+    columns = monitored_columns(workspace, reference, None)
+    frame = _open(workspace, reference, "the reference", check=True)
+    baseline = drift.build_baseline(frame, columns, seed=workspace.settings.model.seed)
+    _keep(store, workspace, name, "drift_baseline", baseline, run_id)
+    return baseline
+
+
+def _open(
+    workspace: Workspace, version: DatasetVersion, label: str, *, check: bool = False
+) -> pl.LazyFrame:
+    path = resolve_path(workspace.root, version.stored_path)
+    if check:
+        verify(path, version.sha256)
+    try:
+        return open_source(path, separator=workspace.settings.data.csv_separator).frame
+    except ReadError as exc:
+        raise MldeckError(f"cannot read {label}: {exc}") from None
+
+
+# -- the model's side: predictions, prediction drift, performance -----------------------------
+def _predictions(
+    workspace: Workspace, store: Store, version: DatasetVersion, champion: ModelVersion,
+    model_name: str, trigger: str,
+) -> pl.DataFrame:  # fmt: skip
+    with store.read() as session:
+        path = session.execute(
+            select(Artifact.path, Artifact.sha256)
+            .join(Run, Run.id == Artifact.run_id)
+            .join(RunInput, RunInput.run_id == Run.id)
+            .where(
+                Run.kind == RunKind.SCORE,
+                Run.status == RunStatus.SUCCEEDED,
+                RunInput.dataset_version_id == version.id,
+                Artifact.kind == "predictions",
+                Run.params["model_version_id"].as_integer() == champion.id,
+            )
+            .order_by(Run.id.desc())
+            .limit(1)
+        ).first()
+    if path is None:
+        from mldeck.ml.scoring import score_batch
+
+        scored = score_batch(workspace, store, version.id, model=model_name, trigger=trigger)
+        path = (scored.champion.artifact_path, scored.champion.sha256)
+    file = resolve_path(workspace.root, path[0])
+    verify(file, path[1])
+    return pl.read_parquet(file)
+
+
+def _model_side(
+    workspace: Workspace, store: Store, result: MonitorResult, version: DatasetVersion,
+    reference: DatasetVersion, champion: ModelVersion, model_name: str,
+    baseline: dict[str, Any], frame: pl.LazyFrame, trigger: str, run_id: int,
+) -> None:  # fmt: skip
+    from mldeck.ml.registry import label
+
+    settings = workspace.settings.monitor
+    result.model = label(model_name, champion)
+    predictions = _predictions(workspace, store, version, champion, model_name, trigger)
+    scores = predictions.get_column("score").to_numpy()
+    # Prediction drift: the champion's scores on the batch against its scores on the reference.
+    name = f"prediction-baseline:{champion.id}:{reference.sha256}"
+    reference_scores = _cached(store, workspace, name)
+    if reference_scores is None:
+        _log(store, run_id, f"scoring the reference with {result.model} (once): {name}")
+        from mldeck.ml.scoring import predict_frame
+
+        ref_frame = _open(workspace, reference, "the reference").collect()
+        ref_scores, _ = predict_frame(workspace, store, champion, ref_frame, model_name)
+        reference_scores = drift.build_baseline(
+            pl.LazyFrame({"score": ref_scores}), {"score": "numeric"}
+        ) if ref_scores is not None else {"columns": {}, "n_rows": 0}  # fmt: skip
+        _keep(store, workspace, name, "prediction_baseline", reference_scores, run_id)
+    if "score" in reference_scores["columns"] and np.isfinite(scores).any():
+        current = drift.summarize_batch(predictions.lazy(), reference_scores)["columns"]["score"]
+        result.prediction = drift.compare_column(
+            "score", reference_scores["columns"]["score"], current,
+            reference_scores["n_rows"], settings, role="prediction",
+        )  # fmt: skip
+    schema = champion.schema_ or {}
+    classes = schema.get("classes") or []
+    metric = workspace.settings.model.primary
+    if schema.get("task", "classification") != "classification" or len(classes) != 2:
+        metric = None  # estimation needs a binary classifier's probabilities
+    positive = classes[1] if len(classes) == 2 else None
+    predicted = None
+    if positive is not None:
+        predicted = predictions.get_column("prediction").cast(pl.String) == str(positive)
+        predicted = predicted.to_numpy()
+    if metric is not None and predicted is not None:
+        if metric not in performance.ESTIMABLE:
+            metric = "roc_auc"
+        result.estimated = performance.estimate(
+            metric, scores, predicted, (champion.metrics or {}).get("calibration"),
+            draws=settings.estimate_draws, seed=workspace.settings.model.seed,
+            reference=_finite((champion.metrics or {}).get(metric)),
+        )  # fmt: skip
+    target = _target(workspace, champion)
+    if target and positive is not None and target in frame.collect_schema():
+        labels = frame.select(pl.col(target).cast(pl.String)).collect().to_series()
+        known = labels.is_not_null().to_numpy()
+        if known.any() and labels.len() == predictions.height:
+            y = (labels == str(positive)).to_numpy()[known]
+            result.realized = {
+                k: _finite(v)
+                for k, v in performance.realized_metrics(y, predicted[known], scores[known]).items()
+            }
+            result.realized["labelled_rows"] = int(known.sum())
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+# -- alerts from a batch -------------------------------------------------------------------------
+def batch_signals(result: MonitorResult, rules: list) -> list[Signal]:
+    """The verdict of every batch rule on *result*."""
+    signals = []
+    by_feature = {f.feature: f for f in result.features}
+    for rule in rules:
+        key = rule.name
+        if rule.when == "dataset_drift":
+            signals.append(Signal(
+                rule, result.dataset_drift, key,
+                f"{result.batch}: {result.n_drifted} of {len(result.features)} features drifted "
+                f"({result.drift_share:.0%}, threshold {result.share_threshold:.0%})",
+                details={"batch": result.batch, "drifted": [f.feature for f in result.features
+                                                             if f.drifted]},
+            ))  # fmt: skip
+        elif rule.when == "feature_drift" and rule.feature in by_feature:
+            f = by_feature[rule.feature]
+            signals.append(Signal(rule, f.drifted, key,
+                                  f"{result.batch}: {f.feature} drifted ({f.method})",
+                                  details={"batch": result.batch, **f.as_dict()}))  # fmt: skip
+        elif rule.when == "multivariate_drift" and result.multivariate is not None:
+            m = result.multivariate
+            signals.append(Signal(
+                rule, m.drifted, key,
+                f"{result.batch}: joint distribution changed (PCA error {m.error:.3f}, "
+                f"reference {m.reference_error:.3f})",
+                details={"batch": result.batch, **m.as_dict()},
+            ))  # fmt: skip
+        elif rule.when == "prediction_drift" and result.prediction is not None:
+            p = result.prediction
+            signals.append(Signal(rule, p.drifted, key,
+                                  f"{result.batch}: the champion's scores drifted ({p.method})",
+                                  details={"batch": result.batch, **p.as_dict()}))  # fmt: skip
+        elif rule.when == "estimated_metric" and result.estimated is not None:
+            e = result.estimated
+            if rule.metric == e.metric and e.value is not None:
+                signals.append(Signal(
+                    rule, e.value < rule.below, key,
+                    f"{result.batch}: estimated {e.metric} {e.value:.3f} < {rule.below:g}",
+                    details={"batch": result.batch, **e.as_dict()},
+                ))  # fmt: skip
+        elif rule.when == "realized_metric" and result.realized:
+            value = result.realized.get(rule.metric or "")
+            if value is not None:
+                signals.append(Signal(
+                    rule, value < rule.below, key,
+                    f"{result.batch}: realized {rule.metric} {value:.3f} < {rule.below:g}",
+                    details={"batch": result.batch, "metric": rule.metric, "value": value},
+                ))  # fmt: skip
+    return signals
+
+
+# -- the store ----------------------------------------------------------------------------------
+def _start(
+    store: Store, version: DatasetVersion, reference: DatasetVersion, batch: str, trigger: str,
+    champion: ModelVersion | None, model_name: str | None,
+) -> int:  # fmt: skip
+    now = utcnow()
+    pid = os.getpid()
+    run = Run(
+        name=f"drift {batch}", kind=RunKind.DRIFT, trigger=trigger, status=RunStatus.RUNNING,
+        created_at=now, started_at=now, heartbeat_at=now,
+        params={"dataset_version_id": version.id, "reference_version_id": reference.id,
+                "model_version_id": None if champion is None else champion.id,
+                "model": model_name},
+        tags={"dataset": batch},
+        code_version=provenance.code_version(Path.cwd()),
+        environment=provenance.environment(), user=provenance.current_user(),
+        host=provenance.hostname(), pid=pid, pid_started_at=provenance.process_start_time(pid),
+    )  # fmt: skip
+    with store.write() as session:
+        session.add(run)
+        session.flush()
+        session.add(RunInput(run_id=run.id, dataset_version_id=version.id, role="input"))
+        session.add(RunInput(run_id=run.id, dataset_version_id=reference.id, role="reference"))
+        return run.id
+
+
+def _log(store: Store, run_id: int, message: str) -> None:
+    with store.write() as session:
+        session.add(RunLog(run_id=run_id, message=message))
+
+
+def _fail(store: Store, run_id: int, exc: BaseException) -> None:
+    status = RunStatus.CANCELLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
+    with store.write() as session:
+        run = session.get(Run, run_id)
+        run.status, run.ended_at = status, utcnow()
+        run.error = str(exc) if isinstance(exc, MldeckError) else "".join(
+            traceback.format_exception(exc)
+        )  # fmt: skip
+        session.add(run)
+
+
+def metric_points(result: MonitorResult) -> dict[str, float | None]:
+    """The per-batch figures stored as the drift run's metrics (what the charts draw)."""
+    points: dict[str, float | None] = {
+        "drift_share": result.drift_share,
+        "n_drifted": float(result.n_drifted),
+        "rows": float(result.rows),
+    }
+    if result.multivariate is not None:
+        points["multivariate_error"] = result.multivariate.error
+    if result.prediction is not None:
+        points["prediction_drift"] = result.prediction.statistic
+    if result.estimated is not None:
+        e = result.estimated
+        points[f"estimated_{e.metric}"] = e.value
+        points[f"estimated_{e.metric}_lower"] = e.lower
+        points[f"estimated_{e.metric}_upper"] = e.upper
+    for name, value in (result.realized or {}).items():
+        if name != "labelled_rows":
+            points[f"realized_{name}"] = value
+    for f in result.features:
+        points[f"drift.{f.feature}"] = f.statistic
+    return points
+
+
+def _record(
+    store: Store, result: MonitorResult, version: DatasetVersion, reference: DatasetVersion,
+    champion: ModelVersion | None,
+) -> int:  # fmt: skip
+    now = utcnow()
+    with store.write() as session:
+        report = DriftReport(
+            run_id=result.run_id, dataset_version_id=version.id,
+            reference_version_id=reference.id,
+            model_version_id=None if champion is None else champion.id,
+            n_features=len(result.features), n_drifted=result.n_drifted,
+            drift_share=result.drift_share, dataset_drift=result.dataset_drift,
+            summary=_jsonable(result.summary()), created_at=now,
+        )  # fmt: skip
+        session.add(report)
+        session.flush()
+        extra = [r for r in (result.label, result.prediction) if r is not None]
+        session.execute(
+            insert(FeatureDrift),
+            [
+                {
+                    "report_id": report.id,
+                    "feature": f.feature,
+                    "method": f.method,
+                    "statistic": f.statistic,
+                    "p_value": f.p_value,
+                    "threshold": f.threshold,
+                    "drifted": f.drifted,
+                }
+                for f in [*result.features, *extra]
+            ],
+        )
+        points = [
+            {"run_id": result.run_id, "key": key, "value": _finite(value), "step": 0, "ts": now}
+            for key, value in metric_points(result).items()
+        ]
+        if points:
+            session.execute(insert(Metric), points)
+        run = session.get(Run, result.run_id)
+        run.status, run.ended_at, run.progress = RunStatus.SUCCEEDED, now, 1.0
+        run.progress_message = f"{result.n_drifted}/{len(result.features)} features drifted" + (
+            " (dataset drift)" if result.dataset_drift else ""
+        )
+        session.add(run)
+        return report.id
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value

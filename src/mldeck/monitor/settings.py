@@ -1,0 +1,136 @@
+"""``[monitor]`` of ``mldeck.toml``: drift methods and thresholds, performance estimation and the
+alert rules. Pure settings (no scipy, no polars), so the config loads fast.
+
+::
+
+    [monitor]
+    drift_share = 0.5                 # dataset drift: this share of features drifted, or more
+    small_sample = 1000               # references of this many rows or fewer use tests
+    cost_per_cpu_hour = 0.05          # for the KPI "cost per 1k predictions"
+
+    [monitor.columns.monthly_charges]  # override the default method of one column
+    method = "psi"
+    threshold = 0.2
+
+    [[monitor.alerts]]
+    name = "roc_auc estimate below 0.7"
+    when = "estimated_metric"
+    metric = "roc_auc"
+    below = 0.7
+    severity = "critical"
+    command = "mail -s 'mldeck alert' ops@example.org"   # gets the alert as JSON on stdin
+
+The default method per column (see docs/monitoring.md): with a reference of ``small_sample``
+rows or fewer, the two-sample Kolmogorov-Smirnov test for numbers and the chi-square test for
+categories (drifted when p < 0.05); with a larger reference, where every tiny difference becomes
+"significant", the Wasserstein distance divided by the reference's standard deviation for
+numbers and the Jensen-Shannon distance for categories (drifted at 0.1 or more).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NumericMethod = Literal["ks", "wasserstein", "psi"]
+CategoricalMethod = Literal["chi2", "psi", "jensenshannon"]
+Method = Literal["auto", "ks", "wasserstein", "psi", "chi2", "jensenshannon"]
+RuleKind = Literal[
+    "dataset_drift",
+    "feature_drift",
+    "multivariate_drift",
+    "prediction_drift",
+    "estimated_metric",
+    "realized_metric",
+    "freshness",
+    "failed_run",
+]
+Severity = Literal["info", "warning", "critical"]
+
+# Default thresholds: a p-value below this for tests, a score at or above this for distances.
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "ks": 0.05,
+    "chi2": 0.05,
+    "wasserstein": 0.1,
+    "jensenshannon": 0.1,
+    "psi": 0.1,
+}
+TESTS = frozenset({"ks", "chi2"})  # drifted when p < threshold; others when score >= threshold
+NUMERIC_METHODS = frozenset({"ks", "wasserstein", "psi"})
+CATEGORICAL_METHODS = frozenset({"chi2", "psi", "jensenshannon"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnDrift(_Strict):
+    method: Method = "auto"
+    # p-value (tests) or score (distances); default: the method's in DEFAULT_THRESHOLDS.
+    threshold: float | None = Field(None, gt=0)
+    # false leaves the column out of drift altogether.
+    monitor: bool = True
+
+
+class AlertRule(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    when: RuleKind
+    severity: Severity = "warning"
+    feature: str | None = None  # feature_drift
+    metric: str | None = None  # estimated_metric, realized_metric
+    below: float | None = None  # estimated_metric, realized_metric
+    hours: float | None = Field(None, gt=0)  # freshness: no new data for this long
+    # A shell command run with the alert as JSON on stdin when the alert opens.
+    command: str | None = None
+    # Whether this alert is a reason to retrain (the scheduler's policy reads it).
+    retrain: bool | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertRule:
+        if self.when == "feature_drift" and not self.feature:
+            raise ValueError("a feature_drift rule names its feature")
+        if self.when in ("estimated_metric", "realized_metric") and (
+            not self.metric or self.below is None
+        ):
+            raise ValueError(f"a {self.when} rule needs metric and below")
+        if self.when == "freshness" and self.hours is None:
+            raise ValueError("a freshness rule needs hours")
+        return self
+
+    @property
+    def wants_retrain(self) -> bool:
+        if self.retrain is not None:
+            return self.retrain
+        return self.when in ("dataset_drift", "estimated_metric", "realized_metric")
+
+
+class MonitorSettings(_Strict):
+    # Dataset drift when at least this share of the monitored features drifted.
+    drift_share: float = Field(0.5, gt=0, le=1)
+    # References of at most this many rows use statistical tests (KS, chi-square); larger ones
+    # use distances (normalised Wasserstein, Jensen-Shannon).
+    small_sample: int = Field(1000, ge=1)
+    # Multivariate drift: PCA reconstruction error of the numeric features, drifted when the
+    # batch's mean error exceeds the reference's by this fraction (and by 3 standard errors).
+    multivariate: bool = True
+    multivariate_tolerance: float = Field(0.1, gt=0)
+    # Estimated performance (classifiers): Monte Carlo draws for its uncertainty band.
+    estimate_draws: int = Field(200, ge=20, le=5000)
+    # For the KPI "cost per 1k predictions": what an hour of CPU costs you (any currency).
+    cost_per_cpu_hour: float = Field(0.0, ge=0)
+    columns: dict[str, ColumnDrift] = Field(default_factory=dict)
+    # Alert rules. Without any, defaults apply: dataset drift, multivariate drift, and the
+    # estimated and realized primary metric below the [gates] minimum when there is one.
+    alerts: list[AlertRule] | None = None
+    # A command for every alert that has none of its own (alert as JSON on stdin).
+    alert_command: str | None = None
+    alert_command_timeout: float = Field(30, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _unique_rules(self) -> MonitorSettings:
+        names = [rule.name for rule in self.alerts or []]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"alert rule {repeated[0]!r} is defined twice")
+        return self
