@@ -1059,5 +1059,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
+# Command groups kept in their own modules register themselves on ``app``.
+from mldeck import cli_monitor  # noqa: E402, F401
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,290 @@
+"""Commands for monitoring: ``mldeck drift ...``, ``mldeck alerts ...``, ``mldeck kpis``.
+
+Registered on the main app by :mod:`mldeck.cli`; they share its output helpers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mldeck import formatting as fmt
+from mldeck.cli import JsonOption, _open, _print_json, _section, _table, app, out
+
+drift_app = typer.Typer(
+    help="Drift and performance of scored batches against the reference.", no_args_is_help=True
+)
+app.add_typer(drift_app, name="drift")
+alerts_app = typer.Typer(help="List, acknowledge and resolve alerts.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _statistic(feature: dict[str, Any]) -> str:
+    if feature.get("p_value") is not None:
+        return f"p={feature['p_value']:.3g}"
+    return _num(feature.get("statistic"))
+
+
+@drift_app.command("check")
+def drift_check(
+    batch: Annotated[
+        str, typer.Argument(help="A dataset version (id, dataset:vN, sha256 prefix) to check.")
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Registered model (default: the champion's).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a batch: drift per feature, label, prediction and multivariate drift, estimated and
+    realized performance; raises the alerts its rules call for. Exit status 0 quiet, 3 drift or
+    an alert."""
+    from mldeck.monitor import check_batch
+
+    ws, store = _open()
+    result = check_batch(ws, store, batch, model=model)
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        _print_report(result.summary(), result.report_id)
+        for alert in result.alerts:
+            word = "raised" if alert.new else "still open"
+            out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}",
+                      markup=False)  # fmt: skip
+        for problem in result.hook_problems:
+            print(f"mldeck: warning: {problem}", file=sys.stderr)
+    if result.dataset_drift or result.alerts:
+        raise typer.Exit(3)
+
+
+def _print_report(summary: dict[str, Any], report_id: int) -> None:
+    drifted = "DATASET DRIFT" if summary["dataset_drift"] else "no dataset drift"
+    out.print(
+        f"{summary['batch']} vs {summary['reference']} (report {report_id}): "
+        f"{summary['n_drifted']} of {summary['n_features']} features drifted "
+        f"({summary['drift_share']:.0%}, threshold {summary['share_threshold']:.0%}): {drifted}",
+        markup=False,
+    )
+    table = _table("FEATURE", "METHOD", "SCORE", "THRESHOLD", "DRIFT")
+    extra = [summary.get(k) for k in ("label", "prediction")]
+    for feature in [*summary["features"], *filter(None, extra)]:
+        name = feature["feature"]
+        if feature.get("role") in ("label", "prediction"):
+            name = f"{name} ({feature['role']})"
+        table.add_row(
+            name,
+            feature["method"],
+            _statistic(feature),
+            f"{feature['threshold']:g}",
+            "DRIFT" if feature["drifted"] else "-",
+        )
+    out.print(table)
+    items: dict[str, str] = {}
+    multi = summary.get("multivariate")
+    if multi:
+        items["multivariate"] = (
+            f"PCA reconstruction error {multi['error']:.3f} (reference "
+            f"{multi['reference_error']:.3f}, threshold {multi['threshold']:.3f})"
+            + (": DRIFT" if multi["drifted"] else "")
+        )
+    estimated = summary.get("estimated")
+    if estimated and estimated.get("value") is not None:
+        band = ""
+        if estimated.get("lower") is not None:
+            band = f" [{estimated['lower']:.3f}, {estimated['upper']:.3f}]"
+        reference = estimated.get("reference")
+        items[f"estimated {estimated['metric']}"] = f"{estimated['value']:.3f}{band}" + (
+            "" if reference is None else f" (holdout {reference:.3f})"
+        )
+    realized = summary.get("realized")
+    if realized:
+        shown = {k: v for k, v in realized.items() if k != "labelled_rows" and v is not None}
+        items["realized"] = ", ".join(f"{k} {v:.3f}" for k, v in shown.items()) + (
+            f" on {realized.get('labelled_rows', 0)} labelled rows"
+        )
+    if summary.get("model"):
+        items["model"] = summary["model"]
+    _section("Model", items)
+
+
+@drift_app.command("list")
+def drift_list(
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List drift reports, newest first, with estimated and realized performance."""
+    from mldeck.monitor.queries import list_reports
+
+    _, store = _open()
+    rows = list_reports(store, limit=limit)
+    if as_json:
+        _print_json([row.as_dict() for row in rows])
+        return
+    if not rows:
+        out.print("No drift reports yet: see 'mldeck drift check BATCH'.")
+        return
+    table = _table(
+        "ID", "BATCH", "CHECKED", "DRIFTED", "DATASET", "ESTIMATED", "REALIZED", "ALERTS"
+    )
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.batch,
+            fmt.when(row.created_at),
+            f"{row.n_drifted}/{row.n_features}",
+            "DRIFT" if row.dataset_drift else "-",
+            "-" if row.estimated is None else f"{row.metric} {row.estimated:.3f}",
+            "-" if row.realized is None else f"{row.realized:.3f}",
+            str(row.alerts or "-"),
+        )
+    out.print(table)
+
+
+@drift_app.command("show")
+def drift_show(
+    ref: Annotated[str, typer.Argument(help="A batch (dataset:vN, id) or report (#ID).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show the newest drift report of a batch (or a report by #ID)."""
+    from mldeck.monitor.queries import report_detail, resolve_report
+
+    _, store = _open()
+    detail = report_detail(store, resolve_report(store, ref))
+    if as_json:
+        _print_json(detail.as_dict())
+    else:
+        _print_report(detail.summary, detail.row.id)
+
+
+@drift_app.command("report")
+def drift_report(
+    ref: Annotated[str, typer.Argument(help="A batch (dataset:vN, id) or report (#ID).")],
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML report here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a drift report to share: self-contained HTML (charts inline) or JSON."""
+    from mldeck.errors import MldeckError
+    from mldeck.monitor.queries import report_detail, resolve_report, timeline
+    from mldeck.monitor.report import render_html
+
+    if html is None and not as_json:
+        raise MldeckError("say what to write: --html FILE, --json, or both")
+    ws, store = _open()
+    detail = report_detail(store, resolve_report(store, ref))
+    if html is not None:
+        text = render_html(detail, timeline(store, limit=50), project=ws.settings.project.name)
+        tmp = html.with_name(f".{html.name}.tmp")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(html)
+        except OSError as exc:
+            raise MldeckError(f"cannot write {html}: {exc.strerror or exc}") from None
+        if not as_json:
+            out.print(f"{detail.row.batch}: report written to {html}", markup=False)
+    if as_json:
+        _print_json(detail.as_dict())
+
+
+@alerts_app.command("list")
+def alerts_list(
+    status: Annotated[
+        str, typer.Option(help="active (open or acknowledged), open, acknowledged, resolved, all.")
+    ] = "active",
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List alerts, newest first (by default those still open or acknowledged)."""
+    from mldeck.errors import MldeckError
+    from mldeck.monitor.alerts import alert_payload, list_alerts
+
+    allowed = ("active", "open", "acknowledged", "resolved", "all")
+    if status not in allowed:
+        raise MldeckError(f"--status {status!r}: use one of {', '.join(allowed)}")
+    _, store = _open()
+    rows = list_alerts(store, status=None if status == "all" else status, limit=limit)
+    if as_json:
+        _print_json([alert_payload(a) for a in rows])
+        return
+    if not rows:
+        out.print("No alerts." if status == "all" else f"No {status} alerts.")
+        return
+    table = _table("ID", "SEVERITY", "STATUS", "SEEN", "LAST", "ALERT", wrap="ALERT")
+    for alert in rows:
+        table.add_row(str(alert.id), alert.severity, alert.status, f"{alert.occurrences}x",
+                      fmt.when(alert.updated_at), alert.title)  # fmt: skip
+    out.print(table)
+
+
+def _alert_change(action: str, alert_id: int, note: str) -> None:
+    from mldeck.monitor import alerts
+
+    _, store = _open()
+    change = alerts.acknowledge if action == "acknowledge" else alerts.resolve
+    alert = change(store, alert_id, note=note)
+    out.print(f"alert {alert.id} {alert.status}: {alert.title}", markup=False)
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[int, typer.Argument(help="The alert's id.")],
+    note: Annotated[str, typer.Option("--note", "-m", help="Why, for the audit trail.")] = "",
+) -> None:
+    """Acknowledge an open alert (someone is on it); it stays active until resolved."""
+    _alert_change("acknowledge", alert_id, note)
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(
+    alert_id: Annotated[int, typer.Argument(help="The alert's id.")],
+    note: Annotated[str, typer.Option("--note", "-m", help="What was done, for the audit.")] = "",
+) -> None:
+    """Resolve an alert."""
+    _alert_change("resolve", alert_id, note)
+
+
+@alerts_app.command("check")
+def alerts_check(as_json: JsonOption = False) -> None:
+    """Evaluate the rules that look at the store (data freshness, failed steps) now."""
+    from mldeck.monitor import alerts
+
+    ws, store = _open()
+    rules = alerts.default_rules(ws.settings)
+    raised = alerts.apply(store, alerts.store_signals(store, rules))
+    problems = alerts.run_hooks(raised, ws.settings.monitor.alert_command,
+                                ws.settings.monitor.alert_command_timeout)  # fmt: skip
+    if as_json:
+        _print_json([r.payload for r in raised])
+    else:
+        for alert in raised:
+            word = "raised" if alert.new else "still open"
+            out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}",
+                      markup=False)  # fmt: skip
+        if not raised:
+            out.print("Nothing to alert.")
+    for problem in problems:
+        print(f"mldeck: warning: {problem}", file=sys.stderr)
+
+
+@app.command("kpis")
+def kpis_command(
+    days: Annotated[float, typer.Option(min=0.01, help="The window, in days.")] = 30,
+    as_json: JsonOption = False,
+) -> None:
+    """Delivery and model-health KPIs over the last DAYS days."""
+    from mldeck.monitor.kpis import kpis, sections
+
+    ws, store = _open()
+    figures = kpis(store, days=days, cost_per_cpu_hour=ws.settings.monitor.cost_per_cpu_hour)
+    if as_json:
+        _print_json(figures.as_dict())
+        return
+    for title, items in sections(figures).items():
+        _section(title, items)

@@ -1,0 +1,229 @@
+"""The operations KPIs, computed from the store (runs, metrics, audit events, alerts).
+
+Delivery: promotion frequency, lead time from data arrival to a new champion, change-failure
+rate (promotions later rolled back), time to restore after an alert. Model health: quality over
+time (realized and estimated primary metric per batch), drift, data freshness, pipeline success
+rate, inference latency p50 / p95 per 1,000 predictions, cost per 1,000 predictions (CPU time at
+``[monitor] cost_per_cpu_hour``), retraining cadence. Each figure is None when the store does not
+hold what it needs yet, never a made-up zero.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from mldeck import formatting as fmt
+from mldeck.store.engine import Store
+from mldeck.store.models import (
+    Alert,
+    AuditEvent,
+    DatasetVersion,
+    DriftReport,
+    Metric,
+    ModelVersion,
+    Run,
+    RunInput,
+    RunKind,
+    RunStatus,
+    utcnow,
+)
+
+
+@dataclass
+class Kpis:
+    window_days: float
+    promotions: int
+    promotions_per_week: float | None
+    lead_time_hours: float | None
+    change_failure_rate: float | None
+    time_to_restore_hours: float | None
+    runs_finished: int
+    pipeline_success_rate: float | None
+    data_freshness_hours: float | None
+    batches_monitored: int
+    batches_with_dataset_drift: int
+    last_drift_share: float | None
+    latency_ms_per_1k_p50: float | None
+    latency_ms_per_1k_p95: float | None
+    cpu_seconds_per_1k: float | None
+    cost_per_1k: float | None
+    retrain_interval_days: float | None
+    quality: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _aware(value: datetime | None, now: datetime) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=now.tzinfo)
+    return value
+
+
+def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> Kpis:
+    now = utcnow()
+    since = now - timedelta(days=days)
+    with store.read() as session:
+        events = (
+            session.execute(
+                select(AuditEvent)
+                .where(AuditEvent.action.in_(["model_version.promote", "model_version.rollback"]))
+                .order_by(AuditEvent.id)
+            )
+            .scalars()
+            .all()
+        )
+        promotions = [e for e in events if e.action == "model_version.promote"
+                      and _aware(e.ts, now) >= since]  # fmt: skip
+        rollbacks = [e for e in events if e.action == "model_version.rollback"]
+        # Lead time: newest data a promoted version's training read -> its promotion.
+        leads = []
+        for event in promotions:
+            version = session.get(ModelVersion, int(event.entity_id or 0))
+            if version is None or version.run_id is None:
+                continue
+            arrived = session.execute(
+                select(func.max(DatasetVersion.arrived_at))
+                .join(RunInput, RunInput.dataset_version_id == DatasetVersion.id)
+                .where(RunInput.run_id == version.run_id)
+            ).scalar()
+            if arrived is not None:
+                leads.append((_aware(event.ts, now) - _aware(arrived, now)).total_seconds() / 3600)
+        failed = 0
+        for event in promotions:
+            model, number = event.details.get("model"), event.details.get("version")
+            if any(r.id > event.id and r.details.get("model") == model
+                   and r.details.get("previous_version") == number for r in rollbacks):  # fmt: skip
+                failed += 1
+        restored = session.execute(
+            select(Alert.created_at, Alert.resolved_at).where(
+                Alert.resolved_at.is_not(None), Alert.created_at >= since
+            )
+        ).all()
+        finished = dict(
+            session.execute(
+                select(Run.status, func.count())
+                .where(Run.created_at >= since, Run.status.in_(
+                    [RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ORPHANED]))
+                .group_by(Run.status)
+            ).all()
+        )  # fmt: skip
+        newest = session.execute(select(func.max(DatasetVersion.arrived_at))).scalar()
+        reports = session.execute(
+            select(DriftReport.id, DriftReport.dataset_drift, DriftReport.drift_share)
+            .where(DriftReport.created_at >= since)
+            .order_by(DriftReport.id)
+        ).all()
+        score_metrics = session.execute(
+            select(Metric.run_id, Metric.key, Metric.value)
+            .join(Run, Run.id == Metric.run_id)
+            .where(Run.kind == RunKind.SCORE, Run.status == RunStatus.SUCCEEDED,
+                   Run.created_at >= since,
+                   Metric.key.in_(["latency_ms", "rows", "cpu_seconds_per_1k"]))
+        ).all()  # fmt: skip
+        trains = session.execute(
+            select(Run.created_at)
+            .where(Run.kind.in_([RunKind.TRAIN, RunKind.RETRAIN]),
+                   Run.status == RunStatus.SUCCEEDED, Run.created_at >= since)
+            .order_by(Run.created_at)
+        ).scalars().all()  # fmt: skip
+    per_run: dict[int, dict[str, float]] = {}
+    for run_id, key, value in score_metrics:
+        if value is not None:
+            per_run.setdefault(run_id, {})[key] = value
+    latency = [m["latency_ms"] / m["rows"] * 1000 for m in per_run.values()
+               if m.get("rows") and "latency_ms" in m]  # fmt: skip
+    cpu = [m["cpu_seconds_per_1k"] for m in per_run.values() if "cpu_seconds_per_1k" in m]
+    n_finished = sum(finished.values())
+    cpu_mean = statistics.fmean(cpu) if cpu else None
+    gaps = [(b - a).total_seconds() / 86400 for a, b in itertools.pairwise(trains)]
+    return Kpis(
+        window_days=days,
+        promotions=len(promotions),
+        promotions_per_week=len(promotions) / (days / 7) if promotions else None,
+        lead_time_hours=statistics.median(leads) if leads else None,
+        change_failure_rate=failed / len(promotions) if promotions else None,
+        time_to_restore_hours=statistics.fmean(
+            (_aware(b, now) - _aware(a, now)).total_seconds() / 3600 for a, b in restored
+        )
+        if restored
+        else None,
+        runs_finished=n_finished,
+        pipeline_success_rate=finished.get(RunStatus.SUCCEEDED, 0) / n_finished
+        if n_finished
+        else None,
+        data_freshness_hours=(now - _aware(newest, now)).total_seconds() / 3600 if newest else None,
+        batches_monitored=len(reports),
+        batches_with_dataset_drift=sum(1 for r in reports if r.dataset_drift),
+        last_drift_share=reports[-1].drift_share if reports else None,
+        latency_ms_per_1k_p50=float(np.percentile(latency, 50)) if latency else None,
+        latency_ms_per_1k_p95=float(np.percentile(latency, 95)) if latency else None,
+        cpu_seconds_per_1k=cpu_mean,
+        cost_per_1k=cpu_mean * cost_per_cpu_hour / 3600
+        if cpu_mean is not None and cost_per_cpu_hour
+        else None,
+        retrain_interval_days=statistics.fmean(gaps) if gaps else None,
+        quality=quality_series(store, limit=10),
+    )
+
+
+def quality_series(store: Store, *, limit: int = 50) -> list[dict[str, Any]]:
+    """Per monitored batch, oldest first: drift share, estimated and realized primary metric."""
+    from mldeck.monitor.queries import timeline
+
+    return [point.as_dict() for point in timeline(store, limit=limit)]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _hours(value: float | None) -> str:
+    return "-" if value is None else fmt.duration(timedelta(hours=value))
+
+
+def sections(k: Kpis) -> dict[str, dict[str, str]]:
+    """The KPIs as titled sections of label -> text (the CLI and the Overview both show these)."""
+    cost = "-" if k.cost_per_1k is None else f"{k.cost_per_1k:.6f}"
+    if k.cost_per_1k is None and k.cpu_seconds_per_1k is not None:
+        cost = f"- (set [monitor] cost_per_cpu_hour; {k.cpu_seconds_per_1k:.4f} CPU s per 1k)"
+    last = k.quality[-1] if k.quality else None
+    quality = "-"
+    if last is not None:
+        parts = []
+        if last.get("estimated") is not None:
+            parts.append(f"estimated {last['metric']} {last['estimated']:.3f}")
+        if last.get("realized") is not None:
+            parts.append(f"realized {last['realized']:.3f}")
+        quality = f"{last['batch']}: " + (", ".join(parts) or "no performance figures")
+    return {
+        f"Delivery (last {k.window_days:g} days)": {
+            "promotions": f"{k.promotions}"
+            + ("" if k.promotions_per_week is None else f" ({k.promotions_per_week:.1f}/week)"),
+            "lead time data → champion": _hours(k.lead_time_hours),
+            "change-failure rate": _pct(k.change_failure_rate),
+            "time to restore (alerts)": _hours(k.time_to_restore_hours),
+        },
+        "Model health": {
+            "quality, last batch": quality,
+            "batches monitored": f"{k.batches_monitored} ({k.batches_with_dataset_drift} with "
+            "dataset drift)",
+            "last drift share": _pct(k.last_drift_share),
+            "data freshness": "-" if k.data_freshness_hours is None
+            else f"{_hours(k.data_freshness_hours)} since the last batch",
+            "pipeline success rate": _pct(k.pipeline_success_rate)
+            + f" of {k.runs_finished} finished runs",
+            "latency per 1k p50 / p95": "-" if k.latency_ms_per_1k_p50 is None
+            else f"{k.latency_ms_per_1k_p50:.1f} / {k.latency_ms_per_1k_p95:.1f} ms",
+            "cost per 1k predictions": cost,
+            "retraining cadence": "-" if k.retrain_interval_days is None
+            else f"every {k.retrain_interval_days:.1f} days",
+        },
+    }  # fmt: skip

@@ -1,0 +1,143 @@
+"""Reads of monitoring results that the CLI, the console and the HTML report share."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from mldeck.errors import NotFound
+from mldeck.store.engine import Store
+from mldeck.store.models import Alert, Dataset, DatasetVersion, DriftReport
+
+
+@dataclass
+class ReportRow:
+    id: int
+    run_id: int | None
+    batch: str
+    dataset_version_id: int
+    created_at: datetime
+    n_features: int
+    n_drifted: int
+    drift_share: float
+    dataset_drift: bool
+    model: str | None
+    multivariate_drifted: bool | None
+    metric: str | None
+    estimated: float | None
+    estimated_lower: float | None
+    estimated_upper: float | None
+    realized: float | None
+    alerts: int = 0  # alerts raised or repeated by this batch's check
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+
+def _row(report: DriftReport, batch: str, alerts: int) -> ReportRow:
+    summary = report.summary or {}
+    estimated = summary.get("estimated") or {}
+    realized = summary.get("realized") or {}
+    metric = estimated.get("metric")
+    if metric is None and realized:
+        metric = next((k for k in ("roc_auc", "accuracy") if realized.get(k) is not None), None)
+    multivariate = summary.get("multivariate")
+    return ReportRow(
+        id=report.id, run_id=report.run_id, batch=batch,
+        dataset_version_id=report.dataset_version_id, created_at=report.created_at,
+        n_features=report.n_features, n_drifted=report.n_drifted,
+        drift_share=report.drift_share, dataset_drift=report.dataset_drift,
+        model=summary.get("model"),
+        multivariate_drifted=None if multivariate is None else bool(multivariate.get("drifted")),
+        metric=metric, estimated=estimated.get("value"),
+        estimated_lower=estimated.get("lower"), estimated_upper=estimated.get("upper"),
+        realized=realized.get(metric) if metric else None, alerts=alerts,
+    )  # fmt: skip
+
+
+def _alerts_by_run(session: Any) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for (details,) in session.execute(select(Alert.details)).all():
+        run_id = (details or {}).get("run_id")
+        if isinstance(run_id, int):
+            counts[run_id] = counts.get(run_id, 0) + 1
+    return counts
+
+
+def list_reports(store: Store, *, limit: int = 200) -> list[ReportRow]:
+    """Drift reports, newest first."""
+    with store.read() as session:
+        rows = session.execute(
+            select(DriftReport, Dataset.name, DatasetVersion.version)
+            .join(DatasetVersion, DatasetVersion.id == DriftReport.dataset_version_id)
+            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            .order_by(DriftReport.id.desc())
+            .limit(limit)
+        ).all()
+        alerts = _alerts_by_run(session)
+        return [_row(r, f"{name}:v{number}", alerts.get(r.run_id or -1, 0))
+                for r, name, number in rows]  # fmt: skip
+
+
+def timeline(store: Store, *, limit: int = 50) -> list[ReportRow]:
+    """The last *limit* reports, oldest first (what the over-time charts draw)."""
+    return list(reversed(list_reports(store, limit=limit)))
+
+
+@dataclass
+class ReportDetail:
+    row: ReportRow
+    reference: str
+    summary: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.row.as_dict(), "reference": self.reference, **self.summary}
+
+
+def resolve_report(store: Store, ref: str) -> int:
+    """A drift report id from *ref*: ``#ID`` or ``report:ID``, or a batch (``dataset:vN``, a
+    dataset version id or sha256 prefix) whose newest report is meant."""
+    from mldeck.store.queries import resolve_version
+
+    text = ref.strip()
+    for prefix in ("#", "report:"):
+        if text.startswith(prefix) and text[len(prefix) :].isdigit():
+            report_id = int(text[len(prefix) :])
+            with store.read() as session:
+                if session.get(DriftReport, report_id) is not None:
+                    return report_id
+            raise NotFound(f"no drift report {report_id} (see 'mldeck drift list')")
+    version_id = resolve_version(store, text)
+    with store.read() as session:
+        found = session.execute(
+            select(DriftReport.id)
+            .where(DriftReport.dataset_version_id == version_id)
+            .order_by(DriftReport.id.desc())
+            .limit(1)
+        ).scalar()
+    if found is None:
+        raise NotFound(f"{ref} has not been checked for drift yet (run 'mldeck drift check {ref}')")
+    return found
+
+
+def report_detail(store: Store, report_id: int) -> ReportDetail:
+    with store.read() as session:
+        report = session.get(DriftReport, report_id)
+        if report is None:
+            raise NotFound(f"no drift report {report_id} (see 'mldeck drift list')")
+
+        def label(version_id: int | None) -> str:
+            if version_id is None:
+                return "-"
+            version = session.get(DatasetVersion, version_id)
+            dataset = session.get(Dataset, version.dataset_id)
+            return f"{dataset.name}:v{version.version}"
+
+        alerts = _alerts_by_run(session)
+        row = _row(report, label(report.dataset_version_id), alerts.get(report.run_id or -1, 0))
+        return ReportDetail(row, label(report.reference_version_id), dict(report.summary or {}))
