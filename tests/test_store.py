@@ -44,6 +44,7 @@ from mldeck.store.models import (
     FeatureDrift,
     GateResult,
     HealthCheck,
+    Lease,
     Metric,
     ModelVersion,
     RegisteredModel,
@@ -53,6 +54,7 @@ from mldeck.store.models import (
     RunLog,
     RunStatus,
     RunTrigger,
+    Schedule,
     StoreState,
     utcnow,
 )
@@ -244,6 +246,11 @@ def one_of_each(session) -> list[SQLModel]:
         )
     )
     add(HealthCheck(run_id=run.id, name="disk", status="ok", message="fine", value=0.42))
+    add(Schedule(name="nightly", kind="train", cron="0 2 * * *", params={"model": "churn"},
+                 paused=True, retries=2, last_fire_at=AWARE, run_requested_at=OFFSET,
+                 last_run_id=run.id, last_status="succeeded", last_run_at=AWARE))  # fmt: skip
+    add(Lease(name="scheduler", holder="h" * 32, role="daemon", host="box", pid=7,
+              pid_started_at=1.5, acquired_at=AWARE, heartbeat_at=OFFSET))  # fmt: skip
     return rows
 
 

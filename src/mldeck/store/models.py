@@ -342,3 +342,51 @@ class HealthCheck(SQLModel, table=True):
     message: str = ""
     value: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Schedule(SQLModel, table=True):
+    """A scheduled job: the source of truth the acting scheduler rebuilds its jobs from.
+
+    Seeded from ``[jobs.schedules.NAME]`` of ``mldeck.toml`` (``config_hash`` tells a changed
+    config entry from a table edit) and editable by the CLI and the console while a scheduler
+    runs. ``run_requested_at`` asks the acting scheduler to run the job now.
+    """
+
+    __tablename__ = "schedule"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=100)
+    # train | evaluate | retrain | drift | score | health
+    kind: str = Field(max_length=20)
+    cron: str = Field(default="", max_length=100)
+    interval_seconds: int | None = None
+    params: dict[str, Any] = _json()
+    enabled: bool = True
+    paused: bool = False
+    timeout_seconds: int = 3600
+    retries: int = 0
+    # config | cli
+    source: str = Field(default="config", max_length=20)
+    config_hash: str = Field(default="", max_length=64)
+    run_requested_at: datetime | None = None
+    last_fire_at: datetime | None = None
+    last_run_id: int | None = None
+    last_status: str = Field(default="", max_length=20)
+    last_run_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Lease(SQLModel, table=True):
+    """Who acts (e.g. runs the scheduler) for a workspace: the holder renews ``heartbeat_at``; a
+    holder silent for longer than the lease time, or whose process is gone, can be replaced."""
+
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True, max_length=50)
+    holder: str = Field(max_length=64)
+    # daemon | console | cli
+    role: str = Field(default="", max_length=20)
+    host: str = Field(default="", max_length=200)
+    pid: int | None = None
+    pid_started_at: float | None = None
+    acquired_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,150 @@
+"""``[jobs]`` of ``mldeck.toml``: the scheduler's limits and policies, and the schedules.
+
+::
+
+    [jobs]
+    max_concurrent = 2
+    retrain_cooldown_minutes = 60
+
+    [jobs.schedules.nightly-train]
+    kind = "train"
+    cron = "0 2 * * *"        # UTC; or every = "15m"
+    timeout_seconds = 3600
+    retries = 2
+
+The schedules seed mldeck's ``schedule`` table, which is the source of truth afterwards: the CLI
+and the console edit it while the scheduler runs. A config entry that changes is applied to the
+table again; an entry that disappears removes its schedule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+JOB_KINDS = ("train", "evaluate", "retrain", "drift", "score", "health")
+JobKind = Literal["train", "evaluate", "retrain", "drift", "score", "health"]
+_EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+def parse_every(text: str) -> int:
+    """``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` → seconds (ValueError on anything else)."""
+    match = _EVERY.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(
+            f"{text!r} is not an interval: write a number and a unit, e.g. 90s, 15m, 2h, 1d"
+        )
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def check_cron(text: str) -> str:
+    """A five-field crontab expression, checked by APScheduler's own parser (in UTC)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(text, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(
+            f"{text!r} is not a crontab expression (minute hour day month weekday): {exc}"
+        ) from None
+    return text.strip()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScheduleSettings(_Section):
+    kind: JobKind
+    cron: str = ""
+    every: str = ""
+    params: dict[str, Any] = {}
+    enabled: bool = True
+    timeout_seconds: int = Field(3600, ge=1, le=7 * 86400)
+    retries: int = Field(0, ge=0, le=10)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return check_cron(value) if value.strip() else ""
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str) -> str:
+        if value.strip():
+            parse_every(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ScheduleSettings:
+        if bool(self.cron) == bool(self.every):
+            raise ValueError('give a schedule either cron = "..." or every = "..." (one of them)')
+        return self
+
+    @property
+    def interval_seconds(self) -> int | None:
+        return parse_every(self.every) if self.every else None
+
+    def digest(self) -> str:
+        """A hash of the entry, to tell a changed config entry from an unchanged one."""
+        text = json.dumps(self.model_dump(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+class JobSettings(_Section):
+    # How many jobs run at once; a scheduled fire beyond it is skipped and recorded.
+    max_concurrent: int = Field(2, ge=1, le=32)
+    # A scheduler that has not renewed its lease for this long is replaced by another process.
+    lease_seconds: float = Field(15.0, ge=2, le=600)
+    # A running run whose heartbeat is older than this is marked orphaned.
+    stale_run_seconds: float = Field(300.0, ge=5)
+    # Retries wait base * 2^(attempt-1) seconds (at most max), plus up to 50% random jitter.
+    retry_base_seconds: float = Field(10.0, ge=0)
+    retry_max_seconds: float = Field(600.0, ge=0)
+    # Fire times missed while nothing ran are coalesced into one run at start, if the newest is
+    # at most this old; older ones are recorded as missed.
+    misfire_grace_seconds: int = Field(3600, ge=1)
+    # Run a job again at start when its last run was orphaned (a crash or kill of the scheduler).
+    rerun_orphaned: bool = True
+    # New data → validate → score → drift → (retrain): the automatic pipeline.
+    pipeline: bool = True
+    # After an automatic retrain, no other one starts for this long (one incident, one retrain).
+    retrain_cooldown_minutes: float = Field(60.0, ge=0)
+    # Health: free disk below this fails jobs before they start and raises an alert.
+    min_free_disk_mb: float = Field(200.0, ge=0)
+    # Health: no new dataset version for this long is stale data (0 turns the check off).
+    data_stale_hours: float = Field(48.0, ge=0)
+    # Health: this many failed runs in a row of one schedule raise an alert.
+    max_consecutive_failures: int = Field(3, ge=1)
+    schedules: dict[str, ScheduleSettings] = {}
+
+    @field_validator("schedules")
+    @classmethod
+    def _names(cls, value: dict[str, ScheduleSettings]) -> dict[str, ScheduleSettings]:
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(
+                    f"schedule name {name!r}: letters, digits, '.', '_' and '-' only (at most 100)"
+                )
+        return value
+
+
+DEFAULT_CONFIG = """
+# The scheduler (in the console, or headless with 'mldeck daemon') and its schedules (UTC):
+# [jobs]
+# max_concurrent = 2
+# retrain_cooldown_minutes = 60
+# min_free_disk_mb = 200
+#
+# [jobs.schedules.nightly-train]
+# kind = "train"             # train, evaluate, retrain, drift, score, health
+# cron = "0 2 * * *"         # or: every = "15m"
+# timeout_seconds = 3600
+# retries = 2
+"""
