@@ -193,6 +193,32 @@ def drift_report(
         _print_json(detail.as_dict())
 
 
+@drift_app.command("labels")
+def drift_labels(
+    file: Annotated[Path, typer.Argument(help="A file with the id column and the target.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Record labels that arrived after their batch: joined by [data] id_column to the stored
+    predictions of every monitored batch, giving each its realized performance."""
+    from mldeck.monitor.labels import record_labels
+
+    ws, store = _open()
+    outcome = record_labels(ws, store, file)
+    if as_json:
+        _print_json({"file": outcome.file, "rows": outcome.rows, "matched": outcome.matched,
+                     "batches": [b.as_dict() for b in outcome.batches],
+                     "alerts": [a.payload for a in outcome.alerts]})  # fmt: skip
+        return
+    out.print(f"{file.name}: {outcome.rows} labels, {outcome.matched} matched a scored batch",
+              markup=False)  # fmt: skip
+    for item in outcome.batches:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in item.realized.items() if v is not None)
+        out.print(f"  {item.batch}: {item.rows} rows: {shown} (run {item.run_id})", markup=False)
+    for alert in outcome.alerts:
+        word = "raised" if alert.new else "still open"
+        out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}", markup=False)
+
+
 @alerts_app.command("list")
 def alerts_list(
     status: Annotated[

@@ -34,7 +34,14 @@ threads = 1
 min = {roc_auc = 0.75}
 max_regression = {roc_auc = 0.02}
 max_fairness_gap = 0.2
+
+# Drift: the demo's shifted batches move 3 or 4 of 21 features, so dataset drift is called
+# from 15 % of drifted features (the default, 50 %, suits wide tables of loosely related data).
+[monitor]
+drift_share = 0.15
 """
+# Labels may arrive after their batch, in a label file ('mldeck drift labels FILE').
+LABEL_OPTIONAL = "[data.columns.churned]\nrequired = false\n"
 
 
 def create_demo_workspace(
@@ -65,6 +72,7 @@ def create_demo_workspace(
         profiled, dataset="churn", reference=str(reference.relative_to(workspace.root))
     )
     text = text.replace("[data]\n", "[data]\n" + SETTLE, 1) + MODEL_CONFIG
+    text = text.replace("[data.columns.churned]\n", LABEL_OPTIONAL, 1)
     append_to_config(workspace.config_path, text)
     echo(f"inferred expectations for {len(profiled.profile['columns'])} columns into mldeck.toml")
     workspace = load_workspace(workspace.root)

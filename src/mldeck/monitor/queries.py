@@ -31,7 +31,7 @@ class ReportRow:
     estimated_lower: float | None
     estimated_upper: float | None
     realized: float | None
-    alerts: int = 0  # alerts raised or repeated by this batch's check
+    alerts: int = 0  # alerts raised about this batch (drift, performance)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -60,12 +60,13 @@ def _row(report: DriftReport, batch: str, alerts: int) -> ReportRow:
     )  # fmt: skip
 
 
-def _alerts_by_run(session: Any) -> dict[int, int]:
-    counts: dict[int, int] = {}
+def _alerts_by_batch(session: Any) -> dict[str, int]:
+    """Alerts raised about each batch (``details.batch``, set by every batch rule)."""
+    counts: dict[str, int] = {}
     for (details,) in session.execute(select(Alert.details)).all():
-        run_id = (details or {}).get("run_id")
-        if isinstance(run_id, int):
-            counts[run_id] = counts.get(run_id, 0) + 1
+        batch = (details or {}).get("batch")
+        if isinstance(batch, str):
+            counts[batch] = counts.get(batch, 0) + 1
     return counts
 
 
@@ -79,8 +80,8 @@ def list_reports(store: Store, *, limit: int = 200) -> list[ReportRow]:
             .order_by(DriftReport.id.desc())
             .limit(limit)
         ).all()
-        alerts = _alerts_by_run(session)
-        return [_row(r, f"{name}:v{number}", alerts.get(r.run_id or -1, 0))
+        alerts = _alerts_by_batch(session)
+        return [_row(r, f"{name}:v{number}", alerts.get(f"{name}:v{number}", 0))
                 for r, name, number in rows]  # fmt: skip
 
 
@@ -138,6 +139,6 @@ def report_detail(store: Store, report_id: int) -> ReportDetail:
             dataset = session.get(Dataset, version.dataset_id)
             return f"{dataset.name}:v{version.version}"
 
-        alerts = _alerts_by_run(session)
-        row = _row(report, label(report.dataset_version_id), alerts.get(report.run_id or -1, 0))
+        batch = label(report.dataset_version_id)
+        row = _row(report, batch, _alerts_by_batch(session).get(batch, 0))
         return ReportDetail(row, label(report.reference_version_id), dict(report.summary or {}))

@@ -1,0 +1,222 @@
+"""Labels that arrive after their batch was scored: a file of ids and outcomes, joined by
+``[data] id_column`` to the champion's stored predictions of every monitored batch that holds
+those ids. Each batch that gains labels gets an ``evaluate`` run with the realized metrics, its
+drift report's ``realized`` figures, and the realized-metric alert rules are evaluated.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sqlalchemy import insert, select
+
+from mldeck import provenance
+from mldeck.data.readers import ReadError, open_source
+from mldeck.errors import MldeckError
+from mldeck.monitor import alerts as alerting
+from mldeck.monitor import performance
+from mldeck.monitor.alerts import Raised, Signal
+from mldeck.store.artifacts import resolve as resolve_path
+from mldeck.store.artifacts import verify
+from mldeck.store.engine import Store
+from mldeck.store.models import (
+    Artifact,
+    Dataset,
+    DatasetVersion,
+    DriftReport,
+    Metric,
+    ModelVersion,
+    Run,
+    RunInput,
+    RunKind,
+    RunStatus,
+    RunTrigger,
+    utcnow,
+)
+from mldeck.workspace import Workspace
+
+
+@dataclass
+class Labelled:
+    batch: str
+    report_id: int
+    run_id: int
+    rows: int
+    realized: dict[str, float | None]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "report_id": self.report_id,
+            "run_id": self.run_id,
+            "labelled_rows": self.rows,
+            "realized": self.realized,
+        }
+
+
+@dataclass
+class LabelOutcome:
+    file: str
+    rows: int
+    matched: int
+    batches: list[Labelled]
+    alerts: list[Raised]
+
+
+def _read_labels(workspace: Workspace, path: Path, id_column: str, target: str) -> pl.DataFrame:
+    try:
+        source = open_source(path, separator=workspace.settings.data.csv_separator)
+    except ReadError as exc:
+        raise MldeckError(f"cannot read {path}: {exc}") from None
+    missing = [c for c in (id_column, target) if c not in source.columns]
+    if missing:
+        raise MldeckError(
+            f"{path.name} lacks {' and '.join(repr(c) for c in missing)}: a label file has the "
+            f"id column ({id_column!r}) and the target ({target!r})"
+        )
+    frame = (
+        source.frame.select(
+            pl.col(id_column).cast(pl.String).alias("__id"),
+            pl.col(target).cast(pl.String).alias("__label"),
+        )
+        .drop_nulls()
+        .unique(subset="__id", keep="last")
+        .collect()
+    )
+    return frame
+
+
+def record_labels(
+    workspace: Workspace, store: Store, path: Path, *, trigger: str = RunTrigger.MANUAL
+) -> LabelOutcome:
+    """Join the labels in *path* to every monitored batch's predictions; record what matched."""
+    id_column = workspace.settings.data.id_column
+    if not id_column:
+        raise MldeckError("labels are joined by id: set [data] id_column in mldeck.toml")
+    with store.read() as session:
+        reports = session.execute(
+            select(DriftReport, ModelVersion, DatasetVersion, Dataset.name)
+            .join(ModelVersion, ModelVersion.id == DriftReport.model_version_id)
+            .join(DatasetVersion, DatasetVersion.id == DriftReport.dataset_version_id)
+            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            .order_by(DriftReport.id.desc())
+        ).all()
+        session.expunge_all()
+    latest: dict[int, tuple] = {}
+    for report, version, batch_version, name in reports:
+        latest.setdefault(batch_version.id, (report, version, batch_version, name))
+    if not latest:
+        raise MldeckError("no batch has been monitored with a model yet ('mldeck drift check')")
+    targets = {(v.schema_ or {}).get("target") for _, v, _, _ in latest.values()} - {None}
+    target = workspace.settings.model.target or (targets.pop() if len(targets) == 1 else None)
+    if not target:
+        raise MldeckError("which column holds the labels? set [model] target in mldeck.toml")
+    labels = _read_labels(workspace, path, id_column, target)
+    batches: list[Labelled] = []
+    matched_ids: set[str] = set()
+    for report, version, batch_version, name in sorted(latest.values(), key=lambda r: r[0].id):
+        predictions = _predictions(store, workspace, report)
+        if predictions is None or id_column not in predictions.columns:
+            continue
+        joined = (
+            predictions.with_columns(pl.col(id_column).cast(pl.String).alias("__id"))
+            .join(labels, on="__id", how="inner")
+        )  # fmt: skip
+        if joined.height == 0:
+            continue
+        matched_ids.update(joined.get_column("__id").to_list())
+        classes = (version.schema_ or {}).get("classes") or []
+        if len(classes) != 2:
+            continue
+        positive = str(classes[1])
+        y = (joined.get_column("__label") == positive).to_numpy()
+        predicted = (joined.get_column("prediction").cast(pl.String) == positive).to_numpy()
+        scores = joined.get_column("score").to_numpy()
+        scores = scores if np.isfinite(scores).all() else None
+        realized = {k: _finite(v) for k, v in
+                    performance.realized_metrics(y, predicted, scores).items()}  # fmt: skip
+        batch = f"{name}:v{batch_version.version}"
+        run_id = _record(store, report.id, batch_version.id, batch, path, realized,
+                         joined.height, trigger)  # fmt: skip
+        batches.append(Labelled(batch, report.id, run_id, joined.height, realized))
+    rules = [r for r in alerting.default_rules(workspace.settings) if r.when == "realized_metric"]
+    signals = []
+    for item in batches:
+        for rule in rules:
+            value = item.realized.get(rule.metric or "")
+            if value is not None:
+                signals.append(Signal(
+                    rule, value < rule.below, rule.name,
+                    f"{item.batch}: realized {rule.metric} {value:.3f} < {rule.below:g}",
+                    details={"batch": item.batch, "metric": rule.metric, "value": value,
+                             "run_id": item.run_id},
+                ))  # fmt: skip
+    raised = alerting.apply(store, signals, run_id=batches[-1].run_id if batches else None)
+    alerting.run_hooks(raised, workspace.settings.monitor.alert_command,
+                       workspace.settings.monitor.alert_command_timeout)  # fmt: skip
+    return LabelOutcome(str(path), labels.height, len(matched_ids), batches, raised)
+
+
+def _finite(value: float) -> float | None:
+    return value if value is not None and np.isfinite(value) else None
+
+
+def _predictions(store: Store, workspace: Workspace, report: DriftReport) -> pl.DataFrame | None:
+    with store.read() as session:
+        found = session.execute(
+            select(Artifact.path, Artifact.sha256)
+            .join(Run, Run.id == Artifact.run_id)
+            .join(RunInput, RunInput.run_id == Run.id)
+            .where(
+                Run.kind == RunKind.SCORE, Run.status == RunStatus.SUCCEEDED,
+                RunInput.dataset_version_id == report.dataset_version_id,
+                Artifact.kind == "predictions",
+                Run.params["model_version_id"].as_integer() == report.model_version_id,
+            )
+            .order_by(Run.id.desc())
+            .limit(1)
+        ).first()  # fmt: skip
+    if found is None:
+        return None
+    file = resolve_path(workspace.root, found[0])
+    verify(file, found[1])
+    return pl.read_parquet(file)
+
+
+def _record(
+    store: Store, report_id: int, version_id: int, batch: str, path: Path,
+    realized: dict[str, float | None], rows: int, trigger: str,
+) -> int:  # fmt: skip
+    now = utcnow()
+    pid = os.getpid()
+    with store.write() as session:
+        run = Run(
+            name=f"labels for {batch}", kind=RunKind.EVALUATE, trigger=trigger,
+            status=RunStatus.SUCCEEDED, created_at=now, started_at=now, ended_at=now,
+            progress=1.0, params={"labels": str(path), "report_id": report_id},
+            tags={"dataset": batch}, user=provenance.current_user(),
+            host=provenance.hostname(), pid=pid,
+            pid_started_at=provenance.process_start_time(pid),
+            progress_message=f"{rows} labelled rows",
+        )  # fmt: skip
+        session.add(run)
+        session.flush()
+        session.add(RunInput(run_id=run.id, dataset_version_id=version_id, role="input"))
+        points = [{"run_id": run.id, "key": f"realized_{k}", "value": v, "step": 0, "ts": now}
+                  for k, v in realized.items() if v is not None]  # fmt: skip
+        points.append({"run_id": run.id, "key": "labelled_rows", "value": float(rows),
+                       "step": 0, "ts": now})  # fmt: skip
+        session.execute(insert(Metric), points)
+        report = session.get(DriftReport, report_id)
+        report.summary = {
+            **report.summary,
+            "realized": {**realized, "labelled_rows": rows, "labels_file": path.name,
+                         "labels_run_id": run.id},
+        }  # fmt: skip
+        session.add(report)
+        return run.id
