@@ -13,11 +13,13 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from mldeck.errors import MldeckError
+from mldeck.monitor.alerts import active_count
 from mldeck.store.engine import Store
 from mldeck.store.queries import champions
 from mldeck.tui.screens import SECTIONS
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.data import DataScreen
+from mldeck.tui.screens.drift import DriftScreen
 from mldeck.tui.screens.help import HelpScreen
 from mldeck.tui.screens.models import ModelsScreen
 from mldeck.tui.screens.overview import OverviewScreen
@@ -36,6 +38,7 @@ class MldeckApp(App):
         "runs": RunsScreen,
         "data": DataScreen,
         "models": ModelsScreen,
+        "drift": DriftScreen,
     }
     DEFAULT_MODE = "overview"
     BINDINGS = [
@@ -43,6 +46,8 @@ class MldeckApp(App):
         Binding("2", "switch_mode('runs')", "Runs", show=False, id="goto-runs"),
         Binding("3", "switch_mode('data')", "Data", show=False, id="goto-data"),
         Binding("4", "switch_mode('models')", "Models", show=False, id="goto-models"),
+        Binding("5", "switch_mode('drift')", "Drift", show=False, id="goto-drift"),
+        Binding("exclamation_mark", "alerts", "Alerts", show=False, id="alerts"),
         Binding("question_mark", "help", "Help", id="help"),
         Binding("colon", "command_palette", "Commands", show=False, id="commands"),
         Binding("ctrl+r", "refresh", "Refresh", show=False, id="refresh"),
@@ -68,6 +73,7 @@ class MldeckApp(App):
         self.poll_seconds = poll_seconds or workspace.settings.console.refresh_seconds
         self.seen_seq: int | None = None
         self.champion_label = ""
+        self.alert_counts: tuple[int, int] = (0, 0)
         self.store_problem = ""
         self._theme_problems: list[str] = []
         self._load_themes()
@@ -148,19 +154,24 @@ class MldeckApp(App):
         """Read the change counter (cheap); read the champion only when something changed."""
         try:
             seq = self.store.change_seq()
-            label = None
+            label = alerts = None
             if seq != self.seen_seq:
                 label = ", ".join(f"{c.model} v{c.version}" for c in champions(self.store))
+                alerts = active_count(self.store)
             problem = ""
         except Exception as exc:  # the store went away: say so, keep polling
-            seq, label, problem = self.seen_seq, None, f"store unreachable: {exc}"
-        self.call_from_thread(self._after_poll, seq, label, problem)
+            seq, label, alerts, problem = self.seen_seq, None, None, f"store unreachable: {exc}"
+        self.call_from_thread(self._after_poll, seq, label, problem, alerts)
 
-    def _after_poll(self, seq: int | None, label: str | None, problem: str) -> None:
+    def _after_poll(
+        self, seq: int | None, label: str | None, problem: str, alerts: tuple[int, int] | None
+    ) -> None:
         changed = seq != self.seen_seq
         self.seen_seq = seq
         if label is not None:
             self.champion_label = label
+        if alerts is not None:
+            self.alert_counts = alerts
         if problem != self.store_problem or label is not None:
             self.store_problem = problem
             if isinstance(self.screen, DeckScreen):
@@ -194,6 +205,12 @@ class MldeckApp(App):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
 
+    def action_alerts(self) -> None:
+        from mldeck.tui.screens.alerts import AlertsScreen
+
+        if not isinstance(self.screen, AlertsScreen):
+            self.push_screen(AlertsScreen())
+
     def action_refresh(self) -> None:
         if isinstance(self.screen, DeckScreen):
             self.screen.reload()
@@ -215,6 +232,9 @@ class MldeckApp(App):
                 f"List the dataset versions that are {name}",
                 lambda n=name: self._data_filtered(n),
             )
+        yield SystemCommand(
+            "Alerts", "Active alerts: acknowledge, resolve (also '!')", self.action_alerts
+        )
         yield SystemCommand(
             "Refresh", "Reload the current screen from the store", self.action_refresh
         )

@@ -6,4 +6,5 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("runs", "Runs"),
     ("data", "Data"),
     ("models", "Models"),
+    ("drift", "Drift"),
 )

@@ -58,6 +58,7 @@ class DeckScreen(Screen):
         bar.screen_title = self.subtitle()
         bar.champion = self.deck.champion_label
         bar.problem = self.deck.store_problem
+        bar.alerts = self.deck.alert_counts
 
     def subtitle(self) -> str:
         return self.SUBTITLE

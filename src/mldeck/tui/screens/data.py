@@ -226,6 +226,7 @@ class VersionDetailScreen(DeckScreen):
         Binding("p", "tab('profile')", "Profile", id="version-tab-profile"),
         Binding("z", "zoom", "Zoom chart", id="version-zoom"),
         Binding("s", "score", "Score", id="version-score"),
+        Binding("d", "drift", "Check drift", id="version-drift"),
     ]
 
     def __init__(self, version_id: int) -> None:
@@ -472,7 +473,7 @@ class VersionDetailScreen(DeckScreen):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "score":
+        if action in ("score", "drift"):
             return not self.app.read_only
         if action == "zoom":
             tabs = self.query("#version-tabs")
@@ -509,6 +510,34 @@ class VersionDetailScreen(DeckScreen):
         if result.shadow is not None:
             message += f"; shadow {result.shadow.model}:{result.shadow.version} too"
         app.call_from_thread(app.notify, message, title="Scored", timeout=10)
+
+    def action_drift(self) -> None:
+        """Check this version for drift and performance (scored by the champion first if it was
+        not), after confirming; the result is on the Drift screen."""
+        from mldeck.tui.screens.confirm import ConfirmScreen
+
+        what = (
+            f"Compare {self._label} with the dataset's reference (drift per feature, of the "
+            "label, of the champion's scores, of the joint distribution) and estimate the "
+            "champion's performance; alerts follow the rules of [monitor]."
+        )
+        self.app.push_screen(
+            ConfirmScreen(f"Check {self._label} for drift", what, placeholder="note (optional)"),
+            self._drift_confirmed,
+        )
+
+    def _drift_confirmed(self, note: str | None) -> None:
+        if note is not None:
+            self.run_worker(self._drift, thread=True, group="drift", exit_on_error=False)
+
+    def _drift(self) -> None:
+        from mldeck.monitor import check_batch
+        from mldeck.tui.screens.drift import describe
+
+        app = self.app
+        result = check_batch(app.workspace, app.store, self.version_id)
+        message = describe(result) + " (Drift screen: 5)"
+        app.call_from_thread(app.notify, message, title="Drift checked", timeout=10)
 
     def action_zoom(self) -> None:
         """Give the chart the room: the table keeps only the current column's row."""

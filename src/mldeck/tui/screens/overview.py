@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from rich.text import Text
@@ -12,6 +13,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Static
 
 from mldeck import formatting as fmt
+from mldeck.monitor.kpis import Kpis, kpis
 from mldeck.store.engine import Store
 from mldeck.store.queries import Overview, integrity_check, overview
 from mldeck.tui.screens.base import DeckScreen
@@ -24,6 +26,7 @@ from mldeck.tui.widgets.table import DeckTable
 class OverviewData:
     figures: Overview
     integrity: str | None
+    kpis: Kpis
 
 
 class Card(Static):
@@ -34,7 +37,8 @@ class OverviewScreen(DeckScreen):
     SCREEN_TITLE = "Overview"
     HELP = (
         "The workspace at a glance: how many runs ran and how they ended, the data, the models "
-        "and the champion, open alerts, and the state of the metadata store. The table lists "
+        "and the champion, open alerts ('!' lists them), the operations KPIs of the last 30 "
+        "days ('mldeck kpis' explains each), and the state of the metadata store. The table lists "
         "the last runs: press Enter on one to open it. Everything refreshes on its own when "
         "another process (a script, the CLI, the scheduler) writes to the store."
     )
@@ -50,6 +54,7 @@ class OverviewScreen(DeckScreen):
             yield Card(id="card-data")
             yield Card(id="card-models")
             yield Card(id="card-alerts")
+        yield Static(id="kpi-line")
         yield Static(id="store-line")
         table = DeckTable(id="last-runs")
         table.border_title = "Last runs"
@@ -66,7 +71,8 @@ class OverviewScreen(DeckScreen):
         figures = overview(store)
         if self._integrity is None:
             self._integrity = integrity_check(store)
-        return OverviewData(figures, self._integrity)
+        cost = self.deck.workspace.settings.monitor.cost_per_cpu_hour
+        return OverviewData(figures, self._integrity, kpis(store, days=30, cost_per_cpu_hour=cost))
 
     def action_check_store(self) -> None:
         self._integrity = None
@@ -119,6 +125,8 @@ class OverviewScreen(DeckScreen):
             alerts.append("all quiet", style=ok)
         self.query_one("#card-alerts", Card).update(alerts)
 
+        self.query_one("#kpi-line", Static).update(kpi_text(data.kpis, failed))
+
         info = o.store
         where = info.url
         if info.backend == "sqlite":
@@ -145,6 +153,39 @@ class OverviewScreen(DeckScreen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.app.push_screen(RunDetailScreen(int(event.row_key.value)))
+
+
+def kpi_text(k: Kpis, alarm: str) -> Text:
+    """The KPIs in two lines: delivery, then the model's health (30 days)."""
+
+    def hours(value: float | None) -> str:
+        return "-" if value is None else fmt.duration(timedelta(hours=value))
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("Delivery ", style="bold")
+    text.append(f"{fmt.plural(k.promotions, 'promotion')} in {k.window_days:g}d · lead time "
+                f"{hours(k.lead_time_hours)} · change failures {pct(k.change_failure_rate)} · "
+                f"restore {hours(k.time_to_restore_hours)}\n")  # fmt: skip
+    text.append("Health ", style="bold")
+    last = k.quality[-1] if k.quality else None
+    if last is not None:
+        text.append(f"{last['batch']} ")
+        if last.get("estimated") is not None:
+            text.append(f"est {last['estimated']:.3f} ")
+        if last.get("realized") is not None:
+            text.append(f"real {last['realized']:.3f} ")
+        text.append("drift ")
+        text.append(f"{last['drift_share']:.0%}", style=alarm if last["dataset_drift"] else "")
+        text.append(" · ")
+    text.append(f"data {hours(k.data_freshness_hours)} old · runs ok "
+                f"{pct(k.pipeline_success_rate)}")  # fmt: skip
+    if k.latency_ms_per_1k_p50 is not None:
+        text.append(f" · p50/p95 {k.latency_ms_per_1k_p50:.0f}/{k.latency_ms_per_1k_p95:.0f} "
+                    "ms per 1k")  # fmt: skip
+    return text
 
 
 def _relative(path: str, root: Path) -> str:

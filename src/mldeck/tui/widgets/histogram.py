@@ -81,8 +81,10 @@ def _numeric(
             series.append((reference_label, _shares(theirs["counts"])))
         else:
             note = f"{reference_label} not drawn: its bins differ"
-    labels = _bin_labels(edges)
-    return Histogram(name, kind, labels, tuple(series), _ticks(len(labels)), "values per bin", note)
+    labels = bin_labels(edges)
+    return Histogram(
+        name, kind, labels, tuple(series), spread_ticks(len(labels)), "values per bin", note
+    )
 
 
 def _categorical(
@@ -126,7 +128,7 @@ def _categorical(
             series.append((reference_label, _shares(reference_values)))
         else:
             note = f"no {reference_label} frequencies of this column"
-    ticks = tuple(range(len(labels))) if len(labels) <= 8 else _ticks(len(labels), 8)
+    ticks = tuple(range(len(labels))) if len(labels) <= 8 else spread_ticks(len(labels), 8)
     return Histogram(name, kind, tuple(labels), tuple(series), ticks, "values per category", note)
 
 
@@ -135,7 +137,7 @@ def _shares(counts: list[int]) -> tuple[float, ...]:
     return tuple(100.0 * c / total if total else 0.0 for c in counts)
 
 
-def _bin_labels(edges: list[float]) -> tuple[str, ...]:
+def bin_labels(edges: list[float]) -> tuple[str, ...]:
     """A label per bin: ``<e1`` for the underflow bin, then each bin's lower edge (``≥ek``)."""
     if not edges:
         return ("all",)
@@ -145,7 +147,7 @@ def _bin_labels(edges: list[float]) -> tuple[str, ...]:
     return tuple(labels)
 
 
-def _ticks(count: int, most: int = MAX_TICKS) -> tuple[int, ...]:
+def spread_ticks(count: int, most: int = MAX_TICKS) -> tuple[int, ...]:
     """Up to *most* evenly spread bar indexes, always the first and the last."""
     if count <= most:
         return tuple(range(count))

@@ -21,6 +21,8 @@ class TopBar(Static):
     screen_title: reactive[str] = reactive("")
     champion: reactive[str] = reactive("")
     problem: reactive[str] = reactive("")
+    # Active alerts (open or acknowledged) and how many of them are critical.
+    alerts: reactive[tuple[int, int]] = reactive((0, 0))
 
     def __init__(self, workspace_name: str, read_only: bool, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -50,6 +52,14 @@ class TopBar(Static):
             text.append(" ")
         if self.screen_title:
             text.append(f"› {self.screen_title} ", style="bold")
+        active, critical = self.alerts
+        if active:  # before the champion: the first thing cut at 80 columns is the least urgent
+            variable = "error" if critical else "warning"
+            text.append("│ ")
+            text.append(
+                f"▲ {active} alert{'s' if active > 1 else ''} ",
+                style=f"bold {rich_color(variables.get(variable, ''))}",
+            )
         text.append("│ champion ")
         if self.champion:
             text.append(self.champion, style=f"bold {rich_color(variables.get('champion', ''))}")

@@ -1,0 +1,398 @@
+"""Drift: a monitored batch against the reference, per feature (most severe first) with the
+selected feature's distribution beside the reference's, the monitored batches, and drift and
+performance (estimated with its band, realized) over time with the batches that raised alerts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.color import Color, ColorParseError
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
+from textual_plotext import PlotextPlot
+
+from mldeck import formatting as fmt
+from mldeck.monitor.queries import ReportDetail, ReportRow, list_reports, report_detail
+from mldeck.store.engine import Store
+from mldeck.tui.screens.base import DeckScreen
+from mldeck.tui.styles import rich_color, status_text
+from mldeck.tui.widgets.histogram import (
+    SERIES_COLORS,
+    Histogram,
+    HistogramPlot,
+    bin_labels,
+    spread_ticks,
+)
+from mldeck.tui.widgets.table import DeckTable
+
+REPORTS_SHOWN = 200
+TIMELINE = 30  # batches drawn over time
+
+
+@dataclass
+class DriftView:
+    reports: list[ReportRow]
+    detail: ReportDetail | None
+    charts: dict[str, Histogram | str] = field(default_factory=dict)
+
+
+def feature_histogram(feature: dict[str, Any], batch: str) -> Histogram | str:
+    """A stored feature result (``summary.features[i]``) as bars: the batch and the reference."""
+    name, kind = feature["feature"], feature.get("kind", "")
+    hist = feature.get("histogram")
+    if hist and hist.get("edges"):
+        labels = bin_labels(hist["edges"])
+        current = [100 * v for v in hist["current"]]
+        reference = [100 * v for v in hist["reference"]]
+        if len(labels) != len(current):
+            return "no histogram (unexpected bins)"
+        return Histogram(name, kind, labels, ((batch, tuple(current)), ("reference", tuple(reference))),
+                         spread_ticks(len(labels)), "values per bin")  # fmt: skip
+    frequencies = feature.get("frequencies")
+    if frequencies:
+        labels = tuple(k if len(k) <= 10 else k[:9] + "…" for k in list(frequencies)[:12])
+        current = tuple(100 * v[1] for v in list(frequencies.values())[:12])
+        reference = tuple(100 * v[0] for v in list(frequencies.values())[:12])
+        return Histogram(name, kind, labels, ((batch, current), ("reference", reference)),
+                         spread_ticks(len(labels), 8), "values per category")  # fmt: skip
+    return "no distribution stored for this column"
+
+
+def _score(feature: dict[str, Any]) -> str:
+    if feature.get("p_value") is not None:
+        return f"p={feature['p_value']:.2g}"
+    value = feature.get("statistic")
+    return "-" if value is None else f"{value:.3f}"
+
+
+class TimelinePlot(PlotextPlot):
+    """Drift share (top) and performance (bottom) per batch; ▲ marks batches with alerts."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows: list[ReportRow] = []
+        self.threshold: float | None = None
+
+    def on_mount(self) -> None:
+        self.app.theme_changed_signal.subscribe(
+            self, lambda _t: self.draw(self.rows, self.threshold)
+        )
+
+    def _color(self, variable: str) -> tuple[int, int, int]:
+        try:
+            return Color.parse(self.app.theme_variables.get(variable, "")).rgb
+        except ColorParseError:
+            return (128, 128, 128)
+
+    def draw(self, rows: list[ReportRow], threshold: float | None) -> None:
+        self.rows, self.threshold = rows, threshold
+        plt = self.plt
+        plt.clear_figure()
+        if rows:
+            xs = list(range(1, len(rows) + 1))
+            labels = [r.batch.rpartition(":")[2] for r in rows]
+            ticks = spread_ticks(len(xs), 8)
+            alert_color = self._color("status-failed")
+            plt.subplots(2, 1)
+            top = plt.subplot(1, 1)
+            top.plot(xs, [r.drift_share * 100 for r in rows], color=self._color("primary"),
+                     marker="dot", label="drift share %")  # fmt: skip
+            if threshold is not None:
+                top.hline(threshold * 100, color=alert_color)
+            alerted = [(x, r.drift_share * 100) for x, r in zip(xs, rows, strict=True) if r.alerts]
+            if alerted:
+                top.scatter([a[0] for a in alerted], [a[1] for a in alerted], marker="▲",
+                            color=alert_color, label="alert")  # fmt: skip
+            top.xticks([xs[i] for i in ticks], [labels[i] for i in ticks])
+            top.ylim(
+                0, max(100 * max(r.drift_share for r in rows), 100 * (threshold or 0), 1) * 1.1
+            )
+            bottom = plt.subplot(2, 1)
+            metric = next((r.metric for r in rows if r.metric), "metric")
+            est = [(x, r) for x, r in zip(xs, rows, strict=True) if r.estimated is not None]
+            if est:
+                color = self._color("accent")
+                bottom.plot([x for x, _ in est], [r.estimated for _, r in est], color=color,
+                            marker="dot", label=f"estimated {metric}")  # fmt: skip
+                band = [(x, r) for x, r in est if r.estimated_lower is not None]
+                if band:
+                    for side in ("estimated_lower", "estimated_upper"):
+                        bottom.plot([x for x, _ in band], [getattr(r, side) for _, r in band],
+                                    color=color, marker="·")  # fmt: skip
+            real = [
+                (x, r.realized) for x, r in zip(xs, rows, strict=True) if r.realized is not None
+            ]
+            if real:
+                bottom.plot([x for x, _ in real], [v for _, v in real],
+                            color=self._color("status-muted"), marker="dot",
+                            label=f"realized {metric}")  # fmt: skip
+            perf_alerts = [(x, r.realized if r.realized is not None else r.estimated)
+                           for x, r in zip(xs, rows, strict=True)
+                           if r.alerts and (r.realized is not None or r.estimated is not None)]  # fmt: skip
+            if perf_alerts:
+                bottom.scatter([a[0] for a in perf_alerts], [a[1] for a in perf_alerts],
+                               marker="▲", color=alert_color)  # fmt: skip
+            bottom.xticks([xs[i] for i in ticks], [labels[i] for i in ticks])
+        self.refresh()
+
+
+class DriftScreen(DeckScreen):
+    SCREEN_TITLE = "Drift"
+    HELP = (
+        "Drift of a monitored batch against the dataset's reference. Features: every column, "
+        "the most severe first (score against its threshold: a p-value for the KS and "
+        "chi-square tests, a distance otherwise), with the selected column's distribution "
+        "beside the reference's; the label and the champion's scores are listed after the "
+        "features. Batches: every monitored batch (Enter shows it). Over time: the share of "
+        "drifted features per batch with its threshold, and the champion's estimated "
+        "performance (with its 95 % band) and realized performance once labels are known; "
+        "▲ marks batches that raised alerts. A batch is checked with 'd' on the Data screen, "
+        "'mldeck drift check', or by the scheduler."
+    )
+    BINDINGS = [
+        Binding("f", "tab('drift-features-pane')", "Features", show=False, id="drift-tab-features"),
+        Binding("b", "tab('drift-batches-pane')", "Batches", show=False, id="drift-tab-batches"),
+        Binding("t", "tab('drift-time-pane')", "Over time", show=False, id="drift-tab-time"),
+        Binding("left_square_bracket", "step(1)", "Older", id="drift-older"),
+        Binding("right_square_bracket", "step(-1)", "Newer", id="drift-newer"),
+        Binding("c", "check", "Re-check", id="drift-check"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.report_id: int | None = None  # None: the newest
+        self._view: DriftView | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="drift-summary")
+        with TabbedContent(initial="drift-features-pane", id="drift-tabs"):
+            with TabPane("Features", id="drift-features-pane"):
+                yield DeckTable(id="drift-features")
+                yield Static(id="drift-caption")
+                yield HistogramPlot(id="drift-plot")
+            with TabPane("Batches", id="drift-batches-pane"):
+                yield DeckTable(id="drift-batches")
+            with TabPane("Over time", id="drift-time-pane"):
+                yield TimelinePlot(id="drift-timeline")
+
+    def on_mount(self) -> None:
+        self.query_one("#drift-features", DeckTable).add_columns(
+            "FEATURE", "METHOD", "SCORE", "LIMIT", "DRIFT"
+        )
+        self.query_one("#drift-batches", DeckTable).add_columns(
+            "BATCH", "CHECKED", "DRIFTED", "DATASET", "ESTIMATED", "REALIZED", "ALERTS"
+        )
+        self.query_one("#drift-features", DeckTable).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "check":
+            return not self.deck.read_only and bool(self._view and self._view.detail)
+        return True
+
+    # -- reading (worker thread) ----------------------------------------------------------------
+    def fetch(self, store: Store) -> DriftView:
+        reports = list_reports(store, limit=REPORTS_SHOWN)
+        chosen = self.report_id
+        if chosen is None or all(r.id != chosen for r in reports):
+            chosen = reports[0].id if reports else None
+        detail = None if chosen is None else report_detail(store, chosen)
+        charts: dict[str, Histogram | str] = {}
+        if detail is not None:
+            s = detail.summary
+            for feature in [
+                *s.get("features", []),
+                *filter(None, [s.get("label"), s.get("prediction")]),
+            ]:
+                charts[_key(feature)] = feature_histogram(feature, detail.row.batch)
+        return DriftView(reports, detail, charts)
+
+    # -- showing (event loop) -------------------------------------------------------------------
+    def show(self, view: DriftView) -> None:
+        self._view = view
+        self.refresh_bindings()
+        self._show_summary(view)
+        self._show_features(view)
+        self._show_batches(view)
+        threshold = view.detail.summary.get("share_threshold") if view.detail else None
+        self.query_one("#drift-timeline", TimelinePlot).draw(
+            list(reversed(view.reports[:TIMELINE])), threshold
+        )
+
+    def subtitle(self) -> str:
+        view = self._view
+        return view.detail.row.batch if view and view.detail else ""
+
+    def _show_summary(self, view: DriftView) -> None:
+        summary = self.query_one("#drift-summary", Static)
+        if view.detail is None:
+            summary.update(Text(
+                "No batch has been checked for drift yet: press d on a version of the Data "
+                "screen (3), or run 'mldeck drift check BATCH'.", style="dim",
+            ))  # fmt: skip
+            return
+        self.sync_topbar()
+        s, row = view.detail.summary, view.detail.row
+        var = self.app.theme_variables
+        failed = rich_color(var.get("status-failed", ""))
+        ok = rich_color(var.get("status-succeeded", ""))
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f"{row.batch}", style="bold")
+        text.append(f" vs {view.detail.reference} · {fmt.when(row.created_at)} · ")
+        text.append(f"{row.n_drifted}/{row.n_features} drifted ({row.drift_share:.0%}) ")
+        if row.dataset_drift:
+            text.append("DATASET DRIFT", style=f"bold {failed}")
+        else:
+            text.append("no dataset drift", style=ok)
+        multi = s.get("multivariate")
+        if multi:
+            text.append(" · joint ")
+            text.append("drift" if multi["drifted"] else "ok",
+                        style=f"bold {failed}" if multi["drifted"] else ok)  # fmt: skip
+        text.append("\n")
+        est = s.get("estimated")
+        if s.get("model"):
+            text.append(f"{s['model']} ", style="bold")
+        if est and est.get("value") is not None:
+            text.append(f"estimated {est['metric']} {est['value']:.3f}")
+            if est.get("lower") is not None:
+                text.append(f" [{est['lower']:.3f}, {est['upper']:.3f}]")
+            if est.get("reference") is not None:
+                text.append(f" (holdout {est['reference']:.3f})", style="dim")
+        realized = s.get("realized") or {}
+        metric = (est or {}).get("metric") or "roc_auc"
+        if realized.get(metric) is not None:
+            text.append(f" · realized {realized[metric]:.3f}", style="bold")
+        elif s.get("model"):
+            text.append(" · no labels yet", style="dim")
+        if not s.get("model"):
+            text.append("no champion: features only", style="dim")
+        summary.update(text)
+
+    def _show_features(self, view: DriftView) -> None:
+        table = self.query_one("#drift-features", DeckTable)
+        rows = []
+        if view.detail is not None:
+            s = view.detail.summary
+            for feature in [
+                *s.get("features", []),
+                *filter(None, [s.get("label"), s.get("prediction")]),
+            ]:
+                name = feature["feature"]
+                if feature.get("role") in ("label", "prediction"):
+                    name = f"{name} ({feature['role']})"
+                drift = status_text(self.app, "fail" if feature["drifted"] else "ok")
+                drift.plain = "DRIFT" if feature["drifted"] else "-"
+                rows.append((_key(feature), (name, feature["method"], _score(feature),
+                                             f"{feature['threshold']:g}", drift)))  # fmt: skip
+        table.replace_rows(rows)
+        self._draw_selected()
+
+    def _show_batches(self, view: DriftView) -> None:
+        table = self.query_one("#drift-batches", DeckTable)
+        rows = []
+        for r in view.reports:
+            drift = status_text(self.app, "fail" if r.dataset_drift else "ok")
+            drift.plain = "DRIFT" if r.dataset_drift else "-"
+            rows.append((str(r.id), (
+                r.batch, fmt.when(r.created_at), f"{r.n_drifted}/{r.n_features}", drift,
+                "-" if r.estimated is None else f"{r.estimated:.3f}",
+                "-" if r.realized is None else f"{r.realized:.3f}",
+                str(r.alerts) if r.alerts else "-",
+            )))  # fmt: skip
+        table.replace_rows(rows)
+        if view.detail is not None and str(view.detail.row.id) in table.rows:
+            table.move_cursor(row=table.get_row_index(str(view.detail.row.id)), animate=False)
+
+    def _draw_selected(self) -> None:
+        plot = self.query_one("#drift-plot", HistogramPlot)
+        caption = self.query_one("#drift-caption", Static)
+        key = self.query_one("#drift-features", DeckTable).selected_key()
+        chart = None if self._view is None or key is None else self._view.charts.get(key)
+        if not isinstance(chart, Histogram):
+            plot.draw(None)
+            caption.update(Text(f"{key}: {chart}" if key and chart else "", style="dim"))
+            return
+        if plot.data != chart:
+            plot.draw(chart)
+        variables = self.app.theme_variables
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(chart.column, style="bold")
+        text.append(f" · % of {chart.unit} ")
+        for (name, _), variable in zip(chart.series, SERIES_COLORS, strict=False):
+            text.append(" ■ ", style=rich_color(variables.get(variable, "")))
+            text.append(name)
+        caption.update(text)
+
+    @on(DataTable.RowHighlighted, "#drift-features")
+    def _feature_highlighted(self) -> None:
+        self._draw_selected()
+
+    @on(DataTable.RowSelected, "#drift-batches")
+    def _batch_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.report_id = int(event.row_key.value)
+        self.action_tab("drift-features-pane")
+        self.reload()
+
+    @on(TabbedContent.TabActivated, "#drift-tabs")
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = event.pane
+        if pane is not None:
+            tables = pane.query(DeckTable)
+            if tables:
+                tables.first().focus()
+
+    # -- actions --------------------------------------------------------------------------------
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#drift-tabs", TabbedContent).active = tab
+
+    def action_step(self, offset: int) -> None:
+        view = self._view
+        if view is None or view.detail is None:
+            return
+        ids = [r.id for r in view.reports]
+        index = ids.index(view.detail.row.id) + offset
+        if 0 <= index < len(ids):
+            self.report_id = ids[index]
+            self.reload()
+
+    def action_check(self) -> None:
+        view = self._view
+        if view is None or view.detail is None or self.deck.read_only:
+            return
+        batch = view.detail.row.dataset_version_id
+        label = view.detail.row.batch
+        self.notify(f"checking {label} for drift…", timeout=4)
+        self.run_worker(lambda: self._check(batch), thread=True, group="check", exit_on_error=False)
+
+    def _check(self, batch: int) -> None:
+        from mldeck.monitor import check_batch
+
+        result = check_batch(self.deck.workspace, self.deck.store, batch)
+        self.app.call_from_thread(self._checked, result.report_id, describe(result))
+
+    def _checked(self, report_id: int, message: str) -> None:
+        self.report_id = report_id
+        self.notify(message, title="Drift checked", timeout=8)
+        self.reload()
+
+
+def describe(result: Any) -> str:
+    """One line about a check, for notifications."""
+    text = f"{result.batch}: {result.n_drifted}/{len(result.features)} features drifted"
+    if result.dataset_drift:
+        text += " (dataset drift)"
+    if result.estimated is not None and result.estimated.value is not None:
+        text += f"; estimated {result.estimated.metric} {result.estimated.value:.3f}"
+    new = [a for a in result.alerts if a.new]
+    if new:
+        text += f"; {len(new)} new alert" + ("s" if len(new) > 1 else "")
+    return text
+
+
+def _key(feature: dict[str, Any]) -> str:
+    return f"{feature.get('role', 'feature')}:{feature['feature']}"
