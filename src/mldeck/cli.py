@@ -1061,6 +1061,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # Command groups kept in their own modules register themselves on ``app``.
 from mldeck import cli_monitor  # noqa: E402, F401
+from mldeck import cli_jobs  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

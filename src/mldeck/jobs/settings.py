@@ -116,6 +116,8 @@ class JobSettings(_Section):
     pipeline: bool = True
     # After an automatic retrain, no other one starts for this long (one incident, one retrain).
     retrain_cooldown_minutes: float = Field(60.0, ge=0)
+    # A version that waits for approval after a retrain is promoted once a person approves it.
+    promote_on_approval: bool = True
     # Health: free disk below this fails jobs before they start and raises an alert.
     min_free_disk_mb: float = Field(200.0, ge=0)
     # Health: no new dataset version for this long is stale data (0 turns the check off).

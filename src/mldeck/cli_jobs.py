@@ -1,0 +1,274 @@
+"""Commands for orchestration: ``mldeck jobs ...`` and ``mldeck daemon``.
+
+Registered on the main app by :mod:`mldeck.cli`; they share its output helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mldeck import formatting as fmt
+from mldeck.cli import JsonOption, _open, _print_json, _table, app, out
+from mldeck.errors import MldeckError
+
+if TYPE_CHECKING:
+    from mldeck.store.engine import Store
+    from mldeck.workspace import Workspace
+
+jobs_app = typer.Typer(
+    help="Scheduled jobs: list, run now, pause, resume, edit; health checks.",
+    no_args_is_help=True,
+)
+app.add_typer(jobs_app, name="jobs")
+
+NameArgument = Annotated[str, typer.Argument(help="The schedule's name (see 'mldeck jobs list').")]
+
+
+def _open_jobs() -> tuple[Workspace, Store]:
+    """The workspace and store, with [jobs.schedules] of mldeck.toml synced into the table."""
+    from mldeck.jobs.schedules import sync_from_settings
+
+    ws, store = _open()
+    sync_from_settings(store, ws.settings.jobs)
+    return ws, store
+
+
+def _acting(ws: Workspace, store: Store) -> Any:
+    from mldeck.jobs.lease import holder
+
+    found = holder(store, ws.settings.jobs.lease_seconds)
+    return found if found is not None and found.alive else None
+
+
+@jobs_app.command("list")
+def jobs_list(as_json: JsonOption = False) -> None:
+    """The schedules with their next fire time (UTC), last run and outcome, and which process
+    runs the scheduler."""
+    from mldeck.jobs.schedules import list_schedules, next_fire_time, state, timing
+
+    ws, store = _open_jobs()
+    rows = list_schedules(store)
+    acting = _acting(ws, store)
+    if as_json:
+        _print_json({
+            "scheduler": None if acting is None else {
+                "role": acting.role, "host": acting.host, "pid": acting.pid,
+                "heartbeat_at": acting.heartbeat_at.isoformat()},
+            "schedules": [{
+                "name": r.name, "kind": r.kind, "cron": r.cron or None,
+                "interval_seconds": r.interval_seconds, "state": state(r), "params": r.params,
+                "timeout_seconds": r.timeout_seconds, "retries": r.retries,
+                "next_fire_at": _iso(next_fire_time(r)), "last_run_id": r.last_run_id,
+                "last_status": r.last_status or None, "last_run_at": _iso(r.last_run_at),
+                "source": r.source} for r in rows],
+        })  # fmt: skip
+        return
+    out.print(
+        f"scheduler: {acting.describe()}" if acting is not None
+        else "scheduler: none running (start 'mldeck daemon', or open the console)",
+        markup=False,
+    )  # fmt: skip
+    if not rows:
+        out.print("no schedules: add [jobs.schedules.NAME] to mldeck.toml, or 'mldeck jobs add'")
+        return
+    table = _table("NAME", "KIND", "WHEN", "STATE", "NEXT", "LAST RUN", "OUTCOME")
+    for r in rows:
+        last = f"{r.last_run_id} {fmt.when(r.last_run_at)}" if r.last_run_id else "-"
+        table.add_row(r.name, r.kind, timing(r), state(r), fmt.when(next_fire_time(r)) or "-",
+                      last, r.last_status or "-")  # fmt: skip
+    out.print(table)
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@jobs_app.command("run")
+def jobs_run(
+    name: NameArgument,
+    here: Annotated[
+        bool,
+        typer.Option("--here", help="Run it in this process even when a scheduler is running."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a job now. With a scheduler running, it is asked to run it (and this returns at
+    once); otherwise the job runs here, in a worker process, with its timeout and retries.
+    Exit status 1 when the job did not succeed."""
+    from mldeck.jobs.runner import JobRequest, JobRunner
+    from mldeck.jobs.schedules import get_schedule, request_run
+    from mldeck.store.models import RunTrigger
+
+    ws, store = _open_jobs()
+    row = get_schedule(store, name)
+    acting = None if here else _acting(ws, store)
+    if acting is not None:
+        request_run(store, name)
+        if as_json:
+            _print_json({"job": name, "requested": True, "scheduler_pid": acting.pid})
+        else:
+            out.print(f"asked the scheduler ({acting.describe()}) to run {name} now; "
+                      "follow it with 'mldeck jobs list' or 'mldeck runs list'", markup=False)  # fmt: skip
+        return
+    say = None if as_json else (lambda line: out.print(f"  {line}", markup=False))
+    runner = JobRunner(ws, store, on_event=say)
+    outcome = runner.run(JobRequest.from_schedule(row, trigger=RunTrigger.MANUAL))
+    if as_json:
+        _print_json(outcome.as_dict())
+    else:
+        out.print(f"{name}: {outcome.status} (runs {', '.join(map(str, outcome.run_ids))})",
+                  markup=False)  # fmt: skip
+        if outcome.error:
+            out.print(outcome.error, markup=False)
+    if not outcome.succeeded:
+        raise typer.Exit(1)
+
+
+@jobs_app.command("pause")
+def jobs_pause(name: NameArgument) -> None:
+    """Pause a schedule (a running job finishes; no new fire until it is resumed)."""
+    from mldeck.jobs.schedules import set_paused
+
+    _, store = _open_jobs()
+    set_paused(store, name, True)
+    out.print(f"paused {name}", markup=False)
+
+
+@jobs_app.command("resume")
+def jobs_resume(name: NameArgument) -> None:
+    """Resume a paused schedule."""
+    from mldeck.jobs.schedules import set_paused
+
+    _, store = _open_jobs()
+    set_paused(store, name, False)
+    out.print(f"resumed {name}", markup=False)
+
+
+@jobs_app.command("edit")
+def jobs_edit(
+    name: NameArgument,
+    cron: Annotated[str | None, typer.Option("--cron", help="Crontab expression (UTC).")] = None,
+    every: Annotated[
+        str | None, typer.Option("--every", help="Interval: 90s, 15m, 2h, 1d.")
+    ] = None,
+    timeout: Annotated[int | None, typer.Option("--timeout", help="Seconds per attempt.")] = None,
+    retries: Annotated[
+        int | None, typer.Option("--retries", help="Attempts after a failure.")
+    ] = None,
+    params: Annotated[str | None, typer.Option("--params", help="Parameters as JSON.")] = None,
+    enabled: Annotated[
+        bool | None, typer.Option("--enable/--disable", help="Turn the schedule on or off.")
+    ] = None,
+) -> None:
+    """Change a schedule in the store (the running scheduler follows within seconds). A later
+    change of the same entry in mldeck.toml is applied over it."""
+    from mldeck.jobs.schedules import edit, timing
+
+    _, store = _open_jobs()
+    parsed = None
+    if params is not None:
+        try:
+            parsed = json.loads(params)
+        except ValueError as exc:
+            raise MldeckError(f"--params is not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise MldeckError('--params must be a JSON object, e.g. {"dataset_version_id": 3}')
+    row = edit(store, name, cron=cron, every=every, timeout_seconds=timeout, retries=retries,
+               enabled=enabled, params=parsed)  # fmt: skip
+    out.print(f"{name}: {timing(row)}, timeout {row.timeout_seconds}s, retries {row.retries}"
+              f"{'' if row.enabled else ', disabled'}", markup=False)  # fmt: skip
+
+
+@jobs_app.command("add")
+def jobs_add(
+    name: NameArgument,
+    kind: Annotated[
+        str, typer.Option("--kind", help="train, evaluate, retrain, drift, score, health.")
+    ],
+    cron: Annotated[str, typer.Option("--cron", help="Crontab expression (UTC).")] = "",
+    every: Annotated[str, typer.Option("--every", help="Interval: 90s, 15m, 2h, 1d.")] = "",
+    timeout: Annotated[int, typer.Option("--timeout", help="Seconds per attempt.")] = 3600,
+    retries: Annotated[int, typer.Option("--retries", help="Attempts after a failure.")] = 0,
+) -> None:
+    """Add a schedule to the store (kept apart from mldeck.toml's, which syncs never touch it)."""
+    from mldeck.jobs.schedules import add, timing
+
+    _, store = _open_jobs()
+    row = add(store, name, kind, cron=cron, every=every, timeout_seconds=timeout, retries=retries)
+    out.print(f"added {name}: {kind}, {timing(row)}", markup=False)
+
+
+@jobs_app.command("health")
+def jobs_health(as_json: JsonOption = False) -> None:
+    """Run the health checks now: store integrity, free disk, data freshness, champion file
+    hash, scheduler heartbeat, repeated failures, orphaned runs. Exit status 1 on a failure."""
+    from mldeck.jobs.health import run_checks
+
+    ws, store = _open_jobs()
+    report = run_checks(ws, store)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        table = _table("CHECK", "STATUS", "DETAIL", wrap="DETAIL")
+        for check in report.checks:
+            table.add_row(check.name, check.status, check.message)
+        out.print(table)
+    if report.status == "fail":
+        raise typer.Exit(1)
+
+
+@app.command("daemon")
+def daemon(
+    log_file: Annotated[
+        Path | None,
+        typer.Option("--log", help="Log file (default: .mldeck/daemon.log in the workspace)."),
+    ] = None,
+) -> None:
+    """Run the scheduler headless (for tmux or a systemd unit) until SIGTERM or Ctrl-C.
+
+    Only one process acts per workspace: a second daemon (or a console) waits and takes over
+    within [jobs] lease_seconds when the acting one dies. The daemon also watches
+    data/incoming/ and runs the pipeline on every new batch. It logs to .mldeck/daemon.log.
+    """
+    from mldeck.jobs.scheduler import DeckScheduler
+
+    ws, store = _open_jobs()
+    path = log_file or ws.state_dir / "daemon.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    scheduler = DeckScheduler(ws, store, role="daemon", watch_incoming=True,
+                              on_event=lambda line: print(line, flush=True))  # fmt: skip
+    stopping = []
+
+    def _stop(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+        scheduler.stop(timeout=0)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
+    print(f"mldeck daemon on {ws.root} (pid {scheduler.lease.pid}), logging to {path}", flush=True)
+    logging.getLogger("mldeck.daemon").info("daemon started on %s", ws.root)
+    scheduler.start()
+    waited = 0.0
+    while scheduler.running:
+        scheduler._thread.join(0.5)  # type: ignore[union-attr]
+        waited += 0.5
+        if not scheduler.acting and waited >= 5 and not stopping:
+            waited = 0.0
+            acting = _acting(ws, store)
+            if acting is not None and acting.holder != scheduler.lease.id:
+                logging.getLogger("mldeck.daemon").info("standby: %s acts", acting.describe())
+    logging.getLogger("mldeck.daemon").info("daemon stopped")
+    print("mldeck daemon stopped", flush=True)
+    sys.exit(0)

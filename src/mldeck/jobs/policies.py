@@ -1,0 +1,152 @@
+"""Triggers and policies: when the scheduler retrains, promotes or holds back, and why.
+
+* **retrain** when a drift check returns retrain reasons (drift, or an estimated or realized
+  metric past its threshold: the monitor's alert rules decide), unless an automatic retrain
+  started less than ``[jobs] retrain_cooldown_minutes`` ago (one incident, one retrain);
+* after a retrain: a candidate that fails a gate stays a candidate; one that passes is promoted
+  at once when ``[gates] auto_approve`` allows it (an automatic approval is recorded), otherwise
+  it waits for a person's approval;
+* **promote on approval**: once a person approves a version that waits after a retrain, the
+  scheduler promotes it (``[jobs] promote_on_approval``).
+
+Every decision is an audit event with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from mldeck import audit, tracking
+from mldeck.errors import MldeckError
+from mldeck.store.engine import Store
+from mldeck.store.models import Alias, AuditEvent, ModelVersion, RegisteredModel, Run, utcnow
+from mldeck.workspace import Workspace
+
+ACTOR = "mldeck-scheduler"
+AWAITING = "retrain.awaiting_approval"
+AUTOMATIC_TRIGGERS = ("drift", "performance")
+SETTLED = ("model_version.promote", "model_version.reject", "model_version.archive")
+
+
+def record(store: Store, action: str, reason: str, *, entity_type: str = "",
+           entity_id: str | int = "", **details: Any) -> None:  # fmt: skip
+    """An automatic decision in the audit trail, with its reason."""
+    with store.write() as session:
+        audit.append(session, action, entity_type=entity_type, entity_id=entity_id,
+                     details={"reason": reason, **details}, actor=ACTOR)  # fmt: skip
+
+
+def cooldown_left(workspace: Workspace, store: Store) -> tuple[float, int | None]:
+    """Seconds of retrain cool-down left (0 when a retrain may start) and the run that set it."""
+    minutes = workspace.settings.jobs.retrain_cooldown_minutes
+    if minutes <= 0:
+        return 0.0, None
+    since = utcnow() - timedelta(minutes=minutes)
+    with store.read() as session:
+        last = session.execute(
+            select(Run)
+            .where(
+                Run.kind == "retrain",
+                Run.trigger.in_(AUTOMATIC_TRIGGERS),
+                Run.status != "skipped",
+                Run.created_at >= since,
+            )
+            .order_by(Run.created_at.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    if last is None:
+        return 0.0, None
+    left = (last.created_at + timedelta(minutes=minutes) - utcnow()).total_seconds()
+    return max(left, 0.0), last.id
+
+
+def retrain_and_decide(
+    workspace: Workspace, store: Store, run: tracking.ActiveRun, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Retrain (in the job's worker), then promote or wait for approval per the policy."""
+    from mldeck.ml.registry import auto_approve_policy, promote
+    from mldeck.ml.train import train
+
+    reasons = [str(r) for r in params.get("reasons") or []]
+    trigger = str(params.get("trigger") or "schedule")
+    why = "; ".join(reasons) or f"{trigger} retrain"
+    result = train(workspace, store, trigger=trigger, progress=run.log)
+    ref = f"{result.model}:{result.version}"
+    outcome: dict[str, Any] = {"model": ref, "train_run_id": result.run_id, "reasons": reasons,
+                               "gates_passed": result.gates_passed}  # fmt: skip
+    if not result.gates_passed:
+        failed = [g.gate for g in result.gates if not g.passed]
+        record(store, "retrain.held_by_gates", f"{ref} failed {', '.join(failed)}",
+               entity_type="model_version", entity_id=result.model_version_id,
+               retrain_reasons=reasons)  # fmt: skip
+        run.log(f"{ref} failed the gates ({', '.join(failed)}): it stays a candidate")
+        outcome["decision"] = "held by gates"
+        return outcome
+    if auto_approve_policy(workspace.settings):
+        change = promote(store, ref, reason=f"automatic after a retrain: {why}",
+                         auto_approve=True, user=ACTOR)  # fmt: skip
+        run.log(change.describe())
+        outcome["decision"] = "promoted automatically ([gates] auto_approve)"
+        return outcome
+    record(store, AWAITING, f"retrained because {why}; [gates] auto_approve is off",
+           entity_type="model_version", entity_id=result.model_version_id, model=ref,
+           run_id=run.id)  # fmt: skip
+    run.log(f"{ref} passed the gates and waits for approval (mldeck models approve {ref})")
+    outcome["decision"] = "waiting for approval"
+    return outcome
+
+
+@dataclass(frozen=True)
+class Promotion:
+    ref: str
+    message: str
+
+
+def promote_approved(workspace: Workspace, store: Store) -> list[Promotion]:
+    """Promote the versions that waited for approval after a retrain and are now approved."""
+    from mldeck.ml.registry import CHAMPION, label, promote
+
+    if not workspace.settings.jobs.promote_on_approval:
+        return []
+    with store.read() as session:
+        waiting = (
+            session.execute(select(AuditEvent.entity_id).where(AuditEvent.action == AWAITING))
+            .scalars()
+            .all()
+        )
+        if not waiting:
+            return []
+        settled = set(session.execute(
+            select(AuditEvent.entity_id).where(
+                AuditEvent.action.in_(SETTLED), AuditEvent.entity_type == "model_version",
+                AuditEvent.entity_id.in_(waiting))
+        ).scalars())  # fmt: skip
+        todo = []
+        for entity_id in dict.fromkeys(waiting):
+            if entity_id in settled:
+                continue
+            version = session.get(ModelVersion, int(entity_id))
+            if version is None or version.status != "approved":
+                continue
+            champion = session.execute(
+                select(Alias).where(Alias.model_id == version.model_id, Alias.name == CHAMPION)
+            ).scalar_one_or_none()
+            if champion is not None and champion.model_version_id == version.id:
+                continue
+            model = session.get(RegisteredModel, version.model_id)
+            todo.append(label(model, version))
+    done = []
+    for ref in todo:
+        try:
+            change = promote(store, ref, reason="approved after an automatic retrain "
+                             "([jobs] promote_on_approval)", user=ACTOR)  # fmt: skip
+        except MldeckError as exc:
+            record(store, "retrain.promotion_refused", str(exc), entity_type="model_version",
+                   entity_id=ref)  # fmt: skip
+            continue
+        done.append(Promotion(ref, change.describe()))
+    return done

@@ -1,0 +1,355 @@
+"""Running a job out of process: one worker subprocess per attempt, with limits and retries.
+
+Each attempt is a run in the store (kind = the job's kind) and a child process
+``python -m mldeck.jobs.worker`` started in its own session (its own process group), so a
+timeout kills it *and its children*. The worker writes progress, logs and a heartbeat to its run;
+its output goes to ``.mldeck/jobs/<run id>/output.log`` and its result to ``result.json`` in the
+same folder, written last (temp file + rename): an attempt's outputs never mix with another's,
+and whatever the domain step registers (a model version, a report) is committed in one store
+transaction at its end, so a killed attempt leaves nothing half-registered.
+
+A crash marks the run failed with its traceback (the worker's, or the tail of its output when
+it died without one); a failed attempt is tried again ``retries`` times, waiting
+``retry_base_seconds * 2^(attempt-1)`` (at most ``retry_max_seconds``) plus up to 50% jitter.
+At most ``max_concurrent`` jobs run at once: a scheduled fire that finds no free slot, or its
+own job still running, is recorded as a ``skipped`` run with the reason. A job does not start
+when the workspace's disk has less than ``min_free_disk_mb`` free: it fails with that reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from mldeck import provenance
+from mldeck.jobs.orphans import end_runs_of_process
+from mldeck.jobs.settings import JobSettings
+from mldeck.store.engine import Store
+from mldeck.store.models import Run, RunLog, RunStatus, RunTrigger, Schedule, utcnow
+from mldeck.workspace import Workspace
+
+KILL_GRACE_SECONDS = 5.0
+OUTPUT_TAIL_LINES = 30
+RESULT_FILE = "result.json"
+OUTPUT_FILE = "output.log"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What to run: a schedule's job, or a step the pipeline triggered."""
+
+    name: str
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    trigger: str = RunTrigger.SCHEDULE
+    timeout_seconds: float = 3600
+    retries: int = 0
+    schedule_id: int | None = None
+    reason: str = ""
+
+    @classmethod
+    def from_schedule(cls, schedule: Schedule, *, trigger: str = RunTrigger.SCHEDULE,
+                      reason: str = "") -> JobRequest:  # fmt: skip
+        return cls(schedule.name, schedule.kind, dict(schedule.params), trigger,
+                   schedule.timeout_seconds, schedule.retries, schedule.id, reason)  # fmt: skip
+
+
+@dataclass
+class JobOutcome:
+    name: str
+    status: str
+    run_ids: list[int]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def run_id(self) -> int | None:
+        return self.run_ids[-1] if self.run_ids else None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == RunStatus.SUCCEEDED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job": self.name, "status": self.status, "run_ids": self.run_ids,
+                "result": self.result, "error": self.error}  # fmt: skip
+
+
+def attempt_folder(workspace: Workspace, run_id: int) -> Path:
+    return workspace.state_dir / "jobs" / str(run_id)
+
+
+def backoff_seconds(settings: JobSettings, attempt: int, rng: random.Random | None = None) -> float:
+    """The wait before attempt *attempt* + 1: exponential, capped, with up to 50% jitter."""
+    base = min(settings.retry_base_seconds * 2 ** (attempt - 1), settings.retry_max_seconds)
+    return base * (1 + (rng or random).uniform(0, 0.5))
+
+
+def free_disk_mb(path: Path) -> float:
+    return shutil.disk_usage(path).free / 1_000_000
+
+
+class JobRunner:
+    """Runs jobs in worker processes; thread-safe (the scheduler calls it from its threads)."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        store: Store,
+        settings: JobSettings | None = None,
+        *,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.workspace = workspace
+        self.store = store
+        self.settings = settings or workspace.settings.jobs
+        self.on_event = on_event
+        self._slots = threading.BoundedSemaphore(self.settings.max_concurrent)
+        self._lock = threading.Lock()
+        self._running: dict[str, subprocess.Popen | None] = {}
+        self._stop = threading.Event()
+
+    # -- public -----------------------------------------------------------------------------------
+    @property
+    def running(self) -> list[str]:
+        with self._lock:
+            return sorted(self._running)
+
+    def run(self, request: JobRequest, *, wait_for_slot: bool = False) -> JobOutcome:
+        """Run *request* to its end (all its attempts) in this thread; never raises for the job's
+        own failures, which are in the outcome and the store."""
+        with self._lock:
+            overlapping = request.name in self._running
+            if not overlapping:
+                self._running[request.name] = None
+        if overlapping:
+            return self.record_skipped(
+                request, f"{request.name} is still running from an earlier fire"
+            )
+        try:
+            if not self._slots.acquire(blocking=wait_for_slot):
+                limit = self.settings.max_concurrent
+                return self.record_skipped(
+                    request, f"the concurrency limit ({limit} jobs) is reached"
+                )
+            try:
+                return self._attempts(request)
+            finally:
+                self._slots.release()
+        finally:
+            with self._lock:
+                self._running.pop(request.name, None)
+
+    def stop(self) -> None:
+        """Stop: no new attempt starts, running workers (and their children) are terminated."""
+        self._stop.set()
+        with self._lock:
+            procs = [p for p in self._running.values() if p is not None]
+        for proc in procs:
+            _kill_group(proc, signal.SIGTERM)
+
+    # -- attempts ---------------------------------------------------------------------------------
+    def _attempts(self, request: JobRequest) -> JobOutcome:
+        outcome = JobOutcome(request.name, RunStatus.FAILED, [])
+        total = request.retries + 1
+        for attempt in range(1, total + 1):
+            status, run_id, result, error = self._attempt(request, attempt, total)
+            outcome.run_ids.append(run_id)
+            outcome.status, outcome.result, outcome.error = status, result, error
+            if status != RunStatus.FAILED or attempt == total or self._stop.is_set():
+                break
+            if error and error.startswith("not started"):
+                break  # no disk: trying again at once would not help
+            wait = backoff_seconds(self.settings, attempt)
+            self._say(f"{request.name}: attempt {attempt} failed; trying again in {wait:.0f}s")
+            self._log(run_id, f"attempt {attempt} of {total} failed; attempt {attempt + 1} "
+                              f"in {wait:.1f}s")  # fmt: skip
+            if self._stop.wait(wait):
+                break
+        return outcome
+
+    def _new_run(self, request: JobRequest, attempt: int, total: int, **fields: Any) -> int:
+        now = utcnow()
+        pid = os.getpid()
+        run = Run(
+            name=request.name, kind=request.kind, trigger=request.trigger,
+            status=RunStatus.RUNNING, created_at=now, started_at=now, heartbeat_at=now,
+            params={"job": request.name, "job_kind": request.kind, "attempt": attempt,
+                    "attempts": total, "timeout_seconds": request.timeout_seconds,
+                    **request.params},
+            tags={"schedule": request.name, "attempt": attempt,
+                  **({"reason": request.reason} if request.reason else {})},
+            user=provenance.current_user(), host=provenance.hostname(), pid=pid,
+            pid_started_at=provenance.process_start_time(pid),
+        )  # fmt: skip
+        for key, value in fields.items():
+            setattr(run, key, value)
+        with self.store.write() as session:
+            session.add(run)
+            session.flush()
+            if request.reason:
+                session.add(RunLog(run_id=run.id, message=f"why: {request.reason}"))
+            self._note_schedule(session, request, run)
+            return run.id
+
+    def _note_schedule(self, session: Session, request: JobRequest, run: Run) -> None:
+        if request.schedule_id is None:
+            return
+        schedule = session.get(Schedule, request.schedule_id)
+        if schedule is not None:
+            schedule.last_run_id, schedule.last_status = run.id, run.status
+            schedule.last_run_at = run.created_at
+            session.add(schedule)
+
+    def record_skipped(self, request: JobRequest, reason: str) -> JobOutcome:
+        now = utcnow()
+        run_id = self._new_run(request, 1, 1, status=RunStatus.SKIPPED, ended_at=now,
+                               error=f"skipped: {reason}")  # fmt: skip
+        self._say(f"{request.name}: skipped ({reason})")
+        return JobOutcome(request.name, RunStatus.SKIPPED, [run_id], error=reason)
+
+    def _attempt(
+        self, request: JobRequest, attempt: int, total: int
+    ) -> tuple[str, int, dict[str, Any] | None, str | None]:
+        free = free_disk_mb(self.workspace.state_dir)
+        if free < self.settings.min_free_disk_mb:
+            error = (f"not started: only {free:.0f} MB free on the workspace's disk "
+                     f"([jobs] min_free_disk_mb = {self.settings.min_free_disk_mb:g})")  # fmt: skip
+            run_id = self._new_run(request, attempt, total, status=RunStatus.FAILED,
+                                   ended_at=utcnow(), error=error)  # fmt: skip
+            self._say(f"{request.name}: {error}")
+            return RunStatus.FAILED, run_id, None, error
+        run_id = self._new_run(request, attempt, total)
+        self._say(f"{request.name}: attempt {attempt} started (run {run_id})")
+        try:
+            status, result, error = self._supervise(request, run_id)
+        except OSError as exc:  # no space for the attempt's folder, no fork, ...
+            status, result, error = RunStatus.FAILED, None, f"could not start the worker: {exc}"
+            self._finish(run_id, status, error)
+        self._sync_schedule(request, run_id)
+        self._say(f"{request.name}: run {run_id} {status}" + (f": {error}" if error else ""))
+        return status, run_id, result, error
+
+    def _supervise(
+        self, request: JobRequest, run_id: int
+    ) -> tuple[str, dict[str, Any] | None, str | None]:
+        folder = attempt_folder(self.workspace, run_id)
+        folder.mkdir(parents=True, exist_ok=False)
+        command = [sys.executable, "-m", "mldeck.jobs.worker", "--workspace",
+                   str(self.workspace.root), "--run", str(run_id), "--parent", str(os.getpid())]  # fmt: skip
+        with open(folder / OUTPUT_FILE, "wb") as output:
+            proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                cwd=self.workspace.root, start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        started_at = provenance.process_start_time(proc.pid)
+        with self._lock:
+            self._running[request.name] = proc
+        with self.store.write() as session:
+            run = session.get(Run, run_id)
+            run.pid, run.pid_started_at = proc.pid, started_at
+            session.add(run)
+        timed_out = False
+        try:
+            code = proc.wait(timeout=request.timeout_seconds)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=KILL_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                code = proc.wait()
+        _kill_group(proc, signal.SIGKILL)  # whatever the worker left behind in its group
+        if timed_out:
+            error = (f"timed out after {request.timeout_seconds:g}s "
+                     "(the worker and its children were killed)")  # fmt: skip
+            self._finish(run_id, RunStatus.FAILED, error, force=True)
+            end_runs_of_process(self.store, proc.pid, started_at, status=RunStatus.FAILED,
+                                reason=f"killed: job run {run_id} {error}")  # fmt: skip
+            return RunStatus.FAILED, None, error
+        if self._stop.is_set() and code != 0:
+            error = "cancelled: the scheduler stopped"
+            self._finish(run_id, RunStatus.CANCELLED, error)
+            end_runs_of_process(self.store, proc.pid, started_at, status=RunStatus.CANCELLED,
+                                reason=error)  # fmt: skip
+            return RunStatus.CANCELLED, None, error
+        result = _read_result(folder)
+        status, error = self._final_status(run_id)
+        if code != 0 or result is None:
+            if status in (RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.SUCCEEDED):
+                error = _died(code, folder)
+                self._finish(run_id, RunStatus.FAILED, error, force=True)
+            end_runs_of_process(self.store, proc.pid, started_at, status=RunStatus.FAILED,
+                                reason=f"its job's worker (run {run_id}) died")  # fmt: skip
+            return RunStatus.FAILED, None, error or _died(code, folder)
+        return status, result, error
+
+    def _final_status(self, run_id: int) -> tuple[str, str | None]:
+        with self.store.read() as session:
+            run = session.get(Run, run_id)
+        return run.status, run.error
+
+    def _finish(self, run_id: int, status: str, error: str, *, force: bool = False) -> None:
+        with self.store.write() as session:
+            run = session.get(Run, run_id)
+            if run.status in (RunStatus.RUNNING, RunStatus.QUEUED) or force:
+                run.status, run.ended_at, run.error = status, utcnow(), error
+                session.add(run)
+                session.add(RunLog(run_id=run_id, level="error", message=error))
+
+    def _sync_schedule(self, request: JobRequest, run_id: int) -> None:
+        """The schedule's last outcome is its newest run's final status."""
+        if request.schedule_id is None:
+            return
+        with self.store.write() as session:
+            schedule = session.get(Schedule, request.schedule_id)
+            run = session.get(Run, run_id)
+            if schedule is not None and schedule.last_run_id == run_id:
+                schedule.last_status = run.status
+                session.add(schedule)
+
+    def _log(self, run_id: int, message: str) -> None:
+        with self.store.write() as session:
+            session.add(RunLog(run_id=run_id, level="warning", message=message))
+
+    def _say(self, message: str) -> None:
+        if self.on_event is not None:
+            with contextlib.suppress(Exception):
+                self.on_event(message)
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _read_result(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _died(code: int, folder: Path) -> str:
+    how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    try:
+        lines = (folder / OUTPUT_FILE).read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    tail = "\n".join(lines[-OUTPUT_TAIL_LINES:])
+    return f"the worker {how}" + (f"; its last output:\n{tail}" if tail else "")

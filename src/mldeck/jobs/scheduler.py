@@ -1,0 +1,529 @@
+"""The scheduler of a workspace: APScheduler 3 in memory, rebuilt from mldeck's own tables.
+
+Exactly one process acts per workspace: the one holding the ``scheduler`` lease
+(:mod:`mldeck.jobs.lease`); the others (a second daemon, a console while a daemon runs) wait as
+standbys and take over within ``lease_seconds`` of the holder's death. The acting process:
+
+* marks the runs a dead process left ``running`` as orphaned, and runs again the schedules whose
+  last run was orphaned (``[jobs] rerun_orphaned``);
+* syncs ``[jobs.schedules]`` into the ``schedule`` table, then builds APScheduler's
+  ``MemoryJobStore`` from the table and reconciles it whenever the table changes (the CLI and the
+  console edit the table, never APScheduler). APScheduler's own persistent job stores are not
+  used: mldeck's tables are the one source of truth;
+* job defaults: coalesce, one instance at a time, a misfire grace of ``misfire_grace_seconds``
+  (an hour), UTC. **Misfire policy**: fire times missed while no scheduler ran are coalesced into
+  one run at start when the newest of them is within the grace time, and recorded as a missed
+  (skipped) run otherwise; the table's ``last_fire_at`` is where a restart counts from;
+* listeners write errors, missed and overlapping (skipped) fires to the store; a watchdog
+  restarts APScheduler's thread when it died;
+* runs the pipeline on new data (validate happened at ingest → score → drift → retrain when the
+  monitor says so, with a cool-down) and promotes versions approved after a retrain.
+
+Jobs run in worker processes (:mod:`mldeck.jobs.runner`), never in this process's threads'
+Python code beyond waiting for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from mldeck import audit
+from mldeck.jobs import policies
+from mldeck.jobs.lease import LeaseKeeper
+from mldeck.jobs.orphans import mark_orphans
+from mldeck.jobs.runner import JobOutcome, JobRequest, JobRunner
+from mldeck.jobs.schedules import list_schedules, make_trigger, sync_from_settings
+from mldeck.store.engine import Store
+from mldeck.store.models import (
+    AuditEvent,
+    Dataset,
+    DatasetVersion,
+    Run,
+    RunLog,
+    RunStatus,
+    RunTrigger,
+    Schedule,
+    utcnow,
+)
+from mldeck.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+# Even without a change in the store, the tables are looked at this often.
+FULL_LOOK_SECONDS = 10.0
+PIPELINE_START = "pipeline.start"
+PIPELINE_STEP_TIMEOUT = 1800
+PIPELINE_STEP_RETRIES = 1
+
+
+def _job_id(name: str) -> str:
+    return f"schedule:{name}"
+
+
+class DeckScheduler:
+    """Acts for the workspace while it holds the lease; a standby otherwise."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        store: Store,
+        *,
+        role: str,
+        on_event: Callable[[str], None] | None = None,
+        watch_incoming: bool = False,
+        tick_seconds: float = TICK_SECONDS,
+    ) -> None:
+        self.workspace = workspace
+        self.store = store
+        self.settings = workspace.settings.jobs
+        self.role = role
+        self.on_event = on_event
+        self.watch_incoming = watch_incoming
+        self.tick_seconds = tick_seconds
+        self.lease = LeaseKeeper(store, role=role, lease_seconds=self.settings.lease_seconds)
+        self.runner: JobRunner | None = None
+        self.acting = False
+        self.watcher: Any = None
+        self._aps: Any = None
+        self._seen: dict[str, tuple] = {}
+        self._requests: dict[str, datetime] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._retrain_lock = threading.Lock()
+        self._last_renew = 0.0
+        self._last_look = 0.0
+        self._last_seq: int | None = None
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="mldeck-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30) -> None:
+        """Stop acting (running workers are terminated and their runs cancelled), release the
+        lease so a standby takes over at once."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def wake(self, *_: Any) -> None:
+        """Look at the store now (the watcher calls it when a batch was ingested)."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def next_fire_times(self) -> dict[str, datetime | None]:
+        """Next fire time of each schedule as APScheduler has it (acting process only)."""
+        aps = self._aps
+        if aps is None:
+            return {}
+        return {
+            job.id.removeprefix("schedule:"): job.next_run_time
+            for job in aps.get_jobs()
+            if job.id.startswith("schedule:")
+        }
+
+    def _say(self, message: str) -> None:
+        log.info(message)
+        if self.on_event is not None:
+            try:
+                self.on_event(message)
+            except Exception:
+                log.exception("on_event failed")
+
+    # -- the control loop -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._tick()
+                except Exception:
+                    # A locked or unreachable store, a bug: say it, keep going.
+                    log.exception("scheduler tick failed")
+                    self._say(f"scheduler: {traceback.format_exc().strip().splitlines()[-1]}")
+                self._wake.wait(self.tick_seconds)
+                self._wake.clear()
+        finally:
+            self._stand_down("stopped")
+            try:
+                self.lease.release()
+            except Exception:
+                log.exception("could not release the lease")
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if not self.acting:
+            if self.lease.try_acquire():
+                self._last_renew = now
+                self._become_acting()
+            return
+        if now - self._last_renew >= self.lease.renew_every:
+            if not self.lease.renew():
+                self._stand_down("another process took the lease over")
+                return
+            self._last_renew = now
+        self._watchdog()
+        seq = self.store.change_seq()
+        if seq == self._last_seq and now - self._last_look < FULL_LOOK_SECONDS:
+            return
+        self._last_seq, self._last_look = seq, now
+        self.reconcile()
+        self._pipeline_tick()
+        for done in policies.promote_approved(self.workspace, self.store):
+            self._say(f"promoted {done.ref}: {done.message}")
+
+    def _become_acting(self) -> None:
+        self.acting = True
+        self._say(f"scheduler: acting for {self.workspace.root} ({self.role}, pid "
+                  f"{self.lease.pid})")  # fmt: skip
+        self.runner = JobRunner(self.workspace, self.store, self.settings, on_event=self._say)
+        orphans = mark_orphans(self.store, self.settings.stale_run_seconds)
+        for orphan in orphans:
+            self._say(f"run {orphan.run_id} ({orphan.name}) orphaned: {orphan.reason}")
+        if orphans:
+            policies.record(self.store, "run.orphaned", "found at scheduler start",
+                            runs=[o.run_id for o in orphans])  # fmt: skip
+        for change in sync_from_settings(self.store, self.settings, actor=policies.ACTOR):
+            self._say(change.describe())
+        self._start_aps()
+        self.reconcile()
+        self._rerun_orphaned({o.run_id for o in orphans})
+        if self.watch_incoming:
+            self._start_watcher()
+
+    def _stand_down(self, why: str) -> None:
+        if not self.acting:
+            return
+        self.acting = False
+        self._say(f"scheduler: no longer acting ({why})")
+        if self.watcher is not None:
+            self.watcher.stop(timeout=30)
+            self.watcher = None
+        aps, self._aps = self._aps, None
+        if aps is not None:
+            try:
+                aps.shutdown(wait=False)
+            except Exception:
+                log.exception("APScheduler shutdown failed")
+        if self.runner is not None:
+            self.runner.stop()
+        self._seen.clear()
+
+    def _start_watcher(self) -> None:
+        from mldeck.data.watcher import IncomingWatcher
+
+        watcher = IncomingWatcher(self.workspace, self.store, on_ingested=self.wake,
+                                  on_event=self._say)  # fmt: skip
+        if watcher.start():
+            self.watcher = watcher
+            self._say("watching data/incoming/")
+        else:
+            self._say("data/incoming/ is watched by another process (its batches still flow)")
+
+    # -- APScheduler ------------------------------------------------------------------------------
+    def _start_aps(self) -> None:
+        from apscheduler.events import (
+            EVENT_JOB_ERROR,
+            EVENT_JOB_MAX_INSTANCES,
+            EVENT_JOB_MISSED,
+            EVENT_JOB_SUBMITTED,
+        )
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.jobstores.memory import MemoryJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        aps = BackgroundScheduler(
+            timezone=UTC,
+            jobstores={"default": MemoryJobStore()},
+            executors={"default": ThreadPoolExecutor(self.settings.max_concurrent + 8)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": self.settings.misfire_grace_seconds,
+            },
+        )
+        aps.add_listener(
+            self._on_aps_event,
+            EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_SUBMITTED,
+        )
+        aps.start()
+        self._aps = aps
+        self._seen.clear()
+
+    def _watchdog(self) -> None:
+        aps = self._aps
+        thread = getattr(aps, "_thread", None)
+        if aps is not None and thread is not None and thread.is_alive():
+            return
+        self._say("scheduler: APScheduler's thread is dead; starting it again")
+        policies.record(self.store, "scheduler.restarted", "the scheduler thread died")
+        if aps is not None:
+            try:
+                aps.shutdown(wait=False)
+            except Exception:
+                log.exception("APScheduler shutdown failed")
+        self._start_aps()
+        self.reconcile()
+
+    def _on_aps_event(self, event: Any) -> None:
+        from apscheduler.events import (
+            EVENT_JOB_ERROR,
+            EVENT_JOB_MAX_INSTANCES,
+            EVENT_JOB_MISSED,
+            EVENT_JOB_SUBMITTED,
+        )
+
+        job_id = str(event.job_id)
+        if not job_id.startswith("schedule:"):
+            if event.code == EVENT_JOB_ERROR:
+                self._say(f"{job_id} failed: {event.exception!r}")
+            return
+        name = job_id.removeprefix("schedule:")
+        try:
+            if event.code == EVENT_JOB_SUBMITTED:
+                self._fired(name, max(event.scheduled_run_times))
+            elif event.code == EVENT_JOB_MISSED:
+                when = event.scheduled_run_time
+                self._record(name, RunStatus.SKIPPED,
+                             f"missed: the fire time {when:%Y-%m-%d %H:%M:%S} UTC passed more than "
+                             f"{self.settings.misfire_grace_seconds}s ago (misfire grace)")  # fmt: skip
+                self._fired(name, when)
+            elif event.code == EVENT_JOB_MAX_INSTANCES:
+                self._record(name, RunStatus.SKIPPED,
+                             "skipped: the previous run of this job is still running")  # fmt: skip
+            elif event.code == EVENT_JOB_ERROR:
+                text = "".join(traceback.format_exception(event.exception))
+                self._record(name, RunStatus.FAILED, f"the job could not run: {text}")
+        except Exception:
+            log.exception("recording the scheduler event failed")
+
+    def _fired(self, name: str, when: datetime) -> None:
+        with self.store.write() as session:
+            row = session.execute(select(Schedule).where(Schedule.name == name)).scalar()
+            if row is not None and (row.last_fire_at is None or when > row.last_fire_at):
+                row.last_fire_at = when
+                session.add(row)
+
+    def _record(self, name: str, status: str, error: str) -> None:
+        now = utcnow()
+        with self.store.write() as session:
+            row = session.execute(select(Schedule).where(Schedule.name == name)).scalar()
+            run = Run(name=name, kind=row.kind if row else "custom", trigger=RunTrigger.SCHEDULE,
+                      status=status, created_at=now, started_at=now, ended_at=now, error=error,
+                      tags={"schedule": name}, params={"job": name})  # fmt: skip
+            session.add(run)
+            session.flush()
+            session.add(RunLog(run_id=run.id, level="warning", message=error))
+            if row is not None:
+                row.last_run_id, row.last_status, row.last_run_at = run.id, status, now
+                session.add(row)
+        self._say(f"{name}: {error.splitlines()[0]}")
+
+    # -- reconciling the table and APScheduler's jobs -----------------------------------------------
+    def reconcile(self) -> None:
+        """Make APScheduler's jobs match the ``schedule`` table; start the runs asked for."""
+        aps = self._aps
+        if aps is None:
+            return
+        rows = {row.name: row for row in list_schedules(self.store)}
+        for name in list(self._seen):
+            if name not in rows:
+                self._seen.pop(name)
+                if aps.get_job(_job_id(name)) is not None:
+                    aps.remove_job(_job_id(name))
+                self._say(f"schedule {name} removed")
+        for name, row in rows.items():
+            print_ = (row.kind, row.cron, row.interval_seconds,
+                      json.dumps(row.params, sort_keys=True), row.enabled, row.paused)  # fmt: skip
+            if self._seen.get(name) != print_:
+                first_time = name not in self._seen
+                self._seen[name] = print_
+                self._apply(aps, row, first_time)
+            requested = row.run_requested_at
+            if requested is not None and self._requests.get(name) != requested:
+                self._requests[name] = requested
+                self._run_now(aps, row)
+
+    def _apply(self, aps: Any, row: Schedule, first_time: bool) -> None:
+        trigger = make_trigger(row)
+        active = row.enabled and not row.paused
+        next_run = None
+        if active:
+            now = utcnow()
+            next_run = trigger.get_next_fire_time(None, now)
+            if first_time and row.last_fire_at is not None:
+                # The misfire policy: start from the first fire time after the last one handled;
+                # APScheduler coalesces the missed ones and applies the grace time.
+                after = trigger.get_next_fire_time(row.last_fire_at, row.last_fire_at
+                                                   + timedelta(microseconds=1))  # fmt: skip
+                if after is not None and after < now:
+                    next_run = after
+                    self._say(f"{row.name}: fire times missed since {row.last_fire_at:%H:%M:%S} "
+                              "are coalesced into one run now")  # fmt: skip
+        aps.add_job(self._fire, trigger=trigger, id=_job_id(row.name), name=row.name,
+                    args=[row.name], replace_existing=True, next_run_time=next_run)  # fmt: skip
+        state = "paused" if row.paused else "disabled" if not row.enabled else "active"
+        when = f", next {next_run:%Y-%m-%d %H:%M:%S} UTC" if next_run else ""
+        self._say(f"schedule {row.name} ({row.kind}) {state}{when}")
+
+    def _run_now(self, aps: Any, row: Schedule) -> None:
+        stamp = row.run_requested_at.timestamp()
+        aps.add_job(self._fire, id=f"now:{row.name}:{stamp}", name=f"{row.name} (now)",
+                    args=[row.name, RunTrigger.MANUAL, True], next_run_time=utcnow(),
+                    misfire_grace_time=None)  # fmt: skip
+        with self.store.write() as session:
+            current = session.get(Schedule, row.id)
+            if current is not None and current.run_requested_at == row.run_requested_at:
+                current.run_requested_at = None
+                session.add(current)
+
+    # -- jobs ---------------------------------------------------------------------------------------
+    def _fire(self, name: str, trigger: str = RunTrigger.SCHEDULE, forced: bool = False,
+              reason: str = "") -> JobOutcome | None:  # fmt: skip
+        """Run schedule *name* now (in an APScheduler worker thread, waiting on a subprocess)."""
+        runner = self.runner
+        if not self.acting or runner is None:
+            return None
+        with self.store.read() as session:
+            row = session.execute(select(Schedule).where(Schedule.name == name)).scalar()
+        if row is None or (not forced and (row.paused or not row.enabled)):
+            return None
+        request = JobRequest.from_schedule(row, trigger=trigger, reason=reason)
+        outcome = runner.run(request)
+        self._after(request, outcome)
+        return outcome
+
+    def _after(self, request: JobRequest, outcome: JobOutcome) -> None:
+        """What a finished job triggers: a drift check with retrain reasons starts a retrain."""
+        if request.kind != "drift" or not outcome.succeeded or not outcome.result:
+            return
+        reasons = list(outcome.result.get("retrain_reasons") or [])
+        if reasons:
+            self.trigger_retrain(reasons, source=f"drift check run {outcome.run_id}")
+
+    def trigger_retrain(self, reasons: list[str], *, source: str) -> JobOutcome | None:
+        """Start an automatic retrain for *reasons*, unless the cool-down holds it back."""
+        runner = self.runner
+        if runner is None:
+            return None
+        trigger = (RunTrigger.PERFORMANCE
+                   if all("metric" in r for r in reasons) else RunTrigger.DRIFT)  # fmt: skip
+        with self._retrain_lock:
+            left, by_run = policies.cooldown_left(self.workspace, self.store)
+            request = self._retrain_request(reasons, trigger, source)
+            if left > 0:
+                why = (f"cool-down: the automatic retrain run {by_run} started less than "
+                       f"{self.settings.retrain_cooldown_minutes:g} min ago ({left:.0f}s left)")  # fmt: skip
+                policies.record(self.store, "retrain.cooldown", why, retrain_reasons=reasons,
+                                source=source)  # fmt: skip
+                runner.record_skipped(request, why)
+                return None
+            policies.record(self.store, "retrain.triggered", "; ".join(reasons), source=source,
+                            trigger=str(trigger))  # fmt: skip
+            self._say(f"retrain triggered by {source}: {'; '.join(reasons)}")
+            outcome = runner.run(request, wait_for_slot=True)
+        return outcome
+
+    def _retrain_request(self, reasons: list[str], trigger: str, source: str) -> JobRequest:
+        with self.store.read() as session:
+            template = session.execute(
+                select(Schedule).where(Schedule.kind == "retrain").limit(1)
+            ).scalar()
+        timeout = template.timeout_seconds if template else 3600
+        retries = template.retries if template else PIPELINE_STEP_RETRIES
+        return JobRequest("retrain", "retrain", {"reasons": reasons}, trigger, timeout, retries,
+                          None, f"{source}: {'; '.join(reasons)}")  # fmt: skip
+
+    def _rerun_orphaned(self, orphaned: set[int]) -> None:
+        """Run again, once, each schedule whose last run a dead process left behind."""
+        if not orphaned or not self.settings.rerun_orphaned or self._aps is None:
+            return
+        for row in list_schedules(self.store):
+            if row.last_run_id in orphaned and row.enabled:
+                reason = f"its run {row.last_run_id} was orphaned ([jobs] rerun_orphaned)"
+                policies.record(self.store, "schedule.rerun", reason, entity_type="schedule",
+                                entity_id=row.name)  # fmt: skip
+                self._say(f"{row.name}: running again, {reason}")
+                self._aps.add_job(self._fire, id=f"rerun:{row.name}:{time.time()}",
+                                  args=[row.name, RunTrigger.SCHEDULE, True, reason],
+                                  next_run_time=utcnow(), misfire_grace_time=None)  # fmt: skip
+
+    # -- the pipeline on new data -------------------------------------------------------------------
+    def _pipeline_tick(self) -> None:
+        if not self.settings.pipeline or self._aps is None:
+            return
+        for version_id, batch, status in self._claim_new_batches():
+            if status not in ("accepted", "warned"):
+                continue
+            self._aps.add_job(self._pipeline, id=f"pipeline:{version_id}", args=[version_id, batch],
+                              next_run_time=utcnow(), misfire_grace_time=None)  # fmt: skip
+
+    def _claim_new_batches(self) -> list[tuple[int, str, str]]:
+        """New-data batches no pipeline has started for (arrived within the misfire grace),
+        each claimed with an audit event that says what happens to it and why."""
+        since = utcnow() - timedelta(seconds=self.settings.misfire_grace_seconds)
+        with self.store.read() as session:
+            started = select(AuditEvent.entity_id).where(
+                AuditEvent.action == PIPELINE_START, AuditEvent.entity_type == "dataset_version"
+            )
+            candidates = session.execute(
+                select(DatasetVersion.id, DatasetVersion.version, DatasetVersion.status,
+                       Dataset.name, Dataset.reference_version_id)
+                .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+                .join(Run, Run.id == DatasetVersion.run_id)
+                .where(Run.trigger == RunTrigger.NEW_DATA, DatasetVersion.arrived_at >= since)
+                .order_by(DatasetVersion.id)
+            ).all()  # fmt: skip
+            done = set(session.execute(started).scalars())
+        todo = [c for c in candidates if str(c.id) not in done and c.id != c.reference_version_id]
+        claimed = []
+        for c in todo:
+            batch = f"{c.name}:v{c.version}"
+            if c.status in ("accepted", "warned"):
+                why = f"new batch {batch} {c.status} by validation: score, then check drift"
+            else:
+                why = f"new batch {batch} {c.status} by validation: the pipeline stops here"
+            with self.store.write() as session:
+                again = session.execute(
+                    started.where(AuditEvent.entity_id == str(c.id)).limit(1)
+                ).scalar()
+                if again is not None:
+                    continue
+                audit.append(session, PIPELINE_START, entity_type="dataset_version",
+                             entity_id=c.id, details={"reason": why, "batch": batch},
+                             actor=policies.ACTOR)  # fmt: skip
+            self._say(why)
+            claimed.append((c.id, batch, c.status))
+        return claimed
+
+    def _pipeline(self, version_id: int, batch: str) -> None:
+        runner = self.runner
+        if runner is None or not self.acting:
+            return
+        params = {"dataset_version_id": version_id}
+        score = runner.run(JobRequest(f"score {batch}", "score", params, RunTrigger.NEW_DATA,
+                                      PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
+                                      reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip
+        if not score.succeeded:
+            self._say(f"{batch}: scoring {score.status} ({score.error}); checking drift anyway")
+        drift = runner.run(JobRequest(f"drift {batch}", "drift", params, RunTrigger.NEW_DATA,
+                                      PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
+                                      reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip
+        self._after(JobRequest(f"drift {batch}", "drift"), drift)

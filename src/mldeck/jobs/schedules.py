@@ -1,0 +1,229 @@
+"""The ``schedule`` table: seeded from ``[jobs.schedules]``, edited by the CLI and the console.
+
+The acting scheduler rebuilds its in-memory jobs from this table and follows its changes
+(:mod:`mldeck.jobs.scheduler`); every edit here is one write transaction with an audit event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from mldeck import audit
+from mldeck.errors import MldeckError, NotFound
+from mldeck.jobs.settings import JOB_KINDS, JobSettings, check_cron, parse_every
+from mldeck.store.engine import Store
+from mldeck.store.models import Schedule, utcnow
+
+
+def make_trigger(schedule: Schedule) -> Any:
+    """The APScheduler trigger of a schedule (UTC)."""
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    if schedule.cron:
+        return CronTrigger.from_crontab(schedule.cron, timezone=UTC)
+    return IntervalTrigger(
+        seconds=schedule.interval_seconds or 60, timezone=UTC, start_date=schedule.created_at
+    )
+
+
+def next_fire_time(schedule: Schedule, now: datetime | None = None) -> datetime | None:
+    """When the schedule fires next after *now* (None when paused or disabled)."""
+    if schedule.paused or not schedule.enabled:
+        return None
+    now = now or utcnow()
+    return make_trigger(schedule).get_next_fire_time(None, now)
+
+
+def timing(schedule: Schedule) -> str:
+    """``cron 0 2 * * *`` or ``every 15m``, as lists show it."""
+    if schedule.cron:
+        return f"cron {schedule.cron}"
+    seconds = schedule.interval_seconds or 0
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"every {seconds // size}{unit}"
+    return f"every {seconds}s"
+
+
+def state(schedule: Schedule) -> str:
+    if not schedule.enabled:
+        return "disabled"
+    return "paused" if schedule.paused else "active"
+
+
+@dataclass(frozen=True)
+class SyncChange:
+    name: str
+    change: str  # added | updated | removed
+
+    def describe(self) -> str:
+        return f"schedule {self.name} {self.change} from mldeck.toml"
+
+
+def sync_from_settings(store: Store, settings: JobSettings, *, actor: str = "") -> list[SyncChange]:
+    """Bring the table in line with ``[jobs.schedules]``: new entries are added, entries whose
+    config changed are applied again (the config wins over table edits only when it changed),
+    entries gone from the config are removed. Schedules made with the CLI are left alone."""
+    changes: list[SyncChange] = []
+    with store.write() as session:
+        rows = {s.name: s for s in session.execute(select(Schedule)).scalars()}
+        now = utcnow()
+        for name, entry in settings.schedules.items():
+            digest = entry.digest()
+            row = rows.get(name)
+            if row is not None and row.config_hash == digest:
+                continue
+            kept_paused = row.paused if row is not None else False
+            row = row or Schedule(name=name, kind=entry.kind, created_at=now)
+            row.kind, row.cron, row.interval_seconds = (
+                entry.kind,
+                entry.cron,
+                entry.interval_seconds,
+            )
+            row.params, row.enabled = dict(entry.params), entry.enabled
+            row.timeout_seconds, row.retries = entry.timeout_seconds, entry.retries
+            row.source, row.config_hash, row.paused, row.updated_at = (
+                "config", digest, kept_paused, now,
+            )  # fmt: skip
+            change = SyncChange(name, "added" if row.id is None else "updated")
+            session.add(row)
+            changes.append(change)
+        for name, row in rows.items():
+            if row.source == "config" and name not in settings.schedules:
+                session.delete(row)
+                changes.append(SyncChange(name, "removed"))
+        for change in changes:
+            audit.append(session, f"schedule.{change.change}", entity_type="schedule",
+                         entity_id=change.name, details={"source": "mldeck.toml"},
+                         actor=actor or None)  # fmt: skip
+    return changes
+
+
+def list_schedules(store: Store) -> list[Schedule]:
+    with store.read() as session:
+        return list(session.execute(select(Schedule).order_by(Schedule.name)).scalars())
+
+
+def get_schedule(store: Store, name: str) -> Schedule:
+    with store.read() as session:
+        row = session.execute(select(Schedule).where(Schedule.name == name)).scalar_one_or_none()
+    if row is None:
+        known = ", ".join(s.name for s in list_schedules(store)) or "none"
+        raise NotFound(f"no schedule named {name!r} (schedules: {known})")
+    return row
+
+
+def _change(store: Store, name: str, action: str, actor: str | None, **values: Any) -> Schedule:
+    with store.write() as session:
+        row = session.execute(select(Schedule).where(Schedule.name == name)).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no schedule named {name!r}")
+        before = {key: getattr(row, key) for key in values}
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.updated_at = utcnow()
+        session.add(row)
+        audit.append(session, action, entity_type="schedule", entity_id=name,
+                     details={"before": before, "after": values}, actor=actor)  # fmt: skip
+        return row
+
+
+def set_paused(store: Store, name: str, paused: bool, *, actor: str | None = None) -> Schedule:
+    """Pause or resume a schedule (the acting scheduler follows within a second or two)."""
+    row = get_schedule(store, name)
+    if row.paused == paused:
+        raise MldeckError(f"schedule {name} is already {'paused' if paused else 'active'}")
+    return _change(store, name, "schedule.pause" if paused else "schedule.resume", actor,
+                   paused=paused)  # fmt: skip
+
+
+def request_run(store: Store, name: str, *, actor: str | None = None) -> Schedule:
+    """Ask the acting scheduler to run the job now (it clears the request when it starts it)."""
+    get_schedule(store, name)
+    return _change(store, name, "schedule.run_now", actor, run_requested_at=utcnow())
+
+
+def edit(
+    store: Store,
+    name: str,
+    *,
+    cron: str | None = None,
+    every: str | None = None,
+    timeout_seconds: int | None = None,
+    retries: int | None = None,
+    enabled: bool | None = None,
+    params: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> Schedule:
+    """Change a schedule's timing, limits or parameters in the table (the source of truth)."""
+    values: dict[str, Any] = {}
+    if cron is not None and every is not None:
+        raise MldeckError("give either --cron or --every, not both")
+    try:
+        if cron is not None:
+            values.update(cron=check_cron(cron), interval_seconds=None)
+        if every is not None:
+            values.update(cron="", interval_seconds=parse_every(every))
+    except ValueError as exc:
+        raise MldeckError(str(exc)) from None
+    if timeout_seconds is not None:
+        if timeout_seconds < 1:
+            raise MldeckError("the timeout must be at least 1 second")
+        values["timeout_seconds"] = timeout_seconds
+    if retries is not None:
+        if not 0 <= retries <= 10:
+            raise MldeckError("retries must be between 0 and 10")
+        values["retries"] = retries
+    if enabled is not None:
+        values["enabled"] = enabled
+    if params is not None:
+        values["params"] = params
+    if not values:
+        raise MldeckError(
+            "nothing to change: give --cron, --every, --timeout, --retries or --params"
+        )
+    get_schedule(store, name)
+    return _change(store, name, "schedule.edit", actor, **values)
+
+
+def add(
+    store: Store,
+    name: str,
+    kind: str,
+    *,
+    cron: str = "",
+    every: str = "",
+    timeout_seconds: int = 3600,
+    retries: int = 0,
+    params: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> Schedule:
+    """A schedule made from the CLI (``source = cli``: config syncs never remove it)."""
+    if kind not in JOB_KINDS:
+        raise MldeckError(f"unknown job kind {kind!r} (one of: {', '.join(JOB_KINDS)})")
+    if bool(cron) == bool(every):
+        raise MldeckError("give either --cron or --every")
+    try:
+        interval = parse_every(every) if every else None
+        cron = check_cron(cron) if cron else ""
+    except ValueError as exc:
+        raise MldeckError(str(exc)) from None
+    with store.write() as session:
+        exists = session.execute(select(Schedule.id).where(Schedule.name == name)).scalar()
+        if exists is not None:
+            raise MldeckError(
+                f"a schedule named {name!r} exists; change it with 'mldeck jobs edit'"
+            )
+        row = Schedule(name=name, kind=kind, cron=cron, interval_seconds=interval,
+                       params=params or {}, timeout_seconds=timeout_seconds, retries=retries,
+                       source="cli")  # fmt: skip
+        session.add(row)
+        audit.append(session, "schedule.added", entity_type="schedule", entity_id=name,
+                     details={"source": "cli", "kind": kind, "cron": cron,
+                              "interval_seconds": interval}, actor=actor)  # fmt: skip
+        return row

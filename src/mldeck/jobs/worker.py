@@ -1,0 +1,110 @@
+"""The worker process of one job attempt: ``python -m mldeck.jobs.worker --run N ...``.
+
+It attaches to the run the runner created (heartbeat, progress, logs through the tracking API),
+runs the step, writes ``result.json`` into the attempt's folder last (temp file, fsync, rename)
+and exits 0; a user-fixable error ends the run failed with its one line (3), anything else with
+its traceback (1). It watches its parent: when the scheduler that started it dies (kill -9), it
+kills its own process group at once, so no orphaned training goes on to register a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from sqlalchemy import update
+
+PARENT_CHECK_SECONDS = 0.2
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        time.sleep(PARENT_CHECK_SECONDS)
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # the run ends as cancelled, through the tracking API
+
+
+def _write_result(folder: Path, result: dict) -> None:
+    tmp = folder / "result.json.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=2, default=str, allow_nan=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / "result.json")
+
+
+def _adopt_children(store, run_id: int) -> None:
+    """The runs the step made in this process become children of the job's run."""
+    from mldeck.store.models import Run
+
+    with store.write() as session:
+        session.execute(
+            update(Run)
+            .where(Run.pid == os.getpid(), Run.id != run_id, Run.parent_run_id.is_(None))
+            .values(parent_run_id=run_id)
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mldeck.jobs.worker")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--run", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    args = parser.parse_args(argv)
+    if os.getppid() != args.parent:
+        return 4  # the scheduler is already gone
+    threading.Thread(target=_watch_parent, args=(args.parent,), daemon=True).start()
+    signal.signal(signal.SIGTERM, _terminated)
+
+    from mldeck import tracking
+    from mldeck.errors import MldeckError
+    from mldeck.jobs.runner import attempt_folder
+    from mldeck.jobs.steps import STEPS
+    from mldeck.store.models import Run, RunStatus
+    from mldeck.workspace import load_workspace, open_workspace_store
+
+    workspace = load_workspace(Path(args.workspace))
+    store = open_workspace_store(workspace)
+    # The step's own runs (train, score) go through the tracking API: share this store.
+    with tracking._stores_lock:
+        tracking._stores[f"{workspace.root}|{workspace.db_url}"] = (workspace, store)
+    with store.read() as session:
+        run = session.get(Run, args.run)
+    params = dict(run.params)
+    params.setdefault("trigger", run.trigger)
+    active = tracking.ActiveRun(workspace, store, run.id, run.name)
+    folder = attempt_folder(workspace, run.id)
+    step = STEPS[params["job_kind"]]
+    try:
+        with active:
+            try:
+                result = step(workspace, store, active, params)
+            except MldeckError as exc:
+                active.log("".join(traceback.format_exception(exc)), level="error")
+                active.end(RunStatus.FAILED, error=str(exc))
+                print(f"mldeck: error: {exc}", file=sys.stderr)
+                return 3
+            finally:
+                _adopt_children(store, run.id)
+            _write_result(folder, result)
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
