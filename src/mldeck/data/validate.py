@@ -187,6 +187,11 @@ class _Flag:
     describe: Any  # count -> detail text
 
 
+# The derived columns are computed in three steps, each using the ones before: a column as its
+# declared type, then its finite numbers (or its text), then the per-row flags.
+TYPED, MASKED, FLAGS = range(3)
+
+
 @dataclass
 class _Plan:
     flags: list[_Flag] = field(default_factory=list)
@@ -195,20 +200,61 @@ class _Plan:
     # Checks decided from aggregates: (key of aggregate, decide(value, n_rows) -> CheckResult)
     deferred: list[Any] = field(default_factory=list)
     profile_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Columns computed once per row before the aggregates and the offending-rows sink read them
+    # (polars does not share a sub-expression repeated in many aggregates): one dict per step.
+    derived: list[dict[str, pl.Expr]] = field(default_factory=lambda: [{}, {}, {}])
+    prefix: str = "_mldeck_tmp_"
+
+    def once(self, expr: pl.Expr, step: int) -> pl.Expr:
+        """*expr* as a column computed once per row (a plain column is returned as it is)."""
+        if expr.meta.is_column():
+            return expr
+        name = f"{self.prefix}{sum(map(len, self.derived))}"
+        self.derived[step][name] = expr
+        return pl.col(name)
+
+    def frame(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        for columns in self.derived:
+            if columns:
+                frame = frame.with_columns(**columns)
+        return frame
+
+
+def _below(value: pl.Expr, kind: str, bound: float) -> pl.Expr:
+    """``value < bound``. An integer column is compared with an integer (x < b is x < ceil(b)
+    for whole x) so that polars does not convert the column to floats for every comparison."""
+    if kind == "int" and abs(bound) < 2**53:
+        return value < math.ceil(bound)
+    return value < bound
+
+
+def _above(value: pl.Expr, kind: str, bound: float) -> pl.Expr:
+    """``value > bound`` (for whole x, x > b is x > floor(b))."""
+    if kind == "int" and abs(bound) < 2**53:
+        return value > math.floor(bound)
+    return value > bound
 
 
 def _profile_exprs(
-    plan: _Plan, name: str, value: pl.Expr, kind: str, reference: dict[str, Any] | None, exact: bool
+    plan: _Plan,
+    name: str,
+    value: pl.Expr,
+    finite: pl.Expr,
+    kind: str,
+    reference: dict[str, Any] | None,
+    exact: bool,
 ) -> None:
+    """The profile's aggregates of one column. *finite* is, for numbers, the column with NaN and
+    infinities turned into nulls; for text and booleans, the column as text."""
     key = f"p::{name}::"
     spec: dict[str, Any] = {"kind": kind}
     plan.aggregates[key + "count"] = value.count()
     plan.aggregates[key + "nulls"] = value.null_count()
     if kind in ("int", "float"):
-        finite = value.filter(value.is_finite()) if kind == "float" else value
         if kind == "float":
             plan.aggregates[key + "nan"] = value.is_nan().sum()
-            plan.aggregates[key + "inf"] = value.is_infinite().sum()
+            # Infinities are the values neither null, NaN nor finite (see _profile).
+            plan.aggregates[key + "finite"] = finite.count()
         plan.aggregates[key + "min"] = finite.min().cast(pl.Float64)
         plan.aggregates[key + "max"] = finite.max().cast(pl.Float64)
         plan.aggregates[key + "mean"] = finite.mean()
@@ -219,16 +265,13 @@ def _profile_exprs(
         edges = (reference or {}).get("histogram", {}).get("edges")
         if edges is not None:
             spec["edges"] = edges
-            # Finite values only (null otherwise): counting those below each edge is one
-            # comparison per edge (about 3x cheaper than testing both ends of every bin); the
-            # bins are the differences of these cumulative counts.
-            number = value.cast(pl.Float64)
-            finite_number = pl.when(number.is_finite()).then(number)
-            plan.aggregates[key + "finite"] = finite_number.count()
+            # Counting the finite values below each edge is one comparison per edge (about 3x
+            # cheaper than testing both ends of every bin); the bins are the differences of these
+            # cumulative counts.
             for i, edge in enumerate(edges):
-                plan.aggregates[f"{key}below{i}"] = (finite_number < edge).sum()
+                plan.aggregates[f"{key}below{i}"] = _below(finite, kind, edge).sum()
     elif kind in ("string", "bool"):
-        text = value.cast(pl.String)
+        text = finite
         plan.aggregates[key + "distinct"] = text.approx_n_unique()
         ref = reference or {}
         # A reference spec names its categories; a stored reference profile has frequencies.
@@ -268,9 +311,17 @@ def _cannot_run(empty: pl.LazyFrame, expr: pl.Expr, *, condition: bool) -> str |
 
 
 def _column_checks(
-    plan: _Plan, name: str, dtype: pl.DataType, exp: ColumnExpectation, empty: pl.LazyFrame
-) -> pl.Expr:
-    value, kind = _typed(name, dtype, exp.type)
+    plan: _Plan,
+    name: str,
+    dtype: pl.DataType,
+    exp: ColumnExpectation,
+    empty: pl.LazyFrame,
+    value: pl.Expr,
+    finite: pl.Expr,
+    kind: str,
+) -> None:
+    """The column's checks; *value* is the column as its declared type, *finite* its finite
+    numbers (NaN and infinities as nulls) or its text."""
     raw = pl.col(name)
     if (
         exp.type is not None
@@ -288,18 +339,16 @@ def _column_checks(
     elif not exp.nullable or exp.max_null_fraction == 0:
         plan.flags.append(_Flag("nulls", name, exp.severity_of("nulls"), raw.is_null(),
                                 lambda n: f"{n} nulls (none allowed)"))  # fmt: skip
-    if kind == "float":
-        bad = []
-        if not exp.allow_nan:
-            bad.append(value.is_nan())
-        if not exp.allow_inf:
-            bad.append(value.is_infinite())
-        if bad:
-            plan.flags.append(_Flag("finite", name, exp.severity_of("finite"),
-                                    pl.any_horizontal(bad).fill_null(False),
-                                    lambda n: f"{n} NaN or infinite values"))  # fmt: skip
+    if kind == "float" and not (exp.allow_nan and exp.allow_inf):
+        if exp.allow_inf:
+            bad = value.is_nan()
+        elif exp.allow_nan:
+            bad = value.is_infinite()
+        else:  # neither null nor finite
+            bad = value.is_not_null() & finite.is_null()
+        plan.flags.append(_Flag("finite", name, exp.severity_of("finite"), bad.fill_null(False),
+                                lambda n: f"{n} NaN or infinite values"))  # fmt: skip
     # Bounds judge finite numbers: NaN and infinities are the finite check's (allow_nan/inf).
-    finite = value.is_finite() if kind == "float" else pl.lit(True)
     for check, bound in (("min", exp.min), ("max", exp.max)):
         if bound is None:
             continue
@@ -309,24 +358,27 @@ def _column_checks(
                                            f"(read as {dtype}; declare type = \"float\")"))  # fmt: skip
         elif check == "min":
             plan.flags.append(_Flag("min", name, exp.severity_of("min"),
-                                    ((value < bound) & finite).fill_null(False),
+                                    _below(finite, kind, bound).fill_null(False),
                                     lambda n, m=bound: f"{n} values below {m:g}"))  # fmt: skip
         else:
             plan.flags.append(_Flag("max", name, exp.severity_of("max"),
-                                    ((value > bound) & finite).fill_null(False),
+                                    _above(finite, kind, bound).fill_null(False),
                                     lambda n, m=bound: f"{n} values above {m:g}"))  # fmt: skip
     if exp.categories is not None:
         allowed = [str(c) for c in exp.categories]
+        text = finite if kind in ("string", "bool") else value.cast(pl.String)
         plan.flags.append(_Flag("categories", name, exp.severity_of("categories"),
-                                (value.is_not_null() & ~value.cast(pl.String).is_in(allowed)).fill_null(False),
+                                (text.is_not_null() & ~text.is_in(allowed)).fill_null(False),
                                 lambda n: f"{n} values outside the allowed categories"))  # fmt: skip
     if exp.unique:
         plan.flags.append(_Flag("unique", name, exp.severity_of("unique"),
                                 (value.is_not_null() & value.is_duplicated()).fill_null(False),
                                 lambda n: f"{n} rows share a value with another row"))  # fmt: skip
     if exp.pattern is not None:
-        matches = value.cast(pl.String).str.contains(exp.pattern)
-        problem = _cannot_run(empty, matches, condition=False)
+        matches = (finite if kind in ("string", "bool") else value.cast(pl.String)).str.contains(
+            exp.pattern
+        )
+        problem = _cannot_run(plan.frame(empty), matches, condition=False)
         if problem:
             plan.static.append(CheckResult("pattern", name, exp.severity_of("pattern"), "fail",
                                            0, f"invalid pattern {exp.pattern!r}: {problem}"))  # fmt: skip
@@ -337,7 +389,7 @@ def _column_checks(
     if exp.expression is not None:
         try:
             condition = pl.sql_expr(exp.expression)
-            problem = _cannot_run(empty, condition, condition=True)
+            problem = _cannot_run(plan.frame(empty), condition, condition=True)
         except Exception as exc:
             problem = str(exc)
         if problem:
@@ -347,7 +399,6 @@ def _column_checks(
             plan.flags.append(_Flag("expression", name, exp.severity_of("expression"),
                                     (~condition).fill_null(False),
                                     lambda n, e=exp.expression: f"{n} rows where {e!r} is false"))  # fmt: skip
-    return value
 
 
 def build(
@@ -374,15 +425,29 @@ def build(
                                            0, f"unexpected columns: {shown}"))  # fmt: skip
     ref_columns = (reference or {}).get("columns", {})
     empty = pl.DataFrame(schema=source.schema).lazy()
+    while any(name.startswith(plan.prefix) for name in source.columns):
+        plan.prefix = "_" + plan.prefix
     for name in source.columns:
         dtype = source.schema[name]
         exp = declared.get(name)
-        if exp is not None:
-            value = _column_checks(plan, name, dtype, exp, empty)
-            kind = exp.type or _kind(dtype)
+        value, kind = _typed(name, dtype, exp.type if exp is not None else None)
+        value = plan.once(value, TYPED)
+        if kind in ("int", "float"):
+            # NaN and infinities as nulls, once per row: statistics, histograms and bounds are
+            # about finite numbers (null-skipping aggregates then need no filter).
+            finite = (
+                plan.once(pl.when(value.is_finite()).then(value), MASKED)
+                if kind == "float"
+                else value
+            )
+        elif kind in ("string", "bool"):
+            plain_text = value.meta.is_column() and dtype == pl.String
+            finite = value if plain_text else plan.once(value.cast(pl.String), MASKED)
         else:
-            value, kind = pl.col(name), _kind(dtype)
-        _profile_exprs(plan, name, value, kind, ref_columns.get(name), exact_quantiles)
+            finite = value
+        if exp is not None:
+            _column_checks(plan, name, dtype, exp, empty, value, finite, kind)
+        _profile_exprs(plan, name, value, finite, kind, ref_columns.get(name), exact_quantiles)
 
     plan.aggregates["rows"] = pl.len()
     if settings.id_column and settings.id_column in present and table.unique_ids:
@@ -433,12 +498,18 @@ def validate(
     plan = build(
         source, settings, reference, exact_quantiles=exact_quantiles, arrived_at=arrived_at
     )
+    sink = bool(plan.flags) and offending_path is not None
+    if sink:
+        # Each flag once per row, read by its count and by the sink's filter and reasons.
+        for flag in plan.flags:
+            flag.expr = plan.once(flag.expr, FLAGS)
     for i, flag in enumerate(plan.flags):
         plan.aggregates[f"flag::{i}"] = flag.expr.sum()
-    base = source.frame.with_row_index(ROW) if plan.flags and offending_path else source.frame
+    base = plan.frame(source.frame.with_row_index(ROW) if sink else source.frame)
     queries = [base.select(**plan.aggregates)]
     sink_tmp = None
-    if plan.flags and offending_path is not None:
+    if sink:
+        assert offending_path is not None
         reason = pl.concat_str(
             [pl.when(f.expr).then(pl.lit(f"{f.check}({f.column})" if f.column else f.check))
              for f in plan.flags],
@@ -448,7 +519,7 @@ def validate(
         sink_tmp = offending_path.with_name(offending_path.name + ".partial")
         queries.append(
             base.filter(any_flag)
-            .with_columns(reason.alias(REASON))
+            .select(ROW, *source.columns, reason.alias(REASON))
             .sink_parquet(sink_tmp, lazy=True)
         )
     try:
@@ -475,9 +546,11 @@ def validate(
         checks.append(_result(check, column, severity, bad, count, detail if bad else "ok"))
 
     if sink_tmp is not None:
-        flagged = pl.scan_parquet(sink_tmp)
-        offending = flagged.select(pl.len()).collect().item()
-        if offending:
+        assert offending_path is not None
+        # The sink holds the rows any flag marks: none when every flag's count is zero.
+        if any(values[f"flag::{i}"] for i in range(len(plan.flags))):
+            flagged = pl.scan_parquet(sink_tmp)
+            offending = flagged.select(pl.len()).collect().item()
             _attach_examples(checks, flagged, settings.examples)
             sink_tmp.replace(offending_path)
         else:
@@ -563,17 +636,18 @@ def _profile(plan: _Plan, values: dict[str, Any], n_rows: int, exact: bool) -> d
         entry: dict[str, Any] = {"kind": kind, "count": int(values[key + "count"]),
                                  "nulls": int(values[key + "nulls"])}  # fmt: skip
         if kind in ("int", "float"):
+            finite = entry["count"]
             if kind == "float":
-                entry["nan"] = int(values[key + "nan"])
-                entry["inf"] = int(values[key + "inf"])
+                entry["nan"] = int(values[key + "nan"] or 0)
+                finite = int(values[key + "finite"] or 0)
+                entry["inf"] = entry["count"] - entry["nan"] - finite
             for stat in ("min", "max", "mean", "std"):
                 entry[stat] = _number(values[key + stat])
             if exact:
                 entry["quantiles"] = {str(q): _number(values[f"{key}q{q}"]) for q in QUANTILES}
             if "edges" in spec:
                 below = [int(values[f"{key}below{i}"] or 0) for i in range(len(spec["edges"]))]
-                total = int(values[key + "finite"] or 0)
-                counts = [b - a for a, b in itertools.pairwise([0, *below, total])]
+                counts = [b - a for a, b in itertools.pairwise([0, *below, finite])]
                 entry["histogram"] = {"edges": spec["edges"], "counts": counts}
                 if not exact:
                     entry["quantiles"] = _quantiles_from_histogram(entry, spec["edges"], counts)
