@@ -1064,4 +1064,8 @@ from mldeck import cli_monitor  # noqa: E402, F401
 from mldeck import cli_jobs  # noqa: E402, F401
 
 if __name__ == "__main__":
-    main()
+    # Run as ``python -m mldeck.cli``: use the module as imported, where every command group
+    # registered itself (this copy, ``__main__``, has none of them).
+    from mldeck.cli import main as registered_main
+
+    registered_main()

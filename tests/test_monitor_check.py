@@ -1,0 +1,332 @@
+"""The monitor step on a real store: drift reports, performance, alerts, labels, KPIs, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sqlalchemy import func, select
+
+from mldeck.data.ingest import ingest_file
+from mldeck.errors import MldeckError
+from mldeck.ml import registry
+from mldeck.monitor import alerts, check_batch
+from mldeck.monitor.kpis import kpis
+from mldeck.monitor.labels import record_labels
+from mldeck.monitor.queries import list_reports, report_detail, resolve_report
+from mldeck.store.models import (
+    Alert,
+    Artifact,
+    AuditEvent,
+    DriftReport,
+    FeatureDrift,
+    Metric,
+    Run,
+    RunKind,
+    RunStatus,
+)
+from mldeck.workspace import Workspace
+
+from .test_cli import assert_one_line_error
+from .test_ml_registry import (  # noqa: F401 (model_bytes is a fixture)
+    DATA_CONFIG,
+    add_version,
+    churn_frame,
+    configure,
+    model_bytes,
+)
+
+MONITOR_CONFIG = (
+    DATA_CONFIG
+    + '\n[model]\nname = "churn"\ntarget = "churned"\n\n[gates]\nmin = {roc_auc = 0.6}\n'
+    + "\n[monitor]\ndrift_share = 0.3\n"
+)
+SCHEMA = {"target": "churned", "classes": [0, 1], "task": "classification"}
+
+
+@pytest.fixture
+def ws(workspace: Workspace) -> Workspace:
+    return configure(workspace, MONITOR_CONFIG)
+
+
+def write(frame: pl.DataFrame, folder: Path, name: str) -> Path:
+    path = folder / name
+    frame.write_csv(path)
+    return path
+
+
+@pytest.fixture
+def monitored(ws, store, model_bytes, tmp_path):  # noqa: F811
+    """A reference ingested as the baseline and churn:1 as champion."""
+    ref = write(churn_frame(800, seed=1), tmp_path, "reference.csv")
+    ingest_file(ws, store, ref, as_reference=True)
+    add_version(ws, store, model_bytes["a"], schema=SCHEMA, metrics={"roc_auc": 0.8})
+    registry.approve(store, "churn:1", reason="ok")
+    registry.promote(store, "churn:1", reason="serve")
+    return ws
+
+
+def ingest(ws, store, frame: pl.DataFrame, folder: Path, name: str) -> int:
+    outcome = ingest_file(ws, store, write(frame, folder, name))
+    assert outcome.status in ("accepted", "warned"), outcome.reasons
+    return outcome.version_id
+
+
+def shifted(seed: int, start_id: int) -> pl.DataFrame:
+    return churn_frame(400, seed=seed, start_id=start_id).with_columns(pl.col("charges") + 40)
+
+
+def test_a_batch_like_the_reference_is_quiet_and_fully_recorded(monitored, store, tmp_path):
+    version = ingest(monitored, store, churn_frame(400, seed=2, start_id=5000), tmp_path, "b.csv")
+    result = check_batch(monitored, store, version)
+    assert not result.dataset_drift
+    assert result.n_drifted == 0
+    assert {f.feature for f in result.features} == {"tenure", "charges", "plan"}
+    assert result.label is not None and result.label.feature == "churned"
+    assert result.prediction is not None and not result.prediction.drifted
+    assert result.estimated is not None and result.estimated.metric == "roc_auc"
+    assert result.estimated.lower <= result.estimated.value <= result.estimated.upper
+    assert result.realized["labelled_rows"] == 400
+    assert result.alerts == [] and result.retrain_reasons == []
+    with store.read() as session:
+        run = session.get(Run, result.run_id)
+        assert (run.kind, run.status) == (RunKind.DRIFT, RunStatus.SUCCEEDED)
+        report = session.get(DriftReport, result.report_id)
+        assert report.n_features == 3 and not report.dataset_drift
+        stored = session.execute(
+            select(FeatureDrift.feature).where(FeatureDrift.report_id == report.id)
+        ).scalars()
+        assert set(stored) == {"tenure", "charges", "plan", "churned", "score"}
+        keys = set(
+            session.execute(select(Metric.key).where(Metric.run_id == result.run_id)).scalars()
+        )
+    assert {"drift_share", "estimated_roc_auc", "realized_roc_auc", "prediction_drift"} <= keys
+    # The small reference (800 rows) uses the tests: KS for numbers, chi-square for categories.
+    methods = {f.feature: f.method for f in result.features}
+    assert methods == {"tenure": "ks", "charges": "ks", "plan": "chi2"}
+
+
+def test_a_shifted_batch_is_flagged_on_the_shifted_feature_and_alerts(monitored, store, tmp_path):
+    version = ingest(monitored, store, shifted(3, 6000), tmp_path, "shift.csv")
+    result = check_batch(monitored, store, version)
+    assert [f.feature for f in result.features if f.drifted] == ["charges"]
+    assert result.features[0].feature == "charges"  # the most severe first
+    assert result.dataset_drift
+    raised = {a.rule: a for a in result.alerts}
+    # A mean shift of one feature also moves the joint distribution (the PCA error).
+    assert set(raised) == {"dataset drift", "multivariate drift"}
+    alert = raised["dataset drift"]
+    assert alert.new and alert.retrain and not raised["multivariate drift"].retrain
+    assert result.retrain_reasons == [f"dataset drift: {alert.title}"]
+    assert "charges" in json.dumps(alert.payload)
+
+
+def test_an_open_alert_repeats_then_a_quiet_batch_resolves_it(monitored, store, tmp_path):
+    first = ingest(monitored, store, shifted(3, 6000), tmp_path, "s1.csv")
+    second = ingest(monitored, store, shifted(4, 7000), tmp_path, "s2.csv")
+    quiet = ingest(monitored, store, churn_frame(400, seed=5, start_id=8000), tmp_path, "q.csv")
+    check_batch(monitored, store, first)
+    again = check_batch(monitored, store, second)
+    assert [a.new for a in again.alerts] == [False, False]
+    with store.read() as session:
+        rows = session.execute(select(Alert)).scalars().all()
+        assert [(a.status, a.occurrences) for a in rows] == [("open", 2), ("open", 2)]
+    check_batch(monitored, store, quiet)
+    with store.read() as session:
+        rows = session.execute(select(Alert)).scalars().all()
+        assert {a.status for a in rows} == {"resolved"} and all(a.resolved_at for a in rows)
+        actions = session.execute(select(AuditEvent.action)).scalars().all()
+    assert actions.count("alert.open") == 2 and actions.count("alert.resolve") == 2
+
+
+def test_the_reference_is_read_once_for_every_batch(monitored, store, tmp_path):
+    for seed in (6, 7):
+        version = ingest(
+            monitored, store, churn_frame(300, seed=seed, start_id=seed * 1000), tmp_path,
+            f"b{seed}.csv",
+        )  # fmt: skip
+        check_batch(monitored, store, version)
+    with store.read() as session:
+        names = session.execute(select(Artifact.name).where(Artifact.kind.like("%baseline"))).all()
+    assert sorted(n[0].split(":")[0] for n in names) == ["drift-baseline", "prediction-baseline"]
+
+
+def test_a_batch_without_labels_is_estimated_and_labels_arriving_later_are_joined(
+    monitored, store, tmp_path
+):
+    frame = churn_frame(400, seed=8, start_id=9000)
+    version = ingest(monitored, store, frame.drop("churned"), tmp_path, "nolabels.csv")
+    result = check_batch(monitored, store, version)
+    assert result.realized is None and result.estimated.value is not None
+    labels = write(frame.select("customer_id", "churned").head(300), tmp_path, "labels.csv")
+    outcome = record_labels(monitored, store, labels)
+    assert outcome.matched == 300
+    (item,) = outcome.batches
+    assert item.rows == 300 and item.realized["roc_auc"] is not None
+    detail = report_detail(store, result.report_id)
+    assert detail.summary["realized"]["labelled_rows"] == 300
+    assert list_reports(store)[0].realized == pytest.approx(item.realized["roc_auc"])
+    with store.read() as session:
+        run = session.get(Run, item.run_id)
+        assert run.kind == RunKind.EVALUATE and run.status == RunStatus.SUCCEEDED
+
+
+def test_a_label_file_without_the_needed_columns_is_refused(monitored, store, tmp_path):
+    version = ingest(monitored, store, churn_frame(100, seed=9, start_id=100), tmp_path, "b.csv")
+    check_batch(monitored, store, version)
+    bad = write(pl.DataFrame({"customer_id": [100], "outcome": [1]}), tmp_path, "bad.csv")
+    with pytest.raises(MldeckError, match="lacks 'churned'"):
+        record_labels(monitored, store, bad)
+
+
+def test_without_a_champion_only_the_features_are_compared(ws, store, tmp_path):
+    ingest_file(ws, store, write(churn_frame(500, seed=1), tmp_path, "ref.csv"), as_reference=True)
+    version = ingest(ws, store, shifted(2, 3000), tmp_path, "b.csv")
+    result = check_batch(ws, store, version)
+    assert result.model is None and result.estimated is None and result.prediction is None
+    assert [f.feature for f in result.features if f.drifted] == ["charges"]
+
+
+def test_what_cannot_be_checked_says_why(ws, store, tmp_path):
+    version = ingest(ws, store, churn_frame(100, seed=1), tmp_path, "first.csv")
+    with pytest.raises(MldeckError, match="no reference"):
+        check_batch(ws, store, version)
+    ref = ingest_file(ws, store, write(churn_frame(200, seed=2), tmp_path, "ref.csv"),
+                      as_reference=True)  # fmt: skip
+    with pytest.raises(MldeckError, match="the reference itself"):
+        check_batch(ws, store, ref.version_id)
+    bad = ingest_file(ws, store, write(pl.DataFrame({"x": []}), tmp_path, "empty.csv"))
+    assert bad.status == "rejected"
+    with pytest.raises(MldeckError, match="rejected"):
+        check_batch(ws, store, bad.version_id)
+
+
+def test_a_failed_check_leaves_a_failed_run(monitored, store, tmp_path):
+    version = ingest(monitored, store, churn_frame(100, seed=3, start_id=100), tmp_path, "b.csv")
+    with store.read() as session:
+        from mldeck.store.models import DatasetVersion
+
+        stored = session.get(DatasetVersion, version).stored_path
+    (monitored.root / stored).write_text("garbage", encoding="utf-8")
+    with pytest.raises(Exception):  # noqa: B017 - whatever the reader says, the run records it
+        check_batch(monitored, store, version)
+    with store.read() as session:
+        run = session.execute(select(Run).where(Run.kind == RunKind.DRIFT)).scalar_one()
+        assert run.status == RunStatus.FAILED and run.error
+        assert session.execute(select(func.count(DriftReport.id))).scalar_one() == 0
+
+
+def test_an_alert_hook_gets_the_alert_as_json_and_a_failing_hook_is_reported(
+    workspace, store, tmp_path
+):
+    out = tmp_path / "alert.json"
+    ws = configure(workspace, MONITOR_CONFIG.replace(
+        "[monitor]\n", f"[monitor]\nmultivariate = false\n"
+                       f"alert_command = \"cat > '{out}'; exit 7\"\n"))  # fmt: skip
+    ingest_file(ws, store, write(churn_frame(800, seed=1), tmp_path, "ref.csv"), as_reference=True)
+    version = ingest(ws, store, shifted(3, 6000), tmp_path, "shift.csv")
+    result = check_batch(ws, store, version)
+    payload = json.loads(out.read_text())
+    assert payload["rule"] == "dataset drift" and payload["status"] == "open"
+    assert result.hook_problems == [f"alert {payload['id']}: hook exited 7"]
+
+
+def test_acknowledge_and_resolve_are_audited_and_checked(monitored, store, tmp_path):
+    version = ingest(monitored, store, shifted(3, 6000), tmp_path, "shift.csv")
+    raised = check_batch(monitored, store, version).alerts[0]
+    assert alerts.active_count(store) == (2, 0)
+    alerts.acknowledge(store, raised.alert_id, user="ana", note="on it")
+    with pytest.raises(MldeckError, match="only an open alert"):
+        alerts.acknowledge(store, raised.alert_id, user="ana")
+    alerts.resolve(store, raised.alert_id, user="ana", note="retrained")
+    with pytest.raises(MldeckError, match="already resolved"):
+        alerts.resolve(store, raised.alert_id)
+    assert alerts.active_count(store) == (1, 0)
+    with store.read() as session:
+        events = session.execute(
+            select(AuditEvent.action, AuditEvent.actor).where(AuditEvent.actor == "ana")
+        ).all()
+    assert events == [("alert.acknowledge", "ana"), ("alert.resolve", "ana")]
+
+
+def test_a_failed_step_raises_an_alert_until_the_next_run_of_its_kind_succeeds(ws, store):
+    rules = alerts.default_rules(ws.settings)
+    with store.write() as session:
+        session.add(Run(name="score", kind=RunKind.SCORE, status=RunStatus.FAILED, error="boom"))
+    (raised,) = alerts.apply(store, alerts.store_signals(store, rules))
+    assert raised.new and "score" in raised.title
+    with store.write() as session:
+        session.add(Run(name="score", kind=RunKind.SCORE, status=RunStatus.SUCCEEDED))
+    assert alerts.apply(store, alerts.store_signals(store, rules)) == []
+    assert alerts.active_count(store) == (0, 0)
+
+
+def test_kpis_follow_promotions_rollbacks_alerts_and_scoring(
+    monitored,
+    store,
+    model_bytes,  # noqa: F811
+    tmp_path,
+):
+    add_version(monitored, store, model_bytes["a"], schema=SCHEMA, metrics={"roc_auc": 0.8})
+    registry.approve(store, "churn:2", reason="ok")
+    registry.promote(store, "churn:2", reason="try")
+    registry.rollback(store, "churn:1", reason="worse")
+    version = ingest(monitored, store, shifted(3, 6000), tmp_path, "shift.csv")
+    for raised in check_batch(monitored, store, version).alerts:
+        alerts.resolve(store, raised.alert_id)
+    figures = kpis(store, days=7, cost_per_cpu_hour=3.6)
+    assert figures.promotions == 2
+    assert figures.change_failure_rate == pytest.approx(0.5)  # churn:2 was rolled back
+    assert figures.time_to_restore_hours is not None and figures.time_to_restore_hours >= 0
+    assert figures.batches_monitored == 1 and figures.batches_with_dataset_drift == 1
+    assert figures.latency_ms_per_1k_p50 is not None
+    assert figures.cost_per_1k == pytest.approx(figures.cpu_seconds_per_1k / 1000)
+    assert figures.quality[-1]["batch"].endswith(":v2")
+
+
+def test_reports_are_found_by_batch_or_id(monitored, store, tmp_path):
+    version = ingest(monitored, store, churn_frame(100, seed=4, start_id=100), tmp_path, "b.csv")
+    first = check_batch(monitored, store, version).report_id
+    second = check_batch(monitored, store, version).report_id
+    assert resolve_report(store, "churn:v2") == second
+    assert resolve_report(store, f"#{first}") == first
+    with pytest.raises(MldeckError, match="no drift report 999"):
+        resolve_report(store, "#999")
+
+
+def test_drift_alerts_and_kpi_commands(monitored, store, tmp_path, cli):
+    root = monitored.root
+    quiet = write(churn_frame(300, seed=2, start_id=5000), tmp_path, "quiet.csv")
+    drifting = write(shifted(3, 6000), tmp_path, "drift.csv")
+    assert cli("data", "ingest", str(quiet), cwd=root).returncode == 0
+    assert cli("data", "ingest", str(drifting), cwd=root).returncode == 0
+    done = cli("drift", "check", "churn:v2", cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert "0 of 3 features drifted" in done.stdout
+    done = cli("drift", "check", "churn:v3", "--json", cwd=root)
+    assert done.returncode == 3
+    payload = json.loads(done.stdout)
+    assert payload["dataset_drift"] and payload["retrain_reasons"]
+    listed = json.loads(cli("drift", "list", "--json", cwd=root).stdout)
+    assert [r["batch"] for r in listed] == ["churn:v3", "churn:v2"]
+    page = tmp_path / "report.html"
+    done = cli("drift", "report", "churn:v3", "--html", str(page), cwd=root)
+    assert done.returncode == 0, done.stderr
+    html = page.read_text(encoding="utf-8")
+    assert html.startswith("<!doctype html>") and "<svg" in html and "charges" in html
+    assert "src=" not in html and "<script" not in html and "http" not in html  # self-contained
+    assert_one_line_error(cli("drift", "report", "churn:v3", cwd=root), "--html")
+    assert_one_line_error(cli("drift", "show", "churn:v9", cwd=root), "churn:v9")
+    shown = cli("alerts", "list", cwd=root).stdout
+    assert "features drifted" in shown and "joint distribution changed" in shown
+    for alert in payload["alerts"]:
+        assert cli("alerts", "ack", str(alert["id"]), "-m", "looking", cwd=root).returncode == 0
+        assert_one_line_error(cli("alerts", "ack", str(alert["id"]), cwd=root), "acknowledged")
+        assert cli("alerts", "resolve", str(alert["id"]), cwd=root).returncode == 0
+    assert "No active alerts." in cli("alerts", "list", cwd=root).stdout
+    assert_one_line_error(cli("alerts", "list", "--status", "odd", cwd=root), "--status")
+    figures = json.loads(cli("kpis", "--json", cwd=root).stdout)
+    assert figures["batches_monitored"] == 2 and figures["promotions"] == 1
+    assert "lead time" in cli("kpis", cwd=root).stdout
