@@ -1,0 +1,449 @@
+"""Orchestration: schedules, the lease, the job runner (real worker processes), orphans, health
+checks, the scheduler's misfire policy and the retrain policies, on real stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mldeck import provenance
+from mldeck.config import parse_settings
+from mldeck.errors import ConfigError, MldeckError, NotFound
+from mldeck.jobs import policies
+from mldeck.jobs.health import run_checks
+from mldeck.jobs.lease import LeaseKeeper, holder
+from mldeck.jobs.orphans import mark_orphans
+from mldeck.jobs.runner import JobRequest, JobRunner, attempt_folder, backoff_seconds
+from mldeck.jobs.scheduler import DeckScheduler
+from mldeck.jobs.schedules import (
+    add,
+    edit,
+    get_schedule,
+    request_run,
+    set_paused,
+    sync_from_settings,
+)
+from mldeck.jobs.settings import JobSettings, parse_every
+from mldeck.store.models import (
+    Alert,
+    AuditEvent,
+    HealthCheck,
+    ModelVersion,
+    Run,
+    RunStatus,
+    Schedule,
+    utcnow,
+)
+
+from .jobs_helpers import (
+    copy_workspace,
+    count,
+    make_template,
+    open_store,
+    pid_alive,
+    wait_for,
+)
+
+FAST = """
+[jobs]
+lease_seconds = 3
+retry_base_seconds = 0.2
+retry_max_seconds = 1
+min_free_disk_mb = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_template(tmp_path_factory.mktemp("jobs-template") / "ws")
+
+
+@pytest.fixture
+def ws_store(template: Path, tmp_path: Path):
+    workspace = copy_workspace(template, tmp_path / "ws", FAST)
+    store = open_store(workspace)
+    yield workspace, store
+    store.close()
+
+
+# -- settings and the schedule table ----------------------------------------------------------------
+def test_schedule_settings_are_checked():
+    assert parse_every("90s") == 90 and parse_every("2h") == 7200
+    with pytest.raises(ValueError, match="not an interval"):
+        parse_every("soon")
+    with pytest.raises(ConfigError, match="crontab"):
+        parse_settings('[jobs.schedules.a]\nkind = "health"\ncron = "61 * * * *"\n')
+    with pytest.raises(ConfigError, match="either cron"):
+        parse_settings('[jobs.schedules.a]\nkind = "health"\ncron = "* * * * *"\nevery = "1m"\n')
+    with pytest.raises(ConfigError, match="kind"):
+        parse_settings('[jobs.schedules.a]\nkind = "dance"\nevery = "1m"\n')
+
+
+def test_sync_keeps_table_edits_until_the_config_entry_changes(store):
+    settings = JobSettings.model_validate({"schedules": {
+        "nightly": {"kind": "train", "cron": "0 2 * * *"},
+        "health": {"kind": "health", "every": "5m"},
+    }})  # fmt: skip
+    assert {c.change for c in sync_from_settings(store, settings)} == {"added"}
+    edit(store, "health", every="1m")
+    set_paused(store, "nightly", True)
+    assert sync_from_settings(store, settings) == []  # unchanged config: the edits stay
+    assert get_schedule(store, "health").interval_seconds == 60
+    changed = JobSettings.model_validate(
+        {"schedules": {"health": {"kind": "health", "every": "10m"}}}
+    )
+    changes = {(c.name, c.change) for c in sync_from_settings(store, changed)}
+    assert changes == {("health", "updated"), ("nightly", "removed")}
+    assert get_schedule(store, "health").interval_seconds == 600
+    with pytest.raises(NotFound, match="no schedule named 'nightly'"):
+        get_schedule(store, "nightly")
+    with store.read() as session:
+        actions = session.execute(select(AuditEvent.action)).scalars().all()
+    assert actions.count("schedule.edit") == 1 and "schedule.pause" in actions
+
+
+def test_schedule_edits_are_checked(store):
+    sync_from_settings(store, JobSettings.model_validate(
+        {"schedules": {"h": {"kind": "health", "every": "5m"}}}))  # fmt: skip
+    with pytest.raises(MldeckError, match="not a crontab"):
+        edit(store, "h", cron="every day")
+    with pytest.raises(MldeckError, match="nothing to change"):
+        edit(store, "h")
+    with pytest.raises(MldeckError, match="already active"):
+        set_paused(store, "h", False)
+    request_run(store, "h")
+    assert get_schedule(store, "h").run_requested_at is not None
+
+
+# -- the lease -------------------------------------------------------------------------------------
+def test_one_holder_at_a_time_and_release_hands_over(store):
+    first = LeaseKeeper(store, role="daemon", lease_seconds=30)
+    second = LeaseKeeper(store, role="console", lease_seconds=30)
+    assert first.try_acquire()
+    assert not second.try_acquire()
+    assert first.renew()
+    assert holder(store, 30).holder == first.id
+    first.release()
+    assert second.try_acquire()
+    assert not first.renew()  # it lost the lease: it must stop acting
+
+
+HOLD = """
+import sys, time
+from mldeck.jobs.lease import LeaseKeeper
+from mldeck.store.engine import open_store
+keeper = LeaseKeeper(open_store(sys.argv[1]), role="daemon", lease_seconds=float(sys.argv[2]))
+assert keeper.try_acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def _holding_process(store, seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, store.url, str(seconds)],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_dead_holder_is_replaced_at_once(store):
+    proc = _holding_process(store, 3600)
+    mine = LeaseKeeper(store, role="console", lease_seconds=3600)
+    assert not mine.try_acquire()
+    proc.kill()
+    proc.wait()
+    assert mine.try_acquire()  # same host, its process is gone: no need to wait
+
+
+def test_a_silent_holder_is_replaced_after_the_lease_time(store):
+    proc = _holding_process(store, 1)  # alive but never renews
+    try:
+        mine = LeaseKeeper(store, role="console", lease_seconds=1)
+        assert not mine.try_acquire()
+        wait_for(mine.try_acquire, "the silent holder's lease to expire")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# -- the runner and its workers ----------------------------------------------------------------------
+def _run(store, run_id: int) -> Run:
+    with store.read() as session:
+        return session.get(Run, run_id)
+
+
+def test_a_job_runs_in_a_worker_and_commits_its_result_last(ws_store):
+    workspace, store = ws_store
+    outcome = JobRunner(workspace, store).run(JobRequest("health", "health"))
+    assert outcome.status == RunStatus.SUCCEEDED, outcome.error
+    run = _run(store, outcome.run_id)
+    assert run.pid != os.getpid() and run.kind == "health" and run.trigger == "schedule"
+    folder = attempt_folder(workspace, run.id)
+    assert (folder / "result.json").is_file() and not (folder / "result.json.tmp").exists()
+    assert outcome.result["checks"]
+    assert count(store, HealthCheck, HealthCheck.run_id == run.id) == 7
+
+
+def test_a_crash_is_retried_then_failed_with_its_traceback(ws_store):
+    workspace, store = ws_store
+    (workspace.root / "crash.marker").touch()
+    outcome = JobRunner(workspace, store).run(JobRequest("train", "train", retries=2))
+    assert outcome.status == RunStatus.FAILED
+    assert len(outcome.run_ids) == 3  # one attempt and two retries, each its own run
+    folders = {attempt_folder(workspace, run_id) for run_id in outcome.run_ids}
+    assert len(folders) == 3 and all(f.is_dir() for f in folders)
+    for attempt, run_id in enumerate(outcome.run_ids, start=1):
+        run = _run(store, run_id)
+        assert run.status == RunStatus.FAILED and run.params["attempt"] == attempt
+        assert "crash.marker says crash" in run.error
+    assert count(store, ModelVersion) == 0
+
+
+def test_backoff_grows_and_is_capped_with_jitter():
+    settings = JobSettings(retry_base_seconds=2, retry_max_seconds=10)
+    waits = [backoff_seconds(settings, attempt) for attempt in (1, 2, 3, 4, 5)]
+    assert 2 <= waits[0] <= 3 and 4 <= waits[1] <= 6 and 8 <= waits[2] <= 12
+    assert all(10 <= w <= 15 for w in waits[3:])
+
+
+def _slow(workspace) -> None:
+    (workspace.root / "slow.marker").touch()
+
+
+def test_a_timeout_kills_the_worker_and_its_children(ws_store):
+    workspace, store = ws_store
+    _slow(workspace)
+    outcome = JobRunner(workspace, store).run(JobRequest("train", "train", timeout_seconds=8))
+    assert outcome.status == RunStatus.FAILED and "timed out after 8s" in outcome.error
+    child = int((workspace.root / "child.pid").read_text())
+    fitting = int((workspace.root / "fitting.pid").read_text())
+    wait_for(lambda: not pid_alive(child) and not pid_alive(fitting), "the process group to die")
+    with store.read() as session:
+        inner = session.execute(select(Run).where(Run.parent_run_id.is_(None),
+                                                  Run.kind == "train", Run.pid == fitting))  # fmt: skip
+        assert [r.status for r in inner.scalars()] == [RunStatus.FAILED]
+    assert count(store, ModelVersion) == 0
+
+
+def test_an_overlapping_fire_and_the_concurrency_limit_skip_and_are_recorded(ws_store):
+    workspace, store = ws_store
+    _slow(workspace)
+    runner = JobRunner(workspace, store, workspace.settings.jobs.model_copy(
+        update={"max_concurrent": 1}))  # fmt: skip
+    first = threading.Thread(
+        target=runner.run, args=(JobRequest("train", "train", timeout_seconds=600),)
+    )
+    first.start()
+    try:
+        wait_for(lambda: (workspace.root / "fitting.pid").exists(), "the first job to run")
+        again = runner.run(JobRequest("train", "train"))
+        other = runner.run(JobRequest("health", "health"))
+    finally:
+        runner.stop()
+        first.join(60)
+    assert again.status == RunStatus.SKIPPED and "still running" in again.error
+    assert other.status == RunStatus.SKIPPED and "concurrency limit (1 jobs)" in other.error
+    assert _run(store, again.run_id).status == RunStatus.SKIPPED
+    assert count(store, ModelVersion) == 0
+
+
+def test_no_free_disk_fails_the_job_before_it_starts(ws_store):
+    workspace, store = ws_store
+    settings = workspace.settings.jobs.model_copy(update={"min_free_disk_mb": 10**12})
+    outcome = JobRunner(workspace, store, settings).run(JobRequest("train", "train", retries=3))
+    assert outcome.status == RunStatus.FAILED and len(outcome.run_ids) == 1
+    assert outcome.error.startswith("not started: only") and "min_free_disk_mb" in outcome.error
+
+
+# -- orphans ---------------------------------------------------------------------------------------
+def _running(store, **fields) -> int:
+    now = utcnow()
+    run = Run(name="r", status=RunStatus.RUNNING, created_at=now, started_at=now,
+              heartbeat_at=now, **fields)  # fmt: skip
+    with store.write() as session:
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def test_orphans_by_dead_pid_reused_pid_and_stale_heartbeat(store):
+    host = provenance.hostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    me = os.getpid()
+    mine = provenance.process_start_time(me)
+    gone = _running(store, host=host, pid=dead.pid, pid_started_at=1.0)
+    reused = _running(store, host=host, pid=me, pid_started_at=mine - 1)
+    alive = _running(store, host=host, pid=me, pid_started_at=mine)
+    elsewhere_fresh = _running(store, host="other-box", pid=1)
+    stale = utcnow() - timedelta(hours=1)
+    elsewhere_stale = _running(store, host="other-box", pid=1)
+    with store.write() as session:
+        session.get(Run, elsewhere_stale).heartbeat_at = stale
+    marked = {o.run_id: o.reason for o in mark_orphans(store, stale_seconds=600)}
+    assert set(marked) == {gone, reused, elsewhere_stale}
+    assert "is gone" in marked[gone] and "no heartbeat since" in marked[elsewhere_stale]
+    assert _run(store, alive).status == RunStatus.RUNNING
+    assert _run(store, elsewhere_fresh).status == RunStatus.RUNNING
+    assert _run(store, gone).status == RunStatus.ORPHANED
+
+
+# -- health ------------------------------------------------------------------------------------------
+def test_health_checks_are_stored_and_raise_then_resolve_alerts(ws_store):
+    workspace, store = ws_store
+    report = run_checks(workspace, store)
+    by_name = {c.name: c for c in report.checks}
+    assert by_name["store"].status == "ok" and by_name["champion"].status == "warn"
+    assert by_name["scheduler"].status == "warn"
+    with store.read() as session:
+        rules = set(session.execute(select(Alert.rule).where(Alert.status == "open")).scalars())
+    assert {"health:champion", "health:scheduler"} <= rules
+    keeper = LeaseKeeper(store, role="daemon", lease_seconds=30)
+    keeper.try_acquire()
+    run_checks(workspace, store)
+    with store.read() as session:
+        scheduler_alert = session.execute(select(Alert).where(Alert.rule == "health:scheduler"))
+        assert scheduler_alert.scalar_one().status == "resolved"
+    assert count(store, HealthCheck) == 14
+
+
+# -- the scheduler ---------------------------------------------------------------------------------
+def _scheduler(workspace, store) -> DeckScheduler:
+    scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2)
+    scheduler.start()
+    wait_for(lambda: scheduler.acting, "the scheduler to act")
+    return scheduler
+
+
+def _runs_of(store, name: str) -> list[Run]:
+    with store.read() as session:
+        query = select(Run).where(Run.name == name).order_by(Run.id)
+        return list(session.execute(query).scalars())
+
+
+def _finished(store, name: str, n: int = 1) -> list[Run]:
+    runs = _runs_of(store, name)
+    done = [r for r in runs if RunStatus(r.status).finished]
+    return runs if len(done) >= n else []
+
+
+def test_missed_fire_times_are_coalesced_into_one_run_at_start(ws_store):
+    workspace, store = ws_store
+    add(store, "health", "health", every="1h")
+    add(store, "old", "health", every="1h")
+    with store.write() as session:
+        for name, hours in (("health", 5), ("old", 30)):
+            row = session.execute(select(Schedule).where(Schedule.name == name)).scalar_one()
+            row.last_fire_at = utcnow() - timedelta(hours=hours, minutes=30)
+            session.add(row)
+    scheduler = _scheduler(workspace, store)
+    try:
+        runs = wait_for(lambda: _finished(store, "health"), "the coalesced run")
+        skipped = wait_for(lambda: _finished(store, "old"), "the missed fire to be recorded")
+        fires = scheduler.next_fire_times()
+    finally:
+        scheduler.stop()
+    # Five missed hourly fire times became one run; the next fire is in the future.
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED]
+    assert fires["health"] > utcnow()
+    # The newest missed time of "old" is 30 min old, within the hour of grace: one run too.
+    assert [r.status for r in skipped] == [RunStatus.SUCCEEDED]
+
+
+def test_a_fire_time_older_than_the_grace_is_recorded_as_missed(ws_store):
+    workspace, store = ws_store
+    three_hours_ago = utcnow() - timedelta(hours=3)
+    add(store, "daily", "health", cron=f"{three_hours_ago:%M %H} * * *")
+    with store.write() as session:
+        row = session.execute(select(Schedule)).scalar_one()
+        row.last_fire_at = utcnow() - timedelta(days=3)
+        session.add(row)
+    scheduler = _scheduler(workspace, store)
+    try:
+        runs = wait_for(lambda: _finished(store, "daily"), "the missed fire to be recorded")
+    finally:
+        scheduler.stop()
+    assert runs[0].status == RunStatus.SKIPPED and "misfire grace" in runs[0].error
+
+
+def test_the_scheduler_follows_table_edits_and_run_requests(ws_store):
+    workspace, store = ws_store
+    add(store, "health", "health", cron="0 3 1 1 *")
+    scheduler = _scheduler(workspace, store)
+    try:
+        set_paused(store, "health", True)
+        wait_for(lambda: scheduler.next_fire_times().get("health", 1) is None, "the pause")
+        request_run(store, "health")  # run now works on a paused schedule too
+        runs = wait_for(lambda: _finished(store, "health"), "the requested run")
+        assert runs[0].trigger == "manual" and runs[0].status == RunStatus.SUCCEEDED
+        set_paused(store, "health", False)
+        wait_for(lambda: scheduler.next_fire_times().get("health"), "the resume")
+    finally:
+        scheduler.stop()
+    assert get_schedule(store, "health").run_requested_at is None
+    assert holder(store, 3) is None  # released on stop
+
+
+def test_the_watchdog_restarts_a_dead_scheduler_thread(ws_store):
+    workspace, store = ws_store
+    scheduler = _scheduler(workspace, store)
+    try:
+        first = scheduler._aps
+        first.shutdown(wait=True)  # its thread ends, as an uncaught error would end it
+        wait_for(lambda: scheduler._aps is not first and scheduler._aps.running, "a restart")
+    finally:
+        scheduler.stop()
+    with store.read() as session:
+        events = session.execute(select(AuditEvent.action)).scalars().all()
+    assert "scheduler.restarted" in events
+
+
+def test_retrain_cooldown_holds_back_a_second_automatic_retrain(ws_store):
+    workspace, store = ws_store
+    scheduler = _scheduler(workspace, store)
+    try:
+        first = scheduler.trigger_retrain(["dataset drift: test"], source="test")
+        second = scheduler.trigger_retrain(["dataset drift: again"], source="test")
+    finally:
+        scheduler.stop()
+    assert first is not None and first.succeeded, first
+    assert first.result["decision"] == "held by gates"  # the dummy model fails min roc_auc
+    assert second is None
+    retrains = _runs_of(store, "retrain")
+    assert [r.status for r in retrains] == [RunStatus.SUCCEEDED, RunStatus.SKIPPED]
+    assert "cool-down" in retrains[1].error
+    with store.read() as session:
+        actions = session.execute(select(AuditEvent.action)).scalars().all()
+    assert {"retrain.triggered", "retrain.cooldown", "retrain.held_by_gates"} <= set(actions)
+    assert count(store, ModelVersion) == 1
+
+
+def test_a_version_waiting_after_a_retrain_is_promoted_once_approved(ws_store):
+    from mldeck.ml.registry import approve, resolve
+
+    workspace, store = ws_store
+    outcome = JobRunner(workspace, store).run(JobRequest("train", "train"))
+    assert outcome.succeeded
+    version = resolve(store, "churn:1")
+    policies.record(store, policies.AWAITING, "test", entity_type="model_version",
+                    entity_id=version.id)  # fmt: skip
+    assert policies.promote_approved(workspace, store) == []  # not approved yet
+    with store.write() as session:  # gates are policy; this test is about approval
+        session.get(ModelVersion, version.id).metrics = {}
+        from mldeck.store.models import GateResult
+
+        for gate in session.execute(select(GateResult)).scalars():
+            gate.passed = True
+            session.add(gate)
+    approve(store, "churn:1", reason="looked at it")
+    done = policies.promote_approved(workspace, store)
+    assert [d.ref for d in done] == ["churn:1"]
+    assert resolve(store, "churn@champion").id == version.id
+    assert policies.promote_approved(workspace, store) == []  # once
