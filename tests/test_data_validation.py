@@ -613,29 +613,65 @@ def test_examples_are_the_first_offending_rows(tmp_path, limit):
     assert low.examples == [{ROW: i, "v": values[i]} for i in offending[:limit]]
 
 
-def test_checks_and_profile_are_one_plan_over_the_file(tmp_path, monkeypatch):
-    path = write(tmp_path, "t.csv", "v,k\n1.0,a\n-1.0,b\n500.0,z\n")
-    source = open_source(path)
-    plans: list[int] = []
+def _watch_reads(monkeypatch, path: Path) -> list[str]:
+    """Every plan run over *path* from now on: "collect", "collect_all" or "sink"."""
     reads: list[str] = []
-    collect_all, collect = pl.collect_all, pl.LazyFrame.collect
+    collect, collect_all, sink = pl.LazyFrame.collect, pl.collect_all, pl.LazyFrame.sink_parquet
 
-    def counting_collect_all(queries, **kwargs):
-        plans.append(len(queries))
-        return collect_all(queries, **kwargs)
+    def reads_the_file(frame) -> bool:
+        return f"SCAN [{path}]" in frame.explain()
 
     def watching_collect(frame, *args, **kwargs):
-        if f"SCAN [{path}]" in frame.explain():
-            reads.append(frame.explain())
+        if reads_the_file(frame):
+            reads.append("collect")
         return collect(frame, *args, **kwargs)
 
-    monkeypatch.setattr(pl, "collect_all", counting_collect_all)
+    def watching_collect_all(queries, **kwargs):
+        reads.append("collect_all")
+        return collect_all(queries, **kwargs)
+
+    def watching_sink(frame, *args, **kwargs):
+        if reads_the_file(frame):
+            reads.append("sink")
+        return sink(frame, *args, **kwargs)
+
     monkeypatch.setattr(pl.LazyFrame, "collect", watching_collect)
-    expectations = {"v": {"min": 0, "max": 10, "expression": "v <> 3"}, "k": {"pattern": "[ab]"}}
-    result = validate(source, data_settings(columns=expectations), offending_path=rows_path(path))
-    assert plans == [2]  # the aggregates and the offending rows, collected together
-    assert reads == []  # nothing else reads the file
-    assert result.offending_rows == 2
+    monkeypatch.setattr(pl, "collect_all", watching_collect_all)
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", watching_sink)
+    return reads
+
+
+CHECKS_OF_ONE_PLAN = {
+    "v": {"min": -5, "max": 1000, "expression": "v <> 3"},
+    "k": {"pattern": "[abz]", "categories": ["a", "b", "z"]},
+}
+
+
+def test_a_clean_file_is_checked_and_profiled_by_one_plan_reading_it_once(tmp_path, monkeypatch):
+    path = write(tmp_path, "t.csv", "v,k\n1.0,a\n-1.0,b\n500.0,z\n")
+    source = open_source(path)
+    reads = _watch_reads(monkeypatch, path)
+    result = validate(
+        source, data_settings(columns=CHECKS_OF_ONE_PLAN), offending_path=rows_path(path)
+    )
+    assert result.status == "accepted"
+    assert reads == ["collect"]  # every check's count and the profile, in one plan
+    assert result.profile["columns"]["v"]["max"] == 500.0
+    assert not rows_path(path).exists()
+
+
+def test_offending_rows_take_a_second_pass_only_when_a_check_counts_some(tmp_path, monkeypatch):
+    path = write(tmp_path, "t.csv", "v,k\n1.0,a\n-10.0,b\n500.0,q\n3.0,z\n")
+    source = open_source(path)
+    reads = _watch_reads(monkeypatch, path)
+    result = validate(
+        source, data_settings(columns=CHECKS_OF_ONE_PLAN), offending_path=rows_path(path)
+    )
+    # The counts and the profile, then the rows any check marks streamed to the sink.
+    assert reads == ["collect", "sink"]
+    assert result.offending_rows == 3
+    rows = pl.read_parquet(rows_path(path))
+    assert rows[REASON].to_list() == ["min(v)", "categories(k); pattern(k)", "expression(v)"]
     assert result.profile["columns"]["v"]["max"] == 500.0
 
 

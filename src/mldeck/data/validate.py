@@ -27,6 +27,8 @@ from mldeck.data.readers import Source, explain
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 EDGE_QUANTILES = tuple(i / 20 for i in range(1, 20))  # 20 bins of equal reference frequency
 TOP_CATEGORIES = 50
+# Allowed categories the reference does not name that are counted one by one (more: a lookup).
+MAX_EXTRA_COUNTED = 4
 REASON = "_mldeck_reason"
 ROW = "_mldeck_row"
 TYPES: dict[str, pl.DataType] = {
@@ -183,13 +185,16 @@ class _Flag:
     check: str
     column: str | None
     severity: str
-    expr: pl.Expr
+    expr: pl.Expr  # true on an offending row
     describe: Any  # count -> detail text
+    # How the first pass counts the offending rows: None (sum the flag over the rows), an
+    # aggregate, or a function of the aggregates' values (from the profile's counts).
+    count: Any = None
 
 
-# The derived columns are computed in three steps, each using the ones before: a column as its
-# declared type, then its finite numbers (or its text), then the per-row flags.
-TYPED, MASKED, FLAGS = range(3)
+# The derived columns are computed in two steps, the second using the first: a column as its
+# declared type, then its finite numbers (or its text).
+TYPED, MASKED = range(2)
 
 
 @dataclass
@@ -202,7 +207,7 @@ class _Plan:
     profile_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Columns computed once per row before the aggregates and the offending-rows sink read them
     # (polars does not share a sub-expression repeated in many aggregates): one dict per step.
-    derived: list[dict[str, pl.Expr]] = field(default_factory=lambda: [{}, {}, {}])
+    derived: list[dict[str, pl.Expr]] = field(default_factory=lambda: [{}, {}])
     prefix: str = "_mldeck_tmp_"
 
     def once(self, expr: pl.Expr, step: int) -> pl.Expr:
@@ -273,11 +278,7 @@ def _profile_exprs(
     elif kind in ("string", "bool"):
         text = finite
         plan.aggregates[key + "distinct"] = text.approx_n_unique()
-        ref = reference or {}
-        # A reference spec names its categories; a stored reference profile has frequencies.
-        categories = ref.get("categories")
-        if categories is None and "frequencies" in ref:
-            categories = list(ref["frequencies"])
+        categories = _categories(reference)
         if categories is not None:
             spec["categories"] = list(categories)
             for i, category in enumerate(categories):
@@ -290,6 +291,16 @@ def _profile_exprs(
         plan.aggregates[key + "min"] = value.min()
         plan.aggregates[key + "max"] = value.max()
     plan.profile_columns[name] = spec
+
+
+def _categories(reference: dict[str, Any] | None) -> list[str] | None:
+    """The categories a column's reference names: a reference spec lists them, a stored reference
+    profile has their frequencies."""
+    ref = reference or {}
+    categories = ref.get("categories")
+    if categories is None and "frequencies" in ref:
+        categories = list(ref["frequencies"])
+    return None if categories is None else [str(c) for c in categories]
 
 
 def _cannot_run(empty: pl.LazyFrame, expr: pl.Expr, *, condition: bool) -> str | None:
@@ -319,10 +330,12 @@ def _column_checks(
     value: pl.Expr,
     finite: pl.Expr,
     kind: str,
+    categories: list[str] | None,
 ) -> None:
     """The column's checks; *value* is the column as its declared type, *finite* its finite
-    numbers (NaN and infinities as nulls) or its text."""
+    numbers (NaN and infinities as nulls) or its text; *categories* those the profile counts."""
     raw = pl.col(name)
+    key = f"p::{name}::"
     if (
         exp.type is not None
         and exp.type != _kind(dtype)
@@ -330,7 +343,8 @@ def _column_checks(
     ):
         plan.flags.append(_Flag("type", name, exp.severity_of("type"),
                                 raw.is_not_null() & value.is_null(),
-                                lambda n, t=exp.type, d=dtype: f"{n} values are not {t} (column read as {d})"))  # fmt: skip
+                                lambda n, t=exp.type, d=dtype: f"{n} values are not {t} (column read as {d})",
+                                count=raw.count() - value.count()))  # fmt: skip
     if exp.max_null_fraction is not None and exp.max_null_fraction > 0:
         limit = exp.max_null_fraction
         plan.aggregates[f"nulls::{name}"] = value.null_count()
@@ -338,16 +352,19 @@ def _column_checks(
                               lambda n, rows, lim=limit: (n > lim * rows, f"{n} nulls ({n / rows:.1%} of rows; at most {lim:.1%} allowed)" if rows else "no rows")))  # fmt: skip
     elif not exp.nullable or exp.max_null_fraction == 0:
         plan.flags.append(_Flag("nulls", name, exp.severity_of("nulls"), raw.is_null(),
-                                lambda n: f"{n} nulls (none allowed)"))  # fmt: skip
+                                lambda n: f"{n} nulls (none allowed)", count=raw.null_count()))  # fmt: skip
     if kind == "float" and not (exp.allow_nan and exp.allow_inf):
+        # Counted from the profile's NaN, finite and non-null counts.
         if exp.allow_inf:
-            bad = value.is_nan()
+            bad, tally = value.is_nan(), lambda v: v[key + "nan"]
         elif exp.allow_nan:
             bad = value.is_infinite()
+            tally = lambda v: v[key + "count"] - v[key + "nan"] - v[key + "finite"]  # noqa: E731
         else:  # neither null nor finite
             bad = value.is_not_null() & finite.is_null()
+            tally = lambda v: v[key + "count"] - v[key + "finite"]  # noqa: E731
         plan.flags.append(_Flag("finite", name, exp.severity_of("finite"), bad.fill_null(False),
-                                lambda n: f"{n} NaN or infinite values"))  # fmt: skip
+                                lambda n: f"{n} NaN or infinite values", count=tally))  # fmt: skip
     # Bounds judge finite numbers: NaN and infinities are the finite check's (allow_nan/inf).
     for check, bound in (("min", exp.min), ("max", exp.max)):
         if bound is None:
@@ -365,11 +382,23 @@ def _column_checks(
                                     _above(finite, kind, bound).fill_null(False),
                                     lambda n, m=bound: f"{n} values above {m:g}"))  # fmt: skip
     if exp.categories is not None:
-        allowed = [str(c) for c in exp.categories]
+        allowed = list(dict.fromkeys(str(c) for c in exp.categories))
         text = finite if kind in ("string", "bool") else value.cast(pl.String)
+        tally = None
+        counted = categories if kind in ("string", "bool") else None
+        extra = [c for c in allowed if c not in (counted or ())]
+        if counted is not None and len(extra) <= MAX_EXTRA_COUNTED:
+            # The profile counts the reference's categories: the values outside the allowed ones
+            # are the non-null values less the allowed ones' counts (no lookup per row).
+            keys = [f"{key}cat{i}" for i, c in enumerate(counted) if c in allowed]
+            for j, category in enumerate(extra):
+                plan.aggregates[f"{key}allowed{j}"] = (text == category).sum()
+                keys.append(f"{key}allowed{j}")
+            tally = lambda v, ks=keys: v[key + "count"] - sum(v[k] for k in ks)  # noqa: E731
         plan.flags.append(_Flag("categories", name, exp.severity_of("categories"),
                                 (text.is_not_null() & ~text.is_in(allowed)).fill_null(False),
-                                lambda n: f"{n} values outside the allowed categories"))  # fmt: skip
+                                lambda n: f"{n} values outside the allowed categories",
+                                count=tally))  # fmt: skip
     if exp.unique:
         plan.flags.append(_Flag("unique", name, exp.severity_of("unique"),
                                 (value.is_not_null() & value.is_duplicated()).fill_null(False),
@@ -446,7 +475,8 @@ def build(
         else:
             finite = value
         if exp is not None:
-            _column_checks(plan, name, dtype, exp, empty, value, finite, kind)
+            categories = _categories(ref_columns.get(name))
+            _column_checks(plan, name, dtype, exp, empty, value, finite, kind, categories)
         _profile_exprs(plan, name, value, finite, kind, ref_columns.get(name), exact_quantiles)
 
     plan.aggregates["rows"] = pl.len()
@@ -489,7 +519,11 @@ def validate(
     arrived_at: datetime | None = None,
     engine: str = "streaming",
 ) -> Validation:
-    """Check and profile *source* in one pass; offending rows go to *offending_path* (Parquet).
+    """Check and profile *source*; offending rows go to *offending_path* (Parquet).
+
+    One plan computes every check's count and the profile. Only when a count is not zero, and
+    *offending_path* is given, a second streaming pass writes the offending rows (with a reason
+    column): a clean file is read once.
 
     *reference* is the reference's profile: its bin edges and categories shape this profile.
     """
@@ -498,44 +532,25 @@ def validate(
     plan = build(
         source, settings, reference, exact_quantiles=exact_quantiles, arrived_at=arrived_at
     )
-    sink = bool(plan.flags) and offending_path is not None
-    if sink:
-        # Each flag once per row, read by its count and by the sink's filter and reasons.
-        for flag in plan.flags:
-            flag.expr = plan.once(flag.expr, FLAGS)
     for i, flag in enumerate(plan.flags):
-        plan.aggregates[f"flag::{i}"] = flag.expr.sum()
-    base = plan.frame(source.frame.with_row_index(ROW) if sink else source.frame)
-    queries = [base.select(**plan.aggregates)]
-    sink_tmp = None
-    if sink:
-        assert offending_path is not None
-        reason = pl.concat_str(
-            [pl.when(f.expr).then(pl.lit(f"{f.check}({f.column})" if f.column else f.check))
-             for f in plan.flags],
-            separator="; ", ignore_nulls=True,
-        )  # fmt: skip
-        any_flag = pl.any_horizontal([f.expr for f in plan.flags])
-        sink_tmp = offending_path.with_name(offending_path.name + ".partial")
-        queries.append(
-            base.filter(any_flag)
-            .select(ROW, *source.columns, reason.alias(REASON))
-            .sink_parquet(sink_tmp, lazy=True)
-        )
+        if flag.count is None:
+            plan.aggregates[f"flag::{i}"] = flag.expr.sum()
+        elif isinstance(flag.count, pl.Expr):
+            plan.aggregates[f"flag::{i}"] = flag.count
     try:
-        results = pl.collect_all(queries, engine=engine)
+        values = plan.frame(source.frame).select(**plan.aggregates).collect(engine=engine)
     except Exception as exc:
-        if sink_tmp is not None:
-            sink_tmp.unlink(missing_ok=True)
         return unreadable(explain(exc, source.file_format), time.perf_counter() - started)
-    values = results[0].row(0, named=True)
+    values = values.row(0, named=True)
     n_rows = int(values["rows"])
 
     checks: list[CheckResult] = list(plan.static)
     checks.append(_rows_check(settings, n_rows))
-    offending = 0
+    counts = []
     for i, flag in enumerate(plan.flags):
-        count = int(values[f"flag::{i}"] or 0)
+        tally = flag.count if callable(flag.count) else None
+        count = int((tally(values) if tally else values[f"flag::{i}"]) or 0)
+        counts.append(count)
         checks.append(_result(flag.check, flag.column, flag.severity, count > 0, count,
                               flag.describe(count) if count else "ok"))  # fmt: skip
     for key, column, severity, decide in plan.deferred:
@@ -545,21 +560,49 @@ def validate(
         count = int(values[key] or 0) if bad and check == "nulls" else 0
         checks.append(_result(check, column, severity, bad, count, detail if bad else "ok"))
 
-    if sink_tmp is not None:
-        assert offending_path is not None
-        # The sink holds the rows any flag marks: none when every flag's count is zero.
-        if any(values[f"flag::{i}"] for i in range(len(plan.flags))):
-            flagged = pl.scan_parquet(sink_tmp)
-            offending = flagged.select(pl.len()).collect().item()
-            _attach_examples(checks, flagged, settings.examples)
-            sink_tmp.replace(offending_path)
-        else:
-            sink_tmp.unlink()
+    offending = 0
+    if offending_path is not None and any(counts):
+        flags = [f for f, n in zip(plan.flags, counts, strict=True) if n]
+        try:
+            offending = _write_offending(source, plan, flags, offending_path, engine)
+        except Exception as exc:
+            return unreadable(explain(exc, source.file_format), time.perf_counter() - started)
+        if offending:
+            _attach_examples(checks, pl.scan_parquet(offending_path), settings.examples)
     status = _status(checks)
     profile = _profile(plan, values, n_rows, exact_quantiles)
     schema = {name: str(dtype) for name, dtype in source.schema.items()}
     return Validation(status, n_rows, len(source.columns), schema, checks, profile,
                       offending_rows=offending, seconds=time.perf_counter() - started)  # fmt: skip
+
+
+def _write_offending(
+    source: Source, plan: _Plan, flags: list[_Flag], path: Path, engine: str
+) -> int:
+    """Stream the rows any of *flags* marks, with their row number and reasons, to *path*
+    (through a temporary name); the number of rows written."""
+    reason = pl.concat_str(
+        [pl.when(f.expr).then(pl.lit(f"{f.check}({f.column})" if f.column else f.check))
+         for f in flags],
+        separator="; ", ignore_nulls=True,
+    )  # fmt: skip
+    partial = path.with_name(path.name + ".partial")
+    try:
+        (
+            plan.frame(source.frame.with_row_index(ROW))
+            .filter(pl.any_horizontal([f.expr for f in flags]))
+            .select(ROW, *source.columns, reason.alias(REASON))
+            .sink_parquet(partial, engine=engine)
+        )
+        written = pl.scan_parquet(partial).select(pl.len()).collect().item()
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if not written:  # the file changed between the passes
+        partial.unlink()
+        return 0
+    partial.replace(path)
+    return written
 
 
 def _result(
