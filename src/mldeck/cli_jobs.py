@@ -33,10 +33,16 @@ NameArgument = Annotated[str, typer.Argument(help="The schedule's name (see 'mld
 
 def _open_jobs() -> tuple[Workspace, Store]:
     """The workspace and store, with [jobs.schedules] of mldeck.toml synced into the table."""
+    from sqlalchemy.exc import OperationalError
+
+    from mldeck.jobs.runner import store_write_error
     from mldeck.jobs.schedules import sync_from_settings
 
     ws, store = _open()
-    sync_from_settings(store, ws.settings.jobs)
+    try:
+        sync_from_settings(store, ws.settings.jobs)
+    except OperationalError as exc:
+        raise store_write_error(ws, exc) from None
     return ws, store
 
 

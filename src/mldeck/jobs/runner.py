@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from mldeck import provenance
+from mldeck.errors import MldeckError
 from mldeck.jobs.orphans import end_runs_of_process
 from mldeck.jobs.settings import JobSettings
 from mldeck.store.engine import Store
@@ -130,28 +132,33 @@ class JobRunner:
 
     def run(self, request: JobRequest, *, wait_for_slot: bool = False) -> JobOutcome:
         """Run *request* to its end (all its attempts) in this thread; never raises for the job's
-        own failures, which are in the outcome and the store."""
+        own failures, which are in the outcome and the store. A store that cannot be written (a
+        full disk) is a MldeckError with the reason."""
         with self._lock:
             overlapping = request.name in self._running
             if not overlapping:
                 self._running[request.name] = None
-        if overlapping:
-            return self.record_skipped(
-                request, f"{request.name} is still running from an earlier fire"
-            )
         try:
+            if overlapping:
+                reason = f"{request.name} is still running from an earlier fire"
+                return self.record_skipped(request, reason)
             if not self._slots.acquire(blocking=wait_for_slot):
                 limit = self.settings.max_concurrent
-                return self.record_skipped(
-                    request, f"the concurrency limit ({limit} jobs) is reached"
-                )
+                reason = f"the concurrency limit ({limit} jobs) is reached"
+                return self.record_skipped(request, reason)
             try:
                 return self._attempts(request)
             finally:
                 self._slots.release()
+        except OperationalError as exc:
+            raise self._store_error(exc) from None
         finally:
-            with self._lock:
-                self._running.pop(request.name, None)
+            if not overlapping:
+                with self._lock:
+                    self._running.pop(request.name, None)
+
+    def _store_error(self, exc: OperationalError) -> MldeckError:
+        return store_write_error(self.workspace, exc)
 
     def stop(self) -> None:
         """Stop: no new attempt starts, running workers (and their children) are terminated."""
@@ -331,6 +338,18 @@ class JobRunner:
         if self.on_event is not None:
             with contextlib.suppress(Exception):
                 self.on_event(message)
+
+
+def store_write_error(workspace: Workspace, exc: OperationalError) -> MldeckError:
+    """A store that cannot be written (a full disk, most often), as one clear line."""
+    try:
+        free = f"{free_disk_mb(workspace.state_dir):.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return MldeckError(
+        f"the store could not be written ({exc.orig}; {free} on the workspace's disk): "
+        "free some space; a run left 'running' is marked orphaned by the next health check"
+    )
 
 
 def _kill_group(proc: subprocess.Popen, sig: int) -> None:

@@ -69,6 +69,14 @@ def sync_from_settings(store: Store, settings: JobSettings, *, actor: str = "") 
     """Bring the table in line with ``[jobs.schedules]``: new entries are added, entries whose
     config changed are applied again (the config wins over table edits only when it changed),
     entries gone from the config are removed. Schedules made with the CLI are left alone."""
+    with store.read() as session:
+        known = {
+            s.name: (s.config_hash, s.source) for s in session.execute(select(Schedule)).scalars()
+        }
+    wanted = {name: entry.digest() for name, entry in settings.schedules.items()}
+    stale = [n for n, (_, source) in known.items() if source == "config" and n not in wanted]
+    if not stale and all(known.get(n, ("", ""))[0] == d for n, d in wanted.items()):
+        return []  # nothing to do: no write, no change for the console to reload
     changes: list[SyncChange] = []
     with store.write() as session:
         rows = {s.name: s for s in session.execute(select(Schedule)).scalars()}

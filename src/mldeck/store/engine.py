@@ -10,6 +10,7 @@ without the SQLite specifics.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -31,6 +32,8 @@ KNOWN_REVISIONS = ("0001", "0002", "0003")
 # PRAGMA application_id of an mldeck SQLite store: "mldk".
 APPLICATION_ID = 0x6D6C646B
 BUSY_TIMEOUT_MS = 30_000
+# Below this much free space, a failure to open the store is blamed on the full disk.
+FULL_DISK_BYTES = 1_000_000
 SQLITE_MAGIC = b"SQLite format 3\x00"
 NETWORK_FILESYSTEMS = frozenset(
     {
@@ -254,14 +257,30 @@ def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True)
                     lock.release()
     except OperationalError as exc:
         engine.dispose()
+        _check_disk_space(url)
         raise StoreError(f"cannot open the store {_safe(url)}: {exc.orig}") from None
     except DatabaseError as exc:
         engine.dispose()
+        _check_disk_space(url)
         raise StoreError(f"the store {_safe(url)} is damaged: {exc.orig}") from None
     except BaseException:
         engine.dispose()
         raise
     return Store(engine, url)
+
+
+def _check_disk_space(url: str) -> None:
+    """A full disk makes SQLite fail in ways that look like damage: say what it is."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    with suppress(OSError):
+        free = shutil.disk_usage(Path(parsed.database).parent).free
+        if free < FULL_DISK_BYTES:
+            raise StoreError(
+                f"cannot open the store {_safe(url)}: its disk is full ({free // 1024} kB free); "
+                "free some space (the store was left untouched)"
+            )
 
 
 def _check_no_orphan_tables(engine: Engine, url: str) -> None:
