@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -192,9 +193,9 @@ class _Flag:
     count: Any = None
 
 
-# The derived columns are computed in two steps, the second using the first: a column as its
-# declared type, then its finite numbers (or its text).
-TYPED, MASKED = range(2)
+# The derived columns are computed in steps, each using the ones before: a column as its declared
+# type, then its finite numbers (or its text), then the hash of its text.
+TYPED, MASKED, HASHED = range(3)
 
 
 @dataclass
@@ -207,15 +208,23 @@ class _Plan:
     profile_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Columns computed once per row before the aggregates and the offending-rows sink read them
     # (polars does not share a sub-expression repeated in many aggregates): one dict per step.
-    derived: list[dict[str, pl.Expr]] = field(default_factory=lambda: [{}, {}])
+    derived: list[dict[str, pl.Expr]] = field(default_factory=lambda: [{}, {}, {}])
+    # The seed of the text hashes, drawn for each plan so that no value can be made to collide
+    # with a category on purpose.
+    seed: int = field(default_factory=lambda: secrets.randbits(63))
+    _named: dict[str, list[str]] = field(default_factory=dict)  # derived columns by expression
     prefix: str = "_mldeck_tmp_"
 
     def once(self, expr: pl.Expr, step: int) -> pl.Expr:
         """*expr* as a column computed once per row (a plain column is returned as it is)."""
         if expr.meta.is_column():
             return expr
+        for name in self._named.get(str(expr), ()):
+            if self.derived[step].get(name) is not None and self.derived[step][name].meta.eq(expr):
+                return pl.col(name)
         name = f"{self.prefix}{sum(map(len, self.derived))}"
         self.derived[step][name] = expr
+        self._named.setdefault(str(expr), []).append(name)
         return pl.col(name)
 
     def frame(self, frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -277,13 +286,18 @@ def _profile_exprs(
                 plan.aggregates[f"{key}below{i}"] = _below(finite, kind, edge).sum()
     elif kind in ("string", "bool"):
         text = finite
-        plan.aggregates[key + "distinct"] = text.approx_n_unique()
         categories = _categories(reference)
         if categories is not None:
+            # Each value hashed once (64 bits, seeded); the categories are counted by comparing
+            # numbers, not text, and the distinct count estimated from the same hashes. A value
+            # is miscounted only if its hash equals a category's: about 1 in 10^17 per value.
+            hashed = plan.once(text.hash(plan.seed), HASHED)
+            plan.aggregates[key + "distinct"] = hashed.approx_n_unique()
             spec["categories"] = list(categories)
-            for i, category in enumerate(categories):
-                plan.aggregates[f"{key}cat{i}"] = (text == category).sum()
+            for i, code in enumerate(_hashes(categories, plan.seed)):
+                plan.aggregates[f"{key}cat{i}"] = (hashed == code).sum()
         else:
+            plan.aggregates[key + "distinct"] = text.approx_n_unique()
             plan.aggregates[key + "top"] = (
                 text.drop_nulls().value_counts(sort=True).head(TOP_CATEGORIES).implode()
             )
@@ -291,6 +305,12 @@ def _profile_exprs(
         plan.aggregates[key + "min"] = value.min()
         plan.aggregates[key + "max"] = value.max()
     plan.profile_columns[name] = spec
+
+
+def _hashes(categories: list[str], seed: int) -> list[pl.Expr]:
+    """The categories' hashes as literals, computed as polars hashes a column's text."""
+    codes = pl.Series(categories, dtype=pl.String).hash(seed)
+    return [pl.lit(code, dtype=pl.UInt64) for code in codes]
 
 
 def _categories(reference: dict[str, Any] | None) -> list[str] | None:
@@ -391,8 +411,9 @@ def _column_checks(
             # The profile counts the reference's categories: the values outside the allowed ones
             # are the non-null values less the allowed ones' counts (no lookup per row).
             keys = [f"{key}cat{i}" for i, c in enumerate(counted) if c in allowed]
-            for j, category in enumerate(extra):
-                plan.aggregates[f"{key}allowed{j}"] = (text == category).sum()
+            hashed = plan.once(text.hash(plan.seed), HASHED)
+            for j, code in enumerate(_hashes(extra, plan.seed)):
+                plan.aggregates[f"{key}allowed{j}"] = (hashed == code).sum()
                 keys.append(f"{key}allowed{j}")
             tally = lambda v, ks=keys: v[key + "count"] - sum(v[k] for k in ks)  # noqa: E731
         plan.flags.append(_Flag("categories", name, exp.severity_of("categories"),
