@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import update
 from sqlmodel import Session
@@ -45,6 +46,14 @@ def _bump(session: Session) -> None:
     )
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[:1] in (["Z"], ["X"])
+
+
 def process_alive(pid: int | None, started_at: float | None) -> bool:
     """True when process *pid* runs on this host with the start time recorded for it."""
     if not pid:
@@ -55,6 +64,8 @@ def process_alive(pid: int | None, started_at: float | None) -> bool:
         return False
     except PermissionError:
         pass  # someone else's process: it exists
+    if _zombie(pid):
+        return False  # it exited; its parent (or init) has not reaped it yet
     if started_at is None:
         return True
     now_started = provenance.process_start_time(pid)
