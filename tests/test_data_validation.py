@@ -792,6 +792,92 @@ def test_a_profile_of_declared_types_describes_the_converted_values(tmp_path):
     )
 
 
+def _reference_of(tmp_path: Path, frame: pl.DataFrame) -> dict:
+    return reference_profile(
+        open_source(write_parquet(tmp_path, "ref.parquet", frame)), DataSettings()
+    ).profile
+
+
+@pytest.mark.parametrize(
+    "allowed",
+    [
+        ["red", "green", "blue"],  # all named by the reference
+        ["red", "green", "blue", "pink"],  # one the reference does not name
+        ["red", "green", "blue", "c1", "c2", "c3", "c4", "c5", "c6"],  # many it does not name
+    ],
+)
+def test_categories_outside_the_allowed_ones_are_counted_exactly(tmp_path, allowed):
+    reference = _reference_of(
+        tmp_path, pl.DataFrame({"k": ["red", "green", "blue", "grey", "red", None]})
+    )
+    batch = ["red", "grey", None, "pink", "blue", "black", "grey", "red", "c5"]
+    path = _one_column(tmp_path, "batch.parquet", batch)
+    result = run(path, data_settings(columns={"v": {"categories": allowed}}), reference=None)
+    expected = [i for i, v in enumerate(batch) if v is not None and v not in allowed]
+    # The same batch against the reference (its categories counted in the profile).
+    ref_path = _one_column(tmp_path, "batch2.parquet", batch)
+    with_ref = run(
+        ref_path,
+        data_settings(columns={"v": {"categories": allowed}}),
+        reference={"columns": {"v": reference["columns"]["k"]}},
+    )
+    for outcome, where in ((result, path), (with_ref, ref_path)):
+        found = check(outcome, "categories", "v")
+        assert found.failed_rows == len(expected)
+        assert pl.read_parquet(rows_path(where))[ROW].to_list() == expected
+    profile = with_ref.profile["columns"]["v"]
+    assert profile["frequencies"] == {"red": 2, "green": 0, "blue": 1, "grey": 2}
+    assert profile["other"] == 3  # pink, black, c5; the null is not counted
+    assert profile["distinct"] == len(set(batch))  # null counted, as polars' n_unique does
+
+
+def test_a_boolean_column_is_profiled_and_checked_as_text(tmp_path):
+    frame = pl.DataFrame({"b": [True, False, None, True]})
+    reference = _reference_of(tmp_path, frame)
+    assert reference["columns"]["b"]["frequencies"] == {"true": 2, "false": 1}
+    path = write_parquet(tmp_path, "batch.parquet", pl.DataFrame({"b": [True, True, None]}))
+    result = run(
+        path,
+        data_settings(columns={"b": {"categories": ["false"]}}),
+        reference=reference,
+    )
+    assert check(result, "categories", "b").failed_rows == 2
+    assert result.profile["columns"]["b"]["frequencies"] == {"true": 2, "false": 0}
+
+
+def test_whole_number_columns_are_compared_with_fractional_bounds_and_edges(tmp_path):
+    values = [1, 2, 3, 4, 5, None, 2**60]
+    reference = {"columns": {"v": {"histogram": {"edges": [1.5, 2.0, 4.5, 1e300]}}}}
+    path = _one_column(tmp_path, "t.parquet", values)
+    result = run(path, data_settings(columns={"v": {"min": 2.5, "max": 4.5}}), reference=reference)
+    assert check(result, "min", "v").failed_rows == 2  # 1 and 2
+    assert check(result, "max", "v").failed_rows == 2  # 5 and 2**60
+    counts = result.profile["columns"]["v"]["histogram"]["counts"]
+    assert counts == [1, 0, 3, 2, 0]  # [-inf, 1.5) [1.5, 2) [2, 4.5) [4.5, 1e300) [1e300, inf)
+
+
+def test_columns_named_like_the_plans_own_columns_are_left_alone(tmp_path):
+    frame = pl.DataFrame(
+        {
+            "_mldeck_tmp_0": ["a", "b", None],
+            "x": [1.0, float("nan"), 3.0],
+            "_mldeck_tmp_1": [1, 2, 3],
+        }
+    )
+    path = write_parquet(tmp_path, "t.parquet", frame)
+    settings = data_settings(
+        columns={"x": {"max": 2.0}, "_mldeck_tmp_0": {"categories": ["a"]}, "_mldeck_tmp_1": {}}
+    )
+    result = run(path, settings)
+    assert check(result, "max", "x").failed_rows == 1
+    assert check(result, "finite", "x").failed_rows == 1
+    assert check(result, "categories", "_mldeck_tmp_0").failed_rows == 1
+    assert result.profile["columns"]["_mldeck_tmp_1"]["max"] == 3.0
+    rows = pl.read_parquet(rows_path(path))
+    assert rows.columns == [ROW, "_mldeck_tmp_0", "x", "_mldeck_tmp_1", REASON]
+    assert rows[REASON].to_list() == ["categories(_mldeck_tmp_0); finite(x)", "max(x)"]
+
+
 # -- a property: the counts are what polars counts ---------------------------------------------
 
 cell = st.one_of(

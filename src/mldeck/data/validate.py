@@ -286,18 +286,17 @@ def _profile_exprs(
                 plan.aggregates[f"{key}below{i}"] = _below(finite, kind, edge).sum()
     elif kind in ("string", "bool"):
         text = finite
+        plan.aggregates[key + "distinct"] = text.approx_n_unique()
         categories = _categories(reference)
         if categories is not None:
-            # Each value hashed once (64 bits, seeded); the categories are counted by comparing
-            # numbers, not text, and the distinct count estimated from the same hashes. A value
-            # is miscounted only if its hash equals a category's: about 1 in 10^17 per value.
+            # Each value hashed once (64 bits, with the plan's random seed); the categories are
+            # counted by comparing numbers, not text (about 3x cheaper). A value is miscounted only
+            # if its hash equals a category's: about 1 in 2^64 per distinct value and category.
             hashed = plan.once(text.hash(plan.seed), HASHED)
-            plan.aggregates[key + "distinct"] = hashed.approx_n_unique()
             spec["categories"] = list(categories)
             for i, code in enumerate(_hashes(categories, plan.seed)):
                 plan.aggregates[f"{key}cat{i}"] = (hashed == code).sum()
         else:
-            plan.aggregates[key + "distinct"] = text.approx_n_unique()
             plan.aggregates[key + "top"] = (
                 text.drop_nulls().value_counts(sort=True).head(TOP_CATEGORIES).implode()
             )
