@@ -4,17 +4,19 @@ Generates N rows x 20 columns (12 float, 4 int, 4 categorical, 1-4 % nulls per c
 once per N, into a cache folder, and measures wall time and peak memory of:
 
     floor     polars reading the file and computing one aggregate per column (streaming engine)
-    mldeck    mldeck.data.validate: expectations on every column + the full profile + offending rows
+    mldeck    mldeck.data.validate: expectations on every column + the full profile (offending rows
+              would take a second pass; the benchmark's data has none)
     pandera   pandera's polars backend, the same checks, on the collected frame (reading included)
     evidently Evidently's DataSummaryPreset on the pandas frame (reading and conversion included)
 
 Every measurement runs in a fresh subprocess (``--run CONTENDER --file F``), so the peak resident
-memory (``ru_maxrss``) belongs to that contender alone. Wall time is taken inside the child around
+memory (``VmHWM``) belongs to that contender alone. Wall time is taken inside the child around
 the work only; interpreter start-up and imports are reported apart. Best of ``--repeat`` runs.
 
     python bench/data_validation.py --rows 1000000 5000000 10000000 --repeat 3
     python bench/data_validation.py --rows 1000000 5000000 --skip-evidently
     python bench/data_validation.py --breakdown --rows 1000000 10000000   # which parts cost what
+    python bench/data_validation.py --bounded --rows 1000000 5000000 10000000 20000000  # memory
 """
 
 from __future__ import annotations
@@ -365,7 +367,7 @@ def child(args: argparse.Namespace) -> None:
 # -- breakdown of mldeck's plan ----------------------------------------------------------------
 #
 # Parts of the plan mldeck.data.validate.build() makes, each collected alone in a fresh process,
-# and alternative formulations that compute the same numbers, to find what costs time or memory.
+# and the formulations measured against them, to find what costs time or memory.
 
 
 def _settings(*, unique: bool = False) -> Any:
@@ -392,18 +394,13 @@ def _plan(source: Any, args: argparse.Namespace, **options: bool) -> Any:
     return build(source, settings, reference, exact_quantiles=exact, arrived_at=datetime.now(UTC))
 
 
-# The plan's histogram keys: "bin<i>" (counts per bin, up to commit 716b8cd), or "below<i>" and
-# "finite" (counts below each edge and of finite values, since cc7b913).
-HISTOGRAM_STATS = ("bin", "below", "finite")
-
-
 def _stat(key: str) -> str:
-    """What a plan key computes: 'flag', 'nulls', 'rows', or a profile statistic ('bin', 'cat',
-    'q' for quantiles, 'min', 'top', ...)."""
+    """What a plan key computes: 'flag', 'nulls', 'rows', or a profile statistic ('below' for
+    the histogram's cumulative counts, 'cat' for a category's count, 'q' for quantiles, ...)."""
     parts = key.split("::")
     if parts[0] == "p":
         stat = parts[2]
-        for prefix in ("below", "bin", "cat", "q"):
+        for prefix in ("below", "cat", "allowed", "q"):
             if stat.startswith(prefix) and stat[len(prefix) :][:1].isdigit():
                 return prefix
         return stat
@@ -411,23 +408,32 @@ def _stat(key: str) -> str:
 
 
 def _all_aggregates(plan: Any) -> dict[str, Any]:
-    """What validate() collects in its first query: the plan's aggregates and the flag sums."""
+    """What validate() collects in its first pass: the plan's aggregates and the flags counted by
+    a sum or an aggregate of their own (the others are derived from the profile's counts)."""
+    import polars as pl
+
     exprs = dict(plan.aggregates)
-    exprs.update({f"flag::{i}": f.expr.sum() for i, f in enumerate(plan.flags)})
+    for i, flag in enumerate(plan.flags):
+        if flag.count is None:
+            exprs[f"flag::{i}"] = flag.expr.sum()
+        elif isinstance(flag.count, pl.Expr):
+            exprs[f"flag::{i}"] = flag.count
     return exprs
 
 
 def _aggregate_part(select: Any, **options: bool) -> Any:
-    """Collect the plan's aggregates for which ``select(key, plan)`` holds, in one select."""
+    """Collect the first pass's aggregates for which ``select(key)`` holds, in one select over
+    the plan's derived columns."""
 
     def prepare(args: argparse.Namespace, source: Any) -> Any:
         plan = _plan(source, args, **options)
-        chosen = {k: e for k, e in _all_aggregates(plan).items() if select(k, plan)}
+        chosen = {k: e for k, e in _all_aggregates(plan).items() if select(k)}
         if not chosen:
             raise SystemExit("no expression selected")
+        query = plan.frame(source.frame).select(**chosen)
 
         def work() -> dict[str, Any]:
-            source.frame.select(**chosen).collect(engine="streaming")
+            query.collect(engine="streaming")
             return {"expressions": len(chosen)}
 
         return work
@@ -436,7 +442,7 @@ def _aggregate_part(select: Any, **options: bool) -> Any:
 
 
 def _of_stat(*stats: str) -> Any:
-    return lambda key, plan: _stat(key) in stats
+    return lambda key: _stat(key) in stats
 
 
 def _validate_part(**kwargs: Any) -> Any:
@@ -453,150 +459,79 @@ def _validate_part(**kwargs: Any) -> Any:
 
         def work() -> dict[str, Any]:
             result = validate(source, settings, reference=reference, **options)
-            return {"status": result.status}
+            return {"status": result.status, "offending_rows": result.offending_rows}
 
         return work
 
     return prepare
 
 
-def _offending_rows(plan: Any, frame: Any, target: Path) -> Any:
-    """validate()'s second query: the rows any flag marks, with a reason, to a Parquet sink."""
-    import polars as pl
-
-    from mldeck.data.validate import REASON, ROW
-
-    reason = pl.concat_str(
-        [pl.when(f.expr).then(pl.lit(f"{f.check}({f.column})")) for f in plan.flags],
-        separator="; ",
-        ignore_nulls=True,
-    )
-    any_flag = pl.any_horizontal([f.expr for f in plan.flags])
-    offending = frame.with_row_index(ROW).filter(any_flag).with_columns(reason.alias(REASON))
-    return offending.sink_parquet(target, lazy=True)
-
-
-def _sink_part(args: argparse.Namespace, source: Any) -> Any:
-    import polars as pl
+def _second_pass_part(args: argparse.Namespace, source: Any) -> Any:
+    """The offending-rows pass alone, as validate() runs it when a check counts rows, with every
+    flag of the plan (on the benchmark's clean data it writes no row: this is its floor)."""
+    from mldeck.data.validate import _write_offending
 
     plan = _plan(source, args)
-    query = _offending_rows(plan, source.frame, Path(args.tmp) / "bad.parquet")
 
     def work() -> dict[str, Any]:
-        pl.collect_all([query], engine="streaming")
-        return {"flags": len(plan.flags)}
+        written = _write_offending(source, plan, plan.flags, Path(args.tmp) / "bad.parquet",
+                                   "streaming")  # fmt: skip
+        return {"flags": len(plan.flags), "rows": written}
 
     return work
 
 
-def _numeric(args: argparse.Namespace) -> list[tuple[str, str, list[float]]]:
-    """(name, kind, reference bin edges) of the numeric columns."""
+def _text_category_counts(args: argparse.Namespace, source: Any) -> Any:
+    """The reference's categories counted by comparing the text with each one (what the plan
+    did before it compared hashes)."""
+    import polars as pl
+
     reference = _reference(args)["columns"]
-    return [(c.name, c.kind, reference[c.name]["histogram"]["edges"]) for c in COLUMNS
-            if c.kind != "string"]  # fmt: skip
+    exprs = [
+        (pl.col(c.name) == category).sum().alias(f"{c.name}={i}")
+        for c in COLUMNS
+        if c.kind == "string"
+        for i, category in enumerate(reference[c.name]["frequencies"])
+    ]
+    query = source.frame.select(exprs)
+
+    def work() -> dict[str, Any]:
+        query.collect(engine="streaming")
+        return {"expressions": len(exprs)}
+
+    return work
 
 
-def _select_part(make: Any, *, masked: bool = False) -> Any:
-    """Collect the expressions ``make(args)`` returns in one streaming select; with *masked*,
-    after adding the finite-or-null copies of the numeric columns (``_masked_columns``)."""
-
-    def prepare(args: argparse.Namespace, source: Any) -> Any:
-        exprs = make(args)
-        frame = source.frame.with_columns(_masked_columns(args)) if masked else source.frame
-
-        def work() -> dict[str, Any]:
-            frame.select(exprs).collect(engine="streaming")
-            return {"expressions": len(exprs)}
-
-        return work
-
-    return prepare
-
-
-def _finite_or_null(name: str) -> Any:
+def _two_branch_plan(args: argparse.Namespace, source: Any) -> Any:
+    """The first pass and the offending-rows sink as two branches of one ``collect_all`` over
+    the same scan, the flags computed once as columns (how validate() worked before it took a
+    second pass only for files with offending rows): one read, but polars' multiplexer buffers
+    morsels between the branches."""
     import polars as pl
 
-    number = pl.col(name).cast(pl.Float64)
-    return pl.when(number.is_finite()).then(number)
+    from mldeck.data.validate import REASON, ROW
 
+    plan = _plan(source, args)
+    aggregates = _all_aggregates(plan)
+    flags = {f"_flag{i}": f.expr for i, f in enumerate(plan.flags)}
+    base = plan.frame(source.frame.with_row_index(ROW)).with_columns(**flags)
+    aggregates.update({f"flag::{i}": pl.col(name).sum() for i, name in enumerate(flags)})
+    reason = pl.concat_str(
+        [pl.when(pl.col(name)).then(pl.lit(f"{f.check}({f.column})"))
+         for name, f in zip(flags, plan.flags, strict=True)],
+        separator="; ", ignore_nulls=True,
+    )  # fmt: skip
+    sink = (
+        base.filter(pl.any_horizontal(list(flags)))
+        .select(ROW, *source.columns, reason.alias(REASON))
+        .sink_parquet(Path(args.tmp) / "bad.parquet", lazy=True)
+    )
 
-def _masked(name: str) -> str:
-    return f"_finite::{name}"
+    def work() -> dict[str, Any]:
+        pl.collect_all([base.select(**aggregates), sink], engine="streaming")
+        return {"queries": 2}
 
-
-def _masked_columns(args: argparse.Namespace) -> list[Any]:
-    """Each numeric column as Float64 with NaN and infinities turned into nulls, computed once per
-    row in a ``with_columns`` before the aggregates. Repeating ``when/then`` (or ``is_finite()``)
-    inside each aggregate computes it again for each: polars does not share it between them."""
-    return [_finite_or_null(name).alias(_masked(name)) for name, _, _ in _numeric(args)]
-
-
-def _bins_cumulative(args: argparse.Namespace) -> list[Any]:
-    """The plan's histogram counts as counts of finite values below each edge (one comparison per
-    edge; bins are the differences) and at or above the last edge, on the column masked to
-    finite-or-null once (needs ``masked=True``). The plan up to 716b8cd tested finiteness and both
-    ends of each of the 20 bins; since cc7b913 it counts below each edge but repeats the
-    ``when(is_finite()).then()`` mask inside each count, where polars does not share it."""
-    import polars as pl
-
-    exprs = []
-    for name, _, edges in _numeric(args):
-        finite = pl.col(_masked(name))
-        exprs += [(finite < e).sum().alias(f"{name}<{i}") for i, e in enumerate(edges)]
-        exprs.append((finite >= edges[-1]).sum().alias(f"{name}>=last"))
-    return exprs
-
-
-def _bins_intervals(args: argparse.Namespace) -> list[Any]:
-    """The plan's histogram counts as one bin index per value (``bin_intervals``) and a
-    ``value_counts`` of it: one expression per column."""
-    exprs = []
-    for name, _, edges in _numeric(args):
-        index = _finite_or_null(name).bin_intervals(edges, labels=False)
-        exprs.append(index.drop_nulls().value_counts().implode().alias(name))
-    return exprs
-
-
-def _stats_when(args: argparse.Namespace) -> list[Any]:
-    """The plan's statistics (the "stats" part) with non-finite values masked to null by
-    ``when/then`` instead of dropped by ``filter``: min, max, mean and std skip nulls, so the
-    results are the same. Needs ``masked=True``."""
-    import polars as pl
-
-    exprs = [pl.len().alias("rows")]
-    for col in COLUMNS:
-        value = pl.col(col.name)
-        exprs += [value.count().alias(f"{col.name}:count"),
-                  value.null_count().alias(f"{col.name}:nulls")]  # fmt: skip
-        if col.kind == "string":
-            continue
-        finite = value
-        if col.kind == "float":
-            exprs += [value.is_nan().sum().alias(f"{col.name}:nan"),
-                      value.is_infinite().sum().alias(f"{col.name}:inf")]  # fmt: skip
-            finite = pl.col(_masked(col.name))
-        exprs += [
-            finite.min().cast(pl.Float64).alias(f"{col.name}:min"),
-            finite.max().cast(pl.Float64).alias(f"{col.name}:max"),
-            finite.mean().alias(f"{col.name}:mean"),
-            finite.std().alias(f"{col.name}:std"),
-        ]
-    return exprs
-
-
-def _quantiles_list(args: argparse.Namespace) -> list[Any]:
-    """The plan's exact quantiles with one ``quantile([...])`` per column (one sort per column),
-    where the plan asks for each of the 7 quantiles separately."""
-    import polars as pl
-
-    from mldeck.data.validate import QUANTILES
-
-    exprs = []
-    for name, _, _ in _numeric(args):
-        value = pl.col(name).cast(pl.Float64)
-        finite = value.filter(value.is_finite())
-        exprs.append(finite.quantile(list(QUANTILES), "linear").alias(name))
-    return exprs
+    return work
 
 
 def _group_by_categories(args: argparse.Namespace, source: Any) -> Any:
@@ -617,154 +552,29 @@ def _group_by_categories(args: argparse.Namespace, source: Any) -> Any:
     return work
 
 
-def _duplicates_group_by(args: argparse.Namespace, source: Any) -> Any:
-    """The unique check's count (non-null rows whose value occurs more than once) from a streaming
-    ``group_by().len()``: memory grows with the number of distinct values, not of rows."""
-    import polars as pl
-
-    def work() -> dict[str, Any]:
-        shared = (
-            source.frame.select("i02")
-            .drop_nulls()
-            .group_by("i02")
-            .len()
-            .filter(pl.col("len") > 1)
-            .select(pl.col("len").sum())
-            .collect(engine="streaming")
-            .item()
-        )
-        return {"rows_sharing_a_value": shared}
-
-    return work
-
-
-def proposed_query(plan: Any, args: argparse.Namespace, frame: Any, *, lean: bool) -> Any:
-    """The plan's first query with the cheaper formulations measured above, giving the same
-    numbers: the numeric columns masked to finite-or-null once (``_masked_columns``); min, max,
-    mean and std of finite values on the masked column instead of a ``filter`` each; histogram
-    counts from one comparison per edge on the masked column; the min and max checks as one
-    comparison on the masked column; the finite check's count taken from the profile's NaN and
-    infinity counts. With *lean*, the min and max checks are not summed row by row at all: the
-    profile's min and max of finite values decide them (a count is needed only when one fails, and
-    the offending-rows pass gives it)."""
-    import polars as pl
-
-    floats = {c.name for c in COLUMNS if c.kind == "float"}
-    out: dict[str, Any] = {}
-    for key, expr in plan.aggregates.items():
-        stat = _stat(key)
-        if stat in HISTOGRAM_STATS:
-            continue
-        name = key.split("::")[1] if key.startswith("p::") else None
-        if name in floats and stat in ("min", "max", "mean", "std"):
-            masked = getattr(pl.col(_masked(name)), stat)()
-            expr = masked.cast(pl.Float64) if stat in ("min", "max") else masked
-        out[key] = expr
-    for name, _, edges in _numeric(args):
-        finite = pl.col(_masked(name))
-        for i, edge in enumerate(edges):
-            out[f"p::{name}::below{i}"] = (finite < edge).sum()
-        out[f"p::{name}::last"] = (finite >= edges[-1]).sum()
-    expectations = _settings().columns
-    for i, flag in enumerate(plan.flags):
-        if flag.check == "finite":
-            continue  # the rows it flags are the profile's NaN and infinity counts
-        if flag.check in ("min", "max"):
-            if lean:
-                continue
-            finite = pl.col(_masked(flag.column))
-            bound = getattr(expectations[flag.column], flag.check)
-            expr = finite < bound if flag.check == "min" else finite > bound
-        else:
-            expr = flag.expr
-        out[f"flag::{i}"] = expr.sum()
-    return frame.with_columns(_masked_columns(args)).select(**out)
-
-
-def _proposed(*, second_pass: bool, lean: bool = False) -> Any:
-    """A whole validation with the proposed first query. Offending rows go to the sink in the same
-    ``collect_all`` as validate() does, or (*second_pass*) in a second pass over the file run only
-    when a check found something (never here: the benchmark's data is accepted)."""
-
-    def prepare(args: argparse.Namespace, source: Any) -> Any:
-        import polars as pl
-
-        plan = _plan(source, args)
-        first = proposed_query(plan, args, source.frame, lean=lean)
-        sink = _offending_rows(plan, source.frame, Path(args.tmp) / "bad.parquet")
-
-        def work() -> dict[str, Any]:
-            if not second_pass:
-                pl.collect_all([first, sink], engine="streaming")
-                return {"passes": 1}
-            values = first.collect(engine="streaming").row(0, named=True)
-            found = any(v for k, v in values.items() if k.startswith("flag::"))
-            if lean:
-                found = found or _lean_checks_fail(plan, values)
-            if found:
-                pl.collect_all([sink], engine="streaming")
-            return {"passes": 2 if found else 1}
-
-        return work
-
-    return prepare
-
-
-def _lean_checks_fail(plan: Any, values: dict[str, Any]) -> bool:
-    """Whether a min, max or finite check fails, judged from the profile's aggregates."""
-    exp = _settings().columns
-    for flag in plan.flags:
-        if flag.check not in ("min", "max", "finite"):
-            continue
-        key = f"p::{flag.column}::"
-        bound = exp[flag.column].min if flag.check == "min" else exp[flag.column].max
-        if flag.check == "finite" and (values.get(key + "nan") or values.get(key + "inf")):
-            return True
-        low, high = values.get(key + "min"), values.get(key + "max")
-        if flag.check == "min" and low is not None and low < bound:
-            return True
-        if flag.check == "max" and high is not None and high > bound:
-            return True
-    return False
-
-
 PARTS: dict[str, Any] = {
     # validate() as (b) runs it, and with one option changed
     "validate": _validate_part(),
-    "validate-no-sink": _validate_part(sink=False),
     "validate-no-reference": _validate_part(no_reference=True),
     "validate-in-memory": _validate_part(engine="in-memory"),
     "validate-exact-quantiles": _validate_part(exact_quantiles=True),
     "validate-unique-i02": _validate_part(unique=True),
-    # pieces of its plan, each alone
-    "aggregates": _aggregate_part(lambda key, plan: True),
-    "sink": _sink_part,
-    "flags": _aggregate_part(_of_stat("flag")),
-    "stats": _aggregate_part(
-        _of_stat("rows", "nulls", "count", "nan", "inf", "min", "max", "mean", "std")
-    ),
-    "histogram-bins": _aggregate_part(_of_stat(*HISTOGRAM_STATS)),
-    "category-sums": _aggregate_part(_of_stat("cat")),
+    # pieces of its first pass, each alone (over the derived columns they need)
+    "first-pass": _aggregate_part(lambda key: True),
+    "counts-and-nulls": _aggregate_part(_of_stat("rows", "count", "nulls", "nan", "finite")),
+    "min-max-mean-std": _aggregate_part(_of_stat("min", "max", "mean", "std")),
+    "histogram-bins": _aggregate_part(_of_stat("below")),
+    "category-counts": _aggregate_part(_of_stat("cat", "allowed")),
     "distinct": _aggregate_part(_of_stat("distinct")),
+    "flags": _aggregate_part(_of_stat("flag")),
     "top-categories": _aggregate_part(_of_stat("top"), no_reference=True),
     "exact-quantiles": _aggregate_part(_of_stat("q"), exact=True),
-    "unique-i02": _aggregate_part(
-        lambda key, plan: (
-            key.startswith("flag::") and plan.flags[int(key.split("::")[1])].check == "unique"
-        ),
-        unique=True,
-    ),
-    # the same numbers, computed differently
-    "stats-when": _select_part(_stats_when, masked=True),
-    "histogram-bins-cumulative": _select_part(_bins_cumulative, masked=True),
-    "histogram-bins-intervals": _select_part(_bins_intervals),
+    # the second pass alone (offending rows)
+    "second-pass": _second_pass_part,
+    # other formulations, measured against the plan's
+    "category-counts-as-text": _text_category_counts,
     "top-categories-group-by": _group_by_categories,
-    "exact-quantiles-list": _select_part(_quantiles_list),
-    "unique-i02-group-by": _duplicates_group_by,
-    # a whole validation with the changes
-    "proposed-same-pass": _proposed(second_pass=False),
-    "proposed-two-pass": _proposed(second_pass=True),
-    "proposed-two-pass-lean": _proposed(second_pass=True, lean=True),
+    "one-read-two-branches": _two_branch_plan,
 }
 
 
@@ -821,15 +631,20 @@ def summarise(name: str, rows: int, runs: list[dict[str, Any]], error: str | Non
 
 
 def measure_rounds(
-    jobs: dict[str, dict[str, Any]], rows: int, file: Path, repeat: int, timeout: float
+    jobs: dict[str, dict[str, Any]],
+    rows: int,
+    file: Path,
+    repeat: int,
+    timeout: float,
+    limits: dict[str, int] | None = None,
 ) -> dict[str, Measure]:
-    """Run every job (name -> ``spawn`` options, with ``run``) *repeat* times, one round of all
-    jobs after another, so that other work on the machine disturbs them alike."""
+    """Run every job (name -> ``spawn`` options, with ``run``) *repeat* times (or its *limits*),
+    one round of all jobs after another, so that other work on the machine disturbs them alike."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in jobs}
     errors: dict[str, str] = {}
     for round_ in range(1, repeat + 1):
         for name, options in jobs.items():
-            if name in errors:
+            if name in errors or round_ > (limits or {}).get(name, repeat):
                 continue
             print(f"{rows:>11,} rows, round {round_}/{repeat}: {name:<28}", end="", flush=True)
             run = spawn(file=file, timeout=timeout, **options)
@@ -986,13 +801,16 @@ def run_benchmark(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
         jobs: dict[str, dict[str, Any]] = {}
         skipped: dict[str, Measure] = {}
         for contender in MAIN_CONTENDERS:
-            if contender == "evidently" and args.skip_evidently:
+            if contender not in args.contenders:
+                skipped[contender] = Measure(contender, rows, note="not run (--contenders)")
+            elif contender == "evidently" and args.skip_evidently:
                 skipped[contender] = Measure(contender, rows, note="skipped (--skip-evidently)")
             elif contender == "evidently" and rows > args.skip_evidently_above:
                 skipped[contender] = Measure(contender, rows, note="skipped (too slow)")
             else:
                 jobs[contender] = {"run": contender, "ref_profile": ref_profile, "tmp": tmp}
-        by = measure_rounds(jobs, rows, file, args.repeat, args.timeout)
+        limits = {"evidently": args.evidently_repeat or args.repeat}
+        by = measure_rounds(jobs, rows, file, args.repeat, args.timeout, limits)
         results[rows] = {name: by.get(name) or skipped[name] for name in MAIN_CONTENDERS}
     print()
     print(table(results))
@@ -1014,6 +832,71 @@ def run_benchmark(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
         dump = {
             "environment": env,
             "repeat": args.repeat,
+            "results": {
+                str(rows): {name: m.__dict__ for name, m in by.items()}
+                for rows, by in results.items()
+            },
+        }
+        Path(args.json).write_text(json.dumps(dump, indent=1))
+
+
+def in_memory_mb(file: Path, rows: int) -> float:
+    """The size of the file's data as one polars frame (from its first row group)."""
+    import polars as pl
+
+    sample = pl.scan_parquet(file).head(CHUNK_ROWS).collect()
+    return sample.estimated_size() * rows / max(sample.height, 1) / 2**20
+
+
+def run_bounded(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
+    """Peak memory of the floor and of mldeck (streaming engine) as the file grows: bounded when
+    mldeck's peak at the largest N is about its peak at the smallest, far below the data's size."""
+    env = environment()
+    print(json.dumps(env), flush=True)
+    ref_profile = reference_profile_file(data_dir, tmp)
+    results: dict[int, dict[str, Measure]] = {}
+    sizes: dict[int, tuple[float, float]] = {}
+    for rows in sorted(args.rows):
+        file = data_file(data_dir, rows)
+        sizes[rows] = (file.stat().st_size / 2**20, in_memory_mb(file, rows))
+        jobs = {name: {"run": name, "ref_profile": ref_profile, "tmp": tmp}
+                for name in ("floor", "mldeck")}  # fmt: skip
+        results[rows] = measure_rounds(jobs, rows, file, args.repeat, args.timeout)
+    print()
+    print(f"peak resident memory (MB), worst of {args.repeat} runs; streaming engine")
+    header = (
+        f"{'N':>11}  {'file MB':>8}  {'in memory MB':>12}  {'floor MB':>8}  {'mldeck MB':>9}  "
+        f"{'mldeck work MB':>14}  {'mldeck/floor':>12}  {'mldeck/in memory':>16}"
+    )
+    lines = [header, "-" * len(header)]
+    for rows, by in results.items():
+        floor, mine = by["floor"], by["mldeck"]
+        disk, frame = sizes[rows]
+        if not (floor.ok and mine.ok):
+            lines.append(f"{rows:>11,}  {floor.note or mine.note}")
+            continue
+        lines.append(
+            f"{rows:>11,}  {disk:>8.0f}  {frame:>12.0f}  {floor.peak_mb:>8.0f}  "
+            f"{mine.peak_mb:>9.0f}  {mine.peak_mb - mine.rss_before_mb:>14.0f}  "
+            f"{_verdict(mine.peak_mb / floor.peak_mb, MAX_MEMORY_VS_FLOOR):>12}  "
+            f"{mine.peak_mb / frame:>16.2f}"
+        )
+    print("\n".join(lines))
+    mine = [by["mldeck"] for by in results.values() if by["mldeck"].ok]
+    if len(mine) >= 2:
+        growth = mine[-1].peak_mb / mine[0].peak_mb
+        print(
+            f"mldeck peak at {mine[-1].rows:,} rows / at {mine[0].rows:,} rows: "
+            f"{_verdict(growth, MAX_MEMORY_GROWTH)} (bounded if <= {MAX_MEMORY_GROWTH}; "
+            f"rows x{mine[-1].rows / mine[0].rows:.0f})"
+        )
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    check_source_unchanged(env)
+    if args.json:
+        dump = {
+            "environment": env,
+            "repeat": args.repeat,
+            "sizes_mb": {str(r): {"file": d, "in_memory": m} for r, (d, m) in sizes.items()},
             "results": {
                 str(rows): {name: m.__dict__ for name, m in by.items()}
                 for rows, by in results.items()
@@ -1068,11 +951,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender; best time")
     parser.add_argument("--skip-evidently", action="store_true")
+    parser.add_argument(
+        "--contenders", nargs="+", choices=MAIN_CONTENDERS, default=list(MAIN_CONTENDERS)
+    )
+    parser.add_argument(
+        "--evidently-repeat", type=int, default=None, metavar="N",
+        help="runs of Evidently (default: --repeat); it is minutes per run at 5M rows",
+    )  # fmt: skip
     parser.add_argument("--skip-evidently-above", type=int, default=1_000_000, metavar="N")
     parser.add_argument("--data-dir", type=Path, default=None, help="where generated files live")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per child run")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--breakdown", action="store_true", help="time the parts of mldeck's plan")
+    parser.add_argument(
+        "--bounded", action="store_true",
+        help="peak memory of the floor and mldeck as N grows (e.g. --rows 1000000 ... 20000000)",
+    )  # fmt: skip
     parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=None)
     # child modes
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
@@ -1100,6 +994,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="mldeck-bench-") as tmp:
         if args.breakdown:
             run_breakdown(args, data_dir, Path(tmp))
+        elif args.bounded:
+            run_bounded(args, data_dir, Path(tmp))
         else:
             run_benchmark(args, data_dir, Path(tmp))
 
