@@ -21,8 +21,10 @@ from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.data import DataScreen
 from mldeck.tui.screens.drift import DriftScreen
 from mldeck.tui.screens.help import HelpScreen
+from mldeck.tui.screens.jobs import JobsScreen
 from mldeck.tui.screens.models import ModelsScreen
 from mldeck.tui.screens.overview import OverviewScreen
+from mldeck.tui.screens.pipeline import PipelineScreen
 from mldeck.tui.screens.runs import RunsScreen
 from mldeck.tui.themes import DEFAULT_THEME, discover_themes
 from mldeck.workspace import Workspace
@@ -39,6 +41,8 @@ class MldeckApp(App):
         "data": DataScreen,
         "models": ModelsScreen,
         "drift": DriftScreen,
+        "pipeline": PipelineScreen,
+        "jobs": JobsScreen,
     }
     DEFAULT_MODE = "overview"
     BINDINGS = [
@@ -47,6 +51,8 @@ class MldeckApp(App):
         Binding("3", "switch_mode('data')", "Data", show=False, id="goto-data"),
         Binding("4", "switch_mode('models')", "Models", show=False, id="goto-models"),
         Binding("5", "switch_mode('drift')", "Drift", show=False, id="goto-drift"),
+        Binding("6", "switch_mode('pipeline')", "Pipeline", show=False, id="goto-pipeline"),
+        Binding("7", "switch_mode('jobs')", "Jobs", show=False, id="goto-jobs"),
         Binding("exclamation_mark", "alerts", "Alerts", show=False, id="alerts"),
         Binding("question_mark", "help", "Help", id="help"),
         Binding("colon", "command_palette", "Commands", show=False, id="commands"),
@@ -62,8 +68,11 @@ class MldeckApp(App):
         read_only: bool = False,
         poll_seconds: float | None = None,
         watch_incoming: bool = True,
+        run_scheduler: bool = False,
     ) -> None:
         super().__init__()
+        self.run_scheduler = run_scheduler
+        self.scheduler = None
         self.watch_incoming = watch_incoming
         self.watcher = None
         self.watcher_state = ""
@@ -108,7 +117,23 @@ class MldeckApp(App):
         for problem in self._theme_problems:
             self.notify(problem, severity="warning", timeout=8)
         self._start_watcher()
+        self._start_scheduler()
         self._poll()
+
+    def _start_scheduler(self) -> None:
+        """Embed the scheduler: it acts when no daemon does (the lease decides), else waits."""
+        if self.read_only or not self.run_scheduler:
+            return
+        from mldeck.jobs.scheduler import DeckScheduler
+
+        self.scheduler = DeckScheduler(self.workspace, self.store, role="console",
+                                       on_event=self._scheduler_said)  # fmt: skip
+        self.scheduler.start()
+
+    def _scheduler_said(self, message: str) -> None:
+        if any(word in message for word in ("failed", "promoted", "orphaned", "triggered",
+                                            "acting", "timed out")):  # fmt: skip
+            self.post_message(self.WatcherSaid(message))
 
     def _start_watcher(self) -> None:
         """Watch data/incoming/ in a background thread (one watcher per workspace)."""
@@ -146,6 +171,8 @@ class MldeckApp(App):
     def on_unmount(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
 
     def _poll(self) -> None:
         self.run_worker(self._poll_store, thread=True, group="poll", exit_on_error=False)

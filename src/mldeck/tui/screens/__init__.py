@@ -7,4 +7,6 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("data", "Data"),
     ("models", "Models"),
     ("drift", "Drift"),
+    ("pipeline", "Pipeline"),
+    ("jobs", "Jobs"),
 )

@@ -47,13 +47,12 @@ class AlertsScreen(DeckScreen):
         self._alerts: dict[str, Alert] = {}
 
     def compose_body(self) -> ComposeResult:
-        yield DeckTable(id="alerts-table")
+        table = DeckTable(id="alerts-table")
+        table.add_columns("ID", "SEVERITY", "STATUS", "SEEN", "LAST", "ALERT")
+        yield table
         yield Static(id="alert-detail")
 
     def on_mount(self) -> None:
-        self.query_one("#alerts-table", DeckTable).add_columns(
-            "ID", "SEVERITY", "STATUS", "SEEN", "LAST", "ALERT"
-        )
         self.query_one("#alerts-table", DeckTable).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -53,7 +53,10 @@ class DeckScreen(Screen):
             self.reload()
 
     def sync_topbar(self) -> None:
-        bar = self.query_one(TopBar)
+        bars = self.query(TopBar)
+        if not bars:  # not composed yet (the app's poll can come first); on_mount syncs it
+            return
+        bar = bars.first()
         bar.section = self.deck.current_mode
         bar.screen_title = self.subtitle()
         bar.champion = self.deck.champion_label
@@ -65,6 +68,8 @@ class DeckScreen(Screen):
 
     def reload(self) -> None:
         """Fetch in a worker thread, then show; a newer reload replaces an older one."""
+        if not self.is_mounted:  # the app's poll can come first; on_mount loads anyway
+            return
         self._loaded_seq = self.deck.seen_seq
         self.run_worker(
             self._fetch_then_show, thread=True, exclusive=True, group="reload", exit_on_error=False

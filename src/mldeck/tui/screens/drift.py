@@ -99,10 +99,13 @@ class TimelinePlot(PlotextPlot):
             alert_color = self._color("status-failed")
             plt.subplots(2, 1)
             top = plt.subplot(1, 1)
-            top.plot(xs, [r.drift_share * 100 for r in rows], color=self._color("primary"),
-                     marker="dot", label="drift share %")  # fmt: skip
+            shares = [r.drift_share * 100 for r in rows]
+            top.plot(xs, shares, color=self._color("primary"), marker="braille",
+                     label="drift share %")  # fmt: skip
+            top.scatter(xs, shares, color=self._color("primary"), marker="●")
             if threshold is not None:
-                top.hline(threshold * 100, color=alert_color)
+                top.plot(xs, [threshold * 100] * len(xs), color=alert_color, marker="braille",
+                         label="threshold")  # fmt: skip
             alerted = [(x, r.drift_share * 100) for x, r in zip(xs, rows, strict=True) if r.alerts]
             if alerted:
                 top.scatter([a[0] for a in alerted], [a[1] for a in alerted], marker="▲",
@@ -117,7 +120,9 @@ class TimelinePlot(PlotextPlot):
             if est:
                 color = self._color("accent")
                 bottom.plot([x for x, _ in est], [r.estimated for _, r in est], color=color,
-                            marker="dot", label=f"estimated {metric}")  # fmt: skip
+                            marker="braille", label=f"estimated {metric}")  # fmt: skip
+                bottom.scatter([x for x, _ in est], [r.estimated for _, r in est], color=color,
+                               marker="●")  # fmt: skip
                 band = [(x, r) for x, r in est if r.estimated_lower is not None]
                 if band:
                     for side in ("estimated_lower", "estimated_upper"):
@@ -127,9 +132,11 @@ class TimelinePlot(PlotextPlot):
                 (x, r.realized) for x, r in zip(xs, rows, strict=True) if r.realized is not None
             ]
             if real:
-                bottom.plot([x for x, _ in real], [v for _, v in real],
-                            color=self._color("status-muted"), marker="dot",
-                            label=f"realized {metric}")  # fmt: skip
+                muted = self._color("status-muted")
+                bottom.plot([x for x, _ in real], [v for _, v in real], color=muted,
+                            marker="braille", label=f"realized {metric}")  # fmt: skip
+                bottom.scatter([x for x, _ in real], [v for _, v in real], color=muted,
+                               marker="●")  # fmt: skip
             perf_alerts = [(x, r.realized if r.realized is not None else r.estimated)
                            for x, r in zip(xs, rows, strict=True)
                            if r.alerts and (r.realized is not None or r.estimated is not None)]  # fmt: skip
@@ -169,23 +176,25 @@ class DriftScreen(DeckScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="drift-summary")
+        # Columns are set here, not on mount: the app may ask for a reload (the store moved)
+        # before this screen's mount handlers ran.
+        features = DeckTable(id="drift-features")
+        features.add_columns("FEATURE", "METHOD", "SCORE", "LIMIT", "DRIFT")
+        batches = DeckTable(id="drift-batches")
+        batches.add_columns(
+            "BATCH", "CHECKED", "DRIFTED", "DATASET", "ESTIMATED", "REALIZED", "ALERTS"
+        )
         with TabbedContent(initial="drift-features-pane", id="drift-tabs"):
             with TabPane("Features", id="drift-features-pane"):
-                yield DeckTable(id="drift-features")
+                yield features
                 yield Static(id="drift-caption")
                 yield HistogramPlot(id="drift-plot")
             with TabPane("Batches", id="drift-batches-pane"):
-                yield DeckTable(id="drift-batches")
+                yield batches
             with TabPane("Over time", id="drift-time-pane"):
                 yield TimelinePlot(id="drift-timeline")
 
     def on_mount(self) -> None:
-        self.query_one("#drift-features", DeckTable).add_columns(
-            "FEATURE", "METHOD", "SCORE", "LIMIT", "DRIFT"
-        )
-        self.query_one("#drift-batches", DeckTable).add_columns(
-            "BATCH", "CHECKED", "DRIFTED", "DATASET", "ESTIMATED", "REALIZED", "ALERTS"
-        )
         self.query_one("#drift-features", DeckTable).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

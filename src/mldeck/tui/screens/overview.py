@@ -27,6 +27,7 @@ class OverviewData:
     figures: Overview
     integrity: str | None
     kpis: Kpis
+    health: tuple[str, str] = ("", "")  # worst status of the latest health checks, one line
 
 
 class Card(Static):
@@ -72,7 +73,10 @@ class OverviewScreen(DeckScreen):
         if self._integrity is None:
             self._integrity = integrity_check(store)
         cost = self.deck.workspace.settings.monitor.cost_per_cpu_hour
-        return OverviewData(figures, self._integrity, kpis(store, days=30, cost_per_cpu_hour=cost))
+        from mldeck.jobs.views import health_summary
+
+        return OverviewData(figures, self._integrity, kpis(store, days=30, cost_per_cpu_hour=cost),
+                            health_summary(store))  # fmt: skip
 
     def action_check_store(self) -> None:
         self._integrity = None
@@ -142,6 +146,10 @@ class OverviewScreen(DeckScreen):
         line.append("\nIncoming ", style="bold")
         incoming = _relative(str(self.deck.workspace.incoming_dir), self.deck.workspace.root)
         line.append(f"{incoming}/ {self.deck.watcher_state}")
+        worst, said = data.health
+        if worst:  # once a health check has run ([jobs.schedules] or 'mldeck jobs health')
+            line.append(" · Health ", style="bold")
+            line.append(said, style={"ok": ok, "warn": warn}.get(worst, f"bold {failed}"))
         self.query_one("#store-line", Static).update(line)
 
         table = self.query_one("#last-runs", DeckTable)
@@ -180,8 +188,11 @@ def kpi_text(k: Kpis, alarm: str) -> Text:
         text.append("drift ")
         text.append(f"{last['drift_share']:.0%}", style=alarm if last["dataset_drift"] else "")
         text.append(" · ")
-    text.append(f"data {hours(k.data_freshness_hours)} old · runs ok "
-                f"{pct(k.pipeline_success_rate)}")  # fmt: skip
+    text.append(
+        "no data yet" if k.data_freshness_hours is None
+        else f"data {hours(k.data_freshness_hours)} old"
+    )  # fmt: skip
+    text.append(f" · runs ok {pct(k.pipeline_success_rate)}")
     if k.latency_ms_per_1k_p50 is not None:
         text.append(f" · p50/p95 {k.latency_ms_per_1k_p50:.0f}/{k.latency_ms_per_1k_p95:.0f} "
                     "ms per 1k")  # fmt: skip

@@ -1,0 +1,181 @@
+"""Pipeline: the stages of the loop drawn as a graph, each with its last run, status and
+duration, redrawn as jobs run."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from mldeck import formatting as fmt
+from mldeck.jobs.views import PipelineView, Stage, pipeline_view
+from mldeck.store.engine import Store
+from mldeck.tui.screens.base import DeckScreen
+from mldeck.tui.screens.jobs import scheduler_line
+from mldeck.tui.screens.runs import RunDetailScreen
+from mldeck.tui.styles import rich_color
+
+BOX = 17  # outer width of a stage's box: four boxes and three arrows fit in 80 columns
+INNER = BOX - 2
+ARROW = " ► "
+GAP = " " * len(ARROW)
+# Status words that are not run statuses, and the theme variable that colours them.
+EXTRA_STATUS = {
+    "waiting": "status-warning",
+    "promoted": "status-succeeded",
+    "approved": "status-succeeded",
+    "candidate": "status-queued",
+    "rejected": "status-failed",
+    "archived": "status-muted",
+}
+RUN_STATUS = {
+    "succeeded": "status-succeeded",
+    "running": "status-running",
+    "queued": "status-queued",
+    "failed": "status-failed",
+    "orphaned": "status-orphaned",
+    "cancelled": "status-muted",
+    "skipped": "status-muted",
+}
+
+
+def _fit(text: str, width: int = INNER) -> str:
+    return text[: width - 1] + "…" if len(text) > width else text.ljust(width)
+
+
+def _duration(value: timedelta | None) -> str:
+    return "" if value is None else fmt.duration(value)
+
+
+class PipelineScreen(DeckScreen):
+    SCREEN_TITLE = "Pipeline"
+    HELP = (
+        "The loop mldeck runs, stage by stage: a batch lands and is ingested and validated, "
+        "scored by the champion, monitored for drift; drift or a poor performance estimate "
+        "starts a retrain (with a cool-down), whose candidate is evaluated beside the champion, "
+        "registered, then promoted at once when [gates] auto_approve allows it or once a person "
+        "approves it. Each box shows the stage's last run: status, start time, duration and "
+        "what it did. It redraws as jobs run. Enter opens the last run of the stage under the "
+        "cursor (left/right and up/down move it)."
+    )
+    BINDINGS = [
+        Binding("left,h", "move(-1)", "Previous stage", show=False, id="pipeline-left"),
+        Binding("right,l", "move(1)", "Next stage", show=False, id="pipeline-right"),
+        Binding("up,k", "move(-4)", "Stage above", show=False, id="pipeline-up"),
+        Binding("down,j", "move(4)", "Stage below", show=False, id="pipeline-down"),
+        Binding("enter", "open", "Open last run", id="pipeline-open"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._view: PipelineView | None = None
+        self.cursor = 0
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="pipeline-scheduler")
+        with VerticalScroll(id="pipeline-scroll"):
+            yield Static(id="pipeline-graph")
+        yield Static(id="pipeline-health")
+
+    def on_mount(self) -> None:
+        # Running stages show their growing duration; the store's changes redraw the rest.
+        self.set_interval(2.0, self._tick)
+
+    def _tick(self) -> None:
+        view = self._view
+        running = view is not None and any(s.status == "running" for s in view.stages)
+        if running and self.is_current:
+            self.reload()
+
+    def fetch(self, store: Store) -> PipelineView:
+        return pipeline_view(store, self.deck.workspace.settings.jobs)
+
+    def show(self, view: PipelineView) -> None:
+        self._view = view
+        self.query_one("#pipeline-scheduler", Static).update(
+            scheduler_line(view, getattr(self.deck, "scheduler", None))  # type: ignore[arg-type]
+        )
+        self.query_one("#pipeline-graph", Static).update(self.draw(view))
+        health = Text()
+        health.append("Health ", style="bold")
+        if not view.health:
+            health.append("no check yet (a [jobs.schedules] health job, or 'mldeck jobs health')")
+        for check in view.health:
+            health.append(f"{check.name} ")
+            health.append(check.status, style=self._color(check.status))
+            health.append("  ")
+        self.query_one("#pipeline-health", Static).update(health)
+
+    def _color(self, status: str) -> str:
+        variable = RUN_STATUS.get(status) or EXTRA_STATUS.get(status)
+        if status in ("ok",):
+            variable = "status-succeeded"
+        elif status == "warn":
+            variable = "status-warning"
+        elif status == "fail":
+            variable = "status-failed"
+        color = rich_color(self.app.theme_variables.get(variable or "status-muted", ""))
+        return f"{color} bold" if status in ("failed", "orphaned", "fail") else color
+
+    def _box(self, index: int, stage: Stage) -> list[Text]:
+        selected = index == self.cursor
+        edge = "bold reverse" if selected else "dim"
+        title = f" {stage.name} "
+        top = Text("┌", style=edge)
+        top.append(title, style="bold reverse" if selected else "bold")
+        top.append("─" * (INNER - len(title)) + "┐", style=edge)
+        lines = [top]
+        status = stage.status or "-"
+        when = stage.when.astimezone().strftime("%H:%M:%S") if stage.when else ""
+        rows = [
+            (_fit(status), self._color(status) if stage.status else "dim"),
+            (_fit(f"{when} {_duration(stage.duration)}".strip()), ""),
+            (_fit(stage.detail), "dim"),
+        ]
+        for text, style in rows:
+            line = Text("│", style=edge)
+            line.append(text, style=style)
+            line.append("│", style=edge)
+            lines.append(line)
+        lines.append(Text("└" + "─" * INNER + "┘", style=edge))
+        return lines
+
+    def draw(self, view: PipelineView) -> Text:
+        stages = view.stages
+        out = Text(no_wrap=True, overflow="crop")
+        for row in range(2):
+            boxes = [self._box(i, stages[i]) for i in range(row * 4, row * 4 + 4)]
+            for n in range(len(boxes[0])):
+                for b, box in enumerate(boxes):
+                    out.append_text(box[n])
+                    if b < 3:
+                        out.append(ARROW if n == 1 else GAP, style="bold")
+                out.append("\n")
+            if row == 0:
+                # monitor (the last box of the first row) feeds retrain (the first of the next).
+                width = 4 * BOX + 3 * len(ARROW)
+                corner = width - BOX // 2 - 1
+                out.append(" " * (BOX // 2) + "┌" + "─" * (corner - BOX // 2 - 1) + "┘\n",
+                           style="bold")  # fmt: skip
+                out.append(" " * (BOX // 2) + "▼ drift or a poor estimate → retrain (policy)\n",
+                           style="bold")  # fmt: skip
+        return out
+
+    def action_move(self, step: int) -> None:
+        target = self.cursor + step
+        if 0 <= target < 8 and self._view is not None:
+            self.cursor = target
+            self.query_one("#pipeline-graph", Static).update(self.draw(self._view))
+
+    def action_open(self) -> None:
+        if self._view is None:
+            return
+        stage = self._view.stages[self.cursor]
+        if stage.run_id is not None:
+            self.app.push_screen(RunDetailScreen(stage.run_id))
+        else:
+            self.notify(f"{stage.name}: no run to open", timeout=4)

@@ -1,0 +1,245 @@
+"""The Drift screen, the alerts ('!') and the KPIs on the Overview, through Pilot at 80x24 on a
+real store: a reference, a trained champion, and batches checked by the real monitor."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from textual.widgets import Static
+
+from mldeck.data.ingest import ingest_file
+from mldeck.ml import registry
+from mldeck.ml.train import train
+from mldeck.monitor import check_batch
+from mldeck.store.engine import Store
+from mldeck.store.models import Alert, DriftReport, Run
+from mldeck.tui.screens.alerts import AlertsScreen
+from mldeck.tui.screens.drift import DriftScreen, TimelinePlot
+from mldeck.tui.widgets.histogram import HistogramPlot
+from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.topbar import TopBar
+from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
+
+from .conftest import DATA_T0, demo_file, make_app, seed_data, settle, until
+
+SIZE = (80, 24)
+MODEL = (
+    '\n[model]\nname = "churn"\ntarget = "churned"\nparams = {max_iter = 20}\nthreads = 1\n'
+    "\n[gates]\nmin = {roc_auc = 0.6}\n\n[monitor]\ndrift_share = 0.15\n"
+)
+
+
+def pin_times(store: Store) -> None:
+    """Reports, their runs and alerts at fixed times, so what the screens show never varies."""
+    with store.write() as session:
+        for report in session.execute(select(DriftReport)).scalars():
+            report.created_at = DATA_T0 + timedelta(days=1, hours=report.id)
+            session.add(report)
+        for alert in session.execute(select(Alert)).scalars():
+            alert.created_at = alert.updated_at = DATA_T0 + timedelta(days=1, hours=alert.id)
+            session.add(alert)
+
+
+def seed_drift(workspace: Workspace, store: Store) -> Workspace:
+    """seed_data's versions, a champion trained on them, and three batches checked: the
+    accepted one (quiet), the warned one, and a covariate-shifted one (dataset drift)."""
+    workspace = seed_data(workspace, store)
+    with open(workspace.config_path, "a", encoding="utf-8") as fh:
+        fh.write(MODEL)
+    workspace = load_workspace(workspace.root)
+    train(workspace, store)
+    registry.approve(store, "churn:1", reason="seeded")
+    registry.promote(store, "churn:1", reason="seeded")
+    shifted = demo_file(workspace.root / "files", "week_13_shift.csv", scenario="covariate_shift",
+                        seed=5, rows=400)  # fmt: skip
+    shift_version = ingest_file(workspace, store, shifted).version_id
+    for version in (2, 3, shift_version):
+        check_batch(workspace, store, version)
+    pin_times(store)
+    return workspace
+
+
+@pytest.fixture(scope="session")
+def drift_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("drift-template") / "ws"
+    workspace = init_workspace(root, name="snapshot-demo")
+    store = open_workspace_store(workspace)
+    seed_drift(workspace, store)
+    store.close()
+    return root
+
+
+@pytest.fixture
+def drift_seeded(drift_template: Path, tmp_path: Path) -> tuple[Workspace, Store]:
+    root = shutil.copytree(drift_template, tmp_path / "ws")
+    workspace = load_workspace(root)
+    store = open_workspace_store(workspace)
+    yield workspace, store
+    store.close()
+
+
+def feature_rows(app) -> list[str]:
+    table = app.screen.query_one("#drift-features", DeckTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+async def test_the_newest_batch_shows_its_shifted_features_first(drift_seeded) -> None:
+    app = make_app(*drift_seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        assert isinstance(app.screen, DriftScreen)
+        summary = str(app.screen.query_one("#drift-summary", Static).render())
+        assert "churn:v5" in summary and "DATASET DRIFT" in summary
+        rows = feature_rows(app)
+        # The covariate shift moves these four; they lead the table.
+        assert set(rows[:4]) == {"monthly_charges", "total_charges", "data_usage_gb", "device_os"}
+        assert rows[-2:] == ["churned (label)", "score (prediction)"]
+        plot = app.screen.query_one("#drift-plot", HistogramPlot)
+        assert plot.data is not None and plot.data.column == rows[0]
+        assert [name for name, _ in plot.data.series] == ["churn:v5", "reference"]
+        await pilot.press("j")
+        await settle(pilot)
+        assert plot.data.column == rows[1]
+
+
+async def test_batches_and_the_timeline(drift_seeded) -> None:
+    app = make_app(*drift_seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        batches = app.screen.query_one("#drift-batches", DeckTable)
+        assert batches.row_count == 3
+        await pilot.press("j", "j", "enter")
+        await settle(pilot)
+        summary = str(app.screen.query_one("#drift-summary", Static).render())
+        assert "churn:v2" in summary and "no dataset drift" in summary
+        await pilot.press("right_square_bracket")  # newer
+        await settle(pilot)
+        assert "churn:v3" in str(app.screen.query_one("#drift-summary", Static).render())
+        await pilot.press("t")
+        await settle(pilot)
+        timeline = app.screen.query_one("#drift-timeline", TimelinePlot)
+        assert [r.batch for r in timeline.rows] == ["churn:v2", "churn:v3", "churn:v5"]
+        assert [r.alerts > 0 for r in timeline.rows] == [False, False, True]
+
+
+async def test_alerts_are_counted_everywhere_then_acknowledged_and_resolved(drift_seeded) -> None:
+    workspace, store = drift_seeded
+    app = make_app(workspace, store)
+
+    def statuses() -> list[str]:
+        with store.read() as session:
+            return sorted(session.execute(select(Alert.status)).scalars())
+
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        active = len(statuses())
+        assert active >= 1
+        assert app.screen.query_one(TopBar).alerts[0] == active
+        await pilot.press("2")
+        await settle(pilot)
+        assert app.screen.query_one(TopBar).alerts[0] == active
+        await pilot.press("exclamation_mark")
+        await settle(pilot)
+        assert isinstance(app.screen, AlertsScreen)
+        assert app.screen.query_one("#alerts-table", DeckTable).row_count == active
+        await pilot.press("a")
+        await pilot.press(*"on it", "enter")
+        await until(pilot, lambda: "acknowledged" in statuses())
+        await pilot.press("r")
+        await pilot.press("enter")
+        await until(pilot, lambda: "resolved" in statuses())
+        # The top bar follows the store on the app's next poll.
+        await until(pilot, lambda: app.screen.query_one(TopBar).alerts[0] == active - 1)
+        await pilot.press("s")  # all alerts, resolved ones too
+        await settle(pilot)
+        assert app.screen.query_one("#alerts-table", DeckTable).row_count == active
+        await pilot.press("escape")
+        assert not isinstance(app.screen, AlertsScreen)
+
+
+async def test_d_on_a_dataset_version_checks_it_and_the_drift_screen_follows(drift_seeded) -> None:
+    from mldeck.tui.screens.data import VersionDetailScreen
+
+    workspace, store = drift_seeded
+
+    def reports() -> int:
+        with store.read() as session:
+            return len(session.execute(select(DriftReport.id)).all())
+
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        app.push_screen(VersionDetailScreen(2))
+        await settle(pilot)
+        await pilot.press("d")
+        await pilot.press("enter")
+        await until(pilot, lambda: reports() == 4, timeout=60)
+        await settle(pilot)
+        await pilot.press("escape", "5")
+        await settle(pilot)
+        assert "churn:v2" in str(app.screen.query_one("#drift-summary", Static).render())
+
+
+async def test_the_overview_shows_the_kpis(drift_seeded) -> None:
+    app = make_app(*drift_seeded)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        text = str(app.screen.query_one("#kpi-line", Static).render())
+        assert "1 promotion in 30d" in text and "churn:v5" in text and "drift 19%" in text
+
+
+async def test_read_only_cannot_acknowledge_or_check(drift_seeded) -> None:
+    workspace, store = drift_seeded
+    app = make_app(workspace, store, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("exclamation_mark")
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
+        assert isinstance(app.screen, AlertsScreen)  # no confirmation dialog opened
+    with store.read() as session:
+        assert len(session.execute(select(DriftReport.id)).all()) == 3
+        assert "acknowledged" not in session.execute(select(Alert.status)).scalars().all()
+        assert not session.execute(select(Run.id).where(Run.status == "running")).all()
+
+
+def test_drift_snapshot(snap_compare, drift_seeded) -> None:
+    async def go(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+
+    assert snap_compare(make_app(*drift_seeded), run_before=go, terminal_size=SIZE)
+
+
+def test_drift_over_time_snapshot(snap_compare, drift_seeded) -> None:
+    async def go(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        await pilot.press("t")
+        await settle(pilot)
+
+    assert snap_compare(make_app(*drift_seeded), run_before=go, terminal_size=SIZE)
+
+
+def test_alerts_snapshot(snap_compare, drift_seeded) -> None:
+    async def go(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("exclamation_mark")
+        await settle(pilot)
+
+    assert snap_compare(make_app(*drift_seeded), run_before=go, terminal_size=SIZE)

@@ -1,0 +1,148 @@
+"""The Jobs (7) and Pipeline (6) screens through Pilot at 80x24 on real stores, the console
+embedding the scheduler, and their snapshots."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from textual.pilot import Pilot
+from textual.widgets import Static
+
+from mldeck.jobs.lease import holder
+from mldeck.jobs.schedules import add, get_schedule, set_paused
+from mldeck.store.models import Run, Schedule, utcnow
+from mldeck.tui.screens.jobs import JobsScreen
+from mldeck.tui.screens.pipeline import PipelineScreen
+from mldeck.tui.widgets.table import DeckTable
+
+from .conftest import T0, make_app, settle, until
+
+SIZE = (80, 24)
+
+
+def add_schedules(store) -> None:
+    """Two schedules with pinned last runs; paused, so no next fire time depends on today."""
+    add(store, "nightly-train", "train", cron="0 2 * * *", retries=2)
+    add(store, "health", "health", every="15m")
+    for name in ("nightly-train", "health"):
+        set_paused(store, name, True)
+    with store.write() as session:
+        row = session.execute(select(Schedule).where(Schedule.name == "nightly-train")).scalar()
+        row.last_run_id, row.last_status, row.last_run_at = 4, "failed", T0
+        session.add(row)
+
+
+def _text(app, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def test_jobs_screen_pauses_resumes_edits_and_runs_now(seeded) -> None:
+    workspace, store = seeded
+    add_schedules(store)
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("7")
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        table = app.screen.query_one("#jobs-table", DeckTable)
+        assert table.row_count == 2
+        assert "none running" in _text(app, "#jobs-scheduler")
+        await pilot.press("k")  # health is first (by name)
+        assert table.selected_key() == "health"
+        await pilot.press("p", "enter")  # resume, confirmed
+        await until(pilot, lambda: not get_schedule(store, "health").paused)
+        await pilot.press("e")
+        await pilot.press(*"10m", "enter")
+        await until(pilot, lambda: get_schedule(store, "health").interval_seconds == 600)
+        await pilot.press("e")
+        await pilot.press(*"30 4 * * 1", "enter")
+        await until(pilot, lambda: get_schedule(store, "health").cron == "30 4 * * 1")
+        await pilot.press("r", "enter")
+        await until(pilot, lambda: get_schedule(store, "health").run_requested_at is not None)
+        await settle(pilot)
+        await pilot.press("j", "enter")  # the last run of nightly-train
+        await settle(pilot)
+        assert app.screen.__class__.__name__ == "RunDetailScreen"
+
+
+async def test_jobs_screen_refuses_changes_when_read_only(seeded) -> None:
+    workspace, store = seeded
+    add_schedules(store)
+    app = make_app(workspace, store, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("7")
+        await settle(pilot)
+        await pilot.press("p", "r", "e")
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)  # no dialog opened
+    assert get_schedule(store, "nightly-train").paused
+
+
+async def test_the_console_embeds_the_scheduler_and_says_so(seeded) -> None:
+    workspace, store = seeded
+    add(store, "health", "health", every="1d")
+    app = make_app(workspace, store, run_scheduler=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await until(pilot, lambda: app.scheduler.acting, timeout=30)
+        await pilot.press("7")
+        await until(pilot, lambda: "this console" in _text(app, "#jobs-scheduler"), timeout=30)
+        held = holder(store, workspace.settings.jobs.lease_seconds)
+        assert held.role == "console" and held.alive
+    assert holder(store, 15) is None  # released when the console closed
+
+
+async def test_pipeline_screen_follows_a_running_stage(seeded) -> None:
+    workspace, store = seeded
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("6")
+        await settle(pilot)
+        assert isinstance(app.screen, PipelineScreen)
+        graph = _text(app, "#pipeline-graph")
+        for stage in ("ingest", "validate", "score", "monitor", "retrain", "evaluate",
+                      "register", "promote"):  # fmt: skip
+            assert stage in graph
+        now = utcnow()
+        with store.write() as session:  # another process starts a drift check
+            run = Run(name="drift churn:v9", kind="drift", status="running", progress=0.5,
+                      progress_message="comparing", created_at=now, started_at=now)  # fmt: skip
+            session.add(run)
+            session.flush()
+            run_id = run.id
+        await until(pilot, lambda: "comparing" in _text(app, "#pipeline-graph"))
+        with store.write() as session:
+            run = session.get(Run, run_id)
+            run.status, run.ended_at = "failed", now + timedelta(seconds=3)
+            run.error = "Traceback ...\nValueError: the batch is empty"
+        await until(pilot, lambda: "ValueError: th" in _text(app, "#pipeline-graph"))
+        for _ in range(3):
+            await pilot.press("right")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen.__class__.__name__ == "RunDetailScreen"
+
+
+def test_jobs_snapshot(snap_compare, fixed_seeded) -> None:
+    workspace, store = fixed_seeded
+    add_schedules(store)
+
+    async def go(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("7")
+        await settle(pilot)
+
+    assert snap_compare(make_app(workspace, store), run_before=go, terminal_size=SIZE)
+
+
+def test_pipeline_snapshot(snap_compare, fixed_seeded) -> None:
+    async def go(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("6")
+        await settle(pilot)
+
+    assert snap_compare(make_app(*fixed_seeded), run_before=go, terminal_size=SIZE)
