@@ -392,14 +392,13 @@ def _column_checks(
             plan.static.append(CheckResult(check, name, exp.severity_of(check), "fail", 0,
                                            f"{check} needs numbers but the column is {kind} "
                                            f"(read as {dtype}; declare type = \"float\")"))  # fmt: skip
-        elif check == "min":
-            plan.flags.append(_Flag("min", name, exp.severity_of("min"),
-                                    _below(finite, kind, bound).fill_null(False),
-                                    lambda n, m=bound: f"{n} values below {m:g}"))  # fmt: skip
         else:
-            plan.flags.append(_Flag("max", name, exp.severity_of("max"),
-                                    _above(finite, kind, bound).fill_null(False),
-                                    lambda n, m=bound: f"{n} values above {m:g}"))  # fmt: skip
+            # The count sums the comparison itself (a sum skips nulls): no filled copy per row.
+            beyond = _below(finite, kind, bound) if check == "min" else _above(finite, kind, bound)
+            word = "below" if check == "min" else "above"
+            plan.flags.append(_Flag(check, name, exp.severity_of(check), beyond.fill_null(False),
+                                    lambda n, m=bound, w=word: f"{n} values {w} {m:g}",
+                                    count=beyond.sum()))  # fmt: skip
     if exp.categories is not None:
         allowed = list(dict.fromkeys(str(c) for c in exp.categories))
         text = finite if kind in ("string", "bool") else value.cast(pl.String)
