@@ -92,7 +92,8 @@ def _open_console(workspace: Path | None, *, read_only: bool) -> None:
     ws, store = _open(workspace)
     from mldeck.tui.app import MldeckApp
 
-    MldeckApp(ws, store, read_only=read_only or ws.settings.console.read_only).run()
+    read_only = read_only or ws.settings.console.read_only
+    MldeckApp(ws, store, read_only=read_only, run_scheduler=True).run()
 
 
 def _print_json(payload: Any) -> None:
@@ -1060,8 +1061,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Command groups kept in their own modules register themselves on ``app``.
-from mldeck import cli_monitor  # noqa: E402, F401
-from mldeck import cli_jobs  # noqa: E402, F401
+from mldeck import cli_jobs, cli_monitor  # noqa: E402, F401
 
 if __name__ == "__main__":
     # Run as ``python -m mldeck.cli``: use the module as imported, where every command group

@@ -1,0 +1,181 @@
+"""What the console's Jobs and Pipeline screens (and the Overview's health line) read: small
+dataclasses from store queries, no Textual."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from mldeck.jobs.health import LatestCheck, latest_checks
+from mldeck.jobs.lease import LeaseInfo, holder
+from mldeck.jobs.policies import AWAITING, SETTLED
+from mldeck.jobs.schedules import list_schedules, next_fire_time, state, timing
+from mldeck.jobs.settings import JobSettings
+from mldeck.store.engine import Store
+from mldeck.store.models import (
+    AuditEvent,
+    ModelVersion,
+    RegisteredModel,
+    Run,
+    RunStatus,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    name: str
+    kind: str
+    timing: str
+    state: str
+    next_fire_at: datetime | None
+    last_run_id: int | None
+    last_run_at: datetime | None
+    last_status: str
+    timeout_seconds: int
+    retries: int
+
+
+@dataclass
+class JobsView:
+    rows: list[JobRow]
+    scheduler: LeaseInfo | None
+
+
+def jobs_view(
+    store: Store, settings: JobSettings, fire_times: dict[str, datetime | None] | None = None
+) -> JobsView:
+    """The schedules with their next fire time (*fire_times* from the acting scheduler when it
+    runs in this process, else computed from the schedule) and the lease holder."""
+    rows = []
+    for s in list_schedules(store):
+        nxt = (fire_times or {}).get(s.name)
+        if state(s) != "active":
+            nxt = None  # the scheduler follows a pause within a second or two; the table rules
+        elif nxt is None:
+            nxt = next_fire_time(s)
+        rows.append(JobRow(s.name, s.kind, timing(s), state(s), nxt, s.last_run_id,
+                           s.last_run_at, s.last_status, s.timeout_seconds, s.retries))  # fmt: skip
+    return JobsView(rows, holder(store, settings.lease_seconds))
+
+
+# -- the pipeline ---------------------------------------------------------------------------------
+STAGES = ("ingest", "validate", "score", "monitor", "retrain", "evaluate", "register", "promote")
+# The run kinds whose newest run is a stage's last run.
+STAGE_KINDS = {
+    "ingest": ("ingest",),
+    "validate": ("validate",),
+    "score": ("score",),
+    "monitor": ("drift",),
+    "retrain": ("retrain",),
+    "evaluate": ("train", "evaluate"),
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    status: str = ""  # a run status, or for register/promote: candidate, waiting, promoted
+    when: datetime | None = None
+    duration: timedelta | None = None
+    detail: str = ""
+    run_id: int | None = None
+
+
+@dataclass
+class PipelineView:
+    stages: list[Stage] = field(default_factory=list)
+    scheduler: LeaseInfo | None = None
+    health: list[LatestCheck] = field(default_factory=list)
+
+
+def _run_stage(name: str, run: Run | None) -> Stage:
+    if run is None:
+        return Stage(name, detail="never ran")
+    start = run.started_at or run.created_at
+    end = run.ended_at or (utcnow() if run.status == RunStatus.RUNNING else None)
+    detail = run.name
+    if run.status == RunStatus.RUNNING and run.progress is not None:
+        detail = f"{run.progress:.0%} {run.progress_message}".strip()
+    elif run.error:
+        detail = run.error.strip().splitlines()[-1] if run.error.strip() else run.name
+    return Stage(name, run.status, start, None if end is None else end - start, detail, run.id)
+
+
+def pipeline_view(store: Store, settings: JobSettings) -> PipelineView:
+    """Each stage's last run, status and duration; the newest version and the last promotion."""
+    view = PipelineView()
+    with store.read() as session:
+        for name in STAGES[:6]:
+            run = session.execute(
+                select(Run).where(Run.kind.in_(STAGE_KINDS[name])).order_by(Run.id.desc()).limit(1)
+            ).scalar_one_or_none()
+            view.stages.append(_run_stage(name, run))
+        newest = session.execute(
+            select(ModelVersion, RegisteredModel.name)
+            .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+            .order_by(ModelVersion.id.desc())
+            .limit(1)
+        ).first()
+        if newest is None:
+            view.stages.append(Stage("register", detail="no model version"))
+        else:
+            version, model = newest
+            view.stages.append(Stage("register", version.status, version.created_at, None,
+                                     f"{model}:{version.version}", version.run_id))  # fmt: skip
+        promoted = session.execute(
+            select(AuditEvent)
+            .where(AuditEvent.action == "model_version.promote")
+            .order_by(AuditEvent.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        waiting_ids = set(session.execute(
+            select(AuditEvent.entity_id).where(AuditEvent.action == AWAITING)).scalars())  # fmt: skip
+        settled = set(session.execute(
+            select(AuditEvent.entity_id).where(AuditEvent.action.in_(SETTLED),
+                                               AuditEvent.entity_id.in_(waiting_ids))
+        ).scalars()) if waiting_ids else set()  # fmt: skip
+        waiting = sorted(waiting_ids - settled)
+        waiting_labels = []
+        for entity_id in waiting[:2]:
+            row = session.execute(
+                select(ModelVersion.version, RegisteredModel.name)
+                .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+                .where(ModelVersion.id == int(entity_id))
+            ).first()
+            if row is not None:
+                waiting_labels.append(f"{row.name}:{row.version}")
+    if waiting_labels:
+        view.stages.append(Stage("promote", "waiting", None, None,
+                                 f"{', '.join(waiting_labels)} awaits approval"))  # fmt: skip
+    elif promoted is not None:
+        d = promoted.details
+        view.stages.append(Stage("promote", "promoted", promoted.ts, None,
+                                 f"{d.get('model', '?')}:{d.get('version', '?')} champion"))  # fmt: skip
+    else:
+        view.stages.append(Stage("promote", detail="nothing promoted"))
+    view.scheduler = holder(store, settings.lease_seconds)
+    view.health = latest_checks(store)
+    return view
+
+
+def health_summary(store: Store) -> tuple[str, str]:
+    """(worst status, one line) of the latest health checks, for the Overview."""
+    checks = latest_checks(store)
+    if not checks:
+        return "", "no health check yet"
+    bad = [c for c in checks if c.status != "ok"]
+    worst = "fail" if any(c.status == "fail" for c in bad) else "warn" if bad else "ok"
+    when = max(c.created_at for c in checks)
+    if not bad:
+        return worst, f"{len(checks)} checks ok at {when:%H:%M}"
+    return worst, "; ".join(f"{c.name} {c.status}" for c in bad) + f" at {when:%H:%M}"
+
+
+def count_running(store: Store) -> int:
+    with store.read() as session:
+        return session.execute(
+            select(func.count()).select_from(Run).where(Run.status == RunStatus.RUNNING)
+        ).scalar_one()
