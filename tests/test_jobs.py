@@ -447,3 +447,22 @@ def test_a_version_waiting_after_a_retrain_is_promoted_once_approved(ws_store):
     assert [d.ref for d in done] == ["churn:1"]
     assert resolve(store, "churn@champion").id == version.id
     assert policies.promote_approved(workspace, store) == []  # once
+
+
+def test_scoring_a_batch_twice_with_the_same_champion_makes_one_output(ws_store):
+    from mldeck.data.ingest import ingest_file
+    from mldeck.ml.registry import approve, promote
+
+    workspace, store = ws_store
+    assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
+    approve(store, "churn:1", reason="test")
+    promote(store, "churn:1", force=True, reason="the dummy model fails the gates")
+    batch = ingest_file(workspace, store, workspace.data_dir / "samples" / "batch_01_normal.csv")
+    request = JobRequest("score", "score", {"dataset_version_id": batch.version_id})
+    first = JobRunner(workspace, store).run(request)
+    again = JobRunner(workspace, store).run(request)
+    assert first.succeeded and again.succeeded
+    scored_by = first.result["champion"]["run_id"]
+    assert again.result == {"dataset_version_id": batch.version_id,
+                            "already_scored_by_run": scored_by}  # fmt: skip
+    assert count(store, Run, Run.kind == "score", Run.parent_run_id.is_not(None)) == 1

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from mldeck import tracking
 from mldeck.errors import MldeckError
 from mldeck.store.engine import Store
-from mldeck.store.models import Dataset, DatasetVersion, RunInput
+from mldeck.store.models import Dataset, DatasetVersion, Run, RunInput
 from mldeck.workspace import Workspace
 
 SCORABLE = ("accepted", "warned")
@@ -85,9 +85,37 @@ def score(workspace: Workspace, store: Store, run: tracking.ActiveRun, params: d
 
     version_id = _batch_id(workspace, store, params)
     trigger = str(params.get("trigger") or "schedule")
+    earlier = _scored_by_champion(workspace, store, version_id)
+    if earlier is not None:  # a retry, or a schedule with nothing new: no second output
+        run.log(f"dataset version {version_id} was scored by the champion in run {earlier}")
+        return {"dataset_version_id": version_id, "already_scored_by_run": earlier}
     result = score_batch(workspace, store, version_id, trigger=trigger)
     run.log(f"scored dataset version {version_id} (run {result.champion.run_id})")
     return _plain(result.as_dict())
+
+
+def _scored_by_champion(workspace: Workspace, store: Store, version_id: int) -> int | None:
+    """The succeeded score run of this batch by the current champion, if there is one."""
+    from mldeck.errors import NotFound
+    from mldeck.ml.registry import CHAMPION, resolve
+    from mldeck.ml.train import TrainSpec
+
+    try:
+        champion = resolve(store, f"{TrainSpec.from_workspace(workspace).model}@{CHAMPION}")
+    except (NotFound, MldeckError):
+        return None
+    with store.read() as session:
+        runs = session.execute(
+            select(Run)
+            .join(RunInput, RunInput.run_id == Run.id)
+            .where(Run.kind == "score", Run.status == "succeeded",
+                   RunInput.dataset_version_id == version_id)
+            .order_by(Run.id.desc())
+        ).scalars()  # fmt: skip
+        for found in runs:
+            if found.params.get("model_version_id") == champion.id and not found.tags.get("shadow"):
+                return found.id
+    return None
 
 
 def drift(workspace: Workspace, store: Store, run: tracking.ActiveRun, params: dict) -> dict:
