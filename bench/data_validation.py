@@ -776,6 +776,7 @@ def environment() -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": (commit or "unknown") + (" (src/mldeck/data modified)" if dirty else ""),
+        "data_source_sha256": _data_source_hash(root / "src" / "mldeck" / "data"),
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "versions": versions,
@@ -783,12 +784,24 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _data_source_hash(folder: Path) -> str:
+    """A hash of mldeck's data code (what the benchmark measures), short."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def check_source_unchanged(env: dict[str, Any]) -> None:
-    """Say so when the source was committed to while the benchmark ran: the figures then mix two
-    versions of the code."""
-    now = environment()["commit"]
-    if now != env["commit"]:
-        print(f"WARNING: the source changed during the run ({env['commit']} -> {now})")
+    """Say so when mldeck's data code changed while the benchmark ran (the figures then mix two
+    versions of it); commits to other parts of the repository do not matter here."""
+    now = environment()["data_source_sha256"]
+    if now != env["data_source_sha256"]:
+        print(
+            f"WARNING: src/mldeck/data changed during the run ({env['data_source_sha256']} -> {now})"
+        )
 
 
 def run_benchmark(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
