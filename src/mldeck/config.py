@@ -109,7 +109,8 @@ def _toml_string(value: str) -> str:
 
 def default_config_text(name: str) -> str:
     """The commented ``mldeck.toml`` that ``mldeck init`` writes."""
-    return f"""\
+    return (
+        f"""\
 # mldeck workspace configuration.
 # Every key is optional; the values shown are the defaults. An unknown key is an error,
 # so a typo never goes unnoticed.
@@ -168,4 +169,6 @@ read_only = false
 # when = "freshness"          # dataset_drift | feature_drift | multivariate_drift |
 # hours = 24                  # prediction_drift | estimated_metric | realized_metric |
 # severity = "warning"        # freshness | failed_run
-""" + JOBS_DEFAULT_CONFIG
+"""
+        + JOBS_DEFAULT_CONFIG
+    )
