@@ -291,12 +291,14 @@ def test_chi2_of_a_single_shared_category_is_no_evidence() -> None:
 
 def test_a_category_only_in_the_batch_is_flagged_by_both_defaults() -> None:
     rng = np.random.default_rng(11)
-    for n_ref in (600, 6000):  # chi-square, then Jensen-Shannon
+    for n_ref, n_cur in ((600, 500), (6000, 500), (6000, 3000)):
         ref = rng.choice(["a", "b", "c"], n_ref, p=[0.5, 0.3, 0.2]).tolist()
-        cur = rng.choice(["a", "b", "c", "new"], 500, p=[0.3, 0.2, 0.1, 0.4]).tolist()
+        cur = rng.choice(["a", "b", "c", "new"], n_cur, p=[0.3, 0.2, 0.1, 0.4]).tolist()
         baseline, batch = counts(ref, cur)
         result = decide(baseline, batch, "c")
-        assert result.method == ("chi2" if n_ref <= SETTINGS.small_sample else "jensenshannon")
+        # The smaller of the two samples chooses: chi-square, chi-square, Jensen-Shannon.
+        small = min(n_ref, n_cur) <= SETTINGS.small_sample
+        assert result.method == ("chi2" if small else "jensenshannon")
         assert result.drifted
 
 
@@ -478,13 +480,14 @@ def test_jensenshannon_default_flags_no_unshifted_batch() -> None:
     assert shifted == 1.0
 
 
-def test_wasserstein_default_false_positive_rate_with_a_small_batch() -> None:
-    """Just above ``small_sample`` the default switches to the distance, whose value on an
-    unshifted batch shrinks only with the batch's size: a 2000-row reference and 300-row
-    batches from the same distribution must still be flagged in at most 5 % of seeds."""
+def test_a_small_batch_against_a_large_reference_is_tested_not_measured() -> None:
+    """The distance's value on an unshifted batch shrinks only with the batch's size (the
+    normalised Wasserstein default flagged about a fifth of 300-row batches against 2,000
+    reference rows), so the smaller sample chooses the method: KS here, flagging unshifted
+    batches at about its 5 % level."""
     method, (null,) = flag_rates(_normal(2000), _normal(300), seeds=100, shifts=(0.0,))
-    assert method == "wasserstein"
-    assert null <= 0.05
+    assert method == "ks"
+    assert null <= 0.09
 
 
 # -- multivariate ---------------------------------------------------------------------------------

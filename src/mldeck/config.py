@@ -151,11 +151,11 @@ read_only = false
 # max_regression = {{roc_auc = 0.01}}
 # max_fairness_gap = 0.15
 
-# Drift, performance and alerts (see the README's monitoring section). References of up to
-# small_sample rows are tested (KS, chi-square: drifted at p < 0.05); larger ones are measured
-# (Wasserstein / reference std, Jensen-Shannon: drifted at 0.1). Without [[monitor.alerts]],
-# dataset drift, multivariate drift, failed steps and the primary metric below its [gates]
-# minimum raise alerts.
+# Drift, performance and alerts (see the README's monitoring section). When the reference or
+# the batch has at most small_sample values, they are tested (KS, chi-square: drifted at
+# p < 0.05); larger ones are measured (Wasserstein / reference std, Jensen-Shannon: drifted at
+# 0.1). Without [[monitor.alerts]], dataset drift, multivariate drift, failed steps and the
+# primary metric below its [gates] minimum raise alerts.
 # [monitor]
 # drift_share = 0.5
 # small_sample = 1000

@@ -20,9 +20,9 @@ alert rules. Pure settings (no scipy, no polars), so the config loads fast.
     severity = "critical"
     command = "mail -s 'mldeck alert' ops@example.org"   # gets the alert as JSON on stdin
 
-The default method per column (see docs/monitoring.md): with a reference of ``small_sample``
-rows or fewer, the two-sample Kolmogorov-Smirnov test for numbers and the chi-square test for
-categories (drifted when p < 0.05); with a larger reference, where every tiny difference becomes
+The default method per column: when the reference or the batch has ``small_sample`` values or
+fewer, the two-sample Kolmogorov-Smirnov test for numbers and the chi-square test for categories
+(drifted when p < 0.05); when both are larger, where every tiny difference becomes
 "significant", the Wasserstein distance divided by the reference's standard deviation for
 numbers and the Jensen-Shannon distance for categories (drifted at 0.1 or more).
 """
@@ -108,8 +108,8 @@ class AlertRule(_Strict):
 class MonitorSettings(_Strict):
     # Dataset drift when at least this share of the monitored features drifted.
     drift_share: float = Field(0.5, gt=0, le=1)
-    # References of at most this many rows use statistical tests (KS, chi-square); larger ones
-    # use distances (normalised Wasserstein, Jensen-Shannon).
+    # When the reference or the batch has at most this many values, statistical tests (KS,
+    # chi-square); when both have more, distances (normalised Wasserstein, Jensen-Shannon).
     small_sample: int = Field(1000, ge=1)
     # Multivariate drift: PCA reconstruction error of the numeric features, drifted when the
     # batch's mean error exceeds the reference's by this fraction (and by 3 standard errors).
