@@ -318,7 +318,7 @@ def test_health_checks_are_stored_and_raise_then_resolve_alerts(ws_store):
 def _scheduler(workspace, store) -> DeckScheduler:
     scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2)
     scheduler.start()
-    wait_for(lambda: scheduler.acting, "the scheduler to act")
+    wait_for(lambda: scheduler.acting and scheduler._aps is not None, "the scheduler to act")
     return scheduler
 
 
