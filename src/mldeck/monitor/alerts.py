@@ -215,42 +215,39 @@ def _get(session: Any, alert_id: int) -> Alert:
     return alert
 
 
-def acknowledge(store: Store, alert_id: int, *, user: str | None = None, note: str = "") -> Alert:
+def _change(store: Store, alert_id: int, action: str, user: str | None, note: str) -> Alert:
     user = user or current_user()
     with store.write() as session:
         alert = _get(session, alert_id)
-        if alert.status != "open":
-            raise MldeckError(
-                f"alert {alert_id} is {alert.status}; only an open alert is acknowledged"
-            )
         now = utcnow()
-        alert.status, alert.acknowledged_by, alert.acknowledged_at = "acknowledged", user, now
+        if action == "acknowledge":
+            if alert.status != "open":
+                raise MldeckError(
+                    f"alert {alert_id} is {alert.status}; only an open alert is acknowledged"
+                )
+            alert.status, alert.acknowledged_by, alert.acknowledged_at = "acknowledged", user, now
+        else:
+            if alert.status == "resolved":
+                raise MldeckError(f"alert {alert_id} is already resolved")
+            alert.status, alert.resolved_at = "resolved", now
+            alert.details = {**alert.details, "resolved_by": user, "note": note}
         alert.updated_at = now
         session.add(alert)
-        audit.append(session, "alert.acknowledge", entity_type="alert", entity_id=alert_id,
+        audit.append(session, f"alert.{action}", entity_type="alert", entity_id=alert_id,
                      actor=user, details={"note": note, "title": alert.title})  # fmt: skip
         session.flush()
         session.refresh(alert)
         session.expunge(alert)
         return alert
+
+
+def acknowledge(store: Store, alert_id: int, *, user: str | None = None, note: str = "") -> Alert:
+    """Someone is on it: the alert stays active until resolved."""
+    return _change(store, alert_id, "acknowledge", user, note)
 
 
 def resolve(store: Store, alert_id: int, *, user: str | None = None, note: str = "") -> Alert:
-    user = user or current_user()
-    with store.write() as session:
-        alert = _get(session, alert_id)
-        if alert.status == "resolved":
-            raise MldeckError(f"alert {alert_id} is already resolved")
-        now = utcnow()
-        alert.status, alert.resolved_at, alert.updated_at = "resolved", now, now
-        alert.details = {**alert.details, "resolved_by": user, "note": note}
-        session.add(alert)
-        audit.append(session, "alert.resolve", entity_type="alert", entity_id=alert_id,
-                     actor=user, details={"note": note, "title": alert.title})  # fmt: skip
-        session.flush()
-        session.refresh(alert)
-        session.expunge(alert)
-        return alert
+    return _change(store, alert_id, "resolve", user, note)
 
 
 def list_alerts(store: Store, *, status: str | None = "active", limit: int = 100) -> list[Alert]:

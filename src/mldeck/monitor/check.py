@@ -352,32 +352,46 @@ def _open(
 
 
 # -- the model's side: predictions, prediction drift, performance -----------------------------
-def _predictions(
-    workspace: Workspace, store: Store, version: DatasetVersion, champion: ModelVersion,
-    model_name: str, trigger: str,
-) -> pl.DataFrame:  # fmt: skip
+def stored_predictions(
+    workspace: Workspace, store: Store, dataset_version_id: int, model_version_id: int
+) -> pl.DataFrame | None:
+    """A model version's predictions for a dataset version (its newest successful score run's
+    Parquet artifact, hash verified), or None when it never scored that batch."""
     with store.read() as session:
-        path = session.execute(
+        found = session.execute(
             select(Artifact.path, Artifact.sha256)
             .join(Run, Run.id == Artifact.run_id)
             .join(RunInput, RunInput.run_id == Run.id)
             .where(
                 Run.kind == RunKind.SCORE,
                 Run.status == RunStatus.SUCCEEDED,
-                RunInput.dataset_version_id == version.id,
+                RunInput.dataset_version_id == dataset_version_id,
                 Artifact.kind == "predictions",
-                Run.params["model_version_id"].as_integer() == champion.id,
+                Run.params["model_version_id"].as_integer() == model_version_id,
             )
             .order_by(Run.id.desc())
             .limit(1)
         ).first()
-    if path is None:
-        from mldeck.ml.scoring import score_batch
+    if found is None:
+        return None
+    file = resolve_path(workspace.root, found[0])
+    verify(file, found[1])
+    return pl.read_parquet(file)
 
-        scored = score_batch(workspace, store, version.id, model=model_name, trigger=trigger)
-        path = (scored.champion.artifact_path, scored.champion.sha256)
-    file = resolve_path(workspace.root, path[0])
-    verify(file, path[1])
+
+def _predictions(
+    workspace: Workspace, store: Store, version: DatasetVersion, champion: ModelVersion,
+    model_name: str, trigger: str,
+) -> pl.DataFrame:  # fmt: skip
+    """The champion's predictions for the batch, scoring it first when it never did."""
+    found = stored_predictions(workspace, store, version.id, champion.id)
+    if found is not None:
+        return found
+    from mldeck.ml.scoring import score_batch
+
+    scored = score_batch(workspace, store, version.id, model=model_name, trigger=trigger)
+    file = resolve_path(workspace.root, scored.champion.artifact_path)
+    verify(file, scored.champion.sha256)
     return pl.read_parquet(file)
 
 

@@ -21,11 +21,9 @@ from mldeck.errors import MldeckError
 from mldeck.monitor import alerts as alerting
 from mldeck.monitor import performance
 from mldeck.monitor.alerts import Raised, Signal
-from mldeck.store.artifacts import resolve as resolve_path
-from mldeck.store.artifacts import verify
+from mldeck.monitor.check import stored_predictions
 from mldeck.store.engine import Store
 from mldeck.store.models import (
-    Artifact,
     Dataset,
     DatasetVersion,
     DriftReport,
@@ -120,7 +118,9 @@ def record_labels(
     batches: list[Labelled] = []
     matched_ids: set[str] = set()
     for report, version, batch_version, name in sorted(latest.values(), key=lambda r: r[0].id):
-        predictions = _predictions(store, workspace, report)
+        predictions = stored_predictions(
+            workspace, store, report.dataset_version_id, report.model_version_id
+        )
         if predictions is None or id_column not in predictions.columns:
             continue
         joined = (
@@ -164,28 +164,6 @@ def record_labels(
 
 def _finite(value: float) -> float | None:
     return value if value is not None and np.isfinite(value) else None
-
-
-def _predictions(store: Store, workspace: Workspace, report: DriftReport) -> pl.DataFrame | None:
-    with store.read() as session:
-        found = session.execute(
-            select(Artifact.path, Artifact.sha256)
-            .join(Run, Run.id == Artifact.run_id)
-            .join(RunInput, RunInput.run_id == Run.id)
-            .where(
-                Run.kind == RunKind.SCORE, Run.status == RunStatus.SUCCEEDED,
-                RunInput.dataset_version_id == report.dataset_version_id,
-                Artifact.kind == "predictions",
-                Run.params["model_version_id"].as_integer() == report.model_version_id,
-            )
-            .order_by(Run.id.desc())
-            .limit(1)
-        ).first()  # fmt: skip
-    if found is None:
-        return None
-    file = resolve_path(workspace.root, found[0])
-    verify(file, found[1])
-    return pl.read_parquet(file)
 
 
 def _record(

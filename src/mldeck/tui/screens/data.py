@@ -26,10 +26,10 @@ from mldeck.store.queries import (
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.styles import rich_color, status_text
 from mldeck.tui.widgets.histogram import (
-    SERIES_COLORS,
     Histogram,
     HistogramPlot,
     column_histogram,
+    legend,
 )
 from mldeck.tui.widgets.table import DeckTable
 
@@ -447,18 +447,10 @@ class VersionDetailScreen(DeckScreen):
         caption.update(self._legend(chart))
 
     def _legend(self, chart: Histogram) -> Text:
-        variables = self.app.theme_variables
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(chart.column, style="bold")
-        text.append(f" · % of {chart.unit} ")
-        for (name, _), variable in zip(chart.series, SERIES_COLORS, strict=False):
-            text.append(" ■ ", style=rich_color(variables.get(variable, "")))
-            text.append(name)
+        text = legend(chart, self.app.theme_variables)
         view = self._view
         if view is not None and not view.has_reference and not view.detail.row.is_reference:
             text.append(" · the dataset has no reference", style="dim")
-        if chart.note:
-            text.append(f" · {chart.note}", style="dim")
         return text
 
     @on(DataTable.RowHighlighted, "#version-profile")

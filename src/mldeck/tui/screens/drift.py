@@ -21,10 +21,10 @@ from mldeck.store.engine import Store
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.styles import rich_color, status_text
 from mldeck.tui.widgets.histogram import (
-    SERIES_COLORS,
     Histogram,
     HistogramPlot,
     bin_labels,
+    legend,
     spread_ticks,
 )
 from mldeck.tui.widgets.table import DeckTable
@@ -327,14 +327,7 @@ class DriftScreen(DeckScreen):
             return
         if plot.data != chart:
             plot.draw(chart)
-        variables = self.app.theme_variables
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(chart.column, style="bold")
-        text.append(f" · % of {chart.unit} ")
-        for (name, _), variable in zip(chart.series, SERIES_COLORS, strict=False):
-            text.append(" ■ ", style=rich_color(variables.get(variable, "")))
-            text.append(name)
-        caption.update(text)
+        caption.update(legend(chart, self.app.theme_variables))
 
     @on(DataTable.RowHighlighted, "#drift-features")
     def _feature_highlighted(self) -> None:

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from rich.text import Text
 from textual.color import Color, ColorParseError
 from textual_plotext import PlotextPlot
 
@@ -171,6 +172,21 @@ def tick_number(value: float) -> str:
 
 def _cut(text: str) -> str:
     return text if len(text) <= LABEL_WIDTH else text[: LABEL_WIDTH - 1] + "…"
+
+
+def legend(chart: Histogram, variables: dict[str, str]) -> Text:
+    """One line under a chart: the column, what a bar is, and a swatch per series."""
+    from mldeck.tui.styles import rich_color
+
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(chart.column, style="bold")
+    text.append(f" · % of {chart.unit} ")
+    for (name, _), variable in zip(chart.series, SERIES_COLORS, strict=False):
+        text.append(" ■ ", style=rich_color(variables.get(variable, "")))
+        text.append(name)
+    if chart.note:
+        text.append(f" · {chart.note}", style="dim")
+    return text
 
 
 class HistogramPlot(PlotextPlot):
