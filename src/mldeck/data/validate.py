@@ -1,9 +1,11 @@
 """Validation and profiling in one lazy polars plan.
 
-Every check becomes a per-row flag (or a table-level aggregate); the plan aggregates the flags and
-the profile in one ``select`` and, in the same ``collect_all``, streams the offending rows (with a
-reason column) to a Parquet sink. polars reads the file once (common sub-plan elimination) with the
-streaming engine, so memory stays bounded whatever the file's size. No Python loop touches rows.
+Every check is a per-row flag (or a table-level aggregate). The first pass is one ``select`` over
+the file with the streaming engine: the columns as their declared types, their finite numbers and
+the hashes of their text are computed once per row, then every check's count and the whole profile
+are aggregates of them (no filter, no Python loop over rows or values). Memory stays bounded
+whatever the file's size. Only when a check counts offending rows does a second streaming pass
+write them (with a reason column) to a Parquet sink: a clean file is read once.
 
 A *profile* (JSON) is what drift compares against: per column counts, nulls, min / max / mean /
 std, quantiles, a histogram on the reference's bin edges, category frequencies.
