@@ -1,0 +1,92 @@
+"""``mldeck jobs ...`` as a user runs it (a child process on a real workspace)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mldeck.workspace import Workspace
+
+from .test_cli import assert_one_line_error
+
+JOBS = """
+[jobs]
+min_free_disk_mb = 0
+
+[jobs.schedules.health]
+kind = "health"
+every = "15m"
+
+[jobs.schedules.nightly]
+kind = "train"
+cron = "0 2 * * *"
+retries = 2
+"""
+
+
+@pytest.fixture
+def ws(workspace: Workspace) -> Workspace:
+    with open(workspace.config_path, "a", encoding="utf-8") as fh:
+        fh.write(JOBS)
+    return workspace
+
+
+def test_list_shows_the_config_schedules_and_nobody_acting(ws, cli):
+    done = cli("jobs", "list", cwd=ws.root)
+    assert done.returncode == 0, done.stderr
+    assert "scheduler: none running" in done.stdout
+    assert "health" in done.stdout and "every 15m" in done.stdout
+    assert "cron 0 2 * * *" in done.stdout
+    data = json.loads(cli("jobs", "list", "--json", cwd=ws.root).stdout)
+    assert data["scheduler"] is None
+    by_name = {s["name"]: s for s in data["schedules"]}
+    assert by_name["nightly"]["retries"] == 2 and by_name["nightly"]["state"] == "active"
+    assert by_name["health"]["next_fire_at"] is not None
+
+
+def test_pause_resume_edit_and_add(ws, cli):
+    assert cli("jobs", "pause", "health", cwd=ws.root).returncode == 0
+    assert_one_line_error(cli("jobs", "pause", "health", cwd=ws.root), "already paused")
+    data = json.loads(cli("jobs", "list", "--json", cwd=ws.root).stdout)
+    paused = {s["name"]: s for s in data["schedules"]}["health"]
+    assert paused["state"] == "paused" and paused["next_fire_at"] is None
+    assert cli("jobs", "resume", "health", cwd=ws.root).returncode == 0
+    edited = cli("jobs", "edit", "health", "--every", "5m", "--retries", "1", cwd=ws.root)
+    assert edited.returncode == 0 and "every 5m" in edited.stdout and "retries 1" in edited.stdout
+    assert_one_line_error(cli("jobs", "edit", "health", "--cron", "soon", cwd=ws.root),
+                          "not a crontab expression")  # fmt: skip
+    assert_one_line_error(cli("jobs", "edit", "health", "--params", "[1]", cwd=ws.root),
+                          "JSON object")  # fmt: skip
+    assert_one_line_error(cli("jobs", "edit", "health", cwd=ws.root), "nothing to change")
+    assert_one_line_error(cli("jobs", "pause", "nope", cwd=ws.root), "no schedule named 'nope'")
+    added = cli("jobs", "add", "drift-hourly", "--kind", "drift", "--every", "1h", cwd=ws.root)
+    assert added.returncode == 0, added.stderr
+    assert_one_line_error(
+        cli("jobs", "add", "drift-hourly", "--kind", "drift", "--every", "1h", cwd=ws.root),
+        "exists",
+    )
+    assert_one_line_error(
+        cli("jobs", "add", "x", "--kind", "dance", "--every", "1h", cwd=ws.root), "unknown job kind"
+    )
+    # A sync from mldeck.toml leaves the CLI's schedule and the table's edits alone.
+    data = json.loads(cli("jobs", "list", "--json", cwd=ws.root).stdout)
+    by_name = {s["name"]: s for s in data["schedules"]}
+    assert by_name["drift-hourly"]["source"] == "cli"
+    assert by_name["health"]["interval_seconds"] == 300
+
+
+def test_run_here_and_health(ws, cli):
+    done = cli("jobs", "run", "health", cwd=ws.root)
+    assert done.returncode == 0, done.stderr
+    assert "health: succeeded" in done.stdout
+    failed = cli("jobs", "run", "nightly", "--json", cwd=ws.root)
+    outcome = json.loads(failed.stdout)
+    assert failed.returncode == 1 and outcome["status"] == "failed"
+    assert len(outcome["run_ids"]) == 3  # two retries
+    assert "[model] target is not set" in outcome["error"]
+    health = cli("jobs", "health", "--json", cwd=ws.root)
+    checks = {c["name"]: c["status"] for c in json.loads(health.stdout)["checks"]}
+    assert checks["store"] == "ok" and checks["scheduler"] == "warn"
+    # Three failed runs in a row of one schedule: the failures check fails (exit status 1).
+    assert checks["failures"] == "fail" and health.returncode == 1
