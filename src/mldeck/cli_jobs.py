@@ -266,15 +266,19 @@ def daemon(
     print(f"mldeck daemon on {ws.root} (pid {scheduler.lease.pid}), logging to {path}", flush=True)
     logging.getLogger("mldeck.daemon").info("daemon started on %s", ws.root)
     scheduler.start()
-    waited = 0.0
+    said = ""
     while scheduler.running:
-        scheduler._thread.join(0.5)  # type: ignore[union-attr]
-        waited += 0.5
-        if not scheduler.acting and waited >= 5 and not stopping:
-            waited = 0.0
-            acting = _acting(ws, store)
-            if acting is not None and acting.holder != scheduler.lease.id:
-                logging.getLogger("mldeck.daemon").info("standby: %s acts", acting.describe())
+        scheduler._thread.join(2.0)  # type: ignore[union-attr]
+        if scheduler.acting or stopping:
+            said = ""
+            continue
+        acting = _acting(ws, store)
+        if acting is not None and acting.holder != scheduler.lease.id:
+            line = f"standby: {acting.describe()} runs the scheduler; taking over if it stops"
+            if line != said:  # said once per holder, not every look
+                said = line
+                print(line, flush=True)
+                logging.getLogger("mldeck.daemon").info(line)
     logging.getLogger("mldeck.daemon").info("daemon stopped")
     print("mldeck daemon stopped", flush=True)
     sys.exit(0)
