@@ -281,6 +281,14 @@ class JobRunner:
             except subprocess.TimeoutExpired:
                 _kill_group(proc, signal.SIGKILL)
                 code = proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C on 'mldeck jobs run': the job goes with it
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
+            error = "cancelled: interrupted (Ctrl-C)"
+            self._finish(run_id, RunStatus.CANCELLED, error)
+            end_runs_of_process(self.store, proc.pid, started_at, status=RunStatus.CANCELLED,
+                                reason=error)  # fmt: skip
+            raise
         _kill_group(proc, signal.SIGKILL)  # whatever the worker left behind in its group
         if timed_out:
             error = (f"timed out after {request.timeout_seconds:g}s "

@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
 # Even without a change in the store, the tables are looked at this often.
 FULL_LOOK_SECONDS = 10.0
+# A standby looks at the lease this often (a write transaction each time).
+STANDBY_LOOK_SECONDS = 2.0
 PIPELINE_START = "pipeline.start"
 PIPELINE_STEP_TIMEOUT = 1800
 PIPELINE_STEP_RETRIES = 1
@@ -102,6 +104,7 @@ class DeckScheduler:
         self._thread: threading.Thread | None = None
         self._retrain_lock = threading.Lock()
         self._last_renew = 0.0
+        self._last_try = -STANDBY_LOOK_SECONDS
         self._last_look = 0.0
         self._last_seq: int | None = None
 
@@ -170,6 +173,9 @@ class DeckScheduler:
     def _tick(self) -> None:
         now = time.monotonic()
         if not self.acting:
+            if now - self._last_try < STANDBY_LOOK_SECONDS:
+                return
+            self._last_try = now
             if self.lease.try_acquire():
                 self._last_renew = now
                 self._become_acting()
