@@ -466,3 +466,9 @@ def test_scoring_a_batch_twice_with_the_same_champion_makes_one_output(ws_store)
     assert again.result == {"dataset_version_id": batch.version_id,
                             "already_scored_by_run": scored_by}  # fmt: skip
     assert count(store, Run, Run.kind == "score", Run.parent_run_id.is_not(None)) == 1
+    # The evaluate job: the champion's realized performance on the newest labelled batch.
+    evaluated = JobRunner(workspace, store).run(JobRequest("evaluate", "evaluate"))
+    assert evaluated.succeeded, evaluated.error
+    assert evaluated.result["dataset_version_id"] == batch.version_id
+    assert evaluated.result["model"] == "churn:1" and evaluated.result["rows"] > 0
+    assert evaluated.result["metrics"]["roc_auc"] == 0.5  # the dummy model knows nothing
