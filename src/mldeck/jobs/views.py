@@ -170,7 +170,7 @@ def health_summary(store: Store) -> tuple[str, str]:
     worst = "fail" if any(c.status == "fail" for c in bad) else "warn" if bad else "ok"
     when = max(c.created_at for c in checks)
     if not bad:
-        return worst, f"{len(checks)} checks ok at {when:%H:%M}"
+        return worst, f"{len(checks)} ok at {when:%H:%M}"
     return worst, "; ".join(f"{c.name} {c.status}" for c in bad) + f" at {when:%H:%M}"
 
 

@@ -148,7 +148,7 @@ class OverviewScreen(DeckScreen):
         line.append(f"{incoming}/ {self.deck.watcher_state}")
         worst, said = data.health
         if worst:  # once a health check has run ([jobs.schedules] or 'mldeck jobs health')
-            line.append(" · Health ", style="bold")
+            line.append(" · Checks ", style="bold")
             line.append(said, style={"ok": ok, "warn": warn}.get(worst, f"bold {failed}"))
         self.query_one("#store-line", Static).update(line)
 
