@@ -146,3 +146,16 @@ def test_pipeline_snapshot(snap_compare, fixed_seeded) -> None:
         await settle(pilot)
 
     assert snap_compare(make_app(*fixed_seeded), run_before=go, terminal_size=SIZE)
+
+
+async def test_overview_shows_the_latest_health_checks(seeded) -> None:
+    from mldeck.jobs.health import run_checks
+
+    workspace, store = seeded
+    run_checks(workspace, store)
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        line = _text(app, "#store-line")
+        # The seeded store has a champion without a model file and no scheduler: both say so.
+        assert "Checks" in line and "champion fail" in line and "scheduler warn" in line
