@@ -472,3 +472,12 @@ def test_scoring_a_batch_twice_with_the_same_champion_makes_one_output(ws_store)
     assert evaluated.result["dataset_version_id"] == batch.version_id
     assert evaluated.result["model"] == "churn:1" and evaluated.result["rows"] > 0
     assert evaluated.result["metrics"]["roc_auc"] == 0.5  # the dummy model knows nothing
+
+
+def test_a_stopped_runner_starts_no_new_job(ws_store):
+    workspace, store = ws_store
+    runner = JobRunner(workspace, store)
+    runner.stop()
+    outcome = runner.run(JobRequest("health", "health"))
+    assert outcome.status == RunStatus.SKIPPED and "stopping" in outcome.error
+    assert not attempt_folder(workspace, outcome.run_id).exists()

@@ -139,6 +139,8 @@ class JobRunner:
             if not overlapping:
                 self._running[request.name] = None
         try:
+            if self._stop.is_set():
+                return self.record_skipped(request, "the scheduler is stopping")
             if overlapping:
                 reason = f"{request.name} is still running from an earlier fire"
                 return self.record_skipped(request, reason)
@@ -147,6 +149,8 @@ class JobRunner:
                 reason = f"the concurrency limit ({limit} jobs) is reached"
                 return self.record_skipped(request, reason)
             try:
+                if self._stop.is_set():  # it stopped while this job waited for a slot
+                    return self.record_skipped(request, "the scheduler is stopping")
                 return self._attempts(request)
             finally:
                 self._slots.release()
