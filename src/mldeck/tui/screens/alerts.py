@@ -47,13 +47,13 @@ class AlertsScreen(DeckScreen):
         self._alerts: dict[str, Alert] = {}
 
     def compose_body(self) -> ComposeResult:
-        table = DeckTable(id="alerts-table")
-        table.add_columns("ID", "SEVERITY", "STATUS", "SEEN", "LAST", "ALERT")
-        yield table
+        yield DeckTable(id="alerts-table")
         yield Static(id="alert-detail")
 
     def on_mount(self) -> None:
-        self.query_one("#alerts-table", DeckTable).focus()
+        table = self.query_one("#alerts-table", DeckTable)
+        table.add_columns("ID", "SEVERITY", "STATUS", "SEEN", "LAST", "ALERT")
+        table.focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "change":

@@ -176,14 +176,8 @@ class DriftScreen(DeckScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="drift-summary")
-        # Columns are set here, not on mount: the app may ask for a reload (the store moved)
-        # before this screen's mount handlers ran.
         features = DeckTable(id="drift-features")
-        features.add_columns("FEATURE", "METHOD", "SCORE", "LIMIT", "DRIFT")
         batches = DeckTable(id="drift-batches")
-        batches.add_columns(
-            "BATCH", "CHECKED", "DRIFTED", "DATASET", "ESTIMATED", "REALIZED", "ALERTS"
-        )
         with TabbedContent(initial="drift-features-pane", id="drift-tabs"):
             with TabPane("Features", id="drift-features-pane"):
                 yield features
@@ -195,6 +189,14 @@ class DriftScreen(DeckScreen):
                 yield TimelinePlot(id="drift-timeline")
 
     def on_mount(self) -> None:
+        # Columns added once mounted, so they size to their content (a reload asked for before
+        # the mount waits for it: DeckScreen.reload).
+        self.query_one("#drift-features", DeckTable).add_columns(
+            "FEATURE", "METHOD", "SCORE", "LIMIT", "DRIFT"
+        )
+        self.query_one("#drift-batches", DeckTable).add_columns(
+            "BATCH", "CHECKED", "DRIFTED", "DATASET", "ESTIMATED", "REALIZED", "ALERTS"
+        )
         self.query_one("#drift-features", DeckTable).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
