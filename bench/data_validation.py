@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from harness import cpu_seconds as _cpu_seconds
+from harness import current_rss_mb as _current_rss_mb
+from harness import peak_rss_mb as _peak_rss_mb
+from harness import ratio as _ratio
+from harness import verdict as _verdict
 
 GENERATOR_VERSION = 1
 SEED = 20_251_125
@@ -197,33 +202,6 @@ def pandera_schema() -> Any:
 
 
 # -- the contenders (run in a child process) ---------------------------------------------------
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory. Linux's ``ru_maxrss`` is not used: it keeps the
-    parent's resident size at the fork, so every child would seem to use at least what the
-    parent holds. ``VmHWM`` belongs to the process image since its exec."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process, all threads: less disturbed than wall time by
-    other work on the machine."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def prepare_floor(args: argparse.Namespace) -> Any:
@@ -675,19 +653,6 @@ def _cell(m: Measure | None, *, cpu: bool = False) -> str:
     if cpu:
         return f"{m.seconds:.2f} ({m.cpu_s:.2f}) / {m.peak_mb:.0f}"
     return f"{m.seconds:.2f} / {m.peak_mb:.0f}"
-
-
-def _ratio(a: Measure | None, b: Measure | None, attr: str) -> float | None:
-    if a is None or b is None or not a.ok or not b.ok:
-        return None
-    return getattr(a, attr) / getattr(b, attr)
-
-
-def _verdict(value: float | None, limit: float, *, at_least: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    good = value >= limit if at_least else value <= limit
-    return f"{value:.2f} {'PASS' if good else 'FAIL'}"
 
 
 def table(results: dict[int, dict[str, Measure]]) -> str:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from harness import cpu_seconds as _cpu_seconds
+from harness import current_rss_mb as _current_rss_mb
+from harness import peak_rss_mb as _peak_rss_mb
+from harness import ratio as _ratio
+from harness import verdict as _verdict
 
 GENERATOR_VERSION = 1
 SEED = 20_251_204
@@ -171,30 +176,6 @@ def data_file(data_dir: Path, rows: int, side: str) -> Path:
 
 
 # -- the contenders (run in a child process) ---------------------------------------------------
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (``VmHWM``: since its exec, unlike ``ru_maxrss``,
-    which keeps the parent's resident size at the fork)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def prepare_floor(args: argparse.Namespace) -> Any:
@@ -419,19 +400,6 @@ def measure_rounds(
                 runs[name].append(run)
                 print(f" {run['seconds']:7.2f} s  {run['peak_mb']:6.0f} MB", flush=True)
     return {name: summarise(name, rows, runs[name], errors.get(name)) for name in jobs}
-
-
-def _ratio(a: Measure | None, b: Measure | None, attr: str = "seconds") -> float | None:
-    if a is None or b is None or not a.ok or not b.ok:
-        return None
-    return getattr(a, attr) / getattr(b, attr)
-
-
-def _verdict(value: float | None, limit: float, *, at_least: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    good = value >= limit if at_least else value <= limit
-    return f"{value:.2f} {'PASS' if good else 'FAIL'}"
 
 
 def _cell(m: Measure | None) -> str:
