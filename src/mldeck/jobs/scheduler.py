@@ -44,6 +44,7 @@ from mldeck.jobs.runner import JobOutcome, JobRequest, JobRunner
 from mldeck.jobs.schedules import list_schedules, make_trigger, sync_from_settings
 from mldeck.store.engine import Store
 from mldeck.store.models import (
+    Alias,
     AuditEvent,
     Dataset,
     DatasetVersion,
@@ -519,16 +520,24 @@ class DeckScheduler:
             claimed.append((c.id, batch, c.status))
         return claimed
 
+    def _has_champion(self) -> bool:
+        with self.store.read() as session:
+            found = session.execute(select(Alias.id).where(Alias.name == "champion").limit(1))
+            return found.scalar() is not None
+
     def _pipeline(self, version_id: int, batch: str) -> None:
         runner = self.runner
         if runner is None or not self.acting:
             return
         params = {"dataset_version_id": version_id}
-        score = runner.run(JobRequest(f"score {batch}", "score", params, RunTrigger.NEW_DATA,
-                                      PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
-                                      reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip
-        if not score.succeeded:
-            self._say(f"{batch}: scoring {score.status} ({score.error}); checking drift anyway")
+        if not self._has_champion():  # a new workspace: nothing serves yet, features only
+            self._say(f"{batch}: no champion yet, nothing to score; checking the features' drift")
+        else:
+            score = runner.run(JobRequest(f"score {batch}", "score", params, RunTrigger.NEW_DATA,
+                                          PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
+                                          reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip
+            if not score.succeeded:
+                self._say(f"{batch}: scoring {score.status} ({score.error}); checking drift anyway")
         drift = runner.run(JobRequest(f"drift {batch}", "drift", params, RunTrigger.NEW_DATA,
                                       PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
                                       reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip
