@@ -30,6 +30,7 @@ from mldeck.tui.widgets.histogram import (
     HistogramPlot,
     column_histogram,
     legend,
+    show_chart,
 )
 from mldeck.tui.widgets.table import DeckTable
 
@@ -438,13 +439,7 @@ class VersionDetailScreen(DeckScreen):
         caption = self.query_one("#profile-caption", Static)
         key = self.query_one("#version-profile", DeckTable).selected_key()
         chart = None if self._view is None or key is None else self._view.histograms.get(key)
-        if not isinstance(chart, Histogram):
-            plot.draw(None)
-            caption.update(Text(f"{key}: {chart}" if key and chart else "", style="dim"))
-            return
-        if plot.data != chart:
-            plot.draw(chart)
-        caption.update(self._legend(chart))
+        show_chart(plot, caption, key, chart, self._legend)
 
     def _legend(self, chart: Histogram) -> Text:
         text = legend(chart, self.app.theme_variables)

@@ -25,6 +25,7 @@ from mldeck.tui.widgets.histogram import (
     HistogramPlot,
     bin_labels,
     legend,
+    show_chart,
     spread_ticks,
 )
 from mldeck.tui.widgets.table import DeckTable
@@ -323,13 +324,7 @@ class DriftScreen(DeckScreen):
         caption = self.query_one("#drift-caption", Static)
         key = self.query_one("#drift-features", DeckTable).selected_key()
         chart = None if self._view is None or key is None else self._view.charts.get(key)
-        if not isinstance(chart, Histogram):
-            plot.draw(None)
-            caption.update(Text(f"{key}: {chart}" if key and chart else "", style="dim"))
-            return
-        if plot.data != chart:
-            plot.draw(chart)
-        caption.update(legend(chart, self.app.theme_variables))
+        show_chart(plot, caption, key, chart, lambda c: legend(c, self.app.theme_variables))
 
     @on(DataTable.RowHighlighted, "#drift-features")
     def _feature_highlighted(self) -> None:

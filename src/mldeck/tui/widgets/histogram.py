@@ -8,6 +8,7 @@ it is pure, so screens call it in their worker thread. ``HistogramPlot`` only dr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,6 +188,23 @@ def legend(chart: Histogram, variables: dict[str, str]) -> Text:
     if chart.note:
         text.append(f" · {chart.note}", style="dim")
     return text
+
+
+def show_chart(
+    plot: HistogramPlot,
+    caption: Any,
+    key: str | None,
+    chart: Histogram | str | None,
+    caption_of: Callable[[Histogram], Text],
+) -> None:
+    """Draw the selected row's chart with its caption, or say in the caption why there is none."""
+    if not isinstance(chart, Histogram):
+        plot.draw(None)
+        caption.update(Text(f"{key}: {chart}" if key and chart else "", style="dim"))
+        return
+    if plot.data != chart:
+        plot.draw(chart)
+    caption.update(caption_of(chart))
 
 
 class HistogramPlot(PlotextPlot):
