@@ -405,6 +405,84 @@ def test_reference_values_one_float_apart() -> None:
     assert_ks_like_scipy(ref, cur)
 
 
+# -- the batch's counts: exact, across chunks, whatever is missing -------------------------------
+def assert_counts_exact(summary: stats.NumericSummary, finite: np.ndarray) -> None:
+    """The batch summary's fractions are the exact counts of its finite values on the grid."""
+    values = np.sort(finite)
+    n = values.size
+    assert summary.n == n
+    le, lt = np.round(summary.le * n), np.round(summary.lt * n)  # fractions of whole counts
+    assert np.array_equal(le, np.searchsorted(values, summary.grid, side="right"))
+    assert np.array_equal(lt, np.searchsorted(values, summary.grid, side="left"))
+    below = np.clip(summary.grid[0] - values, 0, None).sum() / n
+    above = np.clip(values - summary.grid[-1], 0, None).sum() / n
+    assert summary.below == pytest.approx(below, rel=1e-9, abs=1e-12)
+    assert summary.above == pytest.approx(above, rel=1e-9, abs=1e-12)
+    assert summary.mean == pytest.approx(values.mean(), rel=1e-9)
+    assert summary.std == pytest.approx(values.std(ddof=1), rel=1e-9)
+
+
+def test_batch_counts_are_exact_across_chunks_with_nulls_nan_and_outliers() -> None:
+    """More rows than a chunk; nulls (filled with the reference's mean as the batch is read),
+    NaN, infinities and values beyond the reference's range, on a quantile grid."""
+    rng = np.random.default_rng(11)
+    ref = rng.lognormal(0.0, 1.0, 20_000)
+    rows = drift.CHUNK_ROWS * 2 + 1234
+    cur = rng.lognormal(0.2, 1.1, rows)
+    cur[rng.choice(rows, 50, replace=False)] = rng.choice([np.nan, np.inf, -np.inf], 50)
+    cur[:3] = [-5.0, ref.max() * 3, ref.mean()]  # outside, outside, and the nulls' fill value
+    nulls = rng.random(rows) < 0.03
+    series = pl.Series("x", cur).scatter(np.flatnonzero(nulls), None)
+    _, batch, r, c = summaries(pl.Series(ref), series)
+    assert r.grid.size == stats.GRID_POINTS + 1
+    finite = cur[~nulls & np.isfinite(cur)]
+    assert_counts_exact(c, finite)
+    assert batch["columns"]["x"]["nulls"] == rows - finite.size
+
+
+def test_integer_batch_counts_are_exact_when_the_mean_is_a_value() -> None:
+    """Whole numbers on an exact grid (a cell per number): the nulls become the reference's
+    mean, 5, a value the batch also holds; only the nulls are taken back out."""
+    ref = pl.Series("x", list(range(11)) * 30)  # mean exactly 5
+    rng = np.random.default_rng(12)
+    cur = rng.integers(-3, 15, drift.CHUNK_ROWS + 999)
+    cur[:100] = 5
+    nulls = rng.random(cur.size) < 0.05
+    series = pl.Series("x", cur).scatter(np.flatnonzero(nulls), None)
+    assert series.dtype.is_integer()
+    _, batch, r, c = summaries(ref, series)
+    assert r.mean == 5.0
+    assert_counts_exact(c, cur[~nulls].astype(float))
+    assert batch["columns"]["x"]["nulls"] == int(nulls.sum())
+
+
+def test_nulls_are_taken_back_out_where_the_mean_is_a_grid_point() -> None:
+    """Numbers with fractions on an exact grid whose mean, 1.5, is one of its points: the nulls
+    are compared with the edges there, like the batch's own 1.5s."""
+    ref = pl.Series("x", [0.5, 1.5, 2.5] * 10)
+    rng = np.random.default_rng(14)
+    cur = rng.choice([0.5, 1.5, 2.5, 1.25, 3.0], 4_000)
+    nulls = rng.random(cur.size) < 0.1
+    series = pl.Series("x", cur).scatter(np.flatnonzero(nulls), None)
+    _, batch, r, c = summaries(ref, series)
+    assert r.mean == 1.5 and 1.5 in r.grid
+    assert_counts_exact(c, cur[~nulls])
+    assert batch["columns"]["x"]["nulls"] == int(nulls.sum())
+
+
+def test_batch_categories_are_counted_exactly_across_chunks() -> None:
+    """Reference categories (through their hashes), new ones (as text), nulls, one missing."""
+    rng = np.random.default_rng(13)
+    ref = rng.choice(["red", "green", "blue", "grey"], 5_000).tolist()
+    values = rng.choice(["red", "green", "blue", "violet", "", "红"], drift.CHUNK_ROWS + 777)
+    cur = [None if i % 97 == 0 else str(v) for i, v in enumerate(values)]
+    _, batch = counts(ref, cur)
+    expected = pl.Series(cur).drop_nulls().value_counts()
+    assert batch["columns"]["c"]["counts"] == {str(k): int(v) for k, v in expected.iter_rows()}
+    assert "grey" not in batch["columns"]["c"]["counts"]
+    assert batch["columns"]["c"]["nulls"] == sum(v is None for v in cur)
+
+
 # -- decisions over many seeds --------------------------------------------------------------------
 def flag_rates(
     draw_ref, draw_cur, seeds: int, shifts: tuple[float, ...] = (0.0, 0.5)

@@ -8,9 +8,9 @@ features with the reference's reconstruction error. Every later batch is compare
 
 The batch's side is one streamed read of the batch file, folded chunk by chunk: per numeric
 column the counts at and just below every grid point (through a lookup table over the grid's
-range, exact), the mass outside the grid, count, nulls, mean and std; per categorical column its
-value counts; the mean PCA reconstruction error. Then :mod:`mldeck.monitor.stats` decides each
-column.
+range, exact), the mass outside the grid, count, missing values, mean and std; per categorical
+column its value counts (the reference's categories through their hashes); the mean PCA
+reconstruction error. Then :mod:`mldeck.monitor.stats` decides each column.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,17 +174,25 @@ def baseline_from_bytes(data: bytes) -> dict[str, Any]:
 # -- the batch's side ---------------------------------------------------------------------------
 #
 # The batch is read once, streamed in chunks of CHUNK_ROWS rows (memory stays bounded whatever its
-# size), and every chunk is folded into per-column accumulators with numpy while polars reads the
-# next one. Per numeric column: the counts at and just below every grid point, count, mean, std
-# (merged across chunks), the mass outside the grid; per categorical column its value counts; the
-# PCA reconstruction error of every row.
+# size). Polars, on its threads as it decodes, fills a numeric column's nulls with the
+# reference's mean and gives their mask; numpy folds each chunk into per-column accumulators on
+# the main thread. Per numeric column: the counts at and just below every grid point, count, mean
+# and std, the mass outside the grid; per categorical column its value counts; the PCA
+# reconstruction error of every row. Every scratch array is allocated once per batch.
+#
+# Per chunk, a numeric column costs a few passes of numpy over its values, shifted by the grid's
+# lowest edge (d = x - low): the sums of d and d^2 (NaN or infinite values, seen in the sums, are
+# then set apart in a cell past the table and given the nulls' d), each value's *cell*, one
+# bincount of cells, and the comparisons below. The nulls are counted with their fill value and
+# taken back out of its cell at the end; their d makes a zero in the PCA's standardised row.
 #
 # The counts on the grid are where the time goes (a binary search over ~2,000 edges per value
-# costs several times reading the file). They are counted exactly in two steps: a value's *cell*,
+# costs several times reading the file). They are counted exactly in two steps: a value's cell,
 # ``floor((x - e_0) * CELLS / (e_last - e_0))`` clipped to the table, is a monotone function of x;
 # the same function of the edges says which cells hold edges. A value in a cell without edges
-# lies above the same edges as the whole cell (one bincount of cells per chunk); only the values
-# in the few cells holding edges are compared with those edges.
+# lies above the same edges as the whole cell (the bincount of cells); only the values in the few
+# cells holding edges are compared with those edges. A whole-number column on a grid of whole
+# numbers gets a cell per number instead, and needs no comparison at all.
 
 CHUNK_ROWS = 1 << 16  # rows per streamed chunk: its arrays stay in the CPU's cache
 CELLS = 1 << 16  # cells of the lookup table over a grid's range
@@ -198,130 +207,219 @@ def _edges(grid: np.ndarray) -> np.ndarray:
     return edges
 
 
-class _GridCounts:
-    """Counts of finite values per gap between a grid's edges, bin j holding the values with
-    exactly j edges below them (#(edges < x), what ``np.searchsorted(edges, x)`` gives)."""
+class _Work:
+    """Scratch arrays for a chunk, allocated once per batch: fresh arrays of this size per chunk
+    and column would cost page faults every time."""
 
-    def __init__(self, grid: np.ndarray) -> None:
-        self.edges = _edges(grid)
-        self.counts = np.zeros(self.edges.size + 1, dtype=np.int64)
-        self.low = float(self.edges[0])
-        span = float(self.edges[-1]) - self.low
-        self.scale = CELLS / span if span > 0 else math.inf
-        self.table = math.isfinite(self.scale)
-        if not self.table:  # one grid point: a plain search is as fast
-            return
-        edge_cells = self._cells(self.edges)
-        per_cell = np.bincount(edge_cells, minlength=CELLS)
-        self.has_edges = per_cell > 0
-        # #(edges in earlier cells): every value of cell c lies above them and below the edges
-        # of later cells (the cell is monotone in x).
-        self.first = np.searchsorted(edge_cells, np.arange(CELLS), side="left")
-        self.steps = int(per_cell.max())
-        self.padded = np.concatenate([self.edges, np.full(self.steps + 1, np.inf)])
-        self.per_cell = np.zeros(CELLS, dtype=np.int64)
+    def __init__(self, rows: int) -> None:
+        self.finite = np.empty(rows, dtype=bool)
+        self.lost = np.empty(rows, dtype=bool)
+        self.near = np.empty(rows, dtype=bool)
+        self.scaled = np.empty(rows)
+        self.cells = np.empty(rows, dtype=np.intp)
+        self.spare = np.empty(rows)
 
-    def _cells(self, values: np.ndarray) -> np.ndarray:
-        cells = np.subtract(values, self.low)
-        cells *= self.scale
-        np.clip(cells, 0, CELLS - 1, out=cells)
-        return cells.astype(np.intp)
 
-    def add(self, values: np.ndarray) -> None:
-        if not self.table:
-            bins = np.searchsorted(self.edges, values, side="left")
-            self.counts += np.bincount(bins, minlength=self.counts.size)
-            return
-        cells = self._cells(values)
-        self.per_cell += np.bincount(cells, minlength=CELLS)
-        near = self.has_edges.take(cells)
-        if near.any():
-            close = values.compress(near)
-            bins = self.first.take(cells.compress(near))
-            for _ in range(self.steps):
-                bins += self.padded.take(bins) < close
-            self.counts += np.bincount(bins, minlength=self.counts.size)
-
-    def cumulative(self) -> np.ndarray:
-        """#(X <= edge j) for every edge."""
-        counts = self.counts.copy()
-        if self.table:
-            away = np.where(self.has_edges, 0, self.per_cell)
-            counts += np.bincount(self.first, weights=away, minlength=counts.size).astype(np.int64)
-        return np.cumsum(counts)[:-1]
+def _unit_cells(grid: np.ndarray) -> bool:
+    """Whether *grid* is whole numbers few enough, and small enough to be exact as floats, to
+    give each its own cell."""
+    if not grid.size or not np.all(np.floor(grid) == grid):
+        return False
+    return bool(np.abs(grid).max() < 2.0**50 and grid[-1] - grid[0] + 3 <= CELLS)
 
 
 class _NumericColumn:
-    """A numeric column's summary on its grid, chunk by chunk (mean and variance merged)."""
+    """A numeric column's summary on its grid, chunk by chunk.
 
-    def __init__(self, grid: np.ndarray) -> None:
+    Bin j of ``counts`` holds the compared values with exactly j edges below them (#(edges < x),
+    what ``np.searchsorted(edges, x)`` gives); ``per_cell`` counts every finite value's cell."""
+
+    def __init__(self, grid: np.ndarray, mean: float | None, integers: bool = False) -> None:
         self.grid = grid
-        self.counts = _GridCounts(grid) if grid.size else None
-        self.n = self.nulls = 0
-        self.mean = self.m2 = self.below = self.above = 0.0
+        self.edges = _edges(grid)
+        if integers and _unit_cells(grid):
+            # Whole numbers on a grid of whole numbers: cells of width one around each number
+            # (cell c holds g_0 + c - 1), so a value's cell alone says which edges lie below it.
+            # The end cells hold the values outside the grid (compared, for the mass outside).
+            self.low, self.scale = float(grid[0]) - 1.5, 1.0
+            self.size = int(grid[-1] - grid[0]) + 3
+            self.compared = np.zeros(self.size + 1, dtype=bool)
+            self.compared[[0, self.size - 1]] = True
+            self.first = np.searchsorted(self.edges, grid[0] + np.arange(self.size) - 1.0)
+            self.steps = 0
+            self.top = float(self.size - 1)
+        else:
+            self.low = float(self.edges[0]) if grid.size else 0.0
+            span = float(self.edges[-1]) - self.low if grid.size else 0.0
+            # One cell when the grid is a single point (or empty): every value is compared.
+            self.size = CELLS if span > 0 and math.isfinite(CELLS / span) else 1
+            self.scale = CELLS / span if self.size > 1 else 0.0
+            self.top = float(self.size - 1)
+            edge_cells = self._cells(self.edges - self.low)
+            per_cell = np.bincount(edge_cells, minlength=self.size)
+            # The cells holding edges are compared; the cell past the table (missing values)
+            # holds none.
+            self.compared = np.concatenate([per_cell > 0, [False]])
+            # #(edges in earlier cells): every value of cell c lies above them and below the
+            # edges of later cells (the cell is monotone in x).
+            self.first = np.searchsorted(edge_cells, np.arange(self.size), side="left")
+            self.steps = int(per_cell.max()) if self.edges.size else 0
+        # What a null becomes: the reference's mean (a zero in the PCA's standardised row).
+        self.fill_value = mean if mean is not None else self.low
+        self.fill = self.fill_value - self.low  # a missing value's x - low
+        self.padded = np.concatenate([self.edges, np.full(self.steps + 1, np.inf)])
+        self.counts = np.zeros(self.edges.size + 1, dtype=np.int64)
+        self.per_cell = np.zeros(self.size, dtype=np.int64)
+        self.n = self.nulls = self.missing = 0
+        self.sum = self.squares = self.below = self.above = 0.0
 
-    def add(self, values: np.ndarray, nulls: int) -> np.ndarray:
-        """Fold in a chunk (nulls as NaN); returns which of its values are finite."""
+    def _cells(self, shifted: np.ndarray) -> np.ndarray:
+        """The cells of finite values given as x - low."""
+        cells = np.multiply(shifted, self.scale)
+        np.clip(cells, 0.0, self.top, out=cells)
+        return cells.astype(np.intp)
+
+    def _bins(self, values: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """#(edges < x) for values in compared cells: from the edges below their cell, one
+        comparison per edge the cell holds."""
+        bins = self.first.take(cells)
+        for _ in range(self.steps):
+            bins += self.padded.take(bins) < values
+        return bins
+
+    def add(self, values: np.ndarray, nulls: int, shifted: np.ndarray, work: _Work) -> None:
+        """Fold in a chunk: *values* with its *nulls* nulls filled with ``fill_value`` (by
+        polars, as it decodes); *shifted* receives x - low (``fill`` where missing). *work* holds
+        the chunk's scratch arrays."""
+        h = values.size
+        scaled, cells = work.scaled[:h], work.cells[:h]
+        np.subtract(values, self.low, out=shifted)
+        with np.errstate(invalid="ignore", over="ignore"):  # checked just below
+            total, squares = float(shifted.sum()), float(shifted @ shifted)
+        lost = None
+        missing = nulls
+        if not math.isfinite(squares):  # NaN or infinite values: set apart, like nulls
+            lost = np.logical_not(np.isfinite(shifted, out=work.finite[:h]), out=work.lost[:h])
+            missing += int(np.count_nonzero(lost))
+            np.copyto(shifted, self.fill, where=lost)
+            total, squares = float(shifted.sum()), float(shifted @ shifted)
         self.nulls += nulls
-        finite = np.isfinite(values)
-        x = values if finite.all() else values.compress(finite)
-        k = x.size
-        if not k:
-            return finite
-        with np.errstate(over="ignore", invalid="ignore"):
-            self._fold(x, k)
-        return finite
+        self.missing += missing
+        self.n += h - missing
+        self.sum += total - missing * self.fill
+        self.squares += squares - missing * self.fill * self.fill
+        np.multiply(shifted, self.scale, out=scaled)
+        np.clip(scaled, 0.0, self.top, out=scaled)
+        cells[...] = scaled
+        if lost is not None:  # in the cell past the table: not counted (nulls: see summary)
+            np.copyto(cells, self.size, where=lost)
+        self.per_cell += np.bincount(cells, minlength=self.size + 1)[: self.size]
+        near = np.flatnonzero(np.take(self.compared, cells, out=work.near[:h]))
+        if not near.size:
+            return
+        close = values.take(near)
+        bins = self._bins(close, cells.take(near))
+        self.counts += np.bincount(bins, minlength=self.counts.size)
+        # Outside the grid: no edge below (x < g_0), or every edge below (x > g_last); such
+        # values are always compared (the table's end cells hold g_0 and g_last).
+        self.below += float((self.grid[0] - close.compress(bins == 0)).sum())
+        self.above += float((close.compress(bins == self.edges.size) - self.grid[-1]).sum())
 
-    def _fold(self, x: np.ndarray, k: int) -> None:
-        mean = float(x.mean())
-        dev = x - mean
-        n, delta = self.n + k, mean - self.mean
-        self.m2 += float(dev @ dev) + delta * delta * self.n * k / n
-        self.mean += delta * k / n
-        self.n = n
-        if self.counts is not None:
-            self.counts.add(x)
-            first, last = float(self.grid[0]), float(self.grid[-1])
-            if x.min() < first:
-                self.below += float(np.clip(first - x, 0, None).sum())
-            if x.max() > last:
-                self.above += float(np.clip(x - last, 0, None).sum())
+    def _without_nulls(self) -> tuple[np.ndarray, np.ndarray]:
+        """The counts less the nulls, which were counted where their fill value falls (inside
+        the grid: the reference's mean lies between its least and greatest values)."""
+        counts, per_cell = self.counts.copy(), self.per_cell.copy()
+        if self.nulls:
+            cell = self._cells(np.array([self.fill]))
+            if self.compared[cell[0]]:
+                counts[self._bins(np.array([self.fill_value]), cell)[0]] -= self.nulls
+            else:
+                per_cell[cell[0]] -= self.nulls
+        return counts, per_cell
 
     def summary(self) -> stats.NumericSummary:
         n, grid = self.n, self.grid
-        if self.counts is not None and n:
-            cum = self.counts.cumulative()
+        if n and grid.size:
+            counts, per_cell = self._without_nulls()
+            away = np.where(self.compared[: self.size], 0, per_cell)
+            counts += np.bincount(self.first, weights=away, minlength=counts.size).astype(np.int64)
+            cum = np.cumsum(counts)[:-1]
             lt, le = cum[0::2] / n, cum[1::2] / n
             below, above = self.below / n, self.above / n
         else:
             lt = le = np.zeros(grid.size)
             below = above = 0.0
-        std = math.sqrt(self.m2 / (n - 1)) if n > 1 else None
-        return stats.NumericSummary(grid, le, lt, n, _finite(self.mean) if n else None,
-                                    _finite(std), below=below, above=above)  # fmt: skip
+        mean = std = None
+        if n:
+            mean = self.low + self.sum / n
+            if n > 1:
+                std = math.sqrt(max(self.squares - self.sum * self.sum / n, 0.0) / (n - 1))
+        return stats.NumericSummary(grid, le, lt, n, _finite(mean), _finite(std),
+                                    below=below, above=above)  # fmt: skip
+
+
+class _CategoricalColumn:
+    """A categorical column's value counts, chunk by chunk, from the hashes of its text.
+
+    The reference's categories are found through a small table indexed by the low bits of their
+    hashes (sized so no two share a slot): a value counts as a category when its hash equals the
+    category's, one 64-bit comparison instead of comparing text. Only the values that are not
+    the reference's categories (new ones, and nulls) are counted as text. A value outside the
+    categories would be miscounted only if its hash (seeded per batch, so it cannot be aimed at)
+    equalled a category's: about 1 in 2^64 per distinct value and category."""
+
+    def __init__(self, name: str, categories: list[str], seed: int) -> None:
+        self.name = name
+        self.categories = categories
+        hashes = pl.Series(categories, dtype=pl.String).hash(seed).to_numpy().view(np.int64)
+        slots = 1 << max(4, (2 * len(categories)).bit_length())
+        while len(categories) and np.unique(hashes & (slots - 1)).size < len(categories):
+            slots <<= 1
+        self.mask = slots - 1
+        self.hashes = np.zeros(slots, dtype=np.int64)
+        self.codes = np.full(slots, len(categories), dtype=np.intp)  # no category: the last code
+        self.hashes[hashes & self.mask] = hashes
+        self.codes[hashes & self.mask] = np.arange(len(categories))
+        self.tally = np.zeros(len(categories) + 1, dtype=np.int64)
+        self.others: list[pl.DataFrame] = []
+        self.nulls = 0
+
+    def add(self, text: pl.Series, hashes: np.ndarray) -> None:
+        slots = hashes & self.mask
+        codes = self.codes.take(slots)
+        codes[self.hashes.take(slots) != hashes] = len(self.categories)
+        tally = np.bincount(codes, minlength=self.tally.size)
+        self.tally += tally
+        nulls = text.null_count()
+        self.nulls += nulls
+        if tally[-1] > nulls:  # values other than the categories: counted as text
+            other = text.filter(pl.Series(codes == len(self.categories))).drop_nulls()
+            self.others.append(other.value_counts(name="count"))
+
+    def counts(self) -> dict[str, int]:
+        counts = {c: int(k) for c, k in zip(self.categories, self.tally, strict=False) if k}
+        if self.others:
+            total = pl.concat(self.others).group_by(self.name).agg(pl.col("count").sum())
+            counts.update((str(k), int(v)) for k, v in total.iter_rows())
+        return counts
 
 
 class _ReconstructionError:
     """The summed PCA reconstruction error of the rows: the length of a standardised row's part
-    outside the kept components, i.e. its projection on their orthogonal complement."""
+    outside the kept components, i.e. its projection on their orthogonal complement. A row comes
+    as its features' x - low: standardised, (x - low - (mean - low)) / std."""
 
-    def __init__(self, model: dict[str, Any]) -> None:
+    def __init__(self, model: dict[str, Any], lows: list[float]) -> None:
         kept = np.asarray(model["components"], dtype=float).reshape(-1, len(model["features"]))
         values, vectors = np.linalg.eigh(np.eye(kept.shape[1]) - kept.T @ kept)
-        self.rest = np.ascontiguousarray(vectors[:, values > 0.5].T)
-        self.mean = np.asarray(model["mean"], dtype=float)
-        self.std = np.asarray(model["std"], dtype=float)
+        rest = vectors[:, values > 0.5].T / np.asarray(model["std"], dtype=float)
+        self.rest = np.ascontiguousarray(rest)
+        self.offset = (rest @ (np.asarray(model["mean"], dtype=float) - lows))[:, None]
         self.total = 0.0
 
-    def add(self, columns: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        rows = columns[0][0].size
-        z = np.empty((len(columns), rows))
-        for i, (values, finite) in enumerate(columns):
-            np.subtract(values, self.mean[i], out=z[i])
-            z[i] /= self.std[i]
-            if not finite.all():
-                z[i][~finite] = 0.0
-        rest = self.rest @ z
+    def add(self, shifted: np.ndarray) -> None:
+        rest = self.rest @ shifted
+        rest -= self.offset
         self.total += float(np.sqrt(np.einsum("ij,ij->j", rest, rest)).sum())
 
 
@@ -341,65 +439,64 @@ def summarize_batch(frame: pl.LazyFrame, baseline: dict[str, Any]) -> dict[str, 
     schema = frame.collect_schema()
     exprs: list[pl.Expr] = []
     numeric: dict[str, _NumericColumn] = {}
-    categorical: dict[str, list[pl.DataFrame]] = {}
+    categorical: dict[str, _CategoricalColumn] = {}
+    seed = secrets.randbits(63)
     for name, spec in baseline["columns"].items():
         if name not in schema:
             continue
         if spec["kind"] == "numeric":
-            numeric[name] = _NumericColumn(np.asarray(spec["summary"]["grid"], dtype=float))
-            exprs.append(pl.col(name).cast(pl.Float64, strict=False))
+            summary = spec["summary"]
+            grid = np.asarray(summary["grid"], dtype=float)
+            integers = schema[name].is_integer()
+            column = numeric[name] = _NumericColumn(grid, _finite(summary.get("mean")), integers)
+            # Nulls filled by polars as it decodes (numpy then reads the values in place), and
+            # counted from their mask.
+            value = pl.col(name).cast(pl.Float64, strict=False)
+            exprs += [value.fill_null(column.fill_value), value.is_null().alias(f"__null::{name}")]
         else:
-            categorical[name] = []
+            categorical[name] = _CategoricalColumn(name, list(spec["counts"]), seed)
             text = pl.col(name) if schema[name] == pl.String else pl.col(name).cast(pl.String)
-            exprs.append(text)
+            exprs += [text, text.hash(seed).alias(f"__hash::{name}")]
     model = baseline.get("multivariate")
     error = None
-    if model and all(f in schema for f in model["features"]):
-        error = _ReconstructionError(model)
-        for f in model["features"]:
-            if f not in numeric:
-                exprs.append(pl.col(f).cast(pl.Float64, strict=False).alias(f"__pca::{f}"))
+    features: list[str] = []
+    if model and all(f in numeric for f in model["features"]):
+        features = model["features"]
+        error = _ReconstructionError(model, [numeric[f].low for f in features])
+    others = [name for name in numeric if name not in features]
     rows = 0
-    nulls = dict.fromkeys(categorical, 0)
     if not exprs:
         rows = frame.select(pl.len()).collect().item()
     else:
+        work = _Work(CHUNK_ROWS)
+        matrix = np.empty((len(features), CHUNK_ROWS))
         with _one_blas_thread():
             for chunk in frame.select(exprs).collect_batches(chunk_size=CHUNK_ROWS):
-                rows += chunk.height
-                arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-                for name, column in numeric.items():
-                    series = chunk.get_column(name)
-                    values = series.fill_null(math.nan).to_numpy()
-                    arrays[name] = (values, column.add(values, series.null_count()))
-                for name, parts in categorical.items():
-                    series = chunk.get_column(name)
-                    nulls[name] += series.null_count()
-                    parts.append(series.value_counts(name="count"))
-                if error is not None and chunk.height:
-                    for f in model["features"]:
-                        if f not in arrays:
-                            values = chunk.get_column(f"__pca::{f}").fill_null(math.nan).to_numpy()
-                            arrays[f] = (values, np.isfinite(values))
-                    error.add([arrays[f] for f in model["features"]])
+                height = chunk.height
+                rows += height
+                if height > work.spare.size:  # polars keeps to chunk_size; never trust it blindly
+                    work, matrix = _Work(height), np.empty((len(features), height))
+                shifted = matrix[:, :height]
+                outs = [*shifted, *[work.spare[:height]] * len(others)]
+                for name, out in zip([*features, *others], outs, strict=True):
+                    nulls = chunk.get_column(f"__null::{name}").sum()
+                    numeric[name].add(chunk.get_column(name).to_numpy(), nulls, out, work)
+                if error is not None and height:
+                    error.add(shifted)
+                for name, column in categorical.items():
+                    hashes = chunk.get_column(f"__hash::{name}").to_numpy().view(np.int64)
+                    column.add(chunk.get_column(name), hashes)
     result: dict[str, Any] = {"n_rows": int(rows), "columns": {}}
     for name in baseline["columns"]:
         if name in numeric:
             column = numeric[name]
+            # Missing: null, NaN or infinite (each left out of the summary).
             result["columns"][name] = {"kind": "numeric", "summary": column.summary(),
-                                       "nulls": column.nulls}  # fmt: skip
+                                       "nulls": column.missing}  # fmt: skip
         elif name in categorical:
-            counts: dict[str, int] = {}
-            if categorical[name]:
-                total = (
-                    pl.concat(categorical[name])
-                    .drop_nulls(name)
-                    .group_by(name)
-                    .agg(pl.col("count").sum())
-                )
-                counts = {str(k): int(v) for k, v in total.iter_rows()}
-            result["columns"][name] = {"kind": "categorical", "counts": counts,
-                                       "nulls": nulls[name]}  # fmt: skip
+            result["columns"][name] = {"kind": "categorical",
+                                       "counts": categorical[name].counts(),
+                                       "nulls": categorical[name].nulls}  # fmt: skip
     result["pca_error"] = _finite(error.total / rows) if error is not None and rows else None
     return result
 
