@@ -84,10 +84,12 @@ def churn_pipeline() -> Pipeline:
     return make_pipeline(columns, LogisticRegression(max_iter=1000))
 
 
+def scores(model: Pipeline, df: pl.DataFrame) -> np.ndarray:
+    return model.predict_proba(feature_matrix(df))[:, 1]
+
+
 def auc(model: Pipeline, df: pl.DataFrame) -> float:
-    return float(
-        roc_auc_score(df["churned"].to_numpy(), model.predict_proba(feature_matrix(df))[:, 1])
-    )
+    return float(roc_auc_score(df["churned"].to_numpy(), scores(model, df)))
 
 
 @pytest.fixture(scope="module")
@@ -273,14 +275,47 @@ def test_prior_shift_changes_base_rate_but_not_class_conditionals() -> None:
     assert batch(4000, "prior_shift", seed=22, intensity=0.0)["churned"].mean() < 0.27
 
 
-def test_concept_drift_keeps_features_and_hurts_the_model(reference_model: Pipeline) -> None:
+def test_concept_drift_moves_only_the_retention_features_and_hurts_the_model(
+    reference_model: Pipeline,
+) -> None:
     normal = batch(4000, seed=31)
     concept = batch(4000, "concept_drift", seed=31)
-    assert concept.drop("churned").equals(normal.drop("churned"))
+    moved = list(SHIFTED_FEATURES["concept_drift"])
+    assert concept.drop([*moved, "churned"]).equals(normal.drop([*moved, "churned"]))
+    monthly = [(df["contract_type"] == "monthly").mean() for df in (normal, concept)]
+    assert monthly[1] < 0.45 * monthly[0]  # 70 % of monthly customers moved to annual
+    for name in ("days_since_last_login", "support_calls"):
+        assert concept[name].std() < 0.5 * normal[name].std()
     assert not concept["churned"].equals(normal["churned"])
     auc_normal, auc_concept = auc(reference_model, normal), auc(reference_model, concept)
     assert auc_normal >= 0.75
-    assert auc_normal - auc_concept >= 0.1
+    assert auc_normal - auc_concept >= 0.15
+
+
+def test_concept_drift_lowers_the_estimated_performance_before_labels(
+    reference_model: Pipeline,
+) -> None:
+    """Confidence-based estimation (mldeck.monitor.performance) on the model's scores alone:
+    the concept-drift batch's customers look more alike to the model, so its estimated ROC AUC
+    falls clearly below a normal batch's, band and all, as the realized one falls further."""
+    from sklearn.calibration import calibration_curve
+
+    from mldeck.monitor import performance
+
+    holdout = batch(6000, seed=32)
+    prob_true, prob_pred = calibration_curve(
+        holdout["churned"].to_numpy(), scores(reference_model, holdout), n_bins=10
+    )
+    curve = {"prob_true": prob_true.tolist(), "prob_pred": prob_pred.tolist()}
+    estimates = {}
+    for scenario in ("none", "concept_drift"):
+        df = batch(3000, scenario, seed=33)
+        s = scores(reference_model, df)
+        estimates[scenario] = performance.estimate("roc_auc", s, s >= 0.5, curve, draws=100)
+    normal, concept = estimates["none"], estimates["concept_drift"]
+    assert abs(normal.value - auc(reference_model, batch(3000, seed=33))) < 0.04
+    assert concept.upper < normal.lower
+    assert normal.value - concept.value >= 0.03
 
 
 def test_corrupted_batch_has_the_documented_corruptions(tmp_path: Path) -> None:

@@ -130,8 +130,8 @@ SHIFTED_FEATURES: dict[str, tuple[str, ...]] = {
     "covariate_shift": ("monthly_charges", "total_charges", "data_usage_gb", "device_os"),
     # Only the label prior moves on purpose; features linked to churn follow it marginally.
     "prior_shift": (TARGET_COLUMN,),
-    # Marginals are unchanged; see CONCEPT_DRIFT_FEATURES for the features whose effect flips.
-    "concept_drift": (),
+    # The retention push that comes with it; CONCEPT_DRIFT_FEATURES are those whose effect flips.
+    "concept_drift": ("contract_type", "days_since_last_login", "support_calls"),
     "corrupted": (
         ID_COLUMN,
         "tenure_months",
@@ -256,6 +256,18 @@ def _simulate(
     null_u = {name: rng.random(n) for name in _NULL_P}
     hidden = rng.standard_normal(n) * _HIDDEN_NOISE_SD[seg]
     u_label = rng.random(n)
+
+    # Concept drift comes with the company's answer to it: a retention push moves most monthly
+    # customers onto annual contracts (their tenure and discount stay) and calls its quiet
+    # customers back, so logins and support calls even out. (Its one extra draw comes last, so
+    # intensity 0 still reproduces the reference.)
+    c = max(intensity, 0.0) if scenario == "concept_drift" else 0.0
+    if c:
+        switched = rng.random(n) < min(0.7 * c, 1.0)
+        contract = np.where((contract == 0) & switched, 1, contract)
+        keep = max(1.0 - 0.7 * c, 0.0)
+        login_gap = np.floor(login_gap * keep + 4.0 * min(c, 1.0))
+        support = np.rint(support * keep + 0.7 * min(c, 1.0))
 
     w = max(intensity, 0.0) if scenario == "covariate_shift" else 0.0
     charges = _PLAN_PRICE[plan] * _SEGMENT_PRICE[seg] * np.exp(0.15 * charge_z) * (1 + 0.2 * w)
@@ -435,10 +447,14 @@ def generate_batch(
       The shifted columns are ``SHIFTED_FEATURES["covariate_shift"]``.
     - ``"prior_shift"``: churn rate ``BASE_CHURN_RATE * (1 + intensity)`` (about 2x), obtained
       by resampling reference rows per label, so P(x | churn) is kept.
-    - ``"concept_drift"``: same features as ``"none"``, but the effects of
-      :data:`CONCEPT_DRIFT_FEATURES` on churn are scaled by ``1 - 1.5 * intensity`` (reversed
-      at half strength at 1: long-tenure, long-contract customers now leave), so a model
-      trained on the reference drops from about 0.83 to about 0.6 ROC AUC.
+    - ``"concept_drift"``: the effects of :data:`CONCEPT_DRIFT_FEATURES` on churn are scaled
+      by ``1 - 1.5 * intensity`` (reversed at half strength at 1: a rival's cheaper bundle draws
+      long-tenure, long-contract customers away), so a model trained on the reference drops
+      from about 0.83 to about 0.55 ROC AUC. With it comes the company's answer, a retention
+      push: ``0.7 * intensity`` of monthly customers move to annual contracts, and
+      days_since_last_login and support_calls are pulled ``0.7 * intensity`` of the way to 4
+      and 1 (``SHIFTED_FEATURES["concept_drift"]``). The customers then look more alike to the
+      model, whose confidence, and so its estimated performance, falls before labels arrive.
     - ``"corrupted"``: a ``"none"`` batch broken on purpose (fractions at intensity 1, at least
       one row each): satisfaction_score 60% null; tenure_months negative in 3% of rows;
       monthly_charges = 1e6 in 1% of rows (total_charges = 1e6 * tenure there); unseen
