@@ -706,14 +706,25 @@ def detail_table(results: dict[int, dict[str, Measure]]) -> str:
                     f"{m.peak_mb:>8.0f}  {m.rss_before_mb:>14.0f}  "
                     f"{m.peak_mb - m.rss_before_mb:>8.0f}  {m.startup_s or 0:>10.2f}"
                 )
-    mine = [by["mldeck"] for by in results.values() if "mldeck" in by and by["mldeck"].ok]
+    mine = {
+        rows: by["mldeck"] for rows, by in results.items() if "mldeck" in by and by["mldeck"].ok
+    }
     if len(mine) >= 2:
-        growth = mine[-1].peak_mb / mine[0].peak_mb
-        lines.append(
-            f"mldeck peak at {mine[-1].rows:,} rows / at {mine[0].rows:,} rows: "
-            f"{_verdict(growth, MAX_MEMORY_GROWTH)} (bounded if <= {MAX_MEMORY_GROWTH})"
-        )
+        lines.append(growth_line(mine))
     return "\n".join(lines)
+
+
+def growth_line(peaks: dict[int, Measure]) -> str:
+    """Whether mldeck's peak memory stays flat as N grows. The reader's pipeline fills up over
+    the first few row groups (a file of 4 row groups never fills it): bounded means flat once it
+    is full, so the largest N is compared with the smallest N at least a quarter of it."""
+    largest = max(peaks)
+    base = min((r for r in peaks if r * 4 >= largest and r < largest), default=min(peaks))
+    growth = peaks[largest].peak_mb / peaks[base].peak_mb
+    return (
+        f"mldeck peak at {largest:,} rows / at {base:,} rows (rows x{largest / base:.0f}): "
+        f"{_verdict(growth, MAX_MEMORY_GROWTH)} (bounded if <= {MAX_MEMORY_GROWTH})"
+    )
 
 
 def environment() -> dict[str, Any]:
@@ -863,17 +874,10 @@ def run_bounded(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
     done = {rows: by for rows, by in results.items() if by["mldeck"].ok and by["floor"].ok}
     if len(done) >= 2:
         largest = max(done)
-        # The reader's pipeline fills up over the first few row groups: a file of 4 row groups
-        # never fills it. Bounded means flat once it is full: compared over the last 4x of rows.
-        base = min((r for r in done if r * 4 >= largest and r < largest), default=min(done))
         for name in ("mldeck", "floor"):
             first, last = done[min(done)][name].peak_mb, done[largest][name].peak_mb
             print(f"{name} peak at {largest:,} rows / at {min(done):,} rows: {last / first:.2f}")
-        growth = done[largest]["mldeck"].peak_mb / done[base]["mldeck"].peak_mb
-        print(
-            f"mldeck peak at {largest:,} rows / at {base:,} rows (rows x{largest / base:.0f}): "
-            f"{_verdict(growth, MAX_MEMORY_GROWTH)} (bounded if <= {MAX_MEMORY_GROWTH})"
-        )
+        print(growth_line({rows: by["mldeck"] for rows, by in done.items()}))
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     check_source_unchanged(env)
     if args.json:
