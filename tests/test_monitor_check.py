@@ -218,6 +218,36 @@ def test_a_failed_check_leaves_a_failed_run(monitored, store, tmp_path):
         assert session.execute(select(func.count(DriftReport.id))).scalar_one() == 0
 
 
+def test_a_report_and_its_alerts_are_stored_together_or_not_at_all(
+    monitored, store, tmp_path, monkeypatch
+):
+    """A crash while the alerts are written leaves neither them nor the report (nor the other
+    way round); the run is failed and the next check raises them again."""
+    from mldeck.monitor import alerts as alerts_module
+    from mldeck.store.models import Alert
+
+    version = ingest(monitored, store, shifted(3, 6000), tmp_path, "shift.csv")
+
+    def broken(_alert):
+        raise OSError("disk gone while the alerts were written")
+
+    monkeypatch.setattr(alerts_module, "alert_payload", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        check_batch(monitored, store, version)
+    with store.read() as session:
+        assert session.execute(select(func.count(Alert.id))).scalar_one() == 0
+        assert session.execute(select(func.count(DriftReport.id))).scalar_one() == 0
+        run = session.execute(select(Run).where(Run.kind == RunKind.DRIFT)).scalar_one()
+        assert run.status == RunStatus.FAILED
+    monkeypatch.undo()
+    result = check_batch(monitored, store, version)
+    assert {a.rule for a in result.alerts} == {"dataset drift", "multivariate drift"}
+    with store.read() as session:
+        report = session.get(DriftReport, result.report_id)
+        alerts = session.execute(select(Alert)).scalars().all()
+        assert {a.details["run_id"] for a in alerts} == {report.run_id}
+
+
 def test_an_alert_hook_gets_the_alert_as_json_and_a_failing_hook_is_reported(
     workspace, store, tmp_path
 ):

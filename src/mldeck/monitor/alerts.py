@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlmodel import Session
 
 from mldeck import audit
 from mldeck.errors import MldeckError, NotFound
@@ -75,18 +76,24 @@ def default_rules(settings: Any) -> list[AlertRule]:
 def store_signals(store: Store, rules: list[AlertRule]) -> list[Signal]:
     """Verdicts of the rules that look at the store rather than a batch: data freshness and
     the last run of each kind having failed."""
-    signals: list[Signal] = []
     with store.read() as session:
-        newest = session.execute(select(func.max(DatasetVersion.arrived_at))).scalar()
-        kinds = session.execute(select(Run.kind).distinct()).scalars().all()
-        last_runs = {}
-        for kind in kinds:
-            last_runs[kind] = session.execute(
-                select(Run)
-                .where(Run.kind == kind, Run.status.in_([RunStatus.SUCCEEDED, RunStatus.FAILED]))
-                .order_by(Run.id.desc())
-                .limit(1)
-            ).scalar()
+        return store_signals_in(session, rules)
+
+
+def store_signals_in(session: Session, rules: list[AlertRule]) -> list[Signal]:
+    """:func:`store_signals` as the caller's transaction sees the store (a drift check's, with
+    its own run already marked succeeded)."""
+    signals: list[Signal] = []
+    newest = session.execute(select(func.max(DatasetVersion.arrived_at))).scalar()
+    kinds = session.execute(select(Run.kind).distinct()).scalars().all()
+    last_runs = {}
+    for kind in kinds:
+        last_runs[kind] = session.execute(
+            select(Run)
+            .where(Run.kind == kind, Run.status.in_([RunStatus.SUCCEEDED, RunStatus.FAILED]))
+            .order_by(Run.id.desc())
+            .limit(1)
+        ).scalar()
     now = utcnow()
     for rule in rules:
         if rule.when == "freshness" and rule.hours is not None:
@@ -116,11 +123,17 @@ def store_signals(store: Store, rules: list[AlertRule]) -> list[Signal]:
 
 def apply(store: Store, signals: list[Signal], *, run_id: int | None = None) -> list[Raised]:
     """Raise, repeat or resolve alerts for *signals* in one write transaction."""
-    raised: list[Raised] = []
     if not signals:
-        return raised
-    now = utcnow()
+        return []
     with store.write() as session:
+        return apply_in(session, signals, run_id=run_id)
+
+
+def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = None) -> list[Raised]:
+    """:func:`apply` inside the caller's transaction (the drift check's, with its report)."""
+    raised: list[Raised] = []
+    now = utcnow()
+    if signals:
         for signal in signals:
             current = session.execute(
                 select(Alert)

@@ -31,6 +31,7 @@ from mldeck.monitor import drift, performance
 from mldeck.monitor.alerts import Raised, Signal
 from mldeck.monitor.drift import FeatureResult, MultivariateResult
 from mldeck.monitor.performance import Estimate
+from mldeck.monitor.settings import AlertRule
 from mldeck.store.artifacts import put_stream, verify
 from mldeck.store.artifacts import resolve as resolve_path
 from mldeck.store.engine import Store
@@ -153,14 +154,13 @@ def check_batch(
         if champion is not None:
             _model_side(workspace, store, result, version, reference, champion, model_name,
                         baseline, frame, trigger, run_id)  # fmt: skip
+        rules = alerting.default_rules(workspace.settings)
         result.seconds = time.perf_counter() - started
-        result.report_id = _record(store, result, version, reference, champion)
+        # The report, its metrics and the alerts it raises or clears: one transaction.
+        result.report_id = _record(store, result, version, reference, champion, rules)
     except BaseException as exc:
         _fail(store, run_id, exc)
         raise
-    rules = alerting.default_rules(workspace.settings)
-    signals = batch_signals(result, rules) + alerting.store_signals(store, rules)
-    result.alerts = alerting.apply(store, signals, run_id=run_id)
     result.hook_problems = alerting.run_hooks(
         result.alerts,
         workspace.settings.monitor.alert_command,
@@ -586,10 +586,19 @@ def metric_points(result: MonitorResult) -> dict[str, float | None]:
 
 def _record(
     store: Store, result: MonitorResult, version: DatasetVersion, reference: DatasetVersion,
-    champion: ModelVersion | None,
+    champion: ModelVersion | None, rules: list[AlertRule],
 ) -> int:  # fmt: skip
     now = utcnow()
     with store.write() as session:
+        run = session.get(Run, result.run_id)
+        run.status, run.ended_at, run.progress = RunStatus.SUCCEEDED, now, 1.0
+        run.progress_message = f"{result.n_drifted}/{len(result.features)} features drifted" + (
+            " (dataset drift)" if result.dataset_drift else ""
+        )
+        session.add(run)
+        session.flush()  # the store's rules see this run succeeded
+        signals = batch_signals(result, rules) + alerting.store_signals_in(session, rules)
+        result.alerts = alerting.apply_in(session, signals, run_id=result.run_id)
         report = DriftReport(
             run_id=result.run_id, dataset_version_id=version.id,
             reference_version_id=reference.id,
@@ -622,12 +631,6 @@ def _record(
         ]
         if points:
             session.execute(insert(Metric), points)
-        run = session.get(Run, result.run_id)
-        run.status, run.ended_at, run.progress = RunStatus.SUCCEEDED, now, 1.0
-        run.progress_message = f"{result.n_drifted}/{len(result.features)} features drifted" + (
-            " (dataset drift)" if result.dataset_drift else ""
-        )
-        session.add(run)
         return report.id
 
 
