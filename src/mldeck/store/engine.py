@@ -229,12 +229,34 @@ def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True)
     at once do not race. Raises StoreError for anything that is not a usable mldeck store.
     """
     parsed = make_url(url)
+    lock = FileLock(str(lock_path)) if lock_path else None
+    created = False  # a new SQLite file: the first connection switches it to WAL, under the lock
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database)
         if not path.parent.is_dir():
             raise StoreError(f"the store's folder {path.parent} does not exist")
         check_local_filesystem(path)
-        _check_sqlite_file(path)
+        created = not path.exists() or path.stat().st_size == 0
+        if not created:
+            _check_sqlite_file(path)
+    if lock and created:
+        # Several processes opening a new workspace at once: one creates the file and its
+        # schema, the others wait (changing the journal mode of a database another process is
+        # creating can fail at once with "database is locked", whatever the busy timeout).
+        try:
+            lock.acquire(timeout=120)
+        except Timeout:
+            raise StoreError(f"another process holds {lock_path} for over 2 minutes") from None
+    try:
+        if created and path.exists() and path.stat().st_size:  # made while this one waited
+            _check_sqlite_file(path)
+        return _open_engine(url, lock, lock_path, upgrade)
+    finally:
+        if lock and created:
+            lock.release()
+
+
+def _open_engine(url: str, lock: FileLock | None, lock_path: Path | None, upgrade: bool) -> Store:
     engine = make_engine(url)
     try:
         revision = _current_revision(engine)
@@ -244,8 +266,7 @@ def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True)
                 _check_no_orphan_tables(engine, url)
             if not upgrade:
                 raise StoreError(f"the store's schema is {revision}, {SCHEMA_REVISION} is needed")
-            lock = FileLock(str(lock_path)) if lock_path else None
-            try:
+            try:  # the lock is reentrant: held already when the file was new
                 if lock:
                     lock.acquire(timeout=120)
                 if _current_revision(engine) != SCHEMA_REVISION:
