@@ -218,6 +218,32 @@ def test_runs_show_by_name_and_failed_run(tracked, cli):
     assert "RuntimeError: evaluation exploded" in failed.stdout
 
 
+def test_runs_show_links_a_job_run_and_its_steps(tmp_path, cli):
+    """A scheduled job's run and the run its step makes (same name): each says which is which."""
+    from mldeck.store.models import Run, RunKind
+
+    root = init_workspace(tmp_path / "ws", name="ws").root
+    store = open_workspace_store(load_workspace(root))
+    try:
+        with store.write() as session:
+            job = Run(name="drift churn:v6", kind=RunKind.DRIFT)
+            session.add(job)
+            session.flush()
+            step = Run(name="drift churn:v6", kind=RunKind.DRIFT, parent_run_id=job.id)
+            session.add(step)
+            session.flush()
+            job_id, step_id = job.id, step.id
+    finally:
+        store.close()
+    shown = cli("runs", "show", str(job_id), cwd=root)
+    assert shown.returncode == 0, shown.stderr
+    assert f"steps    run {step_id}  drift churn:v6" in shown.stdout
+    shown = cli("runs", "show", str(step_id), cwd=root)
+    assert f"step of  run {job_id}  drift churn:v6" in shown.stdout
+    data = json.loads(cli("runs", "show", str(job_id), "--json", cwd=root).stdout)
+    assert data["parent"] is None and data["children"] == [{"id": step_id, "name": "drift churn:v6"}]
+
+
 def test_runs_show_unknown(tracked, cli):
     root, _ = tracked
     assert_one_line_error(cli("runs", "show", "999", cwd=root), "no run 999")

@@ -243,6 +243,10 @@ def runs_show(
         ("user", f"{info['user']}@{info['host']}" if info["host"] else info["user"]),
     ):
         out.print(f"  {label:<9}{value}")
+    if detail.parent is not None:
+        out.print(f"  {'step of':<9}run {detail.parent[0]}  {detail.parent[1]}")
+    for i, (child, name) in enumerate(detail.children):
+        out.print(f"  {'steps' if i == 0 else '':<9}run {child}  {name}")
     code = detail.run.code_version
     if code.get("git_commit"):
         dirty = " (dirty)" if code.get("git_dirty") else ""

@@ -192,11 +192,18 @@ class RunDetail:
     log_count: int
     artifacts: list[Artifact]
     inputs: list[tuple[str, int, str, str]] = field(default_factory=list)
+    # The run this one is a step of (a scheduled job's run), and the runs that are its steps.
+    parent: tuple[int, str] | None = None
+    children: list[tuple[int, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         run = self.run
         return {
             **RunRow.of(run).as_dict(),
+            "parent": None
+            if self.parent is None
+            else {"id": self.parent[0], "name": self.parent[1]},
+            "children": [{"id": i, "name": n} for i, n in self.children],
             "params": run.params,
             "tags": run.tags,
             "code_version": run.code_version,
@@ -295,7 +302,19 @@ def run_detail(store: Store, run_id: int, *, log_limit: int = 500) -> RunDetail:
                 .where(RunInput.run_id == run_id)
             ).all()
         ]
-    return RunDetail(run, metrics, logs, log_count, artifacts, inputs)
+        parent = None
+        if run.parent_run_id is not None:
+            row = session.execute(
+                select(Run.id, Run.name).where(Run.id == run.parent_run_id)
+            ).first()
+            parent = None if row is None else (row[0], row[1])
+        children = [
+            (i, n)
+            for i, n in session.execute(
+                select(Run.id, Run.name).where(Run.parent_run_id == run_id).order_by(Run.id)
+            ).all()
+        ]
+    return RunDetail(run, metrics, logs, log_count, artifacts, inputs, parent, children)
 
 
 def metric_series(store: Store, run_id: int, key: str, *, limit: int = 10_000) -> list[tuple]:
