@@ -241,7 +241,9 @@ def test_runs_show_links_a_job_run_and_its_steps(tmp_path, cli):
     shown = cli("runs", "show", str(step_id), cwd=root)
     assert f"step of  run {job_id}  drift churn:v6" in shown.stdout
     data = json.loads(cli("runs", "show", str(job_id), "--json", cwd=root).stdout)
-    assert data["parent"] is None and data["children"] == [{"id": step_id, "name": "drift churn:v6"}]
+    assert data["parent"] is None and data["children"] == [
+        {"id": step_id, "name": "drift churn:v6"}
+    ]
 
 
 def test_runs_show_unknown(tracked, cli):
