@@ -22,6 +22,7 @@ from mldeck.monitor import alerts as alerting
 from mldeck.monitor import performance
 from mldeck.monitor.alerts import Raised, Signal
 from mldeck.monitor.check import stored_predictions
+from mldeck.monitor.settings import AlertRule
 from mldeck.store.engine import Store
 from mldeck.store.models import (
     Dataset,
@@ -116,6 +117,8 @@ def record_labels(
         raise MldeckError("which column holds the labels? set [model] target in mldeck.toml")
     labels = _read_labels(workspace, path, id_column, target)
     batches: list[Labelled] = []
+    raised: list[Raised] = []
+    rules = [r for r in alerting.default_rules(workspace.settings) if r.when == "realized_metric"]
     matched_ids: set[str] = set()
     for report, version, batch_version, name in sorted(latest.values(), key=lambda r: r[0].id):
         predictions = stored_predictions(
@@ -141,22 +144,11 @@ def record_labels(
         realized = {k: _finite(v) for k, v in
                     performance.realized_metrics(y, predicted, scores).items()}  # fmt: skip
         batch = f"{name}:v{batch_version.version}"
-        run_id = _record(store, report.id, batch_version.id, batch, path, realized,
-                         joined.height, trigger)  # fmt: skip
+        # The batch's realized metrics and the alerts they raise or clear: one transaction.
+        run_id, batch_raised = _record(store, report.id, batch_version.id, batch, path, realized,
+                                       joined.height, trigger, rules)  # fmt: skip
         batches.append(Labelled(batch, report.id, run_id, joined.height, realized))
-    rules = [r for r in alerting.default_rules(workspace.settings) if r.when == "realized_metric"]
-    signals = []
-    for item in batches:
-        for rule in rules:
-            value = item.realized.get(rule.metric or "")
-            if value is not None:
-                signals.append(Signal(
-                    rule, value < rule.below, rule.name,
-                    f"{item.batch}: realized {rule.metric} {value:.3f} < {rule.below:g}",
-                    details={"batch": item.batch, "metric": rule.metric, "value": value,
-                             "run_id": item.run_id},
-                ))  # fmt: skip
-    raised = alerting.apply(store, signals, run_id=batches[-1].run_id if batches else None)
+        raised.extend(batch_raised)
     alerting.run_hooks(raised, workspace.settings.monitor.alert_command,
                        workspace.settings.monitor.alert_command_timeout)  # fmt: skip
     return LabelOutcome(str(path), labels.height, len(matched_ids), batches, raised)
@@ -168,8 +160,8 @@ def _finite(value: float) -> float | None:
 
 def _record(
     store: Store, report_id: int, version_id: int, batch: str, path: Path,
-    realized: dict[str, float | None], rows: int, trigger: str,
-) -> int:  # fmt: skip
+    realized: dict[str, float | None], rows: int, trigger: str, rules: list[AlertRule],
+) -> tuple[int, list[Raised]]:  # fmt: skip
     now = utcnow()
     pid = os.getpid()
     with store.write() as session:
@@ -197,4 +189,14 @@ def _record(
                          "labels_run_id": run.id},
         }  # fmt: skip
         session.add(report)
-        return run.id
+        signals = []
+        for rule in rules:
+            value = realized.get(rule.metric or "")
+            if value is not None:
+                signals.append(Signal(
+                    rule, value < rule.below, rule.name,
+                    f"{batch}: realized {rule.metric} {value:.3f} < {rule.below:g}",
+                    details={"batch": batch, "metric": rule.metric, "value": value,
+                             "run_id": run.id},
+                ))  # fmt: skip
+        return run.id, alerting.apply_in(session, signals, run_id=run.id)
