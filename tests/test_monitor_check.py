@@ -173,6 +173,29 @@ def test_a_batch_without_labels_is_estimated_and_labels_arriving_later_are_joine
         assert run.kind == RunKind.EVALUATE and run.status == RunStatus.SUCCEEDED
 
 
+def test_labels_and_their_alerts_are_stored_together_or_not_at_all(
+    monitored, store, tmp_path, monkeypatch
+):
+    from mldeck.monitor import alerts as alerts_module
+
+    frame = churn_frame(400, seed=8, start_id=9000)
+    version = ingest(monitored, store, frame.drop("churned"), tmp_path, "nolabels.csv")
+    result = check_batch(monitored, store, version)
+    labels = write(frame.select("customer_id", "churned"), tmp_path, "labels.csv")
+
+    def broken(*_args, **_kwargs):
+        raise OSError("disk gone while the alerts were written")
+
+    monkeypatch.setattr(alerts_module, "apply_in", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        record_labels(monitored, store, labels)
+    assert report_detail(store, result.report_id).summary["realized"] is None
+    with store.read() as session:
+        assert not session.execute(select(Run).where(Run.kind == RunKind.EVALUATE)).first()
+    monkeypatch.undo()
+    assert record_labels(monitored, store, labels).matched == 400
+
+
 def test_a_label_file_without_the_needed_columns_is_refused(monitored, store, tmp_path):
     version = ingest(monitored, store, churn_frame(100, seed=9, start_id=100), tmp_path, "b.csv")
     check_batch(monitored, store, version)
