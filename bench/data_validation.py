@@ -29,14 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import cpu_seconds as _cpu_seconds
-from harness import current_rss_mb as _current_rss_mb
-from harness import peak_rss_mb as _peak_rss_mb
+from harness import Measure, measure_rounds, run_child, spawn
 from harness import ratio as _ratio
 from harness import verdict as _verdict
 
@@ -46,7 +44,6 @@ CHUNK_ROWS = 250_000  # rows generated at a time, and the Parquet row-group size
 REFERENCE_ROWS = 200_000
 NULL_FRACTIONS = (0.01, 0.02, 0.03, 0.04)  # column j gets NULL_FRACTIONS[j % 4]
 MAX_NULL_FRACTION = 0.06  # the expectation: every column is allowed up to 6 % nulls
-RESULT_PREFIX = "BENCH-RESULT "
 MAIN_CONTENDERS = ("floor", "mldeck", "pandera", "evidently")
 
 # Targets (per N): mldeck/floor time, mldeck/pandera time, evidently/mldeck time, memory.
@@ -321,27 +318,6 @@ PREPARE = {
 }
 
 
-def child(args: argparse.Namespace) -> None:
-    started = time.time()
-    work = PREPARE[args.run](args)  # imports and set-up, not timed
-    ready = time.time()
-    rss_before = _current_rss_mb()
-    cpu0 = _cpu_seconds()
-    t0 = time.perf_counter()
-    extra = work()
-    seconds = time.perf_counter() - t0
-    result = {
-        "seconds": seconds,
-        "cpu_s": _cpu_seconds() - cpu0,
-        "peak_mb": _peak_rss_mb(),
-        "rss_before_mb": rss_before,
-        "setup_s": ready - started,
-        "startup_s": started - args.spawned_at if args.spawned_at else None,
-        "extra": extra,
-    }
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
-
-
 # -- breakdown of mldeck's plan ----------------------------------------------------------------
 #
 # Parts of the plan mldeck.data.validate.build() makes, each collected alone in a fresh process,
@@ -559,87 +535,16 @@ PARTS: dict[str, Any] = {
 # -- the parent: generating, spawning, tabulating ----------------------------------------------
 
 
-@dataclass
-class Measure:
-    contender: str
-    rows: int
-    seconds: float | None = None
-    cpu_s: float | None = None
-    peak_mb: float | None = None
-    rss_before_mb: float | None = None
-    startup_s: float | None = None
-    note: str = ""
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.seconds is not None
-
-
-def spawn(*, run: str, file: Path, timeout: float, **options: Any) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--run", run, "--file", str(file)]
-    for key, value in options.items():
-        if value is not None:
-            command += [f"--{key.replace('_', '-')}", str(value)]
-    command += ["--spawned-at", repr(time.time())]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    lines = (done.stderr or done.stdout).strip().splitlines()
-    return {"error": f"exit {done.returncode}: {lines[-1] if lines else 'no output'}"}
-
-
-def summarise(name: str, rows: int, runs: list[dict[str, Any]], error: str | None) -> Measure:
-    """Best wall time of the runs (with that run's CPU time), and the worst peak memory."""
-    result = Measure(name, rows, runs=runs)
-    if error or not runs:
-        result.note = error or "no run"
-        return result
-    best = min(runs, key=lambda r: r["seconds"])
-    result.seconds = best["seconds"]
-    result.cpu_s = best["cpu_s"]
-    result.peak_mb = max(r["peak_mb"] for r in runs)
-    result.rss_before_mb = best["rss_before_mb"]
-    result.startup_s = best["startup_s"]
-    return result
-
-
-def measure_rounds(
-    jobs: dict[str, dict[str, Any]],
-    rows: int,
-    file: Path,
-    repeat: int,
-    timeout: float,
-    limits: dict[str, int] | None = None,
-) -> dict[str, Measure]:
-    """Run every job (name -> ``spawn`` options, with ``run``) *repeat* times (or its *limits*),
-    one round of all jobs after another, so that other work on the machine disturbs them alike."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in jobs}
-    errors: dict[str, str] = {}
-    for round_ in range(1, repeat + 1):
-        for name, options in jobs.items():
-            if name in errors or round_ > (limits or {}).get(name, repeat):
-                continue
-            print(f"{rows:>11,} rows, round {round_}/{repeat}: {name:<28}", end="", flush=True)
-            run = spawn(file=file, timeout=timeout, **options)
-            if "error" in run:
-                errors[name] = run["error"]
-                print(f" {run['error']}", flush=True)
-            else:
-                runs[name].append(run)
-                print(f" {run['seconds']:7.2f} s  {run['peak_mb']:6.0f} MB", flush=True)
-    return {name: summarise(name, rows, runs[name], errors.get(name)) for name in jobs}
+def with_file(jobs: dict[str, dict[str, Any]], file: Path) -> dict[str, dict[str, Any]]:
+    """Every job run on *file*."""
+    return {name: {**options, "file": file} for name, options in jobs.items()}
 
 
 def reference_profile_file(data_dir: Path, tmp: Path) -> Path:
     """The reference (REFERENCE_ROWS rows, another seed, same distributions), profiled once."""
     ref_file = data_file(data_dir, REFERENCE_ROWS, seed=SEED + 1)
     out = tmp / "reference_profile.json"
-    run = spawn(run="reference", file=ref_file, timeout=600, out=out, tmp=tmp)
+    run = spawn(__file__, run="reference", file=ref_file, timeout=600, out=out, tmp=tmp)
     if "error" in run:
         raise SystemExit(f"profiling the reference failed: {run['error']}")
     return out
@@ -799,7 +704,9 @@ def run_benchmark(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
             else:
                 jobs[contender] = {"run": contender, "ref_profile": ref_profile, "tmp": tmp}
         limits = {"evidently": args.evidently_repeat or args.repeat}
-        by = measure_rounds(jobs, rows, file, args.repeat, args.timeout, limits)
+        by = measure_rounds(
+            __file__, with_file(jobs, file), rows, args.repeat, args.timeout, limits
+        )
         results[rows] = {name: by.get(name) or skipped[name] for name in MAIN_CONTENDERS}
     print()
     print(table(results))
@@ -850,7 +757,9 @@ def run_bounded(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
         sizes[rows] = (file.stat().st_size / 2**20, in_memory_mb(file, rows))
         jobs = {name: {"run": name, "ref_profile": ref_profile, "tmp": tmp}
                 for name in ("floor", "mldeck")}  # fmt: skip
-        results[rows] = measure_rounds(jobs, rows, file, args.repeat, args.timeout)
+        results[rows] = measure_rounds(
+            __file__, with_file(jobs, file), rows, args.repeat, args.timeout
+        )
     print()
     print(f"peak resident memory (MB), worst of {args.repeat} runs; streaming engine")
     header = (
@@ -906,7 +815,7 @@ def run_breakdown(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
         jobs: dict[str, dict[str, Any]] = {"floor": {"run": "floor"}}
         for part in parts:
             jobs[part] = {"run": "part", "variant": part, "ref_profile": ref_profile, "tmp": tmp}
-        by = measure_rounds(jobs, rows, file, args.repeat, args.timeout)
+        by = measure_rounds(__file__, with_file(jobs, file), rows, args.repeat, args.timeout)
         floors[rows] = by["floor"]
         for part in parts:
             results[part][rows] = by[part]
@@ -975,7 +884,7 @@ def main(argv: list[str] | None = None) -> None:
         generate(args.generate, args.rows[0], args.seed)
         return
     if args.run:
-        child(args)
+        run_child(PREPARE[args.run], args)
         return
     default_dir = Path(tempfile.gettempdir()) / "mldeck-bench-data"
     data_dir = args.data_dir or Path(os.environ.get("MLDECK_BENCH_DATA", default_dir))

@@ -40,14 +40,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import cpu_seconds as _cpu_seconds
-from harness import current_rss_mb as _current_rss_mb
-from harness import peak_rss_mb as _peak_rss_mb
+from harness import Measure, measure_rounds, run_child
 from harness import ratio as _ratio
 from harness import verdict as _verdict
 
@@ -55,7 +53,6 @@ GENERATOR_VERSION = 1
 SEED = 20_251_204
 CHUNK_ROWS = 250_000  # rows generated at a time, and the Parquet row-group size
 NULL_FRACTIONS = (0.01, 0.02, 0.03, 0.04)  # column j gets NULL_FRACTIONS[j % 4]
-RESULT_PREFIX = "BENCH-RESULT "
 CONTENDERS = ("floor", "mldeck", "evidently", "script")
 
 # Targets (per N): mldeck/floor time, evidently/mldeck time.
@@ -313,93 +310,7 @@ PREPARE = {
 }
 
 
-def child(args: argparse.Namespace) -> None:
-    started = time.time()
-    work = PREPARE[args.run](args)  # imports and set-up, not timed
-    ready = time.time()
-    rss_before = _current_rss_mb()
-    cpu0 = _cpu_seconds()
-    t0 = time.perf_counter()
-    extra = work()
-    seconds = time.perf_counter() - t0
-    result = {
-        "seconds": seconds,
-        "cpu_s": _cpu_seconds() - cpu0,
-        "peak_mb": _peak_rss_mb(),
-        "rss_before_mb": rss_before,
-        "setup_s": ready - started,
-        "extra": extra,
-    }
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
-
-
 # -- the parent: generating, spawning, tabulating ----------------------------------------------
-
-
-@dataclass
-class Measure:
-    contender: str
-    rows: int
-    seconds: float | None = None
-    cpu_s: float | None = None
-    peak_mb: float | None = None
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.seconds is not None
-
-
-def spawn(*, run: str, timeout: float, python: str | None = None, **options: Any) -> dict[str, Any]:
-    command = [python or sys.executable, __file__, "--run", run]
-    for key, value in options.items():
-        if value is not None:
-            command += [f"--{key.replace('_', '-')}", str(value)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    lines = (done.stderr or done.stdout).strip().splitlines()
-    return {"error": f"exit {done.returncode}: {lines[-1] if lines else 'no output'}"}
-
-
-def summarise(name: str, rows: int, runs: list[dict[str, Any]], error: str | None) -> Measure:
-    """Best wall time of the runs (with that run's CPU time), and the worst peak memory."""
-    result = Measure(name, rows, runs=runs)
-    if error or not runs:
-        result.note = error or "no run"
-        return result
-    best = min(runs, key=lambda r: r["seconds"])
-    result.seconds, result.cpu_s, result.extra = best["seconds"], best["cpu_s"], best["extra"]
-    result.peak_mb = max(r["peak_mb"] for r in runs)
-    return result
-
-
-def measure_rounds(
-    jobs: dict[str, dict[str, Any]], rows: int, repeat: int, timeout: float,
-    limits: dict[str, int],
-) -> dict[str, Measure]:  # fmt: skip
-    """Run every job *repeat* times (or its limit), one round of all jobs after another."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in jobs}
-    errors: dict[str, str] = {}
-    for round_ in range(1, repeat + 1):
-        for name, options in jobs.items():
-            if name in errors or round_ > limits.get(name, repeat):
-                continue
-            print(f"{rows:>11,} rows, round {round_}/{repeat}: {name:<10}", end="", flush=True)
-            run = spawn(timeout=timeout, **options)
-            if "error" in run:
-                errors[name] = run["error"]
-                print(f" {run['error']}", flush=True)
-            else:
-                runs[name].append(run)
-                print(f" {run['seconds']:7.2f} s  {run['peak_mb']:6.0f} MB", flush=True)
-    return {name: summarise(name, rows, runs[name], errors.get(name)) for name in jobs}
 
 
 def _cell(m: Measure | None) -> str:
@@ -532,8 +443,8 @@ def run_benchmark(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
         baseline = tmp / f"baseline-{rows}.json"
         # The one-off cost: the first run writes the baseline every mldeck run reads.
         base_runs = measure_rounds(
-            {"baseline (one-off)": {"run": "baseline", "out": baseline, **files}},
-            rows, 1, args.timeout, {},
+            __file__, {"baseline (one-off)": {"run": "baseline", "out": baseline, **files}},
+            rows, 1, args.timeout,
         )  # fmt: skip
         baselines[rows] = base_runs["baseline (one-off)"]
         if not baselines[rows].ok:
@@ -555,7 +466,7 @@ def run_benchmark(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
                 if name == "floor" and args.floor_engine:
                     jobs[name]["variant"] = args.floor_engine
         limits = {"evidently": args.evidently_repeat or args.repeat}
-        by = measure_rounds(jobs, rows, args.repeat, args.timeout, limits)
+        by = measure_rounds(__file__, jobs, rows, args.repeat, args.timeout, limits)
         results[rows] = {name: by.get(name) or skipped[name] for name in CONTENDERS}
     print()
     print(table(results))
@@ -601,6 +512,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=("reference", "current"), help=argparse.SUPPRESS)
     parser.add_argument("--run", choices=sorted(PREPARE), help=argparse.SUPPRESS)
+    parser.add_argument("--spawned-at", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reference", help=argparse.SUPPRESS)
     parser.add_argument("--current", help=argparse.SUPPRESS)
     parser.add_argument("--baseline", help=argparse.SUPPRESS)
@@ -615,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
         generate(args.generate, args.rows[0], args.side)
         return
     if args.run:
-        child(args)
+        run_child(PREPARE[args.run], args)
         return
     default_dir = Path(tempfile.gettempdir()) / "mldeck-bench-data"
     data_dir = args.data_dir or Path(os.environ.get("MLDECK_BENCH_DATA", default_dir))
