@@ -273,11 +273,18 @@ class _NumericColumn:
         self.n = self.nulls = self.missing = 0
         self.sum = self.squares = self.below = self.above = 0.0
 
-    def _cells(self, shifted: np.ndarray) -> np.ndarray:
-        """The cells of finite values given as x - low."""
-        cells = np.multiply(shifted, self.scale)
-        np.clip(cells, 0.0, self.top, out=cells)
-        return cells.astype(np.intp)
+    def _cells(
+        self, shifted: np.ndarray, scaled: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The cells of finite values given as x - low (into *out* through *scaled*, scratch
+        arrays, when given). Edges and values go through this one arithmetic: it is what makes
+        the cell a monotone function shared by both."""
+        scaled = np.multiply(shifted, self.scale, out=scaled)
+        np.clip(scaled, 0.0, self.top, out=scaled)
+        if out is None:
+            return scaled.astype(np.intp)
+        out[...] = scaled
+        return out
 
     def _bins(self, values: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """#(edges < x) for values in compared cells: from the edges below their cell, one
@@ -308,9 +315,7 @@ class _NumericColumn:
         self.n += h - missing
         self.sum += total - missing * self.fill
         self.squares += squares - missing * self.fill * self.fill
-        np.multiply(shifted, self.scale, out=scaled)
-        np.clip(scaled, 0.0, self.top, out=scaled)
-        cells[...] = scaled
+        self._cells(shifted, scaled, cells)
         if lost is not None:  # in the cell past the table: not counted (nulls: see summary)
             np.copyto(cells, self.size, where=lost)
         self.per_cell += np.bincount(cells, minlength=self.size + 1)[: self.size]
