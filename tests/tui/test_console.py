@@ -89,7 +89,7 @@ async def test_run_detail_shows_params_metrics_and_logs(seeded) -> None:
         metrics = detail.query_one("#run-metrics", DeckTable)
         rows = {str(metrics.get_row(k)[0]): metrics.get_row(k) for k in metrics.rows}
         assert set(rows) == {"loss", "val_auc"}
-        assert rows["val_auc"][1] == "0.856" and rows["val_auc"][5] == "40"
+        assert str(rows["val_auc"][1]) == "0.856" and str(rows["val_auc"][5]) == "40"
         await pilot.press("l")
         log = detail.query_one("#run-log", Log)
         assert log.line_count == 30 and "boosting round 290" in log.lines[-1]

@@ -8,6 +8,7 @@ import threading
 from rich.console import Console
 from sqlalchemy import select
 from textual.widgets import Static, TabbedContent
+from textual.widgets._data_table import default_cell_formatter
 
 from mldeck.data.ingest import ingest_file
 from mldeck.store.models import Run, RunStatus, utcnow
@@ -142,6 +143,24 @@ async def test_rejected_version_lists_its_failed_checks_first(data_seeded) -> No
         await until(pilot, lambda: names[1] in static_text(line))
         await pilot.press("escape")
         assert isinstance(app.screen, DataScreen)
+
+
+async def test_a_check_detail_is_shown_as_written_not_as_markup(data_seeded, tmp_path) -> None:
+    """The reason for a ';'-separated file names the '[data] csv_separator' key: the brackets
+    reach the table (they are not taken for a style tag)."""
+    workspace, store = data_seeded
+    bad = tmp_path / "export.csv"
+    bad.write_text("a;b;c\n1;2;3\n", encoding="utf-8")
+    outcome = ingest_file(workspace, store, bad)
+    assert outcome.status == "rejected"
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_version(pilot, outcome.version_id)
+        checks = detail.query_one("#version-checks", DeckTable)
+        (first, *_) = checks.rows
+        # What the table draws for the cell (pinned textual: its own cell formatter).
+        drawn = default_cell_formatter(checks.get_row(first)[3])
+        assert "set [data] csv_separator" in drawn.plain
 
 
 async def test_quarantined_rows_show_the_reason_first(data_seeded) -> None:

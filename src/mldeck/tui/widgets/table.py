@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
@@ -24,11 +25,13 @@ class DeckTable(DataTable):
         super().__init__(**kwargs)
 
     def replace_rows(self, rows: list[tuple[str, tuple]]) -> None:
-        """Show *rows* ((key, cells) pairs), keeping the cursor on the same key when it remains."""
+        """Show *rows* ((key, cells) pairs), keeping the cursor on the same key when it remains.
+        Text cells are shown as they are: what comes from files and users (a check's detail
+        naming ``[data] csv_separator``, a run's name) is never read as markup."""
         current = self.selected_key()
         self.clear()
         for key, cells in rows:
-            self.add_row(*cells, key=key)
+            self.add_row(*(Text(c) if isinstance(c, str) else c for c in cells), key=key)
         if current is not None and current in self.rows:
             self.move_cursor(row=self.get_row_index(current), animate=False)
 
