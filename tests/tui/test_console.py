@@ -141,6 +141,20 @@ async def test_a_run_logged_by_another_writer_appears_without_restart(seeded) ->
         assert table_ids(table)[0] == 9
 
 
+async def test_notifications_are_shown_as_written(seeded) -> None:
+    """An error naming a config table keeps its brackets, from the app or from a screen."""
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.report_error(mldeck.MldeckError("set [data] reference in mldeck.toml"))
+        app.screen.notify("[gates] min not met")
+        await pilot.pause()
+        shown = [n for n in app._notifications if "[" in n.message]
+        assert [n.message for n in shown] == ["set [data] reference in mldeck.toml",
+                                              "[gates] min not met"]  # fmt: skip
+        assert not any(n.markup for n in shown)
+
+
 async def test_bad_theme_file_is_reported_and_the_console_runs(seeded) -> None:
     workspace, store = seeded
     themes = workspace.root / "themes"

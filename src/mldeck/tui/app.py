@@ -9,6 +9,7 @@ from typing import ClassVar
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -212,6 +213,20 @@ class MldeckApp(App):
             self.report_error(event.worker.error)
             if event.worker.group == "poll":
                 self.set_timer(self.poll_seconds, self._poll)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification is shown as written: its text comes from errors, file names and
+        the store (``[data] reference``, ``[gates]``), never from markup (the *markup* asked for
+        by a widget's own ``notify`` is ignored)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def report_error(self, error: BaseException | None) -> None:
         """The one place background errors reach the user: a notification, never a crash."""
