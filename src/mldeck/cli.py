@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mldeck import formatting as fmt
 from mldeck.errors import MldeckError
@@ -39,8 +40,16 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-# Tables fit the terminal; piped output is not squeezed to 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+# Tables fit the terminal; piped output is not squeezed to 80 columns. Text is printed as
+# written (no Rich markup): names, paths and errors may hold brackets, as in "[data] reference".
+out = Console(highlight=False, markup=False, soft_wrap=True,
+              width=None if sys.stdout.isatty() else 200)  # fmt: skip
+
+
+def _heading(title: str, rest: str = "", *, gap: bool = True) -> None:
+    """A section's title in bold, then *rest* as written."""
+    out.print(Text.assemble("\n" if gap else "", (title, "bold"), rest))
+
 
 WorkspaceOption = Annotated[
     Path | None,
@@ -232,7 +241,7 @@ def runs_show(
         _print_json(detail.as_dict())
         return
     info = detail.as_dict()
-    out.print(f"[bold]Run {info['id']}[/bold]  {info['name']}")
+    _heading(f"Run {info['id']}", f"  {info['name']}", gap=False)
     for label, value in (
         ("kind", info["kind"]),
         ("trigger", info["trigger"]),
@@ -254,7 +263,7 @@ def runs_show(
     _section("Params", {k: json.dumps(v) for k, v in detail.run.params.items()})
     _section("Tags", {k: json.dumps(v) for k, v in detail.run.tags.items()})
     if detail.metrics:
-        out.print("\n[bold]Metrics[/bold]")
+        _heading("Metrics")
         table = _table(*("KEY", "LAST", "STEP", "MIN", "MAX", "POINTS"))
         for metric in detail.metrics:
             table.add_row(
@@ -278,11 +287,11 @@ def runs_show(
     if detail.logs:
         shown = len(detail.logs)
         note = f" (last {shown} of {detail.log_count})" if detail.log_count > shown else ""
-        out.print(f"\n[bold]Logs[/bold]{note}")
+        _heading("Logs", note)
         for line in detail.logs:
             out.print(f"  {fmt.when(line.ts)} {line.level:<7} {line.message}", markup=False)
     if detail.run.error:
-        out.print("\n[bold]Error[/bold]")
+        _heading("Error")
         out.print(detail.run.error.rstrip(), markup=False)
 
 
@@ -336,7 +345,7 @@ def _print_training(result: Any) -> None:
     if champion:
         columns.append(f"CHAMPION v{champion['version']}")
     rows, split = metrics.get("holdout_rows"), metrics.get("split")
-    out.print(f"\n[bold]Holdout[/bold] ({rows} rows, {split} split)")
+    _heading("Holdout", f" ({rows} rows, {split} split)")
     table = _table(*columns)
     names = [n for n in (*METRICS["classification"], *METRICS["regression"]) if n in metrics]
     names += [n for n in ("fairness_gap", "latency_ms_per_1k") if metrics.get(n) is not None]
@@ -349,7 +358,7 @@ def _print_training(result: Any) -> None:
     if champion.get("error"):
         out.print(f"  champion not evaluated: {champion['error']}", markup=False)
     if result.gates:
-        out.print("\n[bold]Gates[/bold]")
+        _heading("Gates")
         table = _table("RESULT", "GATE", "DETAIL", wrap="DETAIL")
         for gate in result.gates:
             table.add_row("pass" if gate.passed else "FAIL", gate.gate, gate.detail)
@@ -509,10 +518,8 @@ def data_show(
         _print_json(detail.as_dict())
         return
     row = detail.row
-    out.print(
-        f"[bold]{row.label}[/bold]  {row.status.upper()}"
-        + ("  (reference)" if row.is_reference else "")
-    )
+    _heading(row.label, f"  {row.status.upper()}" + ("  (reference)" if row.is_reference else ""),
+             gap=False)  # fmt: skip
     for label, value in (
         ("source", row.source_path),
         ("stored", detail.stored_path),
@@ -528,7 +535,7 @@ def data_show(
         out.print(f"  {label:<11}{value}", markup=False)
     checks = detail.report.get("checks", [])
     if checks:
-        out.print("\n[bold]Checks[/bold]")
+        _heading("Checks")
         table = _table(*("RESULT", "CHECK", "ROWS", "DETAIL"), wrap="DETAIL")
         order = {"fail": 0, "warn": 1, "pass": 2}
         for check in sorted(checks, key=lambda c: order.get(c["status"], 3)):
@@ -537,7 +544,7 @@ def data_show(
         out.print(table)
     columns = detail.profile.get("columns", {})
     if columns:
-        out.print("\n[bold]Profile[/bold]")
+        _heading("Profile")
         table = _table(*("COLUMN", "KIND", "NULLS", "MIN", "MEAN", "MAX", "TOP"))
         for name, col in columns.items():
             top = ""
@@ -715,10 +722,8 @@ def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
         _print_json(detail.as_dict())
         return
     row = detail.row
-    from rich.markup import escape
-
     aliases = f"  ({', '.join(row.aliases)})" if row.aliases else ""
-    out.print(f"[bold]{escape(row.label)}[/bold]  {escape(row.status + aliases)}")
+    _heading(row.label, f"  {row.status}{aliases}", gap=False)
     code = detail.code_version
     commit = code.get("git_commit")
     items = {
@@ -735,7 +740,7 @@ def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
         out.print(f"  {key:<9}{value}", markup=False)
     if detail.comparison:
         champion = detail.champion.label if detail.champion else None
-        out.print("\n[bold]Metrics[/bold]")
+        _heading("Metrics")
         columns = (
             ("METRIC", "THIS", f"CHAMPION {champion}", "DELTA") if champion else ("METRIC", "THIS")
         )
@@ -748,7 +753,7 @@ def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
             table.add_row(*cells)
         out.print(table, markup=False)
     if detail.gates:
-        out.print("\n[bold]Gates[/bold]")
+        _heading("Gates")
         table = _table(*("RESULT", "GATE", "METRIC", "VALUE", "THRESHOLD", "DETAIL"), wrap="DETAIL")
         for gate in detail.gates:
             table.add_row(
@@ -770,14 +775,14 @@ def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
                 for a in detail.approvals
             },
         )
-    out.print("\n[bold]Lineage[/bold]")
+    _heading("Lineage")
     for dataset, number, _, sha, role in detail.inputs:
         out.print(f"  {dataset}:v{number} ({sha[:12]}, {role})", markup=False)
     if detail.run is not None:
         out.print(f"  -> run {detail.run.id} {detail.run.name} ({detail.run.status})", markup=False)
     out.print(f"  -> {row.label}", markup=False)
     if detail.history:
-        out.print("\n[bold]History[/bold]")
+        _heading("History")
         for event in detail.history:
             reason = event.details.get("reason")
             extra = " FORCED" if event.details.get("forced") else ""
@@ -1024,7 +1029,7 @@ def _table(*columns: str, wrap: str | None = None) -> Table:
 def _section(title: str, items: dict[str, str]) -> None:
     if not items:
         return
-    out.print(f"\n[bold]{title}[/bold]")
+    _heading(title)
     width = max(len(k) for k in items) + 2
     for key, value in items.items():
         out.print(f"  {key:<{width}}{value}", markup=False)
