@@ -9,6 +9,8 @@ from rich.console import Console
 from textual.widgets import Input, Log, Static, TabbedContent
 
 import mldeck
+from mldeck.tui.screens import SECTIONS
+from mldeck.tui.screens.alerts import AlertsScreen
 from mldeck.tui.screens.help import HelpScreen
 from mldeck.tui.screens.overview import OverviewScreen
 from mldeck.tui.screens.runs import RunDetailScreen, RunsScreen
@@ -119,6 +121,34 @@ async def test_help_lists_the_screen_and_its_keys(seeded) -> None:
         assert "Filter" in static_text(keys)
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
+
+
+def shown(widget: Static) -> str:
+    """The text a Static draws, as the widget itself turns its content into text."""
+    return str(widget.render())
+
+
+async def test_help_and_text_from_the_store_are_shown_as_written(seeded) -> None:
+    """Help names config tables ('[monitor]', '[gates]'), and a filter or a name may hold any
+    brackets: each is shown as written, and an unbalanced '[/x' does not stop the console."""
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        keys = [str(number) for number in range(1, len(SECTIONS) + 1)]
+        for key in [*keys, "exclamation_mark"]:
+            await pilot.press(key)
+            await settle(pilot)
+            about = type(app.screen).HELP
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            assert shown(app.screen.query_one("#help-about", Static)) == about
+            await pilot.press("escape")
+        assert isinstance(app.screen, AlertsScreen)
+        assert "[monitor]" in AlertsScreen.HELP  # what the loop above saw kept
+        await pilot.press("2")
+        await settle(pilot)
+        app.screen.query_one("#runs-filter", Input).value = "[/x"
+        status = app.screen.query_one("#runs-status", Static)
+        await until(pilot, lambda: shown(status) == "no runs match the filter · filter: [/x")
 
 
 async def test_a_run_logged_by_another_writer_appears_without_restart(seeded) -> None:

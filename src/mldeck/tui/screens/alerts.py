@@ -20,6 +20,7 @@ from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.confirm import ConfirmScreen
 from mldeck.tui.styles import rich_color
 from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.text import Plain
 
 _SEVERITY_VARIABLE = {"critical": "status-failed", "warning": "status-warning"}
 
@@ -48,7 +49,7 @@ class AlertsScreen(DeckScreen):
 
     def compose_body(self) -> ComposeResult:
         yield DeckTable(id="alerts-table")
-        yield Static(id="alert-detail")
+        yield Plain(id="alert-detail")
 
     def on_mount(self) -> None:
         table = self.query_one("#alerts-table", DeckTable)

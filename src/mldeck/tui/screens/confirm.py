@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Static
+from textual.widgets import Button, Input
+
+from mldeck.tui.widgets.text import Plain
 
 
 class ConfirmScreen(ModalScreen[str | None]):
@@ -23,8 +26,8 @@ class ConfirmScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box") as box:
-            box.border_title = self.title_text
-            yield Static(self.description, id="confirm-description")
+            box.border_title = Text(self.title_text)  # as written: it names datasets, models
+            yield Plain(self.description, id="confirm-description")
             yield Input(placeholder=self.placeholder, id="confirm-reason")
             with Horizontal(id="confirm-buttons"):
                 yield Button("Confirm", variant="primary", id="confirm-ok")

@@ -33,6 +33,7 @@ from mldeck.tui.widgets.histogram import (
     show_chart,
 )
 from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.text import Plain
 
 WINDOW = 500
 RUNNING_SHOWN = 3
@@ -92,9 +93,9 @@ class DataScreen(DeckScreen):
         self._validations_total = 0
 
     def compose_body(self) -> ComposeResult:
-        yield Static(id="data-running")
+        yield Plain(id="data-running")
         yield DeckTable(id="data-table")
-        yield Static(id="data-status")
+        yield Plain(id="data-status")
 
     def on_mount(self) -> None:
         table = self.query_one("#data-table", DeckTable)
@@ -237,17 +238,17 @@ class VersionDetailScreen(DeckScreen):
         self._view: VersionView | None = None
 
     def compose_body(self) -> ComposeResult:
-        yield Static(id="version-summary")
+        yield Plain(id="version-summary")
         with TabbedContent(initial="checks", id="version-tabs"):
             with TabPane("Checks", id="checks"):
                 yield DeckTable(id="version-checks")
-                yield Static(id="check-detail")
+                yield Plain(id="check-detail")
             with TabPane("Quarantined rows", id="rows"):
                 yield DeckTable(id="version-rows")
-                yield Static(id="rows-status")
+                yield Plain(id="rows-status")
             with TabPane("Profile", id="profile"):
                 yield DeckTable(id="version-profile")
-                yield Static(id="profile-caption")
+                yield Plain(id="profile-caption")
                 yield HistogramPlot(id="profile-plot")
 
     def on_mount(self) -> None:

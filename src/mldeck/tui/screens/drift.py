@@ -29,6 +29,7 @@ from mldeck.tui.widgets.histogram import (
     spread_ticks,
 )
 from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.text import Plain
 
 REPORTS_SHOWN = 200
 TIMELINE = 30  # batches drawn over time
@@ -176,13 +177,13 @@ class DriftScreen(DeckScreen):
         self._view: DriftView | None = None
 
     def compose_body(self) -> ComposeResult:
-        yield Static(id="drift-summary")
+        yield Plain(id="drift-summary")
         features = DeckTable(id="drift-features")
         batches = DeckTable(id="drift-batches")
         with TabbedContent(initial="drift-features-pane", id="drift-tabs"):
             with TabPane("Features", id="drift-features-pane"):
                 yield features
-                yield Static(id="drift-caption")
+                yield Plain(id="drift-caption")
                 yield HistogramPlot(id="drift-plot")
             with TabPane("Batches", id="drift-batches-pane"):
                 yield batches

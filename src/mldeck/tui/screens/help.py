@@ -8,7 +8,8 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Static
+
+from mldeck.tui.widgets.text import Plain
 
 
 class HelpScreen(ModalScreen[None]):
@@ -28,8 +29,8 @@ class HelpScreen(ModalScreen[None]):
             box.border_subtitle = "esc closes"
             about = getattr(self._for, "HELP", "")
             if about:
-                yield Static(about, id="help-about")
-            yield Static(self._keys(), id="help-keys")
+                yield Plain(about, id="help-about")
+            yield Plain(self._keys(), id="help-keys")
 
     def _keys(self) -> Table:
         grid = Table.grid(padding=(0, 2))

@@ -19,6 +19,7 @@ from mldeck.tui.screens.confirm import ConfirmScreen
 from mldeck.tui.screens.runs import RunDetailScreen
 from mldeck.tui.styles import status_text
 from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.text import Plain
 
 
 def _short(value: datetime | None) -> str:
@@ -66,11 +67,11 @@ class JobsScreen(DeckScreen):
         self._rows: dict[str, JobRow] = {}
 
     def compose_body(self) -> ComposeResult:
-        yield Static(id="jobs-scheduler")
+        yield Plain(id="jobs-scheduler")
         table = DeckTable(id="jobs-table")
         table.border_title = "Schedules"
         yield table
-        yield Static(id="jobs-status")
+        yield Plain(id="jobs-status")
 
     def on_mount(self) -> None:
         table = self.query_one("#jobs-table", DeckTable)

@@ -28,6 +28,7 @@ from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.confirm import ConfirmScreen
 from mldeck.tui.styles import rich_color, status_text
 from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.text import Plain
 
 WINDOW = 200
 
@@ -95,7 +96,7 @@ class ModelsScreen(DeckScreen):
 
     def compose_body(self) -> ComposeResult:
         yield DeckTable(id="models-table")
-        yield Static(id="models-status")
+        yield Plain(id="models-status")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action == "train" and self.deck.read_only)
@@ -208,14 +209,14 @@ class ModelVersionScreen(DeckScreen):
         self.row: ModelVersionRow | None = None
 
     def compose_body(self) -> ComposeResult:
-        yield Static(id="model-summary")
+        yield Plain(id="model-summary")
         with TabbedContent(initial="metrics", id="model-tabs"):
             with TabPane("Metrics", id="metrics"):
                 yield DeckTable(id="model-metrics")
             with TabPane("Gates", id="gates"):
                 yield DeckTable(id="model-gates")
             with TabPane("Lineage", id="lineage"), VerticalScroll():
-                yield Static(id="model-lineage")
+                yield Plain(id="model-lineage")
             with TabPane("History", id="history"):
                 yield DeckTable(id="model-history")
 

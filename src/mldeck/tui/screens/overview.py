@@ -20,6 +20,7 @@ from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.runs import RunDetailScreen, run_cells
 from mldeck.tui.styles import rich_color
 from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.text import Plain
 
 
 @dataclass
@@ -30,7 +31,7 @@ class OverviewData:
     health: tuple[str, str] = ("", "")  # worst status of the latest health checks, one line
 
 
-class Card(Static):
+class Card(Plain):
     """A bordered box with a title and a few lines of figures."""
 
 
@@ -55,8 +56,8 @@ class OverviewScreen(DeckScreen):
             yield Card(id="card-data")
             yield Card(id="card-models")
             yield Card(id="card-alerts")
-        yield Static(id="kpi-line")
-        yield Static(id="store-line")
+        yield Plain(id="kpi-line")
+        yield Plain(id="store-line")
         table = DeckTable(id="last-runs")
         table.border_title = "Last runs"
         yield table

@@ -18,6 +18,7 @@ from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.jobs import scheduler_line
 from mldeck.tui.screens.runs import RunDetailScreen
 from mldeck.tui.styles import rich_color
+from mldeck.tui.widgets.text import Plain
 
 BOX = 17  # outer width of a stage's box: four boxes and three arrows fit in 80 columns
 INNER = BOX - 2
@@ -76,10 +77,10 @@ class PipelineScreen(DeckScreen):
         self.cursor = 0
 
     def compose_body(self) -> ComposeResult:
-        yield Static(id="pipeline-scheduler")
+        yield Plain(id="pipeline-scheduler")
         with VerticalScroll(id="pipeline-scroll"):
-            yield Static(id="pipeline-graph")
-        yield Static(id="pipeline-health")
+            yield Plain(id="pipeline-graph")
+        yield Plain(id="pipeline-health")
 
     def on_mount(self) -> None:
         # Running stages show their growing duration; the store's changes redraw the rest.

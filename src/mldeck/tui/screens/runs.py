@@ -29,6 +29,7 @@ from mldeck.store.queries import (
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.styles import status_text
 from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.text import Plain
 
 WINDOW = 500
 LOG_LINES = 1000
@@ -75,7 +76,7 @@ class RunsScreen(DeckScreen):
             id="runs-filter",
         )
         yield DeckTable(id="runs-table")
-        yield Static(id="runs-status")
+        yield Plain(id="runs-status")
 
     def on_mount(self) -> None:
         table = self.query_one("#runs-table", DeckTable)
@@ -159,7 +160,7 @@ class RunDetailScreen(DeckScreen):
         self._metric: str | None = None  # the metric whose curve is drawn
 
     def compose_body(self) -> ComposeResult:
-        yield Static(id="run-summary")
+        yield Plain(id="run-summary")
         with TabbedContent(initial="params", id="run-tabs"):
             with TabPane("Params", id="params"):
                 yield DeckTable(id="run-params", cursor_type="row")
@@ -169,7 +170,7 @@ class RunDetailScreen(DeckScreen):
             with TabPane("Logs", id="logs"):
                 yield Log(id="run-log", highlight=False, auto_scroll=True)
             with TabPane("Error", id="error"), VerticalScroll():
-                yield Static(id="run-error")
+                yield Plain(id="run-error")
 
     def on_mount(self) -> None:
         self.query_one("#run-params", DeckTable).add_columns("KEY", "VALUE")
