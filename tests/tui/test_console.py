@@ -6,6 +6,7 @@ import io
 import threading
 
 from rich.console import Console
+from textual.app import App
 from textual.widgets import Input, Log, Static, TabbedContent
 
 import mldeck
@@ -149,6 +150,22 @@ async def test_help_and_text_from_the_store_are_shown_as_written(seeded) -> None
         app.screen.query_one("#runs-filter", Input).value = "[/x"
         status = app.screen.query_one("#runs-status", Static)
         await until(pilot, lambda: shown(status) == "no runs match the filter · filter: [/x")
+
+
+async def test_table_column_labels_are_shown_as_written() -> None:
+    """Column labels name a file's columns ('[x] amount' is a valid CSV header)."""
+
+    class Host(App):
+        def compose(self):
+            yield DeckTable()
+
+    app = Host()
+    async with app.run_test():
+        table = app.query_one(DeckTable)
+        table.add_columns("[x] amount", "note [/x", "[red]flag")
+        assert [str(c.label) for c in table.columns.values()] == [
+            "[x] amount", "note [/x", "[red]flag"
+        ]  # fmt: skip
 
 
 async def test_a_run_logged_by_another_writer_appears_without_restart(seeded) -> None:

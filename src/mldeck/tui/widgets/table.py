@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from rich.text import Text
+from typing import Any
+
+from rich.text import Text, TextType
 from textual.binding import Binding
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 
 class DeckTable(DataTable):
@@ -23,6 +26,10 @@ class DeckTable(DataTable):
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("zebra_stripes", False)
         super().__init__(**kwargs)
+
+    def add_column(self, label: TextType, **kwargs: Any) -> ColumnKey:
+        """A column whose label is shown as written: labels name a file's columns."""
+        return super().add_column(Text(label) if isinstance(label, str) else label, **kwargs)
 
     def replace_rows(self, rows: list[tuple[str, tuple]]) -> None:
         """Show *rows* ((key, cells) pairs), keeping the cursor on the same key when it remains.
