@@ -998,3 +998,33 @@ def test_store_made_at_an_older_revision_is_upgraded_keeping_its_data(tmp_path):
         assert store.change_seq() == 7
     finally:
         store.close()
+
+
+def _count_runs_elsewhere(path: Path) -> int:
+    """Another process's view of the store: it reads, then closes its last connection."""
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT count(*) FROM run").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_opening_the_store_twice_in_a_process_keeps_its_locks(tmp_path):
+    """POSIX locks belong to the process: closing any descriptor of the file drops them all. A
+    second open of the store in the same process (the console's scheduler, a tracked run) must
+    not read the file outside SQLite, or another process closing its connection finds no one
+    using the WAL, deletes it, and the first store's later writes are seen by no one else."""
+    path = new_store_file(tmp_path / "store.db")
+    first = open_store(sqlite_url(path))
+    with first.write() as session:
+        session.add(Run(name="before"))
+    second = open_store(sqlite_url(path))  # the same file, the same process
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_count_runs_elsewhere, (path,)) == 1
+        assert Path(f"{path}-wal").exists()  # still in use: the other process left it
+        with first.write() as session:
+            session.add(Run(name="after"))
+        assert pool.apply(_count_runs_elsewhere, (path,)) == 2
+    second.close()
+    first.close()

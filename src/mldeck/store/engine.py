@@ -34,7 +34,6 @@ APPLICATION_ID = 0x6D6C646B
 BUSY_TIMEOUT_MS = 30_000
 # Below this much free space, a failure to open the store is blamed on the full disk.
 FULL_DISK_BYTES = 1_000_000
-SQLITE_MAGIC = b"SQLite format 3\x00"
 NETWORK_FILESYSTEMS = frozenset(
     {
         "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "coda", "9p", "ceph", "glusterfs",
@@ -76,19 +75,16 @@ def check_local_filesystem(path: Path, mounts_text: str | None = None) -> None:
 
 
 def _check_sqlite_file(path: Path) -> None:
-    """Refuse anything at *path* that is not an (empty or mldeck) SQLite database; touch nothing."""
+    """Refuse anything at *path* that is not an (empty or mldeck) SQLite database; touch nothing.
+
+    The file is read through SQLite only (a read-only connection), never opened by other means:
+    POSIX locks belong to the process, so closing any other descriptor of the file would drop the
+    locks of this process's open stores on it, and another process closing its connection would
+    then find the WAL unused and delete it under them."""
     if not path.exists() or path.stat().st_size == 0:
         return
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        raise StoreError(f"cannot read the store {path}: {exc.strerror or exc}") from None
-    if head != SQLITE_MAGIC:
-        raise StoreError(
-            f"{path} is not an SQLite database (it may be corrupted or another file); "
-            "it was left untouched: restore it from a backup or move it away"
-        )
+    if not os.access(path, os.R_OK):
+        raise StoreError(f"cannot read the store {path}: permission denied")
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
@@ -102,6 +98,11 @@ def _check_sqlite_file(path: Path) -> None:
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            raise StoreError(
+                f"{path} is not an SQLite database (it may be corrupted or another file); "
+                "it was left untouched: restore it from a backup or move it away"
+            ) from None
         raise StoreError(f"the store {path} is damaged ({exc}); it was left untouched") from None
     # An mldeck store gets its application_id in the transaction that creates its tables, so a
     # database with tables but without that id is someone else's (even if Alembic manages it).
