@@ -217,6 +217,17 @@ def _slow(workspace) -> None:
     (workspace.root / "slow.marker").touch()
 
 
+def test_a_worker_for_a_run_not_in_the_store_says_so(ws_store):
+    workspace, _ = ws_store
+    result = subprocess.run(
+        [sys.executable, "-m", "mldeck.jobs.worker", "--workspace", str(workspace.root),
+         "--run", "999", "--parent", str(os.getpid())],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert result.stderr.strip() == "mldeck: error: run 999 is not in the workspace's store"
+
+
 def test_a_timeout_kills_the_worker_and_its_children(ws_store):
     workspace, store = ws_store
     _slow(workspace)

@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         tracking._stores[f"{workspace.root}|{workspace.db_url}"] = (workspace, store)
     with store.read() as session:
         run = session.get(Run, args.run)
+    if run is None:  # the scheduler wrote it before starting this process: not the same store
+        print(f"mldeck: error: run {args.run} is not in the workspace's store", file=sys.stderr)
+        return 3
     params = dict(run.params)
     params.setdefault("trigger", run.trigger)
     active = tracking.ActiveRun(workspace, store, run.id, run.name)
