@@ -244,6 +244,13 @@ def test_runs_show_links_a_job_run_and_its_steps(tmp_path, cli):
     assert data["parent"] is None and data["children"] == [
         {"id": step_id, "name": "drift churn:v6"}
     ]
+    # The list tells them apart too: the step names its job.
+    listed = cli("runs", "list", cwd=root).stdout.splitlines()
+    assert listed[1].split()[:5] == [str(step_id), "drift", "churn:v6", "·", "step"]
+    assert f"churn:v6 · step of {job_id} " in listed[1]
+    assert listed[2].split()[:4] == [str(job_id), "drift", "churn:v6", "drift"]
+    rows = json.loads(cli("runs", "list", "--json", cwd=root).stdout)["runs"]
+    assert [(r["id"], r["parent_run_id"]) for r in rows] == [(step_id, job_id), (job_id, None)]
 
 
 def test_runs_show_unknown(tracked, cli):

@@ -261,7 +261,9 @@ def test_an_overlapping_fire_and_the_concurrency_limit_skip_and_are_recorded(ws_
         first.join(60)
     assert again.status == RunStatus.SKIPPED and "still running" in again.error
     assert other.status == RunStatus.SKIPPED and "concurrency limit (1 jobs)" in other.error
-    assert _run(store, again.run_id).status == RunStatus.SKIPPED
+    skipped = _run(store, again.run_id)
+    assert skipped.status == RunStatus.SKIPPED
+    assert skipped.created_at == skipped.started_at == skipped.ended_at  # an instant, not < 0 s
     assert count(store, ModelVersion) == 0
 
 

@@ -214,7 +214,7 @@ def runs_list(
         )
         table.add_row(
             str(row.id),
-            row.name,
+            row.label,
             row.kind,
             row.trigger,
             status_text,

@@ -226,8 +226,9 @@ class JobRunner:
             session.add(schedule)
 
     def record_skipped(self, request: JobRequest, reason: str) -> JobOutcome:
-        now = utcnow()
-        run_id = self._new_run(request, 1, 1, status=RunStatus.SKIPPED, ended_at=now,
+        now = utcnow()  # one instant: it starts and ends at once
+        run_id = self._new_run(request, 1, 1, status=RunStatus.SKIPPED, created_at=now,
+                               started_at=now, heartbeat_at=now, ended_at=now,
                                error=f"skipped: {reason}")  # fmt: skip
         self._say(f"{request.name}: skipped ({reason})")
         return JobOutcome(request.name, RunStatus.SKIPPED, [run_id], error=reason)

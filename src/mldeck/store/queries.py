@@ -87,10 +87,17 @@ class RunRow:
     started_at: datetime | None
     ended_at: datetime | None
     user: str
+    parent_id: int | None = None  # the job's run, when this run is one of its steps
 
     @classmethod
     def of(cls, run: Run) -> RunRow:
         return cls(*(getattr(run, column.key) for column in _ROW_COLUMNS))
+
+    @property
+    def label(self) -> str:
+        """The name as lists show it: a job's run and its step share a name, so a step says
+        whose it is."""
+        return self.name if self.parent_id is None else f"{self.name} · step of {self.parent_id}"
 
     @property
     def duration(self) -> timedelta | None:
@@ -114,6 +121,7 @@ class RunRow:
             "ended_at": _iso(self.ended_at),
             "duration_seconds": None if duration is None else round(duration.total_seconds(), 3),
             "user": self.user,
+            "parent_run_id": self.parent_id,
         }
 
 
@@ -133,6 +141,7 @@ _ROW_COLUMNS = (
     Run.started_at,
     Run.ended_at,
     Run.user,
+    Run.parent_run_id,
 )
 
 

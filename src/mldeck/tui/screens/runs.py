@@ -44,7 +44,7 @@ def run_cells(app: App, row: RunRow) -> tuple:
     progress = fmt.progress(row.progress, row.status)
     return (
         Text(str(row.id), justify="right"),
-        row.name,
+        row.label,
         row.kind,
         status_text(app, row.status, f" {progress}" if progress else ""),
         fmt.when(row.started_at or row.created_at),
