@@ -508,14 +508,15 @@ def test_cli_list_show_and_quarantine(deck):
 
 
 def test_cli_prints_brackets_as_written(tmp_path, cli):
-    """Names and reasons hold brackets ('[data] csv_separator', a file named 'batch [x].csv');
-    the CLI prints them as written, in lines and in tables, not as Rich style tags."""
+    """Names and reasons hold brackets ('[data] csv_separator', a file named 'batch [x].csv')
+    and colons (':cat:'): the CLI prints them as written, in lines and in tables, not as Rich
+    style tags or emoji codes."""
     root = configure(init_workspace(tmp_path / "ws", name="brackets")).root
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return cli("data", *args, cwd=root)
 
-    path = put(tmp_path / "files", "batch [x].csv", BAD_INPUTS[3][1])
+    path = put(tmp_path / "files", "batch [x] :cat:.csv", BAD_INPUTS[3][1])
     ingested = run("ingest", str(path))
     assert ingested.returncode == 4, ingested.stderr
     assert f"{path}: events:v1 REJECTED" in ingested.stdout
@@ -524,7 +525,7 @@ def test_cli_prints_brackets_as_written(tmp_path, cli):
     assert shown.returncode == 0, shown.stderr
     assert f"source     {path}" in shown.stdout
     assert "(set [data] csv_separator)" in shown.stdout  # a cell of the Checks table
-    assert "batch [x].csv" in run("list").stdout
+    assert "batch [x] :cat:.csv" in run("list").stdout
 
 
 @pytest.mark.parametrize(

@@ -41,8 +41,9 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 # Tables fit the terminal; piped output is not squeezed to 80 columns. Text is printed as
-# written (no Rich markup): names, paths and errors may hold brackets, as in "[data] reference".
-out = Console(highlight=False, markup=False, soft_wrap=True,
+# written (no Rich markup, no emoji codes): names, paths and errors may hold brackets, as in
+# "[data] reference", or colons, as in a dataset "pets:cat" whose version is "pets:cat:v1".
+out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True,
               width=None if sys.stdout.isatty() else 200)  # fmt: skip
 
 

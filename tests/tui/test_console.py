@@ -215,6 +215,19 @@ async def test_bad_theme_file_is_reported_and_the_console_runs(seeded) -> None:
         assert app.theme == "mldeck-dark"
 
 
+async def test_a_theme_name_the_theme_picker_cannot_show_is_refused(seeded) -> None:
+    workspace, store = seeded
+    themes = workspace.root / "themes"
+    themes.mkdir()
+    (themes / "ops.toml").write_text('name = "ops [/x"\nprimary = "#ff8800"\n')
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        messages = [n.message for n in app._notifications]
+        assert any("ops.toml: name 'ops [/x' may hold only" in m for m in messages)
+        assert "ops [/x" not in app.available_themes
+
+
 async def test_workspace_theme_is_used(seeded) -> None:
     workspace, store = seeded
     (workspace.root / "themes").mkdir()

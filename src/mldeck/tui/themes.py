@@ -6,6 +6,7 @@ A file gives Textual's base colours plus mldeck's status variables (``status-fai
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -31,6 +32,7 @@ _COLOR_FIELDS = (
     "surface", "panel", "boost",
 )  # fmt: skip
 _ALLOWED = {f.name for f in fields(Theme)} - {"luminosity_spread", "text_alpha"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}")
 
 
 def builtin_theme_dir() -> Path:
@@ -54,6 +56,12 @@ def load_theme_file(path: Path) -> Theme:
         raise ValueError(f"{path.name}: unknown key {unknown[0]!r}")
     if not isinstance(raw.get("name"), str) or not raw["name"]:
         raise ValueError(f"{path.name}: 'name' is required")
+    if not _NAME.fullmatch(raw["name"]):
+        # Textual's theme picker reads names as markup: '[prod]' would vanish, '[/x' stop it.
+        raise ValueError(
+            f"{path.name}: name {raw['name']!r} may hold only letters, digits, spaces and - _ . "
+            "(at most 40, starting with a letter or digit)"
+        )
     if "primary" not in raw:
         raise ValueError(f"{path.name}: 'primary' is required")
     variables = raw.get("variables", {})
