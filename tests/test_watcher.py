@@ -325,6 +325,21 @@ def test_a_name_with_spaces_and_unicode(ws, store, watch):
     assert incoming_files(ws) == []
 
 
+def test_a_name_in_another_encoding_is_ingested(ws, store, watch):
+    """A name made on a latin-1 system ('caf\xe9') is not UTF-8: the file is ingested all the
+    same, its name stored and said with U+FFFD for the byte that cannot be read."""
+    _, recorder = watch()
+    written = ws.root / "batch.csv"  # polars writes no such name: moved in under it
+    write_batch(generate_batch(25, start=START, seed=12), written)
+    os.replace(written, ws.incoming_dir / os.fsdecode(b"caf\xe9 batch.csv"))
+    wait_for(lambda: recorder.outcomes, "the file")
+    (row,) = versions(store)
+    assert Path(row.source_path).name == "caf\ufffd batch.csv"
+    assert row.n_rows == 25 and row.status == "accepted"
+    assert recorder.said("caf\ufffd batch.csv: churn:v1 accepted")
+    assert incoming_files(ws) == []
+
+
 def test_a_file_ingest_fails_on_is_quarantined_with_the_reason(ws, store, watch, monkeypatch):
     # A file name that is not valid UTF-8 cannot be recorded in the store as text: ingest
     # raises (or, once it copes with such names, ingests it). Either way the file is not lost,

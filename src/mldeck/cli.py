@@ -436,7 +436,7 @@ def data_ingest(
         try:
             outcome = ingest_file(ws, store, path, dataset=dataset, as_reference=reference)
         except MldeckError as exc:  # one bad path never stops the others
-            errors.append({"source": str(path), "error": str(exc)})
+            errors.append({"source": fmt.shown(str(path)), "error": str(exc)})
             print(f"mldeck: error: {exc}", file=sys.stderr)
             continue
         outcomes.append(outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, timedelta
 
 
@@ -61,3 +62,10 @@ def progress(fraction: float | None, status: str) -> str:
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``1 run``, ``2 runs`` (or *many* for irregular plurals)."""
     return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+def shown(name: str) -> str:
+    """A file name or path as one printable line that can be stored and printed: undecodable
+    bytes (a name from another system's encoding) as U+FFFD, control characters as '?'."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)

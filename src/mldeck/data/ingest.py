@@ -33,6 +33,7 @@ from mldeck.data.validate import (
     validate,
 )
 from mldeck.errors import MldeckError
+from mldeck.formatting import shown
 from mldeck.store.artifacts import put_file
 from mldeck.store.engine import Store
 from mldeck.store.models import (
@@ -135,8 +136,9 @@ def ingest_file(
     say = progress or (lambda _message: None)
     if not as_reference:
         _ensure_reference(workspace, store, dataset, path, trigger, say)
-    source_name = str(path)
-    ingest_run = _start_run(store, RunKind.INGEST, trigger, f"ingest {path.name}",
+    # As stored and printed: a name in another system's encoding is not valid UTF-8 text.
+    source_name, file_name = shown(str(path)), shown(path.name)
+    ingest_run = _start_run(store, RunKind.INGEST, trigger, f"ingest {file_name}",
                             {"source": source_name, "dataset": dataset})  # fmt: skip
     try:
         before = _identity(path)
@@ -145,20 +147,20 @@ def ingest_file(
         _fail_run(store, ingest_run, str(exc))
         raise
     except OSError as exc:
-        _fail_run(store, ingest_run, f"cannot copy {path}: {exc.strerror or exc}")
-        raise MldeckError(f"cannot read {path}: {exc.strerror or exc}") from None
+        _fail_run(store, ingest_run, f"cannot copy {source_name}: {exc.strerror or exc}")
+        raise MldeckError(f"cannot read {source_name}: {exc.strerror or exc}") from None
     known = _existing(store, sha)
     if known is not None:
         version, name = known
         _finish_duplicate(store, ingest_run, version)
         if consume:
             _consume(path, before)
-        say(f"{path.name}: same content as {name} v{version.version}; not ingested again")
+        say(f"{file_name}: same content as {name} v{version.version}; not ingested again")
         return IngestOutcome(version.id, name, version.version, sha, version.status, True,
                              source_name, reasons_from_report(version.report),
                              version.quarantine_path)  # fmt: skip
 
-    validate_run = _start_run(store, RunKind.VALIDATE, trigger, f"validate {path.name}",
+    validate_run = _start_run(store, RunKind.VALIDATE, trigger, f"validate {file_name}",
                               {"sha256": sha, "dataset": dataset})  # fmt: skip
     _progress(store, validate_run, f"validating {size / 1e6:.1f} MB")
     # Named per process: two processes validating the same content must not share a temp file.
@@ -186,7 +188,7 @@ def ingest_file(
         raise
     if consume:
         _consume(path, before)
-    say(f"{path.name}: {outcome.dataset} v{outcome.version} {outcome.status}")
+    say(f"{file_name}: {outcome.dataset} v{outcome.version} {outcome.status}")
     return outcome
 
 
@@ -270,6 +272,7 @@ def _record(
 ) -> IngestOutcome:
     ingest_run, validate_run = runs
     root = workspace.root
+    source_name = shown(str(source))
     with store.write() as session:
         # Checked again inside the write transaction (writers are serialised): another process
         # may have recorded the same content while this one was validating it.
@@ -283,7 +286,7 @@ def _record(
             _mark_duplicate(session, runs, version)
             rows_file.unlink(missing_ok=True)  # this process's temp copy; the rows are recorded
             return IngestOutcome(version.id, name, version.version, sha, version.status, True,
-                                 str(source), [], version.quarantine_path)  # fmt: skip
+                                 source_name, [], version.quarantine_path)  # fmt: skip
         ds = session.execute(select(Dataset).where(Dataset.name == dataset)).scalar_one_or_none()
         if ds is None:
             ds = Dataset(name=dataset)
@@ -305,11 +308,11 @@ def _record(
             whole = workspace.quarantine_dir / f"{label}-{_safe(source.name)}"
             shutil.copyfile(stored, whole)
             report = whole.with_name(whole.name + ".report.json")
-            report.write_text(json.dumps({"source": str(source), "sha256": sha,
+            report.write_text(json.dumps({"source": source_name, "sha256": sha,
                                           **result.report()}, indent=2, default=str))  # fmt: skip
             quarantine = str(whole.relative_to(root))
         version = DatasetVersion(
-            dataset_id=ds.id, version=number, sha256=sha, source_path=str(source),
+            dataset_id=ds.id, version=number, sha256=sha, source_path=source_name,
             stored_path=str(stored.relative_to(root)), file_format=stored.suffix.lstrip(".") or "csv",
             size_bytes=size, n_rows=result.n_rows, n_cols=result.n_cols, status=result.status,
             schema_=result.schema, profile=result.profile, report=result.report(),
@@ -321,7 +324,7 @@ def _record(
         except IntegrityError:  # another process recorded the same content first
             session.rollback()
             raise MldeckError(
-                f"{source} was ingested by another process at the same time"
+                f"{source_name} was ingested by another process at the same time"
             ) from None
         if as_reference and result.status != "rejected":
             ds.reference_version_id = version.id
@@ -338,7 +341,7 @@ def _record(
                                message=reason))  # fmt: skip
         session.flush()
         version_id = version.id
-    return IngestOutcome(version_id, dataset, number, sha, result.status, False, str(source),
+    return IngestOutcome(version_id, dataset, number, sha, result.status, False, source_name,
                          result.reasons(), quarantine)  # fmt: skip
 
 

@@ -37,7 +37,6 @@ import stat
 import threading
 import time
 import traceback
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ import watchfiles
 
 from mldeck.data.ingest import IngestOutcome, ingest_file
 from mldeck.errors import MldeckError
+from mldeck.formatting import shown
 from mldeck.store.engine import Store
 from mldeck.store.models import RunTrigger
 from mldeck.workspace import Workspace
@@ -106,12 +106,6 @@ def _signature(path: Path) -> _Signature | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return _Signature.of(st) if stat.S_ISREG(st.st_mode) else None
-
-
-def shown(name: str) -> str:
-    """A file name as one printable line (control characters and undecodable bytes as '?')."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
 def _one_line(exc: BaseException) -> str:
