@@ -35,6 +35,7 @@ from sqlalchemy import insert
 
 from mldeck import provenance
 from mldeck.errors import MldeckError
+from mldeck.formatting import shown
 from mldeck.store.artifacts import put_file
 from mldeck.store.engine import Store
 from mldeck.store.models import (
@@ -243,7 +244,7 @@ class ActiveRun:
         sha, stored, size = put_file(self.workspace.artifacts_dir, source)
         record = Artifact(
             run_id=self.id,
-            name=name or source.name,
+            name=name or shown(source.name),
             path=str(stored.relative_to(self.workspace.root)),
             sha256=sha,
             size_bytes=size,

@@ -18,6 +18,7 @@ from sqlalchemy import insert, select
 from mldeck import provenance
 from mldeck.data.readers import ReadError, open_source
 from mldeck.errors import MldeckError
+from mldeck.formatting import shown
 from mldeck.monitor import alerts as alerting
 from mldeck.monitor import performance
 from mldeck.monitor.alerts import Raised, Signal
@@ -75,7 +76,7 @@ def _read_labels(workspace: Workspace, path: Path, id_column: str, target: str) 
     missing = [c for c in (id_column, target) if c not in source.columns]
     if missing:
         raise MldeckError(
-            f"{path.name} lacks {' and '.join(repr(c) for c in missing)}: a label file has the "
+            f"{shown(path.name)} lacks {' and '.join(repr(c) for c in missing)}: a label file has the "
             f"id column ({id_column!r}) and the target ({target!r})"
         )
     frame = (
@@ -151,7 +152,7 @@ def record_labels(
         raised.extend(batch_raised)
     alerting.run_hooks(raised, workspace.settings.monitor.alert_command,
                        workspace.settings.monitor.alert_command_timeout)  # fmt: skip
-    return LabelOutcome(str(path), labels.height, len(matched_ids), batches, raised)
+    return LabelOutcome(shown(str(path)), labels.height, len(matched_ids), batches, raised)
 
 
 def _finite(value: float) -> float | None:
@@ -168,7 +169,7 @@ def _record(
         run = Run(
             name=f"labels for {batch}", kind=RunKind.EVALUATE, trigger=trigger,
             status=RunStatus.SUCCEEDED, created_at=now, started_at=now, ended_at=now,
-            progress=1.0, params={"labels": str(path), "report_id": report_id},
+            progress=1.0, params={"labels": shown(str(path)), "report_id": report_id},
             tags={"dataset": batch}, user=provenance.current_user(),
             host=provenance.hostname(), pid=pid,
             pid_started_at=provenance.process_start_time(pid),
@@ -185,7 +186,7 @@ def _record(
         report = session.get(DriftReport, report_id)
         report.summary = {
             **report.summary,
-            "realized": {**realized, "labelled_rows": rows, "labels_file": path.name,
+            "realized": {**realized, "labelled_rows": rows, "labels_file": shown(path.name),
                          "labels_run_id": run.id},
         }  # fmt: skip
         session.add(report)
