@@ -22,7 +22,7 @@ from mldeck.data.validate import REASON, ROW
 from mldeck.errors import MldeckError
 from mldeck.store.models import Run, RunInput, RunKind, RunStatus
 from mldeck.store.queries import list_versions, resolve_version, version_detail
-from mldeck.workspace import Workspace, init_workspace, load_workspace
+from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
 
 from .conftest import clean_environ
 
@@ -137,6 +137,33 @@ def test_parquet_and_ndjson_files_become_versions(ws, store, tmp_path, suffix):
     detail = version_detail(store, outcome.version_id)
     assert (detail.row.n_rows, detail.row.n_cols, detail.file_format) == (2, 4, suffix[1:])
     assert stored_file(ws, outcome.sha256, suffix).read_bytes() == path.read_bytes()
+
+
+def test_glob_characters_in_paths_are_read_as_written(tmp_path):
+    """Polars expands '[', ']', '*' and '?' in the paths it scans: a workspace in 'team [a]',
+    files named 'week [3]', and a quarantined-rows file there are all read as written."""
+    ws = configure(init_workspace(tmp_path / "team [a]" / "ws*", name="globs"))
+    store = open_workspace_store(ws)
+    try:
+        frame = pl.DataFrame({"id": [1, 2], "amount": [1.5, 2.5], "kind": ["a", "b"],
+                              "note": ["x", None]})  # fmt: skip
+        files = tmp_path / "in [1]?"
+        files.mkdir()
+        frame.write_parquet(files / "week [3].parquet")
+        frame.with_columns(pl.col("id") + 2).write_ndjson(files / "week [3].ndjson")
+        put(files, "week [3].csv", WARNED)
+        outcomes = {path.suffix: ingest_file(ws, store, path) for path in files.iterdir()}
+        assert {s: o.status for s, o in outcomes.items()} == {
+            ".csv": "warned", ".parquet": "accepted", ".ndjson": "accepted"
+        }  # fmt: skip
+        quarantined = outcomes[".csv"]
+        rows = pl.read_parquet(ws.root / quarantined.quarantine_path, glob=False)
+        assert rows[REASON].to_list() == ["max(amount)"]
+        (check,) = [c for c in version_detail(store, quarantined.version_id).report["checks"]
+                    if c["status"] != "pass"]  # fmt: skip
+        assert check["examples"], check  # read back from the offending-rows file
+    finally:
+        store.close()
 
 
 def test_the_same_bytes_twice_are_one_version(ws, store, tmp_path):

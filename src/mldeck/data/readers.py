@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +70,13 @@ def open_source(path: Path, *, separator: str = ",") -> Source:
         frame = _open_parquet(path, size)
     elif file_format == "ndjson":
         _check_text(head, size)
-        frame = pl.scan_ndjson(path, infer_schema_length=10_000)
+        frame = pl.scan_ndjson(_literal(path), infer_schema_length=10_000)
     else:
         _check_text(head, size)
         _check_header(head, separator)
         frame = pl.scan_csv(
             path,
+            glob=False,
             separator=separator,
             infer_schema_length=10_000,
             raise_if_empty=False,
@@ -87,6 +89,13 @@ def open_source(path: Path, *, separator: str = ",") -> Source:
     return Source(path, file_format, frame, list(schema), schema)
 
 
+def _literal(path: Path) -> str:
+    """*path* as a pattern matching only itself: polars expands glob characters in the paths it
+    scans (a folder named 'run [old]' would match nothing), and ``scan_ndjson`` cannot be told
+    not to; the other readers are given ``glob=False``."""
+    return re.sub(r"([\[\]*?])", r"[\1]", str(path))
+
+
 def _open_parquet(path: Path, size: int) -> pl.LazyFrame:
     with open(path, "rb") as fh:
         if size < 12:
@@ -94,7 +103,7 @@ def _open_parquet(path: Path, size: int) -> pl.LazyFrame:
         fh.seek(-4, io.SEEK_END)
         if fh.read(4) != b"PAR1":
             raise ReadError("truncated or damaged Parquet file (its footer is missing)")
-    return pl.scan_parquet(path)
+    return pl.scan_parquet(path, glob=False)
 
 
 def _check_text(head: bytes, size: int) -> None:

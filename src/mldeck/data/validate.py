@@ -589,7 +589,7 @@ def validate(
         except Exception as exc:
             return unreadable(explain(exc, source.file_format), time.perf_counter() - started)
         if offending:
-            _attach_examples(checks, pl.scan_parquet(offending_path), settings.examples)
+            _attach_examples(checks, pl.scan_parquet(offending_path, glob=False), settings.examples)
     status = _status(checks)
     profile = _profile(plan, values, n_rows, exact_quantiles)
     schema = {name: str(dtype) for name, dtype in source.schema.items()}
@@ -615,7 +615,7 @@ def _write_offending(
             .select(ROW, *source.columns, reason.alias(REASON))
             .sink_parquet(partial, engine=engine)
         )
-        written = pl.scan_parquet(partial).select(pl.len()).collect().item()
+        written = pl.scan_parquet(partial, glob=False).select(pl.len()).collect().item()
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    frame = pl.read_parquet(args.data).sort(TIME)
+    frame = pl.read_parquet(args.data, glob=False).sort(TIME)
     cut = int(frame.height * 0.8)  # split by time: the last fifth is the holdout
     train, holdout = frame[:cut], frame[cut:]
 

@@ -376,7 +376,7 @@ def stored_predictions(
         return None
     file = resolve_path(workspace.root, found[0])
     verify(file, found[1])
-    return pl.read_parquet(file)
+    return pl.read_parquet(file, glob=False)
 
 
 def _predictions(
@@ -392,7 +392,7 @@ def _predictions(
     scored = score_batch(workspace, store, version.id, model=model_name, trigger=trigger)
     file = resolve_path(workspace.root, scored.champion.artifact_path)
     verify(file, scored.champion.sha256)
-    return pl.read_parquet(file)
+    return pl.read_parquet(file, glob=False)
 
 
 def _model_side(

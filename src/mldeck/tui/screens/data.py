@@ -598,7 +598,7 @@ def _read_rows(path: Path, shown_as: str) -> OffendingRows:
     """Up to QUARANTINE_ROWS rows of an offending-rows file, the reason first."""
     import polars as pl  # loaded when first needed, in the worker thread
 
-    frame = pl.scan_parquet(path)
+    frame = pl.scan_parquet(path, glob=False)
     total = frame.select(pl.len()).collect().item()
     head = frame.head(QUARANTINE_ROWS).collect()
     names = head.columns
