@@ -166,6 +166,16 @@ def test_glob_characters_in_paths_are_read_as_written(tmp_path):
         store.close()
 
 
+def test_the_workspaces_own_files_are_refused_as_input(ws, store):
+    """The store is not data, and reading it outside SQLite would drop this process's locks."""
+    for path in (ws.db_path, ws.state_dir / ".." / ".mldeck" / "store.db"):
+        with pytest.raises(
+            MldeckError, match=r"is part of the workspace's own state \(\.mldeck/\)"
+        ):
+            ingest_file(ws, store, path)
+    assert list_versions(store) == ([], 0)
+
+
 def test_the_same_bytes_twice_are_one_version(ws, store, tmp_path):
     first = ingest_file(ws, store, put(tmp_path / "a", "batch.csv", GOOD))
     again = ingest_file(ws, store, put(tmp_path / "b", "renamed copy.csv", GOOD))

@@ -241,6 +241,7 @@ class ActiveRun:
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> Artifact:
         """Copy a file into the workspace's content-addressed artifact store and record it."""
         source = Path(path)
+        self.workspace.refuse_state_file(source)
         sha, stored, size = put_file(self.workspace.artifacts_dir, source)
         record = Artifact(
             run_id=self.id,

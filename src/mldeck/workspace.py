@@ -7,6 +7,7 @@ A workspace is a folder holding ``mldeck.toml``, ``.mldeck/`` (the store and the
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from mldeck.config import (
     parse_settings,
 )
 from mldeck.errors import MldeckError, WorkspaceNotFound
+from mldeck.formatting import shown
 from mldeck.store.engine import Store, open_store
 
 ENV_WORKSPACE = "MLDECK_WORKSPACE"
@@ -47,6 +49,17 @@ class Workspace:
     @property
     def db_path(self) -> Path:
         return self.state_dir / "store.db"
+
+    def refuse_state_file(self, path: Path) -> None:
+        """Refuse a file of the workspace's own state (``.mldeck/``) as input: it is not data,
+        and reading the store's files outside SQLite would drop this process's locks on them
+        (another process could then delete the WAL in use)."""
+        with suppress(OSError):
+            if path.resolve().is_relative_to(self.state_dir.resolve()):
+                raise MldeckError(
+                    f"{shown(str(path))} is part of the workspace's own state (.mldeck/), "
+                    "not data: copy what you need elsewhere first"
+                )
 
     @property
     def artifacts_dir(self) -> Path:

@@ -131,6 +131,7 @@ def ingest_file(
 ) -> IngestOutcome:
     """Ingest one file. With *consume* (the watcher), the source file is removed once its bytes
     are safely stored, since they are kept in the workspace under their hash."""
+    workspace.refuse_state_file(path)
     settings = workspace.settings.data
     dataset = dataset or settings.dataset
     say = progress or (lambda _message: None)

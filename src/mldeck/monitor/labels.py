@@ -69,6 +69,7 @@ class LabelOutcome:
 
 
 def _read_labels(workspace: Workspace, path: Path, id_column: str, target: str) -> pl.DataFrame:
+    workspace.refuse_state_file(path)
     try:
         source = open_source(path, separator=workspace.settings.data.csv_separator)
     except ReadError as exc:
