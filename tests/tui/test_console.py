@@ -18,6 +18,7 @@ from mldeck.tui.screens.overview import OverviewScreen
 from mldeck.tui.screens.runs import RunDetailScreen, RunsScreen
 from mldeck.tui.widgets.table import DeckTable
 from mldeck.tui.widgets.topbar import TopBar
+from mldeck.workspace import init_workspace, open_workspace_store
 
 from .conftest import make_app, settle, until
 
@@ -108,6 +109,21 @@ async def test_filter_typo_is_reported_not_raised(seeded) -> None:
         status = app.screen.query_one("#runs-status", Static)
         await until(pilot, lambda: "unknown status" in static_text(status))
         assert len(table_ids(app.screen.query_one("#runs-table", DeckTable))) == 8
+
+
+async def test_the_store_line_names_the_file_of_a_workspace_in_any_folder(tmp_path) -> None:
+    """The store's URL spells a folder named 'team [a]' as 'team %5Ba%5D': the line says the
+    file's path, relative to the workspace."""
+    workspace = init_workspace(tmp_path / "team [a]" / "ws", name="brackets")
+    store = open_workspace_store(workspace)
+    try:
+        app = make_app(workspace, store)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            line = static_text(app.screen.query_one("#store-line"))
+            assert line.startswith("Store sqlite .mldeck/store.db · "), line
+    finally:
+        store.close()
 
 
 async def test_help_lists_the_screen_and_its_keys(seeded) -> None:

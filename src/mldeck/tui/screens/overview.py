@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from rich.text import Text
+from sqlalchemy.engine import make_url
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -135,7 +136,8 @@ class OverviewScreen(DeckScreen):
         info = o.store
         where = info.url
         if info.backend == "sqlite":
-            where = _relative(info.url.removeprefix("sqlite:///"), self.deck.workspace.root)
+            # The URL's database, decoded: a folder named 'demo [b]' is '%5Bb%5D' in the URL.
+            where = _relative(make_url(info.url).database or "", self.deck.workspace.root)
         integrity = data.integrity or "?"
         line = Text()
         line.append("Store ", style="bold")
