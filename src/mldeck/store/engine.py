@@ -327,8 +327,11 @@ def _check_revision(revision: str | None) -> None:
 
 
 def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    return make_url(url).render_as_string(hide_password=True)
+    """For messages: an SQLite store's file, else the URL without its password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return parsed.database  # decoded: the URL spells a folder 'demo [b]' as 'demo %5Bb%5D'
+    return parsed.render_as_string(hide_password=True)
 
 
 def database_size(store: Store) -> int | None:
