@@ -53,13 +53,13 @@ class HelpScreen(ModalScreen[None]):
                 keys.append(display)
         for group in ("screen", "app"):
             for description, keys in groups[group].items():
-                grid.add_row(" ".join(keys), description)
+                grid.add_row(Text(" ".join(keys)), Text(description))  # as written, like all text
         grid.add_row("j k g G", "Move in tables: down, up, first, last")
         if groups["widget"]:
             grid.add_row("", "")
             grid.add_row("", Text("In the focused widget", style="bold"))
             for description, keys in groups["widget"].items():
-                grid.add_row(" ".join(keys), Text(description, style="dim"))
+                grid.add_row(Text(" ".join(keys)), Text(description, style="dim"))
         return grid
 
     def action_dismiss(self) -> None:
