@@ -383,3 +383,13 @@ def test_drift_alerts_and_kpi_commands(monitored, store, tmp_path, cli):
     figures = json.loads(cli("kpis", "--json", cwd=root).stdout)
     assert figures["batches_monitored"] == 2 and figures["promotions"] == 1
     assert "lead time" in cli("kpis", cwd=root).stdout
+
+
+@pytest.mark.parametrize(
+    ("days", "text"),
+    [(None, "-"), (30 / 86400, "every 30s"), (0.5, "every 12h00m"), (3.5, "every 3.5 days")],
+)
+def test_retraining_cadence_reads_as_a_time_under_a_day(days, text):
+    from mldeck.monitor.kpis import _cadence
+
+    assert _cadence(days) == text

@@ -189,6 +189,13 @@ def _hours(value: float | None) -> str:
     return "-" if value is None else fmt.duration(timedelta(hours=value))
 
 
+def _cadence(days: float | None) -> str:
+    """Days apart, or the time apart when under a day ("every 0.0 days" says nothing)."""
+    if days is None:
+        return "-"
+    return f"every {_hours(days * 24)}" if days < 1 else f"every {days:.1f} days"
+
+
 def sections(k: Kpis) -> dict[str, dict[str, str]]:
     """The KPIs as titled sections of label -> text (the CLI and the Overview both show these)."""
     cost = "-" if k.cost_per_1k is None else f"{k.cost_per_1k:.6f}"
@@ -223,7 +230,6 @@ def sections(k: Kpis) -> dict[str, dict[str, str]]:
             "latency per 1k p50 / p95": "-" if k.latency_ms_per_1k_p50 is None
             else f"{k.latency_ms_per_1k_p50:.1f} / {k.latency_ms_per_1k_p95:.1f} ms",
             "cost per 1k predictions": cost,
-            "retraining cadence": "-" if k.retrain_interval_days is None
-            else f"every {k.retrain_interval_days:.1f} days",
+            "retraining cadence": _cadence(k.retrain_interval_days),
         },
     }  # fmt: skip
