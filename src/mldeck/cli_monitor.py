@@ -242,7 +242,7 @@ def alerts_list(
     if not rows:
         out.print("No alerts." if status == "all" else f"No {status} alerts.")
         return
-    table = _table("ID", "SEVERITY", "STATUS", "SEEN", "LAST", "ALERT", wrap="ALERT")
+    table = _table("ID", "SEVERITY", "STATUS", "SEEN", "CHANGED", "ALERT", wrap="ALERT")
     for alert in rows:
         table.add_row(str(alert.id), alert.severity, alert.status, f"{alert.occurrences}x",
                       fmt.when(alert.updated_at), alert.title)  # fmt: skip

@@ -31,7 +31,8 @@ class AlertsScreen(DeckScreen):
         "Alerts raised by the rules of [monitor] in mldeck.toml (dataset or feature drift, the "
         "joint distribution, the champion's scores, estimated or realized performance below a "
         "threshold, stale data, a failed pipeline step). An alert that fires again while open "
-        "counts its occurrences instead of repeating. Acknowledge one to say someone is on it; "
+        "counts its occurrences (SEEN) instead of repeating; CHANGED is when it last fired or "
+        "changed state. Acknowledge one to say someone is on it; "
         "resolve it when it is fixed (a condition that clears resolves its alert by itself). "
         "Every change is in the audit trail."
     )
@@ -53,7 +54,7 @@ class AlertsScreen(DeckScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#alerts-table", DeckTable)
-        table.add_columns("ID", "SEVERITY", "STATUS", "SEEN", "LAST", "ALERT")
+        table.add_columns("ID", "SEVERITY", "STATUS", "SEEN", "CHANGED", "ALERT")
         table.focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
