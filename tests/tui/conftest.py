@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from sqlalchemy import select
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 from textual.worker import WorkerState
 
 from mldeck.data.expectations import DataSettings
@@ -218,10 +219,21 @@ def make_app(workspace: Workspace, store: Store, **kwargs) -> MldeckApp:
 
 
 async def settle(pilot: Pilot) -> None:
-    """Wait until no worker is pending or running and the screen has caught up."""
+    """Wait until no worker is pending or running and the screen has caught up, tables
+    included: a DataTable measures its columns only when its message queue runs idle, so a
+    screenshot taken before that shows the widths of the headers alone (pinned textual: its
+    own flags for the pending work)."""
     busy = (WorkerState.PENDING, WorkerState.RUNNING)
+
+    def measured() -> bool:
+        return not any(
+            table._require_update_dimensions or table._updated_cells
+            for table in pilot.app.screen.query(DataTable)
+        )
+
     for _ in range(2):
         await until(pilot, lambda: not any(w.state in busy for w in pilot.app.workers))
+        await until(pilot, measured)
         await pilot.pause()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text, TextType
+from textual import events
 from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
@@ -30,6 +31,17 @@ class DeckTable(DataTable):
     def add_column(self, label: TextType, **kwargs: Any) -> ColumnKey:
         """A column whose label is shown as written: labels name a file's columns."""
         return super().add_column(Text(label) if isinstance(label, str) else label, **kwargs)
+
+    async def _on_idle(self, event: events.Idle) -> None:
+        """After DataTable measures new rows (it does so once idle), drop its rendered rows.
+        Pinned textual caches a row's rendering under a key without the column widths, so a
+        row drawn between ``add_row`` and this measurement would keep the narrower widths (its
+        cells cut to the headers' width) until the table next changed."""
+        measuring = self._require_update_dimensions or bool(self._updated_cells)
+        await super()._on_idle(event)
+        if measuring:
+            self._clear_caches()
+            self.refresh()
 
     def replace_rows(self, rows: list[tuple[str, tuple]]) -> None:
         """Show *rows* ((key, cells) pairs), keeping the cursor on the same key when it remains.
