@@ -382,6 +382,37 @@ def test_a_batch_is_profiled_on_its_reference_bins(ws, store, tmp_path):
     assert sum(histogram["counts"]) == 3
 
 
+def test_the_configured_reference_belongs_to_the_configured_dataset_only(workspace, tmp_path):
+    reference = put(tmp_path, "ref.csv", GOOD)
+    ws = configure(workspace, EXPECTATIONS.replace('id_column = "id"',
+                                                   f'id_column = "id"\nreference = "{reference}"'))  # fmt: skip
+    store = open_workspace_store(ws)
+    try:
+        first = ingest_file(ws, store, put(tmp_path, "a.csv", WARNED))
+        assert (first.dataset, first.version) == ("events", 2)  # the reference is events v1
+        # Another dataset gets no reference from [data] reference, and no error.
+        other = ingest_file(ws, store, put(tmp_path, "b.csv", REJECTED), dataset="other")
+        assert (other.dataset, other.version, other.duplicate) == ("other", 1, False)
+        flags = {(row.dataset, row.version): row.is_reference for row in list_versions(store)[0]}
+        assert flags == {("events", 1): True, ("events", 2): False, ("other", 1): False}
+    finally:
+        store.close()
+
+
+def test_content_stored_as_a_batch_cannot_silently_become_a_reference(ws, store, tmp_path):
+    batch = ingest_file(ws, store, put(tmp_path, "batch.csv", GOOD))
+    with pytest.raises(MldeckError, match=r"already stored as events v1, a batch"):
+        ingest_file(ws, store, put(tmp_path, "ref.csv", GOOD), as_reference=True)
+    assert not list_versions(store)[0][0].is_reference
+    with store.read() as session:
+        failed = session.execute(select(Run).where(Run.status == RunStatus.FAILED)).scalars().all()
+    assert [run.name for run in failed] == ["ingest ref.csv"]
+    # Ingesting the reference itself again is a plain duplicate.
+    ref = ingest_file(ws, store, put(tmp_path, "r2.csv", WARNED), as_reference=True)
+    again = ingest_file(ws, store, put(tmp_path, "r3.csv", WARNED), as_reference=True)
+    assert again.duplicate and again.version_id == ref.version_id != batch.version_id
+
+
 # -- concurrency ------------------------------------------------------------------------------
 
 

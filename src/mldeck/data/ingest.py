@@ -107,6 +107,12 @@ def _existing(store: Store, sha: str) -> tuple[DatasetVersion, str] | None:
     return None if row is None else (row[0], row[1])
 
 
+def _is_reference(store: Store, version: DatasetVersion) -> bool:
+    with store.read() as session:
+        ds = session.get(Dataset, version.dataset_id)
+    return ds is not None and ds.reference_version_id == version.id
+
+
 def reference_of(store: Store, dataset: str) -> dict[str, Any] | None:
     """The profile of the dataset's reference version (None if it has none yet)."""
     with store.read() as session:
@@ -153,6 +159,11 @@ def ingest_file(
     known = _existing(store, sha)
     if known is not None:
         version, name = known
+        if as_reference and not _is_reference(store, version):
+            problem = (f"{source_name} is already stored as {name} v{version.version}, a batch;"
+                       " a file becomes a reference only when it is first ingested with --reference")  # fmt: skip
+            _fail_run(store, ingest_run, problem)
+            raise MldeckError(problem)
         _finish_duplicate(store, ingest_run, version)
         if consume:
             _consume(path, before)
@@ -215,9 +226,15 @@ def _ensure_reference(
     trigger: str,
     say: Callable[[str], None],
 ) -> None:
-    """Ingest ``[data] reference`` as the dataset's reference if it has none yet."""
+    """Ingest ``[data] reference`` as the dataset's reference if it has none yet.
+
+    The configured file is the reference of the configured ``[data] dataset`` only: a batch
+    ingested under another name is validated without a reference's bins.
+    """
     configured = workspace.settings.data.reference
-    if not configured or reference_of(store, dataset) is not None:
+    if not configured or dataset != workspace.settings.data.dataset:
+        return
+    if reference_of(store, dataset) is not None:
         return
     reference = Path(configured)
     reference = reference if reference.is_absolute() else workspace.root / reference
@@ -229,6 +246,10 @@ def _ensure_reference(
     outcome = ingest_file(workspace, store, reference, dataset=dataset, trigger=trigger,
                           as_reference=True, progress=say)  # fmt: skip
     if outcome.duplicate and reference_of(store, dataset) is None:
+        if outcome.dataset != dataset:
+            say(f"[data] reference {configured} is stored as {outcome.dataset} v{outcome.version};"
+                f" {dataset} has no reference: batches are profiled without its bins")  # fmt: skip
+            return
         with store.write() as session:
             ds = session.execute(select(Dataset).where(Dataset.name == dataset)).scalar_one()
             ds.reference_version_id = outcome.version_id
