@@ -196,6 +196,35 @@ def test_labels_and_their_alerts_are_stored_together_or_not_at_all(
     assert record_labels(monitored, store, labels).matched == 400
 
 
+def test_labels_written_as_other_numbers_name_the_same_classes(monitored, store, tmp_path):
+    frame = churn_frame(400, seed=8, start_id=9000)
+    version = ingest(monitored, store, frame.drop("churned"), tmp_path, "nolabels.csv")
+    check_batch(monitored, store, version)
+    as_ints = write(frame.select("customer_id", "churned"), tmp_path, "ints.csv")
+    expected = record_labels(monitored, store, as_ints).batches[0].realized
+    # The same outcomes written 0.0 / 1.0 by another tool give the same realized metrics.
+    as_floats = frame.select("customer_id", pl.col("churned").cast(pl.Float64))
+    outcome = record_labels(monitored, store, write(as_floats, tmp_path, "floats.csv"))
+    assert outcome.batches[0].realized == pytest.approx(expected)
+    assert expected["precision"] > 0
+
+
+def test_labels_naming_no_class_or_two_labels_for_an_id_are_refused(monitored, store, tmp_path):
+    frame = churn_frame(50, seed=8, start_id=9000)
+    version = ingest(monitored, store, frame.drop("churned"), tmp_path, "nolabels.csv")
+    result = check_batch(monitored, store, version)
+    ids = frame.get_column("customer_id").to_list()
+    unknown = pl.DataFrame({"customer_id": ids[:3], "churned": ["1", "7", "1x"]})
+    with pytest.raises(MldeckError, match=r"2 label value\(s\) name no class .*'7', '1x'"):
+        record_labels(monitored, store, write(unknown, tmp_path, "unknown.csv"))
+    twice = pl.DataFrame({"customer_id": [ids[0], ids[0], ids[1], ids[1]],
+                          "churned": [1, 0, 1, 1]})  # fmt: skip
+    with pytest.raises(MldeckError, match=rf"1 id\(s\) more than one label \('{ids[0]}'\)"):
+        record_labels(monitored, store, write(twice, tmp_path, "twice.csv"))
+    # Nothing was recorded from either file.
+    assert report_detail(store, result.report_id).summary["realized"] is None
+
+
 def test_a_label_file_without_the_needed_columns_is_refused(monitored, store, tmp_path):
     version = ingest(monitored, store, churn_frame(100, seed=9, start_id=100), tmp_path, "b.csv")
     check_batch(monitored, store, version)

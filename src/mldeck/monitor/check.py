@@ -433,8 +433,8 @@ def _model_side(
     positive = classes[1] if len(classes) == 2 else None
     predicted = None
     if positive is not None:
-        predicted = predictions.get_column("prediction").cast(pl.String) == str(positive)
-        predicted = predicted.to_numpy()
+        predicted = performance.class_index(predictions.get_column("prediction"), classes) == 1
+        predicted = predicted.fill_null(False).to_numpy()
     if metric is not None and predicted is not None:
         if metric not in performance.ESTIMABLE:
             metric = "roc_auc"
@@ -445,10 +445,11 @@ def _model_side(
         )  # fmt: skip
     target = _target(workspace, champion)
     if target and positive is not None and target in frame.collect_schema():
-        labels = frame.select(pl.col(target).cast(pl.String)).collect().to_series()
+        # A label naming no class ('7' for classes 0 and 1) is as unknown as a missing one.
+        labels = performance.class_index(frame.select(target).collect().to_series(), classes)
         known = labels.is_not_null().to_numpy()
         if known.any() and labels.len() == predictions.height:
-            y = (labels == str(positive)).to_numpy()[known]
+            y = (labels == 1).to_numpy()[known]
             result.realized = {
                 k: _finite(v)
                 for k, v in performance.realized_metrics(y, predicted[known], scores[known]).items()

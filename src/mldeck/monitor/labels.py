@@ -80,16 +80,39 @@ def _read_labels(workspace: Workspace, path: Path, id_column: str, target: str) 
             f"{shown(path.name)} lacks {' and '.join(repr(c) for c in missing)}: a label file has the "
             f"id column ({id_column!r}) and the target ({target!r})"
         )
-    frame = (
-        source.frame.select(
-            pl.col(id_column).cast(pl.String).alias("__id"),
-            pl.col(target).cast(pl.String).alias("__label"),
+    try:
+        frame = (
+            source.frame.select(
+                pl.col(id_column).cast(pl.String).alias("__id"),
+                pl.col(target).cast(pl.String).str.strip_chars().alias("__label"),
+            )
+            .drop_nulls()
+            .unique()
+            .collect()
         )
-        .drop_nulls()
-        .unique(subset="__id", keep="last")
-        .collect()
-    )
+    except pl.exceptions.PolarsError as exc:
+        raise MldeckError(f"cannot read {shown(str(path))}: {exc}") from None
+    conflicts = frame.filter(pl.col("__id").is_duplicated()).sort("__id", "__label")
+    if conflicts.height:
+        ids = conflicts.get_column("__id").unique(maintain_order=True)
+        shown_ids = ", ".join(repr(i) for i in ids.head(5).to_list())
+        raise MldeckError(
+            f"{shown(path.name)} gives {ids.len()} id(s) more than one label ({shown_ids}"
+            f"{', ...' if ids.len() > 5 else ''}): which is right is not for mldeck to guess"
+        )
     return frame
+
+
+def _refuse_unknown(path: Path, labels: pl.DataFrame, classes: list[Any]) -> None:
+    """Refuse a label file whose labels name none of the model's classes ('7', '1x')."""
+    index = performance.class_index(labels.get_column("__label"), classes)
+    unknown = labels.get_column("__label").filter(index.is_null()).unique(maintain_order=True)
+    if unknown.len():
+        examples = ", ".join(repr(v) for v in unknown.head(5).to_list())
+        raise MldeckError(
+            f"{shown(path.name)}: {unknown.len()} label value(s) name no class of the model"
+            f" ({', '.join(str(c) for c in classes)}): {examples}"
+        )
 
 
 def record_labels(
@@ -118,6 +141,11 @@ def record_labels(
     if not target:
         raise MldeckError("which column holds the labels? set [model] target in mldeck.toml")
     labels = _read_labels(workspace, path, id_column, target)
+    for classes in {
+        tuple((v.schema_ or {}).get("classes") or ()) for _, v, _, _ in latest.values()
+    }:
+        if len(classes) == 2:
+            _refuse_unknown(path, labels, list(classes))
     batches: list[Labelled] = []
     raised: list[Raised] = []
     rules = [r for r in alerting.default_rules(workspace.settings) if r.when == "realized_metric"]
@@ -138,9 +166,10 @@ def record_labels(
         classes = (version.schema_ or {}).get("classes") or []
         if len(classes) != 2:
             continue
-        positive = str(classes[1])
-        y = (joined.get_column("__label") == positive).to_numpy()
-        predicted = (joined.get_column("prediction").cast(pl.String) == positive).to_numpy()
+        y = (performance.class_index(joined.get_column("__label"), classes) == 1).to_numpy()
+        predicted = (
+            performance.class_index(joined.get_column("prediction"), classes) == 1
+        ).to_numpy()
         scores = joined.get_column("score").to_numpy()
         scores = scores if np.isfinite(scores).all() else None
         realized = {k: _finite(v) for k, v in

@@ -127,6 +127,32 @@ def _metrics_of(labels: np.ndarray, predicted: np.ndarray, ranks: np.ndarray | N
     return out
 
 
+def names_class(label: str, value: Any) -> bool:
+    """Whether the label text *label* names the class *value*: its text, or the same number
+    ('1.0' and '1' name class 1) or truth value ('TRUE' names class True)."""
+    text, name = label.strip(), str(value)
+    if text == name or (text.lower() == name.lower() and name.lower() in ("true", "false")):
+        return True
+    try:
+        return float(text) == float(value)
+    except (TypeError, ValueError):
+        return False
+
+
+def class_index(labels: Any, classes: list[Any]) -> Any:
+    """Each label's index in *classes* (a polars Series of Int32; null where the label is null or
+    names no class). Each distinct label is matched once, not each row."""
+    import polars as pl
+
+    text = labels.cast(pl.String)
+    mapping: dict[str, int] = {}
+    for label in text.drop_nulls().unique().to_list():
+        found = [i for i, value in enumerate(classes) if names_class(label, value)]
+        if found:
+            mapping[label] = found[0]
+    return text.replace_strict(mapping, default=None, return_dtype=pl.Int32)
+
+
 def realized_metrics(
     labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray | None
 ) -> dict[str, float]:
