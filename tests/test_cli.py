@@ -344,3 +344,14 @@ def test_format_plural():
     assert fmt.plural(1, "run") == "1 run"
     assert fmt.plural(0, "run") == "0 runs"
     assert fmt.plural(2, "query", "queries") == "2 queries"
+
+
+def test_a_second_interrupt_does_not_cut_the_cleanup_of_the_first():
+    from mldeck.cli import _interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt(2, None)
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        assert _interrupt(2, None) is None  # the run's end is being recorded: let it finish

@@ -413,6 +413,29 @@ def test_content_stored_as_a_batch_cannot_silently_become_a_reference(ws, store,
     assert again.duplicate and again.version_id == ref.version_id != batch.version_id
 
 
+@pytest.mark.parametrize("where", ["copy", "validate", "record"])
+def test_an_interrupted_ingest_cancels_its_runs_and_keeps_the_source(
+    ws, store, tmp_path, monkeypatch, where
+):
+    def interrupt(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    target = {"copy": "put_file", "validate": "validate", "record": "_record"}[where]
+    monkeypatch.setattr(ingest, target, interrupt)
+    source = put(tmp_path / "incoming", "batch.csv", GOOD)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_file(ws, store, source, consume=True)
+    with store.read() as session:
+        runs = session.execute(select(Run.name, Run.status, Run.error)).all()
+    expected = ["ingest batch.csv"] + ([] if where == "copy" else ["validate batch.csv"])
+    assert sorted(name for name, _, _ in runs) == expected
+    assert {status for _, status, _ in runs} == {RunStatus.CANCELLED}
+    assert all(error == "interrupted (KeyboardInterrupt)" for _, _, error in runs)
+    assert source.read_text() == GOOD and list_versions(store)[1] == 0 and leftovers(ws) == []
+    monkeypatch.undo()  # the next try ingests it
+    assert ingest_file(ws, store, source, consume=True).status == "accepted"
+
+
 # -- concurrency ------------------------------------------------------------------------------
 
 

@@ -127,6 +127,19 @@ def test_keyboard_interrupt_cancels_the_run(workspace, store):
     assert run.ended_at is not None
 
 
+def test_an_interrupt_right_after_the_run_is_recorded_cancels_it(workspace, store, monkeypatch):
+    from mldeck import tracking
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "ActiveRun", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        start_run(name="cut short", workspace=workspace)
+    run = run_detail(store, resolve_run(store, "cut short")).run
+    assert (run.status, run.error) == (RunStatus.CANCELLED, "interrupted (KeyboardInterrupt)")
+
+
 def test_no_active_run_after_the_block(workspace):
     with start_run(workspace=workspace):
         pass

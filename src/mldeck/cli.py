@@ -1057,8 +1057,27 @@ def _workspace_first(argv: list[str]) -> list[str]:
     return front + rest
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    """SIGINT while the command is not already stopping on one: KeyboardInterrupt.
+
+    One Ctrl-C can arrive twice: polars raises KeyboardInterrupt from its own check, and Python's
+    pending signal raises another a few instructions later, in the middle of the cleanup that
+    records the interrupted run's end (which then stayed 'running'). While a KeyboardInterrupt is
+    being handled, that cleanup (a short write) is left to finish.
+    """
+    if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        return
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and a non-zero exit status."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
     command = typer.main.get_command(app)
     args = _workspace_first(list(sys.argv[1:] if argv is None else argv))
     try:

@@ -132,6 +132,7 @@ class ActiveRun:
             return
         self._ended = True
         self._stop.set()
+
         try:
             self.flush()
         finally:
@@ -297,11 +298,23 @@ def start_run(
         pid=pid,
         pid_started_at=provenance.process_start_time(pid),
     )
-    with store.write() as session:
-        session.add(run)
-        session.flush()
-        run_id = run.id
-    return ActiveRun(ws, store, run_id, run_name)
+    run_id = None
+    try:
+        with store.write() as session:
+            session.add(run)
+            session.flush()
+            run_id = run.id
+        return ActiveRun(ws, store, run_id, run_name)
+    except KeyboardInterrupt:
+        # Interrupted between recording the run and handing it over: nothing else would end it.
+        if run_id is not None:
+            with store.write() as session:
+                recorded = session.get(Run, run_id)
+                if recorded is not None and recorded.status == RunStatus.RUNNING:
+                    recorded.status, recorded.ended_at = RunStatus.CANCELLED, utcnow()
+                    recorded.error = "interrupted (KeyboardInterrupt)"
+                    session.add(recorded)
+        raise
 
 
 def active_run() -> ActiveRun:

@@ -90,11 +90,25 @@ def _start_run(store: Store, kind: RunKind, trigger: str, name: str, params: dic
         return run.id
 
 
-def _fail_run(store: Store, run_id: int, error: str) -> None:
+def _fail_run(store: Store, run_id: int, error: str, status: RunStatus = RunStatus.FAILED) -> None:
     with store.write() as session:
         run = session.get(Run, run_id)
-        run.status, run.ended_at, run.error = RunStatus.FAILED, utcnow(), error
+        run.status, run.ended_at, run.error = status, utcnow(), error
         session.add(run)
+
+
+def _end_runs(store: Store, run_ids: tuple[int, ...], exc: BaseException) -> None:
+    """End the runs an exception interrupted: cancelled on Ctrl-C, failed otherwise."""
+    if isinstance(exc, KeyboardInterrupt):
+        status, error = RunStatus.CANCELLED, "interrupted (KeyboardInterrupt)"
+    else:
+        status, error = RunStatus.FAILED, "".join(traceback.format_exception(exc))
+    with store.write() as session:
+        for run_id in run_ids:
+            run = session.get(Run, run_id)
+            if run is not None and run.status == RunStatus.RUNNING:  # not one already ended
+                run.status, run.ended_at, run.error = status, utcnow(), error
+                session.add(run)
 
 
 def _existing(store: Store, sha: str) -> tuple[DatasetVersion, str] | None:
@@ -156,7 +170,14 @@ def ingest_file(
     except OSError as exc:
         _fail_run(store, ingest_run, f"cannot copy {source_name}: {exc.strerror or exc}")
         raise MldeckError(f"cannot read {source_name}: {exc.strerror or exc}") from None
-    known = _existing(store, sha)
+    except BaseException as exc:
+        _end_runs(store, (ingest_run,), exc)
+        raise
+    try:
+        known = _existing(store, sha)
+    except BaseException as exc:
+        _end_runs(store, (ingest_run,), exc)
+        raise
     if known is not None:
         version, name = known
         if as_reference and not _is_reference(store, version):
@@ -172,12 +193,14 @@ def ingest_file(
                              source_name, reasons_from_report(version.report),
                              version.quarantine_path)  # fmt: skip
 
-    validate_run = _start_run(store, RunKind.VALIDATE, trigger, f"validate {file_name}",
-                              {"sha256": sha, "dataset": dataset})  # fmt: skip
-    _progress(store, validate_run, f"validating {size / 1e6:.1f} MB")
     # Named per process: two processes validating the same content must not share a temp file.
     rows_file = workspace.quarantine_dir / f".{sha[:16]}-{uuid.uuid4().hex[:12]}.rows.parquet"
+    runs: tuple[int, ...] = (ingest_run,)
     try:
+        validate_run = _start_run(store, RunKind.VALIDATE, trigger, f"validate {file_name}",
+                                  {"sha256": sha, "dataset": dataset})  # fmt: skip
+        runs = (validate_run, ingest_run)
+        _progress(store, validate_run, f"validating {size / 1e6:.1f} MB")
         workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
         try:
             source = open_source(stored, separator=settings.csv_separator)
@@ -194,9 +217,7 @@ def ingest_file(
                           as_reference=as_reference)  # fmt: skip
     except BaseException as exc:
         rows_file.unlink(missing_ok=True)
-        error = "".join(traceback.format_exception(exc))
-        _fail_run(store, validate_run, error)
-        _fail_run(store, ingest_run, error)
+        _end_runs(store, runs, exc)
         raise
     if consume:
         _consume(path, before)
