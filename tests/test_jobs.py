@@ -122,6 +122,38 @@ def test_schedule_edits_are_checked(store):
     assert get_schedule(store, "h").run_requested_at is not None
 
 
+def test_a_schedule_added_with_the_cli_keeps_its_name_against_the_config(store):
+    add(store, "nightly2", "health", every="5m")
+    settings = JobSettings.model_validate(
+        {"schedules": {"nightly2": {"kind": "train", "cron": "0 2 * * *"}}}
+    )
+    for _ in range(2):  # the config entry is not applied, at any sync
+        (change,) = sync_from_settings(store, settings)
+        assert (change.name, change.change) == ("nightly2", "kept")
+        assert "added with 'mldeck jobs add'" in change.describe()
+        row = get_schedule(store, "nightly2")
+        assert (row.kind, row.interval_seconds, row.source) == ("health", 300, "cli")
+    # The entry leaving the config does not remove the CLI's schedule either.
+    assert sync_from_settings(store, JobSettings()) == []
+    assert get_schedule(store, "nightly2").source == "cli"
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "problem"),
+    [
+        ("t", {"timeout_seconds": -1}, "at least 1 second"),
+        ("r", {"retries": -3}, "between 0 and 10"),
+        ("", {}, "1-100 characters"),
+        (" padded", {}, "1-100 characters"),
+    ],
+)
+def test_a_schedule_added_with_the_cli_is_checked_like_an_edit(store, name, options, problem):
+    with pytest.raises(MldeckError, match=problem):
+        add(store, name, "health", every="5m", **options)
+    with store.read() as session:
+        assert session.execute(select(Schedule)).first() is None
+
+
 # -- the lease -------------------------------------------------------------------------------------
 def test_one_holder_at_a_time_and_release_hands_over(store):
     first = LeaseKeeper(store, role="daemon", lease_seconds=30)

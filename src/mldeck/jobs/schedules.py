@@ -62,6 +62,9 @@ class SyncChange:
     change: str  # added | updated | removed
 
     def describe(self) -> str:
+        if self.change == "kept":
+            return (f"schedule {self.name} in mldeck.toml is not applied: a schedule of that name"
+                    " was added with 'mldeck jobs add' and stays as it is (rename one of them)")  # fmt: skip
         return f"schedule {self.name} {self.change} from mldeck.toml"
 
 
@@ -73,10 +76,13 @@ def sync_from_settings(store: Store, settings: JobSettings, *, actor: str = "") 
         known = {
             s.name: (s.config_hash, s.source) for s in session.execute(select(Schedule)).scalars()
         }
-    wanted = {name: entry.digest() for name, entry in settings.schedules.items()}
+    # A name taken by a schedule made with the CLI stays the CLI's: the config entry is not applied.
+    kept = [SyncChange(n, "kept") for n in settings.schedules if known.get(n, ("", ""))[1] == "cli"]
+    wanted = {name: entry.digest() for name, entry in settings.schedules.items()
+              if known.get(name, ("", ""))[1] != "cli"}  # fmt: skip
     stale = [n for n, (_, source) in known.items() if source == "config" and n not in wanted]
     if not stale and all(known.get(n, ("", ""))[0] == d for n, d in wanted.items()):
-        return []  # nothing to do: no write, no change for the console to reload
+        return kept  # nothing to write, no change for the console to reload
     changes: list[SyncChange] = []
     with store.write() as session:
         rows = {s.name: s for s in session.execute(select(Schedule)).scalars()}
@@ -84,7 +90,7 @@ def sync_from_settings(store: Store, settings: JobSettings, *, actor: str = "") 
         for name, entry in settings.schedules.items():
             digest = entry.digest()
             row = rows.get(name)
-            if row is not None and row.config_hash == digest:
+            if row is not None and (row.config_hash == digest or row.source == "cli"):
                 continue
             kept_paused = row.paused if row is not None else False
             row = row or Schedule(name=name, kind=entry.kind, created_at=now)
@@ -109,7 +115,7 @@ def sync_from_settings(store: Store, settings: JobSettings, *, actor: str = "") 
             audit.append(session, f"schedule.{change.change}", entity_type="schedule",
                          entity_id=change.name, details={"source": "mldeck.toml"},
                          actor=actor or None)  # fmt: skip
-    return changes
+    return kept + changes
 
 
 def list_schedules(store: Store) -> list[Schedule]:
@@ -179,13 +185,10 @@ def edit(
             values.update(cron="", interval_seconds=parse_every(every))
     except ValueError as exc:
         raise MldeckError(str(exc)) from None
+    _check_limits(timeout_seconds, retries)
     if timeout_seconds is not None:
-        if timeout_seconds < 1:
-            raise MldeckError("the timeout must be at least 1 second")
         values["timeout_seconds"] = timeout_seconds
     if retries is not None:
-        if not 0 <= retries <= 10:
-            raise MldeckError("retries must be between 0 and 10")
         values["retries"] = retries
     if enabled is not None:
         values["enabled"] = enabled
@@ -197,6 +200,14 @@ def edit(
         )
     get_schedule(store, name)
     return _change(store, name, "schedule.edit", actor, **values)
+
+
+def _check_limits(timeout_seconds: int | None, retries: int | None) -> None:
+    """The limits a schedule's attempts may have (the same whether added or edited)."""
+    if timeout_seconds is not None and timeout_seconds < 1:
+        raise MldeckError("the timeout must be at least 1 second")
+    if retries is not None and not 0 <= retries <= 10:
+        raise MldeckError("retries must be between 0 and 10")
 
 
 def add(
@@ -212,8 +223,13 @@ def add(
     actor: str | None = None,
 ) -> Schedule:
     """A schedule made from the CLI (``source = cli``: config syncs never remove it)."""
+    if not name.strip() or name != name.strip() or len(name) > 100:
+        raise MldeckError(
+            f"a schedule's name is 1-100 characters without spaces at either end, not {name!r}"
+        )
     if kind not in JOB_KINDS:
         raise MldeckError(f"unknown job kind {kind!r} (one of: {', '.join(JOB_KINDS)})")
+    _check_limits(timeout_seconds, retries)
     if bool(cron) == bool(every):
         raise MldeckError("give either --cron or --every")
     try:
