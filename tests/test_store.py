@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import multiprocessing
+import os
 import random
 import sqlite3
+import subprocess
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -1028,3 +1030,47 @@ def test_opening_the_store_twice_in_a_process_keeps_its_locks(tmp_path):
         assert pool.apply(_count_runs_elsewhere, (path,)) == 2
     second.close()
     first.close()
+
+
+@pytest.fixture
+def read_only_view(tmp_path):
+    """A read-only view of a folder: its mode for a user, a read-only bind mount for root (who
+    writes whatever the mode)."""
+    source, view = tmp_path / "rw", tmp_path / "ro"
+    source.mkdir()
+    view.mkdir()
+    views: list[Path] = []
+
+    def make() -> Path:
+        if os.geteuid() != 0:
+            for path in (source, *source.rglob("*")):
+                path.chmod(0o555 if path.is_dir() else 0o444)
+            views.append(source)
+            return source
+        for args in (["mount", "--bind", str(source), str(view)],
+                     ["mount", "-o", "remount,bind,ro", str(view)]):  # fmt: skip
+            if subprocess.run(args, capture_output=True).returncode != 0:
+                subprocess.run(["umount", str(view)], capture_output=True)
+                pytest.skip("root without the right to mount: no read-only view to test")
+        views.append(view)
+        return view
+
+    yield source, make
+    for path in views:
+        if path == view:
+            subprocess.run(["umount", str(view)], check=True)
+        else:
+            for item in (source, *source.rglob("*")):
+                item.chmod(0o755 if item.is_dir() else 0o644)
+
+
+def test_a_store_in_a_read_only_folder_says_so_not_damaged(read_only_view, file_state):
+    source, make = read_only_view
+    path = source / "store.db"
+    open_store(sqlite_url(path)).close()
+    before = file_state(path)
+    view = make()
+    with pytest.raises(StoreError, match="read-only") as err:
+        open_store(sqlite_url(view / "store.db"))
+    assert "damaged" not in str(err.value)
+    assert file_state(path) == before

@@ -103,6 +103,12 @@ def _check_sqlite_file(path: Path) -> None:
                 f"{path} is not an SQLite database (it may be corrupted or another file); "
                 "it was left untouched: restore it from a backup or move it away"
             ) from None
+        if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            raise StoreError(
+                f"cannot open the store {path}: it or its folder is read-only, and SQLite writes"
+                f" its journal files beside it even to read ({exc}); make it writable or work"
+                " on a copy"
+            ) from None
         raise StoreError(f"the store {path} is damaged ({exc}); it was left untouched") from None
     # An mldeck store gets its application_id in the transaction that creates its tables, so a
     # database with tables but without that id is someone else's (even if Alembic manages it).
