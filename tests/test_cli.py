@@ -355,3 +355,52 @@ def test_a_second_interrupt_does_not_cut_the_cleanup_of_the_first():
         raise KeyboardInterrupt
     except KeyboardInterrupt:
         assert _interrupt(2, None) is None  # the run's end is being recorded: let it finish
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["kpis", "--days", "1000000"],
+        ["runs", "list", "--limit", "99999999999999999999"],
+        ["audit", "list", "--limit", "99999999999999999999"],
+        ["alerts", "ack", "99999999999999999999"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_numbers_out_of_range_are_usage_errors(tracked, cli, args):
+    result = cli(*args, cwd=tracked[0])
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "Invalid value" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["drift", "show", "#99999999999999999999"], "no drift report 99999999999999999999"),
+        (["models", "show", "churn:99999999999999999999"], "churn:99999999999999999999"),
+        (["data", "show", "churn:v99999999999999999999"], "no dataset version"),
+        (["data", "list", "--status", "bogus"], "unknown status 'bogus'"),
+        (["daemon", "--log", "."], "cannot write the log"),
+    ],
+    ids=lambda a: " ".join(a) if isinstance(a, list) else "",
+)
+def test_references_beyond_sqlite_integers_and_bad_options_are_one_line(tracked, cli, args, needle):
+    assert_one_line_error(cli(*args, cwd=tracked[0]), needle)
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [("garbage", "is not a database URL"), ("postgresql://u@localhost/db", "database driver")],
+)
+def test_a_store_url_that_cannot_work_is_one_line(tracked, cli, url, needle):
+    assert_one_line_error(cli("runs", "list", cwd=tracked[0], env={"MLDECK_DB_URL": url}), needle)
+
+
+def test_a_filter_that_matches_nothing_says_so(cli, tmp_path):
+    assert cli("init", "ws", cwd=tmp_path).returncode == 0
+    root = tmp_path / "ws"
+    data = tmp_path / "one.csv"
+    data.write_text("a,b\n1,2\n")
+    assert cli("data", "ingest", str(data), cwd=root).returncode == 0
+    result = cli("data", "list", "--dataset", "nope", cwd=root)
+    assert (result.returncode, result.stdout.strip()) == (0, "No dataset versions match.")

@@ -91,6 +91,10 @@ def root(
         _open_console(workspace, read_only=False)
 
 
+# The largest --limit: more rows than any store holds, small enough for SQLite's integers.
+MAX_LIMIT = 1_000_000_000
+
+
 def _open(workspace: Path | None = None) -> tuple[Workspace, Store]:
     from mldeck.workspace import discover, open_workspace_store
 
@@ -193,7 +197,9 @@ def runs_list(
     name: Annotated[
         str | None, typer.Option("--name", help="Only runs whose name contains this.")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+    ] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List runs, newest first."""
@@ -469,17 +475,23 @@ def data_list(
     status: Annotated[
         str | None, typer.Option(help="Only this status: accepted, warned or rejected.")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+    ] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List dataset versions, newest first."""
     from mldeck.store.queries import list_versions
 
+    if status is not None and status not in ("accepted", "warned", "rejected"):
+        raise MldeckError(f"unknown status {status!r}: accepted, warned or rejected")
     _, store = _open()
     rows, total = list_versions(store, dataset=dataset, status=status, limit=limit)
-    _print_versions(
-        rows, total, as_json, empty="No dataset versions yet: see 'mldeck data ingest'."
-    )
+    if not rows and (dataset or status) and list_versions(store, limit=1)[1]:
+        empty = "No dataset versions match."
+    else:
+        empty = "No dataset versions yet: see 'mldeck data ingest'."
+    _print_versions(rows, total, as_json, empty=empty)
 
 
 def _print_versions(rows: list, total: int, as_json: bool, empty: str) -> None:
@@ -569,7 +581,9 @@ def data_show(
 
 @data_app.command("quarantine")
 def data_quarantine(
-    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+    ] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List what is in quarantine: rejected batches and the offending rows of accepted ones."""
@@ -675,7 +689,9 @@ ModelRefArgument = Annotated[
 @models_app.command("list")
 def models_list(
     model: Annotated[str | None, typer.Option("--model", help="Only this model.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many versions.")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many versions.")
+    ] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List model versions with their status, aliases, gates, approval and metrics."""
@@ -940,7 +956,9 @@ def audit_verify(
 
 @audit_app.command("list")
 def audit_list(
-    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+    ] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List audit events, newest first."""

@@ -247,7 +247,10 @@ def daemon(
 
     ws, store = _open_jobs()
     path = log_file or ws.state_dir / "daemon.log"
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise MldeckError(f"cannot write the log {path}: {exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

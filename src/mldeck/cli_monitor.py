@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from mldeck import formatting as fmt
-from mldeck.cli import JsonOption, _open, _print_json, _section, _table, app, out
+from mldeck.cli import MAX_LIMIT, JsonOption, _open, _print_json, _section, _table, app, out
 
 drift_app = typer.Typer(
     help="Drift and performance of scored batches against the reference.", no_args_is_help=True
@@ -115,7 +115,9 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
 
 @drift_app.command("list")
 def drift_list(
-    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+    ] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List drift reports, newest first, with estimated and realized performance."""
@@ -224,7 +226,9 @@ def alerts_list(
     status: Annotated[
         str, typer.Option(help="active (open or acknowledged), open, acknowledged, resolved, all.")
     ] = "active",
-    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+    ] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List alerts, newest first (by default those still open or acknowledged)."""
@@ -260,7 +264,7 @@ def _alert_change(action: str, alert_id: int, note: str) -> None:
 
 @alerts_app.command("ack")
 def alerts_ack(
-    alert_id: Annotated[int, typer.Argument(help="The alert's id.")],
+    alert_id: Annotated[int, typer.Argument(min=1, max=2**63 - 1, help="The alert's id.")],
     note: Annotated[str, typer.Option("--note", "-m", help="Why, for the audit trail.")] = "",
 ) -> None:
     """Acknowledge an open alert (someone is on it); it stays active until resolved."""
@@ -269,7 +273,7 @@ def alerts_ack(
 
 @alerts_app.command("resolve")
 def alerts_resolve(
-    alert_id: Annotated[int, typer.Argument(help="The alert's id.")],
+    alert_id: Annotated[int, typer.Argument(min=1, max=2**63 - 1, help="The alert's id.")],
     note: Annotated[str, typer.Option("--note", "-m", help="What was done, for the audit.")] = "",
 ) -> None:
     """Resolve an alert."""
@@ -301,7 +305,7 @@ def alerts_check(as_json: JsonOption = False) -> None:
 
 @app.command("kpis")
 def kpis_command(
-    days: Annotated[float, typer.Option(min=0.01, help="The window, in days.")] = 30,
+    days: Annotated[float, typer.Option(min=0.01, max=36500, help="The window, in days.")] = 30,
     as_json: JsonOption = False,
 ) -> None:
     """Delivery and model-health KPIs over the last DAYS days."""

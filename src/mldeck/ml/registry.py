@@ -29,6 +29,7 @@ from mldeck.store.models import (
     RegisteredModel,
     utcnow,
 )
+from mldeck.store.queries import as_id
 
 if TYPE_CHECKING:
     from mldeck.workspace import Workspace
@@ -99,8 +100,8 @@ def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
             return name, alias, None
     for sep in (":", "/"):
         name, found, number = ref.rpartition(sep)
-        if found and name and number.lstrip("v").isdigit():
-            return name, None, int(number.lstrip("v"))
+        if found and name and (version := as_id(number.removeprefix("v"))) is not None:
+            return name, None, version
     raise MldeckError(
         f"{ref!r} is not a model reference: use NAME@ALIAS (churn@champion) or NAME:VERSION (churn:3)"
     )

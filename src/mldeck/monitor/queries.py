@@ -103,12 +103,14 @@ class ReportDetail:
 def resolve_report(store: Store, ref: str) -> int:
     """A drift report id from *ref*: ``#ID`` or ``report:ID``, or a batch (``dataset:vN``, a
     dataset version id or sha256 prefix) whose newest report is meant."""
-    from mldeck.store.queries import resolve_version
+    from mldeck.store.queries import as_id, resolve_version
 
     text = ref.strip()
     for prefix in ("#", "report:"):
         if text.startswith(prefix) and text[len(prefix) :].isdigit():
-            report_id = int(text[len(prefix) :])
+            report_id = as_id(text[len(prefix) :])
+            if report_id is None:
+                raise NotFound(f"no drift report {text[len(prefix) :]} (see 'mldeck drift list')")
             with store.read() as session:
                 if session.get(DriftReport, report_id) is not None:
                     return report_id

@@ -19,7 +19,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from sqlalchemy import create_engine, event, insert, inspect, text, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlmodel import Session
 
 from mldeck.errors import StoreError
@@ -235,7 +235,13 @@ def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True)
     Upgrades run under the file lock at *lock_path* so that two processes opening a new workspace
     at once do not race. Raises StoreError for anything that is not a usable mldeck store.
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            f"the store URL {url!r} is not a database URL (MLDECK_DB_URL or [store] url;"
+            " e.g. sqlite:////abs/path/store.db)"
+        ) from None
     lock = FileLock(str(lock_path)) if lock_path else None
     created = False  # a new SQLite file: the first connection switches it to WAL, under the lock
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
@@ -264,7 +270,15 @@ def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True)
 
 
 def _open_engine(url: str, lock: FileLock | None, lock_path: Path | None, upgrade: bool) -> Store:
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except ImportError as exc:
+        raise StoreError(
+            f"the store {_safe(url)} needs the database driver {exc.name or exc}, which is not"
+            f" installed (pip install {exc.name or 'it'})"
+        ) from None
+    except ArgumentError as exc:
+        raise StoreError(f"cannot open the store {_safe(url)}: {exc}") from None
     try:
         revision = _current_revision(engine)
         if revision != SCHEMA_REVISION:

@@ -145,8 +145,8 @@ _ROW_COLUMNS = (
 )
 
 
-def _as_id(text: str) -> int | None:
-    """*text* as a run id if it is one (ASCII digits that fit SQLite's integer), else None."""
+def as_id(text: str) -> int | None:
+    """*text* as a row id or number if it is one (ASCII digits that fit SQLite's integer)."""
     if text.isascii() and text.isdigit() and int(text) < 2**63:
         return int(text)
     return None
@@ -162,7 +162,7 @@ def _filtered(statement: Any, flt: RunFilter) -> Any:
     if flt.text:
         # Escaped: '_' and '%' in a run's name are characters to find, not wildcards.
         like = Run.name.icontains(flt.text, autoescape=True)
-        run_id = _as_id(flt.text)
+        run_id = as_id(flt.text)
         statement = statement.where(like if run_id is None else or_(like, Run.id == run_id))
     return statement
 
@@ -243,7 +243,7 @@ def resolve_run(store: Store, ref: str) -> int:
     ref = ref.strip()
     with store.read() as session:
         if ref.isascii() and ref.isdigit():
-            run_id = _as_id(ref)
+            run_id = as_id(ref)
             if run_id is None or session.get(Run, run_id) is None:
                 raise NotFound(f"no run {ref} (see 'mldeck runs list')")
             return run_id
@@ -554,15 +554,15 @@ def resolve_version(store: Store, ref: str) -> int:
     """A dataset version id from *ref*: its id, ``dataset:vN``, or a sha256 prefix (6+ chars)."""
     ref = ref.strip()
     with store.read() as session:
-        if ref.isdigit() and ref.isascii():
-            found = session.get(DatasetVersion, int(ref)) if int(ref) < 2**63 else None
+        if (row_id := as_id(ref)) is not None:
+            found = session.get(DatasetVersion, row_id)
             if found is not None:
                 return found.id
         name, sep, number = ref.rpartition(":v")
-        if sep and number.isdigit() and number.isascii():
+        if sep and (version := as_id(number)) is not None:
             found_id = session.execute(
                 _version_rows(select(DatasetVersion.id).select_from(DatasetVersion)).where(
-                    Dataset.name == name, DatasetVersion.version == int(number)
+                    Dataset.name == name, DatasetVersion.version == version
                 )
             ).scalar()
             if found_id is not None:
