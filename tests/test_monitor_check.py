@@ -366,6 +366,8 @@ def test_kpis_follow_promotions_rollbacks_alerts_and_scoring(
     assert figures.latency_ms_per_1k_p50 is not None
     assert figures.cost_per_1k == pytest.approx(figures.cpu_seconds_per_1k / 1000)
     assert figures.quality[-1]["batch"].endswith(":v2")
+    check_batch(monitored, store, version)  # the same batch checked again is still one batch
+    assert kpis(store, days=7).batches_monitored == 1
 
 
 def test_reports_are_found_by_batch_or_id(monitored, store, tmp_path):

@@ -116,11 +116,14 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
             ).all()
         )  # fmt: skip
         newest = session.execute(select(func.max(DatasetVersion.arrived_at))).scalar()
-        reports = session.execute(
-            select(DriftReport.id, DriftReport.dataset_drift, DriftReport.drift_share)
+        checked = session.execute(
+            select(DriftReport.dataset_version_id, DriftReport.dataset_drift,
+                   DriftReport.drift_share)
             .where(DriftReport.created_at >= since)
             .order_by(DriftReport.id)
-        ).all()
+        ).all()  # fmt: skip
+        # A batch checked again (another champion, a re-run) is one batch: its newest report.
+        reports = list({row.dataset_version_id: row for row in checked}.values())
         score_metrics = session.execute(
             select(Metric.run_id, Metric.key, Metric.value)
             .join(Run, Run.id == Metric.run_id)
@@ -162,7 +165,7 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
         data_freshness_hours=(now - _aware(newest, now)).total_seconds() / 3600 if newest else None,
         batches_monitored=len(reports),
         batches_with_dataset_drift=sum(1 for r in reports if r.dataset_drift),
-        last_drift_share=reports[-1].drift_share if reports else None,
+        last_drift_share=checked[-1].drift_share if checked else None,
         latency_ms_per_1k_p50=float(np.percentile(latency, 50)) if latency else None,
         latency_ms_per_1k_p95=float(np.percentile(latency, 95)) if latency else None,
         cpu_seconds_per_1k=cpu_mean,
