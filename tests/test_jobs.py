@@ -109,6 +109,20 @@ def test_sync_keeps_table_edits_until_the_config_entry_changes(store):
     assert actions.count("schedule.edit") == 1 and "schedule.pause" in actions
 
 
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ('kind = "drift"\nparams = {dataset_version_id = "three"}', "a dataset version's id"),
+        ('kind = "health"\nparams = {dataset = "x"}', "takes no parameters, not 'dataset'"),
+        ('kind = "score"\nparams = {version = 3}', "takes dataset_version_id, trigger"),
+        ('kind = "retrain"\nparams = {reasons = "drift"}', "a list of sentences"),
+    ],
+)
+def test_a_schedules_parameters_are_checked_when_the_config_is_read(entry, problem):
+    with pytest.raises(ConfigError, match=problem):
+        parse_settings(f'[jobs.schedules.a]\n{entry}\nevery = "1m"\n')
+
+
 def test_schedule_edits_are_checked(store):
     sync_from_settings(store, JobSettings.model_validate(
         {"schedules": {"h": {"kind": "health", "every": "5m"}}}))  # fmt: skip
@@ -116,6 +130,8 @@ def test_schedule_edits_are_checked(store):
         edit(store, "h", cron="every day")
     with pytest.raises(MldeckError, match="nothing to change"):
         edit(store, "h")
+    with pytest.raises(MldeckError, match="--params: a health job takes no parameters"):
+        edit(store, "h", params={"dataset_version_id": 1})
     with pytest.raises(MldeckError, match="already active"):
         set_paused(store, "h", False)
     request_run(store, "h")

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from mldeck import audit
 from mldeck.errors import MldeckError, NotFound
-from mldeck.jobs.settings import JOB_KINDS, JobSettings, check_cron, parse_every
+from mldeck.jobs.settings import JOB_KINDS, JobSettings, check_cron, check_params, parse_every
 from mldeck.store.engine import Store
 from mldeck.store.models import Schedule, utcnow
 
@@ -193,7 +193,10 @@ def edit(
     if enabled is not None:
         values["enabled"] = enabled
     if params is not None:
-        values["params"] = params
+        try:
+            values["params"] = check_params(get_schedule(store, name).kind, params)
+        except ValueError as exc:
+            raise MldeckError(f"--params: {exc}") from None
     if not values:
         raise MldeckError(
             "nothing to change: give --cron, --every, --timeout, --retries or --params"

@@ -56,6 +56,39 @@ def check_cron(text: str) -> str:
     return text.strip()
 
 
+# The parameters each kind of job reads (jobs/steps.py); a schedule may set only these.
+JOB_PARAMS: dict[str, tuple[str, ...]] = {
+    "health": (),
+    "train": ("trigger",),
+    "retrain": ("reasons", "trigger"),
+    "score": ("dataset_version_id", "trigger"),
+    "drift": ("dataset_version_id", "trigger"),
+    "evaluate": ("dataset_version_id", "trigger"),
+}
+
+
+def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """*params* if a *kind* job can use them; ValueError naming the first that it cannot."""
+    allowed = JOB_PARAMS.get(kind, ())
+    for key, value in params.items():
+        if key not in allowed:
+            takes = ", ".join(allowed) if allowed else "no parameters"
+            raise ValueError(f"a {kind} job takes {takes}, not {key!r}")
+        if key == "dataset_version_id" and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63
+        ):
+            raise ValueError(
+                f"dataset_version_id is a dataset version's id (a number), not {value!r}"
+            )
+        if key == "trigger" and not isinstance(value, str):
+            raise ValueError(f"trigger is a word such as 'schedule', not {value!r}")
+        if key == "reasons" and not (
+            isinstance(value, list) and all(isinstance(r, str) for r in value)
+        ):
+            raise ValueError(f"reasons is a list of sentences, not {value!r}")
+    return params
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,6 +118,7 @@ class ScheduleSettings(_Section):
     def _one_timing(self) -> ScheduleSettings:
         if bool(self.cron) == bool(self.every):
             raise ValueError('give a schedule either cron = "..." or every = "..." (one of them)')
+        check_params(self.kind, self.params)
         return self
 
     @property
