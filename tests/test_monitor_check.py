@@ -255,6 +255,13 @@ def test_what_cannot_be_checked_says_why(ws, store, tmp_path):
         check_batch(ws, store, bad.version_id)
 
 
+def test_a_column_override_naming_no_column_is_refused(monitored, store, tmp_path):
+    version = ingest(monitored, store, churn_frame(100, seed=3, start_id=100), tmp_path, "b.csv")
+    typo = configure(monitored, '\n[monitor.columns.chargez]\nmethod = "psi"\n')
+    with pytest.raises(MldeckError, match=r"\[monitor.columns.chargez\] names no column .*charges"):
+        check_batch(typo, store, version)
+
+
 def test_a_failed_check_leaves_a_failed_run(monitored, store, tmp_path):
     version = ingest(monitored, store, churn_frame(100, seed=3, start_id=100), tmp_path, "b.csv")
     with store.read() as session:

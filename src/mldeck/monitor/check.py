@@ -236,8 +236,19 @@ def monitored_columns(
     """Each column of the reference drift looks at, with its kind (numeric or categorical)."""
     data = workspace.settings.data
     skip = {data.id_column, data.timestamp_column} - {None}
+    profiled = (reference.profile or {}).get("columns", {})
+    # A typo in [monitor.columns.NAME] would leave its override silently unused.
+    unknown = sorted(set(workspace.settings.monitor.columns) - set(profiled) - {"score"})
+    if unknown:
+        from mldeck.errors import ConfigError
+
+        known = ", ".join(list(profiled)[:8]) + (", ..." if len(profiled) > 8 else "")
+        raise ConfigError(
+            f"[monitor.columns.{unknown[0]}] names no column of the reference"
+            f" (its columns: {known}; 'score' is the champion's predictions)"
+        )
     columns = {}
-    for name, entry in (reference.profile or {}).get("columns", {}).items():
+    for name, entry in profiled.items():
         if name in skip:
             continue
         setting = workspace.settings.monitor.columns.get(name)
