@@ -404,3 +404,28 @@ def test_a_filter_that_matches_nothing_says_so(cli, tmp_path):
     assert cli("data", "ingest", str(data), cwd=root).returncode == 0
     result = cli("data", "list", "--dataset", "nope", cwd=root)
     assert (result.returncode, result.stdout.strip()) == (0, "No dataset versions match.")
+
+
+@pytest.mark.parametrize("width", [40, 50, 60, 80, 120])
+def test_a_table_fits_a_narrow_terminal_without_cutting_ids(width):
+    from rich.console import Console
+
+    from mldeck.cli import _table
+
+    table = _table("ID", "NAME", "KIND", "TRIGGER", "STATUS", "STARTED", "DURATION")
+    for run_id in (7, 12345):
+        table.add_row(str(run_id), "validate a rather long file name.csv", "validate", "manual",
+                      "cancelled", "2026-12-05 07:19:14", "0.5s")  # fmt: skip
+    console = Console(width=width, soft_wrap=True, highlight=False, markup=False, emoji=False)
+    with console.capture() as captured:
+        console.print(table)
+    lines = captured.get().splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert [line.split()[0] for line in lines] == ["ID", "7", "12345"]  # ids whole, first
+    assert "NAME" in lines[0] and "STATUS" in lines[0]
+    if width >= 120:  # room for everything: nothing left out, nothing cut
+        assert "DURATION" in lines[0] and "validate a rather long file name.csv" in lines[1]
+    elif width == 80:  # the widest cells are cut first
+        assert "TRIGGER" in lines[0] and "…" in lines[1]
+    else:  # then the least useful column goes
+        assert "TRIGGER" not in lines[0]

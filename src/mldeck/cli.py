@@ -1033,9 +1033,62 @@ def score(
         )
 
 
+# Columns that name a row: never cut, whatever the width.
+KEY_COLUMNS = ("ID", "VERSION", "KEY", "FEATURE", "COLUMN", "CHECK", "GATE", "METRIC")
+# On a terminal too narrow for a table, these columns go first, in this order.
+DROPPED_FIRST = (
+    "TRIGGER", "DURATION", "SOURCE", "SIZE", "KIND", "ROWS", "THRESHOLD", "METHOD", "POINTS",
+    "STEP", "TOP", "MEAN", "NULLS", "APPROVAL", "GATES", "LAST RUN", "NEXT", "SEEN", "ACTOR",
+    "ENTITY", "CHANGED", "MIN", "MAX", "ARRIVED", "STARTED", "CREATED", "TIME",
+)  # fmt: skip
+
+
+class _FittedTable(Table):
+    """A table that fits the terminal: its widest cells are cut first, then its least useful
+    columns (DROPPED_FIRST) are left out; the ids that name its rows are never cut."""
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        avail = options.max_width
+        for name in DROPPED_FIRST:
+            if self._fit(avail):
+                break
+            self.columns = [c for c in self.columns if c.header != name]
+            for index, column in enumerate(self.columns):  # Rich finds the last column by it
+                column._index = index
+        yield from super().__rich_console__(console, options)
+
+    def _fit(self, avail: int) -> bool:
+        """Set each column's width so that the table takes at most *avail* cells, cutting the
+        widest cuttable column first; False if even the least widths do not fit."""
+        natural, least = [], []
+        for column in self.columns:
+            longest = max((len(str(cell)) for cell in column._cells), default=0)
+            header = len(str(column.header))
+            natural.append(max(header, longest, column.min_width or 0))
+            if column.header in KEY_COLUMNS:
+                least.append(natural[-1])
+            elif column.overflow == "fold":
+                least.append(min(natural[-1], max(header, 16)))
+            else:
+                least.append(min(natural[-1], max(header, column.min_width or 0, 12)))
+        gaps = len(self.columns) - 1
+        if sum(least) + gaps > avail:
+            return False
+        widths = list(natural)
+        excess = sum(widths) + gaps - avail
+        while excess > 0:
+            i = max(range(len(widths)), key=lambda k: widths[k] - least[k])
+            cut = min(excess, widths[i] - least[i], max(1, (widths[i] - least[i]) // 2))
+            widths[i] -= cut
+            excess -= cut
+        for column, width in zip(self.columns, widths, strict=True):
+            column.width, column.min_width = width, None
+        return True
+
+
 def _table(*columns: str, wrap: str | None = None) -> Table:
     """A borderless table whose columns keep to one line (ellipsis), except *wrap*."""
-    table = Table(box=None, pad_edge=False, header_style="bold", collapse_padding=True)
+    table = _FittedTable(box=None, pad_edge=False, header_style="bold", collapse_padding=True)
     for column in columns:
         if column == wrap:
             table.add_column(column, overflow="fold", min_width=len(column))
