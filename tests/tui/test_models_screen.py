@@ -347,3 +347,43 @@ async def test_train_from_the_console_then_promote_and_score(data_seeded) -> Non
         await pilot.press("s")
         await pilot.press("enter")
         await until(pilot, lambda: score_runs() == 1, timeout=60)
+
+
+async def test_quitting_during_a_training_started_here_cancels_it(data_seeded) -> None:
+    """The training runs as `mldeck run train` in a child process: `q` interrupts it at once
+    (the run ends cancelled, nothing is registered) instead of waiting for it to end."""
+    from sqlalchemy import select
+
+    from mldeck.store.models import ModelVersion, Run
+    from mldeck.workspace import load_workspace
+
+    workspace, store = data_seeded
+    started = workspace.root / "fit-started"
+    # A fit that takes until it is interrupted (or a minute): the quit always lands during it.
+    (workspace.root / "slow_fit.py").write_text(
+        "import pathlib, time\n"
+        "def fit(frame, target, seed):\n"
+        f"    pathlib.Path({str(started)!r}).touch()\n"
+        "    time.sleep(60)\n"
+    )
+    with open(workspace.config_path, "a", encoding="utf-8") as fh:
+        fh.write('\n[model]\nname = "churn"\ntarget = "churned"\nentry_point = "slow_fit:fit"\n')
+    workspace = load_workspace(workspace.root)
+
+    def training() -> list[Run]:
+        with store.read() as session:
+            return list(session.execute(select(Run).where(Run.kind == "train")).scalars())
+
+    app = make_app(workspace, store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.press("enter")
+        await until(pilot, started.exists, timeout=60)
+        await pilot.press("q")
+    (run,) = training()
+    assert run.status == "cancelled" and "KeyboardInterrupt" in run.error
+    assert app.child_commands.running == 0
+    with store.read() as session:
+        assert session.execute(select(ModelVersion.id)).first() is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
@@ -17,6 +18,7 @@ from mldeck.errors import MldeckError
 from mldeck.monitor.alerts import active_count
 from mldeck.store.engine import Store
 from mldeck.store.queries import champions
+from mldeck.tui.child import Children
 from mldeck.tui.screens import SECTIONS
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.data import DataScreen
@@ -85,6 +87,7 @@ class MldeckApp(App):
         self.champion_label = ""
         self.alert_counts: tuple[int, int] = (0, 0)
         self.store_problem = ""
+        self.child_commands = Children(workspace.root)
         self._theme_problems: list[str] = []
         self._load_themes()
 
@@ -169,7 +172,16 @@ class MldeckApp(App):
             severity = "information"
         self.notify(event.text, severity=severity, timeout=8)
 
+    async def action_quit(self) -> None:
+        """Quit; a training started here is interrupted first (its run ends cancelled)."""
+        if self.child_commands.running:
+            self.notify("stopping the training started here (its run ends cancelled)…",
+                        timeout=10)  # fmt: skip
+            await asyncio.to_thread(self.child_commands.interrupt_all)
+        self.exit()
+
     def on_unmount(self) -> None:
+        self.child_commands.interrupt_all()
         if self.watcher is not None:
             self.watcher.stop()
         if self.scheduler is not None:

@@ -120,11 +120,13 @@ class ModelsScreen(DeckScreen):
         self.run_worker(self._train, thread=True, group="train", exit_on_error=False)
 
     def _train(self) -> None:
-        from mldeck.ml.train import train
-
-        result = train(self.deck.workspace, self.deck.store)
-        gates = "all gates passed" if result.gates_passed else "a gate failed"
-        message = f"registered {result.model}:{result.version} (run {result.run_id}); {gates}"
+        # As 'mldeck run train' in a child process: quitting the console interrupts it (the run
+        # ends cancelled) instead of waiting for the training to end. Exit 3: a gate failed.
+        result = self.deck.child_commands.run_json("run", "train", ok=(0, 3))
+        gates = "all gates passed" if result["gates_passed"] else "a gate failed"
+        message = (
+            f"registered {result['model']}:{result['version']} (run {result['run_id']}); {gates}"
+        )
         self.app.call_from_thread(self.notify, message, title="Trained", timeout=10)
 
     def on_mount(self) -> None:
