@@ -342,3 +342,26 @@ def test_folder_name_that_is_not_utf8(tmp_path):
     with pytest.raises(MldeckError, match="not valid text"):
         init_workspace(tmp_path / "other", name=os.fsdecode(b"bad\xff"))
     assert not (tmp_path / "other").exists()
+
+
+def test_a_store_missing_beside_the_files_it_recorded_is_not_silently_recreated(
+    workspace, tmp_path
+):
+    from mldeck.data.ingest import ingest_file
+
+    store = open_workspace_store(workspace)
+    data = tmp_path / "a.csv"
+    data.write_text("a,b\n1,2\n")
+    ingest_file(workspace, store, data)
+    store.close()
+    workspace.db_path.rename(tmp_path / "elsewhere.db")
+    for suffix in ("-wal", "-shm"):
+        workspace.db_path.with_name("store.db" + suffix).unlink(missing_ok=True)
+    with pytest.raises(MldeckError, match=r"store .* is missing while .*datasets holds files"):
+        open_workspace_store(workspace)
+    assert not workspace.db_path.exists()
+    # A workspace whose state holds no recorded files (a fresh clone) gets a new store.
+    fresh = init_workspace(tmp_path / "fresh")
+    fresh.db_path.unlink(missing_ok=True)
+    open_workspace_store(fresh).close()
+    assert fresh.db_path.exists()

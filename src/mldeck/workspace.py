@@ -174,4 +174,16 @@ def open_workspace_store(workspace: Workspace) -> Store:
         raise MldeckError(
             f"{workspace.state_dir} is missing: the workspace's state folder was moved or deleted"
         )
+    own_file = not (os.environ.get(ENV_DB_URL) or workspace.settings.store.url)
+    if own_file and not workspace.db_path.exists():
+        # Files the store would have recorded, without the store: it was moved or deleted, and a
+        # new empty store would silently disown them (and every run, model and alert).
+        kept = [d for d in (workspace.datasets_dir, workspace.artifacts_dir)
+                if d.is_dir() and any(d.iterdir())]  # fmt: skip
+        if kept:
+            raise MldeckError(
+                f"the store {workspace.db_path} is missing while {kept[0]} holds files it"
+                " recorded: put the store back (or restore it from a backup); to start over"
+                f" with an empty store, move {workspace.state_dir} away"
+            )
     return open_store(workspace.db_url, lock_path=workspace.state_dir / "store.lock")

@@ -205,6 +205,22 @@ async def test_a_run_logged_by_another_writer_appears_without_restart(seeded) ->
         assert table_ids(table)[0] == 9
 
 
+async def test_a_store_file_moved_away_under_the_console_is_said_in_the_top_bar(seeded) -> None:
+    workspace, store = seeded
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        bar = app.screen.query_one(TopBar)
+        assert bar.problem == ""
+        moved = workspace.db_path.with_name("moved.db")
+        workspace.db_path.rename(moved)
+        try:
+            await until(pilot, lambda: "was moved or replaced" in bar.problem)
+        finally:
+            moved.rename(workspace.db_path)
+        await until(pilot, lambda: bar.problem == "")  # back in place: the problem clears
+
+
 async def test_notifications_are_shown_as_written(seeded) -> None:
     """An error naming a config table keeps its brackets, from the app or from a screen."""
     app = make_app(*seeded)

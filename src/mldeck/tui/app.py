@@ -87,6 +87,7 @@ class MldeckApp(App):
         self.champion_label = ""
         self.alert_counts: tuple[int, int] = (0, 0)
         self.store_problem = ""
+        self._store_file = self._file_identity()
         self.child_commands = Children(workspace.root)
         self._theme_problems: list[str] = []
         self._load_themes()
@@ -190,6 +191,15 @@ class MldeckApp(App):
     def _poll(self) -> None:
         self.run_worker(self._poll_store, thread=True, group="poll", exit_on_error=False)
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        """The store file's device and inode (None if it is not a file, or is gone)."""
+        path = self.store.sqlite_path
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:
+            return None
+        return None if st is None else (st.st_dev, st.st_ino)
+
     def _poll_store(self) -> None:
         """Read the change counter (cheap); read the champion only when something changed."""
         try:
@@ -199,6 +209,11 @@ class MldeckApp(App):
                 label = ", ".join(f"{c.model} v{c.version}" for c in champions(self.store))
                 alerts = active_count(self.store)
             problem = ""
+            if self._store_file is not None and self._file_identity() != self._store_file:
+                # The open connection still reads the old file: what is shown is no longer the
+                # workspace's, and what is written here is lost with it.
+                problem = (f"store file {self.store.sqlite_path} was moved or replaced:"
+                           " quit and reopen")  # fmt: skip
         except Exception as exc:  # the store went away: say so, keep polling
             seq, label, alerts, problem = self.seen_seq, None, None, f"store unreachable: {exc}"
         self.call_from_thread(self._after_poll, seq, label, problem, alerts)
