@@ -930,7 +930,7 @@ def test_overview_counts(store):
         session.add(Alias(model_id=model.id, name="champion", model_version_id=version.id))
         for severity, status in [
             ("critical", "open"),
-            ("warning", "open"),
+            ("warning", "acknowledged"),
             ("warning", "resolved"),
         ]:
             session.add(
@@ -945,6 +945,7 @@ def test_overview_counts(store):
     assert info.dataset_versions_by_status == {"pending": 1, "accepted": 1}
     assert (info.registered_models, info.model_versions) == (1, 1)
     assert info.open_alerts_by_severity == {"critical": 1, "warning": 1}
+    assert info.acknowledged_alerts == 1  # not 'open' any more: someone is on it
     assert [c.model for c in info.champions] == ["m"]
     assert [r.name for r in info.last_runs] == ["score", "train_1", "trainx1"]
     assert info.store.backend == "sqlite"

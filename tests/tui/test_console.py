@@ -44,11 +44,11 @@ async def test_overview_shows_counts_champion_and_last_runs(seeded) -> None:
         runs_card = static_text(app.screen.query_one("#card-runs"))
         assert "8 runs" in runs_card
         models_card = static_text(app.screen.query_one("#card-models"))
-        assert "churn v1" in models_card
+        assert "churn:1" in models_card
         assert "integrity ok" in static_text(app.screen.query_one("#store-line"))
         last = app.screen.query_one("#last-runs", DeckTable)
         assert table_ids(last) == [8, 7, 6, 5, 4, 3, 2, 1]
-        await until(pilot, lambda: app.screen.query_one(TopBar).champion == "churn v1")
+        await until(pilot, lambda: app.screen.query_one(TopBar).champion == "churn:1")
 
 
 async def test_navigate_filter_and_open_a_run(seeded) -> None:
@@ -91,6 +91,7 @@ async def test_run_detail_shows_params_metrics_and_logs(seeded) -> None:
         detail = app.screen
         params = detail.query_one("#run-params", DeckTable)
         assert "learning_rate" in {str(params.get_row(k)[0]) for k in params.rows}
+        assert app.focused is params  # j and k move in it without a click or tab first
         metrics = detail.query_one("#run-metrics", DeckTable)
         rows = {str(metrics.get_row(k)[0]): metrics.get_row(k) for k in metrics.rows}
         assert set(rows) == {"loss", "val_auc"}
@@ -109,6 +110,11 @@ async def test_filter_typo_is_reported_not_raised(seeded) -> None:
         status = app.screen.query_one("#runs-status", Static)
         await until(pilot, lambda: "unknown status" in static_text(status))
         assert len(table_ids(app.screen.query_one("#runs-table", DeckTable))) == 8
+        # The whole message is on the screen (it lists the statuses), not its first line.
+        await settle(pilot)
+        message = static_text(status).strip()
+        assert len(message) > status.size.width  # too long for one line at 80 columns
+        assert status.size.height * (status.size.width - 2) >= len(message)
 
 
 async def test_the_store_line_names_the_file_of_a_workspace_in_any_folder(tmp_path) -> None:
@@ -136,9 +142,18 @@ async def test_help_lists_the_screen_and_its_keys(seeded) -> None:
         about = static_text(app.screen.query_one("#help-about"))
         assert "status:failed" in about
         keys = app.screen.query_one("#help-keys", Static)
-        assert "Filter" in static_text(keys)
+        assert "Filter" in static_text(keys) and "j k g G" in static_text(keys)
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
+        # The pipeline has no table: no table keys in its help. Every screen names itself.
+        for key, title, table in (("6", "Pipeline", False), ("exclamation_mark", "Alerts", True)):
+            await pilot.press(key)
+            await settle(pilot)
+            await pilot.press("question_mark")
+            assert app.screen.query_one("#help-box").border_title == f"Help · {title}"
+            keys = static_text(app.screen.query_one("#help-keys", Static))
+            assert ("j k g G" in keys) is table
+            await pilot.press("escape")
 
 
 def shown(widget: Static) -> str:

@@ -123,6 +123,13 @@ async def test_batches_and_the_timeline(drift_seeded) -> None:
         await pilot.press("right_square_bracket")  # newer
         await settle(pilot)
         assert "churn:v3" in str(app.screen.query_one("#drift-summary", Static).render())
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        # Two presses quicker than a reload (both before it ends) move two reports, not one.
+        app.screen.action_step(1)  # older: '['
+        app.screen.action_step(1)
+        await settle(pilot)
+        assert "churn:v2" in str(app.screen.query_one("#drift-summary", Static).render())
         await pilot.press("t")
         await settle(pilot)
         timeline = app.screen.query_one("#drift-timeline", TimelinePlot)

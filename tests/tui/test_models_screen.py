@@ -156,7 +156,7 @@ async def test_versions_are_listed_with_gates_and_aliases(models_seeded) -> None
         assert column(table, 5) == ["0.731", "0.812"]
         assert column(table, 6)[1] == "2026-03-02 10:05"
         assert "2 model versions" in static_text(screen.query_one("#models-status"))
-        assert app.query_one(TopBar).champion == "churn v1"
+        assert app.query_one(TopBar).champion == "churn:1"
 
 
 async def test_version_detail_tabs(models_seeded) -> None:
@@ -169,6 +169,7 @@ async def test_version_detail_tabs(models_seeded) -> None:
         assert "created 2026-03-02 11:05:00" in summary
         metrics = detail.query_one("#model-metrics", DeckTable)
         assert column(metrics, 0) == ["roc_auc", "f1", "log_loss"]
+        assert app.focused is metrics  # j and k move in it without a click or tab first
         gates = detail.query_one("#model-gates", DeckTable)
         assert column(gates, 0) == ["min_roc_auc", "max_log_loss"]
         assert column(gates, 1) == ["fail", "pass"]
@@ -220,7 +221,7 @@ async def test_promote_sets_the_champion_and_the_top_bar(models_seeded) -> None:
         await pilot.press("p")
         await confirm_with(pilot, "ship it", click=True)
         await until(pilot, lambda: champion_ids(store) == [1])
-        await until(pilot, lambda: detail.query_one(TopBar).champion == "churn v1")
+        await until(pilot, lambda: detail.query_one(TopBar).champion == "churn:1")
         await until(pilot, lambda: "★ champion" in static_text(detail.query_one("#model-summary")))
 
 

@@ -34,6 +34,7 @@ from mldeck.data.validate import (
 )
 from mldeck.errors import MldeckError
 from mldeck.formatting import shown
+from mldeck.formatting import size as shown_size
 from mldeck.store.artifacts import put_file
 from mldeck.store.engine import Store
 from mldeck.store.models import (
@@ -200,7 +201,7 @@ def ingest_file(
         validate_run = _start_run(store, RunKind.VALIDATE, trigger, f"validate {file_name}",
                                   {"sha256": sha, "dataset": dataset})  # fmt: skip
         runs = (validate_run, ingest_run)
-        _progress(store, validate_run, f"validating {size / 1e6:.1f} MB")
+        _progress(store, validate_run, f"validating {shown_size(size)}")
         workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
         try:
             source = open_source(stored, separator=settings.csv_separator)

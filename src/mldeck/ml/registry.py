@@ -291,7 +291,9 @@ def approve(
     """
     reason = reason.strip()
     if not reason:
-        raise MldeckError("an approval needs a reason: say why (--reason TEXT)")
+        raise MldeckError(
+            "an approval needs a reason: say why (the note in the console, --reason TEXT in the CLI)"
+        )
     decision = REJECTED if reject else APPROVED
     actor = _actor(user)
     with store.write() as session:
@@ -339,19 +341,19 @@ def _check_can_serve(
     failed = failed_gates(session, version.id)
     if failed and not force:
         raise MldeckError(
-            f"{name} failed its gates: {'; '.join(failed)} (override with --force and a --reason)"
+            f"{name} failed its gates: {'; '.join(failed)} (only 'mldeck models promote {name} --force --reason TEXT' overrides them)"
         )
     last = latest_approval(session, version.id)
     if last is not None and last.decision == REJECTED:
         raise MldeckError(
             f"{name} was rejected by {last.user} ({last.reason}); approve it again first "
-            f"with 'mldeck models approve {name} --reason TEXT'"
+            f"(a on its screen in the console, or 'mldeck models approve {name} --reason TEXT')"
         )
     if last is None:
         if not auto_approve:
             raise MldeckError(
-                f"{name} is not approved; approve it first with 'mldeck models approve {name} "
-                f"--reason TEXT' (or set [gates] auto_approve = true)"
+                f"{name} is not approved; approve it first (a on its screen in the console, or 'mldeck models "
+                f"approve {name} --reason TEXT'; or set [gates] auto_approve = true)"
             )
         automatic = Approval(model_version_id=version.id, decision=APPROVED, user=actor,
                              reason="approved automatically: [gates] auto_approve = true",
@@ -532,7 +534,9 @@ def rollback(
     """
     reason = reason.strip()
     if not reason:
-        raise MldeckError("a rollback needs a reason: say why (--reason TEXT)")
+        raise MldeckError(
+            "a rollback needs a reason: say why (the note in the console, --reason TEXT in the CLI)"
+        )
     name, number = _split_target(ref)
     actor = _actor(user)
     with store.write() as session:

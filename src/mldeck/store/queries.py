@@ -406,7 +406,8 @@ class Overview:
     dataset_versions_by_status: dict[str, int]
     registered_models: int
     model_versions: int
-    open_alerts_by_severity: dict[str, int]
+    open_alerts_by_severity: dict[str, int]  # open or acknowledged: not resolved
+    acknowledged_alerts: int
     champions: list[Champion]
     last_runs: list[RunRow]
     store: StoreInfo
@@ -443,6 +444,9 @@ def overview(store: Store, *, last: int = 8) -> Overview:
                 .group_by(Alert.severity)
             ).all()
         )
+        acknowledged = session.execute(
+            select(func.count(Alert.id)).where(Alert.status == "acknowledged")
+        ).scalar_one()
     rows, _ = list_runs(store, limit=last)
     return Overview(
         runs_by_status=dict(by_status),
@@ -453,6 +457,7 @@ def overview(store: Store, *, last: int = 8) -> Overview:
         registered_models=models,
         model_versions=model_versions,
         open_alerts_by_severity=alerts,
+        acknowledged_alerts=acknowledged,
         champions=champions(store),
         last_runs=rows,
         store=store_info(store),

@@ -206,7 +206,7 @@ class MldeckApp(App):
             seq = self.store.change_seq()
             label = alerts = None
             if seq != self.seen_seq:
-                label = ", ".join(f"{c.model} v{c.version}" for c in champions(self.store))
+                label = ", ".join(f"{c.model}:{c.version}" for c in champions(self.store))
                 alerts = active_count(self.store)
             problem = ""
             if self._store_file is not None and self._file_identity() != self._store_file:

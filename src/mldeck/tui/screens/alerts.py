@@ -27,6 +27,7 @@ _SEVERITY_VARIABLE = {"critical": "status-failed", "warning": "status-warning"}
 
 class AlertsScreen(DeckScreen):
     SUBTITLE = "Alerts"
+    SCREEN_TITLE = "Alerts"
     HELP = (
         "Alerts raised by the rules of [monitor] in mldeck.toml (dataset or feature drift, the "
         "joint distribution, the champion's scores, estimated or realized performance below a "

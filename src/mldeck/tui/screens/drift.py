@@ -355,7 +355,10 @@ class DriftScreen(DeckScreen):
         if view is None or view.detail is None:
             return
         ids = [r.id for r in view.reports]
-        index = ids.index(view.detail.row.id) + offset
+        # From the report asked for last, not the one shown: presses quicker than a reload
+        # each move one more report.
+        current = self.report_id if self.report_id in ids else view.detail.row.id
+        index = ids.index(current) + offset
         if 0 <= index < len(ids):
             self.report_id = ids[index]
             self.reload()

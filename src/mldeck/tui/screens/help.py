@@ -8,6 +8,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable
 
 from mldeck.tui.widgets.text import Plain
 
@@ -54,7 +55,8 @@ class HelpScreen(ModalScreen[None]):
         for group in ("screen", "app"):
             for description, keys in groups[group].items():
                 grid.add_row(Text(" ".join(keys)), Text(description))  # as written, like all text
-        grid.add_row("j k g G", "Move in tables: down, up, first, last")
+        if self._for.query(DataTable):  # only where there is a table to move in
+            grid.add_row("j k g G", "Move in tables: down, up, first, last")
         if groups["widget"]:
             grid.add_row("", "")
             grid.add_row("", Text("In the focused widget", style="bold"))

@@ -225,6 +225,7 @@ class ModelVersionScreen(DeckScreen):
     def on_mount(self) -> None:
         self.query_one("#model-gates", DeckTable).add_columns("GATE", "RESULT", "DETAIL")
         self.query_one("#model-history", DeckTable).add_columns("TIME", "WHO", "WHAT", "DETAIL")
+        self.query_one("#model-metrics", DeckTable).focus()  # j/k move in it at once
 
     def subtitle(self) -> str:
         return self.row.label if self.row is not None else f"version {self.model_version_id}"

@@ -115,14 +115,17 @@ class OverviewScreen(DeckScreen):
         champion_color = rich_color(var.get("champion", ""))
         if o.champions:
             for champ in o.champions[:2]:
-                models.append(f"★ {champ.model} v{champ.version}\n", style=champion_color)
+                models.append(f"★ {champ.model}:{champ.version}\n", style=champion_color)
         else:
             models.append("no champion", style="dim")
         self.query_one("#card-models", Card).update(models)
 
         alerts = Text()
         open_total = sum(o.open_alerts_by_severity.values())
-        alerts.append(f"{open_total} open\n", style=f"bold {failed}" if open_total else "bold")
+        unseen = open_total - o.acknowledged_alerts
+        alerts.append(f"{unseen} open\n", style=f"bold {failed}" if unseen else "bold")
+        if o.acknowledged_alerts:
+            alerts.append(f"{o.acknowledged_alerts} acknowledged\n")
         for severity in ("critical", "warning", "info"):
             count = o.open_alerts_by_severity.get(severity, 0)
             if count:

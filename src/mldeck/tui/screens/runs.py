@@ -177,6 +177,7 @@ class RunDetailScreen(DeckScreen):
         self.query_one("#run-metrics", DeckTable).add_columns(
             "METRIC", "LAST", "STEP", "MIN", "MAX", "POINTS"
         )
+        self.query_one("#run-params", DeckTable).focus()  # j/k move in it at once
 
     def subtitle(self) -> str:
         return f"run {self.run_id}"
