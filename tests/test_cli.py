@@ -381,6 +381,8 @@ def test_numbers_out_of_range_are_usage_errors(tracked, cli, args):
         (["data", "show", "churn:v99999999999999999999"], "no dataset version"),
         (["data", "list", "--status", "bogus"], "unknown status 'bogus'"),
         (["daemon", "--log", "."], "cannot write the log"),
+        (["runs", "list", "-w"], "-w needs a workspace folder"),
+        (["data", "infer", "no-such.csv"], "cannot infer from no-such.csv: no such file"),
     ],
     ids=lambda a: " ".join(a) if isinstance(a, list) else "",
 )

@@ -638,3 +638,12 @@ def test_resolve_version_by_each_kind_of_reference(ws, store, tmp_path):
     outcome = ingest_file(ws, store, put(tmp_path, "good.csv", GOOD))
     for ref in (str(outcome.version_id), "events:v1", outcome.sha256[:6], outcome.sha256.upper()):
         assert resolve_version(store, ref) == outcome.version_id
+
+
+def test_a_file_not_ingested_at_all_decides_the_exit_status(tmp_path, cli):
+    root = configure(init_workspace(tmp_path / "ws", name="exits")).root
+    rejected = put(tmp_path / "files", "rejected.csv", REJECTED)
+    result = cli("data", "ingest", str(rejected), str(tmp_path / "missing.csv"), cwd=root)
+    # The rejected file is ingested and said; the missing one makes the status 2, not 4.
+    assert result.returncode == 2, result.stderr
+    assert "events:v1 REJECTED" in result.stdout and "no such file" in result.stderr

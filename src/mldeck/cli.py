@@ -432,7 +432,7 @@ def data_ingest(
     """Ingest files as dataset versions: store, validate, profile, quarantine offenders.
 
     Exit status: 0 all accepted, 3 some accepted with warnings, 4 some rejected, 2 a file could
-    not be ingested at all (the others still are).
+    not be ingested at all (the others still are; 2 wins over 3 and 4).
     """
     from mldeck.data.ingest import EXIT, ingest_file
 
@@ -451,8 +451,10 @@ def data_ingest(
     if as_json:
         _print_json([*(o.as_dict() for o in outcomes), *errors])
     worst = max((EXIT.get(o.status, 0) for o in outcomes), default=0)
-    if worst or errors:
-        raise typer.Exit(worst or MldeckError.exit_code)
+    if errors:  # a file not ingested at all is what a script must not miss
+        raise typer.Exit(MldeckError.exit_code)
+    if worst:
+        raise typer.Exit(worst)
 
 
 def _print_outcome(outcome: Any) -> None:
@@ -619,6 +621,8 @@ def data_infer(
     from mldeck.data.validate import reference_profile
 
     ws, _ = _open()
+    if not file.exists():
+        raise MldeckError(f"cannot infer from {file}: no such file")
     try:
         source = open_source(file, separator=ws.settings.data.csv_separator)
     except ReadError as exc:
@@ -1117,10 +1121,10 @@ def _workspace_first(argv: list[str]) -> list[str]:
             rest.extend(args)
             break
         if arg in ("--workspace", "-w"):
-            front.append(arg)
             value = next(args, None)
-            if value is not None:
-                front.append(value)
+            if value is None:
+                raise MldeckError(f"{arg} needs a workspace folder")
+            front.extend((arg, value))
         elif arg.startswith("--workspace="):
             front.append(arg)
         else:
@@ -1150,8 +1154,8 @@ def main(argv: list[str] | None = None) -> None:
     if main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupt)
     command = typer.main.get_command(app)
-    args = _workspace_first(list(sys.argv[1:] if argv is None else argv))
     try:
+        args = _workspace_first(list(sys.argv[1:] if argv is None else argv))
         command.main(args=args, prog_name="mldeck", standalone_mode=True)
     except MldeckError as exc:
         print(f"mldeck: error: {exc}", file=sys.stderr)
