@@ -305,6 +305,19 @@ def test_promoting_the_champion_again_is_refused(workspace, store, model_bytes):
         registry.promote(store, "churn:1", alias="winner")
 
 
+def test_a_rejected_challenger_stops_being_the_challenger(workspace, store, model_bytes):
+    for content in (model_bytes["a"], model_bytes["b"]):
+        add_version(workspace, store, content)
+    registry.approve(store, "churn:1", reason="ok")
+    registry.promote(store, "churn:1")
+    registry.promote(store, "churn:2", alias="challenger", reason="shadow it")
+    change = registry.approve(store, "churn:2", reason="worse in shadow", reject=True)
+    assert change.removed_aliases == ["challenger"] and "no longer challenger" in change.describe()
+    with pytest.raises(NotFound):  # no shadow scoring by a rejected version
+        registry.resolve(store, "churn@challenger")
+    assert events(store, "alias.remove")[-1].details["reason"] == "rejected"
+
+
 def test_a_challenger_needs_no_approval_and_leaves_when_it_becomes_champion(
     workspace, store, model_bytes
 ):

@@ -317,12 +317,21 @@ def approve(
         previous_status = version.status
         version.status = decision
         session.add(version)
-        event = _event(session, f"model_version.{'reject' if reject else 'approve'}", version,
-                       actor, model=model.name, version=version.version, decision=decision,
-                       reason=reason, previous_status=previous_status)  # fmt: skip
+        events = [_event(session, f"model_version.{'reject' if reject else 'approve'}", version,
+                         actor, model=model.name, version=version.version, decision=decision,
+                         reason=reason, previous_status=previous_status)]  # fmt: skip
+        removed = []
+        challenger = _aliases(session, model.id).get(CHALLENGER)
+        if reject and challenger is not None and challenger.model_version_id == version.id:
+            # A rejected version is not shadow-scored as the next champion any more.
+            session.delete(challenger)
+            removed.append(CHALLENGER)
+            events.append(_event(session, "alias.remove", version, actor, model=model.name,
+                                 version=version.version, alias=CHALLENGER, reason="rejected"))  # fmt: skip
         return Change("reject" if reject else "approve", model.name, version.version, version.id,
                       reason=reason, actor=actor, schema=version.schema_,
-                      code_version=version.code_version, event_ids=[event])  # fmt: skip
+                      code_version=version.code_version, event_ids=events,
+                      removed_aliases=removed)  # fmt: skip
 
 
 def _check_can_serve(
