@@ -53,6 +53,11 @@ def test_pause_resume_edit_and_add(ws, cli):
     paused = {s["name"]: s for s in data["schedules"]}["health"]
     assert paused["state"] == "paused" and paused["next_fire_at"] is None
     assert cli("jobs", "resume", "health", cwd=ws.root).returncode == 0
+    assert cli("jobs", "edit", "health", "--disable", cwd=ws.root).returncode == 0
+    assert cli("jobs", "pause", "health", cwd=ws.root).returncode == 0
+    resumed = cli("jobs", "resume", "health", cwd=ws.root).stdout
+    assert "it is disabled, so it does not run until enabled" in resumed
+    assert cli("jobs", "edit", "health", "--enable", cwd=ws.root).returncode == 0
     edited = cli("jobs", "edit", "health", "--every", "5m", "--retries", "1", cwd=ws.root)
     assert edited.returncode == 0 and "every 5m" in edited.stdout and "retries 1" in edited.stdout
     assert_one_line_error(cli("jobs", "edit", "health", "--cron", "soon", cwd=ws.root),

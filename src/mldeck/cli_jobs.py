@@ -153,8 +153,12 @@ def jobs_resume(name: NameArgument) -> None:
     from mldeck.jobs.schedules import set_paused
 
     _, store = _open_jobs()
-    set_paused(store, name, False)
-    out.print(f"resumed {name}", markup=False)
+    row = set_paused(store, name, False)
+    if row.enabled:
+        out.print(f"resumed {name}", markup=False)
+    else:  # resumed, but a disabled schedule still never runs
+        out.print(f"resumed {name}; it is disabled, so it does not run until enabled "
+                  f"('mldeck jobs edit {name} --enable')", markup=False)  # fmt: skip
 
 
 @jobs_app.command("edit")
