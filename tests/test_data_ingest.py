@@ -206,6 +206,16 @@ def test_the_same_rows_in_different_bytes_are_two_versions(ws, store, tmp_path):
     assert {version_detail(store, o.version_id).row.n_rows for o in outcomes} == {3}
 
 
+def test_beside_failures_a_warning_is_marked_as_one(ws, store, tmp_path):
+    both = HEADER + "1,10.5,a,hello\n2,5000.0,z,big spender\n3,0.0,c,\n"
+    outcome = ingest_file(ws, store, put(tmp_path, "both.csv", both))
+    assert outcome.status == "rejected"
+    assert sorted(outcome.reasons) == [
+        "categories(kind): 1 values outside the allowed categories",
+        "warning, max(amount): 1 values above 1000",  # not why the batch was rejected
+    ]
+
+
 def test_a_rejected_batch_is_quarantined_whole_with_its_report(ws, store, tmp_path):
     source = put(tmp_path, "bad batch.csv", REJECTED)
     outcome = ingest_file(ws, store, source)

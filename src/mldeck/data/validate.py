@@ -109,10 +109,14 @@ def reasons_from_report(report: dict[str, Any]) -> list[str]:
     if report.get("read_error"):
         return [report["read_error"]]
     lines = []
-    for check in report.get("checks", []):
+    checks = report.get("checks", [])
+    # Beside failures, a warning says so: it is not why the batch was rejected.
+    mixed = any(c["status"] == "fail" for c in checks)
+    for check in checks:
         if check["status"] != "pass":
             label = f"{check['check']}({check['column']})" if check["column"] else check["check"]
-            lines.append(f"{label}: {check['detail']}")
+            mark = "warning, " if mixed and check["status"] == "warn" else ""
+            lines.append(f"{mark}{label}: {check['detail']}")
     return lines
 
 
