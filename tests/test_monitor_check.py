@@ -387,6 +387,18 @@ def test_reports_are_found_by_batch_or_id(monitored, store, tmp_path):
         resolve_report(store, "#999")
 
 
+def test_a_report_with_labels_recorded_later_is_shown(monitored, store, tmp_path, cli):
+    frame = churn_frame(400, seed=8, start_id=9000)
+    version = ingest(monitored, store, frame.drop("churned"), tmp_path, "nolabels.csv")
+    check_batch(monitored, store, version)
+    record_labels(
+        monitored, store, write(frame.select("customer_id", "churned"), tmp_path, "l.csv")
+    )
+    shown = cli("drift", "show", "churn:v2", cwd=monitored.root)
+    assert shown.returncode == 0, shown.stderr
+    assert "on 400 labelled rows from l.csv" in shown.stdout
+
+
 def test_drift_alerts_and_kpi_commands(monitored, store, tmp_path, cli):
     root = monitored.root
     quiet = write(churn_frame(300, seed=2, start_id=5000), tmp_path, "quiet.csv")

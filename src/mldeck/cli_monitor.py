@@ -102,11 +102,15 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
         items[f"estimated {estimated['metric']}"] = f"{estimated['value']:.3f}{band}" + (
             "" if reference is None else f" (holdout {reference:.3f})"
         )
+    from mldeck.ml.settings import ALL_METRICS
+
     realized = summary.get("realized")
     if realized:
-        shown = {k: v for k, v in realized.items() if k != "labelled_rows" and v is not None}
+        # The metrics only: labels recorded later also name their file and run.
+        shown = {k: v for k, v in realized.items() if k in ALL_METRICS and v is not None}
+        source = f" from {realized['labels_file']}" if realized.get("labels_file") else ""
         items["realized"] = ", ".join(f"{k} {v:.3f}" for k, v in shown.items()) + (
-            f" on {realized.get('labelled_rows', 0)} labelled rows"
+            f" on {realized.get('labelled_rows', 0)} labelled rows{source}"
         )
     if summary.get("model"):
         items["model"] = summary["model"]
