@@ -174,9 +174,9 @@ class MldeckApp(App):
         self.notify(event.text, severity=severity, timeout=8)
 
     async def action_quit(self) -> None:
-        """Quit; a training started here is interrupted first (its run ends cancelled)."""
+        """Quit; work started here (training, scoring, drift checks) is interrupted first."""
         if self.child_commands.running:
-            self.notify("stopping the training started here (its run ends cancelled)…",
+            self.notify("stopping the work started here (its runs end cancelled)…",
                         timeout=10)  # fmt: skip
             await asyncio.to_thread(self.child_commands.interrupt_all)
         self.exit()

@@ -43,6 +43,7 @@ class Children:
             # Its own session: a hang-up of the console's terminal does not kill it half-way.
             proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL, text=True, env=dict(os.environ),
+                                    cwd=self.workspace_root,
                                     start_new_session=True)  # fmt: skip
             self._running.add(proc)
         try:

@@ -486,17 +486,19 @@ class VersionDetailScreen(DeckScreen):
             self.run_worker(self._score, thread=True, group="score", exit_on_error=False)
 
     def _score(self) -> None:
-        from mldeck.ml.scoring import score_batch
-
+        # As 'mldeck score' in a child process: quitting the console interrupts it.
         app = self.app
-        result = score_batch(app.workspace, app.store, self.version_id)
-        champion = result.champion
+        result = self.deck.child_commands.run_json("score", str(self.version_id))
+        champion = result["champion"]
         message = (
-            f"{result.dataset}:v{result.dataset_version}: {champion.rows} rows scored by "
-            f"{champion.model}:{champion.version} in {champion.latency_ms:.0f} ms"
+            f"{result['dataset']}: {champion['rows']} rows scored by "
+            f"{champion['model']}:{champion['version']} in {champion['latency_ms']:.0f} ms"
         )
-        if result.shadow is not None:
-            message += f"; shadow {result.shadow.model}:{result.shadow.version} too"
+        shadow = result.get("shadow")
+        if shadow is not None:
+            message += f"; shadow {shadow['model']}:{shadow['version']} too"
+        elif result.get("shadow_error"):
+            message += f"; the shadow challenger failed: {result['shadow_error']}"
         app.call_from_thread(app.notify, message, title="Scored", timeout=10)
 
     def action_drift(self) -> None:
@@ -519,11 +521,10 @@ class VersionDetailScreen(DeckScreen):
             self.run_worker(self._drift, thread=True, group="drift", exit_on_error=False)
 
     def _drift(self) -> None:
-        from mldeck.monitor import check_batch
-        from mldeck.tui.screens.drift import describe
+        from mldeck.tui.screens.drift import check_in_child, describe
 
         app = self.app
-        result = check_batch(app.workspace, app.store, self.version_id)
+        result = check_in_child(self.deck, self.version_id)
         message = describe(result) + " (Drift screen: 5)"
         app.call_from_thread(app.notify, message, title="Drift checked", timeout=10)
 

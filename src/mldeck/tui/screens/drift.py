@@ -373,10 +373,8 @@ class DriftScreen(DeckScreen):
         self.run_worker(lambda: self._check(batch), thread=True, group="check", exit_on_error=False)
 
     def _check(self, batch: int) -> None:
-        from mldeck.monitor import check_batch
-
-        result = check_batch(self.deck.workspace, self.deck.store, batch)
-        self.app.call_from_thread(self._checked, result.report_id, describe(result))
+        result = check_in_child(self.deck, batch)
+        self.app.call_from_thread(self._checked, result["report_id"], describe(result))
 
     def _checked(self, report_id: int, message: str) -> None:
         self.report_id = report_id
@@ -384,14 +382,21 @@ class DriftScreen(DeckScreen):
         self.reload()
 
 
-def describe(result: Any) -> str:
-    """One line about a check, for notifications."""
-    text = f"{result.batch}: {result.n_drifted}/{len(result.features)} features drifted"
-    if result.dataset_drift:
+def check_in_child(deck: Any, batch: int) -> dict[str, Any]:
+    """``mldeck drift check BATCH`` in a child process (quitting interrupts it); exit 3 means
+    drift or an alert, not a failure."""
+    return deck.child_commands.run_json("drift", "check", str(batch), ok=(0, 3))
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One line about a check (as ``drift check --json`` gives it), for notifications."""
+    text = f"{result['batch']}: {result['n_drifted']}/{result['n_features']} features drifted"
+    if result["dataset_drift"]:
         text += " (dataset drift)"
-    if result.estimated is not None and result.estimated.value is not None:
-        text += f"; estimated {result.estimated.metric} {result.estimated.value:.3f}"
-    new = [a for a in result.alerts if a.new]
+    estimated = result.get("estimated") or {}
+    if estimated.get("value") is not None:
+        text += f"; estimated {estimated['metric']} {estimated['value']:.3f}"
+    new = [a for a in result.get("alerts", []) if a["new"]]
     if new:
         text += f"; {len(new)} new alert" + ("s" if len(new) > 1 else "")
     return text
