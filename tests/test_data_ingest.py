@@ -409,6 +409,26 @@ def test_the_configured_reference_belongs_to_the_configured_dataset_only(workspa
         store.close()
 
 
+def test_a_configured_reference_already_stored_as_a_batch_is_adopted(workspace, tmp_path):
+    """The usual order: batches first, then `data infer X --write` names one of them as the
+    reference. The next ingest adopts it (the user never asked for --reference)."""
+    first = put(tmp_path, "first.csv", GOOD)
+    ws = configure(workspace)
+    store = open_workspace_store(ws)
+    try:
+        batch = ingest_file(ws, store, first)
+        text = ws.config_path.read_text(encoding="utf-8")
+        text = text.replace('id_column = "id"', f'id_column = "id"\nreference = "{first}"')
+        ws.config_path.write_text(text, encoding="utf-8")
+        ws = load_workspace(ws.root)
+        later = ingest_file(ws, store, put(tmp_path, "later.csv", WARNED))
+        assert (later.status, later.duplicate) == ("warned", False)
+        flags = {row.version: row.is_reference for row in list_versions(store)[0]}
+        assert flags == {batch.version: True, later.version: False}
+    finally:
+        store.close()
+
+
 def test_content_stored_as_a_batch_cannot_silently_become_a_reference(ws, store, tmp_path):
     batch = ingest_file(ws, store, put(tmp_path, "batch.csv", GOOD))
     with pytest.raises(MldeckError, match=r"already stored as events v1, a batch"):

@@ -149,9 +149,12 @@ def ingest_file(
     as_reference: bool = False,
     consume: bool = False,
     progress: Callable[[str], None] | None = None,
+    adopt: bool = False,
 ) -> IngestOutcome:
     """Ingest one file. With *consume* (the watcher), the source file is removed once its bytes
-    are safely stored, since they are kept in the workspace under their hash."""
+    are safely stored, since they are kept in the workspace under their hash. With *adopt*
+    (``[data] reference`` naming a file already stored as a batch), a duplicate is returned for
+    the caller to make it the reference instead of being refused."""
     workspace.refuse_state_file(path)
     settings = workspace.settings.data
     dataset = dataset or settings.dataset
@@ -181,7 +184,7 @@ def ingest_file(
         raise
     if known is not None:
         version, name = known
-        if as_reference and not _is_reference(store, version):
+        if as_reference and not adopt and not _is_reference(store, version):
             problem = (f"{source_name} is already stored as {name} v{version.version}, a batch;"
                        " a file becomes a reference only when it is first ingested with --reference")  # fmt: skip
             _fail_run(store, ingest_run, problem)
@@ -266,7 +269,7 @@ def _ensure_reference(
     if reference.resolve() == path.resolve():
         return
     outcome = ingest_file(workspace, store, reference, dataset=dataset, trigger=trigger,
-                          as_reference=True, progress=say)  # fmt: skip
+                          as_reference=True, progress=say, adopt=True)  # fmt: skip
     if outcome.duplicate and reference_of(store, dataset) is None:
         if outcome.dataset != dataset:
             say(f"[data] reference {configured} is stored as {outcome.dataset} v{outcome.version};"
