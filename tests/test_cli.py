@@ -431,3 +431,24 @@ def test_a_table_fits_a_narrow_terminal_without_cutting_ids(width):
         assert "TRIGGER" in lines[0] and "…" in lines[1]
     else:  # then the least useful column goes
         assert "TRIGGER" not in lines[0]
+
+
+def test_a_table_measures_wide_characters_by_their_cells_and_keeps_ids_at_any_width():
+    from rich.console import Console
+
+    from mldeck.cli import _table
+
+    def render(width: int, *rows: tuple[str, ...]) -> list[str]:
+        table = _table("ID", "NAME", "STATUS", "ALERT", wrap="ALERT")
+        for row in rows:
+            table.add_row(*row)
+        console = Console(width=width, soft_wrap=True, highlight=False, markup=False, emoji=False)
+        with console.capture() as captured:
+            console.print(table)
+        return captured.get().splitlines()
+
+    row = ("123456789", "训练数据模型 churn 基线", "open", "a long alert text to wrap")
+    assert "训练数据模型 churn 基线" in render(200, row)[1]  # two cells per character, not one
+    narrow = render(20, row)
+    assert narrow[0].split()[0] == "ID" and narrow[1].split()[0] == "123456789"
+    assert render(20)[0].startswith("ID")  # an empty table draws its headers without error

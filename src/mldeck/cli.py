@@ -1038,7 +1038,7 @@ def score(
 
 
 # Columns that name a row: never cut, whatever the width.
-KEY_COLUMNS = ("ID", "VERSION", "KEY", "FEATURE", "COLUMN", "CHECK", "GATE", "METRIC")
+KEY_COLUMNS = ("ID", "VERSION", "BATCH", "KEY", "FEATURE", "COLUMN", "CHECK", "GATE", "METRIC")
 # On a terminal too narrow for a table, these columns go first, in this order.
 DROPPED_FIRST = (
     "TRIGGER", "DURATION", "SOURCE", "SIZE", "KIND", "ROWS", "THRESHOLD", "METHOD", "POINTS",
@@ -1052,11 +1052,15 @@ class _FittedTable(Table):
     columns (DROPPED_FIRST) are left out; the ids that name its rows are never cut."""
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
-        avail = options.max_width
-        for name in DROPPED_FIRST:
-            if self._fit(avail):
-                break
-            self.columns = [c for c in self.columns if c.header != name]
+        while not self._fit(options.max_width):
+            others = [c for c in self.columns if c.header not in KEY_COLUMNS]
+            if not others:
+                break  # only the ids are left: Rich lays them out as it can
+            # DROPPED_FIRST in its order, then the right-most other column, a wrapping one last.
+            named = [c for name in DROPPED_FIRST for c in others if c.header == name]
+            plain = [c for c in others if c.overflow != "fold"]
+            drop = (named or plain or others)[0 if named else -1]
+            self.columns = [c for c in self.columns if c is not drop]
             for index, column in enumerate(self.columns):  # Rich finds the last column by it
                 column._index = index
         yield from super().__rich_console__(console, options)
@@ -1064,10 +1068,12 @@ class _FittedTable(Table):
     def _fit(self, avail: int) -> bool:
         """Set each column's width so that the table takes at most *avail* cells, cutting the
         widest cuttable column first; False if even the least widths do not fit."""
+        from rich.cells import cell_len
+
         natural, least = [], []
         for column in self.columns:
-            longest = max((len(str(cell)) for cell in column._cells), default=0)
-            header = len(str(column.header))
+            longest = max((cell_len(str(cell)) for cell in column._cells), default=0)
+            header = cell_len(str(column.header))
             natural.append(max(header, longest, column.min_width or 0))
             if column.header in KEY_COLUMNS:
                 least.append(natural[-1])
