@@ -392,7 +392,11 @@ def test_references_beyond_sqlite_integers_and_bad_options_are_one_line(tracked,
 
 @pytest.mark.parametrize(
     ("url", "needle"),
-    [("garbage", "is not a database URL"), ("postgresql://u@localhost/db", "database driver")],
+    [
+        ("garbage", "is not a database URL"),
+        ("postgresql://u:secret@host:abc/db", "'postgresql://u:***@host:abc/db' is not a database"),
+        ("postgresql://u@localhost/db", "database driver"),
+    ],
 )
 def test_a_store_url_that_cannot_work_is_one_line(tracked, cli, url, needle):
     assert_one_line_error(cli("runs", "list", cwd=tracked[0], env={"MLDECK_DB_URL": url}), needle)

@@ -288,3 +288,11 @@ async def test_workspace_theme_is_used(seeded) -> None:
         await settle(pilot)
         assert app.theme == "mine"
         assert app.theme_variables["status-failed"] == "#ff0000"
+
+
+def test_a_child_commands_result_is_found_after_what_the_fit_printed():
+    from mldeck.tui.child import last_json
+
+    printed = 'Iteration 1, loss = 0.69\n{"not": "the end"} and more\n{\n  "version": 2,\n  "gates": [\n    {"a": 1}\n  ]\n}\n'
+    assert last_json(printed) == {"version": 2, "gates": [{"a": 1}]}
+    assert last_json("no result at all\n") is None

@@ -10,6 +10,7 @@ without the SQLite specifics.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -237,9 +238,11 @@ def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True)
     """
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        parsed.port  # noqa: B018 - a port that is not a number raises here, not later
+    except (ArgumentError, ValueError):
+        shown = re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)  # never a password on screen
         raise StoreError(
-            f"the store URL {url!r} is not a database URL (MLDECK_DB_URL or [store] url;"
+            f"the store URL {shown!r} is not a database URL (MLDECK_DB_URL or [store] url;"
             " e.g. sqlite:////abs/path/store.db)"
         ) from None
     lock = FileLock(str(lock_path)) if lock_path else None
@@ -274,10 +277,10 @@ def _open_engine(url: str, lock: FileLock | None, lock_path: Path | None, upgrad
         engine = make_engine(url)
     except ImportError as exc:
         raise StoreError(
-            f"the store {_safe(url)} needs the database driver {exc.name or exc}, which is not"
-            f" installed (pip install {exc.name or 'it'})"
+            f"the store {_safe(url)} needs the database driver module {exc.name or exc}, which"
+            " is not installed"
         ) from None
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise StoreError(f"cannot open the store {_safe(url)}: {exc}") from None
     try:
         revision = _current_revision(engine)

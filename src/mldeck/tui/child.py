@@ -57,10 +57,23 @@ class Children:
             lines = [line for line in stderr.splitlines() if line.strip()]
             last = lines[-1] if lines else f"exit status {proc.returncode}"
             raise MldeckError(last.removeprefix("mldeck: error: "))
-        try:
-            return json.loads(stdout)
-        except json.JSONDecodeError:
-            raise MldeckError(f"'mldeck {' '.join(args)}' printed no result") from None
+        result = last_json(stdout)
+        if result is None:
+            raise MldeckError(f"'mldeck {' '.join(args)}' printed no result")
+        return result
+
+
+def last_json(text: str) -> Any:
+    """The JSON document that ends *text* (``--json`` prints it last; a model's fit or a user's
+    entry point may print lines before it), or None."""
+    lines = text.splitlines()
+    for start in range(len(lines) - 1, -1, -1):
+        if lines[start][:1] in ("{", "["):
+            try:
+                return json.loads("\n".join(lines[start:]))
+            except json.JSONDecodeError:
+                continue
+    return None
 
     @property
     def running(self) -> int:
