@@ -533,6 +533,11 @@ def test_scoring_a_batch_twice_with_the_same_champion_makes_one_output(ws_store)
     assert evaluated.result["dataset_version_id"] == batch.version_id
     assert evaluated.result["model"] == "churn:1" and evaluated.result["rows"] > 0
     assert evaluated.result["metrics"]["roc_auc"] == 0.5  # the dummy model knows nothing
+    # A version the store does not hold fails the job with one line, not an AttributeError.
+    missing = JobRequest("evaluate", "evaluate", {"dataset_version_id": 99999})
+    failed = JobRunner(workspace, store).run(missing)
+    assert not failed.succeeded and "no dataset version 99999" in failed.error
+    assert "Traceback" not in failed.error
 
 
 def test_a_stopped_runner_starts_no_new_job(ws_store):

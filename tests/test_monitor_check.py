@@ -257,6 +257,7 @@ def test_what_cannot_be_checked_says_why(ws, store, tmp_path):
 
 def test_a_column_override_naming_no_column_is_refused(monitored, store, tmp_path):
     version = ingest(monitored, store, churn_frame(100, seed=3, start_id=100), tmp_path, "b.csv")
+    check_batch(monitored, store, version)  # the baseline is built (and kept) before the typo
     typo = configure(monitored, '\n[monitor.columns.chargez]\nmethod = "psi"\n')
     with pytest.raises(MldeckError, match=r"\[monitor.columns.chargez\] names no column .*charges"):
         check_batch(typo, store, version)

@@ -53,7 +53,12 @@ def newest_batch(workspace: Workspace, store: Store) -> DatasetVersion:
 
 def _batch_id(workspace: Workspace, store: Store, params: dict[str, Any]) -> int:
     given = params.get("dataset_version_id")
-    return int(given) if given is not None else newest_batch(workspace, store).id
+    if given is None:
+        return newest_batch(workspace, store).id
+    with store.read() as session:
+        if session.get(DatasetVersion, int(given)) is None:
+            raise MldeckError(f"no dataset version {given} (the schedule's dataset_version_id)")
+    return int(given)
 
 
 def health(workspace: Workspace, store: Store, run: tracking.ActiveRun, params: dict) -> dict:

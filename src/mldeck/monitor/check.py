@@ -146,6 +146,7 @@ def check_batch(
     champion, model_name = _champion(workspace, store, model)
     run_id = _start(store, version, reference, batch, trigger, champion, model_name)
     try:
+        check_column_settings(workspace, reference)
         baseline = _baseline(workspace, store, reference, run_id)
         frame = _open(workspace, version, batch)
         batch_summary = drift.summarize_batch(frame, baseline)
@@ -230,14 +231,10 @@ def _champion(
     return rows[0][0], rows[0][1]
 
 
-def monitored_columns(
-    workspace: Workspace, reference: DatasetVersion, champion: ModelVersion | None
-) -> dict[str, str]:
-    """Each column of the reference drift looks at, with its kind (numeric or categorical)."""
-    data = workspace.settings.data
-    skip = {data.id_column, data.timestamp_column} - {None}
+def check_column_settings(workspace: Workspace, reference: DatasetVersion) -> None:
+    """Refuse a ``[monitor.columns.NAME]`` naming no column of the reference: a typo would leave
+    its override silently unused. Checked at every check (the baseline is built once)."""
     profiled = (reference.profile or {}).get("columns", {})
-    # A typo in [monitor.columns.NAME] would leave its override silently unused.
     unknown = sorted(set(workspace.settings.monitor.columns) - set(profiled) - {"score"})
     if unknown:
         from mldeck.errors import ConfigError
@@ -247,6 +244,15 @@ def monitored_columns(
             f"[monitor.columns.{unknown[0]}] names no column of the reference"
             f" (its columns: {known}; 'score' is the champion's predictions)"
         )
+
+
+def monitored_columns(
+    workspace: Workspace, reference: DatasetVersion, champion: ModelVersion | None
+) -> dict[str, str]:
+    """Each column of the reference drift looks at, with its kind (numeric or categorical)."""
+    data = workspace.settings.data
+    skip = {data.id_column, data.timestamp_column} - {None}
+    profiled = (reference.profile or {}).get("columns", {})
     columns = {}
     for name, entry in profiled.items():
         if name in skip:
