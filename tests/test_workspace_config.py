@@ -360,6 +360,11 @@ def test_a_store_missing_beside_the_files_it_recorded_is_not_silently_recreated(
     with pytest.raises(MldeckError, match=r"store .* is missing while .*datasets holds files"):
         open_workspace_store(workspace)
     assert not workspace.db_path.exists()
+    # The way out it names works: with those folders moved away, a new store is made.
+    for folder in (workspace.datasets_dir, workspace.artifacts_dir):
+        folder.rename(tmp_path / f"old-{folder.name}")
+    open_workspace_store(workspace).close()
+    assert workspace.db_path.exists()
     # A workspace whose state holds no recorded files (a fresh clone) gets a new store.
     fresh = init_workspace(tmp_path / "fresh")
     fresh.db_path.unlink(missing_ok=True)

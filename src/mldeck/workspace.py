@@ -184,6 +184,7 @@ def open_workspace_store(workspace: Workspace) -> Store:
             raise MldeckError(
                 f"the store {workspace.db_path} is missing while {kept[0]} holds files it"
                 " recorded: put the store back (or restore it from a backup); to start over"
-                f" with an empty store, move {workspace.state_dir} away"
+                f" with an empty store, move {workspace.datasets_dir} and"
+                f" {workspace.artifacts_dir} away"
             )
     return open_store(workspace.db_url, lock_path=workspace.state_dir / "store.lock")

@@ -168,8 +168,10 @@ def record_labels(
             continue
         y = (performance.class_index(joined.get_column("__label"), classes) == 1).to_numpy()
         predicted = (
-            performance.class_index(joined.get_column("prediction"), classes) == 1
-        ).to_numpy()
+            (performance.class_index(joined.get_column("prediction"), classes) == 1)
+            .fill_null(False)
+            .to_numpy()
+        )
         scores = joined.get_column("score").to_numpy()
         scores = scores if np.isfinite(scores).all() else None
         realized = {k: _finite(v) for k, v in
