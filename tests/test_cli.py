@@ -346,15 +346,20 @@ def test_format_plural():
     assert fmt.plural(2, "query", "queries") == "2 queries"
 
 
-def test_a_second_interrupt_does_not_cut_the_cleanup_of_the_first():
-    from mldeck.cli import _interrupt
+def test_a_second_interrupt_does_not_cut_the_cleanup_of_the_first(monkeypatch):
+    from mldeck import cli
 
+    monkeypatch.setattr(cli, "_INTERRUPTED", {})
     with pytest.raises(KeyboardInterrupt):
-        _interrupt(2, None)
+        cli._interrupt(2, None)
     try:
         raise KeyboardInterrupt
     except KeyboardInterrupt:
-        assert _interrupt(2, None) is None  # the run's end is being recorded: let it finish
+        assert cli._interrupt(2, None) is None  # the run's end is being recorded: let it finish
+        # Pressed again later (a cleanup stuck on a busy store): the user can still get out.
+        monkeypatch.setattr(cli, "INTERRUPT_GRACE_SECONDS", 0.0)
+        with pytest.raises(KeyboardInterrupt):
+            cli._interrupt(2, None)
 
 
 @pytest.mark.parametrize(

@@ -1144,11 +1144,23 @@ def _interrupt(_signum: int, _frame: Any) -> None:
     One Ctrl-C can arrive twice: polars raises KeyboardInterrupt from its own check, and Python's
     pending signal raises another a few instructions later, in the middle of the cleanup that
     records the interrupted run's end (which then stayed 'running'). While a KeyboardInterrupt is
-    being handled, that cleanup (a short write) is left to finish.
+    being handled, that cleanup (a short write) is left to finish; a Ctrl-C pressed again a
+    second or more later still stops the command (a cleanup waiting on a busy store).
     """
+    import time
+
+    now = time.monotonic()
     if isinstance(sys.exc_info()[1], KeyboardInterrupt):
-        return
+        first = _INTERRUPTED.setdefault("at", now)  # polars' own: this is the same Ctrl-C
+        if now - first < INTERRUPT_GRACE_SECONDS:
+            return
+    _INTERRUPTED["at"] = now
     raise KeyboardInterrupt
+
+
+# When the command was first interrupted; a second Ctrl-C within the grace is the same one.
+_INTERRUPTED: dict[str, float] = {}
+INTERRUPT_GRACE_SECONDS = 1.0
 
 
 def main(argv: list[str] | None = None) -> None:
