@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 from textual.pilot import Pilot
 from textual.widgets import Static
@@ -159,3 +160,17 @@ async def test_overview_shows_the_latest_health_checks(seeded) -> None:
         line = _text(app, "#store-line")
         # The seeded store has a champion without a model file and no scheduler: both say so.
         assert "Checks" in line and "champion fail" in line and "scheduler warn" in line
+
+
+@pytest.mark.parametrize("width", [40, 60, 80])
+async def test_the_pipeline_keeps_every_stage_on_a_narrow_terminal(seeded, width) -> None:
+    app = make_app(*seeded)
+    async with app.run_test(size=(width, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("6")
+        await settle(pilot)
+        graph = _text(app, "#pipeline-graph")
+        for stage in ("ingest", "validate", "score", "monitor", "retrain", "evaluate",
+                      "register", "promote"):  # fmt: skip
+            assert f"┌ {stage} " in graph  # whole, not cut at the right edge
+        assert max(len(line) for line in graph.splitlines()) <= width

@@ -62,19 +62,6 @@ class Children:
             raise MldeckError(f"'mldeck {' '.join(args)}' printed no result")
         return result
 
-
-def last_json(text: str) -> Any:
-    """The JSON document that ends *text* (``--json`` prints it last; a model's fit or a user's
-    entry point may print lines before it), or None."""
-    lines = text.splitlines()
-    for start in range(len(lines) - 1, -1, -1):
-        if lines[start][:1] in ("{", "["):
-            try:
-                return json.loads("\n".join(lines[start:]))
-            except json.JSONDecodeError:
-                continue
-    return None
-
     @property
     def running(self) -> int:
         with self._lock:
@@ -94,3 +81,16 @@ def last_json(text: str) -> Any:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def last_json(text: str) -> Any:
+    """The JSON document that ends *text* (``--json`` prints it last; a model's fit or a user's
+    entry point may print lines before it), or None."""
+    lines = text.splitlines()
+    for start in range(len(lines) - 1, -1, -1):
+        if lines[start][:1] in ("{", "["):
+            try:
+                return json.loads("\n".join(lines[start:]))
+            except json.JSONDecodeError:
+                continue
+    return None

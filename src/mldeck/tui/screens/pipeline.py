@@ -145,7 +145,14 @@ class PipelineScreen(DeckScreen):
         lines.append(Text("└" + "─" * INNER + "┘", style=edge))
         return lines
 
+    def on_resize(self) -> None:
+        if self._view is not None:
+            self.query_one("#pipeline-graph", Static).update(self.draw(self._view))
+
     def draw(self, view: PipelineView) -> Text:
+        width = self.query_one("#pipeline-scroll").size.width or 80
+        if width < 4 * BOX + 3 * len(ARROW):  # narrower than the two rows of four
+            return self._draw_narrow(view, width)
         stages = view.stages
         out = Text(no_wrap=True, overflow="crop")
         for row in range(2):
@@ -164,6 +171,24 @@ class PipelineScreen(DeckScreen):
                            style="bold")  # fmt: skip
                 out.append(" " * (BOX // 2) + "▼ drift or a poor estimate → retrain (policy)\n",
                            style="bold")  # fmt: skip
+        return out
+
+    def _draw_narrow(self, view: PipelineView, width: int) -> Text:
+        """As many boxes per row as fit (at least one), rows joined by a down arrow."""
+        per_row = max(1, (width + len(ARROW)) // (BOX + len(ARROW)))
+        out = Text(no_wrap=True, overflow="crop")
+        for start in range(0, 8, per_row):
+            indexes = list(range(start, min(start + per_row, 8)))
+            boxes = [self._box(i, view.stages[i]) for i in indexes]
+            for n in range(len(boxes[0])):
+                for b, box in enumerate(boxes):
+                    out.append_text(box[n])
+                    if b < len(boxes) - 1:
+                        out.append(ARROW if n == 1 else GAP, style="bold")
+                out.append("\n")
+            if indexes[-1] < 7:
+                note = " drift: retrain (policy)" if indexes[-1] == 3 else ""
+                out.append(" " * (BOX // 2) + "▼" + note + "\n", style="bold")
         return out
 
     def action_move(self, step: int) -> None:
