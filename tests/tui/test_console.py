@@ -256,8 +256,19 @@ async def test_notifications_are_shown_as_written(seeded) -> None:
         ("broken.toml", 'name = "broken"\nprimary = "not-a-colour"\n', "not a colour"),
         # The theme picker reads names as markup: '[/x' would stop the console.
         ("ops.toml", 'name = "ops [/x"\nprimary = "#ff8800"\n', "name 'ops [/x' may hold only"),
+        # Textual's own variables: a bad one stopped the stylesheet and the console with it.
+        (
+            "vars.toml",
+            'name = "vars"\nprimary = "#ff8800"\n[variables]\nfooter-key-foreground = "nonsense"\n',
+            "footer-key-foreground = 'nonsense' is not",
+        ),
+        (
+            "style.toml",
+            'name = "style"\nprimary = "#ff8800"\n[variables]\nblock-cursor-text-style = "shiny"\n',
+            "is not a text style",
+        ),
     ],
-    ids=["bad-colour", "name-with-brackets"],
+    ids=["bad-colour", "name-with-brackets", "bad-variable", "bad-text-style"],
 )
 async def test_bad_theme_file_is_reported_and_the_console_runs(seeded, file, content, reason):
     workspace, store = seeded
@@ -271,6 +282,36 @@ async def test_bad_theme_file_is_reported_and_the_console_runs(seeded, file, con
         assert any(file in m and reason in m for m in messages)
         assert app.theme == "mldeck-dark"
         assert "ops [/x" not in app.available_themes
+
+
+async def test_a_chosen_theme_with_a_bad_variable_is_skipped_not_a_crash(seeded) -> None:
+    workspace, store = seeded
+    (workspace.root / "themes").mkdir()
+    (workspace.root / "themes" / "mine.toml").write_text(
+        'name = "mine"\nprimary = "#ff8800"\n[variables]\nfooter-key-foreground = "nonsense"\n'
+    )
+    text = workspace.config_path.read_text(encoding="utf-8")
+    workspace.config_path.write_text(text.replace('theme = "mldeck-dark"', 'theme = "mine"'))
+    from mldeck.workspace import load_workspace
+
+    app = make_app(load_workspace(workspace.root), store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.theme == "mldeck-dark" and "mine" not in app.available_themes
+        await pilot.press("2")  # and the console goes on
+        await settle(pilot)
+        assert isinstance(app.screen, RunsScreen)
+
+
+def test_textual_variables_in_their_own_forms_are_accepted(tmp_path):
+    from mldeck.tui.themes import load_theme_file
+
+    path = tmp_path / "ok.toml"
+    path.write_text('name = "ok"\nprimary = "#ff8800"\n[variables]\n'
+                    'footer-key-foreground = "#ff0000"\ntext = "auto 80%"\n'
+                    'link-background = "initial"\nborder = "red 50%"\n'
+                    'button-focus-text-style = "b reverse"\n')  # fmt: skip
+    assert load_theme_file(path).variables["text"] == "auto 80%"
 
 
 async def test_workspace_theme_is_used(seeded) -> None:

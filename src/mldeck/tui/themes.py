@@ -73,7 +73,27 @@ def load_theme_file(path: Path) -> Theme:
     for key, value in variables.items():
         if key in STATUS_VARIABLES:
             _check_color(path, key, value)
+        else:  # Textual's own: a bad value would stop its stylesheet, and the console with it
+            _check_variable(path, str(key), value)
     return Theme(**{**raw, "variables": {str(k): str(v) for k, v in variables.items()}})
+
+
+def _check_variable(path: Path, key: str, value: object) -> None:
+    """A Textual variable: text-style flags for a ``*-style``, else a colour as Textual's CSS
+    takes it (``#f80``, ``red 50%``, ``auto 87%``, ``initial``)."""
+    from textual.css.constants import VALID_STYLE_FLAGS
+
+    text = str(value).strip()
+    if key.endswith("-style"):
+        if not text or any(word not in VALID_STYLE_FLAGS for word in text.split()):
+            raise ValueError(
+                f"{path.name}: {key} = {value!r} is not a text style (words from: "
+                f"{', '.join(sorted(VALID_STYLE_FLAGS))})"
+            )
+        return
+    if text == "initial" or re.fullmatch(r"auto( \d{1,3}%)?", text):
+        return
+    _check_color(path, key, re.sub(r" \d{1,3}%$", "", text))
 
 
 def _check_color(path: Path, key: str, value: object) -> None:
