@@ -305,6 +305,28 @@ def test_promoting_the_champion_again_is_refused(workspace, store, model_bytes):
         registry.promote(store, "churn:1", alias="winner")
 
 
+def test_the_pipelines_promote_stage_follows_rollbacks_not_challengers(
+    workspace, store, model_bytes
+):
+    from mldeck.jobs.settings import JobSettings
+    from mldeck.jobs.views import pipeline_view
+
+    def promote_stage() -> str:
+        return pipeline_view(store, JobSettings()).stages[-1].detail
+
+    for content in (model_bytes["a"], model_bytes["b"]):
+        add_version(workspace, store, content)
+    for ref in ("churn:1", "churn:2"):
+        registry.approve(store, ref, reason="ok")
+    registry.promote(store, "churn:1")
+    registry.promote(store, "churn:2")
+    assert promote_stage() == "churn:2 champion"
+    registry.rollback(store, "churn:1", reason="worse")
+    assert promote_stage() == "churn:1 champion (rollback)"
+    registry.promote(store, "churn:2", alias="challenger", reason="shadow it")
+    assert promote_stage() == "churn:1 champion (rollback)"  # a challenger is not the champion
+
+
 def test_a_rejected_challenger_stops_being_the_challenger(workspace, store, model_bytes):
     for content in (model_bytes["a"], model_bytes["b"]):
         add_version(workspace, store, content)

@@ -125,12 +125,16 @@ def pipeline_view(store: Store, settings: JobSettings) -> PipelineView:
             version, model = newest
             view.stages.append(Stage("register", version.status, version.created_at, None,
                                      f"{model}:{version.version}", version.run_id))  # fmt: skip
-        promoted = session.execute(
+        # The champion's last change: a promotion or a rollback (a challenger's is not one).
+        changes = session.execute(
             select(AuditEvent)
-            .where(AuditEvent.action == "model_version.promote")
+            .where(AuditEvent.action.in_(("model_version.promote", "model_version.rollback")))
             .order_by(AuditEvent.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+            .limit(50)
+        ).scalars()
+        promoted = next(
+            (e for e in changes if (e.details or {}).get("alias") in (None, "champion")), None
+        )
         waiting_ids = set(session.execute(
             select(AuditEvent.entity_id).where(AuditEvent.action == AWAITING)).scalars())  # fmt: skip
         settled = set(session.execute(
@@ -152,8 +156,9 @@ def pipeline_view(store: Store, settings: JobSettings) -> PipelineView:
                                  f"{', '.join(waiting_labels)} awaits approval"))  # fmt: skip
     elif promoted is not None:
         d = promoted.details
+        how = " (rollback)" if promoted.action == "model_version.rollback" else ""
         view.stages.append(Stage("promote", "promoted", promoted.ts, None,
-                                 f"{d.get('model', '?')}:{d.get('version', '?')} champion"))  # fmt: skip
+                                 f"{d.get('model', '?')}:{d.get('version', '?')} champion{how}"))  # fmt: skip
     else:
         view.stages.append(Stage("promote", detail="nothing promoted"))
     view.scheduler = holder(store, settings.lease_seconds)
