@@ -385,3 +385,35 @@ async def test_a_batch_dropped_into_incoming_is_ingested_and_listed(tmp_path) ->
             assert not (workspace.incoming_dir / "week 10.csv").exists()
     finally:
         store.close()
+
+
+async def test_a_second_console_takes_over_watching_when_the_first_stops(tmp_path) -> None:
+    """Another process's watcher holds data/incoming/; when it stops, this console takes it."""
+    from datetime import datetime
+
+    from mldeck.data.watcher import IncomingWatcher
+    from mldeck.demo import generate_batch, write_batch
+    from mldeck.tui.app import MldeckApp
+    from mldeck.workspace import init_workspace, load_workspace, open_workspace_store
+
+    workspace = init_workspace(tmp_path / "ws", name="watched")
+    with open(workspace.config_path, "a", encoding="utf-8") as fh:
+        fh.write('\n[data]\ndataset = "events"\nsettle_seconds = 0.1\n')
+    workspace = load_workspace(workspace.root)
+    store = open_workspace_store(workspace)
+    first = IncomingWatcher(workspace, store)
+    assert first.start()
+    app = MldeckApp(workspace, store, poll_seconds=0.2)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3")
+            assert app.watcher is None and app.watcher_state == "watched by another process"
+            first.stop(timeout=10)
+            await until(pilot, lambda: app.watcher_state == "watched by this console")
+            write_batch(generate_batch(50, start=datetime(2026, 3, 2), seed=3),
+                        workspace.incoming_dir / "week 11.csv")  # fmt: skip
+            table = app.screen.query_one(DeckTable)
+            await until(pilot, lambda: table.row_count == 1, timeout=30)
+    finally:
+        first.stop(timeout=10)
+        store.close()

@@ -78,6 +78,7 @@ class MldeckApp(App):
         self.scheduler = None
         self.watch_incoming = watch_incoming
         self.watcher = None
+        self._standby_watcher = None
         self.watcher_state = ""
         self.workspace = workspace
         self.store = store
@@ -150,8 +151,20 @@ class MldeckApp(App):
         self.watcher = IncomingWatcher(self.workspace, self.store, on_event=self._watcher_said)
         if self.watcher.start():
             self.watcher_state = "watched by this console"
-        else:
+        else:  # tried again at every poll: this console takes over when the other one stops
+            self._standby_watcher = self.watcher
             self.watcher, self.watcher_state = None, "watched by another process"
+
+    def _take_over_watching(self) -> None:
+        standby = self._standby_watcher
+        if standby is None or not standby.start():
+            return
+        self.watcher, self._standby_watcher = standby, None
+        self.watcher_state = "watched by this console"
+        self.notify("this console now watches data/incoming/ (the other watcher stopped)",
+                    timeout=6)  # fmt: skip
+        if isinstance(self.screen, DeckScreen):
+            self.screen.reload()
 
     class WatcherSaid(Message):
         """A line from the incoming-data watcher (posted from its thread, never blocking it)."""
@@ -231,6 +244,7 @@ class MldeckApp(App):
             self.store_problem = problem
             if isinstance(self.screen, DeckScreen):
                 self.screen.sync_topbar()
+        self._take_over_watching()
         if changed and isinstance(self.screen, DeckScreen):
             self.screen.reload()
         self.set_timer(self.poll_seconds, self._poll)
