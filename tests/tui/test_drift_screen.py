@@ -126,10 +126,14 @@ async def test_batches_and_the_timeline(drift_seeded) -> None:
         await pilot.press("right_square_bracket")
         await settle(pilot)
         # Two presses quicker than a reload (both before it ends) move two reports, not one.
+        features = app.screen.query_one("#drift-features", DeckTable)
+        features.move_cursor(row=features.row_count - 1, animate=False)
         app.screen.action_step(1)  # older: '['
         app.screen.action_step(1)
         await settle(pilot)
         assert "churn:v2" in str(app.screen.query_one("#drift-summary", Static).render())
+        # Another report: its table starts at the top (the most severe), not where it was.
+        assert features.cursor_row == 0 and features.scroll_y == 0
         await pilot.press("t")
         await settle(pilot)
         timeline = app.screen.query_one("#drift-timeline", TimelinePlot)

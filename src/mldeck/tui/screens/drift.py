@@ -175,6 +175,7 @@ class DriftScreen(DeckScreen):
         super().__init__()
         self.report_id: int | None = None  # None: the newest
         self._view: DriftView | None = None
+        self._features_of: int | None = None  # the report whose features the table shows
 
     def compose_body(self) -> ComposeResult:
         yield Plain(id="drift-summary")
@@ -302,6 +303,12 @@ class DriftScreen(DeckScreen):
                 rows.append((_key(feature), (name, feature["method"], _score(feature),
                                              f"{feature['threshold']:g}", drift)))  # fmt: skip
         table.replace_rows(rows)
+        shown = None if view.detail is None else view.detail.row.id
+        if shown != self._features_of:  # another report: its most severe feature first
+            self._features_of = shown
+            if table.row_count:
+                table.move_cursor(row=0, animate=False)
+            table.scroll_home(animate=False)
         self._draw_selected()
 
     def _show_batches(self, view: DriftView) -> None:
