@@ -547,3 +547,34 @@ def test_a_stopped_runner_starts_no_new_job(ws_store):
     outcome = runner.run(JobRequest("health", "health"))
     assert outcome.status == RunStatus.SKIPPED and "stopping" in outcome.error
     assert not attempt_folder(workspace, outcome.run_id).exists()
+
+
+def test_an_interval_past_a_year_is_refused_where_it_is_given(store):
+    with pytest.raises(ValueError, match="at most 365d"):
+        parse_every("99999999999d")
+    with pytest.raises(MldeckError, match="at most 365d"):
+        add(store, "big", "health", every="366d")
+    with pytest.raises(ConfigError, match="at most 365d"):
+        parse_settings('[jobs.schedules.a]\nkind = "health"\nevery = "3000000d"\n')
+    assert parse_every("365d") == 365 * 86400
+
+
+@pytest.mark.parametrize(
+    ("reasons", "performance"),
+    [
+        (["realized roc_auc below 0.75: churn:v2: realized roc_auc 0.529 < 0.75"], True),
+        (["estimated roc_auc below 0.7: churn:v3: estimated roc_auc 0.650 < 0.7"], True),
+        (["dataset drift: churn:v3: 4 of 21 features drifted (19%)"], False),
+        (
+            [
+                "realized roc_auc below 0.75: churn:v2: realized roc_auc 0.529 < 0.75",
+                "dataset drift: churn:v2: 5 of 21 features drifted",
+            ],
+            False,
+        ),
+    ],
+)
+def test_a_retrain_for_a_metric_below_its_floor_is_a_performance_retrain(reasons, performance):
+    from mldeck.jobs.scheduler import _about_performance
+
+    assert all(_about_performance(r) for r in reasons) is performance

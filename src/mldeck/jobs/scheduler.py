@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import traceback
@@ -431,7 +432,7 @@ class DeckScheduler:
         if runner is None:
             return None
         trigger = (RunTrigger.PERFORMANCE
-                   if all("metric" in r for r in reasons) else RunTrigger.DRIFT)  # fmt: skip
+                   if all(_about_performance(r) for r in reasons) else RunTrigger.DRIFT)  # fmt: skip
         with self._retrain_lock:
             left, by_run = policies.cooldown_left(self.workspace, self.store)
             request = self._retrain_request(reasons, trigger, source)
@@ -542,3 +543,12 @@ class DeckScheduler:
                                       PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
                                       reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip
         self._after(JobRequest(f"drift {batch}", "drift"), drift)
+
+
+def _about_performance(reason: str) -> bool:
+    """Whether a retrain reason (``rule: title``) is a metric below its floor: the metric rules'
+    titles read ``BATCH: estimated|realized METRIC VALUE < FLOOR``."""
+    title = reason.partition(": ")[2]
+    return (
+        "metric" in reason or re.search(r": (estimated|realized) \S+ [-\d.]+ < ", title) is not None
+    )

@@ -40,7 +40,13 @@ def parse_every(text: str) -> int:
         raise ValueError(
             f"{text!r} is not an interval: write a number and a unit, e.g. 90s, 15m, 2h, 1d"
         )
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_EVERY_SECONDS:
+        raise ValueError(f"{text!r} is too long an interval: at most 365d")
+    return seconds
+
+
+MAX_EVERY_SECONDS = 365 * 86400  # longer would overflow the scheduler's timers
 
 
 def check_cron(text: str) -> str:
