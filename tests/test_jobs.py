@@ -395,6 +395,32 @@ def _finished(store, name: str, n: int = 1) -> list[Run]:
     return runs if len(done) >= n else []
 
 
+def test_an_acting_scheduler_finds_orphans_and_takes_over_watching_later(ws_store, monkeypatch):
+    from mldeck.data.watcher import IncomingWatcher
+    from mldeck.jobs import scheduler as scheduler_module
+
+    workspace, store = ws_store
+    monkeypatch.setattr(scheduler_module, "ORPHAN_SWEEP_SECONDS", 0.0)
+    holder_watcher = IncomingWatcher(workspace, store)  # another process's watcher
+    assert holder_watcher.start()
+    scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2,
+                              watch_incoming=True)  # fmt: skip
+    scheduler.start()
+    try:
+        wait_for(lambda: scheduler.acting, "the scheduler to act")
+        assert scheduler.watcher is None
+        # A run whose process died after the takeover (a stalled daemon's worker).
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        late = _running(store, host=provenance.hostname(), pid=dead.pid, pid_started_at=1.0)
+        wait_for(lambda: _run(store, late).status == RunStatus.ORPHANED, "the sweep")
+        holder_watcher.stop(timeout=10)  # the other watcher stops: this one takes over
+        wait_for(lambda: scheduler.watcher is not None, "the takeover of data/incoming/")
+    finally:
+        scheduler.stop(timeout=30)
+        holder_watcher.stop(timeout=10)
+
+
 def test_missed_fire_times_are_coalesced_into_one_run_at_start(ws_store):
     workspace, store = ws_store
     add(store, "health", "health", every="1h")

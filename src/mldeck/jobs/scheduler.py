@@ -65,6 +65,8 @@ TICK_SECONDS = 1.0
 FULL_LOOK_SECONDS = 10.0
 # A standby looks at the lease this often (a write transaction each time).
 STANDBY_LOOK_SECONDS = 2.0
+# How often the acting scheduler looks for runs whose process died.
+ORPHAN_SWEEP_SECONDS = 30.0
 PIPELINE_START = "pipeline.start"
 PIPELINE_STEP_TIMEOUT = 1800
 PIPELINE_STEP_RETRIES = 1
@@ -98,6 +100,8 @@ class DeckScheduler:
         self.runner: JobRunner | None = None
         self.acting = False
         self.watcher: Any = None
+        self._standby_watcher: Any = None  # the lock is another's: tried again at every tick
+        self._last_sweep = 0.0
         self._aps: Any = None
         self._seen: dict[str, tuple] = {}
         self._requests: dict[str, datetime] = {}
@@ -188,6 +192,9 @@ class DeckScheduler:
                 return
             self._last_renew = now
         self._watchdog()
+        if self._standby_watcher is not None:
+            self._take_over_watching()
+        self._sweep_orphans(now)
         seq = self.store.change_seq()
         if seq == self._last_seq and now - self._last_look < FULL_LOOK_SECONDS:
             return
@@ -221,6 +228,7 @@ class DeckScheduler:
             return
         self.acting = False
         self._say(f"scheduler: no longer acting ({why})")
+        self._standby_watcher = None
         if self.watcher is not None:
             self.watcher.stop(timeout=30)
             self.watcher = None
@@ -243,7 +251,30 @@ class DeckScheduler:
             self.watcher = watcher
             self._say("watching data/incoming/")
         else:
+            self._standby_watcher = watcher
             self._say("data/incoming/ is watched by another process (its batches still flow)")
+
+    def _take_over_watching(self) -> None:
+        """Watch data/incoming/ once the process that held it stops (a stalled daemon that
+        stood down after a takeover, a console that quit)."""
+        standby = self._standby_watcher
+        if standby is not None and standby.start():
+            self.watcher, self._standby_watcher = standby, None
+            self._say("watching data/incoming/ (the other watcher stopped)")
+
+    def _sweep_orphans(self, now: float) -> None:
+        """Runs whose process died after this scheduler took over (a worker of a daemon killed
+        -9 while stalled) are marked orphaned, not only at takeover."""
+        if now - self._last_sweep < ORPHAN_SWEEP_SECONDS:
+            return
+        self._last_sweep = now
+        orphans = mark_orphans(self.store, self.settings.stale_run_seconds)
+        for orphan in orphans:
+            self._say(f"run {orphan.run_id} ({orphan.name}) orphaned: {orphan.reason}")
+        if orphans:
+            policies.record(self.store, "run.orphaned", "found by the scheduler's sweep",
+                            runs=[o.run_id for o in orphans])  # fmt: skip
+            self._rerun_orphaned({o.run_id for o in orphans})
 
     # -- APScheduler ------------------------------------------------------------------------------
     def _start_aps(self) -> None:
