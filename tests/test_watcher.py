@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -158,6 +159,44 @@ def test_a_file_written_slowly_is_taken_once_complete(tmp_path, watchers):
         assert row.n_rows == 400
         assert row.status == "accepted"
     finally:
+        watcher.stop()
+        store.close()
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETLEASE"), reason="Linux's file leases tell it")
+def test_a_writer_that_pauses_past_the_settle_window_keeps_its_file(tmp_path, watchers):
+    """The writer (another process) holds the file open and pauses well past the window: the
+    file is not taken, so no rows are lost, until the writer closes it."""
+    ws = make_workspace(tmp_path / "ws", settle=0.2)
+    store = open_workspace_store(ws)
+    recorder = Recorder()
+    watcher = IncomingWatcher(ws, store, on_ingested=recorder.ingested)
+    watchers.append(watcher)
+    data = csv_bytes(400, seed=2)
+    path, go = ws.incoming_dir / "paused.csv", tmp_path / "go"
+    (tmp_path / "half").write_bytes(data[: len(data) // 2])
+    (tmp_path / "rest").write_bytes(data[len(data) // 2 :])
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, sys, time\n"
+        f"half, rest, go = (pathlib.Path(p) for p in {[str(tmp_path / 'half'), str(tmp_path / 'rest'), str(go)]!r})\n"
+        f"with open({str(path)!r}, 'wb') as fh:\n"
+        "    fh.write(half.read_bytes()); fh.flush()\n"
+        "    while not go.exists(): time.sleep(0.05)\n"
+        "    fh.write(rest.read_bytes())\n"
+    )])  # fmt: skip
+    try:
+        assert watcher.start()
+        wait_for(lambda: watcher.pending == 1, "the half-written file to be noticed")
+        time.sleep(1.0)  # five settle windows with the file unchanged, but open
+        assert recorder.outcomes == [] and path.exists()
+        go.touch()
+        assert writer.wait(timeout=30) == 0
+        wait_for(lambda: recorder.outcomes, "the file to be ingested once closed")
+        (row,) = versions(store)
+        assert row.n_rows == 400 and recorder.outcomes[0].sha256 == hashlib.sha256(data).hexdigest()
+    finally:
+        go.touch()
+        writer.wait(timeout=30)
         watcher.stop()
         store.close()
 

@@ -6,7 +6,11 @@ A file is taken only once it is complete:
   ``.crdownload``, ``.download``, ``.filepart``, ``~``) are never taken; the rename into the final
   name arrives as a new file, complete;
 - any other file is taken once its size, modification time and inode have not changed for
-  ``[data] settle_seconds`` (watchfiles reports a file as added while it is still being written).
+  ``[data] settle_seconds`` (watchfiles reports a file as added while it is still being written)
+  and, on Linux, no other process holds it open (a write lease can be taken): a writer that
+  pauses longer than the window keeps its file. A writer that closes the file between chunks
+  (``>>`` in a loop) cannot be told from a finished one: write under a temporary name, then
+  rename.
 
 Taking a file means :func:`mldeck.data.ingest.ingest_file` (trigger ``new_data``): its bytes go
 into the content-addressed dataset store, then the file is removed from ``incoming/`` only if it
@@ -29,6 +33,8 @@ other in one thread, in the order they were last modified.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -106,6 +112,28 @@ def _signature(path: Path) -> _Signature | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return _Signature.of(st) if stat.S_ISREG(st.st_mode) else None
+
+
+def _open_elsewhere(path: Path) -> bool:
+    """Whether another process holds *path* open (a writer that paused longer than the settle
+    window): on Linux a write lease cannot be taken then. False where leases are not to be had
+    (other systems, a file of another owner, some filesystems): the settle window decides."""
+    set_lease = getattr(fcntl, "F_SETLEASE", None)
+    if set_lease is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.fcntl(fd, set_lease, fcntl.F_WRLCK)
+        except OSError as exc:
+            return exc.errno in (errno.EAGAIN, errno.EBUSY)
+        fcntl.fcntl(fd, set_lease, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -368,6 +396,9 @@ class IncomingWatcher:
             elif signature != entry.signature:
                 entry.signature, entry.since, entry.failures = signature, now, 0
             elif now - entry.since >= self.settle_seconds and now >= entry.retry_at:
+                if _open_elsewhere(path):  # unchanged, but its writer has it open still
+                    entry.since = now
+                    continue
                 ready.append((path, signature))
         ready.sort(key=lambda item: (item[1].mtime_ns, item[0].name))
         return ready
