@@ -604,3 +604,29 @@ def test_a_retrain_for_a_metric_below_its_floor_is_a_performance_retrain(reasons
     from mldeck.jobs.scheduler import _about_performance
 
     assert all(_about_performance(r) for r in reasons) is performance
+
+
+def test_a_batch_whose_pipeline_never_finished_goes_through_it_after_a_restart(ws_store):
+    from mldeck import audit
+    from mldeck.data.ingest import ingest_file
+    from mldeck.jobs.scheduler import PIPELINE_START
+    from mldeck.store.models import DriftReport, RunTrigger
+
+    workspace, store = ws_store
+    sample = workspace.data_dir / "samples" / "batch_01_normal.csv"
+    batch = ingest_file(workspace, store, sample, trigger=RunTrigger.NEW_DATA)
+    with store.write() as session:  # a scheduler claimed it, then was stopped before its steps
+        audit.append(session, PIPELINE_START, entity_type="dataset_version",
+                     entity_id=batch.version_id, details={"batch": "churn:v2"},
+                     actor=policies.ACTOR)  # fmt: skip
+
+    def checked() -> bool:
+        with store.read() as session:
+            query = select(DriftReport.id).where(DriftReport.dataset_version_id == batch.version_id)
+            return session.execute(query).first() is not None
+
+    scheduler = _scheduler(workspace, store)
+    try:
+        wait_for(checked, "the resumed pipeline's drift check")
+    finally:
+        scheduler.stop(timeout=60)

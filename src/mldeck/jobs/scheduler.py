@@ -49,6 +49,7 @@ from mldeck.store.models import (
     AuditEvent,
     Dataset,
     DatasetVersion,
+    DriftReport,
     Run,
     RunLog,
     RunStatus,
@@ -220,6 +221,7 @@ class DeckScheduler:
         self._start_aps()
         self.reconcile()
         self._rerun_orphaned({o.run_id for o in orphans})
+        self._resume_pipelines()
         if self.watch_incoming:
             self._start_watcher()
 
@@ -513,6 +515,34 @@ class DeckScheduler:
                 continue
             self._aps.add_job(self._pipeline, id=f"pipeline:{version_id}", args=[version_id, batch],
                               next_run_time=utcnow(), misfire_grace_time=None)  # fmt: skip
+
+    def _resume_pipelines(self) -> None:
+        """Batches whose pipeline started but never reached a drift report (the scheduler that
+        ran it stopped or died: SIGTERM, a takeover) go through it again. Scoring is not done
+        twice: the score step skips a batch the champion scored already."""
+        if not self.settings.pipeline or self._aps is None:
+            return
+        since = utcnow() - timedelta(seconds=self.settings.misfire_grace_seconds)
+        with self.store.read() as session:
+            claimed = session.execute(
+                select(AuditEvent.entity_id, AuditEvent.details).where(
+                    AuditEvent.action == PIPELINE_START,
+                    AuditEvent.entity_type == "dataset_version",
+                    AuditEvent.ts >= since,
+                )
+            ).all()
+            checked = {
+                str(v) for v in session.execute(select(DriftReport.dataset_version_id)).scalars()
+            }
+            statuses = dict(session.execute(select(DatasetVersion.id, DatasetVersion.status)).all())
+        for entity_id, details in claimed:
+            if entity_id in checked or statuses.get(int(entity_id)) not in ("accepted", "warned"):
+                continue
+            batch = (details or {}).get("batch") or f"dataset version {entity_id}"
+            self._say(f"{batch}: its pipeline did not finish; running it again")
+            self._aps.add_job(self._pipeline, id=f"pipeline:{entity_id}:resumed",
+                              args=[int(entity_id), batch], next_run_time=utcnow(),
+                              misfire_grace_time=None, replace_existing=True)  # fmt: skip
 
     def _claim_new_batches(self) -> list[tuple[int, str, str]]:
         """New-data batches no pipeline has started for (arrived within the misfire grace),
