@@ -174,3 +174,24 @@ async def test_the_pipeline_keeps_every_stage_on_a_narrow_terminal(seeded, width
                       "register", "promote"):  # fmt: skip
             assert f"┌ {stage} " in graph  # whole, not cut at the right edge
         assert max(len(line) for line in graph.splitlines()) <= width
+
+
+async def test_keys_with_nothing_to_act_on_say_so_and_no_note_is_asked_for_nothing(seeded) -> None:
+    from mldeck.tui.screens.confirm import ConfirmScreen
+
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("7")
+        await settle(pilot)
+        for key in ("r", "p", "e"):  # no schedules: the keys the footer lists still answer
+            await pilot.press(key)
+        messages = [n.message for n in app._notifications]
+        assert sum("no schedule to act on" in m for m in messages) == 3
+        # Training records no note, so its dialog asks for none.
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        assert not app.screen.query("#confirm-reason")
+        await pilot.press("escape")

@@ -18,7 +18,8 @@ class ConfirmScreen(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="confirm-cancel")]
 
-    def __init__(self, title: str, description: str, *, placeholder: str = "reason") -> None:
+    def __init__(self, title: str, description: str, *, placeholder: str | None = "reason") -> None:
+        """*placeholder* None: nothing typed is recorded, so no field is asked for."""
         super().__init__()
         self.title_text = title
         self.description = description
@@ -28,18 +29,25 @@ class ConfirmScreen(ModalScreen[str | None]):
         with Vertical(id="confirm-box") as box:
             box.border_title = Text(self.title_text)  # as written: it names datasets, models
             yield Plain(self.description, id="confirm-description")
-            yield Input(placeholder=self.placeholder, id="confirm-reason")
+            if self.placeholder is not None:
+                yield Input(placeholder=self.placeholder, id="confirm-reason")
             with Horizontal(id="confirm-buttons"):
                 yield Button("Confirm", variant="primary", id="confirm-ok")
                 yield Button("Cancel", id="confirm-no")
 
     def on_mount(self) -> None:
-        self.query_one("#confirm-reason", Input).focus()
+        if self.placeholder is None:
+            self.query_one("#confirm-ok", Button).focus()  # Enter confirms
+        else:
+            self.query_one("#confirm-reason", Input).focus()
 
     @on(Input.Submitted, "#confirm-reason")
     @on(Button.Pressed, "#confirm-ok")
     def _confirm(self) -> None:
-        self.dismiss(self.query_one("#confirm-reason", Input).value.strip())
+        if self.placeholder is None:
+            self.dismiss("")
+        else:
+            self.dismiss(self.query_one("#confirm-reason", Input).value.strip())
 
     @on(Button.Pressed, "#confirm-no")
     def action_cancel(self) -> None:

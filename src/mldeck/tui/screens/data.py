@@ -477,7 +477,7 @@ class VersionDetailScreen(DeckScreen):
             "Predictions are stored as an artifact of a score run."
         )
         self.app.push_screen(
-            ConfirmScreen(f"Score {self._label}", what, placeholder="note (optional)"),
+            ConfirmScreen(f"Score {self._label}", what, placeholder=None),
             self._score_confirmed,
         )
 
@@ -512,7 +512,7 @@ class VersionDetailScreen(DeckScreen):
             "champion's performance; alerts follow the rules of [monitor]."
         )
         self.app.push_screen(
-            ConfirmScreen(f"Check {self._label} for drift", what, placeholder="note (optional)"),
+            ConfirmScreen(f"Check {self._label} for drift", what, placeholder=None),
             self._drift_confirmed,
         )
 

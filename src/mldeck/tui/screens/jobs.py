@@ -114,10 +114,14 @@ class JobsScreen(DeckScreen):
 
     def _selected(self) -> JobRow | None:
         key = self.query_one("#jobs-table", DeckTable).selected_key()
-        return self._rows.get(key) if key else None
+        row = self._rows.get(key) if key else None
+        if row is None:
+            self.notify("no schedule to act on: add [jobs.schedules.NAME] to mldeck.toml, or "
+                        "'mldeck jobs add'", severity="warning", timeout=6)  # fmt: skip
+        return row
 
     # -- actions: confirm, then the domain function in a worker thread ---------------------------
-    def _act(self, title: str, description: str, work, placeholder: str = "note (optional)"):
+    def _act(self, title: str, description: str, work, placeholder: str | None = None):
         def confirmed(text: str | None) -> None:
             if text is not None:
                 self.run_worker(lambda: work(text), thread=True, group="jobs-action",

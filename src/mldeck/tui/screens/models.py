@@ -109,7 +109,7 @@ class ModelsScreen(DeckScreen):
             "beside the champion and check the gates. Progress shows on the Runs screen."
         )
         self.app.push_screen(
-            ConfirmScreen(f"Train {settings.name}", what, placeholder="note (optional)"),
+            ConfirmScreen(f"Train {settings.name}", what, placeholder=None),
             self._train_confirmed,
         )
 
