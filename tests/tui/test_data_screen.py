@@ -359,19 +359,25 @@ def test_histogram_of_profiles_without_a_reference_or_with_other_bins() -> None:
     assert abs(sum(chart.series[0][1]) - 100) < 1e-6
 
 
-async def test_a_batch_dropped_into_incoming_is_ingested_and_listed(tmp_path) -> None:
-    """The console watches data/incoming/: a dropped file shows up on the Data screen."""
-    from datetime import datetime
-
-    from mldeck.demo import generate_batch, write_batch
-    from mldeck.tui.app import MldeckApp
+def watched_workspace(tmp_path):
+    """A new workspace whose incoming files settle in 0.1 s, and its store."""
     from mldeck.workspace import init_workspace, load_workspace, open_workspace_store
 
     workspace = init_workspace(tmp_path / "ws", name="watched")
     with open(workspace.config_path, "a", encoding="utf-8") as fh:
         fh.write('\n[data]\ndataset = "events"\nsettle_seconds = 0.1\n')
     workspace = load_workspace(workspace.root)
-    store = open_workspace_store(workspace)
+    return workspace, open_workspace_store(workspace)
+
+
+async def test_a_batch_dropped_into_incoming_is_ingested_and_listed(tmp_path) -> None:
+    """The console watches data/incoming/: a dropped file shows up on the Data screen."""
+    from datetime import datetime
+
+    from mldeck.demo import generate_batch, write_batch
+    from mldeck.tui.app import MldeckApp
+
+    workspace, store = watched_workspace(tmp_path)
     app = MldeckApp(workspace, store, poll_seconds=0.2)
     try:
         async with app.run_test(size=(80, 24)) as pilot:
@@ -394,13 +400,8 @@ async def test_a_second_console_takes_over_watching_when_the_first_stops(tmp_pat
     from mldeck.data.watcher import IncomingWatcher
     from mldeck.demo import generate_batch, write_batch
     from mldeck.tui.app import MldeckApp
-    from mldeck.workspace import init_workspace, load_workspace, open_workspace_store
 
-    workspace = init_workspace(tmp_path / "ws", name="watched")
-    with open(workspace.config_path, "a", encoding="utf-8") as fh:
-        fh.write('\n[data]\ndataset = "events"\nsettle_seconds = 0.1\n')
-    workspace = load_workspace(workspace.root)
-    store = open_workspace_store(workspace)
+    workspace, store = watched_workspace(tmp_path)
     first = IncomingWatcher(workspace, store)
     assert first.start()
     app = MldeckApp(workspace, store, poll_seconds=0.2)

@@ -309,6 +309,14 @@ async def test_run_metric_chart_follows_the_selected_metric(seeded) -> None:
         assert plot.curve[0] == second
 
 
+async def start_training(pilot) -> None:
+    """`n` on the Models screen, confirmed."""
+    await pilot.press("4")
+    await settle(pilot)
+    await pilot.press("n")
+    await pilot.press("enter")
+
+
 async def test_train_from_the_console_then_promote_and_score(data_seeded) -> None:
     """`n` trains a candidate in a worker thread; after promotion, `s` scores a version."""
     from sqlalchemy import select
@@ -334,10 +342,7 @@ async def test_train_from_the_console_then_promote_and_score(data_seeded) -> Non
 
     app = make_app(workspace, store)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("4")
-        await settle(pilot)
-        await pilot.press("n")
-        await pilot.press("enter")
+        await start_training(pilot)
         await until(pilot, lambda: versions() == 1, timeout=60)
         registry.approve(store, "churn:1", reason="test")
         registry.promote(store, "churn:1")
@@ -377,10 +382,7 @@ async def test_quitting_during_a_training_started_here_cancels_it(data_seeded) -
 
     app = make_app(workspace, store)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("4")
-        await settle(pilot)
-        await pilot.press("n")
-        await pilot.press("enter")
+        await start_training(pilot)
         await until(pilot, started.exists, timeout=60)
         await pilot.press("q")
     (run,) = training()

@@ -210,17 +210,12 @@ class DeckScheduler:
         self._say(f"scheduler: acting for {self.workspace.root} ({self.role}, pid "
                   f"{self.lease.pid})")  # fmt: skip
         self.runner = JobRunner(self.workspace, self.store, self.settings, on_event=self._say)
-        orphans = mark_orphans(self.store, self.settings.stale_run_seconds)
-        for orphan in orphans:
-            self._say(f"run {orphan.run_id} ({orphan.name}) orphaned: {orphan.reason}")
-        if orphans:
-            policies.record(self.store, "run.orphaned", "found at scheduler start",
-                            runs=[o.run_id for o in orphans])  # fmt: skip
+        orphaned = self._mark_orphans("found at scheduler start")
         for change in sync_from_settings(self.store, self.settings, actor=policies.ACTOR):
             self._say(change.describe())
         self._start_aps()
         self.reconcile()
-        self._rerun_orphaned({o.run_id for o in orphans})
+        self._rerun_orphaned(orphaned)
         self._resume_pipelines()
         if self.watch_incoming:
             self._start_watcher()
@@ -270,13 +265,16 @@ class DeckScheduler:
         if now - self._last_sweep < ORPHAN_SWEEP_SECONDS:
             return
         self._last_sweep = now
+        self._rerun_orphaned(self._mark_orphans("found by the scheduler's sweep"))
+
+    def _mark_orphans(self, why: str) -> set[int]:
+        """Mark the runs whose process is gone orphaned, say so, record it; their ids."""
         orphans = mark_orphans(self.store, self.settings.stale_run_seconds)
         for orphan in orphans:
             self._say(f"run {orphan.run_id} ({orphan.name}) orphaned: {orphan.reason}")
         if orphans:
-            policies.record(self.store, "run.orphaned", "found by the scheduler's sweep",
-                            runs=[o.run_id for o in orphans])  # fmt: skip
-            self._rerun_orphaned({o.run_id for o in orphans})
+            policies.record(self.store, "run.orphaned", why, runs=[o.run_id for o in orphans])
+        return {o.run_id for o in orphans}
 
     # -- APScheduler ------------------------------------------------------------------------------
     def _start_aps(self) -> None:
