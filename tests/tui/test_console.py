@@ -337,3 +337,20 @@ def test_a_child_commands_result_is_found_after_what_the_fit_printed():
     printed = 'Iteration 1, loss = 0.69\n{"not": "the end"} and more\n{\n  "version": 2,\n  "gates": [\n    {"a": 1}\n  ]\n}\n'
     assert last_json(printed) == {"version": 2, "gates": [{"a": 1}]}
     assert last_json("no result at all\n") is None
+
+
+async def test_the_overview_reads_again_as_time_passes_not_only_on_changes(seeded, monkeypatch):
+    monkeypatch.setattr(OverviewScreen, "AGE_REFRESH_SECONDS", 0.2)
+    calls = []
+    original = OverviewScreen.fetch
+
+    def counting(self, store):
+        calls.append(1)
+        return original(self, store)
+
+    monkeypatch.setattr(OverviewScreen, "fetch", counting)
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        before = len(calls)
+        await until(pilot, lambda: len(calls) >= before + 2)  # no store change in between

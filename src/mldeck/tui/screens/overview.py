@@ -69,6 +69,14 @@ class OverviewScreen(DeckScreen):
             self.query_one(f"#card-{key}", Card).border_title = title
         table = self.query_one("#last-runs", DeckTable)
         table.add_columns("ID", "NAME", "KIND", "STATUS", "STARTED", "TIME")
+        # The ages shown ('data 4m old') move with the clock, not only with the store.
+        self.set_interval(self.AGE_REFRESH_SECONDS, self._refresh_ages)
+
+    AGE_REFRESH_SECONDS = 30.0
+
+    def _refresh_ages(self) -> None:
+        if self.is_current:
+            self.reload()
 
     def fetch(self, store: Store) -> OverviewData:
         figures = overview(store)
