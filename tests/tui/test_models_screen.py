@@ -203,6 +203,10 @@ async def test_approve_through_the_dialog(models_seeded) -> None:
     async with app.run_test(size=SIZE) as pilot:
         detail = await open_model_version(pilot, 1)
         await pilot.press("a")
+        await pilot.press("enter")  # no reason yet: the dialog stays, saying one is needed
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen) and approvals(store, 1) == []
+        assert any("a reason is required" in text for text in notices(app))
         await confirm_with(pilot, "holdout looks good")
         await until(pilot, lambda: approvals(store, 1) == [("approved", "holdout looks good")])
         await until(pilot, lambda: "approved" in static_text(detail.query_one("#model-summary")))

@@ -18,9 +18,18 @@ class ConfirmScreen(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="confirm-cancel")]
 
-    def __init__(self, title: str, description: str, *, placeholder: str | None = "reason") -> None:
-        """*placeholder* None: nothing typed is recorded, so no field is asked for."""
+    def __init__(
+        self,
+        title: str,
+        description: str,
+        *,
+        placeholder: str | None = "reason",
+        required: bool = False,
+    ) -> None:
+        """*placeholder* None: nothing typed is recorded, so no field is asked for. *required*:
+        the dialog stays open until something is typed."""
         super().__init__()
+        self.required = required
         self.title_text = title
         self.description = description
         self.placeholder = placeholder
@@ -47,7 +56,12 @@ class ConfirmScreen(ModalScreen[str | None]):
         if self.placeholder is None:
             self.dismiss("")
         else:
-            self.dismiss(self.query_one("#confirm-reason", Input).value.strip())
+            field = self.query_one("#confirm-reason", Input)
+            if self.required and not field.value.strip():
+                self.notify("a reason is required: say why", severity="warning", timeout=4)
+                field.focus()
+                return
+            self.dismiss(field.value.strip())
 
     @on(Button.Pressed, "#confirm-no")
     def action_cancel(self) -> None:

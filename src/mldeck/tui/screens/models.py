@@ -326,7 +326,7 @@ class ModelVersionScreen(DeckScreen):
             what = f"{verb} {row.label}."
         hint = "reason (required)" if needs_reason else "reason (optional)"
         self.app.push_screen(
-            ConfirmScreen(f"{verb} {row.label}", what, placeholder=hint),
+            ConfirmScreen(f"{verb} {row.label}", what, placeholder=hint, required=needs_reason),
             lambda reason: self._confirmed(action, row.label, reason),
         )
 
