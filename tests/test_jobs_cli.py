@@ -95,3 +95,24 @@ def test_run_here_and_health(ws, cli):
     assert checks["store"] == "ok" and checks["scheduler"] == "warn"
     # Three failed runs in a row of one schedule: the failures check fails (exit status 1).
     assert checks["failures"] == "fail" and health.returncode == 1
+
+
+def test_add_with_params_and_remove(ws, cli):
+    bad = cli("jobs", "add", "s1", "--kind", "score", "--every", "1h", "--params",
+              '{"dataset_version_id": "x"}', cwd=ws.root)  # fmt: skip
+    assert_one_line_error(bad, "--params")
+    added = cli("jobs", "add", "s1", "--kind", "score", "--every", "1h", "--params",
+                '{"dataset_version_id": 1}', cwd=ws.root)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    data = json.loads(cli("jobs", "list", "--json", cwd=ws.root).stdout)
+    assert {s["name"]: s for s in data["schedules"]}["s1"]["params"] == {"dataset_version_id": 1}
+    # A schedule from mldeck.toml is not removed from the CLI: the config would bring it back.
+    assert_one_line_error(cli("jobs", "remove", "health", cwd=ws.root), "mldeck.toml")
+    assert_one_line_error(cli("jobs", "remove", "nope", cwd=ws.root), "no schedule named 'nope'")
+    removed = cli("jobs", "remove", "s1", cwd=ws.root)
+    assert removed.returncode == 0 and "removed s1" in removed.stdout
+    data = json.loads(cli("jobs", "list", "--json", cwd=ws.root).stdout)
+    assert "s1" not in {s["name"] for s in data["schedules"]}
+    assert "health" in {s["name"] for s in data["schedules"]}
+    audit = cli("audit", "list", "--json", cwd=ws.root).stdout
+    assert "schedule.removed" in audit

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mldeck.workspace import Workspace
 
 jobs_app = typer.Typer(
-    help="Scheduled jobs: list, run now, pause, resume, edit; health checks.",
+    help="Scheduled jobs: list, run now, pause, resume, edit, add, remove; health checks.",
     no_args_is_help=True,
 )
 app.add_typer(jobs_app, name="jobs")
@@ -161,6 +161,24 @@ def jobs_resume(name: NameArgument) -> None:
                   f"('mldeck jobs edit {name} --enable')", markup=False)  # fmt: skip
 
 
+ParamsOption = Annotated[
+    str | None, typer.Option("--params", help='Parameters as JSON, e.g. {"dataset_version_id": 3}.')
+]
+
+
+def _params(text: str | None) -> dict[str, Any] | None:
+    """``--params`` as a JSON object (None when not given)."""
+    if text is None:
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise MldeckError(f"--params is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise MldeckError('--params must be a JSON object, e.g. {"dataset_version_id": 3}')
+    return parsed
+
+
 @jobs_app.command("edit")
 def jobs_edit(
     name: NameArgument,
@@ -172,7 +190,7 @@ def jobs_edit(
     retries: Annotated[
         int | None, typer.Option("--retries", help="Attempts after a failure.")
     ] = None,
-    params: Annotated[str | None, typer.Option("--params", help="Parameters as JSON.")] = None,
+    params: ParamsOption = None,
     enabled: Annotated[
         bool | None, typer.Option("--enable/--disable", help="Turn the schedule on or off.")
     ] = None,
@@ -182,16 +200,8 @@ def jobs_edit(
     from mldeck.jobs.schedules import edit, timing
 
     _, store = _open_jobs()
-    parsed = None
-    if params is not None:
-        try:
-            parsed = json.loads(params)
-        except ValueError as exc:
-            raise MldeckError(f"--params is not JSON: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise MldeckError('--params must be a JSON object, e.g. {"dataset_version_id": 3}')
     row = edit(store, name, cron=cron, every=every, timeout_seconds=timeout, retries=retries,
-               enabled=enabled, params=parsed)  # fmt: skip
+               enabled=enabled, params=_params(params))  # fmt: skip
     out.print(f"{name}: {timing(row)}, timeout {row.timeout_seconds}s, retries {row.retries}"
               f"{'' if row.enabled else ', disabled'}", markup=False)  # fmt: skip
 
@@ -206,13 +216,27 @@ def jobs_add(
     every: Annotated[str, typer.Option("--every", help="Interval: 90s, 15m, 2h, 1d.")] = "",
     timeout: Annotated[int, typer.Option("--timeout", help="Seconds per attempt.")] = 3600,
     retries: Annotated[int, typer.Option("--retries", help="Attempts after a failure.")] = 0,
+    params: ParamsOption = None,
 ) -> None:
-    """Add a schedule to the store (kept apart from mldeck.toml's, which syncs never touch it)."""
+    """Add a schedule to the store (kept apart from mldeck.toml's, which syncs never touch it;
+    'mldeck jobs remove' deletes it)."""
     from mldeck.jobs.schedules import add, timing
 
     _, store = _open_jobs()
-    row = add(store, name, kind, cron=cron, every=every, timeout_seconds=timeout, retries=retries)
+    row = add(store, name, kind, cron=cron, every=every, timeout_seconds=timeout, retries=retries,
+              params=_params(params))  # fmt: skip
     out.print(f"added {name}: {kind}, {timing(row)}", markup=False)
+
+
+@jobs_app.command("remove")
+def jobs_remove(name: NameArgument) -> None:
+    """Delete a schedule added with 'mldeck jobs add' (its past runs are kept; a running job
+    finishes). Schedules from mldeck.toml are removed there."""
+    from mldeck.jobs.schedules import remove
+
+    _, store = _open_jobs()
+    remove(store, name)
+    out.print(f"removed {name}", markup=False)
 
 
 @jobs_app.command("health")

@@ -240,6 +240,10 @@ def add(
         cron = check_cron(cron) if cron else ""
     except ValueError as exc:
         raise MldeckError(str(exc)) from None
+    try:
+        params = check_params(kind, params or {})
+    except ValueError as exc:
+        raise MldeckError(f"--params: {exc}") from None
     with store.write() as session:
         exists = session.execute(select(Schedule.id).where(Schedule.name == name)).scalar()
         if exists is not None:
@@ -247,10 +251,29 @@ def add(
                 f"a schedule named {name!r} exists; change it with 'mldeck jobs edit'"
             )
         row = Schedule(name=name, kind=kind, cron=cron, interval_seconds=interval,
-                       params=params or {}, timeout_seconds=timeout_seconds, retries=retries,
+                       params=params, timeout_seconds=timeout_seconds, retries=retries,
                        source="cli")  # fmt: skip
         session.add(row)
         audit.append(session, "schedule.added", entity_type="schedule", entity_id=name,
                      details={"source": "cli", "kind": kind, "cron": cron,
                               "interval_seconds": interval}, actor=actor)  # fmt: skip
         return row
+
+
+def remove(store: Store, name: str, *, actor: str | None = None) -> None:
+    """Delete a schedule made with ``jobs add`` (its past runs stay; a running job finishes).
+    A schedule from ``mldeck.toml`` is removed by deleting its entry there."""
+    with store.write() as session:
+        row = session.execute(select(Schedule).where(Schedule.name == name)).scalar_one_or_none()
+        if row is None:
+            known = ", ".join(session.execute(select(Schedule.name).order_by(Schedule.name))
+                              .scalars()) or "none"  # fmt: skip
+            raise NotFound(f"no schedule named {name!r} (schedules: {known})")
+        if row.source != "cli":
+            raise MldeckError(
+                f"schedule {name} comes from mldeck.toml: delete its [jobs.schedules.{name}] "
+                "entry there (or pause it with 'mldeck jobs pause')"
+            )
+        session.delete(row)
+        audit.append(session, "schedule.removed", entity_type="schedule", entity_id=name,
+                     details={"source": "cli", "kind": row.kind}, actor=actor)  # fmt: skip
