@@ -28,6 +28,7 @@ _SEVERITY_VARIABLE = {"critical": "status-failed", "warning": "status-warning"}
 class AlertsScreen(DeckScreen):
     SUBTITLE = "Alerts"
     SCREEN_TITLE = "Alerts"
+    WRITES = frozenset({'change'})
     HELP = (
         "Alerts raised by the rules of [monitor] in mldeck.toml (dataset or feature drift, the "
         "joint distribution, the champion's scores, estimated or realized performance below a "
@@ -58,10 +59,6 @@ class AlertsScreen(DeckScreen):
         table.add_columns("ID", "SEVERITY", "STATUS", "SEEN", "CHANGED", "ALERT")
         table.focus()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "change":
-            return not self.deck.read_only
-        return True
 
     def fetch(self, store: Store) -> list[Alert]:
         return alerting.list_alerts(store, status=None if self.show_all else "active", limit=500)

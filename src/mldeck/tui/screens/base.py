@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from textual import events
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -28,10 +29,30 @@ class DeckScreen(Screen):
     # A title shown after the sections in the top bar (for screens pushed over a section).
     SUBTITLE: ClassVar[str] = ""
     HELP: ClassVar[str] = ""
+    # Actions that change something: off in a read-only console (shown dimmed in the footer;
+    # their keys say why nothing happens).
+    WRITES: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def deck(self) -> MldeckApp:
         return self.app  # type: ignore[return-value]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return None if action in self.WRITES and self.deck.read_only else True
+
+    def on_key(self, event: events.Key) -> None:
+        """A key whose action a read-only console turned off says so, instead of nothing."""
+        if not self.deck.read_only:
+            return
+        active = self.app.active_bindings.get(event.key)
+        action = active.binding.action.split("(", 1)[0] if active is not None else ""
+        if active is not None and not active.enabled and action in self.WRITES:
+            event.stop()
+            self.notify(
+                f"{active.binding.description or active.binding.action}: this console is "
+                "read-only (--read-only or [console] read_only); it changes nothing",
+                severity="warning",
+            )
 
     def compose(self) -> ComposeResult:
         yield TopBar(self.deck.workspace.name, self.deck.read_only)

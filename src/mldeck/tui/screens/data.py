@@ -213,6 +213,7 @@ def check_label(check: dict[str, Any]) -> str:
 
 class VersionDetailScreen(DeckScreen):
     SCREEN_TITLE = "Dataset version"
+    WRITES = frozenset({'score', 'drift'})
     HELP = (
         "One dataset version: where it came from, its shape and its validation. Checks lists "
         "every check, failures first, with how many rows broke it. Quarantined rows shows the "
@@ -461,8 +462,8 @@ class VersionDetailScreen(DeckScreen):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("score", "drift"):
-            return not self.app.read_only
+        if action in self.WRITES:
+            return super().check_action(action, parameters)
         if action == "zoom":
             tabs = self.query("#version-tabs")
             return bool(tabs) and tabs.first(TabbedContent).active == "profile"

@@ -151,6 +151,7 @@ class TimelinePlot(PlotextPlot):
 
 class DriftScreen(DeckScreen):
     SCREEN_TITLE = "Drift"
+    WRITES = frozenset({'check'})
     HELP = (
         "Drift of a monitored batch against the dataset's reference. Features: every column, "
         "the most severe first (score against its threshold: a p-value for the KS and "
@@ -203,9 +204,9 @@ class DriftScreen(DeckScreen):
         self.query_one("#drift-features", DeckTable).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "check":
-            return not self.deck.read_only and bool(self._view and self._view.detail)
-        return True
+        if action == "check" and not (self._view and self._view.detail):
+            return False
+        return super().check_action(action, parameters)
 
     # -- reading (worker thread) ----------------------------------------------------------------
     def fetch(self, store: Store) -> DriftView:

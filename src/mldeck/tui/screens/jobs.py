@@ -49,6 +49,7 @@ def scheduler_line(view: JobsView, app_scheduler: object | None) -> Text:
 
 class JobsScreen(DeckScreen):
     SCREEN_TITLE = "Jobs"
+    WRITES = frozenset({'run_now', 'toggle_pause', 'edit'})
     HELP = (
         "The scheduled jobs (from [jobs.schedules] in mldeck.toml, or 'mldeck jobs add'), with "
         "their timing (UTC), state, next fire time, last run and its outcome. The line above "
@@ -83,9 +84,6 @@ class JobsScreen(DeckScreen):
     def _look_again(self) -> None:
         if self.is_current:
             self.reload()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action in ("run_now", "toggle_pause", "edit") and self.deck.read_only)
 
     def fetch(self, store: Store) -> JobsView:
         scheduler = getattr(self.deck, "scheduler", None)

@@ -85,6 +85,7 @@ def key_metric(metrics: dict[str, Any], primary: str) -> float | None:
 
 class ModelsScreen(DeckScreen):
     SCREEN_TITLE = "Models"
+    WRITES = frozenset({'train'})
     HELP = (
         "Every registered model version, newest first per model: its status, aliases (the "
         "champion is starred), how many gates it passed (✓) and failed (✗), the latest approval decision "
@@ -97,9 +98,6 @@ class ModelsScreen(DeckScreen):
     def compose_body(self) -> ComposeResult:
         yield DeckTable(id="models-table")
         yield Plain(id="models-status")
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action == "train" and self.deck.read_only)
 
     def action_train(self) -> None:
         """Train a candidate as `mldeck run train` does, in a worker thread, after confirming."""
@@ -185,6 +183,7 @@ _ACTIONS = {
 
 class ModelVersionScreen(DeckScreen):
     SCREEN_TITLE = "Model version"
+    WRITES = frozenset({'change'})
     HELP = (
         "One model version: its metrics beside the current champion's, each gate with its result "
         "and detail, its lineage (dataset versions → training run → version) and its history "
@@ -229,9 +228,6 @@ class ModelVersionScreen(DeckScreen):
 
     def subtitle(self) -> str:
         return self.row.label if self.row is not None else f"version {self.model_version_id}"
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action == "change" and self.deck.read_only)
 
     def fetch(self, store: Store) -> ModelVersionDetail:
         return model_version_detail(store, self.model_version_id)
