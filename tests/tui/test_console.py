@@ -45,7 +45,7 @@ async def test_overview_shows_counts_champion_and_last_runs(seeded) -> None:
         assert "8 runs" in runs_card
         models_card = static_text(app.screen.query_one("#card-models"))
         assert "churn:1" in models_card
-        assert "integrity ok" in static_text(app.screen.query_one("#store-line"))
+        assert "integrity ok" in str(app.screen.query_one("#store-line").render())
         last = app.screen.query_one("#last-runs", DeckTable)
         assert table_ids(last) == [8, 7, 6, 5, 4, 3, 2, 1]
         await until(pilot, lambda: app.screen.query_one(TopBar).champion == "churn:1")
@@ -126,7 +126,7 @@ async def test_the_store_line_names_the_file_of_a_workspace_in_any_folder(tmp_pa
         app = make_app(workspace, store)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
-            line = static_text(app.screen.query_one("#store-line"))
+            line = str(app.screen.query_one("#store-line").render())
             assert line.startswith("Store sqlite .mldeck/store.db · "), line
     finally:
         store.close()
@@ -354,3 +354,22 @@ async def test_the_overview_reads_again_as_time_passes_not_only_on_changes(seede
         await settle(pilot)
         before = len(calls)
         await until(pilot, lambda: len(calls) >= before + 2)  # no store change in between
+
+
+def test_packed_rows_break_between_items_and_fold_only_what_no_line_holds() -> None:
+    from rich.text import Text
+
+    from mldeck.tui.widgets.text import Packed
+
+    packed = Packed()
+    packed.rows = [("Store", [Text("sqlite /srv/a/long/path/store.db"), Text("2 MB"),
+                              Text("integrity ok")]), ("Incoming", [Text("watched")])]  # fmt: skip
+    wide = [str(x) for x in packed.lines(80)]
+    assert wide == ["Store sqlite /srv/a/long/path/store.db · 2 MB · integrity ok",
+                    "Incoming watched"]  # fmt: skip
+    narrow = [str(x) for x in packed.lines(40)]
+    assert narrow == ["Store sqlite /srv/a/long/path/store.db",
+                      "      2 MB · integrity ok", "Incoming watched"]  # fmt: skip
+    folded = [str(x) for x in packed.lines(20)]
+    assert all(len(x) <= 20 for x in folded)
+    assert "".join(folded).replace(" ", "").startswith("Storesqlite/srv/a/long/path/store.db")

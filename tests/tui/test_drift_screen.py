@@ -21,6 +21,7 @@ from mldeck.tui.screens.alerts import AlertsScreen
 from mldeck.tui.screens.drift import DriftScreen, TimelinePlot
 from mldeck.tui.widgets.histogram import HistogramPlot
 from mldeck.tui.widgets.table import DeckTable
+from mldeck.tui.widgets.text import Packed
 from mldeck.tui.widgets.topbar import TopBar
 from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
 
@@ -204,8 +205,23 @@ async def test_the_overview_shows_the_kpis(drift_seeded) -> None:
     app = make_app(*drift_seeded)
     async with app.run_test(size=(120, 30)) as pilot:
         await settle(pilot)
-        text = str(app.screen.query_one("#kpi-line", Static).render())
+        text = str(app.screen.query_one("#kpi-line", Packed).render())
         assert "1 promotion in 30d" in text and "churn:v5" in text and "drift 19%" in text
+
+
+async def test_the_overview_kpis_fit_a_narrow_terminal_whole(drift_seeded) -> None:
+    app = make_app(*drift_seeded)
+    async with app.run_test(size=(60, 30)) as pilot:
+        await settle(pilot)
+        line = app.screen.query_one("#kpi-line", Packed)
+        lines = str(line.render()).splitlines()
+        # Nothing cut: every item is there whole, each on a line that fits, items never split.
+        assert len(lines) > 2 and all(len(x) <= line.content_size.width for x in lines)
+        assert line.size.height == len(lines)
+        text = " ".join(lines)
+        assert "…" not in text and "restore " in text and "runs ok " in text
+        assert any(x.lstrip().startswith("change failures") for x in lines)
+        assert lines[1].startswith(" " * len("Delivery "))
 
 
 async def test_read_only_cannot_acknowledge_or_check(drift_seeded) -> None:

@@ -157,7 +157,7 @@ async def test_overview_shows_the_latest_health_checks(seeded) -> None:
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        line = _text(app, "#store-line")
+        line = str(app.screen.query_one("#store-line").render())
         # The seeded store has a champion without a model file and no scheduler: both say so.
         assert "Checks" in line and "champion fail" in line and "scheduler warn" in line
 

@@ -28,7 +28,7 @@ _SEVERITY_VARIABLE = {"critical": "status-failed", "warning": "status-warning"}
 class AlertsScreen(DeckScreen):
     SUBTITLE = "Alerts"
     SCREEN_TITLE = "Alerts"
-    WRITES = frozenset({'change'})
+    WRITES = frozenset({"change"})
     HELP = (
         "Alerts raised by the rules of [monitor] in mldeck.toml (dataset or feature drift, the "
         "joint distribution, the champion's scores, estimated or realized performance below a "
@@ -58,7 +58,6 @@ class AlertsScreen(DeckScreen):
         table = self.query_one("#alerts-table", DeckTable)
         table.add_columns("ID", "SEVERITY", "STATUS", "SEEN", "CHANGED", "ALERT")
         table.focus()
-
 
     def fetch(self, store: Store) -> list[Alert]:
         return alerting.list_alerts(store, status=None if self.show_all else "active", limit=500)

@@ -213,7 +213,7 @@ def check_label(check: dict[str, Any]) -> str:
 
 class VersionDetailScreen(DeckScreen):
     SCREEN_TITLE = "Dataset version"
-    WRITES = frozenset({'score', 'drift'})
+    WRITES = frozenset({"score", "drift"})
     HELP = (
         "One dataset version: where it came from, its shape and its validation. Checks lists "
         "every check, failures first, with how many rows broke it. Quarantined rows shows the "

@@ -151,7 +151,7 @@ class TimelinePlot(PlotextPlot):
 
 class DriftScreen(DeckScreen):
     SCREEN_TITLE = "Drift"
-    WRITES = frozenset({'check'})
+    WRITES = frozenset({"check"})
     HELP = (
         "Drift of a monitored batch against the dataset's reference. Features: every column, "
         "the most severe first (score against its threshold: a p-value for the KS and "

@@ -49,7 +49,7 @@ def scheduler_line(view: JobsView, app_scheduler: object | None) -> Text:
 
 class JobsScreen(DeckScreen):
     SCREEN_TITLE = "Jobs"
-    WRITES = frozenset({'run_now', 'toggle_pause', 'edit'})
+    WRITES = frozenset({"run_now", "toggle_pause", "edit"})
     HELP = (
         "The scheduled jobs (from [jobs.schedules] in mldeck.toml, or 'mldeck jobs add'), with "
         "their timing (UTC), state, next fire time, last run and its outcome. The line above "

@@ -85,7 +85,7 @@ def key_metric(metrics: dict[str, Any], primary: str) -> float | None:
 
 class ModelsScreen(DeckScreen):
     SCREEN_TITLE = "Models"
-    WRITES = frozenset({'train'})
+    WRITES = frozenset({"train"})
     HELP = (
         "Every registered model version, newest first per model: its status, aliases (the "
         "champion is starred), how many gates it passed (✓) and failed (✗), the latest approval decision "
@@ -183,7 +183,7 @@ _ACTIONS = {
 
 class ModelVersionScreen(DeckScreen):
     SCREEN_TITLE = "Model version"
-    WRITES = frozenset({'change'})
+    WRITES = frozenset({"change"})
     HELP = (
         "One model version: its metrics beside the current champion's, each gate with its result "
         "and detail, its lineage (dataset versions → training run → version) and its history "

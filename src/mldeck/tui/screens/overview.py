@@ -21,7 +21,7 @@ from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.runs import RunDetailScreen, run_cells
 from mldeck.tui.styles import rich_color
 from mldeck.tui.widgets.table import DeckTable
-from mldeck.tui.widgets.text import Plain
+from mldeck.tui.widgets.text import Packed, Plain
 
 
 @dataclass
@@ -57,8 +57,8 @@ class OverviewScreen(DeckScreen):
             yield Card(id="card-data")
             yield Card(id="card-models")
             yield Card(id="card-alerts")
-        yield Plain(id="kpi-line")
-        yield Plain(id="store-line")
+        yield Packed(id="kpi-line")
+        yield Packed(id="store-line")
         table = DeckTable(id="last-runs")
         table.border_title = "Last runs"
         yield table
@@ -142,7 +142,7 @@ class OverviewScreen(DeckScreen):
             alerts.append("all quiet", style=ok)
         self.query_one("#card-alerts", Card).update(alerts)
 
-        self.query_one("#kpi-line", Static).update(kpi_text(data.kpis, failed))
+        self.query_one("#kpi-line", Packed).update(kpi_text(data.kpis, failed))
 
         info = o.store
         where = info.url
@@ -150,21 +150,19 @@ class OverviewScreen(DeckScreen):
             # The URL's database, decoded: a folder named 'demo [b]' is '%5Bb%5D' in the URL.
             where = _relative(make_url(info.url).database or "", self.deck.workspace.root)
         integrity = data.integrity or "?"
-        line = Text()
-        line.append("Store ", style="bold")
-        line.append(f"{info.backend} {where} · {fmt.size(info.size_bytes)}")
+        store = [Text(f"{info.backend} {where}"), Text(fmt.size(info.size_bytes))]
         if info.journal_mode:
-            line.append(f" · {info.journal_mode.upper()}")
-        line.append(f" · schema {info.schema_revision} · integrity ")
-        line.append(integrity, style=ok if integrity == "ok" else f"bold {failed}")
-        line.append("\nIncoming ", style="bold")
+            store.append(Text(info.journal_mode.upper()))
+        store.append(Text(f"schema {info.schema_revision}"))
+        store.append(Text.assemble("integrity ", (integrity, ok if integrity == "ok"
+                                                  else f"bold {failed}")))  # fmt: skip
         incoming = _relative(str(self.deck.workspace.incoming_dir), self.deck.workspace.root)
-        line.append(f"{incoming}/ {self.deck.watcher_state}")
+        watched = [Text(f"{incoming}/ {self.deck.watcher_state}")]
         worst, said = data.health
         if worst:  # once a health check has run ([jobs.schedules] or 'mldeck jobs health')
-            line.append(" · Checks ", style="bold")
-            line.append(said, style={"ok": ok, "warn": warn}.get(worst, f"bold {failed}"))
-        self.query_one("#store-line", Static).update(line)
+            watched.append(Text.assemble(("Checks ", "bold"), (said, {"ok": ok, "warn": warn}
+                                         .get(worst, f"bold {failed}"))))  # fmt: skip
+        self.query_one("#store-line", Packed).update([("Store", store), ("Incoming", watched)])
 
         table = self.query_one("#last-runs", DeckTable)
         table.replace_rows([(str(row.id), run_cells(self.app, row)[:6]) for row in o.last_runs])
@@ -177,8 +175,8 @@ class OverviewScreen(DeckScreen):
         self.app.push_screen(RunDetailScreen(int(event.row_key.value)))
 
 
-def kpi_text(k: Kpis, alarm: str) -> Text:
-    """The KPIs in two lines: delivery, then the model's health (30 days)."""
+def kpi_text(k: Kpis, alarm: str) -> list[tuple[str, list[Text]]]:
+    """The KPIs as two labelled rows of items: delivery, then the model's health (30 days)."""
 
     def hours(value: float | None) -> str:
         return "-" if value is None else fmt.duration(timedelta(hours=value))
@@ -186,31 +184,32 @@ def kpi_text(k: Kpis, alarm: str) -> Text:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:.0%}"
 
-    text = Text(no_wrap=True, overflow="ellipsis")
-    text.append("Delivery ", style="bold")
-    text.append(f"{fmt.plural(k.promotions, 'promotion')} in {k.window_days:g}d · lead time "
-                f"{hours(k.lead_time_hours)} · change failures {pct(k.change_failure_rate)} · "
-                f"restore {hours(k.time_to_restore_hours)}\n")  # fmt: skip
-    text.append("Health ", style="bold")
+    delivery = [
+        Text(f"{fmt.plural(k.promotions, 'promotion')} in {k.window_days:g}d"),
+        Text(f"lead time {hours(k.lead_time_hours)}"),
+        Text(f"change failures {pct(k.change_failure_rate)}"),
+        Text(f"restore {hours(k.time_to_restore_hours)}"),
+    ]
+    health: list[Text] = []
     last = k.quality[-1] if k.quality else None
     if last is not None:
-        text.append(f"{last['batch']} ")
+        batch = Text(f"{last['batch']} ")
         if last.get("estimated") is not None:
-            text.append(f"est {last['estimated']:.3f} ")
+            batch.append(f"est {last['estimated']:.3f} ")
         if last.get("realized") is not None:
-            text.append(f"real {last['realized']:.3f} ")
-        text.append("drift ")
-        text.append(f"{last['drift_share']:.0%}", style=alarm if last["dataset_drift"] else "")
-        text.append(" · ")
-    text.append(
+            batch.append(f"real {last['realized']:.3f} ")
+        batch.append("drift ")
+        batch.append(f"{last['drift_share']:.0%}", style=alarm if last["dataset_drift"] else "")
+        health.append(batch)
+    health.append(Text(
         "no data yet" if k.data_freshness_hours is None
         else f"data {hours(k.data_freshness_hours)} old"
-    )  # fmt: skip
-    text.append(f" · runs ok {pct(k.pipeline_success_rate)}")
+    ))  # fmt: skip
+    health.append(Text(f"runs ok {pct(k.pipeline_success_rate)}"))
     if k.latency_ms_per_1k_p50 is not None:
-        text.append(f" · p50/p95 {k.latency_ms_per_1k_p50:.0f}/{k.latency_ms_per_1k_p95:.0f} "
-                    "ms per 1k")  # fmt: skip
-    return text
+        health.append(Text(f"p50/p95 {k.latency_ms_per_1k_p50:.0f}/"
+                           f"{k.latency_ms_per_1k_p95:.0f} ms per 1k"))  # fmt: skip
+    return [("Delivery", delivery), ("Health", health)]
 
 
 def _relative(path: str, root: Path) -> str:
