@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable
 
 from mldeck import formatting as fmt
 from mldeck.monitor.kpis import Kpis, kpis
