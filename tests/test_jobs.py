@@ -630,3 +630,23 @@ def test_a_batch_whose_pipeline_never_finished_goes_through_it_after_a_restart(w
         wait_for(checked, "the resumed pipeline's drift check")
     finally:
         scheduler.stop(timeout=60)
+
+
+def test_a_broken_config_fails_the_job_in_one_line_and_opens_then_resolves_its_alert(ws_store):
+    workspace, store = ws_store
+    config = workspace.root / "mldeck.toml"
+    good = config.read_text()
+    config.write_text(good + "\nbroken = [\n")  # broken after the scheduler read it
+    runner = JobRunner(workspace, store)
+    outcome = runner.run(JobRequest("health", "health", retries=0))
+    assert outcome.status == RunStatus.FAILED
+    error = _run(store, outcome.run_id).error
+    assert error.startswith(f"{config} is not valid TOML") and "Traceback" not in error
+    with store.read() as session:
+        alert = session.execute(select(Alert).where(Alert.rule == "failed pipeline step"))
+        alert = alert.scalar_one()
+    assert alert.status == "open" and alert.details["kind"] == "health"
+    config.write_text(good)
+    assert runner.run(JobRequest("health", "health")).status == RunStatus.SUCCEEDED
+    with store.read() as session:
+        assert session.get(Alert, alert.id).status == "resolved"

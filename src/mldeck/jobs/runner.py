@@ -190,7 +190,30 @@ class JobRunner:
                               f"in {wait:.1f}s")  # fmt: skip
             if self._stop.wait(wait):
                 break
+        self._failed_step_alerts(request.kind)
         return outcome
+
+    def _failed_step_alerts(self, kind: str) -> None:
+        """The 'failed pipeline step' rule for *kind*, judged as soon as its job ends (after its
+        retries): an alert opens when it failed, and an open one resolves when it succeeded."""
+        from mldeck.monitor import alerts
+
+        rules = [r for r in alerts.default_rules(self.workspace.settings)
+                 if r.when == "failed_run"]  # fmt: skip
+        if not rules:
+            return
+        try:
+            signals = alerts.store_signals(self.store, rules)
+            raised = alerts.apply(self.store, [s for s in signals if s.details.get("kind") == kind])
+        except OperationalError:
+            return  # a store that cannot be written: the job's own outcome already says so
+        monitor = self.workspace.settings.monitor
+        for alert in raised:
+            if alert.new:
+                self._say(f"alert opened: {alert.title}")
+        for problem in alerts.run_hooks(raised, monitor.alert_command,
+                                        monitor.alert_command_timeout):  # fmt: skip
+            self._say(problem)
 
     def _new_run(self, request: JobRequest, attempt: int, total: int, **fields: Any) -> int:
         now = utcnow()
@@ -383,5 +406,10 @@ def _died(code: int, folder: Path) -> str:
         lines = (folder / OUTPUT_FILE).read_text(errors="replace").splitlines()
     except OSError:
         lines = []
+    from mldeck.jobs.worker import WORKER_ERROR
+
+    last = lines[-1] if lines else ""
+    if last.startswith(WORKER_ERROR):  # the worker said why, in one line
+        return f"{last.removeprefix(WORKER_ERROR)} (the worker {how})"
     tail = "\n".join(lines[-OUTPUT_TAIL_LINES:])
     return f"the worker {how}" + (f"; its last output:\n{tail}" if tail else "")

@@ -56,6 +56,9 @@ def _adopt_children(store, run_id: int) -> None:
         )
 
 
+WORKER_ERROR = "mldeck: error: "  # how a worker's last line of output gives its one-line reason
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mldeck.jobs.worker")
     parser.add_argument("--workspace", required=True)
@@ -74,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     from mldeck.store.models import Run, RunStatus
     from mldeck.workspace import load_workspace, open_workspace_store
 
-    workspace = load_workspace(Path(args.workspace))
-    store = open_workspace_store(workspace)
+    try:
+        workspace = load_workspace(Path(args.workspace))
+        store = open_workspace_store(workspace)
+    except MldeckError as exc:  # mldeck.toml broken since the scheduler started, a store gone
+        print(f"{WORKER_ERROR}{exc}", file=sys.stderr)
+        return 3
     # The step's own runs (train, score) go through the tracking API: share this store.
     with tracking._stores_lock:
         tracking._stores[f"{workspace.root}|{workspace.db_url}"] = (workspace, store)
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             except MldeckError as exc:
                 active.log("".join(traceback.format_exception(exc)), level="error")
                 active.end(RunStatus.FAILED, error=str(exc))
-                print(f"mldeck: error: {exc}", file=sys.stderr)
+                print(f"{WORKER_ERROR}{exc}", file=sys.stderr)
                 return 3
             finally:
                 _adopt_children(store, run.id)
