@@ -26,6 +26,7 @@ from mldeck.jobs.schedules import (
     add,
     edit,
     get_schedule,
+    list_schedules,
     request_run,
     set_paused,
     sync_from_settings,
@@ -650,3 +651,27 @@ def test_a_broken_config_fails_the_job_in_one_line_and_opens_then_resolves_its_a
     assert runner.run(JobRequest("health", "health")).status == RunStatus.SUCCEEDED
     with store.read() as session:
         assert session.get(Alert, alert.id).status == "resolved"
+
+
+def test_the_acting_scheduler_follows_schedules_changed_in_the_config(ws_store):
+    workspace, store = ws_store
+    config = workspace.root / "mldeck.toml"
+    said: list[str] = []
+    scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2,
+                              on_event=said.append)  # fmt: skip
+    scheduler.start()
+    try:
+        wait_for(lambda: scheduler.acting and scheduler._aps is not None, "the scheduler to act")
+        good = config.read_text()
+        config.write_text(good + '\n[jobs.schedules.checkup]\nkind = "health"\nevery = "2h"\n')
+        wait_for(lambda: "checkup" in scheduler.next_fire_times(), "the new schedule")
+        assert "schedule checkup added from mldeck.toml" in said
+        assert get_schedule(store, "checkup").interval_seconds == 7200
+        config.write_text(good + "\nbroken = [\n")  # nothing changes, and it says why
+        wait_for(lambda: any("cannot be used" in m for m in said), "the refusal")
+        assert "checkup" in scheduler.next_fire_times()
+        config.write_text(good)  # the entry removed: so is the schedule
+        wait_for(lambda: "checkup" not in scheduler.next_fire_times(), "the removal")
+    finally:
+        scheduler.stop()
+    assert "checkup" not in [s.name for s in list_schedules(store)]

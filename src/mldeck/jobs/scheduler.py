@@ -38,6 +38,8 @@ from typing import Any
 from sqlalchemy import select
 
 from mldeck import audit
+from mldeck.config import load_settings
+from mldeck.errors import MldeckError
 from mldeck.jobs import policies
 from mldeck.jobs.lease import LeaseKeeper
 from mldeck.jobs.orphans import mark_orphans
@@ -71,6 +73,15 @@ ORPHAN_SWEEP_SECONDS = 30.0
 PIPELINE_START = "pipeline.start"
 PIPELINE_STEP_TIMEOUT = 1800
 PIPELINE_STEP_RETRIES = 1
+
+
+def _stamp(path: Any) -> tuple[int, int] | None:
+    """What tells a changed file: its modification time and size (None when it is gone)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
 
 
 def _job_id(name: str) -> str:
@@ -114,6 +125,7 @@ class DeckScheduler:
         self._last_try = -STANDBY_LOOK_SECONDS
         self._last_look = 0.0
         self._last_seq: int | None = None
+        self._config_stamp: tuple[int, int] | None = _stamp(workspace.config_path)
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -196,6 +208,7 @@ class DeckScheduler:
         if self._standby_watcher is not None:
             self._take_over_watching()
         self._sweep_orphans(now)
+        self._follow_config()
         seq = self.store.change_seq()
         if seq == self._last_seq and now - self._last_look < FULL_LOOK_SECONDS:
             return
@@ -219,6 +232,31 @@ class DeckScheduler:
         self._resume_pipelines()
         if self.watch_incoming:
             self._start_watcher()
+
+    def _follow_config(self) -> None:
+        """mldeck.toml changed since it was read: its schedules are synced into the table (the
+        jobs' workers read the rest of it afresh for every job). A broken file changes nothing
+        and is said once per change."""
+        stamp = _stamp(self.workspace.config_path)
+        if stamp == self._config_stamp or stamp is None:
+            return
+        self._config_stamp = stamp
+        try:
+            settings = load_settings(self.workspace.config_path)
+        except MldeckError as exc:
+            self._say(f"mldeck.toml changed but cannot be used ({exc}); the schedules stay as "
+                      "they were until it is fixed")  # fmt: skip
+            return
+        changes = sync_from_settings(self.store, settings.jobs, actor=policies.ACTOR)
+        for change in changes:
+            self._say(change.describe())
+        if not changes:
+            self._say("mldeck.toml changed: no schedule changed")
+        apart = {"schedules"}
+        if settings.jobs.model_dump(exclude=apart) != self.settings.model_dump(exclude=apart):
+            self._say("mldeck.toml: [jobs] settings other than schedules apply when the scheduler "
+                      "starts again")  # fmt: skip
+        self.reconcile()
 
     def _stand_down(self, why: str) -> None:
         if not self.acting:
