@@ -42,6 +42,7 @@ from mldeck.store.models import (
     Schedule,
     utcnow,
 )
+from mldeck.workspace import Workspace
 
 from .jobs_helpers import (
     copy_workspace,
@@ -675,3 +676,22 @@ def test_the_acting_scheduler_follows_schedules_changed_in_the_config(ws_store):
     finally:
         scheduler.stop()
     assert "checkup" not in [s.name for s in list_schedules(store)]
+
+
+def test_a_run_asked_for_waits_for_a_slot_where_a_fire_would_be_skipped(ws_store):
+    workspace, store = ws_store
+    one_slot = workspace.settings.jobs.model_copy(update={"max_concurrent": 1})
+    workspace = Workspace(workspace.root, workspace.settings.model_copy(update={"jobs": one_slot}))
+    _slow(workspace)
+    add(store, "slow-train", "train", cron="0 3 1 1 *", timeout_seconds=6)
+    add(store, "health", "health", cron="0 3 1 1 *")
+    scheduler = _scheduler(workspace, store)
+    try:
+        request_run(store, "slow-train")
+        wait_for(lambda: (workspace.root / "fitting.pid").exists(), "the slow job to hold the slot")
+        request_run(store, "health")  # asked for while the only slot is taken
+        runs = wait_for(lambda: _finished(store, "health"), "the requested run")
+    finally:
+        scheduler.stop()
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED]
+    assert [r.status for r in _runs_of(store, "slow-train")] == [RunStatus.FAILED]  # timed out

@@ -483,7 +483,9 @@ class DeckScheduler:
         if row is None or (not forced and (row.paused or not row.enabled)):
             return None
         request = JobRequest.from_schedule(row, trigger=trigger, reason=reason)
-        outcome = runner.run(request)
+        # A fire time that finds every slot taken is skipped and recorded; a person's request
+        # to run now waits for a slot instead (it was asked for once, not every interval).
+        outcome = runner.run(request, wait_for_slot=trigger == RunTrigger.MANUAL)
         self._after(request, outcome)
         return outcome
 
