@@ -223,6 +223,11 @@ def test_labels_naming_no_class_or_two_labels_for_an_id_are_refused(monitored, s
         record_labels(monitored, store, write(twice, tmp_path, "twice.csv"))
     # Nothing was recorded from either file.
     assert report_detail(store, result.report_id).summary["realized"] is None
+    # One label written two ways ('1' and '1.0', in a text column) for an id is one label.
+    same = pl.DataFrame({"customer_id": [ids[0], ids[0], ids[1]],
+                         "churned": ["1", "1.0", "0"]})  # fmt: skip
+    same.write_parquet(tmp_path / "same.parquet")
+    assert record_labels(monitored, store, tmp_path / "same.parquet").matched == 2
 
 
 def test_a_label_file_without_the_needed_columns_is_refused(monitored, store, tmp_path):

@@ -87,9 +87,13 @@ def _read_labels(workspace: Workspace, path: Path, id_column: str, target: str) 
                 pl.col(target).cast(pl.String).str.strip_chars().alias("__label"),
             )
             .drop_nulls()
-            .unique()
+            # One label named twice ('1' and '1.0') is one label: numbers compare as numbers.
+            .with_columns(pl.coalesce(pl.col("__label").cast(pl.Float64, strict=False)
+                                      .cast(pl.String), pl.col("__label")).alias("__key"))
+            .unique(["__id", "__key"], keep="first", maintain_order=True)
+            .drop("__key")
             .collect()
-        )
+        )  # fmt: skip
     except pl.exceptions.PolarsError as exc:
         raise MldeckError(f"cannot read {shown(str(path))}: {exc}") from None
     conflicts = frame.filter(pl.col("__id").is_duplicated()).sort("__id", "__label")
