@@ -162,8 +162,8 @@ async def test_overview_shows_the_latest_health_checks(seeded) -> None:
         assert "Checks" in line and "champion fail" in line and "scheduler warn" in line
 
 
-@pytest.mark.parametrize("width", [40, 60, 80])
-async def test_the_pipeline_keeps_every_stage_on_a_narrow_terminal(seeded, width) -> None:
+@pytest.mark.parametrize("width", [40, 60, 80, 160])
+async def test_the_pipeline_keeps_every_stage_whatever_the_width(seeded, width) -> None:
     app = make_app(*seeded)
     async with app.run_test(size=(width, 50)) as pilot:
         await settle(pilot)
@@ -174,6 +174,9 @@ async def test_the_pipeline_keeps_every_stage_on_a_narrow_terminal(seeded, width
                       "register", "promote"):  # fmt: skip
             assert f"┌ {stage} " in graph  # whole, not cut at the right edge
         assert max(len(line) for line in graph.splitlines()) <= width
+        if width >= 120:  # wide: the boxes grow with the terminal, up to 40 columns each
+            top = graph.splitlines()[0]
+            assert len(top) >= width * 0.75 and top.index("┐") + 1 >= 30
 
 
 async def test_keys_with_nothing_to_act_on_say_so_and_no_note_is_asked_for_nothing(seeded) -> None:

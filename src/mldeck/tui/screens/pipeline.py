@@ -20,8 +20,8 @@ from mldeck.tui.screens.runs import RunDetailScreen
 from mldeck.tui.styles import rich_color
 from mldeck.tui.widgets.text import Plain
 
-BOX = 17  # outer width of a stage's box: four boxes and three arrows fit in 80 columns
-INNER = BOX - 2
+BOX = 17  # least outer width of a stage's box: four boxes and three arrows fit in 80 columns
+WIDEST_BOX = 40  # on wider terminals boxes grow to this, so what a stage did is less cut
 ARROW = " ► "
 GAP = " " * len(ARROW)
 # Status words that are not run statuses, and the theme variable that colours them.
@@ -44,7 +44,7 @@ RUN_STATUS = {
 }
 
 
-def _fit(text: str, width: int = INNER) -> str:
+def _fit(text: str, width: int) -> str:
     return text[: width - 1] + "…" if len(text) > width else text.ljust(width)
 
 
@@ -122,27 +122,28 @@ class PipelineScreen(DeckScreen):
         color = rich_color(self.app.theme_variables.get(variable or "status-muted", ""))
         return f"{color} bold" if status in ("failed", "orphaned", "fail") else color
 
-    def _box(self, index: int, stage: Stage) -> list[Text]:
+    def _box(self, index: int, stage: Stage, box: int = BOX) -> list[Text]:
+        inner = box - 2
         selected = index == self.cursor
         edge = "bold reverse" if selected else "dim"
         title = f" {stage.name} "
         top = Text("┌", style=edge)
         top.append(title, style="bold reverse" if selected else "bold")
-        top.append("─" * (INNER - len(title)) + "┐", style=edge)
+        top.append("─" * (inner - len(title)) + "┐", style=edge)
         lines = [top]
         status = stage.status or "-"
         when = stage.when.astimezone().strftime("%H:%M:%S") if stage.when else ""
         rows = [
-            (_fit(status), self._color(status) if stage.status else "dim"),
-            (_fit(f"{when} {_duration(stage.duration)}".strip()), ""),
-            (_fit(stage.detail), "dim"),
+            (_fit(status, inner), self._color(status) if stage.status else "dim"),
+            (_fit(f"{when} {_duration(stage.duration)}".strip(), inner), ""),
+            (_fit(stage.detail, inner), "dim"),
         ]
         for text, style in rows:
             line = Text("│", style=edge)
             line.append(text, style=style)
             line.append("│", style=edge)
             lines.append(line)
-        lines.append(Text("└" + "─" * INNER + "┘", style=edge))
+        lines.append(Text("└" + "─" * inner + "┘", style=edge))
         return lines
 
     def on_resize(self) -> None:
@@ -154,9 +155,10 @@ class PipelineScreen(DeckScreen):
         if width < 4 * BOX + 3 * len(ARROW):  # narrower than the two rows of four
             return self._draw_narrow(view, width)
         stages = view.stages
+        size = min(WIDEST_BOX, (width - 3 * len(ARROW)) // 4)
         out = Text(no_wrap=True, overflow="crop")
         for row in range(2):
-            boxes = [self._box(i, stages[i]) for i in range(row * 4, row * 4 + 4)]
+            boxes = [self._box(i, stages[i], size) for i in range(row * 4, row * 4 + 4)]
             for n in range(len(boxes[0])):
                 for b, box in enumerate(boxes):
                     out.append_text(box[n])
@@ -165,11 +167,11 @@ class PipelineScreen(DeckScreen):
                 out.append("\n")
             if row == 0:
                 # monitor (the last box of the first row) feeds retrain (the first of the next).
-                width = 4 * BOX + 3 * len(ARROW)
-                corner = width - BOX // 2 - 1
-                out.append(" " * (BOX // 2) + "┌" + "─" * (corner - BOX // 2 - 1) + "┘\n",
+                used = 4 * size + 3 * len(ARROW)
+                corner = used - size // 2 - 1
+                out.append(" " * (size // 2) + "┌" + "─" * (corner - size // 2 - 1) + "┘\n",
                            style="bold")  # fmt: skip
-                out.append(" " * (BOX // 2) + "▼ drift or a poor estimate → retrain (policy)\n",
+                out.append(" " * (size // 2) + "▼ drift or a poor estimate → retrain (policy)\n",
                            style="bold")  # fmt: skip
         return out
 
