@@ -141,6 +141,25 @@ def test_an_open_alert_repeats_then_a_quiet_batch_resolves_it(monitored, store, 
     assert actions.count("alert.open") == 2 and actions.count("alert.resolve") == 2
 
 
+def test_an_older_batch_checked_later_neither_clears_nor_renames_a_newer_batchs_alert(
+    monitored, store, tmp_path
+):
+    quiet = ingest(monitored, store, churn_frame(400, seed=5, start_id=8000), tmp_path, "q.csv")
+    drifted = ingest(monitored, store, shifted(3, 6000), tmp_path, "s1.csv")
+    newer = ingest(monitored, store, churn_frame(400, seed=6, start_id=9000), tmp_path, "n.csv")
+    first = check_batch(monitored, store, drifted)
+    opened = {a.alert_id: a.title for a in first.alerts}
+    assert opened
+    check_batch(monitored, store, quiet)  # an older, quiet batch, checked after
+    with store.read() as session:
+        rows = session.execute(select(Alert)).scalars().all()
+    assert {a.id: (a.status, a.title) for a in rows} == {i: ("open", t) for i, t in opened.items()}
+    check_batch(monitored, store, newer)  # a newer quiet batch: the condition cleared
+    with store.read() as session:
+        rows = session.execute(select(Alert)).scalars().all()
+    assert {a.status for a in rows} == {"resolved"}
+
+
 def test_the_reference_is_read_once_for_every_batch(monitored, store, tmp_path):
     for seed in (6, 7):
         version = ingest(

@@ -141,8 +141,11 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                 .order_by(Alert.id.desc())
                 .limit(1)
             ).scalar()
+            older = current is not None and _older_batch(signal, current)
             if not signal.firing:
-                if current is not None:
+                # An alert about a batch is cleared by that batch or a newer one: an older batch
+                # checked again (or late) says nothing about the newer batch's condition.
+                if current is not None and not older:
                     current.status, current.resolved_at, current.updated_at = "resolved", now, now
                     current.details = {**current.details, "resolved_by": "condition cleared",
                                        "resolved_run_id": run_id}  # fmt: skip
@@ -162,8 +165,9 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
             else:
                 current.occurrences += 1
                 current.updated_at = now
-                current.title, current.message = signal.title[:300], signal.message
-                current.details = {**current.details, **details}
+                if not older:  # the alert goes on naming the newest batch that fired it
+                    current.title, current.message = signal.title[:300], signal.message
+                    current.details = {**current.details, **details}
             session.add(current)
             session.flush()
             if new:
@@ -174,6 +178,16 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                                  new, signal.rule.wants_retrain, signal.rule.command,
                                  alert_payload(current)))  # fmt: skip
     return raised
+
+
+def _older_batch(signal: Signal, alert: Alert) -> bool:
+    """Whether *signal* comes from a batch older than the one *alert* names (batches are dataset
+    versions, numbered as they arrive)."""
+    mine, named = (
+        signal.details.get("dataset_version_id"),
+        (alert.details or {}).get("dataset_version_id"),
+    )
+    return isinstance(mine, int) and isinstance(named, int) and mine < named
 
 
 def alert_payload(alert: Alert) -> dict[str, Any]:

@@ -496,34 +496,34 @@ def batch_signals(result: MonitorResult, rules: list) -> list[Signal]:
                 rule, result.dataset_drift, key,
                 f"{result.batch}: {result.n_drifted} of {len(result.features)} features drifted "
                 f"({result.drift_share:.0%}, threshold {result.share_threshold:.0%})",
-                details={"batch": result.batch, "drifted": [f.feature for f in result.features
+                details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, "drifted": [f.feature for f in result.features
                                                              if f.drifted]},
             ))  # fmt: skip
         elif rule.when == "feature_drift" and rule.feature in by_feature:
             f = by_feature[rule.feature]
             signals.append(Signal(rule, f.drifted, key,
                                   f"{result.batch}: {f.feature} drifted ({f.method})",
-                                  details={"batch": result.batch, **f.as_dict()}))  # fmt: skip
+                                  details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, **f.as_dict()}))  # fmt: skip
         elif rule.when == "multivariate_drift" and result.multivariate is not None:
             m = result.multivariate
             signals.append(Signal(
                 rule, m.drifted, key,
                 f"{result.batch}: joint distribution changed (PCA error {m.error:.3f}, "
                 f"reference {m.reference_error:.3f})",
-                details={"batch": result.batch, **m.as_dict()},
+                details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, **m.as_dict()},
             ))  # fmt: skip
         elif rule.when == "prediction_drift" and result.prediction is not None:
             p = result.prediction
             signals.append(Signal(rule, p.drifted, key,
                                   f"{result.batch}: the champion's scores drifted ({p.method})",
-                                  details={"batch": result.batch, **p.as_dict()}))  # fmt: skip
+                                  details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, **p.as_dict()}))  # fmt: skip
         elif rule.when == "estimated_metric" and result.estimated is not None:
             e = result.estimated
             if rule.metric == e.metric and e.value is not None:
                 signals.append(Signal(
                     rule, e.value < rule.below, key,
                     f"{result.batch}: estimated {e.metric} {e.value:.3f} < {rule.below:g}",
-                    details={"batch": result.batch, **e.as_dict()},
+                    details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, **e.as_dict()},
                 ))  # fmt: skip
         elif rule.when == "realized_metric" and result.realized:
             value = result.realized.get(rule.metric or "")
@@ -531,7 +531,7 @@ def batch_signals(result: MonitorResult, rules: list) -> list[Signal]:
                 signals.append(Signal(
                     rule, value < rule.below, key,
                     f"{result.batch}: realized {rule.metric} {value:.3f} < {rule.below:g}",
-                    details={"batch": result.batch, "metric": rule.metric, "value": value},
+                    details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, "metric": rule.metric, "value": value},
                 ))  # fmt: skip
     return signals
 

@@ -233,7 +233,7 @@ def _record(
                 signals.append(Signal(
                     rule, value < rule.below, rule.name,
                     f"{batch}: realized {rule.metric} {value:.3f} < {rule.below:g}",
-                    details={"batch": batch, "metric": rule.metric, "value": value,
-                             "run_id": run.id},
+                    details={"batch": batch, "dataset_version_id": report.dataset_version_id,
+                             "metric": rule.metric, "value": value, "run_id": run.id},
                 ))  # fmt: skip
         return run.id, alerting.apply_in(session, signals, run_id=run.id)
