@@ -461,3 +461,18 @@ def test_a_table_measures_wide_characters_by_their_cells_and_keeps_ids_at_any_wi
     narrow = render(20, row)
     assert narrow[0].split()[0] == "ID" and narrow[1].split()[0] == "123456789"
     assert render(20)[0].startswith("ID")  # an empty table draws its headers without error
+
+
+def test_an_unwritable_quarantine_folder_is_one_line_and_leaves_no_run_running(tmp_path, cli):
+    assert cli("init", "ws", cwd=tmp_path).returncode == 0
+    root = tmp_path / "ws"
+    quarantine = root / "data" / "quarantine"
+    if quarantine.is_dir():
+        quarantine.rmdir()
+    quarantine.write_text("not a folder")  # as unusable as a read-only one, even for root
+    (tmp_path / "ab.csv").write_text("a,b\n1,2\n")
+    result = cli("data", "ingest", str(tmp_path / "ab.csv"), cwd=root)
+    assert_one_line_error(result, str(quarantine))
+    assert result.returncode == 2
+    runs = json.loads(cli("runs", "list", "--json", cwd=root).stdout)["runs"]
+    assert runs and {r["status"] for r in runs} == {"failed"}

@@ -1180,6 +1180,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:  # a read-only or full folder of the workspace, a file's permissions
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"mldeck: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 # Command groups kept in their own modules register themselves on ``app``.

@@ -10,6 +10,7 @@ polars pass (against the dataset's reference profile) → offending rows to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -220,7 +221,8 @@ def ingest_file(
                           size=size, source=path, rows_file=rows_file, runs=(ingest_run, validate_run),
                           as_reference=as_reference)  # fmt: skip
     except BaseException as exc:
-        rows_file.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only quarantine folder: the runs end anyway
+            rows_file.unlink(missing_ok=True)
         _end_runs(store, runs, exc)
         raise
     if consume:
