@@ -476,3 +476,25 @@ def test_an_unwritable_quarantine_folder_is_one_line_and_leaves_no_run_running(t
     assert result.returncode == 2
     runs = json.loads(cli("runs", "list", "--json", cwd=root).stdout)["runs"]
     assert runs and {r["status"] for r in runs} == {"failed"}
+
+
+def test_small_cli_answers_say_what_is_true(tmp_path, cli):
+    assert cli("init", "ws", cwd=tmp_path).returncode == 0
+    root = tmp_path / "ws"
+    (tmp_path / "ab.csv").write_text("a,b\n1,2\n3,4\n")
+    (tmp_path / "header.csv").write_text("a,b\n")
+    # Dataset names prefix version references: empty, padded or with ':' are refused.
+    for bad in ("", "  ", "churn:v2", "a/b"):
+        result = cli("data", "ingest", "--dataset", bad, str(tmp_path / "ab.csv"), cwd=root)
+        assert_one_line_error(result, "a dataset's name")
+    assert (
+        cli("data", "ingest", "--dataset", "one", str(tmp_path / "ab.csv"), cwd=root).returncode
+        == 0
+    )
+    # The same content named for another dataset is one version: said, not silently ignored.
+    again = cli("data", "ingest", "--dataset", "two", str(tmp_path / "ab.csv"), cwd=root)
+    assert_one_line_error(again, "already stored as one v1", "not added to dataset 'two'")
+    # A header without rows teaches nothing about types or nulls.
+    assert_one_line_error(cli("data", "infer", str(tmp_path / "header.csv"), cwd=root),
+                          "no rows")  # fmt: skip
+    assert_one_line_error(cli("jobs", "edit", "x", cwd=root), "--enable/--disable")

@@ -242,6 +242,8 @@ def test_labels_naming_no_class_or_two_labels_for_an_id_are_refused(monitored, s
         record_labels(monitored, store, write(twice, tmp_path, "twice.csv"))
     # Nothing was recorded from either file.
     assert report_detail(store, result.report_id).summary["realized"] is None
+    with pytest.raises(MldeckError, match=r"missing-labels\.csv: no such file"):
+        record_labels(monitored, store, tmp_path / "missing-labels.csv")
     # One label written two ways ('1' and '1.0', in a text column) for an id is one label.
     same = pl.DataFrame({"customer_id": [ids[0], ids[0], ids[1]],
                          "churned": ["1", "1.0", "0"]})  # fmt: skip
@@ -277,6 +279,12 @@ def test_what_cannot_be_checked_says_why(ws, store, tmp_path):
     assert bad.status == "rejected"
     with pytest.raises(MldeckError, match="rejected"):
         check_batch(ws, store, bad.version_id)
+    # Its drift report is asked for: the answer is why there is none, not a command that fails.
+    from mldeck.monitor.queries import resolve_report
+
+    with pytest.raises(MldeckError, match="rejected by validation") as refused:
+        resolve_report(store, str(bad.version_id))
+    assert "drift check" not in str(refused.value)
 
 
 def test_a_column_override_naming_no_column_is_refused(monitored, store, tmp_path):

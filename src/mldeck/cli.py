@@ -632,6 +632,8 @@ def data_infer(
     profiled = reference_profile(source, DataSettings(table={"unique_ids": False}))
     if profiled.read_error:
         raise MldeckError(f"cannot infer from {file}: {profiled.read_error}")
+    if not profiled.n_rows:  # every column would be "string", never null: nothing to learn
+        raise MldeckError(f"cannot infer from {file}: it has a header but no rows")
     try:
         relative = str(file.resolve().relative_to(ws.root))
     except ValueError:

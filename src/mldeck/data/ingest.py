@@ -158,6 +158,9 @@ def ingest_file(
     the caller to make it the reference instead of being refused."""
     workspace.refuse_state_file(path)
     settings = workspace.settings.data
+    asked = dataset is not None  # named by the caller (--dataset), not the configured default
+    if asked:
+        check_dataset_name(dataset)
     dataset = dataset or settings.dataset
     say = progress or (lambda _message: None)
     if not as_reference:
@@ -185,6 +188,13 @@ def ingest_file(
         raise
     if known is not None:
         version, name = known
+        if (
+            asked and name != dataset
+        ):  # one content, one version: it is not copied into another dataset
+            problem = (f"{source_name} is already stored as {name} v{version.version}; the same "
+                       f"content is one version, so it is not added to dataset {dataset!r}")  # fmt: skip
+            _fail_run(store, ingest_run, problem)
+            raise MldeckError(problem)
         if as_reference and not adopt and not _is_reference(store, version):
             problem = (f"{source_name} is already stored as {name} v{version.version}, a batch;"
                        " a file becomes a reference only when it is first ingested with --reference")  # fmt: skip
@@ -229,6 +239,16 @@ def ingest_file(
         _consume(path, before)
     say(f"{file_name}: {outcome.dataset} v{outcome.version} {outcome.status}")
     return outcome
+
+
+def check_dataset_name(name: str) -> None:
+    """A dataset's name: it prefixes version references (``churn:v3``), so no ':'."""
+    if (not name.strip() or name != name.strip() or len(name) > 100
+            or any(c in name for c in ":/\\") or not name.isprintable()):  # fmt: skip
+        raise MldeckError(
+            f"a dataset's name is 1-100 printable characters without ':', '/' or '\\' and "
+            f"without spaces at either end, not {name!r}"
+        )
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

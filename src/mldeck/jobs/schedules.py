@@ -199,7 +199,8 @@ def edit(
             raise MldeckError(f"--params: {exc}") from None
     if not values:
         raise MldeckError(
-            "nothing to change: give --cron, --every, --timeout, --retries or --params"
+            "nothing to change: give --cron, --every, --timeout, --retries, --params or "
+            "--enable/--disable"
         )
     get_schedule(store, name)
     return _change(store, name, "schedule.edit", actor, **values)

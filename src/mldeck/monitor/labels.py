@@ -70,6 +70,8 @@ class LabelOutcome:
 
 def _read_labels(workspace: Workspace, path: Path, id_column: str, target: str) -> pl.DataFrame:
     workspace.refuse_state_file(path)
+    if not path.exists():
+        raise MldeckError(f"cannot read {path}: no such file")
     try:
         source = open_source(path, separator=workspace.settings.data.csv_separator)
     except ReadError as exc:

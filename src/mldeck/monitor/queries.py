@@ -124,6 +124,13 @@ def resolve_report(store: Store, ref: str) -> int:
             .limit(1)
         ).scalar()
     if found is None:
+        with store.read() as session:
+            status = session.execute(
+                select(DatasetVersion.status).where(DatasetVersion.id == version_id)
+            ).scalar()
+        if status == "rejected":
+            raise NotFound(f"{ref} was rejected by validation: it is not checked for drift "
+                           f"(see 'mldeck data show {ref}')")  # fmt: skip
         raise NotFound(f"{ref} has not been checked for drift yet (run 'mldeck drift check {ref}')")
     return found
 
