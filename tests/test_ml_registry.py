@@ -96,11 +96,12 @@ def fit_model(frame: pl.DataFrame, *, c: float = 1.0, features=FEATURES) -> Fitt
 
 @pytest.fixture(scope="session")
 def model_bytes() -> dict[str, Fitted]:
-    """Two different fitted models (fitted once per test process)."""
+    """Three different fitted models (fitted once per test process)."""
     train = churn_frame(400, seed=1)
     return {
         "a": fit_model(train, c=1.0),
         "b": fit_model(train, c=0.001, features=("tenure", "plan")),
+        "c": fit_model(train, c=0.1),
     }
 
 
@@ -511,6 +512,15 @@ def test_list_and_detail_show_aliases_gates_champion_metrics_and_lineage(
     assert compared["auc"].value == 0.85 and compared["auc"].champion == 0.8
     assert compared["auc"].delta == pytest.approx(0.05)
     assert compared["test.f1"].delta == pytest.approx(-0.1)
+    # A version trained beside the champion compares with the champion on its own holdout
+    # (what its gates compared), not with the champion's metrics from an older holdout.
+    add_version(ws, store, model_bytes["c"], metrics={
+        "auc": 0.83, "champion": {"model_version_id": rows[1].id, "version": 1,
+                                  "metrics": {"auc": 0.84}}})  # fmt: skip
+    newest = model_version_detail(store, list_model_versions(store)[0][0].id)
+    by_key = {c.key: c for c in newest.comparison}
+    assert by_key["auc"].champion == 0.84 and by_key["auc"].delta == pytest.approx(-0.01)
+    assert not any(k.startswith("champion.") for k in by_key)
     assert [g.gate for g in detail.gates if not g.passed] == ["fairness_gap"]
     assert detail.inputs[0][2] == dataset_version and detail.inputs[0][4] == "train"
     assert detail.run.kind == "train"

@@ -955,8 +955,17 @@ def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDet
                 .order_by(AuditEvent.id)
             ).all()
         ]
-    mine = numeric_metrics(version.metrics)
-    theirs = numeric_metrics(champion.metrics) if champion is not None else {}
+    # The champion as this version's training evaluated it on the same holdout, when it is still
+    # the champion (what the gates compared); otherwise its own metrics, from its own holdout.
+    mine = {k: v for k, v in numeric_metrics(version.metrics).items()
+            if not k.startswith("champion.")}  # fmt: skip
+    beside = (version.metrics or {}).get("champion") or {}
+    theirs = {}
+    if champion is not None:
+        same_holdout = beside.get("model_version_id") == champion_version.id and beside.get(
+            "metrics"
+        )
+        theirs = numeric_metrics(beside["metrics"] if same_holdout else champion.metrics)
     comparison = [
         MetricComparison(key, mine.get(key), theirs.get(key))
         for key in [*mine, *(k for k in theirs if k not in mine)]
