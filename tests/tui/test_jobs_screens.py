@@ -58,8 +58,18 @@ async def test_jobs_screen_pauses_resumes_edits_and_runs_now(seeded) -> None:
         await pilot.press(*"10m", "enter")
         await until(pilot, lambda: get_schedule(store, "health").interval_seconds == 600)
         await pilot.press("e")
+        await pilot.press(*"every 5 minutes", "enter")  # not a timing: said, the dialog stays
+        await settle(pilot)
+        from mldeck.tui.screens.confirm import ConfirmScreen
+
+        assert isinstance(app.screen, ConfirmScreen)
+        assert any("not a crontab expression" in str(n.message) for n in app._notifications)
+        field = app.screen.query_one("#confirm-reason")
+        assert field.value == "every 5 minutes"  # kept, to be corrected
+        field.value = ""
         await pilot.press(*"30 4 * * 1", "enter")
         await until(pilot, lambda: get_schedule(store, "health").cron == "30 4 * * 1")
+        assert get_schedule(store, "health").interval_seconds is None
         await pilot.press("r", "enter")
         await until(pilot, lambda: get_schedule(store, "health").run_requested_at is not None)
         await settle(pilot)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -25,11 +27,14 @@ class ConfirmScreen(ModalScreen[str | None]):
         *,
         placeholder: str | None = "reason",
         required: bool = False,
+        check: Callable[[str], str | None] | None = None,
     ) -> None:
         """*placeholder* None: nothing typed is recorded, so no field is asked for. *required*:
-        the dialog stays open until something is typed."""
+        the dialog stays open until something is typed. *check*: what is wrong with the text
+        typed (None when nothing is); the dialog says it and stays open, the text kept."""
         super().__init__()
         self.required = required
+        self.check = check
         self.title_text = title
         self.description = description
         self.placeholder = placeholder
@@ -59,6 +64,11 @@ class ConfirmScreen(ModalScreen[str | None]):
             field = self.query_one("#confirm-reason", Input)
             if self.required and not field.value.strip():
                 self.notify("a reason is required: say why", severity="warning", timeout=4)
+                field.focus()
+                return
+            problem = self.check(field.value.strip()) if self.check is not None else None
+            if problem:
+                self.notify(problem, severity="warning", timeout=6)
                 field.focus()
                 return
             self.dismiss(field.value.strip())

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from mldeck.errors import MldeckError
-from mldeck.jobs.settings import parse_every
+from mldeck.jobs.settings import check_cron, parse_every
 from mldeck.jobs.views import JobRow, JobsView, jobs_view
 from mldeck.store.engine import Store
 from mldeck.tui.screens.base import DeckScreen
@@ -119,13 +119,15 @@ class JobsScreen(DeckScreen):
         return row
 
     # -- actions: confirm, then the domain function in a worker thread ---------------------------
-    def _act(self, title: str, description: str, work, placeholder: str | None = None):
+    def _act(self, title: str, description: str, work, placeholder: str | None = None,
+             check=None):  # fmt: skip
         def confirmed(text: str | None) -> None:
             if text is not None:
                 self.run_worker(lambda: work(text), thread=True, group="jobs-action",
                                 exit_on_error=False)  # fmt: skip
 
-        self.app.push_screen(ConfirmScreen(title, description, placeholder=placeholder), confirmed)
+        dialog = ConfirmScreen(title, description, placeholder=placeholder, check=check)
+        self.app.push_screen(dialog, confirmed)
 
     def action_run_now(self) -> None:
         row = self._selected()
@@ -182,9 +184,22 @@ class JobsScreen(DeckScreen):
 
             self.app.call_from_thread(self.notify, f"{row.name}: {timing(changed)}", timeout=6)
 
+        def check(text: str) -> str | None:
+            if not text:
+                return "type a timing: 15m, 2h, 1d, or a crontab expression"
+            try:
+                parse_every(text)
+            except ValueError as as_interval:
+                try:
+                    check_cron(text)
+                except ValueError as as_cron:
+                    looks_like_interval = " " not in text and text[:1].isdigit()
+                    return str(as_interval if looks_like_interval else as_cron)
+            return None
+
         self._act(f"Edit {row.name}", f"Now {row.timing}. Type the new timing: an interval "
                   "(90s, 15m, 2h, 1d) or a crontab expression in UTC (0 2 * * *).", work,
-                  placeholder="15m or 0 2 * * *")  # fmt: skip
+                  placeholder="15m or 0 2 * * *", check=check)  # fmt: skip
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
