@@ -109,12 +109,16 @@ async def test_filter_typo_is_reported_not_raised(seeded) -> None:
         await pilot.press("slash", *"status:exploded")
         status = app.screen.query_one("#runs-status", Static)
         await until(pilot, lambda: "unknown status" in static_text(status))
-        assert len(table_ids(app.screen.query_one("#runs-table", DeckTable))) == 8
-        # The whole message is on the screen (it lists the statuses), not its first line.
+        # The list of another filter is not left standing under the error.
         await settle(pilot)
+        table = app.screen.query_one("#runs-table", DeckTable)
+        assert table_ids(table) == []
+        # The whole message is on the screen (it lists the statuses), not its first line.
         message = static_text(status).strip()
         assert len(message) > status.size.width  # too long for one line at 80 columns
         assert status.size.height * (status.size.width - 2) >= len(message)
+        await pilot.press("escape")  # the filter cleared: every run again
+        await until(pilot, lambda: len(table_ids(table)) == 8)
 
 
 async def test_the_store_line_names_the_file_of_a_workspace_in_any_folder(tmp_path) -> None:

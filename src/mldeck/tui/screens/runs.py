@@ -68,6 +68,7 @@ class RunsScreen(DeckScreen):
     def __init__(self) -> None:
         super().__init__()
         self._filter = RunFilter()
+        self._filter_error = ""
         self._debounce: Timer | None = None
 
     def compose_body(self) -> ComposeResult:
@@ -91,6 +92,12 @@ class RunsScreen(DeckScreen):
     def show(self, data: tuple[list[RunRow], int, RunFilter]) -> None:
         rows, total, flt = data
         table = self.query_one("#runs-table", DeckTable)
+        if self._filter_error:  # the filter typed is wrong: no list is its answer, the error is
+            table.replace_rows([])
+            self.query_one("#runs-status", Static).update(
+                Text(self._filter_error, style="bold red")
+            )
+            return
         table.replace_rows([(str(row.id), run_cells(self.app, row)) for row in rows])
         if total == 0:
             message = "no runs match the filter" if flt.describe() else "no runs yet"
@@ -112,8 +119,9 @@ class RunsScreen(DeckScreen):
         try:
             self._filter = RunFilter.parse(value)
         except MldeckError as exc:
-            self.query_one("#runs-status", Static).update(Text(str(exc), style="bold red"))
-            return
+            self._filter_error = str(exc)
+        else:
+            self._filter_error = ""
         self.reload()
 
     @on(Input.Submitted, "#runs-filter")
