@@ -263,6 +263,11 @@ async def test_the_reference_is_drawn_alone(data_seeded) -> None:
         profile.move_cursor(row=profile.get_row_index("monthly_charges"))
         await until(pilot, lambda: plot.data is not None and plot.data.column == "monthly_charges")
         assert [name for name, _ in plot.data.series] == ["churn:v1"]
+        await pilot.press("d")  # the reference is what batches are compared with: said at once
+        await settle(pilot)
+        assert app.screen is detail
+        assert any("churn:v1 is not checked for drift: it is the dataset's reference"
+                   in str(n.message) for n in app._notifications)  # fmt: skip
 
 
 async def test_a_version_ingested_elsewhere_appears_and_the_cursor_stays(data_seeded) -> None:

@@ -172,7 +172,16 @@ async def test_alerts_are_counted_everywhere_then_acknowledged_and_resolved(drif
         await until(pilot, lambda: app.screen.query_one(TopBar).alerts[0] == active - 1)
         await pilot.press("s")  # all alerts, resolved ones too
         await settle(pilot)
-        assert app.screen.query_one("#alerts-table", DeckTable).row_count == active
+        table = app.screen.query_one("#alerts-table", DeckTable)
+        assert table.row_count == active
+        with store.read() as session:
+            done = session.execute(select(Alert.id).where(Alert.status == "resolved")).scalar()
+        table.move_cursor(row=table.get_row_index(str(done)))
+        await pilot.press("r")  # already resolved: said at once, no dialog to confirm for nothing
+        await settle(pilot)
+        assert isinstance(app.screen, AlertsScreen)
+        assert any(f"alert {done} is already resolved" in str(n.message)
+                   for n in app._notifications)  # fmt: skip
         await pilot.press("escape")
         assert not isinstance(app.screen, AlertsScreen)
 

@@ -114,6 +114,10 @@ class AlertsScreen(DeckScreen):
         alert = self._alerts.get(key or "")
         if alert is None or self.deck.read_only:
             return
+        done = ("resolved",) if action == "resolve" else ("acknowledged", "resolved")
+        if alert.status in done:  # said now, not after a dialog
+            self.notify(f"alert {alert.id} is already {alert.status}", timeout=6)
+            return
         verb = "Acknowledge" if action == "acknowledge" else "Resolve"
         self.app.push_screen(
             ConfirmScreen(f"{verb} alert {alert.id}", alert.title, placeholder="note (optional)"),

@@ -469,9 +469,26 @@ class VersionDetailScreen(DeckScreen):
             return bool(tabs) and tabs.first(TabbedContent).active == "profile"
         return True
 
+    def _cannot_monitor(self, doing: str, *, reference_too: bool) -> bool:
+        """Say why this version is not scored or checked, before any dialog (a rejected batch,
+        the reference itself); False when it can be."""
+        row = self._view.detail.row if self._view is not None else None
+        if row is None:
+            return False
+        why = ("it is the dataset's reference, what batches are compared with"
+               if row.is_reference and reference_too else
+               "it was rejected by validation (see its checks)" if row.status == "rejected"
+               else "")  # fmt: skip
+        if why:
+            self.notify(f"{row.label} is not {doing}: {why}", severity="warning", timeout=6)
+        return bool(why)
+
     def action_score(self) -> None:
         """Score this version with the champion (and the challenger in shadow), after confirming."""
         from mldeck.tui.screens.confirm import ConfirmScreen
+
+        if self._cannot_monitor("scored", reference_too=False):
+            return
 
         what = (
             f"Score {self._label} with the champion, and the challenger in shadow if there is one. "
@@ -506,6 +523,9 @@ class VersionDetailScreen(DeckScreen):
         """Check this version for drift and performance (scored by the champion first if it was
         not), after confirming; the result is on the Drift screen."""
         from mldeck.tui.screens.confirm import ConfirmScreen
+
+        if self._cannot_monitor("checked for drift", reference_too=True):
+            return
 
         what = (
             f"Compare {self._label} with the dataset's reference (drift per feature, of the "
