@@ -245,6 +245,25 @@ async def test_promoting_a_version_that_failed_a_gate_is_refused(models_seeded) 
         assert champion_ids(store) == []
 
 
+async def test_approving_a_version_that_failed_a_gate_says_what_that_means(models_seeded) -> None:
+    from mldeck.tui.screens.confirm import ConfirmScreen
+
+    app = make_app(*models_seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_model_version(pilot, 2)
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        said = static_text(app.screen.query_one("#confirm-description"))
+        assert "failed 1 gate" in said and "not promoted unless the promotion is forced" in said
+        await pilot.press("escape")
+    app = make_app(*models_seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_model_version(pilot, 1)  # passed its gates: nothing to warn about
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "failed" not in static_text(app.screen.query_one("#confirm-description"))
+
+
 async def test_cancel_changes_nothing(models_seeded) -> None:
     workspace, store = models_seeded
     app = make_app(workspace, store)

@@ -320,6 +320,9 @@ class ModelVersionScreen(DeckScreen):
             what = f"Make {row.label} the champion of {row.model}."
         else:
             what = f"{verb} {row.label}."
+        if action == "approve" and row.gates_failed:  # approving is allowed; say what it means
+            what += (f" It failed {fmt.plural(row.gates_failed, 'gate')} (see Gates: t): "
+                     "approved, it is still not promoted unless the promotion is forced.")  # fmt: skip
         hint = "reason (required)" if needs_reason else "reason (optional)"
         self.app.push_screen(
             ConfirmScreen(f"{verb} {row.label}", what, placeholder=hint, required=needs_reason),
