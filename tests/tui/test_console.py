@@ -377,3 +377,13 @@ def test_packed_rows_break_between_items_and_fold_only_what_no_line_holds() -> N
     folded = [str(x) for x in packed.lines(20)]
     assert all(len(x) <= 20 for x in folded)
     assert "".join(folded).replace(" ", "").startswith("Storesqlite/srv/a/long/path/store.db")
+
+
+async def test_checking_the_store_says_its_answer(seeded) -> None:
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert not any("integrity" in str(n.message) for n in app._notifications)
+        await pilot.press("i")
+        await until(pilot, lambda: any(str(n.message) == "store integrity check: ok"
+                                       for n in app._notifications))  # fmt: skip

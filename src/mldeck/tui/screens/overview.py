@@ -50,6 +50,7 @@ class OverviewScreen(DeckScreen):
     def __init__(self) -> None:
         super().__init__()
         self._integrity: str | None = None
+        self._asked = False
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="cards"):
@@ -82,6 +83,13 @@ class OverviewScreen(DeckScreen):
         figures = overview(store)
         if self._integrity is None:
             self._integrity = integrity_check(store)
+            if self._asked:  # 'i' pressed: say the answer, not only in the Store line
+                self._asked = False
+                said = self._integrity
+                self.app.call_from_thread(
+                    self.notify, f"store integrity check: {said}",
+                    severity="information" if said == "ok" else "error", timeout=6,
+                )  # fmt: skip
         cost = self.deck.workspace.settings.monitor.cost_per_cpu_hour
         from mldeck.jobs.views import health_summary
 
@@ -90,6 +98,7 @@ class OverviewScreen(DeckScreen):
 
     def action_check_store(self) -> None:
         self._integrity = None
+        self._asked = True
         self.reload()
 
     def show(self, data: OverviewData) -> None:
