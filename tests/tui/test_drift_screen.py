@@ -135,6 +135,9 @@ async def test_batches_and_the_timeline(drift_seeded) -> None:
         assert "churn:v2" in str(app.screen.query_one("#drift-summary", Static).render())
         # Another report: its table starts at the top (the most severe), not where it was.
         assert features.cursor_row == 0 and features.scroll_y == 0
+        await pilot.press("left_square_bracket")  # v2 is the oldest: said, not silent
+        await settle(pilot)
+        assert any("this is the oldest report" in str(n.message) for n in app._notifications)
         await pilot.press("t")
         await settle(pilot)
         timeline = app.screen.query_one("#drift-timeline", TimelinePlot)

@@ -160,7 +160,7 @@ class DriftScreen(DeckScreen):
         "features. Batches: every monitored batch (Enter shows it). Over time: the share of "
         "drifted features per batch with its threshold, and the champion's estimated "
         "performance (with its 95 % band) and realized performance once labels are known; "
-        "▲ marks batches that raised alerts. A batch is checked with 'd' on the Data screen, "
+        "▲ marks batches that raised alerts. A batch is checked with 'd' on its version (Enter on the Data screen), "
         "'mldeck drift check', or by the scheduler."
     )
     BINDINGS = [
@@ -370,6 +370,9 @@ class DriftScreen(DeckScreen):
         if 0 <= index < len(ids):
             self.report_id = ids[index]
             self.reload()
+        else:
+            self.notify("this is the oldest report" if offset > 0 else "this is the newest report",
+                        timeout=3)  # fmt: skip
 
     def action_check(self) -> None:
         view = self._view
