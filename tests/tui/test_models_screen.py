@@ -413,7 +413,13 @@ async def test_quitting_during_a_training_started_here_cancels_it(data_seeded) -
     async with app.run_test(size=(80, 24)) as pilot:
         await start_training(pilot)
         await until(pilot, started.exists, timeout=60)
-        await pilot.press("q")
+        await pilot.press("q")  # asked first: quitting stops the training
+        from mldeck.tui.screens.confirm import ConfirmScreen
+
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "quitting stops it" in str(app.screen.query_one("#confirm-description").render())
+        assert training()[0].status == "running"
+        await pilot.press("q")  # q again confirms
     (run,) = training()
     assert run.status == "cancelled" and "KeyboardInterrupt" in run.error
     assert app.child_commands.running == 0

@@ -187,7 +187,25 @@ class MldeckApp(App):
         self.notify(event.text, severity=severity, timeout=8)
 
     async def action_quit(self) -> None:
-        """Quit; work started here (training, scoring, drift checks) is interrupted first."""
+        """Quit; work started here (training, scoring, drift checks) is interrupted first, once
+        confirmed (q again, or Enter, confirms)."""
+        from mldeck.tui.screens.confirm import ConfirmScreen
+
+        running = self.child_commands.running
+        if running and not isinstance(self.screen, ConfirmScreen):
+            what = (f"{'A command' if running == 1 else f'{running} commands'} started here "
+                    "(training, scoring or a drift check) still running: quitting stops "
+                    f"{'it' if running == 1 else 'them'}, and the runs end cancelled.")  # fmt: skip
+
+            def answered(note: str | None) -> None:
+                if note is not None:
+                    self.run_worker(self._quit_now(), group="quit")
+
+            self.push_screen(ConfirmScreen("Quit mldeck", what, placeholder=None), answered)
+            return
+        await self._quit_now()
+
+    async def _quit_now(self) -> None:
         if self.child_commands.running:
             self.notify("stopping the work started here (its runs end cancelled)…",
                         timeout=10)  # fmt: skip
