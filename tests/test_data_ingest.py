@@ -19,7 +19,7 @@ from sqlalchemy import select
 from mldeck.data import ingest
 from mldeck.data.ingest import EXIT, ingest_file
 from mldeck.data.validate import REASON, ROW
-from mldeck.errors import MldeckError
+from mldeck.errors import MldeckError, NotFound
 from mldeck.store.models import Run, RunInput, RunKind, RunStatus
 from mldeck.store.queries import list_versions, resolve_version, version_detail
 from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
@@ -668,6 +668,10 @@ def test_resolve_version_by_each_kind_of_reference(ws, store, tmp_path):
     outcome = ingest_file(ws, store, put(tmp_path, "good.csv", GOOD))
     for ref in (str(outcome.version_id), "events:v1", outcome.sha256[:6], outcome.sha256.upper()):
         assert resolve_version(store, ref) == outcome.version_id
+    # Too short a prefix is not an unknown version: the answer says how long a prefix must be.
+    short = outcome.sha256[:5] if not outcome.sha256[:5].isdigit() else "abcde"
+    with pytest.raises(NotFound, match="6 or more hex digits; '.{5}' has 5"):
+        resolve_version(store, short)
 
 
 def test_a_file_not_ingested_at_all_decides_the_exit_status(tmp_path, cli):

@@ -584,9 +584,10 @@ def resolve_version(store: Store, ref: str) -> int:
                 raise MldeckError(
                     f"sha256 prefix {ref!r} matches several versions; give more of it"
                 )
-    raise NotFound(
-        f"no dataset version {ref!r} (give an id, dataset:vN or a sha256 prefix; see 'mldeck data list')"
-    )
+    hint = "an id, dataset:vN or a sha256 prefix of 6 or more hex digits"
+    if len(ref) < 6 and all(c in "0123456789abcdef" for c in ref.lower()) and not ref.isdigit():
+        hint = f"a sha256 prefix needs 6 or more hex digits; {ref!r} has {len(ref)}"
+    raise NotFound(f"no dataset version {ref!r} ({hint}; see 'mldeck data list')")
 
 
 @dataclass
