@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from rich.console import Console
@@ -11,6 +12,7 @@ from textual.app import App
 from textual.widgets import Input, Log, Static, TabbedContent
 
 import mldeck
+from mldeck.store.models import RunLog
 from mldeck.tui.screens import SECTIONS
 from mldeck.tui.screens.alerts import AlertsScreen
 from mldeck.tui.screens.help import HelpScreen
@@ -99,6 +101,29 @@ async def test_run_detail_shows_params_metrics_and_logs(seeded) -> None:
         await pilot.press("l")
         log = detail.query_one("#run-log", Log)
         assert log.line_count == 30 and "boosting round 290" in log.lines[-1]
+
+
+async def test_a_tab_takes_the_keys_and_long_log_lines_scroll_sideways(seeded) -> None:
+    workspace, store = seeded
+    with store.write() as session:  # a line far wider than 80 columns, as a path often is
+        session.add(RunLog(run_id=4, ts=datetime.now(UTC), message="artifact " + "ab/" * 60))
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.push_screen(RunDetailScreen(4))
+        await settle(pilot)
+        detail = app.screen
+        await pilot.press("l")
+        await settle(pilot)
+        log = detail.query_one("#run-log", Log)
+        assert app.focused is log
+        assert log.virtual_size.width > log.size.width
+        await pilot.press("right", "right", "right")
+        assert log.scroll_x > 0
+        await pilot.press("m")
+        assert app.focused is detail.query_one("#run-metrics", DeckTable)
+        await pilot.press("p")
+        assert app.focused is detail.query_one("#run-params", DeckTable)
 
 
 async def test_filter_typo_is_reported_not_raised(seeded) -> None:

@@ -151,7 +151,8 @@ class RunDetailScreen(DeckScreen):
     HELP = (
         "One run: what it was (kind, trigger, status, timing, who and where), its parameters and "
         "tags, code version and environment, a summary of each metric, its log (the last 1000 "
-        "lines) and, when it failed, the traceback. It updates live while the run is going."
+        "lines; ←/→ scroll to the end of long lines) and, when it failed, the traceback. It updates "
+        "live while the run is going."
     )
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="run-back"),
@@ -282,6 +283,15 @@ class RunDetailScreen(DeckScreen):
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#run-tabs", TabbedContent).active = tab
+
+    @on(TabbedContent.TabActivated, "#run-tabs")
+    def _focus_tab(self, event: TabbedContent.TabActivated) -> None:
+        # The tab's content takes the keys (by letter or by click): the arrows, page keys and
+        # home/end then move in it, and the log scrolls sideways to its long lines.
+        for kind in (DeckTable, Log, VerticalScroll):
+            if found := event.pane.query(kind):
+                found.first().focus()
+                return
 
 
 class MetricPlot(PlotextPlot):
