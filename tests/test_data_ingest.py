@@ -670,7 +670,7 @@ def test_resolve_version_by_each_kind_of_reference(ws, store, tmp_path):
         assert resolve_version(store, ref) == outcome.version_id
     # Too short a prefix is not an unknown version: the answer says how long a prefix must be.
     short = outcome.sha256[:5] if not outcome.sha256[:5].isdigit() else "abcde"
-    with pytest.raises(NotFound, match="6 or more hex digits; '.{5}' has 5"):
+    with pytest.raises(NotFound, match=r"6 or more hex digits; '[0-9a-f]{5}' has 5"):
         resolve_version(store, short)
 
 
