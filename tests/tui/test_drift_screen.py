@@ -145,6 +145,22 @@ async def test_batches_and_the_timeline(drift_seeded) -> None:
         assert [r.alerts > 0 for r in timeline.rows] == [False, False, True]
 
 
+async def test_a_batch_checked_again_keeps_its_place_over_time(drift_seeded) -> None:
+    workspace, store = drift_seeded
+    again = check_batch(workspace, store, 2).report_id  # the oldest batch, checked last
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        assert app.screen.query_one("#drift-batches", DeckTable).row_count == 4  # every check
+        timeline = app.screen.query_one("#drift-timeline", TimelinePlot)
+        # One point per batch, in the order they arrived; v2's is its newest check.
+        assert [r.batch for r in timeline.rows] == ["churn:v2", "churn:v3", "churn:v5"]
+        assert timeline.rows[0].id == again
+
+
 async def test_alerts_are_counted_everywhere_then_acknowledged_and_resolved(drift_seeded) -> None:
     workspace, store = drift_seeded
     app = make_app(workspace, store)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mldeck.errors import NotFound
 from mldeck.store.engine import Store
@@ -70,24 +70,33 @@ def _alerts_by_batch(session: Any) -> dict[str, int]:
     return counts
 
 
-def list_reports(store: Store, *, limit: int = 200) -> list[ReportRow]:
-    """Drift reports, newest first."""
+def _report_rows(store: Store, ids: Any | None, order: Any, limit: int) -> list[ReportRow]:
     with store.read() as session:
-        rows = session.execute(
+        query = (
             select(DriftReport, Dataset.name, DatasetVersion.version)
             .join(DatasetVersion, DatasetVersion.id == DriftReport.dataset_version_id)
             .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-            .order_by(DriftReport.id.desc())
-            .limit(limit)
-        ).all()
+        )
+        if ids is not None:
+            query = query.where(DriftReport.id.in_(ids))
+        rows = session.execute(query.order_by(order).limit(limit)).all()
         alerts = _alerts_by_batch(session)
         return [_row(r, f"{name}:v{number}", alerts.get(f"{name}:v{number}", 0))
                 for r, name, number in rows]  # fmt: skip
 
 
+def list_reports(store: Store, *, limit: int = 200) -> list[ReportRow]:
+    """Drift reports, newest first."""
+    return _report_rows(store, None, DriftReport.id.desc(), limit)
+
+
 def timeline(store: Store, *, limit: int = 50) -> list[ReportRow]:
-    """The last *limit* reports, oldest first (what the over-time charts draw)."""
-    return list(reversed(list_reports(store, limit=limit)))
+    """The newest report of each of the last *limit* batches, in the order the batches arrived
+    (what the over-time charts draw): checking a batch again replaces its point, and a batch
+    checked late is drawn where it arrived, not after the batches checked before it."""
+    newest = select(func.max(DriftReport.id)).group_by(DriftReport.dataset_version_id)
+    rows = _report_rows(store, newest, DriftReport.dataset_version_id.desc(), limit)
+    return list(reversed(rows))
 
 
 @dataclass

@@ -16,7 +16,13 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
 from mldeck import formatting as fmt
-from mldeck.monitor.queries import ReportDetail, ReportRow, list_reports, report_detail
+from mldeck.monitor.queries import (
+    ReportDetail,
+    ReportRow,
+    list_reports,
+    report_detail,
+    timeline,
+)
 from mldeck.store.engine import Store
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.styles import rich_color, status_text
@@ -40,6 +46,7 @@ class DriftView:
     reports: list[ReportRow]
     detail: ReportDetail | None
     charts: dict[str, Histogram | str] = field(default_factory=dict)
+    timeline: list[ReportRow] = field(default_factory=list)  # one point per batch, oldest first
 
 
 def feature_histogram(feature: dict[str, Any], batch: str) -> Histogram | str:
@@ -157,8 +164,9 @@ class DriftScreen(DeckScreen):
         "the most severe first (score against its threshold: a p-value for the KS and "
         "chi-square tests, a distance otherwise), with the selected column's distribution "
         "beside the reference's; the label and the champion's scores are listed after the "
-        "features. Batches: every monitored batch (Enter shows it). Over time: the share of "
-        "drifted features per batch with its threshold, and the champion's estimated "
+        "features. Batches: every check of a batch, newest first (Enter shows it). Over time: "
+        "one point per batch in the order they arrived (its newest check): the share of "
+        "drifted features with its threshold, and the champion's estimated "
         "performance (with its 95 % band) and realized performance once labels are known; "
         "▲ marks batches that raised alerts. A batch is checked with 'd' on its version (Enter on the Data screen), "
         "'mldeck drift check', or by the scheduler."
@@ -223,7 +231,7 @@ class DriftScreen(DeckScreen):
                 *filter(None, [s.get("label"), s.get("prediction")]),
             ]:
                 charts[_key(feature)] = feature_histogram(feature, detail.row.batch)
-        return DriftView(reports, detail, charts)
+        return DriftView(reports, detail, charts, timeline(store, limit=TIMELINE))
 
     # -- showing (event loop) -------------------------------------------------------------------
     def show(self, view: DriftView) -> None:
@@ -233,9 +241,7 @@ class DriftScreen(DeckScreen):
         self._show_features(view)
         self._show_batches(view)
         threshold = view.detail.summary.get("share_threshold") if view.detail else None
-        self.query_one("#drift-timeline", TimelinePlot).draw(
-            list(reversed(view.reports[:TIMELINE])), threshold
-        )
+        self.query_one("#drift-timeline", TimelinePlot).draw(view.timeline, threshold)
 
     def subtitle(self) -> str:
         view = self._view
