@@ -65,6 +65,12 @@ def test_new_data_flows_through_the_loop_and_an_approved_retrain_is_promoted(tmp
         wait_for(lambda: resolve(store, "churn@champion").version == 2, "the promotion")
     finally:
         stop(daemon)
+    # The log says each thing once: the watcher's lines are not repeated by the scheduler, and
+    # watchfiles' own "1 change detected" per event is left out.
+    log = (workspace.state_dir / "daemon.log").read_text()
+    assert log.count("batch_01_normal.csv: churn:") == 1, log
+    assert log.count("watching ") == 1 and "change detected" not in log, log
+    assert all(f" pid {daemon.pid} " in line for line in log.splitlines()), log
     actions = _actions(store)
     assert actions.count("pipeline.start") == 2
     last = {action: i for i, action in enumerate(actions)}

@@ -279,11 +279,15 @@ def daemon(
         handler = logging.FileHandler(path, encoding="utf-8")
     except OSError as exc:
         raise MldeckError(f"cannot write the log {path}: {exc.strerror or exc}") from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The pid tells apart the daemons that share a log (the acting one and a standby).
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s pid %(process)d %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected" per event
     scheduler = DeckScheduler(ws, store, role="daemon", watch_incoming=True,
                               on_event=lambda line: print(line, flush=True))  # fmt: skip
     stopping = []

@@ -164,6 +164,10 @@ class DeckScheduler:
 
     def _say(self, message: str) -> None:
         log.info(message)
+        self._tell(message)
+
+    def _tell(self, message: str) -> None:
+        """Pass *message* to ``on_event`` (the daemon's stdout, the console's notifications)."""
         if self.on_event is not None:
             try:
                 self.on_event(message)
@@ -280,11 +284,11 @@ class DeckScheduler:
     def _start_watcher(self) -> None:
         from mldeck.data.watcher import IncomingWatcher
 
+        # The watcher logs its own lines: passed on to on_event only, not logged twice.
         watcher = IncomingWatcher(self.workspace, self.store, on_ingested=self.wake,
-                                  on_event=self._say)  # fmt: skip
-        if watcher.start():
+                                  on_event=self._tell)  # fmt: skip
+        if watcher.start():  # it says where it watches, and how it takes a file
             self.watcher = watcher
-            self._say("watching data/incoming/")
         else:
             self._standby_watcher = watcher
             self._say("data/incoming/ is watched by another process (its batches still flow)")
