@@ -176,6 +176,12 @@ def test_long_rows_are_a_read_error_naming_ragged_rows(tmp_path):
     assert status == "rejected"
     assert len(reasons) == 1
     assert reasons[0].startswith("a row has more fields than the header (ragged rows)")
+    assert reasons[0].endswith(": line 2 has 4 fields, the header 3")
+    # A quoted separator or line break is one field: the line is found as the reader sees it.
+    later = write(tmp_path, "later.csv", 'a,b,c\n1,"x,\ny",2.0\n2,y,3.0\n3,z,4.0,5\n')
+    assert reasons_of(later, data_settings(columns=ABC))[1][0].endswith(
+        ": line 5 has 4 fields, the header 3"
+    )
 
 
 def test_duplicate_column_names_are_refused_not_renamed(tmp_path):

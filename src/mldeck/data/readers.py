@@ -37,6 +37,11 @@ class Source:
     frame: pl.LazyFrame
     columns: list[str]
     schema: dict[str, pl.DataType]
+    separator: str = ","
+
+    def why(self, exc: BaseException) -> str:
+        """One line for an error polars raised while reading this file."""
+        return explain(exc, self.file_format, self.path, self.separator)
 
 
 def detect_format(path: Path, head: bytes) -> str:
@@ -85,8 +90,8 @@ def open_source(path: Path, *, separator: str = ",") -> Source:
     try:
         schema = dict(frame.collect_schema())
     except Exception as exc:  # polars raises many types here; all mean "unreadable"
-        raise ReadError(explain(exc, file_format)) from None
-    return Source(path, file_format, frame, list(schema), schema)
+        raise ReadError(explain(exc, file_format, path, separator)) from None
+    return Source(path, file_format, frame, list(schema), schema, separator)
 
 
 def _literal(path: Path) -> str:
@@ -140,8 +145,31 @@ def _check_header(head: bytes, separator: str) -> None:
         raise ReadError("a column has an empty name in the header")
 
 
-def explain(exc: BaseException, file_format: str) -> str:
-    """One line for an error polars raised while reading."""
+RAGGED_SEARCH_RECORDS = 2_000_000  # records read, on the error's path only, to find the line
+
+
+def _first_long_record(path: Path, separator: str) -> str | None:
+    """Where the first record with more fields than the header is (polars does not say)."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.reader(fh, delimiter=separator)
+            header = next(reader, None) or []
+            for count, record in enumerate(reader):
+                if len(record) > len(header):
+                    return (f"line {reader.line_num} has {len(record)} fields, the header "
+                            f"{len(header)}")  # fmt: skip
+                if count >= RAGGED_SEARCH_RECORDS:
+                    break
+    except (OSError, csv.Error):
+        pass
+    return None
+
+
+def explain(
+    exc: BaseException, file_format: str, path: Path | None = None, separator: str = ","
+) -> str:
+    """One line for an error polars raised while reading (*path*: the file, for a closer look
+    at a CSV's ragged rows)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lower = text.lower()
     if isinstance(exc, FileNotFoundError) or "no such file" in lower:
@@ -149,7 +177,8 @@ def explain(exc: BaseException, file_format: str) -> str:
     if "utf-8" in lower or "utf8" in lower:
         return "not UTF-8 text (re-save the file as UTF-8)"
     if "found more fields" in lower or "more fields than" in lower:
-        return f"a row has more fields than the header (ragged rows): {text[:160]}"
+        where = _first_long_record(path, separator) if path and file_format == "csv" else None
+        return f"a row has more fields than the header (ragged rows): {where or text[:160]}"
     if file_format == "parquet" and ("eof" in lower or "out of spec" in lower or "footer" in lower):
         return f"truncated or damaged Parquet file: {text[:160]}"
     if file_format == "ndjson":

@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from mldeck.data.expectations import ColumnExpectation, DataSettings
-from mldeck.data.readers import Source, explain
+from mldeck.data.readers import Source
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 EDGE_QUANTILES = tuple(i / 20 for i in range(1, 20))  # 20 bins of equal reference frequency
@@ -565,7 +565,7 @@ def validate(
     try:
         values = plan.frame(source.frame).select(**plan.aggregates).collect(engine=engine)
     except Exception as exc:
-        return unreadable(explain(exc, source.file_format), time.perf_counter() - started)
+        return unreadable(source.why(exc), time.perf_counter() - started)
     values = values.row(0, named=True)
     n_rows = int(values["rows"])
 
@@ -591,7 +591,7 @@ def validate(
         try:
             offending = _write_offending(source, plan, flags, offending_path, engine)
         except Exception as exc:
-            return unreadable(explain(exc, source.file_format), time.perf_counter() - started)
+            return unreadable(source.why(exc), time.perf_counter() - started)
         if offending:
             _attach_examples(checks, pl.scan_parquet(offending_path, glob=False), settings.examples)
     status = _status(checks)
@@ -781,7 +781,7 @@ def reference_profile(source: Source, settings: DataSettings) -> Validation:
         try:
             row = source.frame.select(exprs).collect(engine="streaming").row(0, named=True)
         except Exception as exc:
-            return unreadable(explain(exc, source.file_format))
+            return unreadable(source.why(exc))
         for name in numeric:
             found = (_number(row[f"{name}::{q}"]) for q in EDGE_QUANTILES)
             edges[name] = sorted({v for v in found if v is not None})
@@ -803,7 +803,7 @@ def reference_profile(source: Source, settings: DataSettings) -> Validation:
                 .row(0, named=True)
             )
         except Exception as exc:
-            return unreadable(explain(exc, source.file_format))
+            return unreadable(source.why(exc))
         for name in categorical:
             categories[name] = [str(item[name]) for item in first[name] or []]
     reference = {"columns": {}}
