@@ -445,8 +445,14 @@ def test_drift_alerts_and_kpi_commands(monitored, store, tmp_path, cli):
     assert done.returncode == 3
     payload = json.loads(done.stdout)
     assert payload["dataset_drift"] and payload["retrain_reasons"]
+    # Lists give {"total", <items>} in JSON, like runs, data and models, and say a cut list.
     listed = json.loads(cli("drift", "list", "--json", cwd=root).stdout)
-    assert [r["batch"] for r in listed] == ["churn:v3", "churn:v2"]
+    assert [r["batch"] for r in listed["reports"]] == ["churn:v3", "churn:v2"]
+    assert json.loads(cli("drift", "list", "--json", "--limit", "1", cwd=root).stdout)["total"] == 2
+    assert "(1 of 2 shown; use --limit" in cli("drift", "list", "--limit", "1", cwd=root).stdout
+    alerts = json.loads(cli("alerts", "list", "--json", "--limit", "1", cwd=root).stdout)
+    assert alerts["total"] == len(payload["alerts"]) > 1 and len(alerts["alerts"]) == 1
+    assert "shown; use --limit" in cli("alerts", "list", "--limit", "1", cwd=root).stdout
     page = tmp_path / "report.html"
     done = cli("drift", "report", "churn:v3", "--html", str(page), cwd=root)
     assert done.returncode == 0, done.stderr

@@ -110,6 +110,12 @@ def _open_console(workspace: Path | None, *, read_only: bool) -> None:
     MldeckApp(ws, store, read_only=read_only, run_scheduler=True).run()
 
 
+def _more(shown: int, total: int) -> None:
+    """Say that a list was cut at --limit."""
+    if total > shown:
+        out.print(f"({shown} of {total} shown; use --limit to see more)")
+
+
 def _print_json(payload: Any) -> None:
     """Strict JSON (NaN and infinities become null) that jq and browsers accept."""
     print(json.dumps(_finite(payload), indent=2, default=str, ensure_ascii=False, allow_nan=False))
@@ -229,8 +235,7 @@ def runs_list(
             fmt.duration(row.duration),
         )
     out.print(table)
-    if total > len(rows):
-        out.print(f"({len(rows)} of {total} shown; use --limit to see more)")
+    _more(len(rows), total)
 
 
 @runs_app.command("show")
@@ -515,8 +520,7 @@ def _print_versions(rows: list, total: int, as_json: bool, empty: str) -> None:
             Path(row.source_path).name,
         )
     out.print(table)
-    if total > len(rows):
-        out.print(f"({len(rows)} of {total} shown; use --limit to see more)")
+    _more(len(rows), total)
 
 
 @data_app.command("show")
@@ -729,8 +733,7 @@ def models_list(
             fmt.when(row.created_at),
         )
     out.print(table, markup=False)
-    if total > len(rows):
-        out.print(f"({len(rows)} of {total} shown; use --limit to see more)")
+    _more(len(rows), total)
 
 
 @models_app.command("show")
@@ -990,8 +993,7 @@ def audit_list(
             details,
         )
     out.print(table, markup=False)
-    if total > len(rows):
-        out.print(f"({len(rows)} of {total} shown; use --limit to see more)")
+    _more(len(rows), total)
 
 
 # -- score -------------------------------------------------------------------------------------

@@ -12,7 +12,17 @@ from typing import Annotated, Any
 import typer
 
 from mldeck import formatting as fmt
-from mldeck.cli import MAX_LIMIT, JsonOption, _open, _print_json, _section, _table, app, out
+from mldeck.cli import (
+    MAX_LIMIT,
+    JsonOption,
+    _more,
+    _open,
+    _print_json,
+    _section,
+    _table,
+    app,
+    out,
+)
 
 drift_app = typer.Typer(
     help="Drift and performance of scored batches against the reference.", no_args_is_help=True
@@ -125,12 +135,13 @@ def drift_list(
     as_json: JsonOption = False,
 ) -> None:
     """List drift reports, newest first, with estimated and realized performance."""
-    from mldeck.monitor.queries import list_reports
+    from mldeck.monitor.queries import count_reports, list_reports
 
     _, store = _open()
     rows = list_reports(store, limit=limit)
+    total = count_reports(store)
     if as_json:
-        _print_json([row.as_dict() for row in rows])
+        _print_json({"total": total, "reports": [row.as_dict() for row in rows]})
         return
     if not rows:
         out.print("No drift reports yet: see 'mldeck drift check BATCH'.")
@@ -150,6 +161,7 @@ def drift_list(
             str(row.alerts or "-"),
         )
     out.print(table)
+    _more(len(rows), total)
 
 
 @drift_app.command("show")
@@ -237,15 +249,17 @@ def alerts_list(
 ) -> None:
     """List alerts, newest first (by default those still open or acknowledged)."""
     from mldeck.errors import MldeckError
-    from mldeck.monitor.alerts import alert_payload, list_alerts
+    from mldeck.monitor.alerts import alert_payload, count_alerts, list_alerts
 
     allowed = ("active", "open", "acknowledged", "resolved", "all")
     if status not in allowed:
         raise MldeckError(f"--status {status!r}: use one of {', '.join(allowed)}")
     _, store = _open()
-    rows = list_alerts(store, status=None if status == "all" else status, limit=limit)
+    wanted = None if status == "all" else status
+    rows = list_alerts(store, status=wanted, limit=limit)
+    total = count_alerts(store, status=wanted)
     if as_json:
-        _print_json([alert_payload(a) for a in rows])
+        _print_json({"total": total, "alerts": [alert_payload(a) for a in rows]})
         return
     if not rows:
         out.print("No alerts." if status == "all" else f"No {status} alerts.")
@@ -255,6 +269,7 @@ def alerts_list(
         table.add_row(str(alert.id), alert.severity, alert.status, f"{alert.occurrences}x",
                       fmt.when(alert.updated_at), alert.title)  # fmt: skip
     out.print(table)
+    _more(len(rows), total)
 
 
 def _alert_change(action: str, alert_id: int, note: str) -> None:

@@ -277,18 +277,26 @@ def resolve(store: Store, alert_id: int, *, user: str | None = None, note: str =
     return _change(store, alert_id, "resolve", user, note)
 
 
+def _with_status(query: Any, status: str | None) -> Any:
+    if status == "active":
+        return query.where(Alert.status.in_(OPEN_STATES))
+    return query.where(Alert.status == status) if status else query
+
+
 def list_alerts(store: Store, *, status: str | None = "active", limit: int = 100) -> list[Alert]:
     """Alerts, newest first; ``status='active'`` means open or acknowledged, None means all."""
-    query = select(Alert).order_by(Alert.id.desc()).limit(limit)
-    if status == "active":
-        query = query.where(Alert.status.in_(OPEN_STATES))
-    elif status:
-        query = query.where(Alert.status == status)
+    query = _with_status(select(Alert), status).order_by(Alert.id.desc()).limit(limit)
     with store.read() as session:
         rows = list(session.execute(query).scalars())
         for row in rows:
             session.expunge(row)
         return rows
+
+
+def count_alerts(store: Store, *, status: str | None = "active") -> int:
+    """How many alerts ``list_alerts`` would list without a limit."""
+    with store.read() as session:
+        return session.execute(_with_status(select(func.count(Alert.id)), status)).scalar_one()
 
 
 def active_count(store: Store) -> tuple[int, int]:

@@ -90,6 +90,11 @@ def list_reports(store: Store, *, limit: int = 200) -> list[ReportRow]:
     return _report_rows(store, None, DriftReport.id.desc(), limit)
 
 
+def count_reports(store: Store) -> int:
+    with store.read() as session:
+        return session.execute(select(func.count(DriftReport.id))).scalar_one()
+
+
 def timeline(store: Store, *, limit: int = 50) -> list[ReportRow]:
     """The newest report of each of the last *limit* batches, in the order the batches arrived
     (what the over-time charts draw): checking a batch again replaces its point, and a batch
