@@ -123,6 +123,30 @@ def test_a_shifted_batch_is_flagged_on_the_shifted_feature_and_alerts(monitored,
     assert "charges" in json.dumps(alert.payload)
 
 
+def test_a_batch_without_its_labels_still_gets_the_joint_drift(monitored, store, tmp_path):
+    """Labels usually come later: the PCA is over the features, never the label."""
+    unlabelled = shifted(3, 6000).drop("churned")
+    result = check_batch(monitored, store, ingest(monitored, store, unlabelled, tmp_path, "u.csv"))
+    assert result.label is None and result.realized is None
+    assert result.multivariate is not None and result.multivariate.drifted
+    with store.read() as session:
+        name = session.execute(
+            select(Artifact.name).where(Artifact.kind == "drift_baseline")
+        ).scalar_one()
+    assert name.startswith("drift-baseline:v2:")  # a baseline with the label in it is not reused
+
+
+def test_one_wild_row_is_not_a_change_of_the_joint_distribution(monitored, store, tmp_path):
+    frame = churn_frame(400, seed=2, start_id=5000)
+    wild = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 7).then(10**6).otherwise(pl.col("charges"))
+        .alias("charges")
+    )  # fmt: skip
+    result = check_batch(monitored, store, ingest(monitored, store, wild, tmp_path, "wild.csv"))
+    assert result.multivariate is not None and not result.multivariate.drifted
+    assert result.multivariate.error < result.multivariate.threshold
+
+
 def test_an_open_alert_repeats_then_a_quiet_batch_resolves_it(monitored, store, tmp_path):
     first = ingest(monitored, store, shifted(3, 6000), tmp_path, "s1.csv")
     second = ingest(monitored, store, shifted(4, 7000), tmp_path, "s2.csv")

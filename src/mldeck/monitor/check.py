@@ -344,14 +344,16 @@ def _keep(
 def _baseline(
     workspace: Workspace, store: Store, reference: DatasetVersion, run_id: int
 ) -> dict[str, Any]:
-    name = f"drift-baseline:{reference.sha256}"
+    # Named by its format too: a baseline of an older format is built again, not read.
+    name = f"drift-baseline:v{drift.BASELINE_FORMAT}:{reference.sha256}"
     found = _cached(store, workspace, name)
     if found is not None:
         return found
     _log(store, run_id, f"building the drift baseline of the reference (once): {name}")
     columns = monitored_columns(workspace, reference, None)
     frame = _open(workspace, reference, "the reference", check=True)
-    baseline = drift.build_baseline(frame, columns, seed=workspace.settings.model.seed)
+    baseline = drift.build_baseline(frame, columns, seed=workspace.settings.model.seed,
+                                    outcome=_target(workspace, None))  # fmt: skip
     _keep(store, workspace, name, "drift_baseline", baseline, run_id)
     return baseline
 

@@ -1,7 +1,7 @@
 """Drift: a batch against the reference's stored baseline, in one polars pass over the batch.
 
 The *baseline* of a reference dataset version is built once (the only read of the reference's
-rows) and kept as a content-addressed JSON artifact named ``drift-baseline:<sha256>``: per
+rows) and kept as a content-addressed JSON artifact named ``drift-baseline:v<format>:<sha256>``: per
 numeric column a :class:`~mldeck.monitor.stats.NumericSummary` on its grid, per categorical
 column its category counts, and for multivariate drift a PCA of the standardised numeric
 features with the reference's reconstruction error. Every later batch is compared with it.
@@ -34,8 +34,9 @@ from mldeck.monitor.settings import (
     MonitorSettings,
 )
 
-BASELINE_FORMAT = 1
+BASELINE_FORMAT = 2  # 2: the label is kept out of the PCA
 PCA_VARIANCE = 0.65  # components kept: enough to explain this share of the variance
+ERROR_CAP_QUANTILE = 0.999  # a row's reconstruction error counts up to this reference quantile
 PCA_FIT_ROWS = 200_000  # the PCA is fitted on at most this many reference rows (seeded sample)
 HISTOGRAM_BINS = 20  # bins of the reference-vs-batch histograms shown and reported
 
@@ -49,8 +50,12 @@ def column_kind(dtype: pl.DataType) -> str | None:
 
 
 # -- the reference's baseline -------------------------------------------------------------------
-def build_baseline(frame: pl.LazyFrame, columns: dict[str, str], *, seed: int = 0) -> dict:
-    """The baseline of a reference: *columns* maps each monitored column to its kind."""
+def build_baseline(
+    frame: pl.LazyFrame, columns: dict[str, str], *, seed: int = 0, outcome: str | None = None
+) -> dict:
+    """The baseline of a reference: *columns* maps each monitored column to its kind. The
+    *outcome* (the label) is summarised for label drift but kept out of the joint distribution:
+    it is not a feature, and batches usually arrive without it."""
     numeric = [c for c, k in columns.items() if k == "numeric"]
     categorical = [c for c, k in columns.items() if k == "categorical"]
     exprs: list[pl.Expr] = [pl.len().alias("__rows")]
@@ -79,7 +84,7 @@ def build_baseline(frame: pl.LazyFrame, columns: dict[str, str], *, seed: int = 
             "counts": counts,
             "n": sum(counts.values()),
         }
-    result["multivariate"] = _fit_pca(frame, result, numeric, seed)
+    result["multivariate"] = _fit_pca(frame, result, [c for c in numeric if c != outcome], seed)
     return result
 
 
@@ -157,6 +162,11 @@ def _fit_pca(
         .to_series()
         .to_numpy()
     )
+    # A row's error counts up to the reference's 99.9th percentile: one wild row (a typo of
+    # 10^6) moves a batch's mean as much as a thousand typical rows otherwise, and would read
+    # as a change of the joint distribution. The reference's figures use the same cap.
+    model["error_cap"] = float(np.quantile(errors, ERROR_CAP_QUANTILE))
+    errors = np.minimum(errors, model["error_cap"])
     model["error_mean"] = float(errors.mean())
     model["error_std"] = float(errors.std(ddof=1)) if errors.size > 1 else 0.0
     model["explained"] = float(share[keep - 1])
@@ -420,12 +430,14 @@ class _ReconstructionError:
         rest = vectors[:, values > 0.5].T / np.asarray(model["std"], dtype=float)
         self.rest = np.ascontiguousarray(rest)
         self.offset = (rest @ (np.asarray(model["mean"], dtype=float) - lows))[:, None]
+        self.cap = float(model.get("error_cap", math.inf))
         self.total = 0.0
 
     def add(self, shifted: np.ndarray) -> None:
         rest = self.rest @ shifted
         rest -= self.offset
-        self.total += float(np.sqrt(np.einsum("ij,ij->j", rest, rest)).sum())
+        errors = np.sqrt(np.einsum("ij,ij->j", rest, rest))
+        self.total += float(np.minimum(errors, self.cap, out=errors).sum())
 
 
 def _one_blas_thread() -> Any:
