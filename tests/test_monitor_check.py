@@ -216,6 +216,61 @@ def test_a_batch_without_labels_is_estimated_and_labels_arriving_later_are_joine
         assert run.kind == RunKind.EVALUATE and run.status == RunStatus.SUCCEEDED
 
 
+def test_labels_add_up_across_files_and_a_recheck_keeps_them(monitored, store, tmp_path):
+    frame = churn_frame(400, seed=8, start_id=9000)
+    version = ingest(monitored, store, frame.drop("churned"), tmp_path, "nolabels.csv")
+    check_batch(monitored, store, version)
+    labels = frame.select("customer_id", "churned")
+    whole = write(labels, tmp_path, "whole.csv")
+    first = record_labels(monitored, store, write(labels.head(250), tmp_path, "first.csv"))
+    assert (first.batches[0].rows, first.batches[0].new) == (250, 250)
+    second = record_labels(monitored, store, write(labels.tail(150), tmp_path, "second.csv"))
+    (item,) = second.batches
+    assert (item.rows, item.new) == (400, 150)
+    # A re-check of the batch keeps the labels recorded since it was checked.
+    again = check_batch(monitored, store, version)
+    assert again.realized["labelled_rows"] == 400
+    assert again.realized["roc_auc"] == pytest.approx(item.realized["roc_auc"])
+    # A file bringing nothing new records nothing and says so.
+    repeat = record_labels(monitored, store, whole)
+    assert [(b.run_id, b.new, b.rows) for b in repeat.batches] == [(None, 0, 400)]
+    assert repeat.batches[0].realized["roc_auc"] == pytest.approx(item.realized["roc_auc"])
+
+
+def test_a_label_contradicting_one_recorded_refuses_the_file(monitored, store, tmp_path):
+    frame = churn_frame(100, seed=8, start_id=9000)
+    # A batch with its own labels: a later file may not say otherwise for its ids.
+    labelled = ingest(monitored, store, frame, tmp_path, "labelled.csv")
+    result = check_batch(monitored, store, labelled)
+    before = report_detail(store, result.report_id).summary["realized"]
+    flipped = frame.select("customer_id", (1 - pl.col("churned")).alias("churned")).head(10)
+    ids = [repr(str(i)) for i in flipped.get_column("customer_id").head(5).to_list()]
+    with pytest.raises(
+        MldeckError,
+        match=rf"contradicts labels already recorded for churn:v2 \({', '.join(ids)}, \.\.\.\)",
+    ):
+        record_labels(monitored, store, write(flipped, tmp_path, "flipped.csv"))
+    assert report_detail(store, result.report_id).summary["realized"] == before
+    # The same labels again are no contradiction, and nothing new: the figures stand.
+    same = record_labels(monitored, store, write(frame.select("customer_id", "churned").head(10),
+                                                 tmp_path, "same.csv"))  # fmt: skip
+    assert [(b.new, b.rows) for b in same.batches] == [(0, 100)]
+
+
+def test_a_label_file_matching_no_batch_or_with_blank_labels_says_so(monitored, store, tmp_path):
+    frame = churn_frame(50, seed=8, start_id=9000)
+    check_batch(
+        monitored, store, ingest(monitored, store, frame.drop("churned"), tmp_path, "b.csv")
+    )
+    strangers = pl.DataFrame({"customer_id": [1, 2], "churned": [0, 1]})
+    with pytest.raises(MldeckError, match=r"none of the 2 ids in strangers\.csv is in a monitored"):
+        record_labels(monitored, store, write(strangers, tmp_path, "strangers.csv"))
+    blanks = frame.select("customer_id", pl.when(pl.int_range(pl.len()) < 3).then(None)
+                          .otherwise(pl.col("churned")).alias("churned"))  # fmt: skip
+    outcome = record_labels(monitored, store, write(blanks, tmp_path, "blanks.csv"))
+    assert (outcome.rows, outcome.unlabelled, outcome.batches[0].rows) == (47, 3, 47)
+
+
 def test_labels_and_their_alerts_are_stored_together_or_not_at_all(
     monitored, store, tmp_path, monkeypatch
 ):
@@ -453,7 +508,7 @@ def test_a_report_with_labels_recorded_later_is_shown(monitored, store, tmp_path
     )
     shown = cli("drift", "show", "churn:v2", cwd=monitored.root)
     assert shown.returncode == 0, shown.stderr
-    assert "on 400 labelled rows from l.csv" in shown.stdout
+    assert "on 400 labelled rows (latest labels: l.csv)" in shown.stdout
 
 
 def test_drift_alerts_and_kpi_commands(monitored, store, tmp_path, cli):

@@ -118,7 +118,9 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
     if realized:
         # The metrics only: labels recorded later also name their file and run.
         shown = {k: v for k, v in realized.items() if k in ALL_METRICS and v is not None}
-        source = f" from {realized['labels_file']}" if realized.get("labels_file") else ""
+        source = (
+            f" (latest labels: {realized['labels_file']})" if realized.get("labels_file") else ""
+        )
         items["realized"] = ", ".join(f"{k} {v:.3f}" for k, v in shown.items()) + (
             f" on {realized.get('labelled_rows', 0)} labelled rows{source}"
         )
@@ -224,14 +226,25 @@ def drift_labels(
     outcome = record_labels(ws, store, file)
     if as_json:
         _print_json({"file": outcome.file, "rows": outcome.rows, "matched": outcome.matched,
+                     "unlabelled": outcome.unlabelled,
                      "batches": [b.as_dict() for b in outcome.batches],
                      "alerts": [a.payload for a in outcome.alerts]})  # fmt: skip
         return
-    out.print(f"{file.name}: {outcome.rows} labels, {outcome.matched} matched a scored batch",
-              markup=False)  # fmt: skip
+    skipped = (
+        f" ({outcome.unlabelled} rows without an id or a label skipped)"
+        if outcome.unlabelled
+        else ""
+    )
+    out.print(f"{file.name}: {outcome.rows} labels, {outcome.matched} matched a scored batch"
+              f"{skipped}", markup=False)  # fmt: skip
     for item in outcome.batches:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in item.realized.items() if v is not None)
-        out.print(f"  {item.batch}: {item.rows} rows: {shown} (run {item.run_id})", markup=False)
+        if item.run_id is None:
+            out.print(f"  {item.batch}: no new label (all were recorded before); {item.rows} "
+                      f"labelled rows: {shown}", markup=False)  # fmt: skip
+        else:
+            out.print(f"  {item.batch}: {item.new} new labels, {item.rows} labelled rows: {shown} "
+                      f"(run {item.run_id})", markup=False)  # fmt: skip
     for alert in outcome.alerts:
         word = "raised" if alert.new else "still open"
         out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}", markup=False)

@@ -148,7 +148,7 @@ def check_batch(
     try:
         check_column_settings(workspace, reference)
         baseline = _baseline(workspace, store, reference, run_id)
-        frame = _open(workspace, version, batch)
+        frame = open_version(workspace, version, batch)
         batch_summary = drift.summarize_batch(frame, baseline)
         result = _compare(workspace, baseline, batch_summary, champion, batch, ref_label)
         result.run_id, result.dataset_version_id = run_id, version.id
@@ -351,14 +351,14 @@ def _baseline(
         return found
     _log(store, run_id, f"building the drift baseline of the reference (once): {name}")
     columns = monitored_columns(workspace, reference, None)
-    frame = _open(workspace, reference, "the reference", check=True)
+    frame = open_version(workspace, reference, "the reference", check=True)
     baseline = drift.build_baseline(frame, columns, seed=workspace.settings.model.seed,
                                     outcome=_target(workspace, None))  # fmt: skip
     _keep(store, workspace, name, "drift_baseline", baseline, run_id)
     return baseline
 
 
-def _open(
+def open_version(
     workspace: Workspace, version: DatasetVersion, label: str, *, check: bool = False
 ) -> pl.LazyFrame:
     path = resolve_path(workspace.root, version.stored_path)
@@ -432,7 +432,7 @@ def _model_side(
         _log(store, run_id, f"scoring the reference with {result.model} (once): {name}")
         from mldeck.ml.scoring import predict_frame
 
-        ref_frame = _open(workspace, reference, "the reference").collect()
+        ref_frame = open_version(workspace, reference, "the reference").collect()
         ref_scores, _ = predict_frame(workspace, store, champion, ref_frame, model_name)
         reference_scores = drift.build_baseline(
             pl.LazyFrame({"score": ref_scores}), {"score": "numeric"}
@@ -462,18 +462,19 @@ def _model_side(
             draws=settings.estimate_draws, seed=workspace.settings.model.seed,
             reference=_finite((champion.metrics or {}).get(metric)),
         )  # fmt: skip
-    target = _target(workspace, champion)
-    if target and positive is not None and target in frame.collect_schema():
-        # A label naming no class ('7' for classes 0 and 1) is as unknown as a missing one.
-        labels = performance.class_index(frame.select(target).collect().to_series(), classes)
-        known = labels.is_not_null().to_numpy()
-        if known.any() and labels.len() == predictions.height:
-            y = (labels == 1).to_numpy()[known]
-            result.realized = {
-                k: _finite(v)
-                for k, v in performance.realized_metrics(y, predicted[known], scores[known]).items()
-            }
-            result.realized["labelled_rows"] = int(known.sum())
+    if positive is not None:
+        # Realized: on the batch's own labels and, where it has none, those recorded later.
+        from mldeck.monitor.labels import late_labels, realized_for
+
+        target = _target(workspace, champion)
+        own = None
+        if target and target in frame.collect_schema():
+            own = frame.select(target).collect().to_series()
+        id_column = workspace.settings.data.id_column
+        late = None
+        if id_column and id_column in predictions.columns:
+            late = late_labels(workspace, store, version.id)
+        result.realized = realized_for(predictions, own, late, id_column, classes)
 
 
 def _finite(value: Any) -> float | None:

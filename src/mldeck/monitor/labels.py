@@ -6,6 +6,7 @@ drift report's ``realized`` figures, and the realized-metric alert rules are eva
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,11 @@ from mldeck.monitor import performance
 from mldeck.monitor.alerts import Raised, Signal
 from mldeck.monitor.check import stored_predictions
 from mldeck.monitor.settings import AlertRule
+from mldeck.store.artifacts import put_stream, verify
+from mldeck.store.artifacts import resolve as resolve_path
 from mldeck.store.engine import Store
 from mldeck.store.models import (
+    Artifact,
     Dataset,
     DatasetVersion,
     DriftReport,
@@ -40,13 +44,16 @@ from mldeck.store.models import (
 )
 from mldeck.workspace import Workspace
 
+LABELS_KIND = "labels"  # the artifact of a labels run: the ids it labelled in one batch
+
 
 @dataclass
 class Labelled:
     batch: str
     report_id: int
-    run_id: int
-    rows: int
+    run_id: int | None  # None when the file brought the batch no label it did not have
+    rows: int  # labelled rows of the batch, with every label known so far
+    new: int  # labels this file added
     realized: dict[str, float | None]
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +62,7 @@ class Labelled:
             "report_id": self.report_id,
             "run_id": self.run_id,
             "labelled_rows": self.rows,
+            "new_labels": self.new,
             "realized": self.realized,
         }
 
@@ -66,12 +74,72 @@ class LabelOutcome:
     matched: int
     batches: list[Labelled]
     alerts: list[Raised]
+    unlabelled: int = 0  # rows of the file without an id or a label (skipped)
 
 
-def _read_labels(workspace: Workspace, path: Path, id_column: str, target: str) -> pl.DataFrame:
-    workspace.refuse_state_file(path)
-    if not path.exists():
-        raise MldeckError(f"cannot read {path}: no such file")
+def late_labels(workspace: Workspace, store: Store, dataset_version_id: int) -> pl.DataFrame | None:
+    """The labels recorded for a batch after it arrived: every labels run's share of it (``__id``
+    and ``__label`` as text, hash verified); None when there are none."""
+    with store.read() as session:
+        files = session.execute(
+            select(Artifact.path, Artifact.sha256)
+            .join(Run, Run.id == Artifact.run_id)
+            .join(RunInput, RunInput.run_id == Run.id)
+            .where(
+                Run.kind == RunKind.EVALUATE,
+                Run.status == RunStatus.SUCCEEDED,
+                RunInput.dataset_version_id == dataset_version_id,
+                Artifact.kind == LABELS_KIND,
+            )
+            .order_by(Artifact.id)
+        ).all()
+    frames = []
+    for path, sha in files:
+        file = resolve_path(workspace.root, path)
+        verify(file, sha)
+        frames.append(pl.read_parquet(file, glob=False))
+    return pl.concat(frames).unique("__id", keep="first", maintain_order=True) if frames else None
+
+
+def realized_for(
+    predictions: pl.DataFrame, own: pl.Series | None, late: pl.DataFrame | None,
+    id_column: str | None, classes: list[Any],
+) -> dict[str, float | None] | None:  # fmt: skip
+    """The realized metrics of *predictions* on every row with a known label: the batch's own
+    (*own*, row by row) and, where it has none, one recorded later (*late*, by id). None when no
+    row is labelled or the model is not a binary classifier."""
+    if len(classes) != 2:
+        return None
+    index = None
+    if own is not None and own.len() == predictions.height:
+        # A label naming no class ('7' for classes 0 and 1) is as unknown as a missing one.
+        index = performance.class_index(own, classes)
+    if late is not None and late.height and id_column and id_column in predictions.columns:
+        ids = predictions.select(pl.col(id_column).cast(pl.String).alias("__id"))
+        later = ids.join(late, on="__id", how="left", maintain_order="left").get_column("__label")
+        later = performance.class_index(later, classes)
+        index = later if index is None else index.fill_null(later)
+    if index is None:
+        return None
+    known = index.is_not_null().to_numpy()
+    if not known.any():
+        return None
+    y = (index == 1).fill_null(False).to_numpy()[known]
+    predicted = performance.class_index(predictions.get_column("prediction"), classes) == 1
+    predicted = predicted.fill_null(False).to_numpy()[known]
+    scores = predictions.get_column("score").to_numpy()[known]
+    scores = scores if np.isfinite(scores).all() else None
+    realized: dict[str, float | None] = {
+        k: _finite(v) for k, v in performance.realized_metrics(y, predicted, scores).items()
+    }
+    realized["labelled_rows"] = int(known.sum())
+    return realized
+
+
+def _read_labels(
+    workspace: Workspace, path: Path, id_column: str, target: str
+) -> tuple[pl.DataFrame, int]:
+    """The file's labels (``__id``, ``__label``) and how many rows had no id or no label."""
     try:
         source = open_source(path, separator=workspace.settings.data.csv_separator)
     except ReadError as exc:
@@ -83,11 +151,13 @@ def _read_labels(workspace: Workspace, path: Path, id_column: str, target: str) 
             f"id column ({id_column!r}) and the target ({target!r})"
         )
     try:
+        read = source.frame.select(
+            pl.col(id_column).cast(pl.String).alias("__id"),
+            pl.col(target).cast(pl.String).str.strip_chars().replace("", None).alias("__label"),
+        ).collect()
+        unlabelled = read.height - read.drop_nulls().height
         frame = (
-            source.frame.select(
-                pl.col(id_column).cast(pl.String).alias("__id"),
-                pl.col(target).cast(pl.String).str.strip_chars().alias("__label"),
-            )
+            read.lazy()
             .drop_nulls()
             # One label named twice ('1' and '1.0') is one label: numbers compare as numbers.
             .with_columns(pl.coalesce(pl.col("__label").cast(pl.Float64, strict=False)
@@ -106,7 +176,7 @@ def _read_labels(workspace: Workspace, path: Path, id_column: str, target: str) 
             f"{shown(path.name)} gives {ids.len()} id(s) more than one label ({shown_ids}"
             f"{', ...' if ids.len() > 5 else ''}): which is right is not for mldeck to guess"
         )
-    return frame
+    return frame, unlabelled
 
 
 def _refuse_unknown(path: Path, labels: pl.DataFrame, classes: list[Any]) -> None:
@@ -124,10 +194,18 @@ def _refuse_unknown(path: Path, labels: pl.DataFrame, classes: list[Any]) -> Non
 def record_labels(
     workspace: Workspace, store: Store, path: Path, *, trigger: str = RunTrigger.MANUAL
 ) -> LabelOutcome:
-    """Join the labels in *path* to every monitored batch's predictions; record what matched."""
+    """Join the labels in *path* to every monitored batch's predictions; record the labels each
+    batch did not have yet, and its realized performance on all of its labels so far.
+
+    Labels add up: a batch labelled by several files (or partly by its own column) is judged on
+    all of them. A label that contradicts one the batch already has refuses the whole file, as
+    two labels for one id within a file do: which is right is not for mldeck to guess."""
     id_column = workspace.settings.data.id_column
     if not id_column:
         raise MldeckError("labels are joined by id: set [data] id_column in mldeck.toml")
+    workspace.refuse_state_file(path)
+    if not path.exists():
+        raise MldeckError(f"cannot read {path}: no such file")
     with store.read() as session:
         reports = session.execute(
             select(DriftReport, ModelVersion, DatasetVersion, Dataset.name)
@@ -146,15 +224,15 @@ def record_labels(
     target = workspace.settings.model.target or (targets.pop() if len(targets) == 1 else None)
     if not target:
         raise MldeckError("which column holds the labels? set [model] target in mldeck.toml")
-    labels = _read_labels(workspace, path, id_column, target)
+    labels, unlabelled = _read_labels(workspace, path, id_column, target)
     for classes in {
         tuple((v.schema_ or {}).get("classes") or ()) for _, v, _, _ in latest.values()
     }:
         if len(classes) == 2:
             _refuse_unknown(path, labels, list(classes))
-    batches: list[Labelled] = []
-    raised: list[Raised] = []
-    rules = [r for r in alerting.default_rules(workspace.settings) if r.when == "realized_metric"]
+    # First every batch's share of the file, and any contradiction (nothing written yet) ...
+    shares: list[_Share] = []
+    conflicts: list[str] = []
     matched_ids: set[str] = set()
     for report, version, batch_version, name in sorted(latest.values(), key=lambda r: r[0].id):
         predictions = stored_predictions(
@@ -162,35 +240,105 @@ def record_labels(
         )
         if predictions is None or id_column not in predictions.columns:
             continue
-        joined = (
-            predictions.with_columns(pl.col(id_column).cast(pl.String).alias("__id"))
-            .join(labels, on="__id", how="inner")
-        )  # fmt: skip
-        if joined.height == 0:
+        ids = predictions.select(pl.col(id_column).cast(pl.String).alias("__id"))
+        mine = labels.join(ids.unique(), on="__id", how="semi")
+        if mine.height == 0:
             continue
-        matched_ids.update(joined.get_column("__id").to_list())
+        matched_ids.update(mine.get_column("__id").to_list())
         classes = (version.schema_ or {}).get("classes") or []
         if len(classes) != 2:
             continue
-        y = (performance.class_index(joined.get_column("__label"), classes) == 1).to_numpy()
-        predicted = (
-            (performance.class_index(joined.get_column("prediction"), classes) == 1)
-            .fill_null(False)
-            .to_numpy()
-        )
-        scores = joined.get_column("score").to_numpy()
-        scores = scores if np.isfinite(scores).all() else None
-        realized = {k: _finite(v) for k, v in
-                    performance.realized_metrics(y, predicted, scores).items()}  # fmt: skip
         batch = f"{name}:v{batch_version.version}"
-        # The batch's realized metrics and the alerts they raise or clear: one transaction.
-        run_id, batch_raised = _record(store, report.id, batch_version.id, batch, path, realized,
-                                       joined.height, trigger, rules)  # fmt: skip
-        batches.append(Labelled(batch, report.id, run_id, joined.height, realized))
+        own = _own_labels(workspace, batch_version, batch, target, predictions.height)
+        late = late_labels(workspace, store, batch_version.id)
+        known = [f for f in (late, _by_id(ids, own)) if f is not None and f.height]
+        fresh = mine
+        for earlier in known:
+            clash = _contradictions(mine, earlier, classes)
+            if clash:
+                conflicts.append(f"{batch} ({', '.join(repr(i) for i in clash[:5])}"
+                                 f"{', ...' if len(clash) > 5 else ''})")  # fmt: skip
+            fresh = fresh.join(earlier, on="__id", how="anti")
+        shares.append(_Share(report, batch_version, batch, classes, predictions, own, late, fresh))
+    if conflicts:
+        raise MldeckError(
+            f"{shown(path.name)} contradicts labels already recorded for {'; '.join(conflicts)}: "
+            "which is right is not for mldeck to guess"
+        )
+    if labels.height and not matched_ids:
+        raise MldeckError(
+            f"none of the {labels.height} ids in {shown(path.name)} is in a monitored batch "
+            f"(ids are matched as text on [data] id_column {id_column!r}; see 'mldeck drift list')"
+        )
+    # ... then each batch's new labels, with its realized performance on all it has.
+    batches: list[Labelled] = []
+    raised: list[Raised] = []
+    rules = [r for r in alerting.default_rules(workspace.settings) if r.when == "realized_metric"]
+    for share in shares:
+        late = pl.concat([share.late, share.fresh]) if share.late is not None else share.fresh
+        realized = realized_for(share.predictions, share.own, late, id_column, share.classes)
+        if realized is None:
+            continue
+        rows = int(realized.pop("labelled_rows"))
+        if not share.fresh.height:  # every label of the file was known: nothing to record
+            batches.append(Labelled(share.batch, share.report.id, None, rows, 0, realized))
+            continue
+        # The labels, the realized metrics and the alerts they raise or clear: one transaction.
+        run_id, batch_raised = _record(workspace, store, share, path, realized, rows, trigger,
+                                       rules)  # fmt: skip
+        batches.append(
+            Labelled(share.batch, share.report.id, run_id, rows, share.fresh.height, realized)
+        )
         raised.extend(batch_raised)
     alerting.run_hooks(raised, workspace.settings.monitor.alert_command,
                        workspace.settings.monitor.alert_command_timeout)  # fmt: skip
-    return LabelOutcome(shown(str(path)), labels.height, len(matched_ids), batches, raised)
+    return LabelOutcome(shown(str(path)), labels.height, len(matched_ids), batches, raised,
+                        unlabelled)  # fmt: skip
+
+
+@dataclass
+class _Share:
+    """What one labels file brings one monitored batch."""
+
+    report: DriftReport
+    version: DatasetVersion
+    batch: str
+    classes: list[Any]
+    predictions: pl.DataFrame
+    own: pl.Series | None  # the batch's own label column, row by row
+    late: pl.DataFrame | None  # labels recorded before this file
+    fresh: pl.DataFrame  # this file's labels the batch did not have
+
+
+def _own_labels(
+    workspace: Workspace, version: DatasetVersion, batch: str, target: str, rows: int
+) -> pl.Series | None:
+    """The batch's own label column (None when it arrived without one)."""
+    from mldeck.monitor.check import open_version
+
+    frame = open_version(workspace, version, batch)
+    if target not in frame.collect_schema():
+        return None
+    own = frame.select(target).collect().to_series()
+    return own if own.len() == rows and own.null_count() < rows else None
+
+
+def _by_id(ids: pl.DataFrame, own: pl.Series | None) -> pl.DataFrame | None:
+    if own is None:
+        return None
+    frame = ids.with_columns(own.cast(pl.String).alias("__label")).drop_nulls()
+    return frame.unique("__id", keep="first")
+
+
+def _contradictions(new: pl.DataFrame, known: pl.DataFrame, classes: list[Any]) -> list[str]:
+    """The ids whose label in *new* names another class than in *known*."""
+    both = new.join(known, on="__id", how="inner", suffix="__known", maintain_order="left")
+    if not both.height:
+        return []
+    mine = performance.class_index(both.get_column("__label"), classes)
+    theirs = performance.class_index(both.get_column("__label__known"), classes)
+    differ = (mine != theirs).fill_null(False)
+    return both.get_column("__id").filter(differ).to_list()
 
 
 def _finite(value: float) -> float | None:
@@ -198,9 +346,14 @@ def _finite(value: float) -> float | None:
 
 
 def _record(
-    store: Store, report_id: int, version_id: int, batch: str, path: Path,
+    workspace: Workspace, store: Store, share: _Share, path: Path,
     realized: dict[str, float | None], rows: int, trigger: str, rules: list[AlertRule],
 ) -> tuple[int, list[Raised]]:  # fmt: skip
+    report_id, version_id, batch = share.report.id, share.version.id, share.batch
+    buffer = io.BytesIO()
+    share.fresh.write_parquet(buffer)
+    buffer.seek(0)
+    sha, stored, size = put_stream(workspace.artifacts_dir, buffer, suffix=".parquet")
     now = utcnow()
     pid = os.getpid()
     with store.write() as session:
@@ -211,21 +364,24 @@ def _record(
             tags={"dataset": batch}, user=provenance.current_user(),
             host=provenance.hostname(), pid=pid,
             pid_started_at=provenance.process_start_time(pid),
-            progress_message=f"{rows} labelled rows",
+            progress_message=f"{share.fresh.height} new labels; {rows} labelled rows",
         )  # fmt: skip
         session.add(run)
         session.flush()
         session.add(RunInput(run_id=run.id, dataset_version_id=version_id, role="input"))
+        session.add(Artifact(run_id=run.id, name=f"labels-{batch}-{path.name}", kind=LABELS_KIND,
+                             sha256=sha, size_bytes=size,
+                             path=str(stored.relative_to(workspace.root))))  # fmt: skip
         points = [{"run_id": run.id, "key": f"realized_{k}", "value": v, "step": 0, "ts": now}
                   for k, v in realized.items() if v is not None]  # fmt: skip
-        points.append({"run_id": run.id, "key": "labelled_rows", "value": float(rows),
-                       "step": 0, "ts": now})  # fmt: skip
+        points += [{"run_id": run.id, "key": key, "value": float(value), "step": 0, "ts": now}
+                   for key, value in (("labelled_rows", rows), ("new_labels", share.fresh.height))]  # fmt: skip
         session.execute(insert(Metric), points)
         report = session.get(DriftReport, report_id)
         report.summary = {
             **report.summary,
             "realized": {**realized, "labelled_rows": rows, "labels_file": shown(path.name),
-                         "labels_run_id": run.id},
+                         "labels_run_id": run.id, "new_labels": share.fresh.height},
         }  # fmt: skip
         session.add(report)
         signals = []
