@@ -472,6 +472,8 @@ def test_kpis_follow_promotions_rollbacks_alerts_and_scoring(
 ):
     add_version(monitored, store, model_bytes["a"], schema=SCHEMA, metrics={"roc_auc": 0.8})
     registry.approve(store, "churn:2", reason="ok")
+    # Pointing another alias is not a promotion to champion, and not what a rollback undoes.
+    registry.promote(store, "churn:2", alias="challenger", reason="shadow first")
     registry.promote(store, "churn:2", reason="try")
     registry.rollback(store, "churn:1", reason="worse")
     version = ingest(monitored, store, shifted(3, 6000), tmp_path, "shift.csv")

@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from mldeck import formatting as fmt
+from mldeck.ml.registry import CHAMPION
 from mldeck.store.engine import Store
 from mldeck.store.models import (
     Alert,
@@ -80,6 +81,8 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
             .scalars()
             .all()
         )
+        # The champion's changes only: pointing another alias (a challenger) is no delivery.
+        events = [e for e in events if (e.details or {}).get("alias", CHAMPION) == CHAMPION]
         promotions = [e for e in events if e.action == "model_version.promote"
                       and _aware(e.ts, now) >= since]  # fmt: skip
         rollbacks = [e for e in events if e.action == "model_version.rollback"]
