@@ -413,6 +413,19 @@ def test_a_file_ingest_fails_on_is_quarantined_with_the_reason(ws, store, watch,
     assert watcher.running
 
 
+def test_a_file_of_another_type_is_quarantined_at_once_without_a_version(ws, store, watch):
+    # RETRY_SECONDS is left as it is: a type mldeck does not read is not tried again.
+    watcher, recorder = watch()
+    assert watcher.running
+    (ws.incoming_dir / "notes.md").write_text("# what changed this week\n", encoding="utf-8")
+    note = ws.quarantine_dir / "notes.md.error.txt"
+    wait_for(note.exists, "the file to be quarantined")
+    assert "not a data file mldeck reads ('.md'" in note.read_text(encoding="utf-8")
+    assert (ws.quarantine_dir / "notes.md").read_text(encoding="utf-8").startswith("# what")
+    assert incoming_files(ws) == [] and versions(store) == [] and not recorder.outcomes
+    assert not recorder.said("trying again")
+
+
 def test_only_one_watcher_per_workspace(ws, store, watch):
     first, _ = watch()
     second, _ = watch(start=False)

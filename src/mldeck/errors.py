@@ -28,3 +28,7 @@ class StoreError(MldeckError):
 
 class NotFound(MldeckError):
     """A named object (run, dataset version, model version) does not exist."""
+
+
+class NotADataFile(MldeckError):
+    """A file of a type mldeck does not read: refused before anything is stored, and not retried."""

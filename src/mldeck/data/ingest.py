@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from mldeck import provenance
-from mldeck.data.readers import ReadError, open_source
+from mldeck.data.readers import ReadError, open_source, unsupported_type
 from mldeck.data.validate import (
     Validation,
     reasons_from_report,
@@ -33,7 +33,7 @@ from mldeck.data.validate import (
     unreadable,
     validate,
 )
-from mldeck.errors import MldeckError
+from mldeck.errors import MldeckError, NotADataFile
 from mldeck.formatting import shown
 from mldeck.formatting import size as shown_size
 from mldeck.store.artifacts import put_file
@@ -157,6 +157,8 @@ def ingest_file(
     (``[data] reference`` naming a file already stored as a batch), a duplicate is returned for
     the caller to make it the reference instead of being refused."""
     workspace.refuse_state_file(path)
+    if (problem := unsupported_type(path)) is not None:
+        raise NotADataFile(f"{shown(str(path))}: {problem}")
     settings = workspace.settings.data
     asked = dataset is not None  # named by the caller (--dataset), not the configured default
     if asked:

@@ -24,6 +24,16 @@ FORMATS = {
 OTHER_SEPARATORS = (";", "\t", "|", ",")
 
 
+def unsupported_type(path: Path) -> str | None:
+    """Why *path* is not a data file mldeck reads, judged by its suffix (a file without one is
+    read by its first bytes); None when it is one."""
+    suffix = path.suffix.lower()
+    if not suffix or suffix in FORMATS:
+        return None
+    return (f"not a data file mldeck reads ({suffix!r}; it reads CSV: .csv .tsv .txt, Parquet: "
+            ".parquet .pq, NDJSON: .ndjson .jsonl, or a file without a suffix by its content)")  # fmt: skip
+
+
 class ReadError(Exception):
     """The file cannot be read as a table; ``str()`` says why, in one line."""
 

@@ -18,8 +18,9 @@ did not change while it was being ingested (otherwise it stays and is taken agai
 settles). The same content twice is one version, so a restart never ingests anything twice, and
 files that landed while nothing was watching are taken at start (:meth:`scan_once`). A file that
 cannot be read becomes a rejected version (ingest copies it to ``data/quarantine/`` with a
-``.report.json``). If ingest raises, the file is tried once more after a pause, then moved to
-``data/quarantine/`` with a ``<name>.error.txt`` holding the reason. A file that vanishes before it
+``.report.json``). If ingest raises, the file is tried once more after a pause (at once for a
+file of a type mldeck does not read), then moved to ``data/quarantine/`` with a
+``<name>.error.txt`` holding the reason. A file that vanishes before it
 is read was taken by someone else: nothing to do.
 
 Only the top level of ``incoming/`` is watched: subfolders and what they hold are ignored (a
@@ -54,7 +55,7 @@ import filelock
 import watchfiles
 
 from mldeck.data.ingest import IngestOutcome, ingest_file
-from mldeck.errors import MldeckError
+from mldeck.errors import MldeckError, NotADataFile
 from mldeck.formatting import shown
 from mldeck.store.engine import Store
 from mldeck.store.models import RunTrigger
@@ -467,7 +468,7 @@ class IncomingWatcher:
         reason = _one_line(exc)
         log.info("ingesting %s failed: %s", path, reason)
         entry.failures += 1
-        if entry.failures < ATTEMPTS:
+        if entry.failures < ATTEMPTS and not isinstance(exc, NotADataFile):
             entry.retry_at = time.monotonic() + RETRY_SECONDS
             self._say(f"{name}: not ingested ({reason}); trying again in {RETRY_SECONDS:g} s")
             return
