@@ -139,6 +139,9 @@ async def test_rejected_version_lists_its_failed_checks_first(data_seeded) -> No
         # The highlighted check is spelled out in full under the table.
         line = detail.query_one("#check-detail", Static)
         assert names[0] in static_text(line)
+        # Its outcome, and apart from it what failing means (not "(error)" on a passed check).
+        assert f"{names[0]} failed: " in static_text(line)
+        assert "· it rejects the batch" in static_text(line)
         await pilot.press("j")
         await until(pilot, lambda: names[1] in static_text(line))
         await pilot.press("escape")

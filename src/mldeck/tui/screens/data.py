@@ -410,7 +410,18 @@ class VersionDetailScreen(DeckScreen):
         check = self._view.checks[int(key)]
         text = Text()
         text.append(check_label(check), style="bold")
-        text.append(f" ({check.get('severity', '?')}): {check.get('detail', '')}")
+        status = check.get("status")
+        said = {"pass": "passed", "warn": "warned", "fail": "failed"}.get(status or "", "?")
+        text.append(f" {said}: {check.get('detail', '')}")
+        # What failing it means, said apart from the outcome ("(error)" read as a failure).
+        severity = check.get("severity")
+        if severity in ("error", "warning"):
+            if status == "pass":
+                means = "would reject the batch" if severity == "error" else "would only warn"
+                text.append(f" · failing, it {means}", style="dim")
+            else:
+                means = "rejects the batch" if severity == "error" else "only warns"
+                text.append(f" · it {means}", style="dim")
         examples = len(check.get("examples") or [])
         if examples:
             text.append(f" · {fmt.plural(examples, 'example')} under Quarantined rows", style="dim")
