@@ -229,6 +229,26 @@ async def test_promote_sets_the_champion_and_the_top_bar(models_seeded) -> None:
         await until(pilot, lambda: "★ champion" in static_text(detail.query_one("#model-summary")))
 
 
+async def test_a_rollback_the_registry_would_refuse_is_said_before_the_dialog(
+    models_seeded,
+) -> None:
+    from mldeck.ml.registry import approve, promote
+
+    workspace, store = models_seeded
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 2)
+        await pilot.press("b")
+        await until(pilot, lambda: any("no champion to roll back from" in n for n in notices(app)))
+        approve(store, "churn:1", reason="fine")
+        promote(store, "churn:1", reason="serve")
+        await until(pilot, lambda: detail.champion is not None)
+        await pilot.press("b")  # churn:2 is newer than the champion: a promotion, not a rollback
+        await until(pilot, lambda: any("earlier version than the champion churn:1" in n
+                                       for n in notices(app)))  # fmt: skip
+        assert app.screen is detail and champion_ids(store) == [1]
+
+
 async def test_promoting_a_version_that_failed_a_gate_is_refused(models_seeded) -> None:
     from mldeck.ml.registry import approve
 

@@ -208,6 +208,7 @@ class ModelVersionScreen(DeckScreen):
         super().__init__()
         self.model_version_id = model_version_id
         self.row: ModelVersionRow | None = None
+        self.champion: ModelVersionRow | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Plain(id="model-summary")
@@ -234,7 +235,7 @@ class ModelVersionScreen(DeckScreen):
 
     def show(self, detail: ModelVersionDetail) -> None:
         row = detail.row
-        self.row = row
+        self.row, self.champion = row, detail.champion
         self.sync_topbar()
         summary = Text(no_wrap=True, overflow="ellipsis")
         summary.append(row.label, style="bold")
@@ -315,7 +316,18 @@ class ModelVersionScreen(DeckScreen):
             return
         verb, needs_reason = _ACTIONS[action]
         if action == "rollback":
-            what = f"Make {row.label} the champion again (roll back)."
+            # What the registry would refuse is said at once, not after a reason is typed.
+            champion = self.champion
+            if champion is None:
+                self.notify(f"{row.model} has no champion to roll back from: promote a version",
+                            severity="warning", timeout=6)  # fmt: skip
+                return
+            if row.version >= champion.version:
+                self.notify(f"a rollback goes to an earlier version than the champion "
+                            f"{champion.label}: to make {row.label} the champion, promote it (p)",
+                            severity="warning", timeout=6)  # fmt: skip
+                return
+            what = f"Roll the champion of {row.model} back from {champion.label} to {row.label}."
         elif action == "promote":
             what = f"Make {row.label} the champion of {row.model}."
         else:
