@@ -271,6 +271,19 @@ def test_a_label_file_matching_no_batch_or_with_blank_labels_says_so(monitored, 
     assert (outcome.rows, outcome.unlabelled, outcome.batches[0].rows) == (47, 3, 47)
 
 
+def test_a_realized_metric_on_a_handful_of_labels_raises_no_alert(monitored, store, tmp_path):
+    frame = churn_frame(400, seed=8, start_id=9000)
+    check_batch(
+        monitored, store, ingest(monitored, store, frame.drop("churned"), tmp_path, "b.csv")
+    )
+    wrong = frame.select("customer_id", (1 - pl.col("churned")).alias("churned"))  # AUC far < 0.6
+    few = record_labels(monitored, store, write(wrong.head(5), tmp_path, "few.csv"))
+    assert few.batches[0].rows == 5 and few.alerts == []
+    rest = record_labels(monitored, store, write(wrong.tail(395), tmp_path, "rest.csv"))
+    assert rest.batches[0].realized["roc_auc"] < 0.6
+    assert [a.rule for a in rest.alerts] == ["realized roc_auc below 0.6"] and rest.alerts[0].new
+
+
 def test_labels_and_their_alerts_are_stored_together_or_not_at_all(
     monitored, store, tmp_path, monkeypatch
 ):

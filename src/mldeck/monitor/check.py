@@ -158,7 +158,8 @@ def check_batch(
         rules = alerting.default_rules(workspace.settings)
         result.seconds = time.perf_counter() - started
         # The report, its metrics and the alerts it raises or clears: one transaction.
-        result.report_id = _record(store, result, version, reference, champion, rules)
+        result.report_id = _record(store, result, version, reference, champion, rules,
+                                   workspace.settings.monitor.min_labelled_rows)  # fmt: skip
     except BaseException as exc:
         _fail(store, run_id, exc)
         raise
@@ -488,8 +489,9 @@ def _finite(value: Any) -> float | None:
 
 
 # -- alerts from a batch -------------------------------------------------------------------------
-def batch_signals(result: MonitorResult, rules: list) -> list[Signal]:
-    """The verdict of every batch rule on *result*."""
+def batch_signals(result: MonitorResult, rules: list, min_rows: int = 1) -> list[Signal]:
+    """The verdict of every batch rule on *result* (*min_rows*: the labelled rows a realized
+    metric needs to count)."""
     signals = []
     by_feature = {f.feature: f for f in result.features}
     for rule in rules:
@@ -529,13 +531,29 @@ def batch_signals(result: MonitorResult, rules: list) -> list[Signal]:
                     details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, **e.as_dict()},
                 ))  # fmt: skip
         elif rule.when == "realized_metric" and result.realized:
-            value = result.realized.get(rule.metric or "")
-            if value is not None:
-                signals.append(Signal(
-                    rule, value < rule.below, key,
-                    f"{result.batch}: realized {rule.metric} {value:.3f} < {rule.below:g}",
-                    details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, "metric": rule.metric, "value": value},
-                ))  # fmt: skip
+            signals += realized_signals([rule], result.batch, result.dataset_version_id,
+                                        result.realized, min_rows)  # fmt: skip
+    return signals
+
+
+def realized_signals(
+    rules: list, batch: str, dataset_version_id: int, realized: dict[str, Any], min_rows: int,
+    **details: Any,
+) -> list[Signal]:  # fmt: skip
+    """The realized-metric rules' verdicts on a batch's *realized* figures; none below *min_rows*
+    labelled rows (a metric on a handful of labels neither raises nor clears an alert)."""
+    if int(realized.get("labelled_rows") or 0) < min_rows:
+        return []
+    signals = []
+    for rule in rules:
+        value = realized.get(rule.metric or "")
+        if rule.when == "realized_metric" and value is not None:
+            signals.append(Signal(
+                rule, value < rule.below, rule.name,
+                f"{batch}: realized {rule.metric} {value:.3f} < {rule.below:g}",
+                details={"batch": batch, "dataset_version_id": dataset_version_id,
+                         "metric": rule.metric, "value": value, **details},
+            ))  # fmt: skip
     return signals
 
 
@@ -607,7 +625,7 @@ def metric_points(result: MonitorResult) -> dict[str, float | None]:
 
 def _record(
     store: Store, result: MonitorResult, version: DatasetVersion, reference: DatasetVersion,
-    champion: ModelVersion | None, rules: list[AlertRule],
+    champion: ModelVersion | None, rules: list[AlertRule], min_rows: int = 1,
 ) -> int:  # fmt: skip
     now = utcnow()
     with store.write() as session:
@@ -618,7 +636,7 @@ def _record(
         )
         session.add(run)
         session.flush()  # the store's rules see this run succeeded
-        signals = batch_signals(result, rules) + alerting.store_signals_in(session, rules)
+        signals = batch_signals(result, rules, min_rows) + alerting.store_signals_in(session, rules)
         result.alerts = alerting.apply_in(session, signals, run_id=result.run_id)
         report = DriftReport(
             run_id=result.run_id, dataset_version_id=version.id,

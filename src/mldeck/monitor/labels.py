@@ -22,8 +22,8 @@ from mldeck.errors import MldeckError
 from mldeck.formatting import shown
 from mldeck.monitor import alerts as alerting
 from mldeck.monitor import performance
-from mldeck.monitor.alerts import Raised, Signal
-from mldeck.monitor.check import stored_predictions
+from mldeck.monitor.alerts import Raised
+from mldeck.monitor.check import realized_signals, stored_predictions
 from mldeck.monitor.settings import AlertRule
 from mldeck.store.artifacts import put_stream, verify
 from mldeck.store.artifacts import resolve as resolve_path
@@ -384,14 +384,7 @@ def _record(
                          "labels_run_id": run.id, "new_labels": share.fresh.height},
         }  # fmt: skip
         session.add(report)
-        signals = []
-        for rule in rules:
-            value = realized.get(rule.metric or "")
-            if value is not None:
-                signals.append(Signal(
-                    rule, value < rule.below, rule.name,
-                    f"{batch}: realized {rule.metric} {value:.3f} < {rule.below:g}",
-                    details={"batch": batch, "dataset_version_id": report.dataset_version_id,
-                             "metric": rule.metric, "value": value, "run_id": run.id},
-                ))  # fmt: skip
+        signals = realized_signals(rules, batch, report.dataset_version_id,
+                                   {**realized, "labelled_rows": rows},
+                                   workspace.settings.monitor.min_labelled_rows, run_id=run.id)  # fmt: skip
         return run.id, alerting.apply_in(session, signals, run_id=run.id)

@@ -115,6 +115,9 @@ class MonitorSettings(_Strict):
     # batch's mean error exceeds the reference's by this fraction (and by 3 standard errors).
     multivariate: bool = True
     multivariate_tolerance: float = Field(0.1, gt=0)
+    # Realized-metric alert rules wait for this many labelled rows in a batch: a metric on a
+    # handful of labels is noise, and neither raises nor clears an alert.
+    min_labelled_rows: int = Field(30, ge=1)
     # Estimated performance (classifiers): Monte Carlo draws for its uncertainty band.
     estimate_draws: int = Field(200, ge=20, le=5000)
     # For the KPI "cost per 1k predictions": what an hour of CPU costs you (any currency).
