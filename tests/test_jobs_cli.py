@@ -101,6 +101,12 @@ def test_add_with_params_and_remove(ws, cli):
     bad = cli("jobs", "add", "s1", "--kind", "score", "--every", "1h", "--params",
               '{"dataset_version_id": "x"}', cwd=ws.root)  # fmt: skip
     assert_one_line_error(bad, "--params")
+    # A dataset version that does not exist is said now, not when the job first runs.
+    missing = cli("jobs", "add", "s1", "--kind", "score", "--every", "1h", "--params",
+                  '{"dataset_version_id": 1}', cwd=ws.root)  # fmt: skip
+    assert_one_line_error(missing, "--params: no dataset version 1")
+    (ws.root / "first.csv").write_text("a,b\n1,x\n2,y\n", encoding="utf-8")
+    assert cli("data", "ingest", "first.csv", "--reference", cwd=ws.root).returncode == 0
     added = cli("jobs", "add", "s1", "--kind", "score", "--every", "1h", "--params",
                 '{"dataset_version_id": 1}', cwd=ws.root)  # fmt: skip
     assert added.returncode == 0, added.stderr

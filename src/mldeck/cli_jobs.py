@@ -166,8 +166,9 @@ ParamsOption = Annotated[
 ]
 
 
-def _params(text: str | None) -> dict[str, Any] | None:
-    """``--params`` as a JSON object (None when not given)."""
+def _params(text: str | None, store: Any) -> dict[str, Any] | None:
+    """``--params`` as a JSON object (None when not given); a dataset version it names must
+    exist now, not only when the job first runs."""
     if text is None:
         return None
     try:
@@ -176,6 +177,15 @@ def _params(text: str | None) -> dict[str, Any] | None:
         raise MldeckError(f"--params is not JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise MldeckError('--params must be a JSON object, e.g. {"dataset_version_id": 3}')
+    version = parsed.get("dataset_version_id")
+    if isinstance(version, int) and not isinstance(version, bool):
+        from mldeck.store.queries import resolve_version
+
+        try:
+            resolve_version(store, str(version))
+        except MldeckError:
+            raise MldeckError(f"--params: no dataset version {version} (see 'mldeck data list')"
+                              ) from None  # fmt: skip
     return parsed
 
 
@@ -201,7 +211,7 @@ def jobs_edit(
 
     _, store = _open_jobs()
     row = edit(store, name, cron=cron, every=every, timeout_seconds=timeout, retries=retries,
-               enabled=enabled, params=_params(params))  # fmt: skip
+               enabled=enabled, params=_params(params, store))  # fmt: skip
     out.print(f"{name}: {timing(row)}, timeout {row.timeout_seconds}s, retries {row.retries}"
               f"{'' if row.enabled else ', disabled'}", markup=False)  # fmt: skip
 
@@ -224,7 +234,7 @@ def jobs_add(
 
     _, store = _open_jobs()
     row = add(store, name, kind, cron=cron, every=every, timeout_seconds=timeout, retries=retries,
-              params=_params(params))  # fmt: skip
+              params=_params(params, store))  # fmt: skip
     out.print(f"added {name}: {kind}, {timing(row)}", markup=False)
 
 
