@@ -377,25 +377,36 @@ def stored_predictions(
 ) -> pl.DataFrame | None:
     """A model version's predictions for a dataset version (its newest successful score run's
     Parquet artifact, hash verified), or None when it never scored that batch."""
+    found = batch_artifacts(store, dataset_version_id, RunKind.SCORE, "predictions",
+                            Run.params["model_version_id"].as_integer() == model_version_id)  # fmt: skip
+    return read_parquet_artifact(workspace, *found[0]) if found else None
+
+
+def batch_artifacts(
+    store: Store, dataset_version_id: int, run_kind: str, artifact_kind: str, *where: Any
+) -> list[tuple[str, str]]:
+    """(path, sha256) of the *artifact_kind* artifacts that successful *run_kind* runs on a
+    dataset version kept, newest first."""
     with store.read() as session:
-        found = session.execute(
+        rows = session.execute(
             select(Artifact.path, Artifact.sha256)
             .join(Run, Run.id == Artifact.run_id)
             .join(RunInput, RunInput.run_id == Run.id)
             .where(
-                Run.kind == RunKind.SCORE,
+                Run.kind == run_kind,
                 Run.status == RunStatus.SUCCEEDED,
                 RunInput.dataset_version_id == dataset_version_id,
-                Artifact.kind == "predictions",
-                Run.params["model_version_id"].as_integer() == model_version_id,
+                Artifact.kind == artifact_kind,
+                *where,
             )
-            .order_by(Run.id.desc())
-            .limit(1)
-        ).first()
-    if found is None:
-        return None
-    file = resolve_path(workspace.root, found[0])
-    verify(file, found[1])
+            .order_by(Run.id.desc(), Artifact.id.desc())
+        ).all()
+    return [(path, sha) for path, sha in rows]
+
+
+def read_parquet_artifact(workspace: Workspace, path: str, sha256: str) -> pl.DataFrame:
+    file = resolve_path(workspace.root, path)
+    verify(file, sha256)
     return pl.read_parquet(file, glob=False)
 
 

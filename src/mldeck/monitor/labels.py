@@ -23,10 +23,14 @@ from mldeck.formatting import shown
 from mldeck.monitor import alerts as alerting
 from mldeck.monitor import performance
 from mldeck.monitor.alerts import Raised
-from mldeck.monitor.check import realized_signals, stored_predictions
+from mldeck.monitor.check import (
+    batch_artifacts,
+    read_parquet_artifact,
+    realized_signals,
+    stored_predictions,
+)
 from mldeck.monitor.settings import AlertRule
-from mldeck.store.artifacts import put_stream, verify
-from mldeck.store.artifacts import resolve as resolve_path
+from mldeck.store.artifacts import put_stream
 from mldeck.store.engine import Store
 from mldeck.store.models import (
     Artifact,
@@ -80,24 +84,8 @@ class LabelOutcome:
 def late_labels(workspace: Workspace, store: Store, dataset_version_id: int) -> pl.DataFrame | None:
     """The labels recorded for a batch after it arrived: every labels run's share of it (``__id``
     and ``__label`` as text, hash verified); None when there are none."""
-    with store.read() as session:
-        files = session.execute(
-            select(Artifact.path, Artifact.sha256)
-            .join(Run, Run.id == Artifact.run_id)
-            .join(RunInput, RunInput.run_id == Run.id)
-            .where(
-                Run.kind == RunKind.EVALUATE,
-                Run.status == RunStatus.SUCCEEDED,
-                RunInput.dataset_version_id == dataset_version_id,
-                Artifact.kind == LABELS_KIND,
-            )
-            .order_by(Artifact.id)
-        ).all()
-    frames = []
-    for path, sha in files:
-        file = resolve_path(workspace.root, path)
-        verify(file, sha)
-        frames.append(pl.read_parquet(file, glob=False))
+    found = batch_artifacts(store, dataset_version_id, RunKind.EVALUATE, LABELS_KIND)
+    frames = [read_parquet_artifact(workspace, path, sha) for path, sha in found]
     return pl.concat(frames).unique("__id", keep="first", maintain_order=True) if frames else None
 
 
