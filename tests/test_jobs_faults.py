@@ -123,6 +123,29 @@ def test_kill_9_of_the_daemon_mid_training_then_a_restart(template, tmp_path):
     store.close()
 
 
+def test_sigterm_mid_training_cancels_the_run_before_the_daemon_says_it_stopped(template, tmp_path):
+    workspace = copy_workspace(template, tmp_path / "ws", JOBS.format(health="1h"))
+    (workspace.root / "slow.marker").touch()
+    store = open_store(workspace)
+    daemon = start_daemon(workspace, tmp_path / "daemon.out")
+    try:
+        wait_for(lambda: _acting_pid(store) == daemon.pid, "the daemon to act")
+        assert cli(workspace, "jobs", "run", "train").returncode == 0
+        wait_for(lambda: (workspace.root / "fitting.pid").exists(), "the training to start")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    finally:
+        stop(daemon)
+    runs = _train_runs(store)
+    assert runs and all(r.status == RunStatus.CANCELLED for r in runs)
+    lines = (workspace.state_dir / "daemon.log").read_text().splitlines()
+    # The daemon's last word is that it stopped: the cancelled run was said (and stored) before.
+    assert lines[-1].endswith("daemon stopped"), lines[-5:]
+    assert any(line.endswith(f"train: run {runs[-1].id} cancelled: the scheduler stopped")
+               for line in lines[:-1]), lines[-5:]  # fmt: skip
+    store.close()
+
+
 def test_two_daemons_on_one_workspace_exactly_one_acts(template, tmp_path):
     workspace = copy_workspace(template, tmp_path / "ws", JOBS.format(health="1h"))
     store = open_store(workspace)

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from mldeck.store.models import Run, RunLog, RunStatus, RunTrigger, Schedule, ut
 from mldeck.workspace import Workspace
 
 KILL_GRACE_SECONDS = 5.0
+STOP_WAIT_SECONDS = 15.0  # stop() waits this long for the cancelled runs to be recorded
 OUTPUT_TAIL_LINES = 30
 RESULT_FILE = "result.json"
 OUTPUT_FILE = "output.log"
@@ -164,13 +166,21 @@ class JobRunner:
     def _store_error(self, exc: OperationalError) -> MldeckError:
         return store_write_error(self.workspace, exc)
 
-    def stop(self) -> None:
-        """Stop: no new attempt starts, running workers (and their children) are terminated."""
+    def stop(self, wait: float = STOP_WAIT_SECONDS) -> None:
+        """Stop: no new attempt starts, running workers (and their children) are terminated, and
+        their runs recorded as cancelled, waited for up to *wait* seconds (so what the process
+        says last is that it stopped, not a job it ended)."""
         self._stop.set()
         with self._lock:
             procs = [p for p in self._running.values() if p is not None]
         for proc in procs:
             _kill_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._running:
+                    return
+            time.sleep(0.05)
 
     # -- attempts ---------------------------------------------------------------------------------
     def _attempts(self, request: JobRequest) -> JobOutcome:
@@ -275,7 +285,9 @@ class JobRunner:
             status, result, error = RunStatus.FAILED, None, f"could not start the worker: {exc}"
             self._finish(run_id, status, error)
         self._sync_schedule(request, run_id)
-        self._say(f"{request.name}: run {run_id} {status}" + (f": {error}" if error else ""))
+        # The error may start with the status ("cancelled: the scheduler stopped"): said once.
+        why = (error or "").removeprefix(f"{status}: ")
+        self._say(f"{request.name}: run {run_id} {status}" + (f": {why}" if why else ""))
         return status, run_id, result, error
 
     def _supervise(
