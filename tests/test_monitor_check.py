@@ -157,6 +157,8 @@ def test_an_open_alert_repeats_then_a_quiet_batch_resolves_it(monitored, store, 
     with store.read() as session:
         rows = session.execute(select(Alert)).scalars().all()
         assert [(a.status, a.occurrences) for a in rows] == [("open", 2), ("open", 2)]
+    # The alerts name the newest batch now; the first batch keeps them in its history.
+    assert {r.batch: r.alerts for r in list_reports(store)} == {"churn:v2": 2, "churn:v3": 2}
     check_batch(monitored, store, quiet)
     with store.read() as session:
         rows = session.execute(select(Alert)).scalars().all()

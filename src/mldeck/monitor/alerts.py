@@ -155,6 +155,13 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                                  details={"reason": "condition cleared", "rule": signal.rule.name})  # fmt: skip
                 continue
             details = {**signal.details, "run_id": run_id}
+            # Every batch that fired the alert keeps it in its history, whichever it names now.
+            fired = list((current.details or {}).get("batches") or []) if current else []
+            batch = signal.details.get("batch")
+            if isinstance(batch, str) and batch not in fired:
+                fired.append(batch)
+            if fired:
+                details["batches"] = fired
             new = current is None
             if new:
                 current = Alert(
@@ -168,6 +175,8 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                 if not older:  # the alert goes on naming the newest batch that fired it
                     current.title, current.message = signal.title[:300], signal.message
                     current.details = {**current.details, **details}
+                elif fired:
+                    current.details = {**current.details, "batches": fired}
             session.add(current)
             session.flush()
             if new:

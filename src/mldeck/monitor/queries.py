@@ -61,11 +61,13 @@ def _row(report: DriftReport, batch: str, alerts: int) -> ReportRow:
 
 
 def _alerts_by_batch(session: Any) -> dict[str, int]:
-    """Alerts raised about each batch (``details.batch``, set by every batch rule)."""
+    """Alerts raised about each batch: every batch that fired an alert (``details.batches``),
+    not only the newest it names (``details.batch``)."""
     counts: dict[str, int] = {}
     for (details,) in session.execute(select(Alert.details)).all():
-        batch = (details or {}).get("batch")
-        if isinstance(batch, str):
+        details = details or {}
+        batches = details.get("batches") or [details.get("batch")]
+        for batch in {b for b in batches if isinstance(b, str)}:
             counts[batch] = counts.get(batch, 0) + 1
     return counts
 
