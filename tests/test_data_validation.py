@@ -170,6 +170,12 @@ def test_short_rows_become_nulls_that_the_nulls_check_catches(tmp_path):
     assert rows[REASON].to_list() == ["nulls(c)"]
 
 
+def test_blank_lines_are_skipped_not_read_as_rows_of_nulls(tmp_path):
+    path = write(tmp_path, "blank.csv", "a,b,c\n1,x,2.0\n\n2,y,3.0\n\n")
+    status, reasons = reasons_of(path, data_settings(columns=ABC))
+    assert (status, reasons) == ("accepted", [])
+
+
 def test_long_rows_are_a_read_error_naming_ragged_rows(tmp_path):
     path = write(tmp_path, "long.csv", "a,b,c\n1,x,2.0,9\n2,y,3.0\n")
     status, reasons = reasons_of(path, data_settings(columns=ABC))

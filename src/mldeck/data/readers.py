@@ -97,6 +97,10 @@ def open_source(path: Path, *, separator: str = ",") -> Source:
             raise_if_empty=False,
             try_parse_dates=True,
         )
+        # polars reads a blank line (a file ending in two line breaks, a gap between blocks) as
+        # a row of nulls; like other CSV readers, mldeck skips it. A line of separators only
+        # carries no value either and goes with it.
+        frame = frame.filter(pl.any_horizontal(pl.all().is_not_null()))
     try:
         schema = dict(frame.collect_schema())
     except Exception as exc:  # polars raises many types here; all mean "unreadable"
