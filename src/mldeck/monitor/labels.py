@@ -25,6 +25,7 @@ from mldeck.monitor import performance
 from mldeck.monitor.alerts import Raised
 from mldeck.monitor.check import (
     batch_artifacts,
+    open_version,
     read_parquet_artifact,
     realized_signals,
     stored_predictions,
@@ -302,8 +303,6 @@ def _own_labels(
     workspace: Workspace, version: DatasetVersion, batch: str, target: str, rows: int
 ) -> pl.Series | None:
     """The batch's own label column (None when it arrived without one)."""
-    from mldeck.monitor.check import open_version
-
     frame = open_version(workspace, version, batch)
     if target not in frame.collect_schema():
         return None
