@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -681,3 +682,93 @@ def test_a_file_not_ingested_at_all_decides_the_exit_status(tmp_path, cli):
     # The rejected file is ingested and said; the missing one makes the status 2, not 4.
     assert result.returncode == 2, result.stderr
     assert "events:v1 REJECTED" in result.stdout and "no such file" in result.stderr
+
+
+# -- revalidation -------------------------------------------------------------------------------
+
+
+def test_a_rejected_batch_is_validated_again_after_its_setting_is_fixed(ws, store, tmp_path):
+    """The same bytes are never ingested twice, so a batch rejected for a setting (here the
+    separator) gets its second look through ``revalidate``; its first report stays kept."""
+    from mldeck.store.models import Artifact, AuditEvent, DatasetVersion
+
+    semicolons = HEADER.replace(",", ";") + "1;1.5;a;x\n2;2.5;b;y\n"
+    first = ingest_file(ws, store, put(tmp_path, "semi.csv", semicolons))
+    assert first.status == "rejected"
+    again = ingest_file(ws, store, put(tmp_path, "semi again.csv", semicolons))
+    assert (again.duplicate, again.status) == (True, "rejected")
+
+    fixed = load_workspace(_with_separator(ws.config_path, ";"))
+    result = ingest.revalidate(fixed, store, first.version_id)
+    assert (result.previous, result.status, result.reasons) == ("rejected", "accepted", [])
+    assert result.label == "events:v1" and result.quarantine_path == ""
+    with store.read() as session:
+        version = session.get(DatasetVersion, first.version_id)
+        assert (version.status, version.n_rows, version.n_cols) == ("accepted", 2, 4)
+        assert version.run_id == result.run_id and version.profile["columns"]["amount"]["max"] == 2.5
+        run = session.get(Run, result.run_id)
+        assert (run.kind, run.status, run.tags["previous_status"]) == (
+            RunKind.VALIDATE, RunStatus.SUCCEEDED, "rejected"
+        )
+        kept = session.execute(select(Artifact).where(Artifact.run_id == run.id)).scalar_one()
+        event = session.execute(
+            select(AuditEvent).where(AuditEvent.action == "dataset_version.revalidate")
+        ).scalar_one()
+    previous = json.loads((ws.root / kept.path).read_text())
+    assert previous["status"] == "rejected"
+    assert "the file looks ';'-separated" in json.dumps(previous["report"])
+    assert (event.entity_id, event.details["from"], event.details["to"]) == (
+        str(first.version_id), "rejected", "accepted"
+    )
+    # The first rejection's files stay in quarantine; nothing new is written for a pass.
+    assert sorted(p.name for p in ws.quarantine_dir.iterdir()) == [
+        "events-v1-semi.csv",
+        "events-v1-semi.csv.report.json",
+    ]
+    assert leftovers(ws) == []
+
+
+def _with_separator(config: Path, separator: str) -> Path:
+    text = config.read_text(encoding="utf-8")
+    config.write_text(re.sub(r"^\[data\]\n", f'[data]\ncsv_separator = "{separator}"\n', text,
+                             count=1, flags=re.MULTILINE))  # fmt: skip
+    return config.parent
+
+
+def test_revalidation_under_stricter_settings_rejects_and_quarantines_anew(ws, store, tmp_path):
+    outcome = ingest_file(ws, store, put(tmp_path, "good.csv", GOOD))
+    assert outcome.status == "accepted"
+    config = ws.config_path.read_text(encoding="utf-8")
+    ws.config_path.write_text(config.replace('categories = ["a", "b", "c"]', 'categories = ["a"]'))
+    result = ingest.revalidate(load_workspace(ws.root), store, outcome.version_id)
+    assert (result.previous, result.status) == ("accepted", "rejected")
+    assert result.reasons == ["categories(kind): 2 values outside the allowed categories"]
+    run_id = result.run_id
+    assert result.quarantine_path == f"data/quarantine/events-v1-run{run_id}-good.csv"
+    assert (ws.root / result.quarantine_path).read_bytes() == GOOD.encode()
+    rows = pl.read_parquet(ws.quarantine_dir / f"events-v1-run{run_id}.rows.parquet")
+    assert rows[ROW].to_list() == [1, 2]
+
+
+def test_the_reference_is_not_revalidated(ws, store, tmp_path):
+    reference = ingest_file(ws, store, put(tmp_path, "ref.csv", GOOD), as_reference=True)
+    with pytest.raises(MldeckError, match="events:v1 is the reference of events"):
+        ingest.revalidate(ws, store, reference.version_id)
+
+
+def test_cli_revalidate_says_the_change_and_exits_by_the_new_status(tmp_path, cli):
+    root = configure(init_workspace(tmp_path / "ws", name="revalidate")).root
+    path = put(tmp_path / "files", "semi.csv", HEADER.replace(",", ";") + "1;1.5;a;x\n")
+    assert cli("data", "ingest", str(path), cwd=root).returncode == 4
+    same = cli("data", "revalidate", "events:v1", cwd=root)
+    assert same.returncode == 4, same.stderr
+    assert same.stdout.startswith("events:v1: rejected -> REJECTED (run ")
+    _with_separator(root / "mldeck.toml", ";")
+    fixed = cli("data", "revalidate", "events:v1", "--json", cwd=root)
+    assert fixed.returncode == 0, fixed.stderr
+    answer = json.loads(fixed.stdout)
+    assert (answer["previous_status"], answer["status"]) == ("rejected", "accepted")
+    listed = json.loads(cli("data", "list", "--json", cwd=root).stdout)
+    assert [v["status"] for v in listed["versions"]] == ["accepted"]
+    missing = cli("data", "revalidate", "events:v9", cwd=root)
+    assert missing.returncode == 2 and "no dataset version 'events:v9'" in missing.stderr

@@ -476,6 +476,39 @@ def _print_outcome(outcome: Any) -> None:
         out.print(f"  quarantine: {outcome.quarantine_path}", markup=False)
 
 
+@data_app.command("revalidate")
+def data_revalidate(
+    version: Annotated[str, typer.Argument(help="Version id, dataset:vN, or a sha256 prefix.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Validate a stored version again under the current mldeck.toml.
+
+    The same content is never ingested twice, so after fixing the setting a rejection names
+    (csv_separator, an expectation) this gives the batch a second look. The previous report is
+    kept (an artifact of the new run) and the change is in the audit trail. Exit status as for
+    ingest: 0 accepted, 3 accepted with warnings, 4 rejected.
+    """
+    from mldeck.data.ingest import EXIT, revalidate
+    from mldeck.store.queries import resolve_version
+
+    ws, store = _open()
+    result = revalidate(ws, store, resolve_version(store, version))
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        out.print(f"{result.label}: {result.previous} -> {result.status.upper()} "
+                  f"(run {result.run_id})", markup=False)  # fmt: skip
+        for reason in result.reasons:
+            out.print(f"  - {reason}", markup=False)
+        if result.quarantine_path:
+            out.print(f"  quarantine: {result.quarantine_path}", markup=False)
+        if result.status != "rejected" and result.previous == "rejected":
+            out.print(f"  next: 'mldeck drift check {result.label}' scores it with the champion"
+                      " and checks its drift", markup=False)  # fmt: skip
+    if EXIT.get(result.status, 0):
+        raise typer.Exit(EXIT[result.status])
+
+
 @data_app.command("list")
 def data_list(
     dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,

@@ -166,6 +166,37 @@ async def test_a_check_detail_is_shown_as_written_not_as_markup(data_seeded, tmp
         assert "set [data] csv_separator" in drawn.plain
 
 
+async def test_v_validates_a_rejected_version_again_after_the_fix(data_seeded, tmp_path) -> None:
+    """A batch rejected for its separator, the setting fixed in mldeck.toml: v (confirmed) runs
+    'mldeck data revalidate' and the screen shows the new status and checks."""
+    import re
+
+    workspace, store = data_seeded
+    batch = demo_file(tmp_path, "week_20.csv", seed=20, rows=300)
+    bad = tmp_path / "export.csv"
+    bad.write_text(batch.read_text(encoding="utf-8").replace(",", ";"), encoding="utf-8")
+    outcome = ingest_file(workspace, store, bad)
+    assert outcome.status == "rejected"
+    label = f"churn:v{outcome.version}"
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_version(pilot, outcome.version_id)
+        summary = detail.query_one("#version-summary")
+        assert f"{label} rejected" in static_text(summary)
+        text = workspace.config_path.read_text(encoding="utf-8")
+        workspace.config_path.write_text(
+            re.sub(r"^\[data\]\n", '[data]\ncsv_separator = ";"\n', text, count=1, flags=re.M)
+        )
+        await pilot.press("v")
+        await settle(pilot)
+        await pilot.press("enter")
+        await until(pilot, lambda: f"{label} accepted" in static_text(summary), timeout=60)
+        await until(pilot, lambda: any(f"{label}: rejected -> accepted" in str(n.message)
+                                       for n in app._notifications))  # fmt: skip
+        checks = detail.query_one("#version-checks", DeckTable)
+        assert set(column(checks, 0)) == {"pass"}
+
+
 async def test_quarantined_rows_show_the_reason_first(data_seeded) -> None:
     app = make_app(*data_seeded)
     async with app.run_test(size=SIZE) as pilot:

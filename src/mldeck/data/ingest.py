@@ -11,6 +11,7 @@ polars pass (against the dataset's reference profile) → offending rows to
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from mldeck import provenance
+from mldeck import audit, provenance
 from mldeck.data.readers import ReadError, open_source, unsupported_type
 from mldeck.data.validate import (
     Validation,
@@ -36,9 +37,10 @@ from mldeck.data.validate import (
 from mldeck.errors import MldeckError, NotADataFile
 from mldeck.formatting import shown
 from mldeck.formatting import size as shown_size
-from mldeck.store.artifacts import put_file
+from mldeck.store.artifacts import put_file, put_stream
 from mldeck.store.engine import Store
 from mldeck.store.models import (
+    Artifact,
     Dataset,
     DatasetVersion,
     Run,
@@ -243,6 +245,126 @@ def ingest_file(
     return outcome
 
 
+@dataclass
+class Revalidation:
+    version_id: int
+    label: str
+    previous: str
+    status: str
+    reasons: list[str]
+    run_id: int
+    quarantine_path: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version_id": self.version_id,
+            "version": self.label,
+            "previous_status": self.previous,
+            "status": self.status,
+            "reasons": self.reasons,
+            "run_id": self.run_id,
+            "quarantine_path": self.quarantine_path,
+        }
+
+
+def revalidate(
+    workspace: Workspace,
+    store: Store,
+    version_id: int,
+    *,
+    trigger: str = RunTrigger.MANUAL,
+    progress: Callable[[str], None] | None = None,
+) -> Revalidation:
+    """Validate a stored version again under the current ``mldeck.toml`` (after fixing the setting
+    a rejection named, say ``csv_separator``): the same bytes cannot be ingested twice, so this is
+    how a rejected batch gets a second look. The version takes the new status, report and profile;
+    the previous report is kept as an artifact of the new validation run, the change is an audit
+    event, and earlier quarantine files stay where they are."""
+    say = progress or (lambda _message: None)
+    with store.read() as session:
+        row = session.execute(
+            select(DatasetVersion, Dataset)
+            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            .where(DatasetVersion.id == version_id)
+        ).first()
+    if row is None:
+        raise MldeckError(f"no dataset version {version_id}")
+    version, ds = row
+    label = f"{ds.name}:v{version.version}"
+    if ds.reference_version_id == version.id:
+        raise MldeckError(
+            f"{label} is the reference of {ds.name}: its profile is what batches and drift are "
+            "compared with, so it is not validated again; ingest a new reference with --reference"
+        )
+    stored = workspace.root / version.stored_path
+    if not stored.is_file():
+        raise MldeckError(
+            f"cannot revalidate {label}: its stored copy {version.stored_path} is missing"
+        )
+    settings = workspace.settings.data
+    run_id = _start_run(store, RunKind.VALIDATE, trigger, f"revalidate {label}",
+                        {"sha256": version.sha256, "dataset": ds.name, "revalidates": label})  # fmt: skip
+    rows_file = (
+        workspace.quarantine_dir / f".{version.sha256[:16]}-{uuid.uuid4().hex[:12]}.rows.parquet"
+    )
+    try:
+        _progress(store, run_id, f"validating {shown_size(version.size_bytes)} again")
+        workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            source = open_source(stored, separator=settings.csv_separator)
+        except ReadError as exc:
+            result = unreadable(str(exc))
+        else:
+            result = validate(source, settings, reference=reference_of(store, ds.name),
+                              offending_path=rows_file)  # fmt: skip
+        # Named after this run: the first validation's quarantine files are kept as they are.
+        quarantine = _quarantine(workspace, result, f"{_safe(ds.name)}-v{version.version}-run{run_id}",
+                                 source_name=version.source_path, sha=version.sha256,
+                                 stored=stored, rows_file=rows_file)  # fmt: skip
+        before = json.dumps({"status": version.status, "run_id": version.run_id,
+                             "quarantine_path": version.quarantine_path, "report": version.report},
+                            indent=2, default=str).encode()  # fmt: skip
+        sha, kept, size = put_stream(workspace.artifacts_dir, io.BytesIO(before), ".json")
+        with store.write() as session:
+            current = session.get(DatasetVersion, version_id)
+            previous = current.status
+            current.status, current.n_rows, current.n_cols = (
+                result.status,
+                result.n_rows,
+                result.n_cols,
+            )
+            current.schema_, current.profile, current.report = (
+                result.schema,
+                result.profile,
+                result.report(),
+            )
+            current.run_id, current.quarantine_path = run_id, quarantine
+            session.add(current)
+            session.add(Artifact(run_id=run_id, name=f"previous-report:{label}", kind="report",
+                                 path=str(kept.relative_to(workspace.root)), sha256=sha,
+                                 size_bytes=size))  # fmt: skip
+            run = session.get(Run, run_id)
+            run.status, run.ended_at, run.progress = RunStatus.SUCCEEDED, utcnow(), 1.0
+            run.tags = {"dataset": ds.name, "version": version.version, "status": result.status,
+                        "previous_status": previous}  # fmt: skip
+            session.add(run)
+            session.add(RunInput(run_id=run_id, dataset_version_id=version_id, role="input"))
+            for reason in result.reasons():
+                level = "warning" if result.status == "warned" else "error"
+                session.add(RunLog(run_id=run_id, level=level, message=reason))
+            audit.append(session, "dataset_version.revalidate", entity_type="dataset_version",
+                         entity_id=version_id, details={"batch": label, "from": previous,
+                                                        "to": result.status, "run": run_id})  # fmt: skip
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            rows_file.unlink(missing_ok=True)
+        _end_runs(store, (run_id,), exc)
+        raise
+    say(f"{label}: {previous} -> {result.status}")
+    return Revalidation(version_id, label, previous, result.status, result.reasons(), run_id,
+                        quarantine)  # fmt: skip
+
+
 def check_dataset_name(name: str) -> None:
     """A dataset's name: it prefixes version references (``churn:v3``), so no ':'."""
     if (not name.strip() or name != name.strip() or len(name) > 100
@@ -369,19 +491,9 @@ def _record(
             ).scalar()
             or 0
         ) + 1
-        label = f"{_safe(dataset)}-v{number}"
-        quarantine = ""
-        if rows_file.exists():
-            final_rows = rows_file.with_name(f"{label}.rows.parquet")
-            rows_file.replace(final_rows)
-            quarantine = str(final_rows.relative_to(root))
-        if result.status == "rejected":
-            whole = workspace.quarantine_dir / f"{label}-{_safe(source.name)}"
-            shutil.copyfile(stored, whole)
-            report = whole.with_name(whole.name + ".report.json")
-            report.write_text(json.dumps({"source": source_name, "sha256": sha,
-                                          **result.report()}, indent=2, default=str))  # fmt: skip
-            quarantine = str(whole.relative_to(root))
+        quarantine = _quarantine(workspace, result, f"{_safe(dataset)}-v{number}",
+                                 source_name=source_name, sha=sha, stored=stored,
+                                 rows_file=rows_file)  # fmt: skip
         version = DatasetVersion(
             dataset_id=ds.id, version=number, sha256=sha, source_path=source_name,
             stored_path=str(stored.relative_to(root)), file_format=stored.suffix.lstrip(".") or "csv",
@@ -414,6 +526,44 @@ def _record(
         version_id = version.id
     return IngestOutcome(version_id, dataset, number, sha, result.status, False, source_name,
                          result.reasons(), quarantine)  # fmt: skip
+
+
+def _quarantine(
+    workspace: Workspace,
+    result: Validation,
+    label: str,
+    *,
+    source_name: str,
+    sha: str,
+    stored: Path,
+    rows_file: Path,
+) -> str:
+    """Move a validation's offending rows to ``<label>.rows.parquet`` and, for a rejected batch,
+    copy its bytes and report to quarantine; return where (relative to the workspace, or "")."""
+    root = workspace.root
+    quarantine = ""
+    if rows_file.exists():
+        final_rows = rows_file.with_name(f"{label}.rows.parquet")
+        rows_file.replace(final_rows)
+        quarantine = str(final_rows.relative_to(root))
+    if result.status == "rejected":
+        whole = workspace.quarantine_dir / f"{label}-{_safe(Path(source_name).name)}"
+        shutil.copyfile(stored, whole)
+        report = whole.with_name(whole.name + ".report.json")
+        report.write_text(json.dumps({"source": source_name, "sha256": sha, **result.report()},
+                                     indent=2, default=str))  # fmt: skip
+        quarantine = str(whole.relative_to(root))
+    return quarantine
+
+
+def rows_file_beside(quarantine_path: str, source_path: str) -> str:
+    """The offending-rows file beside a rejected batch's copy ``<label>-<file>`` (the version's
+    quarantine path): ``<label>.rows.parquet``; "" when the name is not of that shape."""
+    where = Path(quarantine_path)
+    tail = "-" + _safe(Path(source_path).name)
+    if not where.name.endswith(tail) or where.name == tail:
+        return ""
+    return str(where.with_name(where.name[: -len(tail)] + ".rows.parquet"))
 
 
 def _safe(name: str) -> str:

@@ -213,14 +213,16 @@ def check_label(check: dict[str, Any]) -> str:
 
 class VersionDetailScreen(DeckScreen):
     SCREEN_TITLE = "Dataset version"
-    WRITES = frozenset({"score", "drift"})
+    WRITES = frozenset({"score", "drift", "revalidate"})
     HELP = (
         "One dataset version: where it came from, its shape and its validation. Checks lists "
         "every check, failures first, with how many rows broke it. Quarantined rows shows the "
         "offending rows kept aside (up to 200, with the reason each was flagged), or the examples "
         "stored in the report. Profile summarises each column; move the cursor to a column to "
         "draw its distribution, next to the reference's (what drift compares against); z gives "
-        "the chart more room. Wide tables scroll sideways with the left and right arrows."
+        "the chart more room. Wide tables scroll sideways with the left and right arrows. v "
+        "validates the stored bytes again under the current mldeck.toml (after fixing the "
+        "setting a rejection names); the previous report is kept."
     )
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="version-back"),
@@ -230,6 +232,7 @@ class VersionDetailScreen(DeckScreen):
         Binding("z", "zoom", "Zoom chart", id="version-zoom"),
         Binding("s", "score", "Score", id="version-score"),
         Binding("d", "drift", "Check drift", id="version-drift"),
+        Binding("v", "revalidate", "Validate again", show=False, id="version-revalidate"),
     ]
 
     def __init__(self, version_id: int) -> None:
@@ -310,13 +313,13 @@ class VersionDetailScreen(DeckScreen):
         root = self.deck.workspace.root.resolve()
         where = Path(recorded)
         derived = not where.name.endswith(".rows.parquet")
-        if derived:
-            # A rejected batch is quarantined whole as "<dataset>-vN-<file>"; its offending rows
-            # are "<dataset>-vN.rows.parquet" beside it.
-            head, sep, _ = where.name.partition(f"-v{row.version}-")
-            if not sep:
+        if derived:  # a rejected batch's copy: its offending rows are beside it
+            from mldeck.data.ingest import rows_file_beside
+
+            beside = rows_file_beside(recorded, row.source_path)
+            if not beside:
                 return None, ""
-            where = where.with_name(f"{head}-v{row.version}.rows.parquet")
+            where = Path(beside)
         path = (root / where).resolve()
         if not path.is_relative_to(root):
             return None, f"{recorded} is outside the workspace"
@@ -559,6 +562,42 @@ class VersionDetailScreen(DeckScreen):
         result = check_in_child(self.deck, self.version_id)
         message = describe(result) + " (Drift screen: 5)"
         app.call_from_thread(app.notify, message, title="Drift checked", timeout=10)
+
+    def action_revalidate(self) -> None:
+        """Validate this version's stored bytes again under the current mldeck.toml, after
+        confirming (as 'mldeck data revalidate')."""
+        from mldeck.tui.screens.confirm import ConfirmScreen
+
+        row = self._view.detail.row if self._view is not None else None
+        if row is not None and row.is_reference:
+            self.notify(f"{row.label} is not validated again: it is the dataset's reference, "
+                        "what batches are compared with", severity="warning", timeout=6)  # fmt: skip
+            return
+        what = (
+            f"Validate {self._label} again under the current mldeck.toml (after fixing the "
+            "setting a rejection names). It takes the new status, report and profile; the "
+            "previous report is kept with the new run, and earlier quarantine files stay."
+        )
+        self.app.push_screen(
+            ConfirmScreen(f"Validate {self._label} again", what, placeholder=None),
+            self._revalidate_confirmed,
+        )
+
+    def _revalidate_confirmed(self, note: str | None) -> None:
+        if note is not None:
+            self.run_worker(self._revalidate, thread=True, group="revalidate", exit_on_error=False)
+
+    def _revalidate(self) -> None:
+        app = self.app
+        result = self.deck.child_commands.run_json("data", "revalidate", str(self.version_id),
+                                                   ok=(0, 3, 4))  # fmt: skip
+        message = f"{result['version']}: {result['previous_status']} -> {result['status']}"
+        if result["reasons"]:
+            message += f" ({fmt.plural(len(result['reasons']), 'reason')}: see Checks)"
+        severity = "error" if result["status"] == "rejected" else "information"
+        app.call_from_thread(app.notify, message, title="Validated again", severity=severity,
+                             timeout=10)  # fmt: skip
+        app.call_from_thread(self.reload)
 
     def action_zoom(self) -> None:
         """Give the chart the room: the table keeps only the current column's row."""
