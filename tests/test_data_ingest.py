@@ -705,10 +705,14 @@ def test_a_rejected_batch_is_validated_again_after_its_setting_is_fixed(ws, stor
     with store.read() as session:
         version = session.get(DatasetVersion, first.version_id)
         assert (version.status, version.n_rows, version.n_cols) == ("accepted", 2, 4)
-        assert version.run_id == result.run_id and version.profile["columns"]["amount"]["max"] == 2.5
+        assert (
+            version.run_id == result.run_id and version.profile["columns"]["amount"]["max"] == 2.5
+        )
         run = session.get(Run, result.run_id)
         assert (run.kind, run.status, run.tags["previous_status"]) == (
-            RunKind.VALIDATE, RunStatus.SUCCEEDED, "rejected"
+            RunKind.VALIDATE,
+            RunStatus.SUCCEEDED,
+            "rejected",
         )
         kept = session.execute(select(Artifact).where(Artifact.run_id == run.id)).scalar_one()
         event = session.execute(
@@ -718,7 +722,9 @@ def test_a_rejected_batch_is_validated_again_after_its_setting_is_fixed(ws, stor
     assert previous["status"] == "rejected"
     assert "the file looks ';'-separated" in json.dumps(previous["report"])
     assert (event.entity_id, event.details["from"], event.details["to"]) == (
-        str(first.version_id), "rejected", "accepted"
+        str(first.version_id),
+        "rejected",
+        "accepted",
     )
     # The first rejection's files stay in quarantine; nothing new is written for a pass.
     assert sorted(p.name for p in ws.quarantine_dir.iterdir()) == [
