@@ -133,6 +133,21 @@ def test_cli_infer_writes_the_expectations_once(workspace, cli):
     assert config.read_text() == after
 
 
+def test_a_csv_float_column_spelling_nan_in_lower_case_is_inferred_as_float(workspace, cli):
+    """polars reads 'nan' (not 'NaN') in a CSV as text: the column was inferred as a string with
+    the numbers for categories. It is a float column, and the file passes what was inferred."""
+    reference = workspace.root / "data" / "ref.csv"
+    reference.write_text("id,x,label\n1,1.5,a\n2,inf,b\n3,2.5,a\n4,nan,b\n5,,a\n")
+    written = cli("data", "infer", "data/ref.csv", "--write", cwd=workspace.root)
+    assert written.returncode == 0, written.stderr
+    ws = load_workspace(workspace.root)
+    x = ws.settings.data.columns["x"]
+    assert (x.type, x.allow_nan, x.allow_inf, x.categories) == ("float", True, True, None)
+    assert ws.settings.data.columns["label"].categories == ["a", "b"]
+    ingested = cli("data", "ingest", "data/ref.csv", "--json", cwd=workspace.root)
+    assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+
+
 def test_append_to_config_leaves_a_config_with_data_untouched(tmp_path):
     config = tmp_path / CONFIG_FILE
     config.write_text('[data]\ndataset = "mine"\n')

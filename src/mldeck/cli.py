@@ -665,7 +665,12 @@ def data_infer(
     except ReadError as exc:
         raise MldeckError(f"cannot infer from {file}: {exc}") from None
     from mldeck.data.expectations import DataSettings
+    from mldeck.data.infer import numbers_read_as_text
 
+    try:
+        source = numbers_read_as_text(source)
+    except Exception as exc:  # polars raises many types here; all mean "unreadable"
+        raise MldeckError(f"cannot infer from {file}: {source.why(exc)}") from None
     profiled = reference_profile(source, DataSettings(table={"unique_ids": False}))
     if profiled.read_error:
         raise MldeckError(f"cannot infer from {file}: {profiled.read_error}")

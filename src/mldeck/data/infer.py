@@ -13,11 +13,39 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mldeck.data.readers import Source
 from mldeck.data.validate import Validation
 from mldeck.errors import MldeckError
 
 MAX_CATEGORIES = 50
 ID_SUFFIXES = ("_id", "id", "_key", "uuid")
+
+
+def numbers_read_as_text(source: Source) -> Source:
+    """*source* with its text columns whose every value is a number read as floats.
+
+    The CSV reader takes ``nan`` (lower case) for text, so a float column holding it would be
+    inferred as a string column with the numbers as its categories; validation itself reads
+    such a column as the float its expectations declare.
+    """
+    import polars as pl
+
+    text = [name for name, dtype in source.schema.items() if dtype == pl.String]
+    if not text:
+        return source
+    counts = source.frame.select(
+        *(pl.col(name).is_not_null().sum().alias(f"n{i}") for i, name in enumerate(text)),
+        *(pl.col(name).cast(pl.Float64, strict=False).is_not_null().sum().alias(f"f{i}")
+          for i, name in enumerate(text)),
+    ).collect().row(0, named=True)  # fmt: skip
+    numeric = [name for i, name in enumerate(text) if 0 < counts[f"n{i}"] == counts[f"f{i}"]]
+    if not numeric:
+        return source
+    frame = source.frame.with_columns(pl.col(numeric).cast(pl.Float64))
+    schema = {
+        name: pl.Float64() if name in numeric else dtype for name, dtype in source.schema.items()
+    }
+    return Source(source.path, source.file_format, frame, source.columns, schema, source.separator)
 
 
 def _toml_value(value: Any) -> str:
