@@ -629,6 +629,30 @@ def test_cli_list_show_and_quarantine(deck):
         assert (root / version["quarantine_path"]).is_file()
 
 
+def test_cli_quarantine_lists_rows_files_and_files_never_ingested(tmp_path, cli):
+    """A rejected batch's offending rows sit beside its copy; a file the watcher could not
+    ingest has no version, only its '<name>.error.txt': both are listed."""
+    ws = configure(init_workspace(tmp_path / "ws", name="quarantine"))
+    path = put(tmp_path / "files", "bad.csv", REJECTED)
+    assert cli("data", "ingest", str(path), cwd=ws.root).returncode == 4
+    ws.quarantine_dir.joinpath("notes.md").write_text("# notes\n")
+    ws.quarantine_dir.joinpath("notes.md.error.txt").write_text(
+        "/in/notes.md\nfailed to ingest at 2026-12-05T10:00:00+00:00\nnot a data file\n"
+    )
+    listed = cli("data", "quarantine", "--json", cwd=ws.root)
+    assert listed.returncode == 0, listed.stderr
+    answer = _json(listed)
+    (version,) = answer["versions"]
+    assert version["quarantine_path"] == "data/quarantine/events-v1-bad.csv"
+    assert version["rows_path"] == "data/quarantine/events-v1.rows.parquet"
+    assert answer["not_ingested"] == [{"path": "data/quarantine/notes.md", "source": "/in/notes.md",
+                                       "failed_at": "2026-12-05T10:00:00+00:00",
+                                       "reason": "not a data file"}]  # fmt: skip
+    text = cli("data", "quarantine", cwd=ws.root).stdout
+    assert "rows: data/quarantine/events-v1.rows.parquet" in text
+    assert "Not ingested" in text and "not a data file" in text
+
+
 def test_cli_prints_brackets_as_written(tmp_path, cli):
     """Names and reasons hold brackets ('[data] csv_separator', a file named 'batch [x].csv')
     and colons (':cat:'): the CLI prints them as written, in lines and in tables, not as Rich

@@ -424,6 +424,13 @@ def test_a_file_of_another_type_is_quarantined_at_once_without_a_version(ws, sto
     assert (ws.quarantine_dir / "notes.md").read_text(encoding="utf-8").startswith("# what")
     assert incoming_files(ws) == [] and versions(store) == [] and not recorder.outcomes
     assert not recorder.said("trying again")
+    # 'mldeck data quarantine' lists it, though it has no version.
+    listed = watcher_module.not_ingested(ws)
+    assert [(f.path, f.source) for f in listed] == [
+        ("data/quarantine/notes.md", str(ws.incoming_dir / "notes.md"))
+    ]
+    assert "not a data file mldeck reads ('.md'" in listed[0].reason
+    assert listed[0].failed_at.startswith(str(datetime.now().year))
 
 
 def test_only_one_watcher_per_workspace(ws, store, watch):

@@ -625,21 +625,47 @@ def data_quarantine(
     ] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List what is in quarantine: rejected batches and the offending rows of accepted ones."""
+    """List what is in quarantine: rejected batches and the offending rows of accepted ones, and
+    the files the watcher could not ingest at all (they have no version; the reason is beside
+    each, in <name>.error.txt)."""
+    from mldeck.data.ingest import rows_file_beside
+    from mldeck.data.watcher import not_ingested
     from mldeck.store.queries import list_versions
 
     ws, store = _open()
     rows, total = list_versions(store, quarantined=True, limit=limit)
+    files = not_ingested(ws)
+
+    def rows_path(row: Any) -> str:
+        if row.quarantine_path.endswith(".rows.parquet"):
+            return row.quarantine_path
+        beside = rows_file_beside(row.quarantine_path, row.source_path)
+        return beside if beside and (ws.root / beside).is_file() else ""
+
     if as_json:
-        _print_json({"total": total, "versions": [row.as_dict() for row in rows]})
+        versions = [{**row.as_dict(), "rows_path": rows_path(row)} for row in rows]
+        _print_json({"total": total, "versions": versions,
+                     "not_ingested": [f.as_dict() for f in files[:limit]]})  # fmt: skip
         return
-    if not rows:
+    if not rows and not files:
         out.print("Quarantine is empty.")
         return
-    table = _table(*("VERSION", "STATUS", "SOURCE", "QUARANTINED AS"), wrap="QUARANTINED AS")
-    for row in rows:
-        table.add_row(row.label, row.status, Path(row.source_path).name, row.quarantine_path)
-    out.print(table)
+    if rows:
+        table = _table(*("VERSION", "STATUS", "SOURCE", "QUARANTINED AS"), wrap="QUARANTINED AS")
+        for row in rows:
+            where = [row.quarantine_path]
+            if (offending := rows_path(row)) and offending != row.quarantine_path:
+                where.append(f"rows: {offending}")
+            table.add_row(row.label, row.status, Path(row.source_path).name, "\n".join(where))
+        out.print(table)
+        _more(len(rows), total)
+    if files:
+        _heading("Not ingested", gap=bool(rows))
+        table = _table(*("FILE", "FAILED AT", "REASON"), wrap="REASON")
+        for found in files[:limit]:
+            table.add_row(found.path, found.failed_at, found.reason)
+        out.print(table)
+        _more(min(len(files), limit), len(files))
     out.print(f"(files are in {ws.quarantine_dir}; 'mldeck data show VERSION' gives the reasons)")
 
 

@@ -477,7 +477,7 @@ class IncomingWatcher:
         details = "" if isinstance(exc, MldeckError) else "".join(traceback.format_exception(exc))
         try:
             target = _move_to_quarantine(path, self.workspace.quarantine_dir)
-            note = target.with_name(target.name + ".error.txt")
+            note = target.with_name(target.name + ERROR_NOTE)
             note.write_text(
                 f"{path}\nfailed to ingest at {datetime.now(UTC).isoformat(timespec='seconds')}\n"
                 f"{reason}\n" + (f"\n{details}" if details else ""),
@@ -519,6 +519,47 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+ERROR_NOTE = ".error.txt"  # beside a file the watcher could not ingest: where from, when, why
+
+
+@dataclass
+class NotIngested:
+    """A file the watcher moved to quarantine without ingesting it (no dataset version)."""
+
+    path: str  # relative to the workspace
+    source: str
+    failed_at: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "source": self.source, "failed_at": self.failed_at,
+                "reason": self.reason}  # fmt: skip
+
+
+def not_ingested(workspace: Workspace) -> list[NotIngested]:
+    """The files in quarantine that never became versions, newest first, read from their
+    ``.error.txt`` notes (source path, time, reason on the first three lines)."""
+    folder = workspace.quarantine_dir
+    try:
+        notes = [p for p in folder.iterdir() if p.name.endswith(ERROR_NOTE) and p.is_file()]
+    except OSError:
+        return []
+    found = []
+    for note in notes:
+        try:
+            lines = note.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        lines += [""] * 3
+        moved = note.with_name(note.name.removesuffix(ERROR_NOTE))
+        found.append(NotIngested(
+            path=str(moved.relative_to(workspace.root)) + ("" if moved.exists() else " (gone)"),
+            source=lines[0], failed_at=lines[1].removeprefix("failed to ingest at "),
+            reason=lines[2],
+        ))  # fmt: skip
+    return sorted(found, key=lambda f: f.failed_at, reverse=True)
 
 
 def _move_to_quarantine(path: Path, quarantine: Path) -> Path:
