@@ -27,7 +27,7 @@ from mldeck.store.models import (
     RunKind,
     RunStatus,
 )
-from mldeck.workspace import Workspace
+from mldeck.workspace import Workspace, load_workspace
 
 from .test_cli import assert_one_line_error
 from .test_ml_registry import (  # noqa: F401 (model_bytes is a fixture)
@@ -526,6 +526,33 @@ def test_a_report_with_labels_recorded_later_is_shown(monitored, store, tmp_path
     shown = cli("drift", "show", "churn:v2", cwd=monitored.root)
     assert shown.returncode == 0, shown.stderr
     assert "on 400 labelled rows (latest labels: l.csv)" in shown.stdout
+
+
+def test_drift_check_exits_3_when_only_the_champions_scores_drifted(
+    ws,
+    store,
+    tmp_path,
+    cli,
+    model_bytes,  # noqa: F811
+):
+    """No dataset drift (one feature of three, share threshold 100%), no joint check, no alert:
+    the champion's scores moved all the same, and a script must see it in the exit status."""
+    config = ws.config_path.read_text(encoding="utf-8")
+    ws.config_path.write_text(
+        config.replace("drift_share = 0.3", "drift_share = 1.0\nmultivariate = false")
+    )
+    ws = load_workspace(ws.root)
+    ingest_file(ws, store, write(churn_frame(800, seed=1), tmp_path, "ref.csv"), as_reference=True)
+    add_version(ws, store, model_bytes["a"], schema=SCHEMA, metrics={"roc_auc": 0.8})
+    registry.approve(store, "churn:1", reason="ok")
+    registry.promote(store, "churn:1", reason="serve")
+    batch = churn_frame(400, seed=3, start_id=6000).with_columns(pl.col("charges") + 10)
+    ingest(ws, store, batch, tmp_path, "b.csv")
+    done = cli("drift", "check", "churn:v2", "--json", cwd=ws.root)
+    assert done.returncode == 3, done.stdout + done.stderr
+    payload = json.loads(done.stdout)
+    assert not payload["dataset_drift"] and payload["multivariate"] is None
+    assert payload["prediction"]["drifted"] and payload["alerts"] == []
 
 
 def test_drift_alerts_and_kpi_commands(monitored, store, tmp_path, cli):

@@ -53,8 +53,8 @@ def drift_check(
     as_json: JsonOption = False,
 ) -> None:
     """Check a batch: drift per feature, label, prediction and multivariate drift, estimated and
-    realized performance; raises the alerts its rules call for. Exit status 0 quiet, 3 drift or
-    an alert."""
+    realized performance; raises the alerts its rules call for. Exit status 0 quiet, 3 drift
+    (of the dataset, the joint distribution, the champion's scores or the label) or an alert."""
     from mldeck.monitor import check_batch
 
     ws, store = _open()
@@ -69,7 +69,7 @@ def drift_check(
                       markup=False)  # fmt: skip
         for problem in result.hook_problems:
             print(f"mldeck: warning: {problem}", file=sys.stderr)
-    if result.dataset_drift or result.alerts:
+    if result.any_drift or result.alerts:
         raise typer.Exit(3)
 
 

@@ -85,6 +85,12 @@ class MonitorResult:
         return sum(f.drifted for f in self.features)
 
     @property
+    def any_drift(self) -> bool:
+        """Dataset drift, or drift of the joint distribution, the champion's scores or the label."""
+        others = (self.multivariate, self.prediction, self.label)
+        return self.dataset_drift or any(part is not None and part.drifted for part in others)
+
+    @property
     def retrain_reasons(self) -> list[str]:
         """Why a retrain is warranted (empty when it is not): the alerts whose rules say so."""
         return [f"{a.rule}: {a.title}" for a in self.alerts if a.retrain]
