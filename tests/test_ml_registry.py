@@ -663,6 +663,9 @@ def test_models_commands(workspace, store, model_bytes, cli):
 
     assert_one_line_error(mldeck("models", "show", "nope@champion"), "no registered model 'nope'")
     assert_one_line_error(mldeck("models", "show", "churn"), "is not a model reference")
+    # A model name that is not registered is a mistake, not an empty list.
+    assert_one_line_error(mldeck("models", "list", "--model", "chrun"),
+                          "no registered model 'chrun' (registered: churn)")  # fmt: skip
     listed = json.loads(mldeck("models", "list", "--json").stdout)
     assert {v["label"]: v["status"] for v in listed["versions"]} == {
         "churn:1": "approved",

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mldeck import formatting as fmt
-from mldeck.errors import MldeckError
+from mldeck.errors import MldeckError, NotFound
 
 if TYPE_CHECKING:
     from mldeck.store.engine import Store
@@ -773,6 +773,13 @@ def models_list(
 
     _, store = _open()
     rows, total = list_model_versions(store, model=model, limit=limit)
+    if model is not None and not rows:
+        from mldeck.ml.registry import model_names
+
+        names = model_names(store)
+        if model not in names:  # a typo, not an empty model
+            known = ", ".join(names) or "none yet"
+            raise NotFound(f"no registered model {model!r} (registered: {known})")
     if as_json:
         _print_json({"total": total, "versions": [row.as_dict() for row in rows]})
         return

@@ -113,6 +113,14 @@ def resolve(store: Store, ref: str) -> ModelVersion:
         return _find(session, ref)[1]
 
 
+def model_names(store: Store) -> list[str]:
+    """The registered models' names, in order."""
+    with store.read() as session:
+        return list(
+            session.execute(select(RegisteredModel.name).order_by(RegisteredModel.name)).scalars()
+        )
+
+
 def _model(session: Session, name: str) -> RegisteredModel:
     model = session.execute(
         select(RegisteredModel).where(RegisteredModel.name == name)
