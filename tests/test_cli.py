@@ -278,6 +278,34 @@ def test_help_on_every_command(tmp_path, cli, command):
     assert list(tmp_path.iterdir()) == []  # asking for help creates nothing
 
 
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (
+            ["models", "approve", "churn:1"],
+            ["Missing option '--reason'", "'mldeck models approve -h'"],
+        ),
+        (["data", "show"], ["Missing argument 'version'", "(see 'mldeck data show -h')"]),
+        (["data", "list", "--stat"], ["No such option: --stat", "--status"]),
+        (["runs", "list", "--limit", "0"], ["Invalid value for '--limit'"]),
+        (["bogus"], ["No such command 'bogus'", "(see 'mldeck -h')"]),
+    ],
+    ids=["missing option", "missing argument", "unknown option", "out of range", "unknown command"],
+)
+def test_usage_mistakes_are_one_line_like_other_errors(tracked, cli, args, needles):
+    """Click's own format (usage, a hint, a blank line, the error) is not what every other
+    mistake looks like: one line naming it and where the help is, exit status 2."""
+    result = cli(*args, cwd=tracked[0])
+    assert result.returncode == 2
+    assert_one_line_error(result, *needles)
+
+
+def test_a_command_group_alone_shows_its_help(tmp_path, cli):
+    result = cli("data", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Usage: mldeck data" in result.stdout + result.stderr and "revalidate" in result.stderr
+
+
 def test_version(tmp_path, cli):
     import mldeck
 

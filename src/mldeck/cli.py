@@ -1246,10 +1246,27 @@ def main(argv: list[str] | None = None) -> None:
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupt)
+    # Click's exception classes, wherever this typer takes Click from (its own copy or click).
+    kinds = {kind.__name__: kind for kind in typer.BadParameter.__mro__}
+    usage_error, click_error = kinds["UsageError"], kinds["ClickException"]
     command = typer.main.get_command(app)
     try:
         args = _workspace_first(list(sys.argv[1:] if argv is None else argv))
-        command.main(args=args, prog_name="mldeck", standalone_mode=True)
+        code = command.main(args=args, prog_name="mldeck", standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a command group alone: its help
+            exc.show()
+            sys.exit(exc.exit_code)
+        # One line, like every other error (Click prints usage, a hint, a blank line, the error).
+        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        print(f"mldeck: error: {exc.format_message().rstrip('.')}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click_error as exc:
+        print(f"mldeck: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        print("mldeck: error: aborted", file=sys.stderr)
+        sys.exit(1)
     except MldeckError as exc:
         print(f"mldeck: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -1259,6 +1276,7 @@ def main(argv: list[str] | None = None) -> None:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"mldeck: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # Command groups kept in their own modules register themselves on ``app``.
