@@ -249,6 +249,22 @@ async def test_a_rollback_the_registry_would_refuse_is_said_before_the_dialog(
         assert app.screen is detail and champion_ids(store) == [1]
 
 
+async def test_actions_on_an_archived_version_are_refused_before_the_dialog(models_seeded) -> None:
+    from mldeck.ml.registry import archive
+
+    workspace, store = models_seeded
+    archive(store, "churn:1", reason="old")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 1)
+        for key, said in (("a", "cannot be approved"), ("p", "cannot serve"),
+                          ("x", "already archived")):  # fmt: skip
+            await pilot.press(key)
+            await settle(pilot)
+            assert app.screen is detail, key  # no dialog asking for a reason first
+            assert any("churn:1 is archived: " in n and said in n for n in notices(app)), key
+
+
 async def test_promoting_a_version_that_failed_a_gate_is_refused(models_seeded) -> None:
     from mldeck.ml.registry import approve
 

@@ -315,6 +315,11 @@ class ModelVersionScreen(DeckScreen):
         if row is None or self.deck.read_only:
             return
         verb, needs_reason = _ACTIONS[action]
+        if row.status == "archived":  # refused by the registry: said before the dialog
+            why = {"approve": "an archived version cannot be approved",
+                   "archive": "it is already archived"}.get(action, "an archived version cannot serve")  # fmt: skip
+            self.notify(f"{row.label} is archived: {why}", severity="warning", timeout=6)
+            return
         if action == "rollback":
             # What the registry would refuse is said at once, not after a reason is typed.
             champion = self.champion
