@@ -191,7 +191,7 @@ async def test_v_validates_a_rejected_version_again_after_the_fix(data_seeded, t
         await settle(pilot)
         await pilot.press("enter")
         await until(pilot, lambda: f"{label} accepted" in static_text(summary), timeout=60)
-        await until(pilot, lambda: any(f"{label}: rejected -> accepted" in str(n.message)
+        await until(pilot, lambda: any(f"{label}: rejected -> accepted; d scores it" in str(n.message)
                                        for n in app._notifications))  # fmt: skip
         checks = detail.query_one("#version-checks", DeckTable)
         assert set(column(checks, 0)) == {"pass"}

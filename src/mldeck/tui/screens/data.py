@@ -594,6 +594,8 @@ class VersionDetailScreen(DeckScreen):
         message = f"{result['version']}: {result['previous_status']} -> {result['status']}"
         if result["reasons"]:
             message += f" ({fmt.plural(len(result['reasons']), 'reason')}: see Checks)"
+        if result["previous_status"] == "rejected" and result["status"] != "rejected":
+            message += "; d scores it and checks its drift"
         severity = "error" if result["status"] == "rejected" else "information"
         app.call_from_thread(app.notify, message, title="Validated again", severity=severity,
                              timeout=10)  # fmt: skip
