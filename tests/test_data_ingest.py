@@ -290,7 +290,16 @@ BAD_INPUTS = [
     ("all null.csv", HEADER + "1,,a,x\n2,,b,y\n", "nulls(amount): 2 nulls (none allowed)"),
     ("nan inf.csv", HEADER + "1,NaN,a,x\n2,inf,b,y\n3,1.0,c,z\n", "finite(amount): 2 NaN"),
     ("truncated.parquet", _PARQUET[: len(_PARQUET) // 2], "truncated or damaged Parquet file"),
-    ("broken.ndjson", '{"id": 1, "amount": 1.0}\n{"id": 2,\n', "not valid NDJSON"),
+    (
+        "broken.ndjson",
+        '{"id": 1, "amount": 1.0}\n{"id": 2,\n',
+        "not valid NDJSON: line 2: Expecting",
+    ),
+    (
+        "array.ndjson",
+        '{"id": 1, "amount": 1.0}\n[1, 2]\n',
+        "not valid NDJSON: line 2 is a JSON list",
+    ),
     (
         "café ✓ 数据 batch.csv",
         HEADER + "1,1.0,legacy,x\n",

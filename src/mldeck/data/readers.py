@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,27 @@ def _first_long_record(path: Path, separator: str) -> str | None:
     return None
 
 
+def _first_bad_json_line(path: Path) -> str | None:
+    """Which line of an NDJSON file is not a JSON object, and why (polars counts characters
+    from a point it does not name)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, start=1):
+                if number > RAGGED_SEARCH_RECORDS:
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line.rstrip("\r\n"))
+                except ValueError as exc:
+                    return f"line {number}: {exc.msg} (column {exc.colno})"
+                if not isinstance(value, dict):
+                    return f"line {number} is a JSON {type(value).__name__}, not an object"
+    except OSError:
+        pass
+    return None
+
+
 def explain(
     exc: BaseException, file_format: str, path: Path | None = None, separator: str = ","
 ) -> str:
@@ -196,5 +218,5 @@ def explain(
     if file_format == "parquet" and ("eof" in lower or "out of spec" in lower or "footer" in lower):
         return f"truncated or damaged Parquet file: {text[:160]}"
     if file_format == "ndjson":
-        return f"not valid NDJSON: {text[:160]}"
+        return f"not valid NDJSON: {(path and _first_bad_json_line(path)) or text[:160]}"
     return f"cannot read the {file_format.upper()} file: {text[:200]}"
