@@ -13,6 +13,14 @@ def when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def when_short(value: datetime | None) -> str:
+    """A stored UTC time in the local time zone, month, day and minute: for lists on narrow
+    terminals, beside which the full time is one key away."""
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%m-%d %H:%M")
+
+
 def duration(value: timedelta | None) -> str:
     if value is None:
         return "-"

@@ -260,9 +260,10 @@ class DriftScreen(DeckScreen):
         var = self.app.theme_variables
         failed = rich_color(var.get("status-failed", ""))
         ok = rich_color(var.get("status-succeeded", ""))
+        # Most telling first: at 80 columns a line loses its end (the check's time, the holdout).
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"{row.batch}", style="bold")
-        text.append(f" vs {view.detail.reference} · {fmt.when(row.created_at)} · ")
+        text.append(f" vs {view.detail.reference} · ")
         text.append(f"{row.n_drifted}/{row.n_features} drifted ({row.drift_share:.0%}) ")
         if row.dataset_drift:
             text.append("DATASET DRIFT", style=f"bold {failed}")
@@ -273,23 +274,26 @@ class DriftScreen(DeckScreen):
             text.append(" · joint ")
             text.append("drift" if multi["drifted"] else "ok",
                         style=f"bold {failed}" if multi["drifted"] else ok)  # fmt: skip
+        text.append(f" · {fmt.when(row.created_at)}", style="dim")
         text.append("\n")
         est = s.get("estimated")
-        if s.get("model"):
-            text.append(f"{s['model']} ", style="bold")
-        if est and est.get("value") is not None:
-            text.append(f"estimated {est['metric']} {est['value']:.3f}")
-            if est.get("lower") is not None:
-                text.append(f" [{est['lower']:.3f}, {est['upper']:.3f}]")
-            if est.get("reference") is not None:
-                text.append(f" (holdout {est['reference']:.3f})", style="dim")
         realized = s.get("realized") or {}
         metric = (est or {}).get("metric") or "roc_auc"
-        if realized.get(metric) is not None:
-            text.append(f" · realized {realized[metric]:.3f}", style="bold")
-        elif s.get("model"):
-            text.append(" · no labels yet", style="dim")
-        if not s.get("model"):
+        if s.get("model"):
+            text.append(f"{s['model']} ", style="bold")
+            text.append(f"{metric} ")
+            if est and est.get("value") is not None:
+                text.append(f"estimated {est['value']:.3f}")
+                if est.get("lower") is not None:
+                    text.append(f" [{est['lower']:.3f}, {est['upper']:.3f}]")
+                text.append(" · ")
+            if realized.get(metric) is not None:
+                text.append(f"realized {realized[metric]:.3f}", style="bold")
+            else:
+                text.append("no labels yet", style="dim")
+            if est and est.get("reference") is not None:
+                text.append(f" (holdout {est['reference']:.3f})", style="dim")
+        else:
             text.append("no champion: features only", style="dim")
         summary.update(text)
 

@@ -39,15 +39,23 @@ CHART_POINTS = 2000
 Curve = tuple[str, list[tuple]]
 
 
+# What a run's row needs besides its name (id, kind, status, started, time, borders, padding):
+# the name gives way on a narrow terminal so that the time the run took stays in view.
+_BESIDE_NAME = 53
+
+
 def run_cells(app: App, row: RunRow) -> tuple:
     """The cells of a run's table row: id, name, kind, status, started, duration, trigger."""
     progress = fmt.progress(row.progress, row.status)
+    room = max(20, app.size.width - _BESIDE_NAME)
     return (
         Text(str(row.id), justify="right"),
-        row.label,
+        Text(row.label, no_wrap=True, overflow="ellipsis")
+        if len(row.label) <= room
+        else Text(row.label[: room - 1] + "…"),
         row.kind,
         status_text(app, row.status, f" {progress}" if progress else ""),
-        fmt.when(row.started_at or row.created_at),
+        fmt.when_short(row.started_at or row.created_at),  # the detail gives the full time
         fmt.duration(row.duration),
         row.trigger,
     )
