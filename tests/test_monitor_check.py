@@ -506,6 +506,24 @@ def test_kpis_follow_promotions_rollbacks_alerts_and_scoring(
     assert kpis(store, days=7).batches_monitored == 1
 
 
+def test_retraining_cadence_counts_new_model_versions_only(
+    monitored,
+    store,
+    model_bytes,  # noqa: F811
+):
+    """Tracked script runs of kind train (and reproductions) register no model: they are not
+    retrainings. The cadence is the time between new versions."""
+    import mldeck
+
+    for _ in range(3):
+        with mldeck.start_run(name="notebook", kind="train", workspace=monitored.root) as run:
+            run.log_metric("roc_auc", 0.8)
+    assert kpis(store, days=7).retrain_interval_days is None  # churn:1 alone
+    add_version(monitored, store, model_bytes["b"], schema=SCHEMA, metrics={"roc_auc": 0.8})
+    gap = kpis(store, days=7).retrain_interval_days
+    assert gap is not None and 0 <= gap < 1 / 24
+
+
 def test_reports_are_found_by_batch_or_id(monitored, store, tmp_path):
     version = ingest(monitored, store, churn_frame(100, seed=4, start_id=100), tmp_path, "b.csv")
     first = check_batch(monitored, store, version).report_id

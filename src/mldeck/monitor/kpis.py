@@ -4,7 +4,7 @@ Delivery: promotion frequency, lead time from data arrival to a new champion, ch
 rate (promotions later rolled back), time to restore after an alert. Model health: quality over
 time (realized and estimated primary metric per batch), drift, data freshness, pipeline success
 rate, inference latency p50 / p95 per 1,000 predictions, cost per 1,000 predictions (CPU time at
-``[monitor] cost_per_cpu_hour``), retraining cadence. Each figure is None when the store does not
+``[monitor] cost_per_cpu_hour``), retraining cadence (time between new model versions). Each figure is None when the store does not
 hold what it needs yet, never a made-up zero.
 """
 
@@ -134,11 +134,12 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
                    Run.created_at >= since,
                    Metric.key.in_(["latency_ms", "rows", "cpu_seconds_per_1k"]))
         ).all()  # fmt: skip
+        # A retraining is a new model version: reproductions and tracked script runs register
+        # none, and are not counted.
         trains = session.execute(
-            select(Run.created_at)
-            .where(Run.kind.in_([RunKind.TRAIN, RunKind.RETRAIN]),
-                   Run.status == RunStatus.SUCCEEDED, Run.created_at >= since)
-            .order_by(Run.created_at)
+            select(ModelVersion.created_at)
+            .where(ModelVersion.created_at >= since)
+            .order_by(ModelVersion.created_at)
         ).scalars().all()  # fmt: skip
     per_run: dict[int, dict[str, float]] = {}
     for run_id, key, value in score_metrics:
