@@ -428,6 +428,11 @@ async def test_a_batch_dropped_into_incoming_is_ingested_and_listed(tmp_path) ->
             await until(pilot, lambda: table.row_count == 1, timeout=30)
             assert "events:v1" in str(table.get_row_at(0)[0])
             assert not (workspace.incoming_dir / "week 10.csv").exists()
+            # A file of another type has no version: the status line counts it all the same.
+            (workspace.incoming_dir / "notes.md").write_text("# notes\n", encoding="utf-8")
+            status = app.screen.query_one("#data-status", Static)
+            await until(pilot, lambda: "1 file not ingested" in static_text(status), timeout=30)
+            assert "'mldeck data quarantine' says why" in static_text(status)
     finally:
         store.close()
 

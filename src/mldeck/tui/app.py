@@ -185,6 +185,8 @@ class MldeckApp(App):
         else:
             severity = "information"
         self.notify(event.text, severity=severity, timeout=8)
+        if "moved to" in lowered and isinstance(self.screen, DataScreen):
+            self.screen.reload()  # a file quarantined without a version: the store did not change
 
     async def action_quit(self) -> None:
         """Quit; work started here (training, scoring, drift checks) is interrupted first, once

@@ -69,6 +69,7 @@ class DataList:
     filter: str
     running: list[RunRow]
     running_total: int
+    not_ingested: int = 0  # files the watcher moved to quarantine without a version
 
 
 class DataScreen(DeckScreen):
@@ -116,7 +117,10 @@ class DataScreen(DeckScreen):
         running, running_total = list_runs(
             store, RunFilter(kind="validate", status="running"), limit=RUNNING_SHOWN
         )
-        return DataList(rows, total, flt, running, running_total)
+        from mldeck.data.watcher import not_ingested
+
+        return DataList(rows, total, flt, running, running_total,
+                        len(not_ingested(self.deck.workspace)))  # fmt: skip
 
     def show(self, data: DataList) -> None:
         table = self.query_one("#data-table", DeckTable)
@@ -132,6 +136,9 @@ class DataScreen(DeckScreen):
             message = fmt.plural(data.total, "version")
         if data.filter != "all":
             message += f" · filter: {data.filter} (f: next, esc: all)"
+        if data.not_ingested:
+            message += (f" · {fmt.plural(data.not_ingested, 'file')} not ingested, in "
+                        "data/quarantine/ ('mldeck data quarantine' says why)")  # fmt: skip
         self.query_one("#data-status", Static).update(message)
         self._validations, self._validations_total = data.running, data.running_total
         self._show_running()
