@@ -278,6 +278,25 @@ def test_help_on_every_command(tmp_path, cli, command):
     assert list(tmp_path.iterdir()) == []  # asking for help creates nothing
 
 
+def test_runs_compare(tracked, cli):
+    root, run_id = tracked
+    answer = cli("runs", "compare", "cli-run", "cli-broken", "--json", cwd=root)
+    assert answer.returncode == 0, answer.stderr
+    compared = json.loads(answer.stdout)
+    assert [r["name"] for r in compared["runs"]] == ["cli-run", "cli-broken"]
+    fields = {f["key"]: f for f in compared["fields"]}
+    assert fields["status"]["values"] == ["succeeded", "failed"] and fields["status"]["differs"]
+    assert fields["loss"]["values"] == [0.25, None] and fields["C"]["values"] == [1.0, None]
+    text = cli("runs", "compare", str(run_id), "cli-broken", "--diff", cwd=root)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].split()[:3] == ["FIELD", f"#{run_id}", "cli-run"]
+    assert any(line.split()[:4] == ["*", "metric.loss", "0.25", "-"] for line in lines)
+    assert not any(" env.python " in f" {line} " for line in lines)  # equal: left out
+    assert "fields differ" in lines[-1]
+    assert_one_line_error(cli("runs", "compare", "cli-run", cwd=root), "compare 2 to 8")
+
+
 @pytest.mark.parametrize(
     ("args", "needles"),
     [

@@ -358,3 +358,36 @@ def test_process_start_time_tells_processes_apart():
     assert mine > 0
     assert provenance.process_start_time(os.getpid()) == mine
     assert provenance.process_start_time(2**22 + 12345) is None  # above Linux's pid_max
+
+
+# -- comparing runs --------------------------------------------------------------------------
+
+
+def test_runs_are_compared_field_by_field(workspace, store):
+    from mldeck.store.queries import MAX_COMPARED, compare_runs
+
+    runs = []
+    for lr, loss, extra in ((0.1, 0.5, {}), (0.01, 0.25, {"depth": 3}), (0.1, 0.5, {})):
+        with start_run(name="sweep", kind="train", workspace=workspace.root,
+                       params={"lr": lr, "opt": {"beta": 0.9}, **extra}) as run:  # fmt: skip
+            run.log_metric("loss", 1.0)
+            run.log_metric("loss", loss)  # the last value is compared
+        runs.append(run.id)
+    compared = compare_runs(store, runs)
+    assert [row.id for row in compared.runs] == runs
+    fields = {f.name: f for f in compared.fields}
+    assert fields["metric.loss"].values == [0.5, 0.25, 0.5] and fields["metric.loss"].differs
+    assert fields["param.lr"].values == [0.1, 0.01, 0.1]
+    assert fields["param.depth"].values == [None, 3, None]  # absent: None, and that differs
+    assert fields["param.depth"].differs
+    assert not fields["param.opt"].differs and fields["param.opt"].values[0] == {"beta": 0.9}
+    assert not fields["kind"].differs and fields["status"].values == ["succeeded"] * 3
+    sections = [f.section for f in compared.fields]
+    assert sections[:4] == ["run"] * 4 and sections.index("metric") < sections.index("param")
+    # Two identical runs differ only in what cannot be equal (their time).
+    same = compare_runs(store, [runs[0], runs[2]])
+    assert [f.name for f in same.fields if f.differs] in ([], ["seconds"])
+    with pytest.raises(MldeckError, match="compare 2 to 8 different runs, not 1"):
+        compare_runs(store, [runs[0], runs[0]])
+    with pytest.raises(MldeckError, match=f"not {MAX_COMPARED + 1}"):
+        compare_runs(store, list(range(1, MAX_COMPARED + 2)))

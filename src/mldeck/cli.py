@@ -307,6 +307,37 @@ def runs_show(
         out.print(detail.run.error.rstrip(), markup=False)
 
 
+@runs_app.command("compare")
+def runs_compare(
+    runs: Annotated[
+        list[str], typer.Argument(help="2 to 8 runs: ids, or names (the newest run of a name).")
+    ],
+    diff: Annotated[
+        bool, typer.Option("--diff", help="Only the fields whose values differ.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare runs side by side: status and time, each metric's last value, params, inputs,
+    tags, code version and environment. '*' marks the fields that differ; '-' is a field a run
+    does not have."""
+    from mldeck.store.queries import compare_runs, resolve_run
+
+    _, store = _open()
+    comparison = compare_runs(store, [resolve_run(store, ref) for ref in runs])
+    if as_json:
+        _print_json(comparison.as_dict())
+        return
+    fields = [f for f in comparison.fields if f.differs or not diff]
+    table = _table("", "FIELD", *(f"#{row.id} {row.name}" for row in comparison.runs))
+    for field in fields:
+        table.add_row("*" if field.differs else "", field.name,
+                      *(fmt.compared(field.section, field.key, v) for v in field.values))  # fmt: skip
+    out.print(table, markup=False)
+    differing = sum(f.differs for f in comparison.fields)
+    out.print(f"{differing} of {len(comparison.fields)} fields differ"
+              + ("" if diff else " (--diff shows only those)"), markup=False)  # fmt: skip
+
+
 # -- run: pipeline steps on demand ---------------------------------------------------------------
 
 run_app = typer.Typer(help="Run a pipeline step now: train.", no_args_is_help=True)

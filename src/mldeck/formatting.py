@@ -77,3 +77,17 @@ def shown(name: str) -> str:
     bytes (a name from another system's encoding) as U+FFFD, control characters as '?'."""
     text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
+
+
+def compared(section: str, key: str, value: object) -> str:
+    """A value of a run comparison as text: numbers shortened, a run's time as a duration,
+    structures as JSON, "-" for a field the run does not have."""
+    import json
+
+    if value is None:
+        return "-"
+    if section == "run" and key == "seconds" and isinstance(value, int | float):
+        return duration(timedelta(seconds=value))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return number(value)

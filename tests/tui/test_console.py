@@ -17,7 +17,7 @@ from mldeck.tui.screens import SECTIONS
 from mldeck.tui.screens.alerts import AlertsScreen
 from mldeck.tui.screens.help import HelpScreen
 from mldeck.tui.screens.overview import OverviewScreen
-from mldeck.tui.screens.runs import RunDetailScreen, RunsScreen
+from mldeck.tui.screens.runs import RunCompareScreen, RunDetailScreen, RunsScreen
 from mldeck.tui.widgets.table import DeckTable
 from mldeck.tui.widgets.topbar import TopBar
 from mldeck.workspace import init_workspace, open_workspace_store
@@ -51,6 +51,42 @@ async def test_overview_shows_counts_champion_and_last_runs(seeded) -> None:
         last = app.screen.query_one("#last-runs", DeckTable)
         assert table_ids(last) == [8, 7, 6, 5, 4, 3, 2, 1]
         await until(pilot, lambda: app.screen.query_one(TopBar).champion == "churn:1")
+
+
+async def test_mark_two_runs_and_compare_them(seeded) -> None:
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        screen = app.screen
+        table = screen.query_one("#runs-table", DeckTable)
+        await pilot.press("c")  # nothing marked: said how
+        assert app.screen is screen
+        assert any("mark 2 to 8 runs with space" in str(n.message) for n in app._notifications)
+        for run_id in (3, 4):
+            table.move_cursor(row=table.get_row_index(str(run_id)))
+            await pilot.press("space")
+        assert [str(table.get_row(str(i))[0]) for i in (3, 4, 5)] == ["● 3", "● 4", "5"]
+        await pilot.press("c")
+        await settle(pilot)
+        compared = app.screen
+        assert isinstance(compared, RunCompareScreen) and compared.run_ids == [3, 4]
+        rows = compared.query_one("#compare-table", DeckTable)
+        values = {
+            str(rows.get_row(key)[1]): [str(c) for c in rows.get_row(key)] for key in rows.rows
+        }
+        assert values["metric.loss"][2:] == ["0.21", "-"] and values["metric.loss"][0] == "*"
+        assert values["param.learning_rate"][0] == "" and values["status"][2:] == [
+            "succeeded",
+            "failed",
+        ]
+        await pilot.press("d")  # only what differs
+        shown = [str(rows.get_row(key)[1]) for key in rows.rows]
+        assert "status" in shown and "param.learning_rate" not in shown
+        assert "showing only those" in static_text(compared.query_one("#compare-status"))
+        await pilot.press("escape")
+        assert app.screen is screen
 
 
 async def test_navigate_filter_and_open_a_run(seeded) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from textual.pilot import Pilot
 
 from mldeck.tui.screens.data import VersionDetailScreen
-from mldeck.tui.screens.runs import RunDetailScreen
+from mldeck.tui.screens.runs import RunCompareScreen, RunDetailScreen
 
 from .conftest import T0, make_app, settle
 from .test_models_screen import models_workspace
@@ -21,6 +21,15 @@ def test_runs(snap_compare, fixed_seeded) -> None:
     async def go(pilot: Pilot) -> None:
         await settle(pilot)
         await pilot.press("2")
+        await settle(pilot)
+
+    assert snap_compare(make_app(*fixed_seeded), run_before=go)
+
+
+def test_runs_compared(snap_compare, fixed_seeded) -> None:
+    async def go(pilot: Pilot) -> None:
+        await settle(pilot)
+        pilot.app.push_screen(RunCompareScreen([3, 4]))
         await settle(pilot)
 
     assert snap_compare(make_app(*fixed_seeded), run_before=go)

@@ -326,6 +326,90 @@ def run_detail(store: Store, run_id: int, *, log_limit: int = 500) -> RunDetail:
     return RunDetail(run, metrics, logs, log_count, artifacts, inputs, parent, children)
 
 
+def run_fields(run: Run) -> list[tuple[str, str, Any]]:
+    """A run's params, tags, code version and environment as (section, key, value) rows, in the
+    order the console and the comparison show them."""
+    rows: list[tuple[str, str, Any]] = [("param", k, v) for k, v in sorted(run.params.items())]
+    rows += [("tag", k, v) for k, v in sorted(run.tags.items())]
+    rows += [("code", k, v) for k, v in run.code_version.items()]
+    env = dict(run.environment)
+    packages = env.pop("packages", {})
+    rows += [("env", k, v) for k, v in env.items()]
+    rows += [("pkg", k, v) for k, v in packages.items()]
+    return rows
+
+
+MAX_COMPARED = 8  # runs side by side: more do not fit a terminal
+
+
+@dataclass
+class ComparedField:
+    """One row of a comparison: a field and its value in each run (None: the run has none)."""
+
+    section: str  # run, metric, param, input, tag, code, env or pkg
+    key: str
+    values: list[Any]
+
+    @property
+    def name(self) -> str:
+        return self.key if self.section == "run" else f"{self.section}.{self.key}"
+
+    @property
+    def differs(self) -> bool:
+        first = self.values[0]
+        return any(value != first for value in self.values[1:])
+
+
+@dataclass
+class RunComparison:
+    runs: list[RunRow]
+    fields: list[ComparedField]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runs": [row.as_dict() for row in self.runs],
+            "fields": [
+                {"section": f.section, "key": f.key, "values": f.values, "differs": f.differs}
+                for f in self.fields
+            ],
+        }
+
+
+def compare_runs(store: Store, run_ids: list[int]) -> RunComparison:
+    """Runs side by side: status and time, every metric's last value, params, inputs, tags,
+    code version and environment; a field a run does not have is None in its column."""
+    ids = list(dict.fromkeys(run_ids))
+    if not 2 <= len(ids) <= MAX_COMPARED:
+        raise MldeckError(f"compare 2 to {MAX_COMPARED} different runs, not {len(ids)}")
+    details = [run_detail(store, run_id, log_limit=0) for run_id in ids]
+    rows = [RunRow.of(d.run) for d in details]
+    columns: dict[tuple[str, str], list[Any]] = {}
+
+    def put(index: int, section: str, key: str, value: Any) -> None:
+        columns.setdefault((section, key), [None] * len(details))[index] = value
+
+    for i, (detail, row) in enumerate(zip(details, rows, strict=True)):
+        duration = row.duration
+        for key, value in (("kind", row.kind), ("trigger", row.trigger), ("status", row.status),
+                           ("seconds", None if duration is None else duration.total_seconds())):  # fmt: skip
+            put(i, "run", key, value)
+        for metric in detail.metrics:
+            put(i, "metric", metric.key, metric.last)
+        roles: dict[str, list[str]] = {}
+        for dataset, version, _sha, role in detail.inputs:
+            roles.setdefault(role, []).append(f"{dataset}:v{version}")
+        for role, versions in sorted(roles.items()):
+            put(i, "input", role, ", ".join(versions))
+        for section, key, value in run_fields(detail.run):
+            put(i, section, key, value)
+    order = {
+        s: n for n, s in enumerate(("run", "metric", "param", "input", "tag", "code", "env", "pkg"))
+    }
+    fields = [ComparedField(section, key, values) for (section, key), values in columns.items()]
+    fields.sort(key=lambda f: order[f.section])  # stable: each run's own order within a section
+    return RunComparison(rows, fields)
+
+
 def metric_series(store: Store, run_id: int, key: str, *, limit: int = 10_000) -> list[tuple]:
     """(step, value) points of one metric, in step order (at most *limit*, evenly thinned)."""
     with store.read() as session:

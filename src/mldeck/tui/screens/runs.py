@@ -19,12 +19,16 @@ from mldeck import formatting as fmt
 from mldeck.errors import MldeckError
 from mldeck.store.engine import Store
 from mldeck.store.queries import (
+    MAX_COMPARED,
+    RunComparison,
     RunDetail,
     RunFilter,
     RunRow,
+    compare_runs,
     list_runs,
     metric_series,
     run_detail,
+    run_fields,
 )
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.styles import status_text
@@ -66,11 +70,15 @@ class RunsScreen(DeckScreen):
     HELP = (
         "Every run in the store, newest first (the newest 500 that match are shown). Type in the "
         "filter to narrow the list: words match the run's name or id, and status:, kind: and "
-        "trigger: pick exact values, e.g. 'status:failed kind:train'. Enter opens a run."
+        "trigger: pick exact values, e.g. 'status:failed kind:train'. Enter opens a run. Space "
+        "marks a run (● in its ID column) and c compares the marked runs side by side (2 to "
+        f"{MAX_COMPARED}): metrics, params, inputs, code and environment."
     )
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter", id="runs-filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="runs-clear-filter"),
+        Binding("space", "mark", "Mark", id="runs-mark"),
+        Binding("c", "compare", "Compare", id="runs-compare"),
     ]
 
     def __init__(self) -> None:
@@ -78,6 +86,8 @@ class RunsScreen(DeckScreen):
         self._filter = RunFilter()
         self._filter_error = ""
         self._debounce: Timer | None = None
+        self._marked: list[int] = []  # runs to compare, in the order they were marked
+        self._rows: list[RunRow] = []
 
     def compose_body(self) -> ComposeResult:
         yield Input(
@@ -106,7 +116,8 @@ class RunsScreen(DeckScreen):
                 Text(self._filter_error, style="bold red")
             )
             return
-        table.replace_rows([(str(row.id), run_cells(self.app, row)) for row in rows])
+        self._rows = rows
+        self._show_rows()
         if total == 0:
             message = "no runs match the filter" if flt.describe() else "no runs yet"
         elif total > len(rows):
@@ -116,6 +127,39 @@ class RunsScreen(DeckScreen):
         if flt.describe():
             message += f" · filter: {flt.describe()}"
         self.query_one("#runs-status", Static).update(message)
+
+    def _show_rows(self) -> None:
+        cells = []
+        for row in self._rows:
+            shown = run_cells(self.app, row)
+            if row.id in self._marked:
+                shown = (Text(f"● {row.id}", justify="right", style="bold"), *shown[1:])
+            cells.append((str(row.id), shown))
+        self.query_one("#runs-table", DeckTable).replace_rows(cells)
+
+    def action_mark(self) -> None:
+        """Mark the highlighted run for a comparison, or unmark it."""
+        key = self.query_one("#runs-table", DeckTable).selected_key()
+        if key is None:
+            return
+        run_id = int(key)
+        if run_id in self._marked:
+            self._marked.remove(run_id)
+        elif len(self._marked) >= MAX_COMPARED:
+            self.notify(f"at most {MAX_COMPARED} runs are compared: unmark one first",
+                        severity="warning", timeout=5)  # fmt: skip
+            return
+        else:
+            self._marked.append(run_id)
+        self._show_rows()
+
+    def action_compare(self) -> None:
+        """Compare the marked runs side by side."""
+        if len(self._marked) < 2:
+            self.notify(f"mark 2 to {MAX_COMPARED} runs with space, then c compares them",
+                        severity="warning", timeout=5)  # fmt: skip
+            return
+        self.app.push_screen(RunCompareScreen(list(self._marked)))
 
     @on(Input.Changed, "#runs-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -228,8 +272,11 @@ class RunDetailScreen(DeckScreen):
         params = self.query_one("#run-params", DeckTable)
         params.replace_rows(
             [
-                (f"{group}:{key}", (f"{prefix}{key}", _short(value)))
-                for group, prefix, key, value in _param_rows(run)
+                (
+                    f"{section}:{key}",
+                    (key if section == "param" else f"{section}.{key}", _short(value)),
+                )
+                for section, key, value in run_fields(run)
             ]
         )
 
@@ -302,6 +349,74 @@ class RunDetailScreen(DeckScreen):
                 return
 
 
+COMPARE_FIELD_WIDTH = 28
+
+
+class RunCompareScreen(DeckScreen):
+    SCREEN_TITLE = "Compare runs"
+    HELP = (
+        "Runs side by side, one column each: kind, trigger, status and how long each took, then "
+        "every metric's last value, the params, the dataset versions each read, tags, code "
+        "version and environment. '*' marks a field whose values differ; '-' is a field a run "
+        "does not have. d shows only the fields that differ (again: all). Wide values scroll "
+        "sideways with the left and right arrows."
+    )
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="compare-back"),
+        Binding("d", "toggle_diff", "Differences only", id="compare-diff"),
+    ]
+
+    def __init__(self, run_ids: list[int]) -> None:
+        super().__init__()
+        self.run_ids = run_ids
+        self.only_differences = False
+        self._comparison: RunComparison | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield DeckTable(id="compare-table")
+        yield Plain(id="compare-status")
+
+    def on_mount(self) -> None:
+        self.query_one("#compare-table", DeckTable).focus()
+
+    def subtitle(self) -> str:
+        return " · ".join(f"#{run_id}" for run_id in self.run_ids)
+
+    def fetch(self, store: Store) -> RunComparison:
+        return compare_runs(store, self.run_ids)
+
+    def show(self, comparison: RunComparison) -> None:
+        table = self.query_one("#compare-table", DeckTable)
+        # Every run's column in view on the terminal's width: long values and names are cut
+        # (a run's own detail view has them whole).
+        runs = len(comparison.runs)
+        width = max(10, (self.app.size.width - 8 - COMPARE_FIELD_WIDTH) // runs - 2)
+        if self._comparison is None:  # the runs' columns, once their names are known
+            table.add_columns("", "FIELD",
+                              *(_short(f"#{row.id} {row.name}", width) for row in comparison.runs))  # fmt: skip
+        self._comparison = comparison
+        fields = [f for f in comparison.fields if f.differs or not self.only_differences]
+        table.replace_rows(
+            [
+                (
+                    f.name,
+                    ("*" if f.differs else "", _short(f.name, COMPARE_FIELD_WIDTH),
+                     *(_short(fmt.compared(f.section, f.key, v), width) for v in f.values)),
+                )
+                for f in fields
+            ]
+        )  # fmt: skip
+        differing = sum(f.differs for f in comparison.fields)
+        status = f"{differing} of {fmt.plural(len(comparison.fields), 'field')} differ"
+        status += " · showing only those (d: all)" if self.only_differences else " (d: only those)"
+        self.query_one("#compare-status", Static).update(status)
+
+    def action_toggle_diff(self) -> None:
+        self.only_differences = not self.only_differences
+        if self._comparison is not None:
+            self.show(self._comparison)
+
+
 class MetricPlot(PlotextPlot):
     """The line of one metric over its steps, in the theme's primary colour."""
 
@@ -328,17 +443,6 @@ class MetricPlot(PlotextPlot):
             plt.title(key)
             plt.xlabel("step")
         self.refresh()
-
-
-def _param_rows(run: Any) -> list[tuple[str, str, str, Any]]:
-    rows = [("param", "", k, v) for k, v in sorted(run.params.items())]
-    rows += [("tag", "tag.", k, v) for k, v in sorted(run.tags.items())]
-    rows += [("code", "code.", k, v) for k, v in run.code_version.items()]
-    env = dict(run.environment)
-    packages = env.pop("packages", {})
-    rows += [("env", "env.", k, v) for k, v in env.items()]
-    rows += [("pkg", "pkg.", k, v) for k, v in packages.items()]
-    return rows
 
 
 def _short(value: Any, width: int = 200) -> str:
