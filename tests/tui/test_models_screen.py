@@ -461,3 +461,42 @@ async def test_quitting_during_a_training_started_here_cancels_it(data_seeded) -
     assert app.child_commands.running == 0
     with store.read() as session:
         assert session.execute(select(ModelVersion.id)).first() is None
+
+
+async def test_the_audit_screen_lists_changes_and_verifies_the_chain(models_seeded) -> None:
+    """8 opens the audit trail: the registry's changes, newest first, with their details; v
+    recomputes the hash chain, and an event edited behind mldeck's back breaks it."""
+    from sqlalchemy import update
+
+    from mldeck.ml.registry import approve, promote
+    from mldeck.store.models import AuditEvent
+    from mldeck.tui.screens.audit import AuditScreen
+
+    workspace, store = models_seeded
+    approve(store, "churn:1", reason="holdout looks fine")
+    promote(store, "churn:1", reason="first release")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("8")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, AuditScreen)
+        table = screen.query_one("#audit-table", DeckTable)
+        actions = column(table, 3)
+        assert actions[:2] == ["model_version.promote", "model_version.approve"]
+        detail = static_text(screen.query_one("#audit-detail"))
+        assert "model_version.promote by" in detail and 'reason="first release"' in detail
+        await pilot.press("v")
+        await settle(pilot)
+        status = screen.query_one("#audit-status")
+        await until(pilot, lambda: "chain intact" in static_text(status))
+        with store.write() as session:  # someone rewrites the approval's reason
+            session.execute(
+                update(AuditEvent)
+                .where(AuditEvent.action == "model_version.approve")
+                .values(details={"reason": "rubber stamp"})
+            )
+        await pilot.press("v")
+        await until(pilot, lambda: "chain BROKEN" in static_text(status))
+        assert "(model_version.approve): its content was changed" in static_text(status)

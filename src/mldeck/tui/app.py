@@ -20,6 +20,7 @@ from mldeck.store.engine import Store
 from mldeck.store.queries import champions
 from mldeck.tui.child import Children
 from mldeck.tui.screens import SECTIONS
+from mldeck.tui.screens.audit import AuditScreen
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.data import DataScreen
 from mldeck.tui.screens.drift import DriftScreen
@@ -46,6 +47,7 @@ class MldeckApp(App):
         "drift": DriftScreen,
         "pipeline": PipelineScreen,
         "jobs": JobsScreen,
+        "audit": AuditScreen,
     }
     DEFAULT_MODE = "overview"
     BINDINGS = [
@@ -56,6 +58,7 @@ class MldeckApp(App):
         Binding("5", "switch_mode('drift')", "Drift", show=False, id="goto-drift"),
         Binding("6", "switch_mode('pipeline')", "Pipeline", show=False, id="goto-pipeline"),
         Binding("7", "switch_mode('jobs')", "Jobs", show=False, id="goto-jobs"),
+        Binding("8", "switch_mode('audit')", "Audit", show=False, id="goto-audit"),
         Binding("exclamation_mark", "alerts", "Alerts", show=False, id="alerts"),
         Binding("question_mark", "help", "Help", id="help"),
         Binding("colon", "command_palette", "Commands", show=False, id="commands"),

@@ -9,4 +9,5 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("drift", "Drift"),
     ("pipeline", "Pipeline"),
     ("jobs", "Jobs"),
+    ("audit", "Audit"),
 )
