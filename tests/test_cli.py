@@ -308,8 +308,16 @@ def test_runs_compare(tracked, cli):
         (["data", "list", "--stat"], ["No such option: --stat", "--status"]),
         (["runs", "list", "--limit", "0"], ["Invalid value for '--limit'"]),
         (["bogus"], ["No such command 'bogus'", "(see 'mldeck -h')"]),
+        (["demo", "never-made", "--feed", "1"], ["Invalid value for '--feed'"]),
     ],
-    ids=["missing option", "missing argument", "unknown option", "out of range", "unknown command"],
+    ids=[
+        "missing option",
+        "missing argument",
+        "unknown option",
+        "out of range",
+        "unknown command",
+        "demo week too short",
+    ],  # fmt: skip
 )
 def test_usage_mistakes_are_one_line_like_other_errors(tracked, cli, args, needles):
     """Click's own format (usage, a hint, a blank line, the error) is not what every other

@@ -432,3 +432,44 @@ def test_generator_imports_only_numpy_polars_and_stdlib() -> None:
     allowed = {"__future__", "argparse", "collections", "datetime", "math", "os", "pathlib"}
     allowed |= {"secrets", "sys", "typing", "numpy", "polars"}
     assert imported <= allowed
+
+
+# -- demo time, fast-forwarded (mldeck demo --feed) -------------------------------------------
+
+
+def test_the_feed_drops_the_storyline_week_after_week(workspace, store):
+    """Each week is written into data/incoming/ whole (never a half-written file), follows the
+    storyline, is the same bytes for the same week, and a feed started again goes on after the
+    last week the workspace ingested."""
+    import hashlib
+
+    from mldeck.data.ingest import ingest_file
+    from mldeck.demo.feed import STORY, DemoFeed, next_week, week, write_week
+
+    assert [week(n).scenario for n in range(1, len(STORY) + 2)] == [
+        *(scenario for _, scenario in STORY),
+        STORY[0][1],
+    ]
+    assert next_week(store) == 1
+    first = write_week(workspace, 2, rows=200)
+    assert first == workspace.incoming_dir / "week_02_covariate_shift.csv"
+    assert [p.name for p in workspace.incoming_dir.iterdir()] == [first.name]  # no temp file left
+    digest = hashlib.sha256(first.read_bytes()).hexdigest()
+    assert hashlib.sha256(write_week(workspace, 2, rows=200).read_bytes()).hexdigest() == digest
+    other = write_week(workspace, 3, rows=200)
+    assert hashlib.sha256(other.read_bytes()).hexdigest() != digest
+    ingest_file(workspace, store, first, dataset="churn")
+    assert next_week(store) == 3
+
+    said: list[str] = []
+    with pytest.raises(ValueError, match="at least 2 s"):
+        DemoFeed(workspace, store, 0.5)
+    feed = DemoFeed(workspace, store, 2.0, weeks=1, on_event=said.append)
+    feed.start()
+    deadline = time.monotonic() + 30
+    while not feed.dropped and time.monotonic() < deadline:
+        time.sleep(0.1)
+    feed.stop()
+    assert [p.name for p in feed.dropped] == ["week_03_none.csv"]
+    assert said[0] == "demo: a new week every 2 s, from week 3"
+    assert said[1] == "demo: week 3 (normal) dropped into data/incoming/week_03_none.csv"

@@ -102,12 +102,17 @@ def _open(workspace: Path | None = None) -> tuple[Workspace, Store]:
     return ws, open_workspace_store(ws)
 
 
-def _open_console(workspace: Path | None, *, read_only: bool) -> None:
+def _open_console(
+    workspace: Path | None, *, read_only: bool, demo_feed_seconds: float | None = None
+) -> None:
     ws, store = _open(workspace)
     from mldeck.tui.app import MldeckApp
 
     read_only = read_only or ws.settings.console.read_only
-    MldeckApp(ws, store, read_only=read_only, run_scheduler=True).run()
+    if read_only and demo_feed_seconds is not None:
+        raise MldeckError("--feed drops new data into the workspace: not in a read-only console")
+    MldeckApp(ws, store, read_only=read_only, run_scheduler=True,
+              demo_feed_seconds=demo_feed_seconds).run()  # fmt: skip
 
 
 def _more(shown: int, total: int) -> None:
@@ -183,6 +188,17 @@ def demo_command(
     directory: Annotated[
         Path, typer.Argument(help="Where the demo workspace lives (created if missing).")
     ] = Path("mldeck-demo"),
+    feed: Annotated[
+        float | None,
+        typer.Option(
+            "--feed",
+            min=2,
+            metavar="SECONDS",
+            help="Fast-forward demo time: drop a new week of data into data/incoming/ every "
+            "SECONDS while the console is open (normal, covariate shift, normal, concept drift, "
+            "corrupted, prior shift, then again).",
+        ),
+    ] = None,
 ) -> None:
     """Open the console on the demo workspace, creating it first if it does not exist."""
     from mldeck.config import CONFIG_FILE
@@ -192,7 +208,7 @@ def demo_command(
 
         out.print(f"Creating the demo workspace in {directory} ...")
         create_demo_workspace(directory, echo=_step)
-    _open_console(directory, read_only=False)
+    _open_console(directory, read_only=False, demo_feed_seconds=feed)
 
 
 @runs_app.command("list")

@@ -75,9 +75,13 @@ class MldeckApp(App):
         poll_seconds: float | None = None,
         watch_incoming: bool = True,
         run_scheduler: bool = False,
+        demo_feed_seconds: float | None = None,
     ) -> None:
         super().__init__()
         self.run_scheduler = run_scheduler
+        # Demo time, fast-forwarded: a new week into data/incoming/ every so many seconds.
+        self.demo_feed_seconds = demo_feed_seconds
+        self.demo_feed = None
         self.scheduler = None
         self.watch_incoming = watch_incoming
         self.watcher = None
@@ -127,7 +131,17 @@ class MldeckApp(App):
             self.notify(problem, severity="warning", timeout=8)
         self._start_watcher()
         self._start_scheduler()
+        self._start_demo_feed()
         self._poll()
+
+    def _start_demo_feed(self) -> None:
+        if self.demo_feed_seconds is None or self.read_only:
+            return
+        from mldeck.demo.feed import DemoFeed
+
+        self.demo_feed = DemoFeed(self.workspace, self.store, self.demo_feed_seconds,
+                                  on_event=self._watcher_said)  # fmt: skip
+        self.demo_feed.start()
 
     def _start_scheduler(self) -> None:
         """Embed the scheduler: it acts when no daemon does (the lease decides), else waits."""
@@ -218,6 +232,8 @@ class MldeckApp(App):
         self.exit()
 
     def on_unmount(self) -> None:
+        if self.demo_feed is not None:
+            self.demo_feed.stop()
         self.child_commands.interrupt_all()
         if self.watcher is not None:
             self.watcher.stop()
