@@ -317,7 +317,7 @@ def test_runs_compare(tracked, cli):
         "out of range",
         "unknown command",
         "demo week too short",
-    ],  # fmt: skip
+    ],
 )
 def test_usage_mistakes_are_one_line_like_other_errors(tracked, cli, args, needles):
     """Click's own format (usage, a hint, a blank line, the error) is not what every other
