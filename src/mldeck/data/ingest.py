@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -52,6 +52,9 @@ from mldeck.store.models import (
     utcnow,
 )
 from mldeck.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mldeck.data.expectations import DataSettings
 
 # Exit statuses of `mldeck data ingest`, by the worst outcome.
 EXIT = {"accepted": 0, "warned": 3, "rejected": 4}
@@ -221,16 +224,8 @@ def ingest_file(
         runs = (validate_run, ingest_run)
         _progress(store, validate_run, f"validating {shown_size(size)}")
         workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            source = open_source(stored, separator=settings.csv_separator)
-        except ReadError as exc:
-            result = unreadable(str(exc))
-        else:
-            if as_reference:
-                result = reference_profile(source, settings)
-            else:
-                result = validate(source, settings, reference=reference_of(store, dataset),
-                                  offending_path=rows_file)  # fmt: skip
+        result = _validated(stored, settings, rows_file=rows_file, as_reference=as_reference,
+                            reference=None if as_reference else reference_of(store, dataset))  # fmt: skip
         outcome = _record(workspace, store, result, dataset=dataset, sha=sha, stored=stored,
                           size=size, source=path, rows_file=rows_file, runs=(ingest_run, validate_run),
                           as_reference=as_reference)  # fmt: skip
@@ -310,13 +305,8 @@ def revalidate(
     try:
         _progress(store, run_id, f"validating {shown_size(version.size_bytes)} again")
         workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            source = open_source(stored, separator=settings.csv_separator)
-        except ReadError as exc:
-            result = unreadable(str(exc))
-        else:
-            result = validate(source, settings, reference=reference_of(store, ds.name),
-                              offending_path=rows_file)  # fmt: skip
+        result = _validated(stored, settings, rows_file=rows_file,
+                            reference=reference_of(store, ds.name))  # fmt: skip
         # Named after this run: the first validation's quarantine files are kept as they are.
         quarantine = _quarantine(workspace, result, f"{_safe(ds.name)}-v{version.version}-run{run_id}",
                                  source_name=version.source_path, sha=version.sha256,
@@ -526,6 +516,26 @@ def _record(
         version_id = version.id
     return IngestOutcome(version_id, dataset, number, sha, result.status, False, source_name,
                          result.reasons(), quarantine)  # fmt: skip
+
+
+def _validated(
+    stored: Path,
+    settings: DataSettings,
+    *,
+    rows_file: Path,
+    reference: dict[str, Any] | None,
+    as_reference: bool = False,
+) -> Validation:
+    """The validation of a stored file: its reason when it cannot be read, the reference's
+    profile for a reference, else the checks against *reference* (offending rows to
+    *rows_file*)."""
+    try:
+        source = open_source(stored, separator=settings.csv_separator)
+    except ReadError as exc:
+        return unreadable(str(exc))
+    if as_reference:
+        return reference_profile(source, settings)
+    return validate(source, settings, reference=reference, offending_path=rows_file)
 
 
 def _quarantine(
