@@ -4,7 +4,9 @@ SQLite is opened in WAL mode with ``synchronous=FULL``, a long busy timeout and 
 Write transactions start with ``BEGIN IMMEDIATE`` so that two processes doing read-then-write never
 dead-lock into "database is locked"; read transactions use a plain deferred ``BEGIN`` so the console's
 polling never blocks a writer. Any other SQLAlchemy URL (``MLDECK_DB_URL``) goes through the same code
-without the SQLite specifics.
+without the SQLite specifics; there a write transaction first locks the store's one-row state
+(``SELECT ... FOR UPDATE``), which serialises writers as ``BEGIN IMMEDIATE`` does. PostgreSQL
+(psycopg) sessions run in UTC. The tests run against a real PostgreSQL server too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from sqlalchemy import create_engine, event, insert, inspect, text, update
+from sqlalchemy import create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlmodel import Session
@@ -140,6 +142,10 @@ def _sqlite_begin(conn) -> None:
 def make_engine(url: str) -> Engine:
     """An engine for *url*, with the SQLite settings above when it is SQLite."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+        # Times are stored as UTC without a zone: the session's zone must be UTC too, or the
+        # server would shift every aware datetime to its own zone.
+        return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"})
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(
@@ -182,6 +188,11 @@ class Store:
         across long work.
         """
         with Session(self._writer, expire_on_commit=False) as session:
+            if not self.is_sqlite:
+                # What BEGIN IMMEDIATE does on SQLite: one writer at a time, so a transaction
+                # that reads then writes (the audit chain's head, the next version number) sees
+                # every write committed before it. The store's one-row state is the lock.
+                session.execute(select(StoreState.id).where(StoreState.id == 1).with_for_update())
             yield session
             session.execute(
                 update(StoreState)

@@ -1,0 +1,181 @@
+"""The store on a real PostgreSQL server (``MLDECK_DB_URL``), not SQLite.
+
+The server is PostgreSQL 16 from the ``pgserver`` package (installed by the ``test`` extra),
+started once for this module in a temporary folder and stopped after it; each test gets a
+database of its own. The same code paths as on SQLite: schema creation and upgrades, tracking,
+ingest and validation, the registry and its audit chain, drift, and writers in several
+processes at once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+import mldeck
+from mldeck import audit
+from mldeck.data.ingest import ingest_file, revalidate
+from mldeck.ml import registry
+from mldeck.store.engine import SCHEMA_REVISION, open_store
+from mldeck.store.models import AuditEvent, Metric, Run
+from mldeck.store.queries import compare_runs, list_versions
+from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
+
+from .test_data_ingest import EXPECTATIONS, GOOD, REJECTED, put
+from .test_ml_registry import add_version, model_bytes  # noqa: F401 (model_bytes is a fixture)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    """A PostgreSQL server of this test module: the URL of its administrative database."""
+    import pgserver
+
+    folder = tmp_path_factory.mktemp("pg")
+    pg = pgserver.get_server(folder, cleanup_mode="stop")
+    try:
+        yield f"postgresql+psycopg://postgres@/postgres?host={folder}"
+    finally:
+        pg.cleanup()
+
+
+@pytest.fixture
+def pg_url(server: str) -> str:
+    """A new, empty database on the server."""
+    name = f"mldeck_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        # A server far from UTC: mldeck's sessions must not take its zone.
+        conn.execute(text(f"ALTER DATABASE \"{name}\" SET timezone = 'America/New_York'"))
+    admin.dispose()
+    return server.replace("/postgres?", f"/{name}?")
+
+
+@pytest.fixture
+def pg_workspace(tmp_path: Path, pg_url: str) -> Workspace:
+    """A workspace whose store is the PostgreSQL database ([store] url)."""
+    ws = init_workspace(tmp_path / "ws", name="on-postgres")
+    config = ws.config_path.read_text(encoding="utf-8")
+    ws.config_path.write_text(config.replace('url = ""', f'url = "{pg_url}"', 1) + EXPECTATIONS)
+    return load_workspace(ws.root)
+
+
+def test_a_new_database_gets_the_schema_once(pg_url):
+    store = open_store(pg_url)
+    assert store.engine.dialect.name == "postgresql" and not store.is_sqlite
+    assert store.schema_revision() == SCHEMA_REVISION
+    seq = store.change_seq()
+    store.close()
+    again = open_store(pg_url)  # already at the revision: nothing to do
+    assert again.schema_revision() == SCHEMA_REVISION and again.change_seq() == seq
+    with again.read() as session:
+        zone = session.execute(text("SHOW timezone")).scalar()
+    again.close()
+    assert zone == "UTC"  # the database's default is America/New_York
+
+
+def test_tracking_ingest_registry_and_audit(pg_workspace, model_bytes, tmp_path):  # noqa: F811
+    store = open_workspace_store(pg_workspace)
+    assert store.engine.dialect.name == "postgresql"
+    before = datetime.now(UTC)
+    for lr, loss in ((0.1, 0.5), (0.01, 0.25)):
+        with mldeck.start_run(name="sweep", kind="train", params={"lr": lr},
+                              workspace=pg_workspace.root) as run:  # fmt: skip
+            run.log_metrics({"loss": loss, "acc": 1 - loss})
+    with store.read() as session:
+        runs = session.execute(select(Run).order_by(Run.id)).scalars().all()
+        points = session.execute(select(func.count(Metric.id))).scalar()
+    assert [r.status for r in runs] == ["succeeded", "succeeded"] and points == 4
+    # Stored as UTC: read back, a time is the moment it was written, not shifted by a zone.
+    started = runs[0].started_at.replace(tzinfo=UTC)
+    assert before - timedelta(seconds=5) <= started <= datetime.now(UTC)
+    compared = compare_runs(store, [r.id for r in runs])
+    assert {f.name: f.values for f in compared.fields}["metric.loss"] == [0.5, 0.25]
+
+    good = ingest_file(pg_workspace, store, put(tmp_path, "good.csv", GOOD))
+    bad = ingest_file(pg_workspace, store, put(tmp_path, "bad.csv", REJECTED))
+    assert (good.status, bad.status) == ("accepted", "rejected")
+    assert ingest_file(pg_workspace, store, put(tmp_path, "again.csv", GOOD)).duplicate
+    rows, total = list_versions(store)
+    assert total == 2 and [r.label for r in rows] == ["events:v2", "events:v1"]
+    assert revalidate(pg_workspace, store, bad.version_id).status == "rejected"
+
+    add_version(pg_workspace, store, model_bytes["a"], metrics={"auc": 0.8})
+    add_version(pg_workspace, store, model_bytes["b"], metrics={"auc": 0.82})
+    for ref in ("churn:1", "churn:2"):
+        registry.approve(store, ref, reason="fine")
+    registry.promote(store, "churn:1", reason="first")
+    registry.promote(store, "churn:2", reason="better")
+    registry.rollback(store, "churn:1", reason="worse in production")
+    assert registry.resolve(store, "churn@champion").version == 1
+    checked = audit.verify(store)
+    assert checked.ok and checked.events >= 8, checked.problems
+    store.close()
+
+
+def _append_events(url: str, worker: int, count: int, barrier, results) -> None:
+    errors: list[str] = []
+    try:
+        store = open_store(url)
+        barrier.wait(timeout=60)
+        for i in range(count):
+            try:
+                with store.write() as session:
+                    audit.append(session, "test.write", entity_type="worker", entity_id=worker,
+                                 details={"i": i})  # fmt: skip
+            except Exception as exc:
+                errors.append(repr(exc))
+        store.close()
+    except Exception as exc:
+        errors.append(repr(exc))
+    results.put((worker, errors))
+
+
+def test_writers_in_four_processes_keep_one_audit_chain(pg_url):
+    """Each append reads the chain's head, then writes after it: without writers taking turns
+    (BEGIN IMMEDIATE on SQLite, the state row's lock here) two would fork the chain."""
+    store = open_store(pg_url)
+    start = store.change_seq()
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(target=_append_events, args=(pg_url, i, 25, barrier, results)) for i in range(4)
+    ]
+    for proc in workers:
+        proc.start()
+    outcome = dict(results.get(timeout=120) for _ in workers)
+    for proc in workers:
+        proc.join(timeout=30)
+        assert proc.exitcode == 0
+    assert outcome == {i: [] for i in range(4)}
+    checked = audit.verify(store)
+    assert checked.ok and checked.events == 100, checked.problems[:3]
+    with store.read() as session:
+        heads = session.execute(select(func.count(func.distinct(AuditEvent.prev_hash)))).scalar()
+    assert heads == 100  # every event follows a different one: a chain, not a tree
+    assert store.change_seq() == start + 100
+    store.close()
+
+
+def test_the_cli_on_postgres(tmp_path, pg_url, cli):
+    """MLDECK_DB_URL points the command line at the server."""
+    root = init_workspace(tmp_path / "ws", name="cli-on-postgres").root
+    with open(root / "mldeck.toml", "a", encoding="utf-8") as fh:
+        fh.write(EXPECTATIONS)
+    env = {"MLDECK_DB_URL": pg_url}
+    path = put(tmp_path / "files", "good.csv", GOOD)
+    done = cli("data", "ingest", str(path), cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    listed = cli("data", "list", cwd=root, env=env)
+    assert "events:v1" in listed.stdout and "accepted" in listed.stdout
+    verified = cli("audit", "verify", cwd=root, env=env)
+    assert verified.returncode == 0 and "chain intact" in verified.stdout, verified.stderr
+    health = cli("jobs", "health", cwd=root, env=env)
+    assert any(line.split()[:2] == ["store", "ok"] for line in health.stdout.splitlines())
