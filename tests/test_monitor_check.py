@@ -506,6 +506,29 @@ def test_kpis_follow_promotions_rollbacks_alerts_and_scoring(
     assert kpis(store, days=7).batches_monitored == 1
 
 
+def test_latency_and_cost_per_1k_are_per_prediction_not_per_batch(store):
+    """A batch of 10 rows is mostly fixed cost: 5,000 ms per 1k. Beside a batch of 10,000 rows
+    at 10 ms per 1k, the median prediction took 10 ms per 1k, not the mean of the two batches."""
+    from mldeck.store.models import utcnow
+
+    with store.write() as session:
+        for rows, latency, cpu in ((10, 50.0, 2.0), (10_000, 100.0, 0.02)):
+            run = Run(name="score", kind=RunKind.SCORE, status=RunStatus.SUCCEEDED,
+                      created_at=utcnow(), started_at=utcnow(), ended_at=utcnow())  # fmt: skip
+            session.add(run)
+            session.flush()
+            for key, value in (
+                ("rows", rows),
+                ("latency_ms", latency),
+                ("cpu_seconds_per_1k", cpu),
+            ):
+                session.add(Metric(run_id=run.id, key=key, value=value, step=0))
+    figures = kpis(store, days=7)
+    assert figures.latency_ms_per_1k_p50 == pytest.approx(10.0)
+    assert figures.latency_ms_per_1k_p95 == pytest.approx(10.0)
+    assert figures.cpu_seconds_per_1k == pytest.approx((2.0 * 10 + 0.02 * 10_000) / 10_010)
+
+
 def test_retraining_cadence_counts_new_model_versions_only(
     monitored,
     store,

@@ -3,9 +3,10 @@
 Delivery: promotion frequency, lead time from data arrival to a new champion, change-failure
 rate (promotions later rolled back), time to restore after an alert. Model health: quality over
 time (realized and estimated primary metric per batch), drift, data freshness, pipeline success
-rate, inference latency p50 / p95 per 1,000 predictions, cost per 1,000 predictions (CPU time at
-``[monitor] cost_per_cpu_hour``), retraining cadence (time between new model versions). Each figure is None when the store does not
-hold what it needs yet, never a made-up zero.
+rate, inference latency p50 / p95 per 1,000 predictions (over predictions, not batches), cost per
+1,000 predictions (CPU time at ``[monitor] cost_per_cpu_hour``), retraining cadence (time
+between new model versions). Each figure is None when the store does not hold what it needs
+yet, never a made-up zero.
 """
 
 from __future__ import annotations
@@ -145,11 +146,16 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
     for run_id, key, value in score_metrics:
         if value is not None:
             per_run.setdefault(run_id, {})[key] = value
-    latency = [m["latency_ms"] / m["rows"] * 1000 for m in per_run.values()
+    # Per prediction, not per batch: each batch's figure per 1k weighs as many predictions as it
+    # made (a batch of 10 rows, all fixed cost, would otherwise count as much as one of 10,000).
+    latency = [(m["latency_ms"] / m["rows"] * 1000, m["rows"]) for m in per_run.values()
                if m.get("rows") and "latency_ms" in m]  # fmt: skip
-    cpu = [m["cpu_seconds_per_1k"] for m in per_run.values() if "cpu_seconds_per_1k" in m]
+    cpu = [(m["cpu_seconds_per_1k"], m.get("rows") or 0) for m in per_run.values()
+           if "cpu_seconds_per_1k" in m]  # fmt: skip
     n_finished = sum(finished.values())
-    cpu_mean = statistics.fmean(cpu) if cpu else None
+    cpu_rows = sum(rows for _, rows in cpu)
+    cpu_mean = (sum(v * rows for v, rows in cpu) / cpu_rows if cpu_rows
+                else statistics.fmean(v for v, _ in cpu) if cpu else None)  # fmt: skip
     gaps = [(b - a).total_seconds() / 86400 for a, b in itertools.pairwise(trains)]
     return Kpis(
         window_days=days,
@@ -170,8 +176,8 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
         batches_monitored=len(reports),
         batches_with_dataset_drift=sum(1 for r in reports if r.dataset_drift),
         last_drift_share=checked[-1].drift_share if checked else None,
-        latency_ms_per_1k_p50=float(np.percentile(latency, 50)) if latency else None,
-        latency_ms_per_1k_p95=float(np.percentile(latency, 95)) if latency else None,
+        latency_ms_per_1k_p50=_weighted_percentile(latency, 0.50),
+        latency_ms_per_1k_p95=_weighted_percentile(latency, 0.95),
         cpu_seconds_per_1k=cpu_mean,
         cost_per_1k=cpu_mean * cost_per_cpu_hour / 3600
         if cpu_mean is not None and cost_per_cpu_hour
@@ -194,6 +200,18 @@ def _pct(value: float | None) -> str:
 
 def _hours(value: float | None) -> str:
     return "-" if value is None else fmt.duration(timedelta(hours=value))
+
+
+def _weighted_percentile(pairs: list[tuple[float, float]], q: float) -> float | None:
+    """The value below which a share *q* of the total weight lies ((value, weight) pairs)."""
+    if not pairs:
+        return None
+    values = np.array([v for v, _ in pairs], dtype=float)
+    weights = np.array([w for _, w in pairs], dtype=float)
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    index = int(np.searchsorted(cumulative, q * cumulative[-1], side="left"))
+    return float(values[order][min(index, len(values) - 1)])
 
 
 def _cadence(days: float | None) -> str:
