@@ -455,7 +455,9 @@ def test_references_beyond_sqlite_integers_and_bad_options_are_one_line(tracked,
     [
         ("garbage", "is not a database URL"),
         ("postgresql://u:secret@host:abc/db", "'postgresql://u:***@host:abc/db' is not a database"),
-        ("postgresql://u@localhost/db", "database driver"),
+        ("mysql://u@localhost/db", "database driver"),
+        # A server that is not there: psycopg's message and its hint, on one line.
+        ("postgresql+psycopg://u@127.0.0.1:9/db", "connection failed"),
     ],
 )
 def test_a_store_url_that_cannot_work_is_one_line(tracked, cli, url, needle):

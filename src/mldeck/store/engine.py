@@ -314,11 +314,16 @@ def _open_engine(url: str, lock: FileLock | None, lock_path: Path | None, upgrad
     except OperationalError as exc:
         engine.dispose()
         _check_disk_space(url)
-        raise StoreError(f"cannot open the store {_safe(url)}: {exc.orig}") from None
+        # One line: a server's message can run over several (psycopg adds a hint on its own line).
+        reason = " ".join(str(exc.orig).split())
+        raise StoreError(f"cannot open the store {_safe(url)}: {reason}") from None
     except DatabaseError as exc:
         engine.dispose()
         _check_disk_space(url)
-        raise StoreError(f"the store {_safe(url)} is damaged: {exc.orig}") from None
+        reason = " ".join(str(exc.orig).split())
+        if make_url(url).get_backend_name() != "sqlite":  # a server's refusal, not a bad file
+            raise StoreError(f"cannot use the store {_safe(url)}: {reason}") from None
+        raise StoreError(f"the store {_safe(url)} is damaged: {reason}") from None
     except BaseException:
         engine.dispose()
         raise
