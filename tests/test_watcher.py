@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -523,3 +524,26 @@ def test_cli_data_watch_ingests_and_stops_on_ctrl_c(tmp_path):
         assert row.n_rows == 40
     finally:
         store.close()
+
+
+def test_a_setting_fixed_in_mldeck_toml_applies_to_the_next_file(ws, store, watch):
+    """The console or daemon keeps running while the separator is fixed: the next file is
+    validated with the new mldeck.toml, without a restart; a broken file keeps the old one."""
+    _watcher, recorder = watch()
+    semicolons = csv_bytes(20, seed=21).replace(b",", b";")
+    (ws.incoming_dir / "first.csv").write_bytes(semicolons)
+    wait_for(lambda: len(recorder.outcomes) == 1, "the first file")
+    assert recorder.outcomes[0].status == "rejected"
+    config = ws.config_path.read_text(encoding="utf-8")
+    ws.config_path.write_text(config + "\n[data\n", encoding="utf-8")  # broken: kept as it was
+    (ws.incoming_dir / "second.csv").write_bytes(csv_bytes(20, seed=22).replace(b",", b";"))
+    wait_for(lambda: len(recorder.outcomes) == 2, "the second file")
+    assert recorder.outcomes[1].status == "rejected"
+    assert recorder.said("mldeck.toml changed but cannot be used")
+    fixed = re.sub(r"^\[data\]\n", '[data]\ncsv_separator = ";"\n', config, count=1, flags=re.M)
+    assert fixed != config
+    ws.config_path.write_text(fixed, encoding="utf-8")
+    (ws.incoming_dir / "third.csv").write_bytes(csv_bytes(20, seed=23).replace(b",", b";"))
+    wait_for(lambda: len(recorder.outcomes) == 3, "the third file")
+    assert recorder.outcomes[2].status == "accepted", recorder.outcomes[2].reasons
+    assert recorder.said("mldeck.toml changed: the next files are validated with it")

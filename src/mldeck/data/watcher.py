@@ -194,6 +194,7 @@ class IncomingWatcher:
         self._thread: threading.Thread | None = None
         self._lock: filelock.BaseFileLock | None = None
         self._held_elsewhere = False
+        self._config_stamp = _config_stamp(workspace)
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -420,6 +421,7 @@ class IncomingWatcher:
     def _take(self, path: Path, signature: _Signature) -> IngestOutcome | None:
         """Ingest one settled file; never raises (except on interrupt)."""
         entry = self._pending[path]
+        self._follow_config()
         try:
             outcome = ingest_file(
                 self.workspace, self.store, path, trigger=RunTrigger.NEW_DATA, consume=False
@@ -496,6 +498,24 @@ class IncomingWatcher:
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _follow_config(self) -> None:
+        """Validate with mldeck.toml as it is now: a fixed expectation or separator applies to
+        the next file without restarting the console or the daemon. A file that does not load
+        keeps the settings read before, said once per change."""
+        stamp = _config_stamp(self.workspace)
+        if stamp == self._config_stamp:
+            return
+        self._config_stamp = stamp
+        from mldeck.workspace import load_workspace
+
+        try:
+            self.workspace = load_workspace(self.workspace.root)
+        except MldeckError as exc:
+            self._say(f"mldeck.toml changed but cannot be used ({_one_line(exc)}); files are "
+                      "validated as before until it is fixed")  # fmt: skip
+            return
+        self._say("mldeck.toml changed: the next files are validated with it")
+
     def _say(self, message: str) -> None:
         log.info("%s", message)
         if self.on_event is not None:
@@ -511,6 +531,14 @@ class IncomingWatcher:
                 lock.release()
             except OSError:
                 log.exception("cannot release %s", self.lock_path)
+
+
+def _config_stamp(workspace: Workspace) -> tuple[int, int] | None:
+    try:
+        st = workspace.config_path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
