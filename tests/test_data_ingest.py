@@ -811,3 +811,46 @@ def test_cli_revalidate_says_the_change_and_exits_by_the_new_status(tmp_path, cl
     assert [v["status"] for v in listed["versions"]] == ["accepted"]
     missing = cli("data", "revalidate", "events:v9", cwd=root)
     assert missing.returncode == 2 and "no dataset version 'events:v9'" in missing.stderr
+
+
+def test_one_file_fixed_with_its_own_separator_and_read_with_it_later(ws, store, tmp_path):
+    """`--separator` fixes one ';' file without changing how the others are read: each version
+    is read again (drift, scoring, training) with the separator it was validated with."""
+    from mldeck.monitor.check import open_version
+    from mldeck.store.models import DatasetVersion
+
+    comma = ingest_file(ws, store, put(tmp_path, "comma.csv", GOOD))
+    semi = ingest_file(ws, store, put(tmp_path, "semi.csv", GOOD.replace(",", ";")))
+    assert (comma.status, semi.status) == ("accepted", "rejected")
+    with pytest.raises(MldeckError, match="one character"):
+        ingest.revalidate(ws, store, semi.version_id, separator=";;")
+    fixed = ingest.revalidate(ws, store, semi.version_id, separator=";")
+    assert (fixed.previous, fixed.status) == ("rejected", "accepted")
+    assert load_workspace(ws.root).settings.data.csv_separator == ","  # the config untouched
+    with store.read() as session:
+        versions = {v.id: v for v in session.execute(select(DatasetVersion)).scalars()}
+    assert versions[semi.version_id].report["csv_separator"] == ";"
+    assert versions[comma.version_id].report["csv_separator"] == ","
+    for version_id in (comma.version_id, semi.version_id):
+        frame = open_version(ws, versions[version_id], "batch", check=True).collect()
+        assert frame.columns == ["id", "amount", "kind", "note"] and frame.height == 3
+
+
+def test_revalidation_refuses_a_stored_copy_that_changed(ws, store, tmp_path):
+    outcome = ingest_file(ws, store, put(tmp_path, "good.csv", GOOD))
+    stored = stored_file(ws, outcome.sha256, ".csv")
+    stored.write_bytes(GOOD.encode()[:-12])  # a line lost
+    with pytest.raises(MldeckError, match="does not match its recorded sha256"):
+        ingest.revalidate(ws, store, outcome.version_id)
+    assert version_detail(store, outcome.version_id).row.n_rows == 3  # the version untouched
+
+
+def test_revalidating_to_the_same_outcome_writes_no_second_copy(ws, store, tmp_path):
+    outcome = ingest_file(ws, store, put(tmp_path, "bad.csv", REJECTED))
+    first = ingest.revalidate(ws, store, outcome.version_id)  # records the separator: new files
+    before = sorted(p.name for p in ws.quarantine_dir.iterdir())
+    for _ in range(2):
+        again = ingest.revalidate(ws, store, outcome.version_id)
+        assert (again.status, again.quarantine_path) == ("rejected", first.quarantine_path)
+    assert sorted(p.name for p in ws.quarantine_dir.iterdir()) == before
+    assert leftovers(ws) == []

@@ -526,20 +526,28 @@ def _print_outcome(outcome: Any) -> None:
 @data_app.command("revalidate")
 def data_revalidate(
     version: Annotated[str, typer.Argument(help="Version id, dataset:vN, or a sha256 prefix.")],
+    separator: Annotated[
+        str | None,
+        typer.Option(
+            "--separator",
+            help="Read this CSV with this separator (default: [data] csv_separator); it is "
+            "recorded with the version and used whenever it is read again.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Validate a stored version again under the current mldeck.toml.
 
-    The same content is never ingested twice, so after fixing the setting a rejection names
-    (csv_separator, an expectation) this gives the batch a second look. The previous report is
-    kept (an artifact of the new run) and the change is in the audit trail. Exit status as for
-    ingest: 0 accepted, 3 accepted with warnings, 4 rejected.
+    The same content is never ingested twice, so after fixing an expectation a rejection names,
+    or with --separator for a file written with another separator, this gives the batch a
+    second look. The previous report is kept (an artifact of the new run) and the change is in
+    the audit trail. Exit status as for ingest: 0 accepted, 3 accepted with warnings, 4 rejected.
     """
     from mldeck.data.ingest import EXIT, revalidate
     from mldeck.store.queries import resolve_version
 
     ws, store = _open()
-    result = revalidate(ws, store, resolve_version(store, version))
+    result = revalidate(ws, store, resolve_version(store, version), separator=separator)
     if as_json:
         _print_json(result.as_dict())
     else:

@@ -37,7 +37,7 @@ from mldeck.data.validate import (
 from mldeck.errors import MldeckError, NotADataFile
 from mldeck.formatting import shown
 from mldeck.formatting import size as shown_size
-from mldeck.store.artifacts import put_file, put_stream
+from mldeck.store.artifacts import ArtifactError, put_file, put_stream, verify
 from mldeck.store.engine import Store
 from mldeck.store.models import (
     Artifact,
@@ -269,12 +269,15 @@ def revalidate(
     *,
     trigger: str = RunTrigger.MANUAL,
     progress: Callable[[str], None] | None = None,
+    separator: str | None = None,
 ) -> Revalidation:
     """Validate a stored version again under the current ``mldeck.toml`` (after fixing the setting
     a rejection named, say ``csv_separator``): the same bytes cannot be ingested twice, so this is
     how a rejected batch gets a second look. The version takes the new status, report and profile;
     the previous report is kept as an artifact of the new validation run, the change is an audit
-    event, and earlier quarantine files stay where they are."""
+    event, and earlier quarantine files stay where they are (an outcome that did not change
+    writes none). *separator* reads a CSV with another separator than ``[data] csv_separator``
+    (one file fixed without changing how every other file is read)."""
     say = progress or (lambda _message: None)
     with store.read() as session:
         row = session.execute(
@@ -296,7 +299,15 @@ def revalidate(
         raise MldeckError(
             f"cannot revalidate {label}: its stored copy {version.stored_path} is missing"
         )
+    try:  # the bytes the version names, or nothing: a changed copy is not this version
+        verify(stored, version.sha256)
+    except ArtifactError as exc:
+        raise MldeckError(f"cannot revalidate {label}: {exc}") from None
     settings = workspace.settings.data
+    if separator is not None:
+        if len(separator) != 1:
+            raise MldeckError(f"a CSV separator is one character, not {separator!r}")
+        settings = settings.model_copy(update={"csv_separator": separator})
     run_id = _start_run(store, RunKind.VALIDATE, trigger, f"revalidate {label}",
                         {"sha256": version.sha256, "dataset": ds.name, "revalidates": label})  # fmt: skip
     rows_file = (
@@ -307,10 +318,16 @@ def revalidate(
         workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
         result = _validated(stored, settings, rows_file=rows_file,
                             reference=reference_of(store, ds.name))  # fmt: skip
-        # Named after this run: the first validation's quarantine files are kept as they are.
-        quarantine = _quarantine(workspace, result, f"{_safe(ds.name)}-v{version.version}-run{run_id}",
-                                 source_name=version.source_path, sha=version.sha256,
-                                 stored=stored, rows_file=rows_file)  # fmt: skip
+        report = _with_separator(result, settings.csv_separator)
+        if _outcome(report) == _outcome(version.report or {}):
+            # Nothing changed (a retry, a setting that does not matter here): the files already
+            # in quarantine are this outcome's; no second copy of the batch.
+            rows_file.unlink(missing_ok=True)
+            quarantine = version.quarantine_path
+        else:  # named after this run: the earlier quarantine files are kept as they are
+            quarantine = _quarantine(workspace, result, f"{_safe(ds.name)}-v{version.version}-run{run_id}",
+                                     source_name=version.source_path, sha=version.sha256,
+                                     stored=stored, rows_file=rows_file)  # fmt: skip
         before = json.dumps({"status": version.status, "run_id": version.run_id,
                              "quarantine_path": version.quarantine_path, "report": version.report},
                             indent=2, default=str).encode()  # fmt: skip
@@ -323,11 +340,8 @@ def revalidate(
                 result.n_rows,
                 result.n_cols,
             )
-            current.schema_, current.profile, current.report = (
-                result.schema,
-                result.profile,
-                result.report(),
-            )
+            current.schema_, current.profile = result.schema, result.profile
+            current.report = report
             current.run_id, current.quarantine_path = run_id, quarantine
             session.add(current)
             session.add(Artifact(run_id=run_id, name=f"previous-report:{label}", kind="report",
@@ -488,7 +502,8 @@ def _record(
             dataset_id=ds.id, version=number, sha256=sha, source_path=source_name,
             stored_path=str(stored.relative_to(root)), file_format=stored.suffix.lstrip(".") or "csv",
             size_bytes=size, n_rows=result.n_rows, n_cols=result.n_cols, status=result.status,
-            schema_=result.schema, profile=result.profile, report=result.report(),
+            schema_=result.schema, profile=result.profile,
+            report=_with_separator(result, workspace.settings.data.csv_separator),
             run_id=validate_run, quarantine_path=quarantine,
         )  # fmt: skip
         session.add(version)
@@ -516,6 +531,27 @@ def _record(
         version_id = version.id
     return IngestOutcome(version_id, dataset, number, sha, result.status, False, source_name,
                          result.reasons(), quarantine)  # fmt: skip
+
+
+def _with_separator(result: Validation, separator: str) -> dict[str, Any]:
+    """The report to store, with the CSV separator the file was read with: reading the version
+    again later (drift, scoring, training) uses it, whatever ``[data] csv_separator`` says then."""
+    return {**result.report(), "csv_separator": separator}
+
+
+def _outcome(report: dict[str, Any]) -> tuple:
+    """What a validation concluded, without its timing: the status, how the file was read, each
+    check's result and count."""
+    checks = tuple((c.get("check"), c.get("column"), c.get("status"), c.get("failed_rows"))
+                   for c in report.get("checks", []))  # fmt: skip
+    return (report.get("status"), report.get("read_error"), report.get("csv_separator"),
+            report.get("n_rows"), checks)  # fmt: skip
+
+
+def separator_of(version: DatasetVersion, settings: DataSettings) -> str:
+    """The separator to read a stored version with: the one it was validated with, else (a
+    version recorded before separators were) the configured one."""
+    return (version.report or {}).get("csv_separator") or settings.csv_separator
 
 
 def _validated(

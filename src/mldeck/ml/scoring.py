@@ -214,7 +214,10 @@ def _read(workspace: Workspace, version: DatasetVersion, batch: str) -> pl.DataF
     path = resolve_path(workspace.root, version.stored_path)
     verify(path, version.sha256)  # score exactly the bytes the lineage names
     try:
-        return open_source(path, separator=workspace.settings.data.csv_separator).frame.collect()
+        from mldeck.data.ingest import separator_of
+
+        separator = separator_of(version, workspace.settings.data)
+        return open_source(path, separator=separator).frame.collect()
     except ReadError as exc:
         raise MldeckError(f"cannot read {batch}: {exc}") from None
 

@@ -372,7 +372,9 @@ def open_version(
     if check:
         verify(path, version.sha256)
     try:
-        return open_source(path, separator=workspace.settings.data.csv_separator).frame
+        from mldeck.data.ingest import separator_of
+
+        return open_source(path, separator=separator_of(version, workspace.settings.data)).frame
     except ReadError as exc:
         raise MldeckError(f"cannot read {label}: {exc}") from None
 
