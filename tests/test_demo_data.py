@@ -473,3 +473,13 @@ def test_the_feed_drops_the_storyline_week_after_week(workspace, store):
     assert [p.name for p in feed.dropped] == ["week_03_none.csv"]
     assert said[0] == "demo: a new week every 2 s, from week 3"
     assert said[1] == "demo: week 3 (normal) dropped into data/incoming/week_03_none.csv"
+
+
+def test_the_feed_refuses_a_workspace_the_demo_did_not_make(workspace, tmp_path):
+    from mldeck.demo.feed import check_demo_workspace
+    from mldeck.demo.workspace import create_demo_workspace
+    from mldeck.errors import MldeckError
+
+    with pytest.raises(MldeckError, match="is not a demo workspace"):
+        check_demo_workspace(workspace)
+    check_demo_workspace(create_demo_workspace(tmp_path / "demo", echo=lambda _: None, train=False))

@@ -109,8 +109,14 @@ def _open_console(
     from mldeck.tui.app import MldeckApp
 
     read_only = read_only or ws.settings.console.read_only
-    if read_only and demo_feed_seconds is not None:
-        raise MldeckError("--feed drops new data into the workspace: not in a read-only console")
+    if demo_feed_seconds is not None:
+        if read_only:
+            raise MldeckError(
+                "--feed drops new data into the workspace: not in a read-only console"
+            )
+        from mldeck.demo.feed import check_demo_workspace
+
+        check_demo_workspace(ws)
     MldeckApp(ws, store, read_only=read_only, run_scheduler=True,
               demo_feed_seconds=demo_feed_seconds).run()  # fmt: skip
 

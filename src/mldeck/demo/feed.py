@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from mldeck.errors import MldeckError
 from mldeck.store.engine import Store
 from mldeck.store.models import DatasetVersion
 from mldeck.workspace import Workspace
@@ -48,6 +49,17 @@ class Week:
     @property
     def file_name(self) -> str:
         return f"week_{self.number:02d}_{self.scenario}.csv"
+
+
+def check_demo_workspace(workspace: Workspace) -> None:
+    """Refuse a workspace the demo did not make: the feed would pour churn data into it."""
+    data = workspace.settings.data
+    reference = workspace.data_dir / "samples" / "reference.parquet"
+    if data.dataset != "churn" or not reference.is_file() or "customer_id" not in data.columns:
+        raise MldeckError(
+            f"{workspace.root} is not a demo workspace (made by 'mldeck demo' or 'mldeck init "
+            "--demo'): --feed would drop the demo's churn data into it"
+        )
 
 
 def week(number: int) -> Week:

@@ -390,8 +390,11 @@ def compare_runs(store: Store, run_ids: list[int]) -> RunComparison:
 
     for i, (detail, row) in enumerate(zip(details, rows, strict=True)):
         duration = row.duration
+        seconds = None if duration is None else duration.total_seconds()
+        if seconds is not None:  # to the tenth under 10 s, else to the second: as it is shown
+            seconds = round(seconds, 1) if seconds < 10 else float(round(seconds))
         for key, value in (("kind", row.kind), ("trigger", row.trigger), ("status", row.status),
-                           ("seconds", None if duration is None else duration.total_seconds())):  # fmt: skip
+                           ("seconds", seconds)):  # fmt: skip
             put(i, "run", key, value)
         for metric in detail.metrics:
             put(i, "metric", metric.key, metric.last)

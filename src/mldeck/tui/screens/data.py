@@ -234,12 +234,18 @@ class VersionDetailScreen(DeckScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="version-back"),
         Binding("c", "tab('checks')", "Checks", id="version-tab-checks"),
-        Binding("r", "tab('rows')", "Quarantined rows", id="version-tab-rows"),
+        Binding("r", "tab('rows')", "Rows", tooltip="Quarantined rows", id="version-tab-rows"),
         Binding("p", "tab('profile')", "Profile", id="version-tab-profile"),
         Binding("z", "zoom", "Zoom chart", id="version-zoom"),
         Binding("s", "score", "Score", id="version-score"),
-        Binding("d", "drift", "Check drift", id="version-drift"),
-        Binding("v", "revalidate", "Validate again", show=False, id="version-revalidate"),
+        Binding("d", "drift", "Drift", tooltip="Check drift", id="version-drift"),
+        Binding(
+            "v",
+            "revalidate",
+            "Revalidate",
+            tooltip="Validate again under mldeck.toml",
+            id="version-revalidate",
+        ),
     ]
 
     def __init__(self, version_id: int) -> None:

@@ -48,7 +48,10 @@ class HelpScreen(ModalScreen[None]):
                 group = groups["screen"]
             else:
                 group = groups["widget"]
-            keys = group.setdefault(binding.description, [])
+            # The footer's word, or the longer one a screen's binding gives for help (its
+            # tooltip; the app's are Textual's own sentences).
+            said = binding.description if group is groups["app"] else binding.tooltip
+            keys = group.setdefault(said or binding.description, [])
             display = self.app.get_key_display(binding)
             if display not in keys:
                 keys.append(display)

@@ -349,7 +349,7 @@ class RunDetailScreen(DeckScreen):
                 return
 
 
-COMPARE_FIELD_WIDTH = 28
+COMPARE_FIELD_WIDTH = 20  # at least
 
 
 class RunCompareScreen(DeckScreen):
@@ -390,7 +390,12 @@ class RunCompareScreen(DeckScreen):
         # Every run's column in view on the terminal's width: long values and names are cut
         # (a run's own detail view has them whole).
         runs = len(comparison.runs)
-        width = max(10, (self.app.size.width - 8 - COMPARE_FIELD_WIDTH) // runs - 2)
+        # The field names take what the values leave them (metric names run long and differ
+        # only at their ends), the values at least 12 columns each.
+        longest = max((len(f.name) for f in comparison.fields), default=5)
+        room = self.app.size.width - 8 - runs * 14
+        field_width = max(COMPARE_FIELD_WIDTH, min(longest, room))
+        width = max(10, (self.app.size.width - 8 - field_width) // runs - 2)
         if self._comparison is None:  # the runs' columns, once their names are known
             table.add_columns("", "FIELD",
                               *(_short(f"#{row.id} {row.name}", width) for row in comparison.runs))  # fmt: skip
@@ -400,7 +405,7 @@ class RunCompareScreen(DeckScreen):
             [
                 (
                     f.name,
-                    ("*" if f.differs else "", _short(f.name, COMPARE_FIELD_WIDTH),
+                    ("*" if f.differs else "", _short(f.name, field_width),
                      *(_short(fmt.compared(f.section, f.key, v), width) for v in f.values)),
                 )
                 for f in fields
