@@ -309,6 +309,10 @@ def test_runs_compare(tracked, cli):
         (["runs", "list", "--limit", "0"], ["Invalid value for '--limit'"]),
         (["bogus"], ["No such command 'bogus'", "(see 'mldeck -h')"]),
         (["demo", "never-made", "--feed", "1"], ["Invalid value for '--feed'"]),
+        (
+            ["runs", "list", "--kind"],
+            ["'--kind' requires an argument", "(see 'mldeck runs list -h')"],
+        ),
     ],
     ids=[
         "missing option",
@@ -317,6 +321,7 @@ def test_runs_compare(tracked, cli):
         "out of range",
         "unknown command",
         "demo week too short",
+        "option without its value",
     ],
 )
 def test_usage_mistakes_are_one_line_like_other_errors(tracked, cli, args, needles):

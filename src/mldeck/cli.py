@@ -1253,6 +1253,22 @@ def _section(title: str, items: dict[str, str]) -> None:
         out.print(f"  {key:<{width}}{value}", markup=False)
 
 
+def _command_path(command: Any, args: list[str]) -> str:
+    """``mldeck runs list`` for the arguments ``runs list --kind``: the (sub)commands named."""
+    path = ["mldeck"]
+    rest = iter(args)
+    for arg in rest:
+        if arg in ("-w", "--workspace"):  # the workspace option, first, and its folder
+            next(rest, None)
+            continue
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        path.append(arg)
+        command = sub
+    return " ".join(path)
+
+
 def _workspace_first(argv: list[str]) -> list[str]:
     """Move ``--workspace DIR`` / ``-w DIR`` to the front, so it works after a subcommand too."""
     rest, front = [], []
@@ -1319,7 +1335,8 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         # One line, like every other error (Click prints usage, a hint, a blank line, the error).
-        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        where = exc.ctx.command_path if exc.ctx is not None else _command_path(command, args)
+        hint = f" (see '{where} -h')"
         print(f"mldeck: error: {exc.format_message().rstrip('.')}{hint}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except click_error as exc:
