@@ -326,7 +326,7 @@ def revalidate(
             quarantine = version.quarantine_path
         else:  # named after this run: the earlier quarantine files are kept as they are
             quarantine = _quarantine(workspace, result, f"{_safe(ds.name)}-v{version.version}-run{run_id}",
-                                     source_name=version.source_path, sha=version.sha256,
+                                     report=report, source_name=version.source_path, sha=version.sha256,
                                      stored=stored, rows_file=rows_file)  # fmt: skip
         before = json.dumps({"status": version.status, "run_id": version.run_id,
                              "quarantine_path": version.quarantine_path, "report": version.report},
@@ -495,15 +495,15 @@ def _record(
             ).scalar()
             or 0
         ) + 1
-        quarantine = _quarantine(workspace, result, f"{_safe(dataset)}-v{number}",
+        report = _with_separator(result, workspace.settings.data.csv_separator)
+        quarantine = _quarantine(workspace, result, f"{_safe(dataset)}-v{number}", report=report,
                                  source_name=source_name, sha=sha, stored=stored,
                                  rows_file=rows_file)  # fmt: skip
         version = DatasetVersion(
             dataset_id=ds.id, version=number, sha256=sha, source_path=source_name,
             stored_path=str(stored.relative_to(root)), file_format=stored.suffix.lstrip(".") or "csv",
             size_bytes=size, n_rows=result.n_rows, n_cols=result.n_cols, status=result.status,
-            schema_=result.schema, profile=result.profile,
-            report=_with_separator(result, workspace.settings.data.csv_separator),
+            schema_=result.schema, profile=result.profile, report=report,
             run_id=validate_run, quarantine_path=quarantine,
         )  # fmt: skip
         session.add(version)
@@ -579,13 +579,15 @@ def _quarantine(
     result: Validation,
     label: str,
     *,
+    report: dict[str, Any],
     source_name: str,
     sha: str,
     stored: Path,
     rows_file: Path,
 ) -> str:
     """Move a validation's offending rows to ``<label>.rows.parquet`` and, for a rejected batch,
-    copy its bytes and report to quarantine; return where (relative to the workspace, or "")."""
+    copy its bytes and *report* (as the version stores it) to quarantine; return where
+    (relative to the workspace, or "")."""
     root = workspace.root
     quarantine = ""
     if rows_file.exists():
@@ -595,9 +597,9 @@ def _quarantine(
     if result.status == "rejected":
         whole = workspace.quarantine_dir / f"{label}-{_safe(Path(source_name).name)}"
         shutil.copyfile(stored, whole)
-        report = whole.with_name(whole.name + ".report.json")
-        report.write_text(json.dumps({"source": source_name, "sha256": sha, **result.report()},
-                                     indent=2, default=str))  # fmt: skip
+        kept = whole.with_name(whole.name + ".report.json")
+        kept.write_text(json.dumps({"source": source_name, "sha256": sha, **report},
+                                   indent=2, default=str))  # fmt: skip
         quarantine = str(whole.relative_to(root))
     return quarantine
 
