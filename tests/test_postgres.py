@@ -179,3 +179,39 @@ def test_the_cli_on_postgres(tmp_path, pg_url, cli):
     assert verified.returncode == 0 and "chain intact" in verified.stdout, verified.stderr
     health = cli("jobs", "health", cwd=root, env=env)
     assert any(line.split()[:2] == ["store", "ok"] for line in health.stdout.splitlines())
+
+
+def _try_lease(url: str, barrier, results) -> None:
+    import time
+
+    from mldeck.jobs.lease import LeaseKeeper
+
+    store = open_store(url)
+    keeper = LeaseKeeper(store, role="daemon", lease_seconds=15)
+    barrier.wait(timeout=60)
+    results.put(keeper.try_acquire())
+    time.sleep(2)  # alive while the others decide: its lease is not a dead process's
+    store.close()
+
+
+def test_one_scheduler_takes_a_lease_left_by_a_dead_process(pg_url):
+    """Four processes see the lease of a process that died at once: exactly one takes it (the
+    others read it after, as SQLite's BEGIN IMMEDIATE makes them)."""
+    from mldeck import provenance
+    from mldeck.store.models import Lease
+
+    store = open_store(pg_url)
+    with store.write() as session:
+        session.add(Lease(name="scheduler", holder="gone", role="daemon",
+                          host=provenance.hostname(), pid=999_999, pid_started_at=1.0))  # fmt: skip
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    results = ctx.Queue()
+    workers = [ctx.Process(target=_try_lease, args=(pg_url, barrier, results)) for _ in range(4)]
+    for proc in workers:
+        proc.start()
+    taken = [results.get(timeout=120) for _ in workers]
+    for proc in workers:
+        proc.join(timeout=30)
+    store.close()
+    assert sorted(taken) == [False, False, False, True]

@@ -35,6 +35,7 @@ SCHEDULER = "scheduler"
 def _quiet_write(store: Store) -> Iterator[Session]:
     """A write transaction (BEGIN IMMEDIATE) that commits only when told and bumps nothing."""
     with Session(store.engine.execution_options(mldeck_write=True), expire_on_commit=False) as s:
+        store.take_write_turn(s)  # one process at a time decides who holds the lease
         yield s
 
 

@@ -188,11 +188,7 @@ class Store:
         across long work.
         """
         with Session(self._writer, expire_on_commit=False) as session:
-            if not self.is_sqlite:
-                # What BEGIN IMMEDIATE does on SQLite: one writer at a time, so a transaction
-                # that reads then writes (the audit chain's head, the next version number) sees
-                # every write committed before it. The store's one-row state is the lock.
-                session.execute(select(StoreState.id).where(StoreState.id == 1).with_for_update())
+            self.take_write_turn(session)
             yield session
             session.execute(
                 update(StoreState)
@@ -200,6 +196,14 @@ class Store:
                 .values(change_seq=StoreState.change_seq + 1, changed_at=utcnow())
             )
             session.commit()
+
+    def take_write_turn(self, session: Session) -> None:
+        """What BEGIN IMMEDIATE does on SQLite, for other databases: one writer at a time, so a
+        transaction that reads then writes (the audit chain's head, the next version number,
+        the scheduler's lease) sees every write committed before it. The store's one-row state
+        is the lock, held until the transaction ends. Call it first in a write transaction."""
+        if not self.is_sqlite:
+            session.execute(select(StoreState.id).where(StoreState.id == 1).with_for_update())
 
     def change_seq(self) -> int:
         """The number of committed writes so far: poll it to learn whether anything changed."""
