@@ -215,3 +215,52 @@ def test_one_scheduler_takes_a_lease_left_by_a_dead_process(pg_url):
         proc.join(timeout=30)
     store.close()
     assert sorted(taken) == [False, False, False, True]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def either_workspace(request, tmp_path) -> Workspace:
+    """The same workspace on SQLite, then on PostgreSQL."""
+    if request.param == "sqlite":
+        return configure_events(init_workspace(tmp_path / "ws", name="on-sqlite"))
+    return request.getfixturevalue("pg_workspace")
+
+
+def configure_events(ws: Workspace) -> Workspace:
+    with open(ws.config_path, "a", encoding="utf-8") as fh:
+        fh.write(EXPECTATIONS)
+    return load_workspace(ws.root)
+
+
+def test_long_names_and_odd_text_are_stored_alike_on_both(either_workspace, tmp_path):
+    """SQLite stores a 300-character name in a VARCHAR(200) and text with NUL; PostgreSQL
+    refuses both: names are cut, NUL replaced, the same on both; a metric's key or step that
+    cannot be stored is refused when it is logged, and a run never succeeds with metrics lost."""
+    ws = either_workspace
+    store = open_workspace_store(ws)
+    long_name = "week_" + "x" * 240 + ".csv"  # 249 characters: a file system takes 255
+    outcome = ingest_file(ws, store, put(tmp_path, long_name, GOOD))
+    assert outcome.status == "accepted"
+    with mldeck.start_run(name="n" * 250, kind="train", workspace=ws.root) as run:
+        run.log("hello\x00world")
+        with pytest.raises(mldeck.MldeckError, match="1 to 200 characters"):
+            run.log_metric("k" * 250, 1.0)
+        with pytest.raises(mldeck.MldeckError, match="out of range"):
+            run.log_metric("loss", 1.0, step=3_000_000_000)
+        run.log_metric("loss", 0.5, step=2**31 - 1)
+    with store.read() as session:
+        stored = session.get(Run, run.id)
+        names = (
+            session.execute(select(Run.name).where(Run.name.startswith("ingest week_")))
+            .scalars()
+            .all()
+        )
+        logs = (
+            session.execute(select(text("message FROM run_log WHERE run_id = :r")), {"r": run.id})
+            .scalars()
+            .all()
+        )
+        steps = session.execute(select(Metric.step).where(Metric.run_id == run.id)).scalars().all()
+    assert stored.status == "succeeded" and len(stored.name) == 200 and stored.name.endswith("…")
+    assert [len(n) for n in names] == [200]
+    assert logs == ["hello\ufffdworld"] and steps == [2**31 - 1]
+    store.close()

@@ -76,6 +76,21 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
+# A step is a 32-bit integer in every store (PostgreSQL's INTEGER; SQLite would take more).
+STEP_MIN, STEP_MAX = -(2**31), 2**31 - 1
+MAX_METRIC_KEY = 200
+
+
+def _metric_key(key: Any) -> str:
+    text = str(key)
+    if not text or len(text) > MAX_METRIC_KEY or "\x00" in text:
+        raise MldeckError(
+            f"a metric's key is 1 to {MAX_METRIC_KEY} characters without NUL, not {text[:40]!r}"
+            + ("…" if len(text) > 40 else "")
+        )
+    return text
+
+
 def _metric_value(key: str, value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, Real):
         try:
@@ -135,6 +150,14 @@ class ActiveRun:
 
         try:
             self.flush()
+        except BaseException as exc:  # the metrics are lost: the run did not succeed
+            if status == RunStatus.SUCCEEDED:
+                status = RunStatus.FAILED
+                error = (
+                    "buffered metrics could not be stored: "
+                    + "".join(traceback.format_exception_only(exc)).strip()
+                )
+            raise
         finally:
             with self.store.write() as session:
                 run = session.get(Run, self.id)
@@ -212,7 +235,11 @@ class ActiveRun:
             raise MldeckError(f"metric timestamp {timestamp} has no time zone; pass an aware one")
         ts = timestamp or utcnow()
         # Check every value first: a rejected one must neither use up a step nor drop the others.
-        values = {str(key): _metric_value(str(key), value) for key, value in metrics.items()}
+        values = {
+            _metric_key(key): _metric_value(str(key), value) for key, value in metrics.items()
+        }
+        if step is not None and not STEP_MIN <= int(step) <= STEP_MAX:
+            raise MldeckError(f"metric step {step} is out of range ({STEP_MIN} to {STEP_MAX})")
         rows = []
         with self._lock:
             for key, value in values.items():

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint, event
+from sqlalchemy.orm import Mapper
 from sqlmodel import Field, SQLModel
 
 
@@ -390,3 +391,36 @@ class Lease(SQLModel, table=True):
     pid_started_at: float | None = None
     acquired_at: datetime = Field(default_factory=utcnow)
     heartbeat_at: datetime = Field(default_factory=utcnow)
+
+
+# -- text that fits every database ---------------------------------------------------------------
+# SQLite stores a string of any length in a VARCHAR(200) and text holding NUL; PostgreSQL refuses
+# both, and a long file name would then fail an ingest, a run or an alert. Names and titles are
+# for people: one too long is cut (its end marked with "…"), a NUL becomes U+FFFD, on every
+# database alike. Core statements (``insert(Metric)``) bypass this: their callers check instead.
+
+
+def _fit_text(_mapper: Any, _connection: Any, target: Any) -> None:
+    for column in _mapper.columns:
+        # sqlmodel's AutoString decorates a String: look through it.
+        if not isinstance(getattr(column.type, "impl", column.type), String):
+            continue
+        key = _mapper.get_property_by_column(column).key
+        value = getattr(target, key, None)
+        if not isinstance(value, str):
+            continue
+        fitted = value.replace("\x00", "\ufffd")
+        length = getattr(column.type, "length", None)
+        if length and len(fitted) > length:
+            fitted = fitted[: length - 1] + "…"
+        if fitted != value:
+            setattr(target, key, fitted)
+
+
+def _fit_this_module(mapper: Any, connection: Any, target: Any) -> None:
+    if mapper.class_.__module__ == __name__:
+        _fit_text(mapper, connection, target)
+
+
+event.listen(Mapper, "before_insert", _fit_this_module)
+event.listen(Mapper, "before_update", _fit_this_module)
