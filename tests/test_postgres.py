@@ -264,3 +264,45 @@ def test_long_names_and_odd_text_are_stored_alike_on_both(either_workspace, tmp_
     assert [len(n) for n in names] == [200]
     assert logs == ["hello\ufffdworld"] and steps == [2**31 - 1]
     store.close()
+
+
+def test_the_scheduler_says_once_that_the_server_is_gone_and_again_when_it_is_back(
+    tmp_path_factory, tmp_path
+):
+    """A server stopped under a running scheduler: one line saying the store cannot be reached
+    (not SQLAlchemy's last traceback line every tick), then one when it works again."""
+    import time
+
+    import pgserver
+
+    from mldeck.jobs.scheduler import DeckScheduler
+
+    folder = tmp_path_factory.mktemp("pg-own")
+    pg = pgserver.get_server(folder, cleanup_mode="stop")
+    url = f"postgresql+psycopg://postgres@/postgres?host={folder}"
+    ws = init_workspace(tmp_path / "ws", name="server-goes")
+    config = ws.config_path.read_text(encoding="utf-8")
+    ws.config_path.write_text(config.replace('url = ""', f'url = "{url}"', 1))
+    ws = load_workspace(ws.root)
+    store = open_workspace_store(ws)
+    said: list[str] = []
+    scheduler = DeckScheduler(ws, store, role="daemon", tick_seconds=0.2, on_event=said.append)
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any("acting" in line for line in said) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pg.cleanup()  # the server stops
+        time.sleep(3)  # about 15 ticks
+        gone = [line for line in said if "cannot be reached" in line]
+        assert len(gone) == 1, said
+        assert "Background on this error" not in gone[0] and "\n" not in gone[0]
+        pg = pgserver.get_server(folder, cleanup_mode="stop")  # and starts again
+        deadline = time.monotonic() + 30
+        while "scheduler: working again" not in said and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "scheduler: working again" in said
+    finally:
+        scheduler.stop()
+        store.close()
+        pg.cleanup()

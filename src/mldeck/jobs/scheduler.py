@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from mldeck import audit
 from mldeck.config import load_settings
@@ -177,13 +178,22 @@ class DeckScheduler:
     # -- the control loop -----------------------------------------------------------------------
     def _loop(self) -> None:
         try:
+            failing = ""  # the last tick's problem, said once until it changes or clears
             while not self._stop.is_set():
                 try:
                     self._tick()
-                except Exception:
-                    # A locked or unreachable store, a bug: say it, keep going.
-                    log.exception("scheduler tick failed")
-                    self._say(f"scheduler: {traceback.format_exc().strip().splitlines()[-1]}")
+                except Exception as exc:
+                    # A locked or unreachable store, a bug: say it once, keep going.
+                    problem = _one_line_problem(exc)
+                    if problem != failing:
+                        log.exception("scheduler tick failed")
+                        self._say(f"scheduler: {problem} (trying again every "
+                                  f"{self.tick_seconds:g} s)")  # fmt: skip
+                        failing = problem
+                else:
+                    if failing:
+                        self._say("scheduler: working again")
+                        failing = ""
                 self._wake.wait(self.tick_seconds)
                 self._wake.clear()
         finally:
@@ -646,6 +656,19 @@ class DeckScheduler:
                                       PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
                                       reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip
         self._after(JobRequest(f"drift {batch}", "drift"), drift)
+
+
+def _one_line_problem(exc: BaseException) -> str:
+    """A tick's failure in one line: a database's own message (not SQLAlchemy's wrapping with
+    its statement and link), else the exception's first line."""
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        text = " ".join(str(orig).split())
+        if isinstance(exc, OperationalError):
+            return f"the store cannot be reached: {text}"
+        return f"{type(orig).__name__}: {text}"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _about_performance(reason: str) -> bool:
