@@ -306,3 +306,40 @@ def test_the_scheduler_says_once_that_the_server_is_gone_and_again_when_it_is_ba
         scheduler.stop()
         store.close()
         pg.cleanup()
+
+
+async def test_the_console_says_once_that_the_server_is_gone(tmp_path_factory, tmp_path):
+    """Screens switched while the server is down: the top bar and one notice say the store
+    cannot be reached; no "Unexpected error" pop-up per screen."""
+    import pgserver
+
+    from mldeck.tui.app import MldeckApp
+    from mldeck.tui.widgets.topbar import TopBar
+
+    from .tui.conftest import settle, until
+
+    folder = tmp_path_factory.mktemp("pg-console")
+    pg = pgserver.get_server(folder, cleanup_mode="stop")
+    url = f"postgresql+psycopg://postgres@/postgres?host={folder}"
+    ws = init_workspace(tmp_path / "ws", name="console-server-goes")
+    config = ws.config_path.read_text(encoding="utf-8")
+    ws.config_path.write_text(config.replace('url = ""', f'url = "{url}"', 1))
+    ws = load_workspace(ws.root)
+    store = open_workspace_store(ws)
+    app = MldeckApp(ws, store, poll_seconds=0.2, watch_incoming=False)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            pg.cleanup()
+            await until(pilot, lambda: "cannot be reached" in app.store_problem, timeout=30)
+            for key in "2345678":
+                await pilot.press(key)
+                await pilot.pause(0.2)
+            notices = [str(n.message) for n in app._notifications]
+            titles = [n.title for n in app._notifications]
+            assert "Unexpected error" not in titles, notices
+            assert sum("cannot be reached" in n for n in notices) <= 1, notices
+            assert "cannot be reached" in str(app.screen.query_one(TopBar).problem)
+    finally:
+        store.close()
+        pg.cleanup()

@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
 from mldeck import audit
 from mldeck.config import load_settings
@@ -46,7 +45,7 @@ from mldeck.jobs.lease import LeaseKeeper
 from mldeck.jobs.orphans import mark_orphans
 from mldeck.jobs.runner import JobOutcome, JobRequest, JobRunner
 from mldeck.jobs.schedules import list_schedules, make_trigger, sync_from_settings
-from mldeck.store.engine import Store
+from mldeck.store.engine import Store, store_problem
 from mldeck.store.models import (
     Alias,
     AuditEvent,
@@ -184,7 +183,7 @@ class DeckScheduler:
                     self._tick()
                 except Exception as exc:
                     # A locked or unreachable store, a bug: say it once, keep going.
-                    problem = _one_line_problem(exc)
+                    problem = store_problem(exc)
                     if problem != failing:
                         log.exception("scheduler tick failed")
                         self._say(f"scheduler: {problem} (trying again every "
@@ -656,19 +655,6 @@ class DeckScheduler:
                                       PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
                                       reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip
         self._after(JobRequest(f"drift {batch}", "drift"), drift)
-
-
-def _one_line_problem(exc: BaseException) -> str:
-    """A tick's failure in one line: a database's own message (not SQLAlchemy's wrapping with
-    its statement and link), else the exception's first line."""
-    orig = getattr(exc, "orig", None)
-    if orig is not None:
-        text = " ".join(str(orig).split())
-        if isinstance(exc, OperationalError):
-            return f"the store cannot be reached: {text}"
-        return f"{type(orig).__name__}: {text}"
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _about_performance(reason: str) -> bool:

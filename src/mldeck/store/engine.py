@@ -387,3 +387,16 @@ def database_size(store: Store) -> int | None:
         with suppress(OSError):
             total += os.stat(candidate).st_size
     return total
+
+
+def store_problem(exc: BaseException) -> str:
+    """An error met while using the store, in one line: the database's own message (not
+    SQLAlchemy's wrapping with its statement and a link), else the exception's first line."""
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        text = " ".join(str(orig).split())
+        if isinstance(exc, OperationalError):
+            return f"the store cannot be reached: {text}"
+        return f"{type(orig).__name__}: {text}"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
 
+from sqlalchemy.exc import OperationalError
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
@@ -16,7 +17,7 @@ from textual.worker import Worker, WorkerState
 
 from mldeck.errors import MldeckError
 from mldeck.monitor.alerts import active_count
-from mldeck.store.engine import Store
+from mldeck.store.engine import Store, store_problem
 from mldeck.store.queries import champions
 from mldeck.tui.child import Children
 from mldeck.tui.screens import SECTIONS
@@ -267,7 +268,7 @@ class MldeckApp(App):
                 problem = (f"store file {self.store.sqlite_path} was moved or replaced:"
                            " quit and reopen")  # fmt: skip
         except Exception as exc:  # the store went away: say so, keep polling
-            seq, label, alerts, problem = self.seen_seq, None, None, f"store unreachable: {exc}"
+            seq, label, alerts, problem = self.seen_seq, None, None, store_problem(exc)
         self.call_from_thread(self._after_poll, seq, label, problem, alerts)
 
     def _after_poll(
@@ -314,6 +315,14 @@ class MldeckApp(App):
             return
         if isinstance(error, MldeckError):
             self.notify(str(error), severity="error", timeout=10)
+        elif isinstance(error, OperationalError):
+            # The store cannot be reached: the top bar says so (the poll sees it too); one
+            # notice per outage, not a pop-up for every screen that tried to read.
+            if not self.store_problem:
+                self.store_problem = store_problem(error)
+                self.notify(self.store_problem, severity="error", timeout=10)
+                if isinstance(self.screen, DeckScreen):
+                    self.screen.sync_topbar()
         else:
             self.notify(
                 f"{type(error).__name__}: {error}",
