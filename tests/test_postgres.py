@@ -343,3 +343,21 @@ async def test_the_console_says_once_that_the_server_is_gone(tmp_path_factory, t
     finally:
         store.close()
         pg.cleanup()
+
+
+def test_init_on_a_database_that_does_not_exist_leaves_nothing_to_block_a_retry(
+    tmp_path, server, cli
+):
+    """The first store cannot be opened: the half-made workspace is taken away, so the same
+    command works once the database exists."""
+    name = f"later_{uuid.uuid4().hex[:8]}"
+    url = server.replace("/postgres?", f"/{name}?")
+    failed = cli("init", "ws", cwd=tmp_path, env={"MLDECK_DB_URL": url})
+    assert failed.returncode == 2 and f'database "{name}" does not exist' in failed.stderr
+    assert list(tmp_path.iterdir()) == []
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    again = cli("init", "ws", cwd=tmp_path, env={"MLDECK_DB_URL": url})
+    assert again.returncode == 0, again.stderr

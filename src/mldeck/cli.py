@@ -161,10 +161,10 @@ def init(
 
         ws = create_demo_workspace(directory, name=name, echo=_step)
     else:
-        from mldeck.workspace import init_workspace, open_workspace_store
+        from mldeck.workspace import create_workspace_store
 
-        ws = init_workspace(directory, name=name)
-        open_workspace_store(ws).close()
+        ws, store = create_workspace_store(directory, name=name)
+        store.close()
     out.print(f"Created workspace '{ws.name}' in {ws.root}")
     out.print(f"Open the console with: mldeck --workspace {_shell_quote(ws.root)}")
 

@@ -7,6 +7,7 @@ A workspace is a folder holding ``mldeck.toml``, ``.mldeck/`` (the store and the
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,31 @@ def init_workspace(root: Path, name: str | None = None) -> Workspace:
     except OSError as exc:
         raise MldeckError(f"cannot create a workspace at {root}: {exc.strerror or exc}") from None
     return load_workspace(root)
+
+
+def create_workspace_store(root: Path, name: str | None = None) -> tuple[Workspace, Store]:
+    """``init_workspace`` and its first store, or neither: when the store cannot be opened (a
+    database that does not exist, a server that is down), what was just made is taken away, so
+    the same command can be run again once the cause is fixed."""
+    existed = root.expanduser().exists()
+    workspace = init_workspace(root, name=name)
+    try:
+        return workspace, open_workspace_store(workspace)
+    except BaseException:
+        _unmake(workspace, remove_root=not existed)
+        raise
+
+
+def _unmake(workspace: Workspace, *, remove_root: bool) -> None:
+    """Remove a workspace ``init_workspace`` has just made (before anything was stored)."""
+    with suppress(OSError):
+        workspace.config_path.unlink(missing_ok=True)
+        shutil.rmtree(workspace.state_dir)
+        for folder in (workspace.incoming_dir, workspace.data_dir):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        if remove_root and not any(workspace.root.iterdir()):
+            workspace.root.rmdir()
 
 
 def _write_new(path: Path, text: str) -> None:

@@ -13,7 +13,7 @@ from mldeck.errors import MldeckError
 from mldeck.workspace import (
     ENV_WORKSPACE,
     Workspace,
-    init_workspace,
+    create_workspace_store,
     load_workspace,
     open_workspace_store,
 )
@@ -61,8 +61,8 @@ def create_demo_workspace(
     from mldeck.data.validate import reference_profile
     from mldeck.demo.generator import write_sample_data
 
-    workspace = init_workspace(root, name=name or "churn-demo")
-    open_workspace_store(workspace).close()
+    workspace, store = create_workspace_store(root, name=name or "churn-demo")
+    store.close()
     samples = workspace.data_dir / "samples"
     echo(f"writing the demo data to {samples.relative_to(workspace.root)}/")
     write_sample_data(samples)
