@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
@@ -27,7 +28,7 @@ from mldeck.store.models import AuditEvent, Metric, Run
 from mldeck.store.queries import compare_runs, list_versions
 from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
 
-from .test_data_ingest import EXPECTATIONS, GOOD, REJECTED, put
+from .test_data_ingest import EXPECTATIONS, GOOD, REJECTED, configure, put
 from .test_ml_registry import add_version, model_bytes  # noqa: F401 (model_bytes is a fixture)
 
 
@@ -60,10 +61,24 @@ def pg_url(server: str) -> str:
 @pytest.fixture
 def pg_workspace(tmp_path: Path, pg_url: str) -> Workspace:
     """A workspace whose store is the PostgreSQL database ([store] url)."""
-    ws = init_workspace(tmp_path / "ws", name="on-postgres")
+    return with_store_url(init_workspace(tmp_path / "ws", name="on-postgres"), pg_url, EXPECTATIONS)
+
+
+def with_store_url(ws: Workspace, url: str, extra: str = "") -> Workspace:
+    """*ws* with ``[store] url`` set to *url* (and *extra* appended to its mldeck.toml)."""
     config = ws.config_path.read_text(encoding="utf-8")
-    ws.config_path.write_text(config.replace('url = ""', f'url = "{pg_url}"', 1) + EXPECTATIONS)
+    ws.config_path.write_text(config.replace('url = ""', f'url = "{url}"', 1) + extra)
     return load_workspace(ws.root)
+
+
+def own_server(tmp_path_factory, tmp_path: Path, name: str) -> tuple[Path, Any, Workspace]:
+    """A server of one test's own (to stop and start again), and a workspace on it."""
+    import pgserver
+
+    folder = tmp_path_factory.mktemp(name)
+    pg = pgserver.get_server(folder, cleanup_mode="stop")
+    url = f"postgresql+psycopg://postgres@/postgres?host={folder}"
+    return folder, pg, with_store_url(init_workspace(tmp_path / "ws", name=name), url)
 
 
 def test_a_new_database_gets_the_schema_once(pg_url):
@@ -221,14 +236,8 @@ def test_one_scheduler_takes_a_lease_left_by_a_dead_process(pg_url):
 def either_workspace(request, tmp_path) -> Workspace:
     """The same workspace on SQLite, then on PostgreSQL."""
     if request.param == "sqlite":
-        return configure_events(init_workspace(tmp_path / "ws", name="on-sqlite"))
+        return configure(init_workspace(tmp_path / "ws", name="on-sqlite"))
     return request.getfixturevalue("pg_workspace")
-
-
-def configure_events(ws: Workspace) -> Workspace:
-    with open(ws.config_path, "a", encoding="utf-8") as fh:
-        fh.write(EXPECTATIONS)
-    return load_workspace(ws.root)
 
 
 def test_long_names_and_odd_text_are_stored_alike_on_both(either_workspace, tmp_path):
@@ -277,13 +286,7 @@ def test_the_scheduler_says_once_that_the_server_is_gone_and_again_when_it_is_ba
 
     from mldeck.jobs.scheduler import DeckScheduler
 
-    folder = tmp_path_factory.mktemp("pg-own")
-    pg = pgserver.get_server(folder, cleanup_mode="stop")
-    url = f"postgresql+psycopg://postgres@/postgres?host={folder}"
-    ws = init_workspace(tmp_path / "ws", name="server-goes")
-    config = ws.config_path.read_text(encoding="utf-8")
-    ws.config_path.write_text(config.replace('url = ""', f'url = "{url}"', 1))
-    ws = load_workspace(ws.root)
+    folder, pg, ws = own_server(tmp_path_factory, tmp_path, "server-goes")
     store = open_workspace_store(ws)
     said: list[str] = []
     scheduler = DeckScheduler(ws, store, role="daemon", tick_seconds=0.2, on_event=said.append)
@@ -311,20 +314,12 @@ def test_the_scheduler_says_once_that_the_server_is_gone_and_again_when_it_is_ba
 async def test_the_console_says_once_that_the_server_is_gone(tmp_path_factory, tmp_path):
     """Screens switched while the server is down: the top bar and one notice say the store
     cannot be reached; no "Unexpected error" pop-up per screen."""
-    import pgserver
-
     from mldeck.tui.app import MldeckApp
     from mldeck.tui.widgets.topbar import TopBar
 
     from .tui.conftest import settle, until
 
-    folder = tmp_path_factory.mktemp("pg-console")
-    pg = pgserver.get_server(folder, cleanup_mode="stop")
-    url = f"postgresql+psycopg://postgres@/postgres?host={folder}"
-    ws = init_workspace(tmp_path / "ws", name="console-server-goes")
-    config = ws.config_path.read_text(encoding="utf-8")
-    ws.config_path.write_text(config.replace('url = ""', f'url = "{url}"', 1))
-    ws = load_workspace(ws.root)
+    _folder, pg, ws = own_server(tmp_path_factory, tmp_path, "console-server-goes")
     store = open_workspace_store(ws)
     app = MldeckApp(ws, store, poll_seconds=0.2, watch_incoming=False)
     try:

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from mldeck import audit
 from mldeck.config import load_settings
@@ -184,11 +185,13 @@ class DeckScheduler:
                 except Exception as exc:
                     # A locked or unreachable store, a bug: say it once, keep going.
                     problem = store_problem(exc)
-                    if problem != failing:
+                    # One outage is one message, whatever the server says on its way down.
+                    kind = "unreachable" if isinstance(exc, OperationalError) else problem
+                    if kind != failing:
                         log.exception("scheduler tick failed")
                         self._say(f"scheduler: {problem} (trying again every "
                                   f"{self.tick_seconds:g} s)")  # fmt: skip
-                        failing = problem
+                        failing = kind
                 else:
                     if failing:
                         self._say("scheduler: working again")
