@@ -356,3 +356,20 @@ def test_init_on_a_database_that_does_not_exist_leaves_nothing_to_block_a_retry(
     admin.dispose()
     again = cli("init", "ws", cwd=tmp_path, env={"MLDECK_DB_URL": url})
     assert again.returncode == 0, again.stderr
+
+
+def test_a_workspace_with_data_pointed_at_an_empty_database_is_refused(tmp_path, pg_url):
+    """Its datasets and artifacts were recorded in another store: an empty one would disown
+    them silently. Said, and nothing is created in the empty database."""
+    ws = configure(init_workspace(tmp_path / "ws", name="moved"))
+    store = open_workspace_store(ws)  # its own SQLite store
+    ingest_file(ws, store, put(tmp_path, "good.csv", GOOD))
+    store.close()
+    moved = with_store_url(ws, pg_url)
+    with pytest.raises(mldeck.MldeckError, match=r"is an empty database while .* holds files"):
+        open_workspace_store(moved)
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        tables = conn.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
+        assert tables.scalar() == 0
+    engine.dispose()

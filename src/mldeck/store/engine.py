@@ -400,3 +400,17 @@ def store_problem(exc: BaseException) -> str:
         return f"{type(orig).__name__}: {text}"
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def has_schema(url: str) -> bool | None:
+    """Whether the database at *url* holds an mldeck store (None when it cannot be asked)."""
+    try:
+        engine = make_engine(url)
+    except Exception:
+        return None
+    try:
+        return _current_revision(engine) is not None
+    except Exception:  # unreachable, refused: opening it says why
+        return None
+    finally:
+        engine.dispose()
