@@ -24,7 +24,7 @@ from mldeck.config import (
 )
 from mldeck.errors import MldeckError, WorkspaceNotFound
 from mldeck.formatting import shown
-from mldeck.store.engine import Store, has_schema, open_store
+from mldeck.store.engine import Store, open_store
 
 ENV_WORKSPACE = "MLDECK_WORKSPACE"
 ENV_DB_URL = "MLDECK_DB_URL"
@@ -198,15 +198,6 @@ def _shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _empty_elsewhere(url: str) -> bool:
-    """Whether the store *url* names (not the workspace's own file) holds no mldeck store yet:
-    a SQLite file that does not exist, or a database without the schema."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return bool(parsed.database) and not Path(parsed.database).exists()
-    return has_schema(url) is False
-
-
 def open_workspace_store(workspace: Workspace) -> Store:
     """Open the workspace's store, creating or upgrading it under the workspace's lock file."""
     if not workspace.state_dir.is_dir():
@@ -215,21 +206,24 @@ def open_workspace_store(workspace: Workspace) -> Store:
         )
     own_file = not (os.environ.get(ENV_DB_URL) or workspace.settings.store.url)
     # Files a store recorded, without that store: a new empty one would silently disown them
-    # (and every run, model and alert).
+    # (and every run, model and alert), so with such files a store is never created here.
     kept = [d for d in (workspace.datasets_dir, workspace.artifacts_dir)
             if d.is_dir() and any(d.iterdir())]  # fmt: skip
-    if kept and not own_file and _empty_elsewhere(workspace.db_url):
-        raise MldeckError(
-            f"the store {_shown_url(workspace.db_url)} is an empty database while {kept[0]} holds"
-            " files recorded in another store: point MLDECK_DB_URL (or [store] url) at the"
-            " database that recorded them; to start over with an empty store, move"
-            f" {workspace.datasets_dir} and {workspace.artifacts_dir} away"
-        )
-    if own_file and not workspace.db_path.exists() and kept:
-        raise MldeckError(
+    refuse_new = ""
+    if kept and own_file:
+        refuse_new = (
             f"the store {workspace.db_path} is missing while {kept[0]} holds files it"
             " recorded: put the store back (or restore it from a backup); to start over"
             f" with an empty store, move {workspace.datasets_dir} and"
             f" {workspace.artifacts_dir} away"
         )
-    return open_store(workspace.db_url, lock_path=workspace.state_dir / "store.lock")
+    elif kept:
+        refuse_new = (
+            f"the store {_shown_url(workspace.db_url)} is an empty database while {kept[0]} holds"
+            " files recorded in another store: point MLDECK_DB_URL (or [store] url) at the"
+            " database that recorded them; to start over with an empty store, move"
+            f" {workspace.datasets_dir} and {workspace.artifacts_dir} away"
+        )
+    return open_store(
+        workspace.db_url, lock_path=workspace.state_dir / "store.lock", refuse_new=refuse_new
+    )

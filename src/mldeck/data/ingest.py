@@ -548,10 +548,10 @@ def _outcome(report: dict[str, Any]) -> tuple:
             report.get("n_rows"), checks)  # fmt: skip
 
 
-def separator_of(version: DatasetVersion, settings: DataSettings) -> str:
+def separator_of(version: DatasetVersion, configured: str) -> str:
     """The separator to read a stored version with: the one it was validated with, else (a
-    version recorded before separators were) the configured one."""
-    return (version.report or {}).get("csv_separator") or settings.csv_separator
+    version recorded before separators were) the *configured* one."""
+    return (version.report or {}).get("csv_separator") or configured
 
 
 def _validated(

@@ -566,16 +566,24 @@ class NotIngested:
                 "reason": self.reason}  # fmt: skip
 
 
+def _error_notes(workspace: Workspace) -> list[Path]:
+    try:
+        folder = workspace.quarantine_dir.iterdir()
+        return [p for p in folder if p.name.endswith(ERROR_NOTE) and p.is_file()]
+    except OSError:
+        return []
+
+
+def count_not_ingested(workspace: Workspace) -> int:
+    """How many files are in quarantine without a version (their notes are not read)."""
+    return len(_error_notes(workspace))
+
+
 def not_ingested(workspace: Workspace) -> list[NotIngested]:
     """The files in quarantine that never became versions, newest first, read from their
     ``.error.txt`` notes (source path, time, reason on the first three lines)."""
-    folder = workspace.quarantine_dir
-    try:
-        notes = [p for p in folder.iterdir() if p.name.endswith(ERROR_NOTE) and p.is_file()]
-    except OSError:
-        return []
     found = []
-    for note in notes:
+    for note in _error_notes(workspace):
         try:
             lines = note.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:

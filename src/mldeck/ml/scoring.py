@@ -216,7 +216,7 @@ def _read(workspace: Workspace, version: DatasetVersion, batch: str) -> pl.DataF
     try:
         from mldeck.data.ingest import separator_of
 
-        separator = separator_of(version, workspace.settings.data)
+        separator = separator_of(version, workspace.settings.data.csv_separator)
         return open_source(path, separator=separator).frame.collect()
     except ReadError as exc:
         raise MldeckError(f"cannot read {batch}: {exc}") from None

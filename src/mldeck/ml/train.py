@@ -218,8 +218,9 @@ def load_dataset_versions(
             verify(path, version.sha256)
         except ArtifactError as exc:
             raise MldeckError(f"{label}: {exc}") from None
-        # As it was validated: the separator recorded with it, else the one configured.
-        frame = _read(path, (version.report or {}).get("csv_separator") or separator, label)
+        from mldeck.data.ingest import separator_of  # as it was validated
+
+        frame = _read(path, separator_of(version, separator), label)
         frames.append(frame)
         labels.append(label)
         versions.append({"id": version.id, "dataset": name, "version": version.version,

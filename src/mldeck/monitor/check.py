@@ -374,7 +374,9 @@ def open_version(
     try:
         from mldeck.data.ingest import separator_of
 
-        return open_source(path, separator=separator_of(version, workspace.settings.data)).frame
+        return open_source(
+            path, separator=separator_of(version, workspace.settings.data.csv_separator)
+        ).frame
     except ReadError as exc:
         raise MldeckError(f"cannot read {label}: {exc}") from None
 

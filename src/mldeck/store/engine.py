@@ -245,11 +245,15 @@ def _upgrade(engine: Engine) -> None:
         conn.commit()
 
 
-def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True) -> Store:
+def open_store(
+    url: str, *, lock_path: Path | None = None, upgrade: bool = True, refuse_new: str = ""
+) -> Store:
     """Open (creating or upgrading if needed) the store at *url*.
 
     Upgrades run under the file lock at *lock_path* so that two processes opening a new workspace
-    at once do not race. Raises StoreError for anything that is not a usable mldeck store.
+    at once do not race. With *refuse_new*, a store that would be created (a SQLite file that
+    does not exist or is empty, a database without the schema) is refused with that message,
+    before anything is written. Raises StoreError for anything that is not a usable mldeck store.
     """
     try:
         parsed = make_url(url)
@@ -268,6 +272,8 @@ def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True)
             raise StoreError(f"the store's folder {path.parent} does not exist")
         check_local_filesystem(path)
         created = not path.exists() or path.stat().st_size == 0
+        if created and refuse_new:
+            raise StoreError(refuse_new)
         if not created:
             _check_sqlite_file(path)
     if lock and created:
@@ -281,13 +287,15 @@ def open_store(url: str, *, lock_path: Path | None = None, upgrade: bool = True)
     try:
         if created and path.exists() and path.stat().st_size:  # made while this one waited
             _check_sqlite_file(path)
-        return _open_engine(url, lock, lock_path, upgrade)
+        return _open_engine(url, lock, lock_path, upgrade, refuse_new)
     finally:
         if lock and created:
             lock.release()
 
 
-def _open_engine(url: str, lock: FileLock | None, lock_path: Path | None, upgrade: bool) -> Store:
+def _open_engine(
+    url: str, lock: FileLock | None, lock_path: Path | None, upgrade: bool, refuse_new: str
+) -> Store:
     try:
         engine = make_engine(url)
     except ImportError as exc:
@@ -302,6 +310,8 @@ def _open_engine(url: str, lock: FileLock | None, lock_path: Path | None, upgrad
         if revision != SCHEMA_REVISION:
             _check_revision(revision)
             if revision is None:
+                if refuse_new:
+                    raise StoreError(refuse_new)
                 _check_no_orphan_tables(engine, url)
             if not upgrade:
                 raise StoreError(f"the store's schema is {revision}, {SCHEMA_REVISION} is needed")
@@ -400,17 +410,3 @@ def store_problem(exc: BaseException) -> str:
         return f"{type(orig).__name__}: {text}"
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def has_schema(url: str) -> bool | None:
-    """Whether the database at *url* holds an mldeck store (None when it cannot be asked)."""
-    try:
-        engine = make_engine(url)
-    except Exception:
-        return None
-    try:
-        return _current_revision(engine) is not None
-    except Exception:  # unreachable, refused: opening it says why
-        return None
-    finally:
-        engine.dispose()

@@ -117,10 +117,10 @@ class DataScreen(DeckScreen):
         running, running_total = list_runs(
             store, RunFilter(kind="validate", status="running"), limit=RUNNING_SHOWN
         )
-        from mldeck.data.watcher import not_ingested
+        from mldeck.data.watcher import count_not_ingested
 
         return DataList(rows, total, flt, running, running_total,
-                        len(not_ingested(self.deck.workspace)))  # fmt: skip
+                        count_not_ingested(self.deck.workspace))  # fmt: skip
 
     def show(self, data: DataList) -> None:
         table = self.query_one("#data-table", DeckTable)
