@@ -106,3 +106,23 @@ def run_python_file(script: Path, *, cwd: Path) -> subprocess.CompletedProcess[s
 @pytest.fixture(scope="session")
 def run_python() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_python_file
+
+
+def at_once(target: Callable[..., None], argsets: list[tuple], timeout: float = 120) -> list:
+    """Run *target* in one spawned process per argument tuple, each called with
+    ``(*args, barrier, results)``: they wait at the barrier so they start together, and each
+    puts what it found on *results*. Returns what they put, in arrival order, once all ended
+    well."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(len(argsets))
+    results = ctx.Queue()
+    workers = [ctx.Process(target=target, args=(*args, barrier, results)) for args in argsets]
+    for proc in workers:
+        proc.start()
+    found = [results.get(timeout=timeout) for _ in workers]
+    for proc in workers:
+        proc.join(timeout=30)
+        assert proc.exitcode == 0
+    return found

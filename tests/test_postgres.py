@@ -9,7 +9,6 @@ processes at once.
 
 from __future__ import annotations
 
-import multiprocessing
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from mldeck.store.models import AuditEvent, Metric, Run
 from mldeck.store.queries import compare_runs, list_versions
 from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
 
+from .conftest import at_once
 from .test_data_ingest import EXPECTATIONS, GOOD, REJECTED, configure, put
 from .test_ml_registry import add_version, model_bytes  # noqa: F401 (model_bytes is a fixture)
 
@@ -157,18 +157,7 @@ def test_writers_in_four_processes_keep_one_audit_chain(pg_url):
     (BEGIN IMMEDIATE on SQLite, the state row's lock here) two would fork the chain."""
     store = open_store(pg_url)
     start = store.change_seq()
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    results = ctx.Queue()
-    workers = [
-        ctx.Process(target=_append_events, args=(pg_url, i, 25, barrier, results)) for i in range(4)
-    ]
-    for proc in workers:
-        proc.start()
-    outcome = dict(results.get(timeout=120) for _ in workers)
-    for proc in workers:
-        proc.join(timeout=30)
-        assert proc.exitcode == 0
+    outcome = dict(at_once(_append_events, [(pg_url, i, 25) for i in range(4)]))
     assert outcome == {i: [] for i in range(4)}
     checked = audit.verify(store)
     assert checked.ok and checked.events == 100, checked.problems[:3]
@@ -219,15 +208,7 @@ def test_one_scheduler_takes_a_lease_left_by_a_dead_process(pg_url):
     with store.write() as session:
         session.add(Lease(name="scheduler", holder="gone", role="daemon",
                           host=provenance.hostname(), pid=999_999, pid_started_at=1.0))  # fmt: skip
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    results = ctx.Queue()
-    workers = [ctx.Process(target=_try_lease, args=(pg_url, barrier, results)) for _ in range(4)]
-    for proc in workers:
-        proc.start()
-    taken = [results.get(timeout=120) for _ in workers]
-    for proc in workers:
-        proc.join(timeout=30)
+    taken = at_once(_try_lease, [(pg_url,)] * 4)
     store.close()
     assert sorted(taken) == [False, False, False, True]
 

@@ -63,6 +63,8 @@ from mldeck.store.models import (
 from mldeck.store.queries import RunFilter
 from mldeck.workspace import load_workspace, open_workspace_store
 
+from .conftest import at_once
+
 AWARE = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 # The same instant as AWARE, written with a +05:30 offset: it must come back as UTC.
 OFFSET = AWARE.astimezone(timezone(timedelta(hours=5, minutes=30)))
@@ -403,19 +405,7 @@ def test_four_processes_read_then_write_without_errors(tmp_path):
     store = open_store(sqlite_url(path))
     with store.write() as session:
         session.add(Run(name="shared"))
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    results = ctx.Queue()
-    workers = [
-        ctx.Process(target=_read_then_write, args=(sqlite_url(path), i, 30, barrier, results))
-        for i in range(4)
-    ]
-    for proc in workers:
-        proc.start()
-    outcome = dict(results.get(timeout=120) for _ in workers)
-    for proc in workers:
-        proc.join(timeout=30)
-        assert proc.exitcode == 0
+    outcome = dict(at_once(_read_then_write, [(sqlite_url(path), i, 30) for i in range(4)]))
     assert outcome == {i: [] for i in range(4)}
     with store.read() as session:
         rows = session.execute(select(Metric.key, Metric.step)).all()
@@ -492,19 +482,8 @@ def _open_new_workspace(root: str, barrier, results) -> None:
 
 def test_processes_opening_a_new_workspace_at_once_create_the_schema_once(workspace):
     assert not workspace.db_path.exists()
-    ctx = multiprocessing.get_context("spawn")
     n = 3
-    barrier = ctx.Barrier(n)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_open_new_workspace, args=(str(workspace.root), barrier, results))
-        for _ in range(n)
-    ]
-    for proc in procs:
-        proc.start()
-    outcome = [results.get(timeout=120) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=30)
+    outcome = at_once(_open_new_workspace, [(str(workspace.root),)] * n)
     assert [status for status, _, _ in outcome] == ["ok"] * n, outcome
     assert sum(upgrades for _, upgrades, _ in outcome) == 1
     assert {revision for _, _, revision in outcome} == {SCHEMA_REVISION}
