@@ -44,6 +44,7 @@ from mldeck.store.models import (
 )
 from mldeck.workspace import Workspace
 
+from .conftest import at_once
 from .jobs_helpers import (
     copy_workspace,
     count,
@@ -140,6 +141,50 @@ def test_schedule_edits_are_checked(store):
     assert get_schedule(store, "h").run_requested_at is not None
 
 
+def _pause_at_once(root: str, started, barrier, results) -> None:
+    """In a spawned process: pause the schedule 'h' once the others are ready."""
+    from mldeck.workspace import load_workspace, open_workspace_store
+
+    store = open_workspace_store(load_workspace(Path(root)))
+    barrier.wait()
+    started.release()
+    try:
+        set_paused(store, "h", True)
+        results.put("paused")
+    except MldeckError as exc:
+        results.put(str(exc))
+    finally:
+        store.close()
+
+
+def test_processes_pausing_a_schedule_at_once_pause_it_once(workspace, store):
+    """The 'already paused' check is made in the write turn: of four processes pausing at
+    once, one pauses it and three are told it is already paused (one audit event, not four).
+    The test holds the write turn while they start, so each has read the schedule before any
+    of them writes."""
+    import multiprocessing
+
+    add(store, "h", "health", every="5m")
+    started = multiprocessing.get_context("spawn").Semaphore(0)
+
+    def hold_the_write_turn() -> None:
+        with store.write():
+            for _ in range(4):
+                assert started.acquire(timeout=120)
+            threading.Event().wait(0.5)  # they read the schedule, then wait for the turn
+
+    holder = threading.Thread(target=hold_the_write_turn)
+    holder.start()
+    outcome = at_once(_pause_at_once, [(str(workspace.root), started)] * 4)
+    holder.join()
+    assert sorted(outcome) == ["paused"] + ["schedule h is already paused"] * 3
+    with store.read() as session:
+        pauses = session.execute(
+            select(AuditEvent.id).where(AuditEvent.action == "schedule.pause")
+        ).all()
+    assert len(pauses) == 1
+
+
 def test_a_schedule_added_with_the_cli_keeps_its_name_against_the_config(store):
     add(store, "nightly2", "health", every="5m")
     settings = JobSettings.model_validate(
@@ -189,6 +234,7 @@ HOLD = """
 import sys, time
 from mldeck.jobs.lease import LeaseKeeper
 from mldeck.store.engine import open_store
+
 keeper = LeaseKeeper(open_store(sys.argv[1]), role="daemon", lease_seconds=float(sys.argv[2]))
 assert keeper.try_acquire()
 print("held", flush=True)

@@ -6,6 +6,7 @@ The acting scheduler rebuilds its in-memory jobs from this table and follows its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -132,11 +133,23 @@ def get_schedule(store: Store, name: str) -> Schedule:
     return row
 
 
-def _change(store: Store, name: str, action: str, actor: str | None, **values: Any) -> Schedule:
+def _change(
+    store: Store,
+    name: str,
+    action: str,
+    actor: str | None,
+    refuse: Callable[[Schedule], str | None] | None = None,
+    **values: Any,
+) -> Schedule:
+    """Change a schedule and record it; *refuse* may object to the row as it is inside the write
+    turn (so two processes making the same change cannot both succeed)."""
     with store.write() as session:
         row = session.execute(select(Schedule).where(Schedule.name == name)).scalar_one_or_none()
         if row is None:
             raise NotFound(f"no schedule named {name!r}")
+        objection = refuse(row) if refuse is not None else None
+        if objection:
+            raise MldeckError(objection)
         before = {key: getattr(row, key) for key in values}
         for key, value in values.items():
             setattr(row, key, value)
@@ -149,11 +162,15 @@ def _change(store: Store, name: str, action: str, actor: str | None, **values: A
 
 def set_paused(store: Store, name: str, paused: bool, *, actor: str | None = None) -> Schedule:
     """Pause or resume a schedule (the acting scheduler follows within a second or two)."""
-    row = get_schedule(store, name)
-    if row.paused == paused:
-        raise MldeckError(f"schedule {name} is already {'paused' if paused else 'active'}")
+    get_schedule(store, name)  # names the schedules when there is no such one
+
+    def already(row: Schedule) -> str | None:
+        if row.paused == paused:
+            return f"schedule {name} is already {'paused' if paused else 'active'}"
+        return None
+
     return _change(store, name, "schedule.pause" if paused else "schedule.resume", actor,
-                   paused=paused)  # fmt: skip
+                   already, paused=paused)  # fmt: skip
 
 
 def request_run(store: Store, name: str, *, actor: str | None = None) -> Schedule:
