@@ -729,7 +729,8 @@ def test_a_run_asked_for_waits_for_a_slot_where_a_fire_would_be_skipped(ws_store
     one_slot = workspace.settings.jobs.model_copy(update={"max_concurrent": 1})
     workspace = Workspace(workspace.root, workspace.settings.model_copy(update={"jobs": one_slot}))
     _slow(workspace)
-    add(store, "slow-train", "train", cron="0 3 1 1 *", timeout_seconds=6)
+    # 12 s: room for a loaded machine to start it before its timeout
+    add(store, "slow-train", "train", cron="0 3 1 1 *", timeout_seconds=12)
     add(store, "health", "health", cron="0 3 1 1 *")
     scheduler = _scheduler(workspace, store)
     try:
