@@ -285,20 +285,27 @@ async def test_a_run_logged_by_another_writer_appears_without_restart(seeded) ->
         assert table_ids(table)[0] == 9
 
 
-async def test_a_store_file_moved_away_under_the_console_is_said_in_the_top_bar(seeded) -> None:
+async def test_a_store_file_moved_away_under_the_console_stops_its_watcher(seeded) -> None:
+    """The open connection still writes the moved file: the console says so in the top bar and
+    stops taking files from data/incoming/ (they would be recorded where the workspace no
+    longer looks), also once the file is back."""
     workspace, store = seeded
-    app = make_app(workspace, store)
+    app = make_app(workspace, store, watch_incoming=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         bar = app.screen.query_one(TopBar)
         assert bar.problem == ""
+        assert app.watcher is not None and app.watcher_state == "watched by this console"
         moved = workspace.db_path.with_name("moved.db")
         workspace.db_path.rename(moved)
         try:
             await until(pilot, lambda: "was moved or replaced" in bar.problem)
+            assert "watching and scheduling stopped; quit and reopen" in bar.problem
+            assert app.watcher is None and app.watcher_state.startswith("not watched")
         finally:
             moved.rename(workspace.db_path)
-        await until(pilot, lambda: bar.problem == "")  # back in place: the problem clears
+        await until(pilot, lambda: "was moved and is back" in bar.problem)
+        assert app.watcher is None
 
 
 async def test_notifications_are_shown_as_written(seeded) -> None:
@@ -448,3 +455,15 @@ async def test_checking_the_store_says_its_answer(seeded) -> None:
         await pilot.press("i")
         await until(pilot, lambda: any(str(n.message) == "store integrity check: ok"
                                        for n in app._notifications))  # fmt: skip
+
+
+@pytest.mark.parametrize("key", ["colon", "ctrl+p"])
+async def test_the_command_palette_opens_with_colon_and_ctrl_p(seeded, key) -> None:
+    """Textual binds ctrl+p itself only when no binding names the palette; ':' does."""
+    from textual.command import CommandPalette
+
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press(key)
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))

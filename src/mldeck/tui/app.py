@@ -62,7 +62,8 @@ class MldeckApp(App):
         Binding("8", "switch_mode('audit')", "Audit", show=False, id="goto-audit"),
         Binding("exclamation_mark", "alerts", "Alerts", show=False, id="alerts"),
         Binding("question_mark", "help", "Help", id="help"),
-        Binding("colon", "command_palette", "Commands", show=False, id="commands"),
+        # Textual adds its own ctrl+p only when no binding names the palette: both are ours.
+        Binding("colon,ctrl+p", "command_palette", "Commands", show=False, id="commands"),
         Binding("ctrl+r", "refresh", "Refresh", show=False, id="refresh"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
@@ -97,6 +98,7 @@ class MldeckApp(App):
         self.alert_counts: tuple[int, int] = (0, 0)
         self.store_problem = ""
         self._store_file = self._file_identity()
+        self._detached = False  # the store file moved: watching, scheduling and feeding stopped
         self.child_commands = Children(workspace.root)
         self._theme_problems: list[str] = []
         self._load_themes()
@@ -233,13 +235,20 @@ class MldeckApp(App):
         self.exit()
 
     def on_unmount(self) -> None:
-        if self.demo_feed is not None:
-            self.demo_feed.stop()
         self.child_commands.interrupt_all()
-        if self.watcher is not None:
-            self.watcher.stop()
-        if self.scheduler is not None:
-            self.scheduler.stop()
+        self._stop_background()
+
+    def _stop_background(self) -> None:
+        """Stop the demo feed, the watcher and the embedded scheduler (at exit, or when the
+        store file is no longer the workspace's)."""
+        feed, watcher, scheduler = self.demo_feed, self.watcher, self.scheduler
+        self.demo_feed = self.watcher = self._standby_watcher = self.scheduler = None
+        if feed is not None:
+            feed.stop()
+        if watcher is not None:
+            watcher.stop()
+        if scheduler is not None:
+            scheduler.stop()
 
     def _poll(self) -> None:
         self.run_worker(self._poll_store, thread=True, group="poll", exit_on_error=False)
@@ -262,11 +271,19 @@ class MldeckApp(App):
                 label = ", ".join(f"{c.model}:{c.version}" for c in champions(self.store))
                 alerts = active_count(self.store)
             problem = ""
-            if self._store_file is not None and self._file_identity() != self._store_file:
-                # The open connection still reads the old file: what is shown is no longer the
-                # workspace's, and what is written here is lost with it.
-                problem = (f"store file {self.store.sqlite_path} was moved or replaced:"
-                           " quit and reopen")  # fmt: skip
+            moved = self._store_file is not None and self._file_identity() != self._store_file
+            if moved and not self._detached:
+                # The open connection still writes the old file: files taken from
+                # data/incoming/ now would be recorded where the workspace no longer looks.
+                self._detached = True
+                self._stop_background()
+                self.watcher_state = "not watched (the store file moved)"
+            if moved:
+                problem = (f"store file {self.store.sqlite_path} was moved or replaced: watching"
+                           " and scheduling stopped; quit and reopen")  # fmt: skip
+            elif self._detached:
+                problem = (f"store file {self.store.sqlite_path} was moved and is back: watching"
+                           " and scheduling stopped; quit and reopen")  # fmt: skip
         except Exception as exc:  # the store went away: say so, keep polling
             seq, label, alerts, problem = self.seen_seq, None, None, store_problem(exc)
         self.call_from_thread(self._after_poll, seq, label, problem, alerts)

@@ -57,7 +57,7 @@ class DeckScreen(Screen):
     def compose(self) -> ComposeResult:
         yield TopBar(self.deck.workspace.name, self.deck.read_only)
         yield from self.compose_body()
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ":" is in every help screen
 
     def compose_body(self) -> ComposeResult:
         yield from ()
