@@ -247,6 +247,13 @@ async def test_a_rollback_the_registry_would_refuse_is_said_before_the_dialog(
         await until(pilot, lambda: any("earlier version than the champion churn:1" in n
                                        for n in notices(app)))  # fmt: skip
         assert app.screen is detail and champion_ids(store) == [1]
+        await pilot.press("escape")
+        champion = await open_model_version(pilot, 1)
+        await settle(pilot)
+        await pilot.press("b")  # the champion itself: nothing earlier is named
+        await until(pilot, lambda: any("churn:1 is the champion: a rollback goes to an earlier"
+                                       in n for n in notices(app)))  # fmt: skip
+        assert app.screen is champion
 
 
 async def test_actions_on_an_archived_version_are_refused_before_the_dialog(models_seeded) -> None:

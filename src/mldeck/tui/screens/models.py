@@ -323,6 +323,10 @@ class ModelVersionScreen(DeckScreen):
         if action == "rollback":
             # What the registry would refuse is said at once, not after a reason is typed.
             champion = self.champion
+            if champion is None and "champion" in row.aliases:  # the detail compares to others
+                self.notify(f"{row.label} is the champion: a rollback goes to an earlier version"
+                            " (open that version and press b)", severity="warning", timeout=6)  # fmt: skip
+                return
             if champion is None:
                 self.notify(f"{row.model} has no champion to roll back from: promote a version",
                             severity="warning", timeout=6)  # fmt: skip
