@@ -167,6 +167,27 @@ def test_an_open_alert_repeats_then_a_quiet_batch_resolves_it(monitored, store, 
     assert actions.count("alert.open") == 2 and actions.count("alert.resolve") == 2
 
 
+def test_a_report_counts_the_alerts_its_own_check_raised(monitored, store, tmp_path):
+    """A batch checked twice: each report counts what its check raised, not every alert that
+    ever named the batch."""
+    from mldeck.monitor.alerts import resolve
+
+    batch = ingest(monitored, store, shifted(3, 6000), tmp_path, "s1.csv")
+    first = check_batch(monitored, store, batch)
+    assert len(first.alerts) == 2
+    for raised in first.alerts:
+        resolve(store, raised.alert_id, note="looked at it")
+    second = check_batch(monitored, store, batch)
+    assert [a.new for a in second.alerts] == [True, True]
+    assert [(r.run_id, r.alerts) for r in list_reports(store)] == [
+        (second.run_id, 2),
+        (first.run_id, 2),
+    ]
+    quiet = ingest(monitored, store, churn_frame(400, seed=5, start_id=8000), tmp_path, "q.csv")
+    check_batch(monitored, store, quiet)  # clears the open alerts: raised none itself
+    assert [r.alerts for r in list_reports(store)] == [0, 2, 2]
+
+
 def test_an_older_batch_checked_later_neither_clears_nor_renames_a_newer_batchs_alert(
     monitored, store, tmp_path
 ):

@@ -162,6 +162,12 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                 fired.append(batch)
             if fired:
                 details["batches"] = fired
+            # And every check that fired it: a batch checked again raised it once, not twice.
+            runs = list((current.details or {}).get("runs") or []) if current else []
+            if run_id is not None and run_id not in runs:
+                runs.append(run_id)
+            if runs:
+                details["runs"] = runs
             new = current is None
             if new:
                 current = Alert(
@@ -175,8 +181,8 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                 if not older:  # the alert goes on naming the newest batch that fired it
                     current.title, current.message = signal.title[:300], signal.message
                     current.details = {**current.details, **details}
-                elif fired:
-                    current.details = {**current.details, "batches": fired}
+                else:
+                    current.details = {**current.details, "batches": fired, "runs": runs}
             session.add(current)
             session.flush()
             if new:

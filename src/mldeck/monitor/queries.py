@@ -31,7 +31,7 @@ class ReportRow:
     estimated_lower: float | None
     estimated_upper: float | None
     realized: float | None
-    alerts: int = 0  # alerts raised about this batch (drift, performance)
+    alerts: int = 0  # alerts this check raised about its batch (drift, performance)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -60,15 +60,19 @@ def _row(report: DriftReport, batch: str, alerts: int) -> ReportRow:
     )  # fmt: skip
 
 
-def _alerts_by_batch(session: Any) -> dict[str, int]:
-    """Alerts raised about each batch: every batch that fired an alert (``details.batches``),
-    not only the newest it names (``details.batch``)."""
-    counts: dict[str, int] = {}
+def _alerts_by_check(session: Any) -> dict[tuple[int, str], int]:
+    """Alerts each drift check raised about its batch, by (run, batch): every check that fired
+    an alert (``details.runs``; the last one, ``details.run_id``, for alerts older than that
+    list) and every batch that fired it (``details.batches``, or ``details.batch``)."""
+    counts: dict[tuple[int, str], int] = {}
     for (details,) in session.execute(select(Alert.details)).all():
         details = details or {}
-        batches = details.get("batches") or [details.get("batch")]
-        for batch in {b for b in batches if isinstance(b, str)}:
-            counts[batch] = counts.get(batch, 0) + 1
+        batches = {
+            b for b in details.get("batches") or [details.get("batch")] if isinstance(b, str)
+        }
+        runs = {r for r in details.get("runs") or [details.get("run_id")] if isinstance(r, int)}
+        for key in ((run, batch) for run in runs for batch in batches):
+            counts[key] = counts.get(key, 0) + 1
     return counts
 
 
@@ -82,8 +86,8 @@ def _report_rows(store: Store, ids: Any | None, order: Any, limit: int) -> list[
         if ids is not None:
             query = query.where(DriftReport.id.in_(ids))
         rows = session.execute(query.order_by(order).limit(limit)).all()
-        alerts = _alerts_by_batch(session)
-        return [_row(r, f"{name}:v{number}", alerts.get(f"{name}:v{number}", 0))
+        alerts = _alerts_by_check(session)
+        return [_row(r, f"{name}:v{number}", alerts.get((r.run_id, f"{name}:v{number}"), 0))
                 for r, name, number in rows]  # fmt: skip
 
 
@@ -165,5 +169,5 @@ def report_detail(store: Store, report_id: int) -> ReportDetail:
             return f"{dataset.name}:v{version.version}"
 
         batch = label(report.dataset_version_id)
-        row = _row(report, batch, _alerts_by_batch(session).get(batch, 0))
+        row = _row(report, batch, _alerts_by_check(session).get((report.run_id, batch), 0))
         return ReportDetail(row, label(report.reference_version_id), dict(report.summary or {}))
