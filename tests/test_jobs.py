@@ -560,6 +560,28 @@ def test_retrain_cooldown_holds_back_a_second_automatic_retrain(ws_store):
     assert count(store, ModelVersion) == 1
 
 
+@pytest.mark.parametrize(
+    ("status", "held"),
+    [
+        (RunStatus.SUCCEEDED, True),
+        (RunStatus.FAILED, True),
+        (RunStatus.RUNNING, True),
+        (RunStatus.CANCELLED, False),  # the scheduler stopped under it
+        (RunStatus.ORPHANED, False),  # its process died
+        (RunStatus.SKIPPED, False),
+    ],
+)
+def test_only_a_retrain_that_ran_holds_the_next_one_back(ws_store, status, held):
+    workspace, store = ws_store
+    with store.write() as session:
+        run = Run(name="retrain", kind="retrain", trigger="drift", status=status)
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    left, by = policies.cooldown_left(workspace, store)
+    assert (left > 0, by) == ((True, run_id) if held else (False, None))
+
+
 def test_a_version_waiting_after_a_retrain_is_promoted_once_approved(ws_store):
     from mldeck.ml.registry import approve, resolve
 

@@ -52,7 +52,9 @@ def cooldown_left(workspace: Workspace, store: Store) -> tuple[float, int | None
             .where(
                 Run.kind == "retrain",
                 Run.trigger.in_(AUTOMATIC_TRIGGERS),
-                Run.status != "skipped",
+                # A retrain skipped, or interrupted before it ended (the scheduler stopped,
+                # its process died), retrained nothing: it holds the next one back no more.
+                Run.status.notin_(("skipped", "cancelled", "orphaned")),
                 Run.created_at >= since,
             )
             .order_by(Run.created_at.desc())
