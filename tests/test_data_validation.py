@@ -467,9 +467,25 @@ def test_a_pattern_polars_cannot_run_is_a_failed_check_not_an_unreadable_file(
 @pytest.mark.parametrize(
     ("expression", "needle"),
     [
-        ("v >>> 2", "unable to parse"),
-        ("", "unable to parse"),
-        ("SELECT v FROM t", "expected an expression"),
+        ("v >>> 2", "unable to parse 'v >>> 2' as Expr"),
+        ("", "unable to parse '' as Expr"),
+        ("SELECT v FROM t", "expected an expression (found 'SELECT' clause)"),
+        ('__import__("os").system("x")', "dot-notation field access is currently unsupported"),
+    ],
+)
+def test_an_expression_that_does_not_parse_is_refused_when_the_settings_load(expression, needle):
+    """As a check it would reject every batch as if the data were bad: it is a mistake in
+    mldeck.toml, said in one line like a pattern that is not a regular expression."""
+    with pytest.raises(ValueError, match="not a valid polars SQL expression: ") as caught:
+        data_settings(columns={"v": {"expression": expression}})
+    assert needle in str(caught.value)
+    said = str(caught.value).split("not a valid polars SQL expression: ")[1].splitlines()[0]
+    assert len(said.split(" [type=value_error")[0]) <= 120  # pydantic's own suffix aside
+
+
+@pytest.mark.parametrize(
+    ("expression", "needle"),
+    [
         ("no_such_column > 1", 'unable to find column "no_such_column"'),
         ("w + 1 > 0", "arithmetic on dtypes str"),
         ("v > 'x'", "cannot compare string with numeric"),

@@ -55,6 +55,22 @@ class ColumnExpectation(_Strict):
                 raise ValueError(f"not a valid regular expression: {exc}") from None
         return value
 
+    @field_validator("expression")
+    @classmethod
+    def _sql(cls, value: str | None) -> str | None:
+        """An expression that does not parse is a mistake in the file, said when it loads: as
+        a check it would reject every batch as if the data were bad."""
+        if value is not None:
+            import polars as pl  # only for a workspace that has an expression
+
+            try:
+                pl.sql_expr(value)
+            except Exception as exc:
+                said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                said = said if len(said) <= 120 else said[:119] + "…"
+                raise ValueError(f"not a valid polars SQL expression: {said}") from None
+        return value
+
     @field_validator("warn")
     @classmethod
     def _known_checks(cls, value: list[str]) -> list[str]:
