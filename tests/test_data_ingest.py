@@ -358,16 +358,37 @@ def test_a_ten_megabyte_field_is_ingested_and_reported_briefly(ws, store, tmp_pa
     assert stored_file(ws, outcome.sha256, ".csv").stat().st_size == len(data)
 
 
-def test_a_file_deleted_before_it_is_read_fails_its_run_with_the_reason(ws, store, tmp_path):
-    gone = tmp_path / "gone.csv"
-    with pytest.raises(MldeckError, match="no such file"):
-        ingest_file(ws, store, gone)
+def test_a_file_that_is_not_there_is_refused_before_any_run(ws, store, tmp_path):
+    """A mistyped name (or a file gone before it is read) is no failed ingest run: such a run
+    would lower the pipeline's success rate and raise a failed-step alert."""
+    for missing, said in ((tmp_path / "gone.csv", "no such file: "), (tmp_path, "is a folder")):
+        with pytest.raises(MldeckError, match=said):
+            ingest_file(ws, store, missing)
     assert list_versions(store) == ([], 0)
+    with store.read() as session:
+        assert session.execute(select(Run)).scalars().all() == []
+    assert leftovers(ws) == []
+
+
+def test_a_full_disk_is_said_as_such_and_fails_the_run(ws, store, tmp_path, monkeypatch):
+    """The copy's write failing for room is not 'cannot read' the file (it reads fine)."""
+    import errno as errnos
+
+    from mldeck.data import ingest as ingest_module
+    from mldeck.errors import WorkspaceFull
+
+    def full(*_args, **_kwargs):
+        raise OSError(errnos.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ingest_module, "put_file", full)
+    source = put(tmp_path, "good.csv", GOOD)
+    with pytest.raises(WorkspaceFull, match=r"no room to keep a copy of .*good\.csv in the "
+                                            r"workspace \(No space left on device\)"):  # fmt: skip
+        ingest_file(ws, store, source)
     with store.read() as session:
         runs = session.execute(select(Run)).scalars().all()
     assert [(r.kind, r.status) for r in runs] == [(RunKind.INGEST, RunStatus.FAILED)]
-    assert "no such file" in runs[0].error
-    assert leftovers(ws) == []
+    assert source.exists()
 
 
 def test_a_watched_file_is_removed_only_once_its_bytes_are_stored(ws, store, tmp_path):

@@ -414,6 +414,34 @@ def test_a_file_ingest_fails_on_is_quarantined_with_the_reason(ws, store, watch,
     assert watcher.running
 
 
+def test_a_full_disk_keeps_the_file_in_incoming_until_it_can_be_ingested(
+    ws, store, watch, monkeypatch
+):
+    """Nothing is wrong with the file: it is not quarantined after the usual attempts but tried
+    again until the workspace has room, and the wait is said once."""
+    from mldeck.errors import WorkspaceFull
+
+    monkeypatch.setattr(watcher_module, "WAIT_SECONDS", 0.1)
+    real = watcher_module.ingest_file
+    calls = []
+
+    def full_three_times(*args, **kwargs):  # the disk fills up, then space is freed
+        calls.append(1)
+        if len(calls) <= 3:
+            raise WorkspaceFull("no room to keep a copy of full.csv in the workspace (No space)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(watcher_module, "ingest_file", full_three_times)
+    _, recorder = watch()
+    (ws.incoming_dir / "full.csv").write_bytes(csv_bytes(10, seed=21))
+    wait_for(lambda: recorder.outcomes, "the file to be ingested once there is room")
+    assert len(calls) == 4 and incoming_files(ws) == []
+    assert not ws.quarantine_dir.exists() or list(ws.quarantine_dir.iterdir()) == []
+    waits = [m for m in recorder.events if "not ingested yet" in m]
+    assert waits == ["full.csv: not ingested yet (no room to keep a copy of full.csv in the "
+                     "workspace (No space)); left in incoming/, tried again every 0.1 s"]  # fmt: skip
+
+
 def test_a_file_of_another_type_is_quarantined_at_once_without_a_version(ws, store, watch):
     # RETRY_SECONDS is left as it is: a type mldeck does not read is not tried again.
     watcher, recorder = watch()

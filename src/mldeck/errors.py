@@ -32,3 +32,7 @@ class NotFound(MldeckError):
 
 class NotADataFile(MldeckError):
     """A file of a type mldeck does not read: refused before anything is stored, and not retried."""
+
+
+class WorkspaceFull(MldeckError):
+    """The workspace's disk (or quota) is full: nothing is wrong with the file, try again later."""

@@ -11,6 +11,7 @@ polars pass (against the dataset's reference profile) → offending rows to
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -34,7 +35,7 @@ from mldeck.data.validate import (
     unreadable,
     validate,
 )
-from mldeck.errors import MldeckError, NotADataFile
+from mldeck.errors import MldeckError, NotADataFile, NotFound, WorkspaceFull
 from mldeck.formatting import shown
 from mldeck.formatting import size as shown_size
 from mldeck.store.artifacts import ArtifactError, put_file, put_stream, verify
@@ -164,6 +165,10 @@ def ingest_file(
     workspace.refuse_state_file(path)
     if (problem := unsupported_type(path)) is not None:
         raise NotADataFile(f"{shown(str(path))}: {problem}")
+    if not path.exists():  # a mistyped name is no failed ingest run (nor an alert about one)
+        raise NotFound(f"no such file: {shown(str(path))}")
+    if path.is_dir():
+        raise NotADataFile(f"{shown(str(path))} is a folder, not a file")
     settings = workspace.settings.data
     asked = dataset is not None  # named by the caller (--dataset), not the configured default
     if asked:
@@ -183,6 +188,11 @@ def ingest_file(
         _fail_run(store, ingest_run, str(exc))
         raise
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the copy's write, not the file's read
+            problem = f"no room to keep a copy of {source_name} in the workspace ({exc.strerror})"
+            with contextlib.suppress(Exception):  # the store may be on the same full disk
+                _fail_run(store, ingest_run, problem)
+            raise WorkspaceFull(problem) from None
         _fail_run(store, ingest_run, f"cannot copy {source_name}: {exc.strerror or exc}")
         raise MldeckError(f"cannot read {source_name}: {exc.strerror or exc}") from None
     except BaseException as exc:

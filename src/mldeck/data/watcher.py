@@ -55,7 +55,7 @@ import filelock
 import watchfiles
 
 from mldeck.data.ingest import IngestOutcome, ingest_file
-from mldeck.errors import MldeckError, NotADataFile
+from mldeck.errors import MldeckError, NotADataFile, WorkspaceFull
 from mldeck.formatting import shown
 from mldeck.store.engine import Store
 from mldeck.store.models import RunTrigger
@@ -72,6 +72,9 @@ RESCAN_SECONDS = 5.0
 # A file whose ingest raised is tried this many times, this long apart, then quarantined.
 ATTEMPTS = 2
 RETRY_SECONDS = 2.0
+# A full disk or a store that cannot be reached says nothing about the file: it stays in
+# data/incoming/ and is tried again at this pace, for as long as it takes.
+WAIT_SECONDS = 30.0
 # After an error of the watch loop itself (not of a file), it starts again after this pause.
 RESTART_SECONDS = 2.0
 # scan_once() waits this long beyond settle_seconds for files that are still changing.
@@ -104,6 +107,17 @@ class _Pending:
     since: float  # monotonic time at which *signature* was first seen
     failures: int = 0
     retry_at: float = 0.0
+    waiting: str = ""  # the temporary problem last said for this file (said once)
+
+
+def _temporary(exc: BaseException) -> bool:
+    """A problem of the workspace, not of the file: its disk is full, or its store cannot be
+    reached or written (a server down, a database file on a full disk)."""
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, WorkspaceFull | OperationalError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _signature(path: Path) -> _Signature | None:
@@ -469,6 +483,13 @@ class IncomingWatcher:
             return
         reason = _one_line(exc)
         log.info("ingesting %s failed: %s", path, reason)
+        if _temporary(exc):
+            entry.retry_at = time.monotonic() + WAIT_SECONDS
+            if entry.waiting != reason:
+                entry.waiting = reason
+                self._say(f"{name}: not ingested yet ({reason}); left in {self._incoming.name}/,"
+                          f" tried again every {WAIT_SECONDS:g} s")  # fmt: skip
+            return
         entry.failures += 1
         if entry.failures < ATTEMPTS and not isinstance(exc, NotADataFile):
             entry.retry_at = time.monotonic() + RETRY_SECONDS
@@ -479,13 +500,6 @@ class IncomingWatcher:
         details = "" if isinstance(exc, MldeckError) else "".join(traceback.format_exception(exc))
         try:
             target = _move_to_quarantine(path, self.workspace.quarantine_dir)
-            note = target.with_name(target.name + ERROR_NOTE)
-            note.write_text(
-                f"{path}\nfailed to ingest at {datetime.now(UTC).isoformat(timespec='seconds')}\n"
-                f"{reason}\n" + (f"\n{details}" if details else ""),
-                encoding="utf-8",
-                errors="backslashreplace",
-            )
         except OSError as move_error:
             self._left[path] = _signature(path)
             self._say(
@@ -494,6 +508,21 @@ class IncomingWatcher:
             )
             return
         where = shown(str(target.relative_to(self.workspace.root)))
+        note = target.with_name(target.name + ERROR_NOTE)
+        partial = note.with_name(f".{note.name}.tmp")  # whole or absent for a reader
+        try:
+            partial.write_text(
+                f"{path}\nfailed to ingest at {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+                f"{reason}\n" + (f"\n{details}" if details else ""),
+                encoding="utf-8",
+                errors="backslashreplace",
+            )
+            os.replace(partial, note)
+        except OSError as note_error:
+            partial.unlink(missing_ok=True)
+            self._say(f"{name}: not ingested ({reason}); moved to {where}, but its note "
+                      f"could not be written ({note_error.strerror or note_error})")  # fmt: skip
+            return
         self._say(f"{name}: not ingested ({reason}); moved to {where}")
 
     # -- helpers --------------------------------------------------------------------------------
