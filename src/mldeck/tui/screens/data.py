@@ -39,6 +39,7 @@ WINDOW = 500
 RUNNING_SHOWN = 3
 QUARANTINE_ROWS = 200
 CELL_WIDTH = 40
+NAME_WIDTH = 18  # a profile's column names
 REASON = "_mldeck_reason"  # columns the validation adds to the offending-rows file
 ROW = "_mldeck_row"
 # What `f` cycles through on the list.
@@ -640,7 +641,9 @@ def _profile_cells(name: str, col: dict[str, Any]) -> tuple:
         distinct = col.get("distinct")
         top = (f"{distinct}: " if distinct is not None else "") + ", ".join(shares)
     return (
-        name,
+        # Cut so the statistics fit 80 columns: a number cut off at the table's edge shows only
+        # its first digits (the line under the table names the column in full).
+        _cut(name, NAME_WIDTH),
         kind,
         Text(str(col.get("count", "-")), justify="right"),
         Text(str(nulls), justify="right", style="" if nulls else "dim"),
