@@ -443,6 +443,36 @@ def _finished(store, name: str, n: int = 1) -> list[Run]:
     return runs if len(done) >= n else []
 
 
+def test_a_schedule_orphaned_while_no_scheduler_acted_runs_again_once(ws_store):
+    """Its run was marked orphaned by someone else ('mldeck jobs health' after a kill -9): the
+    next scheduler to act runs the schedule again all the same, and only once."""
+    workspace, store = ws_store
+    add(store, "h", "health", cron="0 3 1 1 *")
+    with store.write() as session:
+        run = Run(name="h", kind="health", trigger="schedule", status=RunStatus.ORPHANED,
+                  error="its process 999999 is gone")  # fmt: skip
+        session.add(run)
+        session.flush()
+        row = session.execute(select(Schedule).where(Schedule.name == "h")).scalar_one()
+        row.last_run_id = run.id
+        session.add(row)
+        orphaned = run.id
+    scheduler = _scheduler(workspace, store)
+    try:
+        runs = wait_for(lambda: _finished(store, "h", 2), "the schedule to run again")
+    finally:
+        scheduler.stop()
+    assert [r.status for r in runs] == [RunStatus.ORPHANED, RunStatus.SUCCEEDED]
+    assert runs[1].tags["reason"] == f"its run {orphaned} was orphaned ([jobs] rerun_orphaned)"
+    again = _scheduler(workspace, store)  # the next scheduler: nothing left to run again
+    again.stop()
+    with store.read() as session:
+        reruns = session.execute(
+            select(AuditEvent.details).where(AuditEvent.action == "schedule.rerun")
+        ).scalars()
+        assert [d["orphaned_run"] for d in reruns] == [orphaned]
+
+
 def test_an_acting_scheduler_finds_orphans_and_takes_over_watching_later(ws_store, monkeypatch):
     from mldeck.data.watcher import IncomingWatcher
     from mldeck.jobs import scheduler as scheduler_module

@@ -239,7 +239,7 @@ class DeckScheduler:
         self._say(f"scheduler: acting for {self.workspace.root} ({self.role}, pid "
                   f"{self.lease.pid})")  # fmt: skip
         self.runner = JobRunner(self.workspace, self.store, self.settings, on_event=self._say)
-        orphaned = self._mark_orphans("found at scheduler start")
+        orphaned = self._mark_orphans("found at scheduler start") | self._orphans_left()
         for change in sync_from_settings(self.store, self.settings, actor=policies.ACTOR):
             self._say(change.describe())
         self._start_aps()
@@ -319,7 +319,8 @@ class DeckScheduler:
         if now - self._last_sweep < ORPHAN_SWEEP_SECONDS:
             return
         self._last_sweep = now
-        self._rerun_orphaned(self._mark_orphans("found by the scheduler's sweep"))
+        found = self._mark_orphans("found by the scheduler's sweep")
+        self._rerun_orphaned(found | self._orphans_left())
 
     def _mark_orphans(self, why: str) -> set[int]:
         """Mark the runs whose process is gone orphaned, say so, record it; their ids."""
@@ -546,6 +547,25 @@ class DeckScheduler:
         return JobRequest("retrain", "retrain", {"reasons": reasons}, trigger, timeout, retries,
                           None, f"{source}: {'; '.join(reasons)}")  # fmt: skip
 
+    def _orphans_left(self) -> set[int]:
+        """The orphaned last runs of schedules not run again yet, whoever marked them (`mldeck
+        jobs health`, a health job) while no scheduler was acting."""
+        with self.store.read() as session:
+            last = set(
+                session.execute(
+                    select(Run.id)
+                    .join(Schedule, Schedule.last_run_id == Run.id)
+                    .where(Run.status == RunStatus.ORPHANED)
+                ).scalars()
+            )
+            if not last:
+                return set()
+            details = session.execute(
+                select(AuditEvent.details).where(AuditEvent.action == "schedule.rerun")
+            ).scalars()
+            done = {(d or {}).get("orphaned_run") for d in details}
+        return last - done
+
     def _rerun_orphaned(self, orphaned: set[int]) -> None:
         """Run again, once, each schedule whose last run a dead process left behind."""
         if not orphaned or not self.settings.rerun_orphaned or self._aps is None:
@@ -554,7 +574,7 @@ class DeckScheduler:
             if row.last_run_id in orphaned and row.enabled:
                 reason = f"its run {row.last_run_id} was orphaned ([jobs] rerun_orphaned)"
                 policies.record(self.store, "schedule.rerun", reason, entity_type="schedule",
-                                entity_id=row.name)  # fmt: skip
+                                entity_id=row.name, orphaned_run=row.last_run_id)  # fmt: skip
                 self._say(f"{row.name}: running again, {reason}")
                 self._aps.add_job(self._fire, id=f"rerun:{row.name}:{time.time()}",
                                   args=[row.name, RunTrigger.SCHEDULE, True, reason],
