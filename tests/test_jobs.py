@@ -732,6 +732,43 @@ def test_a_batch_whose_pipeline_never_finished_goes_through_it_after_a_restart(w
         scheduler.stop(timeout=60)
 
 
+def test_a_batch_that_arrived_beyond_the_misfire_grace_is_said_not_skipped_in_silence(ws_store):
+    """Taken by 'mldeck data watch' while no scheduler acted, hours ago: like a missed fire it
+    is not run late, but it is claimed, said and audited, naming the command that checks it."""
+    from mldeck.data.ingest import ingest_file
+    from mldeck.jobs.scheduler import PIPELINE_START
+    from mldeck.store.models import DatasetVersion, DriftReport, RunTrigger
+
+    workspace, store = ws_store
+    sample = workspace.data_dir / "samples" / "batch_01_normal.csv"
+    batch = ingest_file(workspace, store, sample, trigger=RunTrigger.NEW_DATA)
+    with store.write() as session:
+        version = session.get(DatasetVersion, batch.version_id)
+        version.arrived_at = utcnow() - timedelta(hours=2)  # the grace is an hour by default
+        session.add(version)
+
+    def claimed() -> list:
+        with store.read() as session:
+            query = select(AuditEvent.details).where(AuditEvent.action == PIPELINE_START)
+            return session.execute(query).scalars().all()
+
+    said: list[str] = []
+    scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2,
+                              on_event=said.append)  # fmt: skip
+    scheduler.start()
+    try:
+        (details,) = wait_for(claimed, "the late batch to be claimed")
+    finally:
+        scheduler.stop(timeout=60)
+    assert details["reason"] == (
+        "new batch churn:v2 arrived more than [jobs] misfire_grace_seconds (3600 s) ago, while "
+        "no scheduler acted: not run now ('mldeck drift check churn:v2' scores it and checks "
+        "its drift)"
+    )
+    assert details["reason"] in said
+    assert count(store, DriftReport) == 0 and not _runs_of(store, "score churn:v2")
+
+
 def test_a_broken_config_fails_the_job_in_one_line_and_opens_then_resolves_its_alert(ws_store):
     workspace, store = ws_store
     config = workspace.root / "mldeck.toml"

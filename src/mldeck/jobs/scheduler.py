@@ -619,19 +619,23 @@ class DeckScheduler:
                               misfire_grace_time=None, replace_existing=True)  # fmt: skip
 
     def _claim_new_batches(self) -> list[tuple[int, str, str]]:
-        """New-data batches no pipeline has started for (arrived within the misfire grace),
-        each claimed with an audit event that says what happens to it and why."""
-        since = utcnow() - timedelta(seconds=self.settings.misfire_grace_seconds)
+        """New-data batches no pipeline has started for, each claimed with an audit event that
+        says what happens to it and why. One that arrived longer than the misfire grace ago
+        (taken by 'mldeck data watch' while no scheduler acted) is claimed as not run, and
+        said: like a missed fire, it is not made up for late, but never skipped in silence."""
+        grace = self.settings.misfire_grace_seconds
+        since = utcnow() - timedelta(seconds=grace)
         with self.store.read() as session:
             started = select(AuditEvent.entity_id).where(
                 AuditEvent.action == PIPELINE_START, AuditEvent.entity_type == "dataset_version"
             )
             candidates = session.execute(
                 select(DatasetVersion.id, DatasetVersion.version, DatasetVersion.status,
-                       Dataset.name, Dataset.reference_version_id)
+                       Dataset.name, Dataset.reference_version_id,
+                       (DatasetVersion.arrived_at < since).label("late"))
                 .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
                 .join(Run, Run.id == DatasetVersion.run_id)
-                .where(Run.trigger == RunTrigger.NEW_DATA, DatasetVersion.arrived_at >= since)
+                .where(Run.trigger == RunTrigger.NEW_DATA)
                 .order_by(DatasetVersion.id)
             ).all()  # fmt: skip
             done = set(session.execute(started).scalars())
@@ -639,7 +643,11 @@ class DeckScheduler:
         claimed = []
         for c in todo:
             batch = f"{c.name}:v{c.version}"
-            if c.status in ("accepted", "warned"):
+            if c.late and c.status in ("accepted", "warned"):
+                why = (f"new batch {batch} arrived more than [jobs] misfire_grace_seconds ({grace:g}"
+                       f" s) ago, while no scheduler acted: not run now ('mldeck drift check "
+                       f"{batch}' scores it and checks its drift)")  # fmt: skip
+            elif c.status in ("accepted", "warned"):
                 why = f"new batch {batch} {c.status} by validation: score, then check drift"
             else:
                 why = f"new batch {batch} {c.status} by validation: the pipeline stops here"
@@ -653,7 +661,7 @@ class DeckScheduler:
                              entity_id=c.id, details={"reason": why, "batch": batch},
                              actor=policies.ACTOR)  # fmt: skip
             self._say(why)
-            claimed.append((c.id, batch, c.status))
+            claimed.append((c.id, batch, "late" if c.late else c.status))
         return claimed
 
     def _has_champion(self) -> bool:
