@@ -440,6 +440,26 @@ def test_the_configured_reference_belongs_to_the_configured_dataset_only(workspa
         store.close()
 
 
+def test_the_configured_reference_ingested_by_itself_becomes_the_reference(workspace, tmp_path):
+    """Without --reference: it is the reference at once, not a batch that the next ingest
+    would silently turn into the reference."""
+    reference = put(tmp_path, "ref.csv", GOOD)
+    ws = configure(workspace, EXPECTATIONS.replace('id_column = "id"',
+                                                   f'id_column = "id"\nreference = "{reference}"'))  # fmt: skip
+    store = open_workspace_store(ws)
+    try:
+        said: list[str] = []
+        first = ingest_file(ws, store, reference, progress=said.append)
+        assert (first.version, first.duplicate) == (1, False)
+        assert [row.is_reference for row in list_versions(store)[0]] == [True]
+        assert any("ingested as its reference" in line for line in said)
+        later = ingest_file(ws, store, put(tmp_path, "later.csv", WARNED))
+        flags = {row.version: row.is_reference for row in list_versions(store)[0]}
+        assert flags == {1: True, later.version: False}
+    finally:
+        store.close()
+
+
 def test_a_configured_reference_already_stored_as_a_batch_is_adopted(workspace, tmp_path):
     """The usual order: batches first, then `data infer X --write` names one of them as the
     reference. The next ingest adopts it (the user never asked for --reference)."""

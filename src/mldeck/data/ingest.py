@@ -176,7 +176,9 @@ def ingest_file(
     dataset = dataset or settings.dataset
     say = progress or (lambda _message: None)
     if not as_reference:
-        _ensure_reference(workspace, store, dataset, path, trigger, say)
+        own = _ensure_reference(workspace, store, dataset, path, trigger, say)
+        if own is not None:  # *path* is the configured reference: ingested as such
+            return own
     # As stored and printed: a name in another system's encoding is not valid UTF-8 text.
     source_name, file_name = shown(str(path)), shown(path.name)
     ingest_run = _start_run(store, RunKind.INGEST, trigger, f"ingest {file_name}",
@@ -410,35 +412,39 @@ def _ensure_reference(
     path: Path,
     trigger: str,
     say: Callable[[str], None],
-) -> None:
-    """Ingest ``[data] reference`` as the dataset's reference if it has none yet.
+) -> IngestOutcome | None:
+    """Ingest ``[data] reference`` as the dataset's reference if it has none yet. When *path*
+    is that file itself, its outcome is returned: it is ingested as the reference, not as a
+    batch that the next ingest would then turn into the reference.
 
     The configured file is the reference of the configured ``[data] dataset`` only: a batch
     ingested under another name is validated without a reference's bins.
     """
     configured = workspace.settings.data.reference
     if not configured or dataset != workspace.settings.data.dataset:
-        return
+        return None
     if reference_of(store, dataset) is not None:
-        return
+        return None
     reference = Path(configured)
     reference = reference if reference.is_absolute() else workspace.root / reference
     if not reference.is_file():
         say(f"[data] reference {configured} not found: batches are profiled without its bins")
-        return
-    if reference.resolve() == path.resolve():
-        return
+        return None
+    itself = reference.resolve() == path.resolve()
+    if itself:
+        say(f"{configured} is [data] reference and {dataset} has none: ingested as its reference")
     outcome = ingest_file(workspace, store, reference, dataset=dataset, trigger=trigger,
                           as_reference=True, progress=say, adopt=True)  # fmt: skip
     if outcome.duplicate and reference_of(store, dataset) is None:
         if outcome.dataset != dataset:
             say(f"[data] reference {configured} is stored as {outcome.dataset} v{outcome.version};"
                 f" {dataset} has no reference: batches are profiled without its bins")  # fmt: skip
-            return
+            return outcome if itself else None
         with store.write() as session:
             ds = session.execute(select(Dataset).where(Dataset.name == dataset)).scalar_one()
             ds.reference_version_id = outcome.version_id
             session.add(ds)
+    return outcome if itself else None
 
 
 def _progress(store: Store, run_id: int, message: str) -> None:
