@@ -40,7 +40,7 @@ def test_list_shows_the_config_schedules_and_nobody_acting(ws, cli):
     assert "health" in done.stdout and "every 15m" in done.stdout
     assert "cron 0 2 * * *" in done.stdout
     data = json.loads(cli("jobs", "list", "--json", cwd=ws.root).stdout)
-    assert data["scheduler"] is None
+    assert data["scheduler"] is None and data["total"] == len(data["schedules"]) == 2
     by_name = {s["name"]: s for s in data["schedules"]}
     assert by_name["nightly"]["retries"] == 2 and by_name["nightly"]["state"] == "active"
     assert by_name["health"]["next_fire_at"] is not None

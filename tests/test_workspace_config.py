@@ -210,6 +210,17 @@ def test_folder_without_config_suggests_init(tmp_path):
         discover(tmp_path)
 
 
+def test_a_folder_inside_a_workspace_names_that_workspace_not_init(workspace):
+    """'mldeck -w data/incoming …' meant the workspace around it: creating one there would
+    have the outer watcher take its mldeck.toml."""
+    with pytest.raises(WorkspaceNotFound) as err:
+        discover(workspace.incoming_dir)
+    assert str(err.value) == (
+        f"{workspace.incoming_dir} is a folder inside the workspace {workspace.root}, not a "
+        f"workspace (pass --workspace {workspace.root})"
+    )
+
+
 def test_file_instead_of_folder(tmp_path):
     path = tmp_path / "file.txt"
     path.write_text("x")
@@ -253,6 +264,19 @@ def test_init_refuses_a_state_folder_without_config(tmp_path):
     with pytest.raises(MldeckError, match=r"\.mldeck exists"):
         init_workspace(tmp_path / "ws")
     assert not (tmp_path / "ws" / CONFIG_FILE).exists()
+
+
+@pytest.mark.parametrize("inside", ["data/incoming", "data", ".mldeck/artifacts/x"])
+def test_init_refuses_a_folder_a_workspace_owns(workspace, inside):
+    target = workspace.root / inside
+    with pytest.raises(MldeckError, match=f"it is inside the {inside.split('/')[0]}/ folder of "):
+        init_workspace(target)
+    assert not (target / CONFIG_FILE).exists()
+
+
+def test_init_inside_a_workspace_elsewhere_is_allowed(workspace):
+    """A project folder may hold several workspaces: only its data/ and .mldeck/ are taken."""
+    assert init_workspace(workspace.root / "experiments" / "b").root.parent.name == "experiments"
 
 
 def test_init_refuses_a_file(tmp_path):

@@ -64,6 +64,7 @@ def jobs_list(as_json: JsonOption = False) -> None:
     acting = _acting(ws, store)
     if as_json:
         _print_json({
+            "total": len(rows),  # every list --json starts with its total
             "scheduler": None if acting is None else {
                 "role": acting.role, "host": acting.host, "pid": acting.pid,
                 "heartbeat_at": acting.heartbeat_at.isoformat()},

@@ -102,6 +102,10 @@ def load_workspace(root: Path) -> Workspace:
         raise WorkspaceNotFound(f"workspace path {root} is not a folder")
     config = root / CONFIG_FILE
     if not config.is_file():
+        enclosing = find_root(root.resolve().parent)
+        if enclosing is not None:  # a folder of a workspace: that workspace was meant
+            raise WorkspaceNotFound(f"{root} is a folder inside the workspace {enclosing}, not "
+                                    f"a workspace (pass --workspace {enclosing})")  # fmt: skip
         raise WorkspaceNotFound(
             f"{root} is not an mldeck workspace (no {CONFIG_FILE}); create one with: mldeck init {root}"
         )
@@ -145,6 +149,12 @@ def init_workspace(root: Path, name: str | None = None) -> Workspace:
         raise MldeckError(
             f"{root}/.mldeck exists without {CONFIG_FILE}; move it away or restore the config"
         )
+    enclosing = find_root(root.resolve().parent)
+    if enclosing is not None:
+        inner = root.resolve().relative_to(enclosing).parts[0]
+        if inner in ("data", ".mldeck"):  # its watcher and its store own what is there
+            raise MldeckError(f"cannot create a workspace at {root}: it is inside the {inner}/ "
+                              f"folder of the workspace {enclosing}")  # fmt: skip
     # Check the name before creating anything, so a bad one leaves no half-made workspace.
     if not name:  # the folder's name; bytes that are not UTF-8 cannot go into the TOML file
         folder = root.resolve().name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
