@@ -297,3 +297,26 @@ def test_a_reference_passes_the_expectations_inferred_from_it(frame):
         assert list(data.columns) == frame.columns
         result = validate(open_source(path), data)
     assert result.status == "accepted", (result.reasons(), text)
+
+
+def test_cli_infer_reads_a_semicolon_reference_and_writes_its_separator(workspace, cli):
+    """A ';'-separated reference: `--separator` reads it and the [data] section it writes
+    names the separator, so the reference and the batches are read with it."""
+    reference = workspace.root / "ref.csv"
+    reference.write_text("id;amount;plan\n1;2.5;basic\n2;3.5;pro\n3;1.0;basic\n")
+    refused = cli("data", "infer", "ref.csv", cwd=workspace.root)
+    assert refused.returncode != 0 and "looks ';'-separated" in refused.stderr
+    for wrong, said in (("ab", "not 'ab'"), ("\\t", "(a tab: --separator $'\\t')")):
+        bad = cli("data", "infer", "ref.csv", "--separator", wrong, cwd=workspace.root)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert bad.stderr.strip().splitlines() == [
+            f"mldeck: error: a CSV separator is one character, {said}"
+            if wrong == "ab"
+            else f"mldeck: error: a CSV separator is one character, not '\\\\t' {said}"
+        ]
+    written = cli("data", "infer", "ref.csv", "--separator", ";", "--write", cwd=workspace.root)
+    assert written.returncode == 0, written.stderr
+    data = load_workspace(workspace.root).settings.data
+    assert data.csv_separator == ";" and set(data.columns) == {"id", "amount", "plan"}
+    ingested = cli("data", "ingest", "ref.csv", cwd=workspace.root)
+    assert ingested.returncode == 0 and "ACCEPTED" in ingested.stdout, ingested.stderr

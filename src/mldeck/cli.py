@@ -738,17 +738,27 @@ def data_infer(
         bool,
         typer.Option("--write", help="Append to mldeck.toml (only if it has no [data] section)."),
     ] = False,
+    separator: Annotated[
+        str | None,
+        typer.Option(
+            "--separator",
+            help="Read this CSV with this separator (default: [data] csv_separator); written "
+            "as csv_separator when it is not a comma. A tab: --separator $'\\t'.",
+        ),
+    ] = None,
 ) -> None:
     """Print (or write) a starting set of expectations inferred from a reference file."""
     from mldeck.data.infer import expectations_toml
-    from mldeck.data.readers import ReadError, open_source
+    from mldeck.data.readers import ReadError, check_separator, open_source
     from mldeck.data.validate import reference_profile
 
     ws, _ = _open()
+    if separator is not None:
+        check_separator(separator)
     if not file.exists():
         raise MldeckError(f"cannot infer from {file}: no such file")
     try:
-        source = open_source(file, separator=ws.settings.data.csv_separator)
+        source = open_source(file, separator=separator or ws.settings.data.csv_separator)
     except ReadError as exc:
         raise MldeckError(f"cannot infer from {file}: {exc}") from None
     from mldeck.data.expectations import DataSettings
@@ -768,8 +778,9 @@ def data_infer(
     except ValueError:
         relative = str(file.resolve())
     text = expectations_toml(
-        profiled, dataset=dataset or ws.settings.data.dataset, reference=relative
-    )
+        profiled, dataset=dataset or ws.settings.data.dataset, reference=relative,
+        separator=separator,
+    )  # fmt: skip
     if not write:
         print(text, end="")
         return

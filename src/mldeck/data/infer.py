@@ -101,7 +101,13 @@ def guess_columns(validation: Validation) -> tuple[str | None, str | None]:
     return timestamp, ident
 
 
-def expectations_toml(validation: Validation, *, dataset: str, reference: str | None = None) -> str:
+def expectations_toml(
+    validation: Validation,
+    *,
+    dataset: str,
+    reference: str | None = None,
+    separator: str | None = None,
+) -> str:
     """The ``[data]`` section (with table and column expectations) for *validation*'s file."""
     timestamp, ident = guess_columns(validation)
     n_rows = validation.n_rows or 0
@@ -113,6 +119,8 @@ def expectations_toml(validation: Validation, *, dataset: str, reference: str | 
     ]
     if reference:
         lines.append(f"reference = {_toml_value(reference)}")
+    if separator and separator != ",":  # the reference's own: batches are read with it too
+        lines.append(f"csv_separator = {_toml_value(separator)}")
     if timestamp:
         lines.append(f"timestamp_column = {_toml_value(timestamp)}")
     if ident:

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from mldeck import audit, provenance
-from mldeck.data.readers import ReadError, open_source, unsupported_type
+from mldeck.data.readers import ReadError, check_separator, open_source, unsupported_type
 from mldeck.data.validate import (
     Validation,
     reasons_from_report,
@@ -317,9 +317,7 @@ def revalidate(
         raise MldeckError(f"cannot revalidate {label}: {exc}") from None
     settings = workspace.settings.data
     if separator is not None:
-        if len(separator) != 1:
-            raise MldeckError(f"a CSV separator is one character, not {separator!r}")
-        settings = settings.model_copy(update={"csv_separator": separator})
+        settings = settings.model_copy(update={"csv_separator": check_separator(separator)})
     run_id = _start_run(store, RunKind.VALIDATE, trigger, f"revalidate {label}",
                         {"sha256": version.sha256, "dataset": ds.name, "revalidates": label})  # fmt: skip
     rows_file = (

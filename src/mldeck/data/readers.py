@@ -16,6 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
+from mldeck.errors import MldeckError
+
 SNIFF_BYTES = 64 * 1024
 FORMATS = {
     ".csv": "csv", ".tsv": "csv", ".txt": "csv",
@@ -65,6 +67,14 @@ def detect_format(path: Path, head: bytes) -> str:
     if head.lstrip().startswith(b"{"):
         return "ndjson"
     return "csv"
+
+
+def check_separator(separator: str) -> str:
+    """A separator given on the command line: one character (a tab is $'\\t' in the shell)."""
+    if len(separator) != 1:
+        hint = " (a tab: --separator $'\\t')" if separator == "\\t" else ""
+        raise MldeckError(f"a CSV separator is one character, not {separator!r}{hint}")
+    return separator
 
 
 def open_source(path: Path, *, separator: str = ",") -> Source:
