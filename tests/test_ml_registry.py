@@ -434,11 +434,26 @@ def test_rollback_to_a_version_that_failed_its_gates_needs_force(workspace, stor
     add_version(workspace, store, model_bytes["b"])
     registry.approve(store, "churn:2", reason="ok")
     registry.promote(store, "churn:2")
-    with pytest.raises(MldeckError, match="failed its gates: min_auc"):
+    with pytest.raises(MldeckError, match="failed its gates: min_auc") as refused:
         registry.rollback(store, "churn:1", reason="v2 broke")
+    assert "(only 'mldeck models rollback churn:1 --force --reason TEXT' overrides them)" in str(
+        refused.value
+    )
     change = registry.rollback(store, "churn:1", reason="v2 broke", force=True)
     assert change.forced
     assert events(store, "model_version.rollback")[-1].details["forced"] is True
+
+
+def test_a_rejected_version_that_failed_its_gates_is_told_its_rejection_first(
+    workspace, store, model_bytes
+):
+    """--force overrides gates, not a rejection: naming the gates first sent the user to
+    --force, only to be told about the rejection next."""
+    add_version(workspace, store, model_bytes["a"], gates=(("min_auc", False),))
+    registry.approve(store, "churn:1", reason="leaks the label", reject=True)
+    for force in (False, True):
+        with pytest.raises(MldeckError, match=r"churn:1 was rejected by .* \(leaks the label\)"):
+            registry.promote(store, "churn:1", force=force, reason="try")
 
 
 # -- archive -----------------------------------------------------------------------------------

@@ -81,6 +81,11 @@ async def test_mark_two_runs_and_compare_them(seeded) -> None:
             "succeeded",
             "failed",
         ]
+        # Under the table, the highlighted field's values whole (the columns cut them).
+        rows.move_cursor(row=rows.get_row_index("metric.loss"))
+        await settle(pilot)
+        said = static_text(compared.query_one("#compare-status"))
+        assert said.startswith("metric.loss: #3 0.21 · #4 -\n"), said
         await pilot.press("d")  # only what differs
         shown = [str(rows.get_row(key)[1]) for key in rows.rows]
         assert "status" in shown and "param.learning_rate" not in shown

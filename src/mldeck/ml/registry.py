@@ -350,21 +350,24 @@ def _check_can_serve(
     force: bool,
     auto_approve: bool,
     actor: str,
+    action: str = "promote",
 ) -> tuple[list[str], Approval | None]:
     """Refuse a version that may not become champion; return its failed gates (when forced) and
-    the automatic approval to record (when the policy allows one)."""
+    the automatic approval to record (when the policy allows one). A rejection is said first:
+    --force does not override it."""
     if version.status == ARCHIVED:
         raise MldeckError(f"{name} is archived; an archived version cannot serve")
-    failed = failed_gates(session, version.id)
-    if failed and not force:
-        raise MldeckError(
-            f"{name} failed its gates: {'; '.join(failed)} (only 'mldeck models promote {name} --force --reason TEXT' overrides them)"
-        )
     last = latest_approval(session, version.id)
     if last is not None and last.decision == REJECTED:
         raise MldeckError(
             f"{name} was rejected by {last.user} ({last.reason}); approve it again first "
             f"(a on its screen in the console, or 'mldeck models approve {name} --reason TEXT')"
+        )
+    failed = failed_gates(session, version.id)
+    if failed and not force:
+        raise MldeckError(
+            f"{name} failed its gates: {'; '.join(failed)} (only 'mldeck models {action} {name} "
+            "--force --reason TEXT' overrides them)"
         )
     if last is None:
         if not auto_approve:
@@ -402,7 +405,8 @@ def _move(
     automatic: Approval | None = None
     if alias == CHAMPION:
         failed, automatic = _check_can_serve(session, name, version, force=force,
-                                             auto_approve=auto_approve, actor=actor)  # fmt: skip
+                                             auto_approve=auto_approve, actor=actor,
+                                             action="rollback" if action == "rollback" else "promote")  # fmt: skip
     else:
         if version.status == ARCHIVED:
             raise MldeckError(f"{name} is archived; an archived version cannot be the {alias}")

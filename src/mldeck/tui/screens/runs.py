@@ -358,8 +358,8 @@ class RunCompareScreen(DeckScreen):
         "Runs side by side, one column each: kind, trigger, status and how long each took, then "
         "every metric's last value, the params, the dataset versions each read, tags, code "
         "version and environment. '*' marks a field whose values differ; '-' is a field a run "
-        "does not have. d shows only the fields that differ (again: all). Wide values scroll "
-        "sideways with the left and right arrows."
+        "does not have. d shows only the fields that differ (again: all). Values too wide for "
+        "their column are cut: the highlighted field's are shown whole below the table."
     )
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="compare-back"),
@@ -411,9 +411,25 @@ class RunCompareScreen(DeckScreen):
                 for f in fields
             ]
         )  # fmt: skip
+        self._say_field(table.selected_key())
+
+    @on(DataTable.RowHighlighted, "#compare-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._say_field(event.row_key.value)
+
+    def _say_field(self, name: str | None) -> None:
+        """Under the table: the highlighted field's values whole, then what differs."""
+        comparison = self._comparison
+        if comparison is None:
+            return
         differing = sum(f.differs for f in comparison.fields)
         status = f"{differing} of {fmt.plural(len(comparison.fields), 'field')} differ"
         status += " · showing only those (d: all)" if self.only_differences else " (d: only those)"
+        field = next((f for f in comparison.fields if f.name == name), None)
+        if field is not None:
+            values = " · ".join(f"#{run.id} {fmt.compared(field.section, field.key, value)}"
+                                for run, value in zip(comparison.runs, field.values, strict=True))  # fmt: skip
+            status = f"{field.name}: {values}\n{status}"
         self.query_one("#compare-status", Static).update(status)
 
     def action_toggle_diff(self) -> None:
