@@ -384,6 +384,12 @@ def test_a_store_missing_beside_the_files_it_recorded_is_not_silently_recreated(
     with pytest.raises(MldeckError, match=r"store .* is missing while .*datasets holds files"):
         open_workspace_store(workspace)
     assert not workspace.db_path.exists()
+    workspace.db_path.touch()  # a copy cut short: no more a store than no file, and said so
+    with pytest.raises(MldeckError, match=r"store .* is empty \(0 bytes\) while .*datasets"):
+        open_workspace_store(workspace)
+    assert workspace.db_path.stat().st_size == 0
+    assert not list(workspace.state_dir.glob("store.db-*"))  # left untouched: no WAL beside it
+    workspace.db_path.unlink()
     # The way out it names works: with those folders moved away, a new store is made.
     for folder in (workspace.datasets_dir, workspace.artifacts_dir):
         folder.rename(tmp_path / f"old-{folder.name}")

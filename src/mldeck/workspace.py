@@ -221,8 +221,10 @@ def open_workspace_store(workspace: Workspace) -> Store:
             if d.is_dir() and any(d.iterdir())]  # fmt: skip
     refuse_new = ""
     if kept and own_file:
+        # A file of 0 bytes (a copy cut short, a truncation) is no more a store than no file.
+        state = "is empty (0 bytes)" if workspace.db_path.is_file() else "is missing"
         refuse_new = (
-            f"the store {workspace.db_path} is missing while {kept[0]} holds files it"
+            f"the store {workspace.db_path} {state} while {kept[0]} holds files it"
             " recorded: put the store back (or restore it from a backup); to start over"
             f" with an empty store, move {workspace.datasets_dir} and"
             f" {workspace.artifacts_dir} away"
