@@ -81,6 +81,8 @@ def test_schedule_settings_are_checked():
     assert parse_every("90s") == 90 and parse_every("2h") == 7200
     with pytest.raises(ValueError, match="not an interval"):
         parse_every("soon")
+    with pytest.raises(ValueError, match=r"'0s' is no interval: a job runs every 1s or more"):
+        parse_every("0s")  # a number and a unit, but nothing to wait
     with pytest.raises(ConfigError, match="crontab"):
         parse_settings('[jobs.schedules.a]\nkind = "health"\ncron = "61 * * * *"\n')
     with pytest.raises(ConfigError, match="either cron"):

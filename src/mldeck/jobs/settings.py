@@ -36,10 +36,12 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 def parse_every(text: str) -> int:
     """``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` → seconds (ValueError on anything else)."""
     match = _EVERY.match(text)
-    if not match or int(match.group(1)) == 0:
+    if not match:
         raise ValueError(
             f"{text!r} is not an interval: write a number and a unit, e.g. 90s, 15m, 2h, 1d"
         )
+    if int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is no interval: a job runs every 1s or more")
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds > MAX_EVERY_SECONDS:
         raise ValueError(f"{text!r} is too long an interval: at most 365d")
