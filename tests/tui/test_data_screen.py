@@ -462,3 +462,17 @@ async def test_a_second_console_takes_over_watching_when_the_first_stops(tmp_pat
     finally:
         first.stop(timeout=10)
         store.close()
+
+
+async def test_scoring_without_a_champion_is_refused_before_the_dialog(data_seeded) -> None:
+    from mldeck.tui.screens.confirm import ConfirmScreen
+
+    app = make_app(*data_seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_version(pilot, 2)
+        assert "accepted" in static_text(detail.query_one("#version-summary"))
+        await pilot.press("s")
+        await settle(pilot)
+        assert app.screen is detail and not isinstance(app.screen, ConfirmScreen)
+        assert any("cannot be scored: no model is champion yet" in str(n.message)
+                   for n in app._notifications)  # fmt: skip

@@ -517,6 +517,10 @@ class VersionDetailScreen(DeckScreen):
 
         if self._cannot_monitor("scored", reference_too=False):
             return
+        if not self.deck.champion_label:  # what 'mldeck score' would refuse, said before asking
+            self.notify(f"{self._label} cannot be scored: no model is champion yet (promote one "
+                        "on the Models screen: 4)", severity="warning", timeout=6)  # fmt: skip
+            return
 
         what = (
             f"Score {self._label} with the champion, and the challenger in shadow if there is one. "
