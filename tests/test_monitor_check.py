@@ -500,6 +500,27 @@ def test_a_failed_step_raises_an_alert_until_the_next_run_of_its_kind_succeeds(w
     assert alerts.active_count(store) == (0, 0)
 
 
+def test_a_failed_scheduled_step_is_moot_once_its_schedule_is_removed(ws, store):
+    """Nothing would run it again: its alert clears instead of repeating for good."""
+    from mldeck.jobs.schedules import add, remove
+
+    rules = alerts.default_rules(ws.settings)
+    add(store, "eval", "evaluate", every="1h")
+    with store.write() as session:
+        session.add(Run(name="eval", kind=RunKind.EVALUATE, trigger="schedule",
+                        status=RunStatus.FAILED, error="boom"))  # fmt: skip
+    (raised,) = alerts.apply(store, alerts.store_signals(store, rules))
+    assert raised.new and raised.title == "the last evaluate run failed: eval"
+    remove(store, "eval")
+    assert alerts.apply(store, alerts.store_signals(store, rules)) == []
+    assert alerts.active_count(store) == (0, 0)
+    with store.write() as session:  # a manual run of that kind failing still alerts
+        session.add(Run(name="eval", kind=RunKind.EVALUATE, trigger="manual",
+                        status=RunStatus.FAILED, error="boom"))  # fmt: skip
+    (again,) = alerts.apply(store, alerts.store_signals(store, rules))
+    assert again.new
+
+
 def test_kpis_follow_promotions_rollbacks_alerts_and_scoring(
     monitored,
     store,

@@ -20,7 +20,15 @@ from mldeck.errors import MldeckError, NotFound
 from mldeck.monitor.settings import AlertRule
 from mldeck.provenance import current_user
 from mldeck.store.engine import Store
-from mldeck.store.models import Alert, DatasetVersion, Run, RunStatus, utcnow
+from mldeck.store.models import (
+    Alert,
+    DatasetVersion,
+    Run,
+    RunStatus,
+    RunTrigger,
+    Schedule,
+    utcnow,
+)
 
 OPEN_STATES = ("open", "acknowledged")
 
@@ -108,10 +116,14 @@ def store_signals_in(session: Session, rules: list[AlertRule]) -> list[Signal]:
                 details={"newest": newest.isoformat(), "hours": age.total_seconds() / 3600},
             ))  # fmt: skip
         elif rule.when == "failed_run":
+            schedules = set(session.execute(select(Schedule.name)).scalars())
             for kind, run in sorted(last_runs.items()):
                 if run is None:
                     continue
-                failed = run.status == RunStatus.FAILED
+                # A scheduled job's failure is moot once its schedule is gone (removed from
+                # mldeck.toml): nothing would run it again, and its alert would never clear.
+                gone = run.trigger == RunTrigger.SCHEDULE and run.name not in schedules
+                failed = run.status == RunStatus.FAILED and not gone
                 first_line = (run.error or "").strip().splitlines()
                 signals.append(Signal(
                     rule, failed, f"{rule.name}:{kind}", f"the last {kind} run failed: {run.name}",
