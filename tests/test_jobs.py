@@ -833,3 +833,19 @@ def test_a_run_asked_for_waits_for_a_slot_where_a_fire_would_be_skipped(ws_store
         scheduler.stop()
     assert [r.status for r in runs] == [RunStatus.SUCCEEDED]
     assert [r.status for r in _runs_of(store, "slow-train")] == [RunStatus.FAILED]  # timed out
+
+
+def test_freshness_does_not_call_the_reference_a_batch(workspace, store, tmp_path):
+    from mldeck.data.ingest import ingest_file
+    from mldeck.jobs.health import check_freshness
+
+    assert check_freshness(workspace, store).message == "no data ingested yet"
+    first = tmp_path / "first.csv"
+    first.write_text("a,b\n1,x\n2,y\n", encoding="utf-8")
+    ingest_file(workspace, store, first, as_reference=True)
+    said = check_freshness(workspace, store).message
+    assert said.startswith("no batch yet (the reference arrived 0.0 h ago)"), said
+    batch = tmp_path / "batch.csv"
+    batch.write_text("a,b\n3,x\n", encoding="utf-8")
+    ingest_file(workspace, store, batch)
+    assert check_freshness(workspace, store).message == "newest batch 0.0 h old"

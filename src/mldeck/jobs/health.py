@@ -23,6 +23,7 @@ from mldeck.store.models import (
     Alert,
     Alias,
     Artifact,
+    Dataset,
     DatasetVersion,
     HealthCheck,
     ModelVersion,
@@ -80,12 +81,20 @@ def check_freshness(workspace: Workspace, store: Store) -> Check:
     hours = workspace.settings.jobs.data_stale_hours
     with store.read() as session:
         newest = session.execute(select(func.max(DatasetVersion.arrived_at))).scalar()
+        references = select(Dataset.reference_version_id).where(
+            Dataset.reference_version_id.is_not(None)
+        )
+        batch = session.execute(
+            select(func.max(DatasetVersion.arrived_at)).where(DatasetVersion.id.not_in(references))
+        ).scalar()
     if newest is None:
         return Check("data", WARN, "no data ingested yet")
     age = (utcnow() - newest).total_seconds() / 3600
     if hours and age > hours:
         return Check("data", WARN, f"no new data for {age:.1f} h (data_stale_hours = {hours:g})",
                      age)  # fmt: skip
+    if batch is None:  # the reference alone: it is data, but no batch has arrived
+        return Check("data", OK, f"no batch yet (the reference arrived {age:.1f} h ago)", age)
     return Check("data", OK, f"newest batch {age:.1f} h old", age)
 
 
