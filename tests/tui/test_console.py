@@ -472,3 +472,26 @@ async def test_the_command_palette_opens_with_colon_and_ctrl_p(seeded, key) -> N
         await settle(pilot)
         await pilot.press(key)
         await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+
+
+async def test_the_top_bar_keeps_the_champion_and_the_store_problem_at_80_columns(seeded) -> None:
+    """Tighter and tighter, not cut: the workspace's name and the word 'champion' give way to
+    the alerts and the champion; a store problem comes before both."""
+    app = make_app(*seeded)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        bar = app.screen.query_one(TopBar)
+        champion = bar.champion
+        assert champion
+        bar.screen_title = "churn:v12 · x"
+        bar.alerts = (3, 1)
+        await pilot.pause()
+        line = bar.render().plain
+        assert line.endswith(f"▲ 3 alerts │ ★ {champion}"), line
+        assert bar.render().cell_len <= bar.content_size.width  # whole on the screen
+        bar.problem = "the store cannot be reached: connection refused"
+        await pilot.pause()
+        line = bar.render().plain
+        assert "│ the store cannot be reached" in line, line

@@ -30,16 +30,20 @@ class TopBar(Static):
         self.read_only = read_only
 
     def render(self) -> Text:
-        text = self._line(compact=False)
-        if text.cell_len > self.content_size.width > 0:
-            text = self._line(compact=True)  # other sections by number only
+        # Tighter and tighter until it fits: other sections by number only, then without the
+        # workspace's name and the word "champion" (the star says it).
+        for level in range(3):
+            text = self._line(level)
+            if text.cell_len <= self.content_size.width or self.content_size.width <= 0:
+                break
         return text
 
-    def _line(self, *, compact: bool) -> Text:
+    def _line(self, level: int) -> Text:
         variables = self.app.theme_variables
+        compact = level > 0
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append("mldeck", style="bold")
-        text.append(f" {self.workspace_name} │")
+        text.append(f" {self.workspace_name} │" if level < 2 else " │")
         for number, (mode, title) in enumerate(SECTIONS, start=1):
             if mode == self.section:
                 text.append(f" {number} {title} ", style="bold reverse")
@@ -52,6 +56,10 @@ class TopBar(Static):
             text.append(" ")
         if self.screen_title:
             text.append(f"› {self.screen_title} ", style="bold")
+        if self.problem:  # the store: more urgent than anything else here, and said first
+            text.append("│ ")
+            text.append(self.problem, style=f"bold {rich_color(variables.get('error', ''))}")
+            text.append(" ")
         active, critical = self.alerts
         if active:  # before the champion: the first thing cut at 80 columns is the least urgent
             variable = "error" if critical else "warning"
@@ -60,15 +68,11 @@ class TopBar(Static):
                 f"▲ {active} alert{'s' if active > 1 else ''} ",
                 style=f"bold {rich_color(variables.get(variable, ''))}",
             )
-        text.append("│ champion ")
+        text.append("│ champion " if level < 2 else "│ ★ ")
         if self.champion:
             text.append(self.champion, style=f"bold {rich_color(variables.get('champion', ''))}")
         else:
             text.append("none", style="dim")
         if self.read_only:
             text.append(" │ read-only", style="bold")
-        if self.problem:
-            text.append(
-                f" │ {self.problem}", style=f"bold {rich_color(variables.get('error', ''))}"
-            )
         return text
