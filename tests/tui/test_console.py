@@ -495,3 +495,33 @@ async def test_the_top_bar_keeps_the_champion_and_the_store_problem_at_80_column
         await pilot.pause()
         line = bar.render().plain
         assert "│ the store cannot be reached" in line, line
+
+
+async def test_a_long_run_name_gives_way_at_80_columns(seeded) -> None:
+    """In the list the trigger stays in view; in the detail the name is cut, so the start and
+    the duration keep their line."""
+    from mldeck.store.models import Run as StoredRun
+
+    workspace, store = seeded
+    long_name = "qa-failing-run-with-a-rather-long-name-to-check-truncation"
+    with store.write() as session:
+        run = StoredRun(name=long_name, kind="train", trigger="performance", status="failed")
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    app = make_app(workspace, store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        table = app.screen.query_one("#runs-table", DeckTable)
+        widths = sum(c.get_render_width(table) for c in table.columns.values())
+        assert widths <= table.content_size.width, widths  # TRIGGER whole, not cut
+        assert str(table.get_row(str(run_id))[6]) == "performance"
+        table.move_cursor(row=table.get_row_index(str(run_id)))
+        await pilot.press("enter")
+        await settle(pilot)
+        summary = static_text(app.screen.query_one("#run-summary")).splitlines()
+        assert summary[0].startswith("qa-failing-run-with-a-rather-long") and "…" in summary[0]
+        assert summary[0].endswith("· train · performance · failed"), summary
+        assert summary[1].startswith("started ")

@@ -43,15 +43,18 @@ CHART_POINTS = 2000
 Curve = tuple[str, list[tuple]]
 
 
-# What a run's row needs besides its name (id, kind, status, started, time, borders, padding):
-# the name gives way on a narrow terminal so that the time the run took stays in view.
-_BESIDE_NAME = 53
+# What a run's row needs besides its name (id, kind, status, started, time, borders, padding),
+# before its TRIGGER column: the name gives way on a narrow terminal so that the time (and the
+# trigger, on the Runs screen) stay in view.
+BESIDE_NAME_NO_TRIGGER = 53
+_BESIDE_NAME = BESIDE_NAME_NO_TRIGGER + len("performance")  # the longest trigger
 
 
-def run_cells(app: App, row: RunRow) -> tuple:
-    """The cells of a run's table row: id, name, kind, status, started, duration, trigger."""
+def run_cells(app: App, row: RunRow, *, beside: int = _BESIDE_NAME) -> tuple:
+    """The cells of a run's table row: id, name, kind, status, started, duration, trigger;
+    *beside* is the room the row's other shown columns need."""
     progress = fmt.progress(row.progress, row.status)
-    room = max(20, app.size.width - _BESIDE_NAME)
+    room = max(14, app.size.width - beside)
     return (
         Text(str(row.id), justify="right"),
         Text(row.label, no_wrap=True, overflow="ellipsis")
@@ -130,8 +133,11 @@ class RunsScreen(DeckScreen):
 
     def _show_rows(self) -> None:
         cells = []
+        # The TRIGGER column is as wide as its longest value ("performance"): the name gives way.
+        trigger = max((len(row.trigger) for row in self._rows), default=len("TRIGGER"))
+        beside = BESIDE_NAME_NO_TRIGGER + max(trigger, len("TRIGGER"))
         for row in self._rows:
-            shown = run_cells(self.app, row)
+            shown = run_cells(self.app, row, beside=beside)
             if row.id in self._marked:
                 shown = (Text(f"● {row.id}", justify="right", style="bold"), *shown[1:])
             cells.append((str(row.id), shown))
@@ -257,7 +263,11 @@ class RunDetailScreen(DeckScreen):
         run = detail.run
         row = RunRow.of(run)
         summary = Text()
-        summary.append(f"{run.name}", style="bold")
+        rest = f"  #{run.id} · {run.kind} · {run.trigger} · {run.status}"
+        # The name gives way: wrapped, the first line would push out the second (start, time).
+        room = max(12, self.app.size.width - 4 - len(rest))
+        name = run.name if len(run.name) <= room else run.name[: room - 1] + "…"
+        summary.append(name, style="bold")
         summary.append(f"  #{run.id} · {run.kind} · {run.trigger} · ")
         summary.append_text(status_text(self.app, run.status))
         if run.status == "running" and run.progress is not None:
