@@ -54,7 +54,12 @@ def test_pause_resume_edit_and_add(ws, cli):
     assert paused["state"] == "paused" and paused["next_fire_at"] is None
     assert cli("jobs", "resume", "health", cwd=ws.root).returncode == 0
     assert cli("jobs", "edit", "health", "--disable", cwd=ws.root).returncode == 0
-    assert cli("jobs", "pause", "health", cwd=ws.root).returncode == 0
+    # Disabled and not paused: resuming says what stops it ("already active" was not true).
+    assert_one_line_error(cli("jobs", "resume", "health", cwd=ws.root),
+                          "schedule health is not paused; it is disabled ('mldeck jobs edit "
+                          "health --enable' lets it run)")  # fmt: skip
+    paused_too = cli("jobs", "pause", "health", cwd=ws.root)
+    assert paused_too.returncode == 0 and "it is disabled as well" in paused_too.stdout
     resumed = cli("jobs", "resume", "health", cwd=ws.root).stdout
     assert "it is disabled, so it does not run until enabled" in resumed
     assert cli("jobs", "edit", "health", "--enable", cwd=ws.root).returncode == 0

@@ -144,8 +144,12 @@ def jobs_pause(name: NameArgument) -> None:
     from mldeck.jobs.schedules import set_paused
 
     _, store = _open_jobs()
-    set_paused(store, name, True)
-    out.print(f"paused {name}", markup=False)
+    row = set_paused(store, name, True)
+    if row.enabled:
+        out.print(f"paused {name}", markup=False)
+    else:  # 'jobs list' goes on saying disabled: that is what stops it first
+        out.print(f"paused {name}; it is disabled as well ('jobs list' says disabled until "
+                  f"'mldeck jobs edit {name} --enable')", markup=False)  # fmt: skip
 
 
 @jobs_app.command("resume")

@@ -165,9 +165,14 @@ def set_paused(store: Store, name: str, paused: bool, *, actor: str | None = Non
     get_schedule(store, name)  # names the schedules when there is no such one
 
     def already(row: Schedule) -> str | None:
-        if row.paused == paused:
-            return f"schedule {name} is already {'paused' if paused else 'active'}"
-        return None
+        if row.paused != paused:
+            return None
+        if paused:
+            return f"schedule {name} is already paused"
+        if not row.enabled:  # not paused, but it does not run: say what stops it
+            return (f"schedule {name} is not paused; it is disabled ('mldeck jobs edit {name} "
+                    "--enable' lets it run)")  # fmt: skip
+        return f"schedule {name} is already active"
 
     return _change(store, name, "schedule.pause" if paused else "schedule.resume", actor,
                    already, paused=paused)  # fmt: skip
