@@ -55,7 +55,7 @@ def column_histogram(
         return _categorical(name, kind, column, reference, label, reference_label)
     if kind in ("datetime", "date"):
         low, high = (str(column.get(k) or "-").replace("T", " ") for k in ("min", "max"))
-        return f"{kind} values from {low} to {high}: no histogram"
+        return f"no histogram: {kind} values from {low} to {high}"  # what matters first
     return f"no histogram for a {kind or 'untyped'} column"
 
 
@@ -200,8 +200,10 @@ def show_chart(
     """Draw the selected row's chart with its caption, or say in the caption why there is none."""
     if not isinstance(chart, Histogram):
         plot.draw(None)
+        plot.display = False  # no empty box: the caption says why there is no chart
         caption.update(Text(f"{key}: {chart}" if key and chart else "", style="dim"))
         return
+    plot.display = True
     if plot.data != chart:
         plot.draw(chart)
     caption.update(caption_of(chart))
