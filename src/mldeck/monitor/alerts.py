@@ -22,6 +22,7 @@ from mldeck.provenance import current_user
 from mldeck.store.engine import Store
 from mldeck.store.models import (
     Alert,
+    AuditEvent,
     DatasetVersion,
     Run,
     RunStatus,
@@ -117,12 +118,16 @@ def store_signals_in(session: Session, rules: list[AlertRule]) -> list[Signal]:
             ))  # fmt: skip
         elif rule.when == "failed_run":
             schedules = set(session.execute(select(Schedule.name)).scalars())
+            removed = set(session.execute(
+                select(AuditEvent.entity_id).where(AuditEvent.action == "schedule.removed")
+            ).scalars())  # fmt: skip
             for kind, run in sorted(last_runs.items()):
                 if run is None:
                     continue
-                # A scheduled job's failure is moot once its schedule is gone (removed from
-                # mldeck.toml): nothing would run it again, and its alert would never clear.
-                gone = run.trigger == RunTrigger.SCHEDULE and run.name not in schedules
+                # A scheduled job's failure is moot once its schedule was removed (from
+                # mldeck.toml or the CLI): nothing would run it again, its alert never clear.
+                gone = (run.trigger == RunTrigger.SCHEDULE and run.name in removed
+                        and run.name not in schedules)  # fmt: skip
                 failed = run.status == RunStatus.FAILED and not gone
                 first_line = (run.error or "").strip().splitlines()
                 signals.append(Signal(
