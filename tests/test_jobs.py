@@ -807,6 +807,10 @@ def test_the_acting_scheduler_follows_schedules_changed_in_the_config(ws_store):
         assert get_schedule(store, "checkup").interval_seconds == 7200
         config.write_text(good + "\nbroken = [\n")  # nothing changes, and it says why
         wait_for(lambda: any("cannot be used" in m for m in said), "the refusal")
+        refusal = next(m for m in said if "cannot be used" in m)
+        # The schedules stay, but every job reads the file afresh: said, not left to surprise.
+        assert refusal.endswith("each job reads the file when it starts and fails until it is "
+                                "fixed")  # fmt: skip
         assert "checkup" in scheduler.next_fire_times()
         config.write_text(good)  # the entry removed: so is the schedule
         wait_for(lambda: "checkup" not in scheduler.next_fire_times(), "the removal")

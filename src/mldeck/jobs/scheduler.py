@@ -261,7 +261,8 @@ class DeckScheduler:
             settings = load_settings(self.workspace.config_path)
         except MldeckError as exc:
             self._say(f"mldeck.toml changed but cannot be used ({exc}); the schedules stay as "
-                      "they were until it is fixed")  # fmt: skip
+                      "they were, but each job reads the file when it starts and fails until "
+                      "it is fixed")  # fmt: skip
             return
         changes = sync_from_settings(self.store, settings.jobs, actor=policies.ACTOR)
         for change in changes:
