@@ -406,6 +406,19 @@ def test_format_plural():
     assert fmt.plural(2, "query", "queries") == "2 queries"
 
 
+def test_an_interrupted_command_says_so_and_exits_130(monkeypatch, capsys):
+    from mldeck import cli
+
+    def pressed_ctrl_c(*_args, **_kwargs):  # Ctrl-C while the command works
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_open", pressed_ctrl_c)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["runs", "list"])
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "mldeck: interrupted\n"
+
+
 def test_a_second_interrupt_does_not_cut_the_cleanup_of_the_first(monkeypatch):
     from mldeck import cli
 

@@ -1359,14 +1359,18 @@ def main(argv: list[str] | None = None) -> None:
     except MldeckError as exc:
         print(f"mldeck: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt:  # the runs it started ended cancelled on the way out
+        code = INTERRUPTED_EXIT
     except OSError as exc:  # a read-only or full folder of the workspace, a file's permissions
         where = f" {exc.filename}" if exc.filename else ""
         print(f"mldeck: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
+    if code == INTERRUPTED_EXIT:  # Ctrl-C (typer turns it into this exit status)
+        print("mldeck: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
+
+INTERRUPTED_EXIT = 130
 
 # Command groups kept in their own modules register themselves on ``app``.
 from mldeck import cli_jobs, cli_monitor  # noqa: E402, F401
