@@ -417,6 +417,17 @@ def test_an_interrupted_command_says_so_and_exits_130(monkeypatch, capsys):
         cli.main(["runs", "list"])
     assert exited.value.code == 130
     assert capsys.readouterr().err == "mldeck: interrupted\n"
+    # Ctrl-C while polars called back into Python: its panic is the same Ctrl-C, no traceback.
+    from .test_tracking import POLARS_PANIC
+
+    def panicked(*_args, **_kwargs):
+        raise POLARS_PANIC
+
+    monkeypatch.setattr(cli, "_open", panicked)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["runs", "list"])
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "mldeck: interrupted\n"
 
 
 def test_a_second_interrupt_does_not_cut_the_cleanup_of_the_first(monkeypatch):

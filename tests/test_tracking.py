@@ -127,6 +127,23 @@ def test_keyboard_interrupt_cancels_the_run(workspace, store):
     assert run.ended_at is not None
 
 
+# What polars raises when Ctrl-C arrives while its Rust code calls back into Python (pyo3).
+PanicException = type("PanicException", (BaseException,), {})
+POLARS_PANIC = PanicException(
+    "called `Result::unwrap()` on an `Err` value: PyErr { type: <class 'KeyboardInterrupt'> }"
+)
+
+
+def test_a_ctrl_c_that_polars_turned_into_a_panic_cancels_the_run(workspace, store):
+    with pytest.raises(PanicException), start_run(name="stopped", workspace=workspace):
+        raise POLARS_PANIC
+    run = run_detail(store, resolve_run(store, "stopped")).run
+    assert (run.status, run.error) == (RunStatus.CANCELLED, "interrupted (KeyboardInterrupt)")
+    with pytest.raises(PanicException), start_run(name="panicked", workspace=workspace):
+        raise PanicException("index out of bounds")  # a panic of its own is a failure
+    assert run_detail(store, resolve_run(store, "panicked")).run.status == RunStatus.FAILED
+
+
 def test_an_interrupt_right_after_the_run_is_recorded_cancels_it(workspace, store, monkeypatch):
     from mldeck import tracking
 

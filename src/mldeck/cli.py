@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mldeck import formatting as fmt
-from mldeck.errors import MldeckError, NotFound
+from mldeck.errors import MldeckError, NotFound, interrupted
 
 if TYPE_CHECKING:
     from mldeck.store.engine import Store
@@ -1359,12 +1359,14 @@ def main(argv: list[str] | None = None) -> None:
     except MldeckError as exc:
         print(f"mldeck: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:  # the runs it started ended cancelled on the way out
-        code = INTERRUPTED_EXIT
     except OSError as exc:  # a read-only or full folder of the workspace, a file's permissions
         where = f" {exc.filename}" if exc.filename else ""
         print(f"mldeck: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
+    except BaseException as exc:  # a Ctrl-C: the runs it started ended cancelled on the way out
+        if not interrupted(exc):
+            raise
+        code = INTERRUPTED_EXIT
     if code == INTERRUPTED_EXIT:  # Ctrl-C (typer turns it into this exit status)
         print("mldeck: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -36,3 +36,12 @@ class NotADataFile(MldeckError):
 
 class WorkspaceFull(MldeckError):
     """The workspace's disk (or quota) is full: nothing is wrong with the file, try again later."""
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether *exc* is a Ctrl-C: a KeyboardInterrupt, or the panic polars raises when one
+    arrives while its Rust code is calling back into Python (pyo3's ``PanicException``, whose
+    message carries the KeyboardInterrupt)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    return type(exc).__name__ == "PanicException" and "KeyboardInterrupt" in str(exc)

@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from mldeck import provenance
-from mldeck.errors import MldeckError
+from mldeck.errors import MldeckError, interrupted
 from mldeck.formatting import shown
 from mldeck.store.artifacts import put_file
 from mldeck.store.engine import Store
@@ -136,7 +136,7 @@ class ActiveRun:
             _active.reset(self._token)
         if exc_type is None:
             self.end(RunStatus.SUCCEEDED)
-        elif issubclass(exc_type, KeyboardInterrupt):
+        elif interrupted(exc) or issubclass(exc_type, KeyboardInterrupt):
             self.end(RunStatus.CANCELLED, error="interrupted (KeyboardInterrupt)")
         else:
             self.end(RunStatus.FAILED, error="".join(traceback.format_exception(exc_type, exc, tb)))

@@ -35,7 +35,7 @@ from mldeck.data.validate import (
     unreadable,
     validate,
 )
-from mldeck.errors import MldeckError, NotADataFile, NotFound, WorkspaceFull
+from mldeck.errors import MldeckError, NotADataFile, NotFound, WorkspaceFull, interrupted
 from mldeck.formatting import shown
 from mldeck.formatting import size as shown_size
 from mldeck.store.artifacts import ArtifactError, put_file, put_stream, verify
@@ -107,7 +107,7 @@ def _fail_run(store: Store, run_id: int, error: str, status: RunStatus = RunStat
 
 def _end_runs(store: Store, run_ids: tuple[int, ...], exc: BaseException) -> None:
     """End the runs an exception interrupted: cancelled on Ctrl-C, failed otherwise."""
-    if isinstance(exc, KeyboardInterrupt):
+    if interrupted(exc):
         status, error = RunStatus.CANCELLED, "interrupted (KeyboardInterrupt)"
     else:
         status, error = RunStatus.FAILED, "".join(traceback.format_exception(exc))
