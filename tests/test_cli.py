@@ -406,24 +406,18 @@ def test_format_plural():
     assert fmt.plural(2, "query", "queries") == "2 queries"
 
 
-def test_an_interrupted_command_says_so_and_exits_130(monkeypatch, capsys):
+@pytest.mark.parametrize("polars_panic", [False, True])
+def test_an_interrupted_command_says_so_and_exits_130(monkeypatch, capsys, polars_panic):
+    """Ctrl-C while the command works, also when it came while polars called back into Python
+    (its panic is the same Ctrl-C): one line, no traceback."""
     from mldeck import cli
 
-    def pressed_ctrl_c(*_args, **_kwargs):  # Ctrl-C while the command works
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli, "_open", pressed_ctrl_c)
-    with pytest.raises(SystemExit) as exited:
-        cli.main(["runs", "list"])
-    assert exited.value.code == 130
-    assert capsys.readouterr().err == "mldeck: interrupted\n"
-    # Ctrl-C while polars called back into Python: its panic is the same Ctrl-C, no traceback.
     from .test_tracking import POLARS_PANIC
 
-    def panicked(*_args, **_kwargs):
-        raise POLARS_PANIC
+    def pressed_ctrl_c(*_args, **_kwargs):
+        raise POLARS_PANIC if polars_panic else KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_open", panicked)
+    monkeypatch.setattr(cli, "_open", pressed_ctrl_c)
     with pytest.raises(SystemExit) as exited:
         cli.main(["runs", "list"])
     assert exited.value.code == 130
