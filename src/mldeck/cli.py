@@ -1326,6 +1326,9 @@ _INTERRUPTED: dict[str, float] = {}
 INTERRUPT_GRACE_SECONDS = 1.0
 
 
+INTERRUPTED_EXIT = 130  # Ctrl-C's exit status (typer's too)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and a non-zero exit status."""
     import signal
@@ -1371,8 +1374,6 @@ def main(argv: list[str] | None = None) -> None:
         print("mldeck: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
-
-INTERRUPTED_EXIT = 130
 
 # Command groups kept in their own modules register themselves on ``app``.
 from mldeck import cli_jobs, cli_monitor  # noqa: E402, F401

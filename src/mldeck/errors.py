@@ -7,6 +7,8 @@ prints that line and exits non-zero; the console shows it in a notification.
 
 from __future__ import annotations
 
+import errno
+
 
 class MldeckError(Exception):
     """A problem the user can fix; ``str(err)`` is a complete one-line explanation."""
@@ -36,6 +38,11 @@ class NotADataFile(MldeckError):
 
 class WorkspaceFull(MldeckError):
     """The workspace's disk (or quota) is full: nothing is wrong with the file, try again later."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether *exc* is a write refused for room: the disk or the user's quota is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def interrupted(exc: BaseException | None) -> bool:

@@ -136,7 +136,7 @@ class ActiveRun:
             _active.reset(self._token)
         if exc_type is None:
             self.end(RunStatus.SUCCEEDED)
-        elif interrupted(exc) or issubclass(exc_type, KeyboardInterrupt):
+        elif interrupted(exc):
             self.end(RunStatus.CANCELLED, error="interrupted (KeyboardInterrupt)")
         else:
             self.end(RunStatus.FAILED, error="".join(traceback.format_exception(exc_type, exc, tb)))

@@ -11,7 +11,6 @@ polars pass (against the dataset's reference profile) → offending rows to
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
 import os
@@ -35,7 +34,14 @@ from mldeck.data.validate import (
     unreadable,
     validate,
 )
-from mldeck.errors import MldeckError, NotADataFile, NotFound, WorkspaceFull, interrupted
+from mldeck.errors import (
+    MldeckError,
+    NotADataFile,
+    NotFound,
+    WorkspaceFull,
+    disk_full,
+    interrupted,
+)
 from mldeck.formatting import shown
 from mldeck.formatting import size as shown_size
 from mldeck.store.artifacts import ArtifactError, put_file, put_stream, verify
@@ -190,7 +196,7 @@ def ingest_file(
         _fail_run(store, ingest_run, str(exc))
         raise
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the copy's write, not the file's read
+        if disk_full(exc):  # the copy's write, not the file's read
             problem = f"no room to keep a copy of {source_name} in the workspace ({exc.strerror})"
             with contextlib.suppress(Exception):  # the store may be on the same full disk
                 _fail_run(store, ingest_run, problem)

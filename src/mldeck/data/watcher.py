@@ -55,7 +55,7 @@ import filelock
 import watchfiles
 
 from mldeck.data.ingest import IngestOutcome, ingest_file
-from mldeck.errors import MldeckError, NotADataFile, WorkspaceFull
+from mldeck.errors import MldeckError, NotADataFile, WorkspaceFull, disk_full
 from mldeck.formatting import shown
 from mldeck.store.engine import Store
 from mldeck.store.models import RunTrigger
@@ -115,9 +115,7 @@ def _temporary(exc: BaseException) -> bool:
     reached or written (a server down, a database file on a full disk)."""
     from sqlalchemy.exc import OperationalError
 
-    if isinstance(exc, WorkspaceFull | OperationalError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, WorkspaceFull | OperationalError) or disk_full(exc)
 
 
 def _signature(path: Path) -> _Signature | None:

@@ -350,7 +350,7 @@ def _check_can_serve(
     force: bool,
     auto_approve: bool,
     actor: str,
-    action: str = "promote",
+    action: str,
 ) -> tuple[list[str], Approval | None]:
     """Refuse a version that may not become champion; return its failed gates (when forced) and
     the automatic approval to record (when the policy allows one). A rejection is said first:
@@ -406,7 +406,7 @@ def _move(
     if alias == CHAMPION:
         failed, automatic = _check_can_serve(session, name, version, force=force,
                                              auto_approve=auto_approve, actor=actor,
-                                             action="rollback" if action == "rollback" else "promote")  # fmt: skip
+                                             action=action)  # fmt: skip
     else:
         if version.status == ARCHIVED:
             raise MldeckError(f"{name} is archived; an archived version cannot be the {alias}")

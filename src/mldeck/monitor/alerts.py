@@ -117,17 +117,20 @@ def store_signals_in(session: Session, rules: list[AlertRule]) -> list[Signal]:
                 details={"newest": newest.isoformat(), "hours": age.total_seconds() / 3600},
             ))  # fmt: skip
         elif rule.when == "failed_run":
-            schedules = set(session.execute(select(Schedule.name)).scalars())
+            # Scheduled runs whose schedule is no longer there: was it removed?
+            scheduled = {r.name for r in last_runs.values()
+                         if r is not None and r.trigger == RunTrigger.SCHEDULE}  # fmt: skip
+            missing = scheduled - set(session.execute(select(Schedule.name)).scalars())
             removed = set(session.execute(
-                select(AuditEvent.entity_id).where(AuditEvent.action == "schedule.removed")
-            ).scalars())  # fmt: skip
+                select(AuditEvent.entity_id).where(AuditEvent.action == "schedule.removed",
+                                                   AuditEvent.entity_id.in_(missing))
+            ).scalars()) if missing else set()  # fmt: skip
             for kind, run in sorted(last_runs.items()):
                 if run is None:
                     continue
                 # A scheduled job's failure is moot once its schedule was removed (from
                 # mldeck.toml or the CLI): nothing would run it again, its alert never clear.
-                gone = (run.trigger == RunTrigger.SCHEDULE and run.name in removed
-                        and run.name not in schedules)  # fmt: skip
+                gone = run.trigger == RunTrigger.SCHEDULE and run.name in removed
                 failed = run.status == RunStatus.FAILED and not gone
                 first_line = (run.error or "").strip().splitlines()
                 signals.append(Signal(

@@ -278,12 +278,10 @@ class MldeckApp(App):
                 self._detached = True
                 self._stop_background()
                 self.watcher_state = "not watched (the store file moved)"
-            if moved:
-                problem = (f"store file {self.store.sqlite_path} was moved or replaced: watching"
-                           " and scheduling stopped; quit and reopen")  # fmt: skip
-            elif self._detached:
-                problem = (f"store file {self.store.sqlite_path} was moved and is back: watching"
-                           " and scheduling stopped; quit and reopen")  # fmt: skip
+            if self._detached:
+                state = "was moved or replaced" if moved else "was moved and is back"
+                problem = (f"store file {self.store.sqlite_path} {state}: watching and scheduling"
+                           " stopped; quit and reopen")  # fmt: skip
         except Exception as exc:  # the store went away: say so, keep polling
             seq, label, alerts, problem = self.seen_seq, None, None, store_problem(exc)
         self.call_from_thread(self._after_poll, seq, label, problem, alerts)

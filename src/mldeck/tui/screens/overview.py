@@ -18,7 +18,7 @@ from mldeck.monitor.kpis import Kpis, kpis
 from mldeck.store.engine import Store
 from mldeck.store.queries import Overview, integrity_check, overview
 from mldeck.tui.screens.base import DeckScreen
-from mldeck.tui.screens.runs import BESIDE_NAME_NO_TRIGGER, RunDetailScreen, run_cells
+from mldeck.tui.screens.runs import BESIDE_NAME, RunDetailScreen, run_cells
 from mldeck.tui.styles import rich_color
 from mldeck.tui.widgets.table import DeckTable
 from mldeck.tui.widgets.text import Packed, Plain
@@ -175,10 +175,7 @@ class OverviewScreen(DeckScreen):
 
         table = self.query_one("#last-runs", DeckTable)
         table.replace_rows(
-            [
-                (str(row.id), run_cells(self.app, row, beside=BESIDE_NAME_NO_TRIGGER)[:6])
-                for row in o.last_runs
-            ]
+            [(str(row.id), run_cells(self.app, row, beside=BESIDE_NAME)[:6]) for row in o.last_runs]
         )
         table.border_subtitle = (
             "" if o.last_runs else "no runs yet: see the README's tracking example"

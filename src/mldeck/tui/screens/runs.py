@@ -46,11 +46,10 @@ Curve = tuple[str, list[tuple]]
 # What a run's row needs besides its name (id, kind, status, started, time, borders, padding),
 # before its TRIGGER column: the name gives way on a narrow terminal so that the time (and the
 # trigger, on the Runs screen) stay in view.
-BESIDE_NAME_NO_TRIGGER = 53
-_BESIDE_NAME = BESIDE_NAME_NO_TRIGGER + len("performance")  # the longest trigger
+BESIDE_NAME = 53
 
 
-def run_cells(app: App, row: RunRow, *, beside: int = _BESIDE_NAME) -> tuple:
+def run_cells(app: App, row: RunRow, *, beside: int) -> tuple:
     """The cells of a run's table row: id, name, kind, status, started, duration, trigger;
     *beside* is the room the row's other shown columns need."""
     progress = fmt.progress(row.progress, row.status)
@@ -134,8 +133,7 @@ class RunsScreen(DeckScreen):
     def _show_rows(self) -> None:
         cells = []
         # The TRIGGER column is as wide as its longest value ("performance"): the name gives way.
-        trigger = max((len(row.trigger) for row in self._rows), default=len("TRIGGER"))
-        beside = BESIDE_NAME_NO_TRIGGER + max(trigger, len("TRIGGER"))
+        beside = BESIDE_NAME + max([len("TRIGGER"), *(len(r.trigger) for r in self._rows)])
         for row in self._rows:
             shown = run_cells(self.app, row, beside=beside)
             if row.id in self._marked:
@@ -263,12 +261,12 @@ class RunDetailScreen(DeckScreen):
         run = detail.run
         row = RunRow.of(run)
         summary = Text()
-        rest = f"  #{run.id} · {run.kind} · {run.trigger} · {run.status}"
+        after = f"  #{run.id} · {run.kind} · {run.trigger} · "
         # The name gives way: wrapped, the first line would push out the second (start, time).
-        room = max(12, self.app.size.width - 4 - len(rest))
+        room = max(12, self.app.size.width - 4 - len(after) - len(run.status))
         name = run.name if len(run.name) <= room else run.name[: room - 1] + "…"
         summary.append(name, style="bold")
-        summary.append(f"  #{run.id} · {run.kind} · {run.trigger} · ")
+        summary.append(after)
         summary.append_text(status_text(self.app, run.status))
         if run.status == "running" and run.progress is not None:
             summary.append(f" {run.progress * 100:.0f}%")
