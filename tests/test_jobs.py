@@ -358,7 +358,7 @@ def test_an_overlapping_fire_and_the_concurrency_limit_skip_and_are_recorded(ws_
         runner.stop()
         first.join(60)
     assert again.status == RunStatus.SKIPPED and "still running" in again.error
-    assert other.status == RunStatus.SKIPPED and "concurrency limit (1 jobs)" in other.error
+    assert other.status == RunStatus.SKIPPED and "concurrency limit (1 job)" in other.error
     skipped = _run(store, again.run_id)
     assert skipped.status == RunStatus.SKIPPED
     assert skipped.created_at == skipped.started_at == skipped.ended_at  # an instant, not < 0 s
@@ -837,6 +837,29 @@ def test_a_run_asked_for_waits_for_a_slot_where_a_fire_would_be_skipped(ws_store
         scheduler.stop()
     assert [r.status for r in runs] == [RunStatus.SUCCEEDED]
     assert [r.status for r in _runs_of(store, "slow-train")] == [RunStatus.FAILED]  # timed out
+
+
+def test_a_burst_of_pipelines_waiting_for_a_slot_does_not_hold_back_a_schedules_fire(ws_store):
+    """Pipelines wait for a job slot in threads of their own: with more of them queued than
+    the scheduler has threads, a schedule still fires on time, and a fire that finds every slot
+    taken is skipped for that reason, not as "the previous run is still running"."""
+    workspace, store = ws_store
+    one_slot = workspace.settings.jobs.model_copy(update={"max_concurrent": 1})
+    workspace = Workspace(workspace.root, workspace.settings.model_copy(update={"jobs": one_slot}))
+    scheduler = _scheduler(workspace, store)
+    slots = scheduler.runner._slots
+    slots.acquire()  # the only slot is taken: every pipeline below waits for it
+    try:
+        for n in range(1, 20):  # more than the scheduler's threads (max_concurrent + 8)
+            scheduler._queue_pipeline(f"pipeline:burst{n}", 10_000 + n, f"burst:v{n}")
+        add(store, "h", "health", every="1s")
+        scheduler.wake()
+        (skipped, *_) = wait_for(lambda: _finished(store, "h"), "the health check's fire")
+    finally:
+        scheduler.stop(timeout=60)
+        slots.release()  # the waiting pipelines see the scheduler stopping and end
+    assert skipped.status == RunStatus.SKIPPED
+    assert skipped.error == "skipped: the concurrency limit (1 job) is reached"
 
 
 def test_freshness_does_not_call_the_reference_a_batch(workspace, store, tmp_path):

@@ -38,6 +38,7 @@ from sqlmodel import Session
 
 from mldeck import provenance
 from mldeck.errors import MldeckError
+from mldeck.formatting import plural
 from mldeck.jobs.orphans import end_runs_of_process
 from mldeck.jobs.settings import JobSettings
 from mldeck.store.engine import Store
@@ -148,7 +149,7 @@ class JobRunner:
                 return self.record_skipped(request, reason)
             if not self._slots.acquire(blocking=wait_for_slot):
                 limit = self.settings.max_concurrent
-                reason = f"the concurrency limit ({limit} jobs) is reached"
+                reason = f"the concurrency limit ({plural(limit, 'job')}) is reached"
                 return self.record_skipped(request, reason)
             try:
                 if self._stop.is_set():  # it stopped while this job waited for a slot

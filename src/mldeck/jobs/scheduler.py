@@ -74,6 +74,7 @@ ORPHAN_SWEEP_SECONDS = 30.0
 PIPELINE_START = "pipeline.start"
 PIPELINE_STEP_TIMEOUT = 1800
 PIPELINE_STEP_RETRIES = 1
+PIPELINE_EXECUTOR = "pipeline"
 
 
 def _stamp(path: Any) -> tuple[int, int] | None:
@@ -347,7 +348,13 @@ class DeckScheduler:
         aps = BackgroundScheduler(
             timezone=UTC,
             jobstores={"default": MemoryJobStore()},
-            executors={"default": ThreadPoolExecutor(self.settings.max_concurrent + 8)},
+            # Pipelines wait for a job slot in their own threads: a burst of new batches queues
+            # there, and never holds the threads a schedule's fire needs to run (or be skipped
+            # for its true reason) on time.
+            executors={
+                "default": ThreadPoolExecutor(self.settings.max_concurrent + 8),
+                PIPELINE_EXECUTOR: ThreadPoolExecutor(self.settings.max_concurrent),
+            },
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -588,8 +595,12 @@ class DeckScheduler:
         for version_id, batch, status in self._claim_new_batches():
             if status not in ("accepted", "warned"):
                 continue
-            self._aps.add_job(self._pipeline, id=f"pipeline:{version_id}", args=[version_id, batch],
-                              next_run_time=utcnow(), misfire_grace_time=None)  # fmt: skip
+            self._queue_pipeline(f"pipeline:{version_id}", version_id, batch)
+
+    def _queue_pipeline(self, job_id: str, version_id: int, batch: str) -> None:
+        self._aps.add_job(self._pipeline, id=job_id, args=[version_id, batch],
+                          executor=PIPELINE_EXECUTOR, next_run_time=utcnow(),
+                          misfire_grace_time=None, replace_existing=True)  # fmt: skip
 
     def _resume_pipelines(self) -> None:
         """Batches whose pipeline started but never reached a drift report (the scheduler that
@@ -615,9 +626,7 @@ class DeckScheduler:
                 continue
             batch = (details or {}).get("batch") or f"dataset version {entity_id}"
             self._say(f"{batch}: its pipeline did not finish; running it again")
-            self._aps.add_job(self._pipeline, id=f"pipeline:{entity_id}:resumed",
-                              args=[int(entity_id), batch], next_run_time=utcnow(),
-                              misfire_grace_time=None, replace_existing=True)  # fmt: skip
+            self._queue_pipeline(f"pipeline:{entity_id}:resumed", int(entity_id), batch)
 
     def _claim_new_batches(self) -> list[tuple[int, str, str]]:
         """New-data batches no pipeline has started for, each claimed with an audit event that
