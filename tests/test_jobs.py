@@ -862,6 +862,33 @@ def test_a_burst_of_pipelines_waiting_for_a_slot_does_not_hold_back_a_schedules_
     assert skipped.error == "skipped: the concurrency limit (1 job) is reached"
 
 
+def test_a_pipeline_stopped_before_scoring_does_not_say_it_checks_drift_anyway(ws_store):
+    """SIGTERM while a batch waits to be scored: the pipeline stops there (it is resumed when a
+    scheduler acts again) instead of saying it checks drift anyway and then skipping that too."""
+    from mldeck.data.ingest import ingest_file
+    from mldeck.ml.registry import approve, promote
+
+    workspace, store = ws_store
+    assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
+    approve(store, "churn:1", reason="test")
+    promote(store, "churn:1", force=True, reason="the dummy model fails the gates")
+    batch = ingest_file(workspace, store, workspace.data_dir / "samples" / "batch_01_normal.csv")
+    said: list[str] = []
+    scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2,
+                              on_event=said.append)  # fmt: skip
+    scheduler.start()
+    try:
+        wait_for(lambda: scheduler.acting and scheduler.runner is not None, "the scheduler to act")
+        scheduler.runner.stop()  # what a SIGTERM does first
+        scheduler._pipeline(batch.version_id, "churn:v2")
+    finally:
+        scheduler.stop(timeout=60)
+    about = [m for m in said if m.startswith("churn:v2")]
+    assert about == ["churn:v2: not scored (the scheduler is stopping); its pipeline runs again "
+                     "when a scheduler next acts"]  # fmt: skip
+    assert not _runs_of(store, "drift churn:v2")
+
+
 def test_freshness_does_not_call_the_reference_a_batch(workspace, store, tmp_path):
     from mldeck.data.ingest import ingest_file
     from mldeck.jobs.health import check_freshness

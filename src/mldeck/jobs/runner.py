@@ -164,6 +164,11 @@ class JobRunner:
                 with self._lock:
                     self._running.pop(request.name, None)
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called: every job asked for from now on is skipped."""
+        return self._stop.is_set()
+
     def _store_error(self, exc: OperationalError) -> MldeckError:
         return store_write_error(self.workspace, exc)
 

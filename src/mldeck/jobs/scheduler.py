@@ -690,6 +690,10 @@ class DeckScheduler:
             score = runner.run(JobRequest(f"score {batch}", "score", params, RunTrigger.NEW_DATA,
                                           PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
                                           reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip
+            if runner.stopping:  # its pipeline is resumed when a scheduler acts again
+                self._say(f"{batch}: not scored (the scheduler is stopping); its pipeline runs "
+                          "again when a scheduler next acts")  # fmt: skip
+                return
             if not score.succeeded:
                 self._say(f"{batch}: scoring {score.status} ({score.error}); checking drift anyway")
         drift = runner.run(JobRequest(f"drift {batch}", "drift", params, RunTrigger.NEW_DATA,
