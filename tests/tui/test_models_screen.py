@@ -381,6 +381,32 @@ async def test_run_metric_chart_follows_the_selected_metric(seeded) -> None:
         assert plot.curve[0] == second
 
 
+async def test_a_metric_logged_once_is_a_dot_at_its_step_and_value(seeded) -> None:
+    """Not a lone braille dot on plotext's default axes (steps -1 to 1)."""
+    import re
+
+    from mldeck.store.models import Metric
+
+    workspace, store = seeded
+    with store.write() as session:
+        session.add(Metric(run_id=5, key="rows_scored", value=0.8234, step=3, ts=T0))
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.push_screen(RunDetailScreen(5))
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        plot = app.screen.query_one("#run-chart", MetricPlot)
+        await until(pilot, lambda: plot.curve is not None)
+        assert plot.curve[1] == [(3, 0.8234)]
+        plot.plt.plotsize(40, 10)
+        drawn = re.sub(r"\x1b\[[0-9;]*m", "", plot.plt.build())
+        assert "●" in drawn and "0.8234" in drawn
+        axis = drawn.splitlines()[-2].split()  # the x axis's labels: the one step
+        assert axis == ["3"]
+
+
 async def start_training(pilot) -> None:
     """`n` on the Models screen, confirmed."""
     await pilot.press("4")

@@ -468,7 +468,14 @@ class MetricPlot(PlotextPlot):
                 color = Color.parse(self.app.theme_variables.get("primary", "")).rgb
             except ColorParseError:
                 color = (128, 128, 128)
-            plt.plot([p[0] for p in points], [p[1] for p in points], color=color, marker="braille")
+            if len(points) == 1:  # logged once: a dot, and its step and value on the axes
+                ((step, value),) = points
+                plt.scatter([step], [value], color=color, marker="●")
+                plt.xticks([step], [fmt.number(step)])
+                plt.yticks([value], [fmt.number(value)])
+            else:
+                xs, ys = [p[0] for p in points], [p[1] for p in points]
+                plt.plot(xs, ys, color=color, marker="braille")
             plt.title(key)
             plt.xlabel("step")
         self.refresh()
