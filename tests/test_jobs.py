@@ -329,8 +329,9 @@ def test_a_worker_for_a_run_not_in_the_store_says_so(ws_store):
 def test_a_timeout_kills_the_worker_and_its_children(ws_store):
     workspace, store = ws_store
     _slow(workspace)
-    outcome = JobRunner(workspace, store).run(JobRequest("train", "train", timeout_seconds=8))
-    assert outcome.status == RunStatus.FAILED and "timed out after 8s" in outcome.error
+    # 15 s: room for a loaded machine to start the worker and its child before the timeout
+    outcome = JobRunner(workspace, store).run(JobRequest("train", "train", timeout_seconds=15))
+    assert outcome.status == RunStatus.FAILED and "timed out after 15s" in outcome.error
     child = int((workspace.root / "child.pid").read_text())
     fitting = int((workspace.root / "fitting.pid").read_text())
     wait_for(lambda: not pid_alive(child) and not pid_alive(fitting), "the process group to die")

@@ -134,6 +134,23 @@ def test_tracking_ingest_registry_and_audit(pg_workspace, model_bytes, tmp_path)
     store.close()
 
 
+def test_a_new_batch_is_claimed_for_the_pipeline_once(pg_workspace, tmp_path):
+    """The scheduler's query for unclaimed batches (an audit event's text id against a version's
+    integer id) on PostgreSQL's stricter types."""
+    from mldeck.jobs.scheduler import DeckScheduler
+    from mldeck.store.models import RunTrigger
+
+    store = open_workspace_store(pg_workspace)
+    first = ingest_file(pg_workspace, store, put(tmp_path, "first.csv", GOOD))
+    batch = ingest_file(pg_workspace, store, put(tmp_path, "batch.csv", GOOD + "4,1.0,a,more\n"),
+                        trigger=RunTrigger.NEW_DATA)  # fmt: skip
+    scheduler = DeckScheduler(pg_workspace, store, role="daemon")
+    claimed = scheduler._claim_new_batches()
+    assert [c[0] for c in claimed] == [batch.version_id] and first.version_id != batch.version_id
+    assert scheduler._claim_new_batches() == []  # claimed once
+    store.close()
+
+
 def _append_events(url: str, worker: int, count: int, barrier, results) -> None:
     errors: list[str] = []
     try:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.exc import OperationalError
 
 from mldeck import audit
@@ -635,21 +635,23 @@ class DeckScheduler:
         said: like a missed fire, it is not made up for late, but never skipped in silence."""
         grace = self.settings.misfire_grace_seconds
         since = utcnow() - timedelta(seconds=grace)
-        with self.store.read() as session:
-            started = select(AuditEvent.entity_id).where(
-                AuditEvent.action == PIPELINE_START, AuditEvent.entity_type == "dataset_version"
-            )
+        started = select(AuditEvent.entity_id).where(
+            AuditEvent.action == PIPELINE_START, AuditEvent.entity_type == "dataset_version"
+        )
+        with self.store.read() as session:  # only the unclaimed: this runs at every tick
+            unclaimed = ~started.where(
+                AuditEvent.entity_id == cast(DatasetVersion.id, String)
+            ).exists()
             candidates = session.execute(
                 select(DatasetVersion.id, DatasetVersion.version, DatasetVersion.status,
                        Dataset.name, Dataset.reference_version_id,
                        (DatasetVersion.arrived_at < since).label("late"))
                 .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
                 .join(Run, Run.id == DatasetVersion.run_id)
-                .where(Run.trigger == RunTrigger.NEW_DATA)
+                .where(Run.trigger == RunTrigger.NEW_DATA, unclaimed)
                 .order_by(DatasetVersion.id)
             ).all()  # fmt: skip
-            done = set(session.execute(started).scalars())
-        todo = [c for c in candidates if str(c.id) not in done and c.id != c.reference_version_id]
+        todo = [c for c in candidates if c.id != c.reference_version_id]
         claimed = []
         for c in todo:
             batch = f"{c.name}:v{c.version}"
