@@ -159,6 +159,25 @@ async def test_versions_are_listed_with_gates_and_aliases(models_seeded) -> None
         assert app.query_one(TopBar).champion == "churn:1"
 
 
+async def test_a_training_under_way_is_said_under_the_versions(models_seeded) -> None:
+    """A candidate on its way (from n, the CLI or a schedule) is said on the Models screen, not
+    only on the Runs screen; its step run (the job's child) is not counted twice."""
+    workspace, store = models_seeded
+    with store.write() as session:
+        job = Run(name="retrain", kind="train", trigger="schedule", status="running",
+                  progress=0.9, created_at=T0)  # fmt: skip
+        session.add(job)
+        session.flush()
+        session.add(Run(name="retrain", kind="train", trigger="schedule", status="running",
+                        progress=0.9, created_at=T0, parent_run_id=job.id))  # fmt: skip
+        training = job.id
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(pilot)
+        said = static_text(screen.query_one("#models-status"))
+        assert said.strip() == f"2 model versions · training now: run {training} 90% (2 Runs)"
+
+
 async def test_version_detail_tabs(models_seeded) -> None:
     app = make_app(*models_seeded)
     async with app.run_test(size=SIZE) as pilot:

@@ -20,7 +20,10 @@ from mldeck.store.engine import Store
 from mldeck.store.queries import (
     ModelVersionDetail,
     ModelVersionRow,
+    RunFilter,
+    RunRow,
     list_model_versions,
+    list_runs,
     model_version_detail,
     numeric_metrics,
 )
@@ -135,11 +138,13 @@ class ModelsScreen(DeckScreen):
         )
         table.focus()
 
-    def fetch(self, store: Store) -> tuple[list[ModelVersionRow], int]:
-        return list_model_versions(store, limit=WINDOW)
+    def fetch(self, store: Store) -> tuple[list[ModelVersionRow], int, list[RunRow]]:
+        rows, total = list_model_versions(store, limit=WINDOW)
+        running, _ = list_runs(store, RunFilter(status="running", kind="train"), limit=20)
+        return rows, total, [run for run in running if run.parent_id is None]
 
-    def show(self, data: tuple[list[ModelVersionRow], int]) -> None:
-        rows, total = data
+    def show(self, data: tuple[list[ModelVersionRow], int, list[RunRow]]) -> None:
+        rows, total, training = data
         primary = self.deck.workspace.settings.model.primary
         table = self.query_one("#models-table", DeckTable)
         table.replace_rows(
@@ -160,11 +165,17 @@ class ModelsScreen(DeckScreen):
             ]
         )
         if total == 0:
-            message = "no model versions yet (mldeck run train registers one)"
+            message = "no model versions yet (n trains one)"
         elif total > len(rows):
             message = f"showing {len(rows)} of {total} model versions"
         else:
             message = fmt.plural(total, "model version")
+        if training:  # a candidate on its way: said here, not only on the Runs screen
+            runs = ", ".join(
+                f"run {run.id} {fmt.progress(run.progress, run.status)}".rstrip()
+                for run in training
+            )
+            message += f" · training now: {runs} (2 Runs)"
         self.query_one("#models-status", Static).update(message)
 
     @on(DataTable.RowSelected, "#models-table")
