@@ -277,33 +277,46 @@ def test_the_scheduler_says_once_that_the_server_is_gone_and_again_when_it_is_ba
     tmp_path_factory, tmp_path
 ):
     """A server stopped under a running scheduler: one line saying the store cannot be reached
-    (not SQLAlchemy's last traceback line every tick), then one when it works again."""
+    (not SQLAlchemy's last traceback line every tick), then one when it works again. So too
+    for a standby (a console waiting to act), which does not claim to work again between its
+    looks; and a standby 'mldeck daemon' keeps waiting instead of dying of it."""
     import time
 
     import pgserver
 
     from mldeck.jobs.scheduler import DeckScheduler
 
+    from .jobs_helpers import start_daemon, stop, wait_for
+
     folder, pg, ws = own_server(tmp_path_factory, tmp_path, "server-goes")
     store = open_workspace_store(ws)
     said: list[str] = []
+    waiting: list[str] = []
     scheduler = DeckScheduler(ws, store, role="daemon", tick_seconds=0.2, on_event=said.append)
+    standby = DeckScheduler(ws, store, role="console", tick_seconds=0.2, on_event=waiting.append)
     scheduler.start()
+    daemon = None
     try:
-        deadline = time.monotonic() + 30
-        while not any("acting" in line for line in said) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: any("acting" in line for line in said), "the scheduler to act")
+        standby.start()
+        daemon = start_daemon(ws, tmp_path / "daemon.out")
+        wait_for(lambda: "standby:" in (tmp_path / "daemon.out").read_text(), "the daemon's wait")
         pg.cleanup()  # the server stops
-        time.sleep(3)  # about 15 ticks
-        gone = [line for line in said if "cannot be reached" in line]
-        assert len(gone) == 1, said
-        assert "Background on this error" not in gone[0] and "\n" not in gone[0]
+        time.sleep(5)  # about 25 ticks, two looks of each standby
+        for lines in (said, waiting):
+            gone = [line for line in lines if "cannot be reached" in line]
+            assert len(gone) == 1, lines
+            assert "Background on this error" not in gone[0] and "\n" not in gone[0]
+        assert "scheduler: working again" not in waiting
+        assert daemon.poll() is None, (tmp_path / "daemon.out").read_text()
         pg = pgserver.get_server(folder, cleanup_mode="stop")  # and starts again
-        deadline = time.monotonic() + 30
-        while "scheduler: working again" not in said and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "scheduler: working again" in said
+        for lines in (said, waiting):
+            wait_for(lambda lines=lines: "scheduler: working again" in lines, "working again", 30)
+        assert daemon.poll() is None, (tmp_path / "daemon.out").read_text()
     finally:
+        if daemon is not None:
+            stop(daemon)
+        standby.stop()
         scheduler.stop()
         store.close()
         pg.cleanup()

@@ -322,7 +322,10 @@ def daemon(
         if scheduler.acting or stopping:
             said = ""
             continue
-        acting = _acting(ws, store)
+        try:
+            acting = _acting(ws, store)
+        except Exception:  # the store out of reach: the scheduler's own loop says so, once
+            continue
         if acting is not None and acting.holder != scheduler.lease.id:
             line = f"standby: {acting.describe()} runs the scheduler; taking over if it stops"
             if line != said:  # said once per holder, not every look

@@ -182,7 +182,7 @@ class DeckScheduler:
             failing = ""  # the last tick's problem, said once until it changes or clears
             while not self._stop.is_set():
                 try:
-                    self._tick()
+                    looked = self._tick()
                 except Exception as exc:
                     # A locked or unreachable store, a bug: say it once, keep going.
                     problem = store_problem(exc)
@@ -194,7 +194,7 @@ class DeckScheduler:
                                   f"{self.tick_seconds:g} s)")  # fmt: skip
                         failing = kind
                 else:
-                    if failing:
+                    if failing and looked:  # not a standby's tick that left the store alone
                         self._say("scheduler: working again")
                         failing = ""
                 self._wake.wait(self.tick_seconds)
@@ -206,20 +206,22 @@ class DeckScheduler:
             except Exception:
                 log.exception("could not release the lease")
 
-    def _tick(self) -> None:
+    def _tick(self) -> bool:
+        """One look at the store, and what it asks for; False when this tick did not touch the
+        store (a standby between its looks)."""
         now = time.monotonic()
         if not self.acting:
             if now - self._last_try < STANDBY_LOOK_SECONDS:
-                return
+                return False
             self._last_try = now
             if self.lease.try_acquire():
                 self._last_renew = now
                 self._become_acting()
-            return
+            return True
         if now - self._last_renew >= self.lease.renew_every:
             if not self.lease.renew():
                 self._stand_down("another process took the lease over")
-                return
+                return True
             self._last_renew = now
         self._watchdog()
         if self._standby_watcher is not None:
@@ -228,12 +230,13 @@ class DeckScheduler:
         self._follow_config()
         seq = self.store.change_seq()
         if seq == self._last_seq and now - self._last_look < FULL_LOOK_SECONDS:
-            return
+            return True
         self._last_seq, self._last_look = seq, now
         self.reconcile()
         self._pipeline_tick()
         for done in policies.promote_approved(self.workspace, self.store):
             self._say(f"promoted {done.ref}: {done.message}")
+        return True
 
     def _become_acting(self) -> None:
         self.acting = True
