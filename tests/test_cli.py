@@ -473,18 +473,30 @@ def test_references_beyond_sqlite_integers_and_bad_options_are_one_line(tracked,
     assert_one_line_error(cli(*args, cwd=tracked[0]), needle)
 
 
-@pytest.mark.parametrize(
-    ("url", "needle"),
-    [
-        ("garbage", "is not a database URL"),
-        ("postgresql://u:secret@host:abc/db", "'postgresql://u:***@host:abc/db' is not a database"),
-        ("mysql://u@localhost/db", "database driver"),
-        # A server that is not there: psycopg's message and its hint, on one line.
-        ("postgresql+psycopg://u@127.0.0.1:9/db", "connection failed"),
-    ],
-)
+URLS_THAT_CANNOT_WORK = [
+    ("garbage", "is not a database URL"),
+    ("postgresql://u:secret@host:abc/db", "'postgresql://u:***@host:abc/db' is not a database"),
+    ("mysql://u@localhost/db", "database driver"),
+    # A server that is not there: psycopg's message and its hint, on one line.
+    ("postgresql+psycopg://u@127.0.0.1:9/db", "connection failed"),
+]
+
+
+@pytest.mark.parametrize(("url", "needle"), URLS_THAT_CANNOT_WORK)
 def test_a_store_url_that_cannot_work_is_one_line(tracked, cli, url, needle):
     assert_one_line_error(cli("runs", "list", cwd=tracked[0], env={"MLDECK_DB_URL": url}), needle)
+
+
+@pytest.mark.parametrize(("url", "needle"), URLS_THAT_CANNOT_WORK[:2])
+def test_a_bad_store_url_for_a_workspace_with_data_is_one_line(cli, tmp_path, url, needle):
+    """The workspace holds files another store recorded: the URL's own error, not a traceback
+    on the way to the message that names the URL."""
+    assert cli("init", "ws", cwd=tmp_path).returncode == 0
+    data = tmp_path / "one.csv"
+    data.write_text("a,b\n1,2\n")
+    assert cli("data", "ingest", str(data), cwd=tmp_path / "ws").returncode == 0
+    result = cli("runs", "list", cwd=tmp_path / "ws", env={"MLDECK_DB_URL": url})
+    assert_one_line_error(result, needle)
 
 
 def test_a_filter_that_matches_nothing_says_so(cli, tmp_path):

@@ -322,6 +322,84 @@ def test_the_scheduler_says_once_that_the_server_is_gone_and_again_when_it_is_ba
         pg.cleanup()
 
 
+def test_a_pipeline_cut_short_by_the_server_going_away_runs_again_once_it_is_back(
+    tmp_path_factory, tmp_path
+):
+    """The acting scheduler's pipeline fails while the server is down (its step runs cannot be
+    written): once the store is back, the batch goes through it again, without a takeover."""
+    import pgserver
+
+    from mldeck.jobs.scheduler import PIPELINE_START, DeckScheduler
+    from mldeck.store.models import DriftReport, RunTrigger
+
+    from .jobs_helpers import wait_for
+
+    folder, pg, ws = own_server(tmp_path_factory, tmp_path, "pipeline-cut")
+    store = open_workspace_store(ws)
+    ingest_file(ws, store, put(tmp_path, "reference.csv", GOOD), as_reference=True)
+    said: list[str] = []
+    scheduler = DeckScheduler(ws, store, role="daemon", tick_seconds=0.2, on_event=said.append)
+    scheduler.start()
+
+    def seen(query):
+        with store.read() as session:
+            return session.execute(query).first()
+
+    try:
+        wait_for(lambda: scheduler.acting and scheduler.runner is not None, "the scheduler to act")
+        slots = scheduler.runner._slots
+        slots.acquire()  # the batch's pipeline waits for this slot
+        batch = ingest_file(ws, store, put(tmp_path, "batch.csv", GOOD + "4,1.0,a,more\n"),
+                            trigger=RunTrigger.NEW_DATA)  # fmt: skip
+        scheduler.wake()
+        wait_for(lambda: seen(select(AuditEvent.id).where(AuditEvent.action == PIPELINE_START)),
+                 "the batch's pipeline to be claimed")  # fmt: skip
+        pg.cleanup()  # the server stops
+        slots.release()  # the pipeline goes on, and cannot write its runs
+        failed = wait_for(lambda: [m for m in said if m.startswith("pipeline:")], "the failure")
+        assert "cannot be reached" in failed[0] and "free some space" not in failed[0]
+        assert "MldeckError(" not in failed[0]
+        pg = pgserver.get_server(folder, cleanup_mode="stop")  # and starts again
+        report = select(DriftReport.id).where(DriftReport.dataset_version_id == batch.version_id)
+        wait_for(lambda: seen(report), "the batch's drift check after the outage")
+        assert any("its pipeline did not finish; running it again" in m for m in said), said
+    finally:
+        scheduler.stop(timeout=60)
+        store.close()
+        pg.cleanup()
+
+
+def test_a_command_that_loses_the_server_on_its_way_says_so_in_one_line(tmp_path_factory, tmp_path):
+    """'mldeck data ingest' of a file whose bytes come late (a named pipe): the server stops
+    while it waits for them; the command ends with one line, not SQLAlchemy's tracebacks."""
+    import os
+    import subprocess
+    import sys
+
+    _folder, pg, ws = own_server(tmp_path_factory, tmp_path, "command-server-goes")
+    store = open_workspace_store(ws)
+    store.close()
+    pipe = tmp_path / "late.csv"
+    os.mkfifo(pipe)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLDECK_WORKSPACE", "MLDECK_DB_URL")}
+    command = subprocess.Popen(
+        [sys.executable, "-m", "mldeck.cli", "-w", str(ws.root), "data", "ingest", str(pipe)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        with open(pipe, "w") as writer:  # opens once the command reads: its run has started
+            pg.cleanup()  # the server stops
+            writer.write(GOOD)
+        _out, err = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            command.kill()
+        pg.cleanup()
+    assert command.returncode == 2, err
+    assert err.startswith("mldeck: error: the store cannot be reached: ")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
 async def test_the_console_says_once_that_the_server_is_gone(tmp_path_factory, tmp_path):
     """Screens switched while the server is down: the top bar and one notice say the store
     cannot be reached; no "Unexpected error" pop-up per screen."""

@@ -1367,6 +1367,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mldeck: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     except BaseException as exc:  # a Ctrl-C: the runs it started ended cancelled on the way out
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):  # the store lost on the way (a server gone)
+            from mldeck.store.engine import store_problem
+
+            print(f"mldeck: error: {store_problem(exc)}; a run it left 'running' is marked "
+                  "orphaned by the next health check", file=sys.stderr)  # fmt: skip
+            sys.exit(2)
         if not interrupted(exc):
             raise
         code = INTERRUPTED_EXIT

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from mldeck.config import (
     CONFIG_FILE,
@@ -205,7 +206,10 @@ def _write_new(path: Path, text: str) -> None:
 
 
 def _shown_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL: opening the store says so, in one line
+        return "(not a database URL)"
 
 
 def open_workspace_store(workspace: Workspace) -> Store:

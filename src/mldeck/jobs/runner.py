@@ -41,7 +41,7 @@ from mldeck.errors import MldeckError
 from mldeck.formatting import plural
 from mldeck.jobs.orphans import end_runs_of_process
 from mldeck.jobs.settings import JobSettings
-from mldeck.store.engine import Store
+from mldeck.store.engine import Store, store_problem
 from mldeck.store.models import Run, RunLog, RunStatus, RunTrigger, Schedule, utcnow
 from mldeck.workspace import Workspace
 
@@ -395,14 +395,19 @@ class JobRunner:
 
 
 def store_write_error(workspace: Workspace, exc: OperationalError) -> MldeckError:
-    """A store that cannot be written (a full disk, most often), as one clear line."""
+    """A store that cannot be written, as one clear line: a full disk (SQLite's 'database or
+    disk is full') with the room left, else what the database said (a server out of reach)."""
+    said = " ".join(str(exc.orig).split())
+    after = "a run left 'running' is marked orphaned by the next health check"
+    if "full" not in said.lower():
+        return MldeckError(f"{store_problem(exc)}; {after}")
     try:
         free = f"{free_disk_mb(workspace.state_dir):.1f} MB free"
     except OSError:
         free = "free space unknown"
     return MldeckError(
-        f"the store could not be written ({exc.orig}; {free} on the workspace's disk): "
-        "free some space; a run left 'running' is marked orphaned by the next health check"
+        f"the store could not be written ({said}; {free} on the workspace's disk): "
+        f"free some space; {after}"
     )
 
 

@@ -123,6 +123,8 @@ class DeckScheduler:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._retrain_lock = threading.Lock()
+        self._resume_due = False
+        self._in_flight: set[int] = set()  # dataset versions whose pipeline is queued or running
         self._last_renew = 0.0
         self._last_try = -STANDBY_LOOK_SECONDS
         self._last_look = 0.0
@@ -224,6 +226,9 @@ class DeckScheduler:
                 return True
             self._last_renew = now
         self._watchdog()
+        if self._resume_due:  # a pipeline failed (its step runs could not be written): again
+            self._resume_pipelines()
+            self._resume_due = False
         if self._standby_watcher is not None:
             self._take_over_watching()
         self._sweep_orphans(now)
@@ -243,6 +248,8 @@ class DeckScheduler:
         self._say(f"scheduler: acting for {self.workspace.root} ({self.role}, pid "
                   f"{self.lease.pid})")  # fmt: skip
         self.runner = JobRunner(self.workspace, self.store, self.settings, on_event=self._say)
+        self._in_flight.clear()  # a new APScheduler: what the last one queued is gone
+        self._resume_due = False  # _resume_pipelines() below
         orphaned = self._mark_orphans("found at scheduler start") | self._orphans_left()
         for change in sync_from_settings(self.store, self.settings, actor=policies.ACTOR):
             self._say(change.describe())
@@ -398,7 +405,11 @@ class DeckScheduler:
         job_id = str(event.job_id)
         if not job_id.startswith("schedule:"):
             if event.code == EVENT_JOB_ERROR:
-                self._say(f"{job_id} failed: {event.exception!r}")
+                problem = event.exception
+                shown = str(problem) if isinstance(problem, MldeckError) else repr(problem)
+                self._say(f"{job_id} failed: {shown}")
+                if job_id.startswith("pipeline:"):  # the store out of reach, most often
+                    self._resume_due = True
             return
         name = job_id.removeprefix("schedule:")
         try:
@@ -601,6 +612,7 @@ class DeckScheduler:
             self._queue_pipeline(f"pipeline:{version_id}", version_id, batch)
 
     def _queue_pipeline(self, job_id: str, version_id: int, batch: str) -> None:
+        self._in_flight.add(version_id)
         self._aps.add_job(self._pipeline, id=job_id, args=[version_id, batch],
                           executor=PIPELINE_EXECUTOR, next_run_time=utcnow(),
                           misfire_grace_time=None, replace_existing=True)  # fmt: skip
@@ -626,6 +638,8 @@ class DeckScheduler:
             statuses = dict(session.execute(select(DatasetVersion.id, DatasetVersion.status)).all())
         for entity_id, details in claimed:
             if entity_id in checked or statuses.get(int(entity_id)) not in ("accepted", "warned"):
+                continue
+            if int(entity_id) in self._in_flight:  # still on its way
                 continue
             batch = (details or {}).get("batch") or f"dataset version {entity_id}"
             self._say(f"{batch}: its pipeline did not finish; running it again")
@@ -685,6 +699,12 @@ class DeckScheduler:
             return found.scalar() is not None
 
     def _pipeline(self, version_id: int, batch: str) -> None:
+        try:
+            self._pipeline_steps(version_id, batch)
+        finally:
+            self._in_flight.discard(version_id)
+
+    def _pipeline_steps(self, version_id: int, batch: str) -> None:
         runner = self.runner
         if runner is None or not self.acting:
             return
