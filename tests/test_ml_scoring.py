@@ -15,7 +15,7 @@ from mldeck.errors import MldeckError, NotFound
 from mldeck.ml import registry
 from mldeck.ml.scoring import score_batch
 from mldeck.store.artifacts import ArtifactError
-from mldeck.store.models import Artifact, Metric, Run, RunInput, RunStatus
+from mldeck.store.models import Artifact, DatasetVersion, Metric, Run, RunInput, RunStatus
 from mldeck.store.queries import run_detail
 from mldeck.workspace import Workspace
 
@@ -197,12 +197,16 @@ def test_a_rejected_batch_is_not_scored(served, store, tmp_path):
         assert session.execute(select(Run).where(Run.kind == "score")).first() is None
 
 
-def test_scoring_needs_a_champion(ws, store, model_bytes, tmp_path):  # noqa: F811
+def test_scoring_needs_a_champion_and_ingests_nothing_without_one(ws, store, model_bytes, tmp_path):  # noqa: F811
     with pytest.raises(NotFound, match="no model has a champion"):
         score_batch(ws, store, batch_file(tmp_path))
     add_version(ws, store, model_bytes["a"])
     with pytest.raises(NotFound, match="has no 'champion' alias"):
         score_batch(ws, store, batch_file(tmp_path), model="churn")
+    # The file was not ingested on the way: no dataset version, no run but the model's.
+    with store.read() as session:
+        assert session.execute(select(DatasetVersion.id)).first() is None
+        assert session.execute(select(Run.kind)).scalars().all() == ["train"]
 
 
 def test_score_command(served, store, tmp_path, cli):

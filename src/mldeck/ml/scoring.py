@@ -126,12 +126,8 @@ def score_batch(
     file, which is ingested (and validated) first; a rejected batch is not scored. Without
     *model*, the one registered model that has a champion is used.
     """
-    version = _dataset_version(workspace, store, source, trigger)
-    with store.read() as session:
-        dataset = session.get(Dataset, version.dataset_id).name
-    batch = f"{dataset}:v{version.version}"
-    if version.status not in SCORABLE:
-        raise MldeckError(f"{batch} was {version.status} by validation; it is not scored")
+    # The model first: a command that cannot score ingests nothing (a file ingested is a
+    # dataset version for good, and the next training's data).
     name = model or _default_model(workspace, store)
     champion = resolve(store, f"{name}@{CHAMPION}")
     challenger = None
@@ -140,6 +136,12 @@ def score_batch(
             challenger = resolve(store, f"{name}@{CHALLENGER}")
         except NotFound:
             challenger = None
+    version = _dataset_version(workspace, store, source, trigger)
+    with store.read() as session:
+        dataset = session.get(Dataset, version.dataset_id).name
+    batch = f"{dataset}:v{version.version}"
+    if version.status not in SCORABLE:
+        raise MldeckError(f"{batch} was {version.status} by validation; it is not scored")
     frame = _read(workspace, version, batch)
     served = _score(workspace, store, frame, version, batch, name, champion, CHAMPION, trigger)
     result = BatchScore(version.id, dataset, version.version, served.score)
