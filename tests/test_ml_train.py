@@ -640,6 +640,13 @@ def test_settings_are_checked():
         parse_settings("[model]\nentry_point = 'a.b'\n")
     with pytest.raises(ConfigError, match="not a regression metric"):
         parse_settings("[model]\ntask = 'regression'\nprimary_metric = 'roc_auc'\n")
+    # A name that NAME@ALIAS and NAME:VERSION could not read back (found only at training).
+    with pytest.raises(ConfigError, match="a model's name has no '@'"):
+        parse_settings("[model]\nname = 'churn@prod'\n")
+    for blank in ("'   '", "' churn'"):
+        with pytest.raises(ConfigError, match="no spaces at either end"):
+            parse_settings(f"[model]\nname = {blank}\n")
+    assert parse_settings("[model]\nname = 'ch:urn'\n").model.name == "ch:urn"
     settings = parse_settings("[model]\ntarget = 'y'\n[gates]\nmax_regression = {rmse = 0.5}\n")
     assert settings.model.estimator_path.endswith("HistGradientBoostingClassifier")
     assert settings.gates.max_regression == {"rmse": 0.5}

@@ -89,6 +89,17 @@ class ModelSettings(_Strict):
     # Threads for numerical libraries while training; 0 leaves their default (all cores).
     threads: int = Field(0, ge=0, le=1024)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # NAME@ALIAS and NAME:VERSION name what is registered: a name must read back as itself.
+        if not value.strip() or value != value.strip():
+            raise ValueError(f"{value!r}: a model's name has no spaces at either end")
+        if "@" in value:
+            raise ValueError(f"{value!r}: a model's name has no '@' (NAME@champion names its "
+                             "champion)")  # fmt: skip
+        return value
+
     @field_validator("entry_point")
     @classmethod
     def _entry_point(cls, value: str | None) -> str | None:
