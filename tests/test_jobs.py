@@ -786,6 +786,7 @@ def test_a_broken_config_fails_the_job_in_one_line_and_opens_then_resolves_its_a
         alert = session.execute(select(Alert).where(Alert.rule == "failed pipeline step"))
         alert = alert.scalar_one()
     assert alert.status == "open" and alert.details["kind"] == "health"
+    assert alert.details["run_id"] == outcome.run_id  # the run that failed, to open from it
     config.write_text(good)
     assert runner.run(JobRequest("health", "health")).status == RunStatus.SUCCEEDED
     with store.read() as session:

@@ -174,7 +174,9 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                                  entity_id=current.id, actor="mldeck",
                                  details={"reason": "condition cleared", "rule": signal.rule.name})  # fmt: skip
                 continue
-            details = {**signal.details, "run_id": run_id}
+            # The run that fired it (the check's), unless the signal names its own (the run
+            # that failed, for a failed step).
+            details = {"run_id": run_id, **signal.details}
             # Every batch that fired the alert keeps it in its history, whichever it names now.
             fired = list((current.details or {}).get("batches") or []) if current else []
             batch = signal.details.get("batch")
