@@ -339,6 +339,9 @@ def test_a_rejected_challenger_stops_being_the_challenger(workspace, store, mode
     with pytest.raises(NotFound):  # no shadow scoring by a rejected version
         registry.resolve(store, "churn@challenger")
     assert events(store, "alias.remove")[-1].details["reason"] == "rejected"
+    with pytest.raises(MldeckError, match="churn:2 was rejected; a rejected version cannot be "
+                                          "the challenger"):  # fmt: skip
+        registry.promote(store, "churn:2", alias="challenger", reason="again")
 
 
 def test_a_challenger_needs_no_approval_and_leaves_when_it_becomes_champion(
