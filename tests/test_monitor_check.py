@@ -548,6 +548,26 @@ def test_kpis_follow_promotions_rollbacks_alerts_and_scoring(
     assert kpis(store, days=7).batches_monitored == 1
 
 
+def test_an_older_batch_checked_again_does_not_stand_for_now(monitored, store, tmp_path):
+    """The newest batch decides: its quiet check cleared the drift alert, so an older drifted
+    batch checked again opens none, and the KPIs' last drift share is the newest batch's."""
+    drifted = ingest(monitored, store, shifted(3, 6000), tmp_path, "drifted.csv")
+    quiet = ingest(monitored, store, churn_frame(400, seed=2, start_id=7000), tmp_path, "q.csv")
+    first = check_batch(monitored, store, drifted)
+    assert first.dataset_drift and first.alerts
+    newest = check_batch(monitored, store, quiet)
+    assert not newest.dataset_drift
+    with store.read() as session:
+        assert session.execute(select(Alert.id).where(Alert.status == "open")).first() is None
+    again = check_batch(monitored, store, drifted)
+    assert again.dataset_drift  # its report still says so
+    with store.read() as session:
+        assert session.execute(select(Alert.id).where(Alert.status == "open")).first() is None
+    figures = kpis(store, days=7)
+    assert figures.last_drift_share == pytest.approx(newest.drift_share)
+    assert figures.last_drift_share != pytest.approx(again.drift_share)
+
+
 def test_latency_and_cost_per_1k_are_per_prediction_not_per_batch(store):
     """A batch of 10 rows is mostly fixed cost: 5,000 ms per 1k. Beside a batch of 10,000 rows
     at 10 ms per 1k, the median prediction took 10 ms per 1k, not the mean of the two batches."""

@@ -168,12 +168,16 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                 if current is not None and not older:
                     current.status, current.resolved_at, current.updated_at = "resolved", now, now
                     current.details = {**current.details, "resolved_by": "condition cleared",
-                                       "resolved_run_id": run_id}  # fmt: skip
+                                       "resolved_run_id": run_id,
+                                       "resolved_by_version":
+                                           signal.details.get("dataset_version_id")}  # fmt: skip
                     session.add(current)
                     audit.append(session, "alert.resolve", entity_type="alert",
                                  entity_id=current.id, actor="mldeck",
                                  details={"reason": "condition cleared", "rule": signal.rule.name})  # fmt: skip
                 continue
+            if current is None and _cleared_by_newer(session, signal):
+                continue  # nor does it open again what a newer batch's check cleared
             # The run that fired it (the check's), unless the signal names its own (the run
             # that failed, for a failed step).
             details = {"run_id": run_id, **signal.details}
@@ -225,6 +229,21 @@ def _older_batch(signal: Signal, alert: Alert) -> bool:
         (alert.details or {}).get("dataset_version_id"),
     )
     return isinstance(mine, int) and isinstance(named, int) and mine < named
+
+
+def _cleared_by_newer(session: Session, signal: Signal) -> bool:
+    """Whether the last alert of *signal*'s condition was cleared by the check of a batch newer
+    than *signal*'s: the newest batch decides whether the condition holds now."""
+    mine = signal.details.get("dataset_version_id")
+    if not isinstance(mine, int):
+        return False
+    last = session.execute(
+        select(Alert).where(Alert.dedup_key == signal.key).order_by(Alert.id.desc()).limit(1)
+    ).scalar()
+    if last is None or last.status != "resolved":
+        return False
+    cleared = (last.details or {}).get("resolved_by_version")
+    return isinstance(cleared, int) and mine < cleared
 
 
 def alert_payload(alert: Alert) -> dict[str, Any]:

@@ -175,7 +175,11 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
         data_freshness_hours=(now - _aware(newest, now)).total_seconds() / 3600 if newest else None,
         batches_monitored=len(reports),
         batches_with_dataset_drift=sum(1 for r in reports if r.dataset_drift),
-        last_drift_share=checked[-1].drift_share if checked else None,
+        # The newest batch's (as the quality line and the Overview), not the newest report's:
+        # an older batch checked again does not stand for now.
+        last_drift_share=max(reports, key=lambda r: r.dataset_version_id).drift_share
+        if reports
+        else None,
         latency_ms_per_1k_p50=_weighted_percentile(latency, 0.50),
         latency_ms_per_1k_p95=_weighted_percentile(latency, 0.95),
         cpu_seconds_per_1k=cpu_mean,
