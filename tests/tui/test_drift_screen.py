@@ -145,6 +145,26 @@ async def test_batches_and_the_timeline(drift_seeded) -> None:
         assert [r.alerts > 0 for r in timeline.rows] == [False, False, True]
 
 
+async def test_back_on_the_newest_report_the_screen_follows_new_checks(drift_seeded) -> None:
+    """'[' then ']' is back on the newest: a batch checked after it is shown, as before any
+    step (it stayed on the report stepped back to, while a newer one raised an alert)."""
+    workspace, store = drift_seeded
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        summary = app.screen.query_one("#drift-summary", Static)
+        assert str(summary.render()).startswith("churn:v5")
+        await pilot.press("left_square_bracket")
+        await settle(pilot)
+        assert str(summary.render()).startswith("churn:v3")
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        assert str(summary.render()).startswith("churn:v5")
+        check_batch(workspace, store, 3)  # another process checks a batch: the newest report
+        await until(pilot, lambda: str(summary.render()).startswith("churn:v3"))
+
+
 async def test_a_batch_checked_again_keeps_its_place_over_time(drift_seeded) -> None:
     workspace, store = drift_seeded
     again = check_batch(workspace, store, 2).report_id  # the oldest batch, checked last

@@ -352,7 +352,9 @@ class DriftScreen(DeckScreen):
     @on(DataTable.RowSelected, "#drift-batches")
     def _batch_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        self.report_id = int(event.row_key.value)
+        chosen = int(event.row_key.value)
+        reports = self._view.reports if self._view is not None else []
+        self.report_id = None if reports and reports[0].id == chosen else chosen  # newest: followed
         self.action_tab("drift-features-pane")
         self.reload()
 
@@ -378,7 +380,8 @@ class DriftScreen(DeckScreen):
         current = self.report_id if self.report_id in ids else view.detail.row.id
         index = ids.index(current) + offset
         if 0 <= index < len(ids):
-            self.report_id = ids[index]
+            # Back on the newest: following it again, as the screen does until a step away.
+            self.report_id = ids[index] if index else None
             self.reload()
         else:
             self.notify("this is the oldest report" if offset > 0 else "this is the newest report",
@@ -398,7 +401,7 @@ class DriftScreen(DeckScreen):
         self.app.call_from_thread(self._checked, result["report_id"], describe(result))
 
     def _checked(self, report_id: int, message: str) -> None:
-        self.report_id = report_id
+        self.report_id = None  # its report is the newest: followed, as before any step
         self.notify(message, title="Drift checked", timeout=8)
         self.reload()
 
