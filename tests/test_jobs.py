@@ -347,14 +347,18 @@ def test_an_overlapping_fire_and_the_concurrency_limit_skip_and_are_recorded(ws_
     _slow(workspace)
     runner = JobRunner(workspace, store, workspace.settings.jobs.model_copy(
         update={"max_concurrent": 1}))  # fmt: skip
-    first = threading.Thread(
-        target=runner.run, args=(JobRequest("train", "train", timeout_seconds=600),)
-    )
+    add(store, "train", "train", cron="0 3 1 1 *", timeout_seconds=600)
+    fire = JobRequest.from_schedule(get_schedule(store, "train"), trigger="schedule")
+    first = threading.Thread(target=runner.run, args=(fire,))
     first.start()
     try:
         wait_for(lambda: (workspace.root / "fitting.pid").exists(), "the first job to run")
-        again = runner.run(JobRequest("train", "train"))
+        again = runner.run(fire)
         other = runner.run(JobRequest("health", "health"))
+        # The schedule's row still shows the run that goes on, not the fire skipped beside it.
+        row = get_schedule(store, "train")
+        assert row.last_status == RunStatus.RUNNING and row.last_run_id != again.run_id
+        assert _run(store, row.last_run_id).status == RunStatus.RUNNING
     finally:
         runner.stop()
         first.join(60)
@@ -364,6 +368,31 @@ def test_an_overlapping_fire_and_the_concurrency_limit_skip_and_are_recorded(ws_
     assert skipped.status == RunStatus.SKIPPED
     assert skipped.created_at == skipped.started_at == skipped.ended_at  # an instant, not < 0 s
     assert count(store, ModelVersion) == 0
+
+
+def test_a_request_waiting_for_a_slot_is_not_the_job_running(ws_store):
+    """A request waits for the slot; a fire of the same job meanwhile is turned away for that
+    reason (not "still running"), and the request then runs."""
+    workspace, store = ws_store
+    runner = JobRunner(workspace, store, workspace.settings.jobs.model_copy(
+        update={"max_concurrent": 1}))  # fmt: skip
+    runner._slots.acquire()  # another job holds the only slot
+    outcome: list = []
+    asked = threading.Thread(
+        target=lambda: outcome.append(
+            runner.run(JobRequest("health", "health"), wait_for_slot=True)
+        )
+    )
+    asked.start()
+    try:
+        wait_for(lambda: "health" in runner._waiting, "the request to wait")
+        fire = runner.run(JobRequest("health", "health"))
+    finally:
+        runner._slots.release()
+        asked.join(120)
+    assert fire.status == RunStatus.SKIPPED
+    assert fire.error == "a run of health asked for is waiting for a free slot"
+    assert [o.status for o in outcome] == [RunStatus.SUCCEEDED]
 
 
 def test_no_free_disk_fails_the_job_before_it_starts(ws_store):

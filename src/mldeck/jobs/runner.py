@@ -125,6 +125,7 @@ class JobRunner:
         self._slots = threading.BoundedSemaphore(self.settings.max_concurrent)
         self._lock = threading.Lock()
         self._running: dict[str, subprocess.Popen | None] = {}
+        self._waiting: set[str] = set()  # requests (not fires) waiting for a free slot
         self._stop = threading.Event()
 
     # -- public -----------------------------------------------------------------------------------
@@ -136,21 +137,38 @@ class JobRunner:
     def run(self, request: JobRequest, *, wait_for_slot: bool = False) -> JobOutcome:
         """Run *request* to its end (all its attempts) in this thread; never raises for the job's
         own failures, which are in the outcome and the store. A store that cannot be written (a
-        full disk) is a MldeckError with the reason."""
-        with self._lock:
-            overlapping = request.name in self._running
-            if not overlapping:
-                self._running[request.name] = None
+        full disk) is a MldeckError with the reason.
+
+        A job is running once it holds a slot: a fire that finds none is skipped without ever
+        counting as running (a request made at that moment is not turned away as overlapping),
+        and one request waiting for a slot turns away the same job's fires meanwhile."""
+        name = request.name
+        registered = False
         try:
             if self._stop.is_set():
                 return self.record_skipped(request, "the scheduler is stopping")
-            if overlapping:
-                reason = f"{request.name} is still running from an earlier fire"
+            with self._lock:
+                if name in self._running:
+                    reason = f"{name} is still running from an earlier fire"
+                elif name in self._waiting:
+                    reason = f"a run of {name} asked for is waiting for a free slot"
+                elif self._slots.acquire(blocking=False):
+                    self._running[name] = None
+                    registered, reason = True, ""
+                elif wait_for_slot:
+                    self._waiting.add(name)
+                    reason = ""
+                else:
+                    limit = self.settings.max_concurrent
+                    reason = f"the concurrency limit ({plural(limit, 'job')}) is reached"
+            if reason:
                 return self.record_skipped(request, reason)
-            if not self._slots.acquire(blocking=wait_for_slot):
-                limit = self.settings.max_concurrent
-                reason = f"the concurrency limit ({plural(limit, 'job')}) is reached"
-                return self.record_skipped(request, reason)
+            if not registered:
+                self._slots.acquire()
+                with self._lock:
+                    self._waiting.discard(name)
+                    self._running[name] = None
+                registered = True
             try:
                 if self._stop.is_set():  # it stopped while this job waited for a slot
                     return self.record_skipped(request, "the scheduler is stopping")
@@ -160,9 +178,9 @@ class JobRunner:
         except OperationalError as exc:
             raise self._store_error(exc) from None
         finally:
-            if not overlapping:
+            if registered:
                 with self._lock:
-                    self._running.pop(request.name, None)
+                    self._running.pop(name, None)
 
     @property
     def stopping(self) -> bool:
@@ -259,7 +277,7 @@ class JobRunner:
         if request.schedule_id is None:
             return
         schedule = session.get(Schedule, request.schedule_id)
-        if schedule is not None:
+        if schedule is not None and not keeps_running_run(session, schedule, run.status):
             schedule.last_run_id, schedule.last_status = run.id, run.status
             schedule.last_run_at = run.created_at
             session.add(schedule)
@@ -392,6 +410,15 @@ class JobRunner:
         if self.on_event is not None:
             with contextlib.suppress(Exception):
                 self.on_event(message)
+
+
+def keeps_running_run(session: Session, schedule: Schedule, status: str) -> bool:
+    """Whether *schedule*'s last run stays what its row shows: a fire skipped while its run is
+    still going does not hide that run (the row would read 'skipped' while it runs)."""
+    if status != RunStatus.SKIPPED or schedule.last_run_id is None:
+        return False
+    last = session.get(Run, schedule.last_run_id)
+    return last is not None and last.status == RunStatus.RUNNING
 
 
 def store_write_error(workspace: Workspace, exc: OperationalError) -> MldeckError:

@@ -44,7 +44,7 @@ from mldeck.errors import MldeckError
 from mldeck.jobs import policies
 from mldeck.jobs.lease import LeaseKeeper
 from mldeck.jobs.orphans import mark_orphans
-from mldeck.jobs.runner import JobOutcome, JobRequest, JobRunner
+from mldeck.jobs.runner import JobOutcome, JobRequest, JobRunner, keeps_running_run
 from mldeck.jobs.schedules import list_schedules, make_trigger, sync_from_settings
 from mldeck.store.engine import Store, store_problem
 from mldeck.store.models import (
@@ -447,7 +447,7 @@ class DeckScheduler:
             session.add(run)
             session.flush()
             session.add(RunLog(run_id=run.id, level="warning", message=error))
-            if row is not None:
+            if row is not None and not keeps_running_run(session, row, status):
                 row.last_run_id, row.last_status, row.last_run_at = run.id, status, now
                 session.add(row)
         self._say(f"{name}: {error.splitlines()[0]}")
