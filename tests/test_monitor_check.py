@@ -294,6 +294,29 @@ def test_a_label_file_matching_no_batch_or_with_blank_labels_says_so(monitored, 
     assert (outcome.rows, outcome.unlabelled, outcome.batches[0].rows) == (47, 3, 47)
 
 
+def test_labels_for_a_batch_not_checked_yet_are_said_not_kept_and_taken_on_a_second_pass(
+    monitored, store, tmp_path, cli
+):
+    """One file, labels for a checked batch and for one not checked yet: the second half is
+    said (exit 3, with ids), and the same file passed again after the check records it."""
+    checked = churn_frame(40, seed=8, start_id=9000)
+    later = churn_frame(40, seed=9, start_id=9500)
+    check_batch(monitored, store, ingest(monitored, store, checked.drop("churned"), tmp_path,
+                                         "a.csv"))  # fmt: skip
+    waiting = ingest(monitored, store, later.drop("churned"), tmp_path, "b.csv")
+    both = pl.concat([checked, later]).select("customer_id", "churned")
+    labels = write(both, tmp_path, "labels.csv")
+    done = cli("drift", "labels", str(labels), cwd=monitored.root)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("mldeck: warning: 40 ids ('9500', '9501', '9502', '9503', "
+                                  "'9504', ...) in no monitored batch: those labels are not kept")  # fmt: skip
+    assert "then pass this file again" in done.stderr
+    check_batch(monitored, store, waiting)
+    again = record_labels(monitored, store, labels)
+    assert again.unmatched == 0
+    assert sorted((b.batch, b.new) for b in again.batches) == [("churn:v2", 0), ("churn:v3", 40)]
+
+
 def test_a_realized_metric_on_a_handful_of_labels_raises_no_alert(monitored, store, tmp_path):
     frame = churn_frame(400, seed=8, start_id=9000)
     check_batch(

@@ -219,16 +219,23 @@ def drift_labels(
     as_json: JsonOption = False,
 ) -> None:
     """Record labels that arrived after their batch: joined by [data] id_column to the stored
-    predictions of every monitored batch, giving each its realized performance."""
+    predictions of every monitored batch, giving each its realized performance.
+
+    Exit status: 0 when every id was in a monitored batch; 3 when some were in none (a batch
+    not checked for drift yet, an unknown id): those labels are not kept, and passing the file
+    again once their batch is checked records them (labels already recorded count once)."""
     from mldeck.monitor.labels import record_labels
 
     ws, store = _open()
     outcome = record_labels(ws, store, file)
     if as_json:
         _print_json({"file": outcome.file, "rows": outcome.rows, "matched": outcome.matched,
-                     "unlabelled": outcome.unlabelled,
+                     "unlabelled": outcome.unlabelled, "unmatched": outcome.unmatched,
+                     "unmatched_examples": outcome.unmatched_examples,
                      "batches": [b.as_dict() for b in outcome.batches],
                      "alerts": [a.payload for a in outcome.alerts]})  # fmt: skip
+        if outcome.unmatched:
+            raise typer.Exit(3)
         return
     skipped = (
         f" ({outcome.unlabelled} rows without an id or a label skipped)"
@@ -248,6 +255,14 @@ def drift_labels(
     for alert in outcome.alerts:
         word = "raised" if alert.new else "still open"
         out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}", markup=False)
+    if outcome.unmatched:
+        examples = ", ".join(repr(i) for i in outcome.unmatched_examples)
+        more = ", ..." if outcome.unmatched > len(outcome.unmatched_examples) else ""
+        print(f"mldeck: warning: {fmt.plural(outcome.unmatched, 'id')} ({examples}{more}) in no "
+              "monitored batch: those labels are not kept; a batch takes labels once it is "
+              "checked ('mldeck drift check BATCH'), then pass this file again (labels already "
+              "recorded count once)", file=sys.stderr)  # fmt: skip
+        raise typer.Exit(3)
 
 
 @alerts_app.command("list")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,9 @@ class LabelOutcome:
     batches: list[Labelled]
     alerts: list[Raised]
     unlabelled: int = 0  # rows of the file without an id or a label (skipped)
+    # Ids in no monitored batch (not checked yet, or unknown): not kept; a few of them.
+    unmatched: int = 0
+    unmatched_examples: list[str] = field(default_factory=list)
 
 
 def late_labels(workspace: Workspace, store: Store, dataset_version_id: int) -> pl.DataFrame | None:
@@ -281,8 +284,9 @@ def record_labels(
         raised.extend(batch_raised)
     alerting.run_hooks(raised, workspace.settings.monitor.alert_command,
                        workspace.settings.monitor.alert_command_timeout)  # fmt: skip
+    left = labels.filter(~pl.col("__id").is_in(list(matched_ids))).get_column("__id")
     return LabelOutcome(shown(str(path)), labels.height, len(matched_ids), batches, raised,
-                        unlabelled)  # fmt: skip
+                        unlabelled, left.len(), left.head(5).to_list())  # fmt: skip
 
 
 @dataclass
