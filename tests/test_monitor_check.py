@@ -328,6 +328,10 @@ def test_a_realized_metric_on_a_handful_of_labels_raises_no_alert(monitored, sto
     rest = record_labels(monitored, store, write(wrong.tail(395), tmp_path, "rest.csv"))
     assert rest.batches[0].realized["roc_auc"] < 0.6
     assert [a.rule for a in rest.alerts] == ["realized roc_auc below 0.6"] and rest.alerts[0].new
+    # Counted with the report the labels changed (drift list, show, the HTML, the KPIs) ...
+    assert list_reports(store)[0].alerts == 1
+    # ... and naming the labels run that raised it.
+    assert rest.alerts[0].payload["details"]["run_id"] == rest.batches[0].run_id
 
 
 def test_labels_and_their_alerts_are_stored_together_or_not_at_all(

@@ -378,4 +378,5 @@ def _record(
         signals = realized_signals(rules, batch, report.dataset_version_id,
                                    {**realized, "labelled_rows": rows},
                                    workspace.settings.monitor.min_labelled_rows, run_id=run.id)  # fmt: skip
-        return run.id, alerting.apply_in(session, signals, run_id=run.id)
+        # Counted with the report they change (its check's run); each names the labels run.
+        return run.id, alerting.apply_in(session, signals, run_id=report.run_id)
