@@ -283,12 +283,12 @@ async def test_actions_on_an_archived_version_are_refused_before_the_dialog(mode
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
         detail = await open_model_version(pilot, 1)
-        for key, said in (("a", "cannot be approved"), ("p", "cannot serve"),
-                          ("x", "already archived")):  # fmt: skip
+        for key, said in (("a", "churn:1 is archived; an archived version cannot be approved"),
+                          ("p", "churn:1 is archived; an archived version cannot serve"),
+                          ("x", "churn:1 is already archived")):  # fmt: skip
             await pilot.press(key)
-            await settle(pilot)
+            await until(pilot, lambda said=said: any(said in n for n in notices(app)))
             assert app.screen is detail, key  # no dialog asking for a reason first
-            assert any("churn:1 is archived: " in n and said in n for n in notices(app)), key
 
 
 async def test_promoting_a_version_that_failed_a_gate_is_refused(models_seeded) -> None:
@@ -298,13 +298,35 @@ async def test_promoting_a_version_that_failed_a_gate_is_refused(models_seeded) 
     approve(store, "churn:2", reason="try it")
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
-        await open_model_version(pilot, 2)
+        detail = await open_model_version(pilot, 2)
         await pilot.press("p")
-        await confirm_with(pilot, "please")
         await until(pilot, lambda: any("min_roc_auc" in text for text in notices(app)))
         refused = next(text for text in notices(app) if "min_roc_auc" in text)
         assert "churn:2 failed its gates" in refused
+        assert app.screen is detail  # said before the dialog: no reason typed for nothing
         assert champion_ids(store) == []
+
+
+async def test_what_the_registry_would_refuse_is_said_before_the_dialog(models_seeded) -> None:
+    """Not approved (promote), the champion (archive): said at once, nothing changed, and the
+    store's change counter untouched (the trial is rolled back)."""
+    workspace, store = models_seeded
+    with store.write() as session:
+        session.add(Alias(model_id=1, name="champion", model_version_id=2, updated_at=T0))
+    seq = store.change_seq()
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 1)
+        await pilot.press("p")
+        await until(pilot, lambda: any("churn:1 is not approved" in t for t in notices(app)))
+        assert app.screen is detail
+        await pilot.press("escape")
+        await settle(pilot)
+        detail = await open_model_version(pilot, 2)
+        await pilot.press("x")
+        await until(pilot, lambda: any("is the champion and serves" in t for t in notices(app)))
+        assert app.screen is detail
+    assert store.change_seq() == seq and approvals(store, 1) == []
 
 
 async def test_approving_a_version_that_failed_a_gate_says_what_that_means(models_seeded) -> None:

@@ -626,6 +626,32 @@ def archive(store: Store, ref: str, *, reason: str = "", user: str | None = None
                       code_version=version.code_version, event_ids=event_ids)  # fmt: skip
 
 
+class _Trial:
+    """A store whose writes are trials (rolled back): a registry change run on it changes
+    nothing, and raises what it would refuse."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def write(self) -> Any:
+        return self._store.trial()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def refusal(store: Store, action: str, ref: str, **options: Any) -> str | None:
+    """Why the registry would refuse *action* (approve, promote, rollback, archive) on *ref*
+    with *options*, or None: the change itself, tried and rolled back, so the rules are the
+    registry's own and written once. The console asks for a reason only when it can pass."""
+    change = {"approve": approve, "promote": promote, "rollback": rollback, "archive": archive}
+    try:
+        change[action](_Trial(store), ref, **options)  # type: ignore[arg-type]
+    except MldeckError as exc:
+        return str(exc)
+    return None
+
+
 # -- loading a registered model ----------------------------------------------------------------
 
 

@@ -197,6 +197,17 @@ class Store:
             )
             session.commit()
 
+    @contextmanager
+    def trial(self) -> Iterator[Session]:
+        """A write transaction that is always rolled back: what a change would do, or refuse,
+        found without doing it (the console asks before a change the registry would refuse)."""
+        with Session(self._writer, expire_on_commit=False) as session:
+            self.take_write_turn(session)
+            try:
+                yield session
+            finally:
+                session.rollback()
+
     def take_write_turn(self, session: Session) -> None:
         """What BEGIN IMMEDIATE does on SQLite, for other databases: one writer at a time, so a
         transaction that reads then writes (the audit chain's head, the next version number,

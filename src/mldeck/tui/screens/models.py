@@ -326,11 +326,6 @@ class ModelVersionScreen(DeckScreen):
         if row is None or self.deck.read_only:
             return
         verb, needs_reason = _ACTIONS[action]
-        if row.status == "archived":  # refused by the registry: said before the dialog
-            why = {"approve": "an archived version cannot be approved",
-                   "archive": "it is already archived"}.get(action, "an archived version cannot serve")  # fmt: skip
-            self.notify(f"{row.label} is archived: {why}", severity="warning", timeout=6)
-            return
         if action == "rollback":
             # What the registry would refuse is said at once, not after a reason is typed.
             champion = self.champion
@@ -356,10 +351,23 @@ class ModelVersionScreen(DeckScreen):
             what += (f" It failed {fmt.plural(row.gates_failed, 'gate')} (see Gates: t): "
                      "approved, it is still not promoted unless the promotion is forced.")  # fmt: skip
         hint = "reason (required)" if needs_reason else "reason (optional)"
-        self.app.push_screen(
-            ConfirmScreen(f"{verb} {row.label}", what, placeholder=hint, required=needs_reason),
-            lambda reason: self._confirmed(action, row.label, reason),
-        )
+        dialog = ConfirmScreen(f"{verb} {row.label}", what, placeholder=hint, required=needs_reason)
+        self.run_worker(lambda: self._ask_unless_refused(action, row.label, dialog), thread=True,
+                        group="change", exit_on_error=False)  # fmt: skip
+
+    def _ask_unless_refused(self, action: str, ref: str, dialog: ConfirmScreen) -> None:
+        """What the registry would refuse (not approved, failed gates, the champion archived...)
+        is said at once, before a reason is typed for nothing (in a worker thread)."""
+        auto = registry.auto_approve_policy(self.deck.workspace.settings)
+        options: dict[str, Any] = {"reason": "(asked in the console)"}
+        if action in ("promote", "rollback"):
+            options["auto_approve"] = auto
+        refused = registry.refusal(self.deck.store, action, ref, **options)
+        if refused:
+            self.app.call_from_thread(self.notify, refused, severity="warning", timeout=8)
+        else:
+            self.app.call_from_thread(self.app.push_screen, dialog,
+                                      lambda reason: self._confirmed(action, ref, reason))  # fmt: skip
 
     def _confirmed(self, action: str, ref: str, reason: str | None) -> None:
         if reason is None:
