@@ -225,6 +225,19 @@ async def test_alerts_are_counted_everywhere_then_acknowledged_and_resolved(drif
         assert not isinstance(app.screen, AlertsScreen)
 
 
+async def test_a_and_r_on_an_empty_alerts_list_say_so(seeded) -> None:
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("exclamation_mark")
+        await settle(pilot)
+        assert app.screen.query_one("#alerts-table", DeckTable).row_count == 0
+        await pilot.press("a", "r")
+        await settle(pilot)
+        said = [str(n.message) for n in app._notifications]
+        assert "no alert to acknowledge: the list is empty (s shows resolved ones too)" in said
+        assert "no alert to resolve: the list is empty (s shows resolved ones too)" in said
+
+
 async def test_d_on_a_dataset_version_checks_it_and_the_drift_screen_follows(drift_seeded) -> None:
     from mldeck.tui.screens.data import VersionDetailScreen
 

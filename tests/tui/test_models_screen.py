@@ -176,6 +176,10 @@ async def test_a_training_under_way_is_said_under_the_versions(models_seeded) ->
         screen = await open_models(pilot)
         said = static_text(screen.query_one("#models-status"))
         assert said.strip() == f"2 model versions · training now: run {training} 90% (2 Runs)"
+        await pilot.press("n")  # another one: the dialog says it starts a second
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        asked = static_text(app.screen.query_one("#confirm-description"))
+        assert f"A training is under way (run {training}): this starts another" in asked
 
 
 async def test_version_detail_tabs(models_seeded) -> None:

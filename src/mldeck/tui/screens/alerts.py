@@ -112,7 +112,12 @@ class AlertsScreen(DeckScreen):
     def action_change(self, action: str) -> None:
         key = self.query_one("#alerts-table", DeckTable).selected_key()
         alert = self._alerts.get(key or "")
-        if alert is None or self.deck.read_only:
+        if self.deck.read_only:
+            return
+        if alert is None:  # an empty list: said, not a key that does nothing
+            verb = "acknowledge" if action == "acknowledge" else "resolve"
+            where = "" if self.show_all else " (s shows resolved ones too)"
+            self.notify(f"no alert to {verb}: the list is empty{where}", timeout=6)
             return
         done = ("resolved",) if action == "resolve" else ("acknowledged", "resolved")
         if alert.status in done:  # said now, not after a dialog

@@ -98,6 +98,10 @@ class ModelsScreen(DeckScreen):
 
     BINDINGS = [Binding("n", "train", "Train candidate", id="models-train")]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._training: list[RunRow] = []  # trainings under way, as last read
+
     def compose_body(self) -> ComposeResult:
         yield DeckTable(id="models-table")
         yield Plain(id="models-status")
@@ -109,6 +113,9 @@ class ModelsScreen(DeckScreen):
             f"Train a new candidate of {settings.name} from [model] in mldeck.toml, evaluate it "
             "beside the champion and check the gates. Progress shows on the Runs screen."
         )
+        if self._training:  # a second press while the first one trains: said, not hidden
+            runs = ", ".join(f"run {run.id}" for run in self._training)
+            what += f" A training is under way ({runs}): this starts another one beside it."
         self.app.push_screen(
             ConfirmScreen(f"Train {settings.name}", what, placeholder=None),
             self._train_confirmed,
@@ -145,6 +152,7 @@ class ModelsScreen(DeckScreen):
 
     def show(self, data: tuple[list[ModelVersionRow], int, list[RunRow]]) -> None:
         rows, total, training = data
+        self._training = training
         primary = self.deck.workspace.settings.model.primary
         table = self.query_one("#models-table", DeckTable)
         table.replace_rows(
