@@ -499,6 +499,21 @@ def test_a_bad_store_url_for_a_workspace_with_data_is_one_line(cli, tmp_path, ur
     assert_one_line_error(result, needle)
 
 
+def test_alerts_check_exits_3_while_something_alerts(cli, tmp_path):
+    assert cli("init", "ws", cwd=tmp_path).returncode == 0
+    root = tmp_path / "ws"
+    quiet = cli("alerts", "check", cwd=root)
+    assert (quiet.returncode, quiet.stdout.strip()) == (0, "Nothing to alert.")
+    with open(root / "mldeck.toml", "a", encoding="utf-8") as fh:  # stale after 0.36 s
+        fh.write('\n[[monitor.alerts]]\nname = "stale"\nwhen = "freshness"\nhours = 0.0001\n')
+    data = tmp_path / "one.csv"
+    data.write_text("a,b\n1,2\n")
+    assert cli("data", "ingest", str(data), cwd=root).returncode == 0
+    stale = cli("alerts", "check", cwd=root)
+    assert stale.returncode == 3 and stale.stdout.startswith("alert 1 raised [warning]: "), stale
+    assert cli("alerts", "check", "--json", cwd=root).returncode == 3  # still open
+
+
 def test_a_filter_that_matches_nothing_says_so(cli, tmp_path):
     assert cli("init", "ws", cwd=tmp_path).returncode == 0
     root = tmp_path / "ws"

@@ -714,6 +714,8 @@ def test_drift_alerts_and_kpi_commands(monitored, store, tmp_path, cli):
     assert "src=" not in html and "<script" not in html and "http" not in html  # self-contained
     assert_one_line_error(cli("drift", "report", "churn:v3", cwd=root), "--html")
     assert_one_line_error(cli("drift", "show", "churn:v9", cwd=root), "churn:v9")
+    assert_one_line_error(cli("drift", "check", "churn:v3", "--model", "nope", cwd=root),
+                          "no registered model 'nope'")  # fmt: skip
     shown = cli("alerts", "list", cwd=root).stdout
     assert "features drifted" in shown and "joint distribution changed" in shown
     for alert in payload["alerts"]:

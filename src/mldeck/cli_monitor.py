@@ -329,7 +329,10 @@ def alerts_resolve(
 
 @alerts_app.command("check")
 def alerts_check(as_json: JsonOption = False) -> None:
-    """Evaluate the rules that look at the store (data freshness, failed steps) now."""
+    """Evaluate the rules that look at the store (data freshness, failed steps) now.
+
+    Exit status 0 when nothing is alerting, 3 when an alert is raised or still open (as
+    'mldeck drift check'), so a cron line or a script can act on it."""
     from mldeck.monitor import alerts
 
     ws, store = _open()
@@ -348,6 +351,8 @@ def alerts_check(as_json: JsonOption = False) -> None:
             out.print("Nothing to alert.")
     for problem in problems:
         print(f"mldeck: warning: {problem}", file=sys.stderr)
+    if raised:
+        raise typer.Exit(3)
 
 
 @app.command("kpis")

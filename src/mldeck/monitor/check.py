@@ -210,7 +210,7 @@ def _versions(store: Store, source: int | str) -> tuple[DatasetVersion, Dataset,
 def _champion(
     workspace: Workspace, store: Store, model: str | None
 ) -> tuple[ModelVersion | None, str | None]:
-    from mldeck.ml.registry import CHAMPION
+    from mldeck.ml.registry import CHAMPION, model_names
 
     with store.read() as session:
         query = (
@@ -226,6 +226,8 @@ def _champion(
         for row in rows:
             session.expunge(row[0])
     if model and not rows:
+        if model not in model_names(store):
+            raise NotFound(f"no registered model {model!r} (see 'mldeck models list')")
         raise NotFound(f"model {model} has no champion (see 'mldeck models list')")
     if not rows:
         return None, None
