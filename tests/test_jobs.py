@@ -354,7 +354,10 @@ def test_an_overlapping_fire_and_the_concurrency_limit_skip_and_are_recorded(ws_
     try:
         wait_for(lambda: (workspace.root / "fitting.pid").exists(), "the first job to run")
         again = runner.run(fire)
-        other = runner.run(JobRequest("health", "health"))
+        other = runner.run(JobRequest("evaluate", "evaluate"))
+        # A health check is outside the limit: it runs while the only slot is taken.
+        checked = runner.run(JobRequest("health", "health"))
+        assert checked.status == RunStatus.SUCCEEDED, checked.error
         # The schedule's row still shows the run that goes on, not the fire skipped beside it.
         row = get_schedule(store, "train")
         assert row.last_status == RunStatus.RUNNING and row.last_run_id != again.run_id
@@ -380,19 +383,21 @@ def test_a_request_waiting_for_a_slot_is_not_the_job_running(ws_store):
     outcome: list = []
     asked = threading.Thread(
         target=lambda: outcome.append(
-            runner.run(JobRequest("health", "health"), wait_for_slot=True)
+            runner.run(JobRequest("evaluate", "evaluate"), wait_for_slot=True)
         )
     )
     asked.start()
     try:
-        wait_for(lambda: "health" in runner._waiting, "the request to wait")
-        fire = runner.run(JobRequest("health", "health"))
+        wait_for(lambda: "evaluate" in runner._waiting, "the request to wait")
+        fire = runner.run(JobRequest("evaluate", "evaluate"))
     finally:
         runner._slots.release()
         asked.join(120)
     assert fire.status == RunStatus.SKIPPED
-    assert fire.error == "a run of health asked for is waiting for a free slot"
-    assert [o.status for o in outcome] == [RunStatus.SUCCEEDED]
+    assert fire.error == "a run of evaluate asked for is waiting for a free slot"
+    # It ran (and failed on its own: this workspace has no champion to evaluate), not skipped.
+    assert [o.status for o in outcome] == [RunStatus.FAILED]
+    assert "skipped" not in outcome[0].error
 
 
 def test_no_free_disk_fails_the_job_before_it_starts(ws_store):
@@ -857,17 +862,19 @@ def test_a_run_asked_for_waits_for_a_slot_where_a_fire_would_be_skipped(ws_store
     _slow(workspace)
     # 12 s: room for a loaded machine to start it before its timeout
     add(store, "slow-train", "train", cron="0 3 1 1 *", timeout_seconds=12)
-    add(store, "health", "health", cron="0 3 1 1 *")
+    add(store, "evaluate", "evaluate", cron="0 3 1 1 *")
     scheduler = _scheduler(workspace, store)
     try:
         request_run(store, "slow-train")
         wait_for(lambda: (workspace.root / "fitting.pid").exists(), "the slow job to hold the slot")
-        request_run(store, "health")  # asked for while the only slot is taken
-        runs = wait_for(lambda: _finished(store, "health"), "the requested run")
+        request_run(store, "evaluate")  # asked for while the only slot is taken
+        runs = wait_for(lambda: _finished(store, "evaluate"), "the requested run")
     finally:
         scheduler.stop()
-    assert [r.status for r in runs] == [RunStatus.SUCCEEDED]
-    assert [r.status for r in _runs_of(store, "slow-train")] == [RunStatus.FAILED]  # timed out
+    # It ran once the slot was free (and failed on its own: no champion here), not skipped.
+    (slow,) = _runs_of(store, "slow-train")
+    assert [r.status for r in runs] == [RunStatus.FAILED] and "skipped" not in runs[0].error
+    assert slow.status == RunStatus.FAILED and runs[0].started_at >= slow.ended_at  # timed out
 
 
 def test_a_burst_of_pipelines_waiting_for_a_slot_does_not_hold_back_a_schedules_fire(ws_store):
@@ -883,9 +890,9 @@ def test_a_burst_of_pipelines_waiting_for_a_slot_does_not_hold_back_a_schedules_
     try:
         for n in range(1, 20):  # more than the scheduler's threads (max_concurrent + 8)
             scheduler._queue_pipeline(f"pipeline:burst{n}", 10_000 + n, f"burst:v{n}")
-        add(store, "h", "health", every="1s")
+        add(store, "e", "evaluate", every="1s")
         scheduler.wake()
-        (skipped, *_) = wait_for(lambda: _finished(store, "h"), "the health check's fire")
+        (skipped, *_) = wait_for(lambda: _finished(store, "e"), "the schedule's fire")
     finally:
         scheduler.stop(timeout=60)
         slots.release()  # the waiting pipelines see the scheduler stopping and end

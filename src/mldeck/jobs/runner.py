@@ -11,8 +11,9 @@ transaction at its end, so a killed attempt leaves nothing half-registered.
 A crash marks the run failed with its traceback (the worker's, or the tail of its output when
 it died without one); a failed attempt is tried again ``retries`` times, waiting
 ``retry_base_seconds * 2^(attempt-1)`` (at most ``retry_max_seconds``) plus up to 50% jitter.
-At most ``max_concurrent`` jobs run at once: a scheduled fire that finds no free slot, or its
-own job still running, is recorded as a ``skipped`` run with the reason. A job does not start
+At most ``max_concurrent`` jobs run at once (health checks aside: short, and what tells a busy
+workspace apart): a scheduled fire that finds no free slot, or its own job still running, is
+recorded as a ``skipped`` run with the reason. A job does not start
 when the workspace's disk has less than ``min_free_disk_mb`` free: it fails with that reason.
 """
 
@@ -107,6 +108,12 @@ def free_disk_mb(path: Path) -> float:
     return shutil.disk_usage(path).free / 1_000_000
 
 
+# Kinds outside the concurrency limit: a health check is short and light, and it is what
+# tells a busy or stuck workspace apart; skipped whenever the slots are full (a burst of new
+# batches), it would leave the health report silently stale.
+UNLIMITED_KINDS = frozenset({"health"})
+
+
 class JobRunner:
     """Runs jobs in worker processes; thread-safe (the scheduler calls it from its threads)."""
 
@@ -152,7 +159,7 @@ class JobRunner:
                     reason = f"{name} is still running from an earlier fire"
                 elif name in self._waiting:
                     reason = f"a run of {name} asked for is waiting for a free slot"
-                elif self._slots.acquire(blocking=False):
+                elif request.kind in UNLIMITED_KINDS or self._slots.acquire(blocking=False):
                     self._running[name] = None
                     registered, reason = True, ""
                 elif wait_for_slot:
@@ -169,12 +176,14 @@ class JobRunner:
                     self._waiting.discard(name)
                     self._running[name] = None
                 registered = True
+            holds_slot = request.kind not in UNLIMITED_KINDS
             try:
                 if self._stop.is_set():  # it stopped while this job waited for a slot
                     return self.record_skipped(request, "the scheduler is stopping")
                 return self._attempts(request)
             finally:
-                self._slots.release()
+                if holds_slot:
+                    self._slots.release()
         except OperationalError as exc:
             raise self._store_error(exc) from None
         finally:
