@@ -36,6 +36,7 @@ from mldeck.store.models import (
     Alert,
     AuditEvent,
     HealthCheck,
+    Lease,
     ModelVersion,
     Run,
     RunStatus,
@@ -925,6 +926,40 @@ def test_a_pipeline_stopped_before_scoring_does_not_say_it_checks_drift_anyway(w
     assert about == ["churn:v2: not scored (the scheduler is stopping); its pipeline runs again "
                      "when a scheduler next acts"]  # fmt: skip
     assert not _runs_of(store, "drift churn:v2")
+
+
+def test_a_console_leaves_the_scheduler_to_a_daemon_waiting_for_it(ws_store):
+    """A console acting while a daemon waits hands the lease over once none of its work is under
+    way (quitting a console ends its jobs; a daemon's go on), and does not take it back; nor does
+    a console take a free lease a daemon waits for."""
+    workspace, store = ws_store
+    said: list[str] = []
+    console = DeckScheduler(workspace, store, role="console", tick_seconds=0.2,
+                            on_event=said.append)  # fmt: skip
+    daemon = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2)
+    console.start()
+    try:
+        wait_for(lambda: console.acting, "the console to act")
+        daemon.start()
+        wait_for(lambda: daemon.acting, "the waiting daemon to be handed the scheduler")
+        assert not console.acting
+        assert any(m.startswith("scheduler: handing over to daemon pid ") for m in said), said
+        assert holder(store, 30).role == "daemon"
+        # The daemon stops for a moment (its lease released) and waits again at once: the lease
+        # is free, and the console leaves it to the daemon.
+        other = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2)
+        other.lease.stand_by()
+        daemon.stop(timeout=60)
+        other.start()
+        wait_for(lambda: other.acting, "the other daemon to act")
+        assert not console.acting
+        other.stop(timeout=60)
+    finally:
+        daemon.stop(timeout=60)
+        console.stop(timeout=60)
+    with store.read() as session:  # no standby note left behind by a daemon that stopped
+        names = session.execute(select(Lease.name)).scalars().all()
+    assert not [n for n in names if n.startswith("standby:")], names
 
 
 def test_freshness_does_not_call_the_reference_a_batch(workspace, store, tmp_path):

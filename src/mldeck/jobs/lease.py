@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import delete, select, update
 from sqlmodel import Session
 
 from mldeck import provenance
@@ -29,6 +29,8 @@ from mldeck.store.engine import Store
 from mldeck.store.models import Lease, StoreState, utcnow
 
 SCHEDULER = "scheduler"
+DAEMON, CONSOLE = "daemon", "console"
+STANDBY_PREFIX = "standby:"  # rows of processes waiting to act: standby:<lease>:<holder id>
 
 
 @contextmanager
@@ -132,12 +134,18 @@ class LeaseKeeper:
         return self.lease_seconds / 3
 
     def try_acquire(self) -> bool:
-        """Take the lease if it is free, expired or already ours; True when this process holds it."""
+        """Take the lease if it is free, expired or already ours; True when this process holds it.
+        A console leaves a free lease to a daemon waiting for it (a console's work ends when it
+        quits; a daemon's does not)."""
         now = utcnow()
         with _quiet_write(self.store) as session:
             lease = session.get(Lease, self.name)
             taken = lease is not None and lease.holder != self.id
             if taken and not _expired(lease, self.lease_seconds, now):
+                self.held = False
+                return False
+            if (self.role == CONSOLE and (lease is None or lease.holder != self.id)
+                    and self._daemon_waiting(session, now)):  # fmt: skip
                 self.held = False
                 return False
             changed = lease is None or lease.holder != self.id or not self.held
@@ -169,6 +177,48 @@ class LeaseKeeper:
             session.commit()
         self.held = done.rowcount == 1
         return self.held
+
+    # -- a daemon waiting to act says so, so that consoles leave the lease to it ------------------
+    @property
+    def _standby_name(self) -> str:
+        return f"{STANDBY_PREFIX}{self.name}:{self.id}"
+
+    def stand_by(self) -> None:
+        """Note (renewed like a lease) that this process waits to act: a console does not take
+        the lease while a daemon waits, and hands it over when it can."""
+        now = utcnow()
+        with _quiet_write(self.store) as session:
+            row = session.get(Lease, self._standby_name) or Lease(name=self._standby_name,
+                                                                  holder=self.id, acquired_at=now)  # fmt: skip
+            row.role, row.host, row.pid, row.pid_started_at = (
+                self.role, self.host, self.pid, self.pid_started_at,
+            )  # fmt: skip
+            row.heartbeat_at = now
+            session.add(row)
+            session.commit()
+
+    def leave_standby(self) -> None:
+        with _quiet_write(self.store) as session:
+            session.execute(delete(Lease).where(Lease.name == self._standby_name))
+            session.commit()
+
+    def daemon_waiting(self) -> LeaseInfo | None:
+        """A daemon (another process) waiting to act, if one is."""
+        with self.store.read() as session:
+            return self._daemon_waiting(session, utcnow())
+
+    def _daemon_waiting(self, session: Session, now: datetime) -> LeaseInfo | None:
+        waiting = select(Lease).where(
+            Lease.name.startswith(f"{STANDBY_PREFIX}{self.name}:"),
+            Lease.role == DAEMON,
+            Lease.holder != self.id,
+        )
+        rows = session.execute(waiting).scalars()
+        for row in rows:
+            if not _expired(row, self.lease_seconds, now):
+                return LeaseInfo(row.name, row.holder, row.role, row.host, row.pid,
+                                 row.acquired_at, row.heartbeat_at, alive=True)  # fmt: skip
+        return None
 
     def release(self) -> None:
         """Give the lease up (on a clean stop) so another process can act at once."""

@@ -42,7 +42,7 @@ from mldeck import audit
 from mldeck.config import load_settings
 from mldeck.errors import MldeckError
 from mldeck.jobs import policies
-from mldeck.jobs.lease import LeaseKeeper
+from mldeck.jobs.lease import CONSOLE, DAEMON, LeaseKeeper
 from mldeck.jobs.orphans import mark_orphans
 from mldeck.jobs.runner import JobOutcome, JobRequest, JobRunner, keeps_running_run
 from mldeck.jobs.schedules import list_schedules, make_trigger, sync_from_settings
@@ -126,6 +126,7 @@ class DeckScheduler:
         self._resume_due = False
         self._in_flight: set[int] = set()  # dataset versions whose pipeline is queued or running
         self._last_renew = 0.0
+        self._last_standby = -STANDBY_LOOK_SECONDS  # when this daemon last said it waits
         self._last_try = -STANDBY_LOOK_SECONDS
         self._last_look = 0.0
         self._last_seq: int | None = None
@@ -205,6 +206,8 @@ class DeckScheduler:
             self._stand_down("stopped")
             try:
                 self.lease.release()
+                if self.role == DAEMON:
+                    self.lease.leave_standby()
             except Exception:
                 log.exception("could not release the lease")
 
@@ -219,12 +222,17 @@ class DeckScheduler:
             if self.lease.try_acquire():
                 self._last_renew = now
                 self._become_acting()
+            elif self.role == DAEMON and now - self._last_standby >= self.lease.renew_every:
+                self.lease.stand_by()  # consoles leave the lease to a daemon waiting for it
+                self._last_standby = now
             return True
         if now - self._last_renew >= self.lease.renew_every:
             if not self.lease.renew():
                 self._stand_down("another process took the lease over")
                 return True
             self._last_renew = now
+            if self.role == CONSOLE and self._hand_over():
+                return True
         self._watchdog()
         if self._resume_due:  # a pipeline failed (its step runs could not be written): again
             self._resume_pipelines()
@@ -243,8 +251,21 @@ class DeckScheduler:
             self._say(f"promoted {done.ref}: {done.message}")
         return True
 
+    def _hand_over(self) -> bool:
+        """A console acting while a daemon waits gives the lease up as soon as none of its work
+        is under way: the daemon's work does not end when a console quits."""
+        waiting = self.lease.daemon_waiting()
+        if waiting is None or (self.runner is not None and self.runner.running) or self._in_flight:
+            return False
+        self._say(f"scheduler: handing over to {waiting.describe()}, which waits to act")
+        self._stand_down("handed over to a daemon")
+        self.lease.release()
+        return True
+
     def _become_acting(self) -> None:
         self.acting = True
+        if self.role == DAEMON:
+            self.lease.leave_standby()
         self._say(f"scheduler: acting for {self.workspace.root} ({self.role}, pid "
                   f"{self.lease.pid})")  # fmt: skip
         self.runner = JobRunner(self.workspace, self.store, self.settings, on_event=self._say)
