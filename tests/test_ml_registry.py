@@ -639,18 +639,19 @@ def test_two_processes_promoting_the_same_version_promote_it_once(workspace, sto
 
 def test_models_commands(workspace, store, model_bytes, cli):
     root = workspace.root
-    add_version(workspace, store, model_bytes["a"], metrics={"auc": 0.81})
-    add_version(workspace, store, model_bytes["b"], metrics={"auc": 0.78},
+    # The primary metric (roc_auc by default) is listed first, whatever comes before it.
+    metrics = {"accuracy": 0.9, "f1": 0.7, "precision": 0.6, "recall": 0.5}
+    add_version(workspace, store, model_bytes["a"], metrics={**metrics, "roc_auc": 0.81})
+    add_version(workspace, store, model_bytes["b"], metrics={**metrics, "roc_auc": 0.78},
                 gates=(("no_regression", False),))  # fmt: skip
 
     def mldeck(*args: str):
         return cli(*args, "--workspace", str(root), cwd=root.parent)
 
-    listed = mldeck("models", "list")
+    listed = cli("models", "list", "-w", str(root), cwd=root.parent, env={"COLUMNS": "200"})
     assert listed.returncode == 0, listed.stderr
-    assert (
-        "churn:2" in listed.stdout and "1 FAILED" in listed.stdout and "auc 0.81" in listed.stdout
-    )
+    assert "churn:2" in listed.stdout and "1 FAILED" in listed.stdout
+    assert "roc_auc 0.81, accuracy 0.9, f1 0.7" in listed.stdout
 
     assert_one_line_error(mldeck("models", "promote", "churn:1"), "not approved", "approve")
     approved = mldeck("models", "approve", "churn:1", "--reason", "holdout looks good")
@@ -670,7 +671,8 @@ def test_models_commands(workspace, store, model_bytes, cli):
                    "FORCED: known regression", "approved by", "try it"):  # fmt: skip
         assert needle in shown.stdout, needle
     detail = json.loads(mldeck("models", "show", "churn:1", "--json").stdout)
-    assert detail["label"] == "churn:1" and detail["comparison"][0]["champion"] == 0.78
+    compared = {c["metric"]: c["champion"] for c in detail["comparison"]}
+    assert detail["label"] == "churn:1" and compared["roc_auc"] == 0.78
 
     rolled = mldeck("models", "rollback", "churn:1", "--reason", "regression confirmed")
     assert rolled.returncode == 0, rolled.stderr

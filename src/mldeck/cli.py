@@ -843,7 +843,7 @@ def models_list(
     """List model versions with their status, aliases, gates, approval and metrics."""
     from mldeck.store.queries import list_model_versions, numeric_metrics
 
-    _, store = _open()
+    ws, store = _open()
     rows, total = list_model_versions(store, model=model, limit=limit)
     if model is not None and not rows:
         from mldeck.ml.registry import model_names
@@ -865,7 +865,10 @@ def models_list(
         else:
             gates = f"{row.gates_passed} passed" if row.gates_passed else "-"
         metrics = numeric_metrics(row.metrics)
-        shown = ", ".join(f"{k} {fmt.number(v)}" for k, v in list(metrics.items())[:3])
+        # The primary metric first (what the gates and the console's list go by), then others.
+        primary = ws.settings.model.primary
+        first = sorted(metrics, key=lambda k: k.rsplit(".", 1)[-1] != primary)[:3]
+        shown = ", ".join(f"{k} {fmt.number(metrics[k])}" for k in first)
         table.add_row(
             row.label,
             row.status,
