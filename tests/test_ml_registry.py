@@ -667,7 +667,7 @@ def test_models_commands(workspace, store, model_bytes, cli):
 
     shown = mldeck("models", "show", "churn:2")
     assert shown.returncode == 0, shown.stderr
-    for needle in ("churn:2", "champion", "FAIL", "no_regression", "model_version.promote by",
+    for needle in ("churn:2", "champion", "FAIL", "no_regression", "model_version.promote (champion) by",
                    "FORCED: known regression", "approved by", "try it"):  # fmt: skip
         assert needle in shown.stdout, needle
     detail = json.loads(mldeck("models", "show", "churn:1", "--json").stdout)

@@ -958,8 +958,10 @@ def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
         for event in detail.history:
             reason = event.details.get("reason")
             extra = " FORCED" if event.details.get("forced") else ""
+            alias = event.details.get("alias")  # a promotion to challenger is not to champion
+            action = f"{event.action} ({alias})" if alias else event.action
             out.print(
-                f"  {fmt.when(event.ts)} {event.action} by {event.actor}{extra}"
+                f"  {fmt.when(event.ts)} {action} by {event.actor}{extra}"
                 + (f": {reason}" if reason else ""),
                 markup=False,
             )
