@@ -78,6 +78,32 @@ async def test_jobs_screen_pauses_resumes_edits_and_runs_now(seeded) -> None:
         assert app.screen.__class__.__name__ == "RunDetailScreen"
 
 
+async def test_editing_a_schedule_from_mldeck_toml_says_how_long_the_edit_lasts(seeded) -> None:
+    from mldeck.config import parse_settings
+    from mldeck.jobs.schedules import sync_from_settings
+    from mldeck.tui.screens.confirm import ConfirmScreen
+
+    workspace, store = seeded
+    add(store, "by-hand", "health", every="15m")  # 'mldeck jobs add': no file to undo it
+    settings = parse_settings('[jobs.schedules.from-toml]\nkind = "health"\nevery = "2m"\n')
+    sync_from_settings(store, settings.jobs)
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("7")
+        await settle(pilot)
+        table = app.screen.query_one("#jobs-table", DeckTable)
+        said = {}
+        for name in ("by-hand", "from-toml"):
+            table.move_cursor(row=table.get_row_index(name))
+            await pilot.press("e")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            said[name] = _text(app, "#confirm-description")
+            await pilot.press("escape")
+            await settle(pilot)
+    assert "the edit lasts until its entry there changes" in said["from-toml"]
+    assert "mldeck.toml" not in said["by-hand"]
+
+
 async def test_jobs_screen_refuses_changes_when_read_only(seeded) -> None:
     workspace, store = seeded
     add_schedules(store)

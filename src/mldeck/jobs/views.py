@@ -36,6 +36,7 @@ class JobRow:
     last_status: str
     timeout_seconds: int
     retries: int
+    source: str = "config"  # "config": an entry of mldeck.toml; "cli": 'mldeck jobs add'
 
 
 @dataclass
@@ -57,7 +58,8 @@ def jobs_view(
         elif nxt is None:
             nxt = next_fire_time(s)
         rows.append(JobRow(s.name, s.kind, timing(s), state(s), nxt, s.last_run_id,
-                           s.last_run_at, s.last_status, s.timeout_seconds, s.retries))  # fmt: skip
+                           s.last_run_at, s.last_status, s.timeout_seconds, s.retries,
+                           s.source))  # fmt: skip
     return JobsView(rows, holder(store, settings.lease_seconds))
 
 

@@ -197,8 +197,10 @@ class JobsScreen(DeckScreen):
                     return str(as_interval if looks_like_interval else as_cron)
             return None
 
+        lasts = (" It comes from mldeck.toml: the edit lasts until its entry there changes "
+                 "(edit the file to keep it)." if row.source == "config" else "")  # fmt: skip
         self._act(f"Edit {row.name}", f"Now {row.timing}. Type the new timing: an interval "
-                  "(90s, 15m, 2h, 1d) or a crontab expression in UTC (0 2 * * *).", work,
+                  f"(90s, 15m, 2h, 1d) or a crontab expression in UTC (0 2 * * *).{lasts}", work,
                   placeholder="15m or 0 2 * * *", check=check)  # fmt: skip
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
