@@ -702,7 +702,12 @@ def test_drift_alerts_and_kpi_commands(monitored, store, tmp_path, cli):
     listed = json.loads(cli("drift", "list", "--json", cwd=root).stdout)
     assert [r["batch"] for r in listed["reports"]] == ["churn:v3", "churn:v2"]
     assert json.loads(cli("drift", "list", "--json", "--limit", "1", cwd=root).stdout)["total"] == 2
-    assert "(1 of 2 shown; use --limit" in cli("drift", "list", "--limit", "1", cwd=root).stdout
+    newest = cli("drift", "list", "--limit", "1", cwd=root).stdout
+    assert "(1 of 2 shown; use --limit" in newest
+    # The list names a report as 'drift show' takes it (a bare number there is a batch).
+    name = newest.splitlines()[1].split()[0]
+    assert name == f"report:{listed['reports'][0]['id']}"
+    assert cli("drift", "show", name, cwd=root).stdout.startswith("churn:v3 vs ")
     alerts = json.loads(cli("alerts", "list", "--json", "--limit", "1", cwd=root).stdout)
     assert alerts["total"] == len(payload["alerts"]) > 1 and len(alerts["alerts"]) == 1
     assert "shown; use --limit" in cli("alerts", "list", "--limit", "1", cwd=root).stdout

@@ -1190,7 +1190,18 @@ def score(
 
 
 # Columns that name a row: never cut, whatever the width.
-KEY_COLUMNS = ("ID", "VERSION", "BATCH", "KEY", "FEATURE", "COLUMN", "CHECK", "GATE", "METRIC")
+KEY_COLUMNS = (
+    "ID",
+    "REPORT",
+    "VERSION",
+    "BATCH",
+    "KEY",
+    "FEATURE",
+    "COLUMN",
+    "CHECK",
+    "GATE",
+    "METRIC",
+)
 # On a terminal too narrow for a table, these columns go first, in this order.
 DROPPED_FIRST = (
     "TRIGGER", "DURATION", "SOURCE", "SIZE", "KIND", "ROWS", "THRESHOLD", "METHOD", "POINTS",

@@ -148,12 +148,14 @@ def drift_list(
     if not rows:
         out.print("No drift reports yet: see 'mldeck drift check BATCH'.")
         return
+    # A report is named as 'drift show' and 'drift report' take it: a bare number there is a
+    # batch (a dataset version id), as in every data command.
     table = _table(
-        "ID", "BATCH", "CHECKED", "DRIFTED", "DATASET", "ESTIMATED", "REALIZED", "ALERTS"
+        "REPORT", "BATCH", "CHECKED", "DRIFTED", "DATASET", "ESTIMATED", "REALIZED", "ALERTS"
     )
     for row in rows:
         table.add_row(
-            str(row.id),
+            f"report:{row.id}",
             row.batch,
             fmt.when(row.created_at),
             f"{row.n_drifted}/{row.n_features}",
@@ -168,7 +170,12 @@ def drift_list(
 
 @drift_app.command("show")
 def drift_show(
-    ref: Annotated[str, typer.Argument(help="A batch (dataset:vN, id) or report (#ID).")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="A batch (dataset:vN, id) or report (report:ID, as drift list names it)."
+        ),
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Show the newest drift report of a batch (or a report by #ID)."""
@@ -184,7 +191,12 @@ def drift_show(
 
 @drift_app.command("report")
 def drift_report(
-    ref: Annotated[str, typer.Argument(help="A batch (dataset:vN, id) or report (#ID).")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="A batch (dataset:vN, id) or report (report:ID, as drift list names it)."
+        ),
+    ],
     html: Annotated[
         Path | None, typer.Option("--html", help="Write a self-contained HTML report here.")
     ] = None,
