@@ -462,8 +462,10 @@ def test_health_checks_are_stored_and_raise_then_resolve_alerts(ws_store):
 
 
 # -- the scheduler ---------------------------------------------------------------------------------
-def _scheduler(workspace, store) -> DeckScheduler:
-    scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2)
+def _scheduler(workspace, store, said: list[str] | None = None) -> DeckScheduler:
+    """A daemon's scheduler, started and acting; what it says is appended to *said*."""
+    scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2,
+                              on_event=None if said is None else said.append)  # fmt: skip
     scheduler.start()
     wait_for(lambda: scheduler.acting and scheduler._aps is not None, "the scheduler to act")
     return scheduler
@@ -791,9 +793,7 @@ def test_a_batch_that_arrived_beyond_the_misfire_grace_is_said_not_skipped_in_si
             return session.execute(query).scalars().all()
 
     said: list[str] = []
-    scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2,
-                              on_event=said.append)  # fmt: skip
-    scheduler.start()
+    scheduler = _scheduler(workspace, store, said)
     try:
         (details,) = wait_for(claimed, "the late batch to be claimed")
     finally:
@@ -832,11 +832,8 @@ def test_the_acting_scheduler_follows_schedules_changed_in_the_config(ws_store):
     workspace, store = ws_store
     config = workspace.root / "mldeck.toml"
     said: list[str] = []
-    scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2,
-                              on_event=said.append)  # fmt: skip
-    scheduler.start()
+    scheduler = _scheduler(workspace, store, said)
     try:
-        wait_for(lambda: scheduler.acting and scheduler._aps is not None, "the scheduler to act")
         good = config.read_text()
         config.write_text(good + '\n[jobs.schedules.checkup]\nkind = "health"\nevery = "2h"\n')
         wait_for(lambda: "checkup" in scheduler.next_fire_times(), "the new schedule")
@@ -913,11 +910,8 @@ def test_a_pipeline_stopped_before_scoring_does_not_say_it_checks_drift_anyway(w
     promote(store, "churn:1", force=True, reason="the dummy model fails the gates")
     batch = ingest_file(workspace, store, workspace.data_dir / "samples" / "batch_01_normal.csv")
     said: list[str] = []
-    scheduler = DeckScheduler(workspace, store, role="daemon", tick_seconds=0.2,
-                              on_event=said.append)  # fmt: skip
-    scheduler.start()
+    scheduler = _scheduler(workspace, store, said)
     try:
-        wait_for(lambda: scheduler.acting and scheduler.runner is not None, "the scheduler to act")
         scheduler.runner.stop()  # what a SIGTERM does first
         scheduler._pipeline(batch.version_id, "churn:v2")
     finally:

@@ -442,6 +442,20 @@ def test_a_full_disk_keeps_the_file_in_incoming_until_it_can_be_ingested(
                      "workspace (No space)); left in incoming/, tried again every 0.1 s"]  # fmt: skip
 
 
+def test_a_store_out_of_reach_is_said_in_the_databases_words():
+    """What the watcher says of a file it waits with: not 'OperationalError: (psycopg...'."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine("postgresql+psycopg://u@127.0.0.1:9/db")  # nothing listens there
+    with pytest.raises(OperationalError) as caught:
+        engine.connect()
+    engine.dispose()
+    said = watcher_module._one_line(caught.value)
+    assert said.startswith("the store cannot be reached: ") and "OperationalError" not in said
+    assert "\n" not in said and "sqlalche.me" not in said
+
+
 def test_a_file_of_another_type_is_quarantined_at_once_without_a_version(ws, store, watch):
     # RETRY_SECONDS is left as it is: a type mldeck does not read is not tried again.
     watcher, recorder = watch()

@@ -403,11 +403,7 @@ async def test_read_write_shows_the_actions(models_seeded) -> None:
 async def test_run_metric_chart_follows_the_selected_metric(seeded) -> None:
     app = make_app(*seeded)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        app.push_screen(RunDetailScreen(3))
-        await settle(pilot)
-        await pilot.press("m")
-        await settle(pilot)
+        await open_run_metrics(pilot, 3)
         screen = app.screen
         table = screen.query_one("#run-metrics", DeckTable)
         plot = screen.query_one("#run-chart", MetricPlot)
@@ -437,11 +433,7 @@ async def test_a_metric_logged_once_is_a_dot_at_its_step_and_value(seeded) -> No
         session.add(Metric(run_id=5, key="rows_scored", value=0.8234, step=3, ts=T0))
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        app.push_screen(RunDetailScreen(5))
-        await settle(pilot)
-        await pilot.press("m")
-        await settle(pilot)
+        await open_run_metrics(pilot, 5)
         plot = app.screen.query_one("#run-chart", MetricPlot)
         await until(pilot, lambda: plot.curve is not None)
         assert plot.curve[1] == [(3, 0.8234)]
@@ -450,6 +442,15 @@ async def test_a_metric_logged_once_is_a_dot_at_its_step_and_value(seeded) -> No
         assert "●" in drawn and "0.8234" in drawn
         axis = drawn.splitlines()[-2].split()  # the x axis's labels: the one step
         assert axis == ["3"]
+
+
+async def open_run_metrics(pilot, run_id: int) -> None:
+    """A run's detail, on its metrics tab (m)."""
+    await settle(pilot)
+    pilot.app.push_screen(RunDetailScreen(run_id))
+    await settle(pilot)
+    await pilot.press("m")
+    await settle(pilot)
 
 
 async def start_training(pilot) -> None:

@@ -150,6 +150,12 @@ def _open_elsewhere(path: Path) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mldeck.store.engine import store_problem
+
+    if isinstance(exc, SQLAlchemyError):  # the database's own words, not SQLAlchemy's wrapping
+        return shown(store_problem(exc))
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
     if isinstance(exc, MldeckError):
