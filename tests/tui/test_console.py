@@ -525,3 +525,21 @@ async def test_a_long_run_name_gives_way_at_80_columns(seeded) -> None:
         assert summary[0].startswith("qa-failing-run-with-a-rather-long") and "…" in summary[0]
         assert summary[0].endswith("· train · performance · failed"), summary
         assert summary[1].startswith("started ")
+
+
+async def test_a_stream_of_notices_shows_at_most_three_and_keeps_warnings(seeded) -> None:
+    """A demo feed's batches, one notice each: the oldest information gives way, so they never
+    cover the screen; a warning stays for its time."""
+    from mldeck.tui.app import MAX_TOASTS
+
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.notify("store check: a warning", severity="warning")
+        for week in range(1, 8):
+            app.notify(f"batch_{week:02}.csv: churn:v{week} accepted")
+        await settle(pilot)
+        shown = [str(n.message) for n in app._notifications]
+        assert len(shown) == MAX_TOASTS == 3
+        assert shown == ["store check: a warning", "batch_06.csv: churn:v6 accepted",
+                         "batch_07.csv: churn:v7 accepted"]  # fmt: skip

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
-from textual.notifications import SeverityLevel
+from textual.notifications import Notify, SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -33,6 +33,9 @@ from mldeck.tui.screens.pipeline import PipelineScreen
 from mldeck.tui.screens.runs import RunsScreen
 from mldeck.tui.themes import DEFAULT_THEME, discover_themes
 from mldeck.workspace import Workspace
+
+# Notifications shown at once: the oldest information gives way to a new one.
+MAX_TOASTS = 3
 
 
 class MldeckApp(App):
@@ -323,6 +326,15 @@ class MldeckApp(App):
         the store (``[data] reference``, ``[gates]``), never from markup (the *markup* asked for
         by a widget's own ``notify`` is ignored)."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
+    def _on_notify(self, event: Notify) -> None:
+        """Before Textual's own handler adds the new one: at most ``MAX_TOASTS`` are shown at
+        once, the oldest information giving way (a demo feed's stream of batches covered most
+        of an 80x24 screen, a dialog's buttons included); warnings and errors stay their time."""
+        shown = list(self._notifications)
+        informative = [n for n in shown if n.severity == "information"]
+        for old in informative[: max(0, len(shown) - MAX_TOASTS + 1)]:
+            self._unnotify(old, refresh=False)
 
     def report_error(self, error: BaseException | None) -> None:
         """The one place background errors reach the user: a notification, never a crash."""
