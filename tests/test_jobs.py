@@ -772,6 +772,36 @@ def test_a_batch_whose_pipeline_never_finished_goes_through_it_after_a_restart(w
         scheduler.stop(timeout=60)
 
 
+def test_a_pipeline_that_keeps_failing_is_run_again_at_most_three_times(ws_store):
+    """Run again after each failure (a store out of reach), but not forever while one process
+    acts: the fourth failure is said with the command that runs it by hand."""
+    from mldeck import audit
+    from mldeck.data.ingest import ingest_file
+    from mldeck.jobs.scheduler import PIPELINE_START
+
+    workspace, store = ws_store
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        scheduler.runner.stop()  # every pipeline now ends at once, without its drift report
+        sample = workspace.data_dir / "samples" / "batch_01_normal.csv"
+        batch = ingest_file(workspace, store, sample)  # by hand: no tick claims it
+        with store.write() as session:  # claimed as a scheduler does
+            audit.append(session, PIPELINE_START, entity_type="dataset_version",
+                         entity_id=batch.version_id, details={"batch": "churn:v2"},
+                         actor=policies.ACTOR)  # fmt: skip
+        for _ in range(5):
+            scheduler._resume_pipelines()
+            wait_for(lambda: not scheduler._in_flight, "the pipeline to end")
+    finally:
+        scheduler.stop(timeout=60)
+    assert sum("its pipeline did not finish; running it again" in m for m in said) == 3
+    assert [m for m in said if "not run again" in m] == [
+        "churn:v2: its pipeline failed 4 times; not run again ('mldeck drift check churn:v2' "
+        "runs it by hand)"
+    ]
+
+
 def test_a_batch_that_arrived_beyond_the_misfire_grace_is_said_not_skipped_in_silence(ws_store):
     """Taken by 'mldeck data watch' while no scheduler acted, hours ago: like a missed fire it
     is not run late, but it is claimed, said and audited, naming the command that checks it."""

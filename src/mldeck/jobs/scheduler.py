@@ -75,6 +75,7 @@ PIPELINE_START = "pipeline.start"
 PIPELINE_STEP_TIMEOUT = 1800
 PIPELINE_STEP_RETRIES = 1
 PIPELINE_EXECUTOR = "pipeline"
+MAX_RESUMES = 3  # a batch's pipeline run again at most this often while one process acts
 
 
 def _stamp(path: Any) -> tuple[int, int] | None:
@@ -125,6 +126,7 @@ class DeckScheduler:
         self._retrain_lock = threading.Lock()
         self._resume_due = False
         self._in_flight: set[int] = set()  # dataset versions whose pipeline is queued or running
+        self._resumed: dict[int, int] = {}  # dataset version -> pipelines run again while acting
         self._last_renew = 0.0
         self._last_standby = -STANDBY_LOOK_SECONDS  # when this daemon last said it waits
         self._last_try = -STANDBY_LOOK_SECONDS
@@ -270,6 +272,7 @@ class DeckScheduler:
                   f"{self.lease.pid})")  # fmt: skip
         self.runner = JobRunner(self.workspace, self.store, self.settings, on_event=self._say)
         self._in_flight.clear()  # a new APScheduler: what the last one queued is gone
+        self._resumed.clear()
         self._resume_due = False  # _resume_pipelines() below
         orphaned = self._mark_orphans("found at scheduler start") | self._orphans_left()
         for change in sync_from_settings(self.store, self.settings, actor=policies.ACTOR):
@@ -429,7 +432,9 @@ class DeckScheduler:
                 problem = event.exception
                 shown = str(problem) if isinstance(problem, MldeckError) else repr(problem)
                 self._say(f"{job_id} failed: {shown}")
-                if job_id.startswith("pipeline:"):  # the store out of reach, most often
+                # The runner raises only when the store cannot be written (a server gone):
+                # the pipeline runs again once the store is back.
+                if job_id.startswith("pipeline:") and isinstance(problem, MldeckError):
                     self._resume_due = True
             return
         name = job_id.removeprefix("schedule:")
@@ -663,6 +668,14 @@ class DeckScheduler:
             if int(entity_id) in self._in_flight:  # still on its way
                 continue
             batch = (details or {}).get("batch") or f"dataset version {entity_id}"
+            tries = self._resumed.get(int(entity_id), 0)
+            if tries >= MAX_RESUMES:  # failing each time: not again and again while acting
+                if tries == MAX_RESUMES:
+                    self._say(f"{batch}: its pipeline failed {tries + 1} times; not run again "
+                              f"('mldeck drift check {batch}' runs it by hand)")  # fmt: skip
+                    self._resumed[int(entity_id)] = tries + 1
+                continue
+            self._resumed[int(entity_id)] = tries + 1
             self._say(f"{batch}: its pipeline did not finish; running it again")
             self._queue_pipeline(f"pipeline:{entity_id}:resumed", int(entity_id), batch)
 
