@@ -14,7 +14,7 @@ from mldeck.errors import MldeckError
 from mldeck.ml import registry
 from mldeck.monitor import alerts, check_batch
 from mldeck.monitor.kpis import kpis
-from mldeck.monitor.labels import record_labels
+from mldeck.monitor.labels import late_labels, record_labels
 from mldeck.monitor.queries import list_reports, report_detail, resolve_report
 from mldeck.store.models import (
     Alert,
@@ -315,6 +315,49 @@ def test_labels_for_a_batch_not_checked_yet_are_said_not_kept_and_taken_on_a_sec
     again = record_labels(monitored, store, labels)
     assert again.unmatched == 0
     assert sorted((b.batch, b.new) for b in again.batches) == [("churn:v2", 0), ("churn:v3", 40)]
+
+
+def _label_at_once(root: str, labels: str, started, barrier, results) -> None:
+    """In a spawned process: pass the labels file once the others are ready."""
+    from mldeck.workspace import load_workspace, open_workspace_store
+
+    workspace = load_workspace(Path(root))
+    store = open_workspace_store(workspace)
+    barrier.wait()
+    started.release()
+    try:
+        outcome = record_labels(workspace, store, Path(labels))
+        results.put([b.new for b in outcome.batches])
+    finally:
+        store.close()
+
+
+def test_the_same_labels_passed_twice_at_once_are_new_once(monitored, store, tmp_path):
+    """Both processes read before either writes (the test holds the write turn meanwhile): the
+    one that writes second finds the labels recorded and says none is new."""
+    import multiprocessing
+    import threading
+
+    from .conftest import at_once
+
+    frame = churn_frame(60, seed=8, start_id=9000)
+    check_batch(monitored, store, ingest(monitored, store, frame.drop("churned"), tmp_path,
+                                         "b.csv"))  # fmt: skip
+    labels = write(frame.select("customer_id", "churned"), tmp_path, "labels.csv")
+    started = multiprocessing.get_context("spawn").Semaphore(0)
+
+    def hold_the_write_turn() -> None:
+        with store.write():
+            for _ in range(2):
+                assert started.acquire(timeout=120)
+            threading.Event().wait(3)  # they read the batch and its labels, then wait
+
+    holder = threading.Thread(target=hold_the_write_turn)
+    holder.start()
+    said = at_once(_label_at_once, [(str(monitored.root), str(labels), started)] * 2)
+    holder.join()
+    assert sorted(said) == [[0], [60]]
+    assert len(late_labels(monitored, store, 2)) == 60
 
 
 def test_a_realized_metric_on_a_handful_of_labels_raises_no_alert(monitored, store, tmp_path):

@@ -276,11 +276,9 @@ def record_labels(
             batches.append(Labelled(share.batch, share.report.id, None, rows, 0, realized))
             continue
         # The labels, the realized metrics and the alerts they raise or clear: one transaction.
-        run_id, batch_raised = _record(workspace, store, share, path, realized, rows, trigger,
-                                       rules)  # fmt: skip
-        batches.append(
-            Labelled(share.batch, share.report.id, run_id, rows, share.fresh.height, realized)
-        )
+        run_id, batch_raised, new = _record(workspace, store, share, path, realized, rows,
+                                            trigger, rules)  # fmt: skip
+        batches.append(Labelled(share.batch, share.report.id, run_id, rows, new, realized))
         raised.extend(batch_raised)
     alerting.run_hooks(raised, workspace.settings.monitor.alert_command,
                        workspace.settings.monitor.alert_command_timeout)  # fmt: skip
@@ -339,15 +337,22 @@ def _finite(value: float) -> float | None:
 def _record(
     workspace: Workspace, store: Store, share: _Share, path: Path,
     realized: dict[str, float | None], rows: int, trigger: str, rules: list[AlertRule],
-) -> tuple[int, list[Raised]]:  # fmt: skip
+) -> tuple[int | None, list[Raised], int]:  # fmt: skip
+    """Record *share*'s new labels; (run id, alerts, how many were new). In the write turn, the
+    labels recorded since *share* was read (the same file passed by two processes at once)
+    are known: only the rest is new, and none new records nothing."""
     report_id, version_id, batch = share.report.id, share.version.id, share.batch
-    buffer = io.BytesIO()
-    share.fresh.write_parquet(buffer)
-    buffer.seek(0)
-    sha, stored, size = put_stream(workspace.artifacts_dir, buffer, suffix=".parquet")
     now = utcnow()
     pid = os.getpid()
     with store.write() as session:
+        since = late_labels(workspace, store, version_id)  # committed before this write turn
+        fresh = share.fresh if since is None else share.fresh.join(since, on="__id", how="anti")
+        if not fresh.height:
+            return None, [], 0
+        buffer = io.BytesIO()
+        fresh.write_parquet(buffer)
+        buffer.seek(0)
+        sha, stored, size = put_stream(workspace.artifacts_dir, buffer, suffix=".parquet")
         run = Run(
             name=f"labels for {batch}", kind=RunKind.EVALUATE, trigger=trigger,
             status=RunStatus.SUCCEEDED, created_at=now, started_at=now, ended_at=now,
@@ -355,7 +360,7 @@ def _record(
             tags={"dataset": batch}, user=provenance.current_user(),
             host=provenance.hostname(), pid=pid,
             pid_started_at=provenance.process_start_time(pid),
-            progress_message=f"{share.fresh.height} new labels; {rows} labelled rows",
+            progress_message=f"{fresh.height} new labels; {rows} labelled rows",
         )  # fmt: skip
         session.add(run)
         session.flush()
@@ -366,17 +371,17 @@ def _record(
         points = [{"run_id": run.id, "key": f"realized_{k}", "value": v, "step": 0, "ts": now}
                   for k, v in realized.items() if v is not None]  # fmt: skip
         points += [{"run_id": run.id, "key": key, "value": float(value), "step": 0, "ts": now}
-                   for key, value in (("labelled_rows", rows), ("new_labels", share.fresh.height))]  # fmt: skip
+                   for key, value in (("labelled_rows", rows), ("new_labels", fresh.height))]  # fmt: skip
         session.execute(insert(Metric), points)
         report = session.get(DriftReport, report_id)
         report.summary = {
             **report.summary,
             "realized": {**realized, "labelled_rows": rows, "labels_file": shown(path.name),
-                         "labels_run_id": run.id, "new_labels": share.fresh.height},
+                         "labels_run_id": run.id, "new_labels": fresh.height},
         }  # fmt: skip
         session.add(report)
         signals = realized_signals(rules, batch, report.dataset_version_id,
                                    {**realized, "labelled_rows": rows},
                                    workspace.settings.monitor.min_labelled_rows, run_id=run.id)  # fmt: skip
         # Counted with the report they change (its check's run); each names the labels run.
-        return run.id, alerting.apply_in(session, signals, run_id=report.run_id)
+        return run.id, alerting.apply_in(session, signals, run_id=report.run_id), fresh.height
