@@ -333,6 +333,27 @@ async def test_what_the_registry_would_refuse_is_said_before_the_dialog(models_s
     assert store.change_seq() == seq and approvals(store, 1) == []
 
 
+async def test_a_gates_detail_cut_by_a_narrow_terminal_is_shown_whole_under_it(
+    models_seeded,
+) -> None:
+    workspace, store = models_seeded
+    long = "roc_auc 0.802 vs champion v2 0.7795: no worse (allowed 0.02 below the champion)"
+    with store.write() as session:
+        gate = session.execute(select(GateResult).where(GateResult.model_version_id == 2)).scalar()
+        gate.detail = long
+        session.add(gate)
+        name = gate.gate
+    app = make_app(workspace, store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        detail = await open_model_version(pilot, 2)
+        await pilot.press("t")
+        await settle(pilot)
+        gates = detail.query_one("#model-gates", DeckTable)
+        gates.move_cursor(row=0)
+        await settle(pilot)
+        assert static_text(detail.query_one("#model-gates-whole")).strip() == f"{name}: {long}"
+
+
 async def test_approving_a_version_that_failed_a_gate_says_what_that_means(models_seeded) -> None:
     from mldeck.tui.screens.confirm import ConfirmScreen
 

@@ -228,6 +228,9 @@ class ModelVersionScreen(DeckScreen):
         self.model_version_id = model_version_id
         self.row: ModelVersionRow | None = None
         self.champion: ModelVersionRow | None = None
+        # Each table's DETAIL by row key: the highlighted row's is shown whole under the table
+        # (a narrow terminal cuts the column: "roc_auc 0.802 vs champion v2 0.7795: no worse (allo").
+        self._whole: dict[str, dict[str, str]] = {"model-gates": {}, "model-history": {}}
 
     def compose_body(self) -> ComposeResult:
         yield Plain(id="model-summary")
@@ -236,10 +239,12 @@ class ModelVersionScreen(DeckScreen):
                 yield DeckTable(id="model-metrics")
             with TabPane("Gates", id="gates"):
                 yield DeckTable(id="model-gates")
+                yield Plain(id="model-gates-whole", classes="whole")
             with TabPane("Lineage", id="lineage"), VerticalScroll():
                 yield Plain(id="model-lineage")
             with TabPane("History", id="history"):
                 yield DeckTable(id="model-history")
+                yield Plain(id="model-history-whole", classes="whole")
 
     def on_mount(self) -> None:
         self.query_one("#model-gates", DeckTable).add_columns("GATE", "RESULT", "DETAIL")
@@ -298,16 +303,13 @@ class ModelVersionScreen(DeckScreen):
         metrics.border_subtitle = "" if detail.comparison else "no metrics recorded"
 
         gates = self.query_one("#model-gates", DeckTable)
+        said = {str(i): gate.detail or _figures(gate.metric, gate.value, gate.threshold)
+                for i, gate in enumerate(detail.gates)}  # fmt: skip
+        self._whole["model-gates"] = {key: f"{detail.gates[int(key)].gate}: {text}"
+                                      for key, text in said.items()}  # fmt: skip
         gates.replace_rows(
             [
-                (
-                    str(index),
-                    (
-                        gate.gate,
-                        _result(self.app, gate.passed),
-                        gate.detail or _figures(gate.metric, gate.value, gate.threshold),
-                    ),
-                )
+                (str(index), (gate.gate, _result(self.app, gate.passed), said[str(index)]))
                 for index, gate in enumerate(detail.gates)
             ]
         )
@@ -316,6 +318,9 @@ class ModelVersionScreen(DeckScreen):
         self.query_one("#model-lineage", Static).update(_lineage(detail))
 
         history = self.query_one("#model-history", DeckTable)
+        self._whole["model-history"] = {
+            str(event.id): f"{event.action}: {_details(event.details)}" for event in detail.history
+        }
         history.replace_rows(
             [
                 (
@@ -325,6 +330,19 @@ class ModelVersionScreen(DeckScreen):
                 for event in reversed(detail.history)
             ]
         )
+        for table_id in self._whole:
+            self._say_whole(table_id)
+
+    @on(DataTable.RowHighlighted, "#model-gates, #model-history")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id is not None:
+            self._say_whole(event.data_table.id)
+
+    def _say_whole(self, table_id: str) -> None:
+        """Under the table: the highlighted row's detail, whole."""
+        key = self.query_one(f"#{table_id}", DeckTable).selected_key()
+        text = self._whole[table_id].get(key or "", "")
+        self.query_one(f"#{table_id}-whole", Static).update(Text(text))
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#model-tabs", TabbedContent).active = tab
