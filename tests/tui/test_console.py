@@ -543,3 +543,25 @@ async def test_a_stream_of_notices_shows_at_most_three_and_keeps_warnings(seeded
         assert len(shown) == MAX_TOASTS == 3
         assert shown == ["store check: a warning", "batch_06.csv: churn:v6 accepted",
                          "batch_07.csv: churn:v7 accepted"]  # fmt: skip
+
+
+async def test_the_last_runs_fill_a_tall_terminal(seeded) -> None:
+    """As many as the table has room for, at least eight (120x40 left twenty empty rows under
+    eight runs)."""
+    from mldeck.store.models import Run
+
+    workspace, store = seeded
+    with store.write() as session:
+        for n in range(30):
+            session.add(Run(name=f"sweep-{n}", kind="custom", status="succeeded"))
+    shown = []
+    for size in ((80, 24), (120, 40)):
+        app = make_app(workspace, store)
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#last-runs", DeckTable)
+            # Within its border, the header takes a row; every other row holds a run.
+            # Within its border, the header takes a row; every other row holds a run.
+            await until(pilot, lambda table=table: table.row_count == table.size.height - 1)
+            shown.append(table.row_count)
+    assert shown[0] >= 8 and shown[1] >= shown[0] + 16

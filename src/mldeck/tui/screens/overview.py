@@ -36,6 +36,9 @@ class Card(Plain):
     """A bordered box with a title and a few lines of figures."""
 
 
+LAST_RUNS = 8  # the fewest last runs listed (more when the terminal is taller)
+
+
 class OverviewScreen(DeckScreen):
     SCREEN_TITLE = "Overview"
     HELP = (
@@ -51,6 +54,7 @@ class OverviewScreen(DeckScreen):
         super().__init__()
         self._integrity: str | None = None
         self._asked = False
+        self._room = LAST_RUNS  # rows the Last runs table has room for (it fills the height)
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="cards"):
@@ -79,8 +83,20 @@ class OverviewScreen(DeckScreen):
         if self.is_current:
             self.reload()
 
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit_last_runs)
+
+    def _fit_last_runs(self) -> None:
+        """List as many last runs as the table has room for, once it is laid out (its size is
+        within its border; the header takes a row), and at least LAST_RUNS."""
+        height = self.query_one("#last-runs", DeckTable).size.height
+        room = max(LAST_RUNS, height - 1) if height else self._room
+        if room != self._room:
+            self._room = room
+            self.reload()
+
     def fetch(self, store: Store) -> OverviewData:
-        figures = overview(store)
+        figures = overview(store, last=self._room)
         if self._integrity is None:
             self._integrity = integrity_check(store)
             if self._asked:  # 'i' pressed: say the answer, not only in the Store line
@@ -180,6 +196,7 @@ class OverviewScreen(DeckScreen):
         table.border_subtitle = (
             "" if o.last_runs else "no runs yet: see the README's tracking example"
         )
+        self.call_after_refresh(self._fit_last_runs)  # laid out now: its room is known
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
