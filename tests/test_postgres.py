@@ -375,6 +375,7 @@ def test_a_command_that_loses_the_server_on_its_way_says_so_in_one_line(tmp_path
     import os
     import subprocess
     import sys
+    import time
 
     _folder, pg, ws = own_server(tmp_path_factory, tmp_path, "command-server-goes")
     store = open_workspace_store(ws)
@@ -387,8 +388,20 @@ def test_a_command_that_loses_the_server_on_its_way_says_so_in_one_line(tmp_path
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
-        with open(pipe, "w") as writer:  # opens once the command reads: its run has started
-            pg.cleanup()  # the server stops
+        # The pipe opens for writing once the command reads it (its run has started); tried
+        # without blocking, so that a command that never reads it fails the test, not hangs it.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:  # ENXIO: no reader yet
+                assert command.poll() is None, command.communicate()
+                assert time.monotonic() < deadline, "the command never read the file"
+                time.sleep(0.05)
+        pg.cleanup()  # the server stops
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "w") as writer:
             writer.write(GOOD)
         _out, err = command.communicate(timeout=120)
     finally:
