@@ -345,7 +345,6 @@ def _record(
     now = utcnow()
     pid = os.getpid()
     with store.write() as session:
-        session.connection()  # the write turn taken now (BEGIN IMMEDIATE), before the read below
         since = late_labels(workspace, store, version_id)  # committed before this write turn
         fresh = share.fresh if since is None else share.fresh.join(since, on="__id", how="anti")
         if not fresh.height:

@@ -209,11 +209,15 @@ class Store:
                 session.rollback()
 
     def take_write_turn(self, session: Session) -> None:
-        """What BEGIN IMMEDIATE does on SQLite, for other databases: one writer at a time, so a
-        transaction that reads then writes (the audit chain's head, the next version number,
-        the scheduler's lease) sees every write committed before it. The store's one-row state
-        is the lock, held until the transaction ends. Call it first in a write transaction."""
-        if not self.is_sqlite:
+        """One writer at a time, from here to the transaction's end, so a transaction that reads
+        then writes (the audit chain's head, the next version number, the scheduler's lease,
+        the labels recorded so far) sees every write committed before it. On SQLite the
+        transaction begins now, with ``BEGIN IMMEDIATE`` (otherwise it would begin at its first
+        statement, and what ran before it in Python could rest on an older read); elsewhere the
+        store's one-row state is the lock. Call it first in a write transaction."""
+        if self.is_sqlite:
+            session.connection()
+        else:
             session.execute(select(StoreState.id).where(StoreState.id == 1).with_for_update())
 
     def change_seq(self) -> int:
