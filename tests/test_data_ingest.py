@@ -895,3 +895,26 @@ def test_revalidating_to_the_same_outcome_writes_no_second_copy(ws, store, tmp_p
         assert (again.status, again.quarantine_path) == ("rejected", first.quarantine_path)
     assert sorted(p.name for p in ws.quarantine_dir.iterdir()) == before
     assert leftovers(ws) == []
+
+
+def test_a_value_unlike_the_first_ten_thousand_rows_is_checked_not_unreadable(ws, store, tmp_path):
+    """polars infers a CSV's types from its first 10,000 rows and refuses the whole file at a
+    later value that does not fit (`12.5` in a column of whole numbers): that column is read as
+    text and checked as declared, and later readers read the version the same way."""
+    from mldeck.monitor.check import open_version
+    from mldeck.store.models import DatasetVersion
+
+    body = "".join(f"{i},{i % 90},a,\n" for i in range(12_000))
+    fine = ingest_file(ws, store, put(tmp_path, "late.csv", HEADER + body + "12000,12.5,b,\n"))
+    assert fine.status == "accepted", fine.reasons
+    with store.read() as session:
+        version = session.get(DatasetVersion, fine.version_id)
+    assert version.schema_["amount"] == "Float64"
+    frame = open_version(ws, version, "batch", check=True).collect()
+    assert frame.height == 12_001 and frame["amount"][-1] == 12.5
+
+    bad = ingest_file(ws, store, put(tmp_path, "bad.csv", HEADER + body + "x7,1.0,b,\n"))
+    assert bad.status == "rejected"
+    detail = version_detail(store, bad.version_id)
+    failed = [c for c in detail.report["checks"] if c["status"] == "fail"]
+    assert [(c["check"], c["column"], c["failed_rows"]) for c in failed] == [("type", "id", 1)]

@@ -26,7 +26,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from mldeck import audit, provenance
-from mldeck.data.readers import ReadError, check_separator, open_source, unsupported_type
+from mldeck.data.readers import (
+    ReadError,
+    Source,
+    check_separator,
+    open_source,
+    stored_types,
+    unsupported_type,
+)
 from mldeck.data.validate import (
     Validation,
     reasons_from_report,
@@ -572,6 +579,14 @@ def separator_of(version: DatasetVersion, configured: str) -> str:
     """The separator to read a stored version with: the one it was validated with, else (a
     version recorded before separators were) the *configured* one."""
     return (version.report or {}).get("csv_separator") or configured
+
+
+def open_stored(path: Path, version: DatasetVersion, configured: str) -> Source:
+    """A stored version's file opened as its validation read it: with its separator and, for a
+    CSV, its columns' recorded types (a column whose values past the first rows polars would
+    misread is read as text, or as its declared number type)."""
+    return open_source(path, separator=separator_of(version, configured),
+                       types=stored_types(version.schema_ or {}))  # fmt: skip
 
 
 def _validated(

@@ -11,8 +11,10 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 
@@ -25,6 +27,13 @@ FORMATS = {
     ".ndjson": "ndjson", ".jsonl": "ndjson",
 }  # fmt: skip
 OTHER_SEPARATORS = (";", "\t", "|", ",")
+INFER_ROWS = 10_000  # rows a CSV's or NDJSON's column types are inferred from
+# polars' words for a CSV value that does not fit the type inferred from the first rows
+_MISREAD = re.compile(
+    r"could not parse `.*?` as dtype `[^`]*` at column '(?P<column>.*)' \(column number", re.S
+)
+STORED_TYPES = {"String": pl.String(), "Int64": pl.Int64(), "Float64": pl.Float64()}
+T = TypeVar("T")
 
 
 def unsupported_type(path: Path) -> str | None:
@@ -51,10 +60,42 @@ class Source:
     columns: list[str]
     schema: dict[str, pl.DataType]
     separator: str = ","
+    types: Mapping[str, pl.DataType] | None = None
+    as_text: frozenset[str] = frozenset()
 
     def why(self, exc: BaseException) -> str:
         """One line for an error polars raised while reading this file."""
         return explain(exc, self.file_format, self.path, self.separator)
+
+    def misread(self, exc: BaseException) -> Source | None:
+        """This CSV opened again with the column named in *exc* read as text, when *exc* is
+        polars finding a value unlike the first rows' type (an int column with ``1.5`` or
+        ``n/a`` past row 10,000); None for any other error."""
+        found = _MISREAD.search(str(exc)) if self.file_format == "csv" else None
+        column = found["column"] if found else None
+        if column is None or column not in self.schema or column in self.as_text:
+            return None
+        return open_source(self.path, separator=self.separator, types=self.types,
+                           as_text=self.as_text | {column})  # fmt: skip
+
+    def read(self, run: Callable[[Source], T]) -> tuple[T, Source]:
+        """``run(source)``, run again with each column polars misread as text (see
+        :meth:`misread`); what it returned and the source it ran on."""
+        source = self
+        while True:
+            try:
+                return run(source), source
+            except Exception as exc:
+                again = source.misread(exc)
+                if again is None:
+                    raise
+                source = again
+
+
+def stored_types(schema: Mapping[str, str]) -> dict[str, pl.DataType]:
+    """The types to read a stored CSV version with, from the schema its validation recorded:
+    a column polars would infer otherwise from the first rows is read as it was validated."""
+    return {name: STORED_TYPES[dtype] for name, dtype in schema.items() if dtype in STORED_TYPES}
 
 
 def detect_format(path: Path, head: bytes) -> str:
@@ -77,8 +118,18 @@ def check_separator(separator: str) -> str:
     return separator
 
 
-def open_source(path: Path, *, separator: str = ",") -> Source:
-    """Open *path* for a lazy scan; raise ReadError naming what is wrong with it."""
+def open_source(
+    path: Path,
+    *,
+    separator: str = ",",
+    types: Mapping[str, pl.DataType] | None = None,
+    as_text: Iterable[str] = (),
+) -> Source:
+    """Open *path* for a lazy scan; raise ReadError naming what is wrong with it.
+
+    A CSV's columns named in *types* are read as those types, those in *as_text* as text; the
+    others' types are inferred from the first rows."""
+    as_text = frozenset(as_text)
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -96,15 +147,17 @@ def open_source(path: Path, *, separator: str = ",") -> Source:
         frame = _open_parquet(path, size)
     elif file_format == "ndjson":
         _check_text(head, size)
-        frame = pl.scan_ndjson(_literal(path), infer_schema_length=10_000)
+        frame = pl.scan_ndjson(_literal(path), infer_schema_length=INFER_ROWS)
     else:
         _check_text(head, size)
-        _check_header(head, separator)
+        names = _check_header(head, separator)
+        overrides = {**(types or {}), **dict.fromkeys(as_text, pl.String())}
         frame = pl.scan_csv(
             path,
             glob=False,
             separator=separator,
-            infer_schema_length=10_000,
+            infer_schema_length=INFER_ROWS,
+            schema_overrides={n: t for n, t in overrides.items() if n in names} or None,
             raise_if_empty=False,
             try_parse_dates=True,
         )
@@ -116,7 +169,7 @@ def open_source(path: Path, *, separator: str = ",") -> Source:
         schema = dict(frame.collect_schema())
     except Exception as exc:  # polars raises many types here; all mean "unreadable"
         raise ReadError(explain(exc, file_format, path, separator)) from None
-    return Source(path, file_format, frame, list(schema), schema, separator)
+    return Source(path, file_format, frame, list(schema), schema, separator, types, as_text)
 
 
 def _literal(path: Path) -> str:
@@ -148,7 +201,8 @@ def _check_text(head: bytes, size: int) -> None:
             ) from None
 
 
-def _check_header(head: bytes, separator: str) -> None:
+def _check_header(head: bytes, separator: str) -> list[str]:
+    """The header's names; ReadError when they cannot be a table's."""
     first = head.decode("utf-8", errors="replace").splitlines()[0] if head.strip() else ""
     if not first.strip():
         raise ReadError("the first line is empty: no header")
@@ -168,6 +222,7 @@ def _check_header(head: bytes, separator: str) -> None:
         seen[name] = position
     if any(not name.strip() for name in names):
         raise ReadError("a column has an empty name in the header")
+    return names
 
 
 RAGGED_SEARCH_RECORDS = 2_000_000  # records read, on the error's path only, to find the line

@@ -554,16 +554,21 @@ def validate(
     """
     started = time.perf_counter()
     arrived_at = arrived_at or datetime.now(UTC)
-    plan = build(
-        source, settings, reference, exact_quantiles=exact_quantiles, arrived_at=arrived_at
-    )
-    for i, flag in enumerate(plan.flags):
-        if flag.count is None:
-            plan.aggregates[f"flag::{i}"] = flag.expr.sum()
-        elif isinstance(flag.count, pl.Expr):
-            plan.aggregates[f"flag::{i}"] = flag.count
+
+    def run(source: Source) -> tuple[_Plan, pl.DataFrame]:
+        plan = build(
+            source, settings, reference, exact_quantiles=exact_quantiles, arrived_at=arrived_at
+        )
+        for i, flag in enumerate(plan.flags):
+            if flag.count is None:
+                plan.aggregates[f"flag::{i}"] = flag.expr.sum()
+            elif isinstance(flag.count, pl.Expr):
+                plan.aggregates[f"flag::{i}"] = flag.count
+        return plan, plan.frame(source.frame).select(**plan.aggregates).collect(engine=engine)
+
     try:
-        values = plan.frame(source.frame).select(**plan.aggregates).collect(engine=engine)
+        # a CSV column polars misreads past its first rows is read again as text, and checked
+        (plan, values), source = source.read(run)
     except Exception as exc:
         return unreadable(source.why(exc), time.perf_counter() - started)
     values = values.row(0, named=True)
@@ -597,6 +602,10 @@ def validate(
     status = _status(checks)
     profile = _profile(plan, values, n_rows, exact_quantiles)
     schema = {name: str(dtype) for name, dtype in source.schema.items()}
+    for name in source.as_text:  # read as text, checked (and used later) as declared
+        declared = settings.columns.get(name)
+        if declared is not None and declared.type in ("int", "float"):
+            schema[name] = str(TYPES[declared.type])
     return Validation(status, n_rows, len(source.columns), schema, checks, profile,
                       offending_rows=offending, seconds=time.perf_counter() - started)  # fmt: skip
 
@@ -764,31 +773,29 @@ def reference_profile(source: Source, settings: DataSettings) -> Validation:
     """Profile (and check) a reference file: histograms on its own equal-frequency bin edges,
     frequencies of its categories, exact quantiles. Done once per reference, so the edges take an
     extra pass over the numeric columns."""
-    kinds: dict[str, str] = {}
-    for name in source.columns:
-        declared = settings.columns.get(name)
-        kinds[name] = (declared.type if declared and declared.type else None) or _kind(
-            source.schema[name]
-        )
-    numeric = [n for n, k in kinds.items() if k in ("int", "float")]
-    edges: dict[str, list[float]] = {}
-    if numeric:
-        exprs = []
-        for name in numeric:
-            value = _typed(name, source.schema[name], kinds[name])[0].cast(pl.Float64)
-            value = value.filter(value.is_finite())
-            exprs += [value.quantile(q, "linear").alias(f"{name}::{q}") for q in EDGE_QUANTILES]
-        try:
+
+    def run(source: Source) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+        kinds: dict[str, str] = {}
+        for name in source.columns:
+            declared = settings.columns.get(name)
+            kinds[name] = (declared.type if declared and declared.type else None) or _kind(
+                source.schema[name]
+            )
+        numeric = [n for n, k in kinds.items() if k in ("int", "float")]
+        edges: dict[str, list[float]] = {}
+        if numeric:
+            exprs = []
+            for name in numeric:
+                value = _typed(name, source.schema[name], kinds[name])[0].cast(pl.Float64)
+                value = value.filter(value.is_finite())
+                exprs += [value.quantile(q, "linear").alias(f"{name}::{q}") for q in EDGE_QUANTILES]  # fmt: skip
             row = source.frame.select(exprs).collect(engine="streaming").row(0, named=True)
-        except Exception as exc:
-            return unreadable(source.why(exc))
-        for name in numeric:
-            found = (_number(row[f"{name}::{q}"]) for q in EDGE_QUANTILES)
-            edges[name] = sorted({v for v in found if v is not None})
-    categorical = [n for n, k in kinds.items() if k in ("string", "bool")]
-    categories: dict[str, list[str]] = {}
-    if categorical:
-        try:
+            for name in numeric:
+                found = (_number(row[f"{name}::{q}"]) for q in EDGE_QUANTILES)
+                edges[name] = sorted({v for v in found if v is not None})
+        categorical = [n for n, k in kinds.items() if k in ("string", "bool")]
+        categories: dict[str, list[str]] = {}
+        if categorical:
             first = (
                 source.frame.select(
                     pl.col(n)
@@ -802,10 +809,14 @@ def reference_profile(source: Source, settings: DataSettings) -> Validation:
                 .collect(engine="streaming")
                 .row(0, named=True)
             )
-        except Exception as exc:
-            return unreadable(source.why(exc))
-        for name in categorical:
-            categories[name] = [str(item[name]) for item in first[name] or []]
+            for name in categorical:
+                categories[name] = [str(item[name]) for item in first[name] or []]
+        return edges, categories
+
+    try:
+        (edges, categories), source = source.read(run)
+    except Exception as exc:
+        return unreadable(source.why(exc))
     reference = {"columns": {}}
     for name in source.columns:
         if name in edges:

@@ -25,7 +25,7 @@ import polars as pl
 from sqlalchemy import insert, select
 
 from mldeck import provenance
-from mldeck.data.readers import ReadError, open_source
+from mldeck.data.readers import ReadError
 from mldeck.errors import MldeckError, NotFound
 from mldeck.ml.registry import CHALLENGER, CHAMPION, label, load_version, resolve
 from mldeck.store.artifacts import put_stream, verify
@@ -216,10 +216,9 @@ def _read(workspace: Workspace, version: DatasetVersion, batch: str) -> pl.DataF
     path = resolve_path(workspace.root, version.stored_path)
     verify(path, version.sha256)  # score exactly the bytes the lineage names
     try:
-        from mldeck.data.ingest import separator_of
+        from mldeck.data.ingest import open_stored
 
-        separator = separator_of(version, workspace.settings.data.csv_separator)
-        return open_source(path, separator=separator).frame.collect()
+        return open_stored(path, version, workspace.settings.data.csv_separator).frame.collect()
     except ReadError as exc:
         raise MldeckError(f"cannot read {batch}: {exc}") from None
 

@@ -160,9 +160,17 @@ class TrainingData:
         return {"source": "store", "versions": self.versions}
 
 
-def _read(path: Path, separator: str, label: str) -> pl.DataFrame:
+def _read(
+    path: Path, separator: str, label: str, version: DatasetVersion | None = None
+) -> pl.DataFrame:
+    """*path* read whole: a stored *version* as its validation read it; a file with each CSV
+    column polars misreads past its first rows read as text."""
     try:
-        return open_source(path, separator=separator).frame.collect()
+        if version is not None:
+            from mldeck.data.ingest import open_stored
+
+            return open_stored(path, version, separator).frame.collect()
+        return open_source(path, separator=separator).read(lambda s: s.frame.collect())[0]
     except ReadError as exc:
         raise MldeckError(f"cannot read {label}: {exc}") from None
     except pl.exceptions.PolarsError as exc:
@@ -218,9 +226,7 @@ def load_dataset_versions(
             verify(path, version.sha256)
         except ArtifactError as exc:
             raise MldeckError(f"{label}: {exc}") from None
-        from mldeck.data.ingest import separator_of  # as it was validated
-
-        frame = _read(path, separator_of(version, separator), label)
+        frame = _read(path, separator, label, version)
         frames.append(frame)
         labels.append(label)
         versions.append({"id": version.id, "dataset": name, "version": version.version,

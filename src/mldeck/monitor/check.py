@@ -24,7 +24,7 @@ import polars as pl
 from sqlalchemy import insert, select
 
 from mldeck import provenance
-from mldeck.data.readers import ReadError, open_source
+from mldeck.data.readers import ReadError
 from mldeck.errors import MldeckError, NotFound
 from mldeck.monitor import alerts as alerting
 from mldeck.monitor import drift, performance
@@ -374,11 +374,9 @@ def open_version(
     if check:
         verify(path, version.sha256)
     try:
-        from mldeck.data.ingest import separator_of
+        from mldeck.data.ingest import open_stored
 
-        return open_source(
-            path, separator=separator_of(version, workspace.settings.data.csv_separator)
-        ).frame
+        return open_stored(path, version, workspace.settings.data.csv_separator).frame
     except ReadError as exc:
         raise MldeckError(f"cannot read {label}: {exc}") from None
 
