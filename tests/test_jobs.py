@@ -4,9 +4,11 @@ checks, the scheduler's misfire policy and the retrain policies, on real stores.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -459,6 +461,9 @@ def test_health_checks_are_stored_and_raise_then_resolve_alerts(ws_store):
         scheduler_alert = session.execute(select(Alert).where(Alert.rule == "health:scheduler"))
         assert scheduler_alert.scalar_one().status == "resolved"
     assert count(store, HealthCheck) == 14
+    keeper.release()  # a clean stop: the scheduler did run, and is not running now
+    (after,) = [c for c in run_checks(workspace, store).checks if c.name == "scheduler"]
+    assert after.status == "warn" and after.message.startswith("no scheduler is running")
 
 
 # -- the scheduler ---------------------------------------------------------------------------------
@@ -1000,3 +1005,18 @@ def test_freshness_does_not_call_the_reference_a_batch(workspace, store, tmp_pat
     batch.write_text("a,b\n3,x\n", encoding="utf-8")
     ingest_file(workspace, store, batch)
     assert check_freshness(workspace, store).message == "newest batch 0.0 h old"
+
+
+def test_a_freshness_rule_says_its_limit_at_the_scale_it_was_set(workspace, store, tmp_path):
+    """A limit of a few seconds is said as seconds, not as '0.0 h (limit 0.0001 h)'."""
+    from mldeck.data.ingest import ingest_file
+    from mldeck.monitor.alerts import store_signals
+    from mldeck.monitor.settings import AlertRule
+
+    batch = tmp_path / "batch.csv"
+    batch.write_text("a,b\n3,x\n", encoding="utf-8")
+    ingest_file(workspace, store, batch)
+    time.sleep(0.5)
+    rule = AlertRule(name="stale", when="freshness", hours=0.0001, severity="warning")
+    (signal,) = store_signals(store, [rule])
+    assert signal.firing and re.fullmatch(r"no new data for \d\.\ds \(limit 0\.4s\)", signal.title)

@@ -128,7 +128,7 @@ def check_scheduler(workspace: Workspace, store: Store) -> Check:
     held = leases.holder(store, workspace.settings.jobs.lease_seconds)
     if held is None:
         return Check(
-            "scheduler", WARN, "no scheduler has run (start 'mldeck daemon' or the console)"
+            "scheduler", WARN, "no scheduler is running (start 'mldeck daemon' or the console)"
         )
     age = (utcnow() - held.heartbeat_at).total_seconds()
     if not held.alive:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from mldeck import audit
+from mldeck import formatting as fmt
 from mldeck.errors import MldeckError, NotFound
 from mldeck.monitor.settings import AlertRule
 from mldeck.provenance import current_user
@@ -113,7 +114,8 @@ def store_signals_in(session: Session, rules: list[AlertRule]) -> list[Signal]:
             age = now - newest
             signals.append(Signal(
                 rule, age > timedelta(hours=rule.hours), rule.name,
-                f"no new data for {age.total_seconds() / 3600:.1f} h (limit {rule.hours:g} h)",
+                f"no new data for {fmt.duration(age)} "
+                f"(limit {fmt.duration(timedelta(hours=rule.hours))})",
                 details={"newest": newest.isoformat(), "hours": age.total_seconds() / 3600},
             ))  # fmt: skip
         elif rule.when == "failed_run":
