@@ -477,6 +477,7 @@ URLS_THAT_CANNOT_WORK = [
     ("garbage", "is not a database URL"),
     ("postgresql://u:secret@host:abc/db", "'postgresql://u:***@host:abc/db' is not a database"),
     ("mysql://u@localhost/db", "database driver"),
+    ("postgres+psycopg://u@localhost/db", "kind of database SQLAlchemy does not know ('postgres"),
     # A server that is not there: psycopg's message and its hint, on one line.
     ("postgresql+psycopg://u@127.0.0.1:9/db", "connection failed"),
 ]

@@ -22,7 +22,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from sqlalchemy import create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
 
 from mldeck.errors import StoreError
@@ -317,6 +317,12 @@ def _open_engine(
         raise StoreError(
             f"the store {_safe(url)} needs the database driver module {exc.name or exc}, which"
             " is not installed"
+        ) from None
+    except NoSuchModuleError:
+        raise StoreError(
+            f"the store {_safe(url)} names a kind of database SQLAlchemy does not know "
+            f"({make_url(url).drivername!r}; mldeck stores are sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DB)"
         ) from None
     except (ArgumentError, ValueError) as exc:
         raise StoreError(f"cannot open the store {_safe(url)}: {exc}") from None
