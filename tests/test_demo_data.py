@@ -470,9 +470,9 @@ def test_the_feed_drops_the_storyline_week_after_week(workspace, store):
     while not feed.dropped and time.monotonic() < deadline:
         time.sleep(0.1)
     feed.stop()
-    assert [p.name for p in feed.dropped] == ["week_03_none.csv"]
+    assert [p.name for p in feed.dropped] == ["week_03_normal.csv"]
     assert said[0] == "demo: a new week every 2 s, from week 3"
-    assert said[1] == "demo: week 3 (normal) dropped into data/incoming/week_03_none.csv"
+    assert said[1] == "demo: week 3 (normal) dropped into data/incoming/week_03_normal.csv"
 
 
 def test_the_feed_refuses_a_workspace_the_demo_did_not_make(workspace, tmp_path):

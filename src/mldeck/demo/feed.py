@@ -48,7 +48,8 @@ class Week:
 
     @property
     def file_name(self) -> str:
-        return f"week_{self.number:02d}_{self.scenario}.csv"
+        named = "normal" if self.scenario == "none" else self.scenario
+        return f"week_{self.number:02d}_{named}.csv"
 
 
 def check_demo_workspace(workspace: Workspace) -> None:
