@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -89,11 +90,13 @@ def test_pause_resume_edit_and_add(ws, cli):
 def test_run_here_and_health(ws, cli):
     done = cli("jobs", "run", "health", cwd=ws.root)
     assert done.returncode == 0, done.stderr
-    assert "health: succeeded" in done.stdout
+    (run_id,) = re.findall(r"health: succeeded \(run (\d+)\)", done.stdout)
     failed = cli("jobs", "run", "nightly", "--json", cwd=ws.root)
     outcome = json.loads(failed.stdout)
     assert failed.returncode == 1 and outcome["status"] == "failed"
     assert len(outcome["run_ids"]) == 3  # two retries
+    listed = cli("jobs", "list", cwd=ws.root).stdout
+    assert re.search(rf"\brun {run_id}, \d\d\d\d-\d\d-\d\d \d\d:\d\d", listed), listed
     assert "[model] target is not set" in outcome["error"]
     health = cli("jobs", "health", "--json", cwd=ws.root)
     checks = {c["name"]: c["status"] for c in json.loads(health.stdout)["checks"]}

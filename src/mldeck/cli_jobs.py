@@ -87,7 +87,7 @@ def jobs_list(as_json: JsonOption = False) -> None:
         return
     table = _table("NAME", "KIND", "WHEN", "STATE", "NEXT", "LAST RUN", "OUTCOME")
     for r in rows:
-        last = f"{r.last_run_id} {fmt.when(r.last_run_at)}" if r.last_run_id else "-"
+        last = f"run {r.last_run_id}, {fmt.when(r.last_run_at)}" if r.last_run_id else "-"
         table.add_row(r.name, r.kind, timing(r), state(r), fmt.when(next_fire_time(r)) or "-",
                       last, r.last_status or "-")  # fmt: skip
     out.print(table)
@@ -130,7 +130,8 @@ def jobs_run(
     if as_json:
         _print_json(outcome.as_dict())
     else:
-        out.print(f"{name}: {outcome.status} (runs {', '.join(map(str, outcome.run_ids))})",
+        word = "run" if len(outcome.run_ids) == 1 else "runs"
+        out.print(f"{name}: {outcome.status} ({word} {', '.join(map(str, outcome.run_ids))})",
                   markup=False)  # fmt: skip
         if outcome.error:
             out.print(outcome.error, markup=False)
