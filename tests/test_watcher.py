@@ -589,3 +589,18 @@ def test_a_setting_fixed_in_mldeck_toml_applies_to_the_next_file(ws, store, watc
     wait_for(lambda: len(recorder.outcomes) == 3, "the third file")
     assert recorder.outcomes[2].status == "accepted", recorder.outcomes[2].reasons
     assert recorder.said("mldeck.toml changed: the next files are validated with it")
+
+
+def test_a_link_to_nothing_is_said_once_and_taken_once_its_target_exists(ws, store, watch):
+    """A symbolic link whose target is missing cannot be read: the watcher says so, once, and
+    leaves it; when the target appears the file is ingested through the link."""
+    watcher, recorder = watch()
+    target = ws.root / "elsewhere.csv"
+    (ws.incoming_dir / "linked.csv").symlink_to(target)
+    wait_for(lambda: recorder.said("linked.csv: a link to "), "the dangling link to be said")
+    assert recorder.said(f"{target}, which does not exist; left in incoming/ until it does")
+    time.sleep(watcher.tick_seconds * 4)  # more looks at the folder: nothing said again
+    assert sum("linked.csv" in line for line in recorder.events) == 1
+    target.write_bytes(csv_bytes(10, seed=11))
+    wait_for(lambda: recorder.outcomes, "the file behind the link to be ingested")
+    assert recorder.outcomes[0].status == "accepted" and len(versions(store)) == 1

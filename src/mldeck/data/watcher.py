@@ -207,6 +207,8 @@ class IncomingWatcher:
         self._pending: dict[Path, _Pending] = {}
         # Files handled that must not be taken again while unchanged (could not be removed).
         self._left: dict[Path, _Signature | None] = {}
+        # Links in incoming/ to nothing, and where they point: said once, left in place.
+        self._dangling: dict[Path, str] = {}
         self._work = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -396,7 +398,9 @@ class IncomingWatcher:
                     continue
                 signature = _signature(path)
                 if signature is None:
+                    self._dangling_link(path)
                     continue
+                self._dangling.pop(path, None)
                 if path in self._left:
                     if self._left[path] == signature:
                         continue
@@ -404,6 +408,18 @@ class IncomingWatcher:
                 self._pending[path] = _Pending(signature, now)
                 noted.append(path)
         return noted
+
+    def _dangling_link(self, path: Path) -> None:
+        """Say (once per target) that *path* is a link to nothing: it stays where it is, and is
+        taken once what it points to exists and settles."""
+        try:
+            target = os.readlink(path)
+        except OSError:  # not a link: gone, or not a file (a folder is no candidate's business)
+            return
+        if self._dangling.get(path) != target:
+            self._dangling[path] = target
+            self._say(f"{shown(path.name)}: a link to {shown(target)}, which does not exist; "
+                      f"left in {self._incoming.name}/ until it does")  # fmt: skip
 
     def _ready(self) -> list[tuple[Path, _Signature]]:
         """The tracked files unchanged for settle_seconds, oldest first."""
