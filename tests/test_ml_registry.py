@@ -403,6 +403,32 @@ def test_rollback_restores_an_earlier_version_with_its_schema_and_code(
     assert audit.verify(store).ok
 
 
+def test_the_schema_digest_is_of_the_input_not_the_model_file(workspace, store, model_bytes):
+    """Two versions that take the same data (different fitted models, so different files)
+    digest equal; another input schema digests differently."""
+    first = add_version(workspace, store, model_bytes["a"])
+    second = add_version(workspace, store, model_bytes["c"])
+    assert first.schema_["model_file"] != second.schema_["model_file"]
+    assert registry.schema_digest(first.schema_) == registry.schema_digest(second.schema_)
+    other = add_version(workspace, store, model_bytes["b"])  # fitted on two features of three
+    assert registry.schema_digest(other.schema_) != registry.schema_digest(first.schema_)
+
+
+def test_an_unknown_alias_in_a_reference_is_named_as_promote_names_it(
+    workspace, store, model_bytes
+):
+    add_version(workspace, store, model_bytes["a"])
+    with pytest.raises(MldeckError) as promoting:
+        registry.promote(store, "churn:1", alias="champoin")
+    with pytest.raises(MldeckError) as resolving:
+        registry.resolve(store, "churn@champoin")
+    assert str(resolving.value) == str(promoting.value)
+    assert str(promoting.value) == "unknown alias 'champoin' (one of: champion, challenger)"
+    # A known alias not set yet is still said as such.
+    with pytest.raises(NotFound, match="no 'challenger' alias yet"):
+        registry.resolve(store, "churn@challenger")
+
+
 def test_rollback_by_name_goes_to_the_previous_champion(workspace, store, model_bytes):
     three_served_versions(workspace, store, model_bytes)
     change = registry.rollback(store, "churn", reason="back one step")
@@ -635,6 +661,19 @@ def test_two_processes_promoting_the_same_version_promote_it_once(workspace, sto
 
 
 # -- the command line --------------------------------------------------------------------------
+
+
+def test_models_list_shows_overall_metrics_not_slices(workspace, store, model_bytes, cli):
+    """A trained version's metrics also hold per-slice, cross-validation and champion figures
+    under the same names: the list shows the overall metrics, the primary one first."""
+    metrics = {"accuracy": 0.9, "roc_auc": 0.81, "f1": 0.7, "holdout_rows": 200,
+               "slices": {"basic": {"rows": 50, "roc_auc": 0.71}, "plus": {"roc_auc": 0.72}},
+               "cv": {"roc_auc": 0.8}, "champion": {"metrics": {"roc_auc": 0.79}}}  # fmt: skip
+    add_version(workspace, store, model_bytes["a"], metrics=metrics)
+    listed = cli("models", "list", cwd=workspace.root, env={"COLUMNS": "200"})
+    assert listed.returncode == 0, listed.stderr
+    assert "roc_auc 0.81, accuracy 0.9, f1 0.7" in listed.stdout
+    assert "slices" not in listed.stdout and "0.71" not in listed.stdout
 
 
 def test_models_commands(workspace, store, model_bytes, cli):

@@ -510,6 +510,29 @@ def test_reproduce_matches_exactly(ws):
     store.close()
 
 
+def test_a_reproduction_records_the_data_versions_it_trained_on(ws):
+    """Its lineage is the training's: the same dataset versions, as training inputs."""
+    store = open_workspace_store(ws)
+    try:
+        result = training.train(ws, store)
+        again = training.reproduce(ws, store, str(result.run_id))
+
+        def inputs(run_id: int) -> list[tuple[int, str]]:
+            with store.read() as session:
+                rows = session.execute(
+                    select(RunInput.dataset_version_id, RunInput.role)
+                    .where(RunInput.run_id == run_id)
+                    .order_by(RunInput.dataset_version_id)
+                ).all()
+            return [tuple(row) for row in rows]
+
+        assert len(inputs(result.run_id)) == 2  # the reference and the batch
+        assert inputs(again.new_run_id) == inputs(result.run_id)
+        assert {role for _, role in inputs(again.new_run_id)} == {"train"}
+    finally:
+        store.close()
+
+
 # -- child processes: the CLI, and a training killed half-way ------------------------------------
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
     lines = result.stderr.strip().splitlines()

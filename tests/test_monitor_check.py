@@ -638,6 +638,36 @@ def test_an_older_batch_checked_again_does_not_stand_for_now(monitored, store, t
     assert figures.last_drift_share != pytest.approx(again.drift_share)
 
 
+def test_kpis_window_the_batches_but_always_show_the_last_one(monitored, store, tmp_path):
+    """--days windows the monitored batches (counts and the quality series); the last batch,
+    its quality and drift share are how things stand now, shown whatever its age and said
+    as such, with the time it was checked."""
+    from datetime import timedelta
+
+    from mldeck.monitor.kpis import sections
+    from mldeck.store.models import utcnow
+
+    older = ingest(monitored, store, shifted(3, 6000), tmp_path, "older.csv")
+    newer = ingest(monitored, store, churn_frame(400, seed=2, start_id=7000), tmp_path, "n.csv")
+    first, last = check_batch(monitored, store, older), check_batch(monitored, store, newer)
+    with store.write() as session:  # checked 60 and 40 days ago
+        for result, days in ((first, 60), (last, 40)):
+            report = session.get(DriftReport, result.report_id)
+            report.created_at = utcnow() - timedelta(days=days)
+            session.add(report)
+    batches = {days: [p["batch"] for p in kpis(store, days=days).quality] for days in (7, 50, 90)}
+    assert batches == {7: ["churn:v3"], 50: ["churn:v3"], 90: ["churn:v2", "churn:v3"]}
+    recent = kpis(store, days=7)
+    assert (recent.batches_monitored, recent.batches_with_dataset_drift) == (0, 0)
+    assert recent.last_drift_share == pytest.approx(last.drift_share)
+    assert kpis(store, days=90).batches_with_dataset_drift == 1
+    shown = sections(recent)
+    assert set(shown) == {"Delivery (last 7 days)", "Model health (last 7 days)",
+                          "Last batch (any age)"}  # fmt: skip
+    assert shown["Model health (last 7 days)"]["batches monitored"].startswith("0 ")
+    assert shown["Last batch (any age)"]["batch"].startswith("churn:v3 (checked ")
+
+
 def test_latency_and_cost_per_1k_are_per_prediction_not_per_batch(store):
     """A batch of 10 rows is mostly fixed cost: 5,000 ms per 1k. Beside a batch of 10,000 rows
     at 10 ms per 1k, the median prediction took 10 ms per 1k, not the mean of the two batches."""
@@ -775,6 +805,21 @@ def test_drift_alerts_and_kpi_commands(monitored, store, tmp_path, cli):
     figures = json.loads(cli("kpis", "--json", cwd=root).stdout)
     assert figures["batches_monitored"] == 2 and figures["promotions"] == 1
     assert "lead time" in cli("kpis", cwd=root).stdout
+
+
+def test_drift_report_to_no_file_or_a_folder_is_one_line_and_leaves_no_temp_file(
+    monitored, store, tmp_path, cli
+):
+    check_batch(monitored, store, ingest(monitored, store, shifted(3, 6000), tmp_path, "b.csv"))
+    here = tmp_path / "here"
+    (here / "reports").mkdir(parents=True)
+    for target, needle in (("", "--html ''"), ("reports", "cannot write reports")):
+        done = cli("drift", "report", "churn:v2", "--html", target, "-w", str(monitored.root),
+                   cwd=here)  # fmt: skip
+        assert done.returncode == 2
+        assert_one_line_error(done, needle)
+    # Nothing written: no '.reports.tmp' beside the folder, nothing in it.
+    assert [p.name for p in here.rglob("*")] == ["reports"]
 
 
 @pytest.mark.parametrize(

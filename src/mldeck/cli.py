@@ -249,9 +249,9 @@ def runs_list(
         )
         table.add_row(
             str(row.id),
-            row.label,
-            row.kind,
-            row.trigger,
+            fmt.shown(row.label),
+            fmt.shown(row.kind),
+            fmt.shown(row.trigger),
             status_text,
             fmt.when(row.started_at or row.created_at),
             fmt.duration(row.duration),
@@ -263,19 +263,29 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(
     run: Annotated[str, typer.Argument(help="Run id, or name (the newest run of that name).")],
-    logs: Annotated[int, typer.Option(min=0, help="How many of the last log lines to show.")] = 20,
+    logs: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=MAX_LIMIT,
+            help="How many of the last log lines to show (default: 20; with --json, all).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show one run: status, params, metrics, artifacts, inputs, logs and error."""
     from mldeck.store.queries import RunRow, resolve_run, run_detail
 
     _, store = _open()
-    detail = run_detail(store, resolve_run(store, run), log_limit=logs if not as_json else 10_000)
+    if logs is None:
+        logs = MAX_LIMIT if as_json else 20
+    detail = run_detail(store, resolve_run(store, run), log_limit=logs)
     if as_json:
         _print_json(detail.as_dict())
         return
     info = detail.as_dict()
-    _heading(f"Run {info['id']}", f"  {info['name']}", gap=False)
+    _heading(f"Run {info['id']}", f"  {fmt.shown(info['name'])}", gap=False)
     for label, value in (
         ("kind", info["kind"]),
         ("trigger", info["trigger"]),
@@ -285,15 +295,15 @@ def runs_show(
         ("duration", fmt.duration(RunRow.of(detail.run).duration)),
         ("user", f"{info['user']}@{info['host']}" if info["host"] else info["user"]),
     ):
-        out.print(f"  {label:<9}{value}")
+        out.print(f"  {label:<9}{fmt.shown(str(value))}")
     if detail.parent is not None:
-        out.print(f"  {'step of':<9}run {detail.parent[0]}  {detail.parent[1]}")
+        out.print(f"  {'step of':<9}run {detail.parent[0]}  {fmt.shown(detail.parent[1])}")
     for i, (child, name) in enumerate(detail.children):
-        out.print(f"  {'steps' if i == 0 else '':<9}run {child}  {name}")
+        out.print(f"  {'steps' if i == 0 else '':<9}run {child}  {fmt.shown(name)}")
     code = detail.run.code_version
     if code.get("git_commit"):
         dirty = " (dirty)" if code.get("git_dirty") else ""
-        out.print(f"  {'code':<9}{code['git_commit'][:12]}{dirty}")
+        out.print(f"  {'code':<9}{fmt.shown(str(code['git_commit'])[:12])}{dirty}")
     _section("Params", {k: json.dumps(v) for k, v in detail.run.params.items()})
     _section("Tags", {k: json.dumps(v) for k, v in detail.run.tags.items()})
     if detail.metrics:
@@ -301,7 +311,7 @@ def runs_show(
         table = _table(*("KEY", "LAST", "STEP", "MIN", "MAX", "POINTS"))
         for metric in detail.metrics:
             table.add_row(
-                metric.key,
+                fmt.shown(metric.key),
                 fmt.number(metric.last),
                 str(metric.last_step),
                 fmt.number(metric.minimum),
@@ -323,10 +333,20 @@ def runs_show(
         note = f" (last {shown} of {detail.log_count})" if detail.log_count > shown else ""
         _heading("Logs", note)
         for line in detail.logs:
-            out.print(f"  {fmt.when(line.ts)} {line.level:<7} {line.message}", markup=False)
+            # A message of several lines (a traceback) goes on under its own, indented past
+            # the time and level, so no line of it reads as another log line.
+            head = f"  {fmt.when(line.ts)} {fmt.shown(line.level):<7} "
+            out.print(head + _shown_lines(line.message, " " * len(head)), markup=False)
     if detail.run.error:
         _heading("Error")
-        out.print(detail.run.error.rstrip(), markup=False)
+        out.print(_shown_lines(detail.run.error.rstrip()), markup=False)
+
+
+def _shown_lines(text: str, indent: str = "") -> str:
+    """Untrusted text of several lines (a log message, a traceback) as printable lines: each
+    through ``fmt.shown`` (no escape sequence, no carriage return reaches the terminal), the
+    lines after the first indented by *indent*."""
+    return f"\n{indent}".join(fmt.shown(part) for part in text.splitlines() or [""])
 
 
 @runs_app.command("compare")
@@ -350,10 +370,11 @@ def runs_compare(
         _print_json(comparison.as_dict())
         return
     fields = [f for f in comparison.fields if f.differs or not diff]
-    table = _table("", "FIELD", *(f"#{row.id} {row.name}" for row in comparison.runs))
+    table = _table("", "FIELD", *(f"#{row.id} {fmt.shown(row.name)}" for row in comparison.runs))
     for field in fields:
-        table.add_row("*" if field.differs else "", field.name,
-                      *(fmt.compared(field.section, field.key, v) for v in field.values))  # fmt: skip
+        table.add_row("*" if field.differs else "", fmt.shown(field.name),
+                      *(fmt.shown(fmt.compared(field.section, field.key, v))
+                        for v in field.values))  # fmt: skip
     out.print(table, markup=False)
     differing = sum(f.differs for f in comparison.fields)
     out.print(f"{differing} of {len(comparison.fields)} fields differ"
@@ -496,6 +517,7 @@ def data_ingest(
 
     ws, store = _open()
     outcomes, errors = [], []
+    noted: set[str] = set()  # the configured reference's notes, said once for all the files
     for path in files:
         try:
             outcome = ingest_file(ws, store, path, dataset=dataset, as_reference=reference)
@@ -505,6 +527,10 @@ def data_ingest(
             continue
         outcomes.append(outcome)
         if not as_json:
+            for note in outcome.notes:
+                if note not in noted:
+                    noted.add(note)
+                    out.print(note, markup=False)
             _print_outcome(outcome)
     if as_json:
         _print_json([*(o.as_dict() for o in outcomes), *errors])
@@ -841,7 +867,7 @@ def models_list(
     as_json: JsonOption = False,
 ) -> None:
     """List model versions with their status, aliases, gates, approval and metrics."""
-    from mldeck.store.queries import list_model_versions, numeric_metrics
+    from mldeck.store.queries import list_model_versions
 
     ws, store = _open()
     rows, total = list_model_versions(store, model=model, limit=limit)
@@ -864,11 +890,7 @@ def models_list(
             gates = f"{row.gates_failed} FAILED"
         else:
             gates = f"{row.gates_passed} passed" if row.gates_passed else "-"
-        metrics = numeric_metrics(row.metrics)
-        # The primary metric first (what the gates and the console's list go by), then others.
-        primary = ws.settings.model.primary
-        first = sorted(metrics, key=lambda k: k.rsplit(".", 1)[-1] != primary)[:3]
-        shown = ", ".join(f"{k} {fmt.number(metrics[k])}" for k in first)
+        shown = _overall_metrics(row.metrics, ws.settings.model.primary)
         table.add_row(
             row.label,
             row.status,
@@ -880,6 +902,18 @@ def models_list(
         )
     out.print(table, markup=False)
     _more(len(rows), total)
+
+
+def _overall_metrics(metrics: dict[str, Any], primary: str, count: int = 3) -> str:
+    """A version's overall holdout metrics for a list: the primary metric first (what the gates
+    and the console's list go by), then the other metrics, then other overall numbers. Nested
+    figures (per slice, cross-validation, the champion's) are not overall metrics."""
+    from mldeck.ml.settings import ALL_METRICS
+
+    overall = {k: float(v) for k, v in metrics.items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
+    order = sorted(overall, key=lambda k: (k != primary, k not in ALL_METRICS))[:count]
+    return ", ".join(f"{fmt.shown(k)} {fmt.number(overall[k])}" for k in order)
 
 
 @models_app.command("show")
@@ -1196,6 +1230,7 @@ KEY_COLUMNS = (
     "VERSION",
     "BATCH",
     "KEY",
+    "FIELD",
     "FEATURE",
     "COLUMN",
     "CHECK",
@@ -1272,11 +1307,14 @@ def _table(*columns: str, wrap: str | None = None) -> Table:
 
 
 def _section(title: str, items: dict[str, str]) -> None:
+    """A titled list of label and value; both can be untrusted text (a run's params, a reason),
+    so each goes through ``fmt.shown``: one printable line."""
     if not items:
         return
     _heading(title)
-    width = max(len(k) for k in items) + 2
-    for key, value in items.items():
+    shown = {fmt.shown(str(k)): fmt.shown(str(v)) for k, v in items.items()}
+    width = max(len(k) for k in shown) + 2
+    for key, value in shown.items():
         out.print(f"  {key:<{width}}{value}", markup=False)
 
 

@@ -197,8 +197,9 @@ def drift_report(
             help="A batch (dataset:vN, id) or report (report:ID, as drift list names it)."
         ),
     ],
-    html: Annotated[
-        Path | None, typer.Option("--html", help="Write a self-contained HTML report here.")
+    html_file: Annotated[
+        str | None,
+        typer.Option("--html", metavar="FILE", help="Write a self-contained HTML report here."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -207,8 +208,11 @@ def drift_report(
     from mldeck.monitor.queries import report_detail, resolve_report, timeline
     from mldeck.monitor.report import render_html
 
-    if html is None and not as_json:
+    if html_file is None and not as_json:
         raise MldeckError("say what to write: --html FILE, --json, or both")
+    html = None if html_file is None else Path(html_file)
+    if html is not None and (not html_file.strip() or html.name in ("", ".", "..")):
+        raise MldeckError(f"--html {html_file!r}: name the file to write the report to")
     ws, store = _open()
     detail = report_detail(store, resolve_report(store, ref))
     if html is not None:
@@ -217,8 +221,11 @@ def drift_report(
         try:
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(html)
-        except OSError as exc:
-            raise MldeckError(f"cannot write {html}: {exc.strerror or exc}") from None
+        except BaseException as exc:  # a folder there, a full disk, Ctrl-C: no temp file left
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise MldeckError(f"cannot write {html}: {exc.strerror or exc}") from None
+            raise
         if not as_json:
             out.print(f"{detail.row.batch}: report written to {html}", markup=False)
     if as_json:

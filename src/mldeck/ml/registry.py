@@ -130,9 +130,16 @@ def _model(session: Session, name: str) -> RegisteredModel:
     return model
 
 
+def _check_alias(alias: str) -> None:
+    if alias not in ALIASES:
+        raise MldeckError(f"unknown alias {alias!r} (one of: {', '.join(ALIASES)})")
+
+
 def _find(session: Session, ref: str) -> tuple[RegisteredModel, ModelVersion]:
     """The registered model and the version *ref* names, read in the caller's session."""
     name, alias, number = parse_ref(ref)
+    if alias is not None:
+        _check_alias(alias)
     model = _model(session, name)
     if alias is not None:
         version = session.execute(
@@ -169,8 +176,10 @@ def label(model: RegisteredModel | str, version: ModelVersion | int) -> str:
 
 
 def schema_digest(schema: dict[str, Any]) -> str:
-    """A short, stable fingerprint of a version's data schema (to tell schemas apart at a glance)."""
-    text = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=str)
+    """A short, stable fingerprint of a version's data schema (to tell schemas apart at a glance):
+    its input, not its model file (two versions that take the same data digest equal)."""
+    data = {k: v for k, v in schema.items() if k != "model_file"}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
@@ -490,8 +499,7 @@ def promote(
     ``[gates] auto_approve`` policy) records an automatic approval. The ``challenger`` is only
     scored in shadow, so it needs neither. The previous holder keeps its status.
     """
-    if alias not in ALIASES:
-        raise MldeckError(f"unknown alias {alias!r} (one of: {', '.join(ALIASES)})")
+    _check_alias(alias)
     reason = reason.strip()
     actor = _actor(user)
     with store.write() as session:

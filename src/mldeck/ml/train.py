@@ -934,10 +934,16 @@ def _register(
         for outcome in outcomes:
             session.add(GateResult(model_version_id=version.id, run_id=run_id,
                                    **_json_ready(outcome.as_dict())))  # fmt: skip
-        for item in data.versions:
-            session.add(RunInput(run_id=run_id, dataset_version_id=item["id"], role="train"))
+        _record_inputs(session, run_id, data)
         session.flush()
         return version.id, version.version
+
+
+def _record_inputs(session: Any, run_id: int, data: TrainingData) -> None:
+    """Lineage: the dataset versions *run_id* trained on (none for a ``--data`` file), in the
+    caller's write transaction (a training's registration, a reproduction's own)."""
+    for item in data.versions:
+        session.add(RunInput(run_id=run_id, dataset_version_id=item["id"], role="train"))
 
 
 # -- reproduce ------------------------------------------------------------------------------------
@@ -1055,6 +1061,8 @@ def reproduce(
             step(0.05, "reading the same data versions")
             data = _load_data(workspace, store, spec, None, recorded=params["data"])
             run.log_params({"data": data.record(), "reproduce_of": run_id})
+            with store.write() as session:
+                _record_inputs(session, run.id, data)
             trained = _fit_and_evaluate(spec, data, entry, run, step)
             new = {**trained.evaluation.metrics, "fairness_gap": trained.evaluation.fairness_gap,
                    **trained.cv}  # fmt: skip

@@ -7,6 +7,10 @@ rate, inference latency p50 / p95 per 1,000 predictions (over predictions, not b
 1,000 predictions (CPU time at ``[monitor] cost_per_cpu_hour``), retraining cadence (time
 between new model versions). Each figure is None when the store does not hold what it needs
 yet, never a made-up zero.
+
+Every count and rate is over the window (``days``); the last batch (its quality and drift
+share) and data freshness say how things stand now, whatever the window: the newest monitored
+batch is shown even when it was checked before the window, with the time it was checked.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class Kpis:
     cpu_seconds_per_1k: float | None
     cost_per_1k: float | None
     retrain_interval_days: float | None
+    # Per monitored batch, oldest first: the batches whose newest check is in the window, then
+    # the newest batch whatever its age (so the last point is always the last batch).
     quality: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -157,6 +163,7 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
     cpu_mean = (sum(v * rows for v, rows in cpu) / cpu_rows if cpu_rows
                 else statistics.fmean(v for v, _ in cpu) if cpu else None)  # fmt: skip
     gaps = [(b - a).total_seconds() / 86400 for a, b in itertools.pairwise(trains)]
+    quality = quality_series(store, limit=10, since=since)
     return Kpis(
         window_days=days,
         promotions=len(promotions),
@@ -177,9 +184,7 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
         batches_with_dataset_drift=sum(1 for r in reports if r.dataset_drift),
         # The newest batch's (as the quality line and the Overview), not the newest report's:
         # an older batch checked again does not stand for now.
-        last_drift_share=max(reports, key=lambda r: r.dataset_version_id).drift_share
-        if reports
-        else None,
+        last_drift_share=quality[-1]["drift_share"] if quality else None,
         latency_ms_per_1k_p50=_weighted_percentile(latency, 0.50),
         latency_ms_per_1k_p95=_weighted_percentile(latency, 0.95),
         cpu_seconds_per_1k=cpu_mean,
@@ -187,15 +192,24 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
         if cpu_mean is not None and cost_per_cpu_hour
         else None,
         retrain_interval_days=statistics.fmean(gaps) if gaps else None,
-        quality=quality_series(store, limit=10),
+        quality=quality,
     )
 
 
-def quality_series(store: Store, *, limit: int = 50) -> list[dict[str, Any]]:
-    """Per monitored batch, oldest first: drift share, estimated and realized primary metric."""
+def quality_series(
+    store: Store, *, limit: int = 50, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per monitored batch, oldest first: drift share, estimated and realized primary metric.
+    With *since*, the batches whose newest check is that recent, and then the newest batch even
+    when it was checked before: the last point is always the last batch."""
     from mldeck.monitor.queries import timeline
 
-    return [point.as_dict() for point in timeline(store, limit=limit)]
+    points = timeline(store, limit=limit, since=since)
+    if since is not None:
+        newest = timeline(store, limit=1)
+        if newest and (not points or points[-1].id != newest[0].id):
+            points = [*points[len(points) + 1 - limit :], newest[0]]
+    return [point.as_dict() for point in points]
 
 
 def _pct(value: float | None) -> str:
@@ -226,39 +240,51 @@ def _cadence(days: float | None) -> str:
 
 
 def sections(k: Kpis) -> dict[str, dict[str, str]]:
-    """The KPIs as titled sections of label -> text (the CLI and the Overview both show these)."""
+    """The KPIs as titled sections of label -> text (the CLI and the Overview both show these):
+    the counts and rates of the window, then the last batch, whatever its age."""
     cost = "-" if k.cost_per_1k is None else f"{k.cost_per_1k:.6f}"
     if k.cost_per_1k is None and k.cpu_seconds_per_1k is not None:
         cost = f"- (set [monitor] cost_per_cpu_hour; {k.cpu_seconds_per_1k:.4f} CPU s per 1k)"
     last = k.quality[-1] if k.quality else None
-    quality = "-"
+    batch = quality = "-"
     if last is not None:
+        checked = last.get("created_at")
+        if isinstance(checked, str):
+            checked = datetime.fromisoformat(checked)
+        batch = f"{last['batch']} (checked {fmt.when(checked)})"
         parts = []
         if last.get("estimated") is not None:
             parts.append(f"estimated {last['metric']} {last['estimated']:.3f}")
         if last.get("realized") is not None:
             parts.append(f"realized {last['realized']:.3f}")
-        quality = f"{last['batch']}: " + (", ".join(parts) or "no performance figures")
+        quality = ", ".join(parts) or "no performance figures"
+    drift = _pct(k.last_drift_share)
+    if last is not None and k.last_drift_share is not None and last.get("dataset_drift"):
+        drift += " (dataset drift)"
+    window = f"last {k.window_days:g} days"
     return {
-        f"Delivery (last {k.window_days:g} days)": {
+        f"Delivery ({window})": {
             "promotions": f"{k.promotions}"
             + ("" if k.promotions_per_week is None else f" ({k.promotions_per_week:.1f}/week)"),
             "lead time data → champion": _hours(k.lead_time_hours),
             "change-failure rate": _pct(k.change_failure_rate),
             "time to restore (alerts)": _hours(k.time_to_restore_hours),
         },
-        "Model health": {
-            "quality, last batch": quality,
+        f"Model health ({window})": {
             "batches monitored": f"{k.batches_monitored} ({k.batches_with_dataset_drift} with "
             "dataset drift)",
-            "last drift share": _pct(k.last_drift_share),
-            "data freshness": "-" if k.data_freshness_hours is None
-            else f"{_hours(k.data_freshness_hours)} since the last batch",
             "pipeline success rate": _pct(k.pipeline_success_rate)
             + f" of {k.runs_finished} finished runs",
             "latency per 1k p50 / p95": "-" if k.latency_ms_per_1k_p50 is None
             else f"{k.latency_ms_per_1k_p50:.1f} / {k.latency_ms_per_1k_p95:.1f} ms",
             "cost per 1k predictions": cost,
             "retraining cadence": _cadence(k.retrain_interval_days),
+        },
+        "Last batch (any age)": {
+            "batch": batch,
+            "quality": quality,
+            "drift share": drift,
+            "data freshness": "-" if k.data_freshness_hours is None
+            else f"{_hours(k.data_freshness_hours)} since new data last arrived",
         },
     }  # fmt: skip

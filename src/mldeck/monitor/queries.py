@@ -76,7 +76,9 @@ def _alerts_by_check(session: Any) -> dict[tuple[int, str], int]:
     return counts
 
 
-def _report_rows(store: Store, ids: Any | None, order: Any, limit: int) -> list[ReportRow]:
+def _report_rows(
+    store: Store, ids: Any | None, order: Any, limit: int, since: datetime | None = None
+) -> list[ReportRow]:
     with store.read() as session:
         query = (
             select(DriftReport, Dataset.name, DatasetVersion.version)
@@ -85,6 +87,8 @@ def _report_rows(store: Store, ids: Any | None, order: Any, limit: int) -> list[
         )
         if ids is not None:
             query = query.where(DriftReport.id.in_(ids))
+        if since is not None:
+            query = query.where(DriftReport.created_at >= since)
         rows = session.execute(query.order_by(order).limit(limit)).all()
         alerts = _alerts_by_check(session)
         return [_row(r, f"{name}:v{number}", alerts.get((r.run_id, f"{name}:v{number}"), 0))
@@ -101,12 +105,13 @@ def count_reports(store: Store) -> int:
         return session.execute(select(func.count(DriftReport.id))).scalar_one()
 
 
-def timeline(store: Store, *, limit: int = 50) -> list[ReportRow]:
+def timeline(store: Store, *, limit: int = 50, since: datetime | None = None) -> list[ReportRow]:
     """The newest report of each of the last *limit* batches, in the order the batches arrived
     (what the over-time charts draw): checking a batch again replaces its point, and a batch
-    checked late is drawn where it arrived, not after the batches checked before it."""
+    checked late is drawn where it arrived, not after the batches checked before it. With
+    *since*, only the batches whose newest check was made then or later (a KPI window)."""
     newest = select(func.max(DriftReport.id)).group_by(DriftReport.dataset_version_id)
-    rows = _report_rows(store, newest, DriftReport.dataset_version_id.desc(), limit)
+    rows = _report_rows(store, newest, DriftReport.dataset_version_id.desc(), limit, since)
     return list(reversed(rows))
 
 
