@@ -21,7 +21,7 @@ from mldeck.data import ingest
 from mldeck.data.ingest import EXIT, ingest_file
 from mldeck.data.validate import REASON, ROW
 from mldeck.errors import MldeckError, NotFound
-from mldeck.store.models import Run, RunInput, RunKind, RunStatus
+from mldeck.store.models import DatasetVersion, Run, RunInput, RunKind, RunStatus
 from mldeck.store.queries import list_versions, resolve_version, version_detail
 from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
 
@@ -492,6 +492,106 @@ def test_content_stored_as_a_batch_cannot_silently_become_a_reference(ws, store,
     ref = ingest_file(ws, store, put(tmp_path, "r2.csv", WARNED), as_reference=True)
     again = ingest_file(ws, store, put(tmp_path, "r3.csv", WARNED), as_reference=True)
     assert again.duplicate and again.version_id == ref.version_id != batch.version_id
+
+
+def _with_reference(workspace: Workspace, reference: Path, expectations: str = EXPECTATIONS):
+    return configure(workspace, expectations.replace(
+        'id_column = "id"', f'id_column = "id"\nreference = "{reference}"'))  # fmt: skip
+
+
+def test_a_configured_reference_that_is_rejected_never_becomes_the_reference(workspace, tmp_path):
+    """It is kept (a rejected version, in quarantine) and said with each ingest, not ingested
+    again, and not adopted as a duplicate: once revalidated under expectations it passes, the
+    next ingest adopts it."""
+    reference = put(tmp_path, "ref.csv", REJECTED)
+    ws = _with_reference(workspace, reference)
+    store = open_workspace_store(ws)
+    try:
+        first = ingest_file(ws, store, put(tmp_path, "a.csv", GOOD))
+        second = ingest_file(ws, store, put(tmp_path, "b.csv", WARNED))
+        flags = {row.version: (row.status, row.is_reference) for row in list_versions(store)[0]}
+        assert flags == {1: ("rejected", False), 2: ("accepted", False), 3: ("warned", False)}
+        said = (f"[data] reference {reference} is rejected (events:v1), so it is not the reference"
+                " of events: batches are profiled without its bins ('mldeck data show events:v1'"
+                " says why)")  # fmt: skip
+        assert first.notes == second.notes == [said]
+        with store.read() as session:
+            names = session.execute(select(Run.name).where(Run.kind == RunKind.INGEST)).scalars()
+            assert sorted(names) == ["ingest a.csv", "ingest b.csv", "ingest ref.csv"]
+        assert (ws.root / "data/quarantine/events-v1-ref.csv").is_file()
+        # The expectations fixed, the reference revalidated: the next ingest adopts it.
+        text = ws.config_path.read_text(encoding="utf-8")
+        ws.config_path.write_text(text.replace('["a", "b", "c"]', '["a", "b", "c", "z"]'))
+        ws = load_workspace(ws.root)
+        assert ingest.revalidate(ws, store, 1).status == "accepted"
+        third = ingest_file(ws, store, put(tmp_path, "c.csv", GOOD.replace("1,", "7,")))
+        assert third.notes == [f"[data] reference {reference}, already stored as events:v1, is "
+                               "now the reference of events"]  # fmt: skip
+        assert [row.version for row in list_versions(store)[0] if row.is_reference] == [1]
+    finally:
+        store.close()
+
+
+def test_a_configured_reference_not_found_is_said(workspace, tmp_path):
+    missing = tmp_path / "gone.csv"
+    ws = _with_reference(workspace, missing)
+    store = open_workspace_store(ws)
+    try:
+        outcome = ingest_file(ws, store, put(tmp_path, "a.csv", GOOD))
+        assert outcome.status == "accepted"
+        assert outcome.notes == [f"[data] reference {missing} not found ({missing}): events has "
+                                 "no reference, batches are profiled without its bins"]  # fmt: skip
+        assert outcome.as_dict()["notes"] == outcome.notes
+    finally:
+        store.close()
+
+
+def test_cli_ingest_says_what_became_of_the_reference(tmp_path, cli):
+    """Once per command, before the files' own lines."""
+    reference = put(tmp_path / "files", "ref.csv", REJECTED)
+    root = _with_reference(init_workspace(tmp_path / "ws", name="ref"), reference).root
+    a, b = put(tmp_path / "files", "a.csv", GOOD), put(tmp_path / "files", "b.csv", WARNED)
+    result = cli("data", "ingest", str(a), str(b), cwd=root)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.splitlines() == [
+        f"[data] reference {reference} is rejected (events:v1), so it is not the reference of "
+        "events: batches are profiled without its bins ('mldeck data show events:v1' says why)",
+        f"{a}: events:v2 ACCEPTED",
+        f"{b}: events:v3 WARNED",
+        "  - max(amount): 1 values above 1000",
+        "  quarantine: data/quarantine/events-v3.rows.parquet",
+    ]
+    missing = tmp_path / "missing.csv"
+    root = _with_reference(init_workspace(tmp_path / "ws2", name="ref2"), missing).root
+    result = cli("data", "ingest", str(a), cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == (
+        f"[data] reference {missing} not found ({missing}): events has no reference, batches are "
+        "profiled without its bins"
+    )
+    # --reference on a file that is rejected: said too.
+    root = configure(init_workspace(tmp_path / "ws3", name="ref3")).root
+    result = cli("data", "ingest", "--reference", str(reference), cwd=root)
+    assert result.returncode == 4, result.stderr
+    assert result.stdout.splitlines()[0] == (
+        f"{reference} is rejected (events:v1), so it is not the reference of events: batches are "
+        "profiled without its bins ('mldeck data show events:v1' says why)"
+    )
+
+
+def test_a_tsv_file_is_read_and_recorded_with_tabs(ws, store, tmp_path):
+    """Later reads (drift, scoring, training, revalidation) use the separator recorded."""
+    outcome = ingest_file(ws, store, put(tmp_path, "batch.tsv", GOOD.replace(",", "\t")))
+    assert (outcome.status, outcome.reasons) == ("accepted", [])
+    with store.read() as session:
+        version = session.get(DatasetVersion, outcome.version_id)
+    assert version.report["csv_separator"] == "\t"
+    assert ingest.separator_of(version, ",") == "\t"
+    stored = ws.root / version.stored_path
+    assert ingest.open_stored(stored, version, ",").columns == ["id", "amount", "kind", "note"]
+    ingest.revalidate(ws, store, outcome.version_id)
+    with store.read() as session:
+        assert session.get(DatasetVersion, outcome.version_id).report["csv_separator"] == "\t"
 
 
 @pytest.mark.parametrize("where", ["copy", "validate", "record"])

@@ -157,6 +157,16 @@ def test_the_configured_separator_reads_the_file(tmp_path):
     assert result.schema == {"a": "Int64", "b": "String", "c": "Float64"}
 
 
+def test_a_tsv_file_is_read_with_tabs_unless_another_separator_is_set(tmp_path):
+    """The default separator is a comma; a file named .tsv says tab."""
+    path = write(tmp_path, "t.tsv", "a\tb\tc\n1\tx\t2.5\n")
+    source = open_source(path)
+    assert (source.columns, source.separator) == (["a", "b", "c"], "\t")
+    assert run(path, data_settings(columns=ABC)).status == "accepted"
+    semi = write(tmp_path, "semi.tsv", "a;b;c\n1;x;2.5\n")
+    assert open_source(semi, separator=";").columns == ["a", "b", "c"]
+
+
 def test_short_rows_become_nulls_that_the_nulls_check_catches(tmp_path):
     path = write(tmp_path, "short.csv", "a,b,c\n1,x,1.5\n2,y\n3,z,2.5\n")
     assert pl.read_csv(path)["c"].null_count() == 1  # polars pads the short row silently
@@ -334,6 +344,34 @@ def test_broken_ndjson_is_named(tmp_path):
         open_source(write(tmp_path, "broken.ndjson", '{"a": 1}\n{"a": 2,\n'))
 
 
+def test_ndjson_starting_with_a_byte_order_mark_reads(tmp_path):
+    """Some Windows tools begin UTF-8 text with a byte order mark; polars would call it bad JSON."""
+    bom = b"\xef\xbb\xbf"
+    path = write(tmp_path, "bom.ndjson", bom + b'{"a": 1, "b": "x"}\n{"a": 2, "b": "y"}\n')
+    result = run(path, data_settings(columns={"a": {"type": "int", "min": 2}, "b": {}}))
+    assert (result.read_error, result.n_rows, result.schema) == (
+        None,
+        2,
+        {"a": "Int64", "b": "String"},
+    )
+    assert check(result, "min", "a").failed_rows == 1
+    assert pl.read_parquet(rows_path(path))[ROW].to_list() == [0]  # the second pass reads it too
+    # A broken line further on is still named by its number.
+    with pytest.raises(ReadError, match=r"^not valid NDJSON: line 2: "):
+        open_source(write(tmp_path, "broken.ndjson", bom + b'{"a": 1}\n{"a": 2,\n'))
+
+
+def test_a_csv_starting_with_a_byte_order_mark_reads_its_first_column_as_asked(tmp_path):
+    """The header's first name is the column's name, not the mark and the name: a late value
+    unlike the first rows in the first column is read as text and checked, not unreadable."""
+    body = "".join(f"{i},a\n" for i in range(10_050))
+    path = write(tmp_path, "bom.csv", b"\xef\xbb\xbf" + f"id,k\n{body}x7,b\n".encode())
+    assert open_source(path, types={"id": pl.String()}).schema["id"] == pl.String
+    result = run(path, data_settings(columns={"id": {"type": "int"}, "k": {}}))
+    assert result.read_error is None, result.read_error
+    assert check(result, "type", "id").failed_rows == 1
+
+
 @settings(max_examples=80, deadline=None, derandomize=True, database=None)
 @given(
     body=st.one_of(
@@ -446,22 +484,44 @@ def test_the_pattern_is_searched_for_not_matched_whole(tmp_path):
 @pytest.mark.parametrize(
     ("pattern", "needle"),
     [
-        (r"(?=a)b", "look-around"),
-        (r"(\w)\1", "backreferences"),
+        (r"(?=a)b", "look-around, including look-ahead and look-behind, is not supported"),
+        (r"(\w)\1", "backreferences are not supported"),
     ],
 )
-def test_a_pattern_polars_cannot_run_is_a_failed_check_not_an_unreadable_file(
-    tmp_path, pattern, needle
-):
+def test_a_pattern_polars_cannot_run_is_refused_when_the_settings_load(pattern, needle):
+    """Python's re accepts these, polars (which runs the check) does not: as a check it would
+    fail every batch, so it is a mistake in mldeck.toml, naming the column and the pattern."""
+    from mldeck.config import parse_settings
+    from mldeck.errors import ConfigError
+
+    text = f"[data.columns.code]\npattern = '{pattern}'\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text)
+    said = str(caught.value)
+    assert said == (f"mldeck.toml: 'pattern' in [data.columns.code]: {pattern!r} is not a "
+                    f"regular expression polars can run: {needle}")  # fmt: skip
+
+
+def test_a_pattern_in_polars_syntax_that_python_refuses_is_accepted(tmp_path):
+    r"""``\p{L}`` (a letter of any script) is Rust regex syntax; Python's re refuses it."""
+    path = _one_column(tmp_path, "names.parquet", ["Zoë", "42", None])
+    result = run(path, data_settings(columns={"v": {"pattern": r"^\p{L}+$"}}))
+    assert check(result, "pattern", "v").failed_rows == 1
+
+
+def test_a_pattern_the_plan_cannot_run_is_a_failed_check_of_its_severity(tmp_path):
+    """Settings made without validation (model_construct) still never make the file unreadable."""
+    from mldeck.data.expectations import ColumnExpectation
+
     path = _one_column(tmp_path, "text.parquet", ["ab", "cd"])
-    result = run(path, data_settings(columns={"v": {"pattern": pattern, "unique": True}}))
-    assert result.read_error is None
-    failed = check(result, "pattern", "v")
-    assert failed.status == "fail"
-    assert failed.detail.startswith(f"invalid pattern {pattern!r}: regex error")
-    assert needle in failed.detail
-    assert result.n_rows == 2  # the rest of the plan still ran
-    assert result.profile["columns"]["v"]["count"] == 2
+    for severity, status in (("error", "fail"), ("warning", "warn")):
+        column = ColumnExpectation.model_construct(pattern="(?=a)b", severity=severity)
+        result = run(path, DataSettings.model_construct(columns={"v": column}))
+        assert result.read_error is None
+        failed = check(result, "pattern", "v")
+        assert failed.status == status
+        assert failed.detail.startswith("invalid pattern '(?=a)b': regex error")
+        assert result.profile["columns"]["v"]["count"] == 2  # the rest of the plan still ran
 
 
 @pytest.mark.parametrize(
@@ -515,6 +575,17 @@ def test_an_expression_can_use_other_columns_and_sql_functions(tmp_path):
     failed = check(result, "expression", "v")
     assert (failed.failed_rows, failed.detail) == (1, f"1 rows where {expression!r} is false")
     assert failed.examples == [{ROW: 2, "v": 3, "w": "ccc"}]
+
+
+def test_an_expression_naming_an_unknown_column_lists_only_the_files_columns(tmp_path):
+    """Not the plan's own derived columns (``_mldeck_tmp_0``...), which a person cannot name."""
+    path = write(tmp_path, "t.csv", "v,w\n1,a\n2,b\n")
+    columns = {"v": {"type": "float", "expression": "no_such > 1"}, "w": {"type": "int"}}
+    failed = check(run(path, data_settings(columns=columns)), "expression", "v")
+    assert failed.status == "fail"
+    assert 'unable to find column "no_such"' in failed.detail
+    assert "_mldeck" not in failed.detail
+    assert failed.detail.endswith('valid columns: ["v", "w"]')
 
 
 @pytest.mark.parametrize("check_name", ["min", "max"])
@@ -598,6 +669,108 @@ def test_missing_and_unexpected_columns(tmp_path):
     assert [c.detail for c in allowed.failed] == ["missing columns: b"]
     # Without declared columns the schema is not checked at all.
     assert run(path).status == "accepted"
+
+
+def test_checks_decided_before_reading_follow_their_severity(tmp_path):
+    """Missing and unexpected columns, a bound on text, an expression that cannot run: configured
+    as warnings, they flag the batch and accept it."""
+    path = write_parquet(tmp_path, "t.parquet", pl.DataFrame({"a": ["x"], "extra": [2]}))
+    result = run(path, data_settings(columns={"a": {}, "b": {}}, table={"warn": ["columns"]}))
+    assert result.status == "warned"
+    assert sorted((c.status, c.detail) for c in result.failed) == [
+        ("warn", "missing columns: b"),
+        ("warn", "unexpected columns: 'extra'"),
+    ]
+    # A missing column whose own "present" check is a warning warns; the others fail.
+    columns = {"a": {}, "extra": {}, "b": {"warn": ["present"]}, "c": {"severity": "warning"},
+               "d": {}}  # fmt: skip
+    result = run(path, data_settings(columns=columns))
+    assert result.status == "rejected"
+    assert [(c.status, c.severity, c.detail) for c in result.failed] == [
+        ("fail", "error", "missing columns: d"),
+        ("warn", "warning", "missing columns: b, c"),
+    ]
+    del columns["d"]
+    assert run(path, data_settings(columns=columns)).status == "warned"
+    columns = {"a": {"min": 1, "expression": "a + 1 > 0", "warn": ["min", "expression"]},
+               "extra": {}}  # fmt: skip
+    result = run(path, data_settings(columns=columns))
+    assert result.status == "warned"
+    assert {(c.check, c.status) for c in result.failed} == {("min", "warn"), ("expression", "warn")}
+
+
+def test_table_checks_whose_column_is_not_in_the_file_fail_naming_it(tmp_path):
+    """A freshness or unique-ids check that cannot run is not a check passed."""
+    path = write_parquet(tmp_path, "t.parquet", pl.DataFrame({"v": [1, 1]}))
+    table: dict[str, Any] = {"max_age_days": 2}
+    expectations = data_settings(id_column="id", timestamp_column="ts", table=table)
+    result = run(path, expectations)
+    assert result.status == "rejected"
+    ids, freshness = check(result, "unique_ids", "id"), check(result, "freshness")
+    assert (ids.status, ids.detail) == (
+        "fail",
+        "the id column 'id' ([data] id_column) is not in the file",
+    )
+    assert (freshness.status, freshness.detail) == (
+        "fail",
+        "the timestamp column 'ts' ([data] timestamp_column) is not in the file",
+    )
+    warned = run(path, expectations.model_copy(update={"table": data_settings(
+        table={**table, "warn": ["freshness", "unique_ids"]}).table}))  # fmt: skip
+    assert warned.status == "warned"
+    # Without these checks, the columns are not asked for.
+    assert run(path, data_settings(id_column="id", timestamp_column="ts",
+                                   table={"unique_ids": False})).status == "accepted"  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        ([int(ARRIVED.timestamp() * 1_000_000) - 1], "int"),  # as microseconds: fresh
+        ([1.5, 2.5], "float"),
+    ],
+)
+def test_freshness_on_a_numeric_column_fails_as_not_timestamps(tmp_path, values, kind):
+    path = write_parquet(tmp_path, "n.parquet", pl.DataFrame({"ts": values}))
+    expectations = data_settings(timestamp_column="ts", table={"max_age_days": 2})
+    freshness = check(run(path, expectations), "freshness")
+    assert (freshness.status, freshness.detail) == (
+        "fail",
+        f"the timestamp column 'ts' holds {kind} values, not timestamps",
+    )
+
+
+def test_min_rows_above_max_rows_is_refused_when_the_settings_load():
+    from mldeck.config import parse_settings
+    from mldeck.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_settings("[data.table]\nmin_rows = 5\nmax_rows = 2\n")
+    assert str(caught.value) == (
+        "mldeck.toml: 'table' in [data]: min_rows (5) is above max_rows (2): no batch could pass"
+    )
+    assert data_settings(table={"min_rows": 2, "max_rows": 2}).table.max_rows == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[data.columns.x]\nmin = 3\nmax = 1\n", "'x' in [data.columns]: min (3.0) is above max (1.0)"),
+        ("[data.columns.x]\nwarn = ['bogus']\n", "'warn' in [data.columns.x]: unknown check 'bogus'"),
+        ("[data.table]\nwarn = ['bogus']\n", "'warn' in [data.table]: unknown check 'bogus'"),
+        ("[data.columns.x]\nexpression = 'x >>> 1'\n",
+         "'expression' in [data.columns.x]: not a valid polars SQL expression: "),
+    ],
+)  # fmt: skip
+def test_a_refused_expectation_says_only_the_problem(text, said):
+    """Not pydantic's "Value error, " before it."""
+    from mldeck.config import parse_settings
+    from mldeck.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text)
+    assert str(caught.value).startswith(f"mldeck.toml: {said}")
+    assert "Value error" not in str(caught.value)
 
 
 # -- offending rows and examples ----------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Data expectations as declared in ``mldeck.toml`` (``[data]``, ``[data.table]``,
-``[data.columns.NAME]``): pure settings, no polars here.
+``[data.columns.NAME]``): pure settings (polars is imported only to judge a pattern or an
+expression when the file loads, since polars is what runs them).
 
 Each check has a severity: ``error`` (the batch is rejected) or ``warning`` (accepted, flagged).
 A column's ``severity`` is the default for its checks; ``warn = ["max", ...]`` downgrades single
@@ -8,10 +9,10 @@ checks to warnings.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 Severity = Literal["error", "warning"]
 ColumnType = Literal["int", "float", "string", "bool", "datetime", "date"]
@@ -24,6 +25,25 @@ TABLE_CHECKS = ("columns", "rows", "freshness", "unique_ids")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _refused(reason: str) -> PydanticCustomError:
+    """A setting refused with *reason* as its whole message (a ``ValueError`` would be said as
+    "Value error, <reason>"). The reason is passed as context: a regex's braces stay as they are."""
+    return PydanticCustomError("value_error", "{reason}", {"reason": reason})
+
+
+def _polars_said(exc: BaseException) -> str:
+    """The cause in one line of an error polars raised (without the expression it quotes)."""
+    text = str(exc).split("This error occurred in the following expression")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    # A regex error names its cause on a later line ("error: look-around ... not supported").
+    cause = next((line for line in lines[1:] if line.startswith("error:")), None)
+    said = cause.removeprefix("error:").strip() if cause else lines[0]
+    said = said.removeprefix("regex error:").strip()
+    return said if len(said) <= 120 else said[:119] + "…"
 
 
 class ColumnExpectation(_Strict):
@@ -48,11 +68,18 @@ class ColumnExpectation(_Strict):
     @field_validator("pattern")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
+        """The pattern is run by polars (Rust's regex syntax: no look-around, no backreferences,
+        but ``\\p{L}``), so polars judges it when the file loads: refused there, it would fail
+        every batch's check."""
         if value is not None:
+            import polars as pl  # only for a workspace that has a pattern
+
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+                pl.select(pl.lit("").str.contains(value))
+            except Exception as exc:
+                raise _refused(
+                    f"{value!r} is not a regular expression polars can run: {_polars_said(exc)}"
+                ) from None
         return value
 
     @field_validator("expression")
@@ -68,7 +95,7 @@ class ColumnExpectation(_Strict):
             except Exception as exc:
                 said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 said = said if len(said) <= 120 else said[:119] + "…"
-                raise ValueError(f"not a valid polars SQL expression: {said}") from None
+                raise _refused(f"not a valid polars SQL expression: {said}") from None
         return value
 
     @field_validator("warn")
@@ -76,16 +103,18 @@ class ColumnExpectation(_Strict):
     def _known_checks(cls, value: list[str]) -> list[str]:
         unknown = [v for v in value if v not in COLUMN_CHECKS]
         if unknown:
-            raise ValueError(f"unknown check {unknown[0]!r} (checks: {', '.join(COLUMN_CHECKS)})")
+            raise _refused(f"unknown check {unknown[0]!r} (checks: {', '.join(COLUMN_CHECKS)})")
         return value
 
     @model_validator(mode="after")
     def _bounds(self) -> ColumnExpectation:
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+            raise _refused(f"min ({self.min}) is above max ({self.max})")
         return self
 
     def severity_of(self, check: str) -> Severity:
+        """The severity of one of the column's checks (``present``: a required column missing
+        from the file)."""
         return "warning" if check in self.warn else self.severity
 
 
@@ -106,8 +135,17 @@ class TableExpectation(_Strict):
     def _known_checks(cls, value: list[str]) -> list[str]:
         unknown = [v for v in value if v not in TABLE_CHECKS]
         if unknown:
-            raise ValueError(f"unknown check {unknown[0]!r} (checks: {', '.join(TABLE_CHECKS)})")
+            raise _refused(f"unknown check {unknown[0]!r} (checks: {', '.join(TABLE_CHECKS)})")
         return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> TableExpectation:
+        if self.max_rows is not None and self.min_rows > self.max_rows:
+            raise _refused(
+                f"min_rows ({self.min_rows}) is above max_rows ({self.max_rows}): no batch "
+                "could pass"
+            )
+        return self
 
     def severity_of(self, check: str) -> Severity:
         return "warning" if check in self.warn else self.severity

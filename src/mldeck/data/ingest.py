@@ -11,6 +11,7 @@ polars pass (against the dataset's reference profile) → offending rows to
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -18,7 +19,7 @@ import shutil
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from mldeck.data.readers import (
     Source,
     check_separator,
     open_source,
+    separator_for,
     stored_types,
     unsupported_type,
 )
@@ -85,6 +87,9 @@ class IngestOutcome:
     source: str
     reasons: list[str]
     quarantine_path: str = ""
+    # What else a person should know, beside this file's checks: the configured reference
+    # ingested, rejected (so not the reference) or not found.
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +102,7 @@ class IngestOutcome:
             "source": self.source,
             "reasons": self.reasons,
             "quarantine_path": self.quarantine_path,
+            "notes": self.notes,
         }
 
 
@@ -188,9 +194,11 @@ def ingest_file(
         check_dataset_name(dataset)
     dataset = dataset or settings.dataset
     say = progress or (lambda _message: None)
+    notes: list[str] = []
     if not as_reference:
-        own = _ensure_reference(workspace, store, dataset, path, trigger, say)
+        own = _ensure_reference(workspace, store, dataset, path, trigger, say, notes)
         if own is not None:  # *path* is the configured reference: ingested as such
+            own.notes = [*notes, *own.notes]
             return own
     # As stored and printed: a name in another system's encoding is not valid UTF-8 text.
     source_name, file_name = shown(str(path)), shown(path.name)
@@ -238,7 +246,7 @@ def ingest_file(
         say(f"{file_name}: same content as {name} v{version.version}; not ingested again")
         return IngestOutcome(version.id, name, version.version, sha, version.status, True,
                              source_name, reasons_from_report(version.report),
-                             version.quarantine_path)  # fmt: skip
+                             version.quarantine_path, notes)  # fmt: skip
 
     # Named per process: two processes validating the same content must not share a temp file.
     rows_file = workspace.quarantine_dir / f".{sha[:16]}-{uuid.uuid4().hex[:12]}.rows.parquet"
@@ -262,6 +270,11 @@ def ingest_file(
     if consume:
         _consume(path, before)
     say(f"{file_name}: {outcome.dataset} v{outcome.version} {outcome.status}")
+    if as_reference and not outcome.duplicate and outcome.status == "rejected":
+        name = f"[data] reference {workspace.settings.data.reference}" if adopt else source_name
+        notes.append(_not_the_reference(outcome.dataset, outcome.version, name))
+        say(notes[-1])
+    outcome.notes = notes
     return outcome
 
 
@@ -341,7 +354,7 @@ def revalidate(
         workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
         result = _validated(stored, settings, rows_file=rows_file,
                             reference=reference_of(store, ds.name))  # fmt: skip
-        report = _with_separator(result, settings.csv_separator)
+        report = _with_separator(result, separator_for(stored, settings.csv_separator))
         if _outcome(report) == _outcome(version.report or {}):
             # Nothing changed (a retry, a setting that does not matter here): the files already
             # in quarantine are this outcome's; no second copy of the batch.
@@ -423,6 +436,7 @@ def _ensure_reference(
     path: Path,
     trigger: str,
     say: Callable[[str], None],
+    notes: list[str],
 ) -> IngestOutcome | None:
     """Ingest ``[data] reference`` as the dataset's reference if it has none yet. When *path*
     is that file itself, its outcome is returned: it is ingested as the reference, not as a
@@ -430,7 +444,17 @@ def _ensure_reference(
 
     The configured file is the reference of the configured ``[data] dataset`` only: a batch
     ingested under another name is validated without a reference's bins.
+
+    What a person should know is said and added to *notes* (the CLI prints them): the reference
+    not found, ingested, adopted, or rejected. A rejected reference is kept as a rejected version
+    and never made the reference (nor adopted later as a duplicate); once revalidated under
+    expectations it passes, the next ingest adopts it.
     """
+
+    def note(text: str) -> None:
+        say(text)
+        notes.append(text)
+
     configured = workspace.settings.data.reference
     if not configured or dataset != workspace.settings.data.dataset:
         return None
@@ -439,23 +463,55 @@ def _ensure_reference(
     reference = Path(configured)
     reference = reference if reference.is_absolute() else workspace.root / reference
     if not reference.is_file():
-        say(f"[data] reference {configured} not found: batches are profiled without its bins")
+        note(f"[data] reference {configured} not found ({shown(str(reference))}): {dataset} has "
+             "no reference, batches are profiled without its bins")  # fmt: skip
         return None
     itself = reference.resolve() == path.resolve()
-    if itself:
-        say(f"{configured} is [data] reference and {dataset} has none: ingested as its reference")
+    if not itself:
+        # Already stored and rejected: said again, not ingested again (one duplicate ingest run
+        # per batch would say nothing more).
+        known = _existing(store, _sha256(reference) or "")
+        if known is not None and known[1] == dataset and known[0].status == "rejected":
+            note(_not_the_reference(dataset, known[0].version, f"[data] reference {configured}"))
+            return None
     outcome = ingest_file(workspace, store, reference, dataset=dataset, trigger=trigger,
                           as_reference=True, progress=say, adopt=True)  # fmt: skip
+    label = f"{outcome.dataset}:v{outcome.version}"
     if outcome.duplicate and reference_of(store, dataset) is None:
         if outcome.dataset != dataset:
-            say(f"[data] reference {configured} is stored as {outcome.dataset} v{outcome.version};"
-                f" {dataset} has no reference: batches are profiled without its bins")  # fmt: skip
-            return outcome if itself else None
-        with store.write() as session:
-            ds = session.execute(select(Dataset).where(Dataset.name == dataset)).scalar_one()
-            ds.reference_version_id = outcome.version_id
-            session.add(ds)
-    return outcome if itself else None
+            note(f"[data] reference {configured} is stored as {outcome.dataset} v{outcome.version};"
+                 f" {dataset} has no reference: batches are profiled without its bins")  # fmt: skip
+        elif outcome.status == "rejected":  # a rejected batch is no baseline
+            note(_not_the_reference(dataset, outcome.version, f"[data] reference {configured}"))
+        else:
+            with store.write() as session:
+                ds = session.execute(select(Dataset).where(Dataset.name == dataset)).scalar_one()
+                ds.reference_version_id = outcome.version_id
+                session.add(ds)
+            note(f"[data] reference {configured}, already stored as {label}, is now the "
+                 f"reference of {dataset}")  # fmt: skip
+    elif not outcome.duplicate and outcome.status != "rejected":
+        note(f"{configured} is [data] reference and {dataset} had none: ingested as its reference"
+             if itself else f"[data] reference {configured} ingested as {label} "
+             f"({outcome.status}), the reference of {dataset}")  # fmt: skip
+    if itself:
+        return outcome
+    notes.extend(outcome.notes)  # a rejection, said by the reference's own ingest
+    return None
+
+
+def _not_the_reference(dataset: str, version: int, name: str) -> str:
+    label = f"{dataset}:v{version}"
+    return (f"{name} is rejected ({label}), so it is not the reference of {dataset}: batches are "
+            f"profiled without its bins ('mldeck data show {label}' says why)")  # fmt: skip
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def _progress(store: Store, run_id: int, message: str) -> None:
@@ -522,7 +578,9 @@ def _record(
             ).scalar()
             or 0
         ) + 1
-        report = _with_separator(result, workspace.settings.data.csv_separator)
+        report = _with_separator(
+            result, separator_for(stored, workspace.settings.data.csv_separator)
+        )
         quarantine = _quarantine(workspace, result, f"{_safe(dataset)}-v{number}", report=report,
                                  source_name=source_name, sha=sha, stored=stored,
                                  rows_file=rows_file)  # fmt: skip
@@ -561,8 +619,9 @@ def _record(
 
 
 def _with_separator(result: Validation, separator: str) -> dict[str, Any]:
-    """The report to store, with the CSV separator the file was read with: reading the version
-    again later (drift, scoring, training) uses it, whatever ``[data] csv_separator`` says then."""
+    """The report to store, with the CSV separator the file was read with (``separator_for``:
+    a ``.tsv`` file's tab): reading the version again later (drift, scoring, training) uses it,
+    whatever ``[data] csv_separator`` says then."""
     return {**result.report(), "csv_separator": separator}
 
 

@@ -21,6 +21,7 @@ import polars as pl
 from mldeck.errors import MldeckError
 
 SNIFF_BYTES = 64 * 1024
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 FORMATS = {
     ".csv": "csv", ".tsv": "csv", ".txt": "csv",
     ".parquet": "parquet", ".pq": "parquet",
@@ -110,6 +111,12 @@ def detect_format(path: Path, head: bytes) -> str:
     return "csv"
 
 
+def separator_for(path: Path, separator: str) -> str:
+    """The separator a CSV at *path* is read with: a ``.tsv`` file given the default ``,`` is
+    read with a tab (its name says so); any other separator is used as given."""
+    return "\t" if separator == "," and path.suffix.lower() == ".tsv" else separator
+
+
 def check_separator(separator: str) -> str:
     """A separator given on the command line: one character (a tab is $'\\t' in the shell)."""
     if len(separator) != 1:
@@ -147,8 +154,9 @@ def open_source(
         frame = _open_parquet(path, size)
     elif file_format == "ndjson":
         _check_text(head, size)
-        frame = pl.scan_ndjson(_literal(path), infer_schema_length=INFER_ROWS)
+        frame = _scan_ndjson(path, bom=head.startswith(BOM))
     else:
+        separator = separator_for(path, separator)
         _check_text(head, size)
         names = _check_header(head, separator)
         overrides = {**(types or {}), **dict.fromkeys(as_text, pl.String())}
@@ -170,6 +178,16 @@ def open_source(
     except Exception as exc:  # polars raises many types here; all mean "unreadable"
         raise ReadError(explain(exc, file_format, path, separator)) from None
     return Source(path, file_format, frame, list(schema), schema, separator, types, as_text)
+
+
+def _scan_ndjson(path: Path, *, bom: bool) -> pl.LazyFrame:
+    """An NDJSON scan; a file starting with a UTF-8 byte order mark (as some Windows tools write
+    it) is scanned from the byte after it, which polars would otherwise take for bad JSON."""
+    if not bom:
+        return pl.scan_ndjson(_literal(path), infer_schema_length=INFER_ROWS)
+    with open(path, "rb") as fh:  # polars maps the file from here; the handle can close
+        fh.seek(len(BOM))
+        return pl.scan_ndjson(fh, infer_schema_length=INFER_ROWS)
 
 
 def _literal(path: Path) -> str:
@@ -203,7 +221,8 @@ def _check_text(head: bytes, size: int) -> None:
 
 def _check_header(head: bytes, separator: str) -> list[str]:
     """The header's names; ReadError when they cannot be a table's."""
-    first = head.decode("utf-8", errors="replace").splitlines()[0] if head.strip() else ""
+    text = head.decode("utf-8", errors="replace").removeprefix("\ufeff")  # polars skips a BOM too
+    first = text.splitlines()[0] if text.strip() else ""
     if not first.strip():
         raise ReadError("the first line is empty: no header")
     names = next(csv.reader([first], delimiter=separator))
@@ -249,7 +268,7 @@ def _first_bad_json_line(path: Path) -> str | None:
     """Which line of an NDJSON file is not a JSON object, and why (polars counts characters
     from a point it does not name)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
             for number, line in enumerate(fh, start=1):
                 if number > RAGGED_SEARCH_RECORDS:
                     break

@@ -395,9 +395,9 @@ def _column_checks(
         if bound is None:
             continue
         if kind not in ("int", "float", "null"):  # comparing text with a number cannot run
-            plan.static.append(CheckResult(check, name, exp.severity_of(check), "fail", 0,
-                                           f"{check} needs numbers but the column is {kind} "
-                                           f"(read as {dtype}; declare type = \"float\")"))  # fmt: skip
+            plan.static.append(_result(check, name, exp.severity_of(check), True, 0,
+                                       f"{check} needs numbers but the column is {kind} "
+                                       f"(read as {dtype}; declare type = \"float\")"))  # fmt: skip
         else:
             # The count sums the comparison itself (a sum skips nulls): no filled copy per row.
             beyond = _below(finite, kind, bound) if check == "min" else _above(finite, kind, bound)
@@ -434,8 +434,8 @@ def _column_checks(
         )
         problem = _cannot_run(plan.frame(empty), matches, condition=False)
         if problem:
-            plan.static.append(CheckResult("pattern", name, exp.severity_of("pattern"), "fail",
-                                           0, f"invalid pattern {exp.pattern!r}: {problem}"))  # fmt: skip
+            plan.static.append(_result("pattern", name, exp.severity_of("pattern"), True, 0,
+                                       f"invalid pattern {exp.pattern!r}: {problem}"))  # fmt: skip
         else:
             plan.flags.append(_Flag("pattern", name, exp.severity_of("pattern"),
                                     (value.is_not_null() & ~matches).fill_null(False),
@@ -443,12 +443,14 @@ def _column_checks(
     if exp.expression is not None:
         try:
             condition = pl.sql_expr(exp.expression)
-            problem = _cannot_run(plan.frame(empty), condition, condition=True)
+            # Judged on the file's own columns, the only ones it can name: on the plan's frame,
+            # polars' list of valid columns would show the plan's derived ones too.
+            problem = _cannot_run(empty, condition, condition=True)
         except Exception as exc:
             problem = str(exc)
         if problem:
-            plan.static.append(CheckResult("expression", name, exp.severity_of("expression"), "fail",
-                                           0, f"invalid expression {exp.expression!r}: {problem}"))  # fmt: skip
+            plan.static.append(_result("expression", name, exp.severity_of("expression"), True, 0,
+                                       f"invalid expression {exp.expression!r}: {problem}"))  # fmt: skip
         else:
             plan.flags.append(_Flag("expression", name, exp.severity_of("expression"),
                                     (~condition).fill_null(False),
@@ -467,16 +469,23 @@ def build(
     table = settings.table
     declared = settings.columns
     present = set(source.columns)
-    missing = [c for c, e in declared.items() if e.required and c not in present]
-    if missing:
-        plan.static.append(CheckResult("columns", None, table.severity_of("columns"), "fail",
-                                       0, f"missing columns: {', '.join(missing)}"))  # fmt: skip
+    # A missing column is a warning when the table's columns check is one, or the column's own
+    # "present" check (its severity, or warn = ["present"]): one result per severity.
+    missing: dict[str, list[str]] = {"error": [], "warning": []}
+    for name, exp in declared.items():
+        if exp.required and name not in present:
+            warned = "warning" in (table.severity_of("columns"), exp.severity_of("present"))
+            missing["warning" if warned else "error"].append(name)
+    for severity, names in missing.items():
+        if names:
+            plan.static.append(_result("columns", None, severity, True, 0,
+                                       f"missing columns: {', '.join(names)}"))  # fmt: skip
     if declared and not table.allow_extra_columns:
         extra = [c for c in source.columns if c not in declared]
         if extra:
             shown = ", ".join(repr(c[:40]) for c in extra[:5]) + (" ..." if len(extra) > 5 else "")
-            plan.static.append(CheckResult("columns", None, table.severity_of("columns"), "fail",
-                                           0, f"unexpected columns: {shown}"))  # fmt: skip
+            plan.static.append(_result("columns", None, table.severity_of("columns"), True, 0,
+                                       f"unexpected columns: {shown}"))  # fmt: skip
     ref_columns = (reference or {}).get("columns", {})
     empty = pl.DataFrame(schema=source.schema).lazy()
     while any(name.startswith(plan.prefix) for name in source.columns):
@@ -505,18 +514,35 @@ def build(
         _profile_exprs(plan, name, value, finite, kind, ref_columns.get(name), exact_quantiles)
 
     plan.aggregates["rows"] = pl.len()
-    if settings.id_column and settings.id_column in present and table.unique_ids:
-        ident = pl.col(settings.id_column)
-        plan.flags.append(_Flag("unique_ids", settings.id_column, table.severity_of("unique_ids"),
-                                (ident.is_not_null() & ident.is_duplicated()).fill_null(False),
-                                lambda n: f"{n} rows share an id with another row"))  # fmt: skip
+    # A table check whose column is not in the file cannot run: it fails (or warns), naming it.
+    if settings.id_column and table.unique_ids:
+        ident_name, severity = settings.id_column, table.severity_of("unique_ids")
+        if ident_name not in present:
+            plan.static.append(_result("unique_ids", ident_name, severity, True, 0,
+                                       f"the id column {ident_name!r} ([data] id_column) is not "
+                                       "in the file"))  # fmt: skip
+        else:
+            ident = pl.col(ident_name)
+            plan.flags.append(_Flag("unique_ids", ident_name, severity,
+                                    (ident.is_not_null() & ident.is_duplicated()).fill_null(False),
+                                    lambda n: f"{n} rows share an id with another row"))  # fmt: skip
     if settings.timestamp_column and table.max_age_days:
-        ts = settings.timestamp_column
-        if ts in present:
+        ts, severity = settings.timestamp_column, table.severity_of("freshness")
+        kind = _kind(source.schema[ts]) if ts in present else None
+        if kind is None:
+            plan.static.append(_result("freshness", None, severity, True, 0,
+                                       f"the timestamp column {ts!r} ([data] timestamp_column) "
+                                       "is not in the file"))  # fmt: skip
+        elif kind not in ("datetime", "date", "string", "null"):
+            # Numbers are not taken for times (an int would be read as microseconds since 1970).
+            plan.static.append(_result("freshness", None, severity, True, 0,
+                                       f"the timestamp column {ts!r} holds {kind} values, not "
+                                       "timestamps"))  # fmt: skip
+        else:
             value, _ = _typed(ts, source.schema[ts], "datetime")
             plan.aggregates["newest"] = value.max()
             limit = table.max_age_days
-            plan.deferred.append(("newest", None, table.severity_of("freshness"),
+            plan.deferred.append(("newest", None, severity,
                                   lambda newest, rows, lim=limit: _freshness(newest, arrived_at, lim)))  # fmt: skip
     return plan
 
