@@ -565,3 +565,49 @@ async def test_the_last_runs_fill_a_tall_terminal(seeded) -> None:
             await until(pilot, lambda table=table: table.row_count == table.size.height - 1)
             shown.append(table.row_count)
     assert shown[0] >= 8 and shown[1] >= shown[0] + 16
+
+
+async def test_ctrl_c_says_how_to_quit_in_plain_words(seeded) -> None:
+    """Textual's own ctrl+c notice is markup ('Press [b]ctrl+q[/b]'), which this console never
+    parses: it says, as written, the keys that quit (every key bound to quit, q and ctrl+q)."""
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        (notice,) = [n for n in app._notifications if "quit" in n.title]
+        assert "[" not in notice.message and not notice.markup
+        quit_keys = {key for key, active in app.active_bindings.items()
+                     if active.binding.action == "quit"}  # fmt: skip
+        assert quit_keys == {"q", "ctrl+q"}
+        words = notice.message.replace("(", " ").replace(",", " ").split()
+        assert quit_keys <= set(words), notice.message
+        assert app.is_running
+
+
+async def test_q_on_the_quit_dialog_quits_as_it_says(seeded) -> None:
+    """With work started here still running, q asks first; the dialog says q again quits, and
+    it does (a modal dialog hides the app's own q); escape stays."""
+    import subprocess
+
+    from mldeck.tui.screens.confirm import QuitScreen
+
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # A command started here, as far as quitting is concerned: a real child to interrupt.
+        child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        app.child_commands._running.add(child)
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, QuitScreen))
+        said = str(app.screen.query_one("#confirm-description").render())
+        assert "q or Enter quits; escape stays" in said
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, QuitScreen))
+        assert app.is_running and child.poll() is None
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, QuitScreen))
+        await pilot.press("q")
+        await until(pilot, lambda: child.poll() is not None)
+        await until(pilot, lambda: app._exit)
+    assert child.returncode == -2  # SIGINT: the work started here was interrupted

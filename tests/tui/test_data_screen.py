@@ -481,3 +481,45 @@ async def test_scoring_without_a_champion_is_refused_before_the_dialog(data_seed
         assert app.screen is detail and not isinstance(app.screen, ConfirmScreen)
         assert any("cannot be scored: no model is champion yet" in str(n.message)
                    for n in app._notifications)  # fmt: skip
+
+
+def footer_keys_in_view(app) -> list[str]:
+    """The footer's keys drawn whole within the screen's width (a key past it is cut)."""
+    from textual.widgets._footer import FooterKey
+
+    width = app.screen.size.width
+    return [
+        key.key
+        for key in app.screen.query(FooterKey)
+        if key.region.width and key.region.right <= width
+    ]
+
+
+async def test_a_versions_footer_keeps_its_actions_and_quit_at_80_columns(data_seeded) -> None:
+    """On every tab of a version, the footer shows its actions, help and q whole (the tab keys,
+    c r p, are in its help: the tabs name themselves); they went past 80 columns, q first."""
+    app = make_app(*data_seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_version(pilot, 2)
+        for tab in ("c", "r", "p"):
+            await pilot.press(tab)
+            await settle(pilot)
+            shown = footer_keys_in_view(app)
+            for key in ("escape", "s", "d", "v", "question_mark", "q"):
+                assert key in shown, (tab, shown)
+        assert "z" in shown  # on the profile tab, zooming too
+        await pilot.press("question_mark")
+        listed = static_text(app.screen.query_one("#help-keys"))
+        assert "c " in listed and "Checks" in listed
+
+
+async def test_the_empty_data_screen_says_its_whole_sentence_at_80_columns(seeded) -> None:
+    """No versions yet: how to get data is said whole under the table, not cut at one line."""
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_data(pilot)
+        status = screen.query_one("#data-status", Static)
+        lines = [strip.text.strip() for strip in status.render_lines(status.region.reset_offset)]
+        said = " ".join(line for line in lines if line)
+        assert said.endswith("or run 'mldeck data ingest FILE'"), lines
+        assert "q" in footer_keys_in_view(app)

@@ -227,6 +227,9 @@ async def test_keys_with_nothing_to_act_on_say_so_and_no_note_is_asked_for_nothi
         messages = [n.message for n in app._notifications]
         assert sum("no schedule to act on" in m for m in messages) == 3
         # Training records no note, so its dialog asks for none.
+        workspace = app.workspace
+        with open(workspace.config_path, "a", encoding="utf-8") as fh:
+            fh.write('\n[model]\ntarget = "churned"\n')  # what to train: the dialog asks
         await pilot.press("4")
         await settle(pilot)
         await pilot.press("n")

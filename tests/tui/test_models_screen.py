@@ -100,6 +100,12 @@ def approvals(store: Store, version_id: int) -> list[tuple[str, str]]:
     return [tuple(row) for row in rows]
 
 
+def say_what_to_train(workspace: Workspace) -> None:
+    """[model] with its target in mldeck.toml (read by the console when n is pressed)."""
+    with open(workspace.config_path, "a", encoding="utf-8") as fh:
+        fh.write('\n[model]\nname = "churn"\ntarget = "churned"\n')
+
+
 def champion_ids(store: Store) -> list[int]:
     return [c.model_version_id for c in champions(store)]
 
@@ -171,6 +177,7 @@ async def test_a_training_under_way_is_said_under_the_versions(models_seeded) ->
         session.add(Run(name="retrain", kind="train", trigger="schedule", status="running",
                         progress=0.9, created_at=T0, parent_run_id=job.id))  # fmt: skip
         training = job.id
+    say_what_to_train(workspace)
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_models(pilot)
@@ -475,11 +482,44 @@ async def open_run_metrics(pilot, run_id: int) -> None:
 
 
 async def start_training(pilot) -> None:
-    """`n` on the Models screen, confirmed."""
+    """`n` on the Models screen, confirmed (the dialog comes once mldeck.toml was read)."""
     await pilot.press("4")
     await settle(pilot)
     await pilot.press("n")
+    await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen))
     await pilot.press("enter")
+
+
+async def test_n_without_a_target_says_why_it_cannot_train_and_starts_nothing(
+    models_seeded,
+) -> None:
+    """No [model] target in mldeck.toml: n says so at once, as the training would refuse it,
+    with no dialog, no 'training started' and no run; once the file names one (no restart),
+    n asks to train."""
+    workspace, store = models_seeded
+    app = make_app(workspace, store)
+
+    def train_runs() -> int:
+        with store.read() as session:
+            return len(session.execute(select(Run.id).where(Run.kind == "train")).all())
+
+    before = train_runs()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_models(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        assert isinstance(app.screen, ModelsScreen)  # no dialog
+        said = notices(app)
+        assert any(
+            m.startswith("cannot train: ") and "[model] target is not set" in m for m in said
+        ), said
+        assert not any("training started" in m for m in said)
+        assert app.child_commands.running == 0 and train_runs() == before
+        say_what_to_train(workspace)
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert app.screen.title_text == "Train churn"
+        await pilot.press("escape")
 
 
 async def test_train_from_the_console_then_promote_and_score(data_seeded) -> None:

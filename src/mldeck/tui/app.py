@@ -36,6 +36,8 @@ from mldeck.workspace import Workspace
 
 # Notifications shown at once: the oldest information gives way to a new one.
 MAX_TOASTS = 3
+# What ctrl+c says: 'q' is the console's key, ctrl+q Textual's, which also works in a text field.
+QUIT_HINT = "Press q to quit (or ctrl+q, which also works while typing in a field)."
 
 
 class MldeckApp(App):
@@ -213,11 +215,11 @@ class MldeckApp(App):
 
     async def action_quit(self) -> None:
         """Quit; work started here (training, scoring, drift checks) is interrupted first, once
-        confirmed (q again, or Enter, confirms)."""
-        from mldeck.tui.screens.confirm import ConfirmScreen
+        confirmed (q again, Enter or ctrl+q confirms; escape stays)."""
+        from mldeck.tui.screens.confirm import QuitScreen
 
         running = self.child_commands.running
-        if running and not isinstance(self.screen, ConfirmScreen):
+        if running and not isinstance(self.screen, QuitScreen):
             what = (f"{'A command' if running == 1 else f'{running} commands'} started here "
                     "(training, scoring or a drift check) still running: quitting stops "
                     f"{'it' if running == 1 else 'them'}, and the runs end cancelled.")  # fmt: skip
@@ -226,9 +228,14 @@ class MldeckApp(App):
                 if note is not None:
                     self.run_worker(self._quit_now(), group="quit")
 
-            self.push_screen(ConfirmScreen("Quit mldeck", what, placeholder=None), answered)
+            self.push_screen(QuitScreen(what), answered)
             return
         await self._quit_now()
+
+    def action_help_quit(self) -> None:
+        """ctrl+c (Textual's binding): say how to quit, as plain text (Textual's own notice is
+        markup, which ``notify`` here never parses: it showed ``[b]ctrl+q[/b]``)."""
+        self.notify(QUIT_HINT, title="ctrl+c does not quit", timeout=6)
 
     async def _quit_now(self) -> None:
         if self.child_commands.running:

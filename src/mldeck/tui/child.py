@@ -81,6 +81,8 @@ class Children:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        with self._lock:  # ended: not running any more, whenever their threads get to say so
+            self._running.difference_update(running)
 
 
 def last_json(text: str) -> Any:

@@ -76,3 +76,21 @@ class ConfirmScreen(ModalScreen[str | None]):
     @on(Button.Pressed, "#confirm-no")
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class QuitScreen(ConfirmScreen):
+    """Quitting while work started here still runs: q again (the key that opened it), Enter or
+    Confirm quits; escape or Cancel stays. A modal screen hides the app's own bindings, so the
+    dialog binds q itself."""
+
+    BINDINGS = [Binding("q", "confirm", "Quit", id="quit-confirm")]
+
+    def __init__(self, description: str) -> None:
+        super().__init__(
+            "Quit mldeck",
+            f"{description}\n\nq or Enter quits; escape stays.",
+            placeholder=None,
+        )
+
+    def action_confirm(self) -> None:
+        self.dismiss("")

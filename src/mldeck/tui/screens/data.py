@@ -228,15 +228,24 @@ class VersionDetailScreen(DeckScreen):
         "offending rows kept aside (up to 200, with the reason each was flagged), or the examples "
         "stored in the report. Profile summarises each column; move the cursor to a column to "
         "draw its distribution, next to the reference's (what drift compares against); z gives "
-        "the chart more room. Wide tables scroll sideways with the left and right arrows. v "
+        "the chart more room. c, r and p show the Checks, Quarantined rows and Profile tabs. "
+        "Wide tables scroll sideways with the left and right arrows. v "
         "validates the stored bytes again under the current mldeck.toml (after fixing the "
         "setting a rejection names); the previous report is kept."
     )
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="version-back"),
-        Binding("c", "tab('checks')", "Checks", id="version-tab-checks"),
-        Binding("r", "tab('rows')", "Rows", tooltip="Quarantined rows", id="version-tab-rows"),
-        Binding("p", "tab('profile')", "Profile", id="version-tab-profile"),
+        # The tabs name themselves: their keys are in the help, so the footer keeps q at 80.
+        Binding("c", "tab('checks')", "Checks", show=False, id="version-tab-checks"),
+        Binding(
+            "r",
+            "tab('rows')",
+            "Rows",
+            tooltip="Quarantined rows",
+            show=False,
+            id="version-tab-rows",
+        ),
+        Binding("p", "tab('profile')", "Profile", show=False, id="version-tab-profile"),
         Binding("z", "zoom", "Zoom chart", id="version-zoom"),
         Binding("s", "score", "Score", id="version-score"),
         Binding("d", "drift", "Drift", tooltip="Check drift", id="version-drift"),

@@ -249,6 +249,7 @@ class DriftScreen(DeckScreen):
 
     def _show_summary(self, view: DriftView) -> None:
         summary = self.query_one("#drift-summary", Static)
+        summary.set_class(view.detail is None, "empty")  # the sentence wraps, not cut at 80
         if view.detail is None:
             summary.update(Text(
                 "No batch has been checked for drift yet: press d on a version of the Data "
@@ -294,7 +295,13 @@ class DriftScreen(DeckScreen):
             if est and est.get("reference") is not None:
                 text.append(f" (holdout {est['reference']:.3f})", style="dim")
         else:
-            text.append("no champion: features only", style="dim")
+            # What this report scored, not the registry now: a champion promoted since did not
+            # score this batch (the top bar names it); a re-check does.
+            text.append("no champion when checked: features only", style="dim")
+            now = self.deck.champion_label
+            if now:
+                again = "champion now" if self.deck.read_only else "c re-checks with"
+                text.append(f" · {again} {now}", style="dim")
         summary.update(text)
 
     def _show_features(self, view: DriftView) -> None:

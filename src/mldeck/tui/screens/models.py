@@ -15,6 +15,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from mldeck import formatting as fmt
+from mldeck.errors import MldeckError
 from mldeck.ml import registry
 from mldeck.store.engine import Store
 from mldeck.store.queries import (
@@ -107,18 +108,35 @@ class ModelsScreen(DeckScreen):
         yield Plain(id="models-status")
 
     def action_train(self) -> None:
-        """Train a candidate as `mldeck run train` does, in a worker thread, after confirming."""
-        settings = self.deck.workspace.settings.model
+        """Train a candidate as `mldeck run train` does, in a child process, after confirming;
+        first, in a worker thread, whether mldeck.toml as it is now says what to train."""
+        self.run_worker(self._trainable, thread=True, group="train-check", exclusive=True,
+                        exit_on_error=False)  # fmt: skip
+
+    def _trainable(self) -> None:
+        """What the training would refuse before it starts a run ([model] target not set, a
+        broken mldeck.toml) is said now, and no dialog asks to start it."""
+        from mldeck.ml.train import TrainSpec
+        from mldeck.workspace import load_workspace
+
+        try:  # the file as the command would read it (it may have changed since the start)
+            spec = TrainSpec.from_workspace(load_workspace(self.deck.workspace.root))
+        except MldeckError as exc:
+            self.app.call_from_thread(self.notify, f"cannot train: {exc}", severity="error",
+                                      timeout=10)  # fmt: skip
+            return
+        self.app.call_from_thread(self._ask_to_train, spec.model)
+
+    def _ask_to_train(self, model: str) -> None:
         what = (
-            f"Train a new candidate of {settings.name} from [model] in mldeck.toml, evaluate it "
+            f"Train a new candidate of {model} from [model] in mldeck.toml, evaluate it "
             "beside the champion and check the gates. Progress shows on the Runs screen."
         )
         if self._training:  # a second press while the first one trains: said, not hidden
             runs = ", ".join(f"run {run.id}" for run in self._training)
             what += f" A training is under way ({runs}): this starts another one beside it."
         self.app.push_screen(
-            ConfirmScreen(f"Train {settings.name}", what, placeholder=None),
-            self._train_confirmed,
+            ConfirmScreen(f"Train {model}", what, placeholder=None), self._train_confirmed
         )
 
     def _train_confirmed(self, note: str | None) -> None:
