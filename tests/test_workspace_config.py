@@ -104,6 +104,23 @@ def test_wrong_values_are_named(text, needle):
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[model]\ncv_folds = 1\n",
+         "'cv_folds' in [model]: cross-validation needs at least 2 folds"),
+        ('[jobs.schedules.t]\nkind = "train"\nevery = "0s"\n',
+         "'every' in [jobs.schedules.t]: '0s' is no interval"),
+    ],
+)  # fmt: skip
+def test_a_validator_s_sentence_is_said_without_pydantic_s_label(text, said):
+    """Any section's refused value reads as its own sentence, not 'Value error, ...'."""
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text)
+    assert f"mldeck.toml: {said}" in str(err.value)
+    assert "Value error" not in str(err.value)
+
+
 def test_non_utf8_config(tmp_path):
     path = tmp_path / CONFIG_FILE
     path.write_bytes(b'[project]\nname = "caf\xe9"\n')

@@ -72,7 +72,10 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
                 section = args[-1] if args else None
         allowed = ", ".join(getattr(section, "model_fields", {}))
         return f"unknown key '{key}' in {where} (allowed: {allowed})"
-    return f"'{key}' in {where}: {error['msg']}"
+    message = error["msg"]
+    if error["type"] == "value_error":  # a validator's own sentence, without pydantic's label
+        message = message.removeprefix("Value error, ")
+    return f"'{key}' in {where}: {message}"
 
 
 def parse_settings(text: str, source: str = CONFIG_FILE) -> Settings:

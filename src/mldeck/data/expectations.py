@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 Severity = Literal["error", "warning"]
 ColumnType = Literal["int", "float", "string", "bool", "datetime", "date"]
@@ -25,12 +24,6 @@ TABLE_CHECKS = ("columns", "rows", "freshness", "unique_ids")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _refused(reason: str) -> PydanticCustomError:
-    """A setting refused with *reason* as its whole message (a ``ValueError`` would be said as
-    "Value error, <reason>"). The reason is passed as context: a regex's braces stay as they are."""
-    return PydanticCustomError("value_error", "{reason}", {"reason": reason})
 
 
 def _polars_said(exc: BaseException) -> str:
@@ -77,7 +70,7 @@ class ColumnExpectation(_Strict):
             try:
                 pl.select(pl.lit("").str.contains(value))
             except Exception as exc:
-                raise _refused(
+                raise ValueError(
                     f"{value!r} is not a regular expression polars can run: {_polars_said(exc)}"
                 ) from None
         return value
@@ -95,7 +88,7 @@ class ColumnExpectation(_Strict):
             except Exception as exc:
                 said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 said = said if len(said) <= 120 else said[:119] + "…"
-                raise _refused(f"not a valid polars SQL expression: {said}") from None
+                raise ValueError(f"not a valid polars SQL expression: {said}") from None
         return value
 
     @field_validator("warn")
@@ -103,13 +96,13 @@ class ColumnExpectation(_Strict):
     def _known_checks(cls, value: list[str]) -> list[str]:
         unknown = [v for v in value if v not in COLUMN_CHECKS]
         if unknown:
-            raise _refused(f"unknown check {unknown[0]!r} (checks: {', '.join(COLUMN_CHECKS)})")
+            raise ValueError(f"unknown check {unknown[0]!r} (checks: {', '.join(COLUMN_CHECKS)})")
         return value
 
     @model_validator(mode="after")
     def _bounds(self) -> ColumnExpectation:
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise _refused(f"min ({self.min}) is above max ({self.max})")
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
         return self
 
     def severity_of(self, check: str) -> Severity:
@@ -135,13 +128,13 @@ class TableExpectation(_Strict):
     def _known_checks(cls, value: list[str]) -> list[str]:
         unknown = [v for v in value if v not in TABLE_CHECKS]
         if unknown:
-            raise _refused(f"unknown check {unknown[0]!r} (checks: {', '.join(TABLE_CHECKS)})")
+            raise ValueError(f"unknown check {unknown[0]!r} (checks: {', '.join(TABLE_CHECKS)})")
         return value
 
     @model_validator(mode="after")
     def _bounds(self) -> TableExpectation:
         if self.max_rows is not None and self.min_rows > self.max_rows:
-            raise _refused(
+            raise ValueError(
                 f"min_rows ({self.min_rows}) is above max_rows ({self.max_rows}): no batch "
                 "could pass"
             )
