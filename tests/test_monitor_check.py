@@ -830,3 +830,19 @@ def test_retraining_cadence_reads_as_a_time_under_a_day(days, text):
     from mldeck.monitor.kpis import _cadence
 
     assert _cadence(days) == text
+
+
+def test_drift_show_json_is_the_report_drift_check_gave(monitored, store, tmp_path, cli):
+    """One key, one type: `drift show --json` is the report `drift check --json` printed (the
+    estimate and the realized metrics as objects), not the list row's flat figures under it."""
+    ingest(monitored, store, churn_frame(400, seed=8, start_id=9000), tmp_path, "b.csv")
+    done = cli("drift", "check", "churn:v2", "--json", cwd=monitored.root)
+    assert done.returncode in (0, 3), done.stderr
+    checked = json.loads(done.stdout)
+    shown = json.loads(cli("drift", "show", "churn:v2", "--json", cwd=monitored.root).stdout)
+    assert shown["id"] == checked["report_id"]
+    assert isinstance(shown["estimated"], dict) and isinstance(shown["realized"], dict)
+    for key in set(checked) & set(shown) - {"alerts"}:
+        assert shown[key] == checked[key], key
+    assert shown["alerts"] == len(checked["alerts"])
+    assert not {"estimated_lower", "estimated_upper", "multivariate_drifted", "metric"} & set(shown)

@@ -122,7 +122,16 @@ class ReportDetail:
     summary: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.row.as_dict(), "reference": self.reference, **self.summary}
+        """The report as ``drift check --json`` gives it (the stored summary: ``estimated`` and
+        ``realized`` as objects, ``multivariate`` whole), with the row's identity and alert
+        count. Not the list row's flattened figures: one key, one type, in every command."""
+        row = self.row
+        return {"id": row.id, "run_id": row.run_id, "dataset_version_id": row.dataset_version_id,
+                "batch": row.batch, "created_at": row.created_at.isoformat(),
+                "reference": self.reference, "model": row.model, "n_features": row.n_features,
+                "n_drifted": row.n_drifted, "drift_share": row.drift_share,
+                "dataset_drift": row.dataset_drift, "estimated": None, "realized": None,
+                **self.summary, "alerts": row.alerts}  # fmt: skip
 
 
 def resolve_report(store: Store, ref: str) -> int:
