@@ -21,6 +21,9 @@ import polars as pl
 from mldeck.errors import MldeckError
 
 SNIFF_BYTES = 64 * 1024
+# The longest CSV header line read: a file of tens of thousands of columns has a header longer
+# than SNIFF_BYTES, and a name cut at that limit would be taken for another one.
+HEADER_BYTES = 16 * 1024 * 1024
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 FORMATS = {
     ".csv": "csv", ".tsv": "csv", ".txt": "csv",
@@ -158,7 +161,7 @@ def open_source(
     else:
         separator = separator_for(path, separator)
         _check_text(head, size)
-        names = _check_header(head, separator)
+        names = _check_header(_header_line(path, head, size), separator)
         overrides = {**(types or {}), **dict.fromkeys(as_text, pl.String())}
         frame = pl.scan_csv(
             path,
@@ -217,6 +220,26 @@ def _check_text(head: bytes, size: int) -> None:
                 f"not UTF-8 text: byte 0x{head[exc.start]:02x} at offset {exc.start} "
                 "(re-save the file as UTF-8)"
             ) from None
+
+
+def _header_line(path: Path, head: bytes, size: int) -> bytes:
+    """The file's first line, read beyond *head* when it does not end there (a header of many
+    columns); ReadError when it is longer than HEADER_BYTES."""
+    if b"\n" in head or b"\r" in head or len(head) >= size:
+        return head
+    try:
+        with open(path, "rb") as fh:
+            start = fh.read(HEADER_BYTES)
+    except OSError as exc:
+        raise ReadError(f"cannot read the file: {exc.strerror or exc}") from None
+    ends = [at for at in (start.find(b"\n"), start.find(b"\r")) if at >= 0]
+    if ends:
+        return start[: min(ends)]
+    if len(start) < size:
+        raise ReadError(
+            f"the first line is longer than {HEADER_BYTES // (1024 * 1024)} MB: no CSV header"
+        )
+    return start
 
 
 def _check_header(head: bytes, separator: str) -> list[str]:
