@@ -140,6 +140,8 @@ def test_schedule_edits_are_checked(store):
         edit(store, "h")
     with pytest.raises(MldeckError, match="--params: a health job takes no parameters"):
         edit(store, "h", params={"dataset_version_id": 1})
+    with pytest.raises(MldeckError, match="between 1 second and 7 days"):
+        edit(store, "h", timeout_seconds=7 * 86400 + 1)
     with pytest.raises(MldeckError, match="already active"):
         set_paused(store, "h", False)
     request_run(store, "h")
@@ -209,7 +211,9 @@ def test_a_schedule_added_with_the_cli_keeps_its_name_against_the_config(store):
 @pytest.mark.parametrize(
     ("name", "options", "problem"),
     [
-        ("t", {"timeout_seconds": -1}, "at least 1 second"),
+        ("t", {"timeout_seconds": -1}, "between 1 second and 7 days"),
+        # Longer than mldeck.toml allows; 10**20 would not even fit the store's column.
+        ("t", {"timeout_seconds": 10**20}, r"between 1 second and 7 days \(604800 s\)"),
         ("r", {"retries": -3}, "between 0 and 10"),
         ("", {}, "1-100 characters"),
         (" padded", {}, "1-100 characters"),
@@ -553,7 +557,8 @@ def test_missed_fire_times_are_coalesced_into_one_run_at_start(ws_store):
             row = session.execute(select(Schedule).where(Schedule.name == name)).scalar_one()
             row.last_fire_at = utcnow() - timedelta(hours=hours, minutes=30)
             session.add(row)
-    scheduler = _scheduler(workspace, store)
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
     try:
         runs = wait_for(lambda: _finished(store, "health"), "the coalesced run")
         skipped = wait_for(lambda: _finished(store, "old"), "the missed fire to be recorded")
@@ -563,6 +568,8 @@ def test_missed_fire_times_are_coalesced_into_one_run_at_start(ws_store):
     # Five missed hourly fire times became one run; the next fire is in the future.
     assert [r.status for r in runs] == [RunStatus.SUCCEEDED]
     assert fires["health"] > utcnow()
+    # Said as what happens, not as a next fire time hours ago.
+    assert "schedule health (health) active, runs now" in said
     # The newest missed time of "old" is 30 min old, within the hour of grace: one run too.
     assert [r.status for r in skipped] == [RunStatus.SUCCEEDED]
 
@@ -630,9 +637,37 @@ def test_retrain_cooldown_holds_back_a_second_automatic_retrain(ws_store):
     assert [r.status for r in retrains] == [RunStatus.SUCCEEDED, RunStatus.SKIPPED]
     assert "cool-down" in retrains[1].error
     with store.read() as session:
-        actions = session.execute(select(AuditEvent.action)).scalars().all()
-    assert {"retrain.triggered", "retrain.cooldown", "retrain.held_by_gates"} <= set(actions)
+        events = dict(session.execute(select(AuditEvent.action, AuditEvent.actor)).all())
+    assert {"retrain.triggered", "retrain.cooldown", "retrain.held_by_gates"} <= set(events)
+    assert events["model_version.register"] == policies.ACTOR  # the retrain's version
     assert count(store, ModelVersion) == 1
+
+
+@pytest.mark.parametrize("status", [RunStatus.ORPHANED, RunStatus.CANCELLED])
+def test_an_automatic_retrain_interrupted_by_a_crash_or_stop_runs_again_once(ws_store, status):
+    workspace, store = ws_store
+    reasons = ["dataset drift: churn:v2: 4 of 21 features drifted"]
+    with store.write() as session:  # as a daemon killed -9 (or stopped) mid-retrain left it
+        run = Run(name="retrain", kind="retrain", trigger="drift", status=status,
+                  params={"job": "retrain", "job_kind": "retrain", "reasons": reasons})  # fmt: skip
+        session.add(run)
+        session.flush()
+        interrupted = run.id
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        (again,) = wait_for(lambda: _finished(store, "retrain", 2)[1:], "the retrain to run again")
+    finally:
+        scheduler.stop()
+    assert again.status == RunStatus.SUCCEEDED and again.params["reasons"] == reasons
+    assert f"retrain run {interrupted} was {status} before it ended; retraining again" in said
+    scheduler = _scheduler(workspace, store)  # a later start does not run it a third time
+    scheduler.stop()
+    assert len(_runs_of(store, "retrain")) == 2
+    with store.read() as session:
+        query = select(AuditEvent).where(AuditEvent.action == "retrain.resume")
+        (event,) = session.execute(query).scalars().all()
+    assert event.details["interrupted_run"] == interrupted and event.actor == policies.ACTOR
 
 
 @pytest.mark.parametrize(
@@ -679,6 +714,24 @@ def test_a_version_waiting_after_a_retrain_is_promoted_once_approved(ws_store):
     assert [d.ref for d in done] == ["churn:1"]
     assert resolve(store, "churn@champion").id == version.id
     assert policies.promote_approved(workspace, store) == []  # once
+
+
+def test_a_version_the_scheduler_trains_is_registered_by_the_scheduler(ws_store):
+    workspace, store = ws_store
+    runner = JobRunner(workspace, store)
+    assert runner.run(JobRequest("nightly", "train")).succeeded  # a schedule's fire
+    assert runner.run(JobRequest("nightly", "train", trigger="manual")).succeeded  # a person's
+    with store.read() as session:
+        events = session.execute(
+            select(AuditEvent.action, AuditEvent.actor)
+            .where(AuditEvent.action.in_(("model.create", "model_version.register")))
+            .order_by(AuditEvent.id)
+        ).all()
+    assert [tuple(e) for e in events] == [
+        ("model.create", policies.ACTOR),
+        ("model_version.register", policies.ACTOR),
+        ("model_version.register", provenance.current_user()),
+    ]
 
 
 def test_scoring_a_batch_twice_with_the_same_champion_makes_one_output(ws_store):
@@ -861,6 +914,81 @@ def test_a_broken_config_fails_the_job_in_one_line_and_opens_then_resolves_its_a
     assert runner.run(JobRequest("health", "health")).status == RunStatus.SUCCEEDED
     with store.read() as session:
         assert session.get(Alert, alert.id).status == "resolved"
+
+
+def _failed_step_alerts(store) -> list[Alert]:
+    with store.read() as session:
+        query = select(Alert).where(Alert.rule == "failed pipeline step").order_by(Alert.id)
+        return list(session.execute(query).scalars())
+
+
+def test_a_cancelled_job_does_not_repeat_the_alert_of_an_earlier_failure(ws_store):
+    workspace, store = ws_store
+    (workspace.root / "crash.marker").touch()
+    failed = JobRunner(workspace, store).run(JobRequest("train", "train"))
+    assert failed.status == RunStatus.FAILED
+    (alert,) = _failed_step_alerts(store)
+    assert alert.status == "open" and alert.occurrences == 1
+    (workspace.root / "crash.marker").unlink()
+    _slow(workspace)
+    said: list[str] = []
+    runner = JobRunner(workspace, store, on_event=said.append)
+    outcomes: list = []
+    job = threading.Thread(target=lambda: outcomes.append(runner.run(JobRequest("train", "train"))))
+    job.start()
+    wait_for(lambda: (workspace.root / "fitting.pid").exists(), "the training to start")
+    runner.stop()
+    job.join()
+    assert outcomes[0].status == RunStatus.CANCELLED
+    (alert,) = _failed_step_alerts(store)
+    assert alert.status == "open" and alert.occurrences == 1  # seen once: it failed once
+    assert not [line for line in said if line.startswith("alert opened")]
+
+
+def test_a_retrain_that_trains_resolves_the_alert_of_a_failed_training(ws_store):
+    workspace, store = ws_store
+    (workspace.root / "crash.marker").touch()
+    runner = JobRunner(workspace, store)
+    assert runner.run(JobRequest("train", "train")).status == RunStatus.FAILED
+    (alert,) = _failed_step_alerts(store)
+    assert alert.status == "open" and alert.details["kind"] == "train"
+    (workspace.root / "crash.marker").unlink()
+    retrain = JobRequest("retrain", "retrain", {"reasons": ["dataset drift: test"]}, "drift")
+    assert runner.run(retrain).succeeded  # its training run succeeded: the last of its kind
+    (alert,) = _failed_step_alerts(store)
+    assert alert.status == "resolved"
+
+
+def test_a_failed_step_someone_resolved_stays_resolved_until_another_run_fails(ws_store):
+    from mldeck.monitor import alerts
+
+    workspace, store = ws_store
+    rules = [r for r in alerts.default_rules(workspace.settings) if r.when == "failed_run"]
+
+    def failed_run() -> int:
+        with store.write() as session:
+            run = Run(name="train", kind="train", trigger="schedule", status=RunStatus.FAILED)
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def look() -> None:  # what a drift check, 'alerts check' or a job's end does
+        alerts.apply(store, alerts.store_signals(store, rules))
+
+    first = failed_run()
+    look()
+    (alert,) = _failed_step_alerts(store)
+    alerts.resolve(store, alert.id, note="known: the config is being fixed")
+    look()
+    assert [(a.status, a.details["run_id"]) for a in _failed_step_alerts(store)] == [
+        ("resolved", first)
+    ]
+    second = failed_run()
+    look()
+    assert [(a.status, a.details["run_id"]) for a in _failed_step_alerts(store)] == [
+        ("resolved", first),
+        ("open", second),
+    ]
 
 
 def test_the_acting_scheduler_follows_schedules_changed_in_the_config(ws_store):

@@ -23,7 +23,15 @@ from sqlalchemy import select
 from mldeck import audit, tracking
 from mldeck.errors import MldeckError
 from mldeck.store.engine import Store
-from mldeck.store.models import Alias, AuditEvent, ModelVersion, RegisteredModel, Run, utcnow
+from mldeck.store.models import (
+    Alias,
+    AuditEvent,
+    ModelVersion,
+    RegisteredModel,
+    Run,
+    RunTrigger,
+    utcnow,
+)
 from mldeck.workspace import Workspace
 
 ACTOR = "mldeck-scheduler"
@@ -38,6 +46,12 @@ def record(store: Store, action: str, reason: str, *, entity_type: str = "",
     with store.write() as session:
         audit.append(session, action, entity_type=entity_type, entity_id=entity_id,
                      details={"reason": reason, **details}, actor=ACTOR)  # fmt: skip
+
+
+def actor_of(trigger: str) -> str | None:
+    """Who a job's changes are by in the audit trail: the scheduler when it started the job on
+    its own (a schedule, new data, drift), the user (None) when a person ran it."""
+    return None if trigger == RunTrigger.MANUAL else ACTOR
 
 
 def cooldown_left(workspace: Workspace, store: Store) -> tuple[float, int | None]:
@@ -76,7 +90,7 @@ def retrain_and_decide(
     reasons = [str(r) for r in params.get("reasons") or []]
     trigger = str(params.get("trigger") or "schedule")
     why = "; ".join(reasons) or f"{trigger} retrain"
-    result = train(workspace, store, trigger=trigger, progress=run.log)
+    result = train(workspace, store, trigger=trigger, progress=run.log, actor=actor_of(trigger))
     ref = f"{result.model}:{result.version}"
     outcome: dict[str, Any] = {"model": ref, "train_run_id": result.run_id, "reasons": reasons,
                                "gates_passed": result.gates_passed}  # fmt: skip

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
@@ -233,12 +234,16 @@ class JobRunner:
                               f"in {wait:.1f}s")  # fmt: skip
             if self._stop.wait(wait):
                 break
-        self._failed_step_alerts(request.kind)
+        # A cancelled job (the scheduler stopped, Ctrl-C) says nothing about its step: judged
+        # now, the rule would raise again, or repeat, the alert of an earlier failure.
+        if outcome.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+            self._failed_step_alerts(request.kind, outcome.run_ids)
         return outcome
 
-    def _failed_step_alerts(self, kind: str) -> None:
-        """The 'failed pipeline step' rule for *kind*, judged as soon as its job ends (after its
-        retries): an alert opens when it failed, and an open one resolves when it succeeded."""
+    def _failed_step_alerts(self, kind: str, run_ids: list[int]) -> None:
+        """The 'failed pipeline step' rule for *kind*, and for the kinds of the runs its job made
+        (a retrain's training), judged as soon as the job ends (after its retries): an alert
+        opens when it failed, and an open one resolves when it succeeded."""
         from mldeck.monitor import alerts
 
         rules = [r for r in alerts.default_rules(self.workspace.settings)
@@ -246,8 +251,14 @@ class JobRunner:
         if not rules:
             return
         try:
+            with self.store.read() as session:
+                kinds = {kind, *session.execute(
+                    select(Run.kind).where(Run.parent_run_id.in_(run_ids)).distinct()
+                ).scalars()}  # fmt: skip
             signals = alerts.store_signals(self.store, rules)
-            raised = alerts.apply(self.store, [s for s in signals if s.details.get("kind") == kind])
+            raised = alerts.apply(
+                self.store, [s for s in signals if s.details.get("kind") in kinds]
+            )
         except OperationalError:
             return  # a store that cannot be written: the job's own outcome already says so
         monitor = self.workspace.settings.monitor

@@ -76,6 +76,7 @@ PIPELINE_STEP_TIMEOUT = 1800
 PIPELINE_STEP_RETRIES = 1
 PIPELINE_EXECUTOR = "pipeline"
 MAX_RESUMES = 3  # a batch's pipeline run again at most this often while one process acts
+RETRAIN_RESUME = "retrain.resume"
 
 
 def _stamp(path: Any) -> tuple[int, int] | None:
@@ -281,6 +282,7 @@ class DeckScheduler:
         self.reconcile()
         self._rerun_orphaned(orphaned)
         self._resume_pipelines()
+        self._resume_retrain()
         if self.watch_incoming:
             self._start_watcher()
 
@@ -507,8 +509,8 @@ class DeckScheduler:
         trigger = make_trigger(row)
         active = row.enabled and not row.paused
         next_run = None
+        now = utcnow()
         if active:
-            now = utcnow()
             next_run = trigger.get_next_fire_time(None, now)
             if first_time and row.last_fire_at is not None:
                 # The misfire policy: start from the first fire time after the last one handled;
@@ -523,6 +525,8 @@ class DeckScheduler:
                     args=[row.name], replace_existing=True, next_run_time=next_run)  # fmt: skip
         state = "paused" if row.paused else "disabled" if not row.enabled else "active"
         when = f", next {next_run:%Y-%m-%d %H:%M:%S} UTC" if next_run else ""
+        if next_run is not None and next_run < now:  # the missed fire times coalesced above
+            when = ", runs now"
         self._say(f"schedule {row.name} ({row.kind}) {state}{when}")
 
     def _run_now(self, aps: Any, row: Schedule) -> None:
@@ -584,6 +588,44 @@ class DeckScheduler:
             self._say(f"retrain triggered by {source}: {'; '.join(reasons)}")
             outcome = runner.run(request, wait_for_slot=True)
         return outcome
+
+    def _resume_retrain(self) -> None:
+        """An automatic retrain that a stop or a crash interrupted (cancelled, orphaned) starts
+        again, once, with its reasons: the check that asked for it is done and would not ask
+        again, so the alert behind it would stay open with no retrain until the next batch."""
+        if self._aps is None:
+            return
+        since = utcnow() - timedelta(seconds=self.settings.misfire_grace_seconds)
+        with self.store.read() as session:
+            last = session.execute(
+                select(Run)
+                .where(Run.kind == "retrain", Run.trigger.in_(policies.AUTOMATIC_TRIGGERS),
+                       Run.status != RunStatus.SKIPPED)
+                .order_by(Run.id.desc())
+                .limit(1)
+            ).scalar()  # fmt: skip
+            if last is None or last.status not in (RunStatus.CANCELLED, RunStatus.ORPHANED):
+                return
+            created = last.created_at
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            if created < since:  # like a missed fire: not made up for after the grace
+                return
+            resumed = session.execute(
+                select(AuditEvent.details).where(AuditEvent.action == RETRAIN_RESUME)
+            ).scalars()
+            if any((d or {}).get("interrupted_run") == last.id for d in resumed):
+                return
+            reasons = [str(r) for r in (last.params or {}).get("reasons") or []]
+        if not reasons:
+            return
+        why = f"retrain run {last.id} was {last.status} before it ended"
+        policies.record(self.store, RETRAIN_RESUME, why, interrupted_run=last.id,
+                        retrain_reasons=reasons)  # fmt: skip
+        self._say(f"{why}; retraining again")
+        self._aps.add_job(self.trigger_retrain, id=f"retrain:{last.id}:resumed", args=[reasons],
+                          kwargs={"source": f"retrain run {last.id}, {last.status}"},
+                          next_run_time=utcnow(), misfire_grace_time=None)  # fmt: skip
 
     def _retrain_request(self, reasons: list[str], trigger: str, source: str) -> JobRequest:
         with self.store.read() as session:

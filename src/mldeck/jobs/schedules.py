@@ -15,7 +15,14 @@ from sqlalchemy import select
 
 from mldeck import audit
 from mldeck.errors import MldeckError, NotFound
-from mldeck.jobs.settings import JOB_KINDS, JobSettings, check_cron, check_params, parse_every
+from mldeck.jobs.settings import (
+    JOB_KINDS,
+    MAX_TIMEOUT_SECONDS,
+    JobSettings,
+    check_cron,
+    check_params,
+    parse_every,
+)
 from mldeck.store.engine import Store
 from mldeck.store.models import Schedule, utcnow
 
@@ -230,8 +237,11 @@ def edit(
 
 def _check_limits(timeout_seconds: int | None, retries: int | None) -> None:
     """The limits a schedule's attempts may have (the same whether added or edited)."""
-    if timeout_seconds is not None and timeout_seconds < 1:
-        raise MldeckError("the timeout must be at least 1 second")
+    if timeout_seconds is not None and not 1 <= timeout_seconds <= MAX_TIMEOUT_SECONDS:
+        raise MldeckError(
+            f"the timeout must be between 1 second and 7 days ({MAX_TIMEOUT_SECONDS} s), "
+            f"not {timeout_seconds}"
+        )
     if retries is not None and not 0 <= retries <= 10:
         raise MldeckError("retries must be between 0 and 10")
 

@@ -49,6 +49,7 @@ def parse_every(text: str) -> int:
 
 
 MAX_EVERY_SECONDS = 365 * 86400  # longer would overflow the scheduler's timers
+MAX_TIMEOUT_SECONDS = 7 * 86400  # a job's attempt; the same limit in mldeck.toml and the CLI
 
 
 def check_cron(text: str) -> str:
@@ -107,7 +108,7 @@ class ScheduleSettings(_Section):
     every: str = ""
     params: dict[str, Any] = {}
     enabled: bool = True
-    timeout_seconds: int = Field(3600, ge=1, le=7 * 86400)
+    timeout_seconds: int = Field(3600, ge=1, le=MAX_TIMEOUT_SECONDS)
     retries: int = Field(0, ge=0, le=10)
 
     @field_validator("cron")

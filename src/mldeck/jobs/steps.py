@@ -72,10 +72,12 @@ def health(workspace: Workspace, store: Store, run: tracking.ActiveRun, params: 
 
 
 def train(workspace: Workspace, store: Store, run: tracking.ActiveRun, params: dict) -> dict:
+    from mldeck.jobs.policies import actor_of
     from mldeck.ml.train import train as train_model
 
     trigger = str(params.get("trigger") or "schedule")
-    result = train_model(workspace, store, trigger=trigger, progress=run.log)
+    result = train_model(workspace, store, trigger=trigger, progress=run.log,
+                         actor=actor_of(trigger))  # fmt: skip
     return _plain(result.as_dict())
 
 

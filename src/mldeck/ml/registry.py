@@ -55,9 +55,11 @@ def register_version(
     schema: dict[str, Any],
     code_version: dict[str, Any],
     status: str = "candidate",
+    actor: str | None = None,
 ) -> ModelVersion:
     """Add the next version of *model_name* (created on first use), inside the caller's write
-    transaction, with its audit event."""
+    transaction, with its audit event (by *actor*: the scheduler's name when it trained the
+    version, else the user)."""
     model = session.execute(
         select(RegisteredModel).where(RegisteredModel.name == model_name)
     ).scalar_one_or_none()
@@ -66,7 +68,7 @@ def register_version(
         session.add(model)
         session.flush()
         audit.append(session, "model.create", entity_type="model", entity_id=model.id,
-                     details={"name": model_name})  # fmt: skip
+                     details={"name": model_name}, actor=actor)  # fmt: skip
     number = (
         session.execute(
             select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
@@ -87,7 +89,8 @@ def register_version(
     session.flush()
     audit.append(session, "model_version.register", entity_type="model_version",
                  entity_id=version.id,
-                 details={"model": model_name, "version": number, "run_id": run_id})  # fmt: skip
+                 details={"model": model_name, "version": number, "run_id": run_id},
+                 actor=actor)  # fmt: skip
     return version
 
 

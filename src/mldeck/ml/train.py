@@ -779,10 +779,12 @@ def train(
     data_file: Path | None = None,
     trigger: str = RunTrigger.MANUAL,
     progress: Callable[[str], None] | None = None,
+    actor: str | None = None,
 ) -> TrainResult:
     """Train ``[model]`` on the workspace's data, evaluate it next to the champion, apply
-    ``[gates]`` and register the candidate version. Raises TrainingError (the run is recorded
-    as failed) when something the user can fix goes wrong."""
+    ``[gates]`` and register the candidate version (its audit events by *actor*, the user when
+    None). Raises TrainingError (the run is recorded as failed) when something the user can fix
+    goes wrong."""
     spec = TrainSpec.from_workspace(workspace)
     if data_file is not None and not data_file.is_file():
         raise MldeckError(f"cannot train on {data_file}: no such file")
@@ -829,9 +831,8 @@ def train(
             )
             schema = _json_ready(_version_schema(spec, trained, saved.record()))
             step(0.95, "registering the model version")
-            version_id, number = _register(
-                store, spec, run.id, saved, metrics, schema, code_version, outcomes, data
-            )
+            version_id, number = _register(store, spec, run.id, saved, metrics, schema,
+                                           code_version, outcomes, data, actor=actor)  # fmt: skip
             run.set_tags(
                 {
                     "model": spec.model,
@@ -907,6 +908,8 @@ def _register(
     code_version: dict[str, Any],
     outcomes: list[GateOutcome],
     data: TrainingData,
+    *,
+    actor: str | None = None,
 ) -> tuple[int, int]:
     """Artifact, version (with its audit event), gate results and lineage: one transaction."""
     from mldeck.ml.registry import register_version
@@ -930,6 +933,7 @@ def _register(
             metrics=metrics,
             schema=schema,
             code_version=code_version,
+            actor=actor,
         )
         for outcome in outcomes:
             session.add(GateResult(model_version_id=version.id, run_id=run_id,

@@ -180,6 +180,8 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                 continue
             if current is None and _cleared_by_newer(session, signal):
                 continue  # nor does it open again what a newer batch's check cleared
+            if current is None and _failure_resolved(session, signal):
+                continue  # a failure someone resolved is not opened again at every look
             # The run that fired it (the check's), unless the signal names its own (the run
             # that failed, for a failed step).
             details = {"run_id": run_id, **signal.details}
@@ -246,6 +248,22 @@ def _cleared_by_newer(session: Session, signal: Signal) -> bool:
         return False
     cleared = (last.details or {}).get("resolved_by_version")
     return isinstance(cleared, int) and mine < cleared
+
+
+def _failure_resolved(session: Session, signal: Signal) -> bool:
+    """Whether the last alert of a failed step's signal was resolved while naming the same failed
+    run: no run of that step has ended since (succeeded or failed), so nothing is new to say."""
+    failed = signal.details.get("run_id")
+    if signal.rule.when != "failed_run" or not isinstance(failed, int):
+        return False
+    last = session.execute(
+        select(Alert).where(Alert.dedup_key == signal.key).order_by(Alert.id.desc()).limit(1)
+    ).scalar()
+    return (
+        last is not None
+        and last.status == "resolved"
+        and (last.details or {}).get("run_id") == failed
+    )
 
 
 def alert_payload(alert: Alert) -> dict[str, Any]:
