@@ -136,6 +136,8 @@ def test_schedule_edits_are_checked(store):
         {"schedules": {"h": {"kind": "health", "every": "5m"}}}))  # fmt: skip
     with pytest.raises(MldeckError, match="not a crontab"):
         edit(store, "h", cron="every day")
+    with pytest.raises(MldeckError, match=r"'0 0 31 2 \*' never fires"):
+        edit(store, "h", cron="0 0 31 2 *")  # no 31 February: it would look paused
     with pytest.raises(MldeckError, match="nothing to change"):
         edit(store, "h")
     with pytest.raises(MldeckError, match="--params: a health job takes no parameters"):
@@ -215,8 +217,11 @@ def test_a_schedule_added_with_the_cli_keeps_its_name_against_the_config(store):
         # Longer than mldeck.toml allows; 10**20 would not even fit the store's column.
         ("t", {"timeout_seconds": 10**20}, r"between 1 second and 7 days \(604800 s\)"),
         ("r", {"retries": -3}, "between 0 and 10"),
-        ("", {}, "1-100 characters"),
-        (" padded", {}, "1-100 characters"),
+        ("", {}, "letters, digits"),
+        (" padded", {}, "letters, digits"),
+        # mldeck.toml could not hold it as a [jobs.schedules.NAME] key either.
+        ("nightly train", {}, r"schedule name 'nightly train': letters, digits, '\.', '_'"),
+        ("ok\n", {}, "letters, digits"),
     ],
 )
 def test_a_schedule_added_with_the_cli_is_checked_like_an_edit(store, name, options, problem):

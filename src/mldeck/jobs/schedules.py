@@ -20,6 +20,7 @@ from mldeck.jobs.settings import (
     MAX_TIMEOUT_SECONDS,
     JobSettings,
     check_cron,
+    check_name,
     check_params,
     parse_every,
 )
@@ -259,10 +260,10 @@ def add(
     actor: str | None = None,
 ) -> Schedule:
     """A schedule made from the CLI (``source = cli``: config syncs never remove it)."""
-    if not name.strip() or name != name.strip() or len(name) > 100:
-        raise MldeckError(
-            f"a schedule's name is 1-100 characters without spaces at either end, not {name!r}"
-        )
+    try:
+        check_name(name)  # as mldeck.toml's: a name `jobs add` takes could not go in the file
+    except ValueError as exc:
+        raise MldeckError(str(exc)) from None
     if kind not in JOB_KINDS:
         raise MldeckError(f"unknown job kind {kind!r} (one of: {', '.join(JOB_KINDS)})")
     _check_limits(timeout_seconds, retries)

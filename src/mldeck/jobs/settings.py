@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -31,6 +32,17 @@ JobKind = Literal["train", "evaluate", "retrain", "drift", "score", "health"]
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+def check_name(name: str) -> str:
+    """A schedule's name, by one rule wherever it is made (``[jobs.schedules.NAME]``, ``mldeck
+    jobs add``): it is a key in mldeck.toml and a word on the command line."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError(
+            f"schedule name {name!r}: letters, digits, '.', '_' and '-' only, starting with a "
+            "letter or digit (at most 100)"
+        )
+    return name
 
 
 def parse_every(text: str) -> int:
@@ -57,11 +69,14 @@ def check_cron(text: str) -> str:
     from apscheduler.triggers.cron import CronTrigger
 
     try:
-        CronTrigger.from_crontab(text, timezone="UTC")
+        trigger = CronTrigger.from_crontab(text, timezone="UTC")
     except ValueError as exc:
         raise ValueError(
             f"{text!r} is not a crontab expression (minute hour day month weekday): {exc}"
         ) from None
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        # A day no month has (31 February): accepted, it would sit in the list as if paused.
+        raise ValueError(f"{text!r} never fires: no date matches its day and month")
     return text.strip()
 
 
@@ -173,10 +188,7 @@ class JobSettings(_Section):
     @classmethod
     def _names(cls, value: dict[str, ScheduleSettings]) -> dict[str, ScheduleSettings]:
         for name in value:
-            if not re.match(NAME_PATTERN, name):
-                raise ValueError(
-                    f"schedule name {name!r}: letters, digits, '.', '_' and '-' only (at most 100)"
-                )
+            check_name(name)
         return value
 
 
