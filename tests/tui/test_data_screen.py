@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 
+import pytest
 from rich.console import Console
 from sqlalchemy import select
 from textual.widgets import Static, TabbedContent
@@ -67,7 +68,7 @@ async def test_versions_are_listed_newest_first_with_their_status(data_seeded) -
         assert column(table, 0) == ["churn:v4", "churn:v3", "churn:v2", "churn:v1 ref"]
         assert column(table, 1) == ["rejected", "warned", "accepted", "accepted"]
         assert column(table, 2) == ["400", "400", "400", "2000"]
-        assert column(table, 5)[0] == "2026-03-09 11:00:00"
+        assert column(table, 5)[0] == "03-09 11:00"  # the version's screen gives the full time
         assert column(table, 6) == [
             "week_12_corrupted.csv",
             "week_11.csv",
@@ -76,6 +77,17 @@ async def test_versions_are_listed_newest_first_with_their_status(data_seeded) -
         ]
         assert static_text(screen.query_one("#data-status")).strip() == "4 versions"
         assert not screen.query_one("#data-running").display
+
+
+async def test_the_source_files_are_readable_at_80_columns(data_seeded) -> None:
+    """The arrival is said as the Runs screen says a start (month, day and minute), so the
+    SOURCE column has the room for a file name; the full time was 19 columns and left 9."""
+    app = make_app(*data_seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_data(pilot)
+        screen = app.export_screenshot()
+        for name in ("week_11.csv", "week_10.csv", "reference.csv"):
+            assert name in screen, name
 
 
 async def test_filter_key_cycles_rejected_warned_quarantined(data_seeded) -> None:
@@ -523,3 +535,43 @@ async def test_the_empty_data_screen_says_its_whole_sentence_at_80_columns(seede
         said = " ".join(line for line in lines if line)
         assert said.endswith("or run 'mldeck data ingest FILE'"), lines
         assert "q" in footer_keys_in_view(app)
+
+
+@pytest.mark.parametrize(
+    ("key", "said", "result"),
+    [
+        ("d", "checking churn:v2 for drift…",
+         {"batch": "churn:v2", "n_drifted": 0, "n_features": 21, "dataset_drift": False}),
+        ("v", "validating churn:v2 again…",
+         {"version": "churn:v2", "previous_status": "accepted", "status": "accepted",
+          "reasons": []}),
+    ],
+)  # fmt: skip
+async def test_a_long_action_says_it_started_before_it_ends(data_seeded, key, said, result) -> None:
+    """d and v run a command in a child process for seconds or minutes: once confirmed, the
+    screen says the work started (and where its run is), not only when it ends."""
+    app = make_app(*data_seeded)
+    release = threading.Event()
+    asked: list[tuple[str, ...]] = []
+
+    def run_json(*args: str, ok: tuple[int, ...] = (0,)) -> dict:
+        asked.append(args)
+        release.wait(30)  # the command still running
+        return result
+
+    app.child_commands.run_json = run_json
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await open_version(pilot, 2)
+            await pilot.press(key)
+            await settle(pilot)
+            await pilot.press("enter")  # confirm
+            await until(pilot, lambda: len(asked) == 1)
+            await until(pilot, lambda: any(said in str(n.message) for n in app._notifications))
+            assert "Runs screen" in next(
+                str(n.message) for n in app._notifications if said in str(n.message)
+            )
+            release.set()
+            await settle(pilot)
+    finally:
+        release.set()

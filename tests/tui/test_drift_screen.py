@@ -238,6 +238,48 @@ async def test_a_and_r_on_an_empty_alerts_list_say_so(seeded) -> None:
         assert "no alert to resolve: the list is empty (s shows resolved ones too)" in said
 
 
+async def test_acknowledge_and_resolve_say_what_they_do(seeded) -> None:
+    """The dialogs say what acknowledging and resolving change, not only the alert's title."""
+    from mldeck.tui.screens.confirm import ConfirmScreen
+
+    workspace, store = seeded
+    with store.write() as session:
+        session.add(Alert(rule="dataset drift", severity="warning", status="open",
+                          dedup_key="dataset-drift:churn", title="churn:v3: 4 of 21 features "
+                          "drifted", message="", details={}, created_at=DATA_T0,
+                          updated_at=DATA_T0))  # fmt: skip
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("exclamation_mark")
+        await settle(pilot)
+        for key, said in (("a", "the alert stays active, counted in the top bar, until it is "
+                                "resolved"),
+                          ("r", "it leaves the active alerts; a later check that finds its "
+                                "condition again raises a new one")):  # fmt: skip
+            await pilot.press(key)
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            description = " ".join(app.screen.description.split())
+            assert description.startswith("churn:v3: 4 of 21 features drifted"), key
+            assert said in description, key
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, AlertsScreen))
+
+
+async def test_no_report_yet_offers_no_key_that_does_nothing(seeded) -> None:
+    """Before any check, [ and ] have no report to step through: the footer does not offer
+    them (as c, which has nothing to re-check), instead of keys that do nothing."""
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        assert isinstance(app.screen, DriftScreen)
+        shown = {active.binding.key for active in app.screen.active_bindings.values()
+                 if active.enabled}  # fmt: skip
+        assert not shown & {"left_square_bracket", "right_square_bracket", "c"}, shown
+
+
 async def test_d_on_a_dataset_version_checks_it_and_the_drift_screen_follows(drift_seeded) -> None:
     from mldeck.tui.screens.data import VersionDetailScreen
 

@@ -237,3 +237,14 @@ async def test_keys_with_nothing_to_act_on_say_so_and_no_note_is_asked_for_nothi
         assert isinstance(app.screen, ConfirmScreen)
         assert not app.screen.query("#confirm-reason")
         await pilot.press("escape")
+
+
+async def test_one_schedule_is_counted_in_the_singular(seeded) -> None:
+    workspace, store = seeded
+    add(store, "health", "health", every="15m")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("7")
+        await settle(pilot)
+        assert _text(app, "#jobs-status").startswith("1 schedule · times in local time")

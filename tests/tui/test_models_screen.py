@@ -20,7 +20,7 @@ from mldeck.tui.screens.models import ModelsScreen, ModelVersionScreen
 from mldeck.tui.screens.runs import MetricPlot, RunDetailScreen
 from mldeck.tui.widgets.table import DeckTable
 from mldeck.tui.widgets.topbar import TopBar
-from mldeck.workspace import Workspace, init_workspace, open_workspace_store
+from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
 
 from .conftest import T0, make_app, settle, until
 
@@ -210,6 +210,38 @@ async def test_version_detail_tabs(models_seeded) -> None:
         await pilot.press("h")
         history = detail.query_one("#model-history", DeckTable)
         assert "model_version.register" in column(history, 2)
+
+
+async def test_a_tab_chosen_by_its_key_takes_j_and_k(models_seeded) -> None:
+    """t then j moves to the next gate (its detail said whole under the table), h then j to
+    the next event: the keys go to the tab shown, not to the hidden metrics table."""
+    from mldeck.ml.registry import approve
+
+    workspace, store = models_seeded
+    approve(store, "churn:2", reason="try it")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 2)
+        metrics = detail.query_one("#model-metrics", DeckTable)
+        await pilot.press("t")
+        await settle(pilot)
+        gates = detail.query_one("#model-gates", DeckTable)
+        assert app.focused is gates and gates.selected_key() == "0"
+        await pilot.press("j")
+        await settle(pilot)
+        assert gates.selected_key() == "1" and metrics.cursor_row == 0
+        said = static_text(detail.query_one("#model-gates-whole"))
+        assert said.startswith("max_log_loss: log_loss below 0.5"), said
+        await pilot.press("h")
+        await settle(pilot)
+        history = detail.query_one("#model-history", DeckTable)
+        assert app.focused is history and history.cursor_row == 0
+        await pilot.press("j")
+        await settle(pilot)
+        assert history.cursor_row == 1
+        await pilot.press("m")
+        await settle(pilot)
+        assert app.focused is metrics
 
 
 async def test_metrics_side_by_side_with_the_champion(models_seeded) -> None:
@@ -640,3 +672,97 @@ async def test_the_audit_screen_lists_changes_and_verifies_the_chain(models_seed
         await pilot.press("v")
         await until(pilot, lambda: "chain BROKEN" in static_text(status))
         assert "(model_version.approve): its content was changed" in static_text(status)
+
+
+async def test_approving_a_version_waiting_after_a_retrain_says_the_scheduler_promotes_it(
+    models_seeded,
+) -> None:
+    """[jobs] promote_on_approval: approving a retrained candidate that waits is not only a
+    record, the scheduler then makes it the champion; the dialog says so before it is done."""
+    from mldeck.jobs.policies import AWAITING, record
+
+    workspace, store = models_seeded
+    record(store, AWAITING, "retrained because dataset drift", entity_type="model_version",
+           entity_id=1)  # fmt: skip
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_model_version(pilot, 1)
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        said = app.screen.description  # as shown: a Plain, never parsed as markup
+        assert "once approved, the scheduler makes it the champion of churn" in said
+        assert "[jobs] promote_on_approval" in said
+    with open(workspace.config_path, "a", encoding="utf-8") as fh:
+        fh.write("\n[jobs]\npromote_on_approval = false\n")
+    app = make_app(load_workspace(workspace.root), store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_model_version(pilot, 1)  # the policy off: approving promotes nothing
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        said = app.screen.description  # as shown: a Plain, never parsed as markup
+        assert "scheduler" not in said and "It can then be promoted to champion (p)." in said
+
+
+async def test_archiving_says_it_is_for_good_and_the_alias_it_loses(models_seeded) -> None:
+    workspace, store = models_seeded
+    with store.write() as session:
+        session.add(Alias(model_id=1, name="challenger", model_version_id=2, updated_at=T0))
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_model_version(pilot, 2)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        said = app.screen.description  # as shown: a Plain, never parsed as markup
+        assert "for good: it can no longer be approved, promoted or rolled back to" in said
+        assert "It loses its challenger alias." in said
+
+
+async def test_a_verdict_on_the_audit_chain_says_when_newer_events_came_after_it(
+    models_seeded,
+) -> None:
+    """The trail grows while the screen is open (the scheduler, the CLI): the verdict of v
+    covers the events it read, and says the newer ones are not verified yet."""
+    from mldeck.ml.registry import approve, promote
+    from mldeck.tui.screens.audit import AuditScreen
+
+    workspace, store = models_seeded
+    approve(store, "churn:1", reason="holdout looks fine")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("8")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, AuditScreen)
+        status = screen.query_one("#audit-status")
+        await pilot.press("v")
+        await until(pilot, lambda: "chain intact" in static_text(status))
+        assert "not verified" not in static_text(status)
+        table = screen.query_one("#audit-table", DeckTable)
+        before = table.row_count
+        promote(store, "churn:1", reason="first release")  # elsewhere, after the check
+        await until(pilot, lambda: table.row_count > before)
+        newer = table.row_count - before
+        said = f"{newer} newer event{'s' if newer > 1 else ''} not verified yet: v checks again"
+        await until(pilot, lambda: said in static_text(status))
+        await pilot.press("v")
+        await until(pilot, lambda: f"chain intact: {table.row_count} events" in static_text(status))
+        assert "not verified" not in static_text(status)
+
+
+async def test_a_long_first_summary_line_keeps_the_run_line_in_view(models_seeded) -> None:
+    """The version's summary has two lines: a long first one (who approved it) is cut at the
+    edge, not wrapped over the second (the run that made it, the champion)."""
+    from mldeck.ml.registry import approve
+
+    workspace, store = models_seeded
+    who = "release-manager-on-call-for-the-churn-model@analytics.example.org"
+    approve(store, "churn:1", reason="holdout looks fine", user=who)
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 1)
+        summary = detail.query_one("#model-summary", Static)
+        lines = [strip.text for strip in summary.render_lines(summary.region.reset_offset)]
+        assert lines[0].strip().startswith("churn:1 approved · approval approved by release-")
+        assert lines[0].rstrip().endswith("…"), lines
+        assert lines[1].strip().startswith("run #1 train-gbm · created "), lines

@@ -124,10 +124,17 @@ class AlertsScreen(DeckScreen):
             self.notify(f"alert {alert.id} is already {alert.status}", timeout=6)
             return
         verb = "Acknowledge" if action == "acknowledge" else "Resolve"
-        self.app.push_screen(
-            ConfirmScreen(f"{verb} alert {alert.id}", alert.title, placeholder="note (optional)"),
-            lambda note: self._confirmed(action, alert.id, note),
+        what = (
+            "Say someone is on it: the alert stays active, counted in the top bar, until it is "
+            "resolved (by a person, or by itself when its condition clears)."
+            if action == "acknowledge"
+            else "Close it as fixed: it leaves the active alerts; a later check that finds its "
+            "condition again raises a new one."
         )
+        dialog = ConfirmScreen(
+            f"{verb} alert {alert.id}", f"{alert.title}\n\n{what}", placeholder="note (optional)"
+        )
+        self.app.push_screen(dialog, lambda note: self._confirmed(action, alert.id, note))
 
     def _confirmed(self, action: str, alert_id: int, note: str | None) -> None:
         if note is None:

@@ -43,6 +43,8 @@ class AuditScreen(DeckScreen):
         super().__init__()
         self._events: dict[str, AuditRow] = {}
         self._verdict: Text | None = None
+        self._total = 0  # events in the trail, as last read
+        self._covered = 0  # events the last verification covered
 
     def compose_body(self) -> ComposeResult:
         yield DeckTable(id="audit-table")
@@ -60,6 +62,7 @@ class AuditScreen(DeckScreen):
     def show(self, data: tuple[list[AuditRow], int]) -> None:
         rows, total = data
         self._events = {str(row.id): row for row in rows}
+        self._total = total
         table = self.query_one("#audit-table", DeckTable)
         table.replace_rows(
             [
@@ -96,7 +99,15 @@ class AuditScreen(DeckScreen):
 
     def _show_status(self) -> None:
         status = self.query_one("#audit-status", Static)
-        status.update(self._verdict or Text("v verifies the hash chain", style="dim"))
+        if self._verdict is None:
+            status.update(Text("v verifies the hash chain", style="dim"))
+            return
+        text = self._verdict.copy()
+        newer = self._total - self._covered
+        if newer > 0:  # the trail grew since: the verdict is not about those events
+            text.append(f"\n{fmt.plural(newer, 'newer event')} not verified yet: v checks again",
+                        style="dim")  # fmt: skip
+        status.update(text)
 
     @on(DataTable.RowHighlighted, "#audit-table")
     def _highlighted(self) -> None:
@@ -136,7 +147,7 @@ class AuditScreen(DeckScreen):
                 text.append(f"; … ('mldeck audit verify' lists all {len(result.problems)})")
             self.notify("audit trail: chain BROKEN (see the line under the table)",
                         severity="error", timeout=10)  # fmt: skip
-        self._verdict = text
+        self._verdict, self._covered = text, result.events
         self._show_status()
 
 

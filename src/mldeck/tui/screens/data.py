@@ -58,7 +58,7 @@ def version_cells(app: App, row: VersionRow) -> tuple:
         Text("-" if row.n_rows is None else str(row.n_rows), justify="right"),
         Text("-" if row.n_cols is None else str(row.n_cols), justify="right"),
         Text(fmt.size(row.size_bytes), justify="right"),
-        fmt.when(row.arrived_at),
+        fmt.when_short(row.arrived_at),  # the version's screen gives the full time
         Path(row.source_path).name,
     )
 
@@ -542,7 +542,13 @@ class VersionDetailScreen(DeckScreen):
 
     def _score_confirmed(self, note: str | None) -> None:
         if note is not None:
+            self._started(f"scoring {self._label}")
             self.run_worker(self._score, thread=True, group="score", exit_on_error=False)
+
+    def _started(self, doing: str) -> None:
+        """Said at once: the work runs in a child process for seconds or minutes, and nothing
+        else on this screen moves until it ends."""
+        self.notify(f"{doing}… (its run is on the Runs screen: 2)", timeout=6)
 
     def _score(self) -> None:
         # As 'mldeck score' in a child process: quitting the console interrupts it.
@@ -580,6 +586,7 @@ class VersionDetailScreen(DeckScreen):
 
     def _drift_confirmed(self, note: str | None) -> None:
         if note is not None:
+            self._started(f"checking {self._label} for drift")
             self.run_worker(self._drift, thread=True, group="drift", exit_on_error=False)
 
     def _drift(self) -> None:
@@ -612,6 +619,7 @@ class VersionDetailScreen(DeckScreen):
 
     def _revalidate_confirmed(self, note: str | None) -> None:
         if note is not None:
+            self._started(f"validating {self._label} again")
             self.run_worker(self._revalidate, thread=True, group="revalidate", exit_on_error=False)
 
     def _revalidate(self) -> None:

@@ -212,8 +212,8 @@ class DriftScreen(DeckScreen):
         self.query_one("#drift-features", DeckTable).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "check" and not (self._view and self._view.detail):
-            return False
+        if action in ("check", "step") and not (self._view and self._view.detail):
+            return False  # no report yet: nothing to re-check or step through
         return super().check_action(action, parameters)
 
     # -- reading (worker thread) ----------------------------------------------------------------

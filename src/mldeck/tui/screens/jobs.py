@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from mldeck import formatting as fmt
 from mldeck.errors import MldeckError
 from mldeck.jobs.settings import check_cron, parse_every
 from mldeck.jobs.views import JobRow, JobsView, jobs_view
@@ -98,7 +99,7 @@ class JobsScreen(DeckScreen):
         table = self.query_one("#jobs-table", DeckTable)
         table.replace_rows([(row.name, self._cells(row)) for row in view.rows])
         self.query_one("#jobs-status", Static).update(
-            f"{len(view.rows)} schedules · times in local time, schedules in UTC"
+            f"{fmt.plural(len(view.rows), 'schedule')} · times in local time, schedules in UTC"
             if view.rows
             else "no schedules: add [jobs.schedules.NAME] to mldeck.toml (see the README)"
         )

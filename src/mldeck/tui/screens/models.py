@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from mldeck import formatting as fmt
 from mldeck.errors import MldeckError
+from mldeck.jobs.policies import AWAITING, SETTLED
 from mldeck.ml import registry
 from mldeck.store.engine import Store
 from mldeck.store.queries import (
@@ -246,6 +247,8 @@ class ModelVersionScreen(DeckScreen):
         self.model_version_id = model_version_id
         self.row: ModelVersionRow | None = None
         self.champion: ModelVersionRow | None = None
+        # Waiting for approval after an automatic retrain: approving it makes it the champion.
+        self._promoted_on_approval = False
         # Each table's DETAIL by row key: the highlighted row's is shown whole under the table
         # (a narrow terminal cuts the column: "roc_auc 0.802 vs champion v2 0.7795: no worse (allo").
         self._whole: dict[str, dict[str, str]] = {"model-gates": {}, "model-history": {}}
@@ -278,6 +281,13 @@ class ModelVersionScreen(DeckScreen):
     def show(self, detail: ModelVersionDetail) -> None:
         row = detail.row
         self.row, self.champion = row, detail.champion
+        actions = {event.action for event in detail.history}
+        self._promoted_on_approval = (
+            self.deck.workspace.settings.jobs.promote_on_approval
+            and AWAITING in actions
+            and not actions.intersection(SETTLED)
+            and registry.CHAMPION not in row.aliases
+        )
         self.sync_topbar()
         summary = Text(no_wrap=True, overflow="ellipsis")
         summary.append(row.label, style="bold")
@@ -365,6 +375,15 @@ class ModelVersionScreen(DeckScreen):
     def action_tab(self, tab: str) -> None:
         self.query_one("#model-tabs", TabbedContent).active = tab
 
+    @on(TabbedContent.TabActivated, "#model-tabs")
+    def _focus_tab(self, event: TabbedContent.TabActivated) -> None:
+        # The tab's content takes the keys (by letter or by click): j/k then move in its table
+        # (the gate or event whose detail is said whole under it), not in the hidden metrics.
+        for kind in (DeckTable, VerticalScroll):
+            if found := event.pane.query(kind):
+                found.first().focus()
+                return
+
     def action_change(self, action: str) -> None:
         row = self.row
         if row is None or self.deck.read_only:
@@ -389,11 +408,23 @@ class ModelVersionScreen(DeckScreen):
             what = f"Roll the champion of {row.model} back from {champion.label} to {row.label}."
         elif action == "promote":
             what = f"Make {row.label} the champion of {row.model}."
+        elif action == "archive":
+            what = (f"Archive {row.label} for good: it can no longer be approved, promoted or "
+                    "rolled back to. Its files and history are kept.")  # fmt: skip
+            if row.aliases:
+                what += f" It loses its {', '.join(row.aliases)} alias."
         else:
-            what = f"{verb} {row.label}."
+            what = f"Approve {row.label}: your decision and its reason are recorded."
         if action == "approve" and row.gates_failed:  # approving is allowed; say what it means
             what += (f" It failed {fmt.plural(row.gates_failed, 'gate')} (see Gates: t): "
                      "approved, it is still not promoted unless the promotion is forced.")  # fmt: skip
+        elif action == "approve" and self._promoted_on_approval:
+            # Not only a record: the scheduler acts on it (jobs.policies.promote_approved).
+            what += (f" It waits for approval after an automatic retrain: once approved, the "
+                     f"scheduler makes it the champion of {row.model} "
+                     "([jobs] promote_on_approval).")  # fmt: skip
+        elif action == "approve":
+            what += " It can then be promoted to champion (p)."
         hint = "reason (required)" if needs_reason else "reason (optional)"
         dialog = ConfirmScreen(f"{verb} {row.label}", what, placeholder=hint, required=needs_reason)
         self.run_worker(lambda: self._ask_unless_refused(action, row.label, dialog), thread=True,

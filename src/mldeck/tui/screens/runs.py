@@ -206,7 +206,8 @@ class RunDetailScreen(DeckScreen):
     SCREEN_TITLE = "Run"
     HELP = (
         "One run: what it was (kind, trigger, status, timing, who and where), its parameters and "
-        "tags, code version and environment, a summary of each metric, its log (the last 1000 "
+        "tags, code version and environment (the highlighted one's value whole under the "
+        "table), a summary of each metric, its log (the last 1000 "
         "lines; ←/→ scroll to the end of long lines) and, when it failed, the traceback. It updates "
         "live while the run is going."
     )
@@ -223,12 +224,16 @@ class RunDetailScreen(DeckScreen):
         self.run_id = run_id
         self._log_tail: tuple[int, int] | None = None
         self._metric: str | None = None  # the metric whose curve is drawn
+        # Each param's value by row key: the highlighted one's is shown whole under the table
+        # (a narrow terminal cuts the column: "{'source': 'store', 'versions': [{'id': 1, ...").
+        self._values: dict[str, str] = {}
 
     def compose_body(self) -> ComposeResult:
         yield Plain(id="run-summary")
         with TabbedContent(initial="params", id="run-tabs"):
             with TabPane("Params", id="params"):
                 yield DeckTable(id="run-params", cursor_type="row")
+                yield Plain(id="run-params-whole", classes="whole")
             with TabPane("Metrics", id="metrics"):
                 yield DeckTable(id="run-metrics")
                 yield MetricPlot(id="run-chart")
@@ -278,15 +283,14 @@ class RunDetailScreen(DeckScreen):
         self.query_one("#run-summary", Static).update(summary)
 
         params = self.query_one("#run-params", DeckTable)
-        params.replace_rows(
-            [
-                (
-                    f"{section}:{key}",
-                    (key if section == "param" else f"{section}.{key}", _short(value)),
-                )
-                for section, key, value in run_fields(run)
-            ]
-        )
+        fields = [(f"{section}:{key}", key if section == "param" else f"{section}.{key}", value)
+                  for section, key, value in run_fields(run)]  # fmt: skip
+        self._values = {
+            row_key: f"{name}: {value if isinstance(value, str) else repr(value)}"
+            for row_key, name, value in fields
+        }
+        params.replace_rows([(row_key, (name, _short(value))) for row_key, name, value in fields])
+        self._say_value()
 
         metrics = self.query_one("#run-metrics", DeckTable)
         metrics.replace_rows(
@@ -317,6 +321,15 @@ class RunDetailScreen(DeckScreen):
 
         error = self.query_one("#run-error", Static)
         error.update(Text(run.error) if run.error else Text("No error recorded.", style="dim"))
+
+    @on(DataTable.RowHighlighted, "#run-params")
+    def _param_highlighted(self) -> None:
+        self._say_value()
+
+    def _say_value(self) -> None:
+        """Under the params: the highlighted one's value, whole."""
+        key = self.query_one("#run-params", DeckTable).selected_key()
+        self.query_one("#run-params-whole", Static).update(Text(self._values.get(key or "", "")))
 
     def _draw_curve(self, curve: Curve | None) -> None:
         self._metric = curve[0] if curve is not None else None
