@@ -304,7 +304,7 @@ def test_runs_compare(tracked, cli):
             ["models", "approve", "churn:1"],
             ["Missing option '--reason'", "'mldeck models approve -h'"],
         ),
-        (["data", "show"], ["Missing argument 'version'", "(see 'mldeck data show -h')"]),
+        (["data", "show"], ["Missing argument 'VERSION'", "(see 'mldeck data show -h')"]),
         (["data", "list", "--stat"], ["No such option: --stat", "--status"]),
         (["runs", "list", "--limit", "0"], ["Invalid value for '--limit'"]),
         (["bogus"], ["No such command 'bogus'", "(see 'mldeck -h')"]),
@@ -330,6 +330,32 @@ def test_usage_mistakes_are_one_line_like_other_errors(tracked, cli, args, needl
     result = cli(*args, cwd=tracked[0])
     assert result.returncode == 2
     assert_one_line_error(result, *needles)
+
+
+def test_help_names_what_options_take_in_words(tmp_path, cli):
+    ingest = cli("data", "ingest", "--help", cwd=tmp_path)
+    assert "--dataset NAME" in ingest.stdout and "{FILE}..." in ingest.stdout
+    listing = cli("runs", "list", "--help", cwd=tmp_path)
+    assert "--limit N" in listing.stdout and "--status STATUS" in listing.stdout
+    # Every option of the commands defined in cli.py: a word, not the type ('<int range>').
+    import typer
+
+    from mldeck.cli import app
+
+    def commands(group):
+        for command in group.commands.values():
+            yield from commands(command) if hasattr(command, "commands") else [command]
+
+    raw = []
+    for command in commands(typer.main.get_command(app)):
+        if command.callback.__module__ != "mldeck.cli":
+            continue  # cli_jobs.py, cli_monitor.py
+        ctx = type(command).context_class(command)
+        for param in command.params:
+            record = param.get_help_record(ctx)
+            if param.param_type_name == "option" and record and "<" in record[0]:
+                raw.append(f"{command.name}: {record[0]}")
+    assert raw == []
 
 
 def test_a_command_group_alone_shows_its_help(tmp_path, cli):

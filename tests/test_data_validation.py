@@ -25,6 +25,7 @@ from mldeck.data.validate import (
     ROW,
     CheckResult,
     Validation,
+    build,
     reference_profile,
     validate,
 )
@@ -136,6 +137,54 @@ def test_a_character_cut_by_the_sniff_limit_is_not_mistaken_for_bad_bytes(tmp_pa
     result = run(write(tmp_path, "cut.csv", body))
     assert result.status == "accepted"
     assert result.n_rows == 2
+
+
+def test_a_header_longer_than_the_sniffed_start_is_read_whole(tmp_path):
+    # Many long names: the header line ends past SNIFF_BYTES, inside 'amount_total', whose
+    # first letters are an earlier column's whole name.
+    names = ["amount"]
+    while len(",".join(names)) < SNIFF_BYTES - 200:
+        names.append(f"feature_{len(names):04d}_" + "x" * 100)
+    names.append("p" * (SNIFF_BYTES - len(",".join(names)) - len(",,amount")))
+    names.append("amount_total")
+    header = ",".join(names)
+    assert header[:SNIFF_BYTES].rsplit(",", 1)[1] == "amount"
+    body = header + "\n" + ",".join(str(i) for i in range(len(names))) + "\n"
+    path = write(tmp_path, "wide.csv", body)
+    assert open_source(path).columns == names
+    result = run(path)
+    assert (result.status, result.n_rows, result.n_cols) == ("accepted", 1, len(names))
+
+
+def test_a_first_line_longer_than_any_header_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setattr("mldeck.data.readers.HEADER_BYTES", SNIFF_BYTES * 2)
+    path = write(tmp_path, "one line.csv", "x" * (SNIFF_BYTES * 3))
+    with pytest.raises(ReadError) as caught:
+        open_source(path)
+    assert str(caught.value) == "the first line is longer than 128.0 KB: no CSV header"
+
+
+def test_a_file_of_a_thousand_columns_keeps_its_blank_row_filter_out_of_the_scan(tmp_path):
+    # Pushed into the CSV scan, the filter over every column costs polars' optimizer seconds
+    # per thousand columns squared: minutes for 10,000 columns, before a row is read.
+    names = [f"c{i}" for i in range(1000)]
+    body = ",".join(names) + "\n" + ",".join("1" * 1000) + "\n\n" + ",".join("2" * 1000) + "\n"
+    source = open_source(write(tmp_path, "wide.csv", body))
+    assert "SELECTION" not in source.frame.explain()
+    result = run(source.path)
+    assert (result.status, result.n_rows) == ("accepted", 2)  # the blank line is still skipped
+
+
+def test_exact_quantiles_are_one_aggregate_per_column(tmp_path):
+    # One per quantile made polars sort each column seven times, and its streaming engine
+    # hand each over to the in-memory one: minutes for a reference of a hundred columns.
+    frame = pl.DataFrame({f"n{i}": [1.0, 2.0, 3.0, float("nan")] for i in range(20)})
+    source = open_source(write_parquet(tmp_path, "ref.parquet", frame))
+    plan = build(source, DataSettings(), None, exact_quantiles=True, arrived_at=ARRIVED)
+    quantiles = [k for k in plan.aggregates if k.split("::")[-1].startswith("q")]
+    assert len(quantiles) == 20
+    profile = validate(source, DataSettings(), exact_quantiles=True).profile
+    assert profile["columns"]["n3"]["quantiles"]["0.5"] == 2.0
 
 
 @pytest.mark.parametrize(("separator", "shown"), [(";", "';'"), ("\t", "'\\\\t'"), ("|", "'|'")])

@@ -244,6 +244,40 @@ def test_a_burst_of_100_files_is_ingested_completely(ws, store, watch):
     assert watcher.counts["accepted"] == 100
 
 
+@pytest.mark.parametrize(
+    ("reference", "note"),
+    [
+        (None, "[data] reference data/reference.csv not found"),
+        (b"", "[data] reference data/reference.csv is rejected (churn:v1), so it is not the"),
+    ],
+    ids=["missing", "rejected"],
+)
+def test_what_became_of_the_configured_reference_is_said_once(tmp_path, reference, note):
+    ws = init_workspace(tmp_path / "ws", name="watched")
+    with open(ws.config_path, "a", encoding="utf-8") as fh:
+        fh.write('\n[data]\ndataset = "churn"\nreference = "data/reference.csv"\n'
+                 f"settle_seconds = {SETTLE}\n")  # fmt: skip
+    ws = load_workspace(ws.root)
+    if reference is not None:
+        (ws.root / "data" / "reference.csv").write_bytes(reference)
+    for i in range(3):
+        (ws.incoming_dir / f"batch_{i}.csv").write_bytes(csv_bytes(5, seed=40 + i))
+    store = open_workspace_store(ws)
+    try:
+        recorder = Recorder()
+        watcher = IncomingWatcher(ws, store, on_ingested=recorder.ingested, on_event=recorder.event)
+        outcomes = watcher.scan_once()
+    finally:
+        store.close()
+    assert len(outcomes) == 3 and all(note in n for o in outcomes for n in o.notes)
+    # Said once for the three files, before the first file's own line.
+    said = [line for line in recorder.events if note in line]
+    assert len(said) == 1, recorder.events
+    assert recorder.events.index(said[0]) < next(
+        i for i, line in enumerate(recorder.events) if line.startswith("batch_")
+    )
+
+
 def test_the_same_content_twice_is_one_version(ws, store, watch):
     _, recorder = watch()
     data = csv_bytes(20, seed=4)

@@ -57,6 +57,7 @@ WorkspaceOption = Annotated[
     typer.Option(
         "--workspace",
         "-w",
+        metavar="FOLDER",
         envvar="MLDECK_WORKSPACE",
         help="Workspace folder (default: the current folder or the nearest parent with mldeck.toml).",
         show_default=False,
@@ -145,14 +146,17 @@ def _finite(value: Any) -> Any:
 @app.command()
 def init(
     directory: Annotated[
-        Path, typer.Argument(help="Folder to make a workspace of (created if missing).")
+        Path,
+        typer.Argument(
+            metavar="FOLDER", help="Folder to make a workspace of (created if missing)."
+        ),
     ] = Path("."),
     demo: Annotated[
         bool,
         typer.Option("--demo", help="Fill it with the demo data, config and a first tracked run."),
     ] = False,
     name: Annotated[
-        str | None, typer.Option(help="Project name (default: the folder's name).")
+        str | None, typer.Option(metavar="NAME", help="Project name (default: the folder's name).")
     ] = None,
 ) -> None:
     """Create a workspace: mldeck.toml, .mldeck/ (store, artifacts) and data/incoming/."""
@@ -192,7 +196,10 @@ def tui(
 @app.command("demo")
 def demo_command(
     directory: Annotated[
-        Path, typer.Argument(help="Where the demo workspace lives (created if missing).")
+        Path,
+        typer.Argument(
+            metavar="FOLDER", help="Where the demo workspace lives (created if missing)."
+        ),
     ] = Path("mldeck-demo"),
     feed: Annotated[
         float | None,
@@ -219,14 +226,22 @@ def demo_command(
 
 @runs_app.command("list")
 def runs_list(
-    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
-    kind: Annotated[str | None, typer.Option(help="Only runs of this kind.")] = None,
-    trigger: Annotated[str | None, typer.Option(help="Only runs with this trigger.")] = None,
+    status: Annotated[
+        str | None, typer.Option(metavar="STATUS", help="Only runs with this status.")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(metavar="KIND", help="Only runs of this kind.")
+    ] = None,
+    trigger: Annotated[
+        str | None, typer.Option(metavar="TRIGGER", help="Only runs with this trigger.")
+    ] = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="Only runs whose name contains this.")
+        str | None,
+        typer.Option("--name", metavar="TEXT", help="Only runs whose name contains this."),
     ] = None,
     limit: Annotated[
-        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+        int,
+        typer.Option(min=1, max=MAX_LIMIT, metavar="N", help="At most this many (newest first)."),
     ] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -262,12 +277,15 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run: Annotated[str, typer.Argument(help="Run id, or name (the newest run of that name).")],
+    run: Annotated[
+        str, typer.Argument(metavar="RUN", help="Run id, or name (the newest run of that name).")
+    ],
     logs: Annotated[
         int | None,
         typer.Option(
             min=0,
             max=MAX_LIMIT,
+            metavar="N",
             help="How many of the last log lines to show (default: 20; with --json, all).",
             show_default=False,
         ),
@@ -352,7 +370,10 @@ def _shown_lines(text: str, indent: str = "") -> str:
 @runs_app.command("compare")
 def runs_compare(
     runs: Annotated[
-        list[str], typer.Argument(help="2 to 8 runs: ids, or names (the newest run of a name).")
+        list[str],
+        typer.Argument(
+            metavar="RUN", help="2 to 8 runs: ids, or names (the newest run of a name)."
+        ),
     ],
     diff: Annotated[
         bool, typer.Option("--diff", help="Only the fields whose values differ.")
@@ -392,7 +413,9 @@ def run_train(
     data: Annotated[
         Path | None,
         typer.Option(
-            "--data", help="Train on this file instead of the dataset's accepted versions."
+            "--data",
+            metavar="FILE",
+            help="Train on this file instead of the dataset's accepted versions.",
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -453,10 +476,14 @@ def _print_training(result: Any) -> None:
 
 @runs_app.command("reproduce")
 def runs_reproduce(
-    run: Annotated[str, typer.Argument(help="A training run: its id, or its name (the newest).")],
+    run: Annotated[
+        str, typer.Argument(metavar="RUN", help="A training run: its id, or its name (the newest).")
+    ],
     tolerance: Annotated[
         float,
-        typer.Option(min=0.0, help="Largest difference that still counts as a match."),
+        typer.Option(
+            min=0.0, metavar="AMOUNT", help="Largest difference that still counts as a match."
+        ),
     ] = 0.0,
     as_json: JsonOption = False,
 ) -> None:
@@ -498,9 +525,11 @@ def runs_reproduce(
 
 @data_app.command("ingest")
 def data_ingest(
-    files: Annotated[list[Path], typer.Argument(help="CSV, Parquet or NDJSON files.")],
+    files: Annotated[
+        list[Path], typer.Argument(metavar="FILE", help="CSV, Parquet or NDJSON files.")
+    ],
     dataset: Annotated[
-        str | None, typer.Option(help="Dataset name (default: [data] dataset).")
+        str | None, typer.Option(metavar="NAME", help="Dataset name (default: [data] dataset).")
     ] = None,
     reference: Annotated[
         bool,
@@ -557,11 +586,14 @@ def _print_outcome(outcome: Any) -> None:
 
 @data_app.command("revalidate")
 def data_revalidate(
-    version: Annotated[str, typer.Argument(help="Version id, dataset:vN, or a sha256 prefix.")],
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="Version id, dataset:vN, or a sha256 prefix.")
+    ],
     separator: Annotated[
         str | None,
         typer.Option(
             "--separator",
+            metavar="CHAR",
             help="Read this CSV with this separator (default: [data] csv_separator); it is "
             "recorded with the version and used whenever it is read again.",
         ),
@@ -598,12 +630,14 @@ def data_revalidate(
 
 @data_app.command("list")
 def data_list(
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    dataset: Annotated[str | None, typer.Option(metavar="NAME", help="Only this dataset.")] = None,
     status: Annotated[
-        str | None, typer.Option(help="Only this status: accepted, warned or rejected.")
+        str | None,
+        typer.Option(metavar="STATUS", help="Only this status: accepted, warned or rejected."),
     ] = None,
     limit: Annotated[
-        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+        int,
+        typer.Option(min=1, max=MAX_LIMIT, metavar="N", help="At most this many (newest first)."),
     ] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -645,7 +679,9 @@ def _print_versions(rows: list, total: int, as_json: bool, empty: str) -> None:
 
 @data_app.command("show")
 def data_show(
-    version: Annotated[str, typer.Argument(help="Version id, dataset:vN, or a sha256 prefix.")],
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="Version id, dataset:vN, or a sha256 prefix.")
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Show a dataset version: its validation report, schema and profile summary."""
@@ -708,7 +744,8 @@ def data_show(
 @data_app.command("quarantine")
 def data_quarantine(
     limit: Annotated[
-        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+        int,
+        typer.Option(min=1, max=MAX_LIMIT, metavar="N", help="At most this many (newest first)."),
     ] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -758,8 +795,12 @@ def data_quarantine(
 
 @data_app.command("infer")
 def data_infer(
-    file: Annotated[Path, typer.Argument(help="A reference file (CSV, Parquet or NDJSON).")],
-    dataset: Annotated[str | None, typer.Option(help="Dataset name to write.")] = None,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="A reference file (CSV, Parquet or NDJSON).")
+    ],
+    dataset: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Dataset name to write.")
+    ] = None,
     write: Annotated[
         bool,
         typer.Option("--write", help="Append to mldeck.toml (only if it has no [data] section)."),
@@ -768,6 +809,7 @@ def data_infer(
         str | None,
         typer.Option(
             "--separator",
+            metavar="CHAR",
             help="Read this CSV with this separator (default: [data] csv_separator); written "
             "as csv_separator when it is not a comma. A tab: --separator $'\\t'.",
         ),
@@ -854,15 +896,20 @@ app.add_typer(models_app, name="models")
 
 ModelRefArgument = Annotated[
     str,
-    typer.Argument(help="A model version: NAME:VERSION (churn:3) or NAME@ALIAS (churn@champion)."),
+    typer.Argument(
+        metavar="REF",
+        help="A model version: NAME:VERSION (churn:3) or NAME@ALIAS (churn@champion).",
+    ),
 ]
 
 
 @models_app.command("list")
 def models_list(
-    model: Annotated[str | None, typer.Option("--model", help="Only this model.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", metavar="NAME", help="Only this model.")
+    ] = None,
     limit: Annotated[
-        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many versions.")
+        int, typer.Option(min=1, max=MAX_LIMIT, metavar="N", help="At most this many versions.")
     ] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -1013,14 +1060,19 @@ def _schema_size(schema: dict[str, Any]) -> str:
     return "no features recorded"
 
 
-ReasonOption = Annotated[str, typer.Option("--reason", "-m", help="Why (kept in the audit trail).")]
+ReasonOption = Annotated[
+    str, typer.Option("--reason", "-m", metavar="TEXT", help="Why (kept in the audit trail).")
+]
 
 
 @models_app.command("approve")
 def models_approve(
     ref: ModelRefArgument,
     reason: Annotated[
-        str, typer.Option("--reason", "-m", help="Why (required; kept in the audit trail).")
+        str,
+        typer.Option(
+            "--reason", "-m", metavar="TEXT", help="Why (required; kept in the audit trail)."
+        ),
     ],
     reject: Annotated[
         bool, typer.Option("--reject", help="Record a rejection instead of an approval.")
@@ -1037,7 +1089,10 @@ def models_approve(
 def models_promote(
     ref: ModelRefArgument,
     alias: Annotated[
-        str, typer.Option("--alias", help="champion (serves) or challenger (scored in shadow).")
+        str,
+        typer.Option(
+            "--alias", metavar="ALIAS", help="champion (serves) or challenger (scored in shadow)."
+        ),
     ] = "champion",
     force: Annotated[
         bool,
@@ -1059,10 +1114,15 @@ def models_promote(
 def models_rollback(
     ref: Annotated[
         str,
-        typer.Argument(help="NAME:VERSION to roll back to, or NAME for the previous champion."),
+        typer.Argument(
+            metavar="REF", help="NAME:VERSION to roll back to, or NAME for the previous champion."
+        ),
     ],
     reason: Annotated[
-        str, typer.Option("--reason", "-m", help="Why (required; kept in the audit trail).")
+        str,
+        typer.Option(
+            "--reason", "-m", metavar="TEXT", help="Why (required; kept in the audit trail)."
+        ),
     ],
     force: Annotated[
         bool, typer.Option("--force", help="Roll back despite failed gates (recorded as forced).")
@@ -1111,6 +1171,7 @@ def audit_verify(
         str | None,
         typer.Option(
             "--head",
+            metavar="HASH",
             help="A head printed by an earlier verify and kept elsewhere: also check that the "
             "trail still holds it (catches events deleted from its end).",
         ),
@@ -1148,7 +1209,8 @@ def audit_verify(
 @audit_app.command("list")
 def audit_list(
     limit: Annotated[
-        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+        int,
+        typer.Option(min=1, max=MAX_LIMIT, metavar="N", help="At most this many (newest first)."),
     ] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -1185,11 +1247,16 @@ def audit_list(
 def score(
     file: Annotated[
         str,
-        typer.Argument(help="A data file (ingested first), or a dataset version (id, dataset:vN)."),
+        typer.Argument(
+            metavar="FILE|VERSION",
+            help="A data file (ingested first), or a dataset version (id, dataset:vN).",
+        ),
     ],
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Registered model (default: the one with a champion)."),
+        typer.Option(
+            "--model", metavar="NAME", help="Registered model (default: the one with a champion)."
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

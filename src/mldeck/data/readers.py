@@ -19,6 +19,7 @@ from typing import TypeVar
 import polars as pl
 
 from mldeck.errors import MldeckError
+from mldeck.formatting import size as shown_size
 
 SNIFF_BYTES = 64 * 1024
 # The longest CSV header line read: a file of tens of thousands of columns has a header longer
@@ -174,8 +175,17 @@ def open_source(
         )
         # polars reads a blank line (a file ending in two line breaks, a gap between blocks) as
         # a row of nulls; like other CSV readers, mldeck skips it. A line of separators only
-        # carries no value either and goes with it.
-        frame = frame.filter(pl.any_horizontal(pl.all().is_not_null()))
+        # carries no value either and goes with it. The test is a column first, then filtered
+        # on: as a filter over every column, polars' predicate pushdown takes seconds per
+        # thousand columns squared (minutes for a file of 10,000 columns).
+        kept = "_mldeck_kept"
+        while kept in names:
+            kept = "_" + kept
+        frame = (
+            frame.with_columns(pl.any_horizontal(pl.all().is_not_null()).alias(kept))
+            .filter(pl.col(kept))
+            .drop(kept)
+        )
     try:
         schema = dict(frame.collect_schema())
     except Exception as exc:  # polars raises many types here; all mean "unreadable"
@@ -236,9 +246,7 @@ def _header_line(path: Path, head: bytes, size: int) -> bytes:
     if ends:
         return start[: min(ends)]
     if len(start) < size:
-        raise ReadError(
-            f"the first line is longer than {HEADER_BYTES // (1024 * 1024)} MB: no CSV header"
-        )
+        raise ReadError(f"the first line is longer than {shown_size(HEADER_BYTES)}: no CSV header")
     return start
 
 

@@ -280,8 +280,10 @@ def _profile_exprs(
         plan.aggregates[key + "mean"] = finite.mean()
         plan.aggregates[key + "std"] = finite.std()
         if exact:
-            for q in QUANTILES:
-                plan.aggregates[f"{key}q{q}"] = finite.quantile(q, "linear").cast(pl.Float64)
+            # One aggregate for all of them: polars sorts the column once per quantile
+            # aggregate, and its streaming engine hands each one to the in-memory engine (time
+            # growing with the square of their number: minutes for a hundred columns).
+            plan.aggregates[key + "q"] = finite.quantile(list(QUANTILES), "linear")
         edges = (reference or {}).get("histogram", {}).get("edges")
         if edges is not None:
             spec["edges"] = edges
@@ -747,7 +749,10 @@ def _profile(plan: _Plan, values: dict[str, Any], n_rows: int, exact: bool) -> d
             for stat in ("min", "max", "mean", "std"):
                 entry[stat] = _number(values[key + stat])
             if exact:
-                entry["quantiles"] = {str(q): _number(values[f"{key}q{q}"]) for q in QUANTILES}
+                found = values[key + "q"] or [None] * len(QUANTILES)
+                entry["quantiles"] = {
+                    str(q): _number(v) for q, v in zip(QUANTILES, found, strict=True)
+                }
             if "edges" in spec:
                 below = [int(values[f"{key}below{i}"] or 0) for i in range(len(spec["edges"]))]
                 counts = [b - a for a, b in itertools.pairwise([0, *below, finite])]
@@ -814,10 +819,14 @@ def reference_profile(source: Source, settings: DataSettings) -> Validation:
             for name in numeric:
                 value = _typed(name, source.schema[name], kinds[name])[0].cast(pl.Float64)
                 value = value.filter(value.is_finite())
-                exprs += [value.quantile(q, "linear").alias(f"{name}::{q}") for q in EDGE_QUANTILES]  # fmt: skip
-            row = source.frame.select(exprs).collect(engine="streaming").row(0, named=True)
+                # All the edges of a column in one aggregate (see _profile_exprs).
+                exprs.append(value.quantile(list(EDGE_QUANTILES), "linear").alias(name))
+            # Quantiles are no streaming aggregate: each column's values are held whatever the
+            # engine, and the streaming one would hand every column over in turn (seconds for
+            # a thousand columns, hours for tens of thousands).
+            row = source.frame.select(exprs).collect(engine="in-memory").row(0, named=True)
             for name in numeric:
-                found = (_number(row[f"{name}::{q}"]) for q in EDGE_QUANTILES)
+                found = (_number(v) for v in row[name] or [])
                 edges[name] = sorted({v for v in found if v is not None})
         categorical = [n for n, k in kinds.items() if k in ("string", "bool")]
         categories: dict[str, list[str]] = {}

@@ -215,6 +215,9 @@ class IncomingWatcher:
         self._lock: filelock.BaseFileLock | None = None
         self._held_elsewhere = False
         self._config_stamp = _config_stamp(workspace)
+        # The notes about the configured reference said so far (not found, rejected, adopted):
+        # every file ingested meanwhile carries the same ones, said once.
+        self._noted: set[str] = set()
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -464,6 +467,10 @@ class IncomingWatcher:
             self._failed(path, entry, exc)
             return None
         self.counts["duplicate" if outcome.duplicate else outcome.status] += 1
+        for note in outcome.notes:
+            if note not in self._noted:
+                self._noted.add(note)
+                self._say(shown(note))
         self._say(describe(outcome, path.name))
         # Removed only if it did not change while it was read: a writer that paused longer than
         # settle_seconds and went on keeps its file, taken again (whole) once it settles.
@@ -563,6 +570,7 @@ class IncomingWatcher:
             self._say(f"mldeck.toml changed but cannot be used ({_one_line(exc)}); files are "
                       "validated as before until it is fixed")  # fmt: skip
             return
+        self._noted.clear()  # the reference may be another one now: its notes are said again
         self._say("mldeck.toml changed: the next files are validated with it")
 
     def _say(self, message: str) -> None:
