@@ -28,7 +28,9 @@ jobs_app = typer.Typer(
 )
 app.add_typer(jobs_app, name="jobs")
 
-NameArgument = Annotated[str, typer.Argument(help="The schedule's name (see 'mldeck jobs list').")]
+NameArgument = Annotated[
+    str, typer.Argument(metavar="NAME", help="The schedule's name (see 'mldeck jobs list').")
+]
 
 
 def _open_jobs() -> tuple[Workspace, Store]:
@@ -168,7 +170,10 @@ def jobs_resume(name: NameArgument) -> None:
 
 
 ParamsOption = Annotated[
-    str | None, typer.Option("--params", help='Parameters as JSON, e.g. {"dataset_version_id": 3}.')
+    str | None,
+    typer.Option(
+        "--params", metavar="JSON", help='Parameters as JSON, e.g. {"dataset_version_id": 3}.'
+    ),
 ]
 
 
@@ -198,13 +203,17 @@ def _params(text: str | None, store: Any) -> dict[str, Any] | None:
 @jobs_app.command("edit")
 def jobs_edit(
     name: NameArgument,
-    cron: Annotated[str | None, typer.Option("--cron", help="Crontab expression (UTC).")] = None,
-    every: Annotated[
-        str | None, typer.Option("--every", help="Interval: 90s, 15m, 2h, 1d.")
+    cron: Annotated[
+        str | None, typer.Option("--cron", metavar="CRON", help="Crontab expression (UTC).")
     ] = None,
-    timeout: Annotated[int | None, typer.Option("--timeout", help="Seconds per attempt.")] = None,
+    every: Annotated[
+        str | None, typer.Option("--every", metavar="INTERVAL", help="Interval: 90s, 15m, 2h, 1d.")
+    ] = None,
+    timeout: Annotated[
+        int | None, typer.Option("--timeout", metavar="SECONDS", help="Seconds per attempt.")
+    ] = None,
     retries: Annotated[
-        int | None, typer.Option("--retries", help="Attempts after a failure.")
+        int | None, typer.Option("--retries", metavar="N", help="Attempts after a failure.")
     ] = None,
     params: ParamsOption = None,
     enabled: Annotated[
@@ -226,12 +235,23 @@ def jobs_edit(
 def jobs_add(
     name: NameArgument,
     kind: Annotated[
-        str, typer.Option("--kind", help="train, evaluate, retrain, drift, score, health.")
+        str,
+        typer.Option(
+            "--kind", metavar="KIND", help="train, evaluate, retrain, drift, score, health."
+        ),
     ],
-    cron: Annotated[str, typer.Option("--cron", help="Crontab expression (UTC).")] = "",
-    every: Annotated[str, typer.Option("--every", help="Interval: 90s, 15m, 2h, 1d.")] = "",
-    timeout: Annotated[int, typer.Option("--timeout", help="Seconds per attempt.")] = 3600,
-    retries: Annotated[int, typer.Option("--retries", help="Attempts after a failure.")] = 0,
+    cron: Annotated[
+        str, typer.Option("--cron", metavar="CRON", help="Crontab expression (UTC).")
+    ] = "",
+    every: Annotated[
+        str, typer.Option("--every", metavar="INTERVAL", help="Interval: 90s, 15m, 2h, 1d.")
+    ] = "",
+    timeout: Annotated[
+        int, typer.Option("--timeout", metavar="SECONDS", help="Seconds per attempt.")
+    ] = 3600,
+    retries: Annotated[
+        int, typer.Option("--retries", metavar="N", help="Attempts after a failure.")
+    ] = 0,
     params: ParamsOption = None,
 ) -> None:
     """Add a schedule to the store (kept apart from mldeck.toml's, which syncs never touch it;
@@ -278,7 +298,9 @@ def jobs_health(as_json: JsonOption = False) -> None:
 def daemon(
     log_file: Annotated[
         Path | None,
-        typer.Option("--log", help="Log file (default: .mldeck/daemon.log in the workspace)."),
+        typer.Option(
+            "--log", metavar="FILE", help="Log file (default: .mldeck/daemon.log in the workspace)."
+        ),
     ] = None,
 ) -> None:
     """Run the scheduler headless (for tmux or a systemd unit) until SIGTERM or Ctrl-C.

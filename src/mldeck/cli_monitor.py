@@ -45,10 +45,14 @@ def _statistic(feature: dict[str, Any]) -> str:
 @drift_app.command("check")
 def drift_check(
     batch: Annotated[
-        str, typer.Argument(help="A dataset version (id, dataset:vN, sha256 prefix) to check.")
+        str,
+        typer.Argument(
+            metavar="VERSION", help="A dataset version (id, dataset:vN, sha256 prefix) to check."
+        ),
     ],
     model: Annotated[
-        str | None, typer.Option("--model", help="Registered model (default: the champion's).")
+        str | None,
+        typer.Option("--model", metavar="NAME", help="Registered model (default: the champion's)."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -132,7 +136,8 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
 @drift_app.command("list")
 def drift_list(
     limit: Annotated[
-        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+        int,
+        typer.Option(min=1, max=MAX_LIMIT, metavar="N", help="At most this many (newest first)."),
     ] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -173,7 +178,8 @@ def drift_show(
     ref: Annotated[
         str,
         typer.Argument(
-            help="A batch (dataset:vN, id) or report (report:ID, as drift list names it)."
+            metavar="REF",
+            help="A batch (dataset:vN, id) or report (report:ID, as drift list names it).",
         ),
     ],
     as_json: JsonOption = False,
@@ -194,7 +200,8 @@ def drift_report(
     ref: Annotated[
         str,
         typer.Argument(
-            help="A batch (dataset:vN, id) or report (report:ID, as drift list names it)."
+            metavar="REF",
+            help="A batch (dataset:vN, id) or report (report:ID, as drift list names it).",
         ),
     ],
     html_file: Annotated[
@@ -234,7 +241,9 @@ def drift_report(
 
 @drift_app.command("labels")
 def drift_labels(
-    file: Annotated[Path, typer.Argument(help="A file with the id column and the target.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="A file with the id column and the target.")
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Record labels that arrived after their batch: joined by [data] id_column to the stored
@@ -287,10 +296,15 @@ def drift_labels(
 @alerts_app.command("list")
 def alerts_list(
     status: Annotated[
-        str, typer.Option(help="active (open or acknowledged), open, acknowledged, resolved, all.")
+        str,
+        typer.Option(
+            metavar="STATUS",
+            help="active (open or acknowledged), open, acknowledged, resolved, all.",
+        ),
     ] = "active",
     limit: Annotated[
-        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many (newest first).")
+        int,
+        typer.Option(min=1, max=MAX_LIMIT, metavar="N", help="At most this many (newest first)."),
     ] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -330,8 +344,12 @@ def _alert_change(action: str, alert_id: int, note: str) -> None:
 
 @alerts_app.command("ack")
 def alerts_ack(
-    alert_id: Annotated[int, typer.Argument(min=1, max=2**63 - 1, help="The alert's id.")],
-    note: Annotated[str, typer.Option("--note", "-m", help="Why, for the audit trail.")] = "",
+    alert_id: Annotated[
+        int, typer.Argument(min=1, max=2**63 - 1, metavar="ID", help="The alert's id.")
+    ],
+    note: Annotated[
+        str, typer.Option("--note", "-m", metavar="TEXT", help="Why, for the audit trail.")
+    ] = "",
 ) -> None:
     """Acknowledge an open alert (someone is on it); it stays active until resolved."""
     _alert_change("acknowledge", alert_id, note)
@@ -339,8 +357,12 @@ def alerts_ack(
 
 @alerts_app.command("resolve")
 def alerts_resolve(
-    alert_id: Annotated[int, typer.Argument(min=1, max=2**63 - 1, help="The alert's id.")],
-    note: Annotated[str, typer.Option("--note", "-m", help="What was done, for the audit.")] = "",
+    alert_id: Annotated[
+        int, typer.Argument(min=1, max=2**63 - 1, metavar="ID", help="The alert's id.")
+    ],
+    note: Annotated[
+        str, typer.Option("--note", "-m", metavar="TEXT", help="What was done, for the audit.")
+    ] = "",
 ) -> None:
     """Resolve an alert."""
     _alert_change("resolve", alert_id, note)
@@ -376,7 +398,9 @@ def alerts_check(as_json: JsonOption = False) -> None:
 
 @app.command("kpis")
 def kpis_command(
-    days: Annotated[float, typer.Option(min=0.01, max=36500, help="The window, in days.")] = 30,
+    days: Annotated[
+        float, typer.Option(min=0.01, max=36500, metavar="DAYS", help="The window, in days.")
+    ] = 30,
     as_json: JsonOption = False,
 ) -> None:
     """Delivery and model-health KPIs over the last DAYS days."""
