@@ -613,24 +613,33 @@ async def test_q_on_the_quit_dialog_quits_as_it_says(seeded) -> None:
     assert child.returncode == -2  # SIGINT: the work started here was interrupted
 
 
+def add_training(store, **fields) -> int:
+    """A training run written straight to the store (as another process would), its id."""
+    from mldeck.store.models import Run as StoredRun
+
+    with store.write() as session:
+        run = StoredRun(name="train churn", kind="train", trigger="manual", **fields)
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+async def open_run(pilot, run_id: int) -> None:
+    await settle(pilot)
+    pilot.app.push_screen(RunDetailScreen(run_id))
+    await settle(pilot)
+
+
 async def test_a_long_progress_message_keeps_the_start_and_time_in_view(seeded) -> None:
     """A running run's progress message is cut at the end of its line, so the line under it
     (start, time, who) stays in the summary's two lines at 80 columns."""
-    from mldeck.store.models import Run as StoredRun
-
     workspace, store = seeded
-    with store.write() as session:
-        run = StoredRun(name="train churn", kind="train", trigger="manual", status="running",
-                        progress=0.65, progress_message="evaluating on 25000 held-out rows of "
-                        "the newest batches", started_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC))  # fmt: skip
-        session.add(run)
-        session.flush()
-        run_id = run.id
+    run_id = add_training(store, status="running", progress=0.65, started_at=datetime(
+        2026, 3, 2, 9, 0, tzinfo=UTC), progress_message="evaluating on 25000 held-out rows of "
+        "the newest batches")  # fmt: skip
     app = make_app(workspace, store)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        app.push_screen(RunDetailScreen(run_id))
-        await settle(pilot)
+        await open_run(pilot, run_id)
         summary = app.screen.query_one("#run-summary", Static)
         lines = [strip.text for strip in summary.render_lines(summary.region.reset_offset)]
         assert (
@@ -643,21 +652,12 @@ async def test_a_long_progress_message_keeps_the_start_and_time_in_view(seeded) 
 async def test_a_long_param_value_is_shown_whole_under_the_params(seeded) -> None:
     """A value wider than the terminal (the versions a training read) is cut in its column:
     the highlighted param's value is said whole under the table, and follows the cursor."""
-    from mldeck.store.models import Run as StoredRun
-
     workspace, store = seeded
     data = {"source": "store", "versions": [{"id": n, "dataset": "churn"} for n in range(1, 6)]}
-    with store.write() as session:
-        run = StoredRun(name="train churn", kind="train", trigger="manual", status="succeeded",
-                        params={"data": data, "seed": 42})  # fmt: skip
-        session.add(run)
-        session.flush()
-        run_id = run.id
+    run_id = add_training(store, status="succeeded", params={"data": data, "seed": 42})
     app = make_app(workspace, store)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        app.push_screen(RunDetailScreen(run_id))
-        await settle(pilot)
+        await open_run(pilot, run_id)
         whole = app.screen.query_one("#run-params-whole", Static)
         assert str(whole.render()) == f"data: {data!r}"
         await pilot.press("j")

@@ -134,6 +134,14 @@ async def open_model_version(pilot, version_id: int) -> ModelVersionScreen:
     return detail
 
 
+async def asked(pilot, version_id: int, key: str) -> str:
+    """What the dialog that *key* opens on a version says (as shown: never parsed as markup)."""
+    await open_model_version(pilot, version_id)
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen))
+    return pilot.app.screen.description
+
+
 async def confirm_with(pilot, reason: str, *, click: bool = False) -> None:
     await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen))
     await pilot.press(*reason)
@@ -394,22 +402,15 @@ async def test_a_gates_detail_cut_by_a_narrow_terminal_is_shown_whole_under_it(
 
 
 async def test_approving_a_version_that_failed_a_gate_says_what_that_means(models_seeded) -> None:
-    from mldeck.tui.screens.confirm import ConfirmScreen
-
     app = make_app(*models_seeded)
     async with app.run_test(size=SIZE) as pilot:
-        await open_model_version(pilot, 2)
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        said = static_text(app.screen.query_one("#confirm-description"))
+        said = await asked(pilot, 2, "a")
         assert "failed 1 gate" in said and "not promoted unless the promotion is forced" in said
         await pilot.press("escape")
     app = make_app(*models_seeded)
     async with app.run_test(size=SIZE) as pilot:
-        await open_model_version(pilot, 1)  # passed its gates: nothing to warn about
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        assert "failed" not in static_text(app.screen.query_one("#confirm-description"))
+        # passed its gates: nothing to warn about
+        assert "failed" not in await asked(pilot, 1, "a")
 
 
 async def test_cancel_changes_nothing(models_seeded) -> None:
@@ -686,20 +687,14 @@ async def test_approving_a_version_waiting_after_a_retrain_says_the_scheduler_pr
            entity_id=1)  # fmt: skip
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
-        await open_model_version(pilot, 1)
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        said = app.screen.description  # as shown: a Plain, never parsed as markup
+        said = await asked(pilot, 1, "a")
         assert "once approved, the scheduler makes it the champion of churn" in said
         assert "[jobs] promote_on_approval" in said
     with open(workspace.config_path, "a", encoding="utf-8") as fh:
         fh.write("\n[jobs]\npromote_on_approval = false\n")
     app = make_app(load_workspace(workspace.root), store)
     async with app.run_test(size=SIZE) as pilot:
-        await open_model_version(pilot, 1)  # the policy off: approving promotes nothing
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        said = app.screen.description  # as shown: a Plain, never parsed as markup
+        said = await asked(pilot, 1, "a")  # the policy off: approving promotes nothing
         assert "scheduler" not in said and "It can then be promoted to champion (p)." in said
 
 
@@ -709,10 +704,7 @@ async def test_archiving_says_it_is_for_good_and_the_alias_it_loses(models_seede
         session.add(Alias(model_id=1, name="challenger", model_version_id=2, updated_at=T0))
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
-        await open_model_version(pilot, 2)
-        await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        said = app.screen.description  # as shown: a Plain, never parsed as markup
+        said = await asked(pilot, 2, "x")
         assert "for good: it can no longer be approved, promoted or rolled back to" in said
         assert "It loses its challenger alias." in said
 
