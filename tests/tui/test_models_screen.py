@@ -142,6 +142,16 @@ async def asked(pilot, version_id: int, key: str) -> str:
     return pilot.app.screen.description
 
 
+async def open_audit(pilot):
+    from mldeck.tui.screens.audit import AuditScreen
+
+    await settle(pilot)
+    await pilot.press("8")
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, AuditScreen)
+    return pilot.app.screen
+
+
 async def confirm_with(pilot, reason: str, *, click: bool = False) -> None:
     await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen))
     await pilot.press(*reason)
@@ -643,18 +653,13 @@ async def test_the_audit_screen_lists_changes_and_verifies_the_chain(models_seed
 
     from mldeck.ml.registry import approve, promote
     from mldeck.store.models import AuditEvent
-    from mldeck.tui.screens.audit import AuditScreen
 
     workspace, store = models_seeded
     approve(store, "churn:1", reason="holdout looks fine")
     promote(store, "churn:1", reason="first release")
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("8")
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, AuditScreen)
+        screen = await open_audit(pilot)
         table = screen.query_one("#audit-table", DeckTable)
         actions = column(table, 3)
         assert actions[:2] == ["model_version.promote", "model_version.approve"]
@@ -715,17 +720,12 @@ async def test_a_verdict_on_the_audit_chain_says_when_newer_events_came_after_it
     """The trail grows while the screen is open (the scheduler, the CLI): the verdict of v
     covers the events it read, and says the newer ones are not verified yet."""
     from mldeck.ml.registry import approve, promote
-    from mldeck.tui.screens.audit import AuditScreen
 
     workspace, store = models_seeded
     approve(store, "churn:1", reason="holdout looks fine")
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("8")
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, AuditScreen)
+        screen = await open_audit(pilot)
         status = screen.query_one("#audit-status")
         await pilot.press("v")
         await until(pilot, lambda: "chain intact" in static_text(status))
