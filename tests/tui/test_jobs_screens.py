@@ -49,6 +49,7 @@ async def test_jobs_screen_pauses_resumes_edits_and_runs_now(seeded) -> None:
         assert isinstance(app.screen, JobsScreen)
         table = app.screen.query_one("#jobs-table", DeckTable)
         assert table.row_count == 2
+        assert str(table.get_row("nightly-train")[5]).startswith("#4 ")  # the run, then its time
         assert "none running" in _text(app, "#jobs-scheduler")
         await pilot.press("k")  # health is first (by name)
         assert table.selected_key() == "health"

@@ -106,7 +106,8 @@ class JobsScreen(DeckScreen):
 
     def _cells(self, row: JobRow) -> tuple:
         state = row.state if row.state == "active" else Text(row.state, style="bold")
-        last = "-" if row.last_run_id is None else f"{row.last_run_id} {_short(row.last_run_at)}"
+        # "#4 02:00": the run's id marked as one, not read as part of the time ("4 02:00").
+        last = "-" if row.last_run_id is None else f"#{row.last_run_id} {_short(row.last_run_at)}"
         outcome = status_text(self.app, row.last_status) if row.last_status else "-"
         when = row.timing.removeprefix("cron ")
         return (row.name, row.kind, when, state, _short(row.next_fire_at), last, outcome)
