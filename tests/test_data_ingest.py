@@ -21,7 +21,7 @@ from mldeck.data import ingest
 from mldeck.data.ingest import EXIT, ingest_file
 from mldeck.data.validate import REASON, ROW
 from mldeck.errors import MldeckError, NotFound
-from mldeck.store.models import DatasetVersion, Run, RunInput, RunKind, RunStatus
+from mldeck.store.models import DatasetVersion, Run, RunInput, RunKind, RunLog, RunStatus
 from mldeck.store.queries import list_versions, resolve_version, version_detail
 from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
 
@@ -542,6 +542,10 @@ def test_a_configured_reference_not_found_is_said(workspace, tmp_path):
         assert outcome.notes == [f"[data] reference {missing} not found ({missing}): events has "
                                  "no reference, batches are profiled without its bins"]  # fmt: skip
         assert outcome.as_dict()["notes"] == outcome.notes
+        with store.read() as session:  # and in the batch's ingest run, for whoever looks later
+            logged = session.execute(select(RunLog.message).join(Run).where(
+                Run.name == "ingest a.csv")).scalars().all()  # fmt: skip
+        assert outcome.notes[0] in logged
     finally:
         store.close()
 

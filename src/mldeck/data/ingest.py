@@ -261,7 +261,7 @@ def ingest_file(
                             reference=None if as_reference else reference_of(store, dataset))  # fmt: skip
         outcome = _record(workspace, store, result, dataset=dataset, sha=sha, stored=stored,
                           size=size, source=path, rows_file=rows_file, runs=(ingest_run, validate_run),
-                          as_reference=as_reference)  # fmt: skip
+                          as_reference=as_reference, notes=notes)  # fmt: skip
     except BaseException as exc:
         with contextlib.suppress(OSError):  # a read-only quarantine folder: the runs end anyway
             rows_file.unlink(missing_ok=True)
@@ -549,6 +549,7 @@ def _record(
     rows_file: Path,
     runs: tuple[int, int],
     as_reference: bool,
+    notes: list[str],
 ) -> IngestOutcome:
     ingest_run, validate_run = runs
     root = workspace.root
@@ -609,6 +610,10 @@ def _record(
             run.tags = {"dataset": dataset, "version": number, "status": result.status}
             session.add(run)
             session.add(RunInput(run_id=run_id, dataset_version_id=version.id, role=role))
+        # What became of the configured reference, in the batch's own log too: the watcher and
+        # the scheduler print it to a terminal no one may be reading.
+        for note in notes:
+            session.add(RunLog(run_id=ingest_run, level="info", message=note))
         for reason in result.reasons():
             session.add(RunLog(run_id=validate_run, level="warning" if result.status == "warned" else "error",
                                message=reason))  # fmt: skip
