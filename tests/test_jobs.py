@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -352,6 +353,29 @@ def test_a_timeout_kills_the_worker_and_its_children(ws_store):
                                                   Run.kind == "train", Run.pid == fitting))  # fmt: skip
         assert [r.status for r in inner.scalars()] == [RunStatus.FAILED]
     assert count(store, ModelVersion) == 0
+
+
+def test_ctrl_c_on_a_job_kills_its_worker_and_keeps_the_training_a_step_of_the_job(ws_store):
+    """Ctrl-C on 'mldeck jobs run --here' kills the worker at once (SIGKILL: it cannot link
+    the training it started): the runner ends that training and makes it the job's step."""
+    workspace, store = ws_store
+    _slow(workspace)
+    pids = workspace.root / "fitting.pid"
+
+    def interrupt() -> None:
+        wait_for(pids.exists, "the worker to start fitting")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        JobRunner(workspace, store).run(JobRequest("train", "train", timeout_seconds=600))
+    fitting = int(pids.read_text())
+    wait_for(lambda: not pid_alive(fitting), "the worker to die")
+    with store.read() as session:
+        runs = session.execute(select(Run).where(Run.pid == fitting).order_by(Run.id)).scalars()
+        (job, training) = runs.all()
+    assert job.status == RunStatus.CANCELLED and job.parent_run_id is None
+    assert (training.status, training.parent_run_id) == (RunStatus.CANCELLED, job.id)
 
 
 def test_an_overlapping_fire_and_the_concurrency_limit_skip_and_are_recorded(ws_store):

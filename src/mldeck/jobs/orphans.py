@@ -77,9 +77,17 @@ def mark_orphans(store: Store, stale_seconds: float) -> list[Orphan]:
 
 
 def end_runs_of_process(
-    store: Store, pid: int, started_at: float | None, *, status: str, reason: str
+    store: Store,
+    pid: int,
+    started_at: float | None,
+    *,
+    status: str,
+    reason: str,
+    parent: int | None = None,
 ) -> list[int]:
-    """End the open runs a (now dead) process of this host left behind, with *reason*."""
+    """End the open runs a (now dead) process of this host left behind, with *reason*. With
+    *parent* (the job whose worker it was), those runs become its steps: the worker, killed,
+    could not link them itself."""
     host = provenance.hostname()
     now = utcnow()
     ended = []
@@ -89,6 +97,8 @@ def end_runs_of_process(
             if started_at is not None and run.pid_started_at not in (None, started_at):
                 continue
             run.status, run.ended_at, run.error = status, now, reason
+            if parent is not None and run.id != parent and run.parent_run_id is None:
+                run.parent_run_id = parent
             session.add(run)
             session.add(RunLog(run_id=run.id, level="error", message=reason))
             ended.append(run.id)

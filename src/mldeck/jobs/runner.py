@@ -370,7 +370,7 @@ class JobRunner:
             proc.wait()
             error = "cancelled: interrupted (Ctrl-C)"
             self._finish(run_id, RunStatus.CANCELLED, error)
-            end_runs_of_process(self.store, proc.pid, started_at, status=RunStatus.CANCELLED,
+            end_runs_of_process(self.store, proc.pid, started_at, parent=run_id, status=RunStatus.CANCELLED,
                                 reason=error)  # fmt: skip
             raise
         _kill_group(proc, signal.SIGKILL)  # whatever the worker left behind in its group
@@ -378,13 +378,13 @@ class JobRunner:
             error = (f"timed out after {request.timeout_seconds:g}s "
                      "(the worker and its children were killed)")  # fmt: skip
             self._finish(run_id, RunStatus.FAILED, error, force=True)
-            end_runs_of_process(self.store, proc.pid, started_at, status=RunStatus.FAILED,
+            end_runs_of_process(self.store, proc.pid, started_at, parent=run_id, status=RunStatus.FAILED,
                                 reason=f"killed: job run {run_id} {error}")  # fmt: skip
             return RunStatus.FAILED, None, error
         if self._stop.is_set() and code != 0:
             error = "cancelled: the scheduler stopped"
             self._finish(run_id, RunStatus.CANCELLED, error)
-            end_runs_of_process(self.store, proc.pid, started_at, status=RunStatus.CANCELLED,
+            end_runs_of_process(self.store, proc.pid, started_at, parent=run_id, status=RunStatus.CANCELLED,
                                 reason=error)  # fmt: skip
             return RunStatus.CANCELLED, None, error
         result = _read_result(folder)
@@ -393,7 +393,7 @@ class JobRunner:
             if status in (RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.SUCCEEDED):
                 error = _died(code, folder)
                 self._finish(run_id, RunStatus.FAILED, error, force=True)
-            end_runs_of_process(self.store, proc.pid, started_at, status=RunStatus.FAILED,
+            end_runs_of_process(self.store, proc.pid, started_at, parent=run_id, status=RunStatus.FAILED,
                                 reason=f"its job's worker (run {run_id}) died")  # fmt: skip
             return RunStatus.FAILED, None, error or _died(code, folder)
         return status, result, error
