@@ -1177,3 +1177,22 @@ def test_a_freshness_rule_says_its_limit_at_the_scale_it_was_set(workspace, stor
     rule = AlertRule(name="stale", when="freshness", hours=0.0001, severity="warning")
     (signal,) = store_signals(store, [rule])
     assert signal.firing and re.fullmatch(r"no new data for \d\.\ds \(limit 0\.4s\)", signal.title)
+
+
+def test_the_pipelines_score_stage_says_there_is_no_champion_to_score_with(ws_store):
+    """Until a version is promoted the pipeline skips scoring: the stage says why it never ran."""
+    from mldeck.jobs.views import pipeline_view
+    from mldeck.ml.registry import approve, promote
+
+    workspace, store = ws_store
+
+    def score_stage() -> str:
+        stages = {stage.name: stage for stage in pipeline_view(store, JobSettings()).stages}
+        return stages["score"].detail
+
+    assert score_stage() == "no champion yet"
+    assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
+    assert score_stage() == "no champion yet"  # a candidate scores nothing
+    approve(store, "churn:1", reason="test")
+    promote(store, "churn:1", force=True, reason="the dummy model fails the gates")
+    assert score_stage() == "never ran"
