@@ -540,7 +540,8 @@ def data_ingest(
     """Ingest files as dataset versions: store, validate, profile, quarantine offenders.
 
     Exit status: 0 all accepted, 3 some accepted with warnings, 4 some rejected, 2 a file could
-    not be ingested at all (the others still are; 2 wins over 3 and 4).
+    not be ingested at all (the others still are; 2 wins over 3 and 4). A file already stored
+    counts as its version's status (a rejected one again exits 4).
     """
     from mldeck.data.ingest import EXIT, ingest_file
 
