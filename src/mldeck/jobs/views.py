@@ -115,11 +115,12 @@ def pipeline_view(store: Store, settings: JobSettings) -> PipelineView:
             run = session.execute(
                 select(Run).where(Run.kind.in_(STAGE_KINDS[name])).order_by(Run.id.desc()).limit(1)
             ).scalar_one_or_none()
-            if name == "score" and run is None and session.execute(
-                select(Alias.id).where(Alias.name == "champion").limit(1)
-            ).first() is None:  # the pipeline skips scoring until there is a model to score with
-                view.stages.append(Stage(name, detail="no champion yet"))
-                continue
+            if name == "score" and run is None:
+                # The pipeline skips scoring until there is a model to score with.
+                champion = select(Alias.id).where(Alias.name == "champion").limit(1)
+                if session.execute(champion).first() is None:
+                    view.stages.append(Stage(name, detail="no champion yet"))
+                    continue
             view.stages.append(_run_stage(name, run))
         newest = session.execute(
             select(ModelVersion, RegisteredModel.name)
