@@ -288,6 +288,28 @@ def test_a_failed_gate_refuses_promotion_naming_the_gate(workspace, store, model
     assert audit.verify(store).ok
 
 
+def test_a_failed_regression_gate_is_named_with_its_own_figures(workspace, store, model_bytes):
+    """max_regression's threshold is the margin allowed below the champion, not a bound on the
+    metric: "roc_auc 0.7813 vs 0.02" would misstate it; the gate's detail says what failed."""
+    from mldeck.ml.gates import check_gates
+    from mldeck.ml.settings import GateSettings
+
+    (outcome,) = check_gates(GateSettings(max_regression={"roc_auc": 0.02}), {"roc_auc": 0.7813},
+                             champion_metrics={"roc_auc": 0.8183}, champion_label="churn:1")  # fmt: skip
+    version = add_version(workspace, store, model_bytes["a"])
+    with store.write() as session:
+        session.add(GateResult(model_version_id=version.id, run_id=version.run_id,
+                               **outcome.as_dict()))  # fmt: skip
+    registry.approve(store, "churn:1", reason="looks fine")
+    with pytest.raises(MldeckError) as refused:
+        registry.promote(store, "churn:1")
+    assert (
+        "max_regression (roc_auc 0.7813 vs churn:1 0.8183: worse by 0.037, more than the allowed "
+        "0.02 (over by 0.017))" in str(refused.value)
+    )
+    assert "vs 0.02" not in str(refused.value)
+
+
 def test_passed_gates_and_an_approval_need_no_force(workspace, store, model_bytes):
     add_version(workspace, store, model_bytes["a"], gates=(("min_auc", True),))
     registry.approve(store, "churn:1", reason="ok")
@@ -454,6 +476,15 @@ def test_rollback_refuses_what_is_not_an_earlier_usable_version(workspace, store
         registry.rollback(store, "churn@champion", reason="x")
     with pytest.raises(NotFound, match="no registered model 'nope'"):
         registry.rollback(store, "nope", reason="x")
+
+
+def test_rollback_to_the_champion_itself_says_it_already_serves(workspace, store, model_bytes):
+    add_version(workspace, store, model_bytes["a"])
+    registry.approve(store, "churn:1", reason="ok")
+    registry.promote(store, "churn:1")
+    # Not "churn:1 is not earlier than the champion churn:1 (use promote)": promote refuses too.
+    with pytest.raises(MldeckError, match=r"^churn:1 is already the champion$"):
+        registry.rollback(store, "churn:1", reason="x")
 
 
 def test_rollback_to_a_version_that_failed_its_gates_needs_force(workspace, store, model_bytes):

@@ -233,3 +233,49 @@ def test_score_command(served, store, tmp_path, cli):
     assert_one_line_error(
         mldeck("score", str(source), "--model", "nope"), "no registered model 'nope'"
     )
+
+
+def test_a_scoring_stopped_by_ctrl_c_is_cancelled_not_failed(served, store, tmp_path, monkeypatch):
+    source = batch_file(tmp_path)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # Ctrl-C arrives while the predictions are written.
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        score_batch(served, store, source)
+    with store.read() as session:
+        run = session.execute(select(Run).where(Run.kind == "score")).scalar_one()
+    assert run.status == RunStatus.CANCELLED and run.ended_at is not None
+    assert run.error == "interrupted (KeyboardInterrupt)"
+
+
+def test_a_holdout_column_of_another_type_is_named_in_one_line():
+    """What training says when the champion cannot read the holdout: a gate's detail, one line."""
+    from mldeck.ml.evaluate import EvaluationError, prepare_features
+
+    frame = pl.DataFrame({"tenure": ["3", "error", "5", None], "plan": ["a", "b", "c", "d"]})
+    with pytest.raises(EvaluationError) as caught:
+        prepare_features(frame, ["tenure", "plan"], {"tenure": "Int64", "plan": "String"})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.endswith(
+        "column 'tenure' is String and the model was trained on Int64; 1 of 4 values cannot be "
+        "read as Int64 (such as 'error')"
+    )
+
+
+def test_a_modified_champion_file_is_refused_before_the_batch_is_ingested(served, store, tmp_path):
+    champion = registry.resolve(store, "churn@champion")
+    with store.read() as session:
+        path = served.root / session.get(Artifact, champion.artifact_id).path
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match its recorded sha256"):
+        score_batch(served, store, batch_file(tmp_path))
+    # Nothing could be scored, so nothing was taken in: the file is no dataset version.
+    with store.read() as session:
+        assert session.execute(select(DatasetVersion.id)).first() is None
+        assert session.execute(select(Run.kind).where(Run.kind != "train")).first() is None

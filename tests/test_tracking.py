@@ -213,6 +213,26 @@ def test_non_numeric_metric_is_refused_without_side_effects(workspace, store, ba
     assert metric_rows(store, run.id) == [(0, 0.5), (1, 0.6)]
 
 
+@pytest.mark.parametrize("bad", [1.5, "3", True, [1], 2**31])
+def test_a_metric_step_that_is_not_a_whole_number_in_range_is_refused(workspace, store, bad):
+    with start_run(workspace=workspace) as run:
+        with pytest.raises(MldeckError, match=r"a metric's step is a whole number|out of range"):
+            run.log_metric("loss", 0.5, step=bad)  # 1.5 was stored at step 1; "3" at step 3
+        run.log_metric("loss", 0.4, step=np.int64(2))
+        run.log_metric("loss", 0.3, step=3.0)
+    assert metric_rows(store, run.id) == [(2, 0.4), (3, 0.3)]
+
+
+@pytest.mark.parametrize("bad", [math.nan, "half", None])
+def test_progress_that_is_not_a_number_is_refused(workspace, store, bad):
+    with start_run(name="p", workspace=workspace) as run:
+        run.set_progress(0.25, "a quarter")
+        with pytest.raises(MldeckError, match="progress is a number from 0 to 1"):
+            run.set_progress(bad)
+        progress = run_detail(store, run.id).run.progress
+    assert progress == 0.25  # kept: NaN was stored as NULL, the run showed no progress
+
+
 def test_metric_timestamp_must_be_aware(workspace, store):
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with start_run(workspace=workspace) as run:
@@ -413,3 +433,52 @@ def test_runs_are_compared_field_by_field(workspace, store):
         compare_runs(store, [runs[0], runs[0]])
     with pytest.raises(MldeckError, match=f"not {MAX_COMPARED + 1}"):
         compare_runs(store, list(range(1, MAX_COMPARED + 2)))
+
+
+@pytest.mark.parametrize("code", [None, 0])
+def test_a_script_that_exits_with_success_inside_its_run_succeeded(workspace, store, code):
+    with pytest.raises(SystemExit), start_run(name="exits", workspace=workspace):
+        mldeck.log_metric("loss", 0.5)
+        raise SystemExit(code)  # sys.exit(code)
+    run = run_detail(store, resolve_run(store, "exits")).run
+    assert (run.status, run.error, run.progress) == (RunStatus.SUCCEEDED, None, 1.0)
+    assert metric_rows(store, run.id) == [(0, 0.5)]
+
+
+def test_a_script_that_exits_with_an_error_status_inside_its_run_failed(workspace, store):
+    with pytest.raises(SystemExit), start_run(name="exits", workspace=workspace):
+        raise SystemExit(3)
+    run = run_detail(store, resolve_run(store, "exits")).run
+    assert run.status == RunStatus.FAILED and "SystemExit: 3" in run.error
+
+
+def test_numpy_params_and_tags_are_stored_as_numbers(workspace, store):
+    with start_run(name="np", workspace=workspace, params={"depth": np.int64(6)}) as run:
+        run.log_params(
+            {"lr": np.float32(0.5), "sizes": np.array([1, 2]), "nested": {"n": np.int32(3)}}
+        )
+        run.set_tag("seed", np.uint8(7))
+    recorded = run_detail(store, resolve_run(store, "np")).run
+    assert recorded.params == {"depth": 6, "lr": 0.5, "sizes": [1, 2], "nested": {"n": 3}}
+    assert recorded.tags["seed"] == 7
+
+
+def test_logging_to_a_run_that_has_ended_is_refused(workspace, store, tmp_path):
+    with start_run(name="over", workspace=workspace) as run:
+        run.log_metric("loss", 0.5)
+    artifact = tmp_path / "late.txt"
+    artifact.write_text("late")
+    late = [
+        lambda: run.log_metric("loss", 0.1),  # would wait in the buffer, never written
+        lambda: run.log_params({"late": 1}),
+        lambda: run.set_tag("late", 1),
+        lambda: run.set_progress(0.5),
+        lambda: run.log("late line"),
+        lambda: run.log_artifact(artifact),
+    ]
+    for call in late:
+        with pytest.raises(MldeckError, match=r"run \d+ \(over\) has ended"):
+            call()
+    detail = run_detail(store, resolve_run(store, "over"))
+    assert detail.run.params == {} and detail.run.tags == {} and detail.logs == []
+    assert detail.artifacts == [] and metric_rows(store, run.id) == [(0, 0.5)]

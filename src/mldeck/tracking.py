@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import sys
 import threading
@@ -70,10 +71,23 @@ def _workspace_store(workspace: Workspace | Path | str | None) -> tuple[Workspac
 
 def _jsonable(value: Any) -> Any:
     try:
-        json.dumps(value, allow_nan=False)
-        return value
+        return json.loads(json.dumps(value, allow_nan=False, default=_numpy_value))
     except (TypeError, ValueError):
         return str(value)
+
+
+def _numpy_value(value: Any) -> Any:
+    """A numpy scalar or array as the Python number or list it holds: a parameter such as
+    ``np.int64(5)`` (what sklearn and numpy hand out) is stored as 5, not as the text "5"."""
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _clean_exit(exc: BaseException | None) -> bool:
+    """Whether *exc* is a script ending with success inside its run: ``sys.exit()`` or
+    ``sys.exit(0)``, which is not a failure of the run."""
+    return isinstance(exc, SystemExit) and exc.code in (None, 0)
 
 
 # A step is a 32-bit integer in every store (PostgreSQL's INTEGER; SQLite would take more).
@@ -99,6 +113,22 @@ def _metric_value(key: str, value: Any) -> float | None:
             raise MldeckError(f"metric {key!r} must be a number, not {value!r}") from None
     value = float(value)
     return None if math.isnan(value) else value  # NULL stands for NaN
+
+
+def _metric_step(step: Any) -> int:
+    """*step* as a whole number in range: 1.5 or "3" is refused, not cut to 1 or read as 3 (two
+    points would share a step)."""
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)
+    try:
+        number = operator.index(step) if not isinstance(step, bool) else None
+    except TypeError:
+        number = None
+    if number is None:
+        raise MldeckError(f"a metric's step is a whole number, not {step!r}")
+    if not STEP_MIN <= number <= STEP_MAX:
+        raise MldeckError(f"metric step {number} is out of range ({STEP_MIN} to {STEP_MAX})")
+    return number
 
 
 class ActiveRun:
@@ -134,7 +164,7 @@ class ActiveRun:
     ) -> None:
         if self._token is not None:
             _active.reset(self._token)
-        if exc_type is None:
+        if exc_type is None or _clean_exit(exc):
             self.end(RunStatus.SUCCEEDED)
         elif interrupted(exc):
             self.end(RunStatus.CANCELLED, error="interrupted (KeyboardInterrupt)")
@@ -185,8 +215,18 @@ class ActiveRun:
             except Exception:  # a missed heartbeat must never kill the user's script
                 continue
 
+    def _check_open(self) -> None:
+        """Refuse what is logged once the run has ended: a metric would wait in the buffer and
+        never be written, and a param or log line would change a finished run's record."""
+        if self._ended:
+            raise MldeckError(
+                f"run {self.id} ({self.name}) has ended; log to it inside its "
+                "'with mldeck.start_run(...)' block"
+            )
+
     # -- params, tags, progress, logs ----------------------------------------------------------
     def _update(self, **changes: Any) -> None:
+        self._check_open()
         with self.store.write() as session:
             run = session.get(Run, self.id)
             for field, value in changes.items():
@@ -211,10 +251,17 @@ class ActiveRun:
 
     def set_progress(self, fraction: float, message: str = "") -> None:
         """Report progress (0..1) shown live in the console."""
-        self._update(progress=min(max(float(fraction), 0.0), 1.0), progress_message=message)
+        try:
+            value = float(fraction)
+        except (TypeError, ValueError):
+            value = math.nan
+        if math.isnan(value):  # stored as NULL: the run would show no progress at all
+            raise MldeckError(f"progress is a number from 0 to 1, not {fraction!r}")
+        self._update(progress=min(max(value, 0.0), 1.0), progress_message=message)
 
     def log(self, message: str, level: str = "info") -> None:
         """Append a line to the run's log."""
+        self._check_open()
         with self.store.write() as session:
             session.add(RunLog(run_id=self.id, level=level, message=str(message)))
 
@@ -231,6 +278,7 @@ class ActiveRun:
         timestamp: datetime | None = None,
     ) -> None:
         """Buffer metric points; without *step*, each key counts its own steps from 0."""
+        self._check_open()
         if timestamp is not None and timestamp.utcoffset() is None:
             raise MldeckError(f"metric timestamp {timestamp} has no time zone; pass an aware one")
         ts = timestamp or utcnow()
@@ -238,12 +286,11 @@ class ActiveRun:
         values = {
             _metric_key(key): _metric_value(str(key), value) for key, value in metrics.items()
         }
-        if step is not None and not STEP_MIN <= int(step) <= STEP_MAX:
-            raise MldeckError(f"metric step {step} is out of range ({STEP_MIN} to {STEP_MAX})")
+        step = None if step is None else _metric_step(step)
         rows = []
         with self._lock:
             for key, value in values.items():
-                this_step = self._steps.get(key, -1) + 1 if step is None else int(step)
+                this_step = self._steps.get(key, -1) + 1 if step is None else step
                 self._steps[key] = max(this_step, self._steps.get(key, -1))
                 rows.append(
                     {"run_id": self.id, "key": key, "value": value, "step": this_step, "ts": ts}
@@ -268,6 +315,7 @@ class ActiveRun:
     # -- artifacts -----------------------------------------------------------------------------
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> Artifact:
         """Copy a file into the workspace's content-addressed artifact store and record it."""
+        self._check_open()
         source = Path(path)
         self.workspace.refuse_state_file(source)
         sha, stored, size = put_file(self.workspace.artifacts_dir, source)

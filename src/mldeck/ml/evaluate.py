@@ -51,22 +51,40 @@ def prepare_features(
     selected = frame.select(features)
     if not dtypes:
         return selected
-    casts = []
+    casts = {}
     for name in features:
         wanted = dtypes.get(name)
         if wanted is None or str(selected.schema[name]) == wanted:
             continue
         target = _dtype(wanted)
         if target is not None:
-            casts.append(pl.col(name).cast(target))
+            casts[name] = target
     if not casts:
         return selected
     try:
-        return selected.with_columns(casts)
-    except pl.exceptions.PolarsError as exc:
-        raise EvaluationError(
-            f"the data does not have the training's column types: {exc}"
-        ) from None
+        return selected.with_columns(pl.col(name).cast(t) for name, t in casts.items())
+    except pl.exceptions.PolarsError:
+        # polars' message spans many lines (a gate's detail and a run's log show one): name the
+        # column and its offending values instead.
+        raise EvaluationError(_cast_failure(selected, casts, dtypes)) from None
+
+
+def _cast_failure(
+    frame: pl.DataFrame, casts: dict[str, pl.DataType], dtypes: dict[str, str]
+) -> str:
+    for name, target in casts.items():
+        column = frame.get_column(name)
+        lost = column.is_not_null() & column.cast(target, strict=False).is_null()
+        count = int(lost.sum())
+        if count:
+            example = column.filter(lost)[0]
+            return (
+                f"the data does not have the training's column types: column {name!r} is "
+                f"{column.dtype} and the model was trained on {dtypes[name]}; {count} of "
+                f"{frame.height} values cannot be read as {dtypes[name]} (such as {example!r})"
+            )
+    names = ", ".join(repr(name) for name in casts)
+    return f"the data does not have the training's column types: {names} cannot be converted"
 
 
 def _dtype(name: str) -> pl.DataType | None:

@@ -253,7 +253,10 @@ class Change:
 
 
 def failed_gates(session: Session, model_version_id: int) -> list[str]:
-    """The gates *model_version_id* failed, each as ``name (metric value vs threshold)``."""
+    """The gates *model_version_id* failed, each as ``name (detail)``: the gate's own account of
+    the figures (``roc_auc 0.71 < 0.8 (short by 0.09)``), else ``name (metric value vs
+    threshold)``. The detail comes first since a threshold is not always a bound on the value:
+    max_regression's is the margin allowed below the champion."""
     rows = session.execute(
         select(GateResult)
         .where(GateResult.model_version_id == model_version_id, GateResult.passed.is_(False))
@@ -264,7 +267,9 @@ def failed_gates(session: Session, model_version_id: int) -> list[str]:
         if gate.gate in named:
             continue
         figures = ""
-        if gate.metric and gate.value is not None and gate.threshold is not None:
+        if gate.detail:
+            figures = f" ({gate.detail})"
+        elif gate.metric and gate.value is not None and gate.threshold is not None:
             figures = f" ({gate.metric} {gate.value:.4g} vs {gate.threshold:.4g})"
         named[gate.gate] = f"{gate.gate}{figures}"
     return list(named.values())
@@ -594,6 +599,8 @@ def rollback(
                 )
         else:
             target = _find(session, label(name, number))[1]
+        if target.id == current.id:
+            raise MldeckError(f"{label(name, target.version)} is already the champion")
         if target.version >= current.version:
             raise MldeckError(
                 f"a rollback goes to an earlier version: {label(name, target.version)} is not "

@@ -26,7 +26,7 @@ from sqlalchemy import insert, select
 
 from mldeck import provenance
 from mldeck.data.readers import ReadError
-from mldeck.errors import MldeckError, NotFound
+from mldeck.errors import MldeckError, NotFound, interrupted
 from mldeck.ml.registry import CHALLENGER, CHAMPION, label, load_version, resolve
 from mldeck.store.artifacts import put_stream, verify
 from mldeck.store.artifacts import resolve as resolve_path
@@ -127,9 +127,11 @@ def score_batch(
     *model*, the one registered model that has a champion is used.
     """
     # The model first: a command that cannot score ingests nothing (a file ingested is a
-    # dataset version for good, and the next training's data).
+    # dataset version for good, and the next training's data). That includes the champion's
+    # file: one modified or gone on disk is refused before the batch is taken in.
     name = model or _default_model(workspace, store)
     champion = resolve(store, f"{name}@{CHAMPION}")
+    serving = load_version(workspace, store, champion)
     challenger = None
     if shadow:
         try:
@@ -143,7 +145,8 @@ def score_batch(
     if version.status not in SCORABLE:
         raise MldeckError(f"{batch} was {version.status} by validation; it is not scored")
     frame = _read(workspace, version, batch)
-    served = _score(workspace, store, frame, version, batch, name, champion, CHAMPION, trigger)
+    served = _score(workspace, store, frame, version, batch, name, champion, CHAMPION, trigger,
+                    model=serving)  # fmt: skip
     result = BatchScore(version.id, dataset, version.version, served.score)
     if challenger is not None:
         try:
@@ -240,11 +243,14 @@ def _score(
     alias: str,
     trigger: str,
     parent: _Scored | None = None,
+    model: Any | None = None,
 ) -> _Scored:
+    """Score *frame* with *version* (its *model*, when already loaded) in a run of its own."""
     shadow = parent is not None
     run_id = _start(store, batch_version, batch, name, version, alias, trigger, shadow, parent)
     try:
-        model = load_version(workspace, store, version)
+        if model is None:
+            model = load_version(workspace, store, version)
         features = _features(model, version, frame, label(name, version))
         if frame.height == 0:
             raise MldeckError(f"{batch} has no rows to score")
@@ -274,7 +280,7 @@ def _score(
         )  # fmt: skip
         _finish(store, result, size, batch)
     except BaseException as exc:
-        _fail(store, run_id, "".join(traceback.format_exception(exc)))
+        _fail(store, run_id, exc)
         raise
     return _Scored(result, predictions)
 
@@ -358,10 +364,16 @@ def _finish(store: Store, result: ModelScore, size: int, batch: str) -> None:
         session.add(run)
 
 
-def _fail(store: Store, run_id: int, error: str) -> None:
+def _fail(store: Store, run_id: int, exc: BaseException) -> None:
+    """End a score run that *exc* stopped: cancelled on Ctrl-C (the model and the batch did not
+    fail: a person stopped it), failed with the traceback otherwise."""
+    if interrupted(exc):
+        status, error = RunStatus.CANCELLED, "interrupted (KeyboardInterrupt)"
+    else:
+        status, error = RunStatus.FAILED, "".join(traceback.format_exception(exc))
     with store.write() as session:
         run = session.get(Run, run_id)
-        run.status, run.ended_at, run.error = RunStatus.FAILED, utcnow(), error
+        run.status, run.ended_at, run.error = status, utcnow(), error
         session.add(run)
 
 
