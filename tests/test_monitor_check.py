@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -846,3 +847,87 @@ def test_drift_show_json_is_the_report_drift_check_gave(monitored, store, tmp_pa
         assert shown[key] == checked[key], key
     assert shown["alerts"] == len(checked["alerts"])
     assert not {"estimated_lower", "estimated_upper", "multivariate_drifted", "metric"} & set(shown)
+
+
+def test_a_metric_just_under_its_floor_does_not_read_as_the_floor():
+    """0.7495 under a floor of 0.75 fires; its title must not say '0.750 < 0.75'."""
+    from mldeck.monitor.check import realized_signals
+    from mldeck.monitor.settings import AlertRule
+
+    rule = AlertRule(name="realized roc_auc below 0.75", when="realized_metric",
+                     metric="roc_auc", below=0.75, severity="critical")  # fmt: skip
+    (signal,) = realized_signals([rule], "churn:v7", 7,
+                                 {"roc_auc": 0.7495045, "labelled_rows": 116}, 30)  # fmt: skip
+    assert signal.firing
+    assert signal.title == "churn:v7: realized roc_auc 0.7495 < 0.75"
+    (clear,) = realized_signals([rule], "churn:v7", 7, {"roc_auc": 0.8, "labelled_rows": 116}, 30)
+    assert not clear.firing and clear.title == "churn:v7: realized roc_auc 0.800 < 0.75"
+
+
+def test_an_html_report_draws_the_history_of_its_own_dataset_only(monitored, store, tmp_path, cli):
+    """Another dataset's batches are no point of this dataset's drift over time: its 'v2' would
+    be drawn beside this one's, its drift share and its alerts as if they were this data's."""
+    check_batch(monitored, store, ingest(monitored, store, churn_frame(400, seed=2, start_id=5000),
+                                         tmp_path, "quiet.csv"))  # fmt: skip
+    other_ref = write(churn_frame(800, seed=11, start_id=20000), tmp_path, "other-ref.csv")
+    ingest_file(monitored, store, other_ref, dataset="other", as_reference=True)
+    other = ingest_file(monitored, store, write(shifted(12, 30000), tmp_path, "other.csv"),
+                        dataset="other")  # fmt: skip
+    assert check_batch(monitored, store, other.version_id).dataset_drift
+    page = tmp_path / "report.html"
+    done = cli("drift", "report", "churn:v2", "--html", str(page), cwd=monitored.root)
+    assert done.returncode == 0, done.stderr
+    html = page.read_text(encoding="utf-8")
+    assert "churn:v2" in html and "other:" not in html
+    ticks = re.findall(r'font-size="10" text-anchor="middle">([^<]*)</text>', html)
+    assert ticks == ["v2", "v2"]  # one batch on each of the two charts
+
+
+def test_a_drift_share_under_its_threshold_never_reads_as_the_threshold(
+    monitored, store, tmp_path, cli
+):
+    """1 of 3 features (33.3 %) under a 33.4 % threshold is no dataset drift: '33%, threshold
+    33%' beside 'no dataset drift' reads as a contradiction."""
+    config = monitored.config_path.read_text(encoding="utf-8")
+    monitored.config_path.write_text(config.replace("drift_share = 0.3", "drift_share = 0.334"))
+    ws = load_workspace(monitored.root)
+    result = check_batch(ws, store, ingest(ws, store, shifted(3, 6000), tmp_path, "b.csv"))
+    assert result.n_drifted == 1 and not result.dataset_drift
+    shown = cli("drift", "show", "churn:v2", cwd=ws.root)
+    assert "1 of 3 features drifted (33.3%, threshold 33.4%): no dataset drift" in shown.stdout
+    page = tmp_path / "report.html"
+    assert cli("drift", "report", "churn:v2", "--html", str(page), cwd=ws.root).returncode == 0
+    assert "<b>33.3% (threshold 33.4%)</b>" in page.read_text(encoding="utf-8")
+
+
+def test_showing_the_reference_says_what_it_is_not_to_check_it(monitored, cli):
+    """'drift check' refuses the reference: 'drift show' must not send the user there."""
+    done = cli("drift", "show", "churn:v1", cwd=monitored.root)
+    assert_one_line_error(done, "churn:v1 is the reference")
+    assert "drift check" not in done.stderr
+
+
+def test_a_feature_missing_from_the_batch_is_drifted_not_left_out(ws, store, tmp_path, cli):
+    """Nothing in [data] requires the column: left out, the batch would read as 0 drifted of 2
+    features, a quiet batch, while a third of what the reference had is gone."""
+    ingest_file(ws, store, write(churn_frame(500, seed=1), tmp_path, "ref.csv"), as_reference=True)
+    batch = churn_frame(400, seed=2, start_id=5000).drop("plan", "churned")
+    result = check_batch(ws, store, ingest(ws, store, batch, tmp_path, "b.csv"))
+    assert result.label is None  # a label arriving later is no missing feature
+    (plan,) = [f for f in result.features if f.feature == "plan"]
+    assert plan.drifted and plan.note == "not in the batch" and plan.statistic is None
+    assert (result.n_drifted, len(result.features), result.dataset_drift) == (1, 3, True)
+    shown = cli("drift", "show", "churn:v2", cwd=ws.root).stdout
+    assert "1 of 3 features drifted" in shown and "not in the batch" in shown
+
+
+def test_html_bars_name_their_bins_as_counted():
+    """Bins are [e0, e1], (e1, e2], ...: on whole numbers, '0 - 1' then '1 - 2' would put 1 in
+    both bars, and read the second (only 2) as one and two."""
+    from mldeck.monitor.report import _feature_chart
+
+    svg = _feature_chart({"histogram": {"edges": [0.0, 1.0, 2.0],
+                                        "reference": [0.0, 0.7, 0.3, 0.0],
+                                        "current": [0.0, 0.9, 0.05, 0.05]}})  # fmt: skip
+    titles = re.findall(r"<title>([^:<]*):", svg)
+    assert titles[::2] == ["&lt; 0", "[0, 1]", "(1, 2]", "&gt; 2"]

@@ -39,6 +39,8 @@ def _num(value: float | None, digits: int = 3) -> str:
 def _statistic(feature: dict[str, Any]) -> str:
     if feature.get("p_value") is not None:
         return f"p={feature['p_value']:.3g}"
+    if feature.get("statistic") is None and feature.get("note"):
+        return feature["note"]  # why there is no figure: no values, not in the batch
     return _num(feature.get("statistic"))
 
 
@@ -78,11 +80,14 @@ def drift_check(
 
 
 def _print_report(summary: dict[str, Any], report_id: int) -> None:
+    from mldeck.monitor.queries import share_texts
+
     drifted = "DATASET DRIFT" if summary["dataset_drift"] else "no dataset drift"
+    share, threshold = share_texts(summary["drift_share"], summary["share_threshold"])
     out.print(
         f"{summary['batch']} vs {summary['reference']} (report {report_id}): "
         f"{summary['n_drifted']} of {summary['n_features']} features drifted "
-        f"({summary['drift_share']:.0%}, threshold {summary['share_threshold']:.0%}): {drifted}",
+        f"({share}, threshold {threshold}): {drifted}",
         markup=False,
     )
     table = _table("FEATURE", "METHOD", "SCORE", "THRESHOLD", "DRIFT")
@@ -223,7 +228,8 @@ def drift_report(
     ws, store = _open()
     detail = report_detail(store, resolve_report(store, ref))
     if html is not None:
-        text = render_html(detail, timeline(store, limit=50), project=ws.settings.project.name)
+        history = timeline(store, limit=50, dataset=detail.dataset)
+        text = render_html(detail, history, project=ws.settings.project.name)
         tmp = html.with_name(f".{html.name}.tmp")
         try:
             tmp.write_text(text, encoding="utf-8")

@@ -295,9 +295,13 @@ def _compare(
     features, label = [], None
     for name, spec in baseline["columns"].items():
         current = batch_summary["columns"].get(name)
-        if current is None:
-            continue
         role = "label" if name == target else "feature"
+        if current is None:
+            # Labels often come later; a feature the batch lacks is said, not skipped.
+            if role == "feature":
+                rows = min(reference_rows, batch_summary["n_rows"]) or reference_rows
+                features.append(drift.missing_column(name, spec, rows, settings))
+            continue
         result = drift.compare_column(name, spec, current, reference_rows, settings, role)
         if role == "label":
             label = result
@@ -510,6 +514,18 @@ def _finite(value: Any) -> float | None:
 
 
 # -- alerts from a batch -------------------------------------------------------------------------
+def _below(value: float, limit: float) -> str:
+    """*value* written to 3 decimals, or as many more as it takes to read as below *limit*:
+    0.7495 under a floor of 0.75 is '0.7495 < 0.75', not '0.750 < 0.75'."""
+    if not value < limit:
+        return f"{value:.3f}"
+    for digits in range(3, 10):
+        text = f"{value:.{digits}f}"
+        if float(text) < limit:
+            return text
+    return repr(value)
+
+
 def batch_signals(result: MonitorResult, rules: list, min_rows: int = 1) -> list[Signal]:
     """The verdict of every batch rule on *result* (*min_rows*: the labelled rows a realized
     metric needs to count)."""
@@ -548,7 +564,8 @@ def batch_signals(result: MonitorResult, rules: list, min_rows: int = 1) -> list
             if rule.metric == e.metric and e.value is not None:
                 signals.append(Signal(
                     rule, e.value < rule.below, key,
-                    f"{result.batch}: estimated {e.metric} {e.value:.3f} < {rule.below:g}",
+                    f"{result.batch}: estimated {e.metric} {_below(e.value, rule.below)} "
+                    f"< {rule.below:g}",
                     details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, **e.as_dict()},
                 ))  # fmt: skip
         elif rule.when == "realized_metric" and result.realized:
@@ -571,7 +588,7 @@ def realized_signals(
         if rule.when == "realized_metric" and value is not None:
             signals.append(Signal(
                 rule, value < rule.below, rule.name,
-                f"{batch}: realized {rule.metric} {value:.3f} < {rule.below:g}",
+                f"{batch}: realized {rule.metric} {_below(value, rule.below)} < {rule.below:g}",
                 details={"batch": batch, "dataset_version_id": dataset_version_id,
                          "metric": rule.metric, "value": value, **details},
             ))  # fmt: skip

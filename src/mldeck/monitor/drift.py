@@ -633,6 +633,17 @@ def compare_column(
                          bool(drifted), severity, role, note, details)  # fmt: skip
 
 
+def missing_column(
+    name: str, ref: dict[str, Any], rows: int, settings: MonitorSettings
+) -> FeatureResult:
+    """A reference column the batch lacks: drifted, as a column with no values is (left out,
+    it would shrink the count the drift share is taken over and go unsaid). *rows* picks the
+    default method, as :func:`compare_column`'s smaller sample does."""
+    method, threshold = _method(name, ref["kind"], rows, settings)
+    return FeatureResult(name, ref["kind"], method, None, None, threshold, True, math.inf,
+                         note="not in the batch")  # fmt: skip
+
+
 def _test_severity(p_value: float | None, threshold: float) -> float:
     if p_value is None or not math.isfinite(p_value):
         return 0.0

@@ -13,6 +13,17 @@ from mldeck.store.engine import Store
 from mldeck.store.models import Alert, Dataset, DatasetVersion, DriftReport
 
 
+def share_texts(share: float, threshold: float) -> tuple[str, str]:
+    """A drift share and its threshold as percentages, with the decimals it takes to tell them
+    apart: 4 of 27 features (14.8 %) under a 15 % threshold is '14.8%' beside '15.0%', not
+    '15%' beside '15%' with no dataset drift."""
+    for digits in range(0, 4):
+        texts = f"{share:.{digits}%}", f"{threshold:.{digits}%}"
+        if texts[0] != texts[1] or share == threshold:
+            return texts
+    return texts
+
+
 @dataclass
 class ReportRow:
     id: int
@@ -77,8 +88,9 @@ def _alerts_by_check(session: Any) -> dict[tuple[int, str], int]:
 
 
 def _report_rows(
-    store: Store, ids: Any | None, order: Any, limit: int, since: datetime | None = None
-) -> list[ReportRow]:
+    store: Store, ids: Any | None, order: Any, limit: int, since: datetime | None = None,
+    dataset: str | None = None,
+) -> list[ReportRow]:  # fmt: skip
     with store.read() as session:
         query = (
             select(DriftReport, Dataset.name, DatasetVersion.version)
@@ -89,6 +101,8 @@ def _report_rows(
             query = query.where(DriftReport.id.in_(ids))
         if since is not None:
             query = query.where(DriftReport.created_at >= since)
+        if dataset is not None:
+            query = query.where(Dataset.name == dataset)
         rows = session.execute(query.order_by(order).limit(limit)).all()
         alerts = _alerts_by_check(session)
         return [_row(r, f"{name}:v{number}", alerts.get((r.run_id, f"{name}:v{number}"), 0))
@@ -105,13 +119,17 @@ def count_reports(store: Store) -> int:
         return session.execute(select(func.count(DriftReport.id))).scalar_one()
 
 
-def timeline(store: Store, *, limit: int = 50, since: datetime | None = None) -> list[ReportRow]:
+def timeline(
+    store: Store, *, limit: int = 50, since: datetime | None = None, dataset: str | None = None
+) -> list[ReportRow]:
     """The newest report of each of the last *limit* batches, in the order the batches arrived
     (what the over-time charts draw): checking a batch again replaces its point, and a batch
     checked late is drawn where it arrived, not after the batches checked before it. With
-    *since*, only the batches whose newest check was made then or later (a KPI window)."""
+    *since*, only the batches whose newest check was made then or later (a KPI window); with
+    *dataset*, only that dataset's batches (one dataset's report draws no other's)."""
     newest = select(func.max(DriftReport.id)).group_by(DriftReport.dataset_version_id)
-    rows = _report_rows(store, newest, DriftReport.dataset_version_id.desc(), limit, since)
+    order = DriftReport.dataset_version_id.desc()
+    rows = _report_rows(store, newest, order, limit, since, dataset)
     return list(reversed(rows))
 
 
@@ -120,6 +138,7 @@ class ReportDetail:
     row: ReportRow
     reference: str
     summary: dict[str, Any]
+    dataset: str | None = None  # the batch's dataset (its over-time charts draw no other)
 
     def as_dict(self) -> dict[str, Any]:
         """The report as ``drift check --json`` gives it (the stored summary: ``estimated`` and
@@ -159,9 +178,15 @@ def resolve_report(store: Store, ref: str) -> int:
         ).scalar()
     if found is None:
         with store.read() as session:
-            status = session.execute(
-                select(DatasetVersion.status).where(DatasetVersion.id == version_id)
-            ).scalar()
+            status, reference = session.execute(
+                select(DatasetVersion.status, Dataset.reference_version_id)
+                .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+                .where(DatasetVersion.id == version_id)
+            ).one()
+        if reference == version_id:
+            # 'drift check' refuses it: advising that would send the user in a circle.
+            raise NotFound(f"{ref} is the reference: batches are checked against it, it has no "
+                           "drift report of its own (see 'mldeck drift list')")  # fmt: skip
         if status == "rejected":
             raise NotFound(f"{ref} was rejected by validation: it is not checked for drift "
                            f"(see 'mldeck data show {ref}')")  # fmt: skip
@@ -184,4 +209,10 @@ def report_detail(store: Store, report_id: int) -> ReportDetail:
 
         batch = label(report.dataset_version_id)
         row = _row(report, batch, _alerts_by_check(session).get((report.run_id, batch), 0))
-        return ReportDetail(row, label(report.reference_version_id), dict(report.summary or {}))
+        dataset = session.execute(
+            select(Dataset.name)
+            .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+            .where(DatasetVersion.id == report.dataset_version_id)
+        ).scalar()
+        return ReportDetail(row, label(report.reference_version_id), dict(report.summary or {}),
+                            dataset)  # fmt: skip

@@ -7,7 +7,7 @@ import html
 import itertools
 from typing import Any
 
-from mldeck.monitor.queries import ReportDetail, ReportRow
+from mldeck.monitor.queries import ReportDetail, ReportRow, share_texts
 
 REFERENCE_COLOUR = "#6b7a90"
 CURRENT_COLOUR = "#e07b39"
@@ -146,9 +146,12 @@ def _feature_chart(feature: dict[str, Any]) -> str:
     hist = feature.get("histogram")
     if hist and hist.get("edges"):
         edges = hist["edges"]
-        labels = [f"< {edges[0]:.4g}"]
-        labels += [f"{a:.4g} – {b:.4g}" for a, b in itertools.pairwise(edges)]
-        labels += [f"> {edges[-1]:.4g}"]
+        # The bins are [e0, e1], (e1, e2], ...: said as such, since on whole numbers '0 - 1'
+        # then '1 - 2' would put 1 in both (the second holds only 2).
+        inner = [f"({a:.4g}, {b:.4g}]" for a, b in itertools.pairwise(edges)]
+        if inner:
+            inner[0] = f"[{edges[0]:.4g}, {edges[1]:.4g}]"
+        labels = [f"< {edges[0]:.4g}", *inner, f"> {edges[-1]:.4g}"]
         if len(edges) == 1:
             labels = [f"< {edges[0]:.4g}", f"= {edges[0]:.4g}", f"> {edges[0]:.4g}"]
         return bars_svg(labels, hist["reference"], hist["current"])
@@ -168,12 +171,10 @@ def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str 
         if s.get("dataset_drift")
         else '<span class="ok">No dataset drift</span>'
     )
+    share, share_threshold = share_texts(s.get("drift_share", 0), s.get("share_threshold", 0))
     cards = [
         ("Drifted features", f"{s.get('n_drifted', 0)} of {s.get('n_features', 0)}"),
-        (
-            "Drift share",
-            f"{s.get('drift_share', 0):.0%} (threshold {s.get('share_threshold', 0):.0%})",
-        ),
+        ("Drift share", f"{share} (threshold {share_threshold})"),
         ("Rows", f"{s.get('rows', 0):,}"),
     ]
     multi = s.get("multivariate")
