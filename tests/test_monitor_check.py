@@ -931,3 +931,30 @@ def test_html_bars_name_their_bins_as_counted():
                                         "current": [0.0, 0.9, 0.05, 0.05]}})  # fmt: skip
     titles = re.findall(r"<title>([^:<]*):", svg)
     assert titles[::2] == ["&lt; 0", "[0, 1]", "(1, 2]", "&gt; 2"]
+
+
+def test_another_datasets_checks_neither_repeat_nor_clear_this_ones_drift_alert(
+    monitored, store, tmp_path
+):
+    """One alert per rule and dataset: a quiet batch of another dataset does not resolve the
+    workspace dataset's open drift alert, and its drift opens an alert of its own."""
+    drifted = check_batch(monitored, store, ingest(monitored, store, shifted(12, 6000), tmp_path,
+                                                   "drifted.csv"))  # fmt: skip
+    assert drifted.dataset_drift
+    other_ref = write(churn_frame(800, seed=1, start_id=20000), tmp_path, "other-ref.csv")
+    ingest_file(monitored, store, other_ref, dataset="other", as_reference=True)
+    quiet = ingest_file(monitored, store, write(churn_frame(400, seed=2, start_id=30000), tmp_path,
+                                                "other-quiet.csv"), dataset="other")  # fmt: skip
+    assert not check_batch(monitored, store, quiet.version_id).dataset_drift
+    loud = ingest_file(monitored, store, write(shifted(12, 40000), tmp_path, "other-loud.csv"),
+                       dataset="other")  # fmt: skip
+    assert check_batch(monitored, store, loud.version_id).dataset_drift
+    with store.read() as session:
+        open_drift = session.execute(
+            select(Alert.dedup_key, Alert.title, Alert.occurrences)
+            .where(Alert.rule == "dataset drift", Alert.status == "open").order_by(Alert.id)
+        ).all()  # fmt: skip
+    assert [(key, title.split(":")[0], seen) for key, title, seen in open_drift] == [
+        ("dataset drift", "churn", 1),
+        ("dataset drift [other]", "other", 1),
+    ]

@@ -165,7 +165,8 @@ def check_batch(
         result.seconds = time.perf_counter() - started
         # The report, its metrics and the alerts it raises or clears: one transaction.
         result.report_id = _record(store, result, version, reference, champion, rules,
-                                   workspace.settings.monitor.min_labelled_rows)  # fmt: skip
+                                   workspace.settings.monitor.min_labelled_rows,
+                                   workspace.settings.data.dataset)  # fmt: skip
     except BaseException as exc:
         _fail(store, run_id, exc)
         raise
@@ -526,13 +527,24 @@ def _below(value: float, limit: float) -> str:
     return repr(value)
 
 
-def batch_signals(result: MonitorResult, rules: list, min_rows: int = 1) -> list[Signal]:
+def batch_key(rule_name: str, batch: str, dataset: str | None) -> str:
+    """The de-duplication key of a batch rule's alert: one alert per rule and dataset. Batches of
+    the workspace's own ``[data] dataset`` keep the rule's name as it always was (alerts already
+    open go on); another dataset's are the rule's name and the dataset's, so its checks neither
+    repeat nor clear the other's alert."""
+    name = batch.rsplit(":v", 1)[0]
+    return rule_name if dataset is None or name == dataset else f"{rule_name} [{name}]"
+
+
+def batch_signals(
+    result: MonitorResult, rules: list, min_rows: int = 1, *, dataset: str | None = None
+) -> list[Signal]:
     """The verdict of every batch rule on *result* (*min_rows*: the labelled rows a realized
-    metric needs to count)."""
+    metric needs to count; *dataset*: the workspace's, see ``batch_key``)."""
     signals = []
     by_feature = {f.feature: f for f in result.features}
     for rule in rules:
-        key = rule.name
+        key = batch_key(rule.name, result.batch, dataset)
         if rule.when == "dataset_drift":
             signals.append(Signal(
                 rule, result.dataset_drift, key,
@@ -570,13 +582,13 @@ def batch_signals(result: MonitorResult, rules: list, min_rows: int = 1) -> list
                 ))  # fmt: skip
         elif rule.when == "realized_metric" and result.realized:
             signals += realized_signals([rule], result.batch, result.dataset_version_id,
-                                        result.realized, min_rows)  # fmt: skip
+                                        result.realized, min_rows, dataset=dataset)  # fmt: skip
     return signals
 
 
 def realized_signals(
     rules: list, batch: str, dataset_version_id: int, realized: dict[str, Any], min_rows: int,
-    **details: Any,
+    *, dataset: str | None = None, **details: Any,
 ) -> list[Signal]:  # fmt: skip
     """The realized-metric rules' verdicts on a batch's *realized* figures; none below *min_rows*
     labelled rows (a metric on a handful of labels neither raises nor clears an alert)."""
@@ -587,7 +599,7 @@ def realized_signals(
         value = realized.get(rule.metric or "")
         if rule.when == "realized_metric" and value is not None:
             signals.append(Signal(
-                rule, value < rule.below, rule.name,
+                rule, value < rule.below, batch_key(rule.name, batch, dataset),
                 f"{batch}: realized {rule.metric} {_below(value, rule.below)} < {rule.below:g}",
                 details={"batch": batch, "dataset_version_id": dataset_version_id,
                          "metric": rule.metric, "value": value, **details},
@@ -664,6 +676,7 @@ def metric_points(result: MonitorResult) -> dict[str, float | None]:
 def _record(
     store: Store, result: MonitorResult, version: DatasetVersion, reference: DatasetVersion,
     champion: ModelVersion | None, rules: list[AlertRule], min_rows: int = 1,
+    dataset: str | None = None,
 ) -> int:  # fmt: skip
     now = utcnow()
     with store.write() as session:
@@ -674,7 +687,8 @@ def _record(
         )
         session.add(run)
         session.flush()  # the store's rules see this run succeeded
-        signals = batch_signals(result, rules, min_rows) + alerting.store_signals_in(session, rules)
+        signals = batch_signals(result, rules, min_rows, dataset=dataset)
+        signals += alerting.store_signals_in(session, rules)
         result.alerts = alerting.apply_in(session, signals, run_id=result.run_id)
         report = DriftReport(
             run_id=result.run_id, dataset_version_id=version.id,

@@ -382,6 +382,7 @@ def _record(
         session.add(report)
         signals = realized_signals(rules, batch, report.dataset_version_id,
                                    {**realized, "labelled_rows": rows},
-                                   workspace.settings.monitor.min_labelled_rows, run_id=run.id)  # fmt: skip
+                                   workspace.settings.monitor.min_labelled_rows,
+                                   dataset=workspace.settings.data.dataset, run_id=run.id)  # fmt: skip
         # Counted with the report they change (its check's run); each names the labels run.
         return run.id, alerting.apply_in(session, signals, run_id=report.run_id), fresh.height
