@@ -958,3 +958,13 @@ def test_another_datasets_checks_neither_repeat_nor_clear_this_ones_drift_alert(
         ("dataset drift", "churn", 1),
         ("dataset drift [other]", "other", 1),
     ]
+
+
+def test_kpis_on_an_empty_store_say_there_is_nothing_yet_in_plain_words(store):
+    """No finished run is no success rate ('- of 0 finished runs' read as a figure); one day is
+    'last day'."""
+    from mldeck.monitor.kpis import sections
+
+    shown = sections(kpis(store, days=1))
+    assert set(shown) == {"Delivery (last day)", "Model health (last day)", "Last batch (any age)"}
+    assert shown["Model health (last day)"]["pipeline success rate"] == "- (no finished run)"

@@ -276,7 +276,8 @@ def drift_labels(
         if outcome.unlabelled
         else ""
     )
-    out.print(f"{file.name}: {outcome.rows} labels, {outcome.matched} matched a scored batch"
+    out.print(f"{file.name}: {fmt.plural(outcome.rows, 'label')}, {outcome.matched} matched a "
+              "scored batch"
               f"{skipped}", markup=False)  # fmt: skip
     for item in outcome.batches:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in item.realized.items() if v is not None)
@@ -284,7 +285,8 @@ def drift_labels(
             out.print(f"  {item.batch}: no new label (all were recorded before); {item.rows} "
                       f"labelled rows: {shown}", markup=False)  # fmt: skip
         else:
-            out.print(f"  {item.batch}: {item.new} new labels, {item.rows} labelled rows: {shown} "
+            out.print(f"  {item.batch}: {fmt.plural(item.new, 'new label')}, "
+                      f"{fmt.plural(item.rows, 'labelled row')}: {shown} "
                       f"(run {item.run_id})", markup=False)  # fmt: skip
     for alert in outcome.alerts:
         word = "raised" if alert.new else "still open"

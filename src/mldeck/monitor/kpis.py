@@ -261,7 +261,7 @@ def sections(k: Kpis) -> dict[str, dict[str, str]]:
     drift = _pct(k.last_drift_share)
     if last is not None and k.last_drift_share is not None and last.get("dataset_drift"):
         drift += " (dataset drift)"
-    window = f"last {k.window_days:g} days"
+    window = "last day" if k.window_days == 1 else f"last {k.window_days:g} days"
     return {
         f"Delivery ({window})": {
             "promotions": f"{k.promotions}"
@@ -273,8 +273,8 @@ def sections(k: Kpis) -> dict[str, dict[str, str]]:
         f"Model health ({window})": {
             "batches monitored": f"{k.batches_monitored} ({k.batches_with_dataset_drift} with "
             "dataset drift)",
-            "pipeline success rate": _pct(k.pipeline_success_rate)
-            + f" of {k.runs_finished} finished runs",
+            "pipeline success rate": "- (no finished run)" if not k.runs_finished
+            else f"{_pct(k.pipeline_success_rate)} of {fmt.plural(k.runs_finished, 'finished run')}",
             "latency per 1k p50 / p95": "-" if k.latency_ms_per_1k_p50 is None
             else f"{k.latency_ms_per_1k_p50:.1f} / {k.latency_ms_per_1k_p95:.1f} ms",
             "cost per 1k predictions": cost,
