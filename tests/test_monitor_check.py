@@ -821,6 +821,13 @@ def test_drift_report_to_no_file_or_a_folder_is_one_line_and_leaves_no_temp_file
         assert_one_line_error(done, needle)
     # Nothing written: no '.reports.tmp' beside the folder, nothing in it.
     assert [p.name for p in here.rglob("*")] == ["reports"]
+    # '-' is standard output (a file named '-' is nobody's intent), and not with --json.
+    piped = cli("drift", "report", "churn:v2", "--html", "-", "-w", str(monitored.root), cwd=here)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith("<!doctype html>") and piped.stdout.rstrip().endswith("</html>")
+    assert [p.name for p in here.rglob("*")] == ["reports"]
+    both = cli("drift", "report", "churn:v2", "--html", "-", "--json", cwd=monitored.root)
+    assert_one_line_error(both, "--html - and --json would both go to standard output")
 
 
 @pytest.mark.parametrize(

@@ -211,7 +211,11 @@ def drift_report(
     ],
     html_file: Annotated[
         str | None,
-        typer.Option("--html", metavar="FILE", help="Write a self-contained HTML report here."),
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Write a self-contained HTML report here ('-': to standard output).",
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -222,14 +226,20 @@ def drift_report(
 
     if html_file is None and not as_json:
         raise MldeckError("say what to write: --html FILE, --json, or both")
-    html = None if html_file is None else Path(html_file)
+    if html_file == "-" and as_json:
+        raise MldeckError("--html - and --json would both go to standard output: choose one")
+    html = None if html_file in (None, "-") else Path(html_file)
     if html is not None and (not html_file.strip() or html.name in ("", ".", "..")):
         raise MldeckError(f"--html {html_file!r}: name the file to write the report to")
     ws, store = _open()
     detail = report_detail(store, resolve_report(store, ref))
-    if html is not None:
+    if html_file is not None:
         history = timeline(store, limit=50, dataset=detail.dataset)
         text = render_html(detail, history, project=ws.settings.project.name)
+    if html_file == "-":  # a pipe to a mailer or a web server's folder: the page, nothing else
+        sys.stdout.write(text)
+        return
+    if html is not None:
         tmp = html.with_name(f".{html.name}.tmp")
         try:
             tmp.write_text(text, encoding="utf-8")
