@@ -975,3 +975,15 @@ def test_kpis_on_an_empty_store_say_there_is_nothing_yet_in_plain_words(store):
     shown = sections(kpis(store, days=1))
     assert set(shown) == {"Delivery (last day)", "Model health (last day)", "Last batch (any age)"}
     assert shown["Model health (last day)"]["pipeline success rate"] == "- (no finished run)"
+
+
+def test_labels_that_raise_an_alert_exit_3_as_a_drift_check_would(monitored, store, tmp_path, cli):
+    """The labels show the champion far below its floor: a critical alert, which a script must
+    see in the exit status, not only in the text."""
+    frame = churn_frame(400, seed=8, start_id=9000)
+    check_batch(monitored, store, ingest(monitored, store, frame.drop("churned"), tmp_path,
+                                         "nolabels.csv"))  # fmt: skip
+    wrong = frame.select("customer_id", (1 - pl.col("churned")).alias("churned"))
+    done = cli("drift", "labels", str(write(wrong, tmp_path, "wrong.csv")), cwd=monitored.root)
+    assert "alert" in done.stdout and "raised [critical]" in done.stdout, done.stdout
+    assert done.returncode == 3, done.stdout + done.stderr

@@ -265,9 +265,11 @@ def drift_labels(
     """Record labels that arrived after their batch: joined by [data] id_column to the stored
     predictions of every monitored batch, giving each its realized performance.
 
-    Exit status: 0 when every id was in a monitored batch; 3 when some were in none (a batch
-    not checked for drift yet, an unknown id): those labels are not kept, and passing the file
-    again once their batch is checked records them (labels already recorded count once)."""
+    Exit status: 0 when every id was in a monitored batch and no alert fires; 3 when the
+    realized performance raised or repeats an alert (as drift check), or when some ids were in
+    no monitored batch (a batch not checked for drift yet, an unknown id): those labels are not
+    kept, and passing the file again once their batch is checked records them (labels already
+    recorded count once)."""
     from mldeck.monitor.labels import record_labels
 
     ws, store = _open()
@@ -278,7 +280,7 @@ def drift_labels(
                      "unmatched_examples": outcome.unmatched_examples,
                      "batches": [b.as_dict() for b in outcome.batches],
                      "alerts": [a.payload for a in outcome.alerts]})  # fmt: skip
-        if outcome.unmatched:
+        if outcome.unmatched or outcome.alerts:
             raise typer.Exit(3)
         return
     skipped = (
@@ -308,6 +310,7 @@ def drift_labels(
               "monitored batch: those labels are not kept; a batch takes labels once it is "
               "checked ('mldeck drift check BATCH'), then pass this file again (labels already "
               "recorded count once)", file=sys.stderr)  # fmt: skip
+    if outcome.unmatched or outcome.alerts:  # a script acts on what the labels revealed
         raise typer.Exit(3)
 
 
