@@ -287,6 +287,9 @@ def test_runs_compare(tracked, cli):
     fields = {f["key"]: f for f in compared["fields"]}
     assert fields["status"]["values"] == ["succeeded", "failed"] and fields["status"]["differs"]
     assert fields["loss"]["values"] == [0.25, None] and fields["C"]["values"] == [1.0, None]
+    # Why the failed one failed: its error's last line, beside nothing for the other.
+    assert fields["error"]["values"][0] is None
+    assert fields["error"]["values"][1].endswith("evaluation exploded")
     text = cli("runs", "compare", str(run_id), "cli-broken", "--diff", cwd=root)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()

@@ -396,6 +396,8 @@ def compare_runs(store: Store, run_ids: list[int]) -> RunComparison:
         for key, value in (("kind", row.kind), ("trigger", row.trigger), ("status", row.status),
                            ("seconds", seconds)):  # fmt: skip
             put(i, "run", key, value)
+        if detail.run.error and detail.run.error.strip():  # why a failed run failed: its last line
+            put(i, "run", "error", detail.run.error.strip().splitlines()[-1])
         for metric in detail.metrics:
             put(i, "metric", metric.key, metric.last)
         roles: dict[str, list[str]] = {}
