@@ -590,11 +590,17 @@ def test_list_and_detail_show_aliases_gates_champion_metrics_and_lineage(
     # A version trained beside the champion compares with the champion on its own holdout
     # (what its gates compared), not with the champion's metrics from an older holdout.
     add_version(ws, store, model_bytes["c"], metrics={
-        "auc": 0.83, "champion": {"model_version_id": rows[1].id, "version": 1,
-                                  "metrics": {"auc": 0.84}}})  # fmt: skip
+        "auc": 0.83, "holdout_rows": 600, "slices": {"smb": {"rows": 90, "auc": 0.7}},
+        "champion": {"model_version_id": rows[1].id, "version": 1,
+                     "metrics": {"auc": 0.84, "holdout_rows": 4000,
+                                 "slices": {"smb": {"rows": 700, "auc": 0.75}}}}})  # fmt: skip
     newest = model_version_detail(store, list_model_versions(store)[0][0].id)
     by_key = {c.key: c for c in newest.comparison}
     assert by_key["auc"].champion == 0.84 and by_key["auc"].delta == pytest.approx(-0.01)
+    assert by_key["slices.smb.auc"].delta == pytest.approx(-0.05)
+    # Counts are shown beside each other, with no "-3400" as if a model were worse by it.
+    assert (by_key["holdout_rows"].champion, by_key["holdout_rows"].delta) == (4000, None)
+    assert by_key["slices.smb.rows"].delta is None
     assert not any(k.startswith("champion.") for k in by_key)
     assert [g.gate for g in detail.gates if not g.passed] == ["fairness_gap"]
     assert detail.inputs[0][2] == dataset_version and detail.inputs[0][4] == "train"

@@ -863,6 +863,10 @@ class ApprovalRow:
     created_at: datetime
 
 
+# Figures a training records beside its metrics that count things rather than measure the model.
+COUNT_METRICS = frozenset({"rows", "holdout_rows", "train_rows", "n_bins", "labelled_rows"})
+
+
 @dataclass(frozen=True)
 class MetricComparison:
     key: str
@@ -871,9 +875,16 @@ class MetricComparison:
 
     @property
     def delta(self) -> float | None:
-        if self.value is None or self.champion is None:
+        """This version's figure less the champion's; none for a count (holdout rows, a slice's
+        rows, calibration bins): two holdouts of other sizes are not one model better than the
+        other."""
+        if self.value is None or self.champion is None or self.is_count:
             return None
         return self.value - self.champion
+
+    @property
+    def is_count(self) -> bool:
+        return self.key.rsplit(".", 1)[-1] in COUNT_METRICS
 
 
 @dataclass(frozen=True)
