@@ -80,10 +80,8 @@ def drift_check(
 
 
 def _print_report(summary: dict[str, Any], report_id: int) -> None:
-    from mldeck.monitor.queries import share_texts
-
     drifted = "DATASET DRIFT" if summary["dataset_drift"] else "no dataset drift"
-    share, threshold = share_texts(summary["drift_share"], summary["share_threshold"])
+    share, threshold = fmt.apart(summary["drift_share"], summary["share_threshold"], percent=True)
     out.print(
         f"{summary['batch']} vs {summary['reference']} (report {report_id}): "
         f"{summary['n_drifted']} of {summary['n_features']} features drifted "

@@ -67,6 +67,18 @@ def progress(fraction: float | None, status: str) -> str:
     return f"{fraction * 100:.0f}%"
 
 
+def apart(value: float, other: float, *, digits: int = 0, percent: bool = False) -> tuple[str, str]:
+    """*value* and *other* written with *digits* decimals, or as many more as it takes to tell
+    them apart (a figure just under its threshold must not read as the threshold): 0.7495 beside
+    0.75 is '0.7495' and '0.7500'; a 14.8 % drift share beside 15 % is '14.8%' and '15.0%'."""
+    kind = "%" if percent else "f"
+    for n in range(digits, digits + 7):
+        texts = f"{value:.{n}{kind}}", f"{other:.{n}{kind}}"
+        if texts[0] != texts[1] or value == other:
+            break
+    return texts
+
+
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``1 run``, ``2 runs`` (or *many* for irregular plurals)."""
     return f"{count} {word if count == 1 else many or word + 's'}"

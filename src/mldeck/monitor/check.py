@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 from sqlalchemy import insert, select
 
+from mldeck import formatting as fmt
 from mldeck import provenance
 from mldeck.data.readers import ReadError
 from mldeck.errors import MldeckError, NotFound
@@ -515,18 +516,6 @@ def _finite(value: Any) -> float | None:
 
 
 # -- alerts from a batch -------------------------------------------------------------------------
-def _below(value: float, limit: float) -> str:
-    """*value* written to 3 decimals, or as many more as it takes to read as below *limit*:
-    0.7495 under a floor of 0.75 is '0.7495 < 0.75', not '0.750 < 0.75'."""
-    if not value < limit:
-        return f"{value:.3f}"
-    for digits in range(3, 10):
-        text = f"{value:.{digits}f}"
-        if float(text) < limit:
-            return text
-    return repr(value)
-
-
 def batch_key(rule_name: str, batch: str, dataset: str | None) -> str:
     """The de-duplication key of a batch rule's alert: one alert per rule and dataset. Batches of
     the workspace's own ``[data] dataset`` keep the rule's name as it always was (alerts already
@@ -546,10 +535,11 @@ def batch_signals(
     for rule in rules:
         key = batch_key(rule.name, result.batch, dataset)
         if rule.when == "dataset_drift":
+            share, threshold = fmt.apart(result.drift_share, result.share_threshold, percent=True)
             signals.append(Signal(
                 rule, result.dataset_drift, key,
                 f"{result.batch}: {result.n_drifted} of {len(result.features)} features drifted "
-                f"({result.drift_share:.0%}, threshold {result.share_threshold:.0%})",
+                f"({share}, threshold {threshold})",
                 details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, "drifted": [f.feature for f in result.features
                                                              if f.drifted]},
             ))  # fmt: skip
@@ -576,7 +566,7 @@ def batch_signals(
             if rule.metric == e.metric and e.value is not None:
                 signals.append(Signal(
                     rule, e.value < rule.below, key,
-                    f"{result.batch}: estimated {e.metric} {_below(e.value, rule.below)} "
+                    f"{result.batch}: estimated {e.metric} {fmt.apart(e.value, rule.below, digits=3)[0]} "
                     f"< {rule.below:g}",
                     details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, **e.as_dict()},
                 ))  # fmt: skip
@@ -600,7 +590,7 @@ def realized_signals(
         if rule.when == "realized_metric" and value is not None:
             signals.append(Signal(
                 rule, value < rule.below, batch_key(rule.name, batch, dataset),
-                f"{batch}: realized {rule.metric} {_below(value, rule.below)} < {rule.below:g}",
+                f"{batch}: realized {rule.metric} {fmt.apart(value, rule.below, digits=3)[0]} < {rule.below:g}",
                 details={"batch": batch, "dataset_version_id": dataset_version_id,
                          "metric": rule.metric, "value": value, **details},
             ))  # fmt: skip

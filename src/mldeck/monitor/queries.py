@@ -13,17 +13,6 @@ from mldeck.store.engine import Store
 from mldeck.store.models import Alert, Dataset, DatasetVersion, DriftReport
 
 
-def share_texts(share: float, threshold: float) -> tuple[str, str]:
-    """A drift share and its threshold as percentages, with the decimals it takes to tell them
-    apart: 4 of 27 features (14.8 %) under a 15 % threshold is '14.8%' beside '15.0%', not
-    '15%' beside '15%' with no dataset drift."""
-    for digits in range(0, 4):
-        texts = f"{share:.{digits}%}", f"{threshold:.{digits}%}"
-        if texts[0] != texts[1] or share == threshold:
-            return texts
-    return texts
-
-
 @dataclass
 class ReportRow:
     id: int

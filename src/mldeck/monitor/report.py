@@ -7,7 +7,8 @@ import html
 import itertools
 from typing import Any
 
-from mldeck.monitor.queries import ReportDetail, ReportRow, share_texts
+from mldeck import formatting as fmt
+from mldeck.monitor.queries import ReportDetail, ReportRow
 
 REFERENCE_COLOUR = "#6b7a90"
 CURRENT_COLOUR = "#e07b39"
@@ -171,7 +172,9 @@ def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str 
         if s.get("dataset_drift")
         else '<span class="ok">No dataset drift</span>'
     )
-    share, share_threshold = share_texts(s.get("drift_share", 0), s.get("share_threshold", 0))
+    share, share_threshold = fmt.apart(
+        s.get("drift_share", 0), s.get("share_threshold", 0), percent=True
+    )
     cards = [
         ("Drifted features", f"{s.get('n_drifted', 0)} of {s.get('n_features', 0)}"),
         ("Drift share", f"{share} (threshold {share_threshold})"),
