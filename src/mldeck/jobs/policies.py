@@ -122,6 +122,22 @@ class Promotion:
     message: str
 
 
+def awaiting(session: Any) -> list[str]:
+    """The model versions (audit entity ids, in the order they began to wait) that wait for
+    approval after an automatic retrain: not promoted, rejected or archived since."""
+    waiting = list(dict.fromkeys(session.execute(
+        select(AuditEvent.entity_id).where(AuditEvent.action == AWAITING).order_by(AuditEvent.id)
+    ).scalars()))  # fmt: skip
+    if not waiting:
+        return []
+    settled = set(session.execute(
+        select(AuditEvent.entity_id).where(
+            AuditEvent.action.in_(SETTLED), AuditEvent.entity_type == "model_version",
+            AuditEvent.entity_id.in_(waiting))
+    ).scalars())  # fmt: skip
+    return [entity_id for entity_id in waiting if entity_id not in settled]
+
+
 def promote_approved(workspace: Workspace, store: Store) -> list[Promotion]:
     """Promote the versions that waited for approval after a retrain and are now approved."""
     from mldeck.ml.registry import CHAMPION, label, promote
@@ -129,22 +145,8 @@ def promote_approved(workspace: Workspace, store: Store) -> list[Promotion]:
     if not workspace.settings.jobs.promote_on_approval:
         return []
     with store.read() as session:
-        waiting = (
-            session.execute(select(AuditEvent.entity_id).where(AuditEvent.action == AWAITING))
-            .scalars()
-            .all()
-        )
-        if not waiting:
-            return []
-        settled = set(session.execute(
-            select(AuditEvent.entity_id).where(
-                AuditEvent.action.in_(SETTLED), AuditEvent.entity_type == "model_version",
-                AuditEvent.entity_id.in_(waiting))
-        ).scalars())  # fmt: skip
         todo = []
-        for entity_id in dict.fromkeys(waiting):
-            if entity_id in settled:
-                continue
+        for entity_id in awaiting(session):
             version = session.get(ModelVersion, int(entity_id))
             if version is None or version.status != "approved":
                 continue

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from mldeck.jobs.health import LatestCheck, latest_checks
 from mldeck.jobs.lease import LeaseInfo, holder
-from mldeck.jobs.policies import AWAITING, SETTLED
+from mldeck.jobs.policies import awaiting
 from mldeck.jobs.schedules import list_schedules, next_fire_time, state, timing
 from mldeck.jobs.settings import JobSettings
 from mldeck.store.engine import Store
@@ -144,13 +144,7 @@ def pipeline_view(store: Store, settings: JobSettings) -> PipelineView:
         promoted = next(
             (e for e in changes if (e.details or {}).get("alias") in (None, "champion")), None
         )
-        waiting_ids = set(session.execute(
-            select(AuditEvent.entity_id).where(AuditEvent.action == AWAITING)).scalars())  # fmt: skip
-        settled = set(session.execute(
-            select(AuditEvent.entity_id).where(AuditEvent.action.in_(SETTLED),
-                                               AuditEvent.entity_id.in_(waiting_ids))
-        ).scalars()) if waiting_ids else set()  # fmt: skip
-        waiting = sorted(waiting_ids - settled)
+        waiting = awaiting(session)
         waiting_labels = []
         for entity_id in waiting[:2]:
             row = session.execute(
