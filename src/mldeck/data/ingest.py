@@ -11,7 +11,6 @@ polars pass (against the dataset's reference profile) → offending rows to
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -53,7 +52,7 @@ from mldeck.errors import (
 )
 from mldeck.formatting import shown
 from mldeck.formatting import size as shown_size
-from mldeck.store.artifacts import ArtifactError, put_file, put_stream, verify
+from mldeck.store.artifacts import ArtifactError, file_sha256, put_file, put_stream, verify
 from mldeck.store.engine import Store
 from mldeck.store.models import (
     Artifact,
@@ -470,7 +469,10 @@ def _ensure_reference(
     if not itself:
         # Already stored and rejected: said again, not ingested again (one duplicate ingest run
         # per batch would say nothing more).
-        known = _existing(store, _sha256(reference) or "")
+        try:
+            known = _existing(store, file_sha256(reference))
+        except OSError:  # unreadable: its own ingest below says why
+            known = None
         if known is not None and known[1] == dataset and known[0].status == "rejected":
             note(_not_the_reference(dataset, known[0].version, f"[data] reference {configured}"))
             return None
@@ -504,14 +506,6 @@ def _not_the_reference(dataset: str, version: int, name: str) -> str:
     label = f"{dataset}:v{version}"
     return (f"{name} is rejected ({label}), so it is not the reference of {dataset}: batches are "
             f"profiled without its bins ('mldeck data show {label}' says why)")  # fmt: skip
-
-
-def _sha256(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError:
-        return None
 
 
 def _progress(store: Store, run_id: int, message: str) -> None:

@@ -81,19 +81,22 @@ def resolve(root: Path, relative: str) -> Path:
     return candidate
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file at *path* (OSError when it cannot be read)."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
 def verify(path: Path, sha256: str) -> None:
     """Raise ArtifactError unless the file at *path* has exactly the content *sha256*."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as stream:
-            while chunk := stream.read(CHUNK):
-                digest.update(chunk)
+        found = file_sha256(path)
     except FileNotFoundError:
         raise ArtifactError(f"artifact {path} is missing") from None
     except OSError as exc:
         raise ArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from None
-    if digest.hexdigest() != sha256:
+    if found != sha256:
         raise ArtifactError(
             f"artifact {path} does not match its recorded sha256 (expected {sha256[:12]}..., "
-            f"found {digest.hexdigest()[:12]}...): it was modified or truncated"
+            f"found {found[:12]}...): it was modified or truncated"
         )
