@@ -987,3 +987,23 @@ def test_labels_that_raise_an_alert_exit_3_as_a_drift_check_would(monitored, sto
     done = cli("drift", "labels", str(write(wrong, tmp_path, "wrong.csv")), cwd=monitored.root)
     assert "alert" in done.stdout and "raised [critical]" in done.stdout, done.stdout
     assert done.returncode == 3, done.stdout + done.stderr
+
+
+def test_drift_check_exits_3_for_its_batch_not_for_an_older_alert_about_the_store(
+    monitored, store, tmp_path, cli
+):
+    """A failed step's alert opened before is listed by a quiet batch's check but does not make
+    it exit 3 (a cron line would page about the batch until someone resolved an unrelated
+    alert); one the check itself raises does."""
+    ingest(monitored, store, churn_frame(300, seed=2, start_id=5000), tmp_path, "a.csv")
+    ingest(monitored, store, churn_frame(300, seed=4, start_id=7000), tmp_path, "b.csv")
+    with store.write() as session:
+        session.add(Run(name="eval", kind=RunKind.EVALUATE, status=RunStatus.FAILED, error="boom"))
+    first = cli("drift", "check", "churn:v2", "--json", cwd=monitored.root)
+    assert first.returncode == 3, first.stdout + first.stderr  # the check raised it
+    (alert,) = json.loads(first.stdout)["alerts"]
+    assert alert["new"] and alert["scope"] == "store"
+    again = cli("drift", "check", "churn:v3", cwd=monitored.root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 of 3 features drifted" in again.stdout
+    assert f"alert {alert['id']} still open [warning]" in again.stdout

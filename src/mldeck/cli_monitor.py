@@ -60,7 +60,9 @@ def drift_check(
 ) -> None:
     """Check a batch: drift per feature, label, prediction and multivariate drift, estimated and
     realized performance; raises the alerts its rules call for. Exit status 0 quiet, 3 drift
-    (of the dataset, the joint distribution, the champion's scores or the label) or an alert."""
+    (of the dataset, the joint distribution, the champion's scores or the label), an alert of
+    the batch's rules, or an alert about the store (stale data, a failed step) raised by this
+    check; one about the store opened before is listed, not counted ('mldeck alerts check')."""
     from mldeck.monitor import check_batch
 
     ws, store = _open()
@@ -75,7 +77,7 @@ def drift_check(
                       markup=False)  # fmt: skip
         for problem in result.hook_problems:
             print(f"mldeck: warning: {problem}", file=sys.stderr)
-    if result.any_drift or result.alerts:
+    if result.any_drift or result.alerting:
         raise typer.Exit(3)
 
 

@@ -57,6 +57,9 @@ class Raised:
     retrain: bool
     command: str | None
     payload: dict[str, Any]
+    # "batch" for a rule about the checked batch (drift, metrics), "store" for one about the
+    # store as a whole (freshness, failed steps) evaluated along with it.
+    scope: str = "batch"
 
 
 def default_rules(settings: Any) -> list[AlertRule]:

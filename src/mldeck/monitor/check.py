@@ -92,6 +92,13 @@ class MonitorResult:
         return self.dataset_drift or any(part is not None and part.drifted for part in others)
 
     @property
+    def alerting(self) -> bool:
+        """Whether the check calls for attention beyond drift: an alert of the batch's rules
+        raised or still firing, or an alert about the store raised just now. An alert about the
+        store opened earlier (a failed step, stale data) is listed but is not this batch's."""
+        return any(a.scope == "batch" or a.new for a in self.alerts)
+
+    @property
     def retrain_reasons(self) -> list[str]:
         """Why a retrain is warranted (empty when it is not): the alerts whose rules say so."""
         return [f"{a.rule}: {a.title}" for a in self.alerts if a.retrain]
@@ -129,6 +136,7 @@ class MonitorResult:
                     "severity": a.severity,
                     "title": a.title,
                     "new": a.new,
+                    "scope": a.scope,
                 }
                 for a in self.alerts
             ],
@@ -678,8 +686,12 @@ def _record(
         session.add(run)
         session.flush()  # the store's rules see this run succeeded
         signals = batch_signals(result, rules, min_rows, dataset=dataset)
-        signals += alerting.store_signals_in(session, rules)
         result.alerts = alerting.apply_in(session, signals, run_id=result.run_id)
+        store_level = alerting.apply_in(session, alerting.store_signals_in(session, rules),
+                                        run_id=result.run_id)  # fmt: skip
+        for alert in store_level:
+            alert.scope = "store"
+        result.alerts += store_level
         report = DriftReport(
             run_id=result.run_id, dataset_version_id=version.id,
             reference_version_id=reference.id,
