@@ -414,6 +414,26 @@ def test_labels_written_as_other_numbers_name_the_same_classes(monitored, store,
     assert expected["precision"] > 0
 
 
+def test_ids_written_as_whole_floats_find_their_rows(monitored, store, tmp_path):
+    """A label file whose id column has a blank (so it is read as floats: '9000.0') or was
+    exported by a spreadsheet matches the batch's integer ids, and a second file written as
+    integers counts the same labels once."""
+    frame = churn_frame(300, seed=8, start_id=9000)
+    version = ingest(monitored, store, frame.drop("churned"), tmp_path, "nolabels.csv")
+    check_batch(monitored, store, version)
+    floats = frame.select(pl.col("customer_id").cast(pl.Float64), "churned").head(200)
+    floats = pl.concat([floats, pl.DataFrame({"customer_id": [None], "churned": [1]})],
+                       how="vertical_relaxed")  # fmt: skip
+    path = write(floats, tmp_path, "floats.csv")
+    assert "9000.0" in path.read_text()
+    outcome = record_labels(monitored, store, path)
+    assert (outcome.matched, outcome.unmatched) == (200, 0)
+    again = record_labels(monitored, store, write(frame.select("customer_id", "churned").head(200),
+                                                  tmp_path, "ints.csv"))  # fmt: skip
+    assert again.matched == 200 and again.batches[0].new == 0
+    assert again.batches[0].rows == 200
+
+
 def test_labels_naming_no_class_or_two_labels_for_an_id_are_refused(monitored, store, tmp_path):
     frame = churn_frame(50, seed=8, start_id=9000)
     version = ingest(monitored, store, frame.drop("churned"), tmp_path, "nolabels.csv")

@@ -85,12 +85,22 @@ class LabelOutcome:
     unmatched_examples: list[str] = field(default_factory=list)
 
 
+def id_text(expr: pl.Expr) -> pl.Expr:
+    """An id as the text both sides are matched on: a whole number written with a fraction
+    (``123000.0``: a spreadsheet's export, or an integer column with blanks read as floats) is
+    the whole number, so it finds the batch's ``123000``."""
+    return expr.cast(pl.String).str.strip_chars().str.replace(r"^(-?\d+)\.0*$", "${1}")
+
+
 def late_labels(workspace: Workspace, store: Store, dataset_version_id: int) -> pl.DataFrame | None:
     """The labels recorded for a batch after it arrived: every labels run's share of it (``__id``
     and ``__label`` as text, hash verified); None when there are none."""
     found = batch_artifacts(store, dataset_version_id, RunKind.EVALUATE, LABELS_KIND)
     frames = [read_parquet_artifact(workspace, path, sha) for path, sha in found]
-    return pl.concat(frames).unique("__id", keep="first", maintain_order=True) if frames else None
+    if not frames:
+        return None
+    late = pl.concat(frames).with_columns(id_text(pl.col("__id")))
+    return late.unique("__id", keep="first", maintain_order=True)
 
 
 def realized_for(
@@ -107,7 +117,7 @@ def realized_for(
         # A label naming no class ('7' for classes 0 and 1) is as unknown as a missing one.
         index = performance.class_index(own, classes)
     if late is not None and late.height and id_column and id_column in predictions.columns:
-        ids = predictions.select(pl.col(id_column).cast(pl.String).alias("__id"))
+        ids = predictions.select(id_text(pl.col(id_column)).alias("__id"))
         later = ids.join(late, on="__id", how="left", maintain_order="left").get_column("__label")
         later = performance.class_index(later, classes)
         index = later if index is None else index.fill_null(later)
@@ -144,7 +154,7 @@ def _read_labels(
         )
     try:
         read = source.frame.select(
-            pl.col(id_column).cast(pl.String).alias("__id"),
+            id_text(pl.col(id_column)).alias("__id"),
             pl.col(target).cast(pl.String).str.strip_chars().replace("", None).alias("__label"),
         ).collect()
         unlabelled = read.height - read.drop_nulls().height
@@ -232,7 +242,7 @@ def record_labels(
         )
         if predictions is None or id_column not in predictions.columns:
             continue
-        ids = predictions.select(pl.col(id_column).cast(pl.String).alias("__id"))
+        ids = predictions.select(id_text(pl.col(id_column)).alias("__id"))
         mine = labels.join(ids.unique(), on="__id", how="semi")
         if mine.height == 0:
             continue
