@@ -461,6 +461,25 @@ def test_rollback_by_name_goes_to_the_previous_champion(workspace, store, model_
         registry.rollback(store, "churn", reason="nothing left")
 
 
+def test_rollback_by_name_passes_over_champions_rejected_or_archived_since(
+    workspace, store, model_bytes
+):
+    """v2 was rejected after it served: 'rollback churn' goes to v1 (it picked v2, then refused
+    it as rejected); with v1 archived too, the error names both."""
+    three_served_versions(workspace, store, model_bytes)
+    registry.approve(store, "churn:2", reason="leaks the label", reject=True)
+    change = registry.rollback(store, "churn", reason="v3 misbehaves")
+    assert change.version == 1 and champion_version(store) == 1
+    registry.promote(store, "churn:3", reason="fixed")
+    registry.archive(store, "churn:1", reason="retired")
+    with pytest.raises(MldeckError) as refused:
+        registry.rollback(store, "churn", reason="again")
+    assert str(refused.value) == (
+        "no earlier champion of 'churn' to roll back to (churn:1 archived since, churn:2 rejected "
+        "since); name a version (churn:N)"
+    )
+
+
 def test_rollback_refuses_what_is_not_an_earlier_usable_version(workspace, store, model_bytes):
     add_version(workspace, store, model_bytes["a"])
     with pytest.raises(MldeckError, match="no champion to roll back from"):

@@ -588,14 +588,24 @@ def rollback(
         if number is None:
             earlier = [i for i in champion_history(session, model) if i != current.id]
             target = None
+            passed: list[str] = []  # earlier champions rejected or archived since
             for candidate_id in reversed(earlier):
                 candidate = session.get(ModelVersion, candidate_id)
-                if candidate.version < current.version and candidate.status != ARCHIVED:
-                    target = candidate
-                    break
+                if candidate.version >= current.version:
+                    continue
+                if candidate.status in (ARCHIVED, REJECTED):
+                    word = "archived" if candidate.status == ARCHIVED else "rejected"
+                    entry = f"{label(name, candidate.version)} {word} since"
+                    if entry not in passed:
+                        passed.append(entry)
+                    continue
+                target = candidate
+                break
             if target is None:
+                since = f" ({', '.join(passed)})" if passed else ""
                 raise MldeckError(
-                    f"no earlier champion of {name!r} to roll back to; name a version ({name}:N)"
+                    f"no earlier champion of {name!r} to roll back to{since}; name a version "
+                    f"({name}:N)"
                 )
         else:
             target = _find(session, label(name, number))[1]
