@@ -488,6 +488,21 @@ def test_numbers_out_of_range_are_usage_errors(tracked, cli, args):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
+        (["kpis", "--days", "nan"], "'--days': a number from 0.01 to 36500, not 'nan'"),
+        (["kpis", "--days", "inf"], "'--days': a number from 0.01 to 36500, not 'inf'"),
+        (["kpis", "--days", "week"], "'--days': 'week' is not a number"),
+        (["runs", "reproduce", "1", "--tolerance", "nan"], "a number 0 or more, not 'nan'"),
+    ],
+    ids=lambda a: " ".join(a) if isinstance(a, list) else "",
+)
+def test_a_float_option_says_its_range_for_nan_too(tracked, cli, args, needle):
+    """'nan' compares false with both bounds: it read 'should be less than or equal to 36500'."""
+    assert_one_line_error(cli(*args, cwd=tracked[0]), needle)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
         (["drift", "show", "#99999999999999999999"], "no drift report 99999999999999999999"),
         (["models", "show", "churn:99999999999999999999"], "churn:99999999999999999999"),
         (["data", "show", "churn:v99999999999999999999"], "no dataset version"),

@@ -66,6 +66,23 @@ WorkspaceOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
+def number_between(low: float, high: float | None = None) -> Any:
+    """A parser for a float option from *low* to *high*: typer's own range check lets 'nan'
+    through to a message about the bounds ('should be less than or equal to 36500')."""
+
+    def parse(text: Any) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise typer.BadParameter(f"{text!r} is not a number") from None
+        if math.isnan(value) or value < low or (high is not None and value > high):
+            wanted = f"{low:g} or more" if high is None else f"from {low:g} to {high:g}"
+            raise typer.BadParameter(f"a number {wanted}, not {text!r}")
+        return value
+
+    return parse
+
+
 class State:
     workspace: Path | None = None
 
@@ -205,7 +222,7 @@ def demo_command(
         float | None,
         typer.Option(
             "--feed",
-            min=2,
+            parser=number_between(2),
             metavar="SECONDS",
             help="Fast-forward demo time: drop a new week of data into data/incoming/ every "
             "SECONDS while the console is open (normal, covariate shift, normal, concept drift, "
@@ -482,7 +499,9 @@ def runs_reproduce(
     tolerance: Annotated[
         float,
         typer.Option(
-            min=0.0, metavar="AMOUNT", help="Largest difference that still counts as a match."
+            parser=number_between(0),
+            metavar="AMOUNT",
+            help="Largest difference that still counts as a match.",
         ),
     ] = 0.0,
     as_json: JsonOption = False,

@@ -21,6 +21,7 @@ from mldeck.cli import (
     _section,
     _table,
     app,
+    number_between,
     out,
 )
 
@@ -420,7 +421,10 @@ def alerts_check(as_json: JsonOption = False) -> None:
 @app.command("kpis")
 def kpis_command(
     days: Annotated[
-        float, typer.Option(min=0.01, max=36500, metavar="DAYS", help="The window, in days.")
+        float,
+        typer.Option(
+            parser=number_between(0.01, 36500), metavar="DAYS", help="The window, in days."
+        ),
     ] = 30,
     as_json: JsonOption = False,
 ) -> None:
