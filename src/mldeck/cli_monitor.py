@@ -423,7 +423,9 @@ def kpis_command(
     days: Annotated[
         float,
         typer.Option(
-            parser=number_between(0.01, 36500), metavar="DAYS", help="The window, in days."
+            parser=number_between(0.01, 36500),
+            metavar="DAYS",
+            help="The window, in days (0.01 to 36500).",
         ),
     ] = 30,
     as_json: JsonOption = False,
