@@ -606,6 +606,7 @@ def test_list_and_detail_show_aliases_gates_champion_metrics_and_lineage(
     assert compared["auc"].value == 0.85 and compared["auc"].champion == 0.8
     assert compared["auc"].delta == pytest.approx(0.05)
     assert compared["test.f1"].delta == pytest.approx(-0.1)
+    assert not detail.champion_same_holdout  # the champion's own figures: said so
     # A version trained beside the champion compares with the champion on its own holdout
     # (what its gates compared), not with the champion's metrics from an older holdout.
     add_version(ws, store, model_bytes["c"], metrics={
@@ -616,6 +617,7 @@ def test_list_and_detail_show_aliases_gates_champion_metrics_and_lineage(
     newest = model_version_detail(store, list_model_versions(store)[0][0].id)
     by_key = {c.key: c for c in newest.comparison}
     assert by_key["auc"].champion == 0.84 and by_key["auc"].delta == pytest.approx(-0.01)
+    assert newest.champion_same_holdout and newest.as_dict()["champion_same_holdout"]
     assert by_key["slices.smb.auc"].delta == pytest.approx(-0.05)
     # Counts are shown beside each other, with no "-3400" as if a model were worse by it.
     assert (by_key["holdout_rows"].champion, by_key["holdout_rows"].delta) == (4000, None)
@@ -768,6 +770,11 @@ def test_models_commands(workspace, store, model_bytes, cli):
     detail = json.loads(mldeck("models", "show", "churn:1", "--json").stdout)
     compared = {c["metric"]: c["champion"] for c in detail["comparison"]}
     assert detail["label"] == "churn:1" and compared["roc_auc"] == 0.78
+    # churn:1's figures and the champion's come from two trainings' holdouts: said under them.
+    assert not detail["champion_same_holdout"]
+    assert (
+        "churn:2's figures are from its own holdout" in mldeck("models", "show", "churn:1").stdout
+    )
 
     rolled = mldeck("models", "rollback", "churn:1", "--reason", "regression confirmed")
     assert rolled.returncode == 0, rolled.stderr

@@ -938,6 +938,9 @@ class ModelVersionDetail:
     run: RunRow | None  # the run that made it
     inputs: list[tuple[str, int, int, str, str]]  # dataset, version, version id, sha256, role
     history: list[AuditRow]
+    # Whether the champion's figures are from this version's holdout (its training evaluated the
+    # champion there) rather than from the champion's own training on another holdout.
+    champion_same_holdout: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         artifact = self.artifact
@@ -962,6 +965,7 @@ class ModelVersionDetail:
                 for approval in self.approvals
             ],
             "champion": None if self.champion is None else self.champion.label,
+            "champion_same_holdout": self.champion_same_holdout,
             "comparison": [
                 {"metric": c.key, "value": c.value, "champion": c.champion, "delta": c.delta}
                 for c in self.comparison
@@ -1062,9 +1066,10 @@ def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDet
             if not k.startswith("champion.")}  # fmt: skip
     beside = (version.metrics or {}).get("champion") or {}
     theirs = {}
+    same_holdout = False
     if champion is not None:
-        same_holdout = beside.get("model_version_id") == champion_version.id and beside.get(
-            "metrics"
+        same_holdout = bool(
+            beside.get("model_version_id") == champion_version.id and beside.get("metrics")
         )
         theirs = numeric_metrics(beside["metrics"] if same_holdout else champion.metrics)
     comparison = [
@@ -1083,6 +1088,7 @@ def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDet
         run=run,
         inputs=inputs,
         history=history,
+        champion_same_holdout=same_holdout,
     )
 
 

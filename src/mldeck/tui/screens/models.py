@@ -328,7 +328,13 @@ class ModelVersionScreen(DeckScreen):
                 for c in detail.comparison
             ]
         )
-        metrics.border_subtitle = "" if detail.comparison else "no metrics recorded"
+        metrics.border_subtitle = (
+            "no metrics recorded"
+            if not detail.comparison
+            else f"{champion.label} on its own holdout, not this version's"
+            if champion is not None and not detail.champion_same_holdout
+            else ""
+        )
 
         gates = self.query_one("#model-gates", DeckTable)
         said = {str(i): gate.detail or _figures(gate.metric, gate.value, gate.threshold)
