@@ -464,6 +464,13 @@ def test_configuration_problems(build):
     with pytest.raises(MldeckError, match=r"cannot train on nowhere\.csv: no such file"):
         training.train(configure(ws, 'target = "churned"\n'), store, data_file=Path("nowhere.csv"))
     assert count(store, Run, Run.kind == "train") == 0  # neither started a run
+    # A file that is no table (a TOML file) fails in one line: no polars hint under it.
+    notes = ws.root / "settings.toml"
+    notes.write_text('[model]\nname = "churn"\nclasses = [0, 1]\n')
+    with pytest.raises(MldeckError) as unreadable:
+        training.train(load_workspace(ws.root), store, data_file=notes)
+    assert "cannot read" in str(unreadable.value) and "\n" not in str(unreadable.value)
+    assert "truncate_ragged_lines" not in str(unreadable.value)
     text = original.replace(
         "threads = 1\n", 'threads = 1\ntarget = "nope"\nestimator = "sklearn.nothing.Here"\n'
     )

@@ -463,6 +463,14 @@ def test_a_label_file_without_the_needed_columns_is_refused(monitored, store, tm
     bad = write(pl.DataFrame({"customer_id": [100], "outcome": [1]}), tmp_path, "bad.csv")
     with pytest.raises(MldeckError, match="lacks 'churned'"):
         record_labels(monitored, store, bad)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("customer_id,churned\n100,1\n101,0,7\n")
+    with pytest.raises(MldeckError) as unreadable:
+        record_labels(monitored, store, ragged)
+    assert str(unreadable.value).endswith(
+        "ragged.csv: a row has more fields than the header (ragged rows): line 3 has 3 fields, "
+        "the header 2"
+    )
 
 
 def test_without_a_champion_only_the_features_are_compared(ws, store, tmp_path):

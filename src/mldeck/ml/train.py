@@ -165,16 +165,20 @@ def _read(
 ) -> pl.DataFrame:
     """*path* read whole: a stored *version* as its validation read it; a file with each CSV
     column polars misreads past its first rows read as text."""
+    source = None
     try:
         if version is not None:
             from mldeck.data.ingest import open_stored
 
-            return open_stored(path, version, separator).frame.collect()
-        return open_source(path, separator=separator).read(lambda s: s.frame.collect())[0]
+            source = open_stored(path, version, separator)
+            return source.frame.collect()
+        source = open_source(path, separator=separator)
+        return source.read(lambda s: s.frame.collect())[0]
     except ReadError as exc:
         raise MldeckError(f"cannot read {label}: {exc}") from None
-    except pl.exceptions.PolarsError as exc:
-        raise MldeckError(f"cannot read {label}: {exc}") from None
+    except pl.exceptions.PolarsError as exc:  # one line: polars adds hints on lines of their own
+        why = source.why(exc) if source is not None else str(exc).strip().splitlines()[0]
+        raise MldeckError(f"cannot read {label}: {why}") from None
 
 
 def _concat(frames: list[pl.DataFrame], labels: list[str]) -> pl.DataFrame:

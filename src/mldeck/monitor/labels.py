@@ -169,7 +169,7 @@ def _read_labels(
             .collect()
         )  # fmt: skip
     except pl.exceptions.PolarsError as exc:
-        raise MldeckError(f"cannot read {shown(str(path))}: {exc}") from None
+        raise MldeckError(f"cannot read {shown(str(path))}: {source.why(exc)}") from None
     conflicts = frame.filter(pl.col("__id").is_duplicated()).sort("__id", "__label")
     if conflicts.height:
         ids = conflicts.get_column("__id").unique(maintain_order=True)
