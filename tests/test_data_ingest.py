@@ -550,6 +550,35 @@ def test_a_configured_reference_not_found_is_said(workspace, tmp_path):
         store.close()
 
 
+def test_a_rejected_reference_is_hashed_once_not_per_batch(workspace, tmp_path, monkeypatch):
+    """A watcher's batches each looked the stored reference up by hashing the whole file again
+    (seconds per batch for a large reference); once the file changes it is looked at again."""
+    reference = put(tmp_path, "ref.csv", REJECTED)
+    ws = _with_reference(workspace, reference)
+    store = open_workspace_store(ws)
+    hashed: list[Path] = []
+    real = ingest.file_sha256
+
+    def counting(path: Path) -> str:
+        hashed.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(ingest, "file_sha256", counting)
+    try:
+        ingest_file(ws, store, put(tmp_path, "a.csv", GOOD))
+        before = hashed.count(reference)
+        for name in ("b.csv", "c.csv", "d.csv"):
+            outcome = ingest_file(ws, store, put(tmp_path, name, GOOD.replace("1,", f"{name[0]},")))
+            assert "is rejected (events:v1)" in outcome.notes[0]
+        assert hashed.count(reference) == before
+        reference.write_text(GOOD.replace("3,", "9,"))  # the reference fixed
+        fixed = ingest_file(ws, store, put(tmp_path, "e.csv", WARNED))
+        assert [n for n in fixed.notes if "ingested as events:v6" in n], fixed.notes
+        assert [row.version for row in list_versions(store)[0] if row.is_reference] == [6]
+    finally:
+        store.close()
+
+
 def test_cli_ingest_says_what_became_of_the_reference(tmp_path, cli):
     """Once per command, before the files' own lines."""
     reference = put(tmp_path / "files", "ref.csv", REJECTED)

@@ -470,7 +470,7 @@ def _ensure_reference(
         # Already stored and rejected: said again, not ingested again (one duplicate ingest run
         # per batch would say nothing more).
         try:
-            known = _existing(store, file_sha256(reference))
+            known = _existing(store, _reference_sha256(reference))
         except OSError:  # unreadable: its own ingest below says why
             known = None
         if known is not None and known[1] == dataset and known[0].status == "rejected":
@@ -500,6 +500,23 @@ def _ensure_reference(
         return outcome
     notes.extend(outcome.notes)  # a rejection, said by the reference's own ingest
     return None
+
+
+# The configured reference's sha256 by the file's identity and change time: a watcher takes many
+# batches while a rejected reference stays as it is, and hashing a large file per batch cost
+# seconds each. An edited or replaced file has another (inode, size, mtime_ns) and is hashed again.
+_REFERENCE_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
+def _reference_sha256(path: Path) -> str:
+    info = path.stat()
+    key = (str(path.resolve()), info.st_ino, info.st_size, info.st_mtime_ns)
+    digest = _REFERENCE_HASHES.get(key)
+    if digest is None:
+        digest = file_sha256(path)
+        _REFERENCE_HASHES.clear()  # one configured reference at a time
+        _REFERENCE_HASHES[key] = digest
+    return digest
 
 
 def _not_the_reference(dataset: str, version: int, name: str) -> str:
