@@ -858,6 +858,33 @@ def test_drift_report_to_no_file_or_a_folder_is_one_line_and_leaves_no_temp_file
     assert_one_line_error(both, "--html - and --json would both go to standard output")
 
 
+def test_drift_report_never_writes_over_the_store_the_settings_or_a_data_file(
+    monitored, store, tmp_path, cli
+):
+    """`--html .mldeck/store.db` replaced the store (every run, model and audit event lost) and
+    `--html mldeck.toml` the settings, with exit status 0; a data file named by mistake too."""
+    check_batch(monitored, store, ingest(monitored, store, shifted(3, 6000), tmp_path, "b.csv"))
+    root = monitored.root
+    data = write(churn_frame(10, seed=1, start_id=1), tmp_path, "keep.csv")
+    kept = {p: p.read_bytes() for p in (root / "mldeck.toml", data)}
+    for target, needle in ((".mldeck/store.db", "the workspace's own state (.mldeck/)"),
+                           (".mldeck/report.html", "the workspace's own state (.mldeck/)"),
+                           ("mldeck.toml", "the workspace's own settings"),
+                           (str(data), "exists and is not an HTML page")):  # fmt: skip
+        assert_one_line_error(cli("drift", "report", "churn:v2", "--html", target, cwd=root),
+                              needle)  # fmt: skip
+    assert all(path.read_bytes() == content for path, content in kept.items())
+    assert (root / ".mldeck/store.db").read_bytes().startswith(b"SQLite format 3")
+    assert cli("drift", "show", "churn:v2", cwd=root).returncode == 0
+    assert not (root / ".mldeck/report.html").exists()
+    # An earlier report is replaced, as asked.
+    page = tmp_path / "report.html"
+    for _ in range(2):
+        assert cli("drift", "report", "churn:v2", "--html", str(page), cwd=root).returncode == 0
+    assert page.read_text().startswith("<!doctype html>")
+    assert_one_line_error(cli("daemon", "--log", "mldeck.toml", cwd=root), "own settings")
+
+
 @pytest.mark.parametrize(
     ("days", "text"),
     [(None, "-"), (30 / 86400, "every 30s"), (0.5, "every 12h00m"), (3.5, "every 3.5 days")],

@@ -312,6 +312,8 @@ def daemon(
     from mldeck.jobs.scheduler import DeckScheduler
 
     ws, store = _open_jobs()
+    if log_file is not None and log_file.resolve() != (ws.state_dir / "daemon.log").resolve():
+        ws.refuse_overwriting_own(log_file, "the log")
     path = log_file or ws.state_dir / "daemon.log"
     try:
         handler = logging.FileHandler(path, encoding="utf-8")

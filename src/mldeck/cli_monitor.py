@@ -24,6 +24,7 @@ from mldeck.cli import (
     number_between,
     out,
 )
+from mldeck.errors import MldeckError
 
 drift_app = typer.Typer(
     help="Drift and performance of scored batches against the reference.", no_args_is_help=True
@@ -221,7 +222,6 @@ def drift_report(
     as_json: JsonOption = False,
 ) -> None:
     """Write a drift report to share: self-contained HTML (charts inline) or JSON."""
-    from mldeck.errors import MldeckError
     from mldeck.monitor.queries import report_detail, resolve_report, timeline
     from mldeck.monitor.report import render_html
 
@@ -233,6 +233,9 @@ def drift_report(
     if html is not None and (not html_file.strip() or html.name in ("", ".", "..")):
         raise MldeckError(f"--html {html_file!r}: name the file to write the report to")
     ws, store = _open()
+    if html is not None:
+        ws.refuse_overwriting_own(html, "the report")
+        _refuse_replacing_other_than_html(html)
     detail = report_detail(store, resolve_report(store, ref))
     if html_file is not None:
         history = timeline(store, limit=50, dataset=detail.dataset)
@@ -254,6 +257,21 @@ def drift_report(
             out.print(f"{detail.row.batch}: report written to {html}", markup=False)
     if as_json:
         _print_json(detail.as_dict())
+
+
+def _refuse_replacing_other_than_html(path: Path) -> None:
+    """An existing file is replaced only when it is a page (an earlier report): a data file or a
+    script named by mistake is not overwritten."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512).lstrip().lower()
+    except FileNotFoundError:
+        return
+    except OSError:  # a folder, no permission: writing it says why
+        return
+    if head and not head.startswith((b"<!doctype html", b"<html")):
+        raise MldeckError(f"{fmt.shown(str(path))} exists and is not an HTML page: the report "
+                          "replaces only an earlier report; name another file")  # fmt: skip
 
 
 @drift_app.command("labels")
@@ -331,7 +349,6 @@ def alerts_list(
     as_json: JsonOption = False,
 ) -> None:
     """List alerts, newest first (by default those still open or acknowledged)."""
-    from mldeck.errors import MldeckError
     from mldeck.monitor.alerts import alert_payload, count_alerts, list_alerts
 
     allowed = ("active", "open", "acknowledged", "resolved", "all")

@@ -63,6 +63,21 @@ class Workspace:
                     "not data: copy what you need elsewhere first"
                 )
 
+    def refuse_overwriting_own(self, path: Path, what: str) -> None:
+        """Refuse *path* as a file to write *what* to when it is the workspace's own: its state
+        (``.mldeck/``: the store, artifacts, datasets) or ``mldeck.toml``. Writing there lost the
+        store or the settings, with exit status 0."""
+        with suppress(OSError):
+            target = path.resolve()
+            if target == self.config_path.resolve() or target.is_relative_to(
+                self.state_dir.resolve()
+            ):
+                raise MldeckError(
+                    f"{shown(str(path))} is the workspace's own "
+                    f"{'settings' if target == self.config_path.resolve() else 'state (.mldeck/)'}"
+                    f": {what} goes elsewhere"
+                )
+
     @property
     def artifacts_dir(self) -> Path:
         return self.state_dir / "artifacts"
