@@ -34,7 +34,7 @@ from mldeck.jobs.schedules import (
     set_paused,
     sync_from_settings,
 )
-from mldeck.jobs.settings import JobSettings, parse_every
+from mldeck.jobs.settings import JobSettings, check_cron, cron_trigger, parse_every
 from mldeck.store.models import (
     Alert,
     AuditEvent,
@@ -130,6 +130,53 @@ def test_sync_keeps_table_edits_until_the_config_entry_changes(store):
 def test_a_schedules_parameters_are_checked_when_the_config_is_read(entry, problem):
     with pytest.raises(ConfigError, match=problem):
         parse_settings(f'[jobs.schedules.a]\n{entry}\nevery = "1m"\n')
+
+
+@pytest.mark.parametrize(
+    ("cron", "fires"),
+    [
+        (
+            "0 9 * * 1-5",
+            [
+                "Mon 07 09:00",
+                "Tue 08 09:00",
+                "Wed 09 09:00",
+                "Thu 10 09:00",
+                "Fri 11 09:00",
+                "Mon 14 09:00",
+            ],
+        ),
+        ("0 2 * * 0", ["Sun 13 02:00", "Sun 20 02:00"]),
+        ("0 2 * * 7", ["Sun 13 02:00", "Sun 20 02:00"]),
+        ("0 2 * * 5-7", ["Fri 11 02:00", "Sat 12 02:00", "Sun 13 02:00", "Fri 18 02:00"]),
+        ("0 2 * * */3", ["Wed 09 02:00", "Sat 12 02:00", "Sun 13 02:00", "Wed 16 02:00"]),
+        ("0 2 * * SAT,sun", ["Sat 12 02:00", "Sun 13 02:00", "Sat 19 02:00"]),
+        # Both the day of the month and the weekday restricted: either fires, as in crontab.
+        ("0 0 8 * mon", ["Mon 07 00:00", "Tue 08 00:00", "Mon 14 00:00"]),
+    ],
+)
+def test_a_cron_weekday_is_read_as_crontab_reads_it(cron, fires):
+    """APScheduler's own crontab parser counts weekday 0 as Monday: '1-5' ran Tuesday to
+    Saturday, '0' on Mondays, and '7' was refused."""
+    from datetime import UTC, datetime
+
+    trigger = cron_trigger(check_cron(cron))
+    when, seen = datetime(2026, 12, 6, 12, 0, tzinfo=UTC), []  # a Sunday, noon
+    for _ in fires:
+        when = trigger.get_next_fire_time(None, when)
+        seen.append(when.strftime("%a %d %H:%M"))
+        when += timedelta(seconds=1)
+    assert seen == fires
+
+
+@pytest.mark.parametrize(
+    ("cron", "problem"),
+    [("0 2 * * 8", "'8' is not a weekday"), ("0 2 * * 5-1", "'5-1' run backwards"),
+     ("0 2 * * 1/0", "a step is a whole number"), ("0 2 * *", "wrong number of fields")],
+)  # fmt: skip
+def test_a_cron_weekday_that_is_none_is_refused(cron, problem):
+    with pytest.raises(ValueError, match=problem):
+        check_cron(cron)
 
 
 def test_schedule_edits_are_checked(store):

@@ -204,7 +204,7 @@ def _params(text: str | None, store: Any) -> dict[str, Any] | None:
 def jobs_edit(
     name: NameArgument,
     cron: Annotated[
-        str | None, typer.Option("--cron", metavar="CRON", help="Crontab expression (UTC).")
+        str | None, typer.Option("--cron", metavar="CRON", help="Crontab expression (UTC; weekday 0 or 7 is Sunday, as in crontab).")
     ] = None,
     every: Annotated[
         str | None, typer.Option("--every", metavar="INTERVAL", help="Interval: 90s, 15m, 2h, 1d.")
@@ -241,7 +241,7 @@ def jobs_add(
         ),
     ],
     cron: Annotated[
-        str, typer.Option("--cron", metavar="CRON", help="Crontab expression (UTC).")
+        str, typer.Option("--cron", metavar="CRON", help="Crontab expression (UTC; weekday 0 or 7 is Sunday, as in crontab).")
     ] = "",
     every: Annotated[
         str, typer.Option("--every", metavar="INTERVAL", help="Interval: 90s, 15m, 2h, 1d.")

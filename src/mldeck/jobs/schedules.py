@@ -22,6 +22,7 @@ from mldeck.jobs.settings import (
     check_cron,
     check_name,
     check_params,
+    cron_trigger,
     parse_every,
 )
 from mldeck.store.engine import Store
@@ -30,11 +31,10 @@ from mldeck.store.models import Schedule, utcnow
 
 def make_trigger(schedule: Schedule) -> Any:
     """The APScheduler trigger of a schedule (UTC)."""
-    from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
     if schedule.cron:
-        return CronTrigger.from_crontab(schedule.cron, timezone=UTC)
+        return cron_trigger(schedule.cron)
     return IntervalTrigger(
         seconds=schedule.interval_seconds or 60, timezone=UTC, start_date=schedule.created_at
     )

@@ -64,12 +64,71 @@ MAX_EVERY_SECONDS = 365 * 86400  # longer would overflow the scheduler's timers
 MAX_TIMEOUT_SECONDS = 7 * 86400  # a job's attempt; the same limit in mldeck.toml and the CLI
 
 
-def check_cron(text: str) -> str:
-    """A five-field crontab expression, checked by APScheduler's own parser (in UTC)."""
+# Weekdays as crontab numbers them (0 and 7 are Sunday), by the names APScheduler takes.
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _weekday(token: str) -> int:
+    token = token.strip().lower()
+    if token.isdigit() and int(token) <= 7:
+        return int(token)
+    if token in _WEEKDAYS:
+        return _WEEKDAYS.index(token)
+    raise ValueError(f"{token!r} is not a weekday (0-7, 0 and 7 Sunday, or sun-sat)")
+
+
+def _weekdays(field: str) -> str:
+    """A crontab weekday field (``1-5``, ``0,6``, ``*/2``, ``mon-fri``) as the day names
+    APScheduler reads: its own crontab parser counts 0 as Monday, so ``1-5`` ran Tuesday to
+    Saturday and ``7`` was refused."""
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for item in field.split(","):
+        body, slash, step_text = item.partition("/")
+        if slash and (not step_text.isdigit() or int(step_text) == 0):
+            raise ValueError(f"{item!r}: a step is a whole number of days")
+        step = int(step_text) if slash else 1
+        if body == "*":
+            low, high = 0, 6
+        elif "-" in body:
+            first, last = body.split("-", 1)
+            low, high = _weekday(first), _weekday(last)
+        else:
+            low = _weekday(body)
+            high = 6 if slash else low
+        if low > high:
+            raise ValueError(f"the weekdays {body!r} run backwards")
+        days.update(day % 7 for day in range(low, high + 1, step))
+    return ",".join(_WEEKDAYS[day] for day in sorted(days))
+
+
+def cron_trigger(text: str) -> Any:
+    """The APScheduler trigger (UTC) of a five-field crontab expression read as crontab reads
+    it: weekday 0 and 7 are Sunday, and when both the day of the month and the weekday are
+    restricted, a day matching either fires (APScheduler alone requires both)."""
+    from apscheduler.triggers.combining import OrTrigger
     from apscheduler.triggers.cron import CronTrigger
 
+    fields = text.split()
+    if len(fields) != 5:
+        raise ValueError(f"wrong number of fields: {len(fields)}, expected 5")
+    minute, hour, day, month, weekday = fields
+    weekday = _weekdays(weekday)
+    if day != "*" and weekday != "*":
+        return OrTrigger([
+            CronTrigger(minute=minute, hour=hour, day=day, month=month, timezone="UTC"),
+            CronTrigger(minute=minute, hour=hour, month=month, day_of_week=weekday,
+                        timezone="UTC"),
+        ])  # fmt: skip
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday,
+                       timezone="UTC")  # fmt: skip
+
+
+def check_cron(text: str) -> str:
+    """A five-field crontab expression (UTC), checked as :func:`cron_trigger` reads it."""
     try:
-        trigger = CronTrigger.from_crontab(text, timezone="UTC")
+        trigger = cron_trigger(text)
     except ValueError as exc:
         raise ValueError(
             f"{text!r} is not a crontab expression (minute hour day month weekday): {exc}"
