@@ -121,6 +121,41 @@ def test_a_validator_s_sentence_is_said_without_pydantic_s_label(text, said):
     assert "Value error" not in str(err.value)
 
 
+RULE = '[[monitor.alerts]]\nname = "{name}"\nwhen = "{when}"\nmetric = "{metric}"\nbelow = 0.7\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (RULE.format(name="auc", when="realized_metric", metric="roc_aucc"),
+         "the 1st [[monitor.alerts]]: unknown metric 'roc_aucc' for a realized_metric rule (one "
+         "of: roc_auc, accuracy, precision, recall, f1)"),
+        (RULE.format(name="a", when="realized_metric", metric="f1")
+         + RULE.format(name="b", when="estimated_metric", metric="accuracy"),
+         "the 2nd [[monitor.alerts]] ('b') watches estimated accuracy, but a check estimates "
+         "roc_auc ([model] primary_metric): it would never fire; use realized_metric for other "
+         "metrics"),
+        ('[[monitor.alerts]]\nname = "x"\nwhen = "freshness"\nhours = 24\nthreshold = 1\n',
+         "unknown key 'threshold' in the 1st [[monitor.alerts]] (allowed: name, when, severity, "
+         "feature, metric, below, hours, command, retrain)"),
+    ],
+)  # fmt: skip
+def test_an_alert_rule_that_could_never_fire_is_refused(text, said):
+    """A metric's typo was accepted and the rule never fired (a rule list replaces the
+    defaults: the gap was silent); an unknown key listed no allowed keys."""
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text)
+    assert str(err.value) == f"mldeck.toml: {said}"
+
+
+def test_an_estimated_metric_rule_on_the_primary_metric_is_taken():
+    text = '[model]\nprimary_metric = "accuracy"\n' + RULE.format(
+        name="acc", when="estimated_metric", metric="accuracy"
+    )
+    (rule,) = parse_settings(text).monitor.alerts
+    assert rule.metric == "accuracy"
+
+
 def test_non_utf8_config(tmp_path):
     path = tmp_path / CONFIG_FILE
     path.write_bytes(b'[project]\nname = "caf\xe9"\n')

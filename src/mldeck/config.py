@@ -12,14 +12,14 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mldeck.data.expectations import DataSettings
 from mldeck.errors import ConfigError
 from mldeck.jobs.settings import DEFAULT_CONFIG as JOBS_DEFAULT_CONFIG
 from mldeck.jobs.settings import JobSettings
 from mldeck.ml.settings import GateSettings, ModelSettings
-from mldeck.monitor.settings import MonitorSettings
+from mldeck.monitor.settings import MonitorSettings, estimated_metric
 
 CONFIG_FILE = "mldeck.toml"
 MAX_NAME_LENGTH = 100
@@ -56,25 +56,76 @@ class Settings(_Section):
     jobs: JobSettings = JobSettings()
     monitor: MonitorSettings = MonitorSettings()
 
+    @model_validator(mode="after")
+    def _rules_watch_what_is_measured(self) -> Settings:
+        """An estimated_metric rule on another metric than the one a check estimates would
+        never fire (a check estimates one: the primary metric, or ROC AUC)."""
+        estimated = estimated_metric(self.model.primary)
+        for number, rule in enumerate(self.monitor.alerts or [], 1):
+            if rule.when == "estimated_metric" and rule.metric != estimated:
+                raise ValueError(
+                    f"the {_ordinal(number)} [[monitor.alerts]] ({rule.name!r}) watches estimated "
+                    f"{rule.metric}, but a check estimates {estimated} ([model] primary_metric): "
+                    "it would never fire; use realized_metric for other metrics"
+                )
+        return self
+
+
+def _where(loc: list[Any]) -> str:
+    """A place in mldeck.toml as it is written: ``[monitor]``, ``[data.columns.amount]``, or an
+    array of tables' entry, ``the 2nd [[monitor.alerts]]`` (pydantic says ``monitor.alerts.1``)."""
+    if not loc:
+        return "top level"
+    indexes = [i for i, part in enumerate(loc) if isinstance(part, int)]
+    if not indexes:
+        return "[" + ".".join(map(str, loc)) + "]"
+    cut = indexes[-1]
+    table = "[[" + ".".join(str(part) for part in loc[:cut]) + "]]"
+    inner = ".".join(str(part) for part in loc[cut + 1 :])
+    return f"the {_ordinal(loc[cut] + 1)} {table}" + (f", {inner}" if inner else "")
+
+
+def _ordinal(number: int) -> str:
+    suffix = (
+        "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    )
+    return f"{number}{suffix}"
+
+
+def _inner(annotation: Any) -> Any:
+    """The model a field holds: ``X | None`` is X, ``list[X]`` and ``dict[str, X]`` are X."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    while args:
+        if hasattr(args[-1], "model_fields"):
+            return args[-1]
+        annotation = args[-1]
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return annotation
+
 
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
-    loc = [str(part) for part in error["loc"]]
-    where = "[" + ".".join(loc[:-1]) + "]" if len(loc) > 1 else "top level"
-    key = loc[-1] if loc else "?"
+    loc = list(error["loc"])
+    where = _where(loc[:-1])
+    key = str(loc[-1]) if loc else "?"
     if error["type"] == "extra_forbidden":
         section: Any = model
         for part in loc[:-1]:
             fields = getattr(section, "model_fields", None)
             if fields and part in fields:
                 section = fields[part].annotation
-            else:  # a table of tables such as [data.columns.NAME]: its value type
-                args = typing.get_args(section)
-                section = args[-1] if args else None
+            if not hasattr(section, "model_fields"):
+                # An optional table, an array of tables, a table of tables such as
+                # [data.columns.NAME]: the model of its entries.
+                section = _inner(section)
         allowed = ", ".join(getattr(section, "model_fields", {}))
         return f"unknown key '{key}' in {where} (allowed: {allowed})"
     message = error["msg"]
     if error["type"] == "value_error":  # a validator's own sentence, without pydantic's label
         message = message.removeprefix("Value error, ")
+    if not loc:  # a check across sections names its own place
+        return message
+    if isinstance(loc[-1], int):  # an entry's own check: "the 2nd [[monitor.alerts]]: ..."
+        return f"{_where(loc)}: {message}"
     return f"'{key}' in {where}: {message}"
 
 

@@ -32,7 +32,7 @@ from mldeck.monitor import drift, performance
 from mldeck.monitor.alerts import Raised, Signal
 from mldeck.monitor.drift import FeatureResult, MultivariateResult
 from mldeck.monitor.performance import Estimate
-from mldeck.monitor.settings import AlertRule
+from mldeck.monitor.settings import AlertRule, estimated_metric
 from mldeck.store.artifacts import put_stream, verify
 from mldeck.store.artifacts import resolve as resolve_path
 from mldeck.store.engine import Store
@@ -482,7 +482,7 @@ def _model_side(
         )  # fmt: skip
     schema = champion.schema_ or {}
     classes = schema.get("classes") or []
-    metric = workspace.settings.model.primary
+    metric = estimated_metric(workspace.settings.model.primary)
     if schema.get("task", "classification") != "classification" or len(classes) != 2:
         metric = None  # estimation needs a binary classifier's probabilities
     positive = classes[1] if len(classes) == 2 else None
@@ -491,8 +491,6 @@ def _model_side(
         predicted = performance.class_index(predictions.get_column("prediction"), classes) == 1
         predicted = predicted.fill_null(False).to_numpy()
     if metric is not None and predicted is not None:
-        if metric not in performance.ESTIMABLE:
-            metric = "roc_auc"
         result.estimated = performance.estimate(
             metric, scores, predicted, (champion.metrics or {}).get("calibration"),
             draws=settings.estimate_draws, seed=workspace.settings.model.seed,

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-ESTIMABLE = ("roc_auc", "accuracy", "precision", "recall", "f1")
+from mldeck.monitor.settings import LABEL_METRICS
+
+ESTIMABLE = LABEL_METRICS
 BAND_ROWS = 20_000
 
 

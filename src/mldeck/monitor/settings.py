@@ -73,6 +73,17 @@ class ColumnDrift(_Strict):
     monitor: bool = True
 
 
+# A binary classifier's metrics that labels give (realized) and that its calibrated confidence
+# estimates before they arrive: what estimated_metric and realized_metric rules can watch.
+LABEL_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1")
+
+
+def estimated_metric(primary: str) -> str:
+    """The metric a check estimates: the model's primary metric, or ROC AUC when that one cannot
+    be estimated without labels."""
+    return primary if primary in LABEL_METRICS else "roc_auc"
+
+
 class AlertRule(_Strict):
     name: str = Field(min_length=1, max_length=200)
     when: RuleKind
@@ -94,6 +105,11 @@ class AlertRule(_Strict):
             not self.metric or self.below is None
         ):
             raise ValueError(f"a {self.when} rule needs metric and below")
+        if self.when in ("estimated_metric", "realized_metric") and (
+            self.metric not in LABEL_METRICS
+        ):
+            raise ValueError(f"unknown metric {self.metric!r} for a {self.when} rule (one of: "
+                             f"{', '.join(LABEL_METRICS)})")  # fmt: skip
         if self.when == "freshness" and self.hours is None:
             raise ValueError("a freshness rule needs hours")
         return self
