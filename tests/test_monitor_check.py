@@ -1062,3 +1062,25 @@ def test_drift_check_exits_3_for_its_batch_not_for_an_older_alert_about_the_stor
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 of 3 features drifted" in again.stdout
     assert f"alert {alert['id']} still open [warning]" in again.stdout
+
+
+def test_alerts_check_counts_a_batchs_open_alert_until_it_is_resolved(
+    monitored, store, tmp_path, cli
+):
+    """It said 'Nothing to alert.' and exited 0 while a drift alert was open: it evaluated the
+    store's rules only."""
+    result = check_batch(monitored, store, ingest(monitored, store, shifted(3, 6000), tmp_path,
+                                                  "b.csv"))  # fmt: skip
+    assert result.alerts
+    done = cli("alerts", "check", cwd=monitored.root)
+    assert done.returncode == 3, done.stdout + done.stderr
+    for alert in result.alerts:
+        assert f"alert {alert.alert_id} still open [{alert.severity}]: " in done.stdout
+    listed = json.loads(cli("alerts", "check", "--json", cwd=monitored.root).stdout)
+    assert sorted(a["id"] for a in listed) == sorted(a.alert_id for a in result.alerts)
+    alerts.acknowledge(store, result.alerts[0].alert_id, note="looking")
+    assert "acknowledged [" in cli("alerts", "check", cwd=monitored.root).stdout
+    for alert in result.alerts:
+        alerts.resolve(store, alert.alert_id, note="retrained")
+    quiet = cli("alerts", "check", cwd=monitored.root)
+    assert (quiet.returncode, quiet.stdout.strip()) == (0, "Nothing to alert.")

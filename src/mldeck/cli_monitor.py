@@ -409,10 +409,11 @@ def alerts_resolve(
 
 @alerts_app.command("check")
 def alerts_check(as_json: JsonOption = False) -> None:
-    """Evaluate the rules that look at the store (data freshness, failed steps) now.
+    """Evaluate the rules that look at the store (data freshness, failed steps) now, and list
+    every alert still open (a batch's drift or metric alerts too).
 
-    Exit status 0 when nothing is alerting, 3 when an alert is raised or still open (as
-    'mldeck drift check'), so a cron line or a script can act on it."""
+    Exit status 0 when no alert is open, 3 when one is raised or still open (acknowledged ones
+    included: resolve an alert to stop it counting), so a cron line or a script can act on it."""
     from mldeck.monitor import alerts
 
     ws, store = _open()
@@ -420,18 +421,24 @@ def alerts_check(as_json: JsonOption = False) -> None:
     raised = alerts.apply(store, alerts.store_signals(store, rules))
     problems = alerts.run_hooks(raised, ws.settings.monitor.alert_command,
                                 ws.settings.monitor.alert_command_timeout)  # fmt: skip
+    seen = {alert.alert_id for alert in raised}
+    others = [a for a in alerts.list_alerts(store, status="active", limit=MAX_LIMIT)
+              if a.id not in seen]  # fmt: skip
     if as_json:
-        _print_json([r.payload for r in raised])
+        _print_json([r.payload for r in raised] + [alerts.alert_payload(a) for a in others])
     else:
         for alert in raised:
             word = "raised" if alert.new else "still open"
             out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}",
                       markup=False)  # fmt: skip
-        if not raised:
+        for row in others:
+            word = "acknowledged" if row.status == "acknowledged" else "still open"
+            out.print(f"alert {row.id} {word} [{row.severity}]: {row.title}", markup=False)
+        if not raised and not others:
             out.print("Nothing to alert.")
     for problem in problems:
         print(f"mldeck: warning: {problem}", file=sys.stderr)
-    if raised:
+    if raised or others:
         raise typer.Exit(3)
 
 
