@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -889,6 +890,38 @@ def test_a_file_not_ingested_at_all_decides_the_exit_status(tmp_path, cli):
     # The rejected file is ingested and said; the missing one makes the status 2, not 4.
     assert result.returncode == 2, result.stderr
     assert "events:v1 REJECTED" in result.stdout and "no such file" in result.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's file leases tell it")
+def test_cli_ingest_refuses_a_file_another_process_is_still_writing(tmp_path, cli):
+    """The copy taken then was cut where the writer was, and accepted (999 rows of 3000); the
+    watcher waited for such a file, the command did not. The other files are still ingested."""
+    root = configure(init_workspace(tmp_path / "ws", name="open")).root
+    path, go = tmp_path / "files" / "growing.csv", tmp_path / "go"
+    good = put(tmp_path / "files", "good.csv", GOOD)
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, time\n"
+        f"path, go = pathlib.Path({str(path)!r}), pathlib.Path({str(go)!r})\n"
+        "with open(path, 'w') as fh:\n"
+        f"    fh.write({GOOD!r}); fh.flush()\n"
+        "    while not go.exists(): time.sleep(0.05)\n"
+    )])  # fmt: skip
+    try:
+        for _ in range(200):
+            if path.exists() and path.stat().st_size:
+                break
+            time.sleep(0.05)
+        result = cli("data", "ingest", str(path), str(good), cwd=root)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "growing.csv is open in another process (still being written?): not ingested" in (
+            result.stderr
+        )
+        assert "events:v1 ACCEPTED" in result.stdout and "growing" not in result.stdout
+    finally:
+        go.touch()
+        assert writer.wait(timeout=30) == 0
+    done = cli("data", "ingest", str(path), cwd=root)
+    assert done.returncode == 0, done.stderr  # closed: taken whole
 
 
 # -- revalidation -------------------------------------------------------------------------------

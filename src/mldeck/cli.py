@@ -563,12 +563,18 @@ def data_ingest(
     counts as its version's status (a rejected one again exits 4).
     """
     from mldeck.data.ingest import EXIT, ingest_file
+    from mldeck.data.readers import open_elsewhere
 
     ws, store = _open()
     outcomes, errors = [], []
     noted: set[str] = set()  # the configured reference's notes, said once for all the files
     for path in files:
         try:
+            if open_elsewhere(path):  # a copy taken now would be cut where the writer is
+                raise MldeckError(
+                    f"{fmt.shown(str(path))} is open in another process (still being written?): "
+                    "not ingested; run again once it is closed"
+                )
             outcome = ingest_file(ws, store, path, dataset=dataset, as_reference=reference)
         except MldeckError as exc:  # one bad path never stops the others
             errors.append({"source": fmt.shown(str(path)), "error": str(exc)})

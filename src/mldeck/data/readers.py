@@ -8,8 +8,11 @@ file as one column), a Parquet file must end with its footer.
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -335,3 +338,25 @@ def explain(
     if file_format == "ndjson":
         return f"not valid NDJSON: {(path and _first_bad_json_line(path)) or text[:160]}"
     return f"cannot read the {file_format.upper()} file: {text[:200]}"
+
+
+def open_elsewhere(path: Path) -> bool:
+    """Whether another process holds *path* open (a writer still at it, or paused longer than
+    the watcher's settle window): on Linux a write lease cannot be taken then. False where
+    leases are not to be had (other systems, a file of another owner, some filesystems): the settle window decides."""
+    set_lease = getattr(fcntl, "F_SETLEASE", None)
+    if set_lease is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.fcntl(fd, set_lease, fcntl.F_WRLCK)
+        except OSError as exc:
+            return exc.errno in (errno.EAGAIN, errno.EBUSY)
+        fcntl.fcntl(fd, set_lease, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)

@@ -34,8 +34,6 @@ other in one thread, in the order they were last modified.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import shutil
@@ -55,6 +53,7 @@ import filelock
 import watchfiles
 
 from mldeck.data.ingest import IngestOutcome, ingest_file
+from mldeck.data.readers import open_elsewhere
 from mldeck.errors import MldeckError, NotADataFile, WorkspaceFull, disk_full
 from mldeck.formatting import shown
 from mldeck.store.engine import Store
@@ -125,28 +124,6 @@ def _signature(path: Path) -> _Signature | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return _Signature.of(st) if stat.S_ISREG(st.st_mode) else None
-
-
-def _open_elsewhere(path: Path) -> bool:
-    """Whether another process holds *path* open (a writer that paused longer than the settle
-    window): on Linux a write lease cannot be taken then. False where leases are not to be had
-    (other systems, a file of another owner, some filesystems): the settle window decides."""
-    set_lease = getattr(fcntl, "F_SETLEASE", None)
-    if set_lease is None:
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.fcntl(fd, set_lease, fcntl.F_WRLCK)
-        except OSError as exc:
-            return exc.errno in (errno.EAGAIN, errno.EBUSY)
-        fcntl.fcntl(fd, set_lease, fcntl.F_UNLCK)
-        return False
-    finally:
-        os.close(fd)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -435,7 +412,7 @@ class IncomingWatcher:
             elif signature != entry.signature:
                 entry.signature, entry.since, entry.failures = signature, now, 0
             elif now - entry.since >= self.settle_seconds and now >= entry.retry_at:
-                if _open_elsewhere(path):  # unchanged, but its writer has it open still
+                if open_elsewhere(path):  # unchanged, but its writer has it open still
                     entry.since = now
                     continue
                 ready.append((path, signature))
