@@ -118,6 +118,13 @@ def test_add_with_params_and_remove(ws, cli):
     added = cli("jobs", "add", "s1", "--kind", "score", "--every", "1h", "--params",
                 '{"dataset_version_id": 1}', cwd=ws.root)  # fmt: skip
     assert added.returncode == 0, added.stderr
+    # A rejected batch is never scored nor checked: every run would fail and alert.
+    (ws.root / "semi.csv").write_text("a;b\n1;x\n", encoding="utf-8")
+    assert cli("data", "ingest", "semi.csv", cwd=ws.root).returncode == 4
+    rejected = cli("jobs", "add", "d1", "--kind", "drift", "--every", "1h", "--params",
+                   '{"dataset_version_id": 2}', cwd=ws.root)  # fmt: skip
+    assert_one_line_error(rejected, "--params: default:v2 (dataset version 2) was rejected by "
+                          "validation")  # fmt: skip
     data = json.loads(cli("jobs", "list", "--json", cwd=ws.root).stdout)
     assert {s["name"]: s for s in data["schedules"]}["s1"]["params"] == {"dataset_version_id": 1}
     # A schedule from mldeck.toml is not removed from the CLI: the config would bring it back.

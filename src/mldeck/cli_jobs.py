@@ -190,6 +190,7 @@ def _params(text: str | None, store: Any) -> dict[str, Any] | None:
         raise MldeckError('--params must be a JSON object, e.g. {"dataset_version_id": 3}')
     version = parsed.get("dataset_version_id")
     if isinstance(version, int) and not isinstance(version, bool):
+        from mldeck.store.models import Dataset, DatasetVersion
         from mldeck.store.queries import resolve_version
 
         try:
@@ -197,6 +198,14 @@ def _params(text: str | None, store: Any) -> dict[str, Any] | None:
         except MldeckError:
             raise MldeckError(f"--params: no dataset version {version} (see 'mldeck data list')"
                               ) from None  # fmt: skip
+        with store.read() as session:
+            row = session.get(DatasetVersion, version)
+            if row is not None and row.status == "rejected":  # every run of it would fail
+                name = session.get(Dataset, row.dataset_id).name
+                raise MldeckError(
+                    f"--params: {name}:v{row.version} (dataset version {version}) was rejected "
+                    "by validation; scoring and drift take accepted or warned batches"
+                )
     return parsed
 
 
@@ -204,7 +213,12 @@ def _params(text: str | None, store: Any) -> dict[str, Any] | None:
 def jobs_edit(
     name: NameArgument,
     cron: Annotated[
-        str | None, typer.Option("--cron", metavar="CRON", help="Crontab expression (UTC; weekday 0 or 7 is Sunday, as in crontab).")
+        str | None,
+        typer.Option(
+            "--cron",
+            metavar="CRON",
+            help="Crontab expression (UTC; weekday 0 or 7 is Sunday, as in crontab).",
+        ),
     ] = None,
     every: Annotated[
         str | None, typer.Option("--every", metavar="INTERVAL", help="Interval: 90s, 15m, 2h, 1d.")
@@ -241,7 +255,12 @@ def jobs_add(
         ),
     ],
     cron: Annotated[
-        str, typer.Option("--cron", metavar="CRON", help="Crontab expression (UTC; weekday 0 or 7 is Sunday, as in crontab).")
+        str,
+        typer.Option(
+            "--cron",
+            metavar="CRON",
+            help="Crontab expression (UTC; weekday 0 or 7 is Sunday, as in crontab).",
+        ),
     ] = "",
     every: Annotated[
         str, typer.Option("--every", metavar="INTERVAL", help="Interval: 90s, 15m, 2h, 1d.")
