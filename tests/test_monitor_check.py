@@ -318,6 +318,49 @@ def test_labels_for_a_batch_not_checked_yet_are_said_not_kept_and_taken_on_a_sec
     assert sorted((b.batch, b.new) for b in again.batches) == [("churn:v2", 0), ("churn:v3", 40)]
 
 
+def test_labels_for_a_batch_scored_but_not_checked_name_it(monitored, store, tmp_path, cli):
+    """'none of the ids is in a monitored batch (ids are matched as text ...)' sent the user
+    looking at id formats; the batch holding them was scored, not checked for drift yet."""
+    from mldeck.ml.scoring import score_batch
+
+    check_batch(monitored, store, ingest(monitored, store, churn_frame(40, seed=8,
+                                         start_id=9000).drop("churned"), tmp_path, "a.csv"))  # fmt: skip
+    later = churn_frame(40, seed=9, start_id=9500)
+    waiting = ingest(monitored, store, later.drop("churned"), tmp_path, "b.csv")
+    score_batch(monitored, store, waiting)
+    labels = write(later.select("customer_id", "churned"), tmp_path, "labels.csv")
+    with pytest.raises(MldeckError) as missed:
+        record_labels(monitored, store, labels)
+    assert str(missed.value) == (
+        "none of the 40 ids in labels.csv is in a monitored batch: churn:v3 holds them but was "
+        "scored, not checked for drift yet; run 'mldeck drift check churn:v3', then pass this "
+        "file again"
+    )
+    check_batch(monitored, store, waiting)
+    assert record_labels(monitored, store, labels).matched == 40
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("header.csv", "customer_id,churned\n", "header.csv has no labels: it has no rows"),
+        ("blank.csv", "customer_id,churned\n9000,\n,1\n",
+         "blank.csv has no labels: none of its 2 rows has both an id and a label"),
+        ("mldeck-copy.toml", "[model]\n", "cannot read mldeck-copy.toml: not a data file mldeck "
+         "reads ('.toml'"),
+    ],
+)  # fmt: skip
+def test_a_label_file_without_labels_is_refused(monitored, store, tmp_path, name, text, said):
+    """A header-only file said '0 labels, 0 matched' and exited 0; a .toml was read as CSV."""
+    check_batch(monitored, store, ingest(monitored, store, churn_frame(40, seed=8,
+                                         start_id=9000).drop("churned"), tmp_path, "a.csv"))  # fmt: skip
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(MldeckError) as refused:
+        record_labels(monitored, store, path)
+    assert str(refused.value).startswith(said)
+
+
 def _label_at_once(root: str, labels: str, started, barrier, results) -> None:
     """In a spawned process: pass the labels file once the others are ready."""
     from mldeck.workspace import load_workspace, open_workspace_store

@@ -297,6 +297,7 @@ def drift_labels(
         _print_json({"file": outcome.file, "rows": outcome.rows, "matched": outcome.matched,
                      "unlabelled": outcome.unlabelled, "unmatched": outcome.unmatched,
                      "unmatched_examples": outcome.unmatched_examples,
+                     "unchecked": outcome.unchecked,
                      "batches": [b.as_dict() for b in outcome.batches],
                      "alerts": [a.payload for a in outcome.alerts]})  # fmt: skip
         if outcome.unmatched or outcome.alerts:
@@ -325,9 +326,13 @@ def drift_labels(
     if outcome.unmatched:
         examples = ", ".join(repr(i) for i in outcome.unmatched_examples)
         more = ", ..." if outcome.unmatched > len(outcome.unmatched_examples) else ""
+        batch = outcome.unchecked[0] if outcome.unchecked else "BATCH"
+        held = (f" ({', '.join(outcome.unchecked)} scored, not checked yet, "
+                f"{'holds' if len(outcome.unchecked) == 1 else 'hold'} some)"
+                if outcome.unchecked else "")  # fmt: skip
         print(f"mldeck: warning: {fmt.plural(outcome.unmatched, 'id')} ({examples}{more}) in no "
-              "monitored batch: those labels are not kept; a batch takes labels once it is "
-              "checked ('mldeck drift check BATCH'), then pass this file again (labels already "
+              f"monitored batch{held}: those labels are not kept; a batch takes labels once it is "
+              f"checked ('mldeck drift check {batch}'), then pass this file again (labels already "
               "recorded count once)", file=sys.stderr)  # fmt: skip
     if outcome.unmatched or outcome.alerts:  # a script acts on what the labels revealed
         raise typer.Exit(3)

@@ -16,8 +16,9 @@ import numpy as np
 import polars as pl
 from sqlalchemy import insert, select
 
+from mldeck import formatting as fmt
 from mldeck import provenance
-from mldeck.data.readers import ReadError, open_source
+from mldeck.data.readers import ReadError, open_source, unsupported_type
 from mldeck.errors import MldeckError
 from mldeck.formatting import shown
 from mldeck.monitor import alerts as alerting
@@ -83,6 +84,8 @@ class LabelOutcome:
     # Ids in no monitored batch (not checked yet, or unknown): not kept; a few of them.
     unmatched: int = 0
     unmatched_examples: list[str] = field(default_factory=list)
+    # Batches scored but not checked for drift yet that hold some of those ids.
+    unchecked: list[str] = field(default_factory=list)
 
 
 def id_text(expr: pl.Expr) -> pl.Expr:
@@ -208,6 +211,8 @@ def record_labels(
     workspace.refuse_state_file(path)
     if not path.exists():
         raise MldeckError(f"cannot read {path}: no such file")
+    if (why := unsupported_type(path)) is not None:  # as ingest and score say it
+        raise MldeckError(f"cannot read {shown(path.name)}: {why}")
     with store.read() as session:
         reports = session.execute(
             select(DriftReport, ModelVersion, DatasetVersion, Dataset.name)
@@ -227,6 +232,12 @@ def record_labels(
     if not target:
         raise MldeckError("which column holds the labels? set [model] target in mldeck.toml")
     labels, unlabelled = _read_labels(workspace, path, id_column, target)
+    if not labels.height:
+        raise MldeckError(
+            f"{shown(path.name)} has no labels: "
+            + (f"none of its {fmt.plural(unlabelled, 'row')} has both an id and a label"
+               if unlabelled else "it has no rows")
+        )  # fmt: skip
     for classes in {
         tuple((v.schema_ or {}).get("classes") or ()) for _, v, _, _ in latest.values()
     }:
@@ -267,7 +278,16 @@ def record_labels(
             f"{shown(path.name)} contradicts labels already recorded for {'; '.join(conflicts)}: "
             "which is right is not for mldeck to guess"
         )
+    unchecked = _scored_not_checked(workspace, store, labels, id_column, set(latest))
     if labels.height and not matched_ids:
+        if unchecked:
+            named = ", ".join(unchecked)
+            raise MldeckError(
+                f"none of the {labels.height} ids in {shown(path.name)} is in a monitored batch: "
+                f"{named} {'holds' if len(unchecked) == 1 else 'hold'} them but "
+                f"{'was' if len(unchecked) == 1 else 'were'} scored, not checked for drift yet; "
+                f"run 'mldeck drift check {unchecked[0]}', then pass this file again"
+            )
         raise MldeckError(
             f"none of the {labels.height} ids in {shown(path.name)} is in a monitored batch "
             f"(ids are matched as text on [data] id_column {id_column!r}; see 'mldeck drift list')"
@@ -294,7 +314,41 @@ def record_labels(
                        workspace.settings.monitor.alert_command_timeout)  # fmt: skip
     left = labels.filter(~pl.col("__id").is_in(list(matched_ids))).get_column("__id")
     return LabelOutcome(shown(str(path)), labels.height, len(matched_ids), batches, raised,
-                        unlabelled, left.len(), left.head(5).to_list())  # fmt: skip
+                        unlabelled, left.len(), left.head(5).to_list(),
+                        unchecked if left.len() else [])  # fmt: skip
+
+
+def _scored_not_checked(
+    workspace: Workspace, store: Store, labels: pl.DataFrame, id_column: str, checked: set[int]
+) -> list[str]:
+    """The batches scored but never checked for drift that hold some of *labels*' ids: their
+    labels cannot be kept yet (a batch takes labels once its check stored its report)."""
+    with store.read() as session:
+        rows = session.execute(
+            select(DatasetVersion.id, Dataset.name, DatasetVersion.version, Artifact.path,
+                   Artifact.sha256)
+            .join(RunInput, RunInput.dataset_version_id == DatasetVersion.id)
+            .join(Run, Run.id == RunInput.run_id)
+            .join(Artifact, Artifact.run_id == Run.id)
+            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            .where(Run.kind == RunKind.SCORE, Run.status == RunStatus.SUCCEEDED,
+                   Artifact.kind == "predictions")
+            .order_by(DatasetVersion.id, Run.id.desc())
+        ).all()  # fmt: skip
+    found: list[str] = []
+    for version_id, name, number, path, sha in rows:
+        label = f"{name}:v{number}"
+        if version_id in checked or label in found:
+            continue
+        try:
+            predictions = read_parquet_artifact(workspace, path, sha)
+        except (MldeckError, OSError, pl.exceptions.PolarsError):
+            continue  # a damaged artifact: the check of that batch says so
+        if id_column in predictions.columns:
+            ids = predictions.select(id_text(pl.col(id_column)).alias("__id")).unique()
+            if labels.join(ids, on="__id", how="semi").height:
+                found.append(label)
+    return found
 
 
 @dataclass
