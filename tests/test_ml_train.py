@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -464,13 +465,20 @@ def test_configuration_problems(build):
     with pytest.raises(MldeckError, match=r"cannot train on nowhere\.csv: no such file"):
         training.train(configure(ws, 'target = "churned"\n'), store, data_file=Path("nowhere.csv"))
     assert count(store, Run, Run.kind == "train") == 0  # neither started a run
-    # A file that is no table (a TOML file) fails in one line: no polars hint under it.
-    notes = ws.root / "settings.toml"
+    # A file that is no table (TOML saved as .txt) fails in one line: no polars hint under it.
+    notes = ws.root / "settings.txt"
     notes.write_text('[model]\nname = "churn"\nclasses = [0, 1]\n')
     with pytest.raises(MldeckError) as unreadable:
         training.train(load_workspace(ws.root), store, data_file=notes)
     assert "cannot read" in str(unreadable.value) and "\n" not in str(unreadable.value)
     assert "truncate_ragged_lines" not in str(unreadable.value)
+    # A folder, a file of another kind, a header alone: each said as what it is.
+    (ws.root / "header.csv").write_text("tenure,churned\n")
+    for data, said in ((ws.root, "a folder, not a file"),
+                       (ws.config_path, "not a data file mldeck reads ('.toml'"),
+                       (ws.root / "header.csv", "the data has a header and no rows")):  # fmt: skip
+        with pytest.raises(MldeckError, match=re.escape(said)):
+            training.train(load_workspace(ws.root), store, data_file=data)
     text = original.replace(
         "threads = 1\n", 'threads = 1\ntarget = "nope"\nestimator = "sklearn.nothing.Here"\n'
     )

@@ -43,7 +43,7 @@ import polars as pl
 from sqlalchemy import select
 
 from mldeck import provenance, tracking
-from mldeck.data.readers import ReadError, open_source
+from mldeck.data.readers import ReadError, open_source, unsupported_type
 from mldeck.errors import ConfigError, MldeckError, NotFound
 from mldeck.ml import evaluate as ev
 from mldeck.ml.gates import GateOutcome, check_gates
@@ -628,6 +628,12 @@ def _fit_and_evaluate(
     if nulls:
         frame = frame.filter(pl.col(spec.target).is_not_null())
         run.log(f"dropped {nulls} rows without a {spec.target} value", level="warning")
+    if frame.height == 0:
+        raise MldeckError(
+            f"no rows to learn from: the data has no rows with a {spec.target!r} value"
+            if nulls
+            else "no rows to learn from: the data has a header and no rows"
+        )
     if spec.task == "classification" and frame[spec.target].n_unique() < 2:
         raise MldeckError(f"the target {spec.target!r} has a single class; nothing to learn")
     if spec.task == "regression" and not frame.schema[spec.target].is_numeric():
@@ -791,7 +797,10 @@ def train(
     goes wrong."""
     spec = TrainSpec.from_workspace(workspace)
     if data_file is not None and not data_file.is_file():
-        raise MldeckError(f"cannot train on {data_file}: no such file")
+        what = "a folder, not a file" if data_file.is_dir() else "no such file"
+        raise MldeckError(f"cannot train on {data_file}: {what}")
+    if data_file is not None and (why := unsupported_type(data_file)) is not None:
+        raise MldeckError(f"cannot train on {data_file}: {why}")
     started = time.monotonic()
     with _start(workspace, spec, name=f"train {spec.model}", trigger=trigger) as run:
         step = _Steps(run, progress)
