@@ -1041,6 +1041,11 @@ def test_one_file_fixed_with_its_own_separator_and_read_with_it_later(ws, store,
     for version_id in (comma.version_id, semi.version_id):
         frame = open_version(ws, versions[version_id], "batch", check=True).collect()
         assert frame.columns == ["id", "amount", "kind", "note"] and frame.height == 3
+    # A Parquet or NDJSON file has no separator: asking for one is refused, not recorded.
+    ndjson = ingest_file(ws, store, put(tmp_path, "rows.ndjson",
+                                        '{"id": 9, "amount": 1.5, "kind": "a", "note": "x"}\n'))  # fmt: skip
+    with pytest.raises(MldeckError, match=r"is an NDJSON file: --separator is for CSV files"):
+        ingest.revalidate(ws, store, ndjson.version_id, separator=";")
 
 
 def test_revalidation_refuses_a_stored_copy_that_changed(ws, store, tmp_path):

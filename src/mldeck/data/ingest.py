@@ -30,6 +30,7 @@ from mldeck.data.readers import (
     ReadError,
     Source,
     check_separator,
+    detect_format,
     open_source,
     separator_for,
     stored_types,
@@ -342,6 +343,11 @@ def revalidate(
         raise MldeckError(f"cannot revalidate {label}: {exc}") from None
     settings = workspace.settings.data
     if separator is not None:
+        with open(stored, "rb") as fh:
+            kind = detect_format(stored, fh.read(8))
+        if kind != "csv":  # it would be recorded, and say a separator that was never used
+            what = "a Parquet" if kind == "parquet" else "an NDJSON"
+            raise MldeckError(f"{label} is {what} file: --separator is for CSV files")
         settings = settings.model_copy(update={"csv_separator": check_separator(separator)})
     run_id = _start_run(store, RunKind.VALIDATE, trigger, f"revalidate {label}",
                         {"sha256": version.sha256, "dataset": ds.name, "revalidates": label})  # fmt: skip
