@@ -663,3 +663,49 @@ async def test_a_long_param_value_is_shown_whole_under_the_params(seeded) -> Non
         await pilot.press("j")
         await settle(pilot)
         assert str(whole.render()) == "seed: 42"
+
+
+async def test_a_cursor_on_the_newest_run_follows_new_runs_and_another_keeps_its_run(seeded):
+    """The Overview's last runs kept the cursor on the run it was on when the console opened:
+    new runs arrived above it, scrolled out of view, and Enter opened an old run."""
+    workspace, store = seeded
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        last = app.screen.query_one("#last-runs", DeckTable)
+        assert last.selected_key() == "8"
+        first = add_training(store, status="succeeded")
+        await until(pilot, lambda: table_ids(last)[0] == first)
+        assert last.selected_key() == str(first) and last.cursor_row == 0
+        await pilot.press("2")
+        await settle(pilot)
+        runs = app.screen.query_one("#runs-table", DeckTable)
+        runs.focus()
+        await pilot.press("j", "j")  # a run chosen further down stays chosen
+        chosen = runs.selected_key()
+        second = add_training(store, status="succeeded")
+        await until(pilot, lambda: table_ids(runs)[0] == second)
+        assert runs.selected_key() == chosen
+
+
+async def test_a_table_scrolled_sideways_stays_there_when_it_reloads(seeded) -> None:
+    """The Jobs table reloads every few seconds: it jumped back to the left each time, so the
+    columns past 80 could not be read."""
+    from mldeck.jobs.schedules import add
+
+    workspace, store = seeded
+    add(store, "nightly-train-with-a-rather-long-name-" + "x" * 40, "train", cron="0 2 * * *")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("7")
+        await settle(pilot)
+        table = app.screen.query_one("#jobs-table", DeckTable)
+        table.focus()
+        for _ in range(30):
+            await pilot.press("right")
+        await settle(pilot)
+        assert table.scroll_x > 0
+        scrolled = table.scroll_x
+        app.screen.reload()
+        await settle(pilot)
+        assert table.scroll_x == scrolled

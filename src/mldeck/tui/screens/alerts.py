@@ -51,7 +51,7 @@ class AlertsScreen(DeckScreen):
         self._alerts: dict[str, Alert] = {}
 
     def compose_body(self) -> ComposeResult:
-        yield DeckTable(id="alerts-table")
+        yield DeckTable(id="alerts-table", follow_top=True)
         yield Plain(id="alert-detail")
 
     def on_mount(self) -> None:

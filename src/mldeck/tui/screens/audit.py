@@ -47,7 +47,7 @@ class AuditScreen(DeckScreen):
         self._covered = 0  # events the last verification covered
 
     def compose_body(self) -> ComposeResult:
-        yield DeckTable(id="audit-table")
+        yield DeckTable(id="audit-table", follow_top=True)
         yield Plain(id="audit-detail")
         yield Plain(id="audit-status")
 

@@ -96,7 +96,7 @@ class DataScreen(DeckScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Plain(id="data-running")
-        yield DeckTable(id="data-table")
+        yield DeckTable(id="data-table", follow_top=True)
         yield Plain(id="data-status")
 
     def on_mount(self) -> None:

@@ -105,7 +105,7 @@ class ModelsScreen(DeckScreen):
         self._training: list[RunRow] = []  # trainings under way, as last read
 
     def compose_body(self) -> ComposeResult:
-        yield DeckTable(id="models-table")
+        yield DeckTable(id="models-table", follow_top=True)
         yield Plain(id="models-status")
 
     def action_train(self) -> None:

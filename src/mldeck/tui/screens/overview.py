@@ -64,7 +64,7 @@ class OverviewScreen(DeckScreen):
             yield Card(id="card-alerts")
         yield Packed(id="kpi-line")
         yield Packed(id="store-line")
-        table = DeckTable(id="last-runs")
+        table = DeckTable(id="last-runs", follow_top=True)
         table.border_title = "Last runs"
         yield table
 

@@ -96,7 +96,7 @@ class RunsScreen(DeckScreen):
             placeholder="/ filter: name, id, status:failed kind:train trigger:schedule",
             id="runs-filter",
         )
-        yield DeckTable(id="runs-table")
+        yield DeckTable(id="runs-table", follow_top=True)
         yield Plain(id="runs-status")
 
     def on_mount(self) -> None:

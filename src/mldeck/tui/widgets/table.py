@@ -23,10 +23,13 @@ class DeckTable(DataTable):
         Binding("ctrl+u", "page_up", "Page up", show=False),
     ]
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, *, follow_top: bool = False, **kwargs) -> None:
+        """*follow_top*: a list whose newest row comes first; a cursor on its top row stays on
+        the top row as new rows arrive (it kept its row, scrolled below the new ones)."""
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("zebra_stripes", False)
         super().__init__(**kwargs)
+        self.follow_top = follow_top
 
     def add_column(self, label: TextType, **kwargs: Any) -> ColumnKey:
         """A column whose label is shown as written: labels name a file's columns."""
@@ -48,11 +51,16 @@ class DeckTable(DataTable):
         Text cells are shown as they are: what comes from files and users (a check's detail
         naming ``[data] csv_separator``, a run's name) is never read as markup."""
         current = self.selected_key()
+        at_top = self.follow_top and self.cursor_row == 0
+        scroll_x = self.scroll_x  # clear() scrolls back to the left: a reload every few seconds
         self.clear()
         for key, cells in rows:
             self.add_row(*(Text(c) if isinstance(c, str) else c for c in cells), key=key)
-        if current is not None and current in self.rows:
+        if current is not None and current in self.rows and not at_top:
             self.move_cursor(row=self.get_row_index(current), animate=False)
+        if scroll_x:
+            # Once the new rows are measured (the table is as wide as before, or narrower).
+            self.call_after_refresh(self.scroll_to, x=scroll_x, animate=False, immediate=True)
 
     def selected_key(self) -> str | None:
         if self.row_count == 0:
