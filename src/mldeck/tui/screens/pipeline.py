@@ -147,6 +147,11 @@ class PipelineScreen(DeckScreen):
         return lines
 
     def on_resize(self) -> None:
+        # Drawn once the new layout is in place: drawn now, the boxes sized for the new width
+        # were wrapped at the graph's old width.
+        self.call_after_refresh(self._redraw)
+
+    def _redraw(self) -> None:
         if self._view is not None:
             self.query_one("#pipeline-graph", Static).update(self.draw(self._view))
 
