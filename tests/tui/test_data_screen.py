@@ -156,6 +156,10 @@ async def test_rejected_version_lists_its_failed_checks_first(data_seeded) -> No
         assert "· it rejects the batch" in static_text(line)
         await pilot.press("j")
         await until(pilot, lambda: names[1] in static_text(line))
+        await pilot.press("G")  # a passed check: what a failure would have meant, not "failing"
+        await until(pilot, lambda: " passed: " in static_text(line))
+        assert "· had it failed, it would " in static_text(line)
+        assert "failing" not in static_text(line)
         await pilot.press("escape")
         assert isinstance(app.screen, DataScreen)
 

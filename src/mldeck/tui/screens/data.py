@@ -444,7 +444,7 @@ class VersionDetailScreen(DeckScreen):
         if severity in ("error", "warning"):
             if status == "pass":
                 means = "would reject the batch" if severity == "error" else "would only warn"
-                text.append(f" · failing, it {means}", style="dim")
+                text.append(f" · had it failed, it {means}", style="dim")
             else:
                 means = "rejects the batch" if severity == "error" else "only warns"
                 text.append(f" · it {means}", style="dim")
