@@ -709,3 +709,13 @@ async def test_a_table_scrolled_sideways_stays_there_when_it_reloads(seeded) -> 
         app.screen.reload()
         await settle(pilot)
         assert table.scroll_x == scrolled
+
+
+async def test_the_palette_offers_help_not_textuals_sticky_keys_panel(seeded) -> None:
+    """'Keys' docked Textual's panel on the right until chosen again, squeezing the top bar;
+    Help ('?') says every screen's keys."""
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Help" in titles and "Keys" not in titles and "Quit" in titles

@@ -404,7 +404,11 @@ class MldeckApp(App):
             "Refresh", "Reload the current screen from the store", self.action_refresh
         )
         yield SystemCommand("Help", "What this screen shows and its keys", self.action_help)
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            # Textual's keys panel repeats the help and stays docked, squeezing the top bar,
+            # until it is chosen again; '?' (Help) says the keys of every screen.
+            if command.title != "Keys":
+                yield command
 
     def _runs_filtered(self, text: str) -> None:
         self.switch_mode("runs")
