@@ -719,3 +719,26 @@ async def test_the_palette_offers_help_not_textuals_sticky_keys_panel(seeded) ->
         await settle(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert "Help" in titles and "Keys" not in titles and "Quit" in titles
+
+
+async def test_a_long_watcher_line_is_cut_in_its_toast_and_a_repeated_notice_is_one(seeded):
+    """A rejection with its reasons ran to 20 lines over the tables at 80x24; '[' at the oldest
+    report stacked the same notice again and again."""
+    from mldeck.tui.app import WATCHER_TOAST_CHARS, MldeckApp
+
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        line = "notes.txt: churn:v11 rejected: " + "; ".join(
+            f"categories(col{i}): 12 values outside the reference's categories" for i in range(6)
+        )
+        app.post_message(MldeckApp.WatcherSaid(line))
+        await until(pilot, lambda: len(app._notifications) == 1)
+        (toast,) = [str(n.message) for n in app._notifications]
+        assert toast.startswith("notes.txt: churn:v11 rejected: categories(col0)")
+        assert toast.endswith("… (the Data screen has it all)")
+        assert len(toast) < WATCHER_TOAST_CHARS + 40
+        for _ in range(3):
+            app.notify("this is the oldest report")
+        await settle(pilot)
+        assert [str(n.message) for n in app._notifications].count("this is the oldest report") == 1

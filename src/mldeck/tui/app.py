@@ -36,6 +36,9 @@ from mldeck.workspace import Workspace
 
 # Notifications shown at once: the oldest information gives way to a new one.
 MAX_TOASTS = 3
+# A watcher line beyond this is cut in its toast (a rejection with its reasons ran to 20 lines
+# over the tables at 80x24).
+WATCHER_TOAST_CHARS = 160
 # What ctrl+c says: 'q' is the console's key, ctrl+q Textual's, which also works in a text field.
 QUIT_HINT = "Press q to quit (or ctrl+q, which also works while typing in a field)."
 
@@ -209,7 +212,10 @@ class MldeckApp(App):
             severity = "warning"
         else:
             severity = "information"
-        self.notify(event.text, severity=severity, timeout=8)
+        text = event.text
+        if len(text) > WATCHER_TOAST_CHARS:  # the reasons in full are on the Data screen
+            text = text[: WATCHER_TOAST_CHARS - 1].rstrip() + "… (the Data screen has it all)"
+        self.notify(text, severity=severity, timeout=8)
         if "moved to" in lowered and isinstance(self.screen, DataScreen):
             self.screen.reload()  # a file quarantined without a version: the store did not change
 
@@ -339,6 +345,9 @@ class MldeckApp(App):
         once, the oldest information giving way (a demo feed's stream of batches covered most
         of an 80x24 screen, a dialog's buttons included); warnings and errors stay their time."""
         shown = list(self._notifications)
+        for same in [n for n in shown if n.message == event.notification.message]:
+            self._unnotify(same, refresh=False)  # said again: one toast, shown anew
+            shown.remove(same)
         informative = [n for n in shown if n.severity == "information"]
         for old in informative[: max(0, len(shown) - MAX_TOASTS + 1)]:
             self._unnotify(old, refresh=False)
