@@ -1032,8 +1032,8 @@ def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
             table.add_row(*cells)
         out.print(table, markup=False)
         if champion and not detail.champion_same_holdout:
-            out.print(f"  {champion}'s figures are from its own holdout, not this version's: the "
-                      "deltas compare different data", markup=False)  # fmt: skip
+            out.print(f"  {champion}'s figures are from its own holdout, not this version's: "
+                      "no delta between figures on different data", markup=False)  # fmt: skip
     if detail.gates:
         _heading("Gates")
         table = _table(*("RESULT", "GATE", "METRIC", "VALUE", "THRESHOLD", "DETAIL"), wrap="DETAIL")

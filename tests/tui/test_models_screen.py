@@ -13,7 +13,7 @@ from textual.widgets import Static
 
 from mldeck.ml.registry import register_version
 from mldeck.store.engine import Store
-from mldeck.store.models import Alias, Approval, GateResult, Run
+from mldeck.store.models import Alias, Approval, GateResult, ModelVersion, Run
 from mldeck.store.queries import champions
 from mldeck.tui.screens.confirm import ConfirmScreen
 from mldeck.tui.screens.models import ModelsScreen, ModelVersionScreen
@@ -274,7 +274,21 @@ async def test_metrics_side_by_side_with_the_champion(models_seeded) -> None:
         assert headers == ["METRIC", "THIS", "CHURN:1", "DELTA"]
         assert metrics.get_row("roc_auc")[1].plain == "0.731"
         assert metrics.get_row("roc_auc")[2].plain == "0.812"
+        # The champion's figures come from its own training's holdout: no delta, said why.
+        assert metrics.get_row("roc_auc")[3].plain == ""
+        assert "on its own holdout" in str(metrics.border_subtitle)
+    # Trained beside the champion: its training evaluated churn:1 on the same holdout.
+    with store.write() as session:
+        version = session.get(ModelVersion, 2)
+        version.metrics = {**version.metrics,
+                           "champion": {"model_version_id": 1, "metrics": {"roc_auc": 0.812}}}  # fmt: skip
+        session.add(version)
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 2)
+        metrics = detail.query_one("#model-metrics", DeckTable)
         assert metrics.get_row("roc_auc")[3].plain == "-0.081"
+        assert not metrics.border_subtitle
 
 
 async def test_approve_through_the_dialog(models_seeded) -> None:

@@ -872,13 +872,19 @@ class MetricComparison:
     key: str
     value: float | None
     champion: float | None
+    # Both figures from this version's holdout; False when the champion's come from its own
+    # training on another holdout: each version then looked better than the other from its
+    # own screen.
+    same_holdout: bool = True
 
     @property
     def delta(self) -> float | None:
-        """This version's figure less the champion's; none for a count (holdout rows, a slice's
-        rows, calibration bins): two holdouts of other sizes are not one model better than the
-        other."""
+        """This version's figure less the champion's, on the same holdout; none for a count
+        (holdout rows, a slice's rows, calibration bins): two holdouts of other sizes are not
+        one model better than the other."""
         if self.value is None or self.champion is None or self.is_count:
+            return None
+        if not self.same_holdout:
             return None
         return self.value - self.champion
 
@@ -1073,7 +1079,7 @@ def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDet
         )
         theirs = numeric_metrics(beside["metrics"] if same_holdout else champion.metrics)
     comparison = [
-        MetricComparison(key, mine.get(key), theirs.get(key))
+        MetricComparison(key, mine.get(key), theirs.get(key), same_holdout or champion is None)
         for key in [*mine, *(k for k in theirs if k not in mine)]
     ]
     return ModelVersionDetail(
