@@ -742,3 +742,26 @@ async def test_a_long_watcher_line_is_cut_in_its_toast_and_a_repeated_notice_is_
             app.notify("this is the oldest report")
         await settle(pilot)
         assert [str(n.message) for n in app._notifications].count("this is the oldest report") == 1
+
+
+async def test_a_read_only_console_says_another_process_watches_incoming(seeded) -> None:
+    """It said 'not watched (read-only)' while another console ingested every file dropped."""
+    from mldeck.data.watcher import IncomingWatcher
+
+    workspace, store = seeded
+    app = make_app(workspace, store, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.watcher_state == "not watched (read-only)"
+        other = IncomingWatcher(workspace, store)
+        assert other.start()
+        try:
+            await until(pilot, lambda: app.watcher_state == "watched by another process")
+            app.screen.reload()
+            await until(pilot, lambda: any("watched by another process" in item.plain
+                                           for _, items in app.screen.query_one("#store-line").rows
+                                           for item in items))  # fmt: skip
+        finally:
+            other.stop()
+        await until(pilot, lambda: app.watcher_state == "not watched (read-only)")
+        assert app.watcher is None  # it never watches

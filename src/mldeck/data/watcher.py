@@ -155,6 +155,27 @@ def describe(outcome: IngestOutcome, name: str) -> str:
     return line
 
 
+def watched_elsewhere(workspace: Workspace) -> bool:
+    """Whether a watcher (a console, the daemon) watches *workspace* now, asked without
+    writing (a read-only console's question): its lock file is held. The lock is tried and let
+    go at once; a watcher starting in that instant tries again at its next look."""
+    import fcntl
+
+    try:
+        fd = os.open(workspace.state_dir / LOCK_NAME, os.O_RDONLY)
+    except OSError:  # no lock file: nobody ever watched, or it cannot be read
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class IncomingWatcher:
     """Watches ``data/incoming/`` and ingests every complete file once.
 

@@ -172,7 +172,7 @@ class MldeckApp(App):
     def _start_watcher(self) -> None:
         """Watch data/incoming/ in a background thread (one watcher per workspace)."""
         if self.read_only or not self.watch_incoming:
-            self.watcher_state = "not watched (read-only)" if self.read_only else "not watched"
+            self._look_at_watching()
             return
         from mldeck.data.watcher import IncomingWatcher
 
@@ -183,7 +183,23 @@ class MldeckApp(App):
             self._standby_watcher = self.watcher
             self.watcher, self.watcher_state = None, "watched by another process"
 
+    def _look_at_watching(self) -> None:
+        """What a console that does not watch says: whether another process watches."""
+        from mldeck.data.watcher import watched_elsewhere
+
+        if watched_elsewhere(self.workspace):
+            self.watcher_state = "watched by another process"
+        else:
+            self.watcher_state = "not watched (read-only)" if self.read_only else "not watched"
+
     def _take_over_watching(self) -> None:
+        if (
+            self.watcher is None
+            and self._standby_watcher is None
+            and (self.read_only or not self.watch_incoming)
+        ):
+            self._look_at_watching()  # the other watcher may have started or stopped
+            return
         standby = self._standby_watcher
         if standby is None or not standby.start():
             return
