@@ -229,6 +229,13 @@ async def test_quarantined_rows_show_the_reason_first(data_seeded) -> None:
         assert any("categories(plan)" in r for r in reasons)
         status = static_text(detail.query_one("#rows-status"))
         assert f"{rows.row_count} offending rows in data/quarantine/churn-v4.rows.parquet" in status
+        # The highlighted row's reasons in full under the table (the REASON cell is cut).
+        widest = max(range(rows.row_count), key=lambda i: len(reasons[i]))
+        rows.move_cursor(row=widest)
+        await settle(pilot)
+        said = static_text(detail.query_one("#row-detail"))
+        assert said.startswith(f"row {column(rows, 1)[widest]}: ")
+        assert reasons[widest] in said.replace("\n", "")
 
 
 async def test_warned_and_accepted_versions(data_seeded) -> None:

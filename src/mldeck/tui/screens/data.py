@@ -272,6 +272,7 @@ class VersionDetailScreen(DeckScreen):
                 yield Plain(id="check-detail")
             with TabPane("Quarantined rows", id="rows"):
                 yield DeckTable(id="version-rows")
+                yield Plain(id="row-detail")
                 yield Plain(id="rows-status")
             with TabPane("Profile", id="profile"):
                 yield DeckTable(id="version-profile")
@@ -465,6 +466,24 @@ class VersionDetailScreen(DeckScreen):
             table.add_columns(*offending.columns)
         table.replace_rows(offending.rows)
         self.query_one("#rows-status", Static).update(offending.origin)
+        self._show_row_detail()
+
+    @on(DataTable.RowHighlighted, "#version-rows")
+    def _show_row_detail(self) -> None:
+        """The highlighted row's reasons in full under the table (its REASON cell is cut)."""
+        line = self.query_one("#row-detail", Static)
+        table = self.query_one("#version-rows", DeckTable)
+        key = table.selected_key()
+        headers = [str(c.label) for c in table.columns.values()]
+        if key is None or not headers or headers[0] != "REASON":
+            line.update("")
+            return
+        cells = [c.plain if isinstance(c, Text) else str(c) for c in table.get_row(key)]
+        text = Text()
+        if len(headers) > 1 and headers[1] == "ROW":
+            text.append(f"row {cells[1]}: ", style="bold")
+        text.append(cells[0])
+        line.update(text)
 
     def _show_profile(self, view: VersionView) -> None:
         table = self.query_one("#version-profile", DeckTable)
