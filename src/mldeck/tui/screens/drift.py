@@ -35,7 +35,7 @@ from mldeck.tui.widgets.histogram import (
     spread_ticks,
 )
 from mldeck.tui.widgets.table import DeckTable
-from mldeck.tui.widgets.text import Plain
+from mldeck.tui.widgets.text import Packed, Plain
 
 REPORTS_SHOWN = 200
 TIMELINE = 30  # batches drawn over time
@@ -187,7 +187,7 @@ class DriftScreen(DeckScreen):
         self._features_of: int | None = None  # the report whose features the table shows
 
     def compose_body(self) -> ComposeResult:
-        yield Plain(id="drift-summary")
+        yield Packed(id="drift-summary")
         features = DeckTable(id="drift-features")
         batches = DeckTable(id="drift-batches")
         with TabbedContent(initial="drift-features-pane", id="drift-tabs"):
@@ -248,61 +248,59 @@ class DriftScreen(DeckScreen):
         return view.detail.row.batch if view and view.detail else ""
 
     def _show_summary(self, view: DriftView) -> None:
-        summary = self.query_one("#drift-summary", Static)
-        summary.set_class(view.detail is None, "empty")  # the sentence wraps, not cut at 80
+        summary = self.query_one("#drift-summary", Packed)
         if view.detail is None:
-            summary.update(Text(
+            summary.update([("", [Text(
                 "No batch has been checked for drift yet: press d on a version of the Data "
                 "screen (3), or run 'mldeck drift check BATCH'.", style="dim",
-            ))  # fmt: skip
+            )])])  # fmt: skip
             return
         self.sync_topbar()
         s, row = view.detail.summary, view.detail.row
         var = self.app.theme_variables
         failed = rich_color(var.get("status-failed", ""))
         ok = rich_color(var.get("status-succeeded", ""))
-        # Most telling first: at 80 columns a line loses its end (the check's time, the holdout).
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(f"{row.batch}", style="bold")
-        text.append(f" vs {view.detail.reference} · ")
-        text.append(f"{row.n_drifted}/{row.n_features} drifted ({row.drift_share:.0%}) ")
+        # Most telling first; on a narrow terminal the items at the ends of the lines (the
+        # check's time, the holdout) go to a line of their own, never cut off.
+        drift = Text(f"{row.n_drifted}/{row.n_features} drifted ({row.drift_share:.0%}) ")
         if row.dataset_drift:
-            text.append("DATASET DRIFT", style=f"bold {failed}")
+            drift.append("DATASET DRIFT", style=f"bold {failed}")
         else:
-            text.append("no dataset drift", style=ok)
+            drift.append("no dataset drift", style=ok)
+        first = [Text(f"vs {view.detail.reference}"), drift]
         multi = s.get("multivariate")
         if multi:
-            text.append(" · joint ")
-            text.append("drift" if multi["drifted"] else "ok",
-                        style=f"bold {failed}" if multi["drifted"] else ok)  # fmt: skip
-        text.append(f" · {fmt.when(row.created_at)}", style="dim")
-        text.append("\n")
+            first.append(Text.assemble("joint ", ("drift", f"bold {failed}") if multi["drifted"]
+                                       else ("ok", ok)))  # fmt: skip
+        first.append(Text(f"checked {fmt.when_short(row.created_at)}", style="dim"))
         est = s.get("estimated")
         realized = s.get("realized") or {}
         metric = (est or {}).get("metric") or "roc_auc"
+        second: list[Text] = []
         if s.get("model"):
-            text.append(f"{s['model']} ", style="bold")
-            text.append(f"{metric} ")
+            judged = Text(f"{metric}")
             if est and est.get("value") is not None:
-                text.append(f"estimated {est['value']:.3f}")
+                judged.append(f" estimated {est['value']:.3f}")
                 if est.get("lower") is not None:
-                    text.append(f" [{est['lower']:.3f}, {est['upper']:.3f}]")
-                text.append(" · ")
+                    judged.append(f" [{est['lower']:.3f}, {est['upper']:.3f}]")
+            second.append(judged)
             if realized.get(metric) is not None:
-                text.append(f"realized {realized[metric]:.3f}", style="bold")
+                second.append(Text(f"realized {realized[metric]:.3f}", style="bold"))
             else:
-                text.append("no labels yet", style="dim")
+                second.append(Text("no labels yet", style="dim"))
             if est and est.get("reference") is not None:
-                text.append(f" (holdout {est['reference']:.3f})", style="dim")
+                second.append(Text(f"holdout {est['reference']:.3f}", style="dim"))
+            model = str(s["model"])
         else:
             # What this report scored, not the registry now: a champion promoted since did not
             # score this batch (the top bar names it); a re-check does.
-            text.append("no champion when checked: features only", style="dim")
+            second.append(Text("no champion when checked: features only", style="dim"))
             now = self.deck.champion_label
             if now:
                 again = "champion now" if self.deck.read_only else "c re-checks with"
-                text.append(f" · {again} {now}", style="dim")
-        summary.update(text)
+                second.append(Text(f"{again} {now}", style="dim"))
+            model = ""
+        summary.update([(row.batch, first), (model, second)])
 
     def _show_features(self, view: DriftView) -> None:
         table = self.query_one("#drift-features", DeckTable)
