@@ -145,6 +145,15 @@ async def test_batches_and_the_timeline(drift_seeded) -> None:
         timeline = app.screen.query_one("#drift-timeline", TimelinePlot)
         assert [r.batch for r in timeline.rows] == ["churn:v2", "churn:v3", "churn:v5"]
         assert [r.alerts > 0 for r in timeline.rows] == [False, False, True]
+        # What the lines are is said beside the charts (plotext's legend hid the first points).
+        legend = str(app.screen.query_one("#drift-timeline-legend").render())
+        assert "drift share %" in legend and "threshold" in legend and "▲ alerts" in legend
+        assert "drift share" not in "".join(screen_lines(app, "#drift-timeline"))
+        # A bigger window: the charts are built again for it (they kept the old size).
+        await pilot.resize_terminal(120, 34)
+        await settle(pilot)
+        tops = [line for line in screen_lines(app, "#drift-timeline") if "┌" in line]
+        assert tops and all(len(line) > 110 for line in tops), tops
 
 
 async def test_back_on_the_newest_report_the_screen_follows_new_checks(drift_seeded) -> None:
@@ -375,3 +384,12 @@ def test_alerts_snapshot(snap_compare, drift_seeded) -> None:
         await settle(pilot)
 
     assert snap_compare(make_app(*drift_seeded), run_before=go, terminal_size=SIZE)
+
+
+def screen_lines(app, selector: str) -> list[str]:
+    """The lines a widget shows on the screen now, as text."""
+    widget = app.screen.query_one(selector)
+    region = widget.region
+    strips = app.screen._compositor.render_strips()
+    return [strips[y].crop(region.x, region.right).text.rstrip()
+            for y in range(region.y, region.bottom)]  # fmt: skip

@@ -4,6 +4,7 @@ performance (estimated with its band, realized) over time with the batches that 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,11 +98,47 @@ class TimelinePlot(PlotextPlot):
         except ColorParseError:
             return (128, 128, 128)
 
+    def on_resize(self) -> None:
+        # The subplots keep the size they were built for: drawn again for the new one.
+        self.call_after_refresh(self._redraw)
+
+    def _redraw(self) -> None:
+        """Drawn again with what it shows when it runs (rows given since are not undone)."""
+        self.draw(self.rows, self.threshold)
+
+    def legend(self) -> list[tuple[str, list[Text]]]:
+        """What the lines and marks are, said beside the charts rather than over them (plotext's
+        legend hid the first batches' points)."""
+        if not self.rows:
+            return []
+        primary, accent = (
+            rich_color_of(self._color("primary")),
+            rich_color_of(self._color("accent")),
+        )
+        alarm, muted = rich_color_of(self._color("status-failed")), rich_color_of(
+            self._color("status-muted"))  # fmt: skip
+        metric = next((r.metric for r in self.rows if r.metric), "metric")
+        top = [Text.assemble(("■ ", primary), "drift share %")]
+        if self.threshold is not None:
+            top.append(Text.assemble(("■ ", alarm), "threshold"))
+        top.append(Text.assemble(("▲ ", alarm), "alerts"))
+        bottom = []
+        if any(r.estimated is not None for r in self.rows):
+            bottom.append(Text.assemble(("■ ", accent), f"estimated {metric} (· 95 % band)"))
+        if any(r.realized is not None for r in self.rows):
+            bottom.append(Text.assemble(("■ ", muted), f"realized {metric}"))
+        return [
+            ("Top", top),
+            ("Below", bottom or [Text("no estimate nor labels yet", style="dim")]),
+        ]
+
     def draw(self, rows: list[ReportRow], threshold: float | None) -> None:
         self.rows, self.threshold = rows, threshold
         plt = self.plt
         plt.clear_figure()
         if rows:
+            # A tick label every other row at most: two on one row overwrite each other.
+            most = max(2, min(5, (max(self.size.height // 2 - 3, 2)) // 2 + 1))
             xs = list(range(1, len(rows) + 1))
             labels = [r.batch.rpartition(":")[2] for r in rows]
             ticks = spread_ticks(len(xs), 8)
@@ -109,51 +146,78 @@ class TimelinePlot(PlotextPlot):
             plt.subplots(2, 1)
             top = plt.subplot(1, 1)
             shares = [r.drift_share * 100 for r in rows]
-            top.plot(xs, shares, color=self._color("primary"), marker="braille",
-                     label="drift share %")  # fmt: skip
+            top.plot(xs, shares, color=self._color("primary"), marker="braille")
             top.scatter(xs, shares, color=self._color("primary"), marker="●")
             if threshold is not None:
-                top.plot(xs, [threshold * 100] * len(xs), color=alert_color, marker="braille",
-                         label="threshold")  # fmt: skip
+                top.plot(xs, [threshold * 100] * len(xs), color=alert_color, marker="braille")
             alerted = [(x, r.drift_share * 100) for x, r in zip(xs, rows, strict=True) if r.alerts]
             if alerted:
                 top.scatter([a[0] for a in alerted], [a[1] for a in alerted], marker="▲",
-                            color=alert_color, label="alert")  # fmt: skip
+                            color=alert_color)  # fmt: skip
             top.xticks([xs[i] for i in ticks], [labels[i] for i in ticks])
-            top.ylim(
-                0, max(100 * max(r.drift_share for r in rows), 100 * (threshold or 0), 1) * 1.1
-            )
+            upper = max(100 * max(r.drift_share for r in rows), 100 * (threshold or 0), 1) * 1.1
+            top.ylim(0, upper)
+            top.yticks(*nice_ticks(0, upper, most))
             bottom = plt.subplot(2, 1)
-            metric = next((r.metric for r in rows if r.metric), "metric")
+            figures: list[float] = []
             est = [(x, r) for x, r in zip(xs, rows, strict=True) if r.estimated is not None]
             if est:
                 color = self._color("accent")
                 bottom.plot([x for x, _ in est], [r.estimated for _, r in est], color=color,
-                            marker="braille", label=f"estimated {metric}")  # fmt: skip
+                            marker="braille")  # fmt: skip
                 bottom.scatter([x for x, _ in est], [r.estimated for _, r in est], color=color,
                                marker="●")  # fmt: skip
+                figures += [r.estimated for _, r in est]
                 band = [(x, r) for x, r in est if r.estimated_lower is not None]
                 if band:
                     for side in ("estimated_lower", "estimated_upper"):
-                        bottom.plot([x for x, _ in band], [getattr(r, side) for _, r in band],
-                                    color=color, marker="·")  # fmt: skip
+                        values = [getattr(r, side) for _, r in band]
+                        bottom.plot([x for x, _ in band], values, color=color, marker="·")
+                        figures += values
             real = [
                 (x, r.realized) for x, r in zip(xs, rows, strict=True) if r.realized is not None
             ]
             if real:
                 muted = self._color("status-muted")
                 bottom.plot([x for x, _ in real], [v for _, v in real], color=muted,
-                            marker="braille", label=f"realized {metric}")  # fmt: skip
+                            marker="braille")  # fmt: skip
                 bottom.scatter([x for x, _ in real], [v for _, v in real], color=muted,
                                marker="●")  # fmt: skip
+                figures += [v for _, v in real]
             perf_alerts = [(x, r.realized if r.realized is not None else r.estimated)
                            for x, r in zip(xs, rows, strict=True)
                            if r.alerts and (r.realized is not None or r.estimated is not None)]  # fmt: skip
             if perf_alerts:
                 bottom.scatter([a[0] for a in perf_alerts], [a[1] for a in perf_alerts],
                                marker="▲", color=alert_color)  # fmt: skip
+            if figures:
+                low, high = min(figures), max(figures)
+                pad = max(high - low, 0.01) * 0.05
+                bottom.ylim(low - pad, high + pad)
+                bottom.yticks(*nice_ticks(low - pad, high + pad, most))
             bottom.xticks([xs[i] for i in ticks], [labels[i] for i in ticks])
         self.refresh()
+
+
+def rich_color_of(rgb: tuple[int, int, int]) -> str:
+    return f"rgb({rgb[0]},{rgb[1]},{rgb[2]})"
+
+
+def nice_ticks(low: float, high: float, most: int = 5) -> tuple[list[float], list[str]]:
+    """At most *most* evenly spaced round values within [low, high] and their labels (plotext's
+    own fell unevenly on a short chart: 26.2, 21.8, 13.1, 8.7, 0.0)."""
+    span = max(high - low, 1e-9)
+    raw = span / max(most - 1, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(low / step) * step
+    values = []
+    value = first
+    while value <= high + step * 1e-9:
+        values.append(round(value, 10))
+        value += step
+    digits = next(d for d in range(10) if abs(round(step, d) - step) < step * 1e-6)
+    return values, [f"{v:.{digits}f}" for v in values]
 
 
 class DriftScreen(DeckScreen):
@@ -198,6 +262,7 @@ class DriftScreen(DeckScreen):
             with TabPane("Batches", id="drift-batches-pane"):
                 yield batches
             with TabPane("Over time", id="drift-time-pane"):
+                yield Packed(id="drift-timeline-legend")
                 yield TimelinePlot(id="drift-timeline")
 
     def on_mount(self) -> None:
@@ -241,7 +306,9 @@ class DriftScreen(DeckScreen):
         self._show_features(view)
         self._show_batches(view)
         threshold = view.detail.summary.get("share_threshold") if view.detail else None
-        self.query_one("#drift-timeline", TimelinePlot).draw(view.timeline, threshold)
+        plot = self.query_one("#drift-timeline", TimelinePlot)
+        plot.draw(view.timeline, threshold)
+        self.query_one("#drift-timeline-legend", Packed).update(plot.legend())
 
     def subtitle(self) -> str:
         view = self._view
