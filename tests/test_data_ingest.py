@@ -495,6 +495,25 @@ def test_content_stored_as_a_batch_cannot_silently_become_a_reference(ws, store,
     assert again.duplicate and again.version_id == ref.version_id != batch.version_id
 
 
+def test_a_new_reference_says_which_it_replaces(workspace, tmp_path):
+    """--reference on a dataset that had one swapped what every batch is compared with, with
+    nothing said (and mldeck.toml still naming the old file)."""
+    first = put(tmp_path, "ref.csv", GOOD)
+    ws = _with_reference(workspace, first)
+    store = open_workspace_store(ws)
+    try:
+        assert ingest_file(ws, store, first, as_reference=True).notes == []
+        newer = ingest_file(ws, store, put(tmp_path, "ref2.csv", WARNED), as_reference=True)
+        assert newer.notes == [
+            "events:v2 replaces events:v1 as the reference of events: batches are validated and "
+            f"checked for drift against it from now on ([data] reference in mldeck.toml still "
+            f"names {first})"
+        ]
+        assert [row.version for row in list_versions(store)[0] if row.is_reference] == [2]
+    finally:
+        store.close()
+
+
 def _with_reference(workspace: Workspace, reference: Path, expectations: str = EXPECTATIONS):
     return configure(workspace, expectations.replace(
         'id_column = "id"', f'id_column = "id"\nreference = "{reference}"'))  # fmt: skip

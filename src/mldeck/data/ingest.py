@@ -618,8 +618,23 @@ def _record(
                 f"{source_name} was ingested by another process at the same time"
             ) from None
         if as_reference and result.status != "rejected":
+            previous = ds.reference_version_id
             ds.reference_version_id = version.id
             session.add(ds)
+            if previous is not None and previous != version.id:  # said: batches compare anew
+                before = session.get(DatasetVersion, previous)
+                note = (f"{dataset}:v{number} replaces {dataset}:v{before.version} as the "
+                        f"reference of {dataset}: batches are validated and checked for drift "
+                        "against it from now on")  # fmt: skip
+                configured = workspace.settings.data.reference
+                named = configured and (workspace.root / configured).resolve()
+                if (
+                    named
+                    and dataset == workspace.settings.data.dataset
+                    and named != Path(source).resolve()
+                ):
+                    note += f" ([data] reference in mldeck.toml still names {configured})"
+                notes.append(note)
         now = utcnow()
         for run_id, role in ((ingest_run, "output"), (validate_run, "input")):
             run = session.get(Run, run_id)
