@@ -42,9 +42,12 @@ def _open_jobs() -> tuple[Workspace, Store]:
 
     ws, store = _open()
     try:
-        sync_from_settings(store, ws.settings.jobs)
+        changes = sync_from_settings(store, ws.settings.jobs)
     except OperationalError as exc:
         raise store_write_error(ws, exc) from None
+    for change in changes:  # a config entry shadowed by a CLI schedule: said, not ignored
+        if change.change == "kept":
+            print(f"mldeck: warning: {change.describe()}", file=sys.stderr)
     return ws, store
 
 
