@@ -142,13 +142,13 @@ def test_add_with_params_and_remove(ws, cli):
 def test_a_config_schedule_shadowed_by_a_cli_one_is_said_by_jobs_list(ws, cli):
     """`jobs add X` then `[jobs.schedules.X]` in mldeck.toml: the entry was ignored in silence
     (only a running scheduler said so)."""
-    assert cli("jobs", "add", "nightly", "--kind", "health", "--every", "5m",
+    assert cli("jobs", "add", "sweep", "--kind", "health", "--every", "5m",
                cwd=ws.root).returncode == 0  # fmt: skip
     with open(ws.config_path, "a", encoding="utf-8") as fh:
-        fh.write('\n[jobs.schedules.nightly]\nkind = "train"\ncron = "0 2 * * *"\n')
+        fh.write('\n[jobs.schedules.sweep]\nkind = "train"\ncron = "0 2 * * *"\n')
     listed = cli("jobs", "list", cwd=ws.root)
     assert listed.returncode == 0, listed.stderr
     assert listed.stderr.strip() == (
-        "mldeck: warning: schedule nightly in mldeck.toml is not applied: a schedule of that name "
+        "mldeck: warning: schedule sweep in mldeck.toml is not applied: a schedule of that name "
         "was added with 'mldeck jobs add' and stays as it is (rename one of them)"
     )
