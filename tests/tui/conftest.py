@@ -247,3 +247,12 @@ async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 10
 
 
 AsyncCheck = Callable[[Pilot], Awaitable[None]]
+
+
+def screen_lines(app, selector: str) -> list[str]:
+    """The lines a widget shows on the screen now, as text."""
+    widget = app.screen.query_one(selector)
+    region = widget.region
+    strips = app.screen._compositor.render_strips()
+    return [strips[y].crop(region.x, region.right).text.rstrip()
+            for y in range(region.y, region.bottom)]  # fmt: skip

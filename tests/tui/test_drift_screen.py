@@ -24,7 +24,7 @@ from mldeck.tui.widgets.text import Packed
 from mldeck.tui.widgets.topbar import TopBar
 from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
 
-from .conftest import DATA_T0, demo_file, make_app, seed_data, settle, until
+from .conftest import DATA_T0, demo_file, make_app, screen_lines, seed_data, settle, until
 
 SIZE = (80, 24)
 MODEL = (
@@ -384,12 +384,3 @@ def test_alerts_snapshot(snap_compare, drift_seeded) -> None:
         await settle(pilot)
 
     assert snap_compare(make_app(*drift_seeded), run_before=go, terminal_size=SIZE)
-
-
-def screen_lines(app, selector: str) -> list[str]:
-    """The lines a widget shows on the screen now, as text."""
-    widget = app.screen.query_one(selector)
-    region = widget.region
-    strips = app.screen._compositor.render_strips()
-    return [strips[y].crop(region.x, region.right).text.rstrip()
-            for y in range(region.y, region.bottom)]  # fmt: skip

@@ -17,7 +17,7 @@ from mldeck.tui.screens.jobs import JobsScreen
 from mldeck.tui.screens.pipeline import PipelineScreen
 from mldeck.tui.widgets.table import DeckTable
 
-from .conftest import T0, make_app, settle, until
+from .conftest import T0, make_app, screen_lines, settle, until
 
 SIZE = (80, 24)
 
@@ -252,15 +252,6 @@ async def test_one_schedule_is_counted_in_the_singular(seeded) -> None:
         assert _text(app, "#jobs-status").startswith("1 schedule · times in local time")
 
 
-def _screen_lines(app, selector: str) -> list[str]:
-    """The lines a widget shows on the screen now, as text."""
-    widget = app.screen.query_one(selector)
-    region = widget.region
-    strips = app.screen._compositor.render_strips()
-    return [strips[y].crop(region.x, region.right).text.rstrip()
-            for y in range(region.y, region.bottom)]  # fmt: skip
-
-
 async def test_the_pipeline_is_drawn_again_for_a_bigger_window(seeded) -> None:
     """Made bigger (80x24 to 160x48), the boxes were drawn for the new width but wrapped at
     the old one: each row of boxes broke in two."""
@@ -272,7 +263,7 @@ async def test_the_pipeline_is_drawn_again_for_a_bigger_window(seeded) -> None:
         await settle(pilot)
         await pilot.resize_terminal(160, 48)
         await settle(pilot)
-        lines = _screen_lines(app, "#pipeline-graph")
+        lines = screen_lines(app, "#pipeline-graph")
         top = next(line for line in lines if "ingest" in line)
         assert "monitor" in top, "\n".join(lines)
         assert "register" in next(line for line in lines if "┌ retrain" in line)
