@@ -37,8 +37,8 @@ from mldeck.workspace import Workspace
 # Notifications shown at once: the oldest information gives way to a new one.
 MAX_TOASTS = 3
 # A watcher line beyond this is cut in its toast (a rejection with its reasons ran to 20 lines
-# over the tables at 80x24).
-WATCHER_TOAST_CHARS = 160
+# over the tables at 80x24): about four lines of a toast at 80 columns.
+WATCHER_TOAST_CHARS = 100
 # What ctrl+c says: 'q' is the console's key, ctrl+q Textual's, which also works in a text field.
 QUIT_HINT = "Press q to quit (or ctrl+q, which also works while typing in a field)."
 
@@ -231,7 +231,9 @@ class MldeckApp(App):
         text = event.text
         if len(text) > WATCHER_TOAST_CHARS:  # the reasons in full are on the Data screen
             text = text[: WATCHER_TOAST_CHARS - 1].rstrip() + "… (the Data screen has it all)"
-        self.notify(text, severity=severity, timeout=8)
+        # A batch taken is news for a moment; a problem stays longer (a demo feed drops a week
+        # every few seconds: its notices covered the tables' status columns most of the time).
+        self.notify(text, severity=severity, timeout=4 if severity == "information" else 8)
         if "moved to" in lowered and isinstance(self.screen, DataScreen):
             self.screen.reload()  # a file quarantined without a version: the store did not change
 
