@@ -483,3 +483,23 @@ def test_the_feed_refuses_a_workspace_the_demo_did_not_make(workspace, tmp_path)
     with pytest.raises(MldeckError, match="is not a demo workspace"):
         check_demo_workspace(workspace)
     check_demo_workspace(create_demo_workspace(tmp_path / "demo", echo=lambda _: None, train=False))
+
+
+def test_the_demo_starts_with_a_champion_and_a_cool_down_fit_for_its_pace(tmp_path):
+    """'mldeck demo' made no champion: the first weeks were not scored, and a retrain on a
+    concept-drift week could fail its gates and leave the whole demo without one; the default
+    hour of cool-down then skipped every retrain after the first."""
+    from mldeck.demo.workspace import create_demo_workspace, serve_first_model
+    from mldeck.store.queries import champions
+    from mldeck.workspace import open_workspace_store
+
+    said: list[str] = []
+    workspace = create_demo_workspace(tmp_path / "demo", echo=lambda _: None, train=False)
+    assert workspace.settings.jobs.retrain_cooldown_minutes == 2
+    assert serve_first_model(workspace, echo=said.append) == "churn:1"
+    store = open_workspace_store(workspace)
+    try:
+        assert [(c.model, c.version) for c in champions(store)] == [("churn", 1)]
+    finally:
+        store.close()
+    assert said[-1] == "churn:1 approved and promoted: the champion the batches are scored with"

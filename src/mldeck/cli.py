@@ -234,10 +234,11 @@ def demo_command(
     from mldeck.config import CONFIG_FILE
 
     if not (directory / CONFIG_FILE).exists():
-        from mldeck.demo.workspace import create_demo_workspace
+        from mldeck.demo.workspace import create_demo_workspace, serve_first_model
 
         out.print(f"Creating the demo workspace in {directory} ...")
-        create_demo_workspace(directory, echo=_step)
+        workspace = create_demo_workspace(directory, echo=_step)
+        serve_first_model(workspace, echo=_step)
     _open_console(directory, read_only=False, demo_feed_seconds=feed)
 
 

@@ -39,6 +39,11 @@ max_fairness_gap = 0.2
 # from 15 % of drifted features (the default, 50 %, suits wide tables of loosely related data).
 [monitor]
 drift_share = 0.15
+
+# A demo's weeks arrive every few seconds ('mldeck demo --feed'): an automatic retrain may follow
+# another after 2 minutes, not the default hour (one retrain, then every drift skipped).
+[jobs]
+retrain_cooldown_minutes = 2
 """
 # Labels may arrive after their batch, in a label file ('mldeck drift labels FILE').
 LABEL_OPTIONAL = "[data.columns.churned]\nrequired = false\n"
@@ -101,3 +106,25 @@ def create_demo_workspace(
             raise MldeckError(f"the demo's baseline training failed: {last}")
         echo(done.stdout.strip())
     return workspace
+
+
+def serve_first_model(workspace: Workspace, echo: Callable[[str], None] = print) -> str:
+    """Train ``[model]``, approve and promote it: the champion 'mldeck demo' starts with, so
+    the first batches are scored and their performance estimated (without one, the storyline's
+    first weeks showed drift only, and a retrain on a concept-drift week could fail its gates
+    and leave the demo without any champion). The label of the version."""
+    from mldeck.ml import registry
+    from mldeck.ml.train import train
+
+    store = open_workspace_store(workspace)
+    try:
+        echo("training the first model ([model] in mldeck.toml)")
+        trained = train(workspace, store)
+        label = f"{trained.model}:{trained.version}"
+        reason = "the demo's first model"
+        registry.approve(store, label, reason=reason)
+        registry.promote(store, label, reason=reason)
+    finally:
+        store.close()
+    echo(f"{label} approved and promoted: the champion the batches are scored with")
+    return label
