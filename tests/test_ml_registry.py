@@ -758,7 +758,14 @@ def test_models_commands(workspace, store, model_bytes, cli):
     promoted = mldeck("models", "promote", "churn:1", "-m", "first release")
     assert promoted.returncode == 0 and "churn:1 is now champion" in promoted.stdout
 
-    registry.approve(store, "churn:2", reason="try it")
+    # Approving a version that failed a gate is allowed, and says it does not make it promotable.
+    approved = mldeck("models", "approve", "churn:2", "--reason", "try it")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.strip().endswith(
+        "; it failed its gates (no_regression (auc 0.6 vs 0.75)): it is not promoted unless the "
+        "promotion is "
+        "forced ('mldeck models promote churn:2 --force --reason TEXT')"
+    )
     assert_one_line_error(mldeck("models", "promote", "churn:2"), "failed its gates: no_regression")
     forced = mldeck("models", "promote", "churn:2", "--force", "--reason", "known regression")
     assert forced.returncode == 0 and "FORCED past failed gates: no_regression" in forced.stdout
@@ -779,7 +786,7 @@ def test_models_commands(workspace, store, model_bytes, cli):
 
     rolled = mldeck("models", "rollback", "churn:1", "--reason", "regression confirmed")
     assert rolled.returncode == 0, rolled.stderr
-    assert "churn:1 is champion again (was v2)" in rolled.stdout
+    assert "churn:1 is champion again (was churn:2)" in rolled.stdout
     assert "now serving: churn:1" in rolled.stdout and "code aaaaaaaaaaaa" in rolled.stdout
     archived = mldeck("models", "archive", "churn:2", "--reason", "bad")
     assert archived.returncode == 0 and "churn:2 archived" in archived.stdout

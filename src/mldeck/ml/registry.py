@@ -217,12 +217,17 @@ class Change:
             "archive": f"{self.label} archived",
         }.get(self.action)
         if what is None:
-            was = "" if self.previous_version is None else f" (was v{self.previous_version})"
+            was = ("" if self.previous_version is None
+                   else f" (was {label(self.model, self.previous_version)})")  # fmt: skip
             if self.action == "rollback":
                 what = f"{self.model} rolled back: {self.label} is champion again{was}"
             else:
                 what = f"{self.label} is now {self.alias}{was}"
         notes = []
+        if self.action == "approve" and self.failed_gates:  # approved is not yet promotable
+            notes.append(f"it failed its gates ({', '.join(self.failed_gates)}): it is not "
+                         "promoted unless the promotion is forced ('mldeck models promote "
+                         f"{self.label} --force --reason TEXT')")  # fmt: skip
         if self.forced:
             notes.append(f"FORCED past failed gates: {', '.join(self.failed_gates)}")
         if self.automatic_approval:
@@ -356,7 +361,8 @@ def approve(
         return Change("reject" if reject else "approve", model.name, version.version, version.id,
                       reason=reason, actor=actor, schema=version.schema_,
                       code_version=version.code_version, event_ids=events,
-                      removed_aliases=removed)  # fmt: skip
+                      removed_aliases=removed,
+                      failed_gates=[] if reject else failed_gates(session, version.id))  # fmt: skip
 
 
 def _check_can_serve(
