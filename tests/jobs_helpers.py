@@ -58,6 +58,9 @@ def make_template(root: Path) -> Path:
     text = config.read_text().replace(
         "params = {max_iter = 100}\n", 'entry_point = "slowfit:build"\n'
     )
+    # The tests set [jobs] themselves (the demo's own table holds its retrain cool-down).
+    jobs = text.index("\n[jobs]\n")
+    text = text[:jobs] + text[jobs:].replace("[jobs]\nretrain_cooldown_minutes = 2\n", "", 1)
     config.write_text(text)
     (root / "slowfit.py").write_text(SLOW_FIT)
     return root

@@ -768,6 +768,24 @@ def test_only_a_retrain_that_ran_holds_the_next_one_back(ws_store, status, held)
     assert (left > 0, by) == ((True, run_id) if held else (False, None))
 
 
+def test_a_failed_retrain_holds_the_next_back_until_the_settings_change(ws_store):
+    """No retry on every batch of a broken setting; but fixed, the next drift retrains at once
+    (the failed run kept the alerts open with no retrain for the whole cool-down)."""
+    import os
+
+    workspace, store = ws_store
+    config = workspace.config_path
+    written = (utcnow() - timedelta(minutes=5)).timestamp()
+    os.utime(config, (written, written))  # the settings as they were before the failure
+    with store.write() as session:
+        run = Run(name="retrain", kind="retrain", trigger="drift", status=RunStatus.FAILED,
+                  created_at=utcnow() - timedelta(seconds=30))  # fmt: skip
+        session.add(run)
+    assert policies.cooldown_left(workspace, store)[0] > 0
+    os.utime(config)  # mldeck.toml edited since the failure
+    assert policies.cooldown_left(workspace, store) == (0.0, None)
+
+
 def test_a_version_waiting_after_a_retrain_is_promoted_once_approved(ws_store):
     from mldeck.ml.registry import approve, resolve
 
@@ -790,6 +808,35 @@ def test_a_version_waiting_after_a_retrain_is_promoted_once_approved(ws_store):
     assert [d.ref for d in done] == ["churn:1"]
     assert resolve(store, "churn@champion").id == version.id
     assert policies.promote_approved(workspace, store) == []  # once
+
+
+def test_an_older_retrain_approved_after_a_newer_one_serves_is_not_promoted(ws_store):
+    """Two retrains waited (churn:1, then churn:2); churn:2 approved became the champion, then
+    approving churn:1 made the older model the champion again, in silence."""
+    from mldeck.ml.registry import approve, resolve
+    from mldeck.store.models import GateResult
+
+    workspace, store = ws_store
+    runner = JobRunner(workspace, store)
+    for _ in range(2):
+        assert runner.run(JobRequest("train", "train")).succeeded
+    with store.write() as session:  # gates are policy; this test is about approval
+        for gate in session.execute(select(GateResult)).scalars():
+            gate.passed = True
+            session.add(gate)
+    for number in (1, 2):
+        policies.record(store, policies.AWAITING, "test", entity_type="model_version",
+                        entity_id=resolve(store, f"churn:{number}").id)  # fmt: skip
+    approve(store, "churn:2", reason="newer")
+    assert [d.ref for d in policies.promote_approved(workspace, store)] == ["churn:2"]
+    approve(store, "churn:1", reason="also fine")
+    assert policies.promote_approved(workspace, store) == []
+    assert resolve(store, "churn@champion").version == 2
+    with store.read() as session:
+        (event,) = session.execute(select(AuditEvent).where(
+            AuditEvent.action == policies.SUPERSEDED)).scalars().all()  # fmt: skip
+    assert event.details["reason"].startswith("churn:1 is older than the champion churn:2")
+    assert policies.promote_approved(workspace, store) == []  # said once, not at every look
 
 
 def test_a_version_the_scheduler_trains_is_registered_by_the_scheduler(ws_store):

@@ -123,7 +123,12 @@ def test_kill_9_of_the_daemon_mid_training_then_a_restart(template, tmp_path):
     store.close()
 
 
-def test_sigterm_mid_training_cancels_the_run_before_the_daemon_says_it_stopped(template, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_sigterm_mid_training_cancels_the_run_before_the_daemon_says_it_stopped(
+    template, tmp_path, signum
+):
+    """SIGHUP too (an SSH session closed under 'mldeck daemon &'): it killed the daemon, its runs
+    stayed 'running' and its lease held until another scheduler came."""
     workspace = copy_workspace(template, tmp_path / "ws", JOBS.format(health="1h"))
     (workspace.root / "slow.marker").touch()
     store = open_store(workspace)
@@ -132,7 +137,7 @@ def test_sigterm_mid_training_cancels_the_run_before_the_daemon_says_it_stopped(
         wait_for(lambda: _acting_pid(store) == daemon.pid, "the daemon to act")
         assert cli(workspace, "jobs", "run", "train").returncode == 0
         wait_for(lambda: (workspace.root / "fitting.pid").exists(), "the training to start")
-        daemon.send_signal(signal.SIGTERM)
+        daemon.send_signal(signum)
         assert daemon.wait(timeout=60) == 0
     finally:
         stop(daemon)

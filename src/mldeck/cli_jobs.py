@@ -325,7 +325,7 @@ def daemon(
         ),
     ] = None,
 ) -> None:
-    """Run the scheduler headless (for tmux or a systemd unit) until SIGTERM or Ctrl-C.
+    """Run the scheduler headless (for tmux or a systemd unit) until SIGTERM, SIGHUP or Ctrl-C.
 
     Only one process acts per workspace: a second daemon (or a console) waits and takes over
     within [jobs] lease_seconds when the acting one dies. The daemon also watches
@@ -358,7 +358,9 @@ def daemon(
         stopping.append(signum)
         scheduler.stop(timeout=0)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a daemon started with '&' in an SSH session gets it when the session closes;
+    # killed by it, it left its runs 'running' and its lease held until another scheduler came.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop)
     print(f"mldeck daemon on {ws.root} (pid {scheduler.lease.pid}), logging to {path}", flush=True)
     logging.getLogger("mldeck.daemon").info("daemon started on %s", ws.root)

@@ -157,7 +157,7 @@ async def test_pipeline_screen_follows_a_running_stage(seeded) -> None:
             run = session.get(Run, run_id)
             run.status, run.ended_at = "failed", now + timedelta(seconds=3)
             run.error = "Traceback ...\nValueError: the batch is empty"
-        await until(pilot, lambda: "ValueError: th" in _text(app, "#pipeline-graph"))
+        await until(pilot, lambda: "ValueError:" in _text(app, "#pipeline-graph"))
         for _ in range(3):
             await pilot.press("right")
         await pilot.press("enter")
@@ -267,3 +267,33 @@ async def test_the_pipeline_is_drawn_again_for_a_bigger_window(seeded) -> None:
         top = next(line for line in lines if "ingest" in line)
         assert "monitor" in top, "\n".join(lines)
         assert "register" in next(line for line in lines if "┌ retrain" in line)
+
+
+async def test_the_pipeline_calls_the_health_checks_as_the_overview_does(seeded) -> None:
+    """'Health no check yet' under the Pipeline beside the Overview's 'Health' row of model
+    figures read as two answers to one question."""
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("6")
+        await settle(pilot)
+        line = _text(app, "#pipeline-health")
+        assert line.startswith("Checks ") and not line.startswith("Health")
+
+
+def test_a_box_cuts_after_a_whole_word_and_a_skip_says_why_first(seeded) -> None:
+    """'score churn:v13 with churn:1' cut to 'score churn:v1…' named another batch; the retrain
+    box read 'skipped: cool-…' under a status already saying skipped."""
+    from mldeck.jobs.settings import JobSettings
+    from mldeck.jobs.views import pipeline_view
+    from mldeck.tui.screens.pipeline import _fit
+
+    assert _fit("score churn:v13 with churn:1", 16) == "score churn:v13…"
+    assert _fit("ingest-week-09", 16) == "ingest-week-09  "
+    workspace, store = seeded
+    with store.write() as session:
+        session.add(Run(name="retrain", kind="retrain", status="skipped", trigger="drift",
+                        error="skipped: cool-down 52m left: the automatic retrain run 12 "
+                              "started less than 60 min ago"))  # fmt: skip
+    stage = next(s for s in pipeline_view(store, JobSettings()).stages if s.name == "retrain")
+    assert (stage.status, stage.detail[:18]) == ("skipped", "cool-down 52m left")

@@ -15,10 +15,10 @@ Every decision is an audit event with its reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from mldeck import audit, tracking
 from mldeck.errors import MldeckError
@@ -37,7 +37,10 @@ from mldeck.workspace import Workspace
 ACTOR = "mldeck-scheduler"
 AWAITING = "retrain.awaiting_approval"
 AUTOMATIC_TRIGGERS = ("drift", "performance")
-SETTLED = ("model_version.promote", "model_version.reject", "model_version.archive")
+SETTLED = ("model_version.promote", "model_version.reject", "model_version.archive",
+           "retrain.superseded")  # fmt: skip
+# A waiting version older than the champion: approving it does not make it the champion.
+SUPERSEDED = "retrain.superseded"
 
 
 def record(store: Store, action: str, reason: str, *, entity_type: str = "",
@@ -54,6 +57,14 @@ def actor_of(trigger: str) -> str | None:
     return None if trigger == RunTrigger.MANUAL else ACTOR
 
 
+def _config_changed(workspace: Workspace) -> datetime:
+    """When mldeck.toml last changed (the epoch when it cannot be read)."""
+    try:
+        return datetime.fromtimestamp(workspace.config_path.stat().st_mtime, UTC)
+    except OSError:
+        return datetime.fromtimestamp(0, UTC)
+
+
 def cooldown_left(workspace: Workspace, store: Store) -> tuple[float, int | None]:
     """Seconds of retrain cool-down left (0 when a retrain may start) and the run that set it."""
     minutes = workspace.settings.jobs.retrain_cooldown_minutes
@@ -66,9 +77,12 @@ def cooldown_left(workspace: Workspace, store: Store) -> tuple[float, int | None
             .where(
                 Run.kind == "retrain",
                 Run.trigger.in_(AUTOMATIC_TRIGGERS),
-                # A retrain skipped, or interrupted before it ended (the scheduler stopped,
-                # its process died), retrained nothing: it holds the next one back no more.
+                # A retrain skipped, or interrupted before it ended (the scheduler stopped, its
+                # process died), retrained nothing: it holds the next one back no more.
                 Run.status.notin_(("skipped", "cancelled", "orphaned")),
+                # A failed one holds it back (no retry storm on every batch of a broken
+                # setting) until mldeck.toml changes: the fix then gets its retrain at once.
+                or_(Run.status != "failed", Run.created_at >= _config_changed(workspace)),
                 Run.created_at >= since,
             )
             .order_by(Run.created_at.desc())
@@ -144,6 +158,7 @@ def promote_approved(workspace: Workspace, store: Store) -> list[Promotion]:
 
     if not workspace.settings.jobs.promote_on_approval:
         return []
+    superseded: list[tuple[str, str, int]] = []
     with store.read() as session:
         todo = []
         for entity_id in awaiting(session):
@@ -156,7 +171,18 @@ def promote_approved(workspace: Workspace, store: Store) -> list[Promotion]:
             if champion is not None and champion.model_version_id == version.id:
                 continue
             model = session.get(RegisteredModel, version.model_id)
+            serving = None if champion is None else session.get(ModelVersion,
+                                                                 champion.model_version_id)  # fmt: skip
+            if serving is not None and serving.version > version.version:
+                # A later retrain's version serves already: promoting this one on approval
+                # would put an older model back in its place, in silence.
+                superseded.append((label(model, version), label(model, serving), version.id))
+                continue
             todo.append(label(model, version))
+    for ref, newer, version_id in superseded:
+        record(store, SUPERSEDED, f"{ref} is older than the champion {newer}: approving it does "
+               "not promote it (promote it by hand to serve it again)",
+               entity_type="model_version", entity_id=version_id)  # fmt: skip
     done = []
     for ref in todo:
         try:

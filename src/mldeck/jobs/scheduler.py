@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -577,8 +578,10 @@ class DeckScheduler:
             left, by_run = policies.cooldown_left(self.workspace, self.store)
             request = self._retrain_request(reasons, trigger, source)
             if left > 0:
-                why = (f"cool-down: the automatic retrain run {by_run} started less than "
-                       f"{self.settings.retrain_cooldown_minutes:g} min ago ({left:.0f}s left)")  # fmt: skip
+                # What holds it back first: a box of the Pipeline screen shows the start.
+                why = (f"cool-down {math.ceil(left / 60)}m left: the automatic retrain run "
+                       f"{by_run} started less than {self.settings.retrain_cooldown_minutes:g} min "
+                       "ago")  # fmt: skip
                 policies.record(self.store, "retrain.cooldown", why, retrain_reasons=reasons,
                                 source=source)  # fmt: skip
                 runner.record_skipped(request, why)

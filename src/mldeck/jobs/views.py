@@ -104,6 +104,8 @@ def _run_stage(name: str, run: Run | None) -> Stage:
         detail = f"{run.progress:.0%} {run.progress_message}".strip()
     elif run.error:
         detail = run.error.strip().splitlines()[-1] if run.error.strip() else run.name
+        if run.status == RunStatus.SKIPPED:  # the status says it already
+            detail = detail.removeprefix("skipped: ")
     return Stage(name, run.status, start, None if end is None else end - start, detail, run.id)
 
 

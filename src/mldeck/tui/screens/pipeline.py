@@ -45,7 +45,15 @@ RUN_STATUS = {
 
 
 def _fit(text: str, width: int) -> str:
-    return text[: width - 1] + "…" if len(text) > width else text.ljust(width)
+    """*text* in *width* columns, cut after a whole word when one ends in the last part: cut
+    inside a word, 'score churn:v13' read 'score churn:v1…', another batch."""
+    if len(text) <= width:
+        return text.ljust(width)
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    if text[width - 1] != " " and space >= (width - 1) // 2:
+        cut = cut[:space]
+    return (cut.rstrip() + "…").ljust(width)
 
 
 def _duration(value: timedelta | None) -> str:
@@ -102,7 +110,8 @@ class PipelineScreen(DeckScreen):
         )
         self.query_one("#pipeline-graph", Static).update(self.draw(view))
         health = Text()
-        health.append("Health ", style="bold")
+        # "Checks", as the Overview calls them: its "Health" row is the model's health (KPIs).
+        health.append("Checks ", style="bold")
         if not view.health:
             health.append("no check yet (a [jobs.schedules] health job, or 'mldeck jobs health')")
         for check in view.health:
