@@ -290,7 +290,7 @@ def test_a_box_cuts_after_a_whole_word_and_a_skip_says_why_first(seeded) -> None
 
     assert _fit("score churn:v13 with churn:1", 16) == "score churn:v13…"
     assert _fit("ingest-week-09", 16) == "ingest-week-09  "
-    workspace, store = seeded
+    _, store = seeded
     with store.write() as session:
         session.add(Run(name="retrain", kind="retrain", status="skipped", trigger="drift",
                         error="skipped: cool-down 52m left: the automatic retrain run 12 "
