@@ -208,6 +208,18 @@ def test_an_older_batch_checked_later_neither_clears_nor_renames_a_newer_batchs_
     assert {a.status for a in rows} == {"resolved"}
 
 
+def test_an_older_drifted_batch_checked_later_asks_for_no_retrain(monitored, store, tmp_path):
+    """A scheduled check of an older batch repeated the newest batch's open drift alert and
+    asked for a second retrain for one incident, naming the newer batch."""
+    older = ingest(monitored, store, shifted(3, 6000), tmp_path, "old.csv")
+    newest = ingest(monitored, store, shifted(4, 8000), tmp_path, "new.csv")
+    assert check_batch(monitored, store, newest).retrain_reasons
+    again = check_batch(monitored, store, older)
+    assert again.dataset_drift and again.alerts  # said: it drifted too, the alert repeats
+    assert all(alert.older for alert in again.alerts if alert.scope == "batch")
+    assert again.retrain_reasons == []
+
+
 def test_the_reference_is_read_once_for_every_batch(monitored, store, tmp_path):
     for seed in (6, 7):
         version = ingest(

@@ -60,6 +60,9 @@ class Raised:
     # "batch" for a rule about the checked batch (drift, metrics), "store" for one about the
     # store as a whole (freshness, failed steps) evaluated along with it.
     scope: str = "batch"
+    # Fired by a batch older than the one the open alert names (a late or repeated check of an
+    # older batch): no reason to retrain, the newer batch's own check decided that.
+    older: bool = False
 
 
 def default_rules(settings: Any) -> list[AlertRule]:
@@ -224,7 +227,7 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                                                       "title": current.title})  # fmt: skip
             raised.append(Raised(current.id, signal.rule.name, current.severity, current.title,
                                  new, signal.rule.wants_retrain, signal.rule.command,
-                                 alert_payload(current)))  # fmt: skip
+                                 alert_payload(current), older=older))  # fmt: skip
     return raised
 
 

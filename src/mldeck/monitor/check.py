@@ -101,7 +101,7 @@ class MonitorResult:
     @property
     def retrain_reasons(self) -> list[str]:
         """Why a retrain is warranted (empty when it is not): the alerts whose rules say so."""
-        return [f"{a.rule}: {a.title}" for a in self.alerts if a.retrain]
+        return [f"{a.rule}: {a.title}" for a in self.alerts if a.retrain and not a.older]
 
     def summary(self) -> dict[str, Any]:
         return {
