@@ -125,6 +125,9 @@ def test_sync_keeps_table_edits_until_the_config_entry_changes(store):
         ('kind = "health"\nparams = {dataset = "x"}', "takes no parameters, not 'dataset'"),
         ('kind = "score"\nparams = {version = 3}', "takes dataset_version_id, trigger"),
         ('kind = "retrain"\nparams = {reasons = "drift"}', "a list of sentences"),
+        # A person's trigger would put the scheduler's work under the user's name in the audit.
+        ('kind = "train"\nparams = {trigger = "manual"}', "not 'manual'"),
+        ('kind = "train"\nparams = {trigger = "banana"}', "one of: schedule, new_data, drift"),
     ],
 )
 def test_a_schedules_parameters_are_checked_when_the_config_is_read(entry, problem):

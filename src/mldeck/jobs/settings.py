@@ -150,6 +150,10 @@ JOB_PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The triggers a schedule's job may say it was started by: the scheduler's own.
+SCHEDULE_TRIGGERS = ("schedule", "new_data", "drift", "performance")
+
+
 def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """*params* if a *kind* job can use them; ValueError naming the first that it cannot."""
     allowed = JOB_PARAMS.get(kind, ())
@@ -163,8 +167,11 @@ def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"dataset_version_id is a dataset version's id (a number), not {value!r}"
             )
-        if key == "trigger" and not isinstance(value, str):
-            raise ValueError(f"trigger is a word such as 'schedule', not {value!r}")
+        if key == "trigger" and value not in SCHEDULE_TRIGGERS:
+            # A person's triggers (manual, script) would put the scheduler's work under the
+            # user's name in the audit trail; any other word is no trigger at all.
+            raise ValueError(f"trigger is how the scheduler starts the job (one of: "
+                             f"{', '.join(SCHEDULE_TRIGGERS)}), not {value!r}")  # fmt: skip
         if key == "reasons" and not (
             isinstance(value, list) and all(isinstance(r, str) for r in value)
         ):
