@@ -101,7 +101,14 @@ def test_run_here_and_health(ws, cli):
     health = cli("jobs", "health", "--json", cwd=ws.root)
     checks = {c["name"]: c["status"] for c in json.loads(health.stdout)["checks"]}
     assert checks["store"] == "ok" and checks["scheduler"] == "warn"
-    # Three failed runs in a row of one schedule: the failures check fails (exit status 1).
+    # One failed job is one failure, whatever its retries (its 3 attempts read as "the last 3
+    # runs failed" and opened a critical alert) ...
+    assert checks["failures"] == "ok", health.stdout
+    # ... three failed jobs in a row of one schedule fail the check (exit status 1).
+    for _ in range(2):
+        assert cli("jobs", "run", "nightly", cwd=ws.root).returncode == 1
+    health = cli("jobs", "health", "--json", cwd=ws.root)
+    checks = {c["name"]: c["status"] for c in json.loads(health.stdout)["checks"]}
     assert checks["failures"] == "fail" and health.returncode == 1
 
 

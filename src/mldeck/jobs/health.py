@@ -142,22 +142,29 @@ def check_failures(workspace: Workspace, store: Store) -> Check:
     with store.read() as session:
         names = session.execute(select(Schedule.name)).scalars().all()
         for name in names:
-            statuses = (
-                session.execute(
-                    select(Run.status)
-                    .where(Run.name == name, Run.status.in_(("succeeded", "failed", "orphaned")))
-                    .order_by(Run.id.desc())
-                    .limit(limit)
-                )
-                .scalars()
-                .all()
-            )
-            if len(statuses) == limit and all(s != "succeeded" for s in statuses):
+            rows = session.execute(
+                select(Run.status, Run.params)
+                .where(Run.name == name, Run.status.in_(("succeeded", "failed", "orphaned")))
+                .order_by(Run.id.desc())
+                .limit(limit * 20)
+            ).all()
+            # A job's outcome is its last attempt's: the attempts a retry made before it are
+            # one failure, not several (one failed job with two retries read as "the last 3
+            # runs failed" and opened a critical alert).
+            outcomes = [status for status, params in rows
+                        if status == "succeeded" or _last_attempt(params)][:limit]  # fmt: skip
+            if len(outcomes) == limit and all(s != "succeeded" for s in outcomes):
                 failing.append(name)
     if failing:
         return Check("failures", FAIL,
                      f"{', '.join(failing)}: the last {limit} runs failed", len(failing))  # fmt: skip
     return Check("failures", OK, "no job failing repeatedly", 0)
+
+
+def _last_attempt(params: dict | None) -> bool:
+    """Whether a job's run was its last attempt (a run with no attempts recorded counts)."""
+    attempt, attempts = (params or {}).get("attempt"), (params or {}).get("attempts")
+    return not isinstance(attempt, int) or not isinstance(attempts, int) or attempt >= attempts
 
 
 def check_orphans(workspace: Workspace, store: Store) -> Check:
