@@ -343,7 +343,8 @@ def explain(
 def open_elsewhere(path: Path) -> bool:
     """Whether another process holds *path* open (a writer still at it, or paused longer than
     the watcher's settle window): on Linux a write lease cannot be taken then. False where
-    leases are not to be had (other systems, a file of another owner, some filesystems): the settle window decides."""
+    leases are not to be had (other systems, a file of another owner, some filesystems): the
+    settle window decides."""
     set_lease = getattr(fcntl, "F_SETLEASE", None)
     if set_lease is None:
         return False

@@ -37,10 +37,9 @@ from mldeck.workspace import Workspace
 ACTOR = "mldeck-scheduler"
 AWAITING = "retrain.awaiting_approval"
 AUTOMATIC_TRIGGERS = ("drift", "performance")
-SETTLED = ("model_version.promote", "model_version.reject", "model_version.archive",
-           "retrain.superseded")  # fmt: skip
 # A waiting version older than the champion: approving it does not make it the champion.
 SUPERSEDED = "retrain.superseded"
+SETTLED = ("model_version.promote", "model_version.reject", "model_version.archive", SUPERSEDED)
 
 
 def record(store: Store, action: str, reason: str, *, entity_type: str = "",

@@ -278,7 +278,10 @@ def record_labels(
             f"{shown(path.name)} contradicts labels already recorded for {'; '.join(conflicts)}: "
             "which is right is not for mldeck to guess"
         )
-    unchecked = _scored_not_checked(workspace, store, labels, id_column, set(latest))
+    unmatched = labels.filter(~pl.col("__id").is_in(list(matched_ids)))
+    # Only when some ids matched no monitored batch: which scored batch holds them, if any.
+    unchecked = (_scored_not_checked(workspace, store, unmatched, id_column, set(latest))
+                 if unmatched.height else [])  # fmt: skip
     if labels.height and not matched_ids:
         if unchecked:
             named = ", ".join(unchecked)
