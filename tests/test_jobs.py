@@ -559,6 +559,23 @@ def _scheduler(workspace, store, said: list[str] | None = None) -> DeckScheduler
     return scheduler
 
 
+def test_a_scheduler_that_starts_acting_resolves_the_no_scheduler_alert(ws_store):
+    """'no scheduler is running' stayed open beside a running daemon until the next health
+    check, which the demo and a plain daemon never schedule."""
+    from mldeck.jobs.health import run_checks
+    from mldeck.monitor.alerts import list_alerts
+
+    workspace, store = ws_store
+    run_checks(workspace, store)
+    assert "health:scheduler" in {a.dedup_key for a in list_alerts(store)}
+    scheduler = _scheduler(workspace, store)
+    try:
+        wait_for(lambda: "health:scheduler" not in {a.dedup_key for a in list_alerts(store)},
+                 "the scheduler's alert to be resolved")  # fmt: skip
+    finally:
+        scheduler.stop()
+
+
 def _runs_of(store, name: str) -> list[Run]:
     with store.read() as session:
         query = select(Run).where(Run.name == name).order_by(Run.id)

@@ -191,6 +191,18 @@ def run_checks(workspace: Workspace, store: Store, *, run_id: int | None = None)
     return report
 
 
+def recheck(workspace: Workspace, store: Store, names: tuple[str, ...]) -> list[Check]:
+    """Run the checks named (``scheduler``, ``failures``) now and open or resolve their alerts:
+    a health alert was looked at again only by the next health check ("no scheduler is
+    running" stayed open beside a running daemon, "the last 3 runs failed" after a success)."""
+    checks = {"scheduler": check_scheduler, "failures": check_failures}
+    done = [checks[name](workspace, store) for name in names]
+    with store.write() as session:
+        for check in done:
+            _alert(session, check, None)
+    return done
+
+
 def _alert(session: Any, check: Check, run_id: int | None) -> None:
     key = f"health:{check.name}"
     now = utcnow()

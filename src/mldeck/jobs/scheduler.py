@@ -284,8 +284,17 @@ class DeckScheduler:
         self._rerun_orphaned(orphaned)
         self._resume_pipelines()
         self._resume_retrain()
+        self._recheck(("scheduler",))  # an alert that no scheduler runs is out of date now
         if self.watch_incoming:
             self._start_watcher()
+
+    def _recheck(self, names: tuple[str, ...]) -> None:
+        from mldeck.jobs.health import recheck
+
+        try:
+            recheck(self.workspace, self.store, names)
+        except Exception as exc:  # the next health check says it; the scheduler goes on
+            log.warning("health recheck %s failed: %s", ",".join(names), exc)
 
     def _follow_config(self) -> None:
         """mldeck.toml changed since it was read: its schedules are synced into the table (the
@@ -556,6 +565,9 @@ class DeckScheduler:
         # A fire time that finds every slot taken is skipped and recorded; a person's request
         # to run now waits for a slot instead (it was asked for once, not every interval).
         outcome = runner.run(request, wait_for_slot=trigger == RunTrigger.MANUAL)
+        self._recheck(
+            ("failures",)
+        )  # a success clears "the last runs failed", a failure may open it
         self._after(request, outcome)
         return outcome
 
