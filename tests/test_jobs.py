@@ -678,12 +678,17 @@ def test_a_fire_time_older_than_the_grace_is_recorded_as_missed(ws_store):
         row = session.execute(select(Schedule)).scalar_one()
         row.last_fire_at = utcnow() - timedelta(days=3)
         session.add(row)
-    scheduler = _scheduler(workspace, store)
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
     try:
         runs = wait_for(lambda: _finished(store, "daily"), "the missed fire to be recorded")
     finally:
         scheduler.stop()
     assert runs[0].status == RunStatus.SKIPPED and "misfire grace" in runs[0].error
+    # Said as what happens: not run, next tomorrow (it said "runs now", then recorded a miss).
+    assert not any("runs now" in line for line in said), said
+    assert any("more than 3600s ago (misfire grace): not run" in line for line in said), said
+    assert any(line.startswith("schedule daily (health) active, next ") for line in said), said
 
 
 def test_the_scheduler_follows_table_edits_and_run_requests(ws_store):

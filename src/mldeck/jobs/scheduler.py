@@ -89,6 +89,18 @@ def _stamp(path: Any) -> tuple[int, int] | None:
     return info.st_mtime_ns, info.st_size
 
 
+def _latest_fire(trigger: Any, first: datetime, now: datetime) -> datetime | None:
+    """The last fire time of *trigger* from *first* up to *now* (what APScheduler runs when it
+    coalesces missed times); None when there are too many to walk (it is then about now)."""
+    latest = first
+    for _ in range(10_000):
+        following = trigger.get_next_fire_time(latest, latest + timedelta(microseconds=1))
+        if following is None or following > now:
+            return latest
+        latest = following
+    return None
+
+
 def _job_id(name: str) -> str:
     return f"schedule:{name}"
 
@@ -529,14 +541,29 @@ class DeckScheduler:
                                                    + timedelta(microseconds=1))  # fmt: skip
                 if after is not None and after < now:
                     next_run = after
-                    self._say(f"{row.name}: fire times missed since {row.last_fire_at:%H:%M:%S} "
-                              "are coalesced into one run now")  # fmt: skip
+                    latest = _latest_fire(trigger, after, now)
+                    grace = self.settings.misfire_grace_seconds
+                    if latest is not None and (now - latest).total_seconds() > grace:
+                        # APScheduler runs the latest missed time only within the grace: said
+                        # "runs now", it was then recorded missed.
+                        self._say(f"{row.name}: fire times missed since "
+                                  f"{row.last_fire_at:%H:%M:%S}, the last at {latest:%H:%M:%S}, "
+                                  f"more than {grace}s ago (misfire grace): not run")  # fmt: skip
+                    else:
+                        self._say(f"{row.name}: fire times missed since "
+                                  f"{row.last_fire_at:%H:%M:%S} are coalesced into one run now")  # fmt: skip
         aps.add_job(self._fire, trigger=trigger, id=_job_id(row.name), name=row.name,
                     args=[row.name], replace_existing=True, next_run_time=next_run)  # fmt: skip
         state = "paused" if row.paused else "disabled" if not row.enabled else "active"
         when = f", next {next_run:%Y-%m-%d %H:%M:%S} UTC" if next_run else ""
         if next_run is not None and next_run < now:  # the missed fire times coalesced above
-            when = ", runs now"
+            latest = _latest_fire(trigger, next_run, now)
+            late = latest is not None and (
+                (now - latest).total_seconds() > self.settings.misfire_grace_seconds
+            )
+            upcoming = trigger.get_next_fire_time(None, now)
+            when = (", runs now" if not late else
+                    f", next {upcoming:%Y-%m-%d %H:%M:%S} UTC" if upcoming else "")  # fmt: skip
         self._say(f"schedule {row.name} ({row.kind}) {state}{when}")
 
     def _run_now(self, aps: Any, row: Schedule) -> None:
