@@ -670,6 +670,25 @@ def test_missed_fire_times_are_coalesced_into_one_run_at_start(ws_store):
     assert [r.status for r in skipped] == [RunStatus.SUCCEEDED]
 
 
+def test_a_schedule_that_never_fired_runs_once_for_the_fires_it_missed(ws_store):
+    """Added while no scheduler ran, its missed fires were dropped in silence: neither a run nor
+    a 'missed' record."""
+    workspace, store = ws_store
+    add(store, "fresh", "health", every="20s")
+    with store.write() as session:
+        row = session.execute(select(Schedule).where(Schedule.name == "fresh")).scalar_one()
+        row.created_at = utcnow() - timedelta(seconds=50)  # two fire times ago
+        session.add(row)
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        runs = wait_for(lambda: _finished(store, "fresh"), "the coalesced run")
+    finally:
+        scheduler.stop()
+    assert runs[0].status == RunStatus.SUCCEEDED
+    assert any(line.startswith("fresh: fire times missed since ") for line in said), said
+
+
 def test_a_fire_time_older_than_the_grace_is_recorded_as_missed(ws_store):
     workspace, store = ws_store
     three_hours_ago = utcnow() - timedelta(hours=3)

@@ -534,11 +534,13 @@ class DeckScheduler:
         now = utcnow()
         if active:
             next_run = trigger.get_next_fire_time(None, now)
-            if first_time and row.last_fire_at is not None:
+            # A schedule that never fired counts from when it was made: the fires it missed
+            # while no scheduler ran were dropped with no trace (no run, no 'missed' record).
+            handled = row.last_fire_at or row.created_at
+            if first_time and handled is not None:
                 # The misfire policy: start from the first fire time after the last one handled;
                 # APScheduler coalesces the missed ones and applies the grace time.
-                after = trigger.get_next_fire_time(row.last_fire_at, row.last_fire_at
-                                                   + timedelta(microseconds=1))  # fmt: skip
+                after = trigger.get_next_fire_time(handled, handled + timedelta(microseconds=1))
                 if after is not None and after < now:
                     next_run = after
                     latest = _latest_fire(trigger, after, now)
@@ -547,11 +549,11 @@ class DeckScheduler:
                         # APScheduler runs the latest missed time only within the grace: said
                         # "runs now", it was then recorded missed.
                         self._say(f"{row.name}: fire times missed since "
-                                  f"{row.last_fire_at:%H:%M:%S}, the last at {latest:%H:%M:%S}, "
+                                  f"{handled:%H:%M:%S}, the last at {latest:%H:%M:%S}, "
                                   f"more than {grace}s ago (misfire grace): not run")  # fmt: skip
                     else:
                         self._say(f"{row.name}: fire times missed since "
-                                  f"{row.last_fire_at:%H:%M:%S} are coalesced into one run now")  # fmt: skip
+                                  f"{handled:%H:%M:%S} are coalesced into one run now")  # fmt: skip
         aps.add_job(self._fire, trigger=trigger, id=_job_id(row.name), name=row.name,
                     args=[row.name], replace_existing=True, next_run_time=next_run)  # fmt: skip
         state = "paused" if row.paused else "disabled" if not row.enabled else "active"
