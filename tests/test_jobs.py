@@ -576,6 +576,17 @@ def test_a_scheduler_that_starts_acting_resolves_the_no_scheduler_alert(ws_store
         scheduler.stop()
 
 
+def _first_runs_at_start(workspace, store, name: str, what: str) -> tuple[list[Run], list[str]]:
+    """Start a scheduler, wait for schedule *name*'s first finished runs, stop it: the runs and
+    what the scheduler said."""
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        return wait_for(lambda: _finished(store, name), what), said
+    finally:
+        scheduler.stop()
+
+
 def _runs_of(store, name: str) -> list[Run]:
     with store.read() as session:
         query = select(Run).where(Run.name == name).order_by(Run.id)
@@ -679,12 +690,7 @@ def test_a_schedule_that_never_fired_runs_once_for_the_fires_it_missed(ws_store)
         row = session.execute(select(Schedule).where(Schedule.name == "fresh")).scalar_one()
         row.created_at = utcnow() - timedelta(seconds=50)  # two fire times ago
         session.add(row)
-    said: list[str] = []
-    scheduler = _scheduler(workspace, store, said)
-    try:
-        runs = wait_for(lambda: _finished(store, "fresh"), "the coalesced run")
-    finally:
-        scheduler.stop()
+    runs, said = _first_runs_at_start(workspace, store, "fresh", "the coalesced run")
     assert runs[0].status == RunStatus.SUCCEEDED
     assert any(line.startswith("fresh: fire times missed since ") for line in said), said
 
@@ -697,12 +703,7 @@ def test_a_fire_time_older_than_the_grace_is_recorded_as_missed(ws_store):
         row = session.execute(select(Schedule)).scalar_one()
         row.last_fire_at = utcnow() - timedelta(days=3)
         session.add(row)
-    said: list[str] = []
-    scheduler = _scheduler(workspace, store, said)
-    try:
-        runs = wait_for(lambda: _finished(store, "daily"), "the missed fire to be recorded")
-    finally:
-        scheduler.stop()
+    runs, said = _first_runs_at_start(workspace, store, "daily", "the missed fire to be recorded")
     assert runs[0].status == RunStatus.SKIPPED and "misfire grace" in runs[0].error
     # Said as what happens: not run, next tomorrow (it said "runs now", then recorded a miss).
     assert not any("runs now" in line for line in said), said

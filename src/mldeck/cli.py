@@ -225,8 +225,8 @@ def demo_command(
             parser=number_between(2),
             metavar="SECONDS",
             help="Fast-forward demo time: drop a new week of data into data/incoming/ every "
-            "SECONDS (2 or more) while the console is open (normal, covariate shift, normal, concept drift, "
-            "corrupted, prior shift, then again).",
+            "SECONDS (2 or more) while the console is open (normal, covariate shift, normal, "
+            "concept drift, corrupted, prior shift, then again).",
         ),
     ] = None,
 ) -> None:

@@ -265,9 +265,7 @@ def _refuse_replacing_other_than_html(path: Path) -> None:
     try:
         with open(path, "rb") as fh:
             head = fh.read(512).lstrip().lower()
-    except FileNotFoundError:
-        return
-    except OSError:  # a folder, no permission: writing it says why
+    except OSError:  # none there yet; a folder, no permission: writing it says why
         return
     if head and not head.startswith((b"<!doctype html", b"<html")):
         raise MldeckError(f"{fmt.shown(str(path))} exists and is not an HTML page: the report "

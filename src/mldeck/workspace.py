@@ -69,14 +69,11 @@ class Workspace:
         store or the settings, with exit status 0."""
         with suppress(OSError):
             target = path.resolve()
-            if target == self.config_path.resolve() or target.is_relative_to(
-                self.state_dir.resolve()
-            ):
-                raise MldeckError(
-                    f"{shown(str(path))} is the workspace's own "
-                    f"{'settings' if target == self.config_path.resolve() else 'state (.mldeck/)'}"
-                    f": {what} goes elsewhere"
-                )
+            settings = target == self.config_path.resolve()
+            if settings or target.is_relative_to(self.state_dir.resolve()):
+                own = "settings" if settings else "state (.mldeck/)"
+                raise MldeckError(f"{shown(str(path))} is the workspace's own {own}: {what} goes "
+                                  "elsewhere")  # fmt: skip
 
     @property
     def artifacts_dir(self) -> Path:

@@ -34,6 +34,7 @@ other in one thread, in the order they were last modified.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -159,8 +160,6 @@ def watched_elsewhere(workspace: Workspace) -> bool:
     """Whether a watcher (a console, the daemon) watches *workspace* now, asked without
     writing (a read-only console's question): its lock file is held. The lock is tried and let
     go at once; a watcher starting in that instant tries again at its next look."""
-    import fcntl
-
     try:
         fd = os.open(workspace.state_dir / LOCK_NAME, os.O_RDONLY)
     except OSError:  # no lock file: nobody ever watched, or it cannot be read

@@ -532,6 +532,8 @@ class DeckScheduler:
         active = row.enabled and not row.paused
         next_run = None
         now = utcnow()
+        late = False  # the last missed fire time is past the misfire grace: it will not run
+        upcoming = None  # the next fire after now, when the missed ones are not run
         if active:
             next_run = trigger.get_next_fire_time(None, now)
             # A schedule that never fired counts from when it was made: the fires it missed
@@ -542,30 +544,27 @@ class DeckScheduler:
                 # APScheduler coalesces the missed ones and applies the grace time.
                 after = trigger.get_next_fire_time(handled, handled + timedelta(microseconds=1))
                 if after is not None and after < now:
-                    next_run = after
                     latest = _latest_fire(trigger, after, now)
                     grace = self.settings.misfire_grace_seconds
-                    if latest is not None and (now - latest).total_seconds() > grace:
+                    late = latest is not None and (now - latest).total_seconds() > grace
+                    if late:
                         # APScheduler runs the latest missed time only within the grace: said
                         # "runs now", it was then recorded missed.
-                        self._say(f"{row.name}: fire times missed since "
-                                  f"{handled:%H:%M:%S}, the last at {latest:%H:%M:%S}, "
-                                  f"more than {grace}s ago (misfire grace): not run")  # fmt: skip
+                        self._say(f"{row.name}: fire times missed since {handled:%H:%M:%S}, "
+                                  f"the last at {latest:%H:%M:%S}, more than {grace}s ago "
+                                  "(misfire grace): not run")  # fmt: skip
                     else:
                         self._say(f"{row.name}: fire times missed since "
                                   f"{handled:%H:%M:%S} are coalesced into one run now")  # fmt: skip
+                    upcoming = next_run
+                    next_run = after
         aps.add_job(self._fire, trigger=trigger, id=_job_id(row.name), name=row.name,
                     args=[row.name], replace_existing=True, next_run_time=next_run)  # fmt: skip
         state = "paused" if row.paused else "disabled" if not row.enabled else "active"
         when = f", next {next_run:%Y-%m-%d %H:%M:%S} UTC" if next_run else ""
         if next_run is not None and next_run < now:  # the missed fire times coalesced above
-            latest = _latest_fire(trigger, next_run, now)
-            late = latest is not None and (
-                (now - latest).total_seconds() > self.settings.misfire_grace_seconds
-            )
-            upcoming = trigger.get_next_fire_time(None, now)
-            when = (", runs now" if not late else
-                    f", next {upcoming:%Y-%m-%d %H:%M:%S} UTC" if upcoming else "")  # fmt: skip
+            when = (f", next {upcoming:%Y-%m-%d %H:%M:%S} UTC" if late and upcoming
+                    else "" if late else ", runs now")  # fmt: skip
         self._say(f"schedule {row.name} ({row.kind}) {state}{when}")
 
     def _run_now(self, aps: Any, row: Schedule) -> None:
@@ -594,9 +593,8 @@ class DeckScheduler:
         # A fire time that finds every slot taken is skipped and recorded; a person's request
         # to run now waits for a slot instead (it was asked for once, not every interval).
         outcome = runner.run(request, wait_for_slot=trigger == RunTrigger.MANUAL)
-        self._recheck(
-            ("failures",)
-        )  # a success clears "the last runs failed", a failure may open it
+        # A success clears "the last runs failed"; a failure may open it.
+        self._recheck(("failures",))
         self._after(request, outcome)
         return outcome
 

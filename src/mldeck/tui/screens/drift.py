@@ -111,12 +111,9 @@ class TimelinePlot(PlotextPlot):
         legend hid the first batches' points)."""
         if not self.rows:
             return []
-        primary, accent = (
-            rich_color_of(self._color("primary")),
-            rich_color_of(self._color("accent")),
-        )
-        alarm, muted = rich_color_of(self._color("status-failed")), rich_color_of(
-            self._color("status-muted"))  # fmt: skip
+        variables = self.app.theme_variables
+        primary, accent, alarm, muted = (rich_color(variables.get(name, "")) for name in
+                                         ("primary", "accent", "status-failed", "status-muted"))  # fmt: skip
         metric = next((r.metric for r in self.rows if r.metric), "metric")
         top = [Text.assemble(("■ ", primary), "drift share %")]
         if self.threshold is not None:
@@ -197,10 +194,6 @@ class TimelinePlot(PlotextPlot):
                 bottom.yticks(*nice_ticks(low - pad, high + pad, most))
             bottom.xticks([xs[i] for i in ticks], [labels[i] for i in ticks])
         self.refresh()
-
-
-def rich_color_of(rgb: tuple[int, int, int]) -> str:
-    return f"rgb({rgb[0]},{rgb[1]},{rgb[2]})"
 
 
 def nice_ticks(low: float, high: float, most: int = 5) -> tuple[list[float], list[str]]:
