@@ -157,8 +157,11 @@ def apply(store: Store, signals: list[Signal], *, run_id: int | None = None) -> 
         return apply_in(session, signals, run_id=run_id)
 
 
-def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = None) -> list[Raised]:
-    """:func:`apply` inside the caller's transaction (the drift check's, with its report)."""
+def apply_in(
+    session: Session, signals: list[Signal], *, run_id: int | None = None, scope: str = "batch"
+) -> list[Raised]:
+    """:func:`apply` inside the caller's transaction (the drift check's, with its report);
+    *scope* is what the signals are about (see :class:`Raised`)."""
     raised: list[Raised] = []
     now = utcnow()
     if signals:
@@ -227,7 +230,7 @@ def apply_in(session: Session, signals: list[Signal], *, run_id: int | None = No
                                                       "title": current.title})  # fmt: skip
             raised.append(Raised(current.id, signal.rule.name, current.severity, current.title,
                                  new, signal.rule.wants_retrain, signal.rule.command,
-                                 alert_payload(current), older=older))  # fmt: skip
+                                 alert_payload(current), scope=scope, older=older))  # fmt: skip
     return raised
 
 

@@ -685,11 +685,8 @@ def _record(
         session.flush()  # the store's rules see this run succeeded
         signals = batch_signals(result, rules, min_rows, dataset=dataset)
         result.alerts = alerting.apply_in(session, signals, run_id=result.run_id)
-        store_level = alerting.apply_in(session, alerting.store_signals_in(session, rules),
-                                        run_id=result.run_id)  # fmt: skip
-        for alert in store_level:
-            alert.scope = "store"
-        result.alerts += store_level
+        result.alerts += alerting.apply_in(session, alerting.store_signals_in(session, rules),
+                                           run_id=result.run_id, scope="store")  # fmt: skip
         report = DriftReport(
             run_id=result.run_id, dataset_version_id=version.id,
             reference_version_id=reference.id,
