@@ -157,7 +157,7 @@ async def test_pipeline_screen_follows_a_running_stage(seeded) -> None:
             run = session.get(Run, run_id)
             run.status, run.ended_at = "failed", now + timedelta(seconds=3)
             run.error = "Traceback ...\nValueError: the batch is empty"
-        await until(pilot, lambda: "ValueError:" in _text(app, "#pipeline-graph"))
+        await until(pilot, lambda: "ValueError: th" in _text(app, "#pipeline-graph"))
         for _ in range(3):
             await pilot.press("right")
         await pilot.press("enter")
@@ -289,6 +289,8 @@ def test_a_box_cuts_after_a_whole_word_and_a_skip_says_why_first(seeded) -> None
     from mldeck.tui.screens.pipeline import _fit
 
     assert _fit("score churn:v13 with churn:1", 16) == "score churn:v13…"
+    assert _fit("score churn:v13 with churn:1", 15) == "score…".ljust(15)  # not churn:v1
+    assert _fit("validate blob.csv", 15) == "validate blob.…"  # a name may be cut
     assert _fit("ingest-week-09", 16) == "ingest-week-09  "
     _, store = seeded
     with store.write() as session:

@@ -45,14 +45,13 @@ RUN_STATUS = {
 
 
 def _fit(text: str, width: int) -> str:
-    """*text* in *width* columns, cut after a whole word when one ends in the last part: cut
-    inside a word, 'score churn:v13' read 'score churn:v1…', another batch."""
+    """*text* in *width* columns; a number is never cut in two: 'score churn:v13' cut to
+    'score churn:v1…' named another batch (a cut name, 'validate blob…', still reads as cut)."""
     if len(text) <= width:
         return text.ljust(width)
     cut = text[: width - 1]
-    space = cut.rfind(" ")
-    if text[width - 1] != " " and space >= (width - 1) // 2:
-        cut = cut[:space]
+    if cut[-1].isdigit() and text[width - 1].isdigit():
+        cut = cut[: cut.rfind(" ") + 1] if " " in cut else cut.rstrip("0123456789")
     return (cut.rstrip() + "…").ljust(width)
 
 
