@@ -39,6 +39,7 @@ from mldeck.store.models import (
     ModelVersion,
     Run,
     RunInput,
+    RunLog,
     RunStatus,
 )
 from mldeck.store.queries import integrity_check
@@ -360,6 +361,48 @@ def test_cross_validation_and_data_file(ws):
     }
     assert lineage == 0
     assert result.metrics["holdout_rows"] == REFERENCE_ROWS // 5
+    store.close()
+
+
+def test_a_data_file_is_judged_by_the_expectations_before_training(build):
+    ws = build(MODEL, PASSING, """
+[data.columns.tenure_months]
+min = 0
+[data.table]
+max_rows = 10
+max_age_days = 1
+allow_extra_columns = true
+""")  # fmt: skip
+    store = open_workspace_store(ws)
+    reference = pl.read_parquet(ws.root / "incoming-data" / "reference.parquet")
+    # Many rows of long ago: the checks of a batch's arrival are not a training file's.
+    result = training.train(ws, store, data_file=ws.root / "incoming-data" / "reference.parquet")
+    assert result.version == 1
+    bad = ws.root / "bad.parquet"
+    reference.with_columns(tenure_months=pl.col("tenure_months") - 1000).write_parquet(bad)
+    with pytest.raises(MldeckError) as refused:
+        training.train(ws, store, data_file=bad)
+    assert str(refused.value) == (
+        f"cannot train on {bad}: it fails the expectations of mldeck.toml ([data]): "
+        f"min(tenure_months): {REFERENCE_ROWS} values below 0 ('mldeck data ingest' shows the "
+        "whole report)"
+    )
+    assert count(store, Run, Run.kind == "train") == 1  # no run started for it
+    # A warning trains, and is in the run's log.
+    ws.config_path.write_text(
+        ws.config_path.read_text().replace("min = 0\n", 'min = 0\nwarn = ["min"]\n')
+    )
+    ws = load_workspace(ws.root)
+    result = training.train(ws, store, data_file=bad)
+    assert result.version == 2
+    with store.read() as session:
+        lines = [
+            e.message for e in session.scalars(select(RunLog).where(RunLog.run_id == result.run_id))
+        ]
+    assert (
+        f"the data's expectations warn: min(tenure_months): {REFERENCE_ROWS} values below 0"
+        in lines
+    )
     store.close()
 
 

@@ -433,7 +433,7 @@ def run_train(
         typer.Option(
             "--data",
             metavar="FILE",
-            help="Train on this file instead of the dataset's accepted versions.",
+            help="Train on this file instead of the dataset's accepted versions (judged by [data]'s expectations first).",
         ),
     ] = None,
     as_json: JsonOption = False,

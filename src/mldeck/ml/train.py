@@ -801,6 +801,7 @@ def train(
         raise MldeckError(f"cannot train on {data_file}: {what}")
     if data_file is not None and (why := unsupported_type(data_file)) is not None:
         raise MldeckError(f"cannot train on {data_file}: {why}")
+    warnings = _check_file(workspace, store, spec, data_file) if data_file is not None else []
     started = time.monotonic()
     with _start(workspace, spec, name=f"train {spec.model}", trigger=trigger) as run:
         step = _Steps(run, progress)
@@ -812,6 +813,8 @@ def train(
             step(0.05, "reading the training data")
             data = _load_data(workspace, store, spec, data_file)
             run.log_params({"data": data.record()})
+            for line in warnings:
+                run.log(f"the data's expectations warn: {line}", level="warning")
             run.log(f"read {data.frame.height} rows ({_describe_data(data)})")
             trained = _fit_and_evaluate(spec, data, entry, run, step)
             step(0.8, "evaluating the champion on the same holdout")
@@ -867,6 +870,38 @@ def train(
         champion=metrics["champion"],
         gates=outcomes,
     )
+
+
+def _check_file(workspace: Workspace, store: Store, spec: TrainSpec, path: Path) -> list[str]:
+    """*path* judged by ``[data]``'s expectations, as the versions trained on by default were
+    (the checks of a batch's arrival aside: its row count and freshness): raises when it would be
+    rejected; the warnings."""
+    from mldeck.data.ingest import reference_of
+    from mldeck.data.validate import validate
+
+    settings = workspace.settings.data
+    table = settings.table.model_copy(update={"min_rows": 0, "max_rows": None,
+                                              "max_age_days": None})  # fmt: skip
+    try:
+        source = open_source(path, separator=spec.csv_separator)
+    except ReadError as exc:
+        raise MldeckError(f"cannot read {path}: {exc}") from None
+    result = validate(source, settings.model_copy(update={"table": table}),
+                      reference=reference_of(store, spec.dataset))  # fmt: skip
+    if result.read_error:
+        raise MldeckError(f"cannot read {path}: {result.read_error}")
+    if result.n_rows == 0:  # said as such when the file is read
+        return []
+    if result.status == "rejected":
+        reasons = [r for r in result.reasons() if not r.startswith("warning, ")]
+        shown = "; ".join(reasons[:5]) + (
+            f"; and {len(reasons) - 5} more" if len(reasons) > 5 else ""
+        )
+        raise MldeckError(
+            f"cannot train on {path}: it fails the expectations of mldeck.toml ([data]): {shown} "
+            "('mldeck data ingest' shows the whole report)"
+        )
+    return result.reasons()
 
 
 def _describe_data(data: TrainingData) -> str:
