@@ -556,6 +556,26 @@ def test_what_cannot_be_checked_says_why(ws, store, tmp_path):
     assert "drift check" not in str(refused.value)
 
 
+def test_turning_a_columns_monitoring_off_and_on_applies_at_the_next_check(
+    monitored, store, tmp_path
+):
+    version = ingest(monitored, store, shifted(3, 6000), tmp_path, "shift.csv")
+    assert "charges" in {f.feature for f in check_batch(monitored, store, version).features}
+    off = configure(monitored, "\n[monitor.columns.charges]\nmonitor = false\n")
+    result = check_batch(off, store, version)
+    assert {f.feature for f in result.features} == {"tenure", "plan"}
+    assert not result.dataset_drift  # charges was the drifted one
+    on = off.config_path.read_text().replace("monitor = false", "monitor = true")
+    off.config_path.write_text(on)
+    result = check_batch(load_workspace(off.root), store, version)
+    assert [f.feature for f in result.features if f.drifted] == ["charges"]
+    with store.read() as session:
+        names = session.execute(
+            select(Artifact.name).where(Artifact.kind == "drift_baseline")
+        ).scalars()
+        assert len(set(names)) == 2  # one baseline per set of columns, built once each
+
+
 def test_a_column_override_naming_no_column_is_refused(monitored, store, tmp_path):
     version = ingest(monitored, store, churn_frame(100, seed=3, start_id=100), tmp_path, "b.csv")
     check_batch(monitored, store, version)  # the baseline is built (and kept) before the typo

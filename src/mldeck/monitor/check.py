@@ -10,7 +10,9 @@ performance → one write transaction: a ``drift`` run with its metrics and line
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import os
 import time
@@ -367,16 +369,19 @@ def _keep(
 def _baseline(
     workspace: Workspace, store: Store, reference: DatasetVersion, run_id: int
 ) -> dict[str, Any]:
-    # Named by its format too: a baseline of an older format is built again, not read.
-    name = f"drift-baseline:v{drift.BASELINE_FORMAT}:{reference.sha256}"
+    # Named by its format and by what it summarises (the columns monitored, the outcome): a
+    # baseline of an older format, or of columns since turned off or on, is built again.
+    columns = monitored_columns(workspace, reference, None)
+    outcome = _target(workspace, None)
+    what = hashlib.sha256(json.dumps([columns, outcome], sort_keys=True).encode()).hexdigest()
+    name = f"drift-baseline:v{drift.BASELINE_FORMAT}:{reference.sha256}:{what[:12]}"
     found = _cached(store, workspace, name)
     if found is not None:
         return found
     _log(store, run_id, f"building the drift baseline of the reference (once): {name}")
-    columns = monitored_columns(workspace, reference, None)
     frame = open_version(workspace, reference, "the reference", check=True)
     baseline = drift.build_baseline(frame, columns, seed=workspace.settings.model.seed,
-                                    outcome=_target(workspace, None))  # fmt: skip
+                                    outcome=outcome)  # fmt: skip
     _keep(store, workspace, name, "drift_baseline", baseline, run_id)
     return baseline
 

@@ -1,10 +1,12 @@
 """Drift: a batch against the reference's stored baseline, in one polars pass over the batch.
 
 The *baseline* of a reference dataset version is built once (the only read of the reference's
-rows) and kept as a content-addressed JSON artifact named ``drift-baseline:v<format>:<sha256>``: per
-numeric column a :class:`~mldeck.monitor.stats.NumericSummary` on its grid, per categorical
-column its category counts, and for multivariate drift a PCA of the standardised numeric
-features with the reference's reconstruction error. Every later batch is compared with it.
+rows) and kept as a content-addressed JSON artifact named
+``drift-baseline:v<format>:<sha256>:<what>`` (*what*: a hash of the columns monitored and of the
+outcome, so that turning a column's monitoring off or on builds another): per numeric column a
+:class:`~mldeck.monitor.stats.NumericSummary` on its grid, per categorical column its category
+counts, and for multivariate drift a PCA of the standardised numeric features with the
+reference's reconstruction error. Every later batch is compared with it.
 
 The batch's side is one streamed read of the batch file, folded chunk by chunk: per numeric
 column the counts at and just below every grid point (through a lookup table over the grid's
