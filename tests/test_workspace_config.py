@@ -111,6 +111,13 @@ def test_wrong_values_are_named(text, needle):
          "'cv_folds' in [model]: cross-validation needs at least 2 folds"),
         ('[jobs.schedules.t]\nkind = "train"\nevery = "0s"\n',
          "'every' in [jobs.schedules.t]: '0s' is no interval"),
+        # A p-value of 1 divided by zero in the check (a traceback); above 1 flagged every batch.
+        ('[monitor.columns.age]\nmethod = "ks"\nthreshold = 1\n',
+         "'age' in [monitor.columns]: the threshold of ks is a p-value: between 0 and 1 (drifted "
+         "when p < threshold), not 1"),
+        ("[monitor.columns.age]\nthreshold = 0.2\n",
+         "'age' in [monitor.columns]: a threshold needs its method: a p-value for ks or chi2, a "
+         'score for wasserstein, psi or jensenshannon (method = "auto" switches between them)'),
     ],
 )  # fmt: skip
 def test_a_validator_s_sentence_is_said_without_pydantic_s_label(text, said):

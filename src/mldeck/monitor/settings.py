@@ -72,6 +72,23 @@ class ColumnDrift(_Strict):
     # false leaves the column out of drift altogether.
     monitor: bool = True
 
+    @model_validator(mode="after")
+    def _threshold_of_its_method(self) -> ColumnDrift:
+        if self.threshold is None:
+            return self
+        if self.method == "auto":
+            # "auto" picks a test or a distance by sample size: one number cannot be both.
+            raise ValueError(
+                "a threshold needs its method: a p-value for ks or chi2, a score for "
+                "wasserstein, psi or jensenshannon (method = \"auto\" switches between them)"
+            )
+        if self.method in TESTS and self.threshold >= 1:
+            raise ValueError(
+                f"the threshold of {self.method} is a p-value: between 0 and 1 (drifted when "
+                f"p < threshold), not {self.threshold:g}"
+            )
+        return self
+
 
 # A binary classifier's metrics that labels give (realized) and that its calibrated confidence
 # estimates before they arrive: what estimated_metric and realized_metric rules can watch.
