@@ -80,7 +80,7 @@ class ColumnDrift(_Strict):
             # "auto" picks a test or a distance by sample size: one number cannot be both.
             raise ValueError(
                 "a threshold needs its method: a p-value for ks or chi2, a score for "
-                "wasserstein, psi or jensenshannon (method = \"auto\" switches between them)"
+                'wasserstein, psi or jensenshannon (method = "auto" switches between them)'
             )
         if self.method in TESTS and self.threshold >= 1:
             raise ValueError(
