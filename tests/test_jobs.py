@@ -1318,6 +1318,27 @@ def test_a_freshness_rule_says_its_limit_at_the_scale_it_was_set(workspace, stor
     assert signal.firing and re.fullmatch(r"no new data for \d\.\ds \(limit 0\.4s\)", signal.title)
 
 
+def test_a_rejected_batch_is_no_new_data(workspace, store, tmp_path):
+    """An upstream sending only files validation rejects kept the freshness alert quiet."""
+    from mldeck.data.ingest import ingest_file
+    from mldeck.jobs.health import check_freshness
+    from mldeck.monitor.alerts import store_signals
+    from mldeck.monitor.settings import AlertRule
+
+    batch = tmp_path / "batch.csv"
+    batch.write_text("a,b\n3,x\n", encoding="utf-8")
+    ingest_file(workspace, store, batch)
+    time.sleep(0.5)
+    rule = AlertRule(name="stale", when="freshness", hours=0.0001, severity="warning")
+    assert store_signals(store, [rule])[0].firing
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n", encoding="utf-8")  # no rows: rejected
+    assert ingest_file(workspace, store, bad).status == "rejected"
+    assert store_signals(store, [rule])[0].firing
+    assert check_freshness(workspace, store).message == "newest batch 0.0 h old"
+    assert check_freshness(workspace, store).value >= 0.5 / 3600
+
+
 def test_the_pipelines_score_stage_says_there_is_no_champion_to_score_with(ws_store):
     """Until a version is promoted the pipeline skips scoring: the stage says why it never ran."""
     from mldeck.jobs.views import pipeline_view

@@ -23,8 +23,6 @@ from mldeck.store.models import (
     Alert,
     Alias,
     Artifact,
-    Dataset,
-    DatasetVersion,
     HealthCheck,
     ModelVersion,
     RegisteredModel,
@@ -32,7 +30,7 @@ from mldeck.store.models import (
     Schedule,
     utcnow,
 )
-from mldeck.store.queries import integrity_check
+from mldeck.store.queries import integrity_check, newest_data
 from mldeck.workspace import Workspace
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -80,13 +78,8 @@ def check_disk(workspace: Workspace) -> Check:
 def check_freshness(workspace: Workspace, store: Store) -> Check:
     hours = workspace.settings.jobs.data_stale_hours
     with store.read() as session:
-        newest = session.execute(select(func.max(DatasetVersion.arrived_at))).scalar()
-        references = select(Dataset.reference_version_id).where(
-            Dataset.reference_version_id.is_not(None)
-        )
-        batch = session.execute(
-            select(func.max(DatasetVersion.arrived_at)).where(DatasetVersion.id.not_in(references))
-        ).scalar()
+        newest = newest_data(session)
+        batch = newest_data(session, batches_only=True)
     if newest is None:
         return Check("data", WARN, "no data ingested yet")
     age = (utcnow() - newest).total_seconds() / 3600

@@ -52,6 +52,7 @@ from mldeck.ml.settings import METRICS
 from mldeck.store.artifacts import ArtifactError, resolve, verify
 from mldeck.store.engine import Store
 from mldeck.store.models import (
+    USABLE_STATUSES,
     Artifact,
     Dataset,
     DatasetVersion,
@@ -65,7 +66,6 @@ from mldeck.store.models import (
 )
 from mldeck.workspace import Workspace
 
-USABLE_STATUSES = ("accepted", "warned")
 RECORD_KEY = "mldeck_train"  # marks a run's params as a training record reproduce can use
 MIN_TRAIN_ROWS = 2
 

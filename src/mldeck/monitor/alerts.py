@@ -24,13 +24,13 @@ from mldeck.store.engine import Store
 from mldeck.store.models import (
     Alert,
     AuditEvent,
-    DatasetVersion,
     Run,
     RunStatus,
     RunTrigger,
     Schedule,
     utcnow,
 )
+from mldeck.store.queries import newest_data
 
 OPEN_STATES = ("open", "acknowledged")
 
@@ -100,7 +100,7 @@ def store_signals_in(session: Session, rules: list[AlertRule]) -> list[Signal]:
     """:func:`store_signals` as the caller's transaction sees the store (a drift check's, with
     its own run already marked succeeded)."""
     signals: list[Signal] = []
-    newest = session.execute(select(func.max(DatasetVersion.arrived_at))).scalar()
+    newest = newest_data(session)
     kinds = session.execute(select(Run.kind).distinct()).scalars().all()
     last_runs = {}
     for kind in kinds:

@@ -39,6 +39,7 @@ from mldeck.store.artifacts import put_stream, verify
 from mldeck.store.artifacts import resolve as resolve_path
 from mldeck.store.engine import Store
 from mldeck.store.models import (
+    USABLE_STATUSES,
     Alias,
     Artifact,
     Dataset,
@@ -57,8 +58,6 @@ from mldeck.store.models import (
     utcnow,
 )
 from mldeck.workspace import Workspace
-
-CHECKABLE = ("accepted", "warned")
 
 
 @dataclass
@@ -204,7 +203,7 @@ def _versions(store: Store, source: int | str) -> tuple[DatasetVersion, Dataset,
             raise NotFound(f"no dataset version {version_id} (see 'mldeck data list')")
         dataset = session.get(Dataset, version.dataset_id)
         batch = f"{dataset.name}:v{version.version}"
-        if version.status not in CHECKABLE:
+        if version.status not in USABLE_STATUSES:
             raise MldeckError(f"{batch} was {version.status} by validation; it is not monitored")
         if dataset.reference_version_id is None:
             raise MldeckError(

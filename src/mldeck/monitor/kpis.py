@@ -40,6 +40,7 @@ from mldeck.store.models import (
     RunStatus,
     utcnow,
 )
+from mldeck.store.queries import newest_data
 
 
 @dataclass
@@ -125,7 +126,7 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
                 .group_by(Run.status)
             ).all()
         )  # fmt: skip
-        newest = session.execute(select(func.max(DatasetVersion.arrived_at))).scalar()
+        newest = newest_data(session)
         checked = session.execute(
             select(DriftReport.dataset_version_id, DriftReport.dataset_drift,
                    DriftReport.drift_share)

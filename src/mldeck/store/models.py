@@ -87,6 +87,11 @@ class Dataset(SQLModel, table=True):
     reference_version_id: int | None = None
 
 
+# The statuses of a dataset version that validation let through: what is trained on, scored and
+# monitored, and what counts as new data (a rejected batch is none).
+USABLE_STATUSES = ("accepted", "warned")
+
+
 class DatasetVersion(SQLModel, table=True):
     """An immutable batch of data, identified by the sha256 of its bytes."""
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from mldeck.errors import MldeckError, NotFound
 from mldeck.store.engine import Store, database_size
 from mldeck.store.models import (
+    USABLE_STATUSES,
     Alert,
     Alias,
     Approval,
@@ -611,6 +612,20 @@ _VERSION_COLUMNS = (
     DatasetVersion.quarantine_path,
     (Dataset.reference_version_id == DatasetVersion.id).label("is_reference"),
 )
+
+
+def newest_data(session: Any, *, batches_only: bool = False) -> datetime | None:
+    """When the newest dataset version that validation let through arrived (a rejected one is no
+    new data); with *batches_only*, the datasets' references aside."""
+    query = select(func.max(DatasetVersion.arrived_at)).where(
+        DatasetVersion.status.in_(USABLE_STATUSES)
+    )
+    if batches_only:
+        references = select(Dataset.reference_version_id).where(
+            Dataset.reference_version_id.is_not(None)
+        )
+        query = query.where(DatasetVersion.id.not_in(references))
+    return session.execute(query).scalar()
 
 
 def list_versions(
