@@ -5,6 +5,7 @@ child processes."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -310,7 +311,7 @@ def test_only_accepted_and_warned_versions_are_trained_on(ws):
     store.close()
 
 
-def test_regression_and_a_stratified_split(build):
+def test_regression_and_a_split_that_keeps_each_rows_side(build):
     ws = build(
         '[model]\nname = "charges"\ntarget = "monthly_charges"\ntask = "regression"\n'
         'features = ["plan", "segment", "tenure_months"]\nthreads = 1\nimportance_repeats = 1\n'
@@ -335,9 +336,19 @@ def test_regression_and_a_stratified_split(build):
         timestamp_column=None, id_column=None,
     )  # fmt: skip
     train, holdout, how = training.split(frame, spec)
-    assert how == "stratified" and holdout.height == 25 and train.height == 75
-    assert holdout["y"].sum() == 5  # the class balance is kept
+    assert how == "row hash" and 15 <= holdout.height <= 35 and train.height == 100 - holdout.height
+    assert 0 < holdout["y"].sum() < 20  # each class on both sides
     assert training.split(frame, spec)[1].equals(holdout)  # seeded
+    # As data grows, a row keeps its side: a champion trained on the first 100 rows is never
+    # evaluated on one of them in a later candidate's holdout (a split drawn again was).
+    grown = pl.concat([frame, pl.DataFrame({"x": np.arange(100.0, 1000.0), "y": [0, 1] * 450})])
+    _, later_holdout, _ = training.split(grown, spec)
+    assert later_holdout.join(train, on=["x", "y"]).height == 0
+    assert later_holdout.join(holdout, on=["x", "y"]).height == holdout.height
+    assert 200 <= later_holdout.height <= 300
+    # With an id column, a row's side follows its id (the same customer a week later too).
+    keyed = dataclasses.replace(spec, id_column="x")
+    assert training.split(frame.with_columns(y=pl.col("y")), keyed)[2] == "id hash"
     store.close()
 
 

@@ -8,7 +8,8 @@ The path of ``mldeck run train``:
 2. the data: the dataset's accepted and warned versions (their stored files, hashes checked),
    or one file (``--data``); their ids and sha256 go into the record;
 3. the split: by time when ``[data] timestamp_column`` is there (the newest ``test_size`` rows are
-   the holdout), else stratified (classification) or random (regression), seeded;
+   the holdout), else by a seeded hash of each row's id (or values): a row keeps its side as
+   data grows, so the champion is never evaluated on rows it was trained on;
 4. optional cross-validation on the training part, then the fit: a scikit-learn pipeline
    (imputation + scaling for numbers, one-hot for categories, then ``estimator``) or the user's
    ``entry_point``;
@@ -295,7 +296,15 @@ def _labels(frame: pl.DataFrame, target: str) -> np.ndarray:
 
 
 def split(frame: pl.DataFrame, spec: TrainSpec) -> tuple[pl.DataFrame, pl.DataFrame, str]:
-    """(train, holdout, how): by time when the timestamp column exists, else stratified."""
+    """(train, holdout, how): by time when the timestamp column exists, else by a hash of each
+    row's id (``[data] id_column``) or, without one, of its values.
+
+    Either way a row keeps its side as data grows, so the champion, evaluated on a later
+    candidate's holdout, is never scored on rows it was trained on (a random split drawn again
+    over more data put about a third of them there, and the regression gate then failed better
+    candidates). A hashed row is held out when its seeded 64-bit hash falls in the lowest
+    ``test_size`` of the range: about that share of each class, and at least one row of each
+    class on each side when the class has two."""
     n = frame.height
     n_test = max(1, math.ceil(n * spec.test_size))
     if n - n_test < MIN_TRAIN_ROWS:
@@ -303,19 +312,27 @@ def split(frame: pl.DataFrame, spec: TrainSpec) -> tuple[pl.DataFrame, pl.DataFr
     if spec.timestamp_column and spec.timestamp_column in frame.columns:
         ordered = frame.sort(spec.timestamp_column, maintain_order=True, nulls_last=False)
         return ordered[: n - n_test], ordered[n - n_test :], "time"
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(n)
-    how = "random"
-    stratify = None
+    by_id = bool(spec.id_column and spec.id_column in frame.columns)
+    keyed = [spec.id_column] if by_id else frame.columns
+    keys = frame.select(pl.struct(keyed).hash(seed=spec.seed)).to_series().to_numpy()
+    fraction = keys / 2.0**64
+    held = fraction < spec.test_size
+    groups = [np.arange(n)]
     if spec.task == "classification":
-        _, counts = np.unique(_labels(frame, spec.target), return_counts=True)
-        if counts.min() >= 2 and n_test >= len(counts):
-            stratify, how = _labels(frame, spec.target), "stratified"
-    train_idx, test_idx = train_test_split(
-        index, test_size=n_test, random_state=spec.seed, stratify=stratify
-    )
-    return frame[np.sort(train_idx)], frame[np.sort(test_idx)], how
+        labels = _labels(frame, spec.target)
+        groups = [np.flatnonzero(labels == value) for value in np.unique(labels)]
+    for rows in groups:
+        if rows.size < 2:
+            continue
+        order = rows[np.argsort(fraction[rows], kind="stable")]
+        if not held[order].any():
+            held[order[0]] = True  # the row nearest the cut goes over it
+        if held[order].all():
+            held[order[-1]] = False
+    if (~held).sum() < MIN_TRAIN_ROWS or not held.any():
+        raise MldeckError(f"{n} rows are too few to hold out {spec.test_size:.0%} and train")
+    how = "id hash" if by_id else "row hash"
+    return frame.filter(pl.Series(~held)), frame.filter(pl.Series(held)), how
 
 
 def _import_object(path: str) -> Any:
