@@ -638,3 +638,48 @@ def test_a_link_to_nothing_is_said_once_and_taken_once_its_target_exists(ws, sto
     target.write_bytes(csv_bytes(10, seed=11))
     wait_for(lambda: recorder.outcomes, "the file behind the link to be ingested")
     assert recorder.outcomes[0].status == "accepted" and len(versions(store)) == 1
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_another_name_of_the_store_is_moved_aside_never_opened(ws, store, watch, how):
+    """A link to .mldeck/store.db in incoming/ was opened and closed at every look (is its writer
+    done?), which dropped the process's SQLite locks: another process then deleted the WAL in
+    use, and versions the watcher announced were lost."""
+    _, recorder = watch()
+    (ws.incoming_dir / "first.csv").write_bytes(csv_bytes(10, seed=31))
+    wait_for(lambda: len(recorder.outcomes) == 1, "the first file")
+    link = ws.incoming_dir / "db.csv"
+    if how == "symlink":
+        link.symlink_to(ws.db_path)
+    else:
+        os.link(ws.db_path, link)
+    wait_for(lambda: recorder.said("db.csv: not ingested (part of the workspace's own state"),
+             "the link to be refused")  # fmt: skip
+    assert incoming_files(ws) == []
+    moved = ws.quarantine_dir / "db.csv"
+    assert moved.is_symlink() if how == "symlink" else os.path.samefile(moved, ws.db_path)
+    (ws.incoming_dir / "second.csv").write_bytes(csv_bytes(10, seed=32))
+    wait_for(lambda: len(recorder.outcomes) == 2, "the second file")
+    other = open_workspace_store(ws)  # another connection sees every version
+    try:
+        assert [v.version for v in versions(other)] == [2, 1]
+    finally:
+        other.close()
+
+
+def test_a_link_to_a_file_of_another_owner_is_not_followed(ws, store, watch, tmp_path):
+    """Whoever could drop a link in incoming/ had any file the watcher's user can read (its
+    environment through /proc/self/environ, a private key) copied into the workspace."""
+    secret = tmp_path / "secret.csv"
+    secret.write_bytes(csv_bytes(10, seed=33))
+    link = ws.incoming_dir / "secret.csv"
+    link.symlink_to(secret)
+    try:
+        os.lchown(link, os.getuid() + 4242, -1)  # the link made by someone else
+    except PermissionError:
+        pytest.skip("changing a link's owner needs root")
+    _, recorder = watch()
+    wait_for(lambda: recorder.said("secret.csv: not ingested (a link to "), "the link refused")
+    assert recorder.said("a file of another owner than the link's")
+    assert versions(store) == [] and (ws.quarantine_dir / "secret.csv").is_symlink()
+    assert secret.exists()

@@ -53,15 +53,30 @@ class Workspace:
         return self.state_dir / "store.db"
 
     def refuse_state_file(self, path: Path) -> None:
-        """Refuse a file of the workspace's own state (``.mldeck/``) as input: it is not data,
-        and reading the store's files outside SQLite would drop this process's locks on them
-        (another process could then delete the WAL in use)."""
+        """Refuse a file of the workspace's own state (``.mldeck/``) as input, by its path, a
+        link's, or another name of the same file (a hard link): it is not data, and opening
+        the store's files outside SQLite drops this process's locks on them (another process
+        could then delete the WAL in use)."""
+        if self.is_state_file(path):
+            raise MldeckError(
+                f"{shown(str(path))} is part of the workspace's own state (.mldeck/), "
+                "not data: copy what you need elsewhere first"
+            )
+
+    def is_state_file(self, path: Path) -> bool:
+        """Whether *path* (followed through links) is a file of ``.mldeck/``; never opens it."""
         with suppress(OSError):
             if path.resolve().is_relative_to(self.state_dir.resolve()):
-                raise MldeckError(
-                    f"{shown(str(path))} is part of the workspace's own state (.mldeck/), "
-                    "not data: copy what you need elsewhere first"
-                )
+                return True
+            st = os.stat(path)
+            if st.st_nlink > 1:  # another name: is it one of the state folder's own files?
+                with os.scandir(self.state_dir) as entries:
+                    for entry in entries:
+                        with suppress(OSError):
+                            own = entry.stat(follow_symlinks=False)
+                            if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
+                                return True
+        return False
 
     def refuse_overwriting_own(self, path: Path, what: str) -> None:
         """Refuse *path* as a file to write *what* to when it is the workspace's own: its state

@@ -396,6 +396,12 @@ class IncomingWatcher:
                 if path in self._pending:
                     noted.append(path)
                     continue
+                refused = self._not_taken(path)
+                if refused is not None:
+                    self._pending.pop(path, None)
+                    self.counts["failed"] += 1
+                    self._to_quarantine(path, shown(path.name), refused)
+                    continue
                 signature = _signature(path)
                 if signature is None:
                     self._dangling_link(path)
@@ -408,6 +414,25 @@ class IncomingWatcher:
                 self._pending[path] = _Pending(signature, now)
                 noted.append(path)
         return noted
+
+    def _not_taken(self, path: Path) -> str | None:
+        """Why *path* is never to be opened, or None. A file of the workspace's own state (by a
+        link or a hard link): opening the store's files drops this process's locks on them.
+        A link to a file of another owner than the link's: whoever can drop a link here could
+        otherwise have any file the watcher can read copied into the workspace."""
+        if self.workspace.is_state_file(path):
+            return "part of the workspace's own state (.mldeck/), not data; never opened"
+        try:
+            link = os.lstat(path)
+            if not stat.S_ISLNK(link.st_mode):
+                return None
+            target = os.stat(path)
+        except OSError:  # gone, or a link to nothing (said by _dangling_link)
+            return None
+        if target.st_uid != link.st_uid:
+            return (f"a link to {shown(os.readlink(path))}, a file of another owner than the "
+                    "link's; links are followed only to their own owner's files")  # fmt: skip
+        return None
 
     def _dangling_link(self, path: Path) -> None:
         """Say (once per target) that *path* is a link to nothing: it stays where it is, and is
@@ -522,6 +547,10 @@ class IncomingWatcher:
         del self._pending[path]
         self.counts["failed"] += 1
         details = "" if isinstance(exc, MldeckError) else "".join(traceback.format_exception(exc))
+        self._to_quarantine(path, name, reason, details)
+
+    def _to_quarantine(self, path: Path, name: str, reason: str, details: str = "") -> None:
+        """Move *path* (a link as the link) to quarantine with a note of *reason*."""
         try:
             target = _move_to_quarantine(path, self.workspace.quarantine_dir)
         except OSError as move_error:
@@ -653,20 +682,21 @@ def not_ingested(workspace: Workspace) -> list[NotIngested]:
 
 
 def _move_to_quarantine(path: Path, quarantine: Path) -> Path:
-    """Move *path* into *quarantine* under a name not yet taken; never overwrites a file."""
+    """Move *path* into *quarantine* under a name not yet taken; never overwrites a file. A link
+    is moved as the link: what it points to is never read."""
     quarantine.mkdir(parents=True, exist_ok=True)
     stem, suffix = Path(path.name).stem, Path(path.name).suffix
     for number in range(1, 10_000):
         target = quarantine / (path.name if number == 1 else f"{stem}-{number}{suffix}")
         try:
-            os.link(path, target)  # fails if the target exists
+            os.link(path, target, follow_symlinks=False)  # fails if the target exists
         except FileExistsError:
             continue
         except OSError:  # another filesystem, or no hard links here: copy, then remove
-            if target.exists():
+            if target.exists() or target.is_symlink():
                 continue
             try:
-                shutil.copy2(path, target)
+                shutil.copy2(path, target, follow_symlinks=False)  # a link stays a link
             except BaseException:
                 target.unlink(missing_ok=True)
                 raise
