@@ -362,17 +362,10 @@ def _stat(key: str) -> str:
 
 
 def _all_aggregates(plan: Any) -> dict[str, Any]:
-    """What validate() collects in its first pass: the plan's aggregates and the flags counted by
-    a sum or an aggregate of their own (the others are derived from the profile's counts)."""
-    import polars as pl
+    """What validate() collects in its first pass."""
+    from mldeck.data.validate import first_pass
 
-    exprs = dict(plan.aggregates)
-    for i, flag in enumerate(plan.flags):
-        if flag.count is None:
-            exprs[f"flag::{i}"] = flag.expr.sum()
-        elif isinstance(flag.count, pl.Expr):
-            exprs[f"flag::{i}"] = flag.count
-    return exprs
+    return first_pass(plan)
 
 
 def _aggregate_part(select: Any, **options: bool) -> Any:

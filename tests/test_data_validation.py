@@ -26,6 +26,7 @@ from mldeck.data.validate import (
     CheckResult,
     Validation,
     build,
+    first_pass,
     reference_profile,
     validate,
 )
@@ -924,6 +925,63 @@ def test_offending_rows_take_a_second_pass_only_when_a_check_counts_some(tmp_pat
     rows = pl.read_parquet(rows_path(path))
     assert rows[REASON].to_list() == ["min(v)", "categories(k); pattern(k)", "expression(v)"]
     assert result.profile["columns"]["v"]["max"] == 500.0
+
+
+def test_bounds_are_judged_from_the_min_and_max_and_counted_only_when_beyond(tmp_path, monkeypatch):
+    settings = data_settings(columns={"v": {"min": 0, "max": 10}, "n": {"min": 2.5}})
+    clean = _one_column(tmp_path, "clean.parquet", [0.0, 5.0, None, math.nan, 10.0])
+    plan = build(open_source(clean), settings, None, exact_quantiles=False, arrived_at=ARRIVED)
+    # No comparison per row for a bound in the first pass: the column's finite min and max say.
+    summed = [plan.flags[int(k[6:])].check for k in first_pass(plan) if k.startswith("flag::")]
+    assert [c for c in summed if c in ("min", "max")] == []
+    frame = pl.DataFrame({"v": [-1.0, 5.0, 7.0, 11.0, -2.0], "n": [1, 2, 3, 4, 5]})
+    path = write_parquet(tmp_path, "t.parquet", frame)
+    reads = _watch_reads(monkeypatch, path)
+    # Without an offending-rows file, the counts take a pass of their own, only then.
+    result = validate(open_source(path), settings, arrived_at=ARRIVED)
+    assert reads == ["collect", "collect"]
+    assert check(result, "min", "v").failed_rows == 2
+    assert check(result, "max", "v").failed_rows == 1
+    assert check(result, "min", "n").failed_rows == 2  # 1 and 2
+    # With one, they are counted in the rows just written: the file is read twice, as before.
+    reads.clear()
+    result = validate(
+        open_source(path), settings, offending_path=rows_path(path), arrived_at=ARRIVED
+    )
+    assert reads == ["collect", "sink"]
+    assert [
+        check(result, c, n).failed_rows for c, n in [("min", "v"), ("max", "v"), ("min", "n")]
+    ] == [2, 1, 2]
+    assert result.offending_rows == 4
+
+
+def test_statistics_of_a_column_with_nan_or_infinities_are_of_its_finite_values(
+    tmp_path, monkeypatch
+):
+    """The first pass sums the column as it is (no masked copy per row); a column found to hold
+    NaN or infinities gets its statistics, histogram and bounds again over its finite values."""
+    reference = {"columns": {"v": {"histogram": {"edges": [0.0, 2.5]}},
+                             "w": {"histogram": {"edges": [0.0, 2.5]}}}}  # fmt: skip
+    settings = data_settings(columns={"v": {"max": 4, "allow_inf": True, "allow_nan": True},
+                                      "w": {"max": 4}})  # fmt: skip
+    clean = write_parquet(tmp_path, "clean.parquet", pl.DataFrame({"v": [1.0, 3.0, None],
+                                                                   "w": [1.0, 2.0, 3.0]}))  # fmt: skip
+    reads = _watch_reads(monkeypatch, clean)
+    validate(open_source(clean), settings, reference=reference, arrived_at=ARRIVED)
+    assert reads == ["collect"]
+    values = [-math.inf, 1.0, math.nan, 3.0, None, math.inf, 5.0]
+    path = write_parquet(tmp_path, "t.parquet", pl.DataFrame({"v": values, "w": [1.0] * 7}))
+    reads = _watch_reads(monkeypatch, path)
+    result = validate(open_source(path), settings, reference=reference,
+                      offending_path=rows_path(path), arrived_at=ARRIVED)  # fmt: skip
+    assert reads == ["collect", "collect", "sink"]  # then v's finite values, then the 5.0
+    v = result.profile["columns"]["v"]
+    assert (v["min"], v["max"], v["mean"]) == (1.0, 5.0, 3.0)
+    assert v["std"] == pytest.approx(2.0)
+    assert (v["nan"], v["inf"], v["nulls"]) == (1, 2, 1)
+    assert v["histogram"]["counts"] == [0, 1, 2]  # below 0, [0, 2.5), 2.5 and above
+    assert check(result, "max", "v").failed_rows == 1  # 5.0; inf is the finite check's
+    assert result.profile["columns"]["w"]["mean"] == 1.0
 
 
 # -- the profile ------------------------------------------------------------------------------
