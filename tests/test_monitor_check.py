@@ -433,6 +433,21 @@ def test_a_realized_metric_on_a_handful_of_labels_raises_no_alert(monitored, sto
     assert rest.alerts[0].payload["details"]["run_id"] == rest.batches[0].run_id
 
 
+def test_an_estimate_on_a_handful_of_rows_raises_no_alert_and_stays_in_range(
+    monitored, store, tmp_path
+):
+    """A 1-row batch opened a critical "estimated roc_auc 0.500" alert (and asked for a
+    retrain); a 5-row one showed a band reaching below 0."""
+    strict = configure(monitored, '\n[[monitor.alerts]]\nname = "auc"\nwhen = "estimated_metric"'
+                                  '\nmetric = "roc_auc"\nbelow = 0.99\n')  # fmt: skip
+    frame = churn_frame(200, seed=9, start_id=20000).drop("churned")
+    few = check_batch(strict, store, ingest(strict, store, frame.head(5), tmp_path, "few.csv"))
+    assert few.estimated.value is not None and few.alerts == []
+    assert 0.0 <= few.estimated.lower <= few.estimated.value <= few.estimated.upper <= 1.0
+    enough = check_batch(strict, store, ingest(strict, store, frame.tail(60), tmp_path, "b.csv"))
+    assert [a.rule for a in enough.alerts] == ["auc"]
+
+
 def test_labels_and_their_alerts_are_stored_together_or_not_at_all(
     monitored, store, tmp_path, monkeypatch
 ):

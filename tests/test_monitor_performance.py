@@ -212,3 +212,8 @@ def test_estimate_edge_cases() -> None:
     assert performance.estimate("roc_auc", zeros, zeros > 0, None).value is None
     certain = performance.estimate("accuracy", zeros, zeros > 0, None)
     assert (certain.value, certain.lower, certain.upper) == (1.0, 1.0, 1.0)
+    # A handful of rows: the band stays within the metric's range and around its value (it went
+    # below 0, or missed the value).
+    for scores in ([0.9, 0.1], [0.6, 0.4, 0.55], [0.9, 0.2, 0.7, 0.3, 0.5]):
+        few = performance.estimate("roc_auc", np.array(scores), np.array(scores) > 0.5, None)
+        assert 0.0 <= few.lower <= few.value <= few.upper <= 1.0, few

@@ -213,7 +213,7 @@ read_only = false
 # [monitor]
 # drift_share = 0.5
 # small_sample = 1000
-# min_labelled_rows = 30      # a realized metric on fewer labels raises or clears no alert
+# min_labelled_rows = 30      # a realized metric on fewer labels (an estimated one on fewer rows) raises or clears no alert
 # cost_per_cpu_hour = 0.0
 # alert_command = ""          # gets each new alert as JSON on stdin
 # [monitor.columns.monthly_charges]

@@ -539,7 +539,8 @@ def batch_signals(
     result: MonitorResult, rules: list, min_rows: int = 1, *, dataset: str | None = None
 ) -> list[Signal]:
     """The verdict of every batch rule on *result* (*min_rows*: the labelled rows a realized
-    metric needs to count; *dataset*: the workspace's, see ``batch_key``)."""
+    metric, or the rows an estimated one, needs to count; *dataset*: the workspace's, see
+    ``batch_key``)."""
     signals = []
     by_feature = {f.feature: f for f in result.features}
     for rule in rules:
@@ -573,7 +574,9 @@ def batch_signals(
                                   details={"batch": result.batch, "dataset_version_id": result.dataset_version_id, **p.as_dict()}))  # fmt: skip
         elif rule.when == "estimated_metric" and result.estimated is not None:
             e = result.estimated
-            if rule.metric == e.metric and e.value is not None:
+            # As for realized figures: an estimate over fewer rows than min_rows (a batch of a
+            # handful of rows) neither raises nor clears an alert.
+            if rule.metric == e.metric and e.value is not None and result.rows >= min_rows:
                 signals.append(Signal(
                     rule, e.value < rule.below, key,
                     f"{result.batch}: estimated {e.metric} {fmt.apart(e.value, rule.below, digits=3)[0]} "

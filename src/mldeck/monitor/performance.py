@@ -204,6 +204,9 @@ def estimate(
     centre = float(np.mean(sampled))
     low = value - (centre - float(np.quantile(sampled, 0.025))) * scale
     high = value + (float(np.quantile(sampled, 0.975)) - centre) * scale
+    # Every estimable metric lies in [0, 1]: a wide band on a few rows stops at its ends; and a
+    # band drawn from a handful of rows still holds the value it is around.
+    low, high = max(min(low, value), 0.0), min(max(high, value), 1.0)
     return Estimate(metric, float(value), low, high, reference)
 
 
