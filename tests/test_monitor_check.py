@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import polars as pl
@@ -657,6 +658,30 @@ def test_an_alert_hook_gets_the_alert_as_json_and_a_failing_hook_is_reported(
     payload = json.loads(out.read_text())
     assert payload["rule"] == "dataset drift" and payload["status"] == "open"
     assert result.hook_problems == [f"alert {payload['id']}: hook exited 7"]
+
+
+def test_a_hook_that_times_out_is_ended_with_what_it_started(tmp_path):
+    """Only the shell was killed: its children ran on after mldeck exited."""
+    from mldeck.monitor.alerts import Raised, run_hooks
+
+    pid_file = tmp_path / "child.pid"
+    alert = Raised(1, "r", "warning", "t", True, False, f"sleep 60 & echo $! > '{pid_file}'; wait",
+                   {"id": 1})  # fmt: skip
+    started = time.monotonic()
+    assert run_hooks([alert], None, 1.0) == ["alert 1: hook timed out after 1 s"]
+    assert time.monotonic() - started < 10
+    child = Path(f"/proc/{int(pid_file.read_text())}/stat")
+
+    def running() -> bool:  # a zombie waiting for its new parent to reap it has ended too
+        try:
+            return child.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 5
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running()
 
 
 def test_acknowledge_and_resolve_are_audited_and_checked(monitored, store, tmp_path):

@@ -6,7 +6,10 @@ its alert on its own. Every change is in the audit trail. A rule's ``command`` (
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -301,20 +304,32 @@ def run_hooks(raised: list[Raised], default_command: str | None, timeout: float)
         if not alert.new or not command:
             continue
         try:
-            done = subprocess.run(
-                command, shell=True, input=json.dumps(alert.payload, default=str).encode(),
-                capture_output=True, timeout=timeout, check=False,
+            # In a process group of its own: a timeout ends the command and what it started
+            # (the shell alone left its children running after mldeck exited).
+            process = subprocess.Popen(
+                command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True,
             )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            problems.append(f"alert {alert.alert_id}: hook timed out after {timeout:g} s")
-            continue
         except OSError as exc:
             problems.append(f"alert {alert.alert_id}: hook could not start: {exc}")
             continue
-        if done.returncode != 0:
-            err = done.stderr.decode(errors="replace").strip().splitlines()
+        try:
+            _, stderr = process.communicate(
+                json.dumps(alert.payload, default=str).encode(), timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()  # not its pipes: a child that left the group may hold them
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                with contextlib.suppress(OSError):
+                    pipe.close()
+            problems.append(f"alert {alert.alert_id}: hook timed out after {timeout:g} s")
+            continue
+        if process.returncode != 0:
+            err = stderr.decode(errors="replace").strip().splitlines()
             problems.append(
-                f"alert {alert.alert_id}: hook exited {done.returncode}"
+                f"alert {alert.alert_id}: hook exited {process.returncode}"
                 + (f": {err[-1]}" if err else "")
             )
     return problems
