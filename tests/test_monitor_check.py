@@ -221,6 +221,19 @@ def test_an_older_drifted_batch_checked_later_asks_for_no_retrain(monitored, sto
     assert again.retrain_reasons == []
 
 
+def test_an_older_drifted_batch_checked_after_a_quiet_newer_one_opens_nothing(
+    monitored, store, tmp_path
+):
+    """The newest batch decides: it was found clear, so a late check of an older drifted batch
+    opened a dataset drift alert (and asked for a retrain) that stayed open."""
+    older = ingest(monitored, store, shifted(3, 6000), tmp_path, "old.csv")
+    newest = ingest(monitored, store, churn_frame(400, seed=5, start_id=8000), tmp_path, "n.csv")
+    assert check_batch(monitored, store, newest).alerts == []
+    late = check_batch(monitored, store, older)
+    assert late.dataset_drift  # said in its report
+    assert late.alerts == [] and late.retrain_reasons == []
+
+
 def test_the_reference_is_read_once_for_every_batch(monitored, store, tmp_path):
     for seed in (6, 7):
         version = ingest(

@@ -27,6 +27,8 @@ from mldeck.store.engine import Store
 from mldeck.store.models import (
     Alert,
     AuditEvent,
+    DatasetVersion,
+    DriftReport,
     Run,
     RunStatus,
     RunTrigger,
@@ -190,8 +192,10 @@ def apply_in(
                                  entity_id=current.id, actor="mldeck",
                                  details={"reason": "condition cleared", "rule": signal.rule.name})  # fmt: skip
                 continue
-            if current is None and _cleared_by_newer(session, signal):
-                continue  # nor does it open again what a newer batch's check cleared
+            if current is None and (
+                _cleared_by_newer(session, signal) or _newer_batch_checked(session, signal)
+            ):
+                continue  # nor does it open what a newer batch's check cleared or found clear
             if current is None and _failure_resolved(session, signal):
                 continue  # a failure someone resolved is not opened again at every look
             # The run that fired it (the check's), unless the signal names its own (the run
@@ -260,6 +264,30 @@ def _cleared_by_newer(session: Session, signal: Signal) -> bool:
         return False
     cleared = (last.details or {}).get("resolved_by_version")
     return isinstance(cleared, int) and mine < cleared
+
+
+# The rules a drift check judges on every batch it checks (labels come later, for any batch).
+CHECKED_WITH_EVERY_BATCH = {"dataset_drift", "feature_drift", "multivariate_drift"}
+CHECKED_WITH_A_MODEL = {"prediction_drift", "estimated_metric"}
+
+
+def _newer_batch_checked(session: Session, signal: Signal) -> bool:
+    """Whether a batch of the same dataset newer than *signal*'s was checked with the rule's
+    condition judged (no alert being open, it was found clear, or cleared since): the newest batch
+    decides, so a late check of an older batch opens nothing."""
+    mine = signal.details.get("dataset_version_id")
+    when = signal.rule.when
+    if not isinstance(mine, int) or when not in CHECKED_WITH_EVERY_BATCH | CHECKED_WITH_A_MODEL:
+        return False
+    dataset = select(DatasetVersion.dataset_id).where(DatasetVersion.id == mine).scalar_subquery()
+    query = (
+        select(DriftReport.id)
+        .join(DatasetVersion, DatasetVersion.id == DriftReport.dataset_version_id)
+        .where(DatasetVersion.dataset_id == dataset, DriftReport.dataset_version_id > mine)
+    )
+    if when in CHECKED_WITH_A_MODEL:
+        query = query.where(DriftReport.model_version_id.is_not(None))
+    return session.execute(query.limit(1)).first() is not None
 
 
 def _failure_resolved(session: Session, signal: Signal) -> bool:
