@@ -287,6 +287,33 @@ def test_labels_add_up_across_files_and_a_recheck_keeps_them(monitored, store, t
     assert repeat.batches[0].realized["roc_auc"] == pytest.approx(item.realized["roc_auc"])
 
 
+def test_ids_in_several_batches_need_the_batch_the_labels_are_of(monitored, store, tmp_path):
+    """The same customers scored two weeks running: week 2's labels were recorded for week 1's
+    predictions too (a wrong realized metric, a false alert), and week 1's true labels were then
+    refused as contradictions."""
+    week1 = churn_frame(300, seed=8, start_id=9000)
+    week2 = churn_frame(300, seed=9, start_id=9000)  # the same ids, other rows and outcomes
+    v1 = ingest(monitored, store, week1.drop("churned"), tmp_path, "w1.csv")
+    v2 = ingest(monitored, store, week2.drop("churned"), tmp_path, "w2.csv")
+    check_batch(monitored, store, v1)
+    check_batch(monitored, store, v2)
+    labels2 = write(week2.select("customer_id", "churned"), tmp_path, "l2.csv")
+    with pytest.raises(
+        MldeckError,
+        match=r"300 ids of l2.csv \('9000', .*\) are in several "
+        r"monitored batches \(churn:v2, churn:v3\): .*--batch",
+    ):
+        record_labels(monitored, store, labels2)
+    assert late_labels(monitored, store, v1) is None  # nothing recorded
+    second = record_labels(monitored, store, labels2, batch="churn:v3")
+    assert [(b.batch, b.new) for b in second.batches] == [("churn:v3", 300)]
+    labels1 = write(week1.select("customer_id", "churned"), tmp_path, "l1.csv")
+    first = record_labels(monitored, store, labels1, batch="churn:v2")
+    assert [(b.batch, b.new) for b in first.batches] == [("churn:v2", 300)]
+    with pytest.raises(MldeckError, match=r"churn:v4 .*no dataset version|no dataset version"):
+        record_labels(monitored, store, labels1, batch="churn:v4")
+
+
 def test_a_label_contradicting_one_recorded_refuses_the_file(monitored, store, tmp_path):
     frame = churn_frame(100, seed=8, start_id=9000)
     # A batch with its own labels: a later file may not say otherwise for its ids.

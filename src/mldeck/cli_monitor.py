@@ -277,10 +277,20 @@ def drift_labels(
     file: Annotated[
         Path, typer.Argument(metavar="FILE", help="A file with the id column and the target.")
     ],
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            "--batch",
+            metavar="VERSION",
+            help="The batch the file labels (needed when its ids are in several batches).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Record labels that arrived after their batch: joined by [data] id_column to the stored
-    predictions of every monitored batch, giving each its realized performance.
+    predictions of every monitored batch (or of --batch alone), giving each its realized
+    performance. A file whose ids are in several monitored batches is refused unless --batch
+    says which one it labels.
 
     Exit status: 0 when every id was in a monitored batch and no alert fires; 3 when the
     realized performance raised or repeats an alert (as drift check), or when some ids were in
@@ -290,7 +300,7 @@ def drift_labels(
     from mldeck.monitor.labels import record_labels
 
     ws, store = _open()
-    outcome = record_labels(ws, store, file)
+    outcome = record_labels(ws, store, file, batch=batch)
     if as_json:
         _print_json({"file": outcome.file, "rows": outcome.rows, "matched": outcome.matched,
                      "unlabelled": outcome.unlabelled, "unmatched": outcome.unmatched,

@@ -197,14 +197,22 @@ def _refuse_unknown(path: Path, labels: pl.DataFrame, classes: list[Any]) -> Non
 
 
 def record_labels(
-    workspace: Workspace, store: Store, path: Path, *, trigger: str = RunTrigger.MANUAL
+    workspace: Workspace,
+    store: Store,
+    path: Path,
+    *,
+    trigger: str = RunTrigger.MANUAL,
+    batch: str | None = None,
 ) -> LabelOutcome:
-    """Join the labels in *path* to every monitored batch's predictions; record the labels each
-    batch did not have yet, and its realized performance on all of its labels so far.
+    """Join the labels in *path* to every monitored batch's predictions (or *batch*'s alone: a
+    dataset version reference); record the labels each batch did not have yet, and its realized
+    performance on all of its labels so far.
 
     Labels add up: a batch labelled by several files (or partly by its own column) is judged on
     all of them. A label that contradicts one the batch already has refuses the whole file, as
-    two labels for one id within a file do: which is right is not for mldeck to guess."""
+    two labels for one id within a file do: which is right is not for mldeck to guess. Nor is
+    which prediction a label is of when its id is in several monitored batches (a customer
+    scored every week): the file is refused unless *batch* names the one it labels."""
     id_column = workspace.settings.data.id_column
     if not id_column:
         raise MldeckError("labels are joined by id: set [data] id_column in mldeck.toml")
@@ -227,6 +235,16 @@ def record_labels(
         latest.setdefault(batch_version.id, (report, version, batch_version, name))
     if not latest:
         raise MldeckError("no batch has been monitored with a model yet ('mldeck drift check')")
+    if batch is not None:
+        from mldeck.store.queries import resolve_version
+
+        chosen = resolve_version(store, batch)
+        if chosen not in latest:
+            raise MldeckError(
+                f"{batch} has not been checked for drift with a model yet: run "
+                f"'mldeck drift check {batch}', then pass the labels again"
+            )
+        latest = {chosen: latest[chosen]}
     targets = {(v.schema_ or {}).get("target") for _, v, _, _ in latest.values()} - {None}
     target = workspace.settings.model.target or (targets.pop() if len(targets) == 1 else None)
     if not target:
@@ -247,6 +265,7 @@ def record_labels(
     shares: list[_Share] = []
     conflicts: list[str] = []
     matched_ids: set[str] = set()
+    holders: dict[str, list[str]] = {}  # each matched id: the batches holding it
     for report, version, batch_version, name in sorted(latest.values(), key=lambda r: r[0].id):
         predictions = stored_predictions(
             workspace, store, report.dataset_version_id, report.model_version_id
@@ -257,22 +276,34 @@ def record_labels(
         mine = labels.join(ids.unique(), on="__id", how="semi")
         if mine.height == 0:
             continue
-        matched_ids.update(mine.get_column("__id").to_list())
+        label = f"{name}:v{batch_version.version}"
+        for held in mine.get_column("__id").to_list():
+            holders.setdefault(held, []).append(label)
+        matched_ids.update(holders)
         classes = (version.schema_ or {}).get("classes") or []
         if len(classes) != 2:
             continue
-        batch = f"{name}:v{batch_version.version}"
-        own = _own_labels(workspace, batch_version, batch, target, predictions.height)
+        own = _own_labels(workspace, batch_version, label, target, predictions.height)
         late = late_labels(workspace, store, batch_version.id)
         known = [f for f in (late, _by_id(ids, own)) if f is not None and f.height]
         fresh = mine
         for earlier in known:
             clash = _contradictions(mine, earlier, classes)
             if clash:
-                conflicts.append(f"{batch} ({', '.join(repr(i) for i in clash[:5])}"
+                conflicts.append(f"{label} ({', '.join(repr(i) for i in clash[:5])}"
                                  f"{', ...' if len(clash) > 5 else ''})")  # fmt: skip
             fresh = fresh.join(earlier, on="__id", how="anti")
-        shares.append(_Share(report, batch_version, batch, classes, predictions, own, late, fresh))
+        shares.append(_Share(report, batch_version, label, classes, predictions, own, late, fresh))
+    shared = {i: found for i, found in holders.items() if len(found) > 1}
+    if shared:
+        examples = ", ".join(repr(i) for i in list(shared)[:5])
+        batches = list(dict.fromkeys(b for found in shared.values() for b in found))
+        raise MldeckError(
+            f"{fmt.plural(len(shared), 'id')} of {shown(path.name)} ({examples}"
+            f"{', ...' if len(shared) > 5 else ''}) {'is' if len(shared) == 1 else 'are'} in "
+            f"several monitored batches ({', '.join(batches)}): a label is of one prediction; "
+            f"say which batch the file labels with --batch (e.g. --batch {batches[-1]})"
+        )
     if conflicts:
         raise MldeckError(
             f"{shown(path.name)} contradicts labels already recorded for {'; '.join(conflicts)}: "
