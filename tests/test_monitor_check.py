@@ -314,6 +314,26 @@ def test_ids_in_several_batches_need_the_batch_the_labels_are_of(monitored, stor
         record_labels(monitored, store, labels1, batch="churn:v4")
 
 
+def test_an_alert_one_batchs_labels_raise_and_a_newer_ones_clear_is_not_said_raised(
+    monitored, store, tmp_path
+):
+    """Said "alert raised" (exit 3, its hook paged with status open) for an alert the same
+    file's labels of a newer batch had already resolved."""
+    ws = monitored
+    old = churn_frame(200, seed=8, start_id=9000)
+    new = churn_frame(200, seed=9, start_id=19000)
+    for frame, name in ((old, "old.csv"), (new, "new.csv")):
+        check_batch(ws, store, ingest(ws, store, frame.drop("churned"), tmp_path, name))
+    wrong = old.select("customer_id", (1 - pl.col("churned")).alias("churned"))
+    both = pl.concat([wrong, new.select("customer_id", "churned")])
+    outcome = record_labels(ws, store, write(both, tmp_path, "labels.csv"))
+    assert [b.realized["roc_auc"] < 0.6 for b in outcome.batches] == [True, False]
+    assert outcome.alerts == []
+    with store.read() as session:
+        rows = session.execute(select(Alert).where(Alert.rule.like("realized%"))).scalars()
+        assert [a.status for a in rows] == ["resolved"]
+
+
 def test_a_label_contradicting_one_recorded_refuses_the_file(monitored, store, tmp_path):
     frame = churn_frame(100, seed=8, start_id=9000)
     # A batch with its own labels: a later file may not say otherwise for its ids.

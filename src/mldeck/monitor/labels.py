@@ -6,6 +6,7 @@ drift report's ``realized`` figures, and the realized-metric alert rules are eva
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from mldeck.monitor.settings import AlertRule
 from mldeck.store.artifacts import put_stream
 from mldeck.store.engine import Store
 from mldeck.store.models import (
+    Alert,
     Artifact,
     Dataset,
     DatasetVersion,
@@ -344,6 +346,17 @@ def record_labels(
                                             trigger, rules)  # fmt: skip
         batches.append(Labelled(share.batch, share.report.id, run_id, rows, new, realized))
         raised.extend(batch_raised)
+    if raised:
+        # What the file leaves open: a newer batch's labels may have cleared what an older
+        # batch's raised in the same file (said as raised, its hook paged for a closed alert).
+        with store.read() as session:
+            still = set(session.execute(
+                select(Alert.id).where(Alert.id.in_([r.alert_id for r in raised]),
+                                       Alert.status.in_(alerting.OPEN_STATES))
+            ).scalars())  # fmt: skip
+        opened = {r.alert_id for r in raised if r.new}
+        last = {r.alert_id: r for r in raised if r.alert_id in still}  # one line per alert
+        raised = [dataclasses.replace(r, new=r.alert_id in opened) for r in last.values()]
     alerting.run_hooks(raised, workspace.settings.monitor.alert_command,
                        workspace.settings.monitor.alert_command_timeout)  # fmt: skip
     left = labels.filter(~pl.col("__id").is_in(list(matched_ids))).get_column("__id")
