@@ -409,6 +409,11 @@ def test_labels_for_a_batch_scored_but_not_checked_name_it(monitored, store, tmp
         "scored, not checked for drift yet; run 'mldeck drift check churn:v3', then pass this "
         "file again"
     )
+    # Nothing wrong with the file: a warning and exit status 3, as when only some ids wait (it
+    # was an error, exit 2, for a script to give up on).
+    done = cli("drift", "labels", str(labels), cwd=monitored.root)
+    assert done.returncode == 3
+    assert done.stderr.startswith("mldeck: warning: none of the 40 ids in labels.csv")
     check_batch(monitored, store, waiting)
     assert record_labels(monitored, store, labels).matched == 40
 

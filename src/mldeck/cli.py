@@ -1511,7 +1511,7 @@ def main(argv: list[str] | None = None) -> None:
         print("mldeck: error: aborted", file=sys.stderr)
         sys.exit(1)
     except MldeckError as exc:
-        print(f"mldeck: error: {exc}", file=sys.stderr)
+        print(f"mldeck: {exc.word}: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except OSError as exc:  # a read-only or full folder of the workspace, a file's permissions
         where = f" {exc.filename}" if exc.filename else ""

@@ -293,10 +293,10 @@ def drift_labels(
     says which one it labels.
 
     Exit status: 0 when every id was in a monitored batch and no alert fires; 3 when the
-    realized performance raised or repeats an alert (as drift check), or when some ids were in
-    no monitored batch (a batch not checked for drift yet, an unknown id): those labels are not
-    kept, and passing the file again once their batch is checked records them (labels already
-    recorded count once)."""
+    realized performance raised or repeats an alert (as drift check), or when some or all ids
+    were in no monitored batch (a batch not checked for drift yet, an unknown id): those labels
+    are not kept, and passing the file again once their batch is checked records them (labels
+    already recorded count once)."""
     from mldeck.monitor.labels import record_labels
 
     ws, store = _open()

@@ -14,6 +14,7 @@ class MldeckError(Exception):
     """A problem the user can fix; ``str(err)`` is a complete one-line explanation."""
 
     exit_code = 2
+    word = "error"  # how the CLI says it: "mldeck: error: ..."
 
 
 class WorkspaceNotFound(MldeckError):
@@ -34,6 +35,14 @@ class NotFound(MldeckError):
 
 class NotADataFile(MldeckError):
     """A file of a type mldeck does not read: refused before anything is stored, and not retried."""
+
+
+class NotYet(MldeckError):
+    """Nothing is wrong, but what is asked for cannot be done yet (labels for a batch not checked
+    for drift yet): said as a warning, exit status 3, as a partial case would be."""
+
+    exit_code = 3
+    word = "warning"
 
 
 class WorkspaceFull(MldeckError):

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from mldeck import formatting as fmt
 from mldeck import provenance
 from mldeck.data.readers import ReadError, open_source, unsupported_type
-from mldeck.errors import MldeckError
+from mldeck.errors import MldeckError, NotYet
 from mldeck.formatting import shown
 from mldeck.monitor import alerts as alerting
 from mldeck.monitor import performance
@@ -236,7 +236,10 @@ def record_labels(
     for report, version, batch_version, name in reports:
         latest.setdefault(batch_version.id, (report, version, batch_version, name))
     if not latest:
-        raise MldeckError("no batch has been monitored with a model yet ('mldeck drift check')")
+        raise NotYet(
+            "no batch has been checked for drift with a model yet, so no label can be kept: "
+            "'mldeck drift check BATCH', then pass the labels again"
+        )
     if batch is not None:
         from mldeck.store.queries import resolve_version
 
@@ -318,7 +321,7 @@ def record_labels(
     if labels.height and not matched_ids:
         if unchecked:
             named = ", ".join(unchecked)
-            raise MldeckError(
+            raise NotYet(
                 f"none of the {labels.height} ids in {shown(path.name)} is in a monitored batch: "
                 f"{named} {'holds' if len(unchecked) == 1 else 'hold'} them but "
                 f"{'was' if len(unchecked) == 1 else 'were'} scored, not checked for drift yet; "
