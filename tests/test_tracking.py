@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -482,3 +483,45 @@ def test_logging_to_a_run_that_has_ended_is_refused(workspace, store, tmp_path):
     detail = run_detail(store, resolve_run(store, "over"))
     assert detail.run.params == {} and detail.run.tags == {} and detail.logs == []
     assert detail.artifacts == [] and metric_rows(store, run.id) == [(0, 0.5)]
+
+
+def test_points_a_failed_write_did_not_store_stay_buffered(workspace, store, monkeypatch):
+    """The buffer was emptied before the write: one failed write (the heartbeat's, whose errors
+    are swallowed) lost every point since the last flush, and the run still succeeded."""
+    with start_run(name="flaky", workspace=workspace) as run:
+        run.log_metrics({"a": 1.0, "b": 2.0})
+        write = run.store.write
+        monkeypatch.setattr(run.store, "write", lambda: (_ for _ in ()).throw(OSError("busy")))
+        with pytest.raises(OSError):
+            run.flush()
+        monkeypatch.setattr(run.store, "write", write)
+        run.log_metric("a", 3.0)
+    assert sorted(metric_rows(store, run.id, "a")) == [(0, 1.0), (1, 3.0)]
+    assert metric_rows(store, run.id, "b") == [(0, 2.0)]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_run_started_without_a_with_block_is_ended_when_the_script_exits(
+    workspace, store, tmp_path, fails
+):
+    """Its buffered metrics were lost and it stayed "running"."""
+    script = tmp_path / "no_with.py"
+    script.write_text(
+        "import mldeck\n"
+        "run = mldeck.start_run(name='no-with')\n"
+        "for i in range(10):\n"
+        "    run.log_metric('acc', i / 10)\n" + ("raise ValueError('bad data')\n" if fails else ""),
+        encoding="utf-8",
+    )
+    env = {**os.environ, "MLDECK_WORKSPACE": str(workspace.root)}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == (1 if fails else 0), done.stderr
+    detail = run_detail(store, resolve_run(store, "no-with"))
+    assert len(metric_rows(store, detail.run.id, "acc")) == 10
+    if fails:
+        assert detail.run.status == RunStatus.FAILED and "ValueError: bad data" in detail.run.error
+        assert "ValueError: bad data" in done.stderr  # still printed as Python prints it
+    else:
+        assert detail.run.status == RunStatus.SUCCEEDED
+    assert any("start_run() was not used in a with block" in line.message for line in detail.logs)

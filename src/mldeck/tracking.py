@@ -17,6 +17,8 @@ found like the CLI finds it (``workspace=``, ``MLDECK_WORKSPACE``, or the curren
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import math
 import operator
@@ -177,6 +179,7 @@ class ActiveRun:
             return
         self._ended = True
         self._stop.set()
+        _open_runs.pop(self.id, None)
 
         try:
             self.flush()
@@ -304,13 +307,21 @@ class ActiveRun:
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered metrics now (done automatically in batches and at the end)."""
+        """Write buffered metrics now (done automatically in batches and at the end). Points a
+        failed write did not store go back to the buffer, for the next flush."""
         with self._lock:
             pending, self._metrics = self._metrics, []
             self._last_flush = time.monotonic()
-        for start in range(0, len(pending), METRIC_BATCH):
-            with self.store.write() as session:
-                session.execute(insert(Metric), pending[start : start + METRIC_BATCH])
+        written = 0
+        try:
+            for start in range(0, len(pending), METRIC_BATCH):
+                with self.store.write() as session:
+                    session.execute(insert(Metric), pending[start : start + METRIC_BATCH])
+                written = min(start + METRIC_BATCH, len(pending))
+        except BaseException:
+            with self._lock:
+                self._metrics[:0] = pending[written:]
+            raise
 
     # -- artifacts -----------------------------------------------------------------------------
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> Artifact:
@@ -379,7 +390,9 @@ def start_run(
             session.add(run)
             session.flush()
             run_id = run.id
-        return ActiveRun(ws, store, run_id, run_name)
+        started = ActiveRun(ws, store, run_id, run_name)
+        _end_at_exit(started)
+        return started
     except KeyboardInterrupt:
         # Interrupted between recording the run and handing it over: nothing else would end it.
         if run_id is not None:
@@ -390,6 +403,41 @@ def start_run(
                     recorded.error = "interrupted (KeyboardInterrupt)"
                     session.add(recorded)
         raise
+
+
+# Runs started and not ended yet, ended when the interpreter exits: a script that calls
+# start_run() without a with block lost every buffered metric, and its run stayed "running".
+_open_runs: dict[int, ActiveRun] = {}
+_uncaught: list[str] = []  # the traceback of an exception that ends the script, if one does
+_exit_hooks: list[bool] = []  # installed once, with the first run
+
+
+def _end_at_exit(run: ActiveRun) -> None:
+    if not _exit_hooks:
+        _exit_hooks.append(True)
+        atexit.register(_end_open_runs)
+        previous = sys.excepthook
+
+        def remember(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+            _uncaught.append("".join(traceback.format_exception(kind, exc, tb)))
+            previous(kind, exc, tb)
+
+        sys.excepthook = remember
+    _open_runs[run.id] = run
+
+
+def _end_open_runs() -> None:
+    for run in list(_open_runs.values()):
+        try:
+            with contextlib.suppress(Exception):
+                run.log("ended when the script exited: start_run() was not used in a with block "
+                        "(or end() was not called)", level="warning")  # fmt: skip
+            if _uncaught:
+                run.end(RunStatus.FAILED, error=_uncaught[-1])
+            else:
+                run.end(RunStatus.SUCCEEDED)
+        except Exception:  # the interpreter is exiting: nothing else can be done
+            continue
 
 
 def active_run() -> ActiveRun:
