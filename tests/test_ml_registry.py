@@ -802,3 +802,40 @@ def test_models_commands(workspace, store, model_bytes, cli):
         "churn:2": "archived",
     }
     assert audit.verify(store).ok
+
+
+def test_a_version_whose_model_file_is_damaged_or_gone_cannot_become_champion(
+    workspace, store, model_bytes
+):
+    """A rollback (the emergency path) to a version whose file was damaged said "now serving",
+    and every score failed after it."""
+    three_served_versions(workspace, store, model_bytes)
+    with store.read() as session:
+        version = session.execute(
+            select(ModelVersion).where(ModelVersion.version == 2)
+        ).scalar_one()
+        path = workspace.root / session.get(Artifact, version.artifact_id).path
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-1] + b"X")
+    with pytest.raises(MldeckError, match=r"churn:2 cannot be the champion: .*sha256"):
+        registry.rollback(store, "churn:2", reason="v3 misbehaves", root=workspace.root)
+    path.unlink()
+    with pytest.raises(MldeckError, match=r"churn:2 cannot be the champion: .*missing"):
+        registry.rollback(store, "churn", reason="v3 misbehaves", root=workspace.root)
+    with pytest.raises(MldeckError, match=r"churn:2 cannot be the challenger"):
+        registry.promote(store, "churn:2", alias="challenger", root=workspace.root)
+    assert champion_version(store) == 3
+
+
+def test_auto_approve_does_not_approve_a_version_forced_past_failed_gates(
+    workspace, store, model_bytes
+):
+    """The forced promotion was recorded as approved automatically by the policy, which
+    approves versions that passed their gates."""
+    add_version(workspace, store, model_bytes["a"], gates=(("min_roc_auc", False),))
+    with pytest.raises(MldeckError, match=r"auto_approve approves only versions that passed"):
+        registry.promote(store, "churn:1", reason="ship it", force=True, auto_approve=True)
+    assert champion_rows(store) == [] and events(store, "model_version.approve") == []
+    registry.approve(store, "churn:1", reason="checked by hand")
+    change = registry.promote(store, "churn:1", reason="ship it", force=True, auto_approve=True)
+    assert change.forced

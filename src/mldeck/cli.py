@@ -1136,7 +1136,7 @@ def models_promote(
 
     ws, store = _open()
     change = promote(store, ref, alias=alias, reason=reason, force=force,
-                     auto_approve=auto_approve_policy(ws.settings))  # fmt: skip
+                     auto_approve=auto_approve_policy(ws.settings), root=ws.root)  # fmt: skip
     out.print(change.describe(), markup=False)
 
 
@@ -1145,7 +1145,9 @@ def models_rollback(
     ref: Annotated[
         str,
         typer.Argument(
-            metavar="REF", help="NAME:VERSION to roll back to, or NAME for the previous champion."
+            metavar="REF",
+            help="NAME:VERSION to roll back to, or NAME for the newest earlier version that "
+            "served as champion (each rollback steps further back).",
         ),
     ],
     reason: Annotated[
@@ -1163,7 +1165,7 @@ def models_rollback(
 
     ws, store = _open()
     change = rollback(store, ref, reason=reason, force=force,
-                      auto_approve=auto_approve_policy(ws.settings))  # fmt: skip
+                      auto_approve=auto_approve_policy(ws.settings), root=ws.root)  # fmt: skip
     out.print(change.describe(), markup=False)
     commit = change.code_version.get("git_commit")
     code = (

@@ -123,7 +123,7 @@ def serve_first_model(workspace: Workspace, echo: Callable[[str], None] = print)
         label = f"{trained.model}:{trained.version}"
         reason = "the demo's first model"
         registry.approve(store, label, reason=reason)
-        registry.promote(store, label, reason=reason)
+        registry.promote(store, label, reason=reason, root=workspace.root)
     finally:
         store.close()
     echo(f"{label} approved and promoted: the champion the batches are scored with")

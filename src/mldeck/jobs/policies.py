@@ -117,7 +117,7 @@ def retrain_and_decide(
         return outcome
     if auto_approve_policy(workspace.settings):
         change = promote(store, ref, reason=f"automatic after a retrain: {why}",
-                         auto_approve=True, user=ACTOR)  # fmt: skip
+                         auto_approve=True, user=ACTOR, root=workspace.root)  # fmt: skip
         run.log(change.describe())
         outcome["decision"] = "promoted automatically ([gates] auto_approve)"
         return outcome
@@ -186,7 +186,8 @@ def promote_approved(workspace: Workspace, store: Store) -> list[Promotion]:
     for ref in todo:
         try:
             change = promote(store, ref, reason="approved after an automatic retrain "
-                             "([jobs] promote_on_approval)", user=ACTOR)  # fmt: skip
+                             "([jobs] promote_on_approval)", user=ACTOR,
+                             root=workspace.root)  # fmt: skip
         except MldeckError as exc:
             record(store, "retrain.promotion_refused", str(exc), entity_type="model_version",
                    entity_id=ref)  # fmt: skip

@@ -23,6 +23,7 @@ from mldeck.store.engine import Store
 from mldeck.store.models import (
     Alias,
     Approval,
+    Artifact,
     AuditEvent,
     GateResult,
     ModelVersion,
@@ -393,6 +394,12 @@ def _check_can_serve(
             "--force --reason TEXT' overrides them)"
         )
     if last is None:
+        if auto_approve and failed:  # the policy approves versions that passed their gates only
+            raise MldeckError(
+                f"{name} is not approved, and [gates] auto_approve approves only versions that "
+                f"passed their gates; approve it first ('mldeck models approve {name} --reason "
+                "TEXT'), then force it past them"
+            )
         if not auto_approve:
             raise MldeckError(
                 f"{name} is not approved; approve it first (a on its screen in the console, or 'mldeck models "
@@ -403,6 +410,24 @@ def _check_can_serve(
                              automatic=True)  # fmt: skip
         return failed, automatic
     return failed, None
+
+
+def _check_model_file(
+    session: Session, root: Path, name: str, version: ModelVersion, alias: str
+) -> None:
+    """Refuse a version whose model file is missing or not what was registered: as champion it
+    would fail every score (a rollback, the emergency path, said "now serving")."""
+    from mldeck.store.artifacts import resolve, verify
+
+    if version.artifact_id is None:  # registered without a file (not by training): unchecked
+        return
+    artifact = session.get(Artifact, version.artifact_id)
+    if artifact is None:
+        raise MldeckError(f"{name}'s model file is not recorded; it cannot be the {alias}")
+    try:
+        verify(resolve(root, artifact.path), artifact.sha256)
+    except MldeckError as exc:
+        raise MldeckError(f"{name} cannot be the {alias}: {exc}") from None
 
 
 def _move(
@@ -416,14 +441,18 @@ def _move(
     force: bool,
     auto_approve: bool,
     actor: str,
+    root: Path | None = None,
 ) -> Change:
     """Point *alias* at *version*: every check, the move and its audit events, in the caller's
-    write transaction (so two processes promoting at once are serialised, never interleaved)."""
+    write transaction (so two processes promoting at once are serialised, never interleaved).
+    With the workspace's *root*, the version's model file must be there, as recorded."""
     name = label(model, version)
     aliases = _aliases(session, model.id)
     current = aliases.get(alias)
     if current is not None and current.model_version_id == version.id:
         raise MldeckError(f"{name} is already the {alias}")
+    if root is not None:
+        _check_model_file(session, root, name, version, alias)
     failed: list[str] = []
     automatic: Approval | None = None
     if alias == CHAMPION:
@@ -504,8 +533,10 @@ def promote(
     force: bool = False,
     auto_approve: bool = False,
     user: str | None = None,
+    root: Path | None = None,
 ) -> Change:
-    """Point *alias* (``champion`` by default) at the version *ref* names.
+    """Point *alias* (``champion`` by default) at the version *ref* names (with the workspace's
+    *root*, its model file is checked first).
 
     To become champion a version must not be archived or rejected, must have passed every gate
     (``force`` overrides failed gates; the event records it as forced, with the gates and the
@@ -521,7 +552,7 @@ def promote(
         if force and not reason and failed_gates(session, version.id):
             raise MldeckError("a forced promotion needs a reason: say why (--reason TEXT)")
         return _move(session, "promote", model, version, alias=alias, reason=reason,
-                     force=force, auto_approve=auto_approve, actor=actor)  # fmt: skip
+                     force=force, auto_approve=auto_approve, actor=actor, root=root)  # fmt: skip
 
 
 def _split_target(ref: str) -> tuple[str, int | None]:
@@ -571,9 +602,12 @@ def rollback(
     force: bool = False,
     auto_approve: bool = False,
     user: str | None = None,
+    root: Path | None = None,
 ) -> Change:
-    """Move ``champion`` back to an earlier version: ``churn:2``, or ``churn`` for the version
-    that was champion before the current one.
+    """Move ``champion`` back to an earlier version: ``churn:2``, or ``churn`` for the newest
+    earlier version that served as champion (so that each rollback steps further back; a newer
+    version that served before the current one is returned to with promote). With *root*, its
+    model file is checked first.
 
     The version serves again with its own data schema and code version (both reported in the
     result and the audit event). It must pass the same checks as a promotion to champion.
@@ -623,7 +657,7 @@ def rollback(
                 f"earlier than the champion {label(name, current.version)} (use promote)"
             )
         return _move(session, "rollback", model, target, alias=CHAMPION, reason=reason,
-                     force=force, auto_approve=auto_approve, actor=actor)  # fmt: skip
+                     force=force, auto_approve=auto_approve, actor=actor, root=root)  # fmt: skip
 
 
 def archive(store: Store, ref: str, *, reason: str = "", user: str | None = None) -> Change:

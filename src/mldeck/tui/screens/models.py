@@ -464,10 +464,15 @@ class ModelVersionScreen(DeckScreen):
         """Run the registry change (in a worker thread); errors reach report_error."""
         store = self.deck.store
         auto = registry.auto_approve_policy(self.deck.workspace.settings)
+        root = self.deck.workspace.root
         calls: dict[str, Callable[[], registry.Change]] = {
             "approve": lambda: registry.approve(store, ref, reason=reason),
-            "promote": lambda: registry.promote(store, ref, reason=reason, auto_approve=auto),
-            "rollback": lambda: registry.rollback(store, ref, reason=reason, auto_approve=auto),
+            "promote": lambda: registry.promote(
+                store, ref, reason=reason, auto_approve=auto, root=root
+            ),
+            "rollback": lambda: registry.rollback(
+                store, ref, reason=reason, auto_approve=auto, root=root
+            ),
             "archive": lambda: registry.archive(store, ref, reason=reason),
         }
         change = calls[action]()
