@@ -759,7 +759,7 @@ def test_models_commands(workspace, store, model_bytes, cli):
     assert promoted.returncode == 0 and "churn:1 is now champion" in promoted.stdout
 
     # Approving a version that failed a gate is allowed, and says it does not make it promotable.
-    approved = mldeck("models", "approve", "churn:2", "--reason", "try it")
+    approved = mldeck("models", "approve", "churn:2", "--reason", "try it\x1b[31m\nFAKE line")
     assert approved.returncode == 0, approved.stderr
     assert approved.stdout.strip().endswith(
         "; it failed its gates (no_regression (auc 0.6 vs 0.75)): it is not promoted unless the "
@@ -775,6 +775,8 @@ def test_models_commands(workspace, store, model_bytes, cli):
     for needle in ("churn:2", "champion", "FAIL", "no_regression", "model_version.promote (champion) by",
                    "FORCED: known regression", "approved by", "try it"):  # fmt: skip
         assert needle in shown.stdout, needle
+    # A reason is shown, never sent to the terminal as it is (History printed it raw).
+    assert "\x1b" not in shown.stdout and "\nFAKE line" not in shown.stdout
     detail = json.loads(mldeck("models", "show", "churn:1", "--json").stdout)
     compared = {c["metric"]: c["champion"] for c in detail["comparison"]}
     assert detail["label"] == "churn:1" and compared["roc_auc"] == 0.78

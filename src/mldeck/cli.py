@@ -1071,9 +1071,9 @@ def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
             extra = " FORCED" if event.details.get("forced") else ""
             alias = event.details.get("alias")  # a promotion to challenger is not to champion
             action = f"{event.action} ({alias})" if alias else event.action
-            out.print(
-                f"  {fmt.when(event.ts)} {action} by {event.actor}{extra}"
-                + (f": {reason}" if reason else ""),
+            out.print(  # a reason or a name is shown, never sent to the terminal as it is
+                f"  {fmt.when(event.ts)} {fmt.shown(action)} by {fmt.shown(event.actor)}{extra}"
+                + (f": {fmt.shown(str(reason))}" if reason else ""),
                 markup=False,
             )
 
