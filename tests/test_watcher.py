@@ -22,7 +22,7 @@ import pytest
 
 from mldeck.data import watcher as watcher_module
 from mldeck.data.ingest import IngestOutcome
-from mldeck.data.watcher import IncomingWatcher, is_candidate_name
+from mldeck.data.watcher import IncomingWatcher, is_candidate_name, not_ingested
 from mldeck.demo import generate_batch, write_batch
 from mldeck.store.engine import Store
 from mldeck.store.queries import VersionRow, list_versions
@@ -683,3 +683,44 @@ def test_a_link_to_a_file_of_another_owner_is_not_followed(ws, store, watch, tmp
     assert recorder.said("a file of another owner than the link's")
     assert versions(store) == [] and (ws.quarantine_dir / "secret.csv").is_symlink()
     assert secret.exists()
+
+
+def test_a_name_that_is_not_utf8_does_not_stop_the_watch(ws, store, watch):
+    """watchfiles raised at every event about such a name: the loop restarted every 2 s with a
+    traceback, and other files waited their turn."""
+    _, recorder = watch()
+    odd = os.fsencode(ws.incoming_dir) + b"/latin\xe9.csv"
+    with open(odd, "wb") as fh:
+        fh.write(csv_bytes(10, seed=41))
+    wait_for(lambda: len(recorder.outcomes) == 1, "the file with the odd name")
+    (ws.incoming_dir / "plain.csv").write_bytes(csv_bytes(10, seed=42))
+    wait_for(lambda: len(recorder.outcomes) == 2, "the next file", timeout=10)
+    assert not recorder.said("watcher error")
+    assert recorder.said("holds a name that is not UTF-8")
+
+
+def test_a_long_name_is_quarantined_with_its_note(ws, store, watch):
+    """A rejected file named near the filesystem's limit could not be copied to quarantine as
+    '<dataset>-v<N>-<name>', nor its note written: no version, no reason, and the loop crashed."""
+    _, recorder = watch()
+    name = "m" * 246 + ".csv"
+    (ws.incoming_dir / name).write_bytes(b"a;b\n1;2\n")  # one column named 'a;b': rejected
+    wait_for(lambda: len(recorder.outcomes) == 1, "the long-named file")
+    assert recorder.outcomes[0].status == "rejected"
+    copies = [p.name for p in ws.quarantine_dir.iterdir() if p.name.endswith(".csv")]
+    assert len(copies) == 1 and len(copies[0].encode()) <= 200 and copies[0].endswith("~.csv")
+    (ws.incoming_dir / ("n" * 246 + ".xlsx")).write_bytes(b"PK\x03\x04 not a table")
+    wait_for(lambda: recorder.said("not ingested"), "the unsupported long-named file")
+    assert len(not_ingested(ws)) == 1 and not recorder.said("watcher error")
+
+
+def test_a_newline_in_a_name_cannot_forge_its_note(ws, store, watch):
+    """The note is a line each (source, time, reason): a name with newlines wrote its own."""
+    _, recorder = watch()
+    (ws.incoming_dir / "evil\nfailed to ingest at 1999-01-01\nall good.xlsx").write_bytes(b"PK")
+    wait_for(lambda: recorder.said("not ingested"), "the file to be refused")
+    (found,) = not_ingested(ws)
+    assert found.failed_at.startswith("20") and "not a data file" in found.reason
+    assert "\n" not in found.source and found.source.endswith(
+        "evil?failed to ingest at 1999-01-01?all good.xlsx"
+    )

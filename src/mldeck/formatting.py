@@ -91,6 +91,20 @@ def shown(name: str) -> str:
     return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
+def fitted_name(name: str, limit: int = 200) -> str:
+    """*name* cut (its stem, keeping the suffix) to at most *limit* bytes of UTF-8: a name built
+    from a user's file name plus a prefix or a suffix of ours must still fit the filesystem's
+    255-byte limit on a name."""
+    if len(name.encode("utf-8", "surrogateescape")) <= limit:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or len(suffix) > 16:
+        stem, suffix = name, ""
+    room = limit - len(suffix.encode("utf-8", "surrogateescape")) - (1 if suffix else 0) - 1
+    cut = stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return f"{cut}~" + (f".{suffix}" if suffix else "")
+
+
 def compared(section: str, key: str, value: object) -> str:
     """A value of a run comparison as text: numbers shortened, a run's time as a duration,
     structures as JSON, "-" for a field the run does not have."""

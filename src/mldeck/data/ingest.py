@@ -51,7 +51,7 @@ from mldeck.errors import (
     disk_full,
     interrupted,
 )
-from mldeck.formatting import shown
+from mldeck.formatting import fitted_name, shown
 from mldeck.formatting import size as shown_size
 from mldeck.store.artifacts import ArtifactError, file_sha256, put_file, put_stream, verify
 from mldeck.store.engine import Store
@@ -726,7 +726,7 @@ def _quarantine(
         rows_file.replace(final_rows)
         quarantine = str(final_rows.relative_to(root))
     if result.status == "rejected":
-        whole = workspace.quarantine_dir / f"{label}-{_safe(Path(source_name).name)}"
+        whole = workspace.quarantine_dir / fitted_name(f"{label}-{_safe(Path(source_name).name)}")
         shutil.copyfile(stored, whole)
         kept = whole.with_name(whole.name + ".report.json")
         kept.write_text(json.dumps({"source": source_name, "sha256": sha, **report},

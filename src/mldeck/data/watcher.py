@@ -34,6 +34,7 @@ other in one thread, in the order they were last modified.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -56,7 +57,7 @@ import watchfiles
 from mldeck.data.ingest import IngestOutcome, ingest_file
 from mldeck.data.readers import open_elsewhere
 from mldeck.errors import MldeckError, NotADataFile, WorkspaceFull, disk_full
-from mldeck.formatting import shown
+from mldeck.formatting import fitted_name, shown
 from mldeck.store.engine import Store
 from mldeck.store.models import RunTrigger
 from mldeck.workspace import Workspace
@@ -77,6 +78,8 @@ RETRY_SECONDS = 2.0
 WAIT_SECONDS = 30.0
 # After an error of the watch loop itself (not of a file), it starts again after this pause.
 RESTART_SECONDS = 2.0
+# How long the folder is listed at every tick when watchfiles cannot watch it.
+POLL_SECONDS = 60.0
 # scan_once() waits this long beyond settle_seconds for files that are still changing.
 SCAN_GRACE_SECONDS = 2.0
 REASONS_SHOWN = 3
@@ -206,6 +209,7 @@ class IncomingWatcher:
         self._left: dict[Path, _Signature | None] = {}
         # Links in incoming/ to nothing, and where they point: said once, left in place.
         self._dangling: dict[Path, str] = {}
+        self._polling_said = False
         self._work = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -333,6 +337,16 @@ class IncomingWatcher:
                     self._watch()
                     self._stop.wait(self.tick_seconds)  # never a busy loop, whatever ended it
                 except Exception as exc:
+                    if type(exc).__name__ == "WatchfilesRustInternalError":
+                        # A name that is not UTF-8 stops watchfiles at every event about it: the
+                        # folder is listed at every tick instead, for a while.
+                        log.info("watchfiles stopped (%s); polling %s", exc, self._incoming)
+                        if not self._polling_said:
+                            self._polling_said = True
+                            self._say(f"{self._incoming.name}/ holds a name that is not UTF-8: "
+                                      "looking at the folder at every tick instead")  # fmt: skip
+                        self._poll(POLL_SECONDS)
+                        continue
                     log.exception("the watcher of %s failed", self._incoming)
                     self._say(
                         f"watcher error: {_one_line(exc)}; starting again in {RESTART_SECONDS:g} s"
@@ -341,6 +355,19 @@ class IncomingWatcher:
         finally:
             self._say("stopped watching")
             self._release()
+
+    def _poll(self, seconds: float) -> None:
+        """Take files by listing the folder at every tick, for *seconds*."""
+        until = time.monotonic() + seconds
+        while not self._stop.is_set() and time.monotonic() < until:
+            try:
+                self._rescan()
+                self._process_ready()
+            except Exception as exc:  # as the watch loop does: said, and tried again
+                log.exception("the watcher of %s failed", self._incoming)
+                self._say(f"watcher error: {_one_line(exc)}")
+                self._stop.wait(RESTART_SECONDS)
+            self._stop.wait(self.tick_seconds)
 
     def _watch(self) -> None:
         self._incoming.mkdir(parents=True, exist_ok=True)
@@ -564,15 +591,16 @@ class IncomingWatcher:
         note = target.with_name(target.name + ERROR_NOTE)
         partial = note.with_name(f".{note.name}.tmp")  # whole or absent for a reader
         try:
-            partial.write_text(
-                f"{path}\nfailed to ingest at {datetime.now(UTC).isoformat(timespec='seconds')}\n"
-                f"{reason}\n" + (f"\n{details}" if details else ""),
+            partial.write_text(  # a line each: a newline in the name is shown, as '?'
+                f"{shown(str(path))}\nfailed to ingest at {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+                f"{shown(reason)}\n" + (f"\n{details}" if details else ""),
                 encoding="utf-8",
                 errors="backslashreplace",
             )
             os.replace(partial, note)
         except OSError as note_error:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
             self._say(f"{name}: not ingested ({reason}); moved to {where}, but its note "
                       f"could not be written ({note_error.strerror or note_error})")  # fmt: skip
             return
@@ -674,8 +702,9 @@ def not_ingested(workspace: Workspace) -> list[NotIngested]:
         lines += [""] * 3
         moved = note.with_name(note.name.removesuffix(ERROR_NOTE))
         found.append(NotIngested(
-            path=str(moved.relative_to(workspace.root)) + ("" if moved.exists() else " (gone)"),
-            source=lines[0], failed_at=lines[1].removeprefix("failed to ingest at "),
+            path=shown(str(moved.relative_to(workspace.root)))
+            + ("" if moved.exists() or moved.is_symlink() else " (gone)"),
+            source=shown(lines[0]), failed_at=lines[1].removeprefix("failed to ingest at "),
             reason=lines[2],
         ))  # fmt: skip
     return sorted(found, key=lambda f: f.failed_at, reverse=True)
@@ -685,9 +714,11 @@ def _move_to_quarantine(path: Path, quarantine: Path) -> Path:
     """Move *path* into *quarantine* under a name not yet taken; never overwrites a file. A link
     is moved as the link: what it points to is never read."""
     quarantine.mkdir(parents=True, exist_ok=True)
-    stem, suffix = Path(path.name).stem, Path(path.name).suffix
+    # Room for the note's name beside it (".<name>.error.txt.tmp" while it is written).
+    name = fitted_name(path.name)
+    stem, suffix = Path(name).stem, Path(name).suffix
     for number in range(1, 10_000):
-        target = quarantine / (path.name if number == 1 else f"{stem}-{number}{suffix}")
+        target = quarantine / (name if number == 1 else f"{stem}-{number}{suffix}")
         try:
             os.link(path, target, follow_symlinks=False)  # fails if the target exists
         except FileExistsError:
