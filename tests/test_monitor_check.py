@@ -609,6 +609,22 @@ def test_a_label_file_without_the_needed_columns_is_refused(monitored, store, tm
     )
 
 
+def test_a_batch_lacking_a_feature_the_champion_needs_is_still_checked(monitored, store, tmp_path):
+    """The check failed ("the batch lacks columns churn:1 was trained on"): no report, no drift
+    alert, only a failed run; the missing feature is drift to be said."""
+    relaxed = configure(monitored, "\n[data.columns.charges]\nrequired = false\n"
+                                   "[data.table]\nallow_extra_columns = true\n")  # fmt: skip
+    frame = churn_frame(300, seed=4, start_id=30000).drop("charges")
+    result = check_batch(relaxed, store, ingest(relaxed, store, frame, tmp_path, "lacking.csv"))
+    missing = {f.feature: f for f in result.features}["charges"]
+    assert missing.drifted
+    assert result.model == "churn:1" and result.estimated is None and result.prediction is None
+    assert (
+        result.model_note == "not scored: the batch lacks columns churn:1 was trained on: charges"
+    )
+    assert result.dataset_drift and "dataset drift" in {a.rule for a in result.alerts}
+
+
 def test_without_a_champion_only_the_features_are_compared(ws, store, tmp_path):
     ingest_file(ws, store, write(churn_frame(500, seed=1), tmp_path, "ref.csv"), as_reference=True)
     version = ingest(ws, store, shifted(2, 3000), tmp_path, "b.csv")

@@ -137,6 +137,8 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
         )
     if summary.get("model"):
         items["model"] = summary["model"]
+    if summary.get("model_note"):
+        items["not scored"] = summary["model_note"].removeprefix("not scored: ")
     _section("Model", items)
 
 

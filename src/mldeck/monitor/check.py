@@ -73,6 +73,9 @@ class MonitorResult:
     dataset_drift: bool
     share_threshold: float
     model: str | None = None
+    # Why the champion's side (scores, their drift, estimated and realized performance) is
+    # missing from a check with a champion: the batch lacks columns it needs.
+    model_note: str | None = None
     multivariate: MultivariateResult | None = None
     prediction: FeatureResult | None = None
     label: FeatureResult | None = None
@@ -110,6 +113,7 @@ class MonitorResult:
             "reference": self.reference,
             "rows": self.rows,
             "model": self.model,
+            "model_note": self.model_note,
             "n_features": len(self.features),
             "n_drifted": self.n_drifted,
             "drift_share": self.drift_share,
@@ -164,11 +168,22 @@ def check_batch(
     try:
         check_column_settings(workspace, reference)
         baseline = _baseline(workspace, store, reference, run_id)
-        frame = open_version(workspace, version, batch)
+        frame = open_version(workspace, version, batch, check=True)  # immutable: verified
         batch_summary = drift.summarize_batch(frame, baseline)
         result = _compare(workspace, baseline, batch_summary, champion, batch, ref_label)
         result.run_id, result.dataset_version_id = run_id, version.id
-        if champion is not None:
+        lacking = _lacking(champion, frame) if champion is not None else []
+        if lacking:
+            # The features are still compared (the missing ones flagged as drifted); the
+            # champion cannot score this batch, which is said, not a failed check.
+            from mldeck.ml.registry import label
+
+            result.model = label(model_name, champion)
+            more = f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
+            result.model_note = (f"not scored: the batch lacks columns {result.model} was "
+                                 f"trained on: {', '.join(lacking[:5])}{more}")  # fmt: skip
+            _log(store, run_id, result.model_note)
+        elif champion is not None:
             _model_side(workspace, store, result, version, reference, champion, model_name,
                         baseline, frame, trigger, run_id)  # fmt: skip
         rules = alerting.default_rules(workspace.settings)
@@ -452,6 +467,15 @@ def _predictions(
     file = resolve_path(workspace.root, scored.champion.artifact_path)
     verify(file, scored.champion.sha256)
     return pl.read_parquet(file, glob=False)
+
+
+def _lacking(champion: ModelVersion, frame: pl.LazyFrame) -> list[str]:
+    """The columns *champion* was trained on that the batch does not have."""
+    features = (champion.schema_ or {}).get("features")
+    if not isinstance(features, list):
+        return []  # scoring says what it needs, or that it cannot tell
+    present = set(frame.collect_schema().names())
+    return [str(f) for f in features if str(f) not in present]
 
 
 def _model_side(

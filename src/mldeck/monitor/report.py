@@ -231,6 +231,7 @@ def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str 
 {"· model " + _e(s["model"]) if s.get("model") else ""} · checked {_e(row.created_at.strftime("%Y-%m-%d %H:%M UTC"))}
 · report {row.id}</p>
 <p>{verdict}</p>
+{"<p>" + _e(s["model"]) + " " + _e(s["model_note"]) + "</p>" if s.get("model_note") else ""}
 <div class="cards">{"".join(f"<div class=card>{_e(k)}<b>{_e(v)}</b></div>" for k, v in cards)}</div>
 <h2>Features, most severe first</h2>
 <table><thead><tr><th>feature</th><th>method</th><th>score</th><th>threshold</th><th>drift</th>

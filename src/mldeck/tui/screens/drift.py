@@ -337,7 +337,10 @@ class DriftScreen(DeckScreen):
         realized = s.get("realized") or {}
         metric = (est or {}).get("metric") or "roc_auc"
         second: list[Text] = []
-        if s.get("model"):
+        if s.get("model") and s.get("model_note"):  # the champion could not score the batch
+            second.append(Text(str(s["model_note"]), style="bold"))
+            model = str(s["model"])
+        elif s.get("model"):
             judged = Text(f"{metric}")
             if est and est.get("value") is not None:
                 judged.append(f" estimated {est['value']:.3f}")
