@@ -679,6 +679,12 @@ def test_a_column_override_naming_no_column_is_refused(monitored, store, tmp_pat
     typo = configure(monitored, '\n[monitor.columns.chargez]\nmethod = "psi"\n')
     with pytest.raises(MldeckError, match=r"\[monitor.columns.chargez\] names no column .*charges"):
         check_batch(typo, store, version)
+    text = typo.config_path.read_text().replace('[monitor.columns.chargez]\nmethod = "psi"\n', "")
+    typo.config_path.write_text(text)
+    rule = configure(typo, '\n[[monitor.alerts]]\nname = "usage"\nwhen = "feature_drift"\n'
+                           'feature = "chargez"\n')  # fmt: skip
+    with pytest.raises(MldeckError, match=r"rule 'usage' watches feature 'chargez', no column"):
+        check_batch(rule, store, version)
 
 
 def test_a_failed_check_leaves_a_failed_run(monitored, store, tmp_path):

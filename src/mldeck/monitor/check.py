@@ -267,18 +267,27 @@ def _champion(
 
 
 def check_column_settings(workspace: Workspace, reference: DatasetVersion) -> None:
-    """Refuse a ``[monitor.columns.NAME]`` naming no column of the reference: a typo would leave
-    its override silently unused. Checked at every check (the baseline is built once)."""
+    """Refuse a ``[monitor.columns.NAME]`` or a feature_drift rule naming no column of the
+    reference: a typo would leave the override unused, the rule never firing, silently. Checked
+    at every check (the baseline is built once)."""
     profiled = (reference.profile or {}).get("columns", {})
+    known = ", ".join(list(profiled)[:8]) + (", ..." if len(profiled) > 8 else "")
     unknown = sorted(set(workspace.settings.monitor.columns) - set(profiled) - {"score"})
     if unknown:
         from mldeck.errors import ConfigError
 
-        known = ", ".join(list(profiled)[:8]) + (", ..." if len(profiled) > 8 else "")
         raise ConfigError(
             f"[monitor.columns.{unknown[0]}] names no column of the reference"
             f" (its columns: {known}; 'score' is the champion's predictions)"
         )
+    for rule in alerting.default_rules(workspace.settings):
+        if rule.when == "feature_drift" and rule.feature not in profiled:
+            from mldeck.errors import ConfigError
+
+            raise ConfigError(  # it would never fire
+                f"the [[monitor.alerts]] rule {rule.name!r} watches feature {rule.feature!r}, "
+                f"no column of the reference (its columns: {known})"
+            )
 
 
 def monitored_columns(
