@@ -525,3 +525,13 @@ def test_a_run_started_without_a_with_block_is_ended_when_the_script_exits(
     else:
         assert detail.run.status == RunStatus.SUCCEEDED
     assert any("start_run() was not used in a with block" in line.message for line in detail.logs)
+
+
+def test_module_level_calls_in_worker_threads_log_to_the_open_run(workspace, store):
+    """A thread does not inherit the block's context: log_metric in a thread pool said "no
+    active run" inside the with block."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with start_run(name="threads", workspace=workspace) as run, ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: mldeck.log_metric("fold_auc", 0.8, step=i), range(4)))
+    assert sorted(metric_rows(store, run.id, "fold_auc")) == [(i, 0.8) for i in range(4)]

@@ -441,9 +441,18 @@ def _end_open_runs() -> None:
 
 
 def active_run() -> ActiveRun:
-    """The run of the innermost ``with start_run(...)`` block."""
+    """The run of the innermost ``with start_run(...)`` block; in a thread the block started
+    (a thread does not inherit its context), the one run open in the process, if there is one."""
     run = _active.get()
     if run is None:
+        entered = [r for r in _open_runs.values() if r._token is not None]
+        if len(entered) == 1:
+            return entered[0]
+        if len(entered) > 1:
+            raise MldeckError(
+                "no active run in this thread, and several runs are open in the process: log "
+                "through the run itself (run.log_metric(...)) from worker threads"
+            )
         raise MldeckError("no active run: call this inside 'with mldeck.start_run(...):'")
     return run
 
