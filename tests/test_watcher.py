@@ -724,3 +724,37 @@ def test_a_newline_in_a_name_cannot_forge_its_note(ws, store, watch):
     assert "\n" not in found.source and found.source.endswith(
         "evil?failed to ingest at 1999-01-01?all good.xlsx"
     )
+
+
+def test_a_complete_file_held_open_by_a_reader_is_said_to_wait(tmp_path, watchers, monkeypatch):
+    """A file held open by any process (tail -f, a backup) waited with nothing said."""
+    from mldeck.data import watcher as watcher_module
+
+    monkeypatch.setattr(watcher_module, "HELD_SAID_SECONDS", 0.3)
+    ws = make_workspace(tmp_path / "ws", settle=0.2)
+    store = open_workspace_store(ws)
+    recorder = Recorder()
+    watcher = IncomingWatcher(ws, store, on_ingested=recorder.ingested, on_event=recorder.event)
+    watchers.append(watcher)
+    path, go = ws.incoming_dir / "held.csv", tmp_path / "go"
+    path.write_bytes(csv_bytes(20, seed=5))
+    reader = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, time\n"
+        f"fh = open({str(path)!r}, 'rb')\n"
+        f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.05)\n"
+    )])  # fmt: skip
+    try:
+        time.sleep(0.3)  # the reader has it open
+        assert watcher.start()
+        wait_for(lambda: recorder.said("held.csv: unchanged but still open in another process"),
+                 "the wait to be said")  # fmt: skip
+        time.sleep(0.5)
+        assert sum("still open" in line for line in recorder.events) == 1
+        go.touch()
+        assert reader.wait(timeout=30) == 0
+        wait_for(lambda: recorder.outcomes, "the file to be taken once closed")
+    finally:
+        go.touch()
+        reader.wait(timeout=30)
+        watcher.stop()
+        store.close()

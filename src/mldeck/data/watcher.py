@@ -46,7 +46,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ RETRY_SECONDS = 2.0
 WAIT_SECONDS = 30.0
 # After an error of the watch loop itself (not of a file), it starts again after this pause.
 RESTART_SECONDS = 2.0
+# A file unchanged but held open this long is said to be waiting for that (once).
+HELD_SAID_SECONDS = 5.0
 # How long the folder is listed at every tick when watchfiles cannot watch it.
 POLL_SECONDS = 60.0
 # scan_once() waits this long beyond settle_seconds for files that are still changing.
@@ -111,6 +113,8 @@ class _Pending:
     failures: int = 0
     retry_at: float = 0.0
     waiting: str = ""  # the temporary problem last said for this file (said once)
+    held_said: bool = False  # "complete but held open" said for it
+    first_seen: float = field(default_factory=time.monotonic)
 
 
 def _temporary(exc: BaseException) -> bool:
@@ -486,6 +490,10 @@ class IncomingWatcher:
             elif now - entry.since >= self.settle_seconds and now >= entry.retry_at:
                 if open_elsewhere(path):  # unchanged, but its writer has it open still
                     entry.since = now
+                    if not entry.held_said and now - entry.first_seen >= HELD_SAID_SECONDS:
+                        entry.held_said = True  # a reader (tail, a backup) holds it back too
+                        self._say(f"{shown(path.name)}: unchanged but still open in another "
+                                  "process; taken once it is closed")  # fmt: skip
                     continue
                 ready.append((path, signature))
         ready.sort(key=lambda item: (item[1].mtime_ns, item[0].name))
