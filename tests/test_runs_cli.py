@@ -98,3 +98,17 @@ def test_a_compare_table_keeps_its_field_names_whole_on_a_narrow_terminal(width)
     lines = captured.get().splitlines()
     assert max(len(line) for line in lines) <= width
     assert [line.split()[:2] for line in lines[1:]] == [["*", name] for name in names]
+
+
+def test_runs_show_lists_every_artifact_even_of_one_name(workspace, store, tmp_path, cli):
+    """Artifacts were a section keyed by name: a checkpoint logged each epoch showed once."""
+    import mldeck
+
+    with mldeck.start_run(name="epochs", workspace=workspace) as run:
+        for epoch in range(3):
+            checkpoint = tmp_path / "checkpoint.pt"
+            checkpoint.write_bytes(f"weights {epoch}".encode())
+            run.log_artifact(checkpoint)
+    text = cli("runs", "show", "epochs", cwd=workspace.root).stdout
+    section = text.split("Artifacts", 1)[1]
+    assert section.count("checkpoint.pt") == 3

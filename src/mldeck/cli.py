@@ -362,7 +362,7 @@ def runs_show(
     if detail.artifacts:
         _section(
             "Artifacts",
-            {a.name: f"{a.path} ({fmt.size(a.size_bytes)})" for a in detail.artifacts},
+            [(a.name, f"{a.path} ({fmt.size(a.size_bytes)})") for a in detail.artifacts],
         )
     if detail.logs:
         shown = len(detail.logs)
@@ -1051,12 +1051,15 @@ def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
     if detail.approvals:
         _section(
             "Approvals",
-            {
-                fmt.when(a.created_at): f"{a.decision} by {a.user}"
-                + (" (automatic)" if a.automatic else "")
-                + (f": {a.reason}" if a.reason else "")
+            [
+                (
+                    fmt.when(a.created_at),
+                    f"{a.decision} by {a.user}"
+                    + (" (automatic)" if a.automatic else "")
+                    + (f": {a.reason}" if a.reason else ""),
+                )
                 for a in detail.approvals
-            },
+            ],
         )
     _heading("Lineage")
     for dataset, number, _, sha, role in detail.inputs:
@@ -1405,15 +1408,17 @@ def _table(*columns: str, wrap: str | None = None) -> Table:
     return table
 
 
-def _section(title: str, items: dict[str, str]) -> None:
-    """A titled list of label and value; both can be untrusted text (a run's params, a reason),
-    so each goes through ``fmt.shown``: one printable line."""
+def _section(title: str, items: dict[str, str] | list[tuple[str, str]]) -> None:
+    """A titled list of label and value (pairs when two may share a label: approvals in one
+    second, artifacts of one name); both can be untrusted text (a run's params, a reason), so
+    each goes through ``fmt.shown``: one printable line."""
     if not items:
         return
     _heading(title)
-    shown = {fmt.shown(str(k)): fmt.shown(str(v)) for k, v in items.items()}
-    width = max(len(k) for k in shown) + 2
-    for key, value in shown.items():
+    pairs = items.items() if isinstance(items, dict) else items
+    shown = [(fmt.shown(str(k)), fmt.shown(str(v))) for k, v in pairs]
+    width = max(len(k) for k, _ in shown) + 2
+    for key, value in shown:
         out.print(f"  {key:<{width}}{value}", markup=False)
 
 
