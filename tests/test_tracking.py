@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -535,3 +536,26 @@ def test_module_level_calls_in_worker_threads_log_to_the_open_run(workspace, sto
     with start_run(name="threads", workspace=workspace) as run, ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda i: mldeck.log_metric("fold_auc", 0.8, step=i), range(4)))
     assert sorted(metric_rows(store, run.id, "fold_auc")) == [(i, 0.8) for i in range(4)]
+
+
+def test_a_metric_ending_in_nan_compares_as_nan_not_as_missing(workspace, store):
+    """A diverged run (last loss NaN) read "-", which says the run has no such metric, and was
+    "the same" as a run without the metric."""
+    from mldeck import formatting as fmt
+    from mldeck.store.queries import compare_runs
+
+    runs = {}
+    for name, values in (("diverged", [0.5, math.nan]), ("again", [math.nan]),
+                         ("healthy", [0.5, 0.3]), ("none", [])):  # fmt: skip
+        with start_run(name=name, workspace=workspace) as run:
+            for value in values:
+                run.log_metric("loss", value)
+            runs[name] = run.id
+
+    def loss(*names: str) -> Any:
+        fields = compare_runs(store, [runs[n] for n in names]).fields
+        return {f.name: f for f in fields}["metric.loss"]
+
+    compared = loss("diverged", "healthy", "none")
+    assert [fmt.compared("metric", "loss", v) for v in compared.values] == ["NaN", "0.3", "-"]
+    assert loss("diverged", "none").differs and not loss("diverged", "again").differs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from datetime import datetime, timedelta
 
@@ -112,6 +113,8 @@ def compared(section: str, key: str, value: object) -> str:
 
     if value is None:
         return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"  # a metric whose last value was not a number; "-" is a field it lacks
     if section == "run" and key == "seconds" and isinstance(value, int | float):
         return duration(timedelta(seconds=value))
     if isinstance(value, bool) or not isinstance(value, int | float):

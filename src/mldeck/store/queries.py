@@ -6,6 +6,7 @@ so a view can say when it is truncated; nothing here loads a table whole.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -357,8 +358,12 @@ class ComparedField:
 
     @property
     def differs(self) -> bool:
+        def same(a: Any, b: Any) -> bool:  # NaN is NaN here: two diverged runs do not differ
+            nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+            return nan or a == b
+
         first = self.values[0]
-        return any(value != first for value in self.values[1:])
+        return any(not same(value, first) for value in self.values[1:])
 
 
 @dataclass
@@ -400,7 +405,8 @@ def compare_runs(store: Store, run_ids: list[int]) -> RunComparison:
         if detail.run.error and detail.run.error.strip():  # why a failed run failed: its last line
             put(i, "run", "error", detail.run.error.strip().splitlines()[-1])
         for metric in detail.metrics:
-            put(i, "metric", metric.key, metric.last)
+            # A last value stored as null was NaN (a diverged loss): not "no such metric".
+            put(i, "metric", metric.key, math.nan if metric.last is None else metric.last)
         roles: dict[str, list[str]] = {}
         for dataset, version, _sha, role in detail.inputs:
             roles.setdefault(role, []).append(f"{dataset}:v{version}")
