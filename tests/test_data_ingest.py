@@ -392,6 +392,42 @@ def test_a_full_disk_is_said_as_such_and_fails_the_run(ws, store, tmp_path, monk
     assert source.exists()
 
 
+def test_a_run_whose_end_could_not_be_written_is_ended_by_the_next_ingest(
+    ws, store, tmp_path, monkeypatch
+):
+    """A full disk failed the copy and then the writing of the run's end: the run stayed
+    "running" for as long as the watcher lived (the orphan sweep spares a live process)."""
+    import errno as errnos
+
+    from sqlalchemy.exc import OperationalError
+
+    from mldeck.data import ingest as ingest_module
+    from mldeck.errors import WorkspaceFull
+
+    def full(*_args, **_kwargs):
+        raise OSError(errnos.ENOSPC, "No space left on device")
+
+    write, calls = store.write, []
+
+    def write_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:  # the run starts; ending it fails as the disk is full
+            raise OperationalError("UPDATE run", {}, Exception("database or disk is full"))
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "put_file", full)
+    monkeypatch.setattr(store, "write", write_once)
+    with pytest.raises(WorkspaceFull):
+        ingest_file(ws, store, put(tmp_path, "first.csv", GOOD))
+    monkeypatch.undo()
+    with store.read() as session:
+        assert [r.status for r in session.execute(select(Run)).scalars()] == [RunStatus.RUNNING]
+    assert ingest_file(ws, store, put(tmp_path, "good.csv", GOOD)).status == "accepted"
+    with store.read() as session:
+        first = session.execute(select(Run).order_by(Run.id)).scalars().first()
+    assert first.status == RunStatus.FAILED and "No space left" in first.error
+
+
 def test_a_watched_file_is_removed_only_once_its_bytes_are_stored(ws, store, tmp_path):
     incoming = ws.incoming_dir
     for name, content in (("good.csv", GOOD), ("bad.csv", REJECTED)):

@@ -17,6 +17,7 @@ import os
 import shutil
 import traceback
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,10 +119,21 @@ def _start_run(store: Store, kind: RunKind, trigger: str, name: str, params: dic
 
 
 def _fail_run(store: Store, run_id: int, error: str, status: RunStatus = RunStatus.FAILED) -> None:
-    with store.write() as session:
-        run = session.get(Run, run_id)
-        run.status, run.ended_at, run.error = status, utcnow(), error
-        session.add(run)
+    try:
+        with store.write() as session:
+            run = session.get(Run, run_id)
+            run.status, run.ended_at, run.error = status, utcnow(), error
+            session.add(run)
+    except Exception:  # written by the next ingest (see _end_unended)
+        _unended.setdefault(store, {})[run_id] = (status, error)
+        raise
+
+
+# Runs an exception interrupted whose ending could not be written either (the store's disk was
+# full): ended by the next ingest of this process, not left "running" while it lives.
+_unended: weakref.WeakKeyDictionary[Store, dict[int, tuple[RunStatus, str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _end_runs(store: Store, run_ids: tuple[int, ...], exc: BaseException) -> None:
@@ -130,12 +142,24 @@ def _end_runs(store: Store, run_ids: tuple[int, ...], exc: BaseException) -> Non
         status, error = RunStatus.CANCELLED, "interrupted (KeyboardInterrupt)"
     else:
         status, error = RunStatus.FAILED, "".join(traceback.format_exception(exc))
+    waiting = _unended.setdefault(store, {})
+    for run_id in run_ids:
+        waiting[run_id] = (status, error)
+    _end_unended(store)
+
+
+def _end_unended(store: Store) -> None:
+    """Write the endings :func:`_end_runs` could not (raises as the store does)."""
+    waiting = _unended.get(store)
+    if not waiting:
+        return
     with store.write() as session:
-        for run_id in run_ids:
+        for run_id, (status, error) in list(waiting.items()):
             run = session.get(Run, run_id)
             if run is not None and run.status == RunStatus.RUNNING:  # not one already ended
                 run.status, run.ended_at, run.error = status, utcnow(), error
                 session.add(run)
+    waiting.clear()
 
 
 def _existing(store: Store, sha: str) -> tuple[DatasetVersion, str] | None:
@@ -188,6 +212,7 @@ def ingest_file(
         raise NotFound(f"no such file: {shown(str(path))}")
     if path.is_dir():
         raise NotADataFile(f"{shown(str(path))} is a folder, not a file")
+    _end_unended(store)  # runs an earlier failure could not end (a full disk since freed)
     settings = workspace.settings.data
     asked = dataset is not None  # named by the caller (--dataset), not the configured default
     if asked:
