@@ -169,3 +169,13 @@ def test_audit_commands(trail, store, cli):
     assert lines[-1] == f"{total - 2} events, chain BROKEN: 2 problems"
 
     assert_one_line_error(mldeck("audit", "verify", "--head", "xyz"), "--head takes")
+
+
+def test_a_long_actor_is_hashed_as_it_is_stored(store):
+    """The hash covered the whole name, the store kept 100 characters of it: verify called an
+    untouched chain broken."""
+    from mldeck import audit as audit_module
+
+    with store.write() as session:
+        audit_module.append(session, "test.event", actor="a" * 150, details={"k": 1})
+    assert audit_module.verify(store).ok

@@ -559,3 +559,10 @@ def test_a_metric_ending_in_nan_compares_as_nan_not_as_missing(workspace, store)
     compared = loss("diverged", "healthy", "none")
     assert [fmt.compared("metric", "loss", v) for v in compared.values] == ["NaN", "0.3", "-"]
     assert loss("diverged", "none").differs and not loss("diverged", "again").differs
+
+
+def test_a_run_with_a_name_longer_than_its_column_is_found_by_that_name(workspace, store):
+    name = "grid search " + "x" * 300
+    with start_run(name=name, workspace=workspace) as run:
+        pass
+    assert resolve_run(store, name) == run.id

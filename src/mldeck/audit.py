@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from mldeck.provenance import current_user
 from mldeck.store.engine import Store
-from mldeck.store.models import AuditEvent, utcnow
+from mldeck.store.models import AuditEvent, fit_text, utcnow
 
 GENESIS = "0" * 64
 
@@ -58,8 +58,12 @@ def append(
         entity_id=str(entity_id),
         details=details,
         prev_hash=prev,
-        hash=_digest(prev, ts, actor, action, entity_type, str(entity_id), details),
     )
+    # Hashed as stored: a name too long for its column is cut (the hash of the whole name
+    # made verify call an untouched chain broken).
+    fit_text(event)
+    event.hash = _digest(prev, ts, event.actor, event.action, event.entity_type,
+                         event.entity_id, details)  # fmt: skip
     session.add(event)
     session.flush()
     return event

@@ -422,6 +422,25 @@ def _fit_text(_mapper: Any, _connection: Any, target: Any) -> None:
             setattr(target, key, fitted)
 
 
+def fit_text(target: Any) -> Any:
+    """*target* (a row of this module) with its text fitted now, as it will be stored: for what
+    is computed from the stored values (an audit event's hash)."""
+    from sqlalchemy import inspect
+
+    _fit_text(inspect(type(target)), None, target)
+    return target
+
+
+def fitted_value(model: Any, key: str, value: str) -> str:
+    """*value* as column *key* of *model* stores it (a name looked up as it was stored)."""
+    from sqlalchemy import inspect
+
+    column = inspect(model).columns[key]
+    length = getattr(column.type, "length", None)
+    fitted = value.replace("\x00", "\ufffd")
+    return fitted[: length - 1] + "…" if length and len(fitted) > length else fitted
+
+
 def _fit_this_module(mapper: Any, connection: Any, target: Any) -> None:
     if mapper.class_.__module__ == __name__:
         _fit_text(mapper, connection, target)

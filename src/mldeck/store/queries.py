@@ -36,6 +36,7 @@ from mldeck.store.models import (
     RunLog,
     RunStatus,
     RunTrigger,
+    fitted_value,
     utcnow,
 )
 
@@ -251,7 +252,7 @@ def resolve_run(store: Store, ref: str) -> int:
             return run_id
         run_id = session.execute(
             select(Run.id)
-            .where(Run.name == ref)
+            .where(Run.name.in_({ref, fitted_value(Run, "name", ref)}))  # a long name as stored
             .order_by(Run.created_at.desc(), Run.id.desc())
             .limit(1)
         ).scalar()
