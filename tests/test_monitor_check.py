@@ -1279,9 +1279,13 @@ def test_alerts_check_counts_a_batchs_open_alert_until_it_is_resolved(
     for alert in result.alerts:
         assert f"alert {alert.alert_id} still open [{alert.severity}]: " in done.stdout
     listed = json.loads(cli("alerts", "check", "--json", cwd=monitored.root).stdout)
-    assert sorted(a["id"] for a in listed) == sorted(a.alert_id for a in result.alerts)
+    assert listed["total"] == len(result.alerts)  # {"total", "alerts"}, as every list --json
+    assert sorted(a["id"] for a in listed["alerts"]) == sorted(a.alert_id for a in result.alerts)
     alerts.acknowledge(store, result.alerts[0].alert_id, note="looking")
     assert "acknowledged [" in cli("alerts", "check", cwd=monitored.root).stdout
+    # A check repeating an acknowledged alert says so (it said "still open").
+    again = cli("drift", "check", result.batch, cwd=monitored.root).stdout
+    assert f"alert {result.alerts[0].alert_id} acknowledged [" in again
     for alert in result.alerts:
         alerts.resolve(store, alert.alert_id, note="retrained")
     quiet = cli("alerts", "check", cwd=monitored.root)

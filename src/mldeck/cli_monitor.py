@@ -74,7 +74,7 @@ def drift_check(
     else:
         _print_report(result.summary(), result.report_id)
         for alert in result.alerts:
-            word = "raised" if alert.new else "still open"
+            word = _alert_word(alert)
             out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}",
                       markup=False)  # fmt: skip
         for problem in result.hook_problems:
@@ -331,7 +331,7 @@ def drift_labels(
                       f"{fmt.plural(item.rows, 'labelled row')}: {shown} "
                       f"(run {item.run_id})", markup=False)  # fmt: skip
     for alert in outcome.alerts:
-        word = "raised" if alert.new else "still open"
+        word = _alert_word(alert)
         out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}", markup=False)
     if outcome.unmatched:
         examples = ", ".join(repr(i) for i in outcome.unmatched_examples)
@@ -440,10 +440,11 @@ def alerts_check(as_json: JsonOption = False) -> None:
     others = [a for a in alerts.list_alerts(store, status="active", limit=MAX_LIMIT)
               if a.id not in seen]  # fmt: skip
     if as_json:
-        _print_json([r.payload for r in raised] + [alerts.alert_payload(a) for a in others])
+        found = [r.payload for r in raised] + [alerts.alert_payload(a) for a in others]
+        _print_json({"total": len(found), "alerts": found})  # as every list --json
     else:
         for alert in raised:
-            word = "raised" if alert.new else "still open"
+            word = _alert_word(alert)
             out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}",
                       markup=False)  # fmt: skip
         for row in others:
@@ -455,6 +456,13 @@ def alerts_check(as_json: JsonOption = False) -> None:
         print(f"mldeck: warning: {problem}", file=sys.stderr)
     if raised or others:
         raise typer.Exit(3)
+
+
+def _alert_word(alert: Any) -> str:
+    """How a raised alert stands: raised just now, or open or acknowledged from before."""
+    if alert.new:
+        return "raised"
+    return "acknowledged" if alert.payload.get("status") == "acknowledged" else "still open"
 
 
 @app.command("kpis")
