@@ -461,6 +461,17 @@ def test_rollback_by_name_goes_to_the_previous_champion(workspace, store, model_
         registry.rollback(store, "churn", reason="nothing left")
 
 
+def test_rollback_by_the_name_of_a_model_holding_a_colon(workspace, store, model_bytes):
+    """A name such as 'churn:eu' is taken by [model]; 'rollback churn:eu' read it as a version
+    reference and refused it."""
+    for number, content in enumerate((model_bytes["a"], model_bytes["b"]), 1):
+        add_version(workspace, store, content, name="churn:eu")
+        registry.approve(store, f"churn:eu:{number}", reason="ok")
+        registry.promote(store, f"churn:eu:{number}", reason="ship")
+    change = registry.rollback(store, "churn:eu", reason="v2 misbehaves")
+    assert (change.model, change.version) == ("churn:eu", 1)
+
+
 def test_rollback_by_name_passes_over_champions_rejected_or_archived_since(
     workspace, store, model_bytes
 ):

@@ -115,6 +115,9 @@ def test_wrong_values_are_named(text, needle):
         ('[monitor.columns.age]\nmethod = "ks"\nthreshold = 1\n',
          "'age' in [monitor.columns]: the threshold of ks is a p-value: between 0 and 1 (drifted "
          "when p < threshold), not 1"),
+        # A NaN threshold no metric passes.
+        ("[gates]\nmin = {roc_auc = nan}\n",
+         "'min' in [gates]: the threshold for 'roc_auc' is a number, not nan"),
         ("[monitor.columns.age]\nthreshold = 0.2\n",
          "'age' in [monitor.columns]: a threshold needs its method: a p-value for ks or chi2, a "
          'score for wasserstein, psi or jensenshannon (method = "auto" switches between them)'),

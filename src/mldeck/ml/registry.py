@@ -560,7 +560,10 @@ def _split_target(ref: str) -> tuple[str, int | None]:
     text = ref.strip()
     if "@" not in text and ":" not in text and "/" not in text and text:
         return text, None
-    name, alias, number = parse_ref(text)
+    try:
+        name, alias, number = parse_ref(text)
+    except MldeckError:  # no version after it: a name holding ':' or '/' ("churn:eu")
+        return text, None
     if alias is not None:
         raise MldeckError(
             f"roll back to a version number ({name}:N) or to the previous champion ({name}), "

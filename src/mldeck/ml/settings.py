@@ -20,6 +20,7 @@ scikit-learn here (the config loads fast and the CLI's ``--help`` stays quick).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -175,8 +176,10 @@ class GateSettings(_Strict):
     @field_validator("min", "max", "max_regression")
     @classmethod
     def _metrics(cls, value: dict[str, float]) -> dict[str, float]:
-        for name in value:
+        for name, threshold in value.items():
             _known_metric(name)
+            if not math.isfinite(threshold):  # NaN: no metric could pass (or fail) it
+                raise ValueError(f"the threshold for {name!r} is a number, not {threshold}")
         return value
 
     @field_validator("max_regression")
