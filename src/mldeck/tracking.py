@@ -113,7 +113,12 @@ def _metric_value(key: str, value: Any) -> float | None:
             value = float(value)  # numpy scalars, Decimal, numeric strings
         except (TypeError, ValueError):
             raise MldeckError(f"metric {key!r} must be a number, not {value!r}") from None
-    value = float(value)
+        except OverflowError:
+            raise MldeckError(f"metric {key!r} is too large for a float: {value!s:.40}") from None
+    try:
+        value = float(value)
+    except OverflowError:  # an integer past 1.8e308
+        raise MldeckError(f"metric {key!r} is too large for a float: {value!s:.40}...") from None
     return None if math.isnan(value) else value  # NULL stands for NaN
 
 
