@@ -207,6 +207,7 @@ def test_infinity_is_kept(workspace, store):
     [("high", "must be a number"), (None, "must be a number"), ([1.0], "must be a number"),
      ({"a": 1}, "must be a number"), (object(), "must be a number"),
      (10**400, "is too large for a float")],
+    ids=["text", "none", "list", "dict", "object", "huge-int"],
 )  # fmt: skip
 def test_non_numeric_metric_is_refused_without_side_effects(workspace, store, bad, said):
     with start_run(workspace=workspace) as run:
