@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from mldeck.data import ingest
-from mldeck.data.ingest import EXIT, ingest_file
+from mldeck.data.ingest import EXIT, ingest_file, rows_file_beside
 from mldeck.data.validate import REASON, ROW
 from mldeck.errors import MldeckError, NotFound
 from mldeck.store.models import DatasetVersion, Run, RunInput, RunKind, RunLog, RunStatus
@@ -245,6 +245,18 @@ def test_a_rejected_batch_is_quarantined_whole_with_its_report(ws, store, tmp_pa
     assert stored_file(ws, outcome.sha256, ".csv").read_bytes() == REJECTED.encode()
     assert source.exists()
     assert leftovers(ws) == []
+
+
+def test_two_datasets_whose_safe_names_meet_keep_their_own_quarantined_copies(ws, store, tmp_path):
+    """ "sales eu" and "sales_eu" both wrote sales_eu-v1-f.csv: the second replaced the first."""
+    first = ingest_file(ws, store, put(tmp_path / "a", "f.csv", REJECTED), dataset="sales eu")
+    other = REJECTED.replace("unknown kind", "another unknown kind")
+    second = ingest_file(ws, store, put(tmp_path / "b", "f.csv", other), dataset="sales_eu")
+    assert first.quarantine_path != second.quarantine_path
+    assert (ws.root / first.quarantine_path).read_text() == REJECTED
+    assert (ws.root / second.quarantine_path).read_text() == other
+    rows = [rows_file_beside(o.quarantine_path, str(tmp_path / "f.csv")) for o in (first, second)]
+    assert rows[0] != rows[1] and all((ws.root / r).exists() for r in rows)
 
 
 def test_a_warned_batch_is_accepted_and_its_offending_rows_quarantined(ws, store, tmp_path):

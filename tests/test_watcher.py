@@ -758,3 +758,24 @@ def test_a_complete_file_held_open_by_a_reader_is_said_to_wait(tmp_path, watcher
         reader.wait(timeout=30)
         watcher.stop()
         store.close()
+
+
+def test_a_file_that_cannot_be_removed_leaves_no_copy_in_quarantine(tmp_path, monkeypatch):
+    """incoming/ refusing the removal left a second name in quarantine at every attempt."""
+    from mldeck.data.watcher import _move_to_quarantine
+
+    source = tmp_path / "incoming" / "stuck.xlsx"
+    source.parent.mkdir()
+    source.write_bytes(b"PK")
+    unlink = Path.unlink
+
+    def refuse(self, missing_ok=False):
+        if self == source:
+            raise PermissionError(1, "Operation not permitted")
+        return unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    for _ in range(2):
+        with pytest.raises(PermissionError):
+            _move_to_quarantine(source, tmp_path / "quarantine")
+    assert list((tmp_path / "quarantine").iterdir()) == [] and source.exists()

@@ -746,12 +746,19 @@ def _quarantine(
     (relative to the workspace, or "")."""
     root = workspace.root
     quarantine = ""
+    # A label no earlier file took (two datasets whose safe names meet: "sales eu", "sales_eu").
+    safe, base, number = _safe(Path(source_name).name), label, 1
+    while (workspace.quarantine_dir / f"{label}.rows.parquet").exists() or (
+        workspace.quarantine_dir / fitted_name(f"{label}-{safe}")
+    ).exists():
+        number += 1
+        label = f"{base}-{number}"
     if rows_file.exists():
         final_rows = rows_file.with_name(f"{label}.rows.parquet")
         rows_file.replace(final_rows)
         quarantine = str(final_rows.relative_to(root))
     if result.status == "rejected":
-        whole = workspace.quarantine_dir / fitted_name(f"{label}-{_safe(Path(source_name).name)}")
+        whole = workspace.quarantine_dir / fitted_name(f"{label}-{safe}")
         shutil.copyfile(stored, whole)
         kept = whole.with_name(whole.name + ".report.json")
         kept.write_text(json.dumps({"source": source_name, "sha256": sha, **report},

@@ -739,6 +739,10 @@ def _move_to_quarantine(path: Path, quarantine: Path) -> Path:
             except BaseException:
                 target.unlink(missing_ok=True)
                 raise
-        path.unlink()
+        try:
+            path.unlink()
+        except BaseException:  # it stays where it is: no second name left in quarantine
+            target.unlink(missing_ok=True)
+            raise
         return target
     raise OSError(f"too many files named like {path.name} in {quarantine}")
