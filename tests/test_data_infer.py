@@ -111,6 +111,14 @@ def test_cli_infer_prints_the_expectations_of_the_sample_reference(workspace, cl
     assert data.columns["plan"].categories == ["basic", "premium", "standard"]
 
 
+def test_cli_infer_names_a_file_of_another_type(workspace, cli, tmp_path):
+    """An .xlsx was "a header but no rows"."""
+    sheet = tmp_path / "junk.xlsx"
+    sheet.write_bytes(b"PK\x03\x04 a spreadsheet")
+    done = cli("data", "infer", str(sheet), cwd=workspace.root)
+    assert done.returncode == 2 and "not a data file mldeck reads ('.xlsx'" in done.stderr
+
+
 def test_cli_infer_writes_the_expectations_once(workspace, cli):
     reference = workspace.root / "data" / "ref.parquet"
     pl.DataFrame({"order_id": [1, 2, 3], "amount": [1.5, 2.0, None]}).write_parquet(reference)

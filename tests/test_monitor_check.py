@@ -1145,6 +1145,9 @@ def test_an_html_report_draws_the_history_of_its_own_dataset_only(monitored, sto
     assert "churn:v2" in html and "other:" not in html
     ticks = re.findall(r'font-size="10" text-anchor="middle">([^<]*)</text>', html)
     assert ticks == ["v2", "v2"]  # one batch on each of the two charts
+    # A chart's caption says what the table says: the test's p-value (it showed the statistic).
+    captions = re.findall(r"<figcaption><b>([^<]*)</b> — ks ([^<]*?)(?: <span|</figcaption>)", html)
+    assert captions and all(score.startswith("p = ") for _, score in captions), captions
 
 
 def test_a_drift_share_under_its_threshold_never_reads_as_the_threshold(

@@ -852,6 +852,10 @@ def data_infer(
         check_separator(separator)
     if not file.exists():
         raise MldeckError(f"cannot infer from {file}: no such file")
+    from mldeck.data.readers import unsupported_type
+
+    if (why := unsupported_type(file)) is not None:  # as ingest says it ("no rows" before)
+        raise MldeckError(f"cannot infer from {file}: {why}")
     try:
         source = open_source(file, separator=separator or ws.settings.data.csv_separator)
     except ReadError as exc:

@@ -39,6 +39,14 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _score(feature: dict[str, Any]) -> str:
+    """What a feature's drift is judged on: a test's p-value, else the distance (the caption of
+    its chart showed the test's statistic beside the p-value of the table)."""
+    if feature.get("p_value") is not None:
+        return f"p = {feature['p_value']:.3g}"
+    return _fmt(feature.get("statistic"))
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -196,9 +204,7 @@ def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str 
     rows_html = []
     for f in features:
         name = f["feature"] + (f" ({f['role']})" if f.get("role") not in (None, "feature") else "")
-        score = (
-            f"p = {f['p_value']:.3g}" if f.get("p_value") is not None else _fmt(f.get("statistic"))
-        )
+        score = _score(f)
         rows_html.append(
             f"<tr><td>{_e(name)}</td><td>{_e(f['method'])}</td><td class=num>{_e(score)}</td>"
             f"<td class=num>{f['threshold']:g}</td><td class="
@@ -207,7 +213,7 @@ def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str 
         )
     charts = "".join(
         f"<figure><figcaption><b>{_e(f['feature'])}</b> — {_e(f['method'])} "
-        f"{_e(_fmt(f.get('statistic')))}{' <span class=drift>drift</span>' if f['drifted'] else ''}"
+        f"{_e(_score(f))}{' <span class=drift>drift</span>' if f['drifted'] else ''}"
         f"</figcaption>{_feature_chart(f)}</figure>"
         for f in features
     )
