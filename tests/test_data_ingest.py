@@ -247,6 +247,20 @@ def test_a_rejected_batch_is_quarantined_whole_with_its_report(ws, store, tmp_pa
     assert leftovers(ws) == []
 
 
+def test_what_quarantine_keeps_of_a_private_file_stays_private(ws, store, tmp_path):
+    """A rejected 0600 file was copied to quarantine as 0644, with its report and rows."""
+    source = put(tmp_path, "secret.csv", REJECTED)
+    source.chmod(0o600)
+    outcome = ingest_file(ws, store, source)
+    copy = ws.root / outcome.quarantine_path
+    kept = [
+        copy,
+        copy.with_name(copy.name + ".report.json"),
+        ws.quarantine_dir / "events-v1.rows.parquet",
+    ]
+    assert [oct(p.stat().st_mode & 0o777) for p in kept] == ["0o600"] * 3
+
+
 def test_two_datasets_whose_safe_names_meet_keep_their_own_quarantined_copies(ws, store, tmp_path):
     """ "sales eu" and "sales_eu" both wrote sales_eu-v1-f.csv: the second replaced the first."""
     first = ingest_file(ws, store, put(tmp_path / "a", "f.csv", REJECTED), dataset="sales eu")

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import traceback
 import uuid
 import weakref
@@ -753,9 +754,20 @@ def _quarantine(
     ).exists():
         number += 1
         label = f"{base}-{number}"
+    try:  # what quarantine keeps of a file is no more readable than the file was
+        mode: int | None = stat.S_IMODE(os.stat(source_name).st_mode) & 0o666
+    except OSError:
+        mode = None
+
+    def keep_mode(path: Path) -> None:
+        if mode is not None:
+            with contextlib.suppress(OSError):
+                os.chmod(path, mode)
+
     if rows_file.exists():
         final_rows = rows_file.with_name(f"{label}.rows.parquet")
         rows_file.replace(final_rows)
+        keep_mode(final_rows)
         quarantine = str(final_rows.relative_to(root))
     if result.status == "rejected":
         whole = workspace.quarantine_dir / fitted_name(f"{label}-{safe}")
@@ -763,6 +775,8 @@ def _quarantine(
         kept = whole.with_name(whole.name + ".report.json")
         kept.write_text(json.dumps({"source": source_name, "sha256": sha, **report},
                                    indent=2, default=str))  # fmt: skip
+        keep_mode(whole)
+        keep_mode(kept)
         quarantine = str(whole.relative_to(root))
     return quarantine
 
