@@ -550,6 +550,19 @@ def test_labels_written_as_other_numbers_name_the_same_classes(monitored, store,
     assert expected["precision"] > 0
 
 
+def test_a_batchs_own_labels_naming_no_class_are_counted_and_said(monitored, store, tmp_path, cli):
+    """They were left out of the realized figures without a word (a label file holding them is
+    refused whole)."""
+    frame = churn_frame(200, seed=8, start_id=9000)
+    odd = frame.with_columns(
+        churned=pl.when(pl.int_range(pl.len()) < 20).then(2).otherwise(pl.col("churned"))
+    )  # fmt: skip
+    result = check_batch(monitored, store, ingest(monitored, store, odd, tmp_path, "odd.csv"))
+    assert result.realized["labelled_rows"] == 180 and result.realized["unclassed_labels"] == 20
+    shown = cli("drift", "show", result.batch, cwd=monitored.root).stdout
+    assert "on 180 labelled rows; 20 labels naming no class of the model left out" in shown
+
+
 def test_ids_written_as_whole_floats_find_their_rows(monitored, store, tmp_path):
     """A label file whose id column has a blank (so it is read as floats: '9000.0') or was
     exported by a spreadsheet matches the batch's integer ids, and a second file written as

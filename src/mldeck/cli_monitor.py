@@ -135,6 +135,9 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
         items["realized"] = ", ".join(f"{k} {v:.3f}" for k, v in shown.items()) + (
             f" on {realized.get('labelled_rows', 0)} labelled rows{source}"
         )
+        if realized.get("unclassed_labels"):
+            items["realized"] += (f"; {fmt.plural(realized['unclassed_labels'], 'label')} naming "
+                                  "no class of the model left out")  # fmt: skip
     if summary.get("model"):
         items["model"] = summary["model"]
     if summary.get("model_note"):
@@ -322,7 +325,10 @@ def drift_labels(
               "scored batch"
               f"{skipped}", markup=False)  # fmt: skip
     for item in outcome.batches:
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in item.realized.items() if v is not None)
+        from mldeck.ml.settings import ALL_METRICS
+
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in item.realized.items()
+                          if k in ALL_METRICS and v is not None)  # fmt: skip
         if item.run_id is None:
             out.print(f"  {item.batch}: no new label (all were recorded before); {item.rows} "
                       f"labelled rows: {shown}", markup=False)  # fmt: skip

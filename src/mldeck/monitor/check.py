@@ -702,7 +702,7 @@ def metric_points(result: MonitorResult) -> dict[str, float | None]:
         points[f"estimated_{e.metric}_lower"] = e.lower
         points[f"estimated_{e.metric}_upper"] = e.upper
     for name, value in (result.realized or {}).items():
-        if name != "labelled_rows":
+        if name not in ("labelled_rows", "unclassed_labels"):  # counts, not metrics
             points[f"realized_{name}"] = value
     for f in result.features:
         points[f"drift.{f.feature}"] = f.statistic

@@ -118,9 +118,12 @@ def realized_for(
     if len(classes) != 2:
         return None
     index = None
+    unclassed = 0
     if own is not None and own.len() == predictions.height:
-        # A label naming no class ('7' for classes 0 and 1) is as unknown as a missing one.
+        # A label naming no class ('7' for classes 0 and 1) is as unknown as a missing one; how
+        # many there were is said with the figures.
         index = performance.class_index(own, classes)
+        unclassed = int((own.is_not_null() & index.is_null()).sum())
     if late is not None and late.height and id_column and id_column in predictions.columns:
         ids = predictions.select(id_text(pl.col(id_column)).alias("__id"))
         later = ids.join(late, on="__id", how="left", maintain_order="left").get_column("__label")
@@ -140,6 +143,8 @@ def realized_for(
         k: _finite(v) for k, v in performance.realized_metrics(y, predicted, scores).items()
     }
     realized["labelled_rows"] = int(known.sum())
+    if unclassed:
+        realized["unclassed_labels"] = unclassed
     return realized
 
 
@@ -483,7 +488,7 @@ def _record(
                              sha256=sha, size_bytes=size,
                              path=str(stored.relative_to(workspace.root))))  # fmt: skip
         points = [{"run_id": run.id, "key": f"realized_{k}", "value": v, "step": 0, "ts": now}
-                  for k, v in realized.items() if v is not None]  # fmt: skip
+                  for k, v in realized.items() if v is not None and k != "unclassed_labels"]  # fmt: skip
         points += [{"run_id": run.id, "key": key, "value": float(value), "step": 0, "ts": now}
                    for key, value in (("labelled_rows", rows), ("new_labels", fresh.height))]  # fmt: skip
         session.execute(insert(Metric), points)
