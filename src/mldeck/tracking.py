@@ -184,7 +184,7 @@ class ActiveRun:
             return
         self._ended = True
         self._stop.set()
-        _open_runs.pop(self.id, None)
+        _open_runs.pop(id(self), None)
 
         try:
             self.flush()
@@ -412,7 +412,7 @@ def start_run(
 
 # Runs started and not ended yet, ended when the interpreter exits: a script that calls
 # start_run() without a with block lost every buffered metric, and its run stayed "running".
-_open_runs: dict[int, ActiveRun] = {}
+_open_runs: dict[int, ActiveRun] = {}  # by id() of the run
 _uncaught: list[str] = []  # the traceback of an exception that ends the script, if one does
 _exit_hooks: list[bool] = []  # installed once, with the first run
 
@@ -428,7 +428,7 @@ def _end_at_exit(run: ActiveRun) -> None:
             previous(kind, exc, tb)
 
         sys.excepthook = remember
-    _open_runs[run.id] = run
+    _open_runs[id(run)] = run  # by object: two workspaces' runs may share an id
 
 
 def _end_open_runs() -> None:
