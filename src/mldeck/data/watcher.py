@@ -214,6 +214,7 @@ class IncomingWatcher:
         # Links in incoming/ to nothing, and where they point: said once, left in place.
         self._dangling: dict[Path, str] = {}
         self._polling_said = False
+        self._refused: set[Path] = set()  # never to be opened, and left where they are
         self._work = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -427,11 +428,15 @@ class IncomingWatcher:
                 if path in self._pending:
                     noted.append(path)
                     continue
+                if path in self._refused:  # could not be moved aside: said once
+                    continue
                 refused = self._not_taken(path)
                 if refused is not None:
                     self._pending.pop(path, None)
                     self.counts["failed"] += 1
                     self._to_quarantine(path, shown(path.name), refused)
+                    if path.is_symlink() or path.exists():
+                        self._refused.add(path)
                     continue
                 signature = _signature(path)
                 if signature is None:
