@@ -784,6 +784,18 @@ def test_a_hook_that_times_out_is_ended_with_what_it_started(tmp_path):
     assert not running()
 
 
+def test_hooks_run_side_by_side(tmp_path):
+    """A hanging hook delayed every other alert's hook, and the check, by its timeout each."""
+    from mldeck.monitor.alerts import Raised, run_hooks
+
+    raised = [Raised(i, "r", "warning", "t", True, False, "sleep 30", {"id": i}) for i in (1, 2, 3)]
+    started = time.monotonic()
+    assert run_hooks(raised, None, 1.0) == [
+        f"alert {i}: hook timed out after 1 s" for i in (1, 2, 3)
+    ]
+    assert time.monotonic() - started < 2.5  # one timeout, not three
+
+
 def test_acknowledge_and_resolve_are_audited_and_checked(monitored, store, tmp_path):
     version = ingest(monitored, store, shifted(3, 6000), tmp_path, "shift.csv")
     raised = check_batch(monitored, store, version).alerts[0]

@@ -324,43 +324,49 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
 
 
 def run_hooks(raised: list[Raised], default_command: str | None, timeout: float) -> list[str]:
-    """Run the command of each newly opened alert; returns one line per problem (never raises:
-    a broken hook must not stop the pipeline)."""
-    problems = []
-    for alert in raised:
-        command = alert.command or default_command
-        if not alert.new or not command:
-            continue
-        try:
-            # In a process group of its own: a timeout ends the command and what it started
-            # (the shell alone left its children running after mldeck exited).
-            process = subprocess.Popen(
-                command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True,
-            )  # fmt: skip
-        except OSError as exc:
-            problems.append(f"alert {alert.alert_id}: hook could not start: {exc}")
-            continue
-        try:
-            _, stderr = process.communicate(
-                json.dumps(alert.payload, default=str).encode(), timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()  # not its pipes: a child that left the group may hold them
-            for pipe in (process.stdin, process.stdout, process.stderr):
-                with contextlib.suppress(OSError):
-                    pipe.close()
-            problems.append(f"alert {alert.alert_id}: hook timed out after {timeout:g} s")
-            continue
-        if process.returncode != 0:
-            err = stderr.decode(errors="replace").strip().splitlines()
-            problems.append(
-                f"alert {alert.alert_id}: hook exited {process.returncode}"
-                + (f": {err[-1]}" if err else "")
-            )
-    return problems
+    """Run the command of each newly opened alert, side by side (one hanging hook delayed the
+    others, and the check, by its timeout each); returns one line per problem, in the alerts'
+    order (never raises: a broken hook must not stop the pipeline)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [(alert, alert.command or default_command) for alert in raised]
+    todo = [(alert, command) for alert, command in todo if alert.new and command]
+    if not todo:
+        return []
+    with ThreadPoolExecutor(min(len(todo), 8), thread_name_prefix="mldeck-hook") as pool:
+        found = pool.map(lambda job: _run_hook(job[0], job[1], timeout), todo)
+        return [problem for problem in found if problem is not None]
+
+
+def _run_hook(alert: Raised, command: str, timeout: float) -> str | None:
+    """One alert's hook: its problem, or None."""
+    try:
+        # In a process group of its own: a timeout ends the command and what it started
+        # (the shell alone left its children running after mldeck exited).
+        process = subprocess.Popen(
+            command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+    except OSError as exc:
+        return f"alert {alert.alert_id}: hook could not start: {exc}"
+    try:
+        _, stderr = process.communicate(
+            json.dumps(alert.payload, default=str).encode(), timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()  # not its pipes: a child that left the group may hold them
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        return f"alert {alert.alert_id}: hook timed out after {timeout:g} s"
+    if process.returncode != 0:
+        err = stderr.decode(errors="replace").strip().splitlines()
+        return f"alert {alert.alert_id}: hook exited {process.returncode}" + (
+            f": {err[-1]}" if err else ""
+        )
+    return None
 
 
 def _get(session: Any, alert_id: int) -> Alert:
