@@ -788,12 +788,11 @@ def test_hooks_run_side_by_side(tmp_path):
     """A hanging hook delayed every other alert's hook, and the check, by its timeout each."""
     from mldeck.monitor.alerts import Raised, run_hooks
 
-    raised = [Raised(i, "r", "warning", "t", True, False, "sleep 30", {"id": i}) for i in (1, 2, 3)]
+    ids = (1, 2, 3, 4, 5)
+    raised = [Raised(i, "r", "warning", "t", True, False, "sleep 30", {"id": i}) for i in ids]
     started = time.monotonic()
-    assert run_hooks(raised, None, 1.0) == [
-        f"alert {i}: hook timed out after 1 s" for i in (1, 2, 3)
-    ]
-    assert time.monotonic() - started < 2.5  # one timeout, not three
+    assert run_hooks(raised, None, 1.0) == [f"alert {i}: hook timed out after 1 s" for i in ids]
+    assert time.monotonic() - started < 4  # about one timeout, not five in a row
 
 
 def test_acknowledge_and_resolve_are_audited_and_checked(monitored, store, tmp_path):
