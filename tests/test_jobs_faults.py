@@ -170,7 +170,8 @@ def test_two_daemons_on_one_workspace_exactly_one_acts(template, tmp_path):
         daemons[acting].send_signal(signal.SIGKILL)
         daemons[acting].wait()
         wait_for(lambda: _acting_pid(store) == standby, "the standby to take over")
-        assert "acting for" in outputs[standby].read_text()
+        # It says so once it holds the lease: just after the store shows it.
+        wait_for(lambda: "acting for" in outputs[standby].read_text(), "the standby's word")
     finally:
         for proc in daemons.values():
             stop(proc)
