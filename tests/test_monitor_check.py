@@ -706,7 +706,7 @@ def test_a_failed_check_leaves_a_failed_run(monitored, store, tmp_path):
         from mldeck.store.models import DatasetVersion
 
         stored = session.get(DatasetVersion, version).stored_path
-    (monitored.root / stored).write_text("garbage", encoding="utf-8")
+    (monitored.root / stored).write_bytes(b"customer_id,tenure\n1,\xff\xfe\x00\n")  # not UTF-8
     with pytest.raises(Exception):  # noqa: B017 - whatever the reader says, the run records it
         check_batch(monitored, store, version)
     with store.read() as session:

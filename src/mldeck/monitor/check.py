@@ -168,7 +168,7 @@ def check_batch(
     try:
         check_column_settings(workspace, reference)
         baseline = _baseline(workspace, store, reference, run_id)
-        frame = open_version(workspace, version, batch, check=True)  # immutable: verified
+        frame = open_version(workspace, version, batch)
         batch_summary = drift.summarize_batch(frame, baseline)
         result = _compare(workspace, baseline, batch_summary, champion, batch, ref_label)
         result.run_id, result.dataset_version_id = run_id, version.id
