@@ -275,7 +275,7 @@ def record_labels(
     shares: list[_Share] = []
     conflicts: list[str] = []
     matched_ids: set[str] = set()
-    holders: dict[str, list[str]] = {}  # each matched id: the batches holding it
+    held: list[pl.DataFrame] = []  # each batch's matched ids, with the batch
     for report, version, batch_version, name in sorted(latest.values(), key=lambda r: r[0].id):
         predictions = stored_predictions(
             workspace, store, report.dataset_version_id, report.model_version_id
@@ -287,9 +287,8 @@ def record_labels(
         if mine.height == 0:
             continue
         label = f"{name}:v{batch_version.version}"
-        for held in mine.get_column("__id").to_list():
-            holders.setdefault(held, []).append(label)
-        matched_ids.update(holders)
+        held.append(mine.select("__id", pl.lit(label).alias("__batch")))
+        matched_ids.update(mine.get_column("__id").to_list())
         classes = (version.schema_ or {}).get("classes") or []
         if len(classes) != 2:
             continue
@@ -304,13 +303,14 @@ def record_labels(
                                  f"{', ...' if len(clash) > 5 else ''})")  # fmt: skip
             fresh = fresh.join(earlier, on="__id", how="anti")
         shares.append(_Share(report, batch_version, label, classes, predictions, own, late, fresh))
-    shared = {i: found for i, found in holders.items() if len(found) > 1}
-    if shared:
-        examples = ", ".join(repr(i) for i in list(shared)[:5])
-        batches = list(dict.fromkeys(b for found in shared.values() for b in found))
+    shared = pl.concat(held).filter(pl.col("__id").is_duplicated()) if held else pl.DataFrame()
+    if shared.height:
+        ids = shared.get_column("__id").unique(maintain_order=True)
+        batches = shared.get_column("__batch").unique(maintain_order=True).to_list()
+        examples = ", ".join(repr(i) for i in ids.head(5).to_list())
         raise MldeckError(
-            f"{fmt.plural(len(shared), 'id')} of {shown(path.name)} ({examples}"
-            f"{', ...' if len(shared) > 5 else ''}) {'is' if len(shared) == 1 else 'are'} in "
+            f"{fmt.plural(ids.len(), 'id')} of {shown(path.name)} ({examples}"
+            f"{', ...' if ids.len() > 5 else ''}) {'is' if ids.len() == 1 else 'are'} in "
             f"several monitored batches ({', '.join(batches)}): a label is of one prediction; "
             f"say which batch the file labels with --batch (e.g. --batch {batches[-1]})"
         )
