@@ -414,10 +414,7 @@ def _fit_text(_mapper: Any, _connection: Any, target: Any) -> None:
         value = getattr(target, key, None)
         if not isinstance(value, str):
             continue
-        fitted = value.replace("\x00", "\ufffd")
-        length = getattr(column.type, "length", None)
-        if length and len(fitted) > length:
-            fitted = fitted[: length - 1] + "…"
+        fitted = _fit(value, getattr(column.type, "length", None))
         if fitted != value:
             setattr(target, key, fitted)
 
@@ -435,8 +432,10 @@ def fitted_value(model: Any, key: str, value: str) -> str:
     """*value* as column *key* of *model* stores it (a name looked up as it was stored)."""
     from sqlalchemy import inspect
 
-    column = inspect(model).columns[key]
-    length = getattr(column.type, "length", None)
+    return _fit(value, getattr(inspect(model).columns[key].type, "length", None))
+
+
+def _fit(value: str, length: int | None) -> str:
     fitted = value.replace("\x00", "\ufffd")
     return fitted[: length - 1] + "…" if length and len(fitted) > length else fitted
 
