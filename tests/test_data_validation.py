@@ -1140,6 +1140,37 @@ def test_categories_outside_the_allowed_ones_are_counted_exactly(tmp_path, allow
     assert profile["distinct"] == len(set(batch))  # null counted, as polars' n_unique does
 
 
+def test_distinct_values_of_a_column_within_its_categories_are_counted_not_estimated(
+    tmp_path, monkeypatch
+):
+    closed = _reference_of(tmp_path, pl.DataFrame({"k": ["red", "green", "blue", "red"]}))
+    assert closed["columns"]["k"]["other"] == 0
+    reference = {"columns": {"v": closed["columns"]["k"]}}
+    within = _one_column(tmp_path, "within.parquet", ["red", None, "red", "blue"])
+    plan = build(open_source(within), DataSettings(), reference, exact_quantiles=False,
+                 arrived_at=ARRIVED)  # fmt: skip
+    # The reference's values are all among its categories: no estimate in the first pass.
+    assert "p::v::distinct" not in first_pass(plan)
+    reads = _watch_reads(monkeypatch, within)
+    profile = run(within, reference=reference).profile["columns"]["v"]
+    assert reads == ["collect"]
+    assert profile["distinct"] == 3  # red, blue and null: green was not seen
+    # A value outside them: estimated, in a pass of its own.
+    beyond = _one_column(tmp_path, "beyond.parquet", ["red", "pink", "red", "grey", None])
+    reads = _watch_reads(monkeypatch, beyond)
+    profile = run(beyond, reference=reference).profile["columns"]["v"]
+    assert reads == ["collect", "collect"]
+    assert (profile["distinct"], profile["other"]) == (4, 2)
+    # A reference holding more values than it names: estimated in the first pass.
+    words = _reference_of(tmp_path, pl.DataFrame({"k": [f"w{i}" for i in range(400)]}))
+    assert words["columns"]["k"]["other"] > 0
+    reference = {"columns": {"v": words["columns"]["k"]}}
+    plan = build(open_source(within), DataSettings(), reference, exact_quantiles=False,
+                 arrived_at=ARRIVED)  # fmt: skip
+    assert "p::v::distinct" in first_pass(plan)
+    assert run(within, reference=reference).profile["columns"]["v"]["distinct"] == 3
+
+
 def test_the_same_file_gets_the_same_profile_whatever_the_plans_seed(tmp_path):
     """Distinct values estimated over the seeded hashes changed with each validation's seed."""
     words = [f"w{i % 997}" for i in range(20_000)]

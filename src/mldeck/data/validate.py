@@ -17,6 +17,7 @@ import itertools
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,6 +203,17 @@ class _Flag:
     recount: pl.Expr | None = None
 
 
+@dataclass
+class _Retry:
+    """Aggregates the first pass leaves out because their values usually follow from its others:
+    *needed* tells from the first pass's values whether they must be collected after all (in one
+    more pass over the file), and *otherwise* gives their values when they need not be."""
+
+    needed: Callable[[dict[str, Any]], bool]
+    exprs: dict[str, pl.Expr]
+    otherwise: Callable[[dict[str, Any]], dict[str, Any]]
+
+
 # The derived columns are computed in steps, each using the ones before: a column as its declared
 # type, then its finite numbers (or its text), then the hash of its text.
 TYPED, MASKED, HASHED = range(3)
@@ -221,9 +233,9 @@ class _Plan:
     # The seed of the text hashes, drawn for each plan so that no value can be made to collide
     # with a category on purpose.
     seed: int = field(default_factory=lambda: secrets.randbits(63))
-    # Per float column, its statistics and histogram over its finite values alone: collected
-    # when the first pass (over the column as it is) finds NaN or infinities in it.
-    retry: dict[str, dict[str, pl.Expr]] = field(default_factory=dict)
+    # Aggregates collected again, in a pass of their own, only when the first pass's values ask
+    # for them (see _Retry).
+    retry: list[_Retry] = field(default_factory=list)
     _named: dict[str, list[str]] = field(default_factory=dict)  # derived columns by expression
     prefix: str = "_mldeck_tmp_"
 
@@ -317,18 +329,28 @@ def _profile_exprs(
             # pass). When some are not, they are computed again over the finite values alone, in
             # a pass of their own, with the count of NaN (none otherwise; see validate).
             plan.aggregates.update(numbers(value))
-            plan.retry[name] = {**numbers(finite), key + "nan": value.is_nan().sum()}
+            plan.retry.append(_Retry(
+                needed=lambda v: v[key + "count"] != v[key + "finite"],
+                exprs={**numbers(finite), key + "nan": value.is_nan().sum()},
+                otherwise=lambda v: {key + "nan": 0},  # every non-null value finite: no NaN
+            ))  # fmt: skip
         else:
             if kind == "float":
                 plan.aggregates[key + "nan"] = value.is_nan().sum()
             plan.aggregates.update(numbers(finite))
     elif kind in ("string", "bool"):
         text = finite
-        # Over the text, not the seeded hashes below (a little cheaper, but the estimate then
-        # changed with the seed drawn for each validation: the same file, another profile).
-        plan.aggregates[key + "distinct"] = text.approx_n_unique()
+        # Estimated over the text, not the seeded hashes below (a little cheaper, but the
+        # estimate then changed with the seed drawn for each validation: the same file, another
+        # profile). Null counts as one value.
+        distinct = {key + "distinct": text.approx_n_unique()}
         categories = _categories(reference)
-        if categories is not None:
+        if categories is None:
+            plan.aggregates.update(distinct)
+            plan.aggregates[key + "top"] = (
+                text.drop_nulls().value_counts(sort=True).head(TOP_CATEGORIES).implode()
+            )
+        else:
             # Each value hashed once (64 bits, with the plan's random seed); the categories are
             # counted by comparing numbers, not text (about 3x cheaper). A value is miscounted
             # only if its hash equals a category's: about 1 in 2^64 per distinct value and
@@ -337,10 +359,21 @@ def _profile_exprs(
             spec["categories"] = list(categories)
             for i, code in enumerate(_hashes(categories, plan.seed)):
                 plan.aggregates[f"{key}cat{i}"] = (hashed == code).sum()
-        else:
-            plan.aggregates[key + "top"] = (
-                text.drop_nulls().value_counts(sort=True).head(TOP_CATEGORIES).implode()
-            )
+            if (reference or {}).get("other"):
+                # The reference held more values than it names (its most frequent ones): so
+                # will this file, most likely; estimated in this pass.
+                plan.aggregates.update(distinct)
+            else:
+                # Every value of the reference is one of its categories: when every value here
+                # is too (the usual case), the distinct values are exactly the categories seen
+                # (and null); estimated, in one more pass, only when some are not.
+                cats = [f"{key}cat{i}" for i in range(len(categories))]
+                plan.retry.append(_Retry(
+                    needed=lambda v, cats=cats: v[key + "count"] > sum(v[c] for c in cats),
+                    exprs=distinct,
+                    otherwise=lambda v, cats=cats: {key + "distinct": sum(v[c] > 0 for c in cats)
+                                                    + (v[key + "nulls"] > 0)},
+                ))  # fmt: skip
     elif kind in ("datetime", "date"):
         plan.aggregates[key + "min"] = value.min()
         plan.aggregates[key + "max"] = value.max()
@@ -360,7 +393,7 @@ def _categories(reference: dict[str, Any] | None) -> list[str] | None:
     categories = ref.get("categories")
     if categories is None and "frequencies" in ref:
         categories = list(ref["frequencies"])
-    return None if categories is None else [str(c) for c in categories]
+    return None if categories is None else list(dict.fromkeys(str(c) for c in categories))
 
 
 def _cannot_run(empty: pl.LazyFrame, expr: pl.Expr, *, condition: bool) -> str | None:
@@ -636,13 +669,14 @@ def validate(
     values = values.row(0, named=True)
     n_rows = int(values["rows"])
     try:
-        # Float columns holding NaN or infinities: their statistics over the finite values.
+        # Float columns holding NaN or infinities: their statistics over the finite values; text
+        # columns holding values outside the categories counted: their distinct values.
         retry = {}
-        for name, found in plan.retry.items():
-            if values[f"p::{name}::count"] != values[f"p::{name}::finite"]:
-                retry.update(found)
-            else:  # every non-null value finite: no NaN
-                values[f"p::{name}::nan"] = 0
+        for later in plan.retry:
+            if later.needed(values):
+                retry.update(later.exprs)
+            else:
+                values.update(later.otherwise(values))
         if retry:
             again = plan.frame(source.frame).select(**retry).collect(engine=engine)
             values.update(again.row(0, named=True))
