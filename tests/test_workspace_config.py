@@ -405,6 +405,23 @@ def test_store_url_precedence(workspace, monkeypatch, tmp_path):
     assert not workspace.db_path.exists()
 
 
+def test_a_relative_sqlite_store_url_is_in_the_workspace_folder_wherever_the_command_runs(
+    workspace, monkeypatch
+):
+    workspace.config_path.write_text('[store]\nurl = "sqlite:///meta.db"\n')
+    (workspace.root / "scripts").mkdir()
+    monkeypatch.chdir(workspace.root / "scripts")
+    store = open_workspace_store(load_workspace(workspace.root))
+    try:
+        assert store.sqlite_path == workspace.root / "meta.db"
+    finally:
+        store.close()
+    assert not (workspace.root / "scripts" / "meta.db").exists()
+    # An in-memory store stays one.
+    workspace.config_path.write_text('[store]\nurl = "sqlite://"\n')
+    assert load_workspace(workspace.root).db_url == "sqlite://"
+
+
 def test_missing_state_folder(workspace):
     (workspace.state_dir / ".gitignore").unlink()
     for path in sorted(workspace.state_dir.rglob("*"), reverse=True):

@@ -176,7 +176,8 @@ description = ""
 
 [store]
 # SQLAlchemy URL of the metadata store. Empty: the SQLite file .mldeck/store.db in this
-# workspace. The MLDECK_DB_URL environment variable overrides this value.
+# workspace; a relative SQLite path (sqlite:///meta.db) is in this workspace's folder. The
+# MLDECK_DB_URL environment variable overrides this value.
 url = ""
 
 [console]

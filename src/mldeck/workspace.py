@@ -113,12 +113,29 @@ class Workspace:
 
     @property
     def db_url(self) -> str:
-        """MLDECK_DB_URL, else ``[store] url``, else the workspace's SQLite file."""
-        url = os.environ.get(ENV_DB_URL) or self.settings.store.url
-        # Built, not formatted: a folder name holding '?', '#' or '%' must stay part of the path.
-        return url or URL.create("sqlite", database=str(self.db_path)).render_as_string(
-            hide_password=False
-        )
+        """MLDECK_DB_URL, else ``[store] url``, else the workspace's SQLite file. A SQLite file
+        named by a relative path in ``[store] url`` is in the workspace's folder, wherever the
+        command runs (MLDECK_DB_URL's is the current folder's, as for any path in a shell)."""
+        env = os.environ.get(ENV_DB_URL)
+        if env:
+            return env
+        url = self.settings.store.url
+        if not url:
+            # Built, not formatted: a folder name holding '?', '#' or '%' must stay in the path.
+            return URL.create("sqlite", database=str(self.db_path)).render_as_string(
+                hide_password=False
+            )
+        try:
+            parsed = make_url(url)
+        except Exception:  # the store says what is wrong with it when it opens
+            return url
+        database = parsed.database or ""
+        relative = database not in ("", ":memory:") and not database.startswith("file:")
+        if parsed.get_backend_name() == "sqlite" and relative and not Path(database).is_absolute():
+            return parsed.set(database=str(self.root / database)).render_as_string(
+                hide_password=False
+            )
+        return url
 
 
 def load_workspace(root: Path) -> Workspace:
