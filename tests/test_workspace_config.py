@@ -116,8 +116,6 @@ def test_wrong_values_are_named(text, needle):
          "'age' in [monitor.columns]: the threshold of ks is a p-value: between 0 and 1 (drifted "
          "when p < threshold), not 1"),
         # A NaN threshold no metric passes.
-        ("[gates]\nmin = {roc_auc = nan}\n",
-         "'min' in [gates]: the threshold for 'roc_auc' is a number, not nan"),
         ("[monitor.columns.age]\nthreshold = 0.2\n",
          "'age' in [monitor.columns]: a threshold needs its method: a p-value for ks or chi2, a "
          'score for wasserstein, psi or jensenshannon (method = "auto" switches between them)'),
@@ -164,6 +162,41 @@ def test_an_estimated_metric_rule_on_the_primary_metric_is_taken():
     )
     (rule,) = parse_settings(text).monitor.alerts
     assert rule.metric == "accuracy"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # NaN was refused as out of bounds ("less than or equal to 60"), which it is not.
+        ("[console]\nrefresh_seconds = nan\n",
+         "'refresh_seconds' in [console]: Input should be a finite number"),
+        ("[gates]\nmin = {roc_auc = nan}\n",  # no metric passes (or fails) it
+         "'roc_auc' in [gates.min]: Input should be a finite number"),
+        ("[data]\nsettle_seconds = inf\n",
+         "'settle_seconds' in [data]: Input should be a finite number"),
+        # Durations that overflowed Python's dates: a traceback in every check and health check.
+        ('[[monitor.alerts]]\nname = "never"\nwhen = "freshness"\nhours = inf\n',
+         "'hours' in the 1st [[monitor.alerts]]: Input should be a finite number"),
+        ('[[monitor.alerts]]\nname = "never"\nwhen = "freshness"\nhours = 1e12\n',
+         "'hours' in the 1st [[monitor.alerts]]: Input should be less than or equal to 87840"),
+        ("[jobs]\nstale_run_seconds = 1e15\n",
+         "'stale_run_seconds' in [jobs]: Input should be less than or equal to 316224000"),
+        ("[jobs]\ndata_stale_hours = 1e12\n",
+         "'data_stale_hours' in [jobs]: Input should be less than or equal to 87840"),
+        ("[data.table]\nmax_age_days = 1e9\n",
+         "'max_age_days' in [data.table]: Input should be less than or equal to 3660"),
+    ],
+)  # fmt: skip
+def test_numbers_that_are_not_finite_or_too_long_a_duration_are_refused(text, said):
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text)
+    assert str(err.value) == f"mldeck.toml: {said}"
+
+
+def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / CONFIG_FILE
+    path.write_bytes(b'\xef\xbb\xbf[project]\nname = "bom"\n')
+    assert load_settings(path).project.name == "bom"
 
 
 def test_non_utf8_config(tmp_path):

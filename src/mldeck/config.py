@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from mldeck.data.expectations import DataSettings
 from mldeck.errors import ConfigError
@@ -20,13 +20,10 @@ from mldeck.jobs.settings import DEFAULT_CONFIG as JOBS_DEFAULT_CONFIG
 from mldeck.jobs.settings import JobSettings
 from mldeck.ml.settings import GateSettings, ModelSettings
 from mldeck.monitor.settings import MonitorSettings, estimated_metric
+from mldeck.sections import Section as _Section
 
 CONFIG_FILE = "mldeck.toml"
 MAX_NAME_LENGTH = 100
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ProjectSettings(_Section):
@@ -150,7 +147,7 @@ def load_settings(path: Path) -> Settings:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte order mark, as some editors write, is not TOML
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     return parse_settings(text, str(path))

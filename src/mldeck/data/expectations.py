@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from mldeck.sections import MAX_DAYS
+from mldeck.sections import Section as _Strict
 
 Severity = Literal["error", "warning"]
 ColumnType = Literal["int", "float", "string", "bool", "datetime", "date"]
@@ -20,10 +23,6 @@ COLUMN_CHECKS = (
     "expression",
 )  # fmt: skip
 TABLE_CHECKS = ("columns", "rows", "freshness", "unique_ids")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _polars_said(exc: BaseException) -> str:
@@ -115,7 +114,7 @@ class TableExpectation(_Strict):
     min_rows: int = Field(1, ge=0)
     max_rows: int | None = Field(None, ge=0)
     # The newest timestamp must be at most this many days older than the batch's arrival.
-    max_age_days: float | None = Field(None, gt=0)
+    max_age_days: float | None = Field(None, gt=0, le=MAX_DAYS)
     # No two rows share an id (needs [data] id_column).
     unique_ids: bool = True
     # Columns not declared under [data.columns] are an error (a wrong delimiter shows up here).

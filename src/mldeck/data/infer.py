@@ -159,7 +159,7 @@ def expectations_toml(
 
 def append_to_config(config_path: Path, text: str) -> None:
     """Append *text* to ``mldeck.toml`` if the result still parses and it had no [data] yet."""
-    current = config_path.read_text(encoding="utf-8")
+    current = config_path.read_text(encoding="utf-8-sig")
     if any(line.strip().startswith("[data") for line in current.splitlines()):
         raise MldeckError(
             f"{config_path} already has a [data] section; print the inferred one with "

@@ -25,7 +25,10 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from mldeck.sections import MAX_HOURS, MAX_SECONDS
+from mldeck.sections import Section as _Section
 
 JOB_KINDS = ("train", "evaluate", "retrain", "drift", "score", "health")
 JobKind = Literal["train", "evaluate", "retrain", "drift", "score", "health"]
@@ -179,10 +182,6 @@ def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class ScheduleSettings(_Section):
     kind: JobKind
     cron: str = ""
@@ -227,25 +226,25 @@ class JobSettings(_Section):
     # A scheduler that has not renewed its lease for this long is replaced by another process.
     lease_seconds: float = Field(15.0, ge=2, le=600)
     # A running run whose heartbeat is older than this is marked orphaned.
-    stale_run_seconds: float = Field(300.0, ge=5)
+    stale_run_seconds: float = Field(300.0, ge=5, le=MAX_SECONDS)
     # Retries wait base * 2^(attempt-1) seconds (at most max), plus up to 50% random jitter.
-    retry_base_seconds: float = Field(10.0, ge=0)
-    retry_max_seconds: float = Field(600.0, ge=0)
+    retry_base_seconds: float = Field(10.0, ge=0, le=MAX_SECONDS)
+    retry_max_seconds: float = Field(600.0, ge=0, le=MAX_SECONDS)
     # Fire times missed while nothing ran are coalesced into one run at start, if the newest is
     # at most this old; older ones are recorded as missed.
-    misfire_grace_seconds: int = Field(3600, ge=1)
+    misfire_grace_seconds: int = Field(3600, ge=1, le=MAX_SECONDS)
     # Run a job again at start when its last run was orphaned (a crash or kill of the scheduler).
     rerun_orphaned: bool = True
     # New data → validate → score → drift → (retrain): the automatic pipeline.
     pipeline: bool = True
     # After an automatic retrain, no other one starts for this long (one incident, one retrain).
-    retrain_cooldown_minutes: float = Field(60.0, ge=0)
+    retrain_cooldown_minutes: float = Field(60.0, ge=0, le=MAX_SECONDS / 60)
     # A version that waits for approval after a retrain is promoted once a person approves it.
     promote_on_approval: bool = True
     # Health: free disk below this fails jobs before they start and raises an alert.
     min_free_disk_mb: float = Field(200.0, ge=0)
     # Health: no new dataset version for this long is stale data (0 turns the check off).
-    data_stale_hours: float = Field(48.0, ge=0)
+    data_stale_hours: float = Field(48.0, ge=0, le=MAX_HOURS)
     # Health: this many failed runs in a row of one schedule raise an alert.
     max_consecutive_failures: int = Field(3, ge=1)
     schedules: dict[str, ScheduleSettings] = {}

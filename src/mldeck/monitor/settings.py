@@ -31,7 +31,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from mldeck.sections import MAX_HOURS
+from mldeck.sections import Section as _Strict
 
 NumericMethod = Literal["ks", "wasserstein", "psi"]
 CategoricalMethod = Literal["chi2", "psi", "jensenshannon"]
@@ -59,10 +62,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 TESTS = frozenset({"ks", "chi2"})  # drifted when p < threshold; others when score >= threshold
 NUMERIC_METHODS = frozenset({"ks", "wasserstein", "psi"})
 CATEGORICAL_METHODS = frozenset({"chi2", "psi", "jensenshannon"})
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ColumnDrift(_Strict):
@@ -108,7 +107,7 @@ class AlertRule(_Strict):
     feature: str | None = None  # feature_drift
     metric: str | None = None  # estimated_metric, realized_metric
     below: float | None = None  # estimated_metric, realized_metric
-    hours: float | None = Field(None, gt=0)  # freshness: no new data for this long
+    hours: float | None = Field(None, gt=0, le=MAX_HOURS)  # freshness: no new data for this long
     # A shell command run with the alert as JSON on stdin when the alert opens.
     command: str | None = None
     # Whether this alert is a reason to retrain (the scheduler's policy reads it).

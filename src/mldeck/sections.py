@@ -1,0 +1,16 @@
+"""What every section of ``mldeck.toml`` shares: an unknown key is refused (a typo never goes
+unnoticed), values are frozen, and a number is finite (TOML's ``nan`` and ``inf`` are refused
+with their own sentence, not a bound's). ``MAX_SECONDS`` bounds every duration a setting names:
+longer ones overflow Python's dates."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+MAX_SECONDS = 10 * 366 * 86_400  # ten years
+MAX_HOURS = MAX_SECONDS / 3600
+MAX_DAYS = MAX_SECONDS / 86_400
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
