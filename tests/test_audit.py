@@ -80,6 +80,33 @@ def test_editing_an_events_content_is_detected(trail, store):
     ]
 
 
+def test_details_or_a_time_that_cannot_be_read_are_named_not_a_traceback(trail, store, cli):
+    """An edit leaving text that is not JSON, or a time that is not one, failed the whole query:
+    `audit verify` (and `audit list`) ended in a traceback on the very tampering it is for."""
+    promote = events(store, "model_version.promote")[0]
+    approve = events(store, "model_version.approve")[0]
+    edit(trail, "UPDATE audit_event SET details = 'not json{' WHERE id = ?", promote.id)
+    edit(trail, "UPDATE audit_event SET ts = 'garbage' WHERE id = ?", approve.id)
+    result = audit.verify(store)
+    assert result.problems == sorted([
+        f"event {promote.id} (model_version.promote): its content was changed (its details are "
+        "not a JSON object)",
+        f"event {approve.id} (model_version.approve): its content was changed (its time is not "
+        "a time)",
+    ], key=lambda p: int(p.split()[1]))  # fmt: skip
+    listed = cli("audit", "list", "--json", "--workspace", str(trail.root), cwd=trail.root.parent)
+    assert listed.returncode == 0, listed.stderr
+    damaged = {e["id"]: e.get("damaged") for e in json.loads(listed.stdout)["events"]}
+    assert damaged[promote.id] == "its details are not a JSON object"
+    assert damaged[approve.id] == "its time is not a time"
+    table = cli("audit", "list", "--workspace", str(trail.root), cwd=trail.root.parent)
+    assert table.returncode == 0, table.stderr
+    assert "DAMAGED: its details are not a JSON object" in table.stdout
+    verified = cli("audit", "verify", "--workspace", str(trail.root), cwd=trail.root.parent)
+    assert verified.returncode == 1 and "Traceback" not in verified.stderr
+    assert verified.stdout.strip().splitlines()[-1].endswith("chain BROKEN: 2 problems")
+
+
 def test_editing_the_actor_is_detected(trail, store):
     approve = events(store, "model_version.approve")[0]
     edit(trail, "UPDATE audit_event SET actor = 'mallory' WHERE id = ?", approve.id)
@@ -169,6 +196,9 @@ def test_audit_commands(trail, store, cli):
     assert lines[-1] == f"{total - 2} events, chain BROKEN: 2 problems"
 
     assert_one_line_error(mldeck("audit", "verify", "--head", "xyz"), "--head takes")
+    # A head copied in capitals is the same hash.
+    upper = mldeck("audit", "verify", "--head", newest.hash[:16].upper())
+    assert f"head {newest.hash[:12]} is no longer in the trail" in upper.stdout
 
 
 def test_a_long_actor_is_hashed_as_it_is_stored(store):

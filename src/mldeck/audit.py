@@ -19,6 +19,7 @@ from sqlmodel import Session
 from mldeck.provenance import current_user
 from mldeck.store.engine import Store
 from mldeck.store.models import AuditEvent, fit_text, utcnow
+from mldeck.store.queries import AUDIT_COLUMNS, audit_rows
 
 GENESIS = "0" * 64
 
@@ -83,7 +84,8 @@ def verify(store: Store) -> Verification:
     count = 0
     previous_id = 0
     with store.read() as session:
-        for event in session.execute(select(AuditEvent).order_by(AuditEvent.id)).scalars():
+        events = audit_rows(session, select(*AUDIT_COLUMNS).order_by(AuditEvent.id))
+        for event in events:
             count += 1
             if event.prev_hash != prev:
                 gap = (
@@ -92,9 +94,11 @@ def verify(store: Store) -> Verification:
                     else ""
                 )
                 problems.append(f"event {event.id}: does not follow the event before it{gap}")
-            expected = _digest(event.prev_hash, event.ts, event.actor, event.action,
-                               event.entity_type, event.entity_id, event.details)  # fmt: skip
-            if expected != event.hash:
+            if event.damaged:  # a time or details that cannot be read were changed too
+                problems.append(f"event {event.id} ({event.action}): its content was changed "
+                                f"({event.damaged})")  # fmt: skip
+            elif event.hash != _digest(event.prev_hash, event.ts, event.actor, event.action,
+                                       event.entity_type, event.entity_id, event.details):  # fmt: skip
                 problems.append(f"event {event.id} ({event.action}): its content was changed")
             prev = event.hash
             previous_id = event.id

@@ -1220,6 +1220,7 @@ def audit_verify(
     from mldeck.audit import verify
     from mldeck.store.queries import audit_event_by_hash, audit_head
 
+    head = None if head is None else head.strip().lower()
     if head is not None and (len(head) < 12 or not all(c in "0123456789abcdef" for c in head)):
         raise MldeckError("--head takes at least 12 hex digits of a hash 'audit verify' printed")
     _, store = _open()
@@ -1267,6 +1268,8 @@ def audit_list(
     table = _table(*("ID", "TIME", "ACTOR", "ACTION", "ENTITY", "DETAILS"), wrap="DETAILS")
     for row in rows:
         details = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in row.details.items())
+        if row.damaged:  # see 'audit verify'
+            details = f"DAMAGED: {row.damaged}"
         table.add_row(
             str(row.id),
             fmt.when(row.ts),

@@ -6,13 +6,14 @@ so a view can say when it is truncated; nothing here loads a table whole.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import String, func, or_, select, type_coerce
 from sqlalchemy.engine import make_url
 
 from mldeck.errors import MldeckError, NotFound
@@ -918,16 +919,20 @@ class MetricComparison:
 @dataclass(frozen=True)
 class AuditRow:
     id: int
-    ts: datetime
+    ts: datetime | None
     actor: str
     action: str
     entity_type: str
     entity_id: str
     details: dict[str, Any]
     hash: str
+    prev_hash: str = ""
+    # What of the stored event cannot be read (an edit of the database behind mldeck's back):
+    # its time or its details are then None / {} here, and `audit verify` names the event.
+    damaged: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found = {
             "id": self.id,
             "ts": _iso(self.ts),
             "actor": self.actor,
@@ -937,18 +942,57 @@ class AuditRow:
             "details": self.details,
             "hash": self.hash,
         }
+        return {**found, "damaged": self.damaged} if self.damaged else found
 
 
-_AUDIT_COLUMNS = (
+# The time and details as the database holds them (no decoding by the query): an event edited
+# behind mldeck's back (text that is not JSON, a time that is not one) is read as damaged
+# instead of failing the whole query, so that `audit verify` can name it.
+AUDIT_COLUMNS = (
     AuditEvent.id,
-    AuditEvent.ts,
+    type_coerce(AuditEvent.ts, String),
     AuditEvent.actor,
     AuditEvent.action,
     AuditEvent.entity_type,
     AuditEvent.entity_id,
-    AuditEvent.details,
+    type_coerce(AuditEvent.details, String),
     AuditEvent.hash,
+    AuditEvent.prev_hash,
 )
+
+
+def audit_rows(session: Any, statement: Any) -> list[AuditRow]:
+    """The audit events *statement* (a select of ``AUDIT_COLUMNS``) finds, each decoded as the
+    store decodes it; a part that cannot be is named in ``damaged``."""
+    dialect = session.get_bind().dialect
+    table = AuditEvent.__table__.c  # type: ignore[attr-defined]
+    decoders = {
+        name: getattr(table, name).type.dialect_impl(dialect).result_processor(dialect, None)
+        for name in ("ts", "details")
+    }
+    found = []
+    for id_, ts, actor, action, entity_type, entity_id, details, hash_, prev in session.execute(
+        statement
+    ):
+        damaged = []
+        decoded: dict[str, Any] = {}
+        for name, raw in (("ts", ts), ("details", details)):
+            try:
+                # A driver may decode the value itself (psycopg: JSON and times) or leave text.
+                fallback = datetime.fromisoformat if name == "ts" else json.loads
+                value = (decoders[name] or fallback)(raw) if isinstance(raw, str) else raw
+                if name == "ts" and not isinstance(value, datetime):
+                    raise ValueError(raw)
+                if name == "details" and not isinstance(value, dict):
+                    raise ValueError(raw)
+                decoded[name] = value
+            except Exception:
+                damaged.append("its time is not a time" if name == "ts" else
+                               "its details are not a JSON object")  # fmt: skip
+                decoded[name] = None if name == "ts" else {}
+        found.append(AuditRow(id_, decoded["ts"], actor, action, entity_type, entity_id,
+                              decoded["details"], hash_, prev, "; ".join(damaged)))  # fmt: skip
+    return found
 
 
 @dataclass
@@ -1077,17 +1121,15 @@ def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDet
                     .order_by(DatasetVersion.id)
                 ).all()
             ]
-        history = [
-            AuditRow(*r)
-            for r in session.execute(
-                select(*_AUDIT_COLUMNS)
-                .where(
-                    AuditEvent.entity_type == "model_version",
-                    AuditEvent.entity_id == str(version.id),
-                )
-                .order_by(AuditEvent.id)
-            ).all()
-        ]
+        history = audit_rows(
+            session,
+            select(*AUDIT_COLUMNS)
+            .where(
+                AuditEvent.entity_type == "model_version",
+                AuditEvent.entity_id == str(version.id),
+            )
+            .order_by(AuditEvent.id),
+        )
     # The champion as this version's training evaluated it on the same holdout, when it is still
     # the champion (what the gates compared); otherwise its own metrics, from its own holdout.
     mine = {k: v for k, v in numeric_metrics(version.metrics).items()
@@ -1139,14 +1181,15 @@ def list_audit_events(
         conditions.append(AuditEvent.entity_id == entity_id)
     with store.read() as session:
         total = session.execute(select(func.count(AuditEvent.id)).where(*conditions)).scalar_one()
-        rows = session.execute(
-            select(*_AUDIT_COLUMNS)
+        rows = audit_rows(
+            session,
+            select(*AUDIT_COLUMNS)
             .where(*conditions)
             .order_by(AuditEvent.id.desc())
             .limit(limit)
-            .offset(offset)
-        ).all()
-    return [AuditRow(*row) for row in rows], total
+            .offset(offset),
+        )
+    return rows, total
 
 
 def audit_head(store: Store) -> AuditRow | None:
@@ -1158,7 +1201,8 @@ def audit_head(store: Store) -> AuditRow | None:
 def audit_event_by_hash(store: Store, prefix: str) -> AuditRow | None:
     """The audit event whose hash starts with *prefix* (None if there is none)."""
     with store.read() as session:
-        row = session.execute(
-            select(*_AUDIT_COLUMNS).where(AuditEvent.hash.startswith(prefix.lower())).limit(1)
-        ).first()
-    return None if row is None else AuditRow(*row)
+        rows = audit_rows(
+            session,
+            select(*AUDIT_COLUMNS).where(AuditEvent.hash.startswith(prefix.lower())).limit(1),
+        )
+    return rows[0] if rows else None

@@ -95,6 +95,8 @@ class AuditScreen(DeckScreen):
         text.append(f" by {event.actor} · {fmt.when(event.ts)} · hash {event.hash[:16]}")
         if event.details:
             text.append("\n" + _details(event.details), style="dim")
+        if event.damaged:
+            text.append(f"\ndamaged: {event.damaged} (run 'mldeck audit verify')", style="bold")
         detail.update(text)
 
     def _show_status(self) -> None:
