@@ -125,6 +125,33 @@ async def test_navigate_filter_and_open_a_run(seeded) -> None:
         await until(pilot, lambda: len(table_ids(table)) == 8)
 
 
+async def test_the_palettes_runs_filter_works_before_the_runs_screen_was_built_and_over_it(
+    seeded,
+) -> None:
+    """'Runs: failed' before the Runs screen was ever shown ended the console with a traceback
+    (its filter field did not exist yet); with a run's detail open over the list, the filter
+    was dropped without a word."""
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, OverviewScreen)
+        app._runs_filtered("status:failed")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        table = screen.query_one("#runs-table", DeckTable)
+        await until(pilot, lambda: table_ids(table) == [4])
+        await pilot.press("slash", "escape")
+        await until(pilot, lambda: len(table_ids(table)) == 8)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, RunDetailScreen)
+        app._runs_filtered("status:failed")
+        await settle(pilot)
+        assert app.screen is screen
+        await until(pilot, lambda: table_ids(table) == [4])
+
+
 async def test_run_detail_shows_params_metrics_and_logs(seeded) -> None:
     app = make_app(*seeded)
     async with app.run_test(size=SIZE) as pilot:

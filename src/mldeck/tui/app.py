@@ -437,15 +437,21 @@ class MldeckApp(App):
             if command.title != "Keys":
                 yield command
 
+    def _mode_base(self, mode: str) -> Screen:
+        """Switch to *mode* with its own screen showing: the screens opened over it (a run's
+        detail, the alerts) are closed, as going to a list filtered asks."""
+        self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        return self.screen
+
     def _runs_filtered(self, text: str) -> None:
-        self.switch_mode("runs")
-        screen = self.screen
+        screen = self._mode_base("runs")
         if isinstance(screen, RunsScreen):
             screen.set_filter(text)
 
     def _data_filtered(self, name: str) -> None:
-        self.switch_mode("data")
-        screen = self.screen
+        screen = self._mode_base("data")
         if isinstance(screen, DataScreen):
             screen.set_filter(name)
 

@@ -90,6 +90,7 @@ class RunsScreen(DeckScreen):
         self._debounce: Timer | None = None
         self._marked: list[int] = []  # runs to compare, in the order they were marked
         self._rows: list[RunRow] = []
+        self._typed = ""  # a filter set before the screen was built
 
     def compose_body(self) -> ComposeResult:
         yield Input(
@@ -103,6 +104,8 @@ class RunsScreen(DeckScreen):
         table = self.query_one("#runs-table", DeckTable)
         table.add_columns("ID", "NAME", "KIND", "STATUS", "STARTED", "TIME", "TRIGGER")
         table.focus()
+        if self._typed:
+            self.query_one("#runs-filter", Input).value = self._typed
 
     def fetch(self, store: Store) -> tuple[list[RunRow], int, RunFilter]:
         flt = self._filter
@@ -194,7 +197,11 @@ class RunsScreen(DeckScreen):
         self.query_one("#runs-table", DeckTable).focus()
 
     def set_filter(self, text: str) -> None:
-        """Filter the list as if *text* had been typed (used by the command palette)."""
+        """Filter the list as if *text* had been typed (used by the command palette, maybe
+        before the screen is built: it is then typed when it is)."""
+        if not self.is_mounted:
+            self._typed = text
+            return
         self.query_one("#runs-filter", Input).value = text
 
     @on(DataTable.RowSelected, "#runs-table")
