@@ -190,6 +190,21 @@ def test_a_report_counts_the_alerts_its_own_check_raised(monitored, store, tmp_p
     assert [r.alerts for r in list_reports(store)] == [0, 2, 2]
 
 
+def test_reports_are_listed_newest_batch_first_whatever_order_their_checks_ended(
+    monitored, store, tmp_path
+):
+    """Two checks side by side can end in either order: the Drift screen opened on the older
+    batch's report (listed by check) while the newer batch had the open alerts."""
+    older = ingest(monitored, store, churn_frame(400, seed=5, start_id=8000), tmp_path, "o.csv")
+    newer = ingest(monitored, store, shifted(3, 6000), tmp_path, "n.csv")
+    check_batch(monitored, store, newer)
+    check_batch(monitored, store, older)
+    again = check_batch(monitored, store, newer)
+    listed = [(r.batch, r.run_id) for r in list_reports(store)]
+    assert [b for b, _ in listed] == ["churn:v3", "churn:v3", "churn:v2"]
+    assert listed[0][1] == again.run_id  # a batch's newest check first
+
+
 def test_an_older_batch_checked_later_neither_clears_nor_renames_a_newer_batchs_alert(
     monitored, store, tmp_path
 ):

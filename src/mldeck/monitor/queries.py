@@ -77,7 +77,7 @@ def _alerts_by_check(session: Any) -> dict[tuple[int, str], int]:
 
 
 def _report_rows(
-    store: Store, ids: Any | None, order: Any, limit: int, since: datetime | None = None,
+    store: Store, ids: Any | None, order: tuple[Any, ...], limit: int, since: datetime | None = None,
     dataset: str | None = None,
 ) -> list[ReportRow]:  # fmt: skip
     with store.read() as session:
@@ -92,15 +92,17 @@ def _report_rows(
             query = query.where(DriftReport.created_at >= since)
         if dataset is not None:
             query = query.where(Dataset.name == dataset)
-        rows = session.execute(query.order_by(order).limit(limit)).all()
+        rows = session.execute(query.order_by(*order).limit(limit)).all()
         alerts = _alerts_by_check(session)
         return [_row(r, f"{name}:v{number}", alerts.get((r.run_id, f"{name}:v{number}"), 0))
                 for r, name, number in rows]  # fmt: skip
 
 
 def list_reports(store: Store, *, limit: int = 200) -> list[ReportRow]:
-    """Drift reports, newest first."""
-    return _report_rows(store, None, DriftReport.id.desc(), limit)
+    """Drift reports, the newest batch first (in the order the batches arrived: two checks
+    running side by side may end in the other order), each batch's newest check first."""
+    order = (DriftReport.dataset_version_id.desc(), DriftReport.id.desc())
+    return _report_rows(store, None, order, limit)
 
 
 def count_reports(store: Store) -> int:
@@ -117,7 +119,7 @@ def timeline(
     *since*, only the batches whose newest check was made then or later (a KPI window); with
     *dataset*, only that dataset's batches (one dataset's report draws no other's)."""
     newest = select(func.max(DriftReport.id)).group_by(DriftReport.dataset_version_id)
-    order = DriftReport.dataset_version_id.desc()
+    order = (DriftReport.dataset_version_id.desc(),)
     rows = _report_rows(store, newest, order, limit, since, dataset)
     return list(reversed(rows))
 
