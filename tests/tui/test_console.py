@@ -524,6 +524,23 @@ async def test_the_top_bar_keeps_the_champion_and_the_store_problem_at_80_column
         assert "│ the store cannot be reached" in line, line
 
 
+async def test_a_read_only_console_says_so_in_the_top_bar_at_80_columns(seeded) -> None:
+    """'read-only' came last and was the first thing cut, so a refused key was the first
+    sign of it."""
+    app = make_app(*seeded, read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        bar = app.screen.query_one(TopBar)
+        bar.screen_title = "churn:3"
+        bar.alerts = (2, 0)
+        await pilot.pause()
+        line = bar.render().plain
+        assert "│ read-only │ ▲ 2 alerts" in line, line
+        assert bar.render().cell_len <= bar.content_size.width
+
+
 async def test_a_long_run_name_gives_way_at_80_columns(seeded) -> None:
     """In the list the trigger stays in view; in the detail the name is cut, so the start and
     the duration keep their line."""

@@ -60,6 +60,10 @@ class TopBar(Static):
             text.append("│ ")
             text.append(self.problem, style=f"bold {rich_color(variables.get('error', ''))}")
             text.append(" ")
+        if self.read_only:  # why a key that changes state is refused: said before it is pressed
+            text.append("│ ")
+            text.append("read-only", style="bold")
+            text.append(" ")
         active, critical = self.alerts
         if active:  # before the champion: the first thing cut at 80 columns is the least urgent
             variable = "error" if critical else "warning"
@@ -73,6 +77,4 @@ class TopBar(Static):
             text.append(self.champion, style=f"bold {rich_color(variables.get('champion', ''))}")
         else:
             text.append("none", style="dim")
-        if self.read_only:
-            text.append(" │ read-only", style="bold")
         return text
