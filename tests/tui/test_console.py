@@ -541,6 +541,25 @@ async def test_a_read_only_console_says_so_in_the_top_bar_at_80_columns(seeded) 
         assert bar.render().cell_len <= bar.content_size.width
 
 
+async def test_the_runs_list_narrows_with_the_terminal(seeded) -> None:
+    """A table kept the widths of its widest cells ever: after the terminal narrowed, its last
+    columns (status, time, trigger) stayed off-screen, and refreshing did not bring them back."""
+    from mldeck.store.models import Run as StoredRun
+
+    workspace, store = seeded
+    with store.write() as session:
+        session.add(StoredRun(name="n" * 90, kind="train", trigger="manual", status="failed"))
+    app = make_app(workspace, store)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        table = app.screen.query_one("#runs-table", DeckTable)
+        await until(pilot, lambda: table.virtual_size.width > 100)
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: table.virtual_size.width <= table.size.width)
+
+
 async def test_a_long_run_name_gives_way_at_80_columns(seeded) -> None:
     """In the list the trigger stays in view; in the detail the name is cut, so the start and
     the duration keep their line."""

@@ -68,6 +68,13 @@ class DeckScreen(Screen):
         # displayed can keep its header's column widths).
         self.call_after_refresh(self.reload)
 
+    def on_resize(self, event: events.Resize) -> None:
+        """A new width: shown again (cells cut to the width, and tables measured afresh)."""
+        width = event.size.width
+        if hasattr(self, "_loaded_seq") and width != getattr(self, "_shown_width", width):
+            self.reload()
+        self._shown_width = width
+
     def on_screen_resume(self) -> None:
         self.sync_topbar()
         if self.deck.seen_seq != getattr(self, "_loaded_seq", None):

@@ -7,6 +7,7 @@ from typing import Any
 from rich.text import Text, TextType
 from textual import events
 from textual.binding import Binding
+from textual.render import measure
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
@@ -54,6 +55,11 @@ class DeckTable(DataTable):
         at_top = self.follow_top and self.cursor_row == 0
         scroll_x = self.scroll_x  # clear() scrolls back to the left: a reload every few seconds
         self.clear()
+        # Columns measured afresh: clear() keeps each column's widest cell so far, so a table
+        # never narrowed (after the terminal did, its last columns stayed off-screen).
+        for column in self.columns.values():
+            if column.auto_width:
+                column.content_width = measure(self.app.console, column.label, 1)
         for key, cells in rows:
             self.add_row(*(Text(c) if isinstance(c, str) else c for c in cells), key=key)
         if current is not None and current in self.rows and not at_top:
