@@ -216,6 +216,33 @@ async def test_the_pipeline_keeps_every_stage_whatever_the_width(seeded, width) 
             assert len(top) >= width * 0.75 and top.index("┐") + 1 >= 30
 
 
+async def test_up_and_down_move_to_the_box_above_and_below_on_a_narrow_terminal(seeded) -> None:
+    """At 60x20 the boxes are three to a row: down went four boxes on (retrain under ingest),
+    and when the graph was taller than its area, the area took up and down to scroll."""
+    app = make_app(*seeded)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await settle(pilot)
+        await pilot.press("6")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, PipelineScreen) and screen._per_row == 3
+        await pilot.press("down")
+        assert screen.cursor == 3  # monitor, under ingest
+        await pilot.press("j")
+        assert screen.cursor == 6
+        await pilot.press("j")
+        assert screen.cursor == 6  # the last row
+        await pilot.press("k", "l", "l", "j")
+        assert screen.cursor == 7  # promote: from evaluate, the short last row's last box
+        scroll = screen.query_one("#pipeline-scroll")
+        assert scroll.scroll_y > 0  # the last row, scrolled into view
+        await pilot.press("up")
+        assert screen.cursor == 4
+        await pilot.press("k", "k")
+        assert screen.cursor == 1
+        assert scroll.scroll_y == 0
+
+
 async def test_keys_with_nothing_to_act_on_say_so_and_no_note_is_asked_for_nothing(seeded) -> None:
     from mldeck.tui.screens.confirm import ConfirmScreen
 

@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.geometry import Region
 from textual.widgets import Static
 
 from mldeck import formatting as fmt
@@ -73,8 +74,11 @@ class PipelineScreen(DeckScreen):
     BINDINGS = [
         Binding("left,h", "move(-1)", "Previous stage", show=False, id="pipeline-left"),
         Binding("right,l", "move(1)", "Next stage", show=False, id="pipeline-right"),
-        Binding("up,k", "move(-4)", "Stage above", show=False, id="pipeline-up"),
-        Binding("down,j", "move(4)", "Stage below", show=False, id="pipeline-down"),
+        # Before the scroll area's own up/down: it took them when the graph was taller than it.
+        Binding("up,k", "move_row(-1)", "Stage above", show=False, id="pipeline-up", priority=True),
+        Binding(
+            "down,j", "move_row(1)", "Stage below", show=False, id="pipeline-down", priority=True
+        ),
         Binding("enter", "open", "Open last run", id="pipeline-open"),
     ]
 
@@ -82,6 +86,10 @@ class PipelineScreen(DeckScreen):
         super().__init__()
         self._view: PipelineView | None = None
         self.cursor = 0
+        # The layout last drawn: boxes per row, and lines per row (the boxes and what joins
+        # the row to the next).
+        self._per_row = 4
+        self._row_lines = 0
 
     def compose_body(self) -> ComposeResult:
         yield Plain(id="pipeline-scheduler")
@@ -172,6 +180,7 @@ class PipelineScreen(DeckScreen):
         out = Text(no_wrap=True, overflow="crop")
         for row in range(2):
             boxes = [self._box(i, stages[i], size) for i in range(row * 4, row * 4 + 4)]
+            self._per_row, self._row_lines = 4, len(boxes[0]) + 2
             for n in range(len(boxes[0])):
                 for b, box in enumerate(boxes):
                     out.append_text(box[n])
@@ -195,6 +204,7 @@ class PipelineScreen(DeckScreen):
         for start in range(0, 8, per_row):
             indexes = list(range(start, min(start + per_row, 8)))
             boxes = [self._box(i, view.stages[i]) for i in indexes]
+            self._per_row, self._row_lines = per_row, len(boxes[0]) + 1
             for n in range(len(boxes[0])):
                 for b, box in enumerate(boxes):
                     out.append_text(box[n])
@@ -211,6 +221,21 @@ class PipelineScreen(DeckScreen):
         if 0 <= target < 8 and self._view is not None:
             self.cursor = target
             self.query_one("#pipeline-graph", Static).update(self.draw(self._view))
+            self._show_cursor()
+
+    def action_move_row(self, rows: int) -> None:
+        """To the box above or below, as the boxes are laid out now (four per row, or as many
+        as fit); from a short last row's neighbour above, to its last box."""
+        per_row = self._per_row
+        row, last_row = self.cursor // per_row, 7 // per_row
+        if 0 <= row + rows <= last_row:
+            self.action_move(min(7, self.cursor + rows * per_row) - self.cursor)
+
+    def _show_cursor(self) -> None:
+        """The cursor's row scrolled into view (a narrow terminal shows a few rows at a time)."""
+        scroll = self.query_one("#pipeline-scroll", VerticalScroll)
+        top = (self.cursor // self._per_row) * self._row_lines
+        scroll.scroll_to_region(Region(0, top, 1, self._row_lines), animate=False)
 
     def action_open(self) -> None:
         if self._view is None:
