@@ -560,6 +560,17 @@ async def test_the_runs_list_narrows_with_the_terminal(seeded) -> None:
         await until(pilot, lambda: table.virtual_size.width <= table.size.width)
 
 
+async def test_the_last_runs_keep_a_few_rows_on_a_short_terminal(seeded) -> None:
+    """At 60x20 the cards and the wrapped lines above took the whole height: the table was an
+    empty frame, no header, no run."""
+    app = make_app(*seeded)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#last-runs", DeckTable)
+        await until(pilot, lambda: table.row_count > 0)
+        assert table.size.height >= 4  # the header and three rows, inside the border
+
+
 async def test_a_long_run_name_gives_way_at_80_columns(seeded) -> None:
     """In the list the trigger stays in view; in the detail the name is cut, so the start and
     the duration keep their line."""
