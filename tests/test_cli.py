@@ -77,6 +77,21 @@ def test_init_creates_a_workspace(tmp_path, cli):
         store.close()
 
 
+def test_init_takes_its_folder_from_workspace_and_refuses_two(tmp_path, cli):
+    """`mldeck init --workspace DIR` made a workspace of the current folder, not DIR."""
+    for args in (("init", "--workspace", "w1"), ("-w", "w2", "init"), ("init", "-w", "w3", "w3")):
+        result = cli(*args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w1", "w2", "w3"]
+    assert all((tmp_path / w / CONFIG_FILE).is_file() for w in ("w1", "w2", "w3"))
+    assert_one_line_error(cli("init", "a", "-w", "b", cwd=tmp_path), "two folders given")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # MLDECK_WORKSPACE names the workspace to use, not the one to create.
+    env = {"MLDECK_WORKSPACE": str(tmp_path / "w1")}
+    assert cli("init", "w4", cwd=tmp_path, env=env).returncode == 0
+    assert (tmp_path / "w4" / CONFIG_FILE).is_file()
+
+
 def test_init_with_a_name(tmp_path, cli):
     result = cli("init", str(tmp_path / "p"), "--name", 'Churn "v2" ✓', cwd=tmp_path)
     assert result.returncode == 0, result.stderr

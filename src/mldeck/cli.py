@@ -85,6 +85,20 @@ def number_between(low: float, high: float | None = None) -> Any:
 
 class State:
     workspace: Path | None = None
+    # Given as --workspace / -w on the command line (not by MLDECK_WORKSPACE): 'init' and 'demo'
+    # then take it as their folder.
+    workspace_given: Path | None = None
+
+
+def _folder(directory: Path | None, default: Path) -> Path:
+    """The folder 'init' or 'demo' works in: FOLDER, or --workspace, or *default*; both given
+    and different is an error (one of them would be ignored)."""
+    given = State.workspace_given
+    if directory is not None and given is not None and directory.resolve() != given.resolve():
+        raise MldeckError(
+            f"two folders given: {directory} and --workspace {given}; give one of them"
+        )
+    return directory or given or default
 
 
 def _version(value: bool) -> None:
@@ -105,6 +119,9 @@ def root(
     ] = False,
 ) -> None:
     State.workspace = workspace
+    # By name: typer may bring its own copy of Click, and of its ParameterSource.
+    from_cli = getattr(ctx.get_parameter_source("workspace"), "name", "") == "COMMANDLINE"
+    State.workspace_given = workspace if from_cli else None
     if ctx.invoked_subcommand is None:
         _open_console(workspace, read_only=False)
 
@@ -163,11 +180,14 @@ def _finite(value: Any) -> Any:
 @app.command()
 def init(
     directory: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            metavar="FOLDER", help="Folder to make a workspace of (created if missing)."
+            metavar="FOLDER",
+            help="Folder to make a workspace of (created if missing; default: --workspace, "
+            "else the current folder).",
+            show_default=False,
         ),
-    ] = Path("."),
+    ] = None,
     demo: Annotated[
         bool,
         typer.Option("--demo", help="Fill it with the demo data, config and a first tracked run."),
@@ -177,6 +197,7 @@ def init(
     ] = None,
 ) -> None:
     """Create a workspace: mldeck.toml, .mldeck/ (store, artifacts) and data/incoming/."""
+    directory = _folder(directory, Path("."))
     if demo:
         from mldeck.demo.workspace import create_demo_workspace
 
@@ -213,11 +234,14 @@ def tui(
 @app.command("demo")
 def demo_command(
     directory: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            metavar="FOLDER", help="Where the demo workspace lives (created if missing)."
+            metavar="FOLDER",
+            help="Where the demo workspace lives (created if missing; default: --workspace, "
+            "else ./mldeck-demo).",
+            show_default=False,
         ),
-    ] = Path("mldeck-demo"),
+    ] = None,
     feed: Annotated[
         float | None,
         typer.Option(
@@ -233,6 +257,7 @@ def demo_command(
     """Open the console on the demo workspace, creating it first if it does not exist."""
     from mldeck.config import CONFIG_FILE
 
+    directory = _folder(directory, Path("mldeck-demo"))
     if not (directory / CONFIG_FILE).exists():
         from mldeck.demo.workspace import create_demo_workspace, serve_first_model
 
