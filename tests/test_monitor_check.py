@@ -398,7 +398,8 @@ def test_labels_for_a_batch_not_checked_yet_are_said_not_kept_and_taken_on_a_sec
     done = cli("drift", "labels", str(labels), cwd=monitored.root)
     assert done.returncode == 3, done.stderr
     assert done.stderr.startswith("mldeck: warning: 40 ids ('9500', '9501', '9502', '9503', "
-                                  "'9504', ...) in no monitored batch: those labels are not kept")  # fmt: skip
+                                  "'9504', ...) in no monitored batch (churn:v3, not checked yet, "
+                                  "holds some): those labels are not kept")  # fmt: skip
     assert "then pass this file again" in done.stderr
     check_batch(monitored, store, waiting)
     again = record_labels(monitored, store, labels)
@@ -421,14 +422,33 @@ def test_labels_for_a_batch_scored_but_not_checked_name_it(monitored, store, tmp
         record_labels(monitored, store, labels)
     assert str(missed.value) == (
         "none of the 40 ids in labels.csv is in a monitored batch: churn:v3 holds them but was "
-        "scored, not checked for drift yet; run 'mldeck drift check churn:v3', then pass this "
-        "file again"
+        "not checked for drift yet; run 'mldeck drift check churn:v3', then pass this file again"
     )
     # Nothing wrong with the file: a warning and exit status 3, as when only some ids wait (it
     # was an error, exit 2, for a script to give up on).
     done = cli("drift", "labels", str(labels), cwd=monitored.root)
     assert done.returncode == 3
     assert done.stderr.startswith("mldeck: warning: none of the 40 ids in labels.csv")
+    check_batch(monitored, store, waiting)
+    assert record_labels(monitored, store, labels).matched == 40
+
+
+def test_labels_for_a_batch_not_even_scored_name_it_and_wait(monitored, store, tmp_path, cli):
+    """A batch ingested but neither scored nor checked: 'ids are matched as text on [data]
+    id_column' (exit 2) sent the user looking at id formats; --help promises exit 3."""
+    check_batch(monitored, store, ingest(monitored, store, churn_frame(40, seed=8,
+                                         start_id=9000).drop("churned"), tmp_path, "a.csv"))  # fmt: skip
+    later = churn_frame(40, seed=9, start_id=9500)
+    waiting = ingest(monitored, store, later.drop("churned"), tmp_path, "b.csv")
+    labels = write(later.select("customer_id", "churned"), tmp_path, "labels.csv")
+    done = cli("drift", "labels", str(labels), cwd=monitored.root)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("mldeck: warning: none of the 40 ids in labels.csv is in a "
+                                  "monitored batch: churn:v3 holds them")  # fmt: skip
+    # Ids of the reference (no batch to check) and unknown ids stay an error.
+    unknown = write(pl.DataFrame({"customer_id": [1, 2], "churned": [0, 1]}), tmp_path, "u.csv")
+    refused = cli("drift", "labels", str(unknown), cwd=monitored.root)
+    assert refused.returncode == 2 and "ids are matched as text" in refused.stderr
     check_batch(monitored, store, waiting)
     assert record_labels(monitored, store, labels).matched == 40
 

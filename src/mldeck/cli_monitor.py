@@ -298,10 +298,11 @@ def drift_labels(
     says which one it labels.
 
     Exit status: 0 when every id was in a monitored batch and no alert fires; 3 when the
-    realized performance raised or repeats an alert (as drift check), or when some or all ids
-    were in no monitored batch (a batch not checked for drift yet, an unknown id): those labels
-    are not kept, and passing the file again once their batch is checked records them (labels
-    already recorded count once)."""
+    realized performance raised or repeats an alert (as drift check), or when some ids were in
+    no monitored batch (a batch not checked for drift yet, an unknown id), or all of them in
+    batches not checked yet: those labels are not kept, and passing the file again once their
+    batch is checked records them (labels already recorded count once); 2 when none of the ids
+    is in any batch (another file, or ids written otherwise)."""
     from mldeck.monitor.labels import record_labels
 
     ws, store = _open()
@@ -343,7 +344,7 @@ def drift_labels(
         examples = ", ".join(repr(i) for i in outcome.unmatched_examples)
         more = ", ..." if outcome.unmatched > len(outcome.unmatched_examples) else ""
         batch = outcome.unchecked[0] if outcome.unchecked else "BATCH"
-        held = (f" ({', '.join(outcome.unchecked)} scored, not checked yet, "
+        held = (f" ({', '.join(outcome.unchecked)}, not checked yet, "
                 f"{'holds' if len(outcome.unchecked) == 1 else 'hold'} some)"
                 if outcome.unchecked else "")  # fmt: skip
         print(f"mldeck: warning: {fmt.plural(outcome.unmatched, 'id')} ({examples}{more}) in no "

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select
 
 from mldeck import formatting as fmt
 from mldeck import provenance
@@ -36,6 +36,7 @@ from mldeck.monitor.settings import AlertRule
 from mldeck.store.artifacts import put_stream
 from mldeck.store.engine import Store
 from mldeck.store.models import (
+    USABLE_STATUSES,
     Alert,
     Artifact,
     Dataset,
@@ -321,7 +322,7 @@ def record_labels(
         )
     unmatched = labels.filter(~pl.col("__id").is_in(list(matched_ids)))
     # Only when some ids matched no monitored batch: which scored batch holds them, if any.
-    unchecked = (_scored_not_checked(workspace, store, unmatched, id_column, set(latest))
+    unchecked = (_not_checked(workspace, store, unmatched, id_column, set(latest))
                  if unmatched.height else [])  # fmt: skip
     if labels.height and not matched_ids:
         if unchecked:
@@ -329,7 +330,7 @@ def record_labels(
             raise NotYet(
                 f"none of the {labels.height} ids in {shown(path.name)} is in a monitored batch: "
                 f"{named} {'holds' if len(unchecked) == 1 else 'hold'} them but "
-                f"{'was' if len(unchecked) == 1 else 'were'} scored, not checked for drift yet; "
+                f"{'was' if len(unchecked) == 1 else 'were'} not checked for drift yet; "
                 f"run 'mldeck drift check {unchecked[0]}', then pass this file again"
             )
         raise MldeckError(
@@ -373,11 +374,15 @@ def record_labels(
                         unchecked if left.len() else [])  # fmt: skip
 
 
-def _scored_not_checked(
+# How many of the newest batches never scored are looked into for a labels file's unmatched ids.
+UNSCORED_LOOKED_AT = 20
+
+
+def _not_checked(
     workspace: Workspace, store: Store, labels: pl.DataFrame, id_column: str, checked: set[int]
 ) -> list[str]:
-    """The batches scored but never checked for drift that hold some of *labels*' ids: their
-    labels cannot be kept yet (a batch takes labels once its check stored its report)."""
+    """The batches never checked for drift (scored or not) that hold some of *labels*' ids:
+    their labels cannot be kept yet (a batch takes labels once its check stored its report)."""
     with store.read() as session:
         rows = session.execute(
             select(DatasetVersion.id, Dataset.name, DatasetVersion.version, Artifact.path,
@@ -403,6 +408,32 @@ def _scored_not_checked(
             ids = predictions.select(id_text(pl.col(id_column)).alias("__id")).unique()
             if labels.join(ids, on="__id", how="semi").height:
                 found.append(label)
+    # Batches not even scored yet ('drift check' scores them first): the newest ones, whose
+    # files hold the ids (a reference is no batch to check).
+    with store.read() as session:
+        rows = session.execute(
+            select(DatasetVersion, Dataset.name)
+            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            .where(DatasetVersion.status.in_(USABLE_STATUSES),
+                   DatasetVersion.id.not_in(checked),
+                   or_(Dataset.reference_version_id.is_(None),
+                       Dataset.reference_version_id != DatasetVersion.id))
+            .order_by(DatasetVersion.id.desc())
+            .limit(UNSCORED_LOOKED_AT)
+        ).all()  # fmt: skip
+    for version, name in reversed(rows):
+        label = f"{name}:v{version.version}"
+        if label in found:
+            continue
+        try:
+            frame = open_version(workspace, version, label)
+            if id_column not in frame.collect_schema():
+                continue
+            ids = frame.select(id_text(pl.col(id_column)).alias("__id")).unique().collect()
+        except (MldeckError, OSError, pl.exceptions.PolarsError):
+            continue  # a damaged or missing file: its check says so
+        if labels.join(ids, on="__id", how="semi").height:
+            found.append(label)
     return found
 
 
