@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -293,6 +294,17 @@ def test_help_on_every_command(tmp_path, cli, command):
     assert list(tmp_path.iterdir()) == []  # asking for help creates nothing
 
 
+def test_a_nan_metric_is_told_from_a_missing_one_in_compare_json():
+    """Both were null: a diverged run looked like one that never logged the metric."""
+    from mldeck.cli import _finite
+    from mldeck.store.queries import ComparedField, RunComparison
+
+    compared = RunComparison([], [ComparedField("metric", "a", [math.nan, None, 0.5])])
+    (field,) = json.loads(json.dumps(_finite(compared.as_dict())))["fields"]
+    assert field["values"] == [None, None, 0.5]
+    assert field["present"] == [True, False, True]
+
+
 def test_runs_compare(tracked, cli):
     root, run_id = tracked
     answer = cli("runs", "compare", "cli-run", "cli-broken", "--json", cwd=root)
@@ -302,6 +314,7 @@ def test_runs_compare(tracked, cli):
     fields = {f["key"]: f for f in compared["fields"]}
     assert fields["status"]["values"] == ["succeeded", "failed"] and fields["status"]["differs"]
     assert fields["loss"]["values"] == [0.25, None] and fields["C"]["values"] == [1.0, None]
+    assert fields["loss"]["present"] == [True, False]
     # Why the failed one failed: its error's last line, beside nothing for the other.
     assert fields["error"]["values"][0] is None
     assert fields["error"]["values"][1].endswith("evaluation exploded")

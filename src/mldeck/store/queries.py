@@ -376,8 +376,16 @@ class RunComparison:
     def as_dict(self) -> dict[str, Any]:
         return {
             "runs": [row.as_dict() for row in self.runs],
+            # JSON has no NaN nor infinity (printed as null): "present" tells such a value
+            # (true) from a field the run does not have (false).
             "fields": [
-                {"section": f.section, "key": f.key, "values": f.values, "differs": f.differs}
+                {
+                    "section": f.section,
+                    "key": f.key,
+                    "values": f.values,
+                    "present": [v is not None for v in f.values],
+                    "differs": f.differs,
+                }
                 for f in self.fields
             ],
         }
