@@ -448,6 +448,20 @@ def test_format_number(value, text):
     assert fmt.number(value) == text
 
 
+def test_a_noted_time_is_shown_in_local_time_as_every_other(monkeypatch):
+    """'data quarantine' showed a note's failure time as raw UTC ISO text."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert fmt.when_text("2026-12-07T03:13:59+00:00") == "2026-12-07 12:13:59"
+        assert fmt.when_text("sometime") == "sometime"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
 def test_format_when_and_progress():
     moment = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     assert fmt.when(None) == "-"

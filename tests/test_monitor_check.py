@@ -1296,6 +1296,20 @@ def test_kpis_on_an_empty_store_say_there_is_nothing_yet_in_plain_words(store):
     assert shown["Model health (last day)"]["pipeline success rate"] == "- (no finished run)"
 
 
+@pytest.mark.parametrize(
+    ("cost", "said"), [(4.59e-07, "4.59e-07"), (0.125, "0.125"), (1e308, "1e+308")]
+)
+def test_a_cost_per_1k_predictions_is_shown_to_its_significant_digits(store, cost, said):
+    """A realistic cost (a millionth of a unit per 1k) was shown as 0.000000; a huge one as a
+    number 300 digits long."""
+    import dataclasses
+
+    from mldeck.monitor.kpis import sections
+
+    shown = sections(dataclasses.replace(kpis(store, days=1), cost_per_1k=cost))
+    assert shown["Model health (last day)"]["cost per 1k predictions"] == said
+
+
 def test_labels_that_raise_an_alert_exit_3_as_a_drift_check_would(monitored, store, tmp_path, cli):
     """The labels show the champion far below its floor: a critical alert, which a script must
     see in the exit status, not only in the text."""

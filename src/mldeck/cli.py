@@ -839,7 +839,7 @@ def data_quarantine(
         _heading("Not ingested", gap=bool(rows))
         table = _table(*("FILE", "FAILED AT", "REASON"), wrap="REASON")
         for found in files[:limit]:
-            table.add_row(found.path, found.failed_at, found.reason)
+            table.add_row(found.path, fmt.when_text(found.failed_at), found.reason)
         out.print(table)
         _more(min(len(files), limit), len(files))
     out.print(f"(files are in {ws.quarantine_dir}; 'mldeck data show VERSION' gives the reasons)")

@@ -60,8 +60,8 @@ def _acting(ws: Workspace, store: Store) -> Any:
 
 @jobs_app.command("list")
 def jobs_list(as_json: JsonOption = False) -> None:
-    """The schedules with their next fire time (UTC), last run and outcome, and which process
-    runs the scheduler."""
+    """The schedules with their next fire time (in local time; UTC in --json), last run and
+    outcome, and which process runs the scheduler."""
     from mldeck.jobs.schedules import list_schedules, next_fire_time, state, timing
 
     ws, store = _open_jobs()

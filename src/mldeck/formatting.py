@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 
 def when(value: datetime | None) -> str:
@@ -12,6 +12,15 @@ def when(value: datetime | None) -> str:
     if value is None:
         return "-"
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def when_text(text: str) -> str:
+    """A time written as ISO text (a note's) as ``when`` shows it; other text as it is."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return when(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def when_short(value: datetime | None) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from mldeck import audit
+from mldeck import formatting as fmt
 from mldeck.errors import MldeckError, NotFound
 from mldeck.provenance import current_user
 from mldeck.store.engine import Store
@@ -335,7 +336,7 @@ def approve(
         last = latest_approval(session, version.id)
         if last is not None and last.decision == decision:
             raise MldeckError(
-                f"{name} is already {decision} (by {last.user} on {last.created_at:%Y-%m-%d %H:%M})"
+                f"{name} is already {decision} (by {last.user} on {fmt.when(last.created_at)})"
             )
         champion = _aliases(session, model.id).get(CHAMPION)
         if reject and champion is not None and champion.model_version_id == version.id:

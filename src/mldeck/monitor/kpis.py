@@ -243,7 +243,8 @@ def _cadence(days: float | None) -> str:
 def sections(k: Kpis) -> dict[str, dict[str, str]]:
     """The KPIs as titled sections of label -> text (the CLI and the Overview both show these):
     the counts and rates of the window, then the last batch, whatever its age."""
-    cost = "-" if k.cost_per_1k is None else f"{k.cost_per_1k:.6f}"
+    # Significant digits: a realistic cost per 1k predictions is a millionth or less.
+    cost = "-" if k.cost_per_1k is None else f"{k.cost_per_1k:.3g}"
     if k.cost_per_1k is None and k.cpu_seconds_per_1k is not None:
         cost = f"- (set [monitor] cost_per_cpu_hour; {k.cpu_seconds_per_1k:.4f} CPU s per 1k)"
     last = k.quality[-1] if k.quality else None
