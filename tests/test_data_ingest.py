@@ -213,8 +213,8 @@ def test_beside_failures_a_warning_is_marked_as_one(ws, store, tmp_path):
     outcome = ingest_file(ws, store, put(tmp_path, "both.csv", both))
     assert outcome.status == "rejected"
     assert sorted(outcome.reasons) == [
-        "categories(kind): 1 values outside the allowed categories",
-        "warning, max(amount): 1 values above 1000",  # not why the batch was rejected
+        "categories(kind): 1 value outside the allowed categories",
+        "warning, max(amount): 1 value above 1000",  # not why the batch was rejected
     ]
 
 
@@ -222,7 +222,7 @@ def test_a_rejected_batch_is_quarantined_whole_with_its_report(ws, store, tmp_pa
     source = put(tmp_path, "bad batch.csv", REJECTED)
     outcome = ingest_file(ws, store, source)
     assert (outcome.status, EXIT[outcome.status]) == ("rejected", 4)
-    assert outcome.reasons == ["categories(kind): 1 values outside the allowed categories"]
+    assert outcome.reasons == ["categories(kind): 1 value outside the allowed categories"]
     copy = ws.root / outcome.quarantine_path
     assert copy == ws.quarantine_dir / "events-v1-bad_batch.csv"
     assert copy.read_bytes() == REJECTED.encode()
@@ -276,7 +276,7 @@ def test_two_datasets_whose_safe_names_meet_keep_their_own_quarantined_copies(ws
 def test_a_warned_batch_is_accepted_and_its_offending_rows_quarantined(ws, store, tmp_path):
     outcome = ingest_file(ws, store, put(tmp_path, "warned.csv", WARNED))
     assert (outcome.status, EXIT[outcome.status]) == ("warned", 3)
-    assert outcome.reasons == ["max(amount): 1 values above 1000"]
+    assert outcome.reasons == ["max(amount): 1 value above 1000"]
     assert outcome.quarantine_path == "data/quarantine/events-v1.rows.parquet"
     rows = pl.read_parquet(ws.root / outcome.quarantine_path)
     assert rows[ROW].to_list() == [1]
@@ -302,7 +302,7 @@ BAD_INPUTS = [
         HEADER.replace(",", ";") + "1;1.0;a;x\n",
         "the file looks ';'-separated (set [data] csv_separator)",
     ),
-    ("short rows.csv", HEADER + "1\n2,3.0,a,x\n", "nulls(amount): 1 nulls (none allowed)"),
+    ("short rows.csv", HEADER + "1\n2,3.0,a,x\n", "nulls(amount): 1 null (none allowed)"),
     ("long rows.csv", HEADER + "1,1.0,a,x,extra\n", "a row has more fields than the header"),
     (
         "duplicate names.csv",
@@ -312,7 +312,7 @@ BAD_INPUTS = [
     (
         "wrong type.csv",
         HEADER + "1,1.0,a,x\n2,n/a,b,y\n",
-        "type(amount): 1 values are not float (column read as String)",
+        "type(amount): 1 value is not float (column read as String)",
     ),
     ("all null.csv", HEADER + "1,,a,x\n2,,b,y\n", "nulls(amount): 2 nulls (none allowed)"),
     ("nan inf.csv", HEADER + "1,NaN,a,x\n2,inf,b,y\n3,1.0,c,z\n", "finite(amount): 2 NaN"),
@@ -330,7 +330,7 @@ BAD_INPUTS = [
     (
         "café ✓ 数据 batch.csv",
         HEADER + "1,1.0,legacy,x\n",
-        "categories(kind): 1 values outside the allowed categories",
+        "categories(kind): 1 value outside the allowed categories",
     ),
 ]
 
@@ -377,7 +377,7 @@ def test_a_ten_megabyte_field_is_ingested_and_reported_briefly(ws, store, tmp_pa
     data = (HEADER + f"1,1.0,a,{big}\n2,2.0,b,fine\n").encode()
     outcome = ingest_file(ws, store, put(tmp_path, "big.csv", data))
     assert outcome.status == "rejected"
-    assert outcome.reasons == ["pattern(note): 1 values do not match '^[a-z ]{0,40}$'"]
+    assert outcome.reasons == ["pattern(note): 1 value does not match '^[a-z ]{0,40}$'"]
     copy = ws.root / outcome.quarantine_path
     assert copy.stat().st_size == len(data)
     report = copy.with_name(copy.name + ".report.json")
@@ -673,7 +673,7 @@ def test_cli_ingest_says_what_became_of_the_reference(tmp_path, cli):
         "events: batches are profiled without its bins ('mldeck data show events:v1' says why)",
         f"{a}: events:v2 ACCEPTED",
         f"{b}: events:v3 WARNED",
-        "  - max(amount): 1 values above 1000",
+        "  - max(amount): 1 value above 1000",
         "  quarantine: data/quarantine/events-v3.rows.parquet",
     ]
     missing = tmp_path / "missing.csv"
@@ -859,7 +859,7 @@ def test_cli_ingest_exit_status_tells_the_outcomes_apart(deck):
     lines = ingested[3].stdout.splitlines()
     assert lines[0] == f"{files / 'good.csv'}: already ingested as events:v1 (accepted)"
     assert lines[1] == f"{files / 'wrong type.csv'}: events:v4 REJECTED"
-    assert lines[2] == "  - type(amount): 1 values are not float (column read as String)"
+    assert lines[2] == "  - type(amount): 1 value is not float (column read as String)"
     assert lines[3] == "  quarantine: data/quarantine/events-v4-wrong_type.csv"
 
 
@@ -886,7 +886,7 @@ def test_cli_list_show_and_quarantine(deck):
     assert human.returncode == 0, human.stderr
     assert human.stdout.startswith("events:v3  REJECTED")
     assert "categories(kind)" in human.stdout
-    assert "1 values outside the allowed categories" in human.stdout
+    assert "1 value outside the allowed categories" in human.stdout
 
     quarantine = _json(run("quarantine", "--json"))
     assert {v["label"] for v in quarantine["versions"]} == {"events:v2", "events:v3", "events:v4"}

@@ -223,8 +223,8 @@ def test_short_rows_become_nulls_that_the_nulls_check_catches(tmp_path):
     expectations = data_settings(columns={**ABC, "c": {"type": "float", "nullable": False}})
     result = run(path, expectations)
     nulls = check(result, "nulls", "c")
-    assert (nulls.status, nulls.failed_rows, nulls.detail) == ("fail", 1, "1 nulls (none allowed)")
-    assert result.reasons() == ["nulls(c): 1 nulls (none allowed)"]
+    assert (nulls.status, nulls.failed_rows, nulls.detail) == ("fail", 1, "1 null (none allowed)")
+    assert result.reasons() == ["nulls(c): 1 null (none allowed)"]
     rows = pl.read_parquet(rows_path(path))
     assert rows[ROW].to_list() == [1]
     assert rows[REASON].to_list() == ["nulls(c)"]

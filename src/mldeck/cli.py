@@ -912,7 +912,7 @@ def data_infer(
 
     append_to_config(ws.config_path, text)
     out.print(
-        f"Wrote the expectations for {len(profiled.profile['columns'])} columns to {ws.config_path}"
+        f"Wrote the expectations for {fmt.plural(len(profiled.profile['columns']), 'column')} to {ws.config_path}"
     )
 
 

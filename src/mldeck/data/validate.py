@@ -27,6 +27,7 @@ import polars as pl
 
 from mldeck.data.expectations import ColumnExpectation, DataSettings
 from mldeck.data.readers import Source
+from mldeck.formatting import plural
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 EDGE_QUANTILES = tuple(i / 20 for i in range(1, 20))  # 20 bins of equal reference frequency
@@ -258,6 +259,10 @@ class _Plan:
         return frame
 
 
+def _values(count: int) -> str:
+    return plural(count, "value")
+
+
 def _below(value: pl.Expr, kind: str, bound: float) -> pl.Expr:
     """``value < bound``. An integer column is compared with an integer (x < b is x < ceil(b)
     for whole x) so that polars does not convert the column to floats for every comparison."""
@@ -436,16 +441,16 @@ def _column_checks(
     ):
         plan.flags.append(_Flag("type", name, exp.severity_of("type"),
                                 raw.is_not_null() & value.is_null(),
-                                lambda n, t=exp.type, d=dtype: f"{n} values are not {t} (column read as {d})",
+                                lambda n, t=exp.type, d=dtype: f"{_values(n)} {'is' if n == 1 else 'are'} not {t} (column read as {d})",
                                 count=raw.count() - value.count()))  # fmt: skip
     if exp.max_null_fraction is not None and exp.max_null_fraction > 0:
         limit = exp.max_null_fraction
         plan.aggregates[f"nulls::{name}"] = value.null_count()
         plan.deferred.append((f"nulls::{name}", name, exp.severity_of("nulls"),
-                              lambda n, rows, lim=limit: (n > lim * rows, f"{n} nulls ({n / rows:.1%} of rows; at most {lim:.1%} allowed)" if rows else "no rows")))  # fmt: skip
+                              lambda n, rows, lim=limit: (n > lim * rows, f"{plural(n, 'null')} ({n / rows:.1%} of rows; at most {lim:.1%} allowed)" if rows else "no rows")))  # fmt: skip
     elif not exp.nullable or exp.max_null_fraction == 0:
         plan.flags.append(_Flag("nulls", name, exp.severity_of("nulls"), raw.is_null(),
-                                lambda n: f"{n} nulls (none allowed)", count=raw.null_count()))  # fmt: skip
+                                lambda n: f"{plural(n, 'null')} (none allowed)", count=raw.null_count()))  # fmt: skip
     if kind == "float" and not (exp.allow_nan and exp.allow_inf):
         # Counted from the profile's NaN, finite and non-null counts.
         if exp.allow_inf:
@@ -457,7 +462,7 @@ def _column_checks(
             bad = value.is_not_null() & finite.is_null()
             tally = lambda v: v[key + "count"] - v[key + "finite"]  # noqa: E731
         plan.flags.append(_Flag("finite", name, exp.severity_of("finite"), bad.fill_null(False),
-                                lambda n: f"{n} NaN or infinite values", count=tally))  # fmt: skip
+                                lambda n: f"{n} NaN or infinite {'value' if n == 1 else 'values'}", count=tally))  # fmt: skip
     # Bounds judge finite numbers: NaN and infinities are the finite check's (allow_nan/inf).
     for check, bound in (("min", exp.min), ("max", exp.max)):
         if bound is None:
@@ -479,7 +484,7 @@ def _column_checks(
                     None if _beyond(v[k], c, i, b) else 0
                 )
             plan.flags.append(_Flag(check, name, exp.severity_of(check), beyond.fill_null(False),
-                                    lambda n, m=bound, w=word: f"{n} values {w} {m:g}",
+                                    lambda n, m=bound, w=word: f"{_values(n)} {w} {m:g}",
                                     count=count, recount=beyond.sum()))  # fmt: skip
     if exp.categories is not None:
         allowed = list(dict.fromkeys(str(c) for c in exp.categories))
@@ -498,7 +503,7 @@ def _column_checks(
             tally = lambda v, ks=keys: v[key + "count"] - sum(v[k] for k in ks)  # noqa: E731
         plan.flags.append(_Flag("categories", name, exp.severity_of("categories"),
                                 (text.is_not_null() & ~text.is_in(allowed)).fill_null(False),
-                                lambda n: f"{n} values outside the allowed categories",
+                                lambda n: f"{_values(n)} outside the allowed categories",
                                 count=tally))  # fmt: skip
     if exp.unique:
         plan.flags.append(_Flag("unique", name, exp.severity_of("unique"),
@@ -515,7 +520,7 @@ def _column_checks(
         else:
             plan.flags.append(_Flag("pattern", name, exp.severity_of("pattern"),
                                     (value.is_not_null() & ~matches).fill_null(False),
-                                    lambda n, p=exp.pattern: f"{n} values do not match {p!r}"))  # fmt: skip
+                                    lambda n, p=exp.pattern: f"{_values(n)} {'does' if n == 1 else 'do'} not match {p!r}"))  # fmt: skip
     if exp.expression is not None:
         try:
             condition = pl.sql_expr(exp.expression)

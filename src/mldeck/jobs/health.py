@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from mldeck import audit
+from mldeck import formatting as fmt
 from mldeck.jobs import lease as leases
 from mldeck.jobs.orphans import mark_orphans
 from mldeck.jobs.runner import free_disk_mb
@@ -164,7 +165,12 @@ def check_orphans(workspace: Workspace, store: Store) -> Check:
     marked = mark_orphans(store, workspace.settings.jobs.stale_run_seconds)
     if marked:
         ids = ", ".join(str(o.run_id) for o in marked[:5])
-        return Check("orphans", WARN, f"marked {len(marked)} runs orphaned ({ids})", len(marked))
+        return Check(
+            "orphans",
+            WARN,
+            f"marked {fmt.plural(len(marked), 'run')} orphaned ({ids})",
+            len(marked),
+        )
     return Check("orphans", OK, "no orphaned runs", 0)
 
 
