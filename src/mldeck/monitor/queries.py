@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -60,20 +60,34 @@ def _row(report: DriftReport, batch: str, alerts: int) -> ReportRow:
     )  # fmt: skip
 
 
+def _checks_of(details: dict[str, Any] | None) -> set[tuple[int, str]]:
+    """The (run, batch) pairs of the drift checks that fired an alert: every check that fired it
+    (``details.runs``; the last one, ``details.run_id``, for alerts older than that list) and
+    every batch that fired it (``details.batches``, or ``details.batch``)."""
+    details = details or {}
+    batches = {b for b in details.get("batches") or [details.get("batch")] if isinstance(b, str)}
+    runs = {r for r in details.get("runs") or [details.get("run_id")] if isinstance(r, int)}
+    return {(run, batch) for run in runs for batch in batches}
+
+
 def _alerts_by_check(session: Any) -> dict[tuple[int, str], int]:
-    """Alerts each drift check raised about its batch, by (run, batch): every check that fired
-    an alert (``details.runs``; the last one, ``details.run_id``, for alerts older than that
-    list) and every batch that fired it (``details.batches``, or ``details.batch``)."""
+    """How many alerts each drift check raised about its batch, by (run, batch)."""
     counts: dict[tuple[int, str], int] = {}
     for (details,) in session.execute(select(Alert.details)).all():
-        details = details or {}
-        batches = {
-            b for b in details.get("batches") or [details.get("batch")] if isinstance(b, str)
-        }
-        runs = {r for r in details.get("runs") or [details.get("run_id")] if isinstance(r, int)}
-        for key in ((run, batch) for run in runs for batch in batches):
+        for key in _checks_of(details):
             counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def _alerts_of_check(session: Any, run_id: int, batch: str) -> list[dict[str, Any]]:
+    """The alerts a drift check raised about its batch (as ``drift check --json`` lists them,
+    with their status now)."""
+    found = []
+    for alert in session.execute(select(Alert).order_by(Alert.id)).scalars():
+        if (run_id, batch) in _checks_of(alert.details):
+            found.append({"id": alert.id, "rule": alert.rule, "severity": alert.severity,
+                          "title": alert.title, "status": alert.status})  # fmt: skip
+    return found
 
 
 def _report_rows(
@@ -130,18 +144,20 @@ class ReportDetail:
     reference: str
     summary: dict[str, Any]
     dataset: str | None = None  # the batch's dataset (its over-time charts draw no other)
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # the alerts its check raised
 
     def as_dict(self) -> dict[str, Any]:
         """The report as ``drift check --json`` gives it (the stored summary: ``estimated`` and
-        ``realized`` as objects, ``multivariate`` whole), with the row's identity and alert
-        count. Not the list row's flattened figures: one key, one type, in every command."""
+        ``realized`` as objects, ``multivariate`` whole, the alerts its check raised as a list),
+        with the row's identity. Not the list row's flattened figures: one key, one type, in
+        every command."""
         row = self.row
-        return {"id": row.id, "run_id": row.run_id, "dataset_version_id": row.dataset_version_id,
+        return {"id": row.id, "report_id": row.id, "run_id": row.run_id, "dataset_version_id": row.dataset_version_id,
                 "batch": row.batch, "created_at": row.created_at.isoformat(),
                 "reference": self.reference, "model": row.model, "n_features": row.n_features,
                 "n_drifted": row.n_drifted, "drift_share": row.drift_share,
                 "dataset_drift": row.dataset_drift, "estimated": None, "realized": None,
-                **self.summary, "alerts": row.alerts}  # fmt: skip
+                **self.summary, "alerts": self.alerts}  # fmt: skip
 
 
 def resolve_report(store: Store, ref: str) -> int:
@@ -199,11 +215,12 @@ def report_detail(store: Store, report_id: int) -> ReportDetail:
             return f"{dataset.name}:v{version.version}"
 
         batch = label(report.dataset_version_id)
-        row = _row(report, batch, _alerts_by_check(session).get((report.run_id, batch), 0))
+        alerts = _alerts_of_check(session, report.run_id, batch)
+        row = _row(report, batch, len(alerts))
         dataset = session.execute(
             select(Dataset.name)
             .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
             .where(DatasetVersion.id == report.dataset_version_id)
         ).scalar()
         return ReportDetail(row, label(report.reference_version_id), dict(report.summary or {}),
-                            dataset)  # fmt: skip
+                            dataset, alerts)  # fmt: skip
