@@ -119,6 +119,33 @@ def test_cli_infer_names_a_file_of_another_type(workspace, cli, tmp_path):
     assert done.returncode == 2 and "not a data file mldeck reads ('.xlsx'" in done.stderr
 
 
+def test_a_pipe_is_named_as_one_not_as_an_empty_file(tmp_path):
+    """`mldeck data infer <(cat batch.csv)` said 'empty file (0 bytes)': a pipe has no size."""
+    import os
+    import threading
+
+    from mldeck.data.readers import ReadError, open_source
+
+    pipe = tmp_path / "p.csv"
+    os.mkfifo(pipe)
+
+    def write() -> None:
+        try:
+            fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # nobody opened it for reading (the fix does not)
+            return
+        with os.fdopen(fd, "w") as fh:
+            fh.write("a,b\n1,2\n")
+
+    writer = threading.Timer(0.2, write)
+    writer.start()
+    try:
+        with pytest.raises(ReadError, match="not a regular file \\(a pipe or a device\\)"):
+            open_source(pipe)
+    finally:
+        writer.join()
+
+
 def test_cli_infer_writes_the_expectations_once(workspace, cli):
     reference = workspace.root / "data" / "ref.parquet"
     pl.DataFrame({"order_id": [1, 2, 3], "amount": [1.5, 2.0, None]}).write_parquet(reference)

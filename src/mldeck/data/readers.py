@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,12 @@ def open_source(
     others' types are inferred from the first rows."""
     as_text = frozenset(as_text)
     try:
-        size = path.stat().st_size
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
+            # A pipe (`<(cmd)`) has no size and is read once; opening a named pipe nobody
+            # writes to waits forever.
+            raise ReadError("it is not a regular file (a pipe or a device): save it to a file")
+        size = status.st_size
         with open(path, "rb") as fh:
             head = fh.read(SNIFF_BYTES)
     except FileNotFoundError:
