@@ -855,6 +855,24 @@ def test_a_version_waiting_after_a_retrain_is_promoted_once_approved(ws_store):
     assert policies.promote_approved(workspace, store) == []  # once
 
 
+def test_approving_a_waiting_retrain_from_the_cli_says_the_scheduler_promotes_it(ws_store, cli):
+    """The console's dialog said so; 'models approve' did not, and the scheduler then made the
+    version champion over a manual rollback, to the user's surprise."""
+    workspace, store = ws_store
+    assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
+    assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
+    from mldeck.ml.registry import resolve
+
+    waiting = resolve(store, "churn:2")
+    policies.record(store, policies.AWAITING, "test", entity_type="model_version",
+                    entity_id=waiting.id)  # fmt: skip
+    said = cli("models", "approve", "churn:2", "-m", "looked at it", cwd=workspace.root)
+    assert said.returncode == 0, said.stderr
+    assert "the scheduler now makes it the champion of churn" in said.stdout
+    plain = cli("models", "approve", "churn:1", "-m", "looked at it", cwd=workspace.root)
+    assert plain.returncode == 0 and "scheduler" not in plain.stdout
+
+
 def test_an_older_retrain_approved_after_a_newer_one_serves_is_not_promoted(ws_store):
     """Two retrains waited (churn:1, then churn:2); churn:2 approved became the champion, then
     approving churn:1 made the older model the champion again, in silence."""

@@ -1140,11 +1140,26 @@ def models_approve(
         bool, typer.Option("--reject", help="Record a rejection instead of an approval.")
     ] = False,
 ) -> None:
-    """Record your decision (you, now, why) to approve a version for promotion, or to reject it."""
+    """Record your decision (you, now, why) to approve a version for promotion, or to reject it.
+    A version waiting for approval after an automatic retrain is then made the champion by the
+    scheduler ([jobs] promote_on_approval)."""
+    from mldeck.jobs.policies import promoted_once_approved
     from mldeck.ml.registry import approve
+    from mldeck.store.queries import model_version_detail
 
-    _, store = _open()
-    out.print(approve(store, ref, reason=reason, reject=reject).describe(), markup=False)
+    ws, store = _open()
+    change = approve(store, ref, reason=reason, reject=reject)
+    out.print(change.describe(), markup=False)
+    if not reject:
+        detail = model_version_detail(store, change.model_version_id)
+        actions = {event.action for event in detail.history}
+        if promoted_once_approved(ws.settings.jobs.promote_on_approval, actions,
+                                  detail.row.aliases):  # fmt: skip
+            out.print(
+                f"it waited for approval after an automatic retrain: the scheduler now makes it "
+                f"the champion of {change.model} ([jobs] promote_on_approval)",
+                markup=False,
+            )
 
 
 @models_app.command("promote")

@@ -42,6 +42,20 @@ SUPERSEDED = "retrain.superseded"
 SETTLED = ("model_version.promote", "model_version.reject", "model_version.archive", SUPERSEDED)
 
 
+def promoted_once_approved(
+    promote_on_approval: bool, actions: set[str], aliases: list[str] | tuple[str, ...]
+) -> bool:
+    """Whether approving a version (its audit history's *actions*, its *aliases*) makes the
+    scheduler promote it: it waits for approval after an automatic retrain, nothing settled it,
+    it is not the champion, and ``[jobs] promote_on_approval`` (see ``promote_approved``)."""
+    return (
+        promote_on_approval
+        and AWAITING in actions
+        and not actions.intersection(SETTLED)
+        and "champion" not in aliases
+    )
+
+
 def record(store: Store, action: str, reason: str, *, entity_type: str = "",
            entity_id: str | int = "", **details: Any) -> None:  # fmt: skip
     """An automatic decision in the audit trail, with its reason."""

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from mldeck import formatting as fmt
 from mldeck.errors import MldeckError
-from mldeck.jobs.policies import AWAITING, SETTLED
+from mldeck.jobs.policies import promoted_once_approved
 from mldeck.ml import registry
 from mldeck.store.engine import Store
 from mldeck.store.queries import (
@@ -282,11 +282,8 @@ class ModelVersionScreen(DeckScreen):
         row = detail.row
         self.row, self.champion = row, detail.champion
         actions = {event.action for event in detail.history}
-        self._promoted_on_approval = (
-            self.deck.workspace.settings.jobs.promote_on_approval
-            and AWAITING in actions
-            and not actions.intersection(SETTLED)
-            and registry.CHAMPION not in row.aliases
+        self._promoted_on_approval = promoted_once_approved(
+            self.deck.workspace.settings.jobs.promote_on_approval, actions, row.aliases
         )
         self.sync_topbar()
         summary = Text(no_wrap=True, overflow="ellipsis")
