@@ -863,14 +863,24 @@ def test_approving_a_waiting_retrain_from_the_cli_says_the_scheduler_promotes_it
     assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
     from mldeck.ml.registry import resolve
 
-    waiting = resolve(store, "churn:2")
-    policies.record(store, policies.AWAITING, "test", entity_type="model_version",
-                    entity_id=waiting.id)  # fmt: skip
+    for ref in ("churn:1", "churn:2"):
+        policies.record(store, policies.AWAITING, "test", entity_type="model_version",
+                        entity_id=resolve(store, ref).id)  # fmt: skip
+    # Failed gates: approved, not promoted (and not said to be).
+    failed = cli("models", "approve", "churn:1", "-m", "looked at it", cwd=workspace.root)
+    assert failed.returncode == 0 and "it is not promoted" in failed.stdout
+    assert "scheduler" not in failed.stdout
+    with store.write() as session:  # gates are policy; this test is about approval
+        from mldeck.store.models import GateResult
+
+        for gate in session.execute(select(GateResult)).scalars():
+            gate.passed = True
+            session.add(gate)
     said = cli("models", "approve", "churn:2", "-m", "looked at it", cwd=workspace.root)
     assert said.returncode == 0, said.stderr
     assert "the scheduler now makes it the champion of churn" in said.stdout
-    plain = cli("models", "approve", "churn:1", "-m", "looked at it", cwd=workspace.root)
-    assert plain.returncode == 0 and "scheduler" not in plain.stdout
+    policies.promote_approved(workspace, store)
+    assert resolve(store, "churn@champion").id == resolve(store, "churn:2").id
 
 
 def test_an_older_retrain_approved_after_a_newer_one_serves_is_not_promoted(ws_store):
@@ -891,7 +901,8 @@ def test_an_older_retrain_approved_after_a_newer_one_serves_is_not_promoted(ws_s
         policies.record(store, policies.AWAITING, "test", entity_type="model_version",
                         entity_id=resolve(store, f"churn:{number}").id)  # fmt: skip
     approve(store, "churn:2", reason="newer")
-    assert [d.ref for d in policies.promote_approved(workspace, store)] == ["churn:2"]
+    policies.promote_approved(workspace, store)
+    assert resolve(store, "churn@champion").id == resolve(store, "churn:2").id
     approve(store, "churn:1", reason="also fine")
     assert policies.promote_approved(workspace, store) == []
     assert resolve(store, "churn@champion").version == 2

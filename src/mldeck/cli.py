@@ -1150,7 +1150,7 @@ def models_approve(
     ws, store = _open()
     change = approve(store, ref, reason=reason, reject=reject)
     out.print(change.describe(), markup=False)
-    if not reject:
+    if not reject and not change.failed_gates:  # failed gates: not promoted (said above)
         detail = model_version_detail(store, change.model_version_id)
         actions = {event.action for event in detail.history}
         if promoted_once_approved(ws.settings.jobs.promote_on_approval, actions,
