@@ -629,6 +629,39 @@ def test_a_schedule_orphaned_while_no_scheduler_acted_runs_again_once(ws_store):
         assert [d["orphaned_run"] for d in reruns] == [orphaned]
 
 
+def test_a_paused_schedule_whose_run_was_orphaned_is_not_run_again(ws_store):
+    """The pause was ignored: a scheduler starting after a kill -9 ran it again (a new model)."""
+    workspace, store = ws_store
+    add(store, "h", "health", cron="0 3 1 1 *")
+    with store.write() as session:
+        run = Run(name="h", kind="health", trigger="schedule", status=RunStatus.ORPHANED,
+                  error="its process 999999 is gone")  # fmt: skip
+        session.add(run)
+        session.flush()
+        row = session.execute(select(Schedule).where(Schedule.name == "h")).scalar_one()
+        row.last_run_id = run.id
+        session.add(row)
+    set_paused(store, "h", True)
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        wait_for(lambda: any("not run again while the schedule is paused" in m for m in said),
+                 "the scheduler to say so")  # fmt: skip
+    finally:
+        scheduler.stop()
+    assert count(store, Run, Run.name == "h") == 1
+
+
+def test_an_interval_schedule_made_while_the_clock_ran_ahead_fires_once_it_is_right():
+    """Anchored at its creation a day ahead, an every-minute schedule waited a day."""
+    from mldeck.jobs.schedules import make_trigger
+    from mldeck.store.models import utcnow
+
+    ahead = Schedule(name="h", kind="health", every="1m", created_at=utcnow() + timedelta(days=1))
+    fire = make_trigger(ahead).get_next_fire_time(None, utcnow())
+    assert fire - utcnow() <= timedelta(minutes=1)
+
+
 def test_an_acting_scheduler_finds_orphans_and_takes_over_watching_later(ws_store, monkeypatch):
     from mldeck.data.watcher import IncomingWatcher
     from mldeck.jobs import scheduler as scheduler_module

@@ -183,6 +183,8 @@ def test_an_estimated_metric_rule_on_the_primary_metric_is_taken():
          "'stale_run_seconds' in [jobs]: Input should be less than or equal to 316224000"),
         ("[jobs]\ndata_stale_hours = 1e12\n",
          "'data_stale_hours' in [jobs]: Input should be less than or equal to 87840"),
+        ("[jobs]\nmax_consecutive_failures = 9223372036854775807\n",  # a crash in SQLite
+         "'max_consecutive_failures' in [jobs]: Input should be less than or equal to 1000"),
         ("[data.table]\nmax_age_days = 1e9\n",
          "'max_age_days' in [data.table]: Input should be less than or equal to 3660"),
     ],

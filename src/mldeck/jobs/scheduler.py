@@ -703,7 +703,10 @@ class DeckScheduler:
         if not orphaned or not self.settings.rerun_orphaned or self._aps is None:
             return
         for row in list_schedules(self.store):
-            if row.last_run_id in orphaned and row.enabled:
+            if row.last_run_id in orphaned and row.enabled and row.paused:
+                self._say(f"{row.name}: its run {row.last_run_id} was orphaned; not run again "
+                          "while the schedule is paused")  # fmt: skip
+            elif row.last_run_id in orphaned and row.enabled:
                 reason = f"its run {row.last_run_id} was orphaned ([jobs] rerun_orphaned)"
                 policies.record(self.store, "schedule.rerun", reason, entity_type="schedule",
                                 entity_id=row.name, orphaned_run=row.last_run_id)  # fmt: skip

@@ -35,9 +35,10 @@ def make_trigger(schedule: Schedule) -> Any:
 
     if schedule.cron:
         return cron_trigger(schedule.cron)
-    return IntervalTrigger(
-        seconds=schedule.interval_seconds or 60, timezone=UTC, start_date=schedule.created_at
-    )
+    # Anchored at the schedule's creation, or now if that is ahead (made while the clock ran
+    # ahead, it would not fire until then once the clock was set right).
+    start = min(schedule.created_at, utcnow())
+    return IntervalTrigger(seconds=schedule.interval_seconds or 60, timezone=UTC, start_date=start)
 
 
 def next_fire_time(schedule: Schedule, now: datetime | None = None) -> datetime | None:

@@ -246,7 +246,7 @@ class JobSettings(_Section):
     # Health: no new dataset version for this long is stale data (0 turns the check off).
     data_stale_hours: float = Field(48.0, ge=0, le=MAX_HOURS)
     # Health: this many failed runs in a row of one schedule raise an alert.
-    max_consecutive_failures: int = Field(3, ge=1)
+    max_consecutive_failures: int = Field(3, ge=1, le=1000)
     schedules: dict[str, ScheduleSettings] = {}
 
     @field_validator("schedules")
