@@ -173,9 +173,30 @@ def test_a_cron_weekday_is_read_as_crontab_reads_it(cron, fires):
 
 
 @pytest.mark.parametrize(
+    ("cron", "fires"),
+    [("0 0 1 jan-dec/3 *", ["2027-01", "2027-04", "2027-07", "2027-10"]),
+     ("0 0 1 JAN/6 *", ["2027-01", "2027-07", "2028-01"]),
+     ("0 0 1 1-12/3 *", ["2027-01", "2027-04", "2027-07", "2027-10"])],
+)  # fmt: skip
+def test_a_step_after_month_names_is_kept(cron, fires):
+    """APScheduler drops a step written after month names: 'jan-dec/3' fired every month."""
+    from datetime import UTC, datetime
+
+    trigger = cron_trigger(check_cron(cron))
+    when, seen = datetime(2026, 12, 6, 12, 0, tzinfo=UTC), []
+    for _ in fires:
+        when = trigger.get_next_fire_time(None, when)
+        seen.append(when.strftime("%Y-%m"))
+        when += timedelta(seconds=1)
+    assert seen == fires
+
+
+@pytest.mark.parametrize(
     ("cron", "problem"),
     [("0 2 * * 8", "'8' is not a weekday"), ("0 2 * * 5-1", "'5-1' run backwards"),
-     ("0 2 * * 1/0", "a step is a whole number"), ("0 2 * *", "wrong number of fields")],
+     ("0 2 * * 1/0", "a step is a whole number"), ("0 2 * *", "wrong number of fields"),
+     ("0 0 * jan-dec/0 *", "Increment must be higher than 0"),
+     ("0 0 * janvier *", "'janvier' is not a month")],
 )  # fmt: skip
 def test_a_cron_weekday_that_is_none_is_refused(cron, problem):
     with pytest.raises(ValueError, match=problem):

@@ -106,6 +106,22 @@ def _weekdays(field: str) -> str:
     return ",".join(_WEEKDAYS[day] for day in sorted(days))
 
 
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def _months(field: str) -> str:
+    """A crontab month field with its names as numbers (``jan-dec/3`` as ``1-12/3``):
+    APScheduler drops a step written after month names (``jan-dec/3`` fired every month)."""
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(0).lower()
+        if name not in _MONTHS:
+            raise ValueError(f"{match.group(0)!r} is not a month (1-12 or jan-dec)")
+        return str(_MONTHS.index(name) + 1)
+
+    return re.sub(r"[A-Za-z]+", number, field)
+
+
 def cron_trigger(text: str) -> Any:
     """The APScheduler trigger (UTC) of a five-field crontab expression read as crontab reads
     it: weekday 0 and 7 are Sunday, and when both the day of the month and the weekday are
@@ -117,7 +133,7 @@ def cron_trigger(text: str) -> Any:
     if len(fields) != 5:
         raise ValueError(f"wrong number of fields: {len(fields)}, expected 5")
     minute, hour, day, month, weekday = fields
-    weekday = _weekdays(weekday)
+    month, weekday = _months(month), _weekdays(weekday)
     if day != "*" and weekday != "*":
         return OrTrigger([
             CronTrigger(minute=minute, hour=hour, day=day, month=month, timezone="UTC"),
