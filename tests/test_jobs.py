@@ -650,6 +650,31 @@ def test_a_schedule_orphaned_while_no_scheduler_acted_runs_again_once(ws_store):
         assert [d["orphaned_run"] for d in reruns] == [orphaned]
 
 
+def test_a_standby_scheduler_taking_over_syncs_the_config_as_it_is_now(ws_store):
+    """A standby took over with mldeck.toml as it was when it started: its schedules undid a
+    'jobs edit' made since (the file changed, then the schedule was edited)."""
+    from mldeck.config import load_settings
+    from mldeck.workspace import load_workspace
+
+    workspace, store = ws_store
+    config = workspace.config_path
+    config.write_text(config.read_text() + '\n[jobs.schedules.a]\nkind = "health"\nevery = "1h"\n')
+    standby = DeckScheduler(load_workspace(workspace.root), store, role="daemon",
+                            tick_seconds=0.2)  # fmt: skip
+    # Meanwhile, under the acting scheduler: the file changes (synced), then an edit.
+    time.sleep(0.01)
+    config.write_text(config.read_text().replace('every = "1h"', 'every = "2h"'))
+    sync_from_settings(store, load_settings(config).jobs)
+    edit(store, "a", every="3h")
+    standby.start()
+    try:
+        wait_for(lambda: standby.acting and standby._aps is not None, "the scheduler to act")
+        time.sleep(0.6)  # a few ticks: the file is followed too
+        assert get_schedule(store, "a").interval_seconds == 3 * 3600
+    finally:
+        standby.stop()
+
+
 def test_a_paused_schedule_whose_run_was_orphaned_is_not_run_again(ws_store):
     """The pause was ignored: a scheduler starting after a kill -9 ran it again (a new model)."""
     workspace, store = ws_store

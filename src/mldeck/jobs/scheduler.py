@@ -284,6 +284,7 @@ class DeckScheduler:
             self.lease.leave_standby()
         self._say(f"scheduler: acting for {self.workspace.root} ({self.role}, pid "
                   f"{self.lease.pid})")  # fmt: skip
+        self._read_config()
         self.runner = JobRunner(self.workspace, self.store, self.settings, on_event=self._say)
         self._in_flight.clear()  # a new APScheduler: what the last one queued is gone
         self._resumed.clear()
@@ -299,6 +300,23 @@ class DeckScheduler:
         self._recheck(("scheduler",))  # an alert that no scheduler runs is out of date now
         if self.watch_incoming:
             self._start_watcher()
+
+    def _read_config(self) -> None:
+        """mldeck.toml as it is now, when it changed since this process read it: a scheduler
+        that waited as standby took over with the file of its start, whose schedules undid the
+        changes made since (by hand, or by 'mldeck jobs edit' once the file changed). A file
+        that cannot be used leaves the settings read before (said)."""
+        stamp = _stamp(self.workspace.config_path)
+        if stamp is None or stamp == self._config_stamp:
+            return
+        try:
+            settings = load_settings(self.workspace.config_path)
+        except MldeckError as exc:
+            self._say(f"mldeck.toml cannot be used ({exc}); the schedules are synced from it "
+                      "as it was read before")  # fmt: skip
+            return
+        self._config_stamp = stamp
+        self.settings = settings.jobs
 
     def _recheck(self, names: tuple[str, ...]) -> None:
         from mldeck.jobs.health import recheck
