@@ -492,8 +492,11 @@ def test_entry_point_holding_a_custom_class_is_refused_before_registering(ws):
          "entry point 'bad_fit:fit' returned None"),
         ("import not_a_module_anywhere\n", "cannot import entry point 'bad_fit:fit'"),
         ("def other():\n    pass\n", "bad_fit has no function fit"),
+        # It was a succeeded training run with nothing registered, and exit status 0.
+        ("import sys\ndef fit(frame, target, seed):\n    sys.exit(0)\n",
+         "entry point 'bad_fit:fit' called sys.exit(0): an entry point returns the fitted model"),
     ],
-    ids=["raises", "not-a-model", "none", "import-error", "no-function"],
+    ids=["raises", "not-a-model", "none", "import-error", "no-function", "sys-exit"],
 )  # fmt: skip
 def test_bad_entry_point_fails_the_run_clearly(ws, body, needle):
     ws = entry_point(ws, "bad_fit", body)

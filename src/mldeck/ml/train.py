@@ -461,6 +461,11 @@ def make_fitter(
             train_frame = frame.select([*features, spec.target])
             try:
                 model = entry.function(train_frame, spec.target, spec.seed)
+            except SystemExit as exc:  # sys.exit(0) in it ended the training "succeeded"
+                raise MldeckError(
+                    f"{origin} called sys.exit({exc.code!r}): an entry point returns the fitted "
+                    "model"
+                ) from None
             except Exception as exc:
                 raise MldeckError(f"{origin} raised {type(exc).__name__}: {exc}") from exc
             return _check_model(model, spec.task, origin)
