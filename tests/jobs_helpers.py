@@ -41,6 +41,10 @@ if SLOW:
 def build(frame, target, seed):
     if SLOW:
         time.sleep(300)
+    if (HERE / "linger.marker").exists():  # a library's thread left running (not a daemon)
+        import threading
+
+        threading.Thread(target=time.sleep, args=(300,), name="lingering").start()
     if (HERE / "crash.marker").exists():
         raise SystemExit("crash.marker says crash")
     # numpy, not pandas: the suite runs without pandas and pyarrow installed.

@@ -934,6 +934,17 @@ def test_a_version_waiting_after_a_retrain_is_promoted_once_approved(ws_store):
     assert policies.promote_approved(workspace, store) == []  # once
 
 
+def test_a_job_done_but_for_a_thread_left_running_succeeds_once(ws_store):
+    """A thread the training left running kept the worker alive after the job was done: it was
+    killed at its timeout, failed, and retried, registering the same model twice."""
+    workspace, store = ws_store
+    (workspace.root / "linger.marker").touch()
+    runner = JobRunner(workspace, store)
+    outcome = runner.run(JobRequest("train", "train", timeout_seconds=60, retries=1))
+    assert outcome.succeeded, outcome
+    assert count(store, ModelVersion) == 1
+
+
 def test_approving_a_waiting_retrain_from_the_cli_says_the_scheduler_promotes_it(ws_store, cli):
     """The console's dialog said so; 'models approve' did not, and the scheduler then made the
     version champion over a manual rollback, to the user's surprise."""

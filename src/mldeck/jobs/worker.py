@@ -116,5 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _leave(code: int) -> None:
+    """Exit with *code*, even past a thread the step's libraries left running: not a daemon
+    thread, it kept the process alive after the job was done (its result written, its run
+    ended) until the job's timeout killed it, and a finished training was failed and retried."""
+    left = [t for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()]  # fmt: skip
+    if not left:
+        sys.exit(code)
+    print(f"mldeck: the job is done; {len(left)} thread(s) it left running "
+          f"({', '.join(t.name for t in left)}) end with the worker", file=sys.stderr)  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _leave(main())
