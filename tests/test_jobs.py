@@ -449,6 +449,36 @@ def test_ctrl_c_on_a_job_kills_its_worker_and_keeps_the_training_a_step_of_the_j
     assert (training.status, training.parent_run_id) == (RunStatus.CANCELLED, job.id)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_on_jobs_run_cancels_its_runs(ws_store, signum):
+    """'timeout mldeck jobs run', a CI cancelled, an SSH session closed: the runs stayed
+    'running', and the next scheduler ran the manual job again as a scheduled one."""
+    from .jobs_helpers import environ
+
+    workspace, store = ws_store
+    _slow(workspace)
+    add(store, "train", "train", cron="0 3 1 1 *", timeout_seconds=600)
+    pids = workspace.root / "fitting.pid"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mldeck.cli", "--workspace", str(workspace.root), "jobs", "run",
+         "train"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ(),
+    )  # fmt: skip
+    try:
+        wait_for(pids.exists, "the worker to start fitting")
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signum, err
+    assert f"mldeck: stopped ({signal.Signals(signum).name})" in err
+    fitting = int(pids.read_text())
+    wait_for(lambda: not pid_alive(fitting), "the worker to die")
+    with store.read() as session:
+        statuses = session.execute(select(Run.status).where(Run.kind.in_(["train"]))).scalars()
+        assert set(statuses) == {RunStatus.CANCELLED}
+
+
 def test_an_overlapping_fire_and_the_concurrency_limit_skip_and_are_recorded(ws_store):
     workspace, store = ws_store
     _slow(workspace)

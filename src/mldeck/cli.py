@@ -1526,7 +1526,17 @@ def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-# When the command was first interrupted; a second Ctrl-C within the grace is the same one.
+def _stopped(signum: int, frame: Any) -> None:
+    """SIGTERM or SIGHUP: the command stops as on Ctrl-C, and says which signal stopped it."""
+    _INTERRUPTED["signal"] = signum
+    _interrupt(signum, frame)
+
+
+# The console's commands: Textual and the scheduler inside it have their own signal handling.
+CONSOLE_COMMANDS = ("mldeck", "mldeck tui", "mldeck demo")
+
+# When the command was first interrupted (a second Ctrl-C within the grace is the same one),
+# and by which signal when it was not Ctrl-C.
 _INTERRUPTED: dict[str, float] = {}
 INTERRUPT_GRACE_SECONDS = 1.0
 
@@ -1548,6 +1558,13 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         args = _workspace_first(list(sys.argv[1:] if argv is None else argv))
+        if main_thread and _command_path(command, args) not in CONSOLE_COMMANDS:
+            # SIGTERM (timeout, a CI cancelled) and SIGHUP (an SSH session closed) stop a
+            # command as Ctrl-C does: its runs end cancelled (they stayed 'running', and a
+            # scheduler then ran the job again). The console and the daemon have their own.
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                if signal.getsignal(signum) is signal.SIG_DFL:
+                    signal.signal(signum, _stopped)
         code = command.main(args=args, prog_name="mldeck", standalone_mode=False)
     except usage_error as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # a command group alone: its help
@@ -1583,6 +1600,10 @@ def main(argv: list[str] | None = None) -> None:
         if not interrupted(exc):
             raise
         code = INTERRUPTED_EXIT
+    if code == INTERRUPTED_EXIT and "signal" in _INTERRUPTED:  # SIGTERM or SIGHUP
+        signum = int(_INTERRUPTED["signal"])
+        print(f"mldeck: stopped ({signal.Signals(signum).name})", file=sys.stderr)
+        sys.exit(128 + signum)
     if code == INTERRUPTED_EXIT:  # Ctrl-C (typer turns it into this exit status)
         print("mldeck: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
