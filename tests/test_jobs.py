@@ -316,6 +316,26 @@ def test_one_holder_at_a_time_and_release_hands_over(store):
     assert not first.renew()  # it lost the lease: it must stop acting
 
 
+def test_a_holder_stopped_past_its_lease_finds_the_takeover_before_it_acts(store):
+    """A daemon stopped (SIGSTOP) past its lease and resumed started due jobs before its control
+    loop renewed and saw that another process had taken over: two processes acting."""
+    from mldeck.store.models import Lease
+
+    first = LeaseKeeper(store, role="daemon", lease_seconds=4)
+    second = LeaseKeeper(store, role="daemon", lease_seconds=4)
+    assert first.try_acquire()
+    assert first.still_held()  # renewed just now: no write needed
+    # first stops for longer than its lease: its heartbeat ages, second takes over.
+    with store.write() as session:
+        lease = session.get(Lease, first.name)
+        lease.heartbeat_at = lease.heartbeat_at - timedelta(seconds=60)
+        session.add(lease)
+    first._renewed -= 60
+    assert second.try_acquire()
+    assert first.held  # what it believed when it stopped
+    assert not first.still_held() and not first.held
+
+
 HOLD = """
 import sys, time
 from mldeck.jobs.lease import LeaseKeeper

@@ -14,6 +14,7 @@ seconds); taking, losing and releasing the lease do.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,6 +129,7 @@ class LeaseKeeper:
         self.pid_started_at = provenance.process_start_time(self.pid)
         self.host = provenance.hostname()
         self.held = False
+        self._renewed = 0.0  # time.monotonic() of the last acquisition or renewal
 
     @property
     def renew_every(self) -> float:
@@ -162,6 +164,7 @@ class LeaseKeeper:
                 _bump(session)
             session.commit()
         self.held = True
+        self._renewed = time.monotonic()
         return True
 
     def renew(self) -> bool:
@@ -176,7 +179,17 @@ class LeaseKeeper:
                 _bump(session)  # lost it: the console shows the new holder
             session.commit()
         self.held = done.rowcount == 1
+        if self.held:
+            self._renewed = time.monotonic()
         return self.held
+
+    def still_held(self) -> bool:
+        """Whether this process still holds the lease before it acts: renewed within the lease
+        time, or renewed now. A process stopped for longer (SIGSTOP, a suspended VM) finds on
+        resuming that another took over before it starts anything, not after."""
+        if self.held and time.monotonic() - self._renewed < self.lease_seconds / 2:
+            return True
+        return self.renew()
 
     # -- a daemon waiting to act says so, so that consoles leave the lease to it ------------------
     @property

@@ -603,6 +603,9 @@ class DeckScheduler:
         runner = self.runner
         if not self.acting or runner is None:
             return None
+        if not self.lease.still_held():  # stopped past the lease: another acts now
+            self._say(f"{name}: not started: another process took over the scheduler")
+            return None
         with self.store.read() as session:
             row = session.execute(select(Schedule).where(Schedule.name == name)).scalar()
         if row is None or (not forced and (row.paused or not row.enabled)):
