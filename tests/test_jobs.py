@@ -408,6 +408,29 @@ def test_a_crash_is_retried_then_failed_with_its_traceback(ws_store):
     assert count(store, ModelVersion) == 0
 
 
+@pytest.mark.parametrize("change", ["pause", "disable"])
+def test_a_schedule_paused_or_disabled_between_attempts_is_not_tried_again(ws_store, change):
+    """The retries went on after the pause (up to an hour of them with retries = 10)."""
+    workspace, store = ws_store
+    (workspace.root / "crash.marker").touch()
+    add(store, "train", "train", cron="0 3 1 1 *", retries=5)
+    request = JobRequest.from_schedule(get_schedule(store, "train"), trigger="schedule")
+    runner = JobRunner(workspace, store)
+    original = runner._attempt
+
+    def attempt_then_change(*args):
+        found = original(*args)
+        if change == "pause":
+            set_paused(store, "train", True)
+        else:
+            edit(store, "train", enabled=False)
+        return found
+
+    runner._attempt = attempt_then_change
+    outcome = runner.run(request)
+    assert outcome.status == RunStatus.FAILED and len(outcome.run_ids) == 1
+
+
 def test_backoff_grows_and_is_capped_with_jitter():
     settings = JobSettings(retry_base_seconds=2, retry_max_seconds=10)
     waits = [backoff_seconds(settings, attempt) for attempt in (1, 2, 3, 4, 5)]

@@ -234,11 +234,29 @@ class JobRunner:
                               f"in {wait:.1f}s")  # fmt: skip
             if self._stop.wait(wait):
                 break
+            held = self._held_back(request)
+            if held:  # paused, disabled or removed while it waited: no more attempts
+                self._say(f"{request.name}: no attempt {attempt + 1}: {held}")
+                self._log(run_id, f"no attempt {attempt + 1}: {held}")
+                break
         # A cancelled job (the scheduler stopped, Ctrl-C) says nothing about its step: judged
         # now, the rule would raise again, or repeat, the alert of an earlier failure.
         if outcome.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             self._failed_step_alerts(request.kind, outcome.run_ids)
         return outcome
+
+    def _held_back(self, request: JobRequest) -> str:
+        """Why a schedule's job is not tried again (empty when it is): its schedule was paused,
+        disabled or removed while the job waited between attempts."""
+        if request.schedule_id is None:
+            return ""
+        with self.store.read() as session:
+            schedule = session.get(Schedule, request.schedule_id)
+        if schedule is None:
+            return "its schedule was removed"
+        if schedule.paused:
+            return "its schedule was paused"
+        return "" if schedule.enabled else "its schedule was disabled"
 
     def _failed_step_alerts(self, kind: str, run_ids: list[int]) -> None:
         """The 'failed pipeline step' rule for *kind*, and for the kinds of the runs its job made
