@@ -881,6 +881,25 @@ def test_the_scheduler_follows_table_edits_and_run_requests(ws_store):
     assert holder(store, 3) is None  # released on stop
 
 
+def test_a_run_request_older_than_the_misfire_grace_is_said_and_not_run(ws_store):
+    """A 'jobs run' asked while no scheduler acted ran at the next start, however old."""
+    workspace, store = ws_store
+    add(store, "health", "health", cron="0 3 1 1 *")
+    request_run(store, "health")
+    with store.write() as session:
+        row = session.execute(select(Schedule).where(Schedule.name == "health")).scalar_one()
+        row.run_requested_at = row.run_requested_at - timedelta(hours=2)
+        session.add(row)
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        wait_for(lambda: get_schedule(store, "health").run_requested_at is None, "the request")
+    finally:
+        scheduler.stop()
+    assert any("is more than 3600s old (misfire grace): not run" in line for line in said), said
+    assert count(store, Run, Run.name == "health") == 0
+
+
 def test_the_watchdog_restarts_a_dead_scheduler_thread(ws_store):
     workspace, store = ws_store
     scheduler = _scheduler(workspace, store)

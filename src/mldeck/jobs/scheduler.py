@@ -40,6 +40,7 @@ from sqlalchemy import String, cast, select
 from sqlalchemy.exc import OperationalError
 
 from mldeck import audit
+from mldeck import formatting as fmt
 from mldeck.config import load_settings
 from mldeck.errors import MldeckError
 from mldeck.jobs import policies
@@ -586,10 +587,18 @@ class DeckScheduler:
         self._say(f"schedule {row.name} ({row.kind}) {state}{when}")
 
     def _run_now(self, aps: Any, row: Schedule) -> None:
-        stamp = row.run_requested_at.timestamp()
-        aps.add_job(self._fire, id=f"now:{row.name}:{stamp}", name=f"{row.name} (now)",
-                    args=[row.name, RunTrigger.MANUAL, True], next_run_time=utcnow(),
-                    misfire_grace_time=None)  # fmt: skip
+        requested = row.run_requested_at
+        stamp = requested.timestamp()
+        grace = self.settings.misfire_grace_seconds
+        if (utcnow() - requested).total_seconds() > grace:
+            # Asked for while no scheduler acted, longer ago than a missed fire time is run:
+            # not run at the next start, however old, without a word.
+            self._say(f"{row.name}: the request to run it now, made at {fmt.when(requested)}, "
+                      f"is more than {grace}s old (misfire grace): not run")  # fmt: skip
+        else:
+            aps.add_job(self._fire, id=f"now:{row.name}:{stamp}", name=f"{row.name} (now)",
+                        args=[row.name, RunTrigger.MANUAL, True], next_run_time=utcnow(),
+                        misfire_grace_time=None)  # fmt: skip
         with self.store.write() as session:
             current = session.get(Schedule, row.id)
             if current is not None and current.run_requested_at == row.run_requested_at:
