@@ -185,11 +185,16 @@ def test_an_estimated_metric_rule_on_the_primary_metric_is_taken():
          "'data_stale_hours' in [jobs]: Input should be less than or equal to 87840"),
         ("[jobs]\nmax_consecutive_failures = 9223372036854775807\n",  # a crash in SQLite
          "'max_consecutive_failures' in [jobs]: Input should be less than or equal to 1000"),
+        # Taken by pydantic's lax reading: true as 1 retry, "no" as false.
+        ('[jobs.schedules.t]\nkind = "health"\nevery = "1h"\nretries = true\n',
+         "'retries' in [jobs.schedules.t]: Input should be a valid integer"),
+        ('[jobs.schedules.t]\nkind = "health"\nevery = "1h"\nenabled = "no"\n',
+         "'enabled' in [jobs.schedules.t]: Input should be a valid boolean"),
         ("[data.table]\nmax_age_days = 1e9\n",
          "'max_age_days' in [data.table]: Input should be less than or equal to 3660"),
     ],
 )  # fmt: skip
-def test_numbers_that_are_not_finite_or_too_long_a_duration_are_refused(text, said):
+def test_values_not_finite_too_long_or_of_another_type_are_refused(text, said):
     with pytest.raises(ConfigError) as err:
         parse_settings(text)
     assert str(err.value) == f"mldeck.toml: {said}"

@@ -1,6 +1,7 @@
 """What every section of ``mldeck.toml`` shares: an unknown key is refused (a typo never goes
-unnoticed), values are frozen, and a number is finite (TOML's ``nan`` and ``inf`` are refused
-with their own sentence, not a bound's). ``MAX_SECONDS`` bounds every duration a setting names:
+unnoticed), values are frozen, a number is finite (TOML's ``nan`` and ``inf`` are refused with
+their own sentence, not a bound's), and a value is of its key's type (``retries = true`` was 1
+retry, ``enabled = "no"`` false; a whole number is taken where a decimal one is asked). ``MAX_SECONDS`` bounds every duration a setting names:
 longer ones overflow Python's dates."""
 
 from __future__ import annotations
@@ -13,4 +14,4 @@ MAX_DAYS = MAX_SECONDS / 86_400
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
