@@ -95,6 +95,31 @@ def test_a_new_database_gets_the_schema_once(pg_url):
     assert zone == "UTC"  # the database's default is America/New_York
 
 
+def test_the_users_server_options_are_kept_beside_mldecks(pg_url, monkeypatch):
+    """Options in the URL (a search_path: one schema per workspace) or in PGOPTIONS were
+    replaced by mldeck's own: two workspaces on two schemas shared one store; and a writer
+    waited forever behind a stuck one (no lock timeout)."""
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE SCHEMA team_a"))
+    admin.dispose()
+    store = open_store(pg_url + "&options=-csearch_path%3Dteam_a%20-cstatement_timeout%3D9000")
+    with store.read() as session:
+        shown = [session.execute(text(f"SHOW {n}")).scalar()
+                 for n in ("search_path", "statement_timeout", "lock_timeout", "timezone")]  # fmt: skip
+        tables = session.execute(text(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'team_a'"
+        )).scalar()  # fmt: skip
+    store.close()
+    assert shown == ["team_a", "9s", "30s", "UTC"]
+    assert tables > 10  # mldeck's tables are in the workspace's schema, not public
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=5s")
+    store = open_store(pg_url)
+    with store.read() as session:
+        assert session.execute(text("SHOW lock_timeout")).scalar() == "5s"
+    store.close()
+
+
 def test_tracking_ingest_registry_and_audit(pg_workspace, model_bytes, tmp_path):  # noqa: F811
     store = open_workspace_store(pg_workspace)
     assert store.engine.dialect.name == "postgresql"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 from sqlalchemy import create_engine, event, insert, inspect, select, text, update
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
 
@@ -139,13 +139,32 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _pg_options(url: URL) -> str:
+    """The server options of a PostgreSQL session: the user's (the URL's ``options``, else
+    ``PGOPTIONS``: a ``search_path`` keeps workspaces on their own schemas, and passing any
+    options replaced them), then a lock wait bounded as SQLite's busy timeout (unless the user
+    set one: a writer held behind a stuck one waited forever), then UTC: times are stored as UTC
+    without a zone, and the server would shift every aware datetime to its own zone."""
+    given = url.query.get("options")
+    if isinstance(given, tuple):
+        given = " ".join(given)
+    given = given if given is not None else os.environ.get("PGOPTIONS", "")
+    parts = [given.strip()] if given.strip() else []
+    if "lock_timeout" not in given:
+        parts.append(f"-c lock_timeout={BUSY_TIMEOUT_MS}")
+    parts.append("-c timezone=UTC")
+    return " ".join(parts)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for *url*, with the SQLite settings above when it is SQLite."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
-        # Times are stored as UTC without a zone: the session's zone must be UTC too, or the
-        # server would shift every aware datetime to its own zone.
-        return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"})
+        return create_engine(
+            parsed.difference_update_query(["options"]),
+            pool_pre_ping=True,
+            connect_args={"options": _pg_options(parsed)},
+        )
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(
