@@ -745,3 +745,20 @@ def test_settings_are_checked():
     settings = parse_settings("[model]\ntarget = 'y'\n[gates]\nmax_regression = {rmse = 0.5}\n")
     assert settings.model.estimator_path.endswith("HistGradientBoostingClassifier")
     assert settings.gates.max_regression == {"rmse": 0.5}
+
+
+def test_metric_keys_named_after_a_long_feature_fit_a_metric_key(workspace):
+    """'importance.<a 196-character feature>' was refused by the run: the training failed."""
+    import mldeck
+    from mldeck.ml.evaluate import Evaluation
+
+    long = "x" * 196
+    evaluation = Evaluation(task="classification", n_rows=10, primary_metric="roc_auc",
+                            metrics={"roc_auc": 0.5}, segment_column="s" * 150,
+                            slices={"v" * 60: {"roc_auc": 0.5}},
+                            importance=[{"feature": long, "mean": 0.1}])  # fmt: skip
+    points = evaluation.scalars("holdout.")
+    assert all(len(key) <= 200 for key in points)
+    with mldeck.start_run(name="long", workspace=workspace.root) as run:
+        run.log_metrics(points)
+    assert any(key.startswith("holdout.importance.xxx") for key in points)

@@ -227,6 +227,39 @@ def test_the_cli_on_postgres(tmp_path, pg_url, cli):
     assert any(line.split()[:2] == ["store", "ok"] for line in health.stdout.splitlines())
 
 
+def _one_line(done) -> str:
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    return line
+
+
+def test_a_number_past_the_largest_id_and_a_read_only_role_are_one_line(tmp_path, pg_url, cli):
+    """A number from 2**31 up was compared with PostgreSQL's INTEGER columns ('integer out of
+    range', a traceback); a role that may only read got 90 lines for 'permission denied'."""
+    root = init_workspace(tmp_path / "ws", name="ids").root
+    env = {"MLDECK_DB_URL": pg_url}
+    assert cli("runs", "list", cwd=root, env=env).returncode == 0  # the schema, made
+    big = "99999999999"
+    assert (
+        _one_line(cli("runs", "show", big, cwd=root, env=env))
+        == f"mldeck: error: no run {big} (see 'mldeck runs list')"
+    )
+    assert f"has no version {big}" in _one_line(
+        cli("models", "show", f"churn:{big}", cwd=root, env=env)
+    )
+    assert "no dataset version" in _one_line(cli("data", "show", big, cwd=root, env=env))
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE ROLE reader LOGIN"))
+        conn.execute(text("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader"))
+    admin.dispose()
+    reader = {"MLDECK_DB_URL": pg_url.replace("postgres@", "reader@", 1)}
+    assert cli("runs", "list", cwd=root, env=reader).returncode == 0
+    refused = _one_line(cli("jobs", "add", "h", "--kind", "health", "--every", "1h", cwd=root,
+                            env=reader))  # fmt: skip
+    assert refused.startswith("mldeck: error: the store refuses this: InsufficientPrivilege")
+
+
 def _try_lease(url: str, barrier, results) -> None:
     import time
 
@@ -500,3 +533,26 @@ def test_a_workspace_with_data_pointed_at_an_empty_database_is_refused(tmp_path,
         tables = conn.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
         assert tables.scalar() == 0
     engine.dispose()
+
+
+def test_a_drift_check_of_a_feature_named_longer_than_its_column(tmp_path, pg_url):
+    """Rows written past the ORM (a drift check's feature rows and metric points) were not cut
+    to their columns: PostgreSQL refused a 210-character feature name and the check failed."""
+    from mldeck.monitor.check import check_batch
+    from mldeck.store.models import FeatureDrift
+
+    ws = with_store_url(init_workspace(tmp_path / "ws", name="long-names"), pg_url)
+    store = open_workspace_store(ws)
+    long = "x" * 210
+    rows = "".join(f"{i},{i % 7}.5\n" for i in range(200))
+    ingest_file(ws, store, put(tmp_path, "ref.csv", f"id,{long}\n{rows}"), as_reference=True)
+    other = "".join(f"{i},{i % 5}.25\n" for i in range(1000, 1200))
+    batch = ingest_file(ws, store, put(tmp_path, "batch.csv", f"id,{long}\n{other}"))
+    result = check_batch(ws, store, batch.version_id)
+    with store.read() as session:
+        features = session.execute(select(FeatureDrift.feature)).scalars().all()
+        keys = session.execute(select(Metric.key).where(Metric.run_id == result.run_id)).scalars()
+        assert any(k.startswith("drift.xxx") and len(k) == 200 for k in keys)
+    (cut,) = [f for f in features if f.startswith("xxx")]
+    assert cut == long[:199] + "…"
+    store.close()

@@ -1597,6 +1597,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"mldeck: error: {store_problem(exc)}; a run it left 'running' is marked "
                   "orphaned by the next health check", file=sys.stderr)  # fmt: skip
             sys.exit(2)
+        # The server refused: a role without the right (42501) or a read-only server (25006).
+        if getattr(getattr(exc, "orig", None), "sqlstate", None) in ("42501", "25006"):
+            from mldeck.store.engine import store_problem
+
+            print(f"mldeck: error: the store refuses this: {store_problem(exc)}", file=sys.stderr)
+            sys.exit(2)
         if not interrupted(exc):
             raise
         code = INTERRUPTED_EXIT

@@ -25,6 +25,7 @@ from mldeck.cli import (
     out,
 )
 from mldeck.errors import MldeckError
+from mldeck.sections import MAX_ID
 
 drift_app = typer.Typer(
     help="Drift and performance of scored batches against the reference.", no_args_is_help=True
@@ -406,7 +407,7 @@ def _alert_change(action: str, alert_id: int, note: str) -> None:
 @alerts_app.command("ack")
 def alerts_ack(
     alert_id: Annotated[
-        int, typer.Argument(min=1, max=2**63 - 1, metavar="ID", help="The alert's id.")
+        int, typer.Argument(min=1, max=MAX_ID, metavar="ID", help="The alert's id.")
     ],
     note: Annotated[
         str, typer.Option("--note", "-m", metavar="TEXT", help="Why, for the audit trail.")
@@ -419,7 +420,7 @@ def alerts_ack(
 @alerts_app.command("resolve")
 def alerts_resolve(
     alert_id: Annotated[
-        int, typer.Argument(min=1, max=2**63 - 1, metavar="ID", help="The alert's id.")
+        int, typer.Argument(min=1, max=MAX_ID, metavar="ID", help="The alert's id.")
     ],
     note: Annotated[
         str, typer.Option("--note", "-m", metavar="TEXT", help="What was done, for the audit.")

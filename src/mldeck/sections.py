@@ -9,6 +9,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 MAX_SECONDS = 10 * 366 * 86_400  # ten years
+# The largest row id or version number (a setting or an argument naming one): ids are INTEGER
+# on PostgreSQL (SQLite's go further, but no store holds that many rows); a larger number names
+# nothing, and PostgreSQL refused to compare it with the column.
+MAX_ID = 2**31 - 1
 MAX_HOURS = MAX_SECONDS / 3600
 MAX_DAYS = MAX_SECONDS / 86_400
 

@@ -172,8 +172,16 @@ async def test_back_on_the_newest_report_the_screen_follows_new_checks(drift_see
         await pilot.press("right_square_bracket")
         await settle(pilot)
         assert str(summary.render()).startswith("churn:v5")
-        check_batch(workspace, store, 3)  # another process checks a batch: the newest report
-        await until(pilot, lambda: str(summary.render()).startswith("churn:v3"))
+        # Another process checks a new batch: the newest report of the newest batch.
+        newer = demo_file(workspace.root / "files", "week_14.csv", scenario="none", seed=6,
+                          rows=200)  # fmt: skip
+        version = ingest_file(workspace, store, newer).version_id
+        check_batch(workspace, store, version)
+        await until(pilot, lambda: str(summary.render()).startswith(f"churn:v{version}"))
+        # An older batch checked again does not take the screen from the newest batch.
+        check_batch(workspace, store, 3)
+        await settle(pilot)
+        assert str(summary.render()).startswith(f"churn:v{version}")
 
 
 async def test_a_batch_checked_again_keeps_its_place_over_time(drift_seeded) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mldeck.sections import MAX_HOURS, MAX_SECONDS
+from mldeck.sections import MAX_HOURS, MAX_ID, MAX_SECONDS
 from mldeck.sections import Section as _Section
 
 JOB_KINDS = ("train", "evaluate", "retrain", "drift", "score", "health")
@@ -181,7 +181,7 @@ def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
             takes = ", ".join(allowed) if allowed else "no parameters"
             raise ValueError(f"a {kind} job takes {takes}, not {key!r}")
         if key == "dataset_version_id" and (
-            isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63
+            isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID
         ):
             raise ValueError(
                 f"dataset_version_id is a dataset version's id (a number), not {value!r}"

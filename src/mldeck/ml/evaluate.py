@@ -21,6 +21,7 @@ import polars as pl
 
 from mldeck.errors import MldeckError
 from mldeck.ml.settings import LOWER_IS_BETTER, METRICS
+from mldeck.store.models import Metric, fitted_value
 
 LATENCY_ROWS = 1000
 LATENCY_REPEATS = 5
@@ -276,7 +277,9 @@ class Evaluation:
                     points[f"{prefix}slice.{self.segment_column}={value}.{name}"] = score
         for item in self.importance:
             points[f"{prefix}importance.{item['feature']}"] = item["mean"]
-        return points
+        # Keys named after a long feature or slice cut to a metric key's length (the training
+        # run refused the key and failed).
+        return {fitted_value(Metric, "key", key): value for key, value in points.items()}
 
 
 def slice_metrics(

@@ -107,6 +107,13 @@ def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
         name, found, number = ref.rpartition(sep)
         if found and name and (version := as_id(number.removeprefix("v"))) is not None:
             return name, None, version
+        if (
+            found
+            and name
+            and number.removeprefix("v").isascii()
+            and number.removeprefix("v").isdigit()
+        ):
+            raise NotFound(f"model {name!r} has no version {number.removeprefix('v')}")
     raise MldeckError(
         f"{ref!r} is not a model reference: use NAME@ALIAS (churn@champion) or NAME:VERSION (churn:3)"
     )

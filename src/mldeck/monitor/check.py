@@ -55,6 +55,7 @@ from mldeck.store.models import (
     RunLog,
     RunStatus,
     RunTrigger,
+    fitted_value,
     utcnow,
 )
 from mldeck.workspace import Workspace
@@ -743,7 +744,9 @@ def _record(
             [
                 {
                     "report_id": report.id,
-                    "feature": f.feature,
+                    # Cut as the ORM cuts a long text (these rows bypass it): PostgreSQL refused
+                    # a feature name longer than its column, and the check failed.
+                    "feature": fitted_value(FeatureDrift, "feature", f.feature),
                     "method": f.method,
                     "statistic": f.statistic,
                     "p_value": f.p_value,
@@ -754,7 +757,13 @@ def _record(
             ],
         )
         points = [
-            {"run_id": result.run_id, "key": key, "value": _finite(value), "step": 0, "ts": now}
+            {
+                "run_id": result.run_id,
+                "key": fitted_value(Metric, "key", key),
+                "value": _finite(value),
+                "step": 0,
+                "ts": now,
+            }
             for key, value in metric_points(result).items()
         ]
         if points:

@@ -17,6 +17,7 @@ from sqlalchemy import String, func, or_, select, type_coerce
 from sqlalchemy.engine import make_url
 
 from mldeck.errors import MldeckError, NotFound
+from mldeck.sections import MAX_ID
 from mldeck.store.engine import Store, database_size
 from mldeck.store.models import (
     USABLE_STATUSES,
@@ -150,8 +151,9 @@ _ROW_COLUMNS = (
 
 
 def as_id(text: str) -> int | None:
-    """*text* as a row id or number if it is one (ASCII digits that fit SQLite's integer)."""
-    if text.isascii() and text.isdigit() and int(text) < 2**63:
+    """*text* as a row id or number if it is one (ASCII digits up to the largest id: a larger
+    number names nothing, and PostgreSQL refused to compare it with its INTEGER columns)."""
+    if text.isascii() and text.isdigit() and int(text) <= MAX_ID:
         return int(text)
     return None
 

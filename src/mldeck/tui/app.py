@@ -97,6 +97,8 @@ class MldeckApp(App):
         self.watcher = None
         self._standby_watcher = None
         self.watcher_state = ""
+        # A drift report a check from another screen made: the Drift screen shows it next.
+        self.asked_report: int | None = None
         self.workspace = workspace
         self.store = store
         self.read_only = read_only

@@ -613,6 +613,7 @@ class VersionDetailScreen(DeckScreen):
 
         app = self.app
         result = check_in_child(self.deck, self.version_id)
+        app.call_from_thread(setattr, self.deck, "asked_report", result["report_id"])
         message = describe(result) + " (Drift screen: 5)"
         app.call_from_thread(app.notify, message, title="Drift checked", timeout=10)
 

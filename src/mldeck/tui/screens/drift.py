@@ -469,9 +469,17 @@ class DriftScreen(DeckScreen):
         self.app.call_from_thread(self._checked, result["report_id"], describe(result))
 
     def _checked(self, report_id: int, message: str) -> None:
-        self.report_id = None  # its report is the newest: followed, as before any step
+        # Its report shown: the newest batch's is listed first, so a batch checked again
+        # is not, and following the newest would show another.
+        self.report_id = report_id
         self.notify(message, title="Drift checked", timeout=8)
         self.reload()
+
+    def reload(self) -> None:
+        asked, self.deck.asked_report = self.deck.asked_report, None
+        if asked is not None:  # checked from the Data screen: shown here next
+            self.report_id = asked
+        super().reload()
 
 
 def check_in_child(deck: Any, batch: int) -> dict[str, Any]:
