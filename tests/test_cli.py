@@ -546,7 +546,7 @@ def test_a_float_option_says_its_range_for_nan_too(tracked, cli, args, needle):
     ("args", "needle"),
     [
         (["drift", "show", "#99999999999999999999"], "no drift report 99999999999999999999"),
-        (["models", "show", "churn:99999999999999999999"], "churn:99999999999999999999"),
+        (["models", "show", "churn:99999999999999999999"], "has no version 99999999999999999999"),
         (["data", "show", "churn:v99999999999999999999"], "no dataset version"),
         (["data", "list", "--status", "bogus"], "unknown status 'bogus'"),
         (["daemon", "--log", "."], "cannot write the log"),
