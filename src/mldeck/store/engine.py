@@ -262,6 +262,9 @@ def _current_revision(engine: Engine) -> str | None:
     return value
 
 
+UPGRADE_LOCK_KEY = 0x6D6C6465636B  # "mldeck": PostgreSQL's advisory lock of schema upgrades
+
+
 def _upgrade(engine: Engine) -> None:
     """Bring the schema to SCHEMA_REVISION with Alembic (imported only when needed)."""
     from alembic import command
@@ -270,6 +273,11 @@ def _upgrade(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", "mldeck.store:migrations")
     with engine.execution_options(mldeck_write=True).connect() as conn:
+        if engine.dialect.name == "postgresql":
+            # Processes on several machines opening one new database at once: the file lock
+            # of each workspace does not reach them (two of three failed creating the schema).
+            # Held until this connection's transaction ends (the upgrade's commit below).
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_KEY})
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
         if conn.execute(text("SELECT count(*) FROM store_state")).scalar() == 0:
