@@ -574,3 +574,29 @@ def test_a_drift_check_of_a_feature_named_longer_than_its_column(tmp_path, pg_ur
     (cut,) = [f for f in features if f.startswith("xxx")]
     assert cut == long[:199] + "…"
     store.close()
+
+
+def _log_from_a_forked_child(index: int) -> int:
+    run = mldeck.active_run()
+    for line in range(10):
+        run.log(f"child {index} line {line}")
+    return index
+
+
+def test_a_tracked_script_forking_workers_keeps_every_line(pg_workspace):
+    """Children forked inside a run used the parent's connection to the server: the run failed
+    and a third of the lines were lost."""
+    import multiprocessing
+
+    from mldeck.store.models import RunLog
+
+    with mldeck.start_run(name="forks", workspace=pg_workspace.root) as run:
+        with multiprocessing.get_context("fork").Pool(3) as pool:
+            assert sorted(pool.map(_log_from_a_forked_child, range(6))) == list(range(6))
+        run.log("parent after the pool")
+    store = open_workspace_store(pg_workspace)
+    with store.read() as session:
+        status = session.get(Run, run.id).status
+        lines = session.execute(select(func.count(RunLog.id)).where(RunLog.run_id == run.id))
+        assert (status, lines.scalar()) == ("succeeded", 61)
+    store.close()

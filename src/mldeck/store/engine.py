@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -156,8 +157,29 @@ def _pg_options(url: URL) -> str:
     return " ".join(parts)
 
 
+# Every engine made here: a process forked from this one (a multiprocessing pool in a tracked
+# script) must not use the connections its parent holds (on PostgreSQL, a child's query on the
+# parent's socket broke both: "can't change 'autocommit' now", "server closed the connection").
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_parents_connections() -> None:
+    """In a forked child: the pools start empty, the parent's connections left to it."""
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parents_connections)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for *url*, with the SQLite settings above when it is SQLite."""
+    engine = _make_engine(url)
+    _ENGINES.add(engine)
+    return engine
+
+
+def _make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
         return create_engine(
