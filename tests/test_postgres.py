@@ -600,3 +600,12 @@ def test_a_tracked_script_forking_workers_keeps_every_line(pg_workspace):
         lines = session.execute(select(func.count(RunLog.id)).where(RunLog.run_id == run.id))
         assert (status, lines.scalar()) == ("succeeded", 61)
     store.close()
+
+
+def test_a_model_name_holding_a_nul_is_not_found_not_a_driver_error(pg_workspace):
+    """NUL is replaced in what is stored, not in what is looked up: PostgreSQL refused the
+    query ('text fields cannot contain NUL')."""
+    from mldeck.errors import NotFound
+
+    with pytest.raises(NotFound, match="no registered model"):
+        mldeck.load_model("ch\x00urn@champion", workspace=pg_workspace.root)

@@ -29,6 +29,7 @@ from mldeck.store.models import (
     GateResult,
     ModelVersion,
     RegisteredModel,
+    fitted_value,
     utcnow,
 )
 from mldeck.store.queries import as_id
@@ -63,7 +64,9 @@ def register_version(
     transaction, with its audit event (by *actor*: the scheduler's name when it trained the
     version, else the user)."""
     model = session.execute(
-        select(RegisteredModel).where(RegisteredModel.name == model_name)
+        select(RegisteredModel).where(
+            RegisteredModel.name == fitted_value(RegisteredModel, "name", model_name)
+        )
     ).scalar_one_or_none()
     if model is None:
         model = RegisteredModel(name=model_name)
@@ -135,7 +138,10 @@ def model_names(store: Store) -> list[str]:
 
 def _model(session: Session, name: str) -> RegisteredModel:
     model = session.execute(
-        select(RegisteredModel).where(RegisteredModel.name == name)
+        # As the name is stored (a NUL as U+FFFD: PostgreSQL refused it in the query itself).
+        select(RegisteredModel).where(
+            RegisteredModel.name == fitted_value(RegisteredModel, "name", name)
+        )
     ).scalar_one_or_none()
     if model is None:
         raise NotFound(f"no registered model {name!r} (see 'mldeck models list')")

@@ -857,7 +857,9 @@ def list_model_versions(
 ) -> tuple[list[ModelVersionRow], int]:
     """Model versions (by model name, newest version first) with their aliases, gate counts and
     latest approval decision (at most *limit*), and how many match in all."""
-    conditions = [RegisteredModel.name == model] if model else []
+    conditions = (
+        [RegisteredModel.name == fitted_value(RegisteredModel, "name", model)] if model else []
+    )
     with store.read() as session:
         total = session.execute(
             select(func.count(ModelVersion.id))
