@@ -609,3 +609,15 @@ def test_a_model_name_holding_a_nul_is_not_found_not_a_driver_error(pg_workspace
 
     with pytest.raises(NotFound, match="no registered model"):
         mldeck.load_model("ch\x00urn@champion", workspace=pg_workspace.root)
+
+
+def test_a_file_of_2_gib_or_more_is_recorded(pg_url):
+    """Sizes were PostgreSQL INTEGERs: logging a 2.2 GB artifact failed the run."""
+    from mldeck.store.models import Artifact
+
+    store = open_store(pg_url)
+    with store.write() as session:
+        session.add(Artifact(name="big.bin", path="x", sha256="0" * 64, size_bytes=2_306_867_200))
+    with store.read() as session:
+        assert session.execute(select(Artifact.size_bytes)).scalar() == 2_306_867_200
+    store.close()

@@ -30,9 +30,9 @@ from mldeck.errors import StoreError
 from mldeck.store.models import SQLModel, StoreState, utcnow
 
 # The newest schema revision this version of mldeck writes (head of store/migrations/versions).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 # Every revision this version of mldeck knows how to upgrade from (oldest first).
-KNOWN_REVISIONS = ("0001", "0002", "0003")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
 # PRAGMA application_id of an mldeck SQLite store: "mldk".
 APPLICATION_ID = 0x6D6C646B
 BUSY_TIMEOUT_MS = 30_000

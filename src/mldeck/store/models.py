@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint, event
+from sqlalchemy import JSON, BigInteger, Column, Index, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapper
 from sqlmodel import Field, SQLModel
 
@@ -108,8 +108,9 @@ class DatasetVersion(SQLModel, table=True):
     source_path: str = ""
     stored_path: str = ""
     file_format: str = Field(default="", max_length=20)
-    size_bytes: int = 0
-    n_rows: int | None = None
+    # 64-bit: PostgreSQL's INTEGER refused a file of 2 GiB or more (and a row count past 2**31).
+    size_bytes: int = Field(default=0, sa_type=BigInteger)
+    n_rows: int | None = Field(default=None, sa_type=BigInteger)
     n_cols: int | None = None
     # accepted | warned | rejected | pending
     status: str = Field(default="pending", max_length=20)
@@ -198,7 +199,7 @@ class Artifact(SQLModel, table=True):
     kind: str = Field(default="file", max_length=30)
     path: str
     sha256: str = Field(max_length=64, index=True)
-    size_bytes: int = 0
+    size_bytes: int = Field(default=0, sa_type=BigInteger)  # 64-bit, as a dataset version's
     created_at: datetime = Field(default_factory=utcnow)
 
 
