@@ -621,3 +621,39 @@ def test_a_file_of_2_gib_or_more_is_recorded(pg_url):
     with store.read() as session:
         assert session.execute(select(Artifact.size_bytes)).scalar() == 2_306_867_200
     store.close()
+
+
+def test_a_server_outage_is_a_few_lines_in_the_daemons_log_not_a_traceback_per_fire(
+    tmp_path_factory, tmp_path, caplog
+):
+    """Each fire during an outage logged three tracebacks (1,210 lines in 27 s)."""
+    import logging
+    import time
+
+    import pgserver
+
+    from mldeck.jobs.scheduler import DeckScheduler
+    from mldeck.jobs.schedules import add
+
+    from .jobs_helpers import wait_for
+
+    folder, pg, ws = own_server(tmp_path_factory, tmp_path, "outage-log")
+    store = open_workspace_store(ws)
+    add(store, "beat", "health", every="1s")
+    said: list[str] = []
+    scheduler = DeckScheduler(ws, store, role="daemon", tick_seconds=0.2, on_event=said.append)
+    caplog.set_level(logging.WARNING)
+    scheduler.start()
+    try:
+        wait_for(lambda: scheduler.acting and scheduler.runner is not None, "the scheduler to act")
+        caplog.clear()
+        pg.cleanup()  # the server stops for a few fire times
+        time.sleep(5)
+        tracebacks = [r for r in caplog.records if r.exc_info]
+        pg = pgserver.get_server(folder, cleanup_mode="stop")
+        wait_for(lambda: "scheduler: working again" in said, "the scheduler to work again")
+    finally:
+        scheduler.stop(timeout=60)
+        store.close()
+        pg.cleanup()
+    assert len(tracebacks) <= 1, [r.getMessage() for r in tracebacks]

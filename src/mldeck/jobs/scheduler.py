@@ -496,6 +496,8 @@ class DeckScheduler:
             elif event.code == EVENT_JOB_ERROR:
                 text = "".join(traceback.format_exception(event.exception))
                 self._record(name, RunStatus.FAILED, f"the job could not run: {text}")
+        except OperationalError as exc:  # the store gone: the control loop says it, once
+            log.warning("recording the scheduler event of %s failed: %s", name, store_problem(exc))
         except Exception:
             log.exception("recording the scheduler event failed")
 
@@ -608,7 +610,16 @@ class DeckScheduler:
     # -- jobs ---------------------------------------------------------------------------------------
     def _fire(self, name: str, trigger: str = RunTrigger.SCHEDULE, forced: bool = False,
               reason: str = "") -> JobOutcome | None:  # fmt: skip
-        """Run schedule *name* now (in an APScheduler worker thread, waiting on a subprocess)."""
+        """Run schedule *name* now (in an APScheduler worker thread, waiting on a subprocess). A
+        store that cannot be reached is the control loop's to say, once per outage: here it is
+        a line in the log, not a traceback per fire (over a thousand lines in half a minute)."""
+        try:
+            return self._fire_now(name, trigger, forced, reason)
+        except OperationalError as exc:
+            log.warning("%s: not started: %s", name, store_problem(exc))
+            return None
+
+    def _fire_now(self, name: str, trigger: str, forced: bool, reason: str) -> JobOutcome | None:
         runner = self.runner
         if not self.acting or runner is None:
             return None
