@@ -9,6 +9,7 @@ processes at once.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -657,3 +658,34 @@ def test_a_server_outage_is_a_few_lines_in_the_daemons_log_not_a_traceback_per_f
         store.close()
         pg.cleanup()
     assert len(tracebacks) <= 1, [r.getMessage() for r in tracebacks]
+
+
+@pytest.mark.parametrize(
+    ("sql", "said"),
+    [
+        (["CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+          "INSERT INTO alembic_version VALUES ('ae1027a6acf')", "CREATE TABLE orders (id int)"],
+         "is not an mldeck store: its schema revision 'ae1027a6acf' is another application's"),
+        (["CREATE TABLE metric (id int)"], "has tables named as mldeck's (metric, ...)"),
+        (["CREATE TABLE orders (id int)", "CREATE TABLE customers (id int)"],
+         "holds other tables (customers, orders); it was left untouched"),
+    ],
+    ids=["other-alembic", "same-name", "other-tables"],
+)  # fmt: skip
+def test_another_applications_database_is_refused_untouched(pg_url, sql, said):
+    """Another application's revision read as 'written by a newer mldeck'; a database of other
+    tables got mldeck's 21 tables among them in silence."""
+    from mldeck.errors import StoreError
+
+    admin = create_engine(pg_url)
+    with admin.begin() as conn:
+        for statement in sql:
+            conn.execute(text(statement))
+    with pytest.raises(StoreError, match=re.escape(said)):
+        open_store(pg_url)
+    with admin.connect() as conn:
+        tables = set(conn.execute(text(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )).scalars())  # fmt: skip
+    admin.dispose()
+    assert "run" not in tables and "store_state" not in tables

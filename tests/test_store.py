@@ -537,7 +537,7 @@ def test_store_with_tables_but_no_revision_is_refused_untouched(tmp_path, file_s
     con.commit()
     con.close()
     before = file_state(path)
-    with pytest.raises(StoreError, match="no recorded schema revision") as err:
+    with pytest.raises(StoreError, match="but no mldeck schema revision") as err:
         open_store(sqlite_url(path))
     assert "\n" not in str(err.value)
     assert file_state(path) == before

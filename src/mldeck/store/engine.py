@@ -378,7 +378,7 @@ def _open_engine(
     try:
         revision = _current_revision(engine)
         if revision != SCHEMA_REVISION:
-            _check_revision(revision)
+            _check_revision(revision, engine, url)
             if revision is None:
                 if refuse_new:
                     raise StoreError(refuse_new)
@@ -428,25 +428,56 @@ def _check_disk_space(url: str) -> None:
             )
 
 
-def _check_no_orphan_tables(engine: Engine, url: str) -> None:
-    """Refuse a store holding mldeck's tables without a recorded schema revision."""
+def _tables(engine: Engine) -> set[str]:
     with engine.connect() as conn:
         existing = set(inspect(conn).get_table_names())
         conn.rollback()
+    return existing
+
+
+OWN_DATABASE = (
+    "mldeck keeps its store in a database of its own, or a schema of its own "
+    "(postgresql+psycopg://USER@HOST/DB?options=-csearch_path%3DSCHEMA)"
+)
+
+
+def _check_no_orphan_tables(engine: Engine, url: str) -> None:
+    """Refuse a store holding tables named as mldeck's without a recorded schema revision, and
+    a server's database holding other tables (another application's: mldeck's 21 tables were
+    added among them in silence)."""
+    existing = _tables(engine)
     found = sorted(existing & set(SQLModel.metadata.tables))
     if found:
         raise StoreError(
-            f"the store {_safe(url)} has mldeck tables ({', '.join(found[:3])}, ...) but no "
-            "recorded schema revision (alembic_version is empty or missing); it was left untouched"
+            f"the store {_safe(url)} has tables named as mldeck's ({', '.join(found[:3])}, ...) "
+            "but no mldeck schema revision (alembic_version is empty or missing): another "
+            "application's, or an mldeck store that lost its revision; it was left untouched"
         )
-
-
-def _check_revision(revision: str | None) -> None:
-    if revision is not None and revision not in KNOWN_REVISIONS:
+    others = sorted(existing - {"alembic_version"})
+    if others and engine.dialect.name != "sqlite":
         raise StoreError(
-            f"the store's schema ({revision}) was written by a newer mldeck than this one; "
-            "upgrade mldeck to open it"
+            f"the database {_safe(url)} holds other tables ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}); it was left untouched: {OWN_DATABASE}"
         )
+
+
+def _check_revision(revision: str | None, engine: Engine, url: str) -> None:
+    if revision is None or revision in KNOWN_REVISIONS:
+        return
+    # A server's database: mldeck's revisions are numbered, and its stores have store_state (a
+    # SQLite file was told to be mldeck's by its application id already).
+    foreign = not (len(revision) == 4 and revision.isdigit()) or "store_state" not in _tables(
+        engine
+    )
+    if engine.dialect.name != "sqlite" and foreign:
+        raise StoreError(
+            f"the store {_safe(url)} is not an mldeck store: its schema revision {revision!r} "
+            f"is another application's; it was left untouched: {OWN_DATABASE}"
+        )
+    raise StoreError(
+        f"the store's schema ({revision}) was written by a newer mldeck than this one; "
+        "upgrade mldeck to open it"
+    )
 
 
 def _safe(url: str) -> str:
