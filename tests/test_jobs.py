@@ -465,7 +465,15 @@ def test_a_timeout_kills_the_worker_and_its_children(ws_store):
     with store.read() as session:
         inner = session.execute(select(Run).where(Run.parent_run_id.is_(None),
                                                   Run.kind == "train", Run.pid == fitting))  # fmt: skip
-        assert [r.status for r in inner.scalars()] == [RunStatus.FAILED]
+        (job,) = inner.scalars()
+        assert job.status == RunStatus.FAILED
+        # Its training step says the same, not "cancelled: interrupted (KeyboardInterrupt)" (the
+        # worker's SIGTERM ended it first).
+        steps = session.execute(select(Run).where(Run.parent_run_id == job.id)).scalars().all()
+    assert [(r.status, r.error) for r in steps] == [
+        (RunStatus.FAILED, f"killed: job run {job.id} timed out after 15s (the worker and its "
+                           "children were killed)")
+    ]  # fmt: skip
     assert count(store, ModelVersion) == 0
 
 

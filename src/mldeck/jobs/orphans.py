@@ -84,15 +84,23 @@ def end_runs_of_process(
     status: str,
     reason: str,
     parent: int | None = None,
+    cancelled_since: datetime | None = None,
 ) -> list[int]:
     """End the open runs a (now dead) process of this host left behind, with *reason*. With
     *parent* (the job whose worker it was), those runs become its steps: the worker, killed,
-    could not link them itself."""
+    could not link them itself. With *cancelled_since*, the runs it ended as cancelled since
+    then are given *status* and *reason* too (a worker's runs end 'cancelled: interrupted' on
+    the SIGTERM of a timeout, while the job says it timed out)."""
     host = provenance.hostname()
     now = utcnow()
     ended = []
     with store.write() as session:
-        query = select(Run).where(Run.status.in_(OPEN_STATUSES), Run.pid == pid, Run.host == host)
+        ending = Run.status.in_(OPEN_STATUSES)
+        if cancelled_since is not None:
+            ending = ending | (
+                (Run.status == RunStatus.CANCELLED) & (Run.ended_at >= cancelled_since)
+            )
+        query = select(Run).where(ending, Run.pid == pid, Run.host == host)
         for run in session.execute(query).scalars():
             if started_at is not None and run.pid_started_at not in (None, started_at):
                 continue

@@ -376,7 +376,7 @@ class JobRunner:
         try:
             code = proc.wait(timeout=request.timeout_seconds)
         except subprocess.TimeoutExpired:
-            timed_out = True
+            timed_out, terminated_at = True, utcnow()
             _kill_group(proc, signal.SIGTERM)
             try:
                 code = proc.wait(timeout=KILL_GRACE_SECONDS)
@@ -397,7 +397,8 @@ class JobRunner:
                      "(the worker and its children were killed)")  # fmt: skip
             self._finish(run_id, RunStatus.FAILED, error, force=True)
             end_runs_of_process(self.store, proc.pid, started_at, parent=run_id, status=RunStatus.FAILED,
-                                reason=f"killed: job run {run_id} {error}")  # fmt: skip
+                                reason=f"killed: job run {run_id} {error}",
+                                cancelled_since=terminated_at)  # fmt: skip
             return RunStatus.FAILED, None, error
         if self._stop.is_set() and code != 0:
             error = "cancelled: the scheduler stopped"
