@@ -462,6 +462,17 @@ def test_a_noted_time_is_shown_in_local_time_as_every_other(monkeypatch):
         time.tzset()
 
 
+@pytest.mark.parametrize(
+    ("text", "width", "shown"),
+    [("drift churn:v31", 20, "drift churn:v31"), ("drift churn:v31", 10, "drift…:v31"),
+     ("validate week_13_shift.csv", 14, "validat…ft.csv"), ("ab", 1, "…b")],
+)  # fmt: skip
+def test_a_name_cut_in_the_middle_keeps_its_end(text, width, shown):
+    """Runs named 'drift churn:v31' and 'drift churn:v32' were both 'drift churn:v…'."""
+    assert fmt.cut_middle(text, width) == shown
+    assert len(shown) <= max(width, 2)
+
+
 def test_format_when_and_progress():
     moment = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     assert fmt.when(None) == "-"

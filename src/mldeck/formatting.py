@@ -101,6 +101,15 @@ def shown(name: str) -> str:
     return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
+def cut_middle(text: str, width: int) -> str:
+    """*text* in *width* characters, cut in the middle: the end of a run's name tells runs
+    apart ('drift churn:v31', 'drift churn:v32'), and a cut at the end made them alike."""
+    if len(text) <= width:
+        return text
+    tail = max(1, (width - 1) // 2)
+    return text[: max(0, width - 1 - tail)] + "…" + text[-tail:]
+
+
 def fitted_name(name: str, limit: int = 200) -> str:
     """*name* cut (its stem, keeping the suffix) to at most *limit* bytes of UTF-8: a name built
     from a user's file name plus a prefix or a suffix of ours must still fit the filesystem's

@@ -56,9 +56,7 @@ def run_cells(app: App, row: RunRow, *, beside: int) -> tuple:
     room = max(14, app.size.width - beside)
     return (
         Text(str(row.id), justify="right"),
-        Text(row.label, no_wrap=True, overflow="ellipsis")
-        if len(row.label) <= room
-        else Text(row.label[: room - 1] + "…"),
+        Text(fmt.cut_middle(row.label, room), no_wrap=True),
         row.kind,
         status_text(app, row.status, f" {progress}" if progress else ""),
         fmt.when_short(row.started_at or row.created_at),  # the detail gives the full time
