@@ -982,6 +982,47 @@ def test_store_made_at_an_older_revision_is_upgraded_keeping_its_data(tmp_path):
         store.close()
 
 
+def test_a_store_at_the_previous_revision_with_linked_rows_is_upgraded(tmp_path):
+    """0004 rebuilt dataset_version on SQLite: with rows referring to it (a run's input), the
+    rebuild failed on the foreign key, and every command of every existing workspace with it."""
+    from alembic import command
+    from sqlmodel import Session
+
+    path = tmp_path / "store.db"
+    old = engine.make_engine(f"sqlite:///{path}")
+    config = Config()
+    config.set_main_option("script_location", "mldeck.store:migrations")
+    with old.execution_options(mldeck_write=True).connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")
+        conn.exec_driver_sql(
+            "INSERT INTO store_state (id, change_seq, changed_at) VALUES (1, 3, '2026-01-01')"
+        )
+        conn.exec_driver_sql(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.commit()
+    with Session(old) as session:
+        dataset = Dataset(name="churn")
+        session.add(dataset)
+        session.flush()
+        version = DatasetVersion(dataset_id=dataset.id, version=1, sha256="a" * 64,
+                                 size_bytes=10, n_rows=2, status="accepted")  # fmt: skip
+        run = Run(name="ingest", kind="ingest", status="succeeded")
+        session.add_all([version, run])
+        session.flush()
+        session.add(RunInput(run_id=run.id, dataset_version_id=version.id))
+        session.add(Artifact(run_id=run.id, name="a", path="p", sha256="b" * 64, size_bytes=5))
+        session.commit()
+    old.dispose()
+    store = open_store(f"sqlite:///{path}", lock_path=tmp_path / "lock")
+    try:
+        assert store.schema_revision() == SCHEMA_REVISION
+        with store.read() as session:
+            assert session.execute(select(DatasetVersion.size_bytes)).scalar_one() == 10
+            assert session.execute(select(func.count()).select_from(RunInput)).scalar_one() == 1
+    finally:
+        store.close()
+
+
 def _count_runs_elsewhere(path: Path) -> int:
     """Another process's view of the store: it reads, then closes its last connection."""
     con = sqlite3.connect(path)

@@ -17,7 +17,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, String, Text, UniqueConstraint, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
 from sqlalchemy.orm import Mapper
 from sqlmodel import Field, SQLModel
 
@@ -25,6 +35,11 @@ from sqlmodel import Field, SQLModel
 def utcnow() -> datetime:
     """Now, as the timezone-aware UTC datetime every table stores."""
     return datetime.now(UTC)
+
+
+# A 64-bit integer column: BIGINT on a server; on SQLite, INTEGER, which is 64-bit already (its
+# tables are not rebuilt for it: a rebuild of a table others refer to fails there).
+BIG = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def _json(default: Any = None) -> Any:
@@ -109,8 +124,8 @@ class DatasetVersion(SQLModel, table=True):
     stored_path: str = ""
     file_format: str = Field(default="", max_length=20)
     # 64-bit: PostgreSQL's INTEGER refused a file of 2 GiB or more (and a row count past 2**31).
-    size_bytes: int = Field(default=0, sa_type=BigInteger)
-    n_rows: int | None = Field(default=None, sa_type=BigInteger)
+    size_bytes: int = Field(default=0, sa_type=BIG)
+    n_rows: int | None = Field(default=None, sa_type=BIG)
     n_cols: int | None = None
     # accepted | warned | rejected | pending
     status: str = Field(default="pending", max_length=20)
@@ -199,7 +214,7 @@ class Artifact(SQLModel, table=True):
     kind: str = Field(default="file", max_length=30)
     path: str
     sha256: str = Field(max_length=64, index=True)
-    size_bytes: int = Field(default=0, sa_type=BigInteger)  # 64-bit, as a dataset version's
+    size_bytes: int = Field(default=0, sa_type=BIG)  # 64-bit, as a dataset version's
     created_at: datetime = Field(default_factory=utcnow)
 
 
