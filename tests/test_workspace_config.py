@@ -187,9 +187,9 @@ def test_an_estimated_metric_rule_on_the_primary_metric_is_taken():
          "'max_consecutive_failures' in [jobs]: Input should be less than or equal to 1000"),
         # Taken by pydantic's lax reading: true as 1 retry, "no" as false.
         ('[jobs.schedules.t]\nkind = "health"\nevery = "1h"\nretries = true\n',
-         "'retries' in [jobs.schedules.t]: Input should be a valid integer"),
+         "'retries' in [jobs.schedules.t]: a number, not true"),
         ('[jobs.schedules.t]\nkind = "health"\nevery = "1h"\nenabled = "no"\n',
-         "'enabled' in [jobs.schedules.t]: Input should be a valid boolean"),
+         "'enabled' in [jobs.schedules.t]: true or false, not 'no'"),
         ("[data.table]\nmax_age_days = 1e9\n",
          "'max_age_days' in [data.table]: Input should be less than or equal to 3660"),
     ],
@@ -198,6 +198,16 @@ def test_values_not_finite_too_long_or_of_another_type_are_refused(text, said):
     with pytest.raises(ConfigError) as err:
         parse_settings(text)
     assert str(err.value) == f"mldeck.toml: {said}"
+
+
+def test_a_whole_number_written_as_a_decimal_is_taken():
+    """Checking types strictly refused `timeout_seconds = 7200.0` and `max_rows = 1e6`."""
+    settings = parse_settings(
+        '[data.table]\nmax_rows = 1e6\n[jobs.schedules.t]\nkind = "health"\nevery = "1h"\n'
+        "timeout_seconds = 7200.0\n"
+    )
+    assert settings.data.table.max_rows == 1_000_000
+    assert settings.jobs.schedules["t"].timeout_seconds == 7200
 
 
 def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path):

@@ -1,12 +1,17 @@
 """What every section of ``mldeck.toml`` shares: an unknown key is refused (a typo never goes
 unnoticed), values are frozen, a number is finite (TOML's ``nan`` and ``inf`` are refused with
-their own sentence, not a bound's), and a value is of its key's type (``retries = true`` was 1
-retry, ``enabled = "no"`` false; a whole number is taken where a decimal one is asked). ``MAX_SECONDS`` bounds every duration a setting names:
-longer ones overflow Python's dates."""
+their own sentence, not a bound's), and true/false is only a yes-or-no's (``retries = true`` was
+1 retry, ``enabled = "no"`` was false). Otherwise pydantic reads as it does: ``7200.0`` is taken
+for a whole number. ``MAX_SECONDS`` bounds every duration a setting names: longer ones overflow
+Python's dates."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 MAX_SECONDS = 10 * 366 * 86_400  # ten years
 # The largest row id or version number (a setting or an argument naming one): ids are INTEGER
@@ -17,5 +22,25 @@ MAX_HOURS = MAX_SECONDS / 3600
 MAX_DAYS = MAX_SECONDS / 86_400
 
 
+def _kinds(annotation: Any) -> set[Any]:
+    """The types a field's annotation allows (``int | None`` allows int and None)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set(typing.get_args(annotation))
+    return {annotation}
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _yes_or_no_only_for_a_yes_or_no(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or value is None:
+            return value
+        kinds = _kinds(field.annotation)
+        if bool in kinds and not isinstance(value, bool):
+            raise ValueError(f"true or false, not {value!r}")
+        if bool not in kinds and isinstance(value, bool) and kinds & {int, float}:
+            raise ValueError(f"a number, not {str(value).lower()}")
+        return value
