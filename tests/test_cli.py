@@ -473,6 +473,20 @@ def test_a_name_cut_in_the_middle_keeps_its_end(text, width, shown):
     assert len(shown) <= max(width, 2)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["--workspace=/x", "jobs", "run", "a"], ["-w/x", "jobs", "run", "a"],
+     ["-w", "/x", "jobs", "run", "a"]],
+)  # fmt: skip
+def test_the_command_is_found_past_a_workspace_option_in_one_argument(args):
+    """'--workspace=DIR jobs run' read as the console: SIGTERM was not handled for it."""
+    import typer
+
+    from mldeck.cli import _command_path, app
+
+    assert _command_path(typer.main.get_command(app), args) == "mldeck jobs run"
+
+
 def test_format_when_and_progress():
     moment = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     assert fmt.when(None) == "-"
@@ -557,7 +571,10 @@ def test_a_float_option_says_its_range_for_nan_too(tracked, cli, args, needle):
     ("args", "needle"),
     [
         (["drift", "show", "#99999999999999999999"], "no drift report 99999999999999999999"),
-        (["models", "show", "churn:99999999999999999999"], "has no version 99999999999999999999"),
+        (
+            ["models", "show", "churn:99999999999999999999"],
+            "no model version churn:99999999999999999999",
+        ),
         (["data", "show", "churn:v99999999999999999999"], "no dataset version"),
         (["data", "list", "--status", "bogus"], "unknown status 'bogus'"),
         (["daemon", "--log", "."], "cannot write the log"),

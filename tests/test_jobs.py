@@ -431,6 +431,17 @@ def test_a_schedule_paused_or_disabled_between_attempts_is_not_tried_again(ws_st
     assert outcome.status == RunStatus.FAILED and len(outcome.run_ids) == 1
 
 
+def test_a_persons_run_of_a_paused_schedule_keeps_its_attempts(ws_store):
+    """'jobs run' runs a paused schedule too: its retries were cut as the pause's."""
+    workspace, store = ws_store
+    (workspace.root / "crash.marker").touch()
+    add(store, "train", "train", cron="0 3 1 1 *", retries=1)
+    set_paused(store, "train", True)
+    request = JobRequest.from_schedule(get_schedule(store, "train"), trigger="manual")
+    outcome = JobRunner(workspace, store).run(request)
+    assert outcome.status == RunStatus.FAILED and len(outcome.run_ids) == 2
+
+
 def test_backoff_grows_and_is_capped_with_jitter():
     settings = JobSettings(retry_base_seconds=2, retry_max_seconds=10)
     waits = [backoff_seconds(settings, attempt) for attempt in (1, 2, 3, 4, 5)]
@@ -906,6 +917,25 @@ def test_a_run_request_older_than_the_misfire_grace_is_said_and_not_run(ws_store
         scheduler.stop()
     assert any("is more than 3600s old (misfire grace): not run" in line for line in said), said
     assert count(store, Run, Run.name == "health") == 0
+
+
+def test_a_run_request_made_while_a_scheduler_acts_runs_whatever_the_clocks(ws_store):
+    """A request timed by a machine whose clock is behind (a shared server's store) is not a
+    request left over from before this scheduler."""
+    workspace, store = ws_store
+    add(store, "health", "health", cron="0 3 1 1 *")
+    scheduler = _scheduler(workspace, store)
+    try:
+        request_run(store, "health")
+        with store.write() as session:
+            row = session.execute(select(Schedule).where(Schedule.name == "health")).scalar_one()
+            if row.run_requested_at is not None:
+                row.run_requested_at = row.run_requested_at - timedelta(hours=2)
+                session.add(row)
+        runs = wait_for(lambda: _finished(store, "health"), "the requested run")
+        assert runs[0].trigger == "manual"
+    finally:
+        scheduler.stop()
 
 
 def test_the_watchdog_restarts_a_dead_scheduler_thread(ws_store):

@@ -245,7 +245,7 @@ def test_a_number_past_the_largest_id_and_a_read_only_role_are_one_line(tmp_path
         _one_line(cli("runs", "show", big, cwd=root, env=env))
         == f"mldeck: error: no run {big} (see 'mldeck runs list')"
     )
-    assert f"has no version {big}" in _one_line(
+    assert f"no model version churn:{big}" in _one_line(
         cli("models", "show", f"churn:{big}", cwd=root, env=env)
     )
     assert "no dataset version" in _one_line(cli("data", "show", big, cwd=root, env=env))
@@ -666,11 +666,15 @@ def test_a_server_outage_is_a_few_lines_in_the_daemons_log_not_a_traceback_per_f
         (["CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
           "INSERT INTO alembic_version VALUES ('ae1027a6acf')", "CREATE TABLE orders (id int)"],
          "is not an mldeck store: its schema revision 'ae1027a6acf' is another application's"),
+        # Numbered as mldeck's, and at one of its revisions: upgraded as mldeck's before.
+        (["CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+          "INSERT INTO alembic_version VALUES ('0003')", "CREATE TABLE artifact (id int)"],
+         "is not an mldeck store: its schema revision '0003' is another application's"),
         (["CREATE TABLE metric (id int)"], "has tables named as mldeck's (metric, ...)"),
         (["CREATE TABLE orders (id int)", "CREATE TABLE customers (id int)"],
          "holds other tables (customers, orders); it was left untouched"),
     ],
-    ids=["other-alembic", "same-name", "other-tables"],
+    ids=["other-alembic", "numbered-alembic", "same-name", "other-tables"],
 )  # fmt: skip
 def test_another_applications_database_is_refused_untouched(pg_url, sql, said):
     """Another application's revision read as 'written by a newer mldeck'; a database of other

@@ -1477,6 +1477,8 @@ def _command_path(command: Any, args: list[str]) -> str:
         if arg in ("-w", "--workspace"):  # the workspace option, first, and its folder
             next(rest, None)
             continue
+        if arg.startswith("--workspace=") or (arg.startswith("-w") and len(arg) > 2):
+            continue  # the same, with its folder in one argument
         sub = getattr(command, "commands", {}).get(arg)
         if sub is None:
             break

@@ -129,7 +129,9 @@ class LeaseKeeper:
         self.pid_started_at = provenance.process_start_time(self.pid)
         self.host = provenance.hostname()
         self.held = False
-        self._renewed = 0.0  # time.monotonic() of the last acquisition or renewal
+        # time.time() of the last acquisition or renewal: the wall clock, as the lease's expiry
+        # is (a monotonic clock stands still while the host is suspended).
+        self._renewed = 0.0
 
     @property
     def renew_every(self) -> float:
@@ -164,7 +166,7 @@ class LeaseKeeper:
                 _bump(session)
             session.commit()
         self.held = True
-        self._renewed = time.monotonic()
+        self._renewed = time.time()
         return True
 
     def renew(self) -> bool:
@@ -180,14 +182,14 @@ class LeaseKeeper:
             session.commit()
         self.held = done.rowcount == 1
         if self.held:
-            self._renewed = time.monotonic()
+            self._renewed = time.time()
         return self.held
 
     def still_held(self) -> bool:
         """Whether this process still holds the lease before it acts: renewed within the lease
         time, or renewed now. A process stopped for longer (SIGSTOP, a suspended VM) finds on
         resuming that another took over before it starts anything, not after."""
-        if self.held and time.monotonic() - self._renewed < self.lease_seconds / 2:
+        if self.held and 0 <= time.time() - self._renewed < self.lease_seconds / 2:
             return True
         return self.renew()
 

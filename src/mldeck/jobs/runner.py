@@ -247,8 +247,9 @@ class JobRunner:
 
     def _held_back(self, request: JobRequest) -> str:
         """Why a schedule's job is not tried again (empty when it is): its schedule was paused,
-        disabled or removed while the job waited between attempts."""
-        if request.schedule_id is None:
+        disabled or removed while the job waited between attempts. A run a person asked for
+        (which runs a paused schedule too) keeps its attempts."""
+        if request.schedule_id is None or request.trigger != RunTrigger.SCHEDULE:
             return ""
         with self.store.read() as session:
             schedule = session.get(Schedule, request.schedule_id)

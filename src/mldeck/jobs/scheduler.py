@@ -294,7 +294,11 @@ class DeckScheduler:
         for change in sync_from_settings(self.store, self.settings, actor=policies.ACTOR):
             self._say(change.describe())
         self._start_aps()
-        self.reconcile()
+        self._taking_over = True  # the requests found now were left by no scheduler acting
+        try:
+            self.reconcile()
+        finally:
+            self._taking_over = False
         self._rerun_orphaned(orphaned)
         self._resume_pipelines()
         self._resume_retrain()
@@ -592,9 +596,10 @@ class DeckScheduler:
         requested = row.run_requested_at
         stamp = requested.timestamp()
         grace = self.settings.misfire_grace_seconds
-        if (utcnow() - requested).total_seconds() > grace:
-            # Asked for while no scheduler acted, longer ago than a missed fire time is run:
-            # not run at the next start, however old, without a word.
+        if getattr(self, "_taking_over", False) and (utcnow() - requested).total_seconds() > grace:
+            # Asked for while no scheduler acted, longer ago than a missed fire time is run: it
+            # ran at the next start, however old, without a word. (One asked for while this
+            # scheduler acts runs, whatever the clocks of the machines say.)
             self._say(f"{row.name}: the request to run it now, made at {fmt.when(requested)}, "
                       f"is more than {grace}s old (misfire grace): not run")  # fmt: skip
         else:

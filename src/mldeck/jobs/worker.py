@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -126,6 +127,12 @@ def _leave(code: int) -> None:
         sys.exit(code)
     print(f"mldeck: the job is done; {len(left)} thread(s) it left running "
           f"({', '.join(t.name for t in left)}) end with the worker", file=sys.stderr)  # fmt: skip
+    # What exiting normally would do first: runs a step left open (no `with`) are ended with
+    # their metrics, and logs flushed.
+    from mldeck import tracking
+
+    tracking._end_open_runs()
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -116,7 +116,9 @@ def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
             and number.removeprefix("v").isascii()
             and number.removeprefix("v").isdigit()
         ):
-            raise NotFound(f"model {name!r} has no version {number.removeprefix('v')}")
+            # Past the largest id: no version of any model (nor a model, maybe) is numbered so.
+            raise NotFound(f"no model version {name}:{number.removeprefix('v')} "
+                           "(see 'mldeck models list')")  # fmt: skip
     raise MldeckError(
         f"{ref!r} is not a model reference: use NAME@ALIAS (churn@champion) or NAME:VERSION (churn:3)"
     )

@@ -408,14 +408,18 @@ def _not_checked(
             ids = predictions.select(id_text(pl.col(id_column)).alias("__id")).unique()
             if labels.join(ids, on="__id", how="semi").height:
                 found.append(label)
-    # Batches not even scored yet ('drift check' scores them first): the newest ones, whose
-    # files hold the ids (a reference is no batch to check).
+    # Batches not even scored yet ('drift check' scores them first): the newest ones of the
+    # datasets monitored (a training set sharing the ids is no batch to check), whose files
+    # hold the ids (a reference is no batch either).
+    monitored = (select(DatasetVersion.dataset_id)
+                 .join(DriftReport, DriftReport.dataset_version_id == DatasetVersion.id))  # fmt: skip
     with store.read() as session:
         rows = session.execute(
             select(DatasetVersion, Dataset.name)
             .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
             .where(DatasetVersion.status.in_(USABLE_STATUSES),
                    DatasetVersion.id.not_in(checked),
+                   Dataset.id.in_(monitored),
                    or_(Dataset.reference_version_id.is_(None),
                        Dataset.reference_version_id != DatasetVersion.id))
             .order_by(DatasetVersion.id.desc())

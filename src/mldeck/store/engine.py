@@ -295,11 +295,6 @@ def _upgrade(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", "mldeck.store:migrations")
     with engine.execution_options(mldeck_write=True).connect() as conn:
-        if engine.dialect.name == "postgresql":
-            # Processes on several machines opening one new database at once: the file lock
-            # of each workspace does not reach them (two of three failed creating the schema).
-            # Held until this connection's transaction ends (the upgrade's commit below).
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_KEY})
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
         if conn.execute(text("SELECT count(*) FROM store_state")).scalar() == 0:
@@ -377,24 +372,14 @@ def _open_engine(
         raise StoreError(f"cannot open the store {_safe(url)}: {exc}") from None
     try:
         revision = _current_revision(engine)
+        _check_revision(revision, engine, url)
         if revision != SCHEMA_REVISION:
-            _check_revision(revision, engine, url)
-            if revision is None:
-                if refuse_new:
-                    raise StoreError(refuse_new)
-                _check_no_orphan_tables(engine, url)
-            if not upgrade:
-                raise StoreError(f"the store's schema is {revision}, {SCHEMA_REVISION} is needed")
-            try:  # the lock is reentrant: held already when the file was new
-                if lock:
-                    lock.acquire(timeout=120)
-                if _current_revision(engine) != SCHEMA_REVISION:
-                    _upgrade(engine)
-            except Timeout:
-                raise StoreError(f"another process holds {lock_path} for over 2 minutes") from None
-            finally:
-                if lock:
-                    lock.release()
+            if engine.dialect.name == "postgresql":
+                with _upgrade_lock(engine):  # and read again under it
+                    _bring_up(engine, url, _current_revision(engine), upgrade, refuse_new,
+                              lock, lock_path)  # fmt: skip
+            else:
+                _bring_up(engine, url, revision, upgrade, refuse_new, lock, lock_path)
     except OperationalError as exc:
         engine.dispose()
         _check_disk_space(url)
@@ -414,6 +399,48 @@ def _open_engine(
     return Store(engine, url)
 
 
+@contextmanager
+def _upgrade_lock(engine: Engine) -> Iterator[None]:
+    """PostgreSQL's advisory lock of schema upgrades, on a connection of its own, for checking
+    and upgrading a database's schema: processes on several machines (or in several folders)
+    opening one new database at once are not reached by a workspace's file lock (two of three
+    failed creating the schema, and one reading it half made refused it)."""
+    with engine.connect() as held:
+        held.execute(text("SELECT pg_advisory_lock(:key)"), {"key": UPGRADE_LOCK_KEY})
+        held.commit()
+        try:
+            yield
+        finally:
+            held.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK_KEY})
+            held.commit()
+
+
+def _bring_up(
+    engine: Engine, url: str, revision: str | None, upgrade: bool, refuse_new: str,
+    lock: FileLock | None, lock_path: Path | None,
+) -> None:  # fmt: skip
+    """Create or upgrade the schema of a store at *revision* (checked: mldeck's)."""
+    _check_revision(revision, engine, url)
+    if revision == SCHEMA_REVISION:  # another process made it meanwhile
+        return
+    if revision is None:
+        if refuse_new:
+            raise StoreError(refuse_new)
+        _check_no_orphan_tables(engine, url)
+    if not upgrade:
+        raise StoreError(f"the store's schema is {revision}, {SCHEMA_REVISION} is needed")
+    try:  # the lock is reentrant: held already when the file was new
+        if lock:
+            lock.acquire(timeout=120)
+        if _current_revision(engine) != SCHEMA_REVISION:
+            _upgrade(engine)
+    except Timeout:
+        raise StoreError(f"another process holds {lock_path} for over 2 minutes") from None
+    finally:
+        if lock:
+            lock.release()
+
+
 def _check_disk_space(url: str) -> None:
     """A full disk makes SQLite fail in ways that look like damage: say what it is."""
     parsed = make_url(url)
@@ -429,8 +456,15 @@ def _check_disk_space(url: str) -> None:
 
 
 def _tables(engine: Engine) -> set[str]:
+    """The store's tables, less those an extension owns (PostGIS's spatial_ref_sys, made in
+    every new database from a template that has it, is no other application's)."""
     with engine.connect() as conn:
         existing = set(inspect(conn).get_table_names())
+        if engine.dialect.name == "postgresql":
+            existing -= set(conn.execute(text(
+                "SELECT c.relname FROM pg_class c JOIN pg_depend d ON d.objid = c.oid "
+                "WHERE d.deptype = 'e' AND c.relnamespace = current_schema()::regnamespace"
+            )).scalars())  # fmt: skip
         conn.rollback()
     return existing
 
@@ -462,14 +496,21 @@ def _check_no_orphan_tables(engine: Engine, url: str) -> None:
 
 
 def _check_revision(revision: str | None, engine: Engine, url: str) -> None:
-    if revision is None or revision in KNOWN_REVISIONS:
+    """Refuse a schema revision of a newer mldeck, or of another application: a server's
+    database is mldeck's when its revision is numbered as mldeck's and it has store_state (one
+    at '0003' of an application numbering its revisions so was upgraded as mldeck's); a SQLite
+    file was told to be mldeck's by its application id already."""
+    if revision is None:
         return
-    # A server's database: mldeck's revisions are numbered, and its stores have store_state (a
-    # SQLite file was told to be mldeck's by its application id already).
-    foreign = not (len(revision) == 4 and revision.isdigit()) or "store_state" not in _tables(
-        engine
+    server = engine.dialect.name != "sqlite"
+    if revision in KNOWN_REVISIONS and not server:
+        return
+    foreign = server and (
+        not (len(revision) == 4 and revision.isdigit()) or "store_state" not in _tables(engine)
     )
-    if engine.dialect.name != "sqlite" and foreign:
+    if revision in KNOWN_REVISIONS and not foreign:
+        return
+    if foreign:
         raise StoreError(
             f"the store {_safe(url)} is not an mldeck store: its schema revision {revision!r} "
             f"is another application's; it was left untouched: {OWN_DATABASE}"
