@@ -487,6 +487,19 @@ def test_the_command_is_found_past_a_workspace_option_in_one_argument(args):
     assert _command_path(typer.main.get_command(app), args) == "mldeck jobs run"
 
 
+def test_a_steps_name_keeps_its_batch_before_its_job():
+    """'drift churn:v6 · step of 38' cut in the middle kept 'step of 38' and lost the batch."""
+    from mldeck.store.queries import RunRow
+    from mldeck.tui.screens.runs import _fitted_label
+
+    step = RunRow(id=39, name="drift churn:v6", kind="drift", status="succeeded", trigger="x",
+                  created_at=None, started_at=None, ended_at=None, progress=None,
+                  progress_message="", user="", parent_id=38)  # fmt: skip
+    assert _fitted_label(step, 40) == "drift churn:v6 · step of 38"
+    assert _fitted_label(step, 18) == "drift churn:v6 ↳38"
+    assert _fitted_label(step, 14) == "drift…n:v6 ↳38"
+
+
 def test_format_when_and_progress():
     moment = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     assert fmt.when(None) == "-"

@@ -49,6 +49,16 @@ Curve = tuple[str, list[tuple]]
 BESIDE_NAME = 53
 
 
+def _fitted_label(row: RunRow, room: int) -> str:
+    """A run's name in *room* characters: cut in the middle (its end tells runs apart: 'drift
+    churn:v31'), and a step's 'step of N' shortened to '↳N' first (kept whole, it was the end
+    left, and every step read alike)."""
+    if len(row.label) <= room or row.parent_id is None:
+        return fmt.cut_middle(row.label, room)
+    short = f" ↳{row.parent_id}"
+    return fmt.cut_middle(row.name, max(4, room - len(short))) + short
+
+
 def run_cells(app: App, row: RunRow, *, beside: int) -> tuple:
     """The cells of a run's table row: id, name, kind, status, started, duration, trigger;
     *beside* is the room the row's other shown columns need."""
@@ -56,7 +66,7 @@ def run_cells(app: App, row: RunRow, *, beside: int) -> tuple:
     room = max(14, app.size.width - beside)
     return (
         Text(str(row.id), justify="right"),
-        Text(fmt.cut_middle(row.label, room), no_wrap=True),
+        Text(_fitted_label(row, room), no_wrap=True),
         row.kind,
         status_text(app, row.status, f" {progress}" if progress else ""),
         fmt.when_short(row.started_at or row.created_at),  # the detail gives the full time
