@@ -679,6 +679,7 @@ async def test_the_audit_screen_lists_changes_and_verifies_the_chain(models_seed
         assert actions[:2] == ["model_version.promote", "model_version.approve"]
         detail = static_text(screen.query_one("#audit-detail"))
         assert "model_version.promote by" in detail and 'reason="first release"' in detail
+        assert " · model_version " in detail  # the entity whole (its column is cut at 80)
         await pilot.press("v")
         await settle(pilot)
         status = screen.query_one("#audit-status")

@@ -92,7 +92,10 @@ class AuditScreen(DeckScreen):
             return
         text = Text()
         text.append(event.action, style="bold")
-        text.append(f" by {event.actor} · {fmt.when(event.ts)} · hash {event.hash[:16]}")
+        # The entity whole here: its column is cut at 80 columns ('model_versio').
+        entity = f"{event.entity_type} {event.entity_id}".strip()
+        text.append(f" by {event.actor} · {fmt.when(event.ts)}"
+                    + (f" · {entity}" if entity else "") + f" · hash {event.hash[:16]}")  # fmt: skip
         if event.details:
             text.append("\n" + _details(event.details), style="dim")
         if event.damaged:
