@@ -602,3 +602,25 @@ def test_multivariate_catches_a_flipped_correlation_no_single_feature_shows(
     limit = 0.1 if n_ref <= SETTINGS.small_sample else 0.0
     assert columns[-0.9] / (2 * seeds) <= limit
     assert columns[0.9] / (2 * seeds) <= limit
+
+
+@pytest.mark.parametrize("kind", ["numeric", "categorical"])
+def test_a_column_empty_on_one_side_is_drifted_and_on_both_is_not(kind: str) -> None:
+    """Empty in the reference and the batch, a column counted as drifted (and tipped the
+    dataset-drift verdict); empty in the reference only, it never drifted (the statistic is
+    undefined, and NaN >= threshold is false)."""
+    rng = np.random.default_rng(6)
+    dtype = pl.Float64 if kind == "numeric" else pl.String
+    full = (pl.Series(rng.normal(size=300)) if kind == "numeric"
+            else pl.Series(rng.choice(["a", "b"], 300).tolist()))  # fmt: skip
+    empty = pl.Series([None] * 300, dtype=dtype)
+
+    def result(ref: pl.Series, cur: pl.Series) -> Any:
+        baseline = drift.build_baseline(pl.LazyFrame({"x": ref}), {"x": kind})
+        return decide(baseline, drift.summarize_batch(pl.LazyFrame({"x": cur}), baseline))
+
+    both = result(empty, empty)
+    assert (both.drifted, both.note) == (False, "no values in the batch nor the reference")
+    filled = result(empty, full)
+    assert (filled.drifted, filled.note) == (True, "no values in the reference")
+    assert filled.severity == math.inf

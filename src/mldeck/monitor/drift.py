@@ -597,6 +597,8 @@ def compare_column(
 ) -> FeatureResult:
     kind = ref["kind"]
     n_cur = cur["summary"].n if kind == "numeric" else sum(cur["counts"].values())
+    n_ref = (stats.NumericSummary.from_dict(ref["summary"]).n if kind == "numeric"
+             else sum(ref["counts"].values()))  # fmt: skip
     rows = min(reference_rows, n_cur) if n_cur else reference_rows
     method, threshold = _method(name, kind, rows, settings)
     details: dict[str, Any] = {"nulls": cur.get("nulls", 0)}
@@ -622,9 +624,13 @@ def compare_column(
         else:
             statistic = stats.psi_categorical(rc, cc)
     note = ""
-    if n_cur == 0:
+    if n_cur == 0 and n_ref == 0:  # empty on both sides: nothing changed (it read "drifted")
+        drifted, severity, note = False, 0.0, "no values in the batch nor the reference"
+    elif n_cur == 0:
         # The reference had values and the batch has none: its distribution changed entirely.
         drifted, severity, note = True, math.inf, "no values in the batch"
+    elif n_ref == 0:  # and the other way round (the statistic, undefined, said "not drifted")
+        drifted, severity, note = True, math.inf, "no values in the reference"
     elif method in TESTS:
         drifted = p_value is not None and p_value < threshold
         severity = _test_severity(p_value, threshold)
