@@ -819,6 +819,28 @@ def test_a_hook_that_times_out_is_ended_with_what_it_started(tmp_path):
     assert not running()
 
 
+def test_a_hook_that_leaves_work_in_the_background_succeeds_and_its_errors_are_read(tmp_path):
+    """A hook exiting at once with a child in the background (`curl ... &`) was waited for
+    until its timeout (its pipes stayed open), said to have timed out, and the child killed."""
+    from mldeck.monitor.alerts import Raised, run_hooks
+
+    done = tmp_path / "done"
+    alert = Raised(1, "r", "warning", "t", True, False, f"(sleep 2; touch '{done}') & exit 0",
+                   {"id": 1})  # fmt: skip
+    started = time.monotonic()
+    assert run_hooks([alert], None, 1.0) == []
+    assert time.monotonic() - started < 1.0
+    deadline = time.monotonic() + 10
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert done.exists()  # the background work ran to its end
+    # A failing hook's last line of errors is said, whatever it wrote before.
+    noisy = Raised(2, "r", "warning", "t", True, False,
+                   "head -c 100000 /dev/zero; yes x | head -n 5000 >&2; echo 'it broke' >&2; exit 4",
+                   {"id": 2})  # fmt: skip
+    assert run_hooks([noisy], None, 10.0) == ["alert 2: hook exited 4: it broke"]
+
+
 def test_hooks_run_side_by_side(tmp_path):
     """A hanging hook delayed every other alert's hook, and the check, by its timeout each."""
     from mldeck.monitor.alerts import Raised, run_hooks

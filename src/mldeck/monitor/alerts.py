@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -339,34 +340,41 @@ def run_hooks(raised: list[Raised], default_command: str | None, timeout: float)
 
 
 def _run_hook(alert: Raised, command: str, timeout: float) -> str | None:
-    """One alert's hook: its problem, or None."""
-    try:
-        # In a process group of its own: a timeout ends the command and what it started
-        # (the shell alone left its children running after mldeck exited).
-        process = subprocess.Popen(
-            command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
-    except OSError as exc:
-        return f"alert {alert.alert_id}: hook could not start: {exc}"
-    try:
-        _, stderr = process.communicate(
-            json.dumps(alert.payload, default=str).encode(), timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()  # not its pipes: a child that left the group may hold them
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            with contextlib.suppress(OSError):
-                pipe.close()
-        return f"alert {alert.alert_id}: hook timed out after {timeout:g} s"
-    if process.returncode != 0:
-        err = stderr.decode(errors="replace").strip().splitlines()
+    """One alert's hook: its problem, or None. The alert goes in on stdin from a file, its output
+    is not kept and its errors go to a file whose last line is read: through pipes, a hook that
+    exited at once but left a child in the background (`curl ... &`) was waited for until its
+    timeout, said to have timed out and its child killed, and a hook writing a lot was held in
+    memory whole."""
+    with tempfile.TemporaryFile() as given, tempfile.TemporaryFile() as errors:
+        given.write(json.dumps(alert.payload, default=str).encode())
+        given.seek(0)
+        try:
+            # In a process group of its own: a timeout ends the command and what it started
+            # (the shell alone left its children running after mldeck exited).
+            process = subprocess.Popen(
+                command, shell=True, stdin=given, stdout=subprocess.DEVNULL, stderr=errors,
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError as exc:
+            return f"alert {alert.alert_id}: hook could not start: {exc}"
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return f"alert {alert.alert_id}: hook timed out after {timeout:g} s"
+        if process.returncode == 0:
+            return None
+        size = errors.seek(0, os.SEEK_END)
+        errors.seek(max(0, size - HOOK_ERROR_TAIL))
+        err = errors.read().decode(errors="replace").strip().splitlines()
         return f"alert {alert.alert_id}: hook exited {process.returncode}" + (
             f": {err[-1]}" if err else ""
         )
-    return None
+
+
+HOOK_ERROR_TAIL = 4096  # bytes of a failed hook's errors read for their last line
 
 
 def _get(session: Any, alert_id: int) -> Alert:
