@@ -677,6 +677,26 @@ def test_a_table_fits_a_narrow_terminal_without_cutting_ids(width):
         assert "TRIGGER" not in lines[0]
 
 
+def test_a_very_long_name_in_a_key_column_is_cut_not_the_verdicts_dropped():
+    """One 250-character feature name left no room: METHOD, SCORE and DRIFT were dropped for
+    every row of 'drift check'."""
+    from rich.console import Console
+
+    from mldeck.cli import _table
+
+    table = _table("FEATURE", "METHOD", "SCORE", "THRESHOLD", "DRIFT")
+    table.add_row("a", "wasserstein", "5.1", "0.1", "DRIFT")
+    table.add_row("f_" + "x" * 250, "wasserstein", "0.01", "0.1", "-")
+    console = Console(width=120, soft_wrap=True, highlight=False, markup=False, emoji=False)
+    with console.capture() as captured:
+        console.print(table)
+    lines = captured.get().splitlines()
+    assert max(len(line) for line in lines) <= 120
+    assert lines[0].split() == ["FEATURE", "METHOD", "SCORE", "THRESHOLD", "DRIFT"]
+    assert lines[1].split() == ["a", "wasserstein", "5.1", "0.1", "DRIFT"]
+    assert lines[2].split()[0].endswith("…") and lines[2].split()[-1] == "-"
+
+
 def test_a_table_measures_wide_characters_by_their_cells_and_keeps_ids_at_any_width():
     from rich.console import Console
 

@@ -1372,7 +1372,9 @@ def score(
         )
 
 
-# Columns that name a row: never cut, whatever the width.
+# Columns that name a row: never cut below KEY_LEAST, whatever the width (a longer name, a
+# 250-character feature, is cut to it: kept whole, it left no room for any other column).
+KEY_LEAST = 40
 KEY_COLUMNS = (
     "ID",
     "REPORT",
@@ -1396,7 +1398,8 @@ DROPPED_FIRST = (
 
 class _FittedTable(Table):
     """A table that fits the terminal: its widest cells are cut first, then its least useful
-    columns (DROPPED_FIRST) are left out; the ids that name its rows are never cut."""
+    columns (DROPPED_FIRST) are left out; the ids that name its rows are not cut below
+    KEY_LEAST."""
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
         while not self._fit(options.max_width):
@@ -1423,7 +1426,7 @@ class _FittedTable(Table):
             header = cell_len(str(column.header))
             natural.append(max(header, longest, column.min_width or 0))
             if column.header in KEY_COLUMNS:
-                least.append(natural[-1])
+                least.append(min(natural[-1], max(header, KEY_LEAST)))
             elif column.overflow == "fold":
                 least.append(min(natural[-1], max(header, 16)))
             else:

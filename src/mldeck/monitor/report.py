@@ -22,6 +22,7 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem}
 .sub{color:#5b6675;margin-top:0}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #e3e7ec}
+td:first-child,figcaption{overflow-wrap:anywhere}
 th{background:#f4f6f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .drift{color:#c0392b;font-weight:600}.ok{color:#2e7d32}
 .cards{display:flex;gap:1rem;flex-wrap:wrap}
