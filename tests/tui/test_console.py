@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
 from datetime import UTC, datetime
 
@@ -569,6 +571,22 @@ async def test_the_last_runs_keep_a_few_rows_on_a_short_terminal(seeded) -> None
         table = app.screen.query_one("#last-runs", DeckTable)
         await until(pilot, lambda: table.row_count > 0)
         assert table.size.height >= 4  # the header and three rows, inside the border
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+async def test_sigterm_or_sighup_quits_the_console_as_q_does(seeded, signum) -> None:
+    """A closed terminal or `tmux kill-session` killed the console at once: the jobs it ran
+    read 'running' until the next scheduler marked them orphaned."""
+    app = make_app(*seeded)
+    ended: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.child_commands.interrupt_all = lambda: ended.append("interrupted")  # type: ignore[method-assign]
+        # Checked first: without its handler the signal would end this test's process.
+        assert signal.getsignal(signum) not in (signal.SIG_DFL, None)
+        os.kill(os.getpid(), signum)
+        await until(pilot, lambda: not app.is_running)
+    assert "interrupted" in ended
 
 
 async def test_a_long_run_name_gives_way_at_80_columns(seeded) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
@@ -142,6 +143,7 @@ class MldeckApp(App):
     def on_mount(self) -> None:
         for problem in self._theme_problems:
             self.notify(problem, severity="warning", timeout=8)
+        self._end_on_signals()
         self._start_watcher()
         self._start_scheduler()
         self._start_demo_feed()
@@ -262,6 +264,18 @@ class MldeckApp(App):
         """ctrl+c (Textual's binding): say how to quit, as plain text (Textual's own notice is
         markup, which ``notify`` here never parses: it showed ``[b]ctrl+q[/b]``)."""
         self.notify(QUIT_HINT, title="ctrl+c does not quit", timeout=6)
+
+    def _end_on_signals(self) -> None:
+        """SIGTERM and SIGHUP (a closed terminal, a dropped SSH session, `tmux kill-session`)
+        quit as `q` confirmed does: the work started here ends cancelled and the scheduler
+        stops. By default they killed the console at once, and its jobs read 'running' until
+        the next scheduler marked them orphaned."""
+        try:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(signum, lambda: self.call_next(self._quit_now))
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
 
     async def _quit_now(self) -> None:
         if self.child_commands.running:
