@@ -460,6 +460,10 @@ def test_the_feed_drops_the_storyline_week_after_week(workspace, store):
     assert hashlib.sha256(other.read_bytes()).hexdigest() != digest
     ingest_file(workspace, store, first, dataset="churn")
     assert next_week(store) == 3
+    # Week 3 waits in data/incoming/ (a console stopped before taking it): not dropped again.
+    assert next_week(store, workspace.incoming_dir) == 4
+    other.unlink()
+    assert next_week(store, workspace.incoming_dir) == 3
 
     said: list[str] = []
     with pytest.raises(ValueError, match="at least 2 s"):

@@ -69,11 +69,16 @@ def week(number: int) -> Week:
     return Week(number, story, scenario)
 
 
-def next_week(store: Store) -> int:
-    """The first week the workspace has not ingested (1 on a new demo)."""
+def next_week(store: Store, incoming: Path | None = None) -> int:
+    """The first week the workspace has not ingested (1 on a new demo), nor holds in *incoming*
+    waiting to be (a feed started again right after a console was stopped dropped that week a
+    second time)."""
     with store.read() as session:
         sources = session.execute(select(DatasetVersion.source_path)).scalars().all()
-    seen = [int(m.group(1)) for s in sources if (m := _WEEK_NAME.match(Path(s).name))]
+    names = [Path(s).name for s in sources]
+    if incoming is not None and incoming.is_dir():
+        names += [p.name for p in incoming.iterdir()]
+    seen = [int(m.group(1)) for name in names if (m := _WEEK_NAME.match(name))]
     return max(seen, default=0) + 1
 
 
@@ -119,7 +124,7 @@ class DemoFeed:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        number = next_week(self.store)
+        number = next_week(self.store, self.workspace.incoming_dir)
         self.on_event(f"demo: a new week every {self.every:g} s, from week {number}")
         while not self._stop.wait(self.every):
             if self.weeks is not None and len(self.dropped) >= self.weeks:
