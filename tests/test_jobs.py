@@ -488,6 +488,34 @@ def test_a_timeout_kills_the_worker_and_its_children(ws_store):
     assert count(store, ModelVersion) == 0
 
 
+def test_a_running_step_is_linked_to_its_job_while_it_runs(ws_store):
+    """A step was linked to its job only when the job ended: lists showed a running training
+    as a run of its own, and one left by a killed worker stayed so."""
+    workspace, store = ws_store
+    _slow(workspace)
+    runner = JobRunner(workspace, store)
+    job = threading.Thread(
+        target=runner.run, args=(JobRequest("train", "train", timeout_seconds=600),)
+    )
+    job.start()
+    try:
+        pids = workspace.root / "fitting.pid"
+        wait_for(pids.exists, "the worker to start fitting")
+        fitting = int(pids.read_text())
+
+        def linked() -> bool:
+            with store.read() as session:
+                runs = session.execute(select(Run).where(Run.pid == fitting)).scalars().all()
+            jobs = [r for r in runs if r.parent_run_id is None]
+            steps = [r for r in runs if r.parent_run_id is not None]
+            return len(jobs) == 1 and [s.parent_run_id for s in steps] == [jobs[0].id]
+
+        wait_for(linked, "the running training to be linked to its job")
+    finally:
+        runner.stop()
+        job.join(60)
+
+
 def test_ctrl_c_on_a_job_kills_its_worker_and_keeps_the_training_a_step_of_the_job(ws_store):
     """Ctrl-C on 'mldeck jobs run --here' kills the worker at once (SIGKILL: it cannot link
     the training it started): the runner ends that training and makes it the job's step."""

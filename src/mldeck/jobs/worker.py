@@ -57,6 +57,17 @@ def _adopt_children(store, run_id: int) -> None:
         )
 
 
+ADOPT_SECONDS = 1.0  # how soon a step's new run is linked to its job
+
+
+def _keep_adopting(store, run_id: int, done: threading.Event) -> None:
+    while not done.wait(ADOPT_SECONDS):
+        try:
+            _adopt_children(store, run_id)
+        except Exception:  # a busy or lost store: the link is made at the end all the same
+            continue
+
+
 WORKER_ERROR = "mldeck: error: "  # how a worker's last line of output gives its one-line reason
 
 
@@ -97,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     active = tracking.ActiveRun(workspace, store, run.id, run.name)
     folder = attempt_folder(workspace, run.id)
     step = STEPS[params["job_kind"]]
+    # The step's runs are linked to the job as they appear, not only when it ends: lists showed
+    # a running step as a run of its own, and a step left by a killed worker stayed unlinked.
+    adopting = threading.Event()
+    threading.Thread(target=_keep_adopting, args=(store, run.id, adopting), daemon=True).start()
     try:
         with active:
             try:
@@ -107,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{WORKER_ERROR}{exc}", file=sys.stderr)
                 return 3
             finally:
+                adopting.set()
                 _adopt_children(store, run.id)
             _write_result(folder, result)
     except KeyboardInterrupt:
