@@ -740,20 +740,26 @@ def _finished(store, name: str, n: int = 1) -> list[Run]:
     return runs if len(done) >= n else []
 
 
+def _schedule_with_an_orphaned_run(store, name: str) -> int:
+    """A health schedule *name* whose last run a dead process left (marked orphaned by
+    someone else): that run's id."""
+    add(store, name, "health", cron="0 3 1 1 *")
+    with store.write() as session:
+        run = Run(name=name, kind="health", trigger="schedule", status=RunStatus.ORPHANED,
+                  error="its process 999999 is gone")  # fmt: skip
+        session.add(run)
+        session.flush()
+        row = session.execute(select(Schedule).where(Schedule.name == name)).scalar_one()
+        row.last_run_id = run.id
+        session.add(row)
+        return run.id
+
+
 def test_a_schedule_orphaned_while_no_scheduler_acted_runs_again_once(ws_store):
     """Its run was marked orphaned by someone else ('mldeck jobs health' after a kill -9): the
     next scheduler to act runs the schedule again all the same, and only once."""
     workspace, store = ws_store
-    add(store, "h", "health", cron="0 3 1 1 *")
-    with store.write() as session:
-        run = Run(name="h", kind="health", trigger="schedule", status=RunStatus.ORPHANED,
-                  error="its process 999999 is gone")  # fmt: skip
-        session.add(run)
-        session.flush()
-        row = session.execute(select(Schedule).where(Schedule.name == "h")).scalar_one()
-        row.last_run_id = run.id
-        session.add(row)
-        orphaned = run.id
+    orphaned = _schedule_with_an_orphaned_run(store, "h")
     scheduler = _scheduler(workspace, store)
     try:
         runs = wait_for(lambda: _finished(store, "h", 2), "the schedule to run again")
@@ -798,15 +804,7 @@ def test_a_standby_scheduler_taking_over_syncs_the_config_as_it_is_now(ws_store)
 def test_a_paused_schedule_whose_run_was_orphaned_is_not_run_again(ws_store):
     """The pause was ignored: a scheduler starting after a kill -9 ran it again (a new model)."""
     workspace, store = ws_store
-    add(store, "h", "health", cron="0 3 1 1 *")
-    with store.write() as session:
-        run = Run(name="h", kind="health", trigger="schedule", status=RunStatus.ORPHANED,
-                  error="its process 999999 is gone")  # fmt: skip
-        session.add(run)
-        session.flush()
-        row = session.execute(select(Schedule).where(Schedule.name == "h")).scalar_one()
-        row.last_run_id = run.id
-        session.add(row)
+    _schedule_with_an_orphaned_run(store, "h")
     set_paused(store, "h", True)
     said: list[str] = []
     scheduler = _scheduler(workspace, store, said)

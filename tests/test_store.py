@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -950,24 +951,33 @@ def test_metric_series_is_ordered_and_thinned(store):
     assert [s for s, _ in thinned] == list(range(0, 25, 3))
 
 
-def test_store_made_at_an_older_revision_is_upgraded_keeping_its_data(tmp_path):
-    """A workspace made by an older mldeck (schema 0001) opens in this one, its rows intact."""
+def _store_at(path: Path, revision: str, *, change_seq: int) -> Any:
+    """An engine on a new SQLite store at schema *revision*, as an older mldeck made it."""
     from alembic import command
 
-    path = tmp_path / "store.db"
     old = engine.make_engine(f"sqlite:///{path}")
     config = Config()
     config.set_main_option("script_location", "mldeck.store:migrations")
     with old.execution_options(mldeck_write=True).connect() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "0001")
+        command.upgrade(config, revision)
+        conn.exec_driver_sql(
+            "INSERT INTO store_state (id, change_seq, changed_at) "
+            f"VALUES (1, {change_seq}, '2026-01-01')"
+        )
+        conn.exec_driver_sql(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.commit()
+    return old
+
+
+def test_store_made_at_an_older_revision_is_upgraded_keeping_its_data(tmp_path):
+    """A workspace made by an older mldeck (schema 0001) opens in this one, its rows intact."""
+    path = tmp_path / "store.db"
+    old = _store_at(path, "0001", change_seq=7)
+    with old.execution_options(mldeck_write=True).connect() as conn:
         conn.exec_driver_sql(
             "INSERT INTO dataset (name, description, created_at) VALUES ('churn', '', '2026-01-01')"
         )
-        conn.exec_driver_sql(
-            "INSERT INTO store_state (id, change_seq, changed_at) VALUES (1, 7, '2026-01-01')"
-        )
-        conn.exec_driver_sql(f"PRAGMA application_id={APPLICATION_ID}")
         conn.commit()
     old.dispose()
 
@@ -985,21 +995,10 @@ def test_store_made_at_an_older_revision_is_upgraded_keeping_its_data(tmp_path):
 def test_a_store_at_the_previous_revision_with_linked_rows_is_upgraded(tmp_path):
     """0004 rebuilt dataset_version on SQLite: with rows referring to it (a run's input), the
     rebuild failed on the foreign key, and every command of every existing workspace with it."""
-    from alembic import command
     from sqlmodel import Session
 
     path = tmp_path / "store.db"
-    old = engine.make_engine(f"sqlite:///{path}")
-    config = Config()
-    config.set_main_option("script_location", "mldeck.store:migrations")
-    with old.execution_options(mldeck_write=True).connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0003")
-        conn.exec_driver_sql(
-            "INSERT INTO store_state (id, change_seq, changed_at) VALUES (1, 3, '2026-01-01')"
-        )
-        conn.exec_driver_sql(f"PRAGMA application_id={APPLICATION_ID}")
-        conn.commit()
+    old = _store_at(path, "0003", change_seq=3)
     with Session(old) as session:
         dataset = Dataset(name="churn")
         session.add(dataset)
