@@ -372,14 +372,14 @@ def _open_engine(
         raise StoreError(f"cannot open the store {_safe(url)}: {exc}") from None
     try:
         revision = _current_revision(engine)
-        _check_revision(revision, engine, url)
-        if revision != SCHEMA_REVISION:
-            if engine.dialect.name == "postgresql":
-                with _upgrade_lock(engine):  # and read again under it
-                    _bring_up(engine, url, _current_revision(engine), upgrade, refuse_new,
-                              lock, lock_path)  # fmt: skip
-            else:
-                _bring_up(engine, url, revision, upgrade, refuse_new, lock, lock_path)
+        if revision == SCHEMA_REVISION:
+            _check_revision(revision, engine, url)  # a server's: another application's?
+        elif engine.dialect.name == "postgresql":
+            with _upgrade_lock(engine):  # and read again under it
+                _bring_up(engine, url, _current_revision(engine), upgrade, refuse_new,
+                          lock, lock_path)  # fmt: skip
+        else:
+            _bring_up(engine, url, revision, upgrade, refuse_new, lock, lock_path)
     except OperationalError as exc:
         engine.dispose()
         _check_disk_space(url)
@@ -496,29 +496,31 @@ def _check_no_orphan_tables(engine: Engine, url: str) -> None:
 
 
 def _check_revision(revision: str | None, engine: Engine, url: str) -> None:
-    """Refuse a schema revision of a newer mldeck, or of another application: a server's
+    """Refuse a schema revision of another application, or of a newer mldeck. A server's
     database is mldeck's when its revision is numbered as mldeck's and it has store_state (one
     at '0003' of an application numbering its revisions so was upgraded as mldeck's); a SQLite
     file was told to be mldeck's by its application id already."""
     if revision is None:
         return
-    server = engine.dialect.name != "sqlite"
-    if revision in KNOWN_REVISIONS and not server:
-        return
-    foreign = server and (
-        not (len(revision) == 4 and revision.isdigit()) or "store_state" not in _tables(engine)
-    )
-    if revision in KNOWN_REVISIONS and not foreign:
-        return
-    if foreign:
+    if engine.dialect.name != "sqlite" and not (
+        len(revision) == 4 and revision.isdigit() and _has_table(engine, "store_state")
+    ):
         raise StoreError(
             f"the store {_safe(url)} is not an mldeck store: its schema revision {revision!r} "
             f"is another application's; it was left untouched: {OWN_DATABASE}"
         )
-    raise StoreError(
-        f"the store's schema ({revision}) was written by a newer mldeck than this one; "
-        "upgrade mldeck to open it"
-    )
+    if revision not in KNOWN_REVISIONS:
+        raise StoreError(
+            f"the store's schema ({revision}) was written by a newer mldeck than this one; "
+            "upgrade mldeck to open it"
+        )
+
+
+def _has_table(engine: Engine, name: str) -> bool:
+    with engine.connect() as conn:
+        found = inspect(conn).has_table(name)
+        conn.rollback()
+    return found
 
 
 def _safe(url: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
@@ -270,12 +271,11 @@ class MldeckApp(App):
         quit as `q` confirmed does: the work started here ends cancelled and the scheduler
         stops. By default they killed the console at once, and its jobs read 'running' until
         the next scheduler marked them orphaned."""
-        try:
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(signum, lambda: self.call_next(self._quit_now))
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            pass
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread takes signals (an app run by a test's worker thread)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, lambda: self.call_next(self._quit_now))
 
     async def _quit_now(self) -> None:
         if self.child_commands.running:
