@@ -148,6 +148,7 @@ class DeckScheduler:
         self._last_look = 0.0
         self._last_seq: int | None = None
         self._config_stamp: tuple[int, int] | None = _stamp(workspace.config_path)
+        self._taking_over = False  # reconciling at a takeover: run-now requests may be stale
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -596,7 +597,7 @@ class DeckScheduler:
         requested = row.run_requested_at
         stamp = requested.timestamp()
         grace = self.settings.misfire_grace_seconds
-        if getattr(self, "_taking_over", False) and (utcnow() - requested).total_seconds() > grace:
+        if self._taking_over and (utcnow() - requested).total_seconds() > grace:
             # Asked for while no scheduler acted, longer ago than a missed fire time is run: it
             # ran at the next start, however old, without a word. (One asked for while this
             # scheduler acts runs, whatever the clocks of the machines say.)

@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 PARENT_CHECK_SECONDS = 0.2
 
@@ -49,12 +49,14 @@ def _adopt_children(store, run_id: int) -> None:
     """The runs the step made in this process become children of the job's run."""
     from mldeck.store.models import Run
 
+    unlinked = (Run.pid == os.getpid(), Run.id != run_id, Run.parent_run_id.is_(None))
+    # Read first: a write would take the store's write turn and make every console reload,
+    # every second of every job, for nothing most of the time.
+    with store.read() as session:
+        if session.execute(select(Run.id).where(*unlinked).limit(1)).first() is None:
+            return
     with store.write() as session:
-        session.execute(
-            update(Run)
-            .where(Run.pid == os.getpid(), Run.id != run_id, Run.parent_run_id.is_(None))
-            .values(parent_run_id=run_id)
-        )
+        session.execute(update(Run).where(*unlinked).values(parent_run_id=run_id))
 
 
 ADOPT_SECONDS = 1.0  # how soon a step's new run is linked to its job
