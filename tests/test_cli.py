@@ -299,7 +299,8 @@ def test_a_nan_metric_is_told_from_a_missing_one_in_compare_json():
     from mldeck.cli import _finite
     from mldeck.store.queries import ComparedField, RunComparison
 
-    compared = RunComparison([], [ComparedField("metric", "a", [math.nan, None, 0.5])])
+    field = ComparedField("metric", "a", [math.nan, None, 0.5], [True, False, True])
+    compared = RunComparison([], [field])
     (field,) = json.loads(json.dumps(_finite(compared.as_dict())))["fields"]
     assert field["values"] == [None, None, 0.5]
     assert field["present"] == [True, False, True]

@@ -164,7 +164,8 @@ def _more(shown: int, total: int) -> None:
 
 def _print_json(payload: Any) -> None:
     """Strict JSON (NaN and infinities become null) that jq and browsers accept."""
-    print(json.dumps(_finite(payload), indent=2, default=str, ensure_ascii=False, allow_nan=False))
+    text = json.dumps(_finite(payload), indent=2, default=str, ensure_ascii=False, allow_nan=False)
+    print(fmt.whole_text(text))  # a stored name's undecodable byte: U+FFFD, not a crash
 
 
 def _finite(value: Any) -> Any:
@@ -365,8 +366,8 @@ def runs_show(
     if code.get("git_commit"):
         dirty = " (dirty)" if code.get("git_dirty") else ""
         out.print(f"  {'code':<9}{fmt.shown(str(code['git_commit'])[:12])}{dirty}")
-    _section("Params", {k: json.dumps(v) for k, v in detail.run.params.items()})
-    _section("Tags", {k: json.dumps(v) for k, v in detail.run.tags.items()})
+    _section("Params", {k: json.dumps(v, ensure_ascii=False) for k, v in detail.run.params.items()})
+    _section("Tags", {k: json.dumps(v, ensure_ascii=False) for k, v in detail.run.tags.items()})
     if detail.metrics:
         _heading("Metrics")
         table = _table(*("KEY", "LAST", "STEP", "MIN", "MAX", "POINTS"))
@@ -437,8 +438,7 @@ def runs_compare(
     table = _table("", "FIELD", *(f"#{row.id} {fmt.shown(row.name)}" for row in comparison.runs))
     for field in fields:
         table.add_row("*" if field.differs else "", fmt.shown(field.name),
-                      *(fmt.shown(fmt.compared(field.section, field.key, v))
-                        for v in field.values))  # fmt: skip
+                      *(fmt.shown(text) for text in field.texts()))  # fmt: skip
     out.print(table, markup=False)
     differing = sum(f.differs for f in comparison.fields)
     out.print(f"{differing} of {len(comparison.fields)} fields differ"
@@ -1601,6 +1601,13 @@ def main(argv: list[str] | None = None) -> None:
 
             print(f"mldeck: error: {store_problem(exc)}; a run it left 'running' is marked "
                   "orphaned by the next health check", file=sys.stderr)  # fmt: skip
+            sys.exit(2)
+        from mldeck.store.engine import store_damaged
+
+        if store_damaged(exc):
+            print(f"mldeck: error: the store is damaged ({' '.join(str(exc.orig).split())}); "
+                  "restore .mldeck/ from a backup, or move the store away and start anew",
+                  file=sys.stderr)  # fmt: skip
             sys.exit(2)
         # The server refused: a role without the right (42501) or a read-only server (25006).
         if getattr(getattr(exc, "orig", None), "sqlstate", None) in ("42501", "25006"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 
@@ -97,8 +98,20 @@ def plural(count: int, word: str, many: str | None = None) -> str:
 def shown(name: str) -> str:
     """A file name or path as one printable line that can be stored and printed: undecodable
     bytes (a name from another system's encoding) as U+FFFD, control characters as '?'."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        text = whole_text(name)
     return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def whole_text(text: str) -> str:
+    """*text* with every lone surrogate (an undecodable byte of a file name or an argument, as
+    Python decodes it) as U+FFFD: text any UTF-8 stream and database takes."""
+    return text if text.isascii() else _SURROGATES.sub("\ufffd", text)
 
 
 def cut_middle(text: str, width: int) -> str:

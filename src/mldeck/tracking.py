@@ -19,26 +19,28 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import math
 import operator
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
+import warnings
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import UTC, datetime
 from numbers import Real
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.exc import OperationalError
 
 from mldeck import provenance
 from mldeck.errors import MldeckError, interrupted
-from mldeck.formatting import shown
+from mldeck.formatting import shown, whole_text
 from mldeck.store.artifacts import put_file
 from mldeck.store.engine import Store
 from mldeck.store.models import (
@@ -71,19 +73,32 @@ def _workspace_store(workspace: Workspace | Path | str | None) -> tuple[Workspac
         return _stores[key]
 
 
-def _jsonable(value: Any) -> Any:
-    try:
-        return json.loads(json.dumps(value, allow_nan=False, default=_numpy_value))
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _numpy_value(value: Any) -> Any:
-    """A numpy scalar or array as the Python number or list it holds: a parameter such as
-    ``np.int64(5)`` (what sklearn and numpy hand out) is stored as 5, not as the text "5"."""
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """A param or tag as JSON, leaf by leaf: a config dict holding a Path keeps its structure
+    (the Path as its text), not the repr of the whole dict; NaN and infinities as their text;
+    a numpy scalar or array as the Python number or list it holds (``np.int64(5)`` is 5)."""
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON")
+        value = value.tolist()
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return whole_text(value)
+    if depth < MAX_PARAM_DEPTH and isinstance(value, dict):
+        return {whole_text(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
+    if depth < MAX_PARAM_DEPTH and isinstance(value, list | tuple):
+        return [_jsonable(v, depth + 1) for v in value]
+    return whole_text(str(value))
+
+
+def _fields(what: str, fields: Any) -> dict[str, Any]:
+    if not isinstance(fields, dict):
+        raise MldeckError(f"{what} are a dict of names and values, not {type(fields).__name__}")
+    return _jsonable(fields)
+
+
+MAX_PARAM_DEPTH = 50  # deeper (or a structure holding itself) is kept as its text
 
 
 def _clean_exit(exc: BaseException | None) -> bool:
@@ -98,7 +113,7 @@ MAX_METRIC_KEY = 200
 
 
 def _metric_key(key: Any) -> str:
-    text = str(key)
+    text = whole_text(str(key))  # an undecodable byte would fail the batch's write, later
     if not text or len(text) > MAX_METRIC_KEY or "\x00" in text:
         raise MldeckError(
             f"a metric's key is 1 to {MAX_METRIC_KEY} characters without NUL, not {text[:40]!r}"
@@ -138,6 +153,19 @@ def _metric_step(step: Any) -> int:
     return number
 
 
+def _metric_time(timestamp: Any) -> datetime:
+    """An aware datetime as UTC, now: refused here, not when the batch is written (which
+    failed every later flush and lost the run's other points)."""
+    if not isinstance(timestamp, datetime):
+        raise MldeckError(f"a metric's timestamp is a datetime, not {timestamp!r}")
+    if timestamp.utcoffset() is None:
+        raise MldeckError(f"metric timestamp {timestamp} has no time zone; pass an aware one")
+    try:
+        return timestamp.astimezone(UTC)
+    except OverflowError:
+        raise MldeckError(f"metric timestamp {timestamp} is out of range in UTC") from None
+
+
 class ActiveRun:
     """A run in progress; use it as a context manager (see :func:`start_run`)."""
 
@@ -156,12 +184,39 @@ class ActiveRun:
         )
         self._token = None
         self._ended = False
+        self._entered = False
+        self._pid = os.getpid()  # a forked child (a multiprocessing worker) must not log to it
+        self._signals: dict[int, Any] = {}
+        self._warned = False
+        self._cut_off = False  # ended at exit while its with block ran (in a daemon thread)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> ActiveRun:
+        self._check_open()
+        if self._entered:
+            raise MldeckError(f"run {self.id} ({self.name}) is already in a with block")
+        self._entered = True
         self._token = _active.set(self)
         self._heartbeat.start()
+        self._end_on_signals()
         return self
+
+    def _end_on_signals(self) -> None:
+        """SIGTERM and SIGHUP (a job stopped by `timeout`, Slurm or Kubernetes, an SSH session
+        closed) end the block like Ctrl-C: the run is recorded as cancelled with its buffered
+        metrics, where the process died with the run "running" and the points lost. Only
+        signals left to their default, in the main thread; put back when the block ends."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(number) == signal.SIG_DFL:
+                self._signals[number] = signal.signal(number, _stop_on_signal)
+
+    def _restore_signals(self) -> None:
+        for number, handler in self._signals.items():
+            with contextlib.suppress(ValueError):  # not the main thread any more
+                signal.signal(number, handler)
+        self._signals.clear()
 
     def __exit__(
         self,
@@ -170,17 +225,30 @@ class ActiveRun:
         tb: TracebackType | None,
     ) -> None:
         if self._token is not None:
-            _active.reset(self._token)
+            with contextlib.suppress(ValueError):  # a token of another context
+                _active.reset(self._token)
+        self._restore_signals()
+        if os.getpid() != self._pid:  # a forked child leaving the block: the parent's run
+            return
         if exc_type is None or _clean_exit(exc):
             self.end(RunStatus.SUCCEEDED)
         elif interrupted(exc):
             self.end(RunStatus.CANCELLED, error="interrupted (KeyboardInterrupt)")
+        elif isinstance(exc, Stopped):
+            self.end(RunStatus.CANCELLED, error=f"stopped ({exc.name})")
         else:
             self.end(RunStatus.FAILED, error="".join(traceback.format_exception(exc_type, exc, tb)))
 
     def end(self, status: RunStatus = RunStatus.SUCCEEDED, error: str | None = None) -> None:
-        """Flush what is buffered and record the run's final status (idempotent)."""
-        if self._ended:
+        """Flush what is buffered and record the run's final status: succeeded, failed,
+        cancelled or skipped (idempotent)."""
+        try:
+            status = RunStatus(status)
+        except ValueError:
+            status = None
+        if status is None or not status.finished or status == RunStatus.ORPHANED:
+            raise MldeckError("a run ends succeeded, failed, cancelled or skipped")
+        if self._ended or os.getpid() != self._pid:
             return
         self._ended = True
         self._stop.set()
@@ -225,7 +293,19 @@ class ActiveRun:
 
     def _check_open(self) -> None:
         """Refuse what is logged once the run has ended: a metric would wait in the buffer and
-        never be written, and a param or log line would change a finished run's record."""
+        never be written, and a param or log line would change a finished run's record. And
+        what a forked child logs (a multiprocessing worker): its buffer dies with it unwritten."""
+        if os.getpid() != self._pid:
+            raise MldeckError(
+                f"run {self.id} ({self.name}) belongs to process {self._pid}, not to this forked "
+                "one: return values to the parent and log them there, or start a run here"
+            )
+        if (
+            self._ended
+            and self._cut_off
+            and threading.current_thread() is not threading.main_thread()
+        ):
+            raise SystemExit  # a daemon thread still logging as the interpreter exits: stop it
         if self._ended:
             raise MldeckError(
                 f"run {self.id} ({self.name}) has ended; log to it inside its "
@@ -249,13 +329,13 @@ class ActiveRun:
         self.log_params({key: value})
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self._update(params={str(k): _jsonable(v) for k, v in params.items()})
+        self._update(params=_fields("params", params))
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self._update(tags={str(k): _jsonable(v) for k, v in tags.items()})
+        self._update(tags=_fields("tags", tags))
 
     def set_progress(self, fraction: float, message: str = "") -> None:
         """Report progress (0..1) shown live in the console."""
@@ -287,9 +367,7 @@ class ActiveRun:
     ) -> None:
         """Buffer metric points; without *step*, each key counts its own steps from 0."""
         self._check_open()
-        if timestamp is not None and timestamp.utcoffset() is None:
-            raise MldeckError(f"metric timestamp {timestamp} has no time zone; pass an aware one")
-        ts = timestamp or utcnow()
+        ts = utcnow() if timestamp is None else _metric_time(timestamp)
         # Check every value first: a rejected one must neither use up a step nor drop the others.
         values = {
             _metric_key(key): _metric_value(str(key), value) for key, value in metrics.items()
@@ -309,7 +387,21 @@ class ActiveRun:
                 or time.monotonic() - self._last_flush > FLUSH_SECONDS
             )
         if due:
-            self.flush()
+            try:
+                self.flush()
+            except OperationalError as exc:  # the store busy (locked) or away: try again later
+                self._warn_unflushed(exc)
+
+    def _warn_unflushed(self, exc: BaseException) -> None:
+        if not self._warned:
+            self._warned = True
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(
+                f"mldeck: run {self.id}'s metrics are kept in memory, the store refused them "
+                f"({first}); they are written at the next flush",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     def flush(self) -> None:
         """Write buffered metrics now (done automatically in batches and at the end). Points a
@@ -337,7 +429,7 @@ class ActiveRun:
         sha, stored, size = put_file(self.workspace.artifacts_dir, source)
         record = Artifact(
             run_id=self.id,
-            name=name or shown(source.name),
+            name=shown(os.fspath(name)) if name else shown(source.name),
             path=str(stored.relative_to(self.workspace.root)),
             sha256=sha,
             size_bytes=size,
@@ -371,7 +463,7 @@ def start_run(
     entry = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
     pid = os.getpid()
     now = utcnow()
-    run_name = name or (entry.stem if entry else "run")
+    run_name = whole_text(str(name)) if name else shown(entry.stem) if entry else "run"
     run = Run(
         name=run_name,
         kind=kind,
@@ -380,8 +472,8 @@ def start_run(
         created_at=now,
         started_at=now,
         heartbeat_at=now,
-        params={str(k): _jsonable(v) for k, v in (params or {}).items()},
-        tags={str(k): _jsonable(v) for k, v in (tags or {}).items()},
+        params=_fields("params", params or {}),
+        tags=_fields("tags", tags or {}),
         code_version=provenance.code_version(Path.cwd(), entry),
         environment=provenance.environment(),
         user=provenance.current_user(),
@@ -433,7 +525,14 @@ def _end_at_exit(run: ActiveRun) -> None:
 
 def _end_open_runs() -> None:
     for run in list(_open_runs.values()):
+        if run._pid != os.getpid():  # a forked child exiting: the run is its parent's
+            continue
         try:
+            if run._entered:  # its with block never finished: a daemon thread cut off at exit
+                run._cut_off = True
+                run.end(RunStatus.FAILED, error="the process exited while the run's with block "
+                        "was still running (in a daemon thread?)")  # fmt: skip
+                continue
             with contextlib.suppress(Exception):
                 run.log("ended when the script exited: start_run() was not used in a with block "
                         "(or end() was not called)", level="warning")  # fmt: skip
@@ -443,6 +542,19 @@ def _end_open_runs() -> None:
                 run.end(RunStatus.SUCCEEDED)
         except Exception:  # the interpreter is exiting: nothing else can be done
             continue
+
+
+class Stopped(SystemExit):
+    """SIGTERM or SIGHUP in a run's with block: the script stops as the signal would have
+    stopped it (exit status 128 + the signal's number), its run recorded as cancelled."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(128 + number)
+        self.name = signal.Signals(number).name
+
+
+def _stop_on_signal(number: int, _frame: Any) -> None:
+    raise Stopped(number)
 
 
 def active_run() -> ActiveRun:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from mldeck.errors import MldeckError
+from mldeck.errors import MldeckError, WorkspaceFull, disk_full
 
 CHUNK = 1 << 20
 
@@ -71,6 +71,12 @@ def put_file(artifacts_dir: Path, source: Path, suffix: str = "") -> tuple[str, 
         raise ArtifactError(f"cannot store {source}: it is a folder, not a file") from None
     except PermissionError:
         raise ArtifactError(f"cannot store {source}: permission denied") from None
+    except OSError as exc:
+        if disk_full(exc):
+            raise WorkspaceFull(
+                f"cannot store {source}: the workspace's disk is full; free room and try again"
+            ) from None
+        raise
 
 
 def resolve(root: Path, relative: str) -> Path:

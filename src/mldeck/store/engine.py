@@ -543,6 +543,15 @@ def database_size(store: Store) -> int | None:
     return total
 
 
+def store_damaged(exc: BaseException) -> bool:
+    """Whether *exc* is SQLite finding the store's file damaged below its header (a page
+    overwritten): found only when a query reaches the page, long after the store opened."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    return isinstance(orig, sqlite3.DatabaseError) and code in (sqlite3.SQLITE_CORRUPT,
+                                                                 sqlite3.SQLITE_NOTADB)  # fmt: skip
+
+
 def store_problem(exc: BaseException) -> str:
     """An error met while using the store, in one line: the database's own message (not
     SQLAlchemy's wrapping with its statement and a link), else the exception's first line."""

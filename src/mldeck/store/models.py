@@ -31,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapper
 from sqlmodel import Field, SQLModel
 
+from mldeck.formatting import whole_text
+
 
 def utcnow() -> datetime:
     """Now, as the timezone-aware UTC datetime every table stores."""
@@ -417,8 +419,9 @@ class Lease(SQLModel, table=True):
 # -- text that fits every database ---------------------------------------------------------------
 # SQLite stores a string of any length in a VARCHAR(200) and text holding NUL; PostgreSQL refuses
 # both, and a long file name would then fail an ingest, a run or an alert. Names and titles are
-# for people: one too long is cut (its end marked with "…"), a NUL becomes U+FFFD, on every
-# database alike. Core statements (``insert(Metric)``) bypass this: their callers check instead.
+# for people: one too long is cut (its end marked with "…"), a NUL or a lone surrogate becomes
+# U+FFFD, on every database alike. Core statements (``insert(Metric)``) bypass this: their
+# callers check instead.
 
 
 def _fit_text(_mapper: Any, _connection: Any, target: Any) -> None:
@@ -451,8 +454,15 @@ def fitted_value(model: Any, key: str, value: str) -> str:
     return _fit(value, getattr(inspect(model).columns[key].type, "length", None))
 
 
+def sound_text(value: str) -> str:
+    """*value* as text every database and every UTF-8 stream takes: NUL and lone surrogates (an
+    undecodable byte of a file name or an argument, as Python decodes it) become U+FFFD. A
+    surrogate failed the write (the run's whole batch of metrics with it) or a lookup's query."""
+    return whole_text(value.replace("\x00", "\ufffd"))
+
+
 def _fit(value: str, length: int | None) -> str:
-    fitted = value.replace("\x00", "\ufffd")
+    fitted = sound_text(value)
     return fitted[: length - 1] + "…" if length and len(fitted) > length else fitted
 
 

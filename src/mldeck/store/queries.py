@@ -15,10 +15,12 @@ from typing import Any
 
 from sqlalchemy import String, func, or_, select, type_coerce
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError
 
 from mldeck.errors import MldeckError, NotFound
+from mldeck.formatting import compared
 from mldeck.sections import MAX_ID
-from mldeck.store.engine import Store, database_size
+from mldeck.store.engine import Store, database_size, store_damaged
 from mldeck.store.models import (
     USABLE_STATUSES,
     Alert,
@@ -39,6 +41,7 @@ from mldeck.store.models import (
     RunStatus,
     RunTrigger,
     fitted_value,
+    sound_text,
     utcnow,
 )
 
@@ -167,7 +170,7 @@ def _filtered(statement: Any, flt: RunFilter) -> Any:
         statement = statement.where(Run.trigger == flt.trigger)
     if flt.text:
         # Escaped: '_' and '%' in a run's name are characters to find, not wildcards.
-        like = Run.name.icontains(flt.text, autoescape=True)
+        like = Run.name.icontains(sound_text(flt.text), autoescape=True)
         run_id = as_id(flt.text)
         statement = statement.where(like if run_id is None else or_(like, Run.id == run_id))
     return statement
@@ -246,7 +249,7 @@ class RunDetail:
 
 def resolve_run(store: Store, ref: str) -> int:
     """A run id from *ref*: its number, or a name (the newest run of that name)."""
-    ref = ref.strip()
+    ref = sound_text(ref.strip())  # a name with an undecodable byte, as stored
     with store.read() as session:
         if ref.isascii() and ref.isdigit():
             run_id = as_id(ref)
@@ -350,11 +353,13 @@ MAX_COMPARED = 8  # runs side by side: more do not fit a terminal
 
 @dataclass
 class ComparedField:
-    """One row of a comparison: a field and its value in each run (None: the run has none)."""
+    """One row of a comparison: a field and its value in each run; *present* says which runs
+    have the field (a param may hold None, JSON's null, which is not "absent")."""
 
     section: str  # run, metric, param, input, tag, code, env or pkg
     key: str
     values: list[Any]
+    present: list[bool]
 
     @property
     def name(self) -> str:
@@ -362,12 +367,41 @@ class ComparedField:
 
     @property
     def differs(self) -> bool:
-        def same(a: Any, b: Any) -> bool:  # NaN is NaN here: two diverged runs do not differ
-            nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
-            return nan or a == b
+        first = (self.present[0], self.values[0])
+        return any(
+            not _same(first, (has, value))
+            for has, value in zip(self.present[1:], self.values[1:], strict=True)
+        )
 
-        first = self.values[0]
-        return any(not same(value, first) for value in self.values[1:])
+    def texts(self) -> list[str]:
+        """Each run's value as shown: "-" where the run has no such field. Values that differ
+        but read alike once shortened (1.2345e14 and 1.2346e14) are shown in full."""
+        null = "null" if self.section in ("param", "tag") else "-"  # a param set to None
+        shown = [
+            ("-" if not has else null if value is None else compared(self.section, self.key, value))
+            for has, value in zip(self.present, self.values, strict=True)
+        ]
+        if self.differs and len(set(shown)) < len(shown):
+            shown = [
+                repr(value) if has and isinstance(value, float) else text
+                for has, value, text in zip(self.present, self.values, shown, strict=True)
+            ]
+        return shown
+
+
+def _same(a: tuple[bool, Any], b: tuple[bool, Any]) -> bool:
+    """Two runs' (present, value) alike: NaN is NaN here (two diverged runs do not differ), and
+    True is not 1 nor 1.0 (a flag and a count differ, though Python calls them equal)."""
+    (has_a, x), (has_b, y) = a, b
+    if has_a != has_b:
+        return False
+    if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+        return True
+    if isinstance(x, dict | list) or isinstance(y, dict | list):
+        return json.dumps(x, sort_keys=True, default=str) == json.dumps(
+            y, sort_keys=True, default=str
+        )
+    return x == y and isinstance(x, bool) == isinstance(y, bool)
 
 
 @dataclass
@@ -385,7 +419,7 @@ class RunComparison:
                     "section": f.section,
                     "key": f.key,
                     "values": f.values,
-                    "present": [v is not None for v in f.values],
+                    "present": f.present,
                     "differs": f.differs,
                 }
                 for f in self.fields
@@ -401,10 +435,14 @@ def compare_runs(store: Store, run_ids: list[int]) -> RunComparison:
         raise MldeckError(f"compare 2 to {MAX_COMPARED} different runs, not {len(ids)}")
     details = [run_detail(store, run_id, log_limit=0) for run_id in ids]
     rows = [RunRow.of(d.run) for d in details]
-    columns: dict[tuple[str, str], list[Any]] = {}
+    columns: dict[tuple[str, str], ComparedField] = {}
 
     def put(index: int, section: str, key: str, value: Any) -> None:
-        columns.setdefault((section, key), [None] * len(details))[index] = value
+        n = len(details)
+        field = columns.setdefault(
+            (section, key), ComparedField(section, key, [None] * n, [False] * n)
+        )
+        field.values[index], field.present[index] = value, True
 
     for i, (detail, row) in enumerate(zip(details, rows, strict=True)):
         duration = row.duration
@@ -429,7 +467,7 @@ def compare_runs(store: Store, run_ids: list[int]) -> RunComparison:
     order = {
         s: n for n, s in enumerate(("run", "metric", "param", "input", "tag", "code", "env", "pkg"))
     }
-    fields = [ComparedField(section, key, values) for (section, key), values in columns.items()]
+    fields = list(columns.values())
     fields.sort(key=lambda f: order[f.section])  # stable: each run's own order within a section
     return RunComparison(rows, fields)
 
@@ -497,7 +535,12 @@ def integrity_check(store: Store) -> str:
     """``ok``, or what SQLite's quick check found wrong (other backends: ``ok`` if reachable)."""
     with store.engine.connect() as conn:
         if store.is_sqlite:
-            rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").all()]
+            try:
+                rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").all()]
+            except DatabaseError as exc:  # too damaged to be checked: that is the finding
+                if not store_damaged(exc):
+                    raise
+                return " ".join(str(exc.orig).split())
         else:
             conn.exec_driver_sql("SELECT 1")
             rows = ["ok"]

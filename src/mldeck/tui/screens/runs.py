@@ -442,7 +442,7 @@ class RunCompareScreen(DeckScreen):
                 (
                     f.name,
                     ("*" if f.differs else "", _short(f.name, field_width),
-                     *(_short(fmt.compared(f.section, f.key, v), width) for v in f.values)),
+                     *(_short(text, width) for text in f.texts())),
                 )
                 for f in fields
             ]
@@ -463,8 +463,8 @@ class RunCompareScreen(DeckScreen):
         status += " · showing only those (d: all)" if self.only_differences else " (d: only those)"
         field = next((f for f in comparison.fields if f.name == name), None)
         if field is not None:
-            values = " · ".join(f"#{run.id} {fmt.compared(field.section, field.key, value)}"
-                                for run, value in zip(comparison.runs, field.values, strict=True))  # fmt: skip
+            values = " · ".join(f"#{run.id} {text}"
+                                for run, text in zip(comparison.runs, field.texts(), strict=True))  # fmt: skip
             status = f"{field.name}: {values}\n{status}"
         self.query_one("#compare-status", Static).update(status)
 
