@@ -1159,6 +1159,42 @@ def test_an_older_retrain_approved_after_a_newer_one_serves_is_not_promoted(ws_s
     assert policies.promote_approved(workspace, store) == []  # said once, not at every look
 
 
+def test_a_refused_promotion_on_approval_is_recorded_once_until_its_cause_goes(ws_store):
+    """Its model file gone, each refusal was an audit event, which woke the scheduler to try
+    again: a new event every second for as long as the file stayed away (under the version's
+    label, not its id, so the version's history showed none of them)."""
+    from mldeck.ml.registry import approve, resolve
+    from mldeck.store.artifacts import resolve as artifact_path
+    from mldeck.store.models import Artifact, GateResult
+
+    workspace, store = ws_store
+    assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
+    version = resolve(store, "churn:1")
+    with store.write() as session:  # gates are policy; this test is about approval
+        for gate in session.execute(select(GateResult)).scalars():
+            gate.passed = True
+            session.add(gate)
+    policies.record(store, policies.AWAITING, "test", entity_type="model_version",
+                    entity_id=version.id)  # fmt: skip
+    approve(store, "churn:1", reason="fine")
+    with store.read() as session:
+        stored = session.get(Artifact, version.artifact_id).path
+    model_file = artifact_path(workspace.root, stored)
+    kept = model_file.read_bytes()
+    model_file.unlink()
+    (refused,) = policies.promote_approved(workspace, store)
+    assert refused.refused and refused.ref == "churn:1"
+    for _ in range(3):
+        assert policies.promote_approved(workspace, store) == []
+    with store.read() as session:
+        events = session.execute(select(AuditEvent).where(
+            AuditEvent.action == policies.REFUSED)).scalars().all()  # fmt: skip
+    assert [e.entity_id for e in events] == [str(version.id)]
+    model_file.write_bytes(kept)
+    (done,) = policies.promote_approved(workspace, store)
+    assert not done.refused and resolve(store, "churn@champion").id == version.id
+
+
 def test_a_version_the_scheduler_trains_is_registered_by_the_scheduler(ws_store):
     workspace, store = ws_store
     runner = JobRunner(workspace, store)

@@ -288,6 +288,33 @@ def test_a_failed_gate_refuses_promotion_naming_the_gate(workspace, store, model
     assert audit.verify(store).ok
 
 
+def test_every_failed_metric_of_one_gate_is_named(workspace, store, model_bytes):
+    """[gates] min on roc_auc, accuracy and f1, all three failed: only roc_auc's was said, in
+    the error, the promote output and the forced promotion's audit record."""
+    version = add_version(workspace, store, model_bytes["a"])
+    with store.write() as session:
+        for metric in ("roc_auc", "accuracy", "f1"):
+            session.add(GateResult(model_version_id=version.id, run_id=version.run_id, gate="min",
+                                   metric=metric, threshold=0.99, value=0.8, passed=False))  # fmt: skip
+    registry.approve(store, "churn:1", reason="looks fine")
+    registry.promote(store, "churn:1", force=True, reason="ship it")
+    assert events(store, "model_version.promote")[-1].details["failed_gates"] == [
+        "min (roc_auc 0.8 vs 0.99)", "min (accuracy 0.8 vs 0.99)", "min (f1 0.8 vs 0.99)"
+    ]  # fmt: skip
+
+
+def test_a_rejection_reason_is_quoted_as_printable_text(workspace, store, model_bytes, cli):
+    """The reason went raw into the refusal: an escape cleared the screen, a new line split it."""
+    add_version(workspace, store, model_bytes["a"])
+    registry.approve(store, "churn:1", reason="bad \x1b[2J\x1b[31mRED\nsecond line", reject=True)
+    with pytest.raises(MldeckError) as refused:
+        registry.promote(store, "churn:1")
+    assert "\x1b" not in str(refused.value) and "\n" not in str(refused.value)
+    done = cli("models", "promote", "churn:1", cwd=workspace.root)
+    assert done.returncode == 2 and "\x1b" not in done.stderr
+    assert "was rejected by" in done.stderr and done.stderr.count("\n") == 1
+
+
 def test_a_failed_regression_gate_is_named_with_its_own_figures(workspace, store, model_bytes):
     """max_regression's threshold is the margin allowed below the champion, not a bound on the
     metric: "roc_auc 0.7813 vs 0.02" would misstate it; the gate's detail says what failed."""

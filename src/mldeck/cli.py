@@ -1586,8 +1586,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:  # end of input at a prompt
         print("mldeck: error: aborted", file=sys.stderr)
         sys.exit(1)
-    except MldeckError as exc:
-        print(f"mldeck: {exc.word}: {exc}", file=sys.stderr)
+    except MldeckError as exc:  # its text may quote a user's (a reason, a name): printable
+        print(f"mldeck: {exc.word}: {fmt.said(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except OSError as exc:  # a read-only or full folder of the workspace, a file's permissions
         where = f" {exc.filename}" if exc.filename else ""

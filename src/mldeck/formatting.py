@@ -105,6 +105,12 @@ def shown(name: str) -> str:
     return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
+def said(text: str) -> str:
+    """A message of several lines as printable text: control characters (an escape that would
+    clear the screen, a carriage return) as '?', its line breaks kept."""
+    return "\n".join(shown(line) for line in text.split("\n"))
+
+
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 

@@ -39,6 +39,7 @@ AWAITING = "retrain.awaiting_approval"
 AUTOMATIC_TRIGGERS = ("drift", "performance")
 # A waiting version older than the champion: approving it does not make it the champion.
 SUPERSEDED = "retrain.superseded"
+REFUSED = "retrain.promotion_refused"
 SETTLED = ("model_version.promote", "model_version.reject", "model_version.archive", SUPERSEDED)
 
 
@@ -147,6 +148,7 @@ def retrain_and_decide(
 class Promotion:
     ref: str
     message: str
+    refused: bool = False  # the promotion was refused (said once, until its reason changes)
 
 
 def awaiting(session: Any) -> list[str]:
@@ -191,20 +193,38 @@ def promote_approved(workspace: Workspace, store: Store) -> list[Promotion]:
                 # would put an older model back in its place, in silence.
                 superseded.append((label(model, version), label(model, serving), version.id))
                 continue
-            todo.append(label(model, version))
+            todo.append((label(model, version), version.id))
     for ref, newer, version_id in superseded:
         record(store, SUPERSEDED, f"{ref} is older than the champion {newer}: approving it does "
                "not promote it (promote it by hand to serve it again)",
                entity_type="model_version", entity_id=version_id)  # fmt: skip
     done = []
-    for ref in todo:
+    for ref, version_id in todo:
         try:
             change = promote(store, ref, reason="approved after an automatic retrain "
                              "([jobs] promote_on_approval)", user=ACTOR,
                              root=workspace.root)  # fmt: skip
         except MldeckError as exc:
-            record(store, "retrain.promotion_refused", str(exc), entity_type="model_version",
-                   entity_id=ref)  # fmt: skip
+            # Said once: each record changed the store, which woke the scheduler to try again,
+            # a new event every second for as long as the cause (a missing file) lasted.
+            if _last_refusal(store, version_id) != str(exc):
+                record(store, REFUSED, str(exc), entity_type="model_version",
+                       entity_id=version_id)  # fmt: skip
+                done.append(Promotion(ref, str(exc), refused=True))
             continue
         done.append(Promotion(ref, change.describe()))
     return done
+
+
+def _last_refusal(store: Store, version_id: int) -> str | None:
+    """The reason of the version's latest audit event if that event is a refused promotion."""
+    with store.read() as session:
+        last = session.execute(
+            select(AuditEvent.action, AuditEvent.details)
+            .where(AuditEvent.entity_type == "model_version",
+                   AuditEvent.entity_id == str(version_id))
+            .order_by(AuditEvent.id.desc()).limit(1)
+        ).first()  # fmt: skip
+    if last is None or last.action != REFUSED or not isinstance(last.details, dict):
+        return None
+    return last.details.get("reason")

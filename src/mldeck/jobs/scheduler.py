@@ -266,7 +266,10 @@ class DeckScheduler:
         self.reconcile()
         self._pipeline_tick()
         for done in policies.promote_approved(self.workspace, self.store):
-            self._say(f"promoted {done.ref}: {done.message}")
+            if done.refused:
+                self._say(f"did not promote {done.ref} on approval: {done.message}")
+            else:
+                self._say(f"promoted {done.ref}: {done.message}")
         return True
 
     def _hand_over(self) -> bool:

@@ -284,16 +284,16 @@ def failed_gates(session: Session, model_version_id: int) -> list[str]:
         .where(GateResult.model_version_id == model_version_id, GateResult.passed.is_(False))
         .order_by(GateResult.id)
     ).scalars()
-    named: dict[str, str] = {}
-    for gate in rows:
-        if gate.gate in named:
+    named: dict[tuple[str, str | None], str] = {}  # one per gate and metric: min on roc_auc
+    for gate in rows:  # and min on f1 are two failures, both said
+        if (gate.gate, gate.metric) in named:
             continue
         figures = ""
         if gate.detail:
             figures = f" ({gate.detail})"
         elif gate.metric and gate.value is not None and gate.threshold is not None:
             figures = f" ({gate.metric} {gate.value:.4g} vs {gate.threshold:.4g})"
-        named[gate.gate] = f"{gate.gate}{figures}"
+        named[gate.gate, gate.metric] = f"{gate.gate}{figures}"
     return list(named.values())
 
 
@@ -400,7 +400,8 @@ def _check_can_serve(
     last = latest_approval(session, version.id)
     if last is not None and last.decision == REJECTED:
         raise MldeckError(
-            f"{name} was rejected by {last.user} ({last.reason}); approve it again first "
+            f"{name} was rejected by {fmt.shown(last.user)} ({fmt.shown(last.reason)}); approve "
+            "it again first "
             f"(a on its screen in the console, or 'mldeck models approve {name} --reason TEXT')"
         )
     failed = failed_gates(session, version.id)
