@@ -1122,11 +1122,27 @@ def test_approving_a_waiting_retrain_from_the_cli_says_the_scheduler_promotes_it
         for gate in session.execute(select(GateResult)).scalars():
             gate.passed = True
             session.add(gate)
+    # No scheduler runs: it was said to promote it "now", and nothing happened.
     said = cli("models", "approve", "churn:2", "-m", "looked at it", cwd=workspace.root)
     assert said.returncode == 0, said.stderr
-    assert "the scheduler now makes it the champion of churn" in said.stdout
+    assert "no scheduler runs now: the next to start" in said.stdout
+    assert "makes it the champion of churn" in said.stdout
     policies.promote_approved(workspace, store)
     assert resolve(store, "churn@champion").id == resolve(store, "churn:2").id
+    assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
+    policies.record(store, policies.AWAITING, "test", entity_type="model_version",
+                    entity_id=resolve(store, "churn:3").id)  # fmt: skip
+    with store.write() as session:
+        for gate in session.execute(select(GateResult)).scalars():
+            gate.passed = True
+            session.add(gate)
+    from mldeck.jobs.lease import LeaseKeeper
+
+    keeper = LeaseKeeper(store, role="daemon", lease_seconds=workspace.settings.jobs.lease_seconds)
+    assert keeper.try_acquire()
+    said = cli("models", "approve", "churn:3", "-m", "looked at it", cwd=workspace.root)
+    keeper.release()
+    assert "the scheduler now makes it the champion of churn" in said.stdout, said.stdout
 
 
 def test_an_older_retrain_approved_after_a_newer_one_serves_is_not_promoted(ws_store):

@@ -279,3 +279,36 @@ def test_a_modified_champion_file_is_refused_before_the_batch_is_ingested(served
     with store.read() as session:
         assert session.execute(select(DatasetVersion.id)).first() is None
         assert session.execute(select(Run.kind).where(Run.kind != "train")).first() is None
+
+
+def test_fractional_values_of_a_whole_number_feature_are_refused_not_cut(served, store, tmp_path):
+    """tenure 12.99 scored exactly as 12: polars' cast truncates without a word."""
+    path = tmp_path / "fractional-tenure.csv"
+    frame = churn_frame(40, seed=11)
+    frame.with_columns((pl.col("tenure") + 0.99).alias("tenure")).write_csv(path)
+    with pytest.raises(MldeckError, match=r"'tenure' of the batch holds fractional values \(such"):
+        score_batch(served, store, path)
+    whole = tmp_path / "float-but-whole.csv"  # 12.0 is 12: read, not refused
+    frame.with_columns(pl.col("tenure").cast(pl.Float64)).write_csv(whole, float_precision=1)
+    score_batch(served, store, whole)
+
+
+def test_training_refuses_to_cut_a_fractional_holdout_value():
+    from mldeck.ml.evaluate import EvaluationError, prepare_features
+
+    frame = pl.DataFrame({"tenure": [3.0, 4.5, None]})
+    with pytest.raises(EvaluationError, match=r"fractional values \(such as 4.5\)"):
+        prepare_features(frame, ["tenure"], {"tenure": "Int64"})
+    assert prepare_features(pl.DataFrame({"tenure": [3.0, None]}), ["tenure"],
+                            {"tenure": "Int64"})["tenure"].to_list() == [3, None]  # fmt: skip
+
+
+def test_shadow_agreement_compares_classes_by_value():
+    """A challenger trained on 0.0/1.0 agreed with a champion on 0/1 on "0.0%" of the rows."""
+    from mldeck.ml.scoring import _same
+
+    assert _same(np.array([1, 0, 1, 1]), np.array([1.0, 0.0, 0.0, 1.0])).tolist() == [
+        True, True, False, True
+    ]  # fmt: skip
+    assert _same(np.array(["yes", "no"]), np.array(["yes", "No"])).tolist() == [True, False]
+    assert _same(np.array([True, False]), np.array(["True", "TRUE"])).tolist() == [True, False]

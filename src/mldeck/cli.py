@@ -1155,9 +1155,18 @@ def models_approve(
         actions = {event.action for event in detail.history}
         if promoted_once_approved(ws.settings.jobs.promote_on_approval, actions,
                                   detail.row.aliases):  # fmt: skip
+            from mldeck.jobs.lease import holder
+
+            acting = holder(store, ws.settings.jobs.lease_seconds)
+            when = (
+                "the scheduler now makes it"
+                if acting is not None and acting.alive
+                else "no scheduler runs now: the next to start ('mldeck daemon', or the console) "
+                "makes it"
+            )
             out.print(
-                f"it waited for approval after an automatic retrain: the scheduler now makes it "
-                f"the champion of {change.model} ([jobs] promote_on_approval)",
+                f"it waited for approval after an automatic retrain: {when} the champion of "
+                f"{change.model} ([jobs] promote_on_approval)",
                 markup=False,
             )
 

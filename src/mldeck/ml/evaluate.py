@@ -62,12 +62,28 @@ def prepare_features(
             casts[name] = target
     if not casts:
         return selected
+    for name, target in casts.items():
+        cut = cut_by_cast(selected.get_column(name), target)
+        if cut is not None:
+            raise EvaluationError(
+                f"column {name!r} holds fractional values (such as {cut!r}) and the model was "
+                f"trained on whole numbers ({dtypes[name]}): they would be cut, not read"
+            )
     try:
         return selected.with_columns(pl.col(name).cast(t) for name, t in casts.items())
     except pl.exceptions.PolarsError:
         # polars' message spans many lines (a gate's detail and a run's log show one): name the
         # column and its offending values instead.
         raise EvaluationError(_cast_failure(selected, casts, dtypes)) from None
+
+
+def cut_by_cast(column: pl.Series, target: Any) -> float | None:
+    """A value of *column* that a cast to *target* would cut instead of read (12.99 read as the
+    whole number 12: polars truncates without a word), if there is one."""
+    if not (column.dtype.is_float() and target.is_integer()):
+        return None
+    cut = column.is_finite() & (column != column.floor())
+    return float(column.filter(cut)[0]) if cut.any() else None
 
 
 def _cast_failure(

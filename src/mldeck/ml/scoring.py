@@ -27,6 +27,7 @@ from sqlalchemy import insert, select
 from mldeck import provenance
 from mldeck.data.readers import ReadError
 from mldeck.errors import MldeckError, NotFound, interrupted
+from mldeck.ml.evaluate import cut_by_cast
 from mldeck.ml.registry import CHALLENGER, CHAMPION, label, load_version, resolve
 from mldeck.store.artifacts import put_stream, verify
 from mldeck.store.artifacts import resolve as resolve_path
@@ -414,6 +415,12 @@ def _features(model: Any, version: ModelVersion, frame: pl.DataFrame, name: str)
         )
         if dtype is None or str(selected.schema[column]) == wanted:
             continue
+        cut = cut_by_cast(selected.get_column(column), dtype)
+        if cut is not None:
+            raise MldeckError(
+                f"column {column!r} of the batch holds fractional values (such as {cut!r}), and "
+                f"{name} was trained on whole numbers ({wanted}): they would be cut, not read"
+            )
         try:
             selected = selected.with_columns(pl.col(column).cast(dtype, strict=True))
         except pl.exceptions.PolarsError:
@@ -460,4 +467,16 @@ def _predictions_table(
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.asarray(a).astype(str) == np.asarray(b).astype(str)
+    """Whether two models predicted the same class, row by row: by value, as labels are read
+    (a model trained on 0.0/1.0 and one on 0/1 agree on 1.0 and 1; as text they never did)."""
+    from mldeck.monitor.performance import names_class
+
+    a_text, b_text = np.asarray(a).astype(str), np.asarray(b).astype(str)
+    same = a_text == b_text
+    rest = np.flatnonzero(~same)
+    if rest.size:  # each distinct pair of differing texts judged once
+        pairs, where = np.unique(np.stack([a_text[rest], b_text[rest]], axis=1), axis=0,
+                                 return_inverse=True)  # fmt: skip
+        alike = np.array([names_class(x, y) for x, y in pairs], dtype=bool)
+        same[rest] = alike[where.ravel()]
+    return same
