@@ -291,6 +291,33 @@ def test_second_training_is_compared_with_the_champion(ws):
     store.close()
 
 
+def test_the_champion_is_not_judged_on_rows_it_was_trained_on(ws):
+    """A backfilled batch (older rows) moved the time split's cut back: the new holdout held
+    rows the champion had learnt, it scored better than it could, and the regression gate
+    failed a better candidate."""
+    store = open_workspace_store(ws)
+    first = training.train(ws, store)
+    set_champion(store, first.model_version_id)
+    older = generate_batch(1000, start=REFERENCE_START - timedelta(days=20), days=19, seed=14,
+                           id_offset=300_000)  # fmt: skip
+    path = ws.root / "incoming-data" / "backfill.csv"
+    older.write_csv(path)
+    assert ingest_file(ws, store, path).status == "accepted"
+    second = training.train(ws, store)
+    holdout = (REFERENCE_ROWS + BATCH_ROWS + 1000) // 5
+    first_holdout = (REFERENCE_ROWS + BATCH_ROWS) // 5
+    assert second.metrics["holdout_rows"] == holdout
+    champion = second.champion
+    assert champion["holdout_rows_left_out"] == holdout - first_holdout
+    # Judged on the rows it did not learn: exactly its own holdout, so its own figures.
+    assert champion["metrics"]["holdout_rows"] == first_holdout
+    assert champion["metrics"]["roc_auc"] == pytest.approx(first.metrics["roc_auc"], abs=1e-12)
+    gate = next(g for g in second.gates if g.gate == "max_regression")
+    assert f"on the {first_holdout} holdout rows champion v1 was not trained on" in gate.detail
+    assert gate.value == champion["candidate_metrics"]["roc_auc"]
+    store.close()
+
+
 def test_only_accepted_and_warned_versions_are_trained_on(ws):
     store = open_workspace_store(ws)
     rejected = generate_batch(300, start=REFERENCE_START + timedelta(days=40), seed=13,

@@ -13,7 +13,7 @@ computed fails its gate: a gate is never passed by default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mldeck.ml.settings import LOWER_IS_BETTER, GateSettings
@@ -120,6 +120,8 @@ def check_gates(
     champion_metrics: dict[str, Any] | None = None,
     champion_label: str = "the champion",
     champion_error: str | None = None,
+    compared_metrics: dict[str, Any] | None = None,
+    compared_on: str = "",
     fairness_gap: float | None = None,
     primary_metric: str = "",
     segment_column: str | None = None,
@@ -130,6 +132,8 @@ def check_gates(
     *champion_metrics* are the champion's metrics on the same holdout (None when there is no
     champion: the no-regression gates pass, there is nothing to regress from); *champion_error*
     says why a champion that exists could not be evaluated (those gates then fail).
+    *compared_metrics* are the candidate's on the rows the champion was judged on, when those
+    are fewer than the holdout (*compared_on* says which): the regression gates compare them.
     """
     outcomes: list[GateOutcome] = []
     for metric, threshold in settings.min.items():
@@ -149,9 +153,13 @@ def check_gates(
                             f"{metric}: no champion yet, nothing to regress from")
             )  # fmt: skip
         else:
-            outcomes.append(
-                _regression(metric, value, _value(champion_metrics, metric), margin, champion_label)
-            )
+            if compared_metrics is not None:
+                value = _value(compared_metrics, metric)
+            outcome = _regression(metric, value, _value(champion_metrics, metric), margin,
+                                  champion_label)  # fmt: skip
+            if compared_on:
+                outcome = replace(outcome, detail=f"{outcome.detail} ({compared_on})")
+            outcomes.append(outcome)
     if settings.max_fairness_gap is not None:
         what = f"fairness_gap({primary_metric})" if primary_metric else "fairness_gap"
         if segment_column is None:

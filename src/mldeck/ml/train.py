@@ -711,41 +711,100 @@ class _Champion:
     version: int
     evaluation: ev.Evaluation | None
     error: str | None
+    # When holdout rows were in the champion's training data: how many were left out, and the
+    # candidate's metrics on the rows both were judged on (what the regression gate compares).
+    left_out: int = 0
+    candidate_metrics: dict[str, Any] | None = None
+    note: str | None = None  # why the rows it trained on could not be told apart, if so
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "model_version_id": self.version_id,
             "version": self.version,
             "error": self.error,
+            "holdout_rows_left_out": self.left_out,
             **({"metrics": self.evaluation.as_dict()} if self.evaluation else {}),
+            **({"candidate_metrics": self.candidate_metrics} if self.candidate_metrics else {}),
         }
+
+
+MIN_JUDGED_ROWS = 10  # fewer holdout rows the champion did not train on: it is not judged
 
 
 def _evaluate_champion(
     workspace: Workspace, store: Store, spec: TrainSpec, trained: Trained
 ) -> _Champion | None:
+    """The champion evaluated on the candidate's holdout, less the rows it was trained on: a
+    backfilled batch (older rows moved the time split's cut back) or a champion trained on a
+    --data file later ingested put them there, and the champion, scored on rows it had learnt,
+    failed better candidates' regression gate. The candidate is then judged on the same rows."""
     from mldeck.ml.registry import CHAMPION, resolve
 
     try:
         version = resolve(store, f"{spec.model}@{CHAMPION}")
     except NotFound:
         return None
+    holdout, y_holdout = trained.holdout, trained.y_holdout
+    seen, note = _trained_on(workspace, store, version, holdout)
+    left_out = int(seen.sum()) if seen is not None else 0
     try:
+        if left_out:
+            holdout, y_holdout = holdout.filter(pl.Series(~seen)), y_holdout[~seen]
+            if holdout.height < MIN_JUDGED_ROWS or (
+                spec.task == "classification" and np.unique(y_holdout).size < 2
+            ):
+                raise MldeckError(
+                    f"{left_out} of the {trained.holdout.height} holdout rows were in its "
+                    f"training data; the {holdout.height} others are too few to judge it on"
+                )
         model = load_version(workspace, store, version)
         schema = version.schema_ or {}
         if schema.get("task", spec.task) != spec.task:
             raise MldeckError(f"it is a {schema.get('task')} model, this is {spec.task}")
-        features = schema.get("features") or trained.features
-        x = ev.prepare_features(trained.holdout, features, schema.get("dtypes"))
-        evaluation = ev.evaluate(
-            model, x, trained.y_holdout, task=spec.task, primary=spec.primary_metric,
-            classes=schema.get("classes"),
-            segment=trained.holdout[spec.segment_column] if spec.segment_column else None,
-            segment_column=spec.segment_column, seed=spec.seed, importance=False,
-        )  # fmt: skip
+
+        def judged(model: Any, features: list[str], dtypes: dict | None, classes: Any) -> Any:
+            return ev.evaluate(
+                model, ev.prepare_features(holdout, features, dtypes), y_holdout, task=spec.task,
+                primary=spec.primary_metric, classes=classes,
+                segment=holdout[spec.segment_column] if spec.segment_column else None,
+                segment_column=spec.segment_column, seed=spec.seed, importance=False,
+            )  # fmt: skip
+
+        evaluation = judged(model, schema.get("features") or trained.features,
+                            schema.get("dtypes"), schema.get("classes"))  # fmt: skip
+        candidate = None
+        if left_out:
+            candidate = judged(trained.model, trained.features, None, trained.classes).metrics
     except MldeckError as exc:
-        return _Champion(version.id, version.version, None, str(exc))
-    return _Champion(version.id, version.version, evaluation, None)
+        return _Champion(version.id, version.version, None, str(exc), left_out, note=note)
+    return _Champion(version.id, version.version, evaluation, None, left_out, candidate, note)
+
+
+def _trained_on(
+    workspace: Workspace, store: Store, version: Any, holdout: pl.DataFrame
+) -> tuple[np.ndarray | None, str | None]:
+    """Which *holdout* rows the champion *version* was trained on (its run's record read again
+    and split as it was), by their values in the columns both share; (None, why) when its
+    record cannot be read again (a --data file since moved, a version not made by training)."""
+    with store.read() as session:
+        run = session.get(Run, version.run_id) if version.run_id else None
+    params = (run.params or {}) if run is not None else {}
+    if RECORD_KEY not in params or "data" not in params or "spec" not in params:
+        return None, "its training run has no record of its data"
+    try:
+        spec = TrainSpec.from_params(params["spec"])
+        data = _load_data(workspace, store, spec, None, recorded=params["data"])
+        train_side, _, _ = split(data.frame, spec)
+    except (MldeckError, KeyError, TypeError, ValueError) as exc:
+        return None, f"its training data cannot be read again ({exc})"
+    shared = sorted(set(train_side.columns) & set(holdout.columns))
+    if not shared:
+        return np.zeros(holdout.height, dtype=bool), None
+
+    def keys(frame: pl.DataFrame) -> pl.Series:
+        return frame.select(pl.struct([pl.col(c).cast(pl.String) for c in shared]).hash(7))[:, 0]
+
+    return keys(holdout).is_in(keys(train_side).implode()).to_numpy(), None
 
 
 def _code_version(workspace: Workspace, entry: EntryPoint | None) -> dict[str, Any]:
@@ -842,6 +901,12 @@ def train(
             step(0.8, "evaluating the champion on the same holdout")
             champion = _evaluate_champion(workspace, store, spec, trained)
             if champion is not None:
+                if champion.note:
+                    run.log(f"champion v{champion.version}: {champion.note}; judged on the whole "
+                            "holdout, which may hold rows it was trained on", level="warning")  # fmt: skip
+                if champion.left_out:
+                    run.log(f"champion v{champion.version} was trained on {champion.left_out} of "
+                            "the holdout's rows: both are compared on the others")  # fmt: skip
                 if champion.evaluation is not None:
                     run.log_metrics(_points(champion.evaluation.scalars(prefix="champion.")))
                 else:
@@ -941,6 +1006,13 @@ def _gates(
         workspace.settings.gates,
         evaluation.metrics,
         champion_metrics=champion.evaluation.metrics if champion and champion.evaluation else None,
+        compared_metrics=champion.candidate_metrics if champion else None,
+        compared_on=(
+            f"on the {trained.holdout.height - champion.left_out} holdout rows "
+            f"{label} was not trained on"
+        )
+        if champion and champion.left_out
+        else "",
         champion_label=label,
         champion_error=champion.error if champion else None,
         fairness_gap=evaluation.fairness_gap,
