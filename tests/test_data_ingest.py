@@ -1122,6 +1122,11 @@ def test_one_file_fixed_with_its_own_separator_and_read_with_it_later(ws, store,
     for version_id in (comma.version_id, semi.version_id):
         frame = open_version(ws, versions[version_id], "batch", check=True).collect()
         assert frame.columns == ["id", "amount", "kind", "note"] and frame.height == 3
+    # Revalidated again without --separator (another expectation fixed): still its own ';'
+    # (read with [data]'s ',' it was rejected again as "looks ';'-separated").
+    again = ingest.revalidate(ws, store, semi.version_id)
+    assert again.status == "accepted"
+    assert version_detail(store, semi.version_id).row.status == "accepted"
     # A Parquet or NDJSON file has no separator: asking for one is refused, not recorded.
     ndjson = ingest_file(ws, store, put(tmp_path, "rows.ndjson",
                                         '{"id": 9, "amount": 1.5, "kind": "a", "note": "x"}\n'))  # fmt: skip

@@ -93,6 +93,14 @@ def test_a_blank_first_line_means_no_header(tmp_path):
         open_source(write(tmp_path, "spaces.csv", b"   \n\n"))
 
 
+def test_lines_ended_by_a_carriage_return_alone_are_named(tmp_path):
+    """Read as one header line: the rejection listed "unexpected columns" made of values."""
+    with pytest.raises(ReadError, match="carriage return alone"):
+        open_source(write(tmp_path, "mac.csv", b"a,b,c\r1,x,2\r3,y,4\r"))
+    assert open_source(write(tmp_path, "dos.csv", b"a,b,c\r\n1,x,2\r\n")).columns == ["a", "b", "c"]
+    assert open_source(write(tmp_path, "one.csv", b"a,b,c\r")).columns == ["a", "b", "c"]
+
+
 def test_a_header_only_file_has_zero_rows_and_fails_the_row_count(tmp_path):
     path = write(tmp_path, "header.csv", "a,b,c\n")
     result = run(path, data_settings(columns=ABC))
@@ -286,6 +294,16 @@ def test_an_all_null_column_fails_a_nulls_expectation(tmp_path):
     assert (nulls.failed_rows, nulls.detail) == (3, "3 nulls (none allowed)")
     column = result.profile["columns"]["c"]
     assert (column["count"], column["nulls"], column["mean"]) == (0, 3, None)
+
+
+def test_a_null_share_just_over_its_limit_does_not_read_as_equal(tmp_path):
+    """1 null in 29 rows (3.45 %) against at most 3.4 % read "3.4% of rows; at most 3.4%"."""
+    rows = "".join(f"{i},x,{'' if i == 0 else 1.5}\n" for i in range(29))
+    path = write(tmp_path, "share.csv", "a,b,c\n" + rows)
+    result = run(path, data_settings(columns={**ABC, "c": {"type": "float",
+                                                           "max_null_fraction": 0.034}}))  # fmt: skip
+    nulls = check(result, "nulls", "c")
+    assert (nulls.status, nulls.detail) == ("fail", "1 null (3.45% of rows; at most 3.40% allowed)")
 
 
 def test_an_all_null_parquet_column_of_type_null_is_profiled(tmp_path):

@@ -1580,6 +1580,28 @@ def test_a_pipeline_stopped_before_scoring_does_not_say_it_checks_drift_anyway(w
     assert not _runs_of(store, "drift churn:v2")
 
 
+def test_a_batch_of_a_dataset_without_a_reference_is_not_checked_for_drift(ws_store):
+    """A new workspace's first batches: each drift step failed ("no reference to compare
+    with"), was retried, failed again and raised the "drift run failed" alert."""
+    from mldeck.data.ingest import ingest_file
+    from mldeck.store.models import Dataset
+
+    workspace, store = ws_store
+    batch = ingest_file(workspace, store, workspace.data_dir / "samples" / "batch_01_normal.csv")
+    with store.write() as session:
+        for dataset in session.execute(select(Dataset)).scalars():
+            dataset.reference_version_id = None
+            session.add(dataset)
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        scheduler._pipeline(batch.version_id, "churn:v2")
+    finally:
+        scheduler.stop(timeout=60)
+    assert any("churn:v2: no reference to compare its drift with" in m for m in said), said
+    assert not _runs_of(store, "drift churn:v2")
+
+
 def test_a_console_leaves_the_scheduler_to_a_daemon_waiting_for_it(ws_store):
     """A console acting while a daemon waits hands the lease over once none of its work is under
     way (quitting a console ends its jobs; a daemon's go on), and does not take it back; nor does

@@ -217,3 +217,14 @@ def test_estimate_edge_cases() -> None:
     for scores in ([0.9, 0.1], [0.6, 0.4, 0.55], [0.9, 0.2, 0.7, 0.3, 0.5]):
         few = performance.estimate("roc_auc", np.array(scores), np.array(scores) > 0.5, None)
         assert 0.0 <= few.lower <= few.value <= few.upper <= 1.0, few
+
+
+def test_true_and_false_labels_name_the_classes_one_and_zero():
+    """A label file of true/false (validation reads it as the int 1/0) against classes 0 and 1
+    named no class: realized performance was skipped without a word."""
+    import polars as pl
+
+    labels = pl.Series(["true", "false", "TRUE", "1", "0.0", None, "maybe"])
+    assert performance.class_index(labels, [0, 1]).to_list() == [1, 0, 1, 1, 0, None, None]
+    assert performance.class_index(pl.Series(["true", "false"]), [False, True]).to_list() == [1, 0]
+    assert performance.class_index(pl.Series(["true"]), ["no", "yes"]).to_list() == [None]

@@ -510,6 +510,17 @@ def test_a_file_of_another_type_is_quarantined_at_once_without_a_version(ws, sto
     assert listed[0].failed_at.startswith(str(datetime.now().year))
 
 
+def test_a_data_file_named_like_a_note_is_not_read_as_one(ws):
+    """A rejected "summary.error.txt" quarantined was listed as a note of a file "gone", its
+    lines taken for a source, a time and a reason."""
+    ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
+    (ws.quarantine_dir / "churn-v3-summary.error.txt").write_text(
+        "hello world\nline two\nline three\n", encoding="utf-8"
+    )
+    assert watcher_module.not_ingested(ws) == []
+    assert watcher_module.count_not_ingested(ws) == 0
+
+
 def test_only_one_watcher_per_workspace(ws, store, watch):
     first, _ = watch()
     second, _ = watch(start=False)
@@ -638,6 +649,17 @@ def test_a_link_to_nothing_is_said_once_and_taken_once_its_target_exists(ws, sto
     target.write_bytes(csv_bytes(10, seed=11))
     wait_for(lambda: recorder.outcomes, "the file behind the link to be ingested")
     assert recorder.outcomes[0].status == "accepted" and len(versions(store)) == 1
+
+
+def test_a_link_to_a_folder_is_said_to_be_no_file_not_missing(ws, store, watch):
+    """It said "a link to /data/dir, which does not exist" of a folder that does."""
+    _, recorder = watch()
+    folder = ws.root / "a-folder"
+    folder.mkdir()
+    (ws.incoming_dir / "d.csv").symlink_to(folder)
+    wait_for(lambda: recorder.said("d.csv: a link to "), "the link to be said")
+    assert recorder.said(f"{folder}, a folder, not a file; left in incoming/")
+    assert not recorder.said("which does not exist")
 
 
 @pytest.mark.parametrize("how", ["symlink", "hardlink"])

@@ -368,6 +368,14 @@ def revalidate(
     except ArtifactError as exc:
         raise MldeckError(f"cannot revalidate {label}: {exc}") from None
     settings = workspace.settings.data
+    if separator is None and (version.report or {}).get("separator_given"):
+        # Its separator was given for this file (--separator), not taken from [data]: it still
+        # holds for the file (revalidated after fixing another expectation, it was read with
+        # [data]'s and rejected again as "looks ';'-separated").
+        separator = version.report["csv_separator"]
+        given = True
+    else:
+        given = separator is not None
     if separator is not None:
         with open(stored, "rb") as fh:
             kind = detect_format(stored, fh.read(8))
@@ -386,6 +394,8 @@ def revalidate(
         result = _validated(stored, settings, rows_file=rows_file,
                             reference=reference_of(store, ds.name))  # fmt: skip
         report = _with_separator(result, separator_for(stored, settings.csv_separator))
+        if given:
+            report["separator_given"] = True
         if _outcome(report) == _outcome(version.report or {}):
             # Nothing changed (a retry, a setting that does not matter here): the files already
             # in quarantine are this outcome's; no second copy of the batch.

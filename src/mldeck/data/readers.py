@@ -262,6 +262,14 @@ def _header_line(path: Path, head: bytes, size: int) -> bytes:
 def _check_header(head: bytes, separator: str) -> list[str]:
     """The header's names; ReadError when they cannot be a table's."""
     text = head.decode("utf-8", errors="replace").removeprefix("\ufeff")  # polars skips a BOM too
+    ending = re.search(r"\r\n|\r|\n", text)
+    if ending is not None and ending.group() == "\r" and ending.end() < len(text):
+        # polars ends a line at \n only: the whole file would read as one header line, and the
+        # rejection would list "unexpected columns" made of the rows' values.
+        raise ReadError(
+            "its lines end with a carriage return alone (old Mac line endings), which is not "
+            "read as a line break; convert them to \\n (for instance: tr '\\r' '\\n')"
+        )
     first = text.splitlines()[0] if text.strip() else ""
     if not first.strip():
         raise ReadError("the first line is empty: no header")

@@ -419,6 +419,16 @@ def _cannot_run(empty: pl.LazyFrame, expr: pl.Expr, *, condition: bool) -> str |
     return None
 
 
+def _shares(share: float, limit: float) -> tuple[str, str]:
+    """*share* and *limit* as percentages with the digits that tell them apart: 3.45 % of rows
+    against at most 3.4 % read "3.4% ... at most 3.4%", a failure that looked like a pass."""
+    for digits in range(1, 7):
+        shown = f"{share:.{digits}%}", f"{limit:.{digits}%}"
+        if shown[0] != shown[1] or share == limit:
+            return shown
+    return shown
+
+
 def _column_checks(
     plan: _Plan,
     name: str,
@@ -447,7 +457,7 @@ def _column_checks(
         limit = exp.max_null_fraction
         plan.aggregates[f"nulls::{name}"] = value.null_count()
         plan.deferred.append((f"nulls::{name}", name, exp.severity_of("nulls"),
-                              lambda n, rows, lim=limit: (n > lim * rows, f"{plural(n, 'null')} ({n / rows:.1%} of rows; at most {lim:.1%} allowed)" if rows else "no rows")))  # fmt: skip
+                              lambda n, rows, lim=limit: (n > lim * rows, "{} ({} of rows; at most {} allowed)".format(plural(n, "null"), *_shares(n / rows, lim)) if rows else "no rows")))  # fmt: skip
     elif not exp.nullable or exp.max_null_fraction == 0:
         plan.flags.append(_Flag("nulls", name, exp.severity_of("nulls"), raw.is_null(),
                                 lambda n: f"{plural(n, 'null')} (none allowed)", count=raw.null_count()))  # fmt: skip

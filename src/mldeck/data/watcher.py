@@ -471,16 +471,24 @@ class IncomingWatcher:
         return None
 
     def _dangling_link(self, path: Path) -> None:
-        """Say (once per target) that *path* is a link to nothing: it stays where it is, and is
-        taken once what it points to exists and settles."""
+        """Say (once per target) that *path* is a link to nothing, or to no file (a folder, a
+        pipe): it stays where it is, and is taken once what it points to is a file and settles."""
         try:
             target = os.readlink(path)
         except OSError:  # not a link: gone, or not a file (a folder is no candidate's business)
             return
         if self._dangling.get(path) != target:
             self._dangling[path] = target
-            self._say(f"{shown(path.name)}: a link to {shown(target)}, which does not exist; "
-                      f"left in {self._incoming.name}/ until it does")  # fmt: skip
+            try:
+                kind = _kind_of(os.stat(path).st_mode)
+            except OSError:
+                kind = None
+            if kind is None:
+                self._say(f"{shown(path.name)}: a link to {shown(target)}, which does not exist; "
+                          f"left in {self._incoming.name}/ until it does")  # fmt: skip
+            else:  # a folder, a device, a pipe: it exists, and is no data file
+                self._say(f"{shown(path.name)}: a link to {shown(target)}, {kind}, not a file; "
+                          f"left in {self._incoming.name}/")  # fmt: skip
 
     def _ready(self) -> list[tuple[Path, _Signature]]:
         """The tracked files unchanged for settle_seconds, oldest first."""
@@ -605,7 +613,7 @@ class IncomingWatcher:
         partial = note.with_name(f".{note.name}.tmp")  # whole or absent for a reader
         try:
             partial.write_text(  # a line each: a newline in the name is shown, as '?'
-                f"{shown(str(path))}\nfailed to ingest at {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+                f"{shown(str(path))}\n{FAILED_AT}{datetime.now(UTC).isoformat(timespec='seconds')}\n"
                 f"{shown(reason)}\n" + (f"\n{details}" if details else ""),
                 encoding="utf-8",
                 errors="backslashreplace",
@@ -673,6 +681,19 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _kind_of(mode: int) -> str:
+    """What a file that is no regular file is, in words."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
 ERROR_NOTE = ".error.txt"  # beside a file the watcher could not ingest: where from, when, why
 
 
@@ -690,16 +711,32 @@ class NotIngested:
                 "reason": self.reason}  # fmt: skip
 
 
+FAILED_AT = "failed to ingest at "  # a note's second line
+
+
 def _error_notes(workspace: Workspace) -> list[Path]:
     try:
         folder = workspace.quarantine_dir.iterdir()
-        return [p for p in folder if p.name.endswith(ERROR_NOTE) and p.is_file()]
+        return [p for p in folder if p.name.endswith(ERROR_NOTE) and _is_note(p)]
     except OSError:
         return []
 
 
+def _is_note(path: Path) -> bool:
+    """Whether *path* is one of our notes, not a data file whose name ends the same way (a
+    "summary.error.txt" dropped, rejected and quarantined read as a note of a file "gone")."""
+    try:
+        if not path.is_file() or path.is_symlink():
+            return False
+        with open(path, "rb") as fh:
+            head = fh.read(8192).decode("utf-8", "replace").split("\n")
+    except OSError:
+        return False
+    return len(head) > 2 and head[1].startswith(FAILED_AT)
+
+
 def count_not_ingested(workspace: Workspace) -> int:
-    """How many files are in quarantine without a version (their notes are not read)."""
+    """How many files are in quarantine without a version (the heads of their notes read)."""
     return len(_error_notes(workspace))
 
 
@@ -717,7 +754,7 @@ def not_ingested(workspace: Workspace) -> list[NotIngested]:
         found.append(NotIngested(
             path=shown(str(moved.relative_to(workspace.root)))
             + ("" if moved.exists() or moved.is_symlink() else " (gone)"),
-            source=shown(lines[0]), failed_at=lines[1].removeprefix("failed to ingest at "),
+            source=shown(lines[0]), failed_at=lines[1].removeprefix(FAILED_AT),
             reason=lines[2],
         ))  # fmt: skip
     return sorted(found, key=lambda f: f.failed_at, reverse=True)

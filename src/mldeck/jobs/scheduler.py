@@ -869,6 +869,16 @@ class DeckScheduler:
             found = session.execute(select(Alias.id).where(Alias.name == "champion").limit(1))
             return found.scalar() is not None
 
+    def _has_reference(self, version_id: int) -> bool:
+        """Whether the version's dataset has a reference for drift to compare it with."""
+        with self.store.read() as session:
+            found = session.execute(
+                select(Dataset.reference_version_id)
+                .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+                .where(DatasetVersion.id == version_id)
+            ).scalar()
+            return found is not None
+
     def _pipeline(self, version_id: int, batch: str) -> None:
         try:
             self._pipeline_steps(version_id, batch)
@@ -892,6 +902,12 @@ class DeckScheduler:
                 return
             if not score.succeeded:
                 self._say(f"{batch}: scoring {score.status} ({score.error}); checking drift anyway")
+        if not self._has_reference(version_id):
+            # A new workspace's first batches: a drift step would fail, be retried, fail again
+            # and raise the "drift run failed" alert, batch after batch.
+            self._say(f"{batch}: no reference to compare its drift with (ingest one with "
+                      "'mldeck data ingest FILE --reference'); drift not checked")  # fmt: skip
+            return
         drift = runner.run(JobRequest(f"drift {batch}", "drift", params, RunTrigger.NEW_DATA,
                                       PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
                                       reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip

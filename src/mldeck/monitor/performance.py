@@ -131,10 +131,16 @@ def _metrics_of(labels: np.ndarray, predicted: np.ndarray, ranks: np.ndarray | N
 
 def names_class(label: str, value: Any) -> bool:
     """Whether the label text *label* names the class *value*: its text, or the same number
-    ('1.0' and '1' name class 1) or truth value ('TRUE' names class True)."""
+    ('1.0' and '1' name class 1) or truth value ('TRUE' names class True, and 'true' class 1 of
+    classes 0 and 1: a label file's true/false, which validation reads as the int 1/0)."""
     text, name = label.strip(), str(value)
     if text == name or (text.lower() == name.lower() and name.lower() in ("true", "false")):
         return True
+    if text.lower() in ("true", "false") and name.lower() not in ("true", "false"):
+        try:
+            return float(value) == (1.0 if text.lower() == "true" else 0.0)
+        except (TypeError, ValueError):
+            return False
     try:
         return float(text) == float(value)
     except (TypeError, ValueError):
