@@ -925,8 +925,16 @@ def data_watch() -> None:
     are ignored. Files already waiting are taken first. Each content is ingested once; a file
     that cannot be read is rejected and copied to data/quarantine/ with the reason. Prints one
     line per file. Only one watcher runs per workspace.
+
+    Ctrl-C, SIGTERM or SIGHUP finish the file being ingested, then stop (exit status 128 plus
+    the signal's number); a second Ctrl-C stops at once, the file left in data/incoming/.
     """
+    import os
+    import signal
+
+    from mldeck import provenance
     from mldeck.data.watcher import IncomingWatcher
+    from mldeck.store.models import RunStatus
 
     ws, store = _open()
     watcher = IncomingWatcher(ws, store, on_event=lambda line: out.print(line, markup=False))
@@ -935,7 +943,21 @@ def data_watch() -> None:
             f"another watcher is already running on this workspace ({watcher.lock_path} is held)"
         )
     out.print("Ctrl-C stops the watcher.", markup=False)
-    watcher.run_forever()
+    try:
+        watcher.run_forever()
+    except KeyboardInterrupt:  # a second Ctrl-C: the file being ingested stays in incoming/
+        from mldeck.jobs.orphans import end_runs_of_process
+
+        pid = os.getpid()
+        end_runs_of_process(store, pid, provenance.process_start_time(pid),
+                            status=RunStatus.CANCELLED, reason="interrupted: the watcher was "
+                            "stopped at once (a second Ctrl-C); the file stays in incoming/")  # fmt: skip
+        raise
+    if watcher.stopped_by is not None:  # stopped cleanly, by a signal: its exit status says so
+        name = signal.Signals(watcher.stopped_by).name
+        print("mldeck: interrupted" if name == "SIGINT" else f"mldeck: stopped ({name})",
+              file=sys.stderr)  # fmt: skip
+        raise typer.Exit(128 + watcher.stopped_by)
 
 
 # Columns that must stay readable when a narrow terminal squeezes a table.

@@ -217,6 +217,7 @@ class IncomingWatcher:
         self._refused: set[Path] = set()  # never to be opened, and left where they are
         self._work = threading.RLock()
         self._stop = threading.Event()
+        self.stopped_by: int | None = None  # the signal that stopped run_forever, if one did
         self._thread: threading.Thread | None = None
         self._lock: filelock.BaseFileLock | None = None
         self._held_elsewhere = False
@@ -283,7 +284,8 @@ class IncomingWatcher:
             self._release()
 
     def run_forever(self) -> None:
-        """Watch in the foreground until Ctrl-C or SIGTERM, then stop cleanly: the file being
+        """Watch in the foreground until Ctrl-C, SIGTERM or SIGHUP (``stopped_by`` says which),
+        then stop cleanly: the file being
         ingested is finished first (a second Ctrl-C leaves at once; the file stays in
         ``incoming/``). Starts the watcher if needed; raises MldeckError if another watcher runs
         on this workspace."""
@@ -293,7 +295,9 @@ class IncomingWatcher:
             )
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            # SIGHUP too: a closed SSH session stops it as cleanly as Ctrl-C (it raised in the
+            # main thread while the ingest ran in the watcher's, left "running" at exit).
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 if signal.getsignal(signum) is not signal.SIG_IGN:  # a background job's SIGINT
                     previous[signum] = signal.signal(signum, self._on_signal)
         forced = False
@@ -314,6 +318,7 @@ class IncomingWatcher:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self._stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        self.stopped_by = self.stopped_by or signum
         self._stop.set()
 
     def scan_once(self) -> list[IngestOutcome]:
