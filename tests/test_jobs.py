@@ -1325,6 +1325,36 @@ def test_a_batch_whose_pipeline_never_finished_goes_through_it_after_a_restart(w
         scheduler.stop(timeout=60)
 
 
+def test_a_batch_revalidated_into_accepted_goes_through_its_pipeline_at_once(ws_store, tmp_path):
+    """Rejected on arrival (its pipeline stopped there), then fixed with 'data revalidate': it
+    waited for the next scheduler start to be scored and checked."""
+    from mldeck.data.ingest import ingest_file, revalidate
+    from mldeck.store.models import DriftReport, RunTrigger
+
+    workspace, store = ws_store
+    sample = workspace.data_dir / "samples" / "batch_01_normal.csv"
+    semi = tmp_path / "batch_semi.csv"
+    semi.write_text(sample.read_text(encoding="utf-8").replace(",", ";"), encoding="utf-8")
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        batch = ingest_file(workspace, store, semi, trigger=RunTrigger.NEW_DATA)
+        assert batch.status == "rejected"
+        wait_for(lambda: any("the pipeline stops here" in m for m in said), "the claim")
+        assert revalidate(workspace, store, batch.version_id, separator=";").status == "accepted"
+
+        def checked() -> bool:
+            with store.read() as session:
+                query = select(DriftReport.id).where(
+                    DriftReport.dataset_version_id == batch.version_id)  # fmt: skip
+                return session.execute(query).first() is not None
+
+        wait_for(checked, "the revalidated batch's drift check")
+        assert any("revalidated, now accepted: score, then check drift" in m for m in said)
+    finally:
+        scheduler.stop(timeout=60)
+
+
 def test_a_pipeline_that_keeps_failing_is_run_again_at_most_three_times(ws_store):
     """Run again after each failure (a store out of reach), but not forever while one process
     acts: the fourth failure is said with the command that runs it by hand."""

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, cast, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.exc import OperationalError
 
 from mldeck import audit
@@ -74,6 +74,7 @@ STANDBY_LOOK_SECONDS = 2.0
 # How often the acting scheduler looks for runs whose process died.
 ORPHAN_SWEEP_SECONDS = 30.0
 PIPELINE_START = "pipeline.start"
+REVALIDATED = "dataset_version.revalidate"
 PIPELINE_STEP_TIMEOUT = 1800
 PIPELINE_STEP_RETRIES = 1
 PIPELINE_EXECUTOR = "pipeline"
@@ -142,6 +143,7 @@ class DeckScheduler:
         self._resume_due = False
         self._in_flight: set[int] = set()  # dataset versions whose pipeline is queued or running
         self._resumed: dict[int, int] = {}  # dataset version -> pipelines run again while acting
+        self._revalidated_after: int | None = None  # the last revalidation event looked at
         self._last_renew = 0.0
         self._last_standby = -STANDBY_LOOK_SECONDS  # when this daemon last said it waits
         self._last_try = -STANDBY_LOOK_SECONDS
@@ -293,6 +295,7 @@ class DeckScheduler:
         self.runner = JobRunner(self.workspace, self.store, self.settings, on_event=self._say)
         self._in_flight.clear()  # a new APScheduler: what the last one queued is gone
         self._resumed.clear()
+        self._revalidated_after = self._last_event_id(REVALIDATED)  # later ones are taken
         self._resume_due = False  # _resume_pipelines() below
         orphaned = self._mark_orphans("found at scheduler start") | self._orphans_left()
         for change in sync_from_settings(self.store, self.settings, actor=policies.ACTOR):
@@ -773,6 +776,56 @@ class DeckScheduler:
             if status not in ("accepted", "warned"):
                 continue
             self._queue_pipeline(f"pipeline:{version_id}", version_id, batch)
+        self._take_revalidated()
+
+    def _last_event_id(self, action: str) -> int:
+        with self.store.read() as session:
+            found = session.execute(select(func.max(AuditEvent.id))
+                                    .where(AuditEvent.action == action)).scalar()  # fmt: skip
+        return int(found or 0)
+
+    def _take_revalidated(self) -> None:
+        """A batch rejected on arrival (its pipeline stopped there) and revalidated into accepted
+        or warned goes through its pipeline now: it waited for the next scheduler start."""
+        after = self._revalidated_after or 0
+        with self.store.read() as session:
+            events = session.execute(
+                select(AuditEvent.id, AuditEvent.entity_id, AuditEvent.details)
+                .where(AuditEvent.action == REVALIDATED, AuditEvent.id > after)
+                .order_by(AuditEvent.id)
+            ).all()  # fmt: skip
+            if not events:
+                return
+            ids = {int(e.entity_id) for e in events if str(e.entity_id).isdigit()}
+            checked = set(
+                session.execute(
+                    select(DriftReport.dataset_version_id).where(
+                        DriftReport.dataset_version_id.in_(ids)
+                    )
+                ).scalars()
+            )
+            claimed = {
+                int(v)
+                for v in session.execute(
+                    select(AuditEvent.entity_id).where(
+                        AuditEvent.action == PIPELINE_START,
+                        AuditEvent.entity_type == "dataset_version",
+                        AuditEvent.entity_id.in_([str(i) for i in ids]),
+                    )
+                ).scalars()
+            }
+            statuses = dict(session.execute(select(DatasetVersion.id, DatasetVersion.status)
+                                            .where(DatasetVersion.id.in_(ids))).all())  # fmt: skip
+        self._revalidated_after = events[-1].id
+        for event in events:
+            version_id = int(event.entity_id) if str(event.entity_id).isdigit() else None
+            if (version_id is None or version_id not in claimed or version_id in checked
+                    or version_id in self._in_flight
+                    or statuses.get(version_id) not in ("accepted", "warned")):  # fmt: skip
+                continue
+            batch = (event.details or {}).get("batch") or f"dataset version {version_id}"
+            self._say(f"{batch}: revalidated, now {statuses[version_id]}: score, then check drift")
+            self._queue_pipeline(f"pipeline:{version_id}:revalidated", version_id, batch)
 
     def _queue_pipeline(self, job_id: str, version_id: int, batch: str) -> None:
         self._in_flight.add(version_id)
