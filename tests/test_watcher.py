@@ -476,6 +476,28 @@ def test_a_full_disk_keeps_the_file_in_incoming_until_it_can_be_ingested(
                      "workspace (No space)); left in incoming/, tried again every 0.1 s"]  # fmt: skip
 
 
+def test_a_quarantine_folder_out_of_use_keeps_the_files_until_it_is_back(
+    ws, store, watch, monkeypatch
+):
+    """data/quarantine made a file: a rejected batch and a file of another type failed with
+    "FileExistsError: [Errno 17] ...", and stayed in incoming/ until the watcher restarted."""
+    monkeypatch.setattr(watcher_module, "WAIT_SECONDS", 0.1)
+    ws.quarantine_dir.parent.mkdir(parents=True, exist_ok=True)
+    if ws.quarantine_dir.exists():
+        ws.quarantine_dir.rmdir()
+    ws.quarantine_dir.write_text("not a folder", encoding="utf-8")
+    _, recorder = watch()
+    (ws.incoming_dir / "bad.csv").write_bytes(b"id,x\n1,2\n1,3\n" * 2)  # not the schema
+    (ws.incoming_dir / "notes.docx").write_bytes(b"PK\x03\x04 a document")
+    wait_for(lambda: len([m for m in recorder.events if "cannot use data/quarantine/" in m]) >= 2,
+             "both waits to be said")  # fmt: skip
+    assert not recorder.said("FileExistsError") and not recorder.said("Errno")
+    assert incoming_files(ws) == ["bad.csv", "notes.docx"]
+    ws.quarantine_dir.unlink()  # put right: both are taken without a restart
+    wait_for(lambda: incoming_files(ws) == [], "both files to leave incoming/")
+    assert (ws.quarantine_dir / "notes.docx").exists()
+
+
 def test_a_store_out_of_reach_is_said_in_the_databases_words():
     """What the watcher says of a file it waits with: not 'OperationalError: (psycopg...'."""
     from sqlalchemy import create_engine

@@ -583,9 +583,9 @@ class IncomingWatcher:
             self._pending.pop(path, None)
             self._say(f"{name}: gone before it could be ingested")
             return
-        reason = _one_line(exc)
+        reason = self._folder_problem(exc) or _one_line(exc)
         log.info("ingesting %s failed: %s", path, reason)
-        if _temporary(exc):
+        if _temporary(exc) or self._folder_problem(exc):
             entry.retry_at = time.monotonic() + WAIT_SECONDS
             if entry.waiting != reason:
                 entry.waiting = reason
@@ -597,22 +597,46 @@ class IncomingWatcher:
             entry.retry_at = time.monotonic() + RETRY_SECONDS
             self._say(f"{name}: not ingested ({reason}); trying again in {RETRY_SECONDS:g} s")
             return
-        del self._pending[path]
-        self.counts["failed"] += 1
         details = "" if isinstance(exc, MldeckError) else "".join(traceback.format_exception(exc))
-        self._to_quarantine(path, name, reason, details)
+        if self._to_quarantine(path, name, reason, details, retry=entry):
+            del self._pending[path]
+            self.counts["failed"] += 1
 
-    def _to_quarantine(self, path: Path, name: str, reason: str, details: str = "") -> None:
-        """Move *path* (a link as the link) to quarantine with a note of *reason*."""
+    def _folder_problem(self, exc: BaseException) -> str | None:
+        """What is wrong with a folder of the workspace (data/quarantine/ made a file, .mldeck/
+        read-only), if that is what *exc* is: a problem of the workspace, not of the file, tried
+        again every WAIT_SECONDS (the file stayed in incoming/ until a restart)."""
+        if not isinstance(exc, OSError) or not exc.filename:
+            return None
+        where = Path(os.fsdecode(exc.filename))
+        for folder in (self.workspace.quarantine_dir, self.workspace.state_dir):
+            if where == folder or where.is_relative_to(folder):
+                shown_folder = shown(str(folder.relative_to(self.workspace.root)))
+                return f"cannot use {shown_folder}/: {exc.strerror or exc}"
+        return None
+
+    def _to_quarantine(self, path: Path, name: str, reason: str, details: str = "",
+                       retry: _Pending | None = None) -> bool:  # fmt: skip
+        """Move *path* (a link as the link) to quarantine with a note of *reason*; False when
+        the quarantine folder cannot be used and *path* (its *retry* entry) waits to try again."""
         try:
             target = _move_to_quarantine(path, self.workspace.quarantine_dir)
         except OSError as move_error:
+            problem = self._folder_problem(move_error)
+            if retry is not None and problem is not None:
+                retry.retry_at = time.monotonic() + WAIT_SECONDS
+                if retry.waiting != problem:
+                    retry.waiting = problem
+                    self._say(f"{name}: not ingested ({reason}) and not moved to quarantine "
+                              f"({problem}); left in {self._incoming.name}/, tried again every "
+                              f"{WAIT_SECONDS:g} s")  # fmt: skip
+                return False
             self._left[path] = _signature(path)
             self._say(
                 f"{name}: not ingested ({reason}) and not moved to quarantine "
                 f"({move_error.strerror or move_error}); left in {self._incoming.name}/"
             )
-            return
+            return True
         where = shown(str(target.relative_to(self.workspace.root)))
         note = target.with_name(target.name + ERROR_NOTE)
         partial = note.with_name(f".{note.name}.tmp")  # whole or absent for a reader
@@ -629,8 +653,9 @@ class IncomingWatcher:
                 partial.unlink(missing_ok=True)
             self._say(f"{name}: not ingested ({reason}); moved to {where}, but its note "
                       f"could not be written ({note_error.strerror or note_error})")  # fmt: skip
-            return
+            return True
         self._say(f"{name}: not ingested ({reason}); moved to {where}")
+        return True
 
     # -- helpers --------------------------------------------------------------------------------
 
