@@ -13,6 +13,7 @@ std, quantiles, a histogram on the reference's bin edges, category frequencies.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import secrets
@@ -202,6 +203,10 @@ class _Flag:
     # (an aggregate) counts them afterwards, in the offending rows or in a pass of its own.
     count: Any = None
     recount: pl.Expr | None = None
+    # A duplicates check: its column. Its expr (is_duplicated) would hold the whole file in
+    # memory; the first pass compares the count with the distinct count instead, and only when
+    # they differ are the duplicated values found (a streaming group-by) and marked by is_in.
+    duplicates: pl.Expr | None = None
 
 
 @dataclass
@@ -257,6 +262,41 @@ class _Plan:
             if columns:
                 frame = frame.with_columns(**columns)
         return frame
+
+
+def _duplicates(plan: _Plan, check: str, name: str, severity: str, value: pl.Expr,
+                describe: Any) -> None:  # fmt: skip
+    """A check that no two rows share a value of *value*: the first pass counts its values and
+    its distinct values (equal: none shared), in bounded memory."""
+    key = f"dup::{len(plan.flags)}"
+    plan.aggregates[f"{key}::values"] = value.count()
+    plan.aggregates[f"{key}::distinct"] = value.drop_nulls().n_unique()
+
+    def count(v: dict[str, Any], k: str = key) -> int | None:
+        return 0 if v[f"{k}::values"] == v[f"{k}::distinct"] else None
+
+    plan.flags.append(_Flag(check, name, severity,
+                            (value.is_not_null() & value.is_duplicated()).fill_null(False),
+                            describe, count=count, duplicates=value))  # fmt: skip
+
+
+def _marking_duplicates(source: Source, plan: _Plan, flag: _Flag, engine: str) -> _Flag:
+    """*flag* (a duplicates check that found some) marking the rows whose value is among the
+    duplicated ones, found by a streaming group-by: no pass holds the whole file."""
+    value = flag.duplicates
+    shared = (
+        plan.frame(source.frame)
+        .select(value.alias("__value"))
+        .drop_nulls()
+        .group_by("__value")
+        .agg(pl.len().alias("__n"))
+        .filter(pl.col("__n") > 1)
+        .select("__value")
+        .collect(engine=engine)
+        .get_column("__value")
+    )
+    marks = value.is_in(shared.implode()).fill_null(False)
+    return dataclasses.replace(flag, expr=marks, recount=marks.sum())
 
 
 def _values(count: int) -> str:
@@ -516,9 +556,8 @@ def _column_checks(
                                 lambda n: f"{_values(n)} outside the allowed categories",
                                 count=tally))  # fmt: skip
     if exp.unique:
-        plan.flags.append(_Flag("unique", name, exp.severity_of("unique"),
-                                (value.is_not_null() & value.is_duplicated()).fill_null(False),
-                                lambda n: f"{n} rows share a value with another row"))  # fmt: skip
+        _duplicates(plan, "unique", name, exp.severity_of("unique"), value,
+                    lambda n: f"{n} rows share a value with another row")  # fmt: skip
     if exp.pattern is not None:
         matches = (finite if kind in ("string", "bool") else value.cast(pl.String)).str.contains(
             exp.pattern
@@ -610,10 +649,8 @@ def build(
                                        f"the id column {ident_name!r} ([data] id_column) is not "
                                        "in the file"))  # fmt: skip
         else:
-            ident = pl.col(ident_name)
-            plan.flags.append(_Flag("unique_ids", ident_name, severity,
-                                    (ident.is_not_null() & ident.is_duplicated()).fill_null(False),
-                                    lambda n: f"{n} rows share an id with another row"))  # fmt: skip
+            _duplicates(plan, "unique_ids", ident_name, severity, pl.col(ident_name),
+                        lambda n: f"{n} rows share an id with another row")  # fmt: skip
     if settings.timestamp_column and table.max_age_days:
         ts, severity = settings.timestamp_column, table.severity_of("freshness")
         kind = _kind(source.schema[ts]) if ts in present else None
@@ -708,6 +745,11 @@ def validate(
         counts.append(None if count is None else int(count))
     offending = 0
     try:
+        plan.flags = [
+            _marking_duplicates(source, plan, flag, engine)
+            if flag.duplicates is not None and n is None else flag
+            for flag, n in zip(plan.flags, counts, strict=True)
+        ]  # fmt: skip
         if offending_path is not None and any(n != 0 for n in counts):
             flags = [f for f, n in zip(plan.flags, counts, strict=True) if n != 0]
             offending = _write_offending(source, plan, flags, offending_path, engine)
