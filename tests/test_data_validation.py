@@ -745,6 +745,21 @@ def test_the_duplicates_checks_stream_and_count_as_before(tmp_path):
     assert run(clean, settings).status == "accepted"
 
 
+def test_the_most_frequent_values_without_a_reference_are_counted_beside_the_first_pass(
+    tmp_path, monkeypatch
+):
+    """value_counts among the first pass's aggregates made polars hold the whole file (1.3 GB
+    for 1 GB of CSV); a group-by per text column, collected with the first pass, reads it once."""
+    path = write(tmp_path, "t.csv", "k,n\nb,1\na,2\nb,3\nc,4\na,5\nb,6\n,7\n")
+    plan = build(open_source(path), DataSettings(), None, exact_quantiles=False, arrived_at=ARRIVED)
+    assert not any("value_counts" in str(expr) for expr in first_pass(plan).values())
+    reads = _watch_reads(monkeypatch, path)
+    result = validate(open_source(path), DataSettings())
+    assert reads == ["collect"]
+    column = result.profile["columns"]["k"]
+    assert column["frequencies"] == {"b": 3, "a": 2, "c": 1} and column["other"] == 0
+
+
 def test_missing_and_unexpected_columns(tmp_path):
     path = write_parquet(tmp_path, "t.parquet", pl.DataFrame({"a": [1], "extra": [2]}))
     expectations = {"a": {}, "b": {}, "c": {"required": False}}
@@ -903,7 +918,8 @@ def test_examples_are_the_first_offending_rows(tmp_path, limit):
 
 
 def _watch_reads(monkeypatch, path: Path) -> list[str]:
-    """Every plan run over *path* from now on: "collect", "collect_all" or "sink"."""
+    """Every read of *path* from now on: "collect" (a plan, or plans collected together) or
+    "sink"."""
     reads: list[str] = []
     collect, collect_all, sink = pl.LazyFrame.collect, pl.collect_all, pl.LazyFrame.sink_parquet
 
@@ -916,7 +932,8 @@ def _watch_reads(monkeypatch, path: Path) -> list[str]:
         return collect(frame, *args, **kwargs)
 
     def watching_collect_all(queries, **kwargs):
-        reads.append("collect_all")
+        # Queries collected together share their scan (a CACHE node): one read, said "collect".
+        reads.extend(["collect"] * pl.explain_all(queries).count(f"SCAN [{path}]"))
         return collect_all(queries, **kwargs)
 
     def watching_sink(frame, *args, **kwargs):

@@ -242,6 +242,10 @@ class _Plan:
     # Aggregates collected again, in a pass of their own, only when the first pass's values ask
     # for them (see _Retry).
     retry: list[_Retry] = field(default_factory=list)
+    # Text columns whose most frequent values are counted (no reference names their categories):
+    # a group-by each, beside the first pass in the same read (value_counts among the first
+    # pass's aggregates made polars hold the whole file in memory).
+    tops: dict[str, pl.Expr] = field(default_factory=dict)
     _named: dict[str, list[str]] = field(default_factory=dict)  # derived columns by expression
     prefix: str = "_mldeck_tmp_"
 
@@ -392,9 +396,7 @@ def _profile_exprs(
         categories = _categories(reference)
         if categories is None:
             plan.aggregates.update(distinct)
-            plan.aggregates[key + "top"] = (
-                text.drop_nulls().value_counts(sort=True).head(TOP_CATEGORIES).implode()
-            )
+            plan.tops[key + "top"] = text
         else:
             # Each value hashed once (64 bits, with the plan's random seed); the categories are
             # counted by comparing numbers, not text (about 3x cheaper). A value is miscounted
@@ -706,19 +708,30 @@ def validate(
     started = time.perf_counter()
     arrived_at = arrived_at or datetime.now(UTC)
 
-    def run(source: Source) -> tuple[_Plan, pl.DataFrame]:
+    def run(source: Source) -> tuple[_Plan, dict[str, Any]]:
         plan = build(
             source, settings, reference, exact_quantiles=exact_quantiles, arrived_at=arrived_at
         )
         aggregates = first_pass(plan)
-        return plan, plan.frame(source.frame).select(**aggregates).collect(engine=engine)
+        frame = plan.frame(source.frame)
+        if not plan.tops:
+            return plan, frame.select(**aggregates).collect(engine=engine).row(0, named=True)
+        counted = [
+            frame.select(text.alias("value")).drop_nulls().group_by("value")
+            .agg(pl.len().alias("count"))
+            .sort(["count", "value"], descending=[True, False]).head(TOP_CATEGORIES)
+            for text in plan.tops.values()
+        ]  # fmt: skip
+        found, *tops = pl.collect_all([frame.select(**aggregates), *counted], engine=engine)
+        values = found.row(0, named=True)
+        values.update((key, top.to_dicts()) for key, top in zip(plan.tops, tops, strict=True))
+        return plan, values
 
     try:
         # a CSV column polars misreads past its first rows is read again as text, and checked
         (plan, values), source = source.read(run)
     except Exception as exc:
         return unreadable(source.why(exc), time.perf_counter() - started)
-    values = values.row(0, named=True)
     n_rows = int(values["rows"])
     try:
         # Float columns holding NaN or infinities: their statistics over the finite values; text
