@@ -210,6 +210,7 @@ class ActiveRun:
             return
         for number in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(number) == signal.SIG_DFL:
+                _signals_owner[:] = [os.getpid()]
                 self._signals[number] = signal.signal(number, _stop_on_signal)
 
     def _restore_signals(self) -> None:
@@ -293,13 +294,7 @@ class ActiveRun:
 
     def _check_open(self) -> None:
         """Refuse what is logged once the run has ended: a metric would wait in the buffer and
-        never be written, and a param or log line would change a finished run's record. And
-        what a forked child logs (a multiprocessing worker): its buffer dies with it unwritten."""
-        if os.getpid() != self._pid:
-            raise MldeckError(
-                f"run {self.id} ({self.name}) belongs to process {self._pid}, not to this forked "
-                "one: return values to the parent and log them there, or start a run here"
-            )
+        never be written, and a param or log line would change a finished run's record."""
         if (
             self._ended
             and self._cut_off
@@ -381,6 +376,12 @@ class ActiveRun:
                 rows.append(
                     {"run_id": self.id, "key": key, "value": value, "step": this_step, "ts": ts}
                 )
+            if os.getpid() != self._pid:
+                # A forked child (a multiprocessing worker): its buffer would die with it
+                # unwritten (pool workers leave through os._exit), so its points are written now.
+                with self.store.write() as session:
+                    session.execute(insert(Metric), rows)
+                return
             self._metrics.extend(rows)
             due = (
                 len(self._metrics) >= METRIC_BATCH
@@ -553,7 +554,16 @@ class Stopped(SystemExit):
         self.name = signal.Signals(number).name
 
 
+_signals_owner: list[int] = []  # the process that put _stop_on_signal in place
+
+
 def _stop_on_signal(number: int, _frame: Any) -> None:
+    if _signals_owner and os.getpid() != _signals_owner[-1]:
+        # A forked child (a multiprocessing worker, which its pool ends with SIGTERM): the
+        # signal does what it would have done, at once.
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+        return
     raise Stopped(number)
 
 
