@@ -171,10 +171,21 @@ def test_after_a_rollback_the_old_version_scores_with_its_own_schema(served, sto
 
 
 def test_a_batch_without_a_trained_column_fails_its_run_naming_it(served, store, tmp_path):
+    from mldeck.data.ingest import ingest_file
+
     path = tmp_path / "no-charges.csv"
     churn_frame(40, seed=9).drop("charges").write_csv(path)
+    # A file: refused before it is taken in (it was stored as an accepted version, which the
+    # next training then used).
     with pytest.raises(MldeckError, match="lacks columns churn:1 was trained on: charges"):
         score_batch(served, store, path)
+    with store.read() as session:
+        assert session.execute(select(DatasetVersion.id)).first() is None
+        assert session.execute(select(Run).where(Run.kind == "score")).first() is None
+    # A version already ingested: its scoring run fails, naming the column.
+    version = ingest_file(served, store, path).version_id
+    with pytest.raises(MldeckError, match="lacks columns churn:1 was trained on: charges"):
+        score_batch(served, store, version)
     with store.read() as session:
         run = session.execute(select(Run).where(Run.kind == "score")).scalar_one()
     assert run.status == RunStatus.FAILED and "charges" in run.error

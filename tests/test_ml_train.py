@@ -789,3 +789,16 @@ def test_metric_keys_named_after_a_long_feature_fit_a_metric_key(workspace):
     with mldeck.start_run(name="long", workspace=workspace.root) as run:
         run.log_metrics(points)
     assert any(key.startswith("holdout.importance.xxx") for key in points)
+
+
+def test_a_version_whose_number_column_is_empty_does_not_make_it_text():
+    """One batch with the column left empty (read from its CSV as text) made the feature a
+    category for every later retrain: the text type won the concatenation."""
+    numbers = pl.DataFrame({"score": [1.5, 2.0], "plan": ["a", "b"]})
+    empty = pl.DataFrame({"score": pl.Series([None, None], dtype=pl.String), "plan": ["c", None]})
+    both = training._concat([numbers, empty], ["churn:v1", "churn:v2"])
+    assert both.schema["score"] == pl.Float64 and both.get_column("score").null_count() == 2
+    assert both.schema["plan"] == pl.String
+    # A column holding text in one version and numbers in another stays as it was read.
+    text = pl.DataFrame({"score": ["high", None], "plan": ["c", "d"]})
+    assert training._concat([numbers, text], ["churn:v1", "churn:v3"]).schema["score"] == pl.String

@@ -139,6 +139,10 @@ def score_batch(
             challenger = resolve(store, f"{name}@{CHALLENGER}")
         except NotFound:
             challenger = None
+    if not isinstance(source, int) and Path(source).is_file():
+        # A file lacking a column the champion needs is refused before it is ingested (it
+        # was stored as an accepted version, which the next training then took in).
+        _check_file_columns(workspace, Path(source), serving, champion, label(name, champion))
     version = _dataset_version(workspace, store, source, trigger)
     with store.read() as session:
         dataset = session.get(Dataset, version.dataset_id).name
@@ -158,6 +162,18 @@ def score_batch(
         else:
             result.shadow = shadowed.score
     return result
+
+
+def _check_file_columns(
+    workspace: Workspace, path: Path, model: Any, version: ModelVersion, name: str
+) -> None:
+    from mldeck.data.readers import open_source
+
+    try:
+        columns = open_source(path, separator=workspace.settings.data.csv_separator).columns
+    except ReadError:
+        return  # said by validation, which rejects it
+    _check_columns(_expected(model, version, name), columns, name)
 
 
 def _dataset_version(
@@ -387,9 +403,8 @@ def predict_frame(
     return _predict(model, _features(model, version, frame, label(name, version)))
 
 
-def _features(model: Any, version: ModelVersion, frame: pl.DataFrame, name: str) -> Any:
-    """The columns the version was trained on, in its order and with its types (its schema: so a
-    rolled-back version reads a batch as it did when it was trained)."""
+def _expected(model: Any, version: ModelVersion, name: str) -> list[str]:
+    """The columns the version was trained on, in its order."""
     schema = version.schema_ or {}
     expected = schema.get("features")
     if not (isinstance(expected, list) and all(isinstance(f, str) for f in expected)):
@@ -399,13 +414,24 @@ def _features(model: Any, version: ModelVersion, frame: pl.DataFrame, name: str)
             f"{name} does not say which columns it needs (no features in its schema, no "
             "feature names in the model)"
         )
-    expected = [str(column) for column in expected]
-    missing = [column for column in expected if column not in frame.columns]
+    return [str(column) for column in expected]
+
+
+def _check_columns(expected: list[str], columns: list[str], name: str) -> None:
+    missing = [column for column in expected if column not in columns]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise MldeckError(
             f"the batch lacks columns {name} was trained on: {', '.join(missing[:5])}{more}"
         )
+
+
+def _features(model: Any, version: ModelVersion, frame: pl.DataFrame, name: str) -> Any:
+    """The columns the version was trained on, in its order and with its types (its schema: so a
+    rolled-back version reads a batch as it did when it was trained)."""
+    schema = version.schema_ or {}
+    expected = _expected(model, version, name)
+    _check_columns(expected, frame.columns, name)
     selected = frame.select(expected)
     dtypes = schema.get("dtypes") if isinstance(schema.get("dtypes"), dict) else {}
     for column in expected:

@@ -185,6 +185,7 @@ def _read(
 def _concat(frames: list[pl.DataFrame], labels: list[str]) -> pl.DataFrame:
     if len(frames) == 1:
         return frames[0]
+    frames = _empty_columns_typed(frames)
     try:
         return pl.concat(frames, how="diagonal_relaxed")
     except pl.exceptions.PolarsError as exc:
@@ -192,6 +193,29 @@ def _concat(frames: list[pl.DataFrame], labels: list[str]) -> pl.DataFrame:
             f"the versions {', '.join(labels)} do not share column types, so they cannot be "
             f"trained on together: {exc}"
         ) from None
+
+
+def _empty_columns_typed(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """A column with no value in one version (read from a CSV as text) takes the type it has
+    where it holds values: the text type won the concatenation, and one batch with an empty
+    number column made that feature a category for every later retrain."""
+    typed: dict[str, set[pl.DataType]] = {}
+    for frame in frames:
+        for name, dtype in frame.schema.items():
+            if frame.height and frame.get_column(name).null_count() < frame.height:
+                typed.setdefault(name, set()).add(dtype)
+    out = []
+    for frame in frames:
+        casts = {
+            name: next(iter(typed[name]))
+            for name, dtype in frame.schema.items()
+            if len(typed.get(name, ())) == 1 and dtype not in typed[name]
+            and frame.get_column(name).null_count() == frame.height
+        }  # fmt: skip
+        out.append(
+            frame.with_columns(pl.col(n).cast(t) for n, t in casts.items()) if casts else frame
+        )
+    return out
 
 
 def load_dataset_versions(
