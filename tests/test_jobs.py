@@ -1175,6 +1175,29 @@ def test_an_older_retrain_approved_after_a_newer_one_serves_is_not_promoted(ws_s
     assert policies.promote_approved(workspace, store) == []  # said once, not at every look
 
 
+def test_a_waiting_version_made_the_challenger_is_still_promoted_once_approved(ws_store):
+    """Its promotion to challenger counted as "settled": approving it then promoted nothing,
+    without a word."""
+    from mldeck.ml.registry import approve, promote, resolve
+    from mldeck.store.models import GateResult
+
+    workspace, store = ws_store
+    assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
+    version = resolve(store, "churn:1")
+    with store.write() as session:  # gates are policy; this test is about approval
+        for gate in session.execute(select(GateResult)).scalars():
+            gate.passed = True
+            session.add(gate)
+    policies.record(store, policies.AWAITING, "test", entity_type="model_version",
+                    entity_id=version.id)  # fmt: skip
+    promote(store, "churn:1", alias="challenger", reason="shadow it first")
+    with store.read() as session:
+        assert policies.awaiting(session) == [str(version.id)]
+    approve(store, "churn:1", reason="fine in shadow")
+    (done,) = policies.promote_approved(workspace, store)
+    assert not done.refused and resolve(store, "churn@champion").id == version.id
+
+
 def test_a_refused_promotion_on_approval_is_recorded_once_until_its_cause_goes(ws_store):
     """Its model file gone, each refusal was an audit event, which woke the scheduler to try
     again: a new event every second for as long as the file stayed away (under the version's

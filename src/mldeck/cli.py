@@ -1165,7 +1165,7 @@ def models_approve(
     """Record your decision (you, now, why) to approve a version for promotion, or to reject it.
     A version waiting for approval after an automatic retrain is then made the champion by the
     scheduler ([jobs] promote_on_approval)."""
-    from mldeck.jobs.policies import promoted_once_approved
+    from mldeck.jobs.policies import history_actions, promoted_once_approved
     from mldeck.ml.registry import approve
     from mldeck.store.queries import model_version_detail
 
@@ -1174,7 +1174,7 @@ def models_approve(
     out.print(change.describe(), markup=False)
     if not reject and not change.failed_gates:  # failed gates: not promoted (said above)
         detail = model_version_detail(store, change.model_version_id)
-        actions = {event.action for event in detail.history}
+        actions = history_actions(detail.history)
         if promoted_once_approved(ws.settings.jobs.promote_on_approval, actions,
                                   detail.row.aliases):  # fmt: skip
             from mldeck.jobs.lease import holder

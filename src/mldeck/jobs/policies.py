@@ -43,18 +43,35 @@ REFUSED = "retrain.promotion_refused"
 SETTLED = ("model_version.promote", "model_version.reject", "model_version.archive", SUPERSEDED)
 
 
+def settles(action: str, details: dict[str, Any] | None) -> bool:
+    """Whether an audit event of a waiting version settles its wait: a rejection, an archive,
+    being superseded, or a promotion to champion (made the challenger, it still waits: that
+    promotion cancelled the promotion on approval without a word)."""
+    if action == "model_version.promote":
+        return (details or {}).get("alias", "champion") == "champion"
+    return action in SETTLED
+
+
 def promoted_once_approved(
     promote_on_approval: bool, actions: set[str], aliases: list[str] | tuple[str, ...]
 ) -> bool:
-    """Whether approving a version (its audit history's *actions*, its *aliases*) makes the
-    scheduler promote it: it waits for approval after an automatic retrain, nothing settled it,
-    it is not the champion, and ``[jobs] promote_on_approval`` (see ``promote_approved``)."""
+    """Whether approving a version (its audit history's *actions*: those that ``settles`` and
+    AWAITING, its *aliases*) makes the scheduler promote it: it waits for approval after an
+    automatic retrain, nothing settled it, it is not the champion, and ``[jobs]
+    promote_on_approval`` (see ``promote_approved``)."""
     return (
         promote_on_approval
         and AWAITING in actions
         and not actions.intersection(SETTLED)
         and "champion" not in aliases
     )
+
+
+def history_actions(history: Any) -> set[str]:
+    """The actions of a version's audit *history* (rows with ``action`` and ``details``) that
+    count for ``promoted_once_approved``: a promotion to challenger is left out."""
+    return {e.action for e in history
+            if e.action == AWAITING or settles(e.action, e.details)}  # fmt: skip
 
 
 def record(store: Store, action: str, reason: str, *, entity_type: str = "",
@@ -159,11 +176,11 @@ def awaiting(session: Any) -> list[str]:
     ).scalars()))  # fmt: skip
     if not waiting:
         return []
-    settled = set(session.execute(
-        select(AuditEvent.entity_id).where(
+    settled = {entity_id for entity_id, action, details in session.execute(
+        select(AuditEvent.entity_id, AuditEvent.action, AuditEvent.details).where(
             AuditEvent.action.in_(SETTLED), AuditEvent.entity_type == "model_version",
             AuditEvent.entity_id.in_(waiting))
-    ).scalars())  # fmt: skip
+    ).all() if settles(action, details)}  # fmt: skip
     return [entity_id for entity_id in waiting if entity_id not in settled]
 
 

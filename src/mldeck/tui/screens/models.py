@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from mldeck import formatting as fmt
 from mldeck.errors import MldeckError
-from mldeck.jobs.policies import promoted_once_approved
+from mldeck.jobs.policies import history_actions, promoted_once_approved
 from mldeck.ml import registry
 from mldeck.store.engine import Store
 from mldeck.store.queries import (
@@ -281,7 +281,7 @@ class ModelVersionScreen(DeckScreen):
     def show(self, detail: ModelVersionDetail) -> None:
         row = detail.row
         self.row, self.champion = row, detail.champion
-        actions = {event.action for event in detail.history}
+        actions = history_actions(detail.history)
         self._promoted_on_approval = promoted_once_approved(
             self.deck.workspace.settings.jobs.promote_on_approval, actions, row.aliases
         )
