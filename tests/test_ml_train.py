@@ -769,6 +769,10 @@ def test_settings_are_checked():
         with pytest.raises(ConfigError, match="no spaces at either end"):
             parse_settings(f"[model]\nname = {blank}\n")
     assert parse_settings("[model]\nname = 'ch:urn'\n").model.name == "ch:urn"
+    # 'churn:2026' read back as version 2026 of 'churn' (possibly another model's).
+    with pytest.raises(ConfigError, match="does not end in ':' and digits"):
+        parse_settings("[model]\nname = 'churn:2026'\n")
+    assert parse_settings("[model]\nname = 'churn:v2'\n").model.name == "churn:v2"
     settings = parse_settings("[model]\ntarget = 'y'\n[gates]\nmax_regression = {rmse = 0.5}\n")
     assert settings.model.estimator_path.endswith("HistGradientBoostingClassifier")
     assert settings.gates.max_regression == {"rmse": 0.5}
