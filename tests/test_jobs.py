@@ -1348,10 +1348,12 @@ def test_a_batch_whose_pipeline_never_finished_goes_through_it_after_a_restart(w
         scheduler.stop(timeout=60)
 
 
-def test_a_batch_revalidated_into_accepted_goes_through_its_pipeline_at_once(ws_store, tmp_path):
+def test_a_batch_revalidated_into_accepted_goes_through_its_pipeline_at_once(
+    ws_store, tmp_path, cli
+):
     """Rejected on arrival (its pipeline stopped there), then fixed with 'data revalidate': it
     waited for the next scheduler start to be scored and checked."""
-    from mldeck.data.ingest import ingest_file, revalidate
+    from mldeck.data.ingest import ingest_file
     from mldeck.store.models import DriftReport, RunTrigger
 
     workspace, store = ws_store
@@ -1364,7 +1366,10 @@ def test_a_batch_revalidated_into_accepted_goes_through_its_pipeline_at_once(ws_
         batch = ingest_file(workspace, store, semi, trigger=RunTrigger.NEW_DATA)
         assert batch.status == "rejected"
         wait_for(lambda: any("the pipeline stops here" in m for m in said), "the claim")
-        assert revalidate(workspace, store, batch.version_id, separator=";").status == "accepted"
+        done = cli("data", "revalidate", f"churn:v{batch.version}", "--separator", ";",
+                   cwd=workspace.root)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "next: the scheduler scores it with the champion and checks its drift" in done.stdout
 
         def checked() -> bool:
             with store.read() as session:

@@ -674,10 +674,33 @@ def data_revalidate(
         if result.quarantine_path:
             out.print(f"  quarantine: {result.quarantine_path}", markup=False)
         if result.status != "rejected" and result.previous == "rejected":
-            out.print(f"  next: 'mldeck drift check {result.label}' scores it with the champion"
-                      " and checks its drift", markup=False)  # fmt: skip
+            if _pipeline_takes(ws, store, result.version_id):
+                out.print("  next: the scheduler scores it with the champion and checks its "
+                          "drift, now", markup=False)  # fmt: skip
+            else:
+                out.print(f"  next: 'mldeck drift check {result.label}' scores it with the "
+                          "champion and checks its drift", markup=False)  # fmt: skip
     if EXIT.get(result.status, 0):
         raise typer.Exit(EXIT[result.status])
+
+
+def _pipeline_takes(ws: Workspace, store: Store, version_id: int) -> bool:
+    """Whether a scheduler acting now takes a batch revalidated into accepted through its
+    pipeline: one claimed it on arrival (a new-data batch) and the pipeline is on."""
+    from sqlalchemy import select
+
+    from mldeck.jobs.lease import holder
+    from mldeck.jobs.scheduler import PIPELINE_START
+    from mldeck.store.models import AuditEvent
+
+    acting = holder(store, ws.settings.jobs.lease_seconds)
+    if not ws.settings.jobs.pipeline or acting is None or not acting.alive:
+        return False
+    with store.read() as session:
+        claimed = session.execute(select(AuditEvent.id).where(
+            AuditEvent.action == PIPELINE_START, AuditEvent.entity_type == "dataset_version",
+            AuditEvent.entity_id == str(version_id)).limit(1)).first()  # fmt: skip
+    return claimed is not None
 
 
 @data_app.command("list")
