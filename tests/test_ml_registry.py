@@ -527,6 +527,10 @@ def test_rollback_refuses_what_is_not_an_earlier_usable_version(workspace, store
     add_version(workspace, store, model_bytes["b"])
     with pytest.raises(MldeckError, match="not earlier than the champion churn:1"):
         registry.rollback(store, "churn:2", reason="x")
+    # Archived and later: said so, not "use promote" (which then refused it as archived).
+    registry.archive(store, "churn:2", reason="retired")
+    with pytest.raises(MldeckError, match="churn:2 is archived; an archived version cannot serve"):
+        registry.rollback(store, "churn:2", reason="x")
     with pytest.raises(MldeckError, match="needs a reason"):
         registry.rollback(store, "churn:1", reason="")
     with pytest.raises(MldeckError, match="not to an alias"):

@@ -672,6 +672,9 @@ def rollback(
         if target.id == current.id:
             raise MldeckError(f"{label(name, target.version)} is already the champion")
         if target.version >= current.version:
+            if target.status == ARCHIVED:  # promote would refuse it too: say why first
+                raise MldeckError(f"{label(name, target.version)} is archived; an archived "
+                                  "version cannot serve")  # fmt: skip
             raise MldeckError(
                 f"a rollback goes to an earlier version: {label(name, target.version)} is not "
                 f"earlier than the champion {label(name, current.version)} (use promote)"
