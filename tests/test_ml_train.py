@@ -315,6 +315,47 @@ def test_the_champion_is_not_judged_on_rows_it_was_trained_on(ws):
     gate = next(g for g in second.gates if g.gate == "max_regression")
     assert f"on the {first_holdout} holdout rows champion v1 was not trained on" in gate.detail
     assert gate.value == champion["candidate_metrics"]["roc_auc"]
+    # The version's page compares the figures of those same rows (not its whole holdout's).
+    from mldeck.store.queries import model_version_detail
+
+    rows = {c.key: c for c in model_version_detail(store, second.model_version_id).comparison}
+    assert rows["holdout_rows"].value == rows["holdout_rows"].champion == first_holdout
+    assert rows["roc_auc"].value == pytest.approx(champion["candidate_metrics"]["roc_auc"])
+    store.close()
+
+
+def test_unlabelled_recent_rows_do_not_count_as_rows_the_champion_trained_on(ws):
+    """The champion's split was read again without dropping the rows that had no label yet, as
+    its training did: with a time split its training side reached into its holdout, every
+    holdout row counted as learnt, and every retrain failed its regression gate."""
+    store = open_workspace_store(ws)
+    later = generate_batch(600, start=REFERENCE_START + timedelta(days=60), seed=15,
+                           id_offset=400_000).with_columns(churned=pl.lit(None, pl.Int64))  # fmt: skip
+    path = ws.root / "incoming-data" / "unlabelled.csv"
+    later.write_csv(path)
+    assert ingest_file(ws, store, path).status in ("accepted", "warned")
+    first = training.train(ws, store)
+    set_champion(store, first.model_version_id)
+    second = training.train(ws, store)
+    assert second.champion["holdout_rows_left_out"] == 0 and second.champion["error"] is None
+    gate = next(g for g in second.gates if g.gate == "max_regression")
+    assert gate.passed and "not trained on" not in gate.detail
+    store.close()
+
+
+def test_a_champion_whose_rows_cannot_be_keyed_is_judged_on_the_whole_holdout(ws):
+    """A list column (Parquet) made the rows' keys fail with a polars error, out of training:
+    every training after the first failed with a traceback."""
+    store = open_workspace_store(ws)
+    listed = generate_batch(300, start=REFERENCE_START + timedelta(days=40), seed=16,
+                            id_offset=500_000).with_columns(tags=pl.lit(["a", "b"]))  # fmt: skip
+    path = ws.root / "incoming-data" / "tagged.parquet"
+    listed.write_parquet(path)
+    assert ingest_file(ws, store, path).status in ("accepted", "warned")
+    first = training.train(ws, store)
+    set_champion(store, first.model_version_id)
+    second = training.train(ws, store)
+    assert second.champion["error"] is None and second.champion["metrics"]["holdout_rows"] > 0
     store.close()
 
 

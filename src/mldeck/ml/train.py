@@ -769,7 +769,7 @@ def _evaluate_champion(
     except NotFound:
         return None
     holdout, y_holdout = trained.holdout, trained.y_holdout
-    seen, note = _trained_on(workspace, store, version, holdout)
+    seen, note = _trained_on(workspace, store, version, trained, spec)
     left_out = int(seen.sum()) if seen is not None else 0
     try:
         if left_out:
@@ -798,18 +798,22 @@ def _evaluate_champion(
                             schema.get("dtypes"), schema.get("classes"))  # fmt: skip
         candidate = None
         if left_out:
-            candidate = judged(trained.model, trained.features, None, trained.classes).metrics
+            mine = judged(trained.model, trained.features, None, trained.classes)
+            candidate = {**mine.metrics, "holdout_rows": mine.n_rows}
     except MldeckError as exc:
         return _Champion(version.id, version.version, None, str(exc), left_out, note=note)
     return _Champion(version.id, version.version, evaluation, None, left_out, candidate, note)
 
 
 def _trained_on(
-    workspace: Workspace, store: Store, version: Any, holdout: pl.DataFrame
+    workspace: Workspace, store: Store, version: Any, trained: Trained, current: TrainSpec
 ) -> tuple[np.ndarray | None, str | None]:
-    """Which *holdout* rows the champion *version* was trained on (its run's record read again
-    and split as it was), by their values in the columns both share; (None, why) when its
-    record cannot be read again (a --data file since moved, a version not made by training)."""
+    """Which of *trained*'s holdout rows the champion *version* was trained on (its run's record
+    read again, its unlabelled rows dropped and split as its training did), by their values in
+    the columns both share; (None, why) when its record cannot be read again (a --data file
+    since moved, a version not made by training)."""
+    holdout = trained.holdout
+    none = np.zeros(holdout.height, dtype=bool)
     with store.read() as session:
         run = session.get(Run, version.run_id) if version.run_id else None
     params = (run.params or {}) if run is not None else {}
@@ -817,18 +821,39 @@ def _trained_on(
         return None, "its training run has no record of its data"
     try:
         spec = TrainSpec.from_params(params["spec"])
-        data = _load_data(workspace, store, spec, None, recorded=params["data"])
-        train_side, _, _ = split(data.frame, spec)
-    except (MldeckError, KeyError, TypeError, ValueError) as exc:
-        return None, f"its training data cannot be read again ({exc})"
-    shared = sorted(set(train_side.columns) & set(holdout.columns))
-    if not shared:
-        return np.zeros(holdout.height, dtype=bool), None
+        if _same_hashed_sides(spec, params, current, trained):
+            return none, None  # each id keeps its side: none of its rows is held out here
+        frame = _load_data(workspace, store, spec, None, recorded=params["data"]).frame
+        if spec.target in frame.columns:  # as its training did before splitting
+            frame = frame.filter(pl.col(spec.target).is_not_null())
+        train_side, _, _ = split(frame, spec)
+        shared = sorted(set(train_side.columns) & set(holdout.columns))
+        if not shared or not train_side.height:
+            return none, None
+        # Its rows as this holdout types them (a column read as Int64 then, Float64 now).
+        mine = train_side.select(pl.col(c).cast(holdout.schema[c], strict=False) for c in shared)
+        keys = mine.select(pl.struct(shared).hash(7)).to_series()
+        return holdout.select(pl.struct(shared).hash(7)).to_series().is_in(
+            keys.implode()
+        ).to_numpy(), None
+    except (MldeckError, KeyError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+        return None, f"its training data cannot be read again ({_first_line(exc)})"
 
-    def keys(frame: pl.DataFrame) -> pl.Series:
-        return frame.select(pl.struct([pl.col(c).cast(pl.String) for c in shared]).hash(7))[:, 0]
 
-    return keys(holdout).is_in(keys(train_side).implode()).to_numpy(), None
+def _same_hashed_sides(spec: TrainSpec, params: dict[str, Any], current: TrainSpec,
+                       trained: Trained) -> bool:  # fmt: skip
+    """Whether the champion's split and this one put each row on the side its id's seeded hash
+    says, alike: its training rows are then never in this holdout (no need to read them)."""
+    return params.get("split") == trained.split == "id hash" and (
+        spec.seed,
+        spec.test_size,
+        spec.id_column,
+    ) == (current.seed, current.test_size, current.id_column)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _code_version(workspace: Workspace, entry: EntryPoint | None) -> dict[str, Any]:
@@ -928,7 +953,7 @@ def train(
                 if champion.note:
                     run.log(f"champion v{champion.version}: {champion.note}; judged on the whole "
                             "holdout, which may hold rows it was trained on", level="warning")  # fmt: skip
-                if champion.left_out:
+                if champion.left_out and champion.evaluation is not None:
                     run.log(f"champion v{champion.version} was trained on {champion.left_out} of "
                             "the holdout's rows: both are compared on the others")  # fmt: skip
                 if champion.evaluation is not None:

@@ -1197,6 +1197,10 @@ def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDet
             beside.get("model_version_id") == champion_version.id and beside.get("metrics")
         )
         theirs = numeric_metrics(beside["metrics"] if same_holdout else champion.metrics)
+        if same_holdout and beside.get("holdout_rows_left_out") and beside.get("candidate_metrics"):
+            # The champion was judged on the holdout less the rows it was trained on: this
+            # version's figures on those same rows, as its regression gate compared them.
+            mine.update(numeric_metrics(beside["candidate_metrics"]))
     comparison = [
         MetricComparison(key, mine.get(key), theirs.get(key), same_holdout or champion is None)
         for key in [*mine, *(k for k in theirs if k not in mine)]
