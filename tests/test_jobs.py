@@ -1640,24 +1640,34 @@ def test_a_pipeline_stopped_before_scoring_does_not_say_it_checks_drift_anyway(w
 
 def test_a_batch_of_a_dataset_without_a_reference_is_not_checked_for_drift(ws_store):
     """A new workspace's first batches: each drift step failed ("no reference to compare
-    with"), was retried, failed again and raised the "drift run failed" alert."""
+    with"), was retried, failed again and raised the "drift run failed" alert; and the next
+    scheduler ran such a pipeline again as one that "did not finish"."""
     from mldeck.data.ingest import ingest_file
-    from mldeck.store.models import Dataset
+    from mldeck.store.models import Dataset, RunTrigger
+    from mldeck.workspace import load_workspace
 
     workspace, store = ws_store
-    batch = ingest_file(workspace, store, workspace.data_dir / "samples" / "batch_01_normal.csv")
+    config = workspace.config_path.read_text(encoding="utf-8")
+    workspace.config_path.write_text(re.sub(r"(?m)^reference = .*\n", "", config), "utf-8")
     with store.write() as session:
         for dataset in session.execute(select(Dataset)).scalars():
             dataset.reference_version_id = None
             session.add(dataset)
+    workspace = load_workspace(workspace.root)
     said: list[str] = []
     scheduler = _scheduler(workspace, store, said)
     try:
-        scheduler._pipeline(batch.version_id, "churn:v2")
+        ingest_file(workspace, store, workspace.data_dir / "samples" / "batch_01_normal.csv",
+                    trigger=RunTrigger.NEW_DATA)  # fmt: skip
+        wait_for(lambda: any("no reference to compare its drift with" in m for m in said),
+                 "the drift step to be skipped")  # fmt: skip
     finally:
         scheduler.stop(timeout=60)
-    assert any("churn:v2: no reference to compare its drift with" in m for m in said), said
     assert not _runs_of(store, "drift churn:v2")
+    said.clear()
+    again = _scheduler(workspace, store, said)
+    again.stop(timeout=60)
+    assert not any("did not finish" in m for m in said), said
 
 
 def test_a_console_leaves_the_scheduler_to_a_daemon_waiting_for_it(ws_store):

@@ -295,7 +295,7 @@ class DeckScheduler:
         self.runner = JobRunner(self.workspace, self.store, self.settings, on_event=self._say)
         self._in_flight.clear()  # a new APScheduler: what the last one queued is gone
         self._resumed.clear()
-        self._revalidated_after = self._last_event_id(REVALIDATED)  # later ones are taken
+        self._revalidated_after = self._last_event_id()  # the events after it are looked at
         self._resume_due = False  # _resume_pipelines() below
         orphaned = self._mark_orphans("found at scheduler start") | self._orphans_left()
         for change in sync_from_settings(self.store, self.settings, actor=policies.ACTOR):
@@ -778,22 +778,27 @@ class DeckScheduler:
             self._queue_pipeline(f"pipeline:{version_id}", version_id, batch)
         self._take_revalidated()
 
-    def _last_event_id(self, action: str) -> int:
+    def _last_event_id(self) -> int:
         with self.store.read() as session:
-            found = session.execute(select(func.max(AuditEvent.id))
-                                    .where(AuditEvent.action == action)).scalar()  # fmt: skip
-        return int(found or 0)
+            return int(session.execute(select(func.max(AuditEvent.id))).scalar() or 0)
 
     def _take_revalidated(self) -> None:
         """A batch rejected on arrival (its pipeline stopped there) and revalidated into accepted
         or warned goes through its pipeline now: it waited for the next scheduler start."""
         after = self._revalidated_after or 0
         with self.store.read() as session:
+            # The events since the last look: a range of the primary key, not a scan of the
+            # whole trail at every change of the store.
+            top = session.execute(select(func.max(AuditEvent.id))).scalar() or 0
             events = session.execute(
                 select(AuditEvent.id, AuditEvent.entity_id, AuditEvent.details)
-                .where(AuditEvent.action == REVALIDATED, AuditEvent.id > after)
+                .where(AuditEvent.id > after, AuditEvent.id <= top,
+                       AuditEvent.action == REVALIDATED)
                 .order_by(AuditEvent.id)
             ).all()  # fmt: skip
+            self._revalidated_after = top
+            events = [e for e in events  # only a batch whose pipeline stopped at validation
+                      if (e.details or {}).get("from") not in ("accepted", "warned")]  # fmt: skip
             if not events:
                 return
             ids = {int(e.entity_id) for e in events if str(e.entity_id).isdigit()}
@@ -816,7 +821,6 @@ class DeckScheduler:
             }
             statuses = dict(session.execute(select(DatasetVersion.id, DatasetVersion.status)
                                             .where(DatasetVersion.id.in_(ids))).all())  # fmt: skip
-        self._revalidated_after = events[-1].id
         for event in events:
             version_id = int(event.entity_id) if str(event.entity_id).isdigit() else None
             if (version_id is None or version_id not in claimed or version_id in checked
@@ -854,6 +858,8 @@ class DeckScheduler:
             statuses = dict(session.execute(select(DatasetVersion.id, DatasetVersion.status)).all())
         for entity_id, details in claimed:
             if entity_id in checked or statuses.get(int(entity_id)) not in ("accepted", "warned"):
+                continue
+            if not self._has_reference(int(entity_id)):  # its drift was skipped, not unfinished
                 continue
             if int(entity_id) in self._in_flight:  # still on its way
                 continue
