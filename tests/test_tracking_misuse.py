@@ -296,3 +296,59 @@ def test_an_artifact_on_a_full_disk_is_said_so(workspace, tmp_path, monkeypatch)
     monkeypatch.setattr(artifacts, "put_stream", full)
     with start_run(name="full", workspace=workspace) as run, pytest.raises(WorkspaceFull):
         run.log_artifact(source)
+
+
+def test_params_holding_themselves_or_sharing_parts_are_stored_quickly(workspace, store):
+    """json.dumps refused them at once; walked leaf by leaf, a dict holding itself twice per
+    level took 2^50 steps."""
+    loop: dict = {}
+    loop["a"] = loop
+    loop["b"] = loop
+    shared: list = []
+    for _ in range(60):
+        shared = [shared, shared]
+    started = time.monotonic()
+    with start_run(name="odd params", params={"loop": loop, "shared": shared, "ok": [1, 2]},
+                   workspace=workspace) as run:  # fmt: skip
+        pass
+    assert time.monotonic() - started < 30  # minutes or more before
+    params = run_detail(store, run.id).run.params
+    assert params["ok"] == [1, 2] and isinstance(params["shared"], str)
+    assert isinstance(params["loop"]["a"], str) and "{...}" in params["loop"]["a"]
+
+
+def test_a_signal_handler_set_inside_a_runs_block_is_kept_after_it(workspace):
+    """The block put its own saved handler back over the user's."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+
+        def mine(_number, _frame):
+            return None
+
+        with start_run(name="handler", workspace=workspace):
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the block's
+            signal.signal(signal.SIGTERM, mine)
+        assert signal.getsignal(signal.SIGTERM) is mine
+        with start_run(name="plain", workspace=workspace):
+            pass
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_run_left_open_in_the_main_thread_at_exit_is_not_called_cut_off(workspace, store):
+    """A block never left (an ExitStack not closed, a generator suspended inside it) was said
+    to be a daemon thread's run cut off at exit, and failed."""
+    child = script_in(
+        workspace,
+        """
+        import contextlib, mldeck
+        stack = contextlib.ExitStack()
+        run = stack.enter_context(mldeck.start_run(name="left open"))
+        run.log_metric("x", 1.0)
+    """,
+    )
+    _out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    detail = run_detail(store, resolve_run(store, "left open"))
+    assert detail.run.status == RunStatus.SUCCEEDED and keys(store, detail.run.id) == {"x": 1}

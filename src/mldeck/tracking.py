@@ -22,6 +22,7 @@ import contextlib
 import math
 import operator
 import os
+import reprlib
 import signal
 import sys
 import threading
@@ -73,10 +74,28 @@ def _workspace_store(workspace: Workspace | Path | str | None) -> tuple[Workspac
         return _stores[key]
 
 
-def _jsonable(value: Any, depth: int = 0) -> Any:
+def _jsonable(value: Any) -> Any:
     """A param or tag as JSON, leaf by leaf: a config dict holding a Path keeps its structure
     (the Path as its text), not the repr of the whole dict; NaN and infinities as their text;
-    a numpy scalar or array as the Python number or list it holds (``np.int64(5)`` is 5)."""
+    a numpy scalar or array as the Python number or list it holds (``np.int64(5)`` is 5). A
+    part holding itself, or nesting deeper than MAX_PARAM_DEPTH, is kept as its (shortened)
+    text; a value of more than MAX_PARAM_NODES parts (a structure sharing its parts, walked part
+    by part, grows exponentially) is kept whole as its shortened text."""
+    budget = [MAX_PARAM_NODES]
+    try:
+        return _json_part(value, 0, frozenset(), budget)
+    except _TooBig:
+        return whole_text(_SHORT.repr(value))
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _json_part(value: Any, depth: int, path: frozenset[int], budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooBig
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
         value = value.tolist()
     if value is None or isinstance(value, bool | int):
@@ -85,20 +104,33 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, str):
         return whole_text(value)
-    if depth < MAX_PARAM_DEPTH and isinstance(value, dict):
-        return {whole_text(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
-    if depth < MAX_PARAM_DEPTH and isinstance(value, list | tuple):
-        return [_jsonable(v, depth + 1) for v in value]
-    return whole_text(str(value))
+    nested = isinstance(value, dict | list | tuple)
+    if nested and depth < MAX_PARAM_DEPTH and id(value) not in path:
+        inside = path | {id(value)}
+        if isinstance(value, dict):
+            return {whole_text(str(k)): _json_part(v, depth + 1, inside, budget)
+                    for k, v in value.items()}  # fmt: skip
+        return [_json_part(v, depth + 1, inside, budget) for v in value]
+    if nested:  # shortened as it is printed (printed whole, a structure holding itself is long)
+        return whole_text(_SHORT.repr(value))
+    text = str(value)
+    return whole_text(text if len(text) <= MAX_PARAM_TEXT else text[: MAX_PARAM_TEXT - 1] + "…")
+
+
+_SHORT = reprlib.Repr()  # Python 3.11 takes no settings in the constructor
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 6, 50, 50, 50
+_SHORT.maxstring, _SHORT.maxother = 200, 200
 
 
 def _fields(what: str, fields: Any) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise MldeckError(f"{what} are a dict of names and values, not {type(fields).__name__}")
-    return _jsonable(fields)
+    return {whole_text(str(k)): _jsonable(v) for k, v in fields.items()}  # each value on its own
 
 
-MAX_PARAM_DEPTH = 50  # deeper (or a structure holding itself) is kept as its text
+MAX_PARAM_DEPTH = 20  # deeper is kept as its text
+MAX_PARAM_NODES = 20_000  # parts walked in one param; more and it is kept as its text
+MAX_PARAM_TEXT = 10_000  # characters of a value kept as its text
 
 
 def _clean_exit(exc: BaseException | None) -> bool:
@@ -189,6 +221,7 @@ class ActiveRun:
         self._signals: dict[int, Any] = {}
         self._warned = False
         self._cut_off = False  # ended at exit while its with block ran (in a daemon thread)
+        self._thread: threading.Thread | None = None  # the thread that entered its block
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> ActiveRun:
@@ -197,6 +230,7 @@ class ActiveRun:
             raise MldeckError(f"run {self.id} ({self.name}) is already in a with block")
         self._entered = True
         self._token = _active.set(self)
+        self._thread = threading.current_thread()
         self._heartbeat.start()
         self._end_on_signals()
         return self
@@ -216,7 +250,8 @@ class ActiveRun:
     def _restore_signals(self) -> None:
         for number, handler in self._signals.items():
             with contextlib.suppress(ValueError):  # not the main thread any more
-                signal.signal(number, handler)
+                if signal.getsignal(number) is _stop_on_signal:  # not one set inside the block
+                    signal.signal(number, handler)
         self._signals.clear()
 
     def __exit__(
@@ -529,7 +564,13 @@ def _end_open_runs() -> None:
         if run._pid != os.getpid():  # a forked child exiting: the run is its parent's
             continue
         try:
-            if run._entered:  # its with block never finished: a daemon thread cut off at exit
+            thread = run._thread
+            if (
+                run._entered
+                and thread is not None
+                and thread is not threading.main_thread()
+                and thread.is_alive()
+            ):  # its block runs on in a daemon thread: cut off
                 run._cut_off = True
                 run.end(RunStatus.FAILED, error="the process exited while the run's with block "
                         "was still running (in a daemon thread?)")  # fmt: skip
