@@ -323,3 +323,6 @@ def test_shadow_agreement_compares_classes_by_value():
     ]  # fmt: skip
     assert _same(np.array(["yes", "no"]), np.array(["yes", "No"])).tolist() == [True, False]
     assert _same(np.array([True, False]), np.array(["True", "TRUE"])).tolist() == [True, False]
+    # Either way round: a champion of True/False beside a challenger of 1/0 (and back).
+    flags, counts = np.array([True, False]), np.array([1, 0])
+    assert _same(flags, counts).tolist() == _same(counts, flags).tolist() == [True, True]

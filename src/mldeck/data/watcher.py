@@ -754,15 +754,27 @@ def _error_notes(workspace: Workspace) -> list[Path]:
 
 def _is_note(path: Path) -> bool:
     """Whether *path* is one of our notes, not a data file whose name ends the same way (a
-    "summary.error.txt" dropped, rejected and quarantined read as a note of a file "gone")."""
+    "summary.error.txt" dropped, rejected and quarantined read as a note of a file "gone").
+    Each file's head is read once (the Data screen counts them at every reload)."""
     try:
-        if not path.is_file() or path.is_symlink():
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
             return False
+        stamp = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp in _NOTES_SEEN:
+            return _NOTES_SEEN[stamp]
         with open(path, "rb") as fh:
             head = fh.read(8192).decode("utf-8", "replace").split("\n")
     except OSError:
         return False
-    return len(head) > 2 and head[1].startswith(FAILED_AT)
+    found = len(head) > 2 and head[1].startswith(FAILED_AT)
+    if len(_NOTES_SEEN) > 10_000:
+        _NOTES_SEEN.clear()
+    _NOTES_SEEN[stamp] = found
+    return found
+
+
+_NOTES_SEEN: dict[tuple[str, int, int, int], bool] = {}
 
 
 def count_not_ingested(workspace: Workspace) -> int:

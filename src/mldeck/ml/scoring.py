@@ -503,6 +503,6 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if rest.size:  # each distinct pair of differing texts judged once
         pairs, where = np.unique(np.stack([a_text[rest], b_text[rest]], axis=1), axis=0,
                                  return_inverse=True)  # fmt: skip
-        alike = np.array([names_class(x, y) for x, y in pairs], dtype=bool)
+        alike = np.array([names_class(x, y) or names_class(y, x) for x, y in pairs], dtype=bool)
         same[rest] = alike[where.ravel()]
     return same

@@ -376,7 +376,8 @@ class ComparedField:
     def texts(self) -> list[str]:
         """Each run's value as shown: "-" where the run has no such field. Values that differ
         but read alike once shortened (1.2345e14 and 1.2346e14) are shown in full."""
-        null = "null" if self.section in ("param", "tag") else "-"  # a param set to None
+        # A field the run has, set to nothing (a param of None): not the "-" of one it lacks.
+        null = "-" if self.section == "run" else "null"
         shown = [
             ("-" if not has else null if value is None else compared(self.section, self.key, value))
             for has, value in zip(self.present, self.values, strict=True)
