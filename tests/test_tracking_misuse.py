@@ -317,6 +317,21 @@ def test_params_holding_themselves_or_sharing_parts_are_stored_quickly(workspace
     assert isinstance(params["loop"]["a"], str) and "{...}" in params["loop"]["a"]
 
 
+def test_large_params_and_parts_met_twice_keep_their_structure(workspace, store):
+    """A cap on the parts walked turned training's own record of 3,000 or more data versions into
+    text, and every later training and reproduction failed reading it back."""
+    record = {"source": "store", "versions": [
+        {"id": i, "dataset": "churn", "version": i, "sha256": f"{i:064x}"} for i in range(5000)
+    ]}  # fmt: skip
+    default = {"lr": 0.1}
+    with start_run(name="big", params={"data": record, "layers": [default, default]},
+                   workspace=workspace) as run:  # fmt: skip
+        pass
+    params = run_detail(store, run.id).run.params
+    assert params["data"] == record
+    assert params["layers"] == [{"lr": 0.1}, {"lr": 0.1}]
+
+
 def test_a_signal_handler_set_inside_a_runs_block_is_kept_after_it(workspace):
     """The block put its own saved handler back over the user's."""
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)

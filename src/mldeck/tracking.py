@@ -78,43 +78,45 @@ def _jsonable(value: Any) -> Any:
     """A param or tag as JSON, leaf by leaf: a config dict holding a Path keeps its structure
     (the Path as its text), not the repr of the whole dict; NaN and infinities as their text;
     a numpy scalar or array as the Python number or list it holds (``np.int64(5)`` is 5). A
-    part holding itself, or nesting deeper than MAX_PARAM_DEPTH, is kept as its (shortened)
-    text; a value of more than MAX_PARAM_NODES parts (a structure sharing its parts, walked part
-    by part, grows exponentially) is kept whole as its shortened text."""
-    budget = [MAX_PARAM_NODES]
-    try:
-        return _json_part(value, 0, frozenset(), budget)
-    except _TooBig:
-        return whole_text(_SHORT.repr(value))
+    part holding itself, or nesting deeper than MAX_PARAM_DEPTH, is kept as its shortened
+    text. A part met twice is converted once (a structure sharing its parts, walked each time,
+    grows exponentially); a value that would be more than MAX_PARAM_PARTS parts written out
+    is kept whole as its shortened text."""
+    converted, parts = _json_part(value, 0, frozenset(), {})
+    return whole_text(_SHORT.repr(value)) if parts > MAX_PARAM_PARTS else converted
 
 
-class _TooBig(Exception):
-    pass
-
-
-def _json_part(value: Any, depth: int, path: frozenset[int], budget: list[int]) -> Any:
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise _TooBig
+def _json_part(
+    value: Any, depth: int, path: frozenset[int], done: dict[int, tuple[Any, int]]
+) -> tuple[Any, int]:
+    """(*value* as JSON, how many parts it is written out)."""
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
         value = value.tolist()
     if value is None or isinstance(value, bool | int):
-        return value
+        return value, 1
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        return (value if math.isfinite(value) else str(value)), 1
     if isinstance(value, str):
-        return whole_text(value)
+        return whole_text(value), 1
     nested = isinstance(value, dict | list | tuple)
+    if nested and id(value) in done:
+        return done[id(value)]
     if nested and depth < MAX_PARAM_DEPTH and id(value) not in path:
         inside = path | {id(value)}
         if isinstance(value, dict):
-            return {whole_text(str(k)): _json_part(v, depth + 1, inside, budget)
-                    for k, v in value.items()}  # fmt: skip
-        return [_json_part(v, depth + 1, inside, budget) for v in value]
-    if nested:  # shortened as it is printed (printed whole, a structure holding itself is long)
-        return whole_text(_SHORT.repr(value))
+            items = [(whole_text(str(k)), _json_part(v, depth + 1, inside, done))
+                     for k, v in value.items()]  # fmt: skip
+            result: Any = {k: part for k, (part, _) in items}
+            parts = 1 + sum(n for _, (_, n) in items)
+        else:
+            elements = [_json_part(v, depth + 1, inside, done) for v in value]
+            result, parts = [part for part, _ in elements], 1 + sum(n for _, n in elements)
+        done[id(value)] = (result, parts)
+        return result, parts
+    if nested:  # holding itself, or too deep: shortened as it is printed
+        return whole_text(_SHORT.repr(value)), 1
     text = str(value)
-    return whole_text(text if len(text) <= MAX_PARAM_TEXT else text[: MAX_PARAM_TEXT - 1] + "…")
+    return whole_text(text if len(text) <= MAX_PARAM_TEXT else text[: MAX_PARAM_TEXT - 1] + "…"), 1
 
 
 _SHORT = reprlib.Repr()  # Python 3.11 takes no settings in the constructor
@@ -128,8 +130,8 @@ def _fields(what: str, fields: Any) -> dict[str, Any]:
     return {whole_text(str(k)): _jsonable(v) for k, v in fields.items()}  # each value on its own
 
 
-MAX_PARAM_DEPTH = 20  # deeper is kept as its text
-MAX_PARAM_NODES = 20_000  # parts walked in one param; more and it is kept as its text
+MAX_PARAM_DEPTH = 50  # deeper is kept as its text
+MAX_PARAM_PARTS = 2_000_000  # a value larger written out is kept as its shortened text
 MAX_PARAM_TEXT = 10_000  # characters of a value kept as its text
 
 

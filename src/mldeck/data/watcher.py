@@ -761,8 +761,9 @@ def _is_note(path: Path) -> bool:
         if not stat.S_ISREG(st.st_mode):
             return False
         stamp = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-        if stamp in _NOTES_SEEN:
-            return _NOTES_SEEN[stamp]
+        known = _NOTES_SEEN.get(stamp)  # (another thread may clear the cache meanwhile)
+        if known is not None:
+            return known
         with open(path, "rb") as fh:
             head = fh.read(8192).decode("utf-8", "replace").split("\n")
     except OSError:

@@ -769,7 +769,7 @@ def _evaluate_champion(
     except NotFound:
         return None
     holdout, y_holdout = trained.holdout, trained.y_holdout
-    seen, note = _trained_on(workspace, store, version, trained, spec)
+    seen, note = _trained_on(workspace, store, version, holdout)
     left_out = int(seen.sum()) if seen is not None else 0
     try:
         if left_out:
@@ -806,14 +806,13 @@ def _evaluate_champion(
 
 
 def _trained_on(
-    workspace: Workspace, store: Store, version: Any, trained: Trained, current: TrainSpec
+    workspace: Workspace, store: Store, version: Any, holdout: pl.DataFrame
 ) -> tuple[np.ndarray | None, str | None]:
-    """Which of *trained*'s holdout rows the champion *version* was trained on (its run's record
-    read again, its unlabelled rows dropped and split as its training did), by their values in
-    the columns both share; (None, why) when its record cannot be read again (a --data file
-    since moved, a version not made by training)."""
-    holdout = trained.holdout
-    none = np.zeros(holdout.height, dtype=bool)
+    """Which *holdout* rows the champion *version* was trained on (its run's record read again,
+    its unlabelled rows dropped and split as its training did), by their values in the columns
+    both share; (None, why) when its record cannot be read again (a --data file since moved, a
+    version not made by training). Always read: whether a row keeps its side from one split to
+    the next depends on more than the split's settings (the id column's type, a small class)."""
     with store.read() as session:
         run = session.get(Run, version.run_id) if version.run_id else None
     params = (run.params or {}) if run is not None else {}
@@ -821,34 +820,20 @@ def _trained_on(
         return None, "its training run has no record of its data"
     try:
         spec = TrainSpec.from_params(params["spec"])
-        if _same_hashed_sides(spec, params, current, trained):
-            return none, None  # each id keeps its side: none of its rows is held out here
         frame = _load_data(workspace, store, spec, None, recorded=params["data"]).frame
         if spec.target in frame.columns:  # as its training did before splitting
             frame = frame.filter(pl.col(spec.target).is_not_null())
         train_side, _, _ = split(frame, spec)
         shared = sorted(set(train_side.columns) & set(holdout.columns))
         if not shared or not train_side.height:
-            return none, None
+            return np.zeros(holdout.height, dtype=bool), None
         # Its rows as this holdout types them (a column read as Int64 then, Float64 now).
         mine = train_side.select(pl.col(c).cast(holdout.schema[c], strict=False) for c in shared)
-        keys = mine.select(pl.struct(shared).hash(7)).to_series()
-        return holdout.select(pl.struct(shared).hash(7)).to_series().is_in(
-            keys.implode()
-        ).to_numpy(), None
-    except (MldeckError, KeyError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+        keys = mine.select(pl.struct(shared).hash(7)).to_series().implode()
+        found = holdout.select(pl.struct(shared).hash(7)).to_series().is_in(keys)
+        return found.to_numpy(), None
+    except Exception as exc:  # a record that cannot be replayed is a note, never a crash
         return None, f"its training data cannot be read again ({_first_line(exc)})"
-
-
-def _same_hashed_sides(spec: TrainSpec, params: dict[str, Any], current: TrainSpec,
-                       trained: Trained) -> bool:  # fmt: skip
-    """Whether the champion's split and this one put each row on the side its id's seeded hash
-    says, alike: its training rows are then never in this holdout (no need to read them)."""
-    return params.get("split") == trained.split == "id hash" and (
-        spec.seed,
-        spec.test_size,
-        spec.id_column,
-    ) == (current.seed, current.test_size, current.id_column)
 
 
 def _first_line(exc: BaseException) -> str:
