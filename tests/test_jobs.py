@@ -1175,21 +1175,30 @@ def test_an_older_retrain_approved_after_a_newer_one_serves_is_not_promoted(ws_s
     assert policies.promote_approved(workspace, store) == []  # said once, not at every look
 
 
-def test_a_waiting_version_made_the_challenger_is_still_promoted_once_approved(ws_store):
-    """Its promotion to challenger counted as "settled": approving it then promoted nothing,
-    without a word."""
-    from mldeck.ml.registry import approve, promote, resolve
+def _waiting_after_a_retrain(workspace, store) -> ModelVersion:
+    """churn:1 trained, its gates passed (gates are policy; these tests are about approval),
+    waiting for approval as an automatic retrain's version does."""
+    from mldeck.ml.registry import resolve
     from mldeck.store.models import GateResult
 
-    workspace, store = ws_store
     assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
     version = resolve(store, "churn:1")
-    with store.write() as session:  # gates are policy; this test is about approval
+    with store.write() as session:
         for gate in session.execute(select(GateResult)).scalars():
             gate.passed = True
             session.add(gate)
     policies.record(store, policies.AWAITING, "test", entity_type="model_version",
                     entity_id=version.id)  # fmt: skip
+    return version
+
+
+def test_a_waiting_version_made_the_challenger_is_still_promoted_once_approved(ws_store):
+    """Its promotion to challenger counted as "settled": approving it then promoted nothing,
+    without a word."""
+    from mldeck.ml.registry import approve, promote, resolve
+
+    workspace, store = ws_store
+    version = _waiting_after_a_retrain(workspace, store)
     promote(store, "churn:1", alias="challenger", reason="shadow it first")
     with store.read() as session:
         assert policies.awaiting(session) == [str(version.id)]
@@ -1204,17 +1213,10 @@ def test_a_refused_promotion_on_approval_is_recorded_once_until_its_cause_goes(w
     label, not its id, so the version's history showed none of them)."""
     from mldeck.ml.registry import approve, resolve
     from mldeck.store.artifacts import resolve as artifact_path
-    from mldeck.store.models import Artifact, GateResult
+    from mldeck.store.models import Artifact
 
     workspace, store = ws_store
-    assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
-    version = resolve(store, "churn:1")
-    with store.write() as session:  # gates are policy; this test is about approval
-        for gate in session.execute(select(GateResult)).scalars():
-            gate.passed = True
-            session.add(gate)
-    policies.record(store, policies.AWAITING, "test", entity_type="model_version",
-                    entity_id=version.id)  # fmt: skip
+    version = _waiting_after_a_retrain(workspace, store)
     approve(store, "churn:1", reason="fine")
     with store.read() as session:
         stored = session.get(Artifact, version.artifact_id).path

@@ -324,6 +324,17 @@ def test_the_champion_is_not_judged_on_rows_it_was_trained_on(ws):
     store.close()
 
 
+def _retrained_beside_a_champion(ws, store, batch: pl.DataFrame, name: str):
+    """*batch* ingested (as CSV or Parquet, by *name*), a training made champion, then the
+    training of a candidate beside it: the candidate's result."""
+    path = ws.root / "incoming-data" / name
+    batch.write_parquet(path) if name.endswith(".parquet") else batch.write_csv(path)
+    assert ingest_file(ws, store, path).status in ("accepted", "warned")
+    first = training.train(ws, store)
+    set_champion(store, first.model_version_id)
+    return training.train(ws, store)
+
+
 def test_unlabelled_recent_rows_do_not_count_as_rows_the_champion_trained_on(ws):
     """The champion's split was read again without dropping the rows that had no label yet, as
     its training did: with a time split its training side reached into its holdout, every
@@ -331,12 +342,7 @@ def test_unlabelled_recent_rows_do_not_count_as_rows_the_champion_trained_on(ws)
     store = open_workspace_store(ws)
     later = generate_batch(600, start=REFERENCE_START + timedelta(days=60), seed=15,
                            id_offset=400_000).with_columns(churned=pl.lit(None, pl.Int64))  # fmt: skip
-    path = ws.root / "incoming-data" / "unlabelled.csv"
-    later.write_csv(path)
-    assert ingest_file(ws, store, path).status in ("accepted", "warned")
-    first = training.train(ws, store)
-    set_champion(store, first.model_version_id)
-    second = training.train(ws, store)
+    second = _retrained_beside_a_champion(ws, store, later, "unlabelled.csv")
     assert second.champion["holdout_rows_left_out"] == 0 and second.champion["error"] is None
     gate = next(g for g in second.gates if g.gate == "max_regression")
     assert gate.passed and "not trained on" not in gate.detail
@@ -349,12 +355,7 @@ def test_a_champion_whose_rows_cannot_be_keyed_is_judged_on_the_whole_holdout(ws
     store = open_workspace_store(ws)
     listed = generate_batch(300, start=REFERENCE_START + timedelta(days=40), seed=16,
                             id_offset=500_000).with_columns(tags=pl.lit(["a", "b"]))  # fmt: skip
-    path = ws.root / "incoming-data" / "tagged.parquet"
-    listed.write_parquet(path)
-    assert ingest_file(ws, store, path).status in ("accepted", "warned")
-    first = training.train(ws, store)
-    set_champion(store, first.model_version_id)
-    second = training.train(ws, store)
+    second = _retrained_beside_a_champion(ws, store, listed, "tagged.parquet")
     assert second.champion["error"] is None and second.champion["metrics"]["holdout_rows"] > 0
     store.close()
 
