@@ -1393,3 +1393,12 @@ def test_alerts_check_counts_a_batchs_open_alert_until_it_is_resolved(
         alerts.resolve(store, alert.alert_id, note="retrained")
     quiet = cli("alerts", "check", cwd=monitored.root)
     assert (quiet.returncode, quiet.stdout.strip()) == (0, "Nothing to alert.")
+
+
+def test_a_batch_whose_labels_all_name_no_class_says_so(monitored, store, tmp_path, cli):
+    """Every label naming no class of the model left realized performance out in silence."""
+    frame = churn_frame(200, seed=8, start_id=9000).with_columns(churned=pl.lit(7))
+    result = check_batch(monitored, store, ingest(monitored, store, frame, tmp_path, "sevens.csv"))
+    assert result.realized == {"labelled_rows": 0, "unclassed_labels": 200}
+    shown = cli("drift", "show", result.batch, cwd=monitored.root).stdout
+    assert "none; 200 labels naming no class of the model left out" in shown

@@ -133,8 +133,11 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
         source = (
             f" (latest labels: {realized['labels_file']})" if realized.get("labels_file") else ""
         )
-        items["realized"] = ", ".join(f"{k} {v:.3f}" for k, v in shown.items()) + (
-            f" on {realized.get('labelled_rows', 0)} labelled rows{source}"
+        items["realized"] = (
+            ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
+            + f" on {realized.get('labelled_rows', 0)} labelled rows{source}"
+            if shown
+            else "none"
         )
         if realized.get("unclassed_labels"):
             items["realized"] += (f"; {fmt.plural(realized['unclassed_labels'], 'label')} naming "

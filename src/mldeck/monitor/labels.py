@@ -115,7 +115,8 @@ def realized_for(
 ) -> dict[str, float | None] | None:  # fmt: skip
     """The realized metrics of *predictions* on every row with a known label: the batch's own
     (*own*, row by row) and, where it has none, one recorded later (*late*, by id). None when no
-    row is labelled or the model is not a binary classifier."""
+    row is labelled or the model is not a binary classifier; only the counts when every label
+    names no class of the model."""
     if len(classes) != 2:
         return None
     index = None
@@ -134,7 +135,8 @@ def realized_for(
         return None
     known = index.is_not_null().to_numpy()
     if not known.any():
-        return None
+        # Labels that all name no class: no figure, but said (they were left out in silence).
+        return {"labelled_rows": 0, "unclassed_labels": unclassed} if unclassed else None
     y = (index == 1).fill_null(False).to_numpy()[known]
     predicted = performance.class_index(predictions.get_column("prediction"), classes) == 1
     predicted = predicted.fill_null(False).to_numpy()[known]
@@ -344,7 +346,7 @@ def record_labels(
     for share in shares:
         late = pl.concat([share.late, share.fresh]) if share.late is not None else share.fresh
         realized = realized_for(share.predictions, share.own, late, id_column, share.classes)
-        if realized is None:
+        if realized is None or not realized["labelled_rows"]:
             continue
         rows = int(realized.pop("labelled_rows"))
         if not share.fresh.height:  # every label of the file was known: nothing to record
