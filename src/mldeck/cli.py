@@ -1653,7 +1653,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, OperationalError):  # the store lost on the way (a server gone)
             from mldeck.store.engine import store_problem
 
-            print(f"mldeck: error: {store_problem(exc)}; a run it left 'running' is marked "
+            print(f"mldeck: error: {store_problem(exc)}; any run it left 'running' is marked "
                   "orphaned by the next health check", file=sys.stderr)  # fmt: skip
             sys.exit(2)
         from mldeck.store.engine import store_damaged

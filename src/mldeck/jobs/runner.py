@@ -465,7 +465,7 @@ def store_write_error(workspace: Workspace, exc: OperationalError) -> MldeckErro
     """A store that cannot be written, as one clear line: a full disk (SQLite's 'database or
     disk is full') with the room left, else what the database said (a server out of reach)."""
     said = " ".join(str(exc.orig).split())
-    after = "a run left 'running' is marked orphaned by the next health check"
+    after = "any run left 'running' is marked orphaned by the next health check"
     if "full" not in said.lower():
         return MldeckError(f"{store_problem(exc)}; {after}")
     try:
