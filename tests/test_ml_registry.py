@@ -883,3 +883,26 @@ def test_auto_approve_does_not_approve_a_version_forced_past_failed_gates(
     registry.approve(store, "churn:1", reason="checked by hand")
     change = registry.promote(store, "churn:1", reason="ship it", force=True, auto_approve=True)
     assert change.forced
+
+
+def test_registry_changes_print_json_for_scripts(workspace, store, model_bytes, cli):
+    """approve, promote, rollback and archive printed only a sentence: a script had to parse it."""
+    three_served_versions(workspace, store, model_bytes)
+    add_version(workspace, store, model_bytes["b"])
+
+    def mldeck(*args: str) -> dict:
+        done = cli(*args, "--json", "--workspace", str(workspace.root), cwd=workspace.root.parent)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    approved = mldeck("models", "approve", "churn:4", "--reason", "looks good")
+    assert approved["action"] == "approve" and approved["label"] == "churn:4"
+    assert approved["reason"] == "looks good" and approved["message"].startswith("churn:4 approved")
+    promoted = mldeck("models", "promote", "churn:4", "--alias", "challenger")
+    assert (promoted["alias"], promoted["version"]) == ("challenger", 4)
+    rolled = mldeck("models", "rollback", "churn:1", "--reason", "v3 misbehaves")
+    assert (rolled["action"], rolled["version"], rolled["previous_version"]) == ("rollback", 1, 3)
+    assert rolled["code_version"]["git_commit"] == "1" * 40
+    assert rolled["schema_digest"] == registry.schema_digest(rolled["schema"])
+    archived = mldeck("models", "archive", "churn:2", "--reason", "superseded")
+    assert archived["action"] == "archive" and archived["message"] == "churn:2 archived"

@@ -1184,6 +1184,7 @@ def models_approve(
     reject: Annotated[
         bool, typer.Option("--reject", help="Record a rejection instead of an approval.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Record your decision (you, now, why) to approve a version for promotion, or to reject it.
     A version waiting for approval after an automatic retrain is then made the champion by the
@@ -1194,7 +1195,7 @@ def models_approve(
 
     ws, store = _open()
     change = approve(store, ref, reason=reason, reject=reject)
-    out.print(change.describe(), markup=False)
+    then = None
     if not reject and not change.failed_gates:  # failed gates: not promoted (said above)
         detail = model_version_detail(store, change.model_version_id)
         actions = history_actions(detail.history)
@@ -1209,11 +1210,21 @@ def models_approve(
                 else "no scheduler runs now: the next to start ('mldeck daemon', or the console) "
                 "makes it"
             )
-            out.print(
-                f"it waited for approval after an automatic retrain: {when} the champion of "
-                f"{change.model} ([jobs] promote_on_approval)",
-                markup=False,
-            )
+            then = (f"it waited for approval after an automatic retrain: {when} the champion of "
+                    f"{change.model} ([jobs] promote_on_approval)")  # fmt: skip
+    _print_change(change, as_json, [then] if then else [], then=then)
+
+
+def _print_change(change: Any, as_json: bool, lines: list[str], **extra: Any) -> None:
+    """A registry change: its line and *lines* after it, or all of it as JSON with *extra*."""
+    if as_json:
+        import dataclasses
+
+        _print_json({"label": change.label, **dataclasses.asdict(change),
+                     "message": change.describe(), **extra})  # fmt: skip
+        return
+    for line in [change.describe(), *lines]:
+        out.print(line, markup=False)
 
 
 @models_app.command("promote")
@@ -1230,6 +1241,7 @@ def models_promote(
         typer.Option("--force", help="Promote despite failed gates (recorded as forced)."),
     ] = False,
     reason: ReasonOption = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Point an alias at a version. A champion must pass its gates and be approved (unless
     [gates] auto_approve); --force overrides failed gates, with a --reason."""
@@ -1238,7 +1250,7 @@ def models_promote(
     ws, store = _open()
     change = promote(store, ref, alias=alias, reason=reason, force=force,
                      auto_approve=auto_approve_policy(ws.settings), root=ws.root)  # fmt: skip
-    out.print(change.describe(), markup=False)
+    _print_change(change, as_json, [])
 
 
 @models_app.command("rollback")
@@ -1260,6 +1272,7 @@ def models_rollback(
     force: Annotated[
         bool, typer.Option("--force", help="Roll back despite failed gates (recorded as forced).")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Make an earlier version the champion again, with the schema and code it was trained with."""
     from mldeck.ml.registry import auto_approve_policy, rollback, schema_digest
@@ -1267,27 +1280,28 @@ def models_rollback(
     ws, store = _open()
     change = rollback(store, ref, reason=reason, force=force,
                       auto_approve=auto_approve_policy(ws.settings), root=ws.root)  # fmt: skip
-    out.print(change.describe(), markup=False)
     commit = change.code_version.get("git_commit")
     code = (
         (commit[:12] + (" (dirty)" if change.code_version.get("git_dirty") else ""))
         if commit
         else "-"
     )
-    out.print(
-        f"now serving: {change.label}, schema {schema_digest(change.schema)} "
-        f"({_schema_size(change.schema)}), code {code}",
-        markup=False,
+    digest = schema_digest(change.schema)
+    serving = (
+        f"now serving: {change.label}, schema {digest} ({_schema_size(change.schema)}), code {code}"
     )
+    _print_change(change, as_json, [serving], schema_digest=digest)
 
 
 @models_app.command("archive")
-def models_archive(ref: ModelRefArgument, reason: ReasonOption = "") -> None:
+def models_archive(
+    ref: ModelRefArgument, reason: ReasonOption = "", as_json: JsonOption = False
+) -> None:
     """Retire a version: it can no longer be approved, promoted or rolled back to."""
     from mldeck.ml.registry import archive
 
     _, store = _open()
-    out.print(archive(store, ref, reason=reason).describe(), markup=False)
+    _print_change(archive(store, ref, reason=reason), as_json, [])
 
 
 # -- audit -------------------------------------------------------------------------------------
