@@ -1402,3 +1402,43 @@ def test_a_batch_whose_labels_all_name_no_class_says_so(monitored, store, tmp_pa
     assert result.realized == {"labelled_rows": 0, "unclassed_labels": 200}
     shown = cli("drift", "show", result.batch, cwd=monitored.root).stdout
     assert "none; 200 labels naming no class of the model left out" in shown
+
+
+def test_a_batch_the_champion_cannot_score_is_still_compared(monitored, store, tmp_path, cli):
+    """Infinite values (let through by validation) crashed the check inside the model with a
+    traceback, and a column turned to text failed it whole: no report, no drift said."""
+    frame = churn_frame(300, seed=4, start_id=30000)
+    infinite = frame.with_columns(
+        charges=pl.when(pl.int_range(pl.len()) < 3).then(float("inf")).otherwise(pl.col("charges"))
+    )  # fmt: skip
+    result = check_batch(monitored, store, ingest(monitored, store, infinite, tmp_path, "inf.csv"))
+    assert result.report_id is not None and {f.feature for f in result.features} >= {"charges"}
+    assert result.model == "churn:1" and result.prediction is None and result.estimated is None
+    assert result.model_note == (
+        "not scored: column 'charges' of the batch holds 3 infinite values: churn:1 cannot "
+        "score them (refuse them at ingest: [data.columns.charges] allow_inf = false)"
+    )
+    shown = cli("drift", "show", result.batch, cwd=monitored.root)
+    assert shown.returncode == 0 and "holds 3 infinite values" in shown.stdout
+    scored = cli("score", result.batch, cwd=monitored.root)
+    assert scored.returncode != 0 and "Traceback" not in scored.stderr
+    assert "holds 3 infinite values" in scored.stderr
+
+    relaxed = configure(monitored, "\n[data.table]\nallow_extra_columns = true\n")
+    as_text = frame.with_columns(charges=pl.format("{} months", pl.col("charges")))
+    result = check_batch(relaxed, store, ingest(relaxed, store, as_text, tmp_path, "text.csv"))
+    assert {f.feature: f for f in result.features}["charges"].drifted
+    assert result.model_note.startswith("not scored: column 'charges' of the batch is String")
+
+
+def test_a_model_failing_on_a_batch_is_one_line_naming_it():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from mldeck.ml import scoring
+
+    model = make_pipeline(OneHotEncoder(), LogisticRegression()).fit([["a"], ["b"]], [0, 1])
+    with pytest.raises(MldeckError, match=r"^churn:1 failed to score the batch: ValueError: Found "
+                                          "unknown categories"):  # fmt: skip
+        scoring._predict(model, [["c"]], "churn:1")

@@ -27,6 +27,7 @@ from sqlalchemy import insert, select
 from mldeck import provenance
 from mldeck.data.readers import ReadError
 from mldeck.errors import MldeckError, NotFound, interrupted
+from mldeck.formatting import plural
 from mldeck.ml.evaluate import cut_by_cast
 from mldeck.ml.registry import CHALLENGER, CHAMPION, label, load_version, resolve
 from mldeck.store.artifacts import put_stream, verify
@@ -273,9 +274,9 @@ def _score(
             raise MldeckError(f"{batch} has no rows to score")
         # One row first: lazy imports and thread pools start outside the measured batch, so the
         # figures are the batch's cost and compare across processes and batches.
-        _predict(model, features[:1])
+        _predict(model, features[:1], label(name, version))
         started, cpu_started = time.perf_counter(), time.process_time()
-        scores, predictions = _predict(model, features)
+        scores, predictions = _predict(model, features, label(name, version))
         latency = (time.perf_counter() - started) * 1000
         cpu = time.process_time() - cpu_started
         table = _predictions_table(workspace, frame, scores, predictions)
@@ -400,7 +401,8 @@ def predict_frame(
     """(score, prediction) of a model version on *frame*, read as the version was trained (the
     monitor uses it for the champion's scores on the reference)."""
     model = load_version(workspace, store, version)
-    return _predict(model, _features(model, version, frame, label(name, version)))
+    shown = label(name, version)
+    return _predict(model, _features(model, version, frame, shown), shown)
 
 
 def _expected(model: Any, version: ModelVersion, name: str) -> list[str]:
@@ -454,18 +456,37 @@ def _features(model: Any, version: ModelVersion, frame: pl.DataFrame, name: str)
                 f"column {column!r} of the batch is {selected.schema[column]}, and {name} was "
                 f"trained on {wanted}: its values cannot be read as {wanted}"
             ) from None
+    for column, dtype in selected.schema.items():
+        if dtype.is_float():
+            infinite = int(selected.get_column(column).is_infinite().sum())
+            if infinite:
+                raise MldeckError(
+                    f"column {column!r} of the batch holds {plural(infinite, 'infinite value')}: "
+                    f"{name} cannot score them (refuse them at ingest: [data.columns."
+                    f"{column}] allow_inf = false)"
+                )
     if schema.get("input") == "pandas.DataFrame":
         return selected.to_pandas()
     return selected
 
 
-def _predict(model: Any, features: Any) -> tuple[np.ndarray | None, np.ndarray]:
+def _predict(model: Any, features: Any, name: str) -> tuple[np.ndarray | None, np.ndarray]:
     """(score, prediction): the positive class's probability for a binary classifier, the
-    predicted class's probability for more classes, None when the model gives no probability."""
-    predictions = np.asarray(model.predict(features))
+    predicted class's probability for more classes, None when the model gives no probability.
+    The model's own failure (a category it cannot encode) is one line naming the model."""
+    try:
+        predictions = np.asarray(model.predict(features))
+        proba = None
+        if hasattr(model, "predict_proba"):
+            proba = np.asarray(model.predict_proba(features), dtype=float)
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:
+        said = " ".join(str(exc).split())
+        raise MldeckError(f"{name} failed to score the batch: {type(exc).__name__}: {said}"
+                          ) from exc  # fmt: skip
     scores = None
-    if hasattr(model, "predict_proba"):
-        proba = np.asarray(model.predict_proba(features), dtype=float)
+    if proba is not None:
         scores = proba[:, 1] if proba.ndim == 2 and proba.shape[1] == 2 else proba.max(axis=1)
     elif np.issubdtype(predictions.dtype, np.number):
         scores = predictions.astype(float)

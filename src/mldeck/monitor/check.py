@@ -185,8 +185,15 @@ def check_batch(
                                  f"trained on: {', '.join(lacking[:5])}{more}")  # fmt: skip
             _log(store, run_id, result.model_note)
         elif champion is not None:
-            _model_side(workspace, store, result, version, reference, champion, model_name,
-                        baseline, frame, trigger, run_id)  # fmt: skip
+            try:
+                _model_side(workspace, store, result, version, reference, champion, model_name,
+                            baseline, frame, trigger, run_id)  # fmt: skip
+            except MldeckError as exc:
+                # A batch the champion cannot score (a column's type changed, infinite values)
+                # is still compared: its drift is what says why (the whole check failed).
+                result.prediction = result.estimated = result.realized = None
+                result.model_note = f"not scored: {exc}"
+                _log(store, run_id, result.model_note)
         rules = alerting.default_rules(workspace.settings)
         result.seconds = time.perf_counter() - started
         # The report, its metrics and the alerts it raises or clears: one transaction.
