@@ -240,6 +240,18 @@ def _unit_cells(grid: np.ndarray) -> bool:
     return bool(np.abs(grid).max() < 2.0**50 and grid[-1] - grid[0] + 3 <= CELLS)
 
 
+def _low(grid: np.ndarray, integers: bool) -> float:
+    """Where a column's cells start (below its grid: a value's x - low is never negative there)."""
+    if integers and _unit_cells(grid):
+        return float(grid[0]) - 1.5
+    return float(np.nextafter(grid[0], -np.inf)) if grid.size else 0.0
+
+
+def _fill_value(grid: np.ndarray, mean: float | None, integers: bool) -> float:
+    """What a null becomes: the reference's mean (a zero in the PCA's standardised row)."""
+    return mean if mean is not None else _low(grid, integers)
+
+
 class _NumericColumn:
     """A numeric column's summary on its grid, chunk by chunk.
 
@@ -249,11 +261,12 @@ class _NumericColumn:
     def __init__(self, grid: np.ndarray, mean: float | None, integers: bool = False) -> None:
         self.grid = grid
         self.edges = _edges(grid)
+        self.low = _low(grid, integers)
         if integers and _unit_cells(grid):
             # Whole numbers on a grid of whole numbers: cells of width one around each number
             # (cell c holds g_0 + c - 1), so a value's cell alone says which edges lie below it.
             # The end cells hold the values outside the grid (compared, for the mass outside).
-            self.low, self.scale = float(grid[0]) - 1.5, 1.0
+            self.scale = 1.0
             self.size = int(grid[-1] - grid[0]) + 3
             self.compared = np.zeros(self.size + 1, dtype=bool)
             self.compared[[0, self.size - 1]] = True
@@ -261,7 +274,6 @@ class _NumericColumn:
             self.steps = 0
             self.top = float(self.size - 1)
         else:
-            self.low = float(self.edges[0]) if grid.size else 0.0
             span = float(self.edges[-1]) - self.low if grid.size else 0.0
             # One cell when the grid is a single point (or empty): every value is compared.
             self.size = CELLS if span > 0 and math.isfinite(CELLS / span) else 1
@@ -276,8 +288,7 @@ class _NumericColumn:
             # edges of later cells (the cell is monotone in x).
             self.first = np.searchsorted(edge_cells, np.arange(self.size), side="left")
             self.steps = int(per_cell.max()) if self.edges.size else 0
-        # What a null becomes: the reference's mean (a zero in the PCA's standardised row).
-        self.fill_value = mean if mean is not None else self.low
+        self.fill_value = _fill_value(grid, mean, integers)
         self.fill = self.fill_value - self.low  # a missing value's x - low
         self.padded = np.concatenate([self.edges, np.full(self.steps + 1, np.inf)])
         self.counts = np.zeros(self.edges.size + 1, dtype=np.int64)
@@ -453,12 +464,25 @@ def _one_blas_thread() -> Any:
     return threadpool_limits(1, user_api="blas")
 
 
+def _fold(chunk: pl.DataFrame, columns: list[tuple[str, _NumericColumn, np.ndarray]],
+          work: _Work) -> None:  # fmt: skip
+    """Fold a chunk's *columns* (name, summary, where its x - low goes) with *work*'s arrays."""
+    for name, column, out in columns:
+        nulls = chunk.get_column(f"__null::{name}").sum()
+        column.add(chunk.get_column(name).to_numpy(), nulls, out, work)
+
+
 def summarize_batch(frame: pl.LazyFrame, baseline: dict[str, Any]) -> dict[str, Any]:
-    """The batch's summaries on the baseline's grids, in one streamed pass."""
+    """The batch's summaries on the baseline's grids, in one streamed pass.
+
+    The query starts first: the tables are built while polars decodes the first rows. The
+    numeric columns are then folded in two halves side by side, one in a worker thread (numpy
+    lets go of the GIL in its loops), each with its own scratch arrays: once polars has decoded
+    the file, one thread alone left a core idle."""
     schema = frame.collect_schema()
     exprs: list[pl.Expr] = []
-    numeric: dict[str, _NumericColumn] = {}
-    categorical: dict[str, _CategoricalColumn] = {}
+    specs: dict[str, tuple[np.ndarray, float | None, bool]] = {}
+    categories: dict[str, list[str]] = {}
     seed = secrets.randbits(63)
     for name, spec in baseline["columns"].items():
         if name not in schema:
@@ -466,45 +490,59 @@ def summarize_batch(frame: pl.LazyFrame, baseline: dict[str, Any]) -> dict[str, 
         if spec["kind"] == "numeric":
             summary = spec["summary"]
             grid = np.asarray(summary["grid"], dtype=float)
-            integers = schema[name].is_integer()
-            column = numeric[name] = _NumericColumn(grid, _finite(summary.get("mean")), integers)
+            specs[name] = (grid, _finite(summary.get("mean")), schema[name].is_integer())
             # Nulls filled by polars as it decodes (numpy then reads the values in place), and
             # counted from their mask.
             value = pl.col(name).cast(pl.Float64, strict=False)
-            exprs += [value.fill_null(column.fill_value), value.is_null().alias(f"__null::{name}")]
+            exprs += [value.fill_null(_fill_value(*specs[name])),
+                      value.is_null().alias(f"__null::{name}")]  # fmt: skip
         else:
-            categorical[name] = _CategoricalColumn(name, list(spec["counts"]), seed)
+            categories[name] = list(spec["counts"])
             text = pl.col(name) if schema[name] == pl.String else pl.col(name).cast(pl.String)
             exprs += [text, text.hash(seed).alias(f"__hash::{name}")]
+    batches = frame.select(exprs).collect_batches(chunk_size=CHUNK_ROWS) if exprs else None
+    numeric = {name: _NumericColumn(*spec) for name, spec in specs.items()}
+    categorical = {name: _CategoricalColumn(name, cats, seed) for name, cats in categories.items()}
     model = baseline.get("multivariate")
     error = None
     features: list[str] = []
     if model and all(f in numeric for f in model["features"]):
         features = model["features"]
         error = _ReconstructionError(model, [numeric[f].low for f in features])
-    others = [name for name in numeric if name not in features]
+    order = [*features, *(name for name in numeric if name not in features)]
+    half = len(order) // 2
+    row = {name: i for i, name in enumerate(features)}
     rows = 0
-    if not exprs:
+    if batches is None:
         rows = frame.select(pl.len()).collect().item()
     else:
-        work = _Work(CHUNK_ROWS)
+        from concurrent.futures import ThreadPoolExecutor
+
+        works = [_Work(CHUNK_ROWS), _Work(CHUNK_ROWS)]
         matrix = np.empty((len(features), CHUNK_ROWS))
-        with _one_blas_thread():
-            for chunk in frame.select(exprs).collect_batches(chunk_size=CHUNK_ROWS):
+        with _one_blas_thread(), ThreadPoolExecutor(1, thread_name_prefix="mldeck-drift") as pool:
+            for chunk in batches:
                 height = chunk.height
                 rows += height
-                if height > work.spare.size:  # polars keeps to chunk_size; never trust it blindly
-                    work, matrix = _Work(height), np.empty((len(features), height))
-                shifted = matrix[:, :height]
-                outs = [*shifted, *[work.spare[:height]] * len(others)]
-                for name, out in zip([*features, *others], outs, strict=True):
-                    nulls = chunk.get_column(f"__null::{name}").sum()
-                    numeric[name].add(chunk.get_column(name).to_numpy(), nulls, out, work)
+                if height > matrix.shape[1]:  # polars keeps to chunk_size; never trust it blindly
+                    works, matrix = (
+                        [_Work(height), _Work(height)],
+                        np.empty((len(features), height)),
+                    )
+                # The features' x - low go to the PCA's matrix, the others' to scratch.
+                sides = [[(name, numeric[name], matrix[row[name], :height] if name in row
+                           else work.spare[:height]) for name in names]
+                         for names, work in ((order[:half], works[0]), (order[half:], works[1]))]  # fmt: skip
+                other = pool.submit(_fold, chunk, sides[1], works[1])
+                try:
+                    _fold(chunk, sides[0], works[0])
+                    for name, column in categorical.items():
+                        hashes = chunk.get_column(f"__hash::{name}").to_numpy().view(np.int64)
+                        column.add(chunk.get_column(name), hashes)
+                finally:
+                    other.result()
                 if error is not None and height:
-                    error.add(shifted)
-                for name, column in categorical.items():
-                    hashes = chunk.get_column(f"__hash::{name}").to_numpy().view(np.int64)
-                    column.add(chunk.get_column(name), hashes)
+                    error.add(matrix[:, :height])
     result: dict[str, Any] = {"n_rows": int(rows), "columns": {}}
     for name in baseline["columns"]:
         if name in numeric:
