@@ -3,6 +3,7 @@ checks, the scheduler's misfire policy and the retrain policies, on real stores.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -46,7 +47,7 @@ from mldeck.store.models import (
     Schedule,
     utcnow,
 )
-from mldeck.workspace import Workspace
+from mldeck.workspace import Workspace, load_workspace
 
 from .conftest import at_once
 from .jobs_helpers import (
@@ -1775,3 +1776,75 @@ def test_the_pipelines_score_stage_says_there_is_no_champion_to_score_with(ws_st
     approve(store, "churn:1", reason="test")
     promote(store, "churn:1", force=True, reason="the dummy model fails the gates")
     assert score_stage() == "never ran"
+
+
+# -- alert hooks: where they run, and what they may hold ---------------------------------------
+def _with_hook(workspace: Workspace, command: str, timeout: int = 20) -> Workspace:
+    config = workspace.root / "mldeck.toml"
+    hook = f"[monitor]\nalert_command = {json.dumps(command)}\nalert_command_timeout = {timeout}\n"
+    config.write_text(config.read_text().replace("\n[monitor]\n", "\n" + hook, 1))
+    return load_workspace(workspace.root)
+
+
+def test_a_failed_steps_hook_runs_after_its_job_holding_nothing(ws_store, tmp_path):
+    """It ran in the job's thread, the job holding its slot and counted as running for as long
+    as the hook ran (other jobs skipped: 'the concurrency limit is reached'); stopping the
+    scheduler waited for it to time out."""
+    workspace, store = ws_store
+    go, out = tmp_path / "go", tmp_path / "hook.json"
+    workspace = _with_hook(workspace, f"while [ ! -e '{go}' ]; do sleep 0.05; done; cat > '{out}'")
+    (workspace.root / "crash.marker").touch()
+    said: list[str] = []
+    runner = JobRunner(workspace, store, on_event=said.append)
+    assert runner.run(JobRequest("train", "train")).status == RunStatus.FAILED
+    assert runner.running == [] and not out.exists()  # returned while its hook still waits
+    go.touch()
+    wait_for(lambda: out.exists() and out.read_text().endswith("}"), "the hook's input")
+    assert json.loads(out.read_text())["rule"] == "failed pipeline step"
+    # A hook still running when the scheduler stops is stopped with it.
+    go.unlink()
+    (alert,) = _failed_step_alerts(store)
+    runner = JobRunner(workspace, store, on_event=said.append)
+    with store.write() as session:
+        session.get(Alert, alert.id).status = "resolved"
+    assert runner.run(JobRequest("train2", "train")).status == RunStatus.FAILED
+    runner.stop()
+    wait_for(lambda: any("hook stopped: mldeck was stopping" in line for line in said),
+             f"the hook to be stopped {said}", seconds=5)  # fmt: skip
+
+
+def test_health_alerts_run_their_hook_in_the_workspace(ws_store, cli):
+    """A health check's alerts (a damaged champion file, a full disk) ran no hook; a relative
+    command ran from wherever mldeck was called."""
+    workspace, _ = ws_store
+    hooks = workspace.root / "hooks"
+    hooks.mkdir()
+    (hooks / "save.sh").write_text('cat > "hooks/got-$$.json"\n')
+    _with_hook(workspace, "sh hooks/save.sh")
+    done = cli("jobs", "health", "--workspace", str(workspace.root), cwd=workspace.root / "data")
+    assert done.returncode == 0, done.stderr
+    got = [json.loads(p.read_text()) for p in hooks.glob("got-*.json")]
+    assert sorted(p["rule"] for p in got) == ["health:champion", "health:scheduler"]
+    again = cli("jobs", "health", "--workspace", str(workspace.root), cwd=workspace.root)
+    assert again.returncode == 0 and len(list(hooks.glob("got-*.json"))) == 2  # still open
+
+
+def test_a_stopped_command_stops_its_hooks_at_once(ws_store):
+    """SIGTERM (and Ctrl-C) waited out the hook's whole timeout: the hook runs in a session of
+    its own, out of reach of the terminal's signal."""
+    workspace, _ = ws_store
+    started = workspace.root / "hook.pid"
+    _with_hook(workspace, f"echo $$ >> '{started}'; exec sleep 300", timeout=600)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mldeck.cli", "jobs", "health"], cwd=workspace.root,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: started.exists() and len(started.read_text().split()) == 2, "both hooks")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped (SIGTERM)" in err
+    for pid in map(int, started.read_text().split()):
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or
+                 Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+                 f"hook {pid} to end")  # fmt: skip

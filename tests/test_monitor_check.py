@@ -27,6 +27,7 @@ from mldeck.store.models import (
     Metric,
     Run,
     RunKind,
+    RunLog,
     RunStatus,
 )
 from mldeck.workspace import Workspace, load_workspace
@@ -1442,3 +1443,35 @@ def test_a_model_failing_on_a_batch_is_one_line_naming_it():
     with pytest.raises(MldeckError, match=r"^churn:1 failed to score the batch: ValueError: Found "
                                           "unknown categories"):  # fmt: skip
         scoring._predict(model, [["c"]], "churn:1")
+
+
+def test_labels_say_their_alerts_hook_problems(monitored, store, tmp_path, cli):
+    """A labels file's alerts ran their hook and dropped what went wrong without a word."""
+    frame = churn_frame(400, seed=8, start_id=9000)
+    check_batch(monitored, store, ingest(monitored, store, frame.drop("churned"), tmp_path,
+                                         "nolabels.csv"))  # fmt: skip
+    config = monitored.config_path
+    config.write_text(config.read_text().replace(
+        "\n[monitor]\n", '\n[monitor]\nalert_command = "echo broke >&2; exit 5"\n', 1))  # fmt: skip
+    hooked = load_workspace(monitored.root)
+    wrong = frame.select("customer_id", (1 - pl.col("churned")).alias("churned"))
+    done = cli("drift", "labels", str(write(wrong, tmp_path, "wrong.csv")), "--json",
+               cwd=hooked.root)  # fmt: skip
+    payload = json.loads(done.stdout)
+    (alert,) = payload["alerts"]
+    assert payload["hook_problems"] == [f"alert {alert['id']}: hook exited 5: broke"]
+    with store.read() as session:
+        logged = session.execute(select(RunLog.message).where(RunLog.level == "warning"))
+        assert f"alert {alert['id']}: hook exited 5: broke" in logged.scalars().all()
+
+
+def test_a_hooks_signal_is_named_and_its_error_line_cut(tmp_path):
+    from mldeck.monitor.alerts import Raised, run_hooks
+
+    killed = Raised(1, "r", "warning", "t", True, False, "kill -9 $$", {"id": 1})
+    long = Raised(2, "r", "warning", "t", True, False, "printf 'x%.0s' $(seq 5000) >&2; exit 2",
+                  {"id": 2})  # fmt: skip
+    none = Raised(3, "r", "warning", "t", True, False, "", {"id": 3})  # command = "": no hook
+    first, second = run_hooks([killed, long, none], "exit 9", 10.0)
+    assert first == "alert 1: hook killed by SIGKILL"
+    assert second.startswith("alert 2: hook exited 2: xxx") and len(second) < 340

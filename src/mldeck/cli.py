@@ -1686,6 +1686,10 @@ def main(argv: list[str] | None = None) -> None:
         if not interrupted(exc):
             raise
         code = INTERRUPTED_EXIT
+    if code == INTERRUPTED_EXIT and "mldeck.monitor.alerts" in sys.modules:
+        # Hooks run in a session of their own (the terminal's signal misses them): one still
+        # running in a thread of ours held the exit for its whole timeout.
+        sys.modules["mldeck.monitor.alerts"].stop_hooks()
     if code == INTERRUPTED_EXIT and "signal" in _INTERRUPTED:  # SIGTERM or SIGHUP
         signum = int(_INTERRUPTED["signal"])
         print(f"mldeck: stopped ({signal.Signals(signum).name})", file=sys.stderr)

@@ -302,16 +302,23 @@ def jobs_health(as_json: JsonOption = False) -> None:
     """Run the health checks now: store integrity, free disk, data freshness, champion file
     hash, scheduler heartbeat, repeated failures, orphaned runs. Exit status 1 on a failure."""
     from mldeck.jobs.health import run_checks
+    from mldeck.monitor import alerts
 
     ws, store = _open_jobs()
     report = run_checks(ws, store)
+    # The hooks of the alerts the checks opened (a damaged champion file paged no one).
+    problems = alerts.run_hooks(alerts.opened(store, ws.settings, report.opened),
+                                ws.settings.monitor.alert_command,
+                                ws.settings.monitor.alert_command_timeout, ws.root)  # fmt: skip
     if as_json:
-        _print_json(report.as_dict())
+        _print_json({**report.as_dict(), "hook_problems": problems})
     else:
         table = _table("CHECK", "STATUS", "DETAIL", wrap="DETAIL")
         for check in report.checks:
             table.add_row(check.name, check.status, check.message)
         out.print(table)
+    for problem in problems:
+        print(f"mldeck: warning: {problem}", file=sys.stderr)
     if report.status == "fail":
         raise typer.Exit(1)
 

@@ -317,7 +317,8 @@ def drift_labels(
                      "unmatched_examples": outcome.unmatched_examples,
                      "unchecked": outcome.unchecked,
                      "batches": [b.as_dict() for b in outcome.batches],
-                     "alerts": [a.payload for a in outcome.alerts]})  # fmt: skip
+                     "alerts": [a.payload for a in outcome.alerts],
+                     "hook_problems": outcome.hook_problems})  # fmt: skip
         if outcome.unmatched or outcome.alerts:
             raise typer.Exit(3)
         return
@@ -344,6 +345,8 @@ def drift_labels(
     for alert in outcome.alerts:
         word = _alert_word(alert)
         out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}", markup=False)
+    for problem in outcome.hook_problems:
+        print(f"mldeck: warning: {problem}", file=sys.stderr)
     if outcome.unmatched:
         examples = ", ".join(repr(i) for i in outcome.unmatched_examples)
         more = ", ..." if outcome.unmatched > len(outcome.unmatched_examples) else ""
@@ -446,13 +449,14 @@ def alerts_check(as_json: JsonOption = False) -> None:
     rules = alerts.default_rules(ws.settings)
     raised = alerts.apply(store, alerts.store_signals(store, rules))
     problems = alerts.run_hooks(raised, ws.settings.monitor.alert_command,
-                                ws.settings.monitor.alert_command_timeout)  # fmt: skip
+                                ws.settings.monitor.alert_command_timeout, ws.root)  # fmt: skip
     seen = {alert.alert_id for alert in raised}
     others = [a for a in alerts.list_alerts(store, status="active", limit=MAX_LIMIT)
               if a.id not in seen]  # fmt: skip
     if as_json:
         found = [r.payload for r in raised] + [alerts.alert_payload(a) for a in others]
-        _print_json({"total": len(found), "alerts": found})  # as every list --json
+        # As every list --json, and the hooks' problems as 'drift check --json' has them.
+        _print_json({"total": len(found), "alerts": found, "hook_problems": problems})
     else:
         for alert in raised:
             word = _alert_word(alert)

@@ -49,6 +49,7 @@ class Check:
 @dataclass
 class HealthReport:
     checks: list[Check] = field(default_factory=list)
+    opened: list[int] = field(default_factory=list)  # the alerts these checks opened
 
     @property
     def status(self) -> str:
@@ -186,23 +187,28 @@ def run_checks(workspace: Workspace, store: Store, *, run_id: int | None = None)
         for check in report.checks:
             session.add(HealthCheck(run_id=run_id, name=check.name, status=check.status,
                                     message=check.message, value=check.value, created_at=now))  # fmt: skip
-            _alert(session, check, run_id)
+            opened = _alert(session, check, run_id)
+            if opened is not None:
+                report.opened.append(opened)
     return report
 
 
-def recheck(workspace: Workspace, store: Store, names: tuple[str, ...]) -> list[Check]:
+def recheck(workspace: Workspace, store: Store, names: tuple[str, ...]) -> HealthReport:
     """Run the checks named (``scheduler``, ``failures``) now and open or resolve their alerts:
     a health alert was looked at again only by the next health check ("no scheduler is
     running" stayed open beside a running daemon, "the last 3 runs failed" after a success)."""
     checks = {"scheduler": check_scheduler, "failures": check_failures}
-    done = [checks[name](workspace, store) for name in names]
+    report = HealthReport([checks[name](workspace, store) for name in names])
     with store.write() as session:
-        for check in done:
-            _alert(session, check, None)
-    return done
+        for check in report.checks:
+            opened = _alert(session, check, None)
+            if opened is not None:
+                report.opened.append(opened)
+    return report
 
 
-def _alert(session: Any, check: Check, run_id: int | None) -> None:
+def _alert(session: Any, check: Check, run_id: int | None) -> int | None:
+    """Open, repeat or resolve *check*'s alert; its id when this opened it."""
     key = f"health:{check.name}"
     now = utcnow()
     current = session.execute(
@@ -214,7 +220,7 @@ def _alert(session: Any, check: Check, run_id: int | None) -> None:
             session.add(current)
             audit.append(session, "alert.resolve", entity_type="alert", entity_id=current.id,
                          actor="mldeck", details={"reason": check.message, "rule": key})  # fmt: skip
-        return
+        return None
     severity = "critical" if check.status == FAIL else "warning"
     title = f"health {check.name}: {check.message}"[:300]
     if current is None:
@@ -225,11 +231,12 @@ def _alert(session: Any, check: Check, run_id: int | None) -> None:
         session.flush()
         audit.append(session, "alert.open", entity_type="alert", entity_id=current.id,
                      actor="mldeck", details={"rule": key, "title": title})  # fmt: skip
-    else:
-        current.occurrences += 1
-        current.severity, current.title, current.message = severity, title, check.message
-        current.updated_at = now
-        session.add(current)
+        return current.id
+    current.occurrences += 1
+    current.severity, current.title, current.message = severity, title, check.message
+    current.updated_at = now
+    session.add(current)
+    return None
 
 
 @dataclass(frozen=True)

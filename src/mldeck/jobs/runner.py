@@ -204,7 +204,10 @@ class JobRunner:
         """Stop: no new attempt starts, running workers (and their children) are terminated, and
         their runs recorded as cancelled, waited for up to *wait* seconds (so what the process
         says last is that it stopped, not a job it ended)."""
+        from mldeck.monitor.alerts import stop_hooks
+
         self._stop.set()
+        stop_hooks()  # a hook's own timeout held the exit (beyond a service manager's patience)
         with self._lock:
             procs = [p for p in self._running.values() if p is not None]
         for proc in procs:
@@ -243,6 +246,12 @@ class JobRunner:
         # now, the rule would raise again, or repeat, the alert of an earlier failure.
         if outcome.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             self._failed_step_alerts(request.kind, outcome.run_ids)
+        if isinstance(outcome.result, dict):  # the alerts its step opened: their hooks, now
+            from mldeck.jobs.steps import HOOK_ALERTS
+            from mldeck.monitor.alerts import hook_opened_later
+
+            opened = outcome.result.pop(HOOK_ALERTS, None) or []
+            hook_opened_later(self.workspace, self.store, opened, self._say)
         return outcome
 
     def _held_back(self, request: JobRequest) -> str:
@@ -284,9 +293,9 @@ class JobRunner:
         for alert in raised:
             if alert.new:
                 self._say(f"alert opened: {alert.title}")
-        for problem in alerts.run_hooks(raised, monitor.alert_command,
-                                        monitor.alert_command_timeout):  # fmt: skip
-            self._say(problem)
+        # In a thread of their own: here they held the job's slot for as long as they ran.
+        alerts.run_hooks_later(raised, monitor.alert_command, monitor.alert_command_timeout,
+                               self.workspace.root, self._say)  # fmt: skip
 
     def _new_run(self, request: JobRequest, attempt: int, total: int, **fields: Any) -> int:
         now = utcnow()

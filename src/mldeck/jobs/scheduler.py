@@ -332,11 +332,14 @@ class DeckScheduler:
 
     def _recheck(self, names: tuple[str, ...]) -> None:
         from mldeck.jobs.health import recheck
+        from mldeck.monitor.alerts import hook_opened_later
 
         try:
-            recheck(self.workspace, self.store, names)
+            report = recheck(self.workspace, self.store, names)
         except Exception as exc:  # the next health check says it; the scheduler goes on
             log.warning("health recheck %s failed: %s", ",".join(names), exc)
+            return
+        hook_opened_later(self.workspace, self.store, report.opened, self._say)
 
     def _follow_config(self) -> None:
         """mldeck.toml changed since it was read: its schedules are synced into the table (the

@@ -21,6 +21,10 @@ from mldeck.workspace import Workspace
 SCORABLE = ("accepted", "warned")
 
 
+# In a step's result: the alerts it opened, whose hooks the runner runs once the worker ended.
+HOOK_ALERTS = "hook_alerts"
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -68,7 +72,7 @@ def health(workspace: Workspace, store: Store, run: tracking.ActiveRun, params: 
     for check in report.checks:
         run.log(f"{check.name}: {check.status} {check.message}",
                 level="info" if check.status == "ok" else "warning")  # fmt: skip
-    return report.as_dict()
+    return {**report.as_dict(), HOOK_ALERTS: report.opened}
 
 
 def train(workspace: Workspace, store: Store, run: tracking.ActiveRun, params: dict) -> dict:
@@ -130,12 +134,15 @@ def drift(workspace: Workspace, store: Store, run: tracking.ActiveRun, params: d
 
     version_id = _batch_id(workspace, store, params)
     trigger = str(params.get("trigger") or "schedule")
-    result = check_batch(workspace, store, version_id, trigger=trigger)
+    # The hooks of the alerts it opens run in the runner, after this worker: here they held the
+    # job for as long as they ran, and outlived a worker killed at its timeout.
+    result = check_batch(workspace, store, version_id, trigger=trigger, hooks=False)
     run.log(f"drift: {result.n_drifted} of {len(result.features)} features drifted on "
             f"{result.batch}; {len(result.alerts)} alerts")  # fmt: skip
     for reason in result.retrain_reasons:
         run.log(f"retrain warranted: {reason}", level="warning")
-    return _plain(result.as_dict())
+    opened = [alert.alert_id for alert in result.alerts if alert.new]
+    return _plain({**result.as_dict(), HOOK_ALERTS: opened})
 
 
 def evaluate(workspace: Workspace, store: Store, run: tracking.ActiveRun, params: dict) -> dict:

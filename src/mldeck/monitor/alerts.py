@@ -12,8 +12,11 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -113,7 +116,9 @@ def store_signals_in(session: Session, rules: list[AlertRule]) -> list[Signal]:
         last_runs[kind] = session.execute(
             select(Run)
             .where(Run.kind == kind, Run.status.in_([RunStatus.SUCCEEDED, RunStatus.FAILED]))
-            .order_by(Run.id.desc())
+            # The last to end: a job ends after its step (a drift job that failed after its
+            # check succeeded was hidden by the check's higher id).
+            .order_by(Run.ended_at.desc().nulls_last(), Run.id.desc())
             .limit(1)
         ).scalar()
     now = utcnow()
@@ -307,6 +312,21 @@ def _failure_resolved(session: Session, signal: Signal) -> bool:
     )
 
 
+def opened(store: Store, settings: Any, alert_ids: list[int]) -> list[Raised]:
+    """The alerts *alert_ids* (opened elsewhere: in a job's worker, by a health check) as new,
+    with their rule's command, for :func:`run_hooks`; those closed since are left out."""
+    if not alert_ids:
+        return []
+    commands = {rule.name: rule.command for rule in default_rules(settings)}
+    with store.read() as session:
+        rows = session.execute(
+            select(Alert).where(Alert.id.in_(alert_ids), Alert.status.in_(OPEN_STATES))
+            .order_by(Alert.id)
+        ).scalars().all()  # fmt: skip
+        return [Raised(a.id, a.rule, a.severity, a.title, True, False, commands.get(a.rule),
+                       alert_payload(a), scope="store") for a in rows]  # fmt: skip
+
+
 def alert_payload(alert: Alert) -> dict[str, Any]:
     return {
         "id": alert.id,
@@ -324,22 +344,95 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
     }
 
 
-def run_hooks(raised: list[Raised], default_command: str | None, timeout: float) -> list[str]:
+def run_hooks(
+    raised: list[Raised], default_command: str | None, timeout: float, cwd: Path | None = None,
+    generation: int | None = None,
+) -> list[str]:  # fmt: skip
     """Run the command of each newly opened alert, side by side (one hanging hook delayed the
-    others, and the check, by its timeout each); returns one line per problem, in the alerts'
-    order (never raises: a broken hook must not stop the pipeline)."""
+    others, and the check, by its timeout each), in *cwd* (the workspace: a relative command
+    ran from wherever mldeck was called); returns one line per problem, in the alerts' order
+    (never raises for a hook: a broken hook must not stop the pipeline). A rule's
+    ``command = ""`` runs none. Interrupted (Ctrl-C, SIGTERM), it stops the hooks at once: they
+    held the exit for their whole timeout, out of reach of the terminal's signals."""
     from concurrent.futures import ThreadPoolExecutor
 
-    todo = [(alert, alert.command or default_command) for alert in raised]
+    todo = [(a, a.command if a.command is not None else default_command) for a in raised]
     todo = [(alert, command) for alert, command in todo if alert.new and command]
     if not todo:
         return []
-    with ThreadPoolExecutor(min(len(todo), 8), thread_name_prefix="mldeck-hook") as pool:
-        found = pool.map(lambda job: _run_hook(job[0], job[1], timeout), todo)
-        return [problem for problem in found if problem is not None]
+    generation = _generation if generation is None else generation
+    pool = ThreadPoolExecutor(min(len(todo), 8), thread_name_prefix="mldeck-hook")
+    try:
+        found = list(pool.map(lambda job: _run_hook(job[0], job[1], timeout, cwd, generation),
+                              todo))  # fmt: skip
+    except BaseException:
+        stop_hooks()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    return [problem for problem in found if problem is not None]
 
 
-def _run_hook(alert: Raised, command: str, timeout: float) -> str | None:
+def run_hooks_later(
+    raised: list[Raised], default_command: str | None, timeout: float, cwd: Path,
+    say: Callable[[str], None],
+) -> threading.Thread | None:  # fmt: skip
+    """:func:`run_hooks` in a thread of its own, each problem passed to *say*: a job's hook
+    held its concurrency slot, or counted against its timeout, for as long as it ran."""
+    if not any(alert.new for alert in raised):
+        return None
+    generation = _generation  # a stop from now on stops these hooks too, started or not
+
+    def hooks() -> None:
+        for problem in run_hooks(raised, default_command, timeout, cwd, generation):
+            say(problem)
+
+    thread = threading.Thread(target=hooks, name="mldeck-hooks")
+    thread.start()
+    return thread
+
+
+def hook_opened_later(
+    workspace: Any, store: Store, alert_ids: list[int], say: Callable[[str], None]
+) -> threading.Thread | None:
+    """The hooks of the alerts *alert_ids*, opened elsewhere (a job's worker, a health check),
+    run by :func:`run_hooks_later` with the workspace's settings; a store that cannot be read
+    is said, not raised (the alerts stay open, listed)."""
+    if not alert_ids:
+        return None
+    monitor = workspace.settings.monitor
+    try:
+        raised = opened(store, workspace.settings, alert_ids)
+    except Exception as exc:  # the store gone: the job's own outcome says more
+        say(f"the hooks of alerts {', '.join(map(str, alert_ids))} were not run: {exc}")
+        return None
+    return run_hooks_later(raised, monitor.alert_command, monitor.alert_command_timeout,
+                           workspace.root, say)  # fmt: skip
+
+
+_hooks_lock = threading.Lock()
+_live_hooks: dict[int, subprocess.Popen] = {}  # by pid: the hooks running now
+_stopped_hooks: set[int] = set()
+_generation = 0  # a stop ends the hooks asked for before it, even those not started yet
+
+
+def stop_hooks() -> None:
+    """Kill every hook still running, with what it started, and start none of those asked
+    for before now (mldeck is stopping)."""
+    global _generation
+    with _hooks_lock:
+        _generation += 1
+        live = list(_live_hooks.values())
+        _stopped_hooks.update(process.pid for process in live)
+    for process in live:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _run_hook(
+    alert: Raised, command: str, timeout: float, cwd: Path | None = None,
+    generation: int | None = None,
+) -> str | None:  # fmt: skip
     """One alert's hook: its problem, or None. The alert goes in on stdin from a file, its output
     is not kept and its errors go to a file whose last line is read: through pipes, a hook that
     exited at once but left a child in the background (`curl ... &`) was waited for until its
@@ -351,10 +444,14 @@ def _run_hook(alert: Raised, command: str, timeout: float) -> str | None:
         try:
             # In a process group of its own: a timeout ends the command and what it started
             # (the shell alone left its children running after mldeck exited).
-            process = subprocess.Popen(
-                command, shell=True, stdin=given, stdout=subprocess.DEVNULL, stderr=errors,
-                start_new_session=True,
-            )  # fmt: skip
+            with _hooks_lock:
+                if generation is not None and generation != _generation:
+                    return f"alert {alert.alert_id}: hook stopped: mldeck was stopping"
+                process = subprocess.Popen(
+                    command, shell=True, stdin=given, stdout=subprocess.DEVNULL, stderr=errors,
+                    start_new_session=True, cwd=cwd,
+                )  # fmt: skip
+                _live_hooks[process.pid] = process
         except OSError as exc:
             return f"alert {alert.alert_id}: hook could not start: {exc}"
         try:
@@ -364,16 +461,33 @@ def _run_hook(alert: Raised, command: str, timeout: float) -> str | None:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             return f"alert {alert.alert_id}: hook timed out after {timeout:g} s"
-        if process.returncode == 0:
+        finally:
+            with _hooks_lock:
+                _live_hooks.pop(process.pid, None)
+                stopped = process.pid in _stopped_hooks
+                _stopped_hooks.discard(process.pid)
+        code = process.returncode
+        if code == 0:
             return None
+        if stopped:
+            return f"alert {alert.alert_id}: hook stopped: mldeck was stopping"
         size = errors.seek(0, os.SEEK_END)
         errors.seek(max(0, size - HOOK_ERROR_TAIL))
         err = errors.read().decode(errors="replace").strip().splitlines()
-        return f"alert {alert.alert_id}: hook exited {process.returncode}" + (
-            f": {err[-1]}" if err else ""
+        how = f"killed by {_signal_name(-code)}" if code < 0 else f"exited {code}"
+        return f"alert {alert.alert_id}: hook {how}" + (
+            f": {fmt.cut_middle(err[-1].strip(), HOOK_ERROR_LINE)}" if err else ""
         )
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+HOOK_ERROR_LINE = 300  # characters of a failed hook's last error line said
 HOOK_ERROR_TAIL = 4096  # bytes of a failed hook's errors read for their last line
 
 

@@ -47,6 +47,7 @@ from mldeck.store.models import (
     Run,
     RunInput,
     RunKind,
+    RunLog,
     RunStatus,
     RunTrigger,
     utcnow,
@@ -89,6 +90,7 @@ class LabelOutcome:
     unmatched_examples: list[str] = field(default_factory=list)
     # Batches scored but not checked for drift yet that hold some of those ids.
     unchecked: list[str] = field(default_factory=list)
+    hook_problems: list[str] = field(default_factory=list)  # one line per hook that failed
 
 
 def id_text(expr: pl.Expr) -> pl.Expr:
@@ -368,12 +370,19 @@ def record_labels(
         opened = {r.alert_id for r in raised if r.new}
         last = {r.alert_id: r for r in raised if r.alert_id in still}  # one line per alert
         raised = [dataclasses.replace(r, new=r.alert_id in opened) for r in last.values()]
-    alerting.run_hooks(raised, workspace.settings.monitor.alert_command,
-                       workspace.settings.monitor.alert_command_timeout)  # fmt: skip
+    problems = alerting.run_hooks(raised, workspace.settings.monitor.alert_command,
+                                  workspace.settings.monitor.alert_command_timeout,
+                                  workspace.root)  # fmt: skip
+    if problems:  # kept with the labels' runs, as a check keeps its own
+        with store.write() as session:
+            for item in batches:
+                if item.run_id is not None:
+                    session.add_all(RunLog(run_id=item.run_id, level="warning", message=problem)
+                                    for problem in problems)  # fmt: skip
     left = labels.filter(~pl.col("__id").is_in(list(matched_ids))).get_column("__id")
     return LabelOutcome(shown(str(path)), labels.height, len(matched_ids), batches, raised,
                         unlabelled, left.len(), left.head(5).to_list(),
-                        unchecked if left.len() else [])  # fmt: skip
+                        unchecked if left.len() else [], problems)  # fmt: skip
 
 
 # How many of the newest batches never scored are looked into for a labels file's unmatched ids.
