@@ -1475,3 +1475,22 @@ def test_a_hooks_signal_is_named_and_its_error_line_cut(tmp_path):
     first, second = run_hooks([killed, long, none], "exit 9", 10.0)
     assert first == "alert 1: hook killed by SIGKILL"
     assert second.startswith("alert 2: hook exited 2: xxx") and len(second) < 340
+
+
+def test_a_job_failing_after_its_step_succeeded_is_a_failed_step(ws, store):
+    """The newest run by id was the step (created after its job): the job's failure, which
+    ended last, was hidden."""
+    from datetime import timedelta
+
+    from mldeck.store.models import utcnow
+
+    now = utcnow()
+    with store.write() as session:
+        job = Run(name="d", kind=RunKind.DRIFT, status=RunStatus.FAILED, error="timed out",
+                  ended_at=now)  # fmt: skip
+        session.add(job)
+        session.flush()
+        session.add(Run(name="drift churn:v2", kind=RunKind.DRIFT, status=RunStatus.SUCCEEDED,
+                        parent_run_id=job.id, ended_at=now - timedelta(seconds=5)))  # fmt: skip
+    (raised,) = alerts.apply(store, alerts.store_signals(store, alerts.default_rules(ws.settings)))
+    assert raised.new and raised.title == "the last drift run failed: d"
