@@ -624,3 +624,40 @@ def test_a_column_empty_on_one_side_is_drifted_and_on_both_is_not(kind: str) -> 
     filled = result(empty, full)
     assert (filled.drifted, filled.note) == (True, "no values in the reference")
     assert filled.severity == math.inf
+
+
+def _histogram(reference: np.ndarray, batch: np.ndarray) -> dict[str, Any]:
+    baseline = drift.build_baseline(pl.LazyFrame({"x": reference}), {"x": "numeric"})
+    summary = drift.summarize_batch(pl.LazyFrame({"x": batch}), baseline)
+    result = drift.compare_column("x", baseline["columns"]["x"], summary["columns"]["x"],
+                                  baseline["n_rows"], MonitorSettings())  # fmt: skip
+    return result.as_dict()["histogram"]
+
+
+def test_a_value_held_often_at_the_least_gets_a_bin_of_its_own():
+    """The 0s and 1s of a 0/1 column shared the first bin [0, 1]: 100 % on both sides, the
+    churn rate doubling unseen on the Drift screen and in the report."""
+    from mldeck.monitor.report import _feature_chart
+    from mldeck.tui.screens.drift import drift_bin_labels
+
+    hist = _histogram(np.repeat([0.0, 1.0], [773, 227]), np.repeat([0.0, 1.0], [548, 452]))
+    assert hist["point"] and hist["edges"] == [0.0, 1.0]
+    assert hist["reference"] == pytest.approx([0, 0.773, 0.227, 0])
+    assert hist["current"] == pytest.approx([0, 0.548, 0.452, 0])
+    assert drift.histogram_bins(hist) == [("<", 0, 0), ("=", 0, 0), ("(]", 0, 1), (">", 1, 1)]
+    assert drift_bin_labels(hist) == ("<0", "0", "1", ">1")
+    chart = _feature_chart({"histogram": hist})
+    assert "= 0: batch 54.8%" in chart and "(0, 1]: batch 45.2%" in chart
+    # Whole numbers: a bin per number, labelled by it (the 1s were shown under "0").
+    calls = np.arange(5000) % 12
+    hist = _histogram(calls.astype(float), calls[:3000].astype(float))
+    assert drift_bin_labels(hist)[:4] == ("<0", "0", "1", "2")
+    # A continuous column keeps [e0, e1], labelled by each bin's upper edge; a constant one has
+    # three bins ("no histogram (unexpected bins)" on the Drift screen).
+    rng = np.random.default_rng(0)
+    hist = _histogram(rng.normal(size=5000), rng.normal(size=3000))
+    assert not hist["point"] and len(drift_bin_labels(hist)) == len(hist["current"])
+    assert drift.histogram_bins(hist)[1][0] == "[]"
+    assert drift_bin_labels(hist)[1] == f"≤{float(hist['edges'][1]):.3g}"
+    hist = _histogram(np.full(100, 3.0), np.full(50, 3.0))
+    assert drift_bin_labels(hist) == ("<3", "3", ">3") and len(hist["current"]) == 3

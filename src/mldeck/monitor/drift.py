@@ -18,6 +18,7 @@ reconstruction error. Then :mod:`mldeck.monitor.stats` decides each column.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import secrets
@@ -706,15 +707,40 @@ def histogram(ref: stats.NumericSummary, cur: stats.NumericSummary) -> dict[str,
     )
     picks = sorted({0, *[min(p, ref.grid.size - 1) for p in picks]})
     edges = ref.grid[picks]
+    # A value the reference holds often at its least (0 of a 0/1 column, no calls) gets a bin of
+    # its own: [e0, e1] put the 0s and the 1s of a 0/1 column in one bar, hiding any shift.
+    point = len(picks) > 1 and float(ref.le[picks[0]] - ref.lt[picks[0]]) >= POINT_SHARE
 
     def fractions(s: stats.NumericSummary) -> list[float]:
-        # below the first edge, [e0, e1], (e1, e2], ..., above the last edge
+        # below the first edge, [e0, e1] (or = e0, then (e0, e1]), (e1, e2], ..., above the last
         inner = s.le[picks[1:]] if len(picks) > 1 else s.le[picks]
+        at_least = [s.le[picks[0]]] if point else []
         if s.n == 0:
-            return [0.0] * (inner.size + 2)
-        return np.diff([0.0, s.lt[picks[0]], *inner, 1.0]).tolist()
+            return [0.0] * (inner.size + 2 + len(at_least))
+        return np.diff([0.0, s.lt[picks[0]], *at_least, *inner, 1.0]).tolist()
 
-    return {"edges": edges.tolist(), "reference": fractions(ref), "current": fractions(cur)}
+    return {"edges": edges.tolist(), "point": point, "reference": fractions(ref),
+            "current": fractions(cur)}  # fmt: skip
+
+
+POINT_SHARE = 0.05  # of the reference at its least value: that value gets a bin of its own
+
+
+def histogram_bins(hist: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """What each bin of a :func:`histogram` holds, as (how, a, b): ``<`` (below a), ``=`` (a
+    alone), ``[]`` (a to b, both in), ``(]`` (above a, up to b) and ``>`` (above a)."""
+    edges = [float(e) for e in hist.get("edges") or []]
+    if not edges:
+        return []
+    if len(edges) == 1:
+        return [("<", edges[0], edges[0]), ("=", edges[0], edges[0]), (">", edges[0], edges[0])]
+    bins = [("<", edges[0], edges[0])]
+    if hist.get("point"):
+        bins += [("=", edges[0], edges[0]), ("(]", edges[0], edges[1])]
+    else:
+        bins.append(("[]", edges[0], edges[1]))
+    bins += [("(]", a, b) for a, b in itertools.pairwise(edges[1:])]
+    return [*bins, (">", edges[-1], edges[-1])]
 
 
 def _frequencies(ref: dict[str, int], cur: dict[str, int]) -> dict[str, list[float]]:

@@ -4,10 +4,10 @@ inline SVG, so it opens anywhere and can be mailed."""
 from __future__ import annotations
 
 import html
-import itertools
 from typing import Any
 
 from mldeck import formatting as fmt
+from mldeck.monitor import drift
 from mldeck.monitor.queries import ReportDetail, ReportRow
 
 REFERENCE_COLOUR = "#6b7a90"
@@ -155,15 +155,11 @@ def _legend(items: list[tuple[str, str]]) -> str:
 def _feature_chart(feature: dict[str, Any]) -> str:
     hist = feature.get("histogram")
     if hist and hist.get("edges"):
-        edges = hist["edges"]
         # The bins are [e0, e1], (e1, e2], ...: said as such, since on whole numbers '0 - 1'
         # then '1 - 2' would put 1 in both (the second holds only 2).
-        inner = [f"({a:.4g}, {b:.4g}]" for a, b in itertools.pairwise(edges)]
-        if inner:
-            inner[0] = f"[{edges[0]:.4g}, {edges[1]:.4g}]"
-        labels = [f"< {edges[0]:.4g}", *inner, f"> {edges[-1]:.4g}"]
-        if len(edges) == 1:
-            labels = [f"< {edges[0]:.4g}", f"= {edges[0]:.4g}", f"> {edges[0]:.4g}"]
+        shown = {"<": "< {a:.4g}", "=": "= {a:.4g}", "[]": "[{a:.4g}, {b:.4g}]",
+                 "(]": "({a:.4g}, {b:.4g}]", ">": "> {a:.4g}"}  # fmt: skip
+        labels = [shown[how].format(a=a, b=b) for how, a, b in drift.histogram_bins(hist)]
         return bars_svg(labels, hist["reference"], hist["current"])
     freq = feature.get("frequencies")
     if freq:

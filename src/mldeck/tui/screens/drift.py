@@ -30,10 +30,10 @@ from mldeck.tui.styles import rich_color, status_text
 from mldeck.tui.widgets.histogram import (
     Histogram,
     HistogramPlot,
-    bin_labels,
     legend,
     show_chart,
     spread_ticks,
+    tick_number,
 )
 from mldeck.tui.widgets.table import DeckTable
 from mldeck.tui.widgets.text import Packed, Plain
@@ -55,7 +55,7 @@ def feature_histogram(feature: dict[str, Any], batch: str) -> Histogram | str:
     name, kind = feature["feature"], feature.get("kind", "")
     hist = feature.get("histogram")
     if hist and hist.get("edges"):
-        labels = bin_labels(hist["edges"])
+        labels = drift_bin_labels(hist)
         current = [100 * v for v in hist["current"]]
         reference = [100 * v for v in hist["reference"]]
         if len(labels) != len(current):
@@ -70,6 +70,21 @@ def feature_histogram(feature: dict[str, Any], batch: str) -> Histogram | str:
         return Histogram(name, kind, labels, ((batch, current), ("reference", reference)),
                          spread_ticks(len(labels), 8), "values per category")  # fmt: skip
     return "no distribution stored for this column"
+
+
+def drift_bin_labels(hist: dict[str, Any]) -> tuple[str, ...]:
+    """A short label per drift bin, by what it holds (its upper edge: the bins are closed on the
+    right, and a label by the lower edge put a column's 1s under "0")."""
+    from mldeck.monitor.drift import histogram_bins
+
+    def label(how: str, a: float, b: float) -> str:
+        if how == "(]" and a == int(a) and b == int(b) and b - a == 1:
+            return tick_number(b)  # one whole number: itself
+        return {"<": f"<{tick_number(a)}", "=": tick_number(a), ">": f">{tick_number(a)}"}.get(
+            how, f"≤{tick_number(b)}"
+        )
+
+    return tuple(label(*spec) for spec in histogram_bins(hist))
 
 
 def _score(feature: dict[str, Any]) -> str:
