@@ -652,6 +652,8 @@ def test_a_value_held_often_at_the_least_gets_a_bin_of_its_own():
     calls = np.arange(5000) % 12
     hist = _histogram(calls.astype(float), calls[:3000].astype(float))
     assert drift_bin_labels(hist)[:4] == ("<0", "0", "1", "2")
+    few = np.repeat([0.0, 1.0, 2.0, 3.0, 11.0], [300, 4000, 400, 250, 50])  # 4 to 11 in one bin
+    assert drift_bin_labels(_histogram(few, few)) == ("<0", "0", "1", "2", "3", "4-11", ">11")
     # A continuous column keeps [e0, e1], labelled by each bin's upper edge; a constant one has
     # three bins ("no histogram (unexpected bins)" on the Drift screen).
     rng = np.random.default_rng(0)
