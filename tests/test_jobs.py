@@ -1848,3 +1848,23 @@ def test_a_stopped_command_stops_its_hooks_at_once(ws_store):
         wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or
                  Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
                  f"hook {pid} to end")  # fmt: skip
+
+
+def test_the_pipelines_validate_stage_is_its_batchs_verdict(ws_store, tmp_path):
+    """A rejected batch's validate run succeeded (it judged): the stage said 'succeeded', in
+    green, while the Data screen said 'rejected'."""
+    from mldeck.data.ingest import ingest_file
+    from mldeck.jobs.views import pipeline_view
+
+    workspace, store = ws_store
+
+    def validate_stage():
+        return next(s for s in pipeline_view(store, JobSettings()).stages if s.name == "validate")
+
+    bad = tmp_path / "empty.csv"
+    bad.write_text("a,b\n", encoding="utf-8")  # no rows: rejected
+    version = ingest_file(workspace, store, bad)
+    assert version.status == "rejected"
+    stage = validate_stage()
+    assert stage.status == "rejected"
+    assert stage.detail == f"{version.dataset}:v{version.version} rejected: validate empty.csv"

@@ -3,8 +3,10 @@ dataclasses from store queries, no Textual."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -17,9 +19,12 @@ from mldeck.store.engine import Store
 from mldeck.store.models import (
     Alias,
     AuditEvent,
+    Dataset,
+    DatasetVersion,
     ModelVersion,
     RegisteredModel,
     Run,
+    RunInput,
     RunStatus,
     utcnow,
 )
@@ -80,7 +85,8 @@ STAGE_KINDS = {
 @dataclass
 class Stage:
     name: str
-    status: str = ""  # a run status, or for register/promote: candidate, waiting, promoted
+    status: str = ""  # a run status, rejected or warned (validate: its batch), or for
+    # register/promote: candidate, waiting, promoted
     when: datetime | None = None
     duration: timedelta | None = None
     detail: str = ""
@@ -109,6 +115,24 @@ def _run_stage(name: str, run: Run | None) -> Stage:
     return Stage(name, run.status, start, None if end is None else end - start, detail, run.id)
 
 
+def _judged(session: Any, stage: Stage, run: Run) -> Stage:
+    """A validate run that succeeded as the verdict on its batch: a rejected batch showed as
+    'succeeded', in green, beside the Data screen's 'rejected'."""
+    version = session.execute(
+        select(DatasetVersion, Dataset.name)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .outerjoin(RunInput, (RunInput.dataset_version_id == DatasetVersion.id)
+                   & (RunInput.run_id == run.id))
+        .where((DatasetVersion.run_id == run.id) | (RunInput.run_id == run.id))
+        .limit(1)
+    ).first()  # fmt: skip
+    if version is None or version[0].status not in ("rejected", "warned"):
+        return stage
+    row, dataset = version
+    return dataclasses.replace(stage, status=row.status,
+                               detail=f"{dataset}:v{row.version} {row.status}: {stage.detail}")  # fmt: skip
+
+
 def pipeline_view(store: Store, settings: JobSettings) -> PipelineView:
     """Each stage's last run, status and duration; the newest version and the last promotion."""
     view = PipelineView()
@@ -123,7 +147,10 @@ def pipeline_view(store: Store, settings: JobSettings) -> PipelineView:
                 if session.execute(champion).first() is None:
                     view.stages.append(Stage(name, detail="no champion yet"))
                     continue
-            view.stages.append(_run_stage(name, run))
+            stage = _run_stage(name, run)
+            if name == "validate" and run is not None and run.status == RunStatus.SUCCEEDED:
+                stage = _judged(session, stage, run)
+            view.stages.append(stage)
         newest = session.execute(
             select(ModelVersion, RegisteredModel.name)
             .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)

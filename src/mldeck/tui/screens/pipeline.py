@@ -32,6 +32,7 @@ EXTRA_STATUS = {
     "approved": "status-succeeded",
     "candidate": "status-queued",
     "rejected": "status-failed",
+    "warned": "status-warning",
     "archived": "status-muted",
 }
 RUN_STATUS = {
