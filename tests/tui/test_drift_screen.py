@@ -392,3 +392,15 @@ def test_alerts_snapshot(snap_compare, drift_seeded) -> None:
         await settle(pilot)
 
     assert snap_compare(make_app(*drift_seeded), run_before=go, terminal_size=SIZE)
+
+
+async def test_at_60x20_the_feature_table_shows_three_rows(drift_seeded) -> None:
+    """Its header, border and scrollbar took the whole of its minimum height: no row showed,
+    and the cursor moved on rows out of sight."""
+    app = make_app(*drift_seeded)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        shown = screen_lines(app, "#drift-features")
+        rows = feature_rows(app)
+        assert sum(any(line.lstrip("│ ").startswith(name) for line in shown) for name in rows) >= 3
