@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mldeck.data.ingest import ingest_file
-from mldeck.errors import MldeckError
+from mldeck.errors import ConfigError, MldeckError
 from mldeck.ml import registry
 from mldeck.monitor import alerts, check_batch
 from mldeck.monitor.kpis import kpis
@@ -1494,3 +1494,54 @@ def test_a_job_failing_after_its_step_succeeded_is_a_failed_step(ws, store):
                         parent_run_id=job.id, ended_at=now - timedelta(seconds=5)))  # fmt: skip
     (raised,) = alerts.apply(store, alerts.store_signals(store, alerts.default_rules(ws.settings)))
     assert raised.new and raised.title == "the last drift run failed: d"
+
+
+def test_alert_rules_that_could_never_fire_or_always_would_are_refused(monitored, store, tmp_path):
+    """A feature_drift rule on the id column, the timestamp or an unmonitored column was taken
+    and never fired, and one on the label never fired either; below = 70 fired on every batch,
+    "0.7" was read as a number, and keys of another kind of rule did nothing."""
+    from mldeck.config import parse_settings
+
+    def rules(text: str) -> None:
+        parse_settings(f"[[monitor.alerts]]\nname = 'r'\n{text}\n")
+
+    with pytest.raises(ConfigError, match=r"below = 70 is outside \(0, 1\]: roc_auc lies between"):
+        rules("when = 'realized_metric'\nmetric = 'roc_auc'\nbelow = 70")
+    with pytest.raises(ConfigError, match=r"below = -0\.5 is outside"):
+        rules("when = 'estimated_metric'\nmetric = 'roc_auc'\nbelow = -0.5")
+    with pytest.raises(ConfigError, match=re.escape("a number, not the text '0.7'")):
+        rules("when = 'realized_metric'\nmetric = 'roc_auc'\nbelow = '0.7'")
+    with pytest.raises(ConfigError, match="metric, below do not apply to a dataset_drift rule"):
+        rules("when = 'dataset_drift'\nbelow = 0.7\nmetric = 'roc_auc'")
+    frame = churn_frame(300, seed=4, start_id=30000)
+    version = ingest(monitored, store, frame, tmp_path, "b.csv")
+    for feature, why in (("customer_id", "the id column ([data] id_column)"),
+                         ("charges", "[monitor.columns.charges] monitor = false")):  # fmt: skip
+        config = monitored.config_path.read_text()
+        extra = "\n[monitor.columns.charges]\nmonitor = false\n" if feature == "charges" else ""
+        watched = configure(monitored, f"{extra}\n[[monitor.alerts]]\nname = 'f'\n"
+                                       f"when = 'feature_drift'\nfeature = '{feature}'\n")  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(f"watches feature {feature!r}, {why}")):
+            check_batch(watched, store, version)
+        monitored.config_path.write_text(config)
+    # A rule on the label fires when the label drifts (it never did).
+    flipped = churn_frame(300, seed=5, start_id=40000).with_columns(churned=pl.lit(1))
+    labelled = configure(monitored, "\n[[monitor.alerts]]\nname = 'label'\n"
+                                    "when = 'feature_drift'\nfeature = 'churned'\n")  # fmt: skip
+    result = check_batch(labelled, store, ingest(labelled, store, flipped, tmp_path, "l.csv"))
+    assert "label" in {a.rule for a in result.alerts}
+
+
+def test_an_open_alert_takes_its_rules_severity_as_edited(monitored, store, tmp_path):
+    rule = "\n[[monitor.alerts]]\nname = 'drift'\nwhen = 'dataset_drift'\nseverity = '{}'\n"
+    config = monitored.config_path.read_text()
+    warned = configure(monitored, rule.format("warning"))
+    (raised,) = check_batch(warned, store, ingest(warned, store, shifted(3, 6000), tmp_path,
+                                                  "a.csv")).alerts  # fmt: skip
+    monitored.config_path.write_text(config)
+    critical = configure(monitored, rule.format("critical"))
+    (again,) = check_batch(critical, store, ingest(critical, store, shifted(4, 7000), tmp_path,
+                                                   "b.csv")).alerts  # fmt: skip
+    assert again.alert_id == raised.alert_id and not again.new
+    with store.read() as session:
+        assert session.get(Alert, raised.alert_id).severity == "critical"

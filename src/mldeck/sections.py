@@ -1,7 +1,7 @@
 """What every section of ``mldeck.toml`` shares: an unknown key is refused (a typo never goes
 unnoticed), values are frozen, a number is finite (TOML's ``nan`` and ``inf`` are refused with
-their own sentence, not a bound's), and true/false is only a yes-or-no's (``retries = true`` was
-1 retry, ``enabled = "no"`` was false). Otherwise pydantic reads as it does: ``7200.0`` is taken
+their own sentence, not a bound's), true/false is only a yes-or-no's (``retries = true`` was
+1 retry, ``enabled = "no"`` was false) and a number is not text (``below = "0.7"``). Otherwise pydantic reads as it does: ``7200.0`` is taken
 for a whole number. ``MAX_SECONDS`` bounds every duration a setting names: longer ones overflow
 Python's dates."""
 
@@ -43,4 +43,8 @@ class Section(BaseModel):
             raise ValueError(f"true or false, not {value!r}")
         if bool not in kinds and isinstance(value, bool) and kinds & {int, float}:
             raise ValueError(f"a number, not {str(value).lower()}")
+        if str not in kinds and isinstance(value, str) and kinds & {int, float}:
+            # below = "0.7" was read as 0.7 while hours = "24h" was refused: a number is written
+            # as one.
+            raise ValueError(f"a number, not the text {value!r}")
         return value

@@ -230,6 +230,7 @@ def apply_in(
             else:
                 current.occurrences += 1
                 current.updated_at = now
+                current.severity = signal.rule.severity  # as the rule says now (edited)
                 if not older:  # the alert goes on naming the newest batch that fired it
                     current.title, current.message = signal.title[:300], signal.message
                     current.details = {**current.details, **details}

@@ -294,13 +294,24 @@ def check_column_settings(workspace: Workspace, reference: DatasetVersion) -> No
             f"[monitor.columns.{unknown[0]}] names no column of the reference"
             f" (its columns: {known}; 'score' is the champion's predictions)"
         )
+    data = workspace.settings.data
+    # Columns drift does not compare: a rule on one of them would never fire either.
+    unwatched = {data.id_column: "the id column ([data] id_column)",
+                 data.timestamp_column: "the timestamp column ([data] timestamp_column)"}  # fmt: skip
+    unwatched.update((name, f"[monitor.columns.{name}] monitor = false")
+                     for name, setting in workspace.settings.monitor.columns.items()
+                     if not setting.monitor)  # fmt: skip
     for rule in alerting.default_rules(workspace.settings):
-        if rule.when == "feature_drift" and rule.feature not in profiled:
+        if rule.when != "feature_drift":
+            continue
+        why = (f"no column of the reference (its columns: {known})"
+               if rule.feature not in profiled else unwatched.get(rule.feature))  # fmt: skip
+        if why:
             from mldeck.errors import ConfigError
 
             raise ConfigError(  # it would never fire
                 f"the [[monitor.alerts]] rule {rule.name!r} watches feature {rule.feature!r}, "
-                f"no column of the reference (its columns: {known})"
+                f"{why}: drift never compares it, so the rule would never fire"
             )
 
 
@@ -589,7 +600,8 @@ def batch_signals(
     metric, or the rows an estimated one, needs to count; *dataset*: the workspace's, see
     ``batch_key``)."""
     signals = []
-    by_feature = {f.feature: f for f in result.features}
+    # The label's drift too (a rule on it was accepted and never fired).
+    by_feature = {f.feature: f for f in [*result.features, *[result.label] * bool(result.label)]}
     for rule in rules:
         key = batch_key(rule.name, result.batch, dataset)
         if rule.when == "dataset_drift":

@@ -126,6 +126,25 @@ class AlertRule(_Strict):
         ):
             raise ValueError(f"unknown metric {self.metric!r} for a {self.when} rule (one of: "
                              f"{', '.join(LABEL_METRICS)})")  # fmt: skip
+        if self.below is not None and not 0 < self.below <= 1:
+            # Every one of these metrics lies in [0, 1]: 70 (meant as 70 %) fired on every
+            # batch, a negative one never.
+            raise ValueError(f"below = {self.below:g} is outside (0, 1]: {self.metric} lies "
+                             "between 0 and 1 (70 % is 0.7)")  # fmt: skip
+        needs = {
+            "feature_drift": {"feature"},
+            "freshness": {"hours"},
+            "estimated_metric": {"metric", "below"},
+            "realized_metric": {"metric", "below"},
+        }
+        extra = [
+            key
+            for key in ("feature", "metric", "below", "hours")
+            if getattr(self, key) is not None and key not in needs.get(self.when, set())
+        ]
+        if extra:  # a key another kind of rule reads: taken for this rule's, it did nothing
+            raise ValueError(f"{', '.join(extra)} {'does' if len(extra) == 1 else 'do'} not "
+                             f"apply to a {self.when} rule")  # fmt: skip
         if self.when == "freshness" and self.hours is None:
             raise ValueError("a freshness rule needs hours")
         return self
