@@ -1545,3 +1545,21 @@ def test_an_open_alert_takes_its_rules_severity_as_edited(monitored, store, tmp_
     assert again.alert_id == raised.alert_id and not again.new
     with store.read() as session:
         assert session.get(Alert, raised.alert_id).severity == "critical"
+
+
+def test_a_batch_whose_check_failed_says_so_not_that_it_was_never_checked(
+    monitored, store, tmp_path, cli
+):
+    """'has not been checked for drift yet (run mldeck drift check ...)' sent the user to the
+    check that had just failed."""
+    version = ingest(monitored, store, churn_frame(300, seed=4, start_id=30000), tmp_path, "b.csv")
+    broken = configure(monitored, "\n[monitor.columns.nope]\nmonitor = false\n")
+    with pytest.raises(ConfigError):
+        check_batch(broken, store, version)
+    with store.read() as session:
+        run_id = session.execute(select(Run.id).where(Run.kind == RunKind.DRIFT)).scalar_one()
+    shown = cli("drift", "show", "churn:v2", cwd=monitored.root)
+    assert shown.returncode != 0
+    assert f"the drift check of churn:v2 failed (run {run_id}): " in shown.stderr
+    assert "[monitor.columns.nope] names no column" in shown.stderr
+    assert "not been checked" not in shown.stderr

@@ -10,7 +10,16 @@ from sqlalchemy import func, select
 
 from mldeck.errors import NotFound
 from mldeck.store.engine import Store
-from mldeck.store.models import Alert, Dataset, DatasetVersion, DriftReport
+from mldeck.store.models import (
+    Alert,
+    Dataset,
+    DatasetVersion,
+    DriftReport,
+    Run,
+    RunInput,
+    RunKind,
+    RunStatus,
+)
 
 
 @dataclass
@@ -197,6 +206,21 @@ def resolve_report(store: Store, ref: str) -> int:
         if status == "rejected":
             raise NotFound(f"{ref} was rejected by validation: it is not checked for drift "
                            f"(see 'mldeck data show {ref}')")  # fmt: skip
+        with store.read() as session:
+            failed = session.execute(
+                select(Run.id, Run.error)
+                .join(RunInput, RunInput.run_id == Run.id)
+                .where(RunInput.dataset_version_id == version_id, RunInput.role == "input",
+                       Run.kind == RunKind.DRIFT, Run.status == RunStatus.FAILED)
+                .order_by(Run.id.desc())
+                .limit(1)
+            ).first()  # fmt: skip
+        if failed is not None:
+            # 'not checked yet, run the check' sent the user to a check that fails again.
+            lines = (failed.error or "").strip().splitlines()
+            said = f": {lines[-1]}" if lines else ""
+            raise NotFound(f"the drift check of {ref} failed (run {failed.id}){said}; see "
+                           f"'mldeck runs show {failed.id}'")  # fmt: skip
         raise NotFound(f"{ref} has not been checked for drift yet (run 'mldeck drift check {ref}')")
     return found
 
