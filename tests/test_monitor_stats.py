@@ -663,3 +663,23 @@ def test_a_value_held_often_at_the_least_gets_a_bin_of_its_own():
     assert drift_bin_labels(hist)[1] == f"≤{float(hist['edges'][1]):.3g}"
     hist = _histogram(np.full(100, 3.0), np.full(50, 3.0))
     assert drift_bin_labels(hist) == ("<3", "3", ">3") and len(hist["current"]) == 3
+
+
+def test_a_column_gone_mostly_missing_drifts_whatever_its_values():
+    """98 % null, its few values drawn like the reference's: 'not drifted' (the null count was in
+    the JSON only)."""
+    rng = np.random.default_rng(1)
+    baseline = drift.build_baseline(pl.LazyFrame({"x": rng.normal(size=5000)}), {"x": "numeric"})
+    values = pl.Series(rng.normal(size=3000)).scatter(range(2940), None)
+    summary = drift.summarize_batch(pl.LazyFrame({"x": values}), baseline)
+    result = drift.compare_column("x", baseline["columns"]["x"], summary["columns"]["x"],
+                                  baseline["n_rows"], MonitorSettings())  # fmt: skip
+    assert result.p_value > result.threshold  # its values alone look like the reference's (KS)
+    assert result.drifted and result.note == "missing in 98% of rows (reference 0%)"
+    assert result.severity == pytest.approx(9.8)
+    # A growth under [monitor] missing_share, or fewer missing values, is no drift.
+    values = pl.Series(rng.normal(size=3000)).scatter(range(200), None)
+    summary = drift.summarize_batch(pl.LazyFrame({"x": values}), baseline)
+    result = drift.compare_column("x", baseline["columns"]["x"], summary["columns"]["x"],
+                                  baseline["n_rows"], MonitorSettings())  # fmt: skip
+    assert not result.drifted and result.details["missing_share"] == pytest.approx(200 / 3000)

@@ -107,6 +107,9 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
             "DRIFT" if feature["drifted"] else "-",
         )
     out.print(table)
+    for feature in summary["features"]:  # why, beside a score that looks quiet
+        if feature["drifted"] and feature.get("note") and feature.get("statistic") is not None:
+            out.print(f"{feature['feature']}: {feature['note']}", markup=False)
     items: dict[str, str] = {}
     multi = summary.get("multivariate")
     if multi:

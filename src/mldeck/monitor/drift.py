@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from mldeck import formatting as fmt
 from mldeck.monitor import stats
 from mldeck.monitor.settings import (
     CATEGORICAL_METHODS,
@@ -676,6 +677,17 @@ def compare_column(
     else:
         drifted = statistic is not None and statistic >= threshold
         severity = (statistic or 0.0) / threshold
+    if n_cur and reference_rows:
+        # Missing values: a column 98 % null whose few values look like the reference's was
+        # "not drifted".
+        nulls = int(cur.get("nulls", 0) or 0)
+        was = max(reference_rows - n_ref, 0) / reference_rows
+        now = nulls / (n_cur + nulls)
+        if now - was >= settings.missing_share:
+            drifted, severity = True, max(severity, (now - was) / settings.missing_share)
+            shown_now, shown_was = fmt.apart(now, was, percent=True)
+            note = f"missing in {shown_now} of rows (reference {shown_was})"
+        details.update(missing_share=now, reference_missing_share=was)
     return FeatureResult(name, kind, method, _finite(statistic), _finite(p_value), threshold,
                          bool(drifted), severity, role, note, details)  # fmt: skip
 

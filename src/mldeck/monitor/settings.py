@@ -166,6 +166,10 @@ class MonitorSettings(_Strict):
     # batch's mean error exceeds the reference's by this fraction (and by 3 standard errors).
     multivariate: bool = True
     multivariate_tolerance: float = Field(0.1, gt=0)
+    # A column drifts too when the share of its rows missing (null, NaN, infinite) grew by at
+    # least this much over the reference's: a feature broken upstream arrives empty, and its
+    # few values left may still look like the reference.
+    missing_share: float = Field(0.1, gt=0, le=1)
     # Realized-metric alert rules wait for this many labelled rows in a batch: a metric on a
     # handful of labels is noise, and neither raises nor clears an alert.
     min_labelled_rows: int = Field(30, ge=1)

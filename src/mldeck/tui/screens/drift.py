@@ -395,6 +395,12 @@ class DriftScreen(DeckScreen):
                     name = f"{name} ({feature['role']})"
                 drift = status_text(self.app, "fail" if feature["drifted"] else "ok")
                 drift.plain = "DRIFT" if feature["drifted"] else "-"
+                if (
+                    feature["drifted"]
+                    and feature.get("note")
+                    and feature.get("statistic") is not None
+                ):
+                    drift.plain += f": {feature['note']}"  # why, beside a score that looks quiet
                 rows.append((_key(feature), (name, feature["method"], _score(feature),
                                              f"{feature['threshold']:g}", drift)))  # fmt: skip
         table.replace_rows(rows)
