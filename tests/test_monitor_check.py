@@ -858,6 +858,8 @@ def test_acknowledge_and_resolve_are_audited_and_checked(monitored, store, tmp_p
     raised = check_batch(monitored, store, version).alerts[0]
     assert alerts.active_count(store) == (2, 0)
     alerts.acknowledge(store, raised.alert_id, user="ana", note="on it")
+    with store.read() as session:  # the note is kept with the alert (the audit trail only)
+        assert session.get(Alert, raised.alert_id).details["acknowledge_note"] == "on it"
     with pytest.raises(MldeckError, match="only an open alert"):
         alerts.acknowledge(store, raised.alert_id, user="ana")
     alerts.resolve(store, raised.alert_id, user="ana", note="retrained")

@@ -510,6 +510,8 @@ def _change(store: Store, alert_id: int, action: str, user: str | None, note: st
                     f"alert {alert_id} is {alert.status}; only an open alert is acknowledged"
                 )
             alert.status, alert.acknowledged_by, alert.acknowledged_at = "acknowledged", user, now
+            if note:  # kept with the alert, as a resolution's is (it was in the audit trail only)
+                alert.details = {**alert.details, "acknowledge_note": note}
         else:
             if alert.status == "resolved":
                 raise MldeckError(f"alert {alert_id} is already resolved")
