@@ -1327,7 +1327,7 @@ def test_kpis_on_an_empty_store_say_there_is_nothing_yet_in_plain_words(store):
 
 
 @pytest.mark.parametrize(
-    ("cost", "said"), [(4.59e-07, "4.59e-07"), (0.125, "0.125"), (1e308, "1e+308")]
+    ("cost", "said"), [(4.59e-07, "0.000000459"), (0.125, "0.125"), (1e308, "1e+308")]
 )
 def test_a_cost_per_1k_predictions_is_shown_to_its_significant_digits(store, cost, said):
     """A realistic cost (a millionth of a unit per 1k) was shown as 0.000000; a huge one as a
@@ -1337,7 +1337,28 @@ def test_a_cost_per_1k_predictions_is_shown_to_its_significant_digits(store, cos
     from mldeck.monitor.kpis import sections
 
     shown = sections(dataclasses.replace(kpis(store, days=1), cost_per_1k=cost))
-    assert shown["Model health (last day)"]["cost per 1k predictions"] == said
+    # Never in e-notation for a realistic cost ('4.59e-07' with no unit read as anything).
+    assert shown["Model health (last day)"]["cost per 1k predictions"] == (
+        f"{said} (in the currency of [monitor] cost_per_cpu_hour)"
+    )
+
+
+def test_kpi_rates_and_windows_read_as_people_say_them(store):
+    """'3 (0.0/week)' over a long window, '1344.0/week' over 15 minutes, 'last 0.01 days'."""
+    import dataclasses
+
+    from mldeck.monitor.kpis import sections
+
+    def delivery(days: float, promotions: int) -> tuple[str, str]:
+        k = dataclasses.replace(kpis(store, days=days), promotions=promotions,
+                                promotions_per_week=promotions / (days / 7))  # fmt: skip
+        (title, shown), *_ = sections(k).items()
+        return title, shown["promotions"]
+
+    assert delivery(36500, 3) == ("Delivery (last 36500 days)", "3 (0.03/year)")
+    assert delivery(30, 14) == ("Delivery (last 30 days)", "14 (3.3/week)")
+    assert delivery(30, 1) == ("Delivery (last 30 days)", "1 (1/month)")
+    assert delivery(0.01, 2) == ("Delivery (last 14m24s)", "2")
 
 
 def test_labels_that_raise_an_alert_exit_3_as_a_drift_check_would(monitored, store, tmp_path, cli):

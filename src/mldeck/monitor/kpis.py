@@ -240,11 +240,32 @@ def _cadence(days: float | None) -> str:
     return f"every {_hours(days * 24)}" if days < 1 else f"every {days:.1f} days"
 
 
+def _rate(per_week: float | None, window_days: float) -> str:
+    """' (N/week)', per month or per year when rarer ('0.0/week' over a long window), none
+    over a window shorter than a week (2 in 15 minutes read '1344.0/week')."""
+    if per_week is None or window_days < 7:
+        return ""
+    for per, unit in ((1.0, "week"), (30.44 / 7, "month"), (365.25 / 7, "year")):
+        if per_week * per >= 1 or unit == "year":
+            return (
+                f" ({per_week * per:.2g}/{unit})"
+                if per_week * per < 10
+                else (f" ({per_week * per:.0f}/{unit})")
+            )
+    return ""
+
+
 def sections(k: Kpis) -> dict[str, dict[str, str]]:
     """The KPIs as titled sections of label -> text (the CLI and the Overview both show these):
     the counts and rates of the window, then the last batch, whatever its age."""
-    # Significant digits: a realistic cost per 1k predictions is a millionth or less.
-    cost = "-" if k.cost_per_1k is None else f"{k.cost_per_1k:.3g}"
+    # Significant digits, never in e-notation: a realistic cost per 1k predictions is a
+    # millionth or less ('5.34e-07' read as a number of something else).
+    cost = "-"
+    if k.cost_per_1k is not None:
+        value = k.cost_per_1k
+        shown = (np.format_float_positional(value, precision=3, fractional=False, trim="-")
+                 if 1e-9 <= abs(value) < 1e9 else f"{value:.3g}")  # fmt: skip
+        cost = f"{shown} (in the currency of [monitor] cost_per_cpu_hour)"
     if k.cost_per_1k is None and k.cpu_seconds_per_1k is not None:
         cost = f"- (set [monitor] cost_per_cpu_hour; {k.cpu_seconds_per_1k:.4f} CPU s per 1k)"
     last = k.quality[-1] if k.quality else None
@@ -263,11 +284,11 @@ def sections(k: Kpis) -> dict[str, dict[str, str]]:
     drift = _pct(k.last_drift_share)
     if last is not None and k.last_drift_share is not None and last.get("dataset_drift"):
         drift += " (dataset drift)"
-    window = "last day" if k.window_days == 1 else f"last {k.window_days:g} days"
+    window = ("last day" if k.window_days == 1 else f"last {k.window_days:g} days"
+              if k.window_days >= 1 else f"last {_hours(k.window_days * 24)}")  # fmt: skip
     return {
         f"Delivery ({window})": {
-            "promotions": f"{k.promotions}"
-            + ("" if k.promotions_per_week is None else f" ({k.promotions_per_week:.1f}/week)"),
+            "promotions": f"{k.promotions}" + _rate(k.promotions_per_week, k.window_days),
             "lead time data → champion": _hours(k.lead_time_hours),
             "change-failure rate": _pct(k.change_failure_rate),
             "time to restore (alerts)": _hours(k.time_to_restore_hours),
