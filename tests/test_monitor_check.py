@@ -672,6 +672,9 @@ def test_a_batch_lacking_a_feature_the_champion_needs_is_still_checked(monitored
         result.model_note == "not scored: the batch lacks columns churn:1 was trained on: charges"
     )
     assert result.dataset_drift and "dataset drift" in {a.rule for a in result.alerts}
+    # The joint distribution is not compared either, and that is said (it was skipped silently).
+    assert result.multivariate is None
+    assert result.multivariate_note == "not compared: the batch lacks charges"
 
 
 def test_without_a_champion_only_the_features_are_compared(ws, store, tmp_path):

@@ -110,14 +110,16 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
     for feature in summary["features"]:  # why, beside a score that looks quiet
         if feature["drifted"] and feature.get("note") and feature.get("statistic") is not None:
             out.print(f"{feature['feature']}: {feature['note']}", markup=False)
-    items: dict[str, str] = {}
     multi = summary.get("multivariate")
-    if multi:
-        items["multivariate"] = (
+    if multi:  # under a heading of its own: it is the features' (it read as the model's)
+        _section("Joint distribution", {"multivariate": (
             f"PCA reconstruction error {multi['error']:.3f} (reference "
             f"{multi['reference_error']:.3f}, threshold {multi['threshold']:.3f})"
             + (": DRIFT" if multi["drifted"] else "")
-        )
+        )})  # fmt: skip
+    elif summary.get("multivariate_note"):
+        _section("Joint distribution", {"multivariate": summary["multivariate_note"]})
+    items: dict[str, str] = {}
     estimated = summary.get("estimated")
     if estimated and estimated.get("value") is not None:
         band = ""

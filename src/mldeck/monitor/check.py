@@ -78,6 +78,8 @@ class MonitorResult:
     # missing from a check with a champion: the batch lacks columns it needs.
     model_note: str | None = None
     multivariate: MultivariateResult | None = None
+    # Why the joint distribution was not compared though the reference has its model.
+    multivariate_note: str | None = None
     prediction: FeatureResult | None = None
     label: FeatureResult | None = None
     estimated: Estimate | None = None
@@ -122,6 +124,7 @@ class MonitorResult:
             "dataset_drift": self.dataset_drift,
             "features": [f.as_dict() for f in self.features],
             "multivariate": None if self.multivariate is None else self.multivariate.as_dict(),
+            "multivariate_note": self.multivariate_note,
             "prediction": None if self.prediction is None else self.prediction.as_dict(),
             "label": None if self.label is None else self.label.as_dict(),
             "estimated": None if self.estimated is None else self.estimated.as_dict(),
@@ -370,12 +373,21 @@ def _compare(
     features.sort(key=lambda f: (-f.severity if math.isfinite(f.severity) else -1e300, f.feature))
     n = len(features)
     share = sum(f.drifted for f in features) / n if n else 0.0
+    model = baseline.get("multivariate")
+    note = None
+    if model and settings.multivariate and batch_summary.get("pca_error") is None:
+        # Skipped without a word when the batch lacked one of the model's features.
+        lacking = [f for f in model["features"] if f not in batch_summary["columns"]]
+        note = ("not compared: the batch lacks " + ", ".join(lacking[:5])
+                + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+                if lacking else "not compared: the batch has no rows")  # fmt: skip
     return MonitorResult(
         run_id=0, report_id=0, dataset_version_id=0, batch=batch, reference=ref_label,
         rows=batch_summary["n_rows"], features=features, drift_share=share,
         dataset_drift=bool(n) and share >= settings.drift_share,
         share_threshold=settings.drift_share, label=label,
         multivariate=drift.multivariate(baseline, batch_summary, settings),
+        multivariate_note=note,
     )  # fmt: skip
 
 

@@ -348,6 +348,8 @@ class DriftScreen(DeckScreen):
         if multi:
             first.append(Text.assemble("joint ", ("drift", f"bold {failed}") if multi["drifted"]
                                        else ("ok", ok)))  # fmt: skip
+        elif s.get("multivariate_note"):
+            first.append(Text("joint not compared", style="dim"))
         first.append(Text(f"checked {fmt.when_short(row.created_at)}", style="dim"))
         est = s.get("estimated")
         realized = s.get("realized") or {}
