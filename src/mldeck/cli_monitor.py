@@ -140,7 +140,7 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
         )
         items["realized"] = (
             ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
-            + f" on {realized.get('labelled_rows', 0)} labelled rows{source}"
+            + f" on {fmt.plural(int(realized.get('labelled_rows', 0)), 'labelled row')}{source}"
             if shown
             else "none"
         )
