@@ -1531,8 +1531,13 @@ def test_alert_rules_that_could_never_fire_or_always_would_are_refused(monitored
     def rules(text: str) -> None:
         parse_settings(f"[[monitor.alerts]]\nname = 'r'\n{text}\n")
 
-    with pytest.raises(ConfigError, match=r"below = 70 is outside \(0, 1\]: roc_auc lies between"):
+    with pytest.raises(ConfigError, match=r"below = 70 is outside \[0, 1\]: roc_auc lies between"):
         rules("when = 'realized_metric'\nmetric = 'roc_auc'\nbelow = 70")
+    # A [gates] minimum of 0 makes a default rule with below = 0: a config that loads must
+    # not fail every check.
+    parse_settings("[gates]\nmin = {roc_auc = 0}\n")
+    assert {r.below for r in alerts.default_rules(parse_settings("[gates]\nmin = {roc_auc = 0}\n"))
+            if r.below is not None} == {0}  # fmt: skip
     with pytest.raises(ConfigError, match=r"below = -0\.5 is outside"):
         rules("when = 'estimated_metric'\nmetric = 'roc_auc'\nbelow = -0.5")
     with pytest.raises(ConfigError, match=re.escape("a number, not the text '0.7'")):

@@ -683,3 +683,15 @@ def test_a_column_gone_mostly_missing_drifts_whatever_its_values():
     result = drift.compare_column("x", baseline["columns"]["x"], summary["columns"]["x"],
                                   baseline["n_rows"], MonitorSettings())  # fmt: skip
     assert not result.drifted and result.details["missing_share"] == pytest.approx(200 / 3000)
+
+
+def test_a_partly_labelled_batch_is_no_label_drift():
+    """Labels come later: the missing-share rule made a batch with 80 % of its labels drift."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 5000).astype(float)
+    baseline = drift.build_baseline(pl.LazyFrame({"y": labels}), {"y": "numeric"})
+    batch = pl.Series(labels[:3000]).scatter(range(600), None)
+    summary = drift.summarize_batch(pl.LazyFrame({"y": batch}), baseline)
+    result = drift.compare_column("y", baseline["columns"]["y"], summary["columns"]["y"],
+                                  baseline["n_rows"], MonitorSettings(), role="label")  # fmt: skip
+    assert not result.drifted and result.note == ""

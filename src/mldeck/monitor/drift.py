@@ -677,9 +677,9 @@ def compare_column(
     else:
         drifted = statistic is not None and statistic >= threshold
         severity = (statistic or 0.0) / threshold
-    if n_cur and reference_rows:
+    if n_cur and reference_rows and role == "feature":
         # Missing values: a column 98 % null whose few values look like the reference's was
-        # "not drifted".
+        # "not drifted". Not the label's: labels come later, a batch is often partly labelled.
         nulls = int(cur.get("nulls", 0) or 0)
         was = max(reference_rows - n_ref, 0) / reference_rows
         now = nulls / (n_cur + nulls)

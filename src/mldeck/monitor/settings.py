@@ -126,10 +126,10 @@ class AlertRule(_Strict):
         ):
             raise ValueError(f"unknown metric {self.metric!r} for a {self.when} rule (one of: "
                              f"{', '.join(LABEL_METRICS)})")  # fmt: skip
-        if self.below is not None and not 0 < self.below <= 1:
+        if self.below is not None and not 0 <= self.below <= 1:
             # Every one of these metrics lies in [0, 1]: 70 (meant as 70 %) fired on every
             # batch, a negative one never.
-            raise ValueError(f"below = {self.below:g} is outside (0, 1]: {self.metric} lies "
+            raise ValueError(f"below = {self.below:g} is outside [0, 1]: {self.metric} lies "
                              "between 0 and 1 (70 % is 0.7)")  # fmt: skip
         needs = {
             "feature_drift": {"feature"},
