@@ -1491,6 +1491,36 @@ def test_labels_say_their_alerts_hook_problems(monitored, store, tmp_path, cli):
         assert f"alert {alert['id']}: hook exited 5: broke" in logged.scalars().all()
 
 
+def test_a_failing_run_of_hooks_stops_no_other_hook(tmp_path, monkeypatch):
+    """Any error in one call (no room for a hook's input) killed every hook of the process,
+    said 'mldeck was stopping', and escaped a function that never raises for a hook."""
+    import errno
+    import threading
+
+    from mldeck.monitor import alerts as alerting
+    from mldeck.monitor.alerts import Raised, run_hooks
+
+    out = tmp_path / "slow.done"
+    slow = Raised(1, "r", "warning", "t", True, False, f"sleep 1; touch '{out}'", {"id": 1})
+    found: list[list[str]] = []
+    thread = threading.Thread(target=lambda: found.append(run_hooks([slow], None, 30.0)))
+    thread.start()
+    wait_until = time.monotonic() + 10
+    while not alerting._live_hooks and time.monotonic() < wait_until:
+        time.sleep(0.01)
+
+    def full(*args, **kwargs):  # the disk full as the next hook's input is written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(alerting.tempfile, "TemporaryFile", full)
+    unwritable = Raised(2, "r", "warning", "t", True, False, "true", {"id": 2})
+    assert run_hooks([unwritable], None, 5.0) == [
+        "alert 2: hook could not start: [Errno 28] No space left on device"
+    ]
+    thread.join()
+    assert found == [[]] and out.exists()
+
+
 def test_a_hooks_signal_is_named_and_its_error_line_cut(tmp_path):
     from mldeck.monitor.alerts import Raised, run_hooks
 
@@ -1536,6 +1566,8 @@ def test_alert_rules_that_could_never_fire_or_always_would_are_refused(monitored
     # A [gates] minimum of 0 makes a default rule with below = 0: a config that loads must
     # not fail every check.
     parse_settings("[gates]\nmin = {roc_auc = 0}\n")
+    with pytest.raises(ConfigError, match=re.escape("roc_auc: a number, not the text '0.75'")):
+        parse_settings("[gates]\nmin = {roc_auc = '0.75'}\n")  # in a table of numbers too
     assert {r.below for r in alerts.default_rules(parse_settings("[gates]\nmin = {roc_auc = 0}\n"))
             if r.below is not None} == {0}  # fmt: skip
     with pytest.raises(ConfigError, match=r"below = -0\.5 is outside"):

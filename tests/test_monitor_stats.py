@@ -640,7 +640,7 @@ def test_a_value_held_often_at_the_least_gets_a_bin_of_its_own():
     from mldeck.monitor.report import _feature_chart
     from mldeck.tui.screens.drift import drift_bin_labels
 
-    hist = _histogram(np.repeat([0.0, 1.0], [773, 227]), np.repeat([0.0, 1.0], [548, 452]))
+    hist = _histogram(np.repeat([0, 1], [773, 227]), np.repeat([0, 1], [548, 452]))
     assert hist["point"] and hist["edges"] == [0.0, 1.0]
     assert hist["reference"] == pytest.approx([0, 0.773, 0.227, 0])
     assert hist["current"] == pytest.approx([0, 0.548, 0.452, 0])
@@ -650,10 +650,13 @@ def test_a_value_held_often_at_the_least_gets_a_bin_of_its_own():
     assert "= 0: batch 54.8%" in chart and "(0, 1]: batch 45.2%" in chart
     # Whole numbers: a bin per number, labelled by it (the 1s were shown under "0").
     calls = np.arange(5000) % 12
-    hist = _histogram(calls.astype(float), calls[:3000].astype(float))
+    hist = _histogram(calls, calls[:3000])
     assert drift_bin_labels(hist)[:4] == ("<0", "0", "1", "2")
-    few = np.repeat([0.0, 1.0, 2.0, 3.0, 11.0], [300, 4000, 400, 250, 50])  # 4 to 11 in one bin
+    few = np.repeat([0, 1, 2, 3, 11], [300, 4000, 400, 250, 50])  # 4 to 11 in one bin
     assert drift_bin_labels(_histogram(few, few)) == ("<0", "0", "1", "2", "3", "4-11", ">11")
+    # The same edges on a column of decimals hold decimals: labelled by their upper edge.
+    assert drift_bin_labels(_histogram(few.astype(float), few + 0.25)) == (
+        "<0", "0", "≤1", "≤2", "≤3", "≤11", ">11")  # fmt: skip
     # A continuous column keeps [e0, e1], labelled by each bin's upper edge; a constant one has
     # three bins ("no histogram (unexpected bins)" on the Drift screen).
     rng = np.random.default_rng(0)

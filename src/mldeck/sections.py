@@ -47,4 +47,11 @@ class Section(BaseModel):
             # below = "0.7" was read as 0.7 while hours = "24h" was refused: a number is written
             # as one.
             raise ValueError(f"a number, not the text {value!r}")
+        if isinstance(value, dict):  # and in a table of numbers (min = {roc_auc = "0.75"})
+            for kind in kinds:
+                if typing.get_origin(kind) is dict:
+                    inner = _kinds(typing.get_args(kind)[1])
+                    for key, item in value.items():
+                        if str not in inner and isinstance(item, str) and inner & {int, float}:
+                            raise ValueError(f"{key}: a number, not the text {item!r}")
         return value

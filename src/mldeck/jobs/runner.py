@@ -200,14 +200,15 @@ class JobRunner:
     def _store_error(self, exc: OperationalError) -> MldeckError:
         return store_write_error(self.workspace, exc)
 
-    def stop(self, wait: float = STOP_WAIT_SECONDS) -> None:
+    def stop(self, wait: float = STOP_WAIT_SECONDS, *, kill_hooks: bool = True) -> None:
         """Stop: no new attempt starts, running workers (and their children) are terminated, and
         their runs recorded as cancelled, waited for up to *wait* seconds (so what the process
         says last is that it stopped, not a job it ended)."""
         from mldeck.monitor.alerts import stop_hooks
 
         self._stop.set()
-        stop_hooks()  # a hook's own timeout held the exit (beyond a service manager's patience)
+        if kill_hooks:  # a hook's own timeout held the exit (beyond a service manager's patience)
+            stop_hooks()
         with self._lock:
             procs = [p for p in self._running.values() if p is not None]
         for proc in procs:
@@ -251,7 +252,13 @@ class JobRunner:
             from mldeck.monitor.alerts import hook_opened_later
 
             opened = outcome.result.pop(HOOK_ALERTS, None) or []
-            hook_opened_later(self.workspace, self.store, opened, self._say)
+            if self._stop.is_set() and opened:  # a hook started now would hold the exit
+                self._say(f"{request.name}: the hooks of alerts {opened} were not run: "
+                          "the scheduler is stopping")  # fmt: skip
+            elif opened:
+                run_id = outcome.run_id
+                hook_opened_later(self.workspace, self.store, opened,
+                                  lambda problem: self._hook_problem(run_id, problem))  # fmt: skip
         return outcome
 
     def _held_back(self, request: JobRequest) -> str:
@@ -293,6 +300,8 @@ class JobRunner:
         for alert in raised:
             if alert.new:
                 self._say(f"alert opened: {alert.title}")
+        if self._stop.is_set():  # stopping: a hook started now would hold the exit
+            return
         # In a thread of their own: here they held the job's slot for as long as they ran.
         alerts.run_hooks_later(raised, monitor.alert_command, monitor.alert_command_timeout,
                                self.workspace.root, self._say)  # fmt: skip
@@ -450,6 +459,14 @@ class JobRunner:
             if schedule is not None and schedule.last_run_id == run_id:
                 schedule.last_status = run.status
                 session.add(schedule)
+
+    def _hook_problem(self, run_id: int | None, problem: str) -> None:
+        """A hook's problem: said, and kept in the log of the job's run (a check's hooks kept
+        theirs in its own run's log when they ran in it)."""
+        self._say(problem)
+        if run_id is not None:
+            with contextlib.suppress(Exception):  # a store gone: said above all the same
+                self._log(run_id, problem)
 
     def _log(self, run_id: int, message: str) -> None:
         with self.store.write() as session:

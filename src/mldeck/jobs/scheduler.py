@@ -223,7 +223,7 @@ class DeckScheduler:
                 self._wake.wait(self.tick_seconds)
                 self._wake.clear()
         finally:
-            self._stand_down("stopped")
+            self._stand_down("stopped", final=True)
             try:
                 self.lease.release()
                 if self.role == DAEMON:
@@ -339,7 +339,8 @@ class DeckScheduler:
         except Exception as exc:  # the next health check says it; the scheduler goes on
             log.warning("health recheck %s failed: %s", ",".join(names), exc)
             return
-        hook_opened_later(self.workspace, self.store, report.opened, self._say)
+        if self.runner is None or not self.runner.stopping:  # stopping: none would end in time
+            hook_opened_later(self.workspace, self.store, report.opened, self._say)
 
     def _follow_config(self) -> None:
         """mldeck.toml changed since it was read: its schedules are synced into the table (the
@@ -367,7 +368,9 @@ class DeckScheduler:
                       "starts again")  # fmt: skip
         self.reconcile()
 
-    def _stand_down(self, why: str) -> None:
+    def _stand_down(self, why: str, *, final: bool = False) -> None:
+        """Stop acting: the jobs stop; the hooks running stop too when the process is ending
+        (*final*), and run on when only the lease went to another process."""
         if not self.acting:
             return
         self.acting = False
@@ -383,7 +386,7 @@ class DeckScheduler:
             except Exception:
                 log.exception("APScheduler shutdown failed")
         if self.runner is not None:
-            self.runner.stop()
+            self.runner.stop(kill_hooks=final)
         self._seen.clear()
 
     def _start_watcher(self) -> None:

@@ -24,7 +24,7 @@ from sqlmodel import Session
 
 from mldeck import audit
 from mldeck import formatting as fmt
-from mldeck.errors import MldeckError, NotFound
+from mldeck.errors import MldeckError, NotFound, interrupted
 from mldeck.monitor.settings import AlertRule
 from mldeck.provenance import current_user
 from mldeck.store.engine import Store
@@ -366,8 +366,9 @@ def run_hooks(
     try:
         found = list(pool.map(lambda job: _run_hook(job[0], job[1], timeout, cwd, generation),
                               todo))  # fmt: skip
-    except BaseException:
-        stop_hooks()
+    except BaseException as exc:
+        if interrupted(exc):  # Ctrl-C, SIGTERM: the process is ending
+            stop_hooks()
         raise
     finally:
         pool.shutdown(wait=True)
@@ -439,46 +440,57 @@ def _run_hook(
     exited at once but left a child in the background (`curl ... &`) was waited for until its
     timeout, said to have timed out and its child killed, and a hook writing a lot was held in
     memory whole."""
-    with tempfile.TemporaryFile() as given, tempfile.TemporaryFile() as errors:
-        given.write(json.dumps(alert.payload, default=str).encode())
-        given.seek(0)
-        try:
-            # In a process group of its own: a timeout ends the command and what it started
-            # (the shell alone left its children running after mldeck exited).
-            with _hooks_lock:
-                if generation is not None and generation != _generation:
-                    return f"alert {alert.alert_id}: hook stopped: mldeck was stopping"
-                process = subprocess.Popen(
-                    command, shell=True, stdin=given, stdout=subprocess.DEVNULL, stderr=errors,
-                    start_new_session=True, cwd=cwd,
-                )  # fmt: skip
-                _live_hooks[process.pid] = process
-        except OSError as exc:
-            return f"alert {alert.alert_id}: hook could not start: {exc}"
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return f"alert {alert.alert_id}: hook timed out after {timeout:g} s"
-        finally:
-            with _hooks_lock:
-                _live_hooks.pop(process.pid, None)
-                stopped = process.pid in _stopped_hooks
-                _stopped_hooks.discard(process.pid)
-        code = process.returncode
-        if code == 0:
-            return None
-        if stopped:
-            return f"alert {alert.alert_id}: hook stopped: mldeck was stopping"
-        size = errors.seek(0, os.SEEK_END)
-        errors.seek(max(0, size - HOOK_ERROR_TAIL))
-        err = errors.read().decode(errors="replace").strip().splitlines()
-        how = f"killed by {_signal_name(-code)}" if code < 0 else f"exited {code}"
-        return f"alert {alert.alert_id}: hook {how}" + (
-            f": {fmt.cut_middle(err[-1].strip(), HOOK_ERROR_LINE)}" if err else ""
-        )
+    try:
+        with tempfile.TemporaryFile() as given, tempfile.TemporaryFile() as errors:
+            given.write(json.dumps(alert.payload, default=str).encode())
+            given.seek(0)
+            return _started_hook(alert, command, timeout, cwd, generation, given, errors)
+    except OSError as exc:  # no room for its input (a full disk): said, never raised
+        return f"alert {alert.alert_id}: hook could not start: {exc}"
+
+
+def _started_hook(
+    alert: Raised, command: str, timeout: float, cwd: Path | None, generation: int | None,
+    given: Any, errors: Any,
+) -> str | None:  # fmt: skip
+    """The hook started with its input (*given*) and its errors' file: its problem, or None."""
+    try:
+        # In a process group of its own: a timeout ends the command and what it started
+        # (the shell alone left its children running after mldeck exited).
+        with _hooks_lock:
+            if generation is not None and generation != _generation:
+                return f"alert {alert.alert_id}: hook stopped: mldeck was stopping"
+            process = subprocess.Popen(
+                command, shell=True, stdin=given, stdout=subprocess.DEVNULL, stderr=errors,
+                start_new_session=True, cwd=cwd,
+            )  # fmt: skip
+            _live_hooks[process.pid] = process
+    except OSError as exc:
+        return f"alert {alert.alert_id}: hook could not start: {exc}"
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return f"alert {alert.alert_id}: hook timed out after {timeout:g} s"
+    finally:
+        with _hooks_lock:
+            _live_hooks.pop(process.pid, None)
+            stopped = process.pid in _stopped_hooks
+            _stopped_hooks.discard(process.pid)
+    code = process.returncode
+    if code == 0:
+        return None
+    if stopped:
+        return f"alert {alert.alert_id}: hook stopped: mldeck was stopping"
+    size = errors.seek(0, os.SEEK_END)
+    errors.seek(max(0, size - HOOK_ERROR_TAIL))
+    err = errors.read().decode(errors="replace").strip().splitlines()
+    how = f"killed by {_signal_name(-code)}" if code < 0 else f"exited {code}"
+    return f"alert {alert.alert_id}: hook {how}" + (
+        f": {fmt.cut_middle(err[-1].strip(), HOOK_ERROR_LINE)}" if err else ""
+    )
 
 
 def _signal_name(number: int) -> str:

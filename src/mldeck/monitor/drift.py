@@ -17,6 +17,7 @@ reconstruction error. Then :mod:`mldeck.monitor.stats` decides each column.
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import itertools
 import json
@@ -518,11 +519,12 @@ def summarize_batch(frame: pl.LazyFrame, baseline: dict[str, Any]) -> dict[str, 
     if batches is None:
         rows = frame.select(pl.len()).collect().item()
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
         works = [_Work(CHUNK_ROWS), _Work(CHUNK_ROWS)]
         matrix = np.empty((len(features), CHUNK_ROWS))
-        with _one_blas_thread(), ThreadPoolExecutor(1, thread_name_prefix="mldeck-drift") as pool:
+        with (
+            _one_blas_thread(),
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mldeck-drift") as pool,
+        ):
             for chunk in batches:
                 height = chunk.height
                 rows += height
@@ -541,8 +543,10 @@ def summarize_batch(frame: pl.LazyFrame, baseline: dict[str, Any]) -> dict[str, 
                     for name, column in categorical.items():
                         hashes = chunk.get_column(f"__hash::{name}").to_numpy().view(np.int64)
                         column.add(chunk.get_column(name), hashes)
-                finally:
-                    other.result()
+                except BaseException:  # a Ctrl-C stays a Ctrl-C, whatever the worker met
+                    concurrent.futures.wait([other])
+                    raise
+                other.result()
                 if error is not None and height:
                     error.add(matrix[:, :height])
     result: dict[str, Any] = {"n_rows": int(rows), "columns": {}}
@@ -551,7 +555,8 @@ def summarize_batch(frame: pl.LazyFrame, baseline: dict[str, Any]) -> dict[str, 
             column = numeric[name]
             # Missing: null, NaN or infinite (each left out of the summary).
             result["columns"][name] = {"kind": "numeric", "summary": column.summary(),
-                                       "nulls": column.missing}  # fmt: skip
+                                       "nulls": column.missing,
+                                       "integers": specs[name][2]}  # fmt: skip
         elif name in categorical:
             result["columns"][name] = {"kind": "categorical",
                                        "counts": categorical[name].counts(),
@@ -646,8 +651,9 @@ def compare_column(
     if kind == "numeric":
         r = stats.NumericSummary.from_dict(ref["summary"])
         c = cur["summary"]
+        # Whether the batch's column holds whole numbers: its bars may then be labelled by them.
         details.update(reference_mean=r.mean, current_mean=c.mean,
-                       histogram=histogram(r, c))  # fmt: skip
+                       histogram={**histogram(r, c), "integers": bool(cur.get("integers"))})  # fmt: skip
         if method == "ks":
             statistic, p_value = stats.ks(r, c)
         elif method == "wasserstein":

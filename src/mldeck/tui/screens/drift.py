@@ -78,7 +78,7 @@ def drift_bin_labels(hist: dict[str, Any]) -> tuple[str, ...]:
     from mldeck.monitor.drift import histogram_bins
 
     def label(how: str, a: float, b: float) -> str:
-        if how == "(]" and a == int(a) and b == int(b) and abs(b) < 1e15:
+        if how == "(]" and hist.get("integers") and a == int(a) and b == int(b) and abs(b) < 1e15:
             # Whole numbers: the ones it holds (a + 1 to b).
             return tick_number(b) if b - a == 1 else f"{tick_number(a + 1)}-{tick_number(b)}"
         return {"<": f"<{tick_number(a)}", "=": tick_number(a), ">": f">{tick_number(a)}"}.get(
