@@ -1389,11 +1389,18 @@ def test_drift_check_exits_3_for_its_batch_not_for_an_older_alert_about_the_stor
     first = cli("drift", "check", "churn:v2", "--json", cwd=monitored.root)
     assert first.returncode == 3, first.stdout + first.stderr  # the check raised it
     (alert,) = json.loads(first.stdout)["alerts"]
-    assert alert["new"] and alert["scope"] == "store"
+    assert alert["new"] and alert["scope"] == "store" and alert["status"] == "open"
+    # ack and resolve print the alert as it is now (a script parsed a sentence).
+    acked = cli("alerts", "ack", str(alert["id"]), "-m", "on it", "--json", cwd=monitored.root)
+    assert acked.returncode == 0, acked.stderr
+    acked = json.loads(acked.stdout)
+    assert acked["status"] == "acknowledged" and acked["details"]["acknowledge_note"] == "on it"
     again = cli("drift", "check", "churn:v3", cwd=monitored.root)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 of 3 features drifted" in again.stdout
-    assert f"alert {alert['id']} still open [warning]" in again.stdout
+    assert f"alert {alert['id']} acknowledged [warning]" in again.stdout
+    done = cli("alerts", "resolve", str(alert["id"]), "--json", cwd=monitored.root)
+    assert done.returncode == 0 and json.loads(done.stdout)["status"] == "resolved"
 
 
 def test_alerts_check_counts_a_batchs_open_alert_until_it_is_resolved(

@@ -406,12 +406,15 @@ def alerts_list(
     _more(len(rows), total)
 
 
-def _alert_change(action: str, alert_id: int, note: str) -> None:
+def _alert_change(action: str, alert_id: int, note: str, as_json: bool = False) -> None:
     from mldeck.monitor import alerts
 
     _, store = _open()
     change = alerts.acknowledge if action == "acknowledge" else alerts.resolve
     alert = change(store, alert_id, note=note)
+    if as_json:  # the alert as it is now, as 'alerts list --json' lists it
+        _print_json(alerts.alert_payload(alert))
+        return
     out.print(f"alert {alert.id} {alert.status}: {alert.title}", markup=False)
 
 
@@ -423,9 +426,10 @@ def alerts_ack(
     note: Annotated[
         str, typer.Option("--note", "-m", metavar="TEXT", help="Why, for the audit trail.")
     ] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Acknowledge an open alert (someone is on it); it stays active until resolved."""
-    _alert_change("acknowledge", alert_id, note)
+    _alert_change("acknowledge", alert_id, note, as_json)
 
 
 @alerts_app.command("resolve")
@@ -436,9 +440,10 @@ def alerts_resolve(
     note: Annotated[
         str, typer.Option("--note", "-m", metavar="TEXT", help="What was done, for the audit.")
     ] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Resolve an alert."""
-    _alert_change("resolve", alert_id, note)
+    _alert_change("resolve", alert_id, note, as_json)
 
 
 @alerts_app.command("check")

@@ -146,6 +146,8 @@ class MonitorResult:
                     "title": a.title,
                     "new": a.new,
                     "scope": a.scope,
+                    # Open or acknowledged: a script could not tell them apart.
+                    "status": a.payload.get("status"),
                 }
                 for a in self.alerts
             ],
