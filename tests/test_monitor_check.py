@@ -1633,3 +1633,19 @@ def test_a_batch_whose_check_failed_says_so_not_that_it_was_never_checked(
     assert f"the drift check of churn:v2 failed (run {run_id}): " in shown.stderr
     assert "[monitor.columns.nope] names no column" in shown.stderr
     assert "not been checked" not in shown.stderr
+
+
+def test_an_html_reports_headline_says_what_else_called_for_attention(monitored, store, tmp_path):
+    """'No dataset drift' in green headed a report whose label had drifted and whose check
+    raised an alert (and exited 3)."""
+    from mldeck.monitor.queries import report_detail
+    from mldeck.monitor.report import render_html
+
+    labelled = configure(monitored, "\n[[monitor.alerts]]\nname = 'label'\n"
+                                    "when = 'feature_drift'\nfeature = 'churned'\n")  # fmt: skip
+    flipped = churn_frame(300, seed=5, start_id=40000).with_columns(churned=pl.lit(1))
+    result = check_batch(labelled, store, ingest(labelled, store, flipped, tmp_path, "l.csv"))
+    assert not result.dataset_drift and result.label.drifted and result.alerts
+    html = render_html(report_detail(store, result.report_id), [])
+    assert '<span class="ok">No dataset drift</span>' not in html
+    assert f"(label drifted; {len(result.alerts)} alert" in html

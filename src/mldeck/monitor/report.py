@@ -172,11 +172,22 @@ def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str 
     s = detail.summary
     row = detail.row
     features = [*s.get("features", []), *filter(None, [s.get("label"), s.get("prediction")])]
-    verdict = (
-        '<span class="drift">Dataset drift</span>'
-        if s.get("dataset_drift")
-        else '<span class="ok">No dataset drift</span>'
-    )
+    # Beyond the features: the joint distribution, the label, the scores, the check's alerts
+    # (a green "No dataset drift" headed a report whose check raised an alert and exited 3).
+    also = [what for what, part in (("joint distribution", s.get("multivariate")),
+                                    ("label", s.get("label")), ("scores", s.get("prediction")))
+            if part and part.get("drifted")]  # fmt: skip
+    also = [f"{', '.join(also)} drifted"] if also else []
+    if detail.alerts:
+        also.append(fmt.plural(len(detail.alerts), "alert") + " raised")
+    if s.get("dataset_drift"):
+        verdict = '<span class="drift">Dataset drift</span>'
+    elif also:  # not green: something else called for attention
+        verdict = "<span>No dataset drift</span>"
+    else:
+        verdict = '<span class="ok">No dataset drift</span>'
+    if also:
+        verdict += f' <span class="drift">({_e("; ".join(also))})</span>'
     share, share_threshold = fmt.apart(
         s.get("drift_share", 0), s.get("share_threshold", 0), percent=True
     )
