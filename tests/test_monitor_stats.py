@@ -698,3 +698,18 @@ def test_a_partly_labelled_batch_is_no_label_drift():
     result = drift.compare_column("y", baseline["columns"]["y"], summary["columns"]["y"],
                                   baseline["n_rows"], MonitorSettings(), role="label")  # fmt: skip
     assert not result.drifted and result.note == ""
+
+
+def test_a_jensen_shannon_threshold_it_can_never_reach_is_refused():
+    """Accepted, it left the column never drifting: the distance stays under sqrt(ln 2)."""
+    from mldeck.config import parse_settings
+    from mldeck.errors import ConfigError
+
+    def column(threshold: float):
+        return parse_settings(f"[monitor.columns.c]\nmethod = 'jensenshannon'\n"
+                              f"threshold = {threshold}\n").monitor.columns["c"]  # fmt: skip
+
+    assert column(0.83).threshold == 0.83
+    assert stats.jensenshannon({"a": 10}, {"b": 10}) == pytest.approx(math.sqrt(math.log(2)))
+    with pytest.raises(ConfigError, match="a Jensen-Shannon distance is at most 0.833"):
+        column(2)

@@ -29,6 +29,7 @@ numbers and the Jensen-Shannon distance for categories (drifted at 0.1 or more).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -86,7 +87,14 @@ class ColumnDrift(_Strict):
                 f"the threshold of {self.method} is a p-value: between 0 and 1 (drifted when "
                 f"p < threshold), not {self.threshold:g}"
             )
+        if self.method == "jensenshannon" and self.threshold > JS_MAX:
+            # The distance (natural logarithm) never passes sqrt(ln 2): the column never drifts.
+            raise ValueError(f"a Jensen-Shannon distance is at most {JS_MAX:.3f}: a threshold "
+                             f"of {self.threshold:g} could never be reached")  # fmt: skip
         return self
+
+
+JS_MAX = math.sqrt(math.log(2))  # the largest Jensen-Shannon distance, natural logarithm
 
 
 # A binary classifier's metrics that labels give (realized) and that its calibrated confidence
