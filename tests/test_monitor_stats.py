@@ -711,5 +711,5 @@ def test_a_jensen_shannon_threshold_it_can_never_reach_is_refused():
 
     assert column(0.83).threshold == 0.83
     assert stats.jensenshannon({"a": 10}, {"b": 10}) == pytest.approx(math.sqrt(math.log(2)))
-    with pytest.raises(ConfigError, match="a Jensen-Shannon distance is at most 0.833"):
+    with pytest.raises(ConfigError, match=r"a Jensen-Shannon distance is at most 0\.833"):
         column(2)
