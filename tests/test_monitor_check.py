@@ -1649,3 +1649,29 @@ def test_an_html_reports_headline_says_what_else_called_for_attention(monitored,
     html = render_html(report_detail(store, result.report_id), [])
     assert '<span class="ok">No dataset drift</span>' not in html
     assert f"(label drifted; {len(result.alerts)} alert" in html
+
+
+def test_an_alert_whose_rule_was_renamed_or_removed_is_resolved(monitored, store, tmp_path, cli):
+    """It stayed open for good (no rule looked at it again) and 'alerts check' exited 3."""
+    config = monitored.config_path.read_text()
+    rule = "\n[[monitor.alerts]]\nname = '{}'\nwhen = 'dataset_drift'\n"
+    named = configure(monitored, rule.format("drift"))
+    (raised,) = check_batch(named, store, ingest(named, store, shifted(3, 6000), tmp_path,
+                                                 "a.csv")).alerts  # fmt: skip
+    monitored.config_path.write_text(config)
+    configure(monitored, rule.format("dataset drift (renamed)"))
+    done = cli("alerts", "check", cwd=monitored.root)
+    assert f"alert {raised.alert_id} resolved: its rule is no longer in mldeck.toml" in done.stderr
+    with store.read() as session:
+        alert = session.get(Alert, raised.alert_id)
+        assert alert.status == "resolved" and alert.details["resolved_by"] == "mldeck"
+    # Health checks' alerts have no rule of their own: left alone.
+    with store.write() as session:
+        session.add(Alert(rule="health:disk", severity="warning", dedup_key="health:disk",
+                          title="disk", status="open"))  # fmt: skip
+    cli("alerts", "check", cwd=monitored.root)
+    with store.read() as session:
+        assert (
+            session.execute(select(Alert.status).where(Alert.rule == "health:disk")).scalar()
+            == "open"
+        )

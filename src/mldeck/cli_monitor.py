@@ -457,6 +457,11 @@ def alerts_check(as_json: JsonOption = False) -> None:
 
     ws, store = _open()
     rules = alerts.default_rules(ws.settings)
+    with store.write() as session:  # a rule renamed or removed: its alert is closed, said
+        retired = alerts.retire_orphans(session, rules)
+    for alert_id in retired:
+        print(f"mldeck: alert {alert_id} resolved: its rule is no longer in mldeck.toml",
+              file=sys.stderr)  # fmt: skip
     raised = alerts.apply(store, alerts.store_signals(store, rules))
     problems = alerts.run_hooks(raised, ws.settings.monitor.alert_command,
                                 ws.settings.monitor.alert_command_timeout, ws.root)  # fmt: skip

@@ -168,6 +168,26 @@ def apply(store: Store, signals: list[Signal], *, run_id: int | None = None) -> 
         return apply_in(session, signals, run_id=run_id)
 
 
+def retire_orphans(session: Session, rules: list[AlertRule]) -> list[int]:
+    """Resolve the open alerts whose rule is no longer among *rules* (renamed or removed from
+    mldeck.toml): no rule would ever look at them again, and they stayed open for good, making
+    every 'alerts check' exit 3. Health checks' alerts have no rule of their own."""
+    names = {rule.name for rule in rules}
+    orphans = session.execute(
+        select(Alert).where(Alert.status.in_(OPEN_STATES), Alert.rule.not_in(names),
+                            Alert.rule.not_like("health:%"))
+    ).scalars().all()  # fmt: skip
+    now = utcnow()
+    note = "its rule is no longer in mldeck.toml"
+    for alert in orphans:
+        alert.status, alert.resolved_at, alert.updated_at = "resolved", now, now
+        alert.details = {**alert.details, "resolved_by": "mldeck", "note": note}
+        session.add(alert)
+        audit.append(session, "alert.resolve", entity_type="alert", entity_id=alert.id,
+                     actor="mldeck", details={"reason": note, "rule": alert.rule})  # fmt: skip
+    return [alert.id for alert in orphans]
+
+
 def apply_in(
     session: Session, signals: list[Signal], *, run_id: int | None = None, scope: str = "batch"
 ) -> list[Raised]:

@@ -763,6 +763,7 @@ def _record(
         )
         session.add(run)
         session.flush()  # the store's rules see this run succeeded
+        alerting.retire_orphans(session, rules)
         signals = batch_signals(result, rules, min_rows, dataset=dataset)
         result.alerts = alerting.apply_in(session, signals, run_id=result.run_id)
         result.alerts += alerting.apply_in(session, alerting.store_signals_in(session, rules),
