@@ -269,14 +269,15 @@ def _score(
     try:
         if model is None:
             model = load_version(workspace, store, version)
-        features = _features(model, version, frame, label(name, version))
+        shown = label(name, version)
+        features = _features(model, version, frame, shown)
         if frame.height == 0:
             raise MldeckError(f"{batch} has no rows to score")
         # One row first: lazy imports and thread pools start outside the measured batch, so the
         # figures are the batch's cost and compare across processes and batches.
-        _predict(model, features[:1], label(name, version))
+        _predict(model, features[:1], shown)
         started, cpu_started = time.perf_counter(), time.process_time()
-        scores, predictions = _predict(model, features, label(name, version))
+        scores, predictions = _predict(model, features, shown)
         latency = (time.perf_counter() - started) * 1000
         cpu = time.process_time() - cpu_started
         table = _predictions_table(workspace, frame, scores, predictions)

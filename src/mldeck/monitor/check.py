@@ -188,9 +188,8 @@ def check_batch(
             from mldeck.ml.registry import label
 
             result.model = label(model_name, champion)
-            more = f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
             result.model_note = (f"not scored: the batch lacks columns {result.model} was "
-                                 f"trained on: {', '.join(lacking[:5])}{more}")  # fmt: skip
+                                 f"trained on: {_some(lacking)}")  # fmt: skip
             _log(store, run_id, result.model_note)
         elif champion is not None:
             try:
@@ -380,9 +379,8 @@ def _compare(
     if model and settings.multivariate and batch_summary.get("pca_error") is None:
         # Skipped without a word when the batch lacked one of the model's features.
         lacking = [f for f in model["features"] if f not in batch_summary["columns"]]
-        note = ("not compared: the batch lacks " + ", ".join(lacking[:5])
-                + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
-                if lacking else "not compared: the batch has no rows")  # fmt: skip
+        note = (f"not compared: the batch lacks {_some(lacking)}" if lacking
+                else "not compared: the batch has no rows")  # fmt: skip
     return MonitorResult(
         run_id=0, report_id=0, dataset_version_id=0, batch=batch, reference=ref_label,
         rows=batch_summary["n_rows"], features=features, drift_share=share,
@@ -517,6 +515,12 @@ def _predictions(
     return pl.read_parquet(file, glob=False)
 
 
+def _some(names: list[str], shown: int = 5) -> str:
+    """The first *shown* of *names*, and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def _lacking(champion: ModelVersion, frame: pl.LazyFrame) -> list[str]:
     """The columns *champion* was trained on that the batch does not have."""
     features = (champion.schema_ or {}).get("features")
@@ -614,8 +618,9 @@ def batch_signals(
     metric, or the rows an estimated one, needs to count; *dataset*: the workspace's, see
     ``batch_key``)."""
     signals = []
-    # The label's drift too (a rule on it was accepted and never fired).
-    by_feature = {f.feature: f for f in [*result.features, *[result.label] * bool(result.label)]}
+    by_feature = {f.feature: f for f in result.features}
+    if result.label is not None:  # the label's drift too (a rule on it never fired)
+        by_feature[result.label.feature] = result.label
     for rule in rules:
         key = batch_key(rule.name, result.batch, dataset)
         if rule.when == "dataset_drift":

@@ -651,9 +651,8 @@ def compare_column(
     if kind == "numeric":
         r = stats.NumericSummary.from_dict(ref["summary"])
         c = cur["summary"]
-        # Whether the batch's column holds whole numbers: its bars may then be labelled by them.
         details.update(reference_mean=r.mean, current_mean=c.mean,
-                       histogram={**histogram(r, c), "integers": bool(cur.get("integers"))})  # fmt: skip
+                       histogram=histogram(r, c, integers=bool(cur.get("integers"))))  # fmt: skip
         if method == "ks":
             statistic, p_value = stats.ks(r, c)
         elif method == "wasserstein":
@@ -715,9 +714,12 @@ def _test_severity(p_value: float | None, threshold: float) -> float:
     return -math.log10(max(p_value, 1e-300)) / -math.log10(threshold)
 
 
-def histogram(ref: stats.NumericSummary, cur: stats.NumericSummary) -> dict[str, Any]:
+def histogram(
+    ref: stats.NumericSummary, cur: stats.NumericSummary, *, integers: bool = False
+) -> dict[str, Any]:
     """Reference and batch fractions on ``HISTOGRAM_BINS`` equal-frequency reference bins, plus
-    the batch's share outside the reference's range (for charts and reports)."""
+    the batch's share outside the reference's range (for charts and reports); *integers*: the
+    batch's column holds whole numbers (its bars may then be labelled by them)."""
     if ref.grid.size == 0:
         return {"edges": [], "reference": [], "current": []}
     picks = sorted(
@@ -737,8 +739,8 @@ def histogram(ref: stats.NumericSummary, cur: stats.NumericSummary) -> dict[str,
             return [0.0] * (inner.size + 2 + len(at_least))
         return np.diff([0.0, s.lt[picks[0]], *at_least, *inner, 1.0]).tolist()
 
-    return {"edges": edges.tolist(), "point": point, "reference": fractions(ref),
-            "current": fractions(cur)}  # fmt: skip
+    return {"edges": edges.tolist(), "point": point, "integers": integers,
+            "reference": fractions(ref), "current": fractions(cur)}  # fmt: skip
 
 
 POINT_SHARE = 0.05  # of the reference at its least value: that value gets a bin of its own
