@@ -302,6 +302,24 @@ def test_a_category_only_in_the_batch_is_flagged_by_both_defaults() -> None:
         assert result.drifted
 
 
+def test_the_values_each_side_holds_choose_the_method_not_its_rows() -> None:
+    """A reference column of 3,000 rows holding 200 values (the rest null) is a small sample: KS
+    and chi-square, as the README says, where its rows chose the distances; a column the batch
+    lacks is judged the same way."""
+    rng = np.random.default_rng(5)
+    ref = [None if i % 15 else float(v) for i, v in enumerate(rng.normal(size=3000))]
+    baseline, batch, _, _ = summaries(ref, rng.normal(size=1500))
+    assert decide(baseline, batch).method == "ks"
+    text = [None if i % 15 else str(v) for i, v in enumerate(rng.choice(["a", "b"], 3000))]
+    baseline, batch = counts(text, rng.choice(["a", "b"], 1500).tolist())
+    assert decide(baseline, batch, "c").method == "chi2"
+    missing = drift.missing_column("c", baseline["columns"]["c"], 1500, 3000, SETTINGS)
+    assert missing.method == "chi2" and missing.drifted
+    full = drift.build_baseline(pl.LazyFrame({"c": ["a", "b"] * 1500}), {"c": "categorical"})
+    missing = drift.missing_column("c", full["columns"]["c"], 1500, 3000, SETTINGS)
+    assert missing.method == "jensenshannon"
+
+
 # -- edge cases -----------------------------------------------------------------------------------
 def test_constant_column() -> None:
     """A constant reference: KS and Wasserstein as scipy; an unchanged batch is not drifted; a

@@ -363,8 +363,8 @@ def _compare(
         if current is None:
             # Labels often come later; a feature the batch lacks is said, not skipped.
             if role == "feature":
-                rows = min(reference_rows, batch_summary["n_rows"]) or reference_rows
-                features.append(drift.missing_column(name, spec, rows, settings))
+                features.append(drift.missing_column(name, spec, batch_summary["n_rows"],
+                                                     reference_rows, settings))  # fmt: skip
             continue
         result = drift.compare_column(name, spec, current, reference_rows, settings, role)
         if role == "label":

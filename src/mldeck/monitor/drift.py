@@ -632,6 +632,19 @@ def _method(name: str, kind: str, rows: int, settings: MonitorSettings) -> tuple
     return method, threshold
 
 
+def _values(ref: dict[str, Any]) -> int:
+    """How many values a reference column holds (its rows less its nulls)."""
+    if ref["kind"] == "numeric":
+        return stats.NumericSummary.from_dict(ref["summary"]).n
+    return sum(ref["counts"].values())
+
+
+def _sample(n_ref: int, n_cur: int, reference_rows: int) -> int:
+    """The size that picks the default method: the smaller side's values (a column mostly null
+    in the reference holds few, however many rows it has)."""
+    return min(n_ref, n_cur) if n_ref and n_cur else (n_ref or n_cur or reference_rows)
+
+
 def compare_column(
     name: str,
     ref: dict[str, Any],
@@ -642,10 +655,8 @@ def compare_column(
 ) -> FeatureResult:
     kind = ref["kind"]
     n_cur = cur["summary"].n if kind == "numeric" else sum(cur["counts"].values())
-    n_ref = (stats.NumericSummary.from_dict(ref["summary"]).n if kind == "numeric"
-             else sum(ref["counts"].values()))  # fmt: skip
-    rows = min(reference_rows, n_cur) if n_cur else reference_rows
-    method, threshold = _method(name, kind, rows, settings)
+    n_ref = _values(ref)
+    method, threshold = _method(name, kind, _sample(n_ref, n_cur, reference_rows), settings)
     details: dict[str, Any] = {"nulls": cur.get("nulls", 0)}
     p_value: float | None = None
     if kind == "numeric":
@@ -698,12 +709,13 @@ def compare_column(
 
 
 def missing_column(
-    name: str, ref: dict[str, Any], rows: int, settings: MonitorSettings
+    name: str, ref: dict[str, Any], batch_rows: int, reference_rows: int, settings: MonitorSettings
 ) -> FeatureResult:
     """A reference column the batch lacks: drifted, as a column with no values is (left out,
-    it would shrink the count the drift share is taken over and go unsaid). *rows* picks the
-    default method, as :func:`compare_column`'s smaller sample does."""
-    method, threshold = _method(name, ref["kind"], rows, settings)
+    it would shrink the count the drift share is taken over and go unsaid). The method is the
+    one :func:`compare_column` would pick for the batch's *batch_rows* rows."""
+    size = _sample(_values(ref), batch_rows, reference_rows)
+    method, threshold = _method(name, ref["kind"], size, settings)
     return FeatureResult(name, ref["kind"], method, None, None, threshold, True, math.inf,
                          note="not in the batch")  # fmt: skip
 

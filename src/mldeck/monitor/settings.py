@@ -5,7 +5,7 @@ alert rules. Pure settings (no scipy, no polars), so the config loads fast.
 
     [monitor]
     drift_share = 0.5                 # dataset drift: this share of features drifted, or more
-    small_sample = 1000               # references of this many rows or fewer use tests
+    small_sample = 1000               # a reference or batch of this many values or fewer: tests
     cost_per_cpu_hour = 0.05          # for the KPI "cost per 1k predictions"
 
     [monitor.columns.monthly_charges]  # override the default method of one column
