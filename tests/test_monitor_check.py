@@ -1278,6 +1278,15 @@ def test_a_feature_missing_from_the_batch_is_drifted_not_left_out(ws, store, tmp
     assert (result.n_drifted, len(result.features), result.dataset_drift) == (1, 3, True)
     shown = cli("drift", "show", "churn:v2", cwd=ws.root).stdout
     assert "1 of 3 features drifted" in shown and "not in the batch" in shown
+    # The HTML report says why the column has no chart (an empty figure), and why there is no
+    # performance chart (it said "Not enough batches yet." under one batch and no model).
+    from mldeck.monitor.queries import list_reports, report_detail
+    from mldeck.monitor.report import render_html
+
+    html = render_html(report_detail(store, result.report_id), list_reports(store))
+    assert "No chart: not in the batch." in html
+    assert "No performance figures: no model scored these batches." in html
+    assert "Not enough batches" not in html
 
 
 def test_html_bars_name_their_bins_as_counted():
@@ -1290,6 +1299,18 @@ def test_html_bars_name_their_bins_as_counted():
                                         "current": [0.0, 0.9, 0.05, 0.05]}})  # fmt: skip
     titles = re.findall(r"<title>([^:<]*):", svg)
     assert titles[::2] == ["&lt; 0", "[0, 1]", "(1, 2]", "&gt; 2"]
+
+
+def test_html_bars_cut_long_end_labels_and_keep_them_whole_in_the_tooltips():
+    """The first and last categories are written under the chart's two ends: long names ran
+    into each other."""
+    from mldeck.monitor.report import LABEL_CHARS, _feature_chart
+
+    first, last = "a" * 60, "z" * 60
+    svg = _feature_chart({"frequencies": {first: [0.5, 0.4], "b": [0.2, 0.2], last: [0.3, 0.4]}})
+    ends = re.findall(r'<text [^>]*font-size="9"[^>]*>([^<]*)</text>', svg)
+    assert ends == [first[: LABEL_CHARS - 1] + "…", last[: LABEL_CHARS - 1] + "…"]
+    assert f"<title>{first}: reference 50.0%</title>" in svg
 
 
 def test_another_datasets_checks_neither_repeat_nor_clear_this_ones_drift_alert(

@@ -14,6 +14,7 @@ REFERENCE_COLOUR = "#6b7a90"
 CURRENT_COLOUR = "#e07b39"
 DRIFT_COLOUR = "#c0392b"
 OK_COLOUR = "#2e7d32"
+LABEL_CHARS = 24  # the most of a bar chart's end label shown (half its width)
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
@@ -52,6 +53,10 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _cut(label: str, most: int = LABEL_CHARS) -> str:
+    return label if len(label) <= most else label[: most - 1] + "…"
+
+
 def bars_svg(labels: list[str], reference: list[float], current: list[float]) -> str:
     """Grouped bars: reference and batch share per bin or category."""
     width, height, pad = 320, 150, 22
@@ -71,10 +76,14 @@ def bars_svg(labels: list[str], reference: list[float], current: list[float]) ->
             )
     parts.append(f'<line x1="{pad}" y1="{base}" x2="{width - pad}" y2="{base}" stroke="#999"/>')
     if labels:
-        parts.append(f'<text x="{pad}" y="{height - 6}" font-size="9">{_e(labels[0])}</text>')
+        # The first and last labels, each in half the width (long category names ran into each
+        # other); the bars' tooltips keep them whole.
+        parts.append(
+            f'<text x="{pad}" y="{height - 6}" font-size="9">{_e(_cut(labels[0]))}</text>'
+        )
         parts.append(
             f'<text x="{width - pad}" y="{height - 6}" font-size="9" text-anchor="end">'
-            f"{_e(labels[-1])}</text>"
+            f"{_e(_cut(labels[-1]))}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -86,8 +95,10 @@ def line_svg(
     markers: list[bool],
     band: tuple[list[float | None], list[float | None]] | None = None,
     threshold: float | None = None,
+    empty: str = "Not enough batches yet.",
 ) -> str:
-    """Lines over batches; a shaded band, a dashed threshold and red markers for alerts."""
+    """Lines over batches; a shaded band, a dashed threshold and red markers for alerts;
+    *empty* said when there is nothing to draw."""
     width, height, pad = 900, 220, 36
     values = [v for _, vs in series.values() for v in vs if v is not None]
     if band:
@@ -95,7 +106,7 @@ def line_svg(
     if threshold is not None:
         values.append(threshold)
     if not values or not labels:
-        return "<p>Not enough batches yet.</p>"
+        return f"<p>{_e(empty)}</p>"
     low, high = min(values), max(values)
     if high - low < 1e-9:
         low, high = low - 0.5, high + 0.5
@@ -165,7 +176,8 @@ def _feature_chart(feature: dict[str, Any]) -> str:
     if freq:
         labels = list(freq)
         return bars_svg(labels, [v[0] for v in freq.values()], [v[1] for v in freq.values()])
-    return ""
+    # A column the batch lacks, or holds no value of: nothing to draw, said (an empty figure).
+    return f"<p class=sub>No chart: {_e(feature.get('note') or 'no values to compare')}.</p>"
 
 
 def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str = "") -> str:
@@ -234,6 +246,9 @@ def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str 
          "realized": (REFERENCE_COLOUR, [r.realized for r in history])},
         labels, markers,
         band=([r.estimated_lower for r in history], [r.estimated_upper for r in history]),
+        empty=("No performance figures: no model scored these batches."
+               if not any(r.model for r in history)
+               else "No performance figures yet: no estimate, and no labels."),
     )  # fmt: skip
     title = f"Drift report — {row.batch}"
     return f"""<!doctype html>
