@@ -78,9 +78,7 @@ def bars_svg(labels: list[str], reference: list[float], current: list[float]) ->
     if labels:
         # The first and last labels, each in half the width (long category names ran into each
         # other); the bars' tooltips keep them whole.
-        parts.append(
-            f'<text x="{pad}" y="{height - 6}" font-size="9">{_e(_cut(labels[0]))}</text>'
-        )
+        parts.append(f'<text x="{pad}" y="{height - 6}" font-size="9">{_e(_cut(labels[0]))}</text>')
         parts.append(
             f'<text x="{width - pad}" y="{height - 6}" font-size="9" text-anchor="end">'
             f"{_e(_cut(labels[-1]))}</text>"
