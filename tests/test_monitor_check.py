@@ -548,6 +548,26 @@ def test_an_estimate_on_a_handful_of_rows_raises_no_alert_and_stays_in_range(
     assert 0.0 <= few.estimated.lower <= few.estimated.value <= few.estimated.upper <= 1.0
     enough = check_batch(strict, store, ingest(strict, store, frame.tail(60), tmp_path, "b.csv"))
     assert [a.rule for a in enough.alerts] == ["auc"]
+    newest = list_reports(store)[0]
+    assert (newest.alerts, newest.performance_alerts) == (1, 1)
+
+
+def test_each_chart_over_time_marks_the_alerts_about_what_it_draws(monitored, store, tmp_path):
+    """A dataset-drift alert put a ▲ on the performance line too (as if the metric had fallen)
+    in the HTML report and on the Drift screen; a metric's alert on the drift share."""
+    from mldeck.monitor.queries import report_detail
+    from mldeck.monitor.report import render_html
+
+    drifted = check_batch(monitored, store, ingest(monitored, store, shifted(3, 6000), tmp_path,
+                                                   "a.csv"))  # fmt: skip
+    assert [a.rule for a in drifted.alerts] == ["dataset drift", "multivariate drift"]
+    (row,) = list_reports(store)
+    assert (row.alerts, row.performance_alerts) == (2, 0)
+    drift_chart, perf_chart = render_html(report_detail(store, row.id), [row]).split(
+        "Estimated (with its 95 % band)"
+    )
+    assert drift_chart.count("▲<title>") == 1 and perf_chart.count("▲<title>") == 0
+    assert report_detail(store, row.id).alerts[0]["performance"] is False
 
 
 def test_labels_and_their_alerts_are_stored_together_or_not_at_all(

@@ -226,7 +226,7 @@ def apply_in(
                 continue  # a failure someone resolved is not opened again at every look
             # The run that fired it (the check's), unless the signal names its own (the run
             # that failed, for a failed step).
-            details = {"run_id": run_id, **signal.details}
+            details = {"run_id": run_id, "when": signal.rule.when, **signal.details}
             # Every batch that fired the alert keeps it in its history, whichever it names now.
             fired = list((current.details or {}).get("batches") or []) if current else []
             batch = signal.details.get("batch")

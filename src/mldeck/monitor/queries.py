@@ -41,6 +41,7 @@ class ReportRow:
     estimated_upper: float | None
     realized: float | None
     alerts: int = 0  # alerts this check raised about its batch (drift, performance)
+    performance_alerts: int = 0  # of them, those about a metric (estimated or realized)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -48,7 +49,7 @@ class ReportRow:
         return data
 
 
-def _row(report: DriftReport, batch: str, alerts: int) -> ReportRow:
+def _row(report: DriftReport, batch: str, alerts: int, performance_alerts: int) -> ReportRow:
     summary = report.summary or {}
     estimated = summary.get("estimated") or {}
     realized = summary.get("realized") or {}
@@ -66,6 +67,7 @@ def _row(report: DriftReport, batch: str, alerts: int) -> ReportRow:
         metric=metric, estimated=estimated.get("value"),
         estimated_lower=estimated.get("lower"), estimated_upper=estimated.get("upper"),
         realized=realized.get(metric) if metric else None, alerts=alerts,
+        performance_alerts=performance_alerts,
     )  # fmt: skip
 
 
@@ -79,12 +81,26 @@ def _checks_of(details: dict[str, Any] | None) -> set[tuple[int, str]]:
     return {(run, batch) for run in runs for batch in batches}
 
 
-def _alerts_by_check(session: Any) -> dict[tuple[int, str], int]:
-    """How many alerts each drift check raised about its batch, by (run, batch)."""
-    counts: dict[tuple[int, str], int] = {}
+PERFORMANCE_RULES = frozenset({"estimated_metric", "realized_metric"})
+
+
+def _about_performance(details: dict[str, Any] | None) -> bool:
+    """Whether an alert's rule is about a metric (alerts stored before their rule's kind was
+    kept in their details name their metric)."""
+    details = details or {}
+    when = details.get("when")
+    return when in PERFORMANCE_RULES if when is not None else "metric" in details
+
+
+def _alerts_by_check(session: Any) -> dict[tuple[int, str], tuple[int, int]]:
+    """How many alerts each drift check raised about its batch, and how many of them were
+    about performance, by (run, batch)."""
+    counts: dict[tuple[int, str], tuple[int, int]] = {}
     for (details,) in session.execute(select(Alert.details)).all():
+        performance = _about_performance(details)
         for key in _checks_of(details):
-            counts[key] = counts.get(key, 0) + 1
+            every, metric = counts.get(key, (0, 0))
+            counts[key] = (every + 1, metric + performance)
     return counts
 
 
@@ -95,7 +111,8 @@ def _alerts_of_check(session: Any, run_id: int, batch: str) -> list[dict[str, An
     for alert in session.execute(select(Alert).order_by(Alert.id)).scalars():
         if (run_id, batch) in _checks_of(alert.details):
             found.append({"id": alert.id, "rule": alert.rule, "severity": alert.severity,
-                          "title": alert.title, "status": alert.status})  # fmt: skip
+                          "title": alert.title, "status": alert.status,
+                          "performance": _about_performance(alert.details)})  # fmt: skip
     return found
 
 
@@ -117,7 +134,7 @@ def _report_rows(
             query = query.where(Dataset.name == dataset)
         rows = session.execute(query.order_by(*order).limit(limit)).all()
         alerts = _alerts_by_check(session)
-        return [_row(r, f"{name}:v{number}", alerts.get((r.run_id, f"{name}:v{number}"), 0))
+        return [_row(r, f"{name}:v{number}", *alerts.get((r.run_id, f"{name}:v{number}"), (0, 0)))
                 for r, name, number in rows]  # fmt: skip
 
 
@@ -240,7 +257,7 @@ def report_detail(store: Store, report_id: int) -> ReportDetail:
 
         batch = label(report.dataset_version_id)
         alerts = _alerts_of_check(session, report.run_id, batch)
-        row = _row(report, batch, len(alerts))
+        row = _row(report, batch, len(alerts), sum(a["performance"] for a in alerts))
         dataset = session.execute(
             select(Dataset.name)
             .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)

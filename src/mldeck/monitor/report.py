@@ -236,13 +236,14 @@ def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str 
         for f in features
     )
     labels = [r.batch for r in history]
-    markers = [r.alerts > 0 for r in history]
+    # Each chart marks the alerts about what it draws: drift, or a metric.
     drift_chart = line_svg({"drift share": (DRIFT_COLOUR, [r.drift_share for r in history])},
-                           labels, markers, threshold=s.get("share_threshold"))  # fmt: skip
+                           labels, [r.alerts > r.performance_alerts for r in history],
+                           threshold=s.get("share_threshold"))  # fmt: skip
     perf_chart = line_svg(
         {"estimated": (CURRENT_COLOUR, [r.estimated for r in history]),
          "realized": (REFERENCE_COLOUR, [r.realized for r in history])},
-        labels, markers,
+        labels, [r.performance_alerts > 0 for r in history],
         band=([r.estimated_lower for r in history], [r.estimated_upper for r in history]),
         empty=("No performance figures: no model scored these batches."
                if not any(r.model for r in history)
@@ -267,9 +268,9 @@ def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str 
 {_legend([("reference", REFERENCE_COLOUR), ("batch", CURRENT_COLOUR)])}
 <div class="grid">{charts}</div>
 <h2>Over time</h2>
-<p>Drift share per batch (dashed: the dataset-drift threshold; ▲ an alert was raised).</p>
+<p>Drift share per batch (dashed: the dataset-drift threshold; ▲ a drift alert was raised).</p>
 {drift_chart}
-<p>Estimated (with its 95 % band) and realized performance per batch.</p>
+<p>Estimated (with its 95 % band) and realized performance per batch (▲ a metric alert was raised).</p>
 {_legend([("estimated", CURRENT_COLOUR), ("realized", REFERENCE_COLOUR)])}
 {perf_chart}
 </body></html>

@@ -96,7 +96,8 @@ def _score(feature: dict[str, Any]) -> str:
 
 
 class TimelinePlot(PlotextPlot):
-    """Drift share (top) and performance (bottom) per batch; ▲ marks batches with alerts."""
+    """Drift share (top) and performance (bottom) per batch; ▲ marks batches whose check raised
+    alerts: about drift on the top chart, about a metric on the bottom one."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -134,12 +135,14 @@ class TimelinePlot(PlotextPlot):
         top = [Text.assemble(("■ ", primary), "drift share %")]
         if self.threshold is not None:
             top.append(Text.assemble(("■ ", alarm), "threshold"))
-        top.append(Text.assemble(("▲ ", alarm), "alerts"))
+        top.append(Text.assemble(("▲ ", alarm), "drift alerts"))
         bottom = []
         if any(r.estimated is not None for r in self.rows):
             bottom.append(Text.assemble(("■ ", accent), f"estimated {metric} (· 95 % band)"))
         if any(r.realized is not None for r in self.rows):
             bottom.append(Text.assemble(("■ ", muted), f"realized {metric}"))
+        if bottom and any(r.performance_alerts for r in self.rows):
+            bottom.append(Text.assemble(("▲ ", alarm), f"{metric} alerts"))
         return [
             ("Top", top),
             ("Below", bottom or [Text("no estimate nor labels yet", style="dim")]),
@@ -163,7 +166,10 @@ class TimelinePlot(PlotextPlot):
             top.scatter(xs, shares, color=self._color("primary"), marker="●")
             if threshold is not None:
                 top.plot(xs, [threshold * 100] * len(xs), color=alert_color, marker="braille")
-            alerted = [(x, r.drift_share * 100) for x, r in zip(xs, rows, strict=True) if r.alerts]
+            # Each chart marks the alerts about what it draws (a drift alert marked the
+            # performance line too, as if the metric had fallen).
+            alerted = [(x, r.drift_share * 100) for x, r in zip(xs, rows, strict=True)
+                       if r.alerts > r.performance_alerts]  # fmt: skip
             if alerted:
                 top.scatter([a[0] for a in alerted], [a[1] for a in alerted], marker="▲",
                             color=alert_color)  # fmt: skip
@@ -199,7 +205,8 @@ class TimelinePlot(PlotextPlot):
                 figures += [v for _, v in real]
             perf_alerts = [(x, r.realized if r.realized is not None else r.estimated)
                            for x, r in zip(xs, rows, strict=True)
-                           if r.alerts and (r.realized is not None or r.estimated is not None)]  # fmt: skip
+                           if r.performance_alerts
+                           and (r.realized is not None or r.estimated is not None)]  # fmt: skip
             if perf_alerts:
                 bottom.scatter([a[0] for a in perf_alerts], [a[1] for a in perf_alerts],
                                marker="▲", color=alert_color)  # fmt: skip
@@ -241,7 +248,8 @@ class DriftScreen(DeckScreen):
         "one point per batch in the order they arrived (its newest check): the share of "
         "drifted features with its threshold, and the champion's estimated "
         "performance (with its 95 % band) and realized performance once labels are known; "
-        "▲ marks batches that raised alerts. A batch is checked with 'd' on its version (Enter on the Data screen), "
+        "▲ marks batches whose check raised alerts: about drift on the drift share, about a "
+        "metric on the performance. A batch is checked with 'd' on its version (Enter on the Data screen), "
         "'mldeck drift check', or by the scheduler."
     )
     BINDINGS = [
