@@ -526,6 +526,24 @@ async def test_the_top_bar_keeps_the_champion_and_the_store_problem_at_80_column
         assert "│ the store cannot be reached" in line, line
 
 
+async def test_the_top_bar_keeps_the_alerts_and_the_champion_at_40_columns(seeded) -> None:
+    """At 40 columns the alerts were cut (the other sections' numbers came first): they are
+    what every screen must show."""
+    app = make_app(*seeded)
+    async with app.run_test(size=(40, 20)) as pilot:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        bar = app.screen.query_one(TopBar)
+        champion = bar.champion
+        bar.screen_title = "churn:v12"
+        bar.alerts = (3, 1)
+        await pilot.pause()
+        line = bar.render().plain
+        assert line == f"mldeck │ 5 Drift │ ▲ 3 │ ★ {champion}", line
+        assert bar.render().cell_len <= bar.content_size.width
+
+
 async def test_a_read_only_console_says_so_in_the_top_bar_at_80_columns(seeded) -> None:
     """'read-only' came last and was the first thing cut, so a refused key was the first
     sign of it."""

@@ -31,8 +31,9 @@ class TopBar(Static):
 
     def render(self) -> Text:
         # Tighter and tighter until it fits: other sections by number only, then without the
-        # workspace's name and the word "champion" (the star says it).
-        for level in range(3):
+        # workspace's name and the word "champion" (the star says it), then without the other
+        # sections and the screen's title (the alerts were cut at 40 columns).
+        for level in range(4):
             text = self._line(level)
             if text.cell_len <= self.content_size.width or self.content_size.width <= 0:
                 break
@@ -47,14 +48,16 @@ class TopBar(Static):
         for number, (mode, title) in enumerate(SECTIONS, start=1):
             if mode == self.section:
                 text.append(f" {number} {title} ", style="bold reverse")
+            elif level > 2:
+                continue
             elif compact:
                 text.append(f" {number}", style="bold")
             else:
                 text.append(f" {number}", style="bold")
                 text.append(f" {title} ", style="dim")
-        if compact:
+        if compact and level < 3:
             text.append(" ")
-        if self.screen_title:
+        if self.screen_title and level < 3:
             text.append(f"› {self.screen_title} ", style="bold")
         if self.problem:  # the store: more urgent than anything else here, and said first
             text.append("│ ")
@@ -69,7 +72,7 @@ class TopBar(Static):
             variable = "error" if critical else "warning"
             text.append("│ ")
             text.append(
-                f"▲ {active} alert{'s' if active > 1 else ''} ",
+                f"▲ {active} alert{'s' if active > 1 else ''} " if level < 3 else f"▲ {active} ",
                 style=f"bold {rich_color(variables.get(variable, ''))}",
             )
         text.append("│ champion " if level < 2 else "│ ★ ")
