@@ -112,3 +112,22 @@ def test_runs_show_lists_every_artifact_even_of_one_name(workspace, store, tmp_p
     text = cli("runs", "show", "epochs", cwd=workspace.root).stdout
     section = text.split("Artifacts", 1)[1]
     assert section.count("checkpoint.pt") == 3
+
+
+def test_a_run_named_by_digits_or_with_outer_spaces_is_found_by_its_name(workspace, store, cli):
+    """'runs show 2024' said "no run 2024" beside a run named "2024" (a number was an id only),
+    and a name's outer spaces, kept by start_run, were stripped from the reference."""
+    import mldeck
+
+    with mldeck.start_run(name="2024", workspace=workspace) as year:
+        pass
+    with mldeck.start_run(name="  padded  ", workspace=workspace) as padded:
+        pass
+    shown = json.loads(cli("runs", "show", "2024", "--json", cwd=workspace.root).stdout)
+    assert shown["id"] == year.id
+    shown = json.loads(cli("runs", "show", "  padded  ", "--json", cwd=workspace.root).stdout)
+    assert shown["id"] == padded.id
+    # A number is an id first: run 1 is run 1 whatever the others are named.
+    assert json.loads(cli("runs", "show", "1", "--json", cwd=workspace.root).stdout)["id"] == 1
+    missing = cli("runs", "show", "999", cwd=workspace.root)
+    assert missing.returncode != 0 and "no run 999" in missing.stderr

@@ -322,7 +322,11 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(
     run: Annotated[
-        str, typer.Argument(metavar="RUN", help="Run id, or name (the newest run of that name).")
+        str,
+        typer.Argument(
+            metavar="RUN",
+            help="Run id, or name (the newest run of that name; a number is an id first).",
+        ),
     ],
     logs: Annotated[
         int | None,

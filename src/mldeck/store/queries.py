@@ -249,21 +249,25 @@ class RunDetail:
 
 def resolve_run(store: Store, ref: str) -> int:
     """A run id from *ref*: its number, or a name (the newest run of that name)."""
-    ref = sound_text(ref.strip())  # a name with an undecodable byte, as stored
+    ref = sound_text(ref)  # a name with an undecodable byte, as stored
+    stripped = ref.strip()
     with store.read() as session:
-        if ref.isascii() and ref.isdigit():
-            run_id = as_id(ref)
-            if run_id is None or session.get(Run, run_id) is None:
-                raise NotFound(f"no run {ref} (see 'mldeck runs list')")
-            return run_id
+        if stripped.isascii() and stripped.isdigit():
+            run_id = as_id(stripped)
+            if run_id is not None and session.get(Run, run_id) is not None:
+                return run_id
+        # A name as given (a run may be named "2024", or keep outer spaces), else stripped.
+        names = {ref, stripped, fitted_value(Run, "name", ref)}  # a long name as stored
         run_id = session.execute(
             select(Run.id)
-            .where(Run.name.in_({ref, fitted_value(Run, "name", ref)}))  # a long name as stored
-            .order_by(Run.created_at.desc(), Run.id.desc())
+            .where(Run.name.in_(names))
+            .order_by((Run.name == ref).desc(), Run.created_at.desc(), Run.id.desc())
             .limit(1)
         ).scalar()
     if run_id is None:
-        raise NotFound(f"no run with id or name {ref!r} (see 'mldeck runs list')")
+        if stripped.isascii() and stripped.isdigit():
+            raise NotFound(f"no run {stripped} (see 'mldeck runs list')")
+        raise NotFound(f"no run with id or name {stripped!r} (see 'mldeck runs list')")
     return run_id
 
 
