@@ -35,7 +35,7 @@ def close_tracking_stores() -> Iterator[None]:
     """Close the stores the tracking API opened, so no engine outlives its test's folder."""
     yield
     with tracking._stores_lock:
-        for _, store in tracking._stores.values():
+        for _, store, _ in tracking._stores.values():
             store.close()
         tracking._stores.clear()
 

@@ -367,3 +367,145 @@ def test_a_run_left_open_in_the_main_thread_at_exit_is_not_called_cut_off(worksp
     assert child.returncode == 0, err
     detail = run_detail(store, resolve_run(store, "left open"))
     assert detail.run.status == RunStatus.SUCCEEDED and keys(store, detail.run.id) == {"x": 1}
+
+
+def test_a_store_refusing_a_runs_end_leaves_it_to_the_exit_hook_with_its_points(
+    workspace, store, monkeypatch
+):
+    """A lock held past the busy timeout as the block ended left the run "running" for good
+    and lost its buffered points (nothing tried again). Now the block's end says so and the
+    exit hook records the end and the points."""
+    from mldeck import tracking
+
+    def locked():
+        raise OperationalError("BEGIN", {}, sqlite3.OperationalError("database is locked"))
+
+    run = start_run(name="locked at its end", workspace=workspace)
+    write = run.store.write
+    refused = r"could not be recorded as ended.*database is locked"
+    with pytest.raises(MldeckError, match=refused), run:
+        run.log_metric("loss", 1.0)
+        monkeypatch.setattr(run.store, "write", locked)
+    assert run_detail(store, run.id).run.status == RunStatus.RUNNING
+    monkeypatch.setattr(run.store, "write", write)
+    tracking._end_open_runs()  # what the interpreter's exit runs
+    assert run_detail(store, run.id).run.status == RunStatus.SUCCEEDED
+    assert keys(store, run.id) == {"loss": 1}
+    assert id(run) not in tracking._open_runs
+
+
+def test_sigterm_cancels_a_run_whose_block_overlaps_another_that_ended(workspace, store):
+    """Two asyncio tasks' blocks overlap without nesting: the first to end put SIGTERM back to
+    its default while the other's block ran on, so SIGTERM killed the script with that run
+    "running" and its points lost."""
+    child = script_in(
+        workspace,
+        """
+        import asyncio, mldeck
+        async def trial(name, seconds, ready=None):
+            with mldeck.start_run(name=name) as run:
+                for i in range(seconds * 10):
+                    run.log_metric("m", i)
+                    await asyncio.sleep(0.1)
+                    if ready is not None and i == 20:
+                        print(ready, flush=True)
+        async def main():
+            short = asyncio.create_task(trial("short", 1))
+            long = asyncio.create_task(trial("long", 60, ready="ready"))
+            await short
+            await long
+        asyncio.run(main())
+    """,
+    )
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    _out, err = child.communicate(timeout=60)
+    assert child.returncode == 128 + signal.SIGTERM, err
+    assert run_detail(store, resolve_run(store, "short")).run.status == RunStatus.SUCCEEDED
+    detail = run_detail(store, resolve_run(store, "long"))
+    assert detail.run.status == RunStatus.CANCELLED, detail.run.error
+    assert keys(store, detail.run.id)["m"] >= 21
+
+
+def test_an_error_typed_in_an_interactive_session_does_not_fail_its_run(workspace, store):
+    """Every error shown by the interactive interpreter was kept, and the run, ended at exit,
+    was marked failed with a NameError from a typo the session went on after."""
+    env = {**os.environ, "MLDECK_WORKSPACE": str(workspace.root)}
+    lines = 'import mldeck\nr = mldeck.start_run(name="repl")\nr.log_metric("a", 1)\n'
+    lines += 'undefined_name\nr.log_metric("a", 2)\n'
+    done = subprocess.run([sys.executable, "-i"], input=lines, env=env, cwd=workspace.root,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "NameError" in done.stderr
+    detail = run_detail(store, resolve_run(store, "repl"))
+    assert detail.run.status == RunStatus.SUCCEEDED and keys(store, detail.run.id) == {"a": 2}
+
+
+def test_a_ctrl_c_ending_a_script_without_a_with_block_cancels_its_run(workspace, store):
+    child = script_in(
+        workspace,
+        """
+        import mldeck
+        run = mldeck.start_run(name="no block")
+        run.log_metric("x", 1.0)
+        raise KeyboardInterrupt
+    """,
+    )
+    child.communicate(timeout=60)
+    detail = run_detail(store, resolve_run(store, "no block"))
+    assert detail.run.status == RunStatus.CANCELLED and keys(store, detail.run.id) == {"x": 1}
+
+
+def test_misused_calls_are_refused_in_one_sentence(workspace, store, tmp_path):
+    """Each raised another library's error (an IntegrityError from the store, an
+    AttributeError, a TypeError, an OverflowError), or stored what later failed."""
+    from mldeck.tracking import STEP_MAX
+
+    artifact = tmp_path / "f.txt"
+    artifact.write_text("x")
+    with start_run(name="misused", workspace=workspace) as run:
+        run.set_progress(0.5, None)  # no message
+        with pytest.raises(MldeckError, match="progress is a number"):
+            run.set_progress(10**400)
+        with pytest.raises(MldeckError, match="metrics are a dict"):
+            run.log_metrics([("a", 1)])
+        with pytest.raises(MldeckError, match="read the same as text"):
+            run.log_metrics({1: 5.0, "1": 6.0})
+        run.log_metric("a", 1.0, step=STEP_MAX)
+        with pytest.raises(MldeckError, match="every step up to"):
+            run.log_metric("a", 2.0)  # the automatic step would be out of range
+        assert run.log_artifact(artifact, name=123).name == "123"
+        run.log_param("huge", 10**5000)  # past Python's int-to-text limit
+    detail = run_detail(store, run.id)
+    assert detail.run.params["huge"] == f"an integer of {(10**5000).bit_length()} bits"
+    assert detail.run.progress == 1.0 and keys(store, run.id) == {"a": 1}
+
+
+def test_a_script_outside_a_workspace_is_told_how_to_name_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLDECK_WORKSPACE", raising=False)
+    with pytest.raises(MldeckError, match="pass workspace=DIR or set MLDECK_WORKSPACE"):
+        start_run(name="nowhere")
+
+
+def test_a_store_file_replaced_under_a_long_lived_process_is_opened_again(workspace, store):
+    """A workspace deleted and made again under a notebook: the next run went to the deleted
+    file, said recorded, and the new workspace had none."""
+    from mldeck.store.engine import Store
+    from mldeck.workspace import open_workspace_store
+
+    with start_run(name="first", workspace=workspace.root):
+        pass
+    db = workspace.db_path
+    copy = db.with_name("copy.db")
+    with sqlite3.connect(db) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    for old in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        old.unlink(missing_ok=True)  # the workspace's store deleted ...
+    os.replace(copy, db)  # ... and made again: a new file where it was
+    with start_run(name="second", workspace=workspace.root) as second:
+        pass
+    fresh: Store = open_workspace_store(workspace)
+    try:
+        assert run_detail(fresh, resolve_run(fresh, "second")).run.id == second.id
+    finally:
+        fresh.close()

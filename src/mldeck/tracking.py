@@ -40,7 +40,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
 
 from mldeck import provenance
-from mldeck.errors import MldeckError, interrupted
+from mldeck.errors import MldeckError, WorkspaceNotFound, interrupted
 from mldeck.formatting import shown, whole_text
 from mldeck.store.artifacts import put_file
 from mldeck.store.engine import Store
@@ -61,17 +61,34 @@ FLUSH_SECONDS = 2.0
 HEARTBEAT_SECONDS = 10.0
 
 _active: ContextVar[ActiveRun | None] = ContextVar("mldeck_active_run", default=None)
-_stores: dict[str, tuple[Workspace, Store]] = {}
+_stores: dict[str, tuple[Workspace, Store, tuple[int, int] | None]] = {}
 _stores_lock = threading.Lock()
 
 
+def _file_identity(store: Store) -> tuple[int, int] | None:
+    """A SQLite store file's device and inode (None for a server, or a file that is gone)."""
+    path = store.sqlite_path
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
 def _workspace_store(workspace: Workspace | Path | str | None) -> tuple[Workspace, Store]:
+    """The workspace and its store, opened once per process; opened again when its SQLite file
+    was replaced (a workspace deleted and made again under a notebook: its runs went to the
+    deleted file, said recorded)."""
     ws = workspace if isinstance(workspace, Workspace) else discover(workspace)
     key = f"{ws.root}|{ws.db_url}"
     with _stores_lock:
-        if key not in _stores:
-            _stores[key] = (ws, open_workspace_store(ws))
-        return _stores[key]
+        cached = _stores.get(key)
+        if cached is not None and _file_identity(cached[1]) != cached[2]:
+            cached = None  # runs still open keep the store they have
+        if cached is None:
+            store = open_workspace_store(ws)
+            cached = _stores[key] = (ws, store, _file_identity(store))
+        return cached[0], cached[1]
 
 
 def _jsonable(value: Any) -> Any:
@@ -92,6 +109,9 @@ def _json_part(
     """(*value* as JSON, how many parts it is written out)."""
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
         value = value.tolist()
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        # Too long for Python to write as digits (its int-to-text limit): said, not crashed.
+        return f"an integer of {value.bit_length()} bits", 1
     if value is None or isinstance(value, bool | int):
         return value, 1
     if isinstance(value, float):
@@ -133,6 +153,17 @@ def _fields(what: str, fields: Any) -> dict[str, Any]:
 MAX_PARAM_DEPTH = 50  # deeper is kept as its text
 MAX_PARAM_PARTS = 2_000_000  # a value larger written out is kept as its shortened text
 MAX_PARAM_TEXT = 10_000  # characters of a value kept as its text
+MAX_INT_BITS = 10_000  # about 3,000 digits: a longer integer is kept as its size
+
+
+def _task_cancelled(exc: BaseException | None) -> bool:
+    asyncio = sys.modules.get("asyncio")  # not imported for scripts that never use it
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _clean_exit(exc: BaseException | None) -> bool:
@@ -220,8 +251,9 @@ class ActiveRun:
         self._ended = False
         self._entered = False
         self._pid = os.getpid()  # a forked child (a multiprocessing worker) must not log to it
-        self._signals: dict[int, Any] = {}
         self._warned = False
+        self._pending_end: tuple[RunStatus, str | None] | None = None  # refused by the store
+        self._holds_signals = False
         self._cut_off = False  # ended at exit while its with block ran (in a daemon thread)
         self._thread: threading.Thread | None = None  # the thread that entered its block
 
@@ -247,14 +279,25 @@ class ActiveRun:
         for number in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(number) == signal.SIG_DFL:
                 _signals_owner[:] = [os.getpid()]
-                self._signals[number] = signal.signal(number, _stop_on_signal)
+                _saved_handlers[number] = signal.signal(number, _stop_on_signal)
+        if _saved_handlers:
+            # Put back when the last block relying on them ends: blocks that overlap without
+            # nesting (asyncio tasks) lost them when the first to enter ended.
+            self._holds_signals = True
+            _signal_blocks.add(id(self))
 
     def _restore_signals(self) -> None:
-        for number, handler in self._signals.items():
+        if not self._holds_signals:
+            return
+        self._holds_signals = False
+        _signal_blocks.discard(id(self))
+        if _signal_blocks:
+            return
+        for number, handler in list(_saved_handlers.items()):
             with contextlib.suppress(ValueError):  # not the main thread any more
                 if signal.getsignal(number) is _stop_on_signal:  # not one set inside the block
                     signal.signal(number, handler)
-        self._signals.clear()
+        _saved_handlers.clear()
 
     def __exit__(
         self,
@@ -274,6 +317,8 @@ class ActiveRun:
             self.end(RunStatus.CANCELLED, error="interrupted (KeyboardInterrupt)")
         elif isinstance(exc, Stopped):
             self.end(RunStatus.CANCELLED, error=f"stopped ({exc.name})")
+        elif _task_cancelled(exc):  # an asyncio task cancelled (by a signal's stop, a timeout)
+            self.end(RunStatus.CANCELLED, error="cancelled (asyncio.CancelledError)")
         else:
             self.end(RunStatus.FAILED, error="".join(traceback.format_exception(exc_type, exc, tb)))
 
@@ -290,10 +335,28 @@ class ActiveRun:
             return
         self._ended = True
         self._stop.set()
+        try:
+            self._record_end(status, error)
+        except OperationalError as exc:
+            # The store busy (locked past its timeout) or away: the run stays open to the exit
+            # hook, which tries again (it stayed "running" for good, its points lost).
+            self._pending_end = (status, error)
+            raise MldeckError(
+                f"run {self.id} ({self.name}) could not be recorded as ended, the store refused "
+                f"it ({_first_line(exc)}); its status and {len(self._metrics)} buffered metric "
+                "points are tried again when the script exits"
+            ) from exc
         _open_runs.pop(id(self), None)
+        if self._heartbeat.is_alive() and threading.current_thread() is not self._heartbeat:
+            self._heartbeat.join(timeout=5)
 
+    def _record_end(self, status: RunStatus, error: str | None) -> None:
+        """Flush the buffered points, then write the run's end. A store that refuses both
+        (busy or away) raises OperationalError with nothing written."""
         try:
             self.flush()
+        except OperationalError:
+            raise
         except BaseException as exc:  # the metrics are lost: the run did not succeed
             if status == RunStatus.SUCCEEDED:
                 status = RunStatus.FAILED
@@ -301,19 +364,20 @@ class ActiveRun:
                     "buffered metrics could not be stored: "
                     + "".join(traceback.format_exception_only(exc)).strip()
                 )
+            self._write_end(status, error)
             raise
-        finally:
-            with self.store.write() as session:
-                run = session.get(Run, self.id)
-                run.status = status
-                run.ended_at = utcnow()
-                if error is not None:
-                    run.error = error
-                if status == RunStatus.SUCCEEDED:
-                    run.progress = 1.0
-                session.add(run)
-        if self._heartbeat.is_alive() and threading.current_thread() is not self._heartbeat:
-            self._heartbeat.join(timeout=5)
+        self._write_end(status, error)
+
+    def _write_end(self, status: RunStatus, error: str | None) -> None:
+        with self.store.write() as session:
+            run = session.get(Run, self.id)
+            run.status = status
+            run.ended_at = utcnow()
+            if error is not None:
+                run.error = error
+            if status == RunStatus.SUCCEEDED:
+                run.progress = 1.0
+            session.add(run)
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
@@ -373,11 +437,12 @@ class ActiveRun:
         """Report progress (0..1) shown live in the console."""
         try:
             value = float(fraction)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             value = math.nan
         if math.isnan(value):  # stored as NULL: the run would show no progress at all
-            raise MldeckError(f"progress is a number from 0 to 1, not {fraction!r}")
-        self._update(progress=min(max(value, 0.0), 1.0), progress_message=message)
+            raise MldeckError(f"progress is a number from 0 to 1, not {fraction!s:.40}")
+        text = "" if message is None else whole_text(str(message))
+        self._update(progress=min(max(value, 0.0), 1.0), progress_message=text)
 
     def log(self, message: str, level: str = "info") -> None:
         """Append a line to the run's log."""
@@ -399,14 +464,25 @@ class ActiveRun:
     ) -> None:
         """Buffer metric points; without *step*, each key counts its own steps from 0."""
         self._check_open()
+        if not isinstance(metrics, dict):
+            raise MldeckError(f"metrics are a dict of names and values, not "
+                              f"{type(metrics).__name__}")  # fmt: skip
         ts = utcnow() if timestamp is None else _metric_time(timestamp)
         # Check every value first: a rejected one must neither use up a step nor drop the others.
         values = {
             _metric_key(key): _metric_value(str(key), value) for key, value in metrics.items()
         }
+        if len(values) < len(metrics):  # {1: 5.0, "1": 6.0}: one would replace the other
+            raise MldeckError("two of the metrics' keys read the same as text: "
+                              f"{sorted(map(str, metrics))!r:.200}")  # fmt: skip
         step = None if step is None else _metric_step(step)
         rows = []
         with self._lock:
+            if step is None:  # the automatic steps stay in range too
+                for key in values:
+                    if self._steps.get(key, -1) >= STEP_MAX:
+                        raise MldeckError(f"metric {key!r} has used every step up to {STEP_MAX}; "
+                                          "pass step= to log more")  # fmt: skip
             for key, value in values.items():
                 this_step = self._steps.get(key, -1) + 1 if step is None else step
                 self._steps[key] = max(this_step, self._steps.get(key, -1))
@@ -433,10 +509,9 @@ class ActiveRun:
     def _warn_unflushed(self, exc: BaseException) -> None:
         if not self._warned:
             self._warned = True
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             warnings.warn(
                 f"mldeck: run {self.id}'s metrics are kept in memory, the store refused them "
-                f"({first}); they are written at the next flush",
+                f"({_first_line(exc)}); they are written at the next flush",
                 RuntimeWarning,
                 stacklevel=4,
             )
@@ -467,7 +542,7 @@ class ActiveRun:
         sha, stored, size = put_file(self.workspace.artifacts_dir, source)
         record = Artifact(
             run_id=self.id,
-            name=shown(os.fspath(name)) if name else shown(source.name),
+            name=shown(str(name)) if name else shown(source.name),
             path=str(stored.relative_to(self.workspace.root)),
             sha256=sha,
             size_bytes=size,
@@ -497,7 +572,13 @@ def start_run(
     except ValueError:
         valid = ", ".join(t.value for t in RunTrigger)
         raise MldeckError(f"unknown run trigger {trigger!r} (one of: {valid})") from None
-    ws, store = _workspace_store(workspace)
+    try:
+        ws, store = _workspace_store(workspace)
+    except WorkspaceNotFound as exc:  # said for a script, not for the CLI's --workspace
+        text = str(exc).replace(
+            "pass --workspace DIR", "pass workspace=DIR or set MLDECK_WORKSPACE"
+        )
+        raise WorkspaceNotFound(text) from None
     entry = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
     pid = os.getpid()
     now = utcnow()
@@ -521,10 +602,14 @@ def start_run(
     )
     run_id = None
     try:
-        with store.write() as session:
-            session.add(run)
-            session.flush()
-            run_id = run.id
+        try:
+            with store.write() as session:
+                session.add(run)
+                session.flush()
+                run_id = run.id
+        except OperationalError as exc:  # busy past its timeout, or away
+            raise MldeckError(f"the run could not be recorded: the store refused it "
+                              f"({_first_line(exc)})") from exc  # fmt: skip
         started = ActiveRun(ws, store, run_id, run_name)
         _end_at_exit(started)
         return started
@@ -543,7 +628,8 @@ def start_run(
 # Runs started and not ended yet, ended when the interpreter exits: a script that calls
 # start_run() without a with block lost every buffered metric, and its run stayed "running".
 _open_runs: dict[int, ActiveRun] = {}  # by id() of the run
-_uncaught: list[str] = []  # the traceback of an exception that ends the script, if one does
+# The exception that ends the script, if one does: (whether it is a Ctrl-C, its traceback).
+_uncaught: list[tuple[bool, str]] = []
 _exit_hooks: list[bool] = []  # installed once, with the first run
 
 
@@ -554,7 +640,12 @@ def _end_at_exit(run: ActiveRun) -> None:
         previous = sys.excepthook
 
         def remember(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
-            _uncaught.append("".join(traceback.format_exception(kind, exc, tb)))
+            # In an interactive session an error ends nothing: the session goes on (a typo
+            # marked the run failed when the session later ended normally).
+            if not hasattr(sys, "ps1"):
+                _uncaught.append(
+                    (interrupted(exc), "".join(traceback.format_exception(kind, exc, tb)))
+                )
             previous(kind, exc, tb)
 
         sys.excepthook = remember
@@ -566,6 +657,15 @@ def _end_open_runs() -> None:
         if run._pid != os.getpid():  # a forked child exiting: the run is its parent's
             continue
         try:
+            if run._pending_end is not None:  # its end refused by the store: tried again
+                try:
+                    run._record_end(*run._pending_end)
+                    _open_runs.pop(id(run), None)
+                except Exception as exc:
+                    print(f"mldeck: run {run.id} ({run.name}) could not be recorded as ended "
+                          f"({_first_line(exc)}); {len(run._metrics)} metric points lost",
+                          file=sys.stderr)  # fmt: skip
+                continue
             thread = run._thread
             if (
                 run._entered
@@ -580,8 +680,10 @@ def _end_open_runs() -> None:
             with contextlib.suppress(Exception):
                 run.log("ended when the script exited: start_run() was not used in a with block "
                         "(or end() was not called)", level="warning")  # fmt: skip
-            if _uncaught:
-                run.end(RunStatus.FAILED, error=_uncaught[-1])
+            if _uncaught and _uncaught[-1][0]:  # a Ctrl-C, as in a with block
+                run.end(RunStatus.CANCELLED, error="interrupted (KeyboardInterrupt)")
+            elif _uncaught:
+                run.end(RunStatus.FAILED, error=_uncaught[-1][1])
             else:
                 run.end(RunStatus.SUCCEEDED)
         except Exception:  # the interpreter is exiting: nothing else can be done
@@ -598,6 +700,8 @@ class Stopped(SystemExit):
 
 
 _signals_owner: list[int] = []  # the process that put _stop_on_signal in place
+_saved_handlers: dict[int, Any] = {}  # the handlers _stop_on_signal replaced, by signal
+_signal_blocks: set[int] = set()  # id() of the runs whose with blocks rely on it
 
 
 def _stop_on_signal(number: int, _frame: Any) -> None:

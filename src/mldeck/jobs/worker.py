@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     # The step's own runs (train, score) go through the tracking API: share this store.
     with tracking._stores_lock:
-        tracking._stores[f"{workspace.root}|{workspace.db_url}"] = (workspace, store)
+        tracking._stores[f"{workspace.root}|{workspace.db_url}"] = (
+            workspace,
+            store,
+            tracking._file_identity(store),
+        )
     with store.read() as session:
         run = session.get(Run, args.run)
     if run is None:  # the scheduler wrote it before starting this process: not the same store
