@@ -336,6 +336,44 @@ def test_nan_and_infinities_fail_the_finite_check_unless_allowed(tmp_path):
     assert not [c for c in allowed.checks if c.check == "finite"]
 
 
+def test_columns_named_like_the_offending_rows_own_are_kept_beside_them(tmp_path):
+    """A column named _mldeck_row or _mldeck_reason made a file with a failing row
+    "unreadable" (a duplicate column in the offending rows' file): its verdict was lost."""
+    path = write(tmp_path, "clash.csv", "x,_mldeck_row,_mldeck_reason\n500,r1,q\n7,r2,q\n")
+    result = run(path, data_settings(columns={"x": {"type": "int", "max": 100}}))
+    assert result.status == "rejected" and result.read_error is None
+    (example,) = check(result, "max", "x").examples
+    assert example == {"_mldeck_row": 0, "x": 500, "_mldeck_row (file)": "r1",
+                       "_mldeck_reason (file)": "q"}  # fmt: skip
+
+
+def test_an_ndjson_object_without_fields_is_kept_as_its_text(tmp_path):
+    """'{}' in an NDJSON field made a file with a failing row "not valid NDJSON": Parquet, where
+    the offending rows are kept, has no struct without fields."""
+    lines = '{"x":500,"z":{}}\n{"x":6,"z":{}}\n'
+    result = run(write(tmp_path, "empty.ndjson", lines),
+                 data_settings(columns={"x": {"type": "int", "max": 100}}))  # fmt: skip
+    assert result.status == "rejected" and result.read_error is None
+    assert check(result, "max", "x").examples == [{"_mldeck_row": 0, "x": 500, "z": "{}"}]
+
+
+def test_offending_rows_that_cannot_be_kept_leave_the_verdict_and_say_so(tmp_path, monkeypatch):
+    """Any other type the offending rows' file cannot hold: the file was read and counted, and
+    is judged on that (it was called unreadable), the check saying why it has no examples."""
+    from mldeck.data import validate as module
+
+    def refuse(*_args: Any) -> int:
+        raise pl.exceptions.InvalidOperationError("Unable to write this type to Parquet")
+
+    monkeypatch.setattr(module, "_write_offending", refuse)
+    path = write(tmp_path, "b.csv", "x\n500\n7\n")
+    result = run(path, data_settings(columns={"x": {"type": "int", "max": 100}}))
+    assert result.status == "rejected" and result.read_error is None
+    detail = check(result, "max", "x").detail
+    assert detail.startswith("1 value above 100 (the offending rows were not kept: ")
+    assert "Unable to write this type to Parquet" in detail
+
+
 def test_a_ten_megabyte_field_is_read_and_kept_short_in_examples(tmp_path):
     big = "x" * (10 * 1024 * 1024)
     path = write(tmp_path, "big.csv", f"a,b\n1,{big}\n2,ok\n")

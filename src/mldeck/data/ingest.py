@@ -213,6 +213,9 @@ def ingest_file(
         raise NotFound(f"no such file: {shown(str(path))}")
     if path.is_dir():
         raise NotADataFile(f"{shown(str(path))} is a folder, not a file")
+    if path.is_char_device() or path.is_block_device():  # copied before it is read:
+        # /dev/zero filled the disk (a pipe, `<(cmd)`, is copied as it comes)
+        raise NotADataFile(f"{shown(str(path))} is a device, not a file")
     _end_unended(store)  # runs an earlier failure could not end (a full disk since freed)
     settings = workspace.settings.data
     asked = dataset is not None  # named by the caller (--dataset), not the configured default

@@ -757,6 +757,7 @@ def validate(
             count = values[f"flag::{i}"]
         counts.append(None if count is None else int(count))
     offending = 0
+    unkept = ""
     try:
         plan.flags = [
             _marking_duplicates(source, plan, flag, engine)
@@ -765,7 +766,13 @@ def validate(
         ]  # fmt: skip
         if offending_path is not None and any(n != 0 for n in counts):
             flags = [f for f, n in zip(plan.flags, counts, strict=True) if n != 0]
-            offending = _write_offending(source, plan, flags, offending_path, engine)
+            try:
+                offending = _write_offending(source, plan, flags, offending_path, engine)
+            except pl.exceptions.PolarsError as exc:
+                # The rows could not be kept (a type Parquet cannot hold): the file was read
+                # and counted all the same, and is judged on that (it was called unreadable).
+                offending = 0
+                unkept = f"the offending rows were not kept: {source.why(exc)}"
         if None in counts:
             # Counted in the offending rows just written (every row such a flag marks is there),
             # or else in a pass of their own over the file.
@@ -791,6 +798,10 @@ def validate(
         checks.append(_result(check, column, severity, bad, count, detail if bad else "ok"))
     if offending:
         _attach_examples(checks, pl.scan_parquet(offending_path, glob=False), settings.examples)
+    elif unkept:  # said with the checks that have no examples to show
+        for check in checks:
+            if check.status != "pass" and check.failed_rows:
+                check.detail = f"{check.detail} ({unkept})"
     status = _status(checks)
     profile = _profile(plan, values, n_rows, exact_quantiles)
     schema = {name: str(dtype) for name, dtype in source.schema.items()}
@@ -814,6 +825,16 @@ def first_pass(plan: _Plan) -> dict[str, pl.Expr]:
     return aggregates
 
 
+def _kept(name: str, dtype: pl.DataType) -> pl.Expr:
+    """A column as the offending rows' file keeps it: a struct without fields (``{}`` in
+    NDJSON) as its JSON text (Parquet has no such type), and a column named like the file's own
+    row number or reasons as "NAME (file)"."""
+    column = pl.col(name)
+    if isinstance(dtype, pl.Struct) and not dtype.fields:
+        column = column.struct.json_encode()
+    return column.alias(f"{name} (file)") if name in (ROW, REASON) else column
+
+
 def _write_offending(
     source: Source, plan: _Plan, flags: list[_Flag], path: Path, engine: str
 ) -> int:
@@ -825,11 +846,15 @@ def _write_offending(
         separator="; ", ignore_nulls=True,
     )  # fmt: skip
     partial = path.with_name(path.name + ".partial")
+    index = "_mldeck_tmp_row"  # named ROW at the end: the file may have a column named so
+    while index in source.schema:
+        index += "_"
+    kept = [_kept(name, source.schema[name]) for name in source.columns]
     try:
         (
-            plan.frame(source.frame.with_row_index(ROW))
+            plan.frame(source.frame.with_row_index(index))
             .filter(pl.any_horizontal([f.expr for f in flags]))
-            .select(ROW, *source.columns, reason.alias(REASON))
+            .select(pl.col(index).alias(ROW), *kept, reason.alias(REASON))
             .sink_parquet(partial, engine=engine)
         )
         written = pl.scan_parquet(partial, glob=False).select(pl.len()).collect().item()
