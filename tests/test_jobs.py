@@ -1829,6 +1829,22 @@ def test_health_alerts_run_their_hook_in_the_workspace(ws_store, cli):
     assert again.returncode == 0 and len(list(hooks.glob("got-*.json"))) == 2  # still open
 
 
+def test_jobs_run_waits_for_the_hooks_of_the_alerts_its_job_opened(ws_store, cli):
+    """'jobs run health' without a scheduler returned while its hooks' thread started: the
+    interpreter's shutdown failed it ("can't register atexit after shutdown", a traceback) and
+    the page was never sent."""
+    workspace, _ = ws_store
+    (workspace.root / "save.sh").write_text('sleep 1; cat > "got-$$.json"\n')
+    _with_hook(workspace, "sh save.sh")
+    with open(workspace.root / "mldeck.toml", "a", encoding="utf-8") as config:
+        config.write('\n[jobs.schedules.health]\nkind = "health"\nevery = "15m"\n')
+    done = cli("jobs", "run", "health", cwd=workspace.root)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr
+    got = [json.loads(p.read_text()) for p in workspace.root.glob("got-*.json")]
+    assert sorted(p["rule"] for p in got) == ["health:champion", "health:scheduler"]
+
+
 def test_a_stopped_command_stops_its_hooks_at_once(ws_store):
     """SIGTERM (and Ctrl-C) waited out the hook's whole timeout: the hook runs in a session of
     its own, out of reach of the terminal's signal."""

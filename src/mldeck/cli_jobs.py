@@ -132,6 +132,7 @@ def jobs_run(
     say = None if as_json else (lambda line: out.print(f"  {line}", markup=False))
     runner = JobRunner(ws, store, on_event=say)
     outcome = runner.run(JobRequest.from_schedule(row, trigger=RunTrigger.MANUAL))
+    runner.wait_for_hooks()  # the alerts it opened: their hooks run before the command ends
     if as_json:
         _print_json(outcome.as_dict())
     else:

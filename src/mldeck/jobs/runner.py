@@ -135,6 +135,7 @@ class JobRunner:
         self._running: dict[str, subprocess.Popen | None] = {}
         self._waiting: set[str] = set()  # requests (not fires) waiting for a free slot
         self._stop = threading.Event()
+        self._hook_threads: list[threading.Thread] = []  # alert hooks started, see wait_for_hooks
 
     # -- public -----------------------------------------------------------------------------------
     @property
@@ -257,9 +258,23 @@ class JobRunner:
                           "the scheduler is stopping")  # fmt: skip
             elif opened:
                 run_id = outcome.run_id
-                hook_opened_later(self.workspace, self.store, opened,
-                                  lambda problem: self._hook_problem(run_id, problem))  # fmt: skip
+                self._hooks_started(hook_opened_later(
+                    self.workspace, self.store, opened,
+                    lambda problem: self._hook_problem(run_id, problem)))  # fmt: skip
         return outcome
+
+    def _hooks_started(self, thread: threading.Thread | None) -> None:
+        if thread is not None:
+            with self._lock:
+                self._hook_threads = [t for t in self._hook_threads if t.is_alive()] + [thread]
+
+    def wait_for_hooks(self) -> None:
+        """Wait for the alert hooks this runner's jobs started: a command that ran a job must
+        not exit under them (the interpreter's shutdown killed them, their pages lost)."""
+        with self._lock:
+            threads = list(self._hook_threads)
+        for thread in threads:
+            thread.join()
 
     def _held_back(self, request: JobRequest) -> str:
         """Why a schedule's job is not tried again (empty when it is): its schedule was paused,
@@ -303,8 +318,9 @@ class JobRunner:
         if self._stop.is_set():  # stopping: a hook started now would hold the exit
             return
         # In a thread of their own: here they held the job's slot for as long as they ran.
-        alerts.run_hooks_later(raised, monitor.alert_command, monitor.alert_command_timeout,
-                               self.workspace.root, self._say)  # fmt: skip
+        self._hooks_started(alerts.run_hooks_later(
+            raised, monitor.alert_command, monitor.alert_command_timeout, self.workspace.root,
+            self._say))  # fmt: skip
 
     def _new_run(self, request: JobRequest, attempt: int, total: int, **fields: Any) -> int:
         now = utcnow()
