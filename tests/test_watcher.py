@@ -628,7 +628,11 @@ def test_cli_data_watch_ingests_and_stops_on_ctrl_c(tmp_path, stop):
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert "Traceback" not in process.stderr.read()
+    said = process.stderr.read()
+    assert "Traceback" not in said
+    # Said once ("mldeck: interrupted" came twice for a Ctrl-C).
+    name = "interrupted" if stop == signal.SIGINT else f"stopped ({stop.name})"
+    assert said.strip().splitlines() == [f"mldeck: {name}"], said
     assert incoming_files(ws) == []
     store = open_workspace_store(ws)
     try:

@@ -982,8 +982,8 @@ def data_watch() -> None:
         raise
     if watcher.stopped_by is not None:  # stopped cleanly, by a signal: its exit status says so
         name = signal.Signals(watcher.stopped_by).name
-        print("mldeck: interrupted" if name == "SIGINT" else f"mldeck: stopped ({name})",
-              file=sys.stderr)  # fmt: skip
+        if name != "SIGINT":  # a Ctrl-C's exit status is said by main(): it was said twice
+            print(f"mldeck: stopped ({name})", file=sys.stderr)
         raise typer.Exit(128 + watcher.stopped_by)
 
 
