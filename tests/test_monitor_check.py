@@ -430,6 +430,15 @@ def test_labels_for_a_batch_scored_but_not_checked_name_it(monitored, store, tmp
     done = cli("drift", "labels", str(labels), cwd=monitored.root)
     assert done.returncode == 3
     assert done.stderr.startswith("mldeck: warning: none of the 40 ids in labels.csv")
+    # Scripts get JSON for it, as for any exit 3 (stdout was empty); and naming the batch
+    # with --batch is the same warning (it was an error, exit 2).
+    scripted = cli("drift", "labels", str(labels), "--json", cwd=monitored.root)
+    assert scripted.returncode == 3
+    said = json.loads(scripted.stdout)
+    assert said["kept"] == 0 and said["warning"].startswith("none of the 40 ids in labels.csv")
+    named = cli("drift", "labels", str(labels), "--batch", "churn:v3", cwd=monitored.root)
+    assert named.returncode == 3, named.stderr
+    assert named.stderr.startswith("mldeck: warning: churn:v3 has not been checked for drift")
     check_batch(monitored, store, waiting)
     assert record_labels(monitored, store, labels).matched == 40
 

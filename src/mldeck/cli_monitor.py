@@ -312,10 +312,18 @@ def drift_labels(
     batches not checked yet: those labels are not kept, and passing the file again once their
     batch is checked records them (labels already recorded count once); 2 when none of the ids
     is in any batch (another file, or ids written otherwise)."""
+    from mldeck.errors import NotYet
     from mldeck.monitor.labels import record_labels
 
     ws, store = _open()
-    outcome = record_labels(ws, store, file, batch=batch)
+    try:
+        outcome = record_labels(ws, store, file, batch=batch)
+    except NotYet as exc:
+        if as_json:  # a warning (exit 3), not an error: scripts get JSON as for any outcome
+            _print_json({"file": file.name, "kept": 0, "warning": str(exc)})
+            print(f"mldeck: warning: {exc}", file=sys.stderr)
+            raise typer.Exit(NotYet.exit_code) from None
+        raise
     if as_json:
         _print_json({"file": outcome.file, "rows": outcome.rows, "matched": outcome.matched,
                      "unlabelled": outcome.unlabelled, "unmatched": outcome.unmatched,

@@ -254,8 +254,8 @@ def record_labels(
         from mldeck.store.queries import resolve_version
 
         chosen = resolve_version(store, batch)
-        if chosen not in latest:
-            raise MldeckError(
+        if chosen not in latest:  # a warning, as for the ids of batches not checked yet
+            raise NotYet(
                 f"{batch} has not been checked for drift with a model yet: run "
                 f"'mldeck drift check {batch}', then pass the labels again"
             )
