@@ -1129,6 +1129,11 @@ def test_one_file_fixed_with_its_own_separator_and_read_with_it_later(ws, store,
     again = ingest.revalidate(ws, store, semi.version_id)
     assert again.status == "accepted"
     assert version_detail(store, semi.version_id).row.status == "accepted"
+    # A separator given wrong is what to change, not [data]'s, which this version does not read.
+    wrong = ingest.revalidate(ws, store, semi.version_id, separator="|")
+    assert wrong.status == "rejected"
+    assert wrong.reasons == ["one column named 'id;amount;kind;note': the file looks "
+                             "';'-separated (revalidate it with --separator)"]  # fmt: skip
     # A Parquet or NDJSON file has no separator: asking for one is refused, not recorded.
     ndjson = ingest_file(ws, store, put(tmp_path, "rows.ndjson",
                                         '{"id": 9, "amount": 1.5, "kind": "a", "note": "x"}\n'))  # fmt: skip

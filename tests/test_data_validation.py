@@ -196,7 +196,7 @@ def test_exact_quantiles_are_one_aggregate_per_column(tmp_path):
     assert profile["columns"]["n3"]["quantiles"]["0.5"] == 2.0
 
 
-@pytest.mark.parametrize(("separator", "shown"), [(";", "';'"), ("\t", "'\\\\t'"), ("|", "'|'")])
+@pytest.mark.parametrize(("separator", "shown"), [(";", "';'"), ("\t", "'\\t'"), ("|", "'|'")])
 def test_a_wrong_delimiter_is_named_not_read_as_one_column(tmp_path, separator, shown):
     text = separator.join("abc") + "\n" + separator.join(["1", "x", "2.0"]) + "\n"
     path = write(tmp_path, "wrong.csv", text)

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mldeck import audit, provenance
 from mldeck.data.readers import (
+    SET_SEPARATOR,
     ReadError,
     Source,
     check_separator,
@@ -396,6 +397,16 @@ def revalidate(
         workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
         result = _validated(stored, settings, rows_file=rows_file,
                             reference=reference_of(store, ds.name))  # fmt: skip
+        if given and result.read_error:
+            # The version's own separator, not [data]'s, is read: that is what to change (it
+            # said to set [data] csv_separator, which this version does not read).
+            for check in result.checks:
+                check.detail = check.detail.replace(
+                    SET_SEPARATOR, "(revalidate it with --separator)"
+                )
+            result.read_error = result.read_error.replace(
+                SET_SEPARATOR, "(revalidate it with --separator)"
+            )
         report = _with_separator(result, separator_for(stored, settings.csv_separator))
         if given:
             report["separator_given"] = True

@@ -133,6 +133,9 @@ def check_separator(separator: str) -> str:
     return separator
 
 
+SET_SEPARATOR = "(set [data] csv_separator)"  # what a file read with [data]'s separator says
+
+
 def open_source(
     path: Path,
     *,
@@ -279,8 +282,8 @@ def _check_header(head: bytes, separator: str) -> list[str]:
             if other != separator and other in names[0]:
                 shown = "\\t" if other == "\t" else other
                 raise ReadError(
-                    f"one column named {names[0][:60]!r}: the file looks {shown!r}-separated "
-                    f"(set [data] csv_separator)"
+                    f"one column named {names[0][:60]!r}: the file looks '{shown}'-separated "
+                    f"{SET_SEPARATOR}"
                 )
     seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
