@@ -141,6 +141,23 @@ def test_parquet_and_ndjson_files_become_versions(ws, store, tmp_path, suffix):
     assert stored_file(ws, outcome.sha256, suffix).read_bytes() == path.read_bytes()
 
 
+@pytest.mark.parametrize(("name", "writer", "kind"), [("batch.csv", "parquet", "parquet"),
+                                                    ("batch", "parquet", "parquet"),
+                                                    ("batch", "ndjson", "ndjson"),
+                                                    ("batch.jsonl", "ndjson", "ndjson")])  # fmt: skip
+def test_a_file_is_recorded_in_the_format_it_was_read_as(ws, store, tmp_path, name, writer, kind):
+    """A Parquet file named .csv was read as text ("not UTF-8 text: byte 0xc0"); one without a
+    suffix was read right but recorded as csv, a .jsonl one as "jsonl"."""
+    frame = pl.DataFrame(
+        {"id": [1, 2], "amount": [1.5, 2.5], "kind": ["a", "b"], "note": ["x", None]}
+    )
+    path = tmp_path / name
+    frame.write_parquet(path) if writer == "parquet" else frame.write_ndjson(path)
+    outcome = ingest_file(ws, store, path)
+    assert outcome.status == "accepted", outcome.reasons
+    assert version_detail(store, outcome.version_id).file_format == kind
+
+
 def test_glob_characters_in_paths_are_read_as_written(tmp_path):
     """Polars expands '[', ']', '*' and '?' in the paths it scans: a workspace in 'team [a]',
     files named 'week [3]', and a quarantined-rows file there are all read as written."""

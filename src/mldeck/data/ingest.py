@@ -654,7 +654,7 @@ def _record(
                                  rows_file=rows_file)  # fmt: skip
         version = DatasetVersion(
             dataset_id=ds.id, version=number, sha256=sha, source_path=source_name,
-            stored_path=str(stored.relative_to(root)), file_format=stored.suffix.lstrip(".") or "csv",
+            stored_path=str(stored.relative_to(root)), file_format=_format_of(stored),
             size_bytes=size, n_rows=result.n_rows, n_cols=result.n_cols, status=result.status,
             schema_=result.schema, profile=result.profile, report=report,
             run_id=validate_run, quarantine_path=quarantine,
@@ -753,6 +753,16 @@ def _validated(
     if as_reference:
         return reference_profile(source, settings)
     return validate(source, settings, reference=reference, offending_path=rows_file)
+
+
+def _format_of(stored: Path) -> str:
+    """The format the file was read as (csv, parquet or ndjson): a file without a suffix was
+    recorded as csv whatever it held, a ``.jsonl`` one as "jsonl"."""
+    try:
+        with open(stored, "rb") as fh:
+            return detect_format(stored, fh.read(8))
+    except OSError:
+        return stored.suffix.lstrip(".").lower() or "csv"
 
 
 def _quarantine(

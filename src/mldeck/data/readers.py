@@ -108,7 +108,11 @@ def stored_types(schema: Mapping[str, str]) -> dict[str, pl.DataType]:
 
 
 def detect_format(path: Path, head: bytes) -> str:
-    """``csv``, ``parquet`` or ``ndjson``, from the suffix, else from the first bytes."""
+    """``csv``, ``parquet`` or ``ndjson``, from the suffix, else from the first bytes; a Parquet
+    file under another suffix by its magic bytes (it was read as text: "not UTF-8 text: byte
+    0xc0"), unless they begin a CSV header naming a column PAR1."""
+    if head.startswith(b"PAR1") and head[4:5] not in (b"", b",", b";", b"\t", b"|", b"\r", b"\n"):
+        return "parquet"
     by_suffix = FORMATS.get(path.suffix.lower())
     if by_suffix:
         return by_suffix
