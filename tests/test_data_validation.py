@@ -352,6 +352,25 @@ def test_nan_and_infinities_fail_the_finite_check_unless_allowed(tmp_path):
     assert not [c for c in allowed.checks if c.check == "finite"]
 
 
+@pytest.mark.parametrize(("body", "near"), [
+    ('id,name\n1,ok\n5,12" screen\n', "line 3: '12\" screen'"),
+    ('id,name\n7,z\n1,"a"b\n2,c\n', "line 3: '\"a\"b'"),
+    ('id,name\n1,a\n2,"b\n3,c\n', "near '\"b'"),
+])  # fmt: skip
+def test_a_quote_polars_cannot_read_is_named_with_its_line(tmp_path, body, near):
+    """'CSV malformed: expected 0 rows, actual 2 rows, in chunk starting at row_offset 0' and
+    "could not parse `\"b` as dtype `str`": polars' cause was cut off, and no line named; a
+    quoted field holding the separator and doubled quotes is no stray quote."""
+    status, reasons = reasons_of(write(tmp_path, "q.csv", body))
+    assert status in ("unreadable", "rejected")  # found as it opens, or as it is read
+    (reason,) = reasons
+    assert reason.startswith("a quote the CSV reader cannot read (a field holding quotes is "
+                             "quoted whole and its quotes doubled")  # fmt: skip
+    assert reason.endswith(near), reason
+    fine = write(tmp_path, "fine.csv", 'id,name\n7,"z, y"\n1,"a ""q"" b"\n')
+    assert run(fine).status == "accepted"
+
+
 def test_columns_named_like_the_offending_rows_own_are_kept_beside_them(tmp_path):
     """A column named _mldeck_row or _mldeck_reason made a file with a failing row
     "unreadable" (a duplicate column in the offending rows' file): its verdict was lost."""

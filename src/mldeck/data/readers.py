@@ -319,6 +319,28 @@ def _first_long_record(path: Path, separator: str) -> str | None:
     return None
 
 
+def _first_stray_quote(path: Path, separator: str) -> str | None:
+    """Where the first quote polars cannot read is: inside a field that is not quoted
+    (``12" screen``), or text after a field's closing quote (``"a"b``). Fields are split at the
+    separator without reading quotes, so a quoted field holding the separator is not
+    mistaken: its pieces begin or end with the quote."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, start=1):
+                if number > RAGGED_SEARCH_RECORDS:
+                    break
+                for piece in line.rstrip("\r\n").split(separator):
+                    inner = piece.strip()
+                    stray = '"' in inner and not (inner.startswith('"') or inner.endswith('"'))
+                    after = (inner.startswith('"') and not inner.endswith('"')
+                             and inner.count('"') >= 2)  # fmt: skip
+                    if stray or after:
+                        return f"line {number}: {inner[:60]!r}"
+    except OSError:
+        pass
+    return None
+
+
 def _first_bad_json_line(path: Path) -> str | None:
     """Which line of an NDJSON file is not a JSON object, and why (polars counts characters
     from a point it does not name)."""
@@ -358,6 +380,16 @@ def explain(
         return f"truncated or damaged Parquet file: {text[:160]}"
     if file_format == "ndjson":
         return f"not valid NDJSON: {(path and _first_bad_json_line(path)) or text[:160]}"
+    whole = str(exc)
+    if file_format == "csv" and ("not properly escaped" in whole or "csv malformed" in lower):
+        # polars' cause is at the end of its message, without a line number (or absent)
+        where = path and _first_stray_quote(path, separator)
+        field = re.search(r"Field `([^`\n]{0,60})", whole)
+        near = where or (f"near {field.group(1)!r}" if field else text[:160])
+        return (
+            "a quote the CSV reader cannot read (a field holding quotes is quoted whole and "
+            f'its quotes doubled, "12"" screen"; a quote opened is closed): {near}'
+        )
     return f"cannot read the {file_format.upper()} file: {text[:200]}"
 
 
