@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy.exc import OperationalError
 
 from mldeck import provenance
@@ -52,6 +52,7 @@ from mldeck.store.models import (
     RunLog,
     RunStatus,
     RunTrigger,
+    fitted_value,
     utcnow,
 )
 from mldeck.workspace import Workspace, discover, open_workspace_store
@@ -369,15 +370,16 @@ class ActiveRun:
         self._write_end(status, error)
 
     def _write_end(self, status: RunStatus, error: str | None) -> None:
+        # One UPDATE, not the ORM's load-and-flush: run at the interpreter's exit, the ORM's
+        # first use of its code generates functions with exec(), which cleared Python's note of
+        # an uncaught Ctrl-C (the script exited 1, not 130).
+        changes: dict[str, Any] = {"status": status, "ended_at": utcnow()}
+        if error is not None:  # fitted as the ORM's flush fits text (NUL, lone surrogates)
+            changes["error"] = fitted_value(Run, "error", error)
+        if status == RunStatus.SUCCEEDED:
+            changes["progress"] = 1.0
         with self.store.write() as session:
-            run = session.get(Run, self.id)
-            run.status = status
-            run.ended_at = utcnow()
-            if error is not None:
-                run.error = error
-            if status == RunStatus.SUCCEEDED:
-                run.progress = 1.0
-            session.add(run)
+            session.execute(update(Run).where(Run.id == self.id).values(**changes))
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
