@@ -649,8 +649,12 @@ def test_a_filter_that_matches_nothing_says_so(cli, tmp_path):
     data = tmp_path / "one.csv"
     data.write_text("a,b\n1,2\n")
     assert cli("data", "ingest", str(data), cwd=root).returncode == 0
-    result = cli("data", "list", "--dataset", "nope", cwd=root)
+    result = cli("data", "list", "--status", "rejected", cwd=root)
     assert (result.returncode, result.stdout.strip()) == (0, "No dataset versions match.")
+    # A dataset that does not exist is a typo, said with the datasets there are (as 'models
+    # list --model' says): "No dataset versions match." read as an empty dataset.
+    typo = cli("data", "list", "--dataset", "nope", cwd=root)
+    assert_one_line_error(typo, "no dataset 'nope' (datasets: ")
 
 
 @pytest.mark.parametrize("width", [40, 50, 60, 80, 120])

@@ -727,6 +727,15 @@ def data_list(
         raise MldeckError(f"unknown status {status!r}: accepted, warned or rejected")
     _, store = _open()
     rows, total = list_versions(store, dataset=dataset, status=status, limit=limit)
+    if dataset is not None and not rows:  # a typo, not an empty dataset (as models list says)
+        from sqlmodel import select
+
+        from mldeck.store.models import Dataset
+
+        with store.read() as session:
+            names = sorted(session.execute(select(Dataset.name)).scalars())
+        if dataset not in names:
+            raise NotFound(f"no dataset {dataset!r} (datasets: {', '.join(names) or 'none yet'})")
     if not rows and (dataset or status) and list_versions(store, limit=1)[1]:
         empty = "No dataset versions match."
     else:
