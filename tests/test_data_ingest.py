@@ -564,7 +564,7 @@ def test_a_configured_reference_already_stored_as_a_batch_is_adopted(workspace, 
 
 def test_content_stored_as_a_batch_cannot_silently_become_a_reference(ws, store, tmp_path):
     batch = ingest_file(ws, store, put(tmp_path, "batch.csv", GOOD))
-    with pytest.raises(MldeckError, match=r"already stored as events v1, a batch"):
+    with pytest.raises(MldeckError, match=r"already stored as events:v1, a batch"):
         ingest_file(ws, store, put(tmp_path, "ref.csv", GOOD), as_reference=True)
     assert not list_versions(store)[0][0].is_reference
     with store.read() as session:

@@ -261,19 +261,19 @@ def ingest_file(
         if (
             asked and name != dataset
         ):  # one content, one version: it is not copied into another dataset
-            problem = (f"{source_name} is already stored as {name} v{version.version}; the same "
+            problem = (f"{source_name} is already stored as {name}:v{version.version}; the same "
                        f"content is one version, so it is not added to dataset {dataset!r}")  # fmt: skip
             _fail_run(store, ingest_run, problem)
             raise MldeckError(problem)
         if as_reference and not adopt and not _is_reference(store, version):
-            problem = (f"{source_name} is already stored as {name} v{version.version}, a batch;"
+            problem = (f"{source_name} is already stored as {name}:v{version.version}, a batch;"
                        " a file becomes a reference only when it is first ingested with --reference")  # fmt: skip
             _fail_run(store, ingest_run, problem)
             raise MldeckError(problem)
         _finish_duplicate(store, ingest_run, version)
         if consume:
             _consume(path, before)
-        say(f"{file_name}: same content as {name} v{version.version}; not ingested again")
+        say(f"{file_name}: same content as {name}:v{version.version}; not ingested again")
         return IngestOutcome(version.id, name, version.version, sha, version.status, True,
                              source_name, reasons_from_report(version.report),
                              version.quarantine_path, notes)  # fmt: skip
@@ -299,7 +299,7 @@ def ingest_file(
         raise
     if consume:
         _consume(path, before)
-    say(f"{file_name}: {outcome.dataset} v{outcome.version} {outcome.status}")
+    say(f"{file_name}: {outcome.dataset}:v{outcome.version} {outcome.status}")
     if as_reference and not outcome.duplicate and outcome.status == "rejected":
         name = f"[data] reference {workspace.settings.data.reference}" if adopt else source_name
         notes.append(_not_the_reference(outcome.dataset, outcome.version, name))
@@ -537,7 +537,7 @@ def _ensure_reference(
     label = f"{outcome.dataset}:v{outcome.version}"
     if outcome.duplicate and reference_of(store, dataset) is None:
         if outcome.dataset != dataset:
-            note(f"[data] reference {configured} is stored as {outcome.dataset} v{outcome.version};"
+            note(f"[data] reference {configured} is stored as {outcome.dataset}:v{outcome.version};"
                  f" {dataset} has no reference: batches are profiled without its bins")  # fmt: skip
         elif outcome.status == "rejected":  # a rejected batch is no baseline
             note(_not_the_reference(dataset, outcome.version, f"[data] reference {configured}"))
