@@ -753,7 +753,7 @@ def test_small_cli_answers_say_what_is_true(tmp_path, cli):
     )
     # The same content named for another dataset is one version: said, not silently ignored.
     again = cli("data", "ingest", "--dataset", "two", str(tmp_path / "ab.csv"), cwd=root)
-    assert_one_line_error(again, "already stored as one v1", "not added to dataset 'two'")
+    assert_one_line_error(again, "already stored as one:v1", "not added to dataset 'two'")
     # A header without rows teaches nothing about types or nulls.
     assert_one_line_error(cli("data", "infer", str(tmp_path / "header.csv"), cwd=root),
                           "no rows")  # fmt: skip
