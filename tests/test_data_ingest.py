@@ -152,10 +152,21 @@ def test_a_file_is_recorded_in_the_format_it_was_read_as(ws, store, tmp_path, na
         {"id": [1, 2], "amount": [1.5, 2.5], "kind": ["a", "b"], "note": ["x", None]}
     )
     path = tmp_path / name
-    frame.write_parquet(path) if writer == "parquet" else frame.write_ndjson(path)
+    if writer == "parquet":
+        frame.write_parquet(path)
+    else:  # blank lines first: the format is sniffed as far as the reader sniffs it
+        path.write_text("\n" * 12 + frame.write_ndjson())
     outcome = ingest_file(ws, store, path)
     assert outcome.status == "accepted", outcome.reasons
     assert version_detail(store, outcome.version_id).file_format == kind
+
+
+def test_a_csv_whose_first_column_begins_with_par1_is_read_as_csv(ws, store, tmp_path):
+    """Parquet is told by its first and last bytes: a header 'PAR1_score,...' is text."""
+    outcome = ingest_file(ws, store, put(tmp_path, "par.csv", "PAR1_score,b\n1,2\n3,4\n"))
+    # Read as CSV (its columns are not this dataset's): it was "truncated or damaged Parquet".
+    assert "columns: unexpected columns: 'PAR1_score', 'b'" in outcome.reasons
+    assert version_detail(store, outcome.version_id).file_format == "csv"
 
 
 def test_glob_characters_in_paths_are_read_as_written(tmp_path):

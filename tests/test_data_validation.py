@@ -353,21 +353,22 @@ def test_nan_and_infinities_fail_the_finite_check_unless_allowed(tmp_path):
 
 
 @pytest.mark.parametrize(("body", "near"), [
-    ('id,name\n1,ok\n5,12" screen\n', "line 3: '12\" screen'"),
-    ('id,name\n7,z\n1,"a"b\n2,c\n', "line 3: '\"a\"b'"),
-    ('id,name\n1,a\n2,"b\n3,c\n', "near '\"b'"),
+    ('id,name\n1,ok\n5,12" screen\n', "line 3: a quote inside a field that is not quoted"),
+    ('id,name\n7,z\n1,"a"b\n2,c\n', "line 3: text after a closing quote"),
+    ('id,name\n1,a\n2,"b\n3,c\n', "line 3: a quote opened and never closed"),
+    # A quoted field holding the separator and doubled quotes is no stray quote.
+    ('id,name\n1,"say ""hi"" there, friend"\n2,ok\n3,12" screen\n',
+     "line 4: a quote inside a field that is not quoted"),
 ])  # fmt: skip
 def test_a_quote_polars_cannot_read_is_named_with_its_line(tmp_path, body, near):
     """'CSV malformed: expected 0 rows, actual 2 rows, in chunk starting at row_offset 0' and
-    "could not parse `\"b` as dtype `str`": polars' cause was cut off, and no line named; a
-    quoted field holding the separator and doubled quotes is no stray quote."""
+    "could not parse `\"b` as dtype `str`": polars' cause was cut off, and no line named."""
     status, reasons = reasons_of(write(tmp_path, "q.csv", body))
     assert status in ("unreadable", "rejected")  # found as it opens, or as it is read
     (reason,) = reasons
-    assert reason.startswith("a quote the CSV reader cannot read (a field holding quotes is "
-                             "quoted whole and its quotes doubled")  # fmt: skip
-    assert reason.endswith(near), reason
-    fine = write(tmp_path, "fine.csv", 'id,name\n7,"z, y"\n1,"a ""q"" b"\n')
+    assert reason == (f"a quote the CSV reader cannot read, {near} (a field holding quotes is "
+                      'quoted whole and its quotes doubled: "12"" screen")')  # fmt: skip
+    fine = write(tmp_path, "fine.csv", 'id,name\n7,"z, y"\n1,"a ""q"" b"\n8,"two\nlines"\n')
     assert run(fine).status == "accepted"
 
 
@@ -390,6 +391,11 @@ def test_an_ndjson_object_without_fields_is_kept_as_its_text(tmp_path):
                  data_settings(columns={"x": {"type": "int", "max": 100}}))  # fmt: skip
     assert result.status == "rejected" and result.read_error is None
     assert check(result, "max", "x").examples == [{"_mldeck_row": 0, "x": 500, "z": "{}"}]
+    # One level down, the rows are not kept; the file is not said to be invalid NDJSON.
+    nested = write(tmp_path, "nested.ndjson", '{"x":500,"z":{"a":{}}}\n{"x":6,"z":{"a":{}}}\n')
+    result = run(nested, data_settings(columns={"x": {"type": "int", "max": 100}}))
+    detail = check(result, "max", "x").detail
+    assert "the offending rows were not kept: " in detail and "not valid NDJSON" not in detail
 
 
 def test_offending_rows_that_cannot_be_kept_leave_the_verdict_and_say_so(tmp_path, monkeypatch):

@@ -10,9 +10,11 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from sqlalchemy import select
@@ -388,6 +390,13 @@ def test_a_store_refusing_a_runs_end_leaves_it_to_the_exit_hook_with_its_points(
         monkeypatch.setattr(run.store, "write", locked)
     assert run_detail(store, run.id).run.status == RunStatus.RUNNING
     monkeypatch.setattr(run.store, "write", write)
+    # Ended, though not yet recorded: a later run's worker threads still find their run.
+    with start_run(name="next", workspace=workspace) as later:
+        found: list = []
+        worker = threading.Thread(target=lambda: found.append(tracking.active_run()))
+        worker.start()
+        worker.join()
+        assert found == [later]
     tracking._end_open_runs()  # what the interpreter's exit runs
     assert run_detail(store, run.id).run.status == RunStatus.SUCCEEDED
     assert keys(store, run.id) == {"loss": 1}
@@ -470,6 +479,7 @@ def test_misused_calls_are_refused_in_one_sentence(workspace, store, tmp_path):
             run.set_progress(10**400)
         with pytest.raises(MldeckError, match="metrics are a dict"):
             run.log_metrics([("a", 1)])
+        run.log_metrics(MappingProxyType({"b": 1.0}))  # any mapping, as before
         with pytest.raises(MldeckError, match="read the same as text"):
             run.log_metrics({1: 5.0, "1": 6.0})
         run.log_metric("a", 1.0, step=STEP_MAX)
@@ -479,7 +489,7 @@ def test_misused_calls_are_refused_in_one_sentence(workspace, store, tmp_path):
         run.log_param("huge", 10**5000)  # past Python's int-to-text limit
     detail = run_detail(store, run.id)
     assert detail.run.params["huge"] == f"an integer of {(10**5000).bit_length()} bits"
-    assert detail.run.progress == 1.0 and keys(store, run.id) == {"a": 1}
+    assert detail.run.progress == 1.0 and keys(store, run.id) == {"a": 1, "b": 1}
 
 
 def test_a_script_outside_a_workspace_is_told_how_to_name_one(tmp_path, monkeypatch):

@@ -334,7 +334,8 @@ def daemon(
     ] = None,
 ) -> None:
     """Run the scheduler headless (for tmux or a systemd unit) until SIGTERM, SIGHUP or Ctrl-C,
-    a clean stop: exit status 0 (a service manager stopping it is no failure).
+    a clean stop once it has started: exit status 0 (a service manager stopping it is no
+    failure).
 
     Only one process acts per workspace: a second daemon (or a console) waits and takes over
     within [jobs] lease_seconds when the acting one dies. The daemon also watches

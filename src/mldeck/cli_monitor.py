@@ -320,7 +320,10 @@ def drift_labels(
         outcome = record_labels(ws, store, file, batch=batch)
     except NotYet as exc:
         if as_json:  # a warning (exit 3), not an error: scripts get JSON as for any outcome
-            _print_json({"file": file.name, "kept": 0, "warning": str(exc)})
+            _print_json({"file": file.name, "rows": None, "matched": 0, "unlabelled": None,
+                         "unmatched": None, "unmatched_examples": [], "unchecked": [],
+                         "batches": [], "alerts": [], "hook_problems": [],
+                         "kept": 0, "warning": str(exc)})  # fmt: skip
             print(f"mldeck: warning: {exc}", file=sys.stderr)
             raise typer.Exit(NotYet.exit_code) from None
         raise

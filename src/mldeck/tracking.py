@@ -466,7 +466,7 @@ class ActiveRun:
     ) -> None:
         """Buffer metric points; without *step*, each key counts its own steps from 0."""
         self._check_open()
-        if not isinstance(metrics, dict):
+        if not hasattr(metrics, "items"):  # a dict, a mappingproxy, a pandas Series ...
             raise MldeckError(f"metrics are a dict of names and values, not "
                               f"{type(metrics).__name__}")  # fmt: skip
         ts = utcnow() if timestamp is None else _metric_time(timestamp)
@@ -688,7 +688,10 @@ def _end_open_runs() -> None:
                 run.end(RunStatus.FAILED, error=_uncaught[-1][1])
             else:
                 run.end(RunStatus.SUCCEEDED)
-        except Exception:  # the interpreter is exiting: nothing else can be done
+        except Exception as exc:  # the interpreter is exiting: said, nothing else to do
+            cause = exc.__cause__ or exc  # the store's refusal, under end()'s sentence
+            print(f"mldeck: run {run.id} ({run.name}) could not be recorded as ended "
+                  f"({_first_line(cause)})", file=sys.stderr)  # fmt: skip
             continue
 
 
@@ -721,7 +724,7 @@ def active_run() -> ActiveRun:
     (a thread does not inherit its context), the one run open in the process, if there is one."""
     run = _active.get()
     if run is None:
-        entered = [r for r in _open_runs.values() if r._token is not None]
+        entered = [r for r in _open_runs.values() if r._token is not None and not r._ended]
         if len(entered) == 1:
             return entered[0]
         if len(entered) > 1:

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from mldeck import audit, provenance
 from mldeck.data.readers import (
     SET_SEPARATOR,
+    SNIFF_BYTES,
     ReadError,
     Source,
     check_separator,
@@ -382,7 +383,7 @@ def revalidate(
         given = separator is not None
     if separator is not None:
         with open(stored, "rb") as fh:
-            kind = detect_format(stored, fh.read(8))
+            kind = detect_format(stored, fh.read(SNIFF_BYTES))
         if kind != "csv":  # it would be recorded, and say a separator that was never used
             what = "a Parquet" if kind == "parquet" else "an NDJSON"
             raise MldeckError(f"{label} is {what} file: --separator is for CSV files")
@@ -760,7 +761,7 @@ def _format_of(stored: Path) -> str:
     recorded as csv whatever it held, a ``.jsonl`` one as "jsonl"."""
     try:
         with open(stored, "rb") as fh:
-            return detect_format(stored, fh.read(8))
+            return detect_format(stored, fh.read(SNIFF_BYTES))
     except OSError:
         return stored.suffix.lstrip(".").lower() or "csv"
 

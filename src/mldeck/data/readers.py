@@ -107,11 +107,22 @@ def stored_types(schema: Mapping[str, str]) -> dict[str, pl.DataType]:
     return {name: STORED_TYPES[dtype] for name, dtype in schema.items() if dtype in STORED_TYPES}
 
 
+def _ends_as_parquet(path: Path) -> bool:
+    """Whether *path* ends with Parquet's footer marker too (a CSV whose first column is named
+    PAR1_score begins like one)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            return fh.read(4) == b"PAR1"
+    except OSError:  # shorter than 4 bytes, a pipe
+        return False
+
+
 def detect_format(path: Path, head: bytes) -> str:
     """``csv``, ``parquet`` or ``ndjson``, from the suffix, else from the first bytes; a Parquet
     file under another suffix by its magic bytes (it was read as text: "not UTF-8 text: byte
-    0xc0"), unless they begin a CSV header naming a column PAR1."""
-    if head.startswith(b"PAR1") and head[4:5] not in (b"", b",", b";", b"\t", b"|", b"\r", b"\n"):
+    0xc0"): it begins and ends with PAR1."""
+    if head.startswith(b"PAR1") and _ends_as_parquet(path):
         return "parquet"
     by_suffix = FORMATS.get(path.suffix.lower())
     if by_suffix:
@@ -321,24 +332,40 @@ def _first_long_record(path: Path, separator: str) -> str | None:
 
 def _first_stray_quote(path: Path, separator: str) -> str | None:
     """Where the first quote polars cannot read is: inside a field that is not quoted
-    (``12" screen``), or text after a field's closing quote (``"a"b``). Fields are split at the
-    separator without reading quotes, so a quoted field holding the separator is not
-    mistaken: its pieces begin or end with the quote."""
+    (``12" screen``), text after a field's closing quote (``"a"b``), or a quote never closed.
+    Read as CSV quoting reads it (a quoted field may hold separators, line breaks and doubled
+    quotes), over the first RAGGED_SEARCH_RECORDS lines."""
+    quoted = closed = False  # inside a quoted field; just after its closing quote
+    start = True  # at the start of a field
+    opened = 0  # the line a quoted field opened on
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
             for number, line in enumerate(fh, start=1):
                 if number > RAGGED_SEARCH_RECORDS:
-                    break
-                for piece in line.rstrip("\r\n").split(separator):
-                    inner = piece.strip()
-                    stray = '"' in inner and not (inner.startswith('"') or inner.endswith('"'))
-                    after = (inner.startswith('"') and not inner.endswith('"')
-                             and inner.count('"') >= 2)  # fmt: skip
-                    if stray or after:
-                        return f"line {number}: {inner[:60]!r}"
+                    return None
+                position, end = 0, len(line)
+                while position < end:
+                    char = line[position]
+                    if quoted:
+                        if char == '"':
+                            if line[position + 1 : position + 2] == '"':
+                                position += 1  # a doubled quote: one quote of the text
+                            else:
+                                quoted, closed = False, True
+                    elif char in "\r\n" or char == separator:
+                        start, closed = True, False
+                    elif closed:
+                        return f"line {number}: text after a closing quote"
+                    elif char == '"':
+                        if not start:
+                            return f"line {number}: a quote inside a field that is not quoted"
+                        quoted, opened, start = True, number, False
+                    else:
+                        start = False
+                    position += 1
     except OSError:
-        pass
-    return None
+        return None
+    return f"line {opened}: a quote opened and never closed" if quoted else None
 
 
 def _first_bad_json_line(path: Path) -> str | None:
@@ -386,10 +413,8 @@ def explain(
         where = path and _first_stray_quote(path, separator)
         field = re.search(r"Field `([^`\n]{0,60})", whole)
         near = where or (f"near {field.group(1)!r}" if field else text[:160])
-        return (
-            "a quote the CSV reader cannot read (a field holding quotes is quoted whole and "
-            f'its quotes doubled, "12"" screen"; a quote opened is closed): {near}'
-        )
+        return (f"a quote the CSV reader cannot read, {near} (a field holding quotes is quoted "
+                'whole and its quotes doubled: "12"" screen")')  # fmt: skip
     return f"cannot read the {file_format.upper()} file: {text[:200]}"
 
 

@@ -784,7 +784,8 @@ def validate(
                 # The rows could not be kept (a type Parquet cannot hold): the file was read
                 # and counted all the same, and is judged on that (it was called unreadable).
                 offending = 0
-                unkept = f"the offending rows were not kept: {source.why(exc)}"
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                unkept = f"the offending rows were not kept: {first[:200]}"
         if None in counts:
             # Counted in the offending rows just written (every row such a flag marks is there),
             # or else in a pass of their own over the file.
