@@ -503,20 +503,25 @@ async def test_the_command_palette_opens_with_colon_and_ctrl_p(seeded, key) -> N
         await until(pilot, lambda: isinstance(app.screen, CommandPalette))
 
 
+async def _top_bar_on(pilot, app, key: str, title: str) -> tuple[TopBar, str]:
+    """The top bar of the screen *key* opens, with a screen title and 3 alerts (1 critical)."""
+    await settle(pilot)
+    await pilot.press(key)
+    await settle(pilot)
+    bar = app.screen.query_one(TopBar)
+    assert bar.champion
+    bar.screen_title = title
+    bar.alerts = (3, 1)
+    await pilot.pause()
+    return bar, bar.champion
+
+
 async def test_the_top_bar_keeps_the_champion_and_the_store_problem_at_80_columns(seeded) -> None:
     """Tighter and tighter, not cut: the workspace's name and the word 'champion' give way to
     the alerts and the champion; a store problem comes before both."""
     app = make_app(*seeded)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        await pilot.press("2")
-        await settle(pilot)
-        bar = app.screen.query_one(TopBar)
-        champion = bar.champion
-        assert champion
-        bar.screen_title = "churn:v12 · x"
-        bar.alerts = (3, 1)
-        await pilot.pause()
+        bar, champion = await _top_bar_on(pilot, app, "2", "churn:v12 · x")
         line = bar.render().plain
         assert line.endswith(f"▲ 3 alerts │ ★ {champion}"), line
         assert bar.render().cell_len <= bar.content_size.width  # whole on the screen
@@ -531,14 +536,7 @@ async def test_the_top_bar_keeps_the_alerts_and_the_champion_at_40_columns(seede
     what every screen must show."""
     app = make_app(*seeded)
     async with app.run_test(size=(40, 20)) as pilot:
-        await settle(pilot)
-        await pilot.press("5")
-        await settle(pilot)
-        bar = app.screen.query_one(TopBar)
-        champion = bar.champion
-        bar.screen_title = "churn:v12"
-        bar.alerts = (3, 1)
-        await pilot.pause()
+        bar, champion = await _top_bar_on(pilot, app, "5", "churn:v12")
         line = bar.render().plain
         assert line == f"mldeck │ 5 Drift │ ▲ 3 │ ★ {champion}", line
         assert bar.render().cell_len <= bar.content_size.width
