@@ -145,9 +145,10 @@ async def test_batches_and_the_timeline(drift_seeded) -> None:
         timeline = app.screen.query_one("#drift-timeline", TimelinePlot)
         assert [r.batch for r in timeline.rows] == ["churn:v2", "churn:v3", "churn:v5"]
         assert [r.alerts > 0 for r in timeline.rows] == [False, False, True]
+        assert [r.performance_alerts for r in timeline.rows] == [0, 0, 0]  # drift alerts only
         # What the lines are is said beside the charts (plotext's legend hid the first points).
         legend = str(app.screen.query_one("#drift-timeline-legend").render())
-        assert "drift share %" in legend and "threshold" in legend and "▲ alerts" in legend
+        assert "drift share %" in legend and "threshold" in legend and "▲ drift alerts" in legend
         assert "drift share" not in "".join(screen_lines(app, "#drift-timeline"))
         # A bigger window: the charts are built again for it (they kept the old size).
         await pilot.resize_terminal(120, 34)
