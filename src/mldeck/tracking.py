@@ -66,16 +66,6 @@ _stores: dict[str, tuple[Workspace, Store, tuple[int, int] | None]] = {}
 _stores_lock = threading.Lock()
 
 
-def _file_identity(store: Store) -> tuple[int, int] | None:
-    """A SQLite store file's device and inode (None for a server, or a file that is gone)."""
-    path = store.sqlite_path
-    try:
-        st = path.stat() if path is not None else None
-    except OSError:
-        return None
-    return None if st is None else (st.st_dev, st.st_ino)
-
-
 def _workspace_store(workspace: Workspace | Path | str | None) -> tuple[Workspace, Store]:
     """The workspace and its store, opened once per process; opened again when its SQLite file
     was replaced (a workspace deleted and made again under a notebook: its runs went to the
@@ -84,11 +74,11 @@ def _workspace_store(workspace: Workspace | Path | str | None) -> tuple[Workspac
     key = f"{ws.root}|{ws.db_url}"
     with _stores_lock:
         cached = _stores.get(key)
-        if cached is not None and _file_identity(cached[1]) != cached[2]:
+        if cached is not None and cached[1].file_identity() != cached[2]:
             cached = None  # runs still open keep the store they have
         if cached is None:
             store = open_workspace_store(ws)
-            cached = _stores[key] = (ws, store, _file_identity(store))
+            cached = _stores[key] = (ws, store, store.file_identity())
         return cached[0], cached[1]
 
 

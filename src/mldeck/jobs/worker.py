@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         tracking._stores[f"{workspace.root}|{workspace.db_url}"] = (
             workspace,
             store,
-            tracking._file_identity(store),
+            store.file_identity(),
         )
     with store.read() as session:
         run = session.get(Run, args.run)

@@ -215,6 +215,16 @@ class Store:
         database = self.engine.url.database
         return Path(database) if self.is_sqlite and database else None
 
+    def file_identity(self) -> tuple[int, int] | None:
+        """The SQLite file's device and inode: None for a server, or a file that is gone (the
+        console and the tracking API tell a store file moved or replaced by it)."""
+        path = self.sqlite_path
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:
+            return None
+        return None if st is None else (st.st_dev, st.st_ino)
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only session (deferred transaction, never blocks writers)."""

@@ -109,7 +109,7 @@ class MldeckApp(App):
         self.champion_label = ""
         self.alert_counts: tuple[int, int] = (0, 0)
         self.store_problem = ""
-        self._store_file = self._file_identity()
+        self._store_file = self.store.file_identity()
         self._detached = False  # the store file moved: watching, scheduling and feeding stopped
         self.child_commands = Children(workspace.root)
         self._theme_problems: list[str] = []
@@ -303,15 +303,6 @@ class MldeckApp(App):
     def _poll(self) -> None:
         self.run_worker(self._poll_store, thread=True, group="poll", exit_on_error=False)
 
-    def _file_identity(self) -> tuple[int, int] | None:
-        """The store file's device and inode (None if it is not a file, or is gone)."""
-        path = self.store.sqlite_path
-        try:
-            st = path.stat() if path is not None else None
-        except OSError:
-            return None
-        return None if st is None else (st.st_dev, st.st_ino)
-
     def _poll_store(self) -> None:
         """Read the change counter (cheap); read the champion only when something changed."""
         try:
@@ -321,7 +312,7 @@ class MldeckApp(App):
                 label = ", ".join(f"{c.model}:{c.version}" for c in champions(self.store))
                 alerts = active_count(self.store)
             problem = ""
-            moved = self._store_file is not None and self._file_identity() != self._store_file
+            moved = self._store_file is not None and self.store.file_identity() != self._store_file
             if moved and not self._detached:
                 # The open connection still writes the old file: files taken from
                 # data/incoming/ now would be recorded where the workspace no longer looks.
