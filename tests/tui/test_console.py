@@ -873,3 +873,24 @@ async def test_a_read_only_console_says_another_process_watches_incoming(seeded)
             other.stop()
         await until(pilot, lambda: app.watcher_state == "not watched (read-only)")
         assert app.watcher is None  # it never watches
+
+
+@pytest.mark.parametrize("size", [(40, 15), (80, 24)])
+async def test_a_long_dialog_keeps_its_buttons_on_a_small_screen(seeded, size) -> None:
+    """A description taller than the screen scrolls inside the dialog: Confirm and Cancel stay
+    on screen (at 40x15 they were cut off below the last line)."""
+    from mldeck.tui.screens.confirm import ConfirmScreen
+
+    app = make_app(*seeded)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        said = "\n".join(f"line {n} of what this change will do" for n in range(30))
+        app.push_screen(ConfirmScreen("Promote churn:2", said))
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await settle(pilot)
+        screen = app.screen.region
+        for button in ("#confirm-ok", "#confirm-no", "#confirm-reason"):
+            region = app.screen.query_one(button).region
+            assert region.height and screen.contains_region(region), (button, region)
+        await pilot.click("#confirm-no")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))

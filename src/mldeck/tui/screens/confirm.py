@@ -8,7 +8,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input
 
@@ -42,12 +42,16 @@ class ConfirmScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box") as box:
             box.border_title = Text(self.title_text)  # as written: it names datasets, models
-            yield Plain(self.description, id="confirm-description")
-            if self.placeholder is not None:
-                yield Input(placeholder=self.placeholder, id="confirm-reason")
-            with Horizontal(id="confirm-buttons"):
-                yield Button("Confirm", variant="primary", id="confirm-ok")
-                yield Button("Cancel", id="confirm-no")
+            # The field and the buttons are docked at the bottom: a description taller than
+            # the screen scrolls above them instead of pushing them off it.
+            with Vertical(id="confirm-actions"):
+                if self.placeholder is not None:
+                    yield Input(placeholder=self.placeholder, id="confirm-reason")
+                with Horizontal(id="confirm-buttons"):
+                    yield Button("Confirm", variant="primary", id="confirm-ok")
+                    yield Button("Cancel", id="confirm-no")
+            with VerticalScroll(id="confirm-scroll"):
+                yield Plain(self.description, id="confirm-description")
 
     def on_mount(self) -> None:
         if self.placeholder is None:
