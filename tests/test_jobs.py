@@ -1000,6 +1000,41 @@ def test_retrain_cooldown_holds_back_a_second_automatic_retrain(ws_store):
     assert count(store, ModelVersion) == 1
 
 
+@pytest.mark.parametrize("cooldown", [60, 0])
+def test_a_trigger_during_a_retrain_does_not_wait_for_it(template, tmp_path, cooldown):
+    """A drift check asking for a retrain while one runs returns at once: the retrain's lock
+    was held for the whole retrain, so every batch's pipeline that asked waited for it (and
+    with two pipeline threads, no batch was scored meanwhile). With a cool-down the second is
+    skipped; without, its reasons get one more retrain when the first ends."""
+    workspace = copy_workspace(template, tmp_path / "ws",
+                               FAST.replace("[jobs]", f"[jobs]\nretrain_cooldown_minutes = {cooldown}"))  # fmt: skip
+    store = open_store(workspace)
+    scheduler = _scheduler(workspace, store)
+    try:
+        first = threading.Thread(target=scheduler.trigger_retrain, args=(["dataset drift: test"],),
+                                 kwargs={"source": "check one"})  # fmt: skip
+        first.start()
+        wait_for(lambda: [r for r in _runs_of(store, "retrain") if r.status == RunStatus.RUNNING],
+                 "the first retrain to run")  # fmt: skip
+        assert scheduler.trigger_retrain(["dataset drift: again"], source="check two") is None
+        returned = utcnow()
+        first.join(120)
+        wait_for(lambda: _finished(store, "retrain", 2), "two retrain runs")
+    finally:
+        scheduler.stop()
+        store.close()
+    retrains = _runs_of(store, "retrain")
+    assert returned < retrains[0].ended_at.replace(tzinfo=returned.tzinfo)
+    if cooldown:
+        assert [r.status for r in retrains] == [RunStatus.SUCCEEDED, RunStatus.SKIPPED]
+        assert retrains[1].error == (
+            "skipped: cool-down: the automatic retrain asked by check one is still running"
+        )
+    else:
+        assert [r.status for r in retrains] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
+        assert retrains[1].params["reasons"] == ["dataset drift: again"]
+
+
 @pytest.mark.parametrize("status", [RunStatus.ORPHANED, RunStatus.CANCELLED])
 def test_an_automatic_retrain_interrupted_by_a_crash_or_stop_runs_again_once(ws_store, status):
     workspace, store = ws_store

@@ -139,7 +139,9 @@ class DeckScheduler:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._retrain_lock = threading.Lock()
+        self._retrain_lock = threading.Lock()  # held for the decision, not the retrain
+        self._retraining: str | None = None  # what asked for the automatic retrain running
+        self._retrain_again: tuple[list[str], str] | None = None  # asked for while it ran
         self._resume_due = False
         self._in_flight: set[int] = set()  # dataset versions whose pipeline is queued or running
         self._resumed: dict[int, int] = {}  # dataset version -> pipelines run again while acting
@@ -666,20 +668,33 @@ class DeckScheduler:
             self.trigger_retrain(reasons, source=f"drift check run {outcome.run_id}")
 
     def trigger_retrain(self, reasons: list[str], *, source: str) -> JobOutcome | None:
-        """Start an automatic retrain for *reasons*, unless the cool-down holds it back."""
+        """Start an automatic retrain for *reasons*, unless the cool-down holds it back.
+
+        The caller (a batch's pipeline, a drift job) waits for the retrain it starts, never for
+        one already running: with a cool-down that one holds the new one back; without, the
+        new reasons get one more retrain once it ends."""
         runner = self.runner
         if runner is None:
             return None
         trigger = (RunTrigger.PERFORMANCE
                    if all(_about_performance(r) for r in reasons) else RunTrigger.DRIFT)  # fmt: skip
         with self._retrain_lock:
-            left, by_run = policies.cooldown_left(self.workspace, self.store)
             request = self._retrain_request(reasons, trigger, source)
-            if left > 0:
+            running = self._retraining
+            if running is not None and self.settings.retrain_cooldown_minutes <= 0:
+                self._retrain_again = (reasons, source)  # the latest reasons: one more after it
+                self._say(f"retrain asked by {source}: it starts when the retrain asked by "
+                          f"{running} ends")  # fmt: skip
+                return None
+            if running is not None:
+                why = f"cool-down: the automatic retrain asked by {running} is still running"
+            else:
+                left, by_run = policies.cooldown_left(self.workspace, self.store)
                 # What holds it back first: a box of the Pipeline screen shows the start.
                 why = (f"cool-down {math.ceil(left / 60)}m left: the automatic retrain run "
-                       f"{by_run} started less than {self.settings.retrain_cooldown_minutes:g} min "
-                       "ago")  # fmt: skip
+                       f"{by_run} started less than {self.settings.retrain_cooldown_minutes:g} "
+                       "min ago") if left > 0 else ""  # fmt: skip
+            if why:
                 policies.record(self.store, "retrain.cooldown", why, retrain_reasons=reasons,
                                 source=source)  # fmt: skip
                 runner.record_skipped(request, why)
@@ -687,7 +702,14 @@ class DeckScheduler:
             policies.record(self.store, "retrain.triggered", "; ".join(reasons), source=source,
                             trigger=str(trigger))  # fmt: skip
             self._say(f"retrain triggered by {source}: {'; '.join(reasons)}")
+            self._retraining = source
+        try:
             outcome = runner.run(request, wait_for_slot=True)
+        finally:
+            with self._retrain_lock:
+                self._retraining, again, self._retrain_again = None, self._retrain_again, None
+        if again is not None and not runner.stopping:
+            self.trigger_retrain(again[0], source=again[1])
         return outcome
 
     def _resume_retrain(self) -> None:
