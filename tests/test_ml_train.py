@@ -814,7 +814,13 @@ def test_settings_are_checked():
     # 'churn:2026' read back as version 2026 of 'churn' (possibly another model's).
     with pytest.raises(ConfigError, match="does not end in ':' and digits"):
         parse_settings("[model]\nname = 'churn:2026'\n")
-    assert parse_settings("[model]\nname = 'churn:v2'\n").model.name == "churn:v2"
+    # As NAME:vN, NAME/N and NAME/vN read too: 'mldeck models rollback churn:v1' rolled back
+    # the champion of 'churn'.
+    for name, sep in (("churn:v2", ":"), ("churn/2", "/"), ("eu/v7", "/")):
+        with pytest.raises(ConfigError, match=f"does not end in '{sep}' and digits"):
+            parse_settings(f"[model]\nname = '{name}'\n")
+    for name in ("churn:eu", "churn:v2x", "churn/v", "v2", "churn-2"):
+        assert parse_settings(f"[model]\nname = '{name}'\n").model.name == name
     settings = parse_settings("[model]\ntarget = 'y'\n[gates]\nmax_regression = {rmse = 0.5}\n")
     assert settings.model.estimator_path.endswith("HistGradientBoostingClassifier")
     assert settings.gates.max_regression == {"rmse": 0.5}

@@ -96,10 +96,12 @@ class ModelSettings(_Strict):
         if "@" in value:
             raise ValueError(f"{value!r}: a model's name has no '@' (NAME@champion names its "
                              "champion)")  # fmt: skip
-        stem, colon, tail = value.rpartition(":")
-        if colon and tail.isdigit():  # 'churn:2026' read back as version 2026 of 'churn'
-            raise ValueError(f"{value!r}: a model's name does not end in ':' and digits "
-                             f"({stem}:{tail} names version {tail} of {stem!r})")  # fmt: skip
+        for sep in (":", "/"):  # 'churn:2026', 'churn:v1', 'churn/2' name versions of 'churn'
+            stem, found, tail = value.rpartition(sep)
+            number = tail.removeprefix("v")
+            if found and stem and number.isdigit():
+                raise ValueError(f"{value!r}: a model's name does not end in '{sep}' and digits "
+                                 f"({value} names version {number} of {stem!r})")  # fmt: skip
         return value
 
     @field_validator("entry_point")
