@@ -350,6 +350,35 @@ async def test_a_rollback_the_registry_would_refuse_is_said_before_the_dialog(
         assert app.screen is champion
 
 
+async def test_a_version_whose_model_file_is_missing_is_refused_before_the_dialog(
+    models_seeded,
+) -> None:
+    """Promote and roll back check the model file as the change itself does: the dialog asked
+    for a required reason first, then the change was refused."""
+    from mldeck.ml.registry import approve, promote
+    from mldeck.store.models import Artifact
+
+    workspace, store = models_seeded
+    approve(store, "churn:1", reason="fine")
+    approve(store, "churn:2", reason="fine")
+    promote(store, "churn:2", reason="serve", force=True)
+    with store.write() as session:  # churn:1's file was recorded, then lost
+        session.add(Artifact(name="model", kind="model", path="artifacts/ab/gone.skops",
+                             sha256="ab" * 32, size_bytes=10))  # fmt: skip
+        session.flush()
+        session.get(ModelVersion, 1).artifact_id = 1
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 1)
+        for key in ("b", "p"):
+            await pilot.press(key)
+            await until(pilot, lambda: any("churn:1 cannot be the champion" in n
+                                           for n in notices(app)))  # fmt: skip
+            assert app.screen is detail, key  # no dialog asking for a reason first
+            app.clear_notifications()
+        assert champion_ids(store) == [2]
+
+
 async def test_actions_on_an_archived_version_are_refused_before_the_dialog(models_seeded) -> None:
     from mldeck.ml.registry import archive
 

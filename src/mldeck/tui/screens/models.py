@@ -438,8 +438,8 @@ class ModelVersionScreen(DeckScreen):
         is said at once, before a reason is typed for nothing (in a worker thread)."""
         auto = registry.auto_approve_policy(self.deck.workspace.settings)
         options: dict[str, Any] = {"reason": "(asked in the console)"}
-        if action in ("promote", "rollback"):
-            options["auto_approve"] = auto
+        if action in ("promote", "rollback"):  # with its model file checked, as when applied
+            options.update(auto_approve=auto, root=self.deck.workspace.root)
         refused = registry.refusal(self.deck.store, action, ref, **options)
         if refused:
             self.app.call_from_thread(self.notify, refused, severity="warning", timeout=8)
