@@ -388,8 +388,10 @@ def test_a_rejected_challenger_stops_being_the_challenger(workspace, store, mode
     with pytest.raises(NotFound):  # no shadow scoring by a rejected version
         registry.resolve(store, "churn@challenger")
     assert events(store, "alias.remove")[-1].details["reason"] == "rejected"
+    # The hint is a command that runs as written (without --reason it failed).
     with pytest.raises(MldeckError, match="churn:2 was rejected; a rejected version cannot be "
-                                          "the challenger"):  # fmt: skip
+                                          r"the challenger \(approve it again first: 'mldeck "
+                                          r"models approve churn:2 --reason TEXT'\)"):  # fmt: skip
         registry.promote(store, "churn:2", alias="challenger", reason="again")
 
 

@@ -513,6 +513,10 @@ def test_a_store_missing_beside_the_files_it_recorded_is_not_silently_recreated(
     with pytest.raises(MldeckError, match=r"store .* is missing while .*datasets holds files"):
         open_workspace_store(workspace)
     assert not workspace.db_path.exists()
+    # A workspace made with MLDECK_DB_URL, opened without it: the way back is said too.
+    with pytest.raises(MldeckError, match=r"if this workspace's store is a database, set "
+                                          r"MLDECK_DB_URL \(or \[store\] url in mldeck.toml\)"):  # fmt: skip
+        open_workspace_store(workspace)
     workspace.db_path.touch()  # a copy cut short: no more a store than no file, and said so
     with pytest.raises(MldeckError, match=r"store .* is empty \(0 bytes\) while .*datasets"):
         open_workspace_store(workspace)

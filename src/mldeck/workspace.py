@@ -273,9 +273,10 @@ def open_workspace_store(workspace: Workspace) -> Store:
         state = "is empty (0 bytes)" if workspace.db_path.is_file() else "is missing"
         refuse_new = (
             f"the store {workspace.db_path} {state} while {kept[0]} holds files it"
-            " recorded: put the store back (or restore it from a backup); to start over"
-            f" with an empty store, move {workspace.datasets_dir} and"
-            f" {workspace.artifacts_dir} away"
+            " recorded: put the store back (or restore it from a backup), or, if this"
+            f" workspace's store is a database, set {ENV_DB_URL} (or [store] url in"
+            f" {CONFIG_FILE}) to its URL; to start over with an empty store, move"
+            f" {workspace.datasets_dir} and {workspace.artifacts_dir} away"
         )
     elif kept:
         refuse_new = (

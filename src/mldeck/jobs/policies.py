@@ -156,7 +156,10 @@ def retrain_and_decide(
     record(store, AWAITING, f"retrained because {why}; [gates] auto_approve is off",
            entity_type="model_version", entity_id=result.model_version_id, model=ref,
            run_id=run.id)  # fmt: skip
-    run.log(f"{ref} passed the gates and waits for approval (mldeck models approve {ref})")
+    run.log(
+        f"{ref} passed the gates and waits for approval "
+        f"('mldeck models approve {ref} --reason TEXT')"
+    )
     outcome["decision"] = "waiting for approval"
     return outcome
 

@@ -481,7 +481,8 @@ def _move(
             raise MldeckError(f"{name} is archived; an archived version cannot be the {alias}")
         if version.status == REJECTED:  # its rejection took the alias away: not given back
             raise MldeckError(f"{name} was rejected; a rejected version cannot be the {alias} "
-                              f"(approve it again first: 'mldeck models approve {name}')")  # fmt: skip
+                              "(approve it again first: "
+                              f"'mldeck models approve {name} --reason TEXT')")  # fmt: skip
         champion = aliases.get(CHAMPION)
         if champion is not None and champion.model_version_id == version.id:
             raise MldeckError(f"{name} is the champion; it cannot also be its own {alias}")
