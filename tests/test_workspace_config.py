@@ -533,3 +533,28 @@ def test_a_store_missing_beside_the_files_it_recorded_is_not_silently_recreated(
     fresh.db_path.unlink(missing_ok=True)
     open_workspace_store(fresh).close()
     assert fresh.db_path.exists()
+
+
+def test_a_second_workspace_is_refused_a_database_store_another_one_recorded_files_in(
+    tmp_path, monkeypatch
+):
+    """The same database URL given to a second workspace: its init said "Created" and it then
+    listed, scored and changed the first one's records, whose files live in the first."""
+    from mldeck.data.ingest import ingest_file
+    from mldeck.workspace import create_workspace_store
+
+    monkeypatch.setenv("MLDECK_DB_URL", f"sqlite:///{tmp_path / 'shared.db'}")
+    first, store = create_workspace_store(tmp_path / "first")
+    data = tmp_path / "a.csv"
+    data.write_text("a,b\n1,2\n")
+    ingest_file(first, store, data)
+    store.close()
+    with pytest.raises(MldeckError, match=r"the store sqlite:///.*shared\.db records 1 file\(s\) "
+                                          r"of another workspace .*: each workspace needs a "
+                                          r"database \(or schema\) of its own"):  # fmt: skip
+        create_workspace_store(tmp_path / "second")
+    assert not (tmp_path / "second").exists()  # nothing half made
+    open_workspace_store(first).close()  # the workspace that made it still opens it
+    # An empty database is anyone's: a third workspace gets a store of its own there.
+    monkeypatch.setenv("MLDECK_DB_URL", f"sqlite:///{tmp_path / 'other.db'}")
+    create_workspace_store(tmp_path / "third")[1].close()

@@ -285,6 +285,36 @@ def open_workspace_store(workspace: Workspace) -> Store:
             " database that recorded them; to start over with an empty store, move"
             f" {workspace.datasets_dir} and {workspace.artifacts_dir} away"
         )
-    return open_store(
+    store = open_store(
         workspace.db_url, lock_path=workspace.state_dir / "store.lock", refuse_new=refuse_new
     )
+    if not kept and not own_file:
+        try:
+            _refuse_anothers_store(workspace, store)
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+def _refuse_anothers_store(workspace: Workspace, store: Store) -> None:
+    """A database store recording files while this workspace holds none is another workspace's
+    (the same URL given to a second workspace): both would then act on records whose files
+    live in the other, each one's scores and checks failing on "missing" files."""
+    from sqlalchemy import func, select
+
+    from mldeck.store.models import Artifact, DatasetVersion
+
+    with store.read() as session:
+        recorded = session.execute(select(func.count(Artifact.id))).scalar_one()
+        recorded += session.execute(
+            select(func.count(DatasetVersion.id)).where(DatasetVersion.stored_path != "")
+        ).scalar_one()
+    if recorded:
+        raise MldeckError(
+            f"the store {_shown_url(workspace.db_url)} records {recorded} file(s) of another "
+            f"workspace ({workspace.datasets_dir} and {workspace.artifacts_dir} hold none): "
+            "each workspace needs a database (or schema) of its own; open the workspace that "
+            f"made this store, or point {ENV_DB_URL} (or [store] url in {CONFIG_FILE}) at "
+            "an empty database"
+        )
