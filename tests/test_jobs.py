@@ -1451,6 +1451,33 @@ def test_a_pipeline_that_keeps_failing_is_run_again_at_most_three_times(ws_store
     ]
 
 
+def test_a_pipeline_that_failed_is_run_again_when_mldeck_toml_changes(ws_store):
+    """A batch that came while mldeck.toml was broken failed its steps; fixing the file left it
+    unscored and unchecked until the scheduler was started again."""
+    from mldeck import audit
+    from mldeck.data.ingest import ingest_file
+    from mldeck.jobs.scheduler import PIPELINE_START
+    from mldeck.store.models import DriftReport
+
+    workspace, store = ws_store
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        sample = workspace.data_dir / "samples" / "batch_01_normal.csv"
+        batch = ingest_file(workspace, store, sample)  # by hand: no tick claims it
+        with store.write() as session:  # claimed, and its steps failed on the broken file
+            audit.append(session, PIPELINE_START, entity_type="dataset_version",
+                         entity_id=batch.version_id, details={"batch": "churn:v2"},
+                         actor=policies.ACTOR)  # fmt: skip
+        with open(workspace.config_path, "a", encoding="utf-8") as fh:
+            fh.write("\n# fixed\n")  # the fix
+        wait_for(lambda: count(store, DriftReport, DriftReport.dataset_version_id
+                               == batch.version_id), "the batch's drift report")  # fmt: skip
+    finally:
+        scheduler.stop(timeout=60)
+    assert "churn:v2: its pipeline did not finish; running it again" in said
+
+
 def test_a_batch_that_arrived_beyond_the_misfire_grace_is_said_not_skipped_in_silence(ws_store):
     """Taken by 'mldeck data watch' while no scheduler acted, hours ago: like a missed fire it
     is not run late, but it is claimed, said and audited, naming the command that checks it."""

@@ -351,7 +351,7 @@ def test_long_names_and_odd_text_are_stored_alike_on_both(either_workspace, tmp_
 
 
 def test_the_scheduler_says_once_that_the_server_is_gone_and_again_when_it_is_back(
-    tmp_path_factory, tmp_path
+    tmp_path_factory, tmp_path, caplog
 ):
     """A server stopped under a running scheduler: one line saying the store cannot be reached
     (not SQLAlchemy's last traceback line every tick), then one when it works again. So too
@@ -385,6 +385,8 @@ def test_the_scheduler_says_once_that_the_server_is_gone_and_again_when_it_is_ba
             assert len(gone) == 1, lines
             assert "Background on this error" not in gone[0] and "\n" not in gone[0]
         assert "scheduler: working again" not in waiting
+        # Nor a 70-line traceback in the log before that line: an outage is no bug.
+        assert not [r for r in caplog.records if r.getMessage() == "scheduler tick failed"]
         assert daemon.poll() is None, (tmp_path / "daemon.out").read_text()
         pg = pgserver.get_server(folder, cleanup_mode="stop")  # and starts again
         for lines in (said, waiting):

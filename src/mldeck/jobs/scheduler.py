@@ -214,7 +214,8 @@ class DeckScheduler:
                     # One outage is one message, whatever the server says on its way down.
                     kind = "unreachable" if isinstance(exc, OperationalError) else problem
                     if kind != failing:
-                        log.exception("scheduler tick failed")
+                        if not isinstance(exc, OperationalError):  # a bug keeps its traceback
+                            log.exception("scheduler tick failed")
                         self._say(f"scheduler: {problem} (trying again every "
                                   f"{self.tick_seconds:g} s)")  # fmt: skip
                         failing = kind
@@ -364,6 +365,10 @@ class DeckScheduler:
             self._say(change.describe())
         if not changes:
             self._say("mldeck.toml changed: no schedule changed")
+        # A batch whose pipeline failed on the file before (a broken file fails every step) gets
+        # it run again now, with fresh tries: it was otherwise left until the next restart.
+        self._resumed.clear()
+        self._resume_due = True
         apart = {"schedules"}
         if settings.jobs.model_dump(exclude=apart) != self.settings.model_dump(exclude=apart):
             self._say("mldeck.toml: [jobs] settings other than schedules apply when the scheduler "
