@@ -133,6 +133,31 @@ async def test_the_console_embeds_the_scheduler_and_says_so(seeded) -> None:
     assert holder(store, 15) is None  # released when the console closed
 
 
+async def test_quitting_while_the_consoles_scheduler_runs_a_job_asks_first(seeded) -> None:
+    """One q threw away a long scheduled retrain (its runs ended cancelled) without a word;
+    work started by hand asked first."""
+    from mldeck.tui.screens.confirm import QuitScreen
+
+    workspace, store = seeded
+    app = make_app(workspace, store, run_scheduler=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await until(pilot, lambda: app.scheduler.acting and app.scheduler.runner, timeout=30)
+        runner = app.scheduler.runner
+        with runner._lock:  # a job holding its slot, as far as quitting is concerned
+            runner._running["retrain"] = None
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, QuitScreen))
+        said = _text(app, "#confirm-description")
+        assert "The scheduler of this console is running retrain: quitting stops the jobs" in said
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, QuitScreen))
+        with runner._lock:
+            del runner._running["retrain"]
+        await pilot.press("q")  # nothing running: quits at once
+        await until(pilot, lambda: app._exit)
+
+
 async def test_pipeline_screen_follows_a_running_stage(seeded) -> None:
     workspace, store = seeded
     app = make_app(workspace, store)

@@ -248,10 +248,20 @@ class MldeckApp(App):
         from mldeck.tui.screens.confirm import QuitScreen
 
         running = self.child_commands.running
-        if running and not isinstance(self.screen, QuitScreen):
-            what = (f"{'A command' if running == 1 else f'{running} commands'} started here "
-                    "(training, scoring or a drift check) still running: quitting stops "
-                    f"{'it' if running == 1 else 'them'}, and the runs end cancelled.")  # fmt: skip
+        jobs = self._scheduled_jobs_running()
+        if (running or jobs) and not isinstance(self.screen, QuitScreen):
+            said = []
+            if running:
+                said.append(f"{'A command' if running == 1 else f'{running} commands'} started "
+                            "here (training, scoring or a drift check) still running: quitting "
+                            f"stops {'it' if running == 1 else 'them'}, and the runs end "
+                            "cancelled.")  # fmt: skip
+            if jobs:
+                # A long retrain thrown away by one key: said, as the work started by hand is.
+                said.append(f"The scheduler of this console is running {', '.join(jobs)}: "
+                            "quitting stops the jobs, and their runs end cancelled (a daemon "
+                            "keeps jobs running without a console: 'mldeck daemon').")  # fmt: skip
+            what = "\n\n".join(said)
 
             def answered(note: str | None) -> None:
                 if note is not None:
@@ -260,6 +270,12 @@ class MldeckApp(App):
             self.push_screen(QuitScreen(what), answered)
             return
         await self._quit_now()
+
+    def _scheduled_jobs_running(self) -> list[str]:
+        """The jobs the embedded scheduler runs now (none when it only stands by)."""
+        scheduler = self.scheduler
+        runner = scheduler.runner if scheduler is not None and scheduler.acting else None
+        return runner.running if runner is not None else []
 
     def action_help_quit(self) -> None:
         """ctrl+c (Textual's binding): say how to quit, as plain text (Textual's own notice is
