@@ -214,6 +214,7 @@ read_only = false
 # min_labelled_rows = 30      # a realized metric on fewer labels (an estimated one on fewer rows) raises or clears no alert
 # cost_per_cpu_hour = 0.0
 # alert_command = ""          # gets each new alert as JSON on stdin
+# alert_command_timeout = 30  # seconds before a command still running is stopped
 # [monitor.columns.monthly_charges]
 # method = "psi"              # ks | wasserstein | psi | chi2 | jensenshannon
 # threshold = 0.2
