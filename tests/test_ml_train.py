@@ -380,6 +380,20 @@ def test_only_accepted_and_warned_versions_are_trained_on(ws):
     store.close()
 
 
+def test_newest_versions_bounds_what_a_training_reads(build):
+    """[model] newest_versions = 1: the newest usable version only (every retrain read every
+    batch ever accepted: in a long demo, retrains grew from 2.5 to 10 minutes and 1.4 GB)."""
+    ws = build(MODEL.replace("threads = 1", "threads = 1\nnewest_versions = 1"), PASSING)
+    store = open_workspace_store(ws)
+    result = training.train(ws, store)
+    with store.read() as session:
+        run = session.get(Run, result.run_id)
+    assert [v["version"] for v in run.params["data"]["versions"]] == [2]
+    assert run.params["spec"]["newest_versions"] == 1
+    assert result.metrics["holdout_rows"] == BATCH_ROWS // 5
+    store.close()
+
+
 def test_regression_and_a_split_that_keeps_each_rows_side(build):
     ws = build(
         '[model]\nname = "charges"\ntarget = "monthly_charges"\ntask = "regression"\n'

@@ -197,6 +197,7 @@ read_only = false
 # estimator = "sklearn.ensemble.HistGradientBoostingClassifier"
 # params = {{max_iter = 200}}
 # segment_column = "segment"
+# newest_versions = 0         # train on the newest N accepted versions only (0: all)
 #
 # [gates]
 # min = {{roc_auc = 0.75}}

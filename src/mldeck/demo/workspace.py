@@ -29,6 +29,8 @@ target = "churned"
 segment_column = "segment"
 params = {max_iter = 100}
 threads = 1
+# The newest 12 weeks: a demo left feeding for hours keeps retrains as short as its first ones.
+newest_versions = 12
 
 [gates]
 min = {roc_auc = 0.75}

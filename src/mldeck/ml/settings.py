@@ -86,6 +86,9 @@ class ModelSettings(_Strict):
     importance_repeats: int = Field(3, ge=1, le=50)
     # Threads for numerical libraries while training; 0 leaves their default (all cores).
     threads: int = Field(0, ge=0, le=1024)
+    # Train on the newest N accepted and warned versions of the dataset only; 0: on all of them
+    # (each retrain then reads every batch ever accepted, and takes longer week after week).
+    newest_versions: int = Field(0, ge=0, le=1_000_000)
 
     @field_validator("name")
     @classmethod

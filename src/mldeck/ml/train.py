@@ -102,6 +102,7 @@ class TrainSpec:
     timestamp_column: str | None
     id_column: str | None
     csv_separator: str = ","
+    newest_versions: int = 0  # the newest N usable versions only; 0: all
 
     @classmethod
     def from_workspace(cls, workspace: Workspace) -> TrainSpec:
@@ -130,6 +131,7 @@ class TrainSpec:
             timestamp_column=data.timestamp_column,
             id_column=data.id_column,
             csv_separator=data.csv_separator,
+            newest_versions=model.newest_versions,
         )
 
     def as_params(self) -> dict[str, Any]:
@@ -225,9 +227,11 @@ def load_dataset_versions(
     *,
     separator: str = ",",
     shas: list[str] | None = None,
+    newest: int = 0,
 ) -> TrainingData:
-    """The rows of the dataset's accepted and warned versions (or exactly the versions with
-    the sha256 values *shas*), read from their stored files after checking their hashes."""
+    """The rows of the dataset's accepted and warned versions (the *newest* of them when not 0;
+    or exactly the versions with the sha256 values *shas*), read from their stored files after
+    checking their hashes."""
     with store.read() as session:
         query = select(DatasetVersion, Dataset.name).join(
             Dataset, Dataset.id == DatasetVersion.dataset_id
@@ -237,6 +241,8 @@ def load_dataset_versions(
         else:
             query = query.where(DatasetVersion.sha256.in_(shas))
         rows = session.execute(query.order_by(Dataset.name, DatasetVersion.version)).all()
+    if shas is None and newest:
+        rows = rows[-newest:]  # one dataset: the newest versions last
     if shas is not None:
         found = {version.sha256 for version, _ in rows}
         lost = [sha[:12] for sha in shas if sha not in found]
@@ -894,7 +900,8 @@ def _load_data(
         )
     if data_file is not None:
         return load_file(data_file, spec.csv_separator)
-    return load_dataset_versions(workspace, store, spec.dataset, separator=spec.csv_separator)
+    return load_dataset_versions(workspace, store, spec.dataset, separator=spec.csv_separator,
+                                 newest=spec.newest_versions)  # fmt: skip
 
 
 def train(
