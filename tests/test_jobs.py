@@ -1875,6 +1875,24 @@ def test_a_failed_steps_hook_runs_after_its_job_holding_nothing(ws_store, tmp_pa
              f"the hook to be stopped {said}", seconds=5)  # fmt: skip
 
 
+def test_a_hook_set_while_the_scheduler_runs_is_used(ws_store, tmp_path):
+    """A daemon or console used the alert_command of the file it started with: one set (or
+    changed) since ran nothing, without a word, until a restart."""
+    workspace, store = ws_store
+    out = tmp_path / "hook.json"
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        _with_hook(workspace, f"cat > '{out}'")
+        wait_for(lambda: any("mldeck.toml changed" in line for line in said), "the change seen")
+        (workspace.root / "crash.marker").touch()
+        assert scheduler.runner.run(JobRequest("train", "train")).status == RunStatus.FAILED
+        wait_for(lambda: out.exists() and out.read_text().endswith("}"), "the hook's input")
+    finally:
+        scheduler.stop()
+    assert json.loads(out.read_text())["rule"] == "failed pipeline step"
+
+
 def test_health_alerts_run_their_hook_in_the_workspace(ws_store, cli):
     """A health check's alerts (a damaged champion file, a full disk) ran no hook; a relative
     command ran from wherever mldeck was called."""

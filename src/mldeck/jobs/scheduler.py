@@ -346,9 +346,9 @@ class DeckScheduler:
             hook_opened_later(self.workspace, self.store, report.opened, self._say)
 
     def _follow_config(self) -> None:
-        """mldeck.toml changed since it was read: its schedules are synced into the table (the
-        jobs' workers read the rest of it afresh for every job). A broken file changes nothing
-        and is said once per change."""
+        """mldeck.toml changed since it was read: its schedules are synced into the table, the
+        alert hooks and rules follow it (the jobs' workers read the rest of it afresh for every
+        job). A broken file changes nothing and is said once per change."""
         stamp = _stamp(self.workspace.config_path)
         if stamp == self._config_stamp or stamp is None:
             return
@@ -360,6 +360,8 @@ class DeckScheduler:
                       "they were, but each job reads the file when it starts and fails until "
                       "it is fixed")  # fmt: skip
             return
+        if self.runner is not None:  # alert hooks and rules as the file says now
+            self.runner.workspace = Workspace(self.workspace.root, settings)
         changes = sync_from_settings(self.store, settings.jobs, actor=policies.ACTOR)
         for change in changes:
             self._say(change.describe())
