@@ -892,5 +892,12 @@ async def test_a_long_dialog_keeps_its_buttons_on_a_small_screen(seeded, size) -
         for button in ("#confirm-ok", "#confirm-no", "#confirm-reason"):
             region = app.screen.query_one(button).region
             assert region.height and screen.contains_region(region), (button, region)
+        # The description scrolls, above the field and the buttons, never under them.
+        scroll = app.screen.query_one("#confirm-scroll")
+        actions = app.screen.query_one("#confirm-actions").region
+        assert scroll.max_scroll_y > 0 and not scroll.region.overlaps(actions)
+        scroll.scroll_end(animate=False)
+        await settle(pilot)
+        assert scroll.scroll_y == scroll.max_scroll_y > 0
         await pilot.click("#confirm-no")
         await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
