@@ -1004,8 +1004,8 @@ def test_retrain_cooldown_holds_back_a_second_automatic_retrain(ws_store):
 def test_a_trigger_during_a_retrain_does_not_wait_for_it(template, tmp_path, cooldown):
     """A drift check asking for a retrain while one runs returns at once: the retrain's lock
     was held for the whole retrain, so every batch's pipeline that asked waited for it (and
-    with two pipeline threads, no batch was scored meanwhile). With a cool-down the second is
-    skipped; without, its reasons get one more retrain when the first ends."""
+    with two pipeline threads, no batch was scored meanwhile). The request is deferred and
+    decided when the first ends: with a cool-down it is skipped; without, it retrains."""
     workspace = copy_workspace(template, tmp_path / "ws",
                                FAST.replace("[jobs]", f"[jobs]\nretrain_cooldown_minutes = {cooldown}"))  # fmt: skip
     store = open_store(workspace)
@@ -1025,11 +1025,15 @@ def test_a_trigger_during_a_retrain_does_not_wait_for_it(template, tmp_path, coo
         store.close()
     retrains = _runs_of(store, "retrain")
     assert returned < retrains[0].ended_at.replace(tzinfo=returned.tzinfo)
+    with store.read() as session:
+        deferred = session.execute(
+            select(AuditEvent.details).where(AuditEvent.action == "retrain.deferred")
+        ).scalar_one()
+    assert deferred["source"] == "check two"
     if cooldown:
         assert [r.status for r in retrains] == [RunStatus.SUCCEEDED, RunStatus.SKIPPED]
-        assert retrains[1].error == (
-            "skipped: cool-down: the automatic retrain asked by check one is still running"
-        )
+        assert re.match(r"skipped: cool-down \d+m left: the automatic retrain run \d+ started",
+                        retrains[1].error)  # fmt: skip
     else:
         assert [r.status for r in retrains] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
         assert retrains[1].params["reasons"] == ["dataset drift: again"]
@@ -1502,8 +1506,14 @@ def test_a_batch_that_arrived_beyond_the_misfire_grace_is_said_not_skipped_in_si
     scheduler = _scheduler(workspace, store, said)
     try:
         (details,) = wait_for(claimed, "the late batch to be claimed")
+        # An edit of mldeck.toml runs again the pipelines that did not finish: not this one.
+        with open(workspace.config_path, "a", encoding="utf-8") as fh:
+            fh.write("\n# a comment\n")
+        wait_for(lambda: "mldeck.toml changed: no schedule changed" in said, "the edit seen")
+        time.sleep(1)  # five ticks: a resumed pipeline would have started
     finally:
         scheduler.stop(timeout=60)
+    assert not [line for line in said if "running it again" in line]
     assert details["reason"] == (
         "new batch churn:v2 arrived more than [jobs] misfire_grace_seconds (3600 s) ago, while "
         "no scheduler acted: not run now ('mldeck drift check churn:v2' scores it and checks "

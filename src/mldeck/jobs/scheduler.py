@@ -678,30 +678,33 @@ class DeckScheduler:
         """Start an automatic retrain for *reasons*, unless the cool-down holds it back.
 
         The caller (a batch's pipeline, a drift job) waits for the retrain it starts, never for
-        one already running: with a cool-down that one holds the new one back; without, the
-        new reasons get one more retrain once it ends."""
+        one already running: a request made meanwhile is recorded as deferred, and decided (the
+        cool-down, as usual) once that retrain ends; requests deferred together are merged."""
         runner = self.runner
         if runner is None:
             return None
         trigger = (RunTrigger.PERFORMANCE
                    if all(_about_performance(r) for r in reasons) else RunTrigger.DRIFT)  # fmt: skip
         with self._retrain_lock:
-            request = self._retrain_request(reasons, trigger, source)
             running = self._retraining
-            if running is not None and self.settings.retrain_cooldown_minutes <= 0:
-                self._retrain_again = (reasons, source)  # the latest reasons: one more after it
-                self._say(f"retrain asked by {source}: it starts when the retrain asked by "
-                          f"{running} ends")  # fmt: skip
-                return None
             if running is not None:
-                why = f"cool-down: the automatic retrain asked by {running} is still running"
-            else:
-                left, by_run = policies.cooldown_left(self.workspace, self.store)
+                pending = self._retrain_again
+                self._retrain_again = (
+                    (list(dict.fromkeys([*pending[0], *reasons])), f"{pending[1]}; {source}")
+                    if pending is not None else (list(reasons), source)
+                )  # fmt: skip
+                why = f"the automatic retrain asked by {running} is running: decided when it ends"
+                policies.record(self.store, "retrain.deferred", why, retrain_reasons=reasons,
+                                source=source)  # fmt: skip
+                self._say(f"retrain asked by {source}: {why}")
+                return None
+            request = self._retrain_request(reasons, trigger, source)
+            left, by_run = policies.cooldown_left(self.workspace, self.store)
+            if left > 0:
                 # What holds it back first: a box of the Pipeline screen shows the start.
                 why = (f"cool-down {math.ceil(left / 60)}m left: the automatic retrain run "
-                       f"{by_run} started less than {self.settings.retrain_cooldown_minutes:g} "
-                       "min ago") if left > 0 else ""  # fmt: skip
-            if why:
+                       f"{by_run} started less than {self.settings.retrain_cooldown_minutes:g} min "
+                       "ago")  # fmt: skip
                 policies.record(self.store, "retrain.cooldown", why, retrain_reasons=reasons,
                                 source=source)  # fmt: skip
                 runner.record_skipped(request, why)
@@ -711,13 +714,23 @@ class DeckScheduler:
             self._say(f"retrain triggered by {source}: {'; '.join(reasons)}")
             self._retraining = source
         try:
-            outcome = runner.run(request, wait_for_slot=True)
+            return runner.run(request, wait_for_slot=True)
         finally:
             with self._retrain_lock:
                 self._retraining, again, self._retrain_again = None, self._retrain_again, None
-        if again is not None and not runner.stopping:
-            self.trigger_retrain(again[0], source=again[1])
-        return outcome
+            if again is not None:
+                self._decide_deferred(*again)
+
+    def _decide_deferred(self, reasons: list[str], source: str) -> None:
+        """The retrain requests deferred while one ran: decided now, in a thread of their own
+        (the caller's pipeline is done)."""
+        aps = self._aps
+        if aps is None or not self.acting:
+            self._say(f"retrain asked by {source}: not decided (the scheduler stopped); the next "
+                      "drift check that finds the same asks again")  # fmt: skip
+            return
+        aps.add_job(self.trigger_retrain, args=[reasons], kwargs={"source": source},
+                    next_run_time=utcnow(), misfire_grace_time=None)  # fmt: skip
 
     def _resume_retrain(self) -> None:
         """An automatic retrain that a stop or a crash interrupted (cancelled, orphaned) starts
@@ -894,6 +907,8 @@ class DeckScheduler:
         for entity_id, details in claimed:
             if entity_id in checked or statuses.get(int(entity_id)) not in ("accepted", "warned"):
                 continue
+            if (details or {}).get("late"):  # claimed as not run (it came too long ago)
+                continue
             if not self._has_reference(int(entity_id)):  # its drift was skipped, not unfinished
                 continue
             if int(entity_id) in self._in_flight:  # still on its way
@@ -951,8 +966,9 @@ class DeckScheduler:
                 ).scalar()
                 if again is not None:
                     continue
+                late = {"late": True} if c.late else {}  # not run on purpose: never resumed
                 audit.append(session, PIPELINE_START, entity_type="dataset_version",
-                             entity_id=c.id, details={"reason": why, "batch": batch},
+                             entity_id=c.id, details={"reason": why, "batch": batch, **late},
                              actor=policies.ACTOR)  # fmt: skip
             self._say(why)
             claimed.append((c.id, batch, "late" if c.late else c.status))
