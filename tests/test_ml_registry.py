@@ -501,6 +501,27 @@ def test_rollback_by_the_name_of_a_model_holding_a_colon(workspace, store, model
     assert (change.model, change.version) == ("churn:eu", 1)
 
 
+def test_rollback_by_the_name_of_a_model_that_reads_as_a_version(workspace, store, model_bytes):
+    """'rollback churn:v1' of a model named 'churn:v1' (registered before such names were
+    refused) rolled back the champion of 'churn' instead."""
+    three_served_versions(workspace, store, model_bytes)
+    for number, content in enumerate((model_bytes["a"], model_bytes["b"]), 1):
+        add_version(workspace, store, content, name="churn:v1")
+        registry.approve(store, f"churn:v1:{number}", reason="ok")
+        registry.promote(store, f"churn:v1:{number}", reason="ship")
+    change = registry.rollback(store, "churn:v1", reason="v2 misbehaves")
+    assert (change.model, change.version) == ("churn:v1", 1)
+    assert champion_version(store) == 3  # churn's champion untouched
+    # A new model so named is refused before a training registers it; this one keeps working.
+    registry.check_new_name(store, "churn:v1")
+    for name, reads in (("eu:v2", "eu:v2 names version 2 of 'eu'"),
+                        ("team/7", "team/7 names version 7 of 'team'")):  # fmt: skip
+        with pytest.raises(MldeckError, match=f"reads as a version \\({reads}\\)"):
+            registry.check_new_name(store, name)
+    for name in ("churn:eu", "churn:v2x", "churn/v", "v2", "churn:²"):
+        registry.check_new_name(store, name)
+
+
 def test_rollback_by_name_passes_over_champions_rejected_or_archived_since(
     workspace, store, model_bytes
 ):

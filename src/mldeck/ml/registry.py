@@ -573,6 +573,29 @@ def promote(
                      force=force, auto_approve=auto_approve, actor=actor, root=root)  # fmt: skip
 
 
+def version_in_name(name: str) -> str | None:
+    """How *name* reads as a reference to a version (``churn:v1``, ``churn/2``), or None."""
+    for sep in (":", "/"):
+        stem, found, tail = name.rpartition(sep)
+        number = tail.removeprefix("v")
+        if found and stem and number.isascii() and number.isdigit():
+            return f"{name} names version {number} of {stem!r}"
+    return None
+
+
+def check_new_name(store: Store, name: str) -> None:
+    """Refuse to start a new registered model whose name reads as a version of another
+    ('mldeck models rollback churn:v1' rolled back the champion of 'churn')."""
+    reads = version_in_name(name)
+    if reads is None:
+        return
+    with store.read() as session:
+        if session.execute(select(RegisteredModel.id).where(RegisteredModel.name == name)).first():
+            return  # registered before this rule: its name keeps working
+    raise MldeckError(f"[model] name {name!r} reads as a version ({reads}): choose a name that "
+                      "does not end in ':', ':v', '/' or '/v' and digits")  # fmt: skip
+
+
 def _split_target(ref: str) -> tuple[str, int | None]:
     """``churn:2`` → (churn, 2); a bare ``churn`` → (churn, None): the previous champion."""
     text = ref.strip()
@@ -641,6 +664,14 @@ def rollback(
     name, number = _split_target(ref)
     actor = _actor(user)
     with store.write() as session:
+        exact = ref.strip()
+        if (
+            number is not None
+            and session.execute(
+                select(RegisteredModel.id).where(RegisteredModel.name == exact)
+            ).first()
+        ):
+            name, number = exact, None  # a model so named ('churn:v1'): its previous champion
         model = _model(session, name)
         champion = _aliases(session, model.id).get(CHAMPION)
         if champion is None:

@@ -99,12 +99,13 @@ class ModelSettings(_Strict):
         if "@" in value:
             raise ValueError(f"{value!r}: a model's name has no '@' (NAME@champion names its "
                              "champion)")  # fmt: skip
-        for sep in (":", "/"):  # 'churn:2026', 'churn:v1', 'churn/2' name versions of 'churn'
-            stem, found, tail = value.rpartition(sep)
-            number = tail.removeprefix("v")
-            if found and stem and number.isdigit():
-                raise ValueError(f"{value!r}: a model's name does not end in '{sep}' and digits "
-                                 f"({value} names version {number} of {stem!r})")  # fmt: skip
+        stem, colon, tail = value.rpartition(":")
+        if colon and tail.isdigit():  # 'churn:2026' read back as version 2026 of 'churn'
+            raise ValueError(f"{value!r}: a model's name does not end in ':' and digits "
+                             f"({stem}:{tail} names version {tail} of {stem!r})")  # fmt: skip
+        # Names read back as versions in other forms ('churn:v1', 'churn/2') are refused when a
+        # training would register a new model so named (registry.check_new_name): a workspace
+        # whose model already has such a name keeps working.
         return value
 
     @field_validator("entry_point")

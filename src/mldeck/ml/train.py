@@ -918,6 +918,9 @@ def train(
     None). Raises TrainingError (the run is recorded as failed) when something the user can fix
     goes wrong."""
     spec = TrainSpec.from_workspace(workspace)
+    from mldeck.ml.registry import check_new_name
+
+    check_new_name(store, spec.model)
     if data_file is not None and not data_file.is_file():
         what = "a folder, not a file" if data_file.is_dir() else "no such file"
         raise MldeckError(f"cannot train on {data_file}: {what}")
