@@ -1974,3 +1974,21 @@ def test_the_pipelines_validate_stage_is_its_batchs_verdict(ws_store, tmp_path):
     stage = validate_stage()
     assert stage.status == "rejected"
     assert stage.detail == f"{version.dataset}:v{version.version} rejected: validate empty.csv"
+
+
+def test_a_store_outage_is_told_from_a_bug_for_the_log():
+    """An outage is one line in the log; a schema bug keeps its traceback (SQLite says a missing
+    column with the same OperationalError as a locked database)."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from mldeck.jobs.scheduler import _outage
+
+    def error(text: str) -> OperationalError:
+        return OperationalError("SELECT 1", {}, sqlite3.OperationalError(text))
+
+    assert _outage(error("database is locked"))
+    assert _outage(error("unable to open database file"))
+    assert not _outage(error("no such column: run.nope"))
+    assert not _outage(ValueError("database is locked"))

@@ -550,11 +550,37 @@ def test_a_second_workspace_is_refused_a_database_store_another_one_recorded_fil
     ingest_file(first, store, data)
     store.close()
     with pytest.raises(MldeckError, match=r"the store sqlite:///.*shared\.db records 1 file\(s\) "
-                                          r"of another workspace .*: each workspace needs a "
-                                          r"database \(or schema\) of its own"):  # fmt: skip
+                                          r"that .* do not hold: it is another workspace's "
+                                          r"\(each workspace needs a database, or schema, of "
+                                          r"its own.*or this workspace's files were moved away"):  # fmt: skip
         create_workspace_store(tmp_path / "second")
     assert not (tmp_path / "second").exists()  # nothing half made
     open_workspace_store(first).close()  # the workspace that made it still opens it
     # An empty database is anyone's: a third workspace gets a store of its own there.
     monkeypatch.setenv("MLDECK_DB_URL", f"sqlite:///{tmp_path / 'other.db'}")
     create_workspace_store(tmp_path / "third")[1].close()
+
+
+def test_a_first_batch_stored_while_the_store_opens_is_not_taken_for_anothers(
+    tmp_path, monkeypatch
+):
+    """Its watcher or a job storing the workspace's first file between the look at its folders
+    and the count of the store's records: the open was refused as another workspace's."""
+    import mldeck.workspace as workspace_module
+    from mldeck.data.ingest import ingest_file
+    from mldeck.workspace import create_workspace_store
+
+    monkeypatch.setenv("MLDECK_DB_URL", f"sqlite:///{tmp_path / 'own.db'}")
+    ws, store = create_workspace_store(tmp_path / "ws")
+    store.close()
+    data = tmp_path / "a.csv"
+    data.write_text("a,b\n1,2\n")
+    opened = workspace_module.open_store
+
+    def open_while_a_batch_comes(*args, **kwargs):
+        store = opened(*args, **kwargs)
+        ingest_file(ws, store, data)  # what another process of the workspace did meanwhile
+        return store
+
+    monkeypatch.setattr(workspace_module, "open_store", open_while_a_batch_comes)
+    open_workspace_store(ws).close()

@@ -310,11 +310,14 @@ def _refuse_anothers_store(workspace: Workspace, store: Store) -> None:
         recorded += session.execute(
             select(func.count(DatasetVersion.id)).where(DatasetVersion.stored_path != "")
         ).scalar_one()
-    if recorded:
+    # The folders are looked at again after the count: a file is written before its record, so
+    # a first batch stored meanwhile by this workspace (its watcher, a job) is seen here.
+    folders = (workspace.datasets_dir, workspace.artifacts_dir)
+    if recorded and not any(d.is_dir() and any(d.iterdir()) for d in folders):
         raise MldeckError(
-            f"the store {_shown_url(workspace.db_url)} records {recorded} file(s) of another "
-            f"workspace ({workspace.datasets_dir} and {workspace.artifacts_dir} hold none): "
-            "each workspace needs a database (or schema) of its own; open the workspace that "
-            f"made this store, or point {ENV_DB_URL} (or [store] url in {CONFIG_FILE}) at "
-            "an empty database"
+            f"the store {_shown_url(workspace.db_url)} records {recorded} file(s) that "
+            f"{workspace.datasets_dir} and {workspace.artifacts_dir} do not hold: it is another "
+            "workspace's (each workspace needs a database, or schema, of its own: open the "
+            f"workspace that made it, or point {ENV_DB_URL} or [store] url in {CONFIG_FILE} at "
+            "an empty database), or this workspace's files were moved away (put them back)"
         )

@@ -214,7 +214,7 @@ class DeckScheduler:
                     # One outage is one message, whatever the server says on its way down.
                     kind = "unreachable" if isinstance(exc, OperationalError) else problem
                     if kind != failing:
-                        if not isinstance(exc, OperationalError):  # a bug keeps its traceback
+                        if not _outage(exc):  # a bug (a missing column too) keeps its traceback
                             log.exception("scheduler tick failed")
                         self._say(f"scheduler: {problem} (trying again every "
                                   f"{self.tick_seconds:g} s)")  # fmt: skip
@@ -1022,6 +1022,21 @@ class DeckScheduler:
                                       PIPELINE_STEP_TIMEOUT, PIPELINE_STEP_RETRIES,
                                       reason=f"new batch {batch}"), wait_for_slot=True)  # fmt: skip
         self._after(JobRequest(f"drift {batch}", "drift"), drift)
+
+
+OUTAGE = re.compile(
+    r"locked|busy|connect|closed|terminat|unable to open|disk i/o|timeout|"
+    r"shut ?down|starting up|recovery mode",
+    re.IGNORECASE,
+)
+
+
+def _outage(exc: BaseException) -> bool:
+    """Whether *exc* is the store out of reach (locked, down, its connection lost), not a bug:
+    SQLite says a missing column with the same OperationalError."""
+    if not isinstance(exc, OperationalError):
+        return False
+    return bool(exc.connection_invalidated or OUTAGE.search(str(exc.orig or exc)))
 
 
 def _about_performance(reason: str) -> bool:
