@@ -363,10 +363,11 @@ async def test_a_version_whose_model_file_is_missing_is_refused_before_the_dialo
     approve(store, "churn:2", reason="fine")
     promote(store, "churn:2", reason="serve", force=True)
     with store.write() as session:  # churn:1's file was recorded, then lost
-        session.add(Artifact(name="model", kind="model", path="artifacts/ab/gone.skops",
-                             sha256="ab" * 32, size_bytes=10))  # fmt: skip
+        artifact = Artifact(name="model", kind="model", path="artifacts/ab/gone.skops",
+                            sha256="ab" * 32, size_bytes=10)  # fmt: skip
+        session.add(artifact)
         session.flush()
-        session.get(ModelVersion, 1).artifact_id = 1
+        session.get(ModelVersion, 1).artifact_id = artifact.id
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
         detail = await open_model_version(pilot, 1)
