@@ -759,6 +759,20 @@ async def test_archiving_says_it_is_for_good_and_the_alias_it_loses(models_seede
         assert "It loses its challenger alias." in said
 
 
+async def test_promoting_the_challenger_says_it_stops_being_the_challenger(models_seeded) -> None:
+    """Said after the change ('no longer challenger'), not before it."""
+    from mldeck.ml.registry import approve
+
+    workspace, store = models_seeded
+    approve(store, "churn:1", reason="fine")
+    with store.write() as session:
+        session.add(Alias(model_id=1, name="challenger", model_version_id=1, updated_at=T0))
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        said = await asked(pilot, 1, "p")
+    assert said == "Make churn:1 the champion of churn. It stops being the challenger."
+
+
 async def test_a_verdict_on_the_audit_chain_says_when_newer_events_came_after_it(
     models_seeded,
 ) -> None:

@@ -228,7 +228,8 @@ class ModelVersionScreen(DeckScreen):
         "(the audit trail: registration, approvals, promotions); m, t, l and h show those tabs. "
         "a approves, p promotes to "
         "champion, b rolls the champion back to this version, x archives it; each asks for "
-        "confirmation and a reason first. Read-only consoles cannot change anything."
+        "confirmation first, with a reason (required to approve or roll back, optional to "
+        "promote or archive). Read-only consoles cannot change anything."
     )
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="model-back"),
@@ -411,6 +412,8 @@ class ModelVersionScreen(DeckScreen):
             what = f"Roll the champion of {row.model} back from {champion.label} to {row.label}."
         elif action == "promote":
             what = f"Make {row.label} the champion of {row.model}."
+            if "challenger" in row.aliases:  # said after the change; said before it too
+                what += " It stops being the challenger."
         elif action == "archive":
             what = (f"Archive {row.label} for good: it can no longer be approved, promoted or "
                     "rolled back to. Its files and history are kept.")  # fmt: skip
