@@ -667,6 +667,11 @@ def test_orphans_by_dead_pid_reused_pid_and_stale_heartbeat(store):
     assert _run(store, alive).status == RunStatus.RUNNING
     assert _run(store, elsewhere_fresh).status == RunStatus.RUNNING
     assert _run(store, gone).status == RunStatus.ORPHANED
+    # It ended at its last sign of life, not when found (its duration read the time to find it).
+    orphan = _run(store, elsewhere_stale)
+    assert orphan.ended_at == stale and orphan.error.startswith(
+        f"orphaned: no heartbeat since {stale:%Y-%m-%d %H:%M:%S} UTC (from other-box) (found "
+    )
 
 
 # -- health ------------------------------------------------------------------------------------------

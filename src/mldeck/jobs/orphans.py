@@ -68,8 +68,11 @@ def mark_orphans(store: Store, stale_seconds: float) -> list[Orphan]:
             run = session.get(Run, orphan.run_id)
             if run is None or run.status not in OPEN_STATUSES:
                 continue  # it finished meanwhile
-            run.status, run.ended_at = RunStatus.ORPHANED, now
-            run.error = f"orphaned: {orphan.reason}"
+            # It ended when it last gave a sign of life, not when found: its duration is the
+            # time it ran (a run killed after 13 s read 33 s, found by a later health check).
+            last = run.heartbeat_at or run.started_at or run.created_at
+            run.status, run.ended_at = RunStatus.ORPHANED, min(last, now)
+            run.error = f"orphaned: {orphan.reason} (found {now:%Y-%m-%d %H:%M:%S} UTC)"
             session.add(run)
             session.add(RunLog(run_id=run.id, level="error", message=run.error))
             marked.append(orphan)
