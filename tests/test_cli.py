@@ -340,6 +340,7 @@ def test_runs_compare(tracked, cli):
         (["data", "list", "--stat"], ["No such option: --stat", "--status"]),
         (["runs", "list", "--limit", "0"], ["Invalid value for '--limit'"]),
         (["bogus"], ["No such command 'bogus'", "(see 'mldeck -h')"]),
+        (["train"], ["No such command 'train'", "(did you mean 'mldeck run train'?)"]),
         (["demo", "never-made", "--feed", "1"], ["Invalid value for '--feed'"]),
         (
             ["runs", "list", "--kind"],
@@ -352,6 +353,7 @@ def test_runs_compare(tracked, cli):
         "unknown option",
         "out of range",
         "unknown command",
+        "a command of a group",
         "demo week too short",
         "option without its value",
     ],

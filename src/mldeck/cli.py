@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -1630,6 +1631,21 @@ INTERRUPT_GRACE_SECONDS = 1.0
 INTERRUPTED_EXIT = 130  # Ctrl-C's exit status (typer's too)
 
 
+def _nested(group: Any, name: str, path: str) -> list[str]:
+    """The commands named *name* inside *group*'s groups, as typed (``mldeck run train``)."""
+    found = []
+    for sub_name, sub in getattr(group, "commands", {}).items():
+        if getattr(sub, "hidden", False):
+            continue
+        inner = getattr(sub, "commands", None)
+        if inner is None:
+            continue
+        if name in inner and not getattr(inner[name], "hidden", False):
+            found.append(f"{path} {sub_name} {name}")
+        found += _nested(sub, name, f"{path} {sub_name}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and a non-zero exit status."""
     import signal
@@ -1659,6 +1675,9 @@ def main(argv: list[str] | None = None) -> None:
         # One line, like every other error (Click prints usage, a hint, a blank line, the error).
         where = exc.ctx.command_path if exc.ctx is not None else _command_path(command, args)
         hint = f" (see '{where} -h')"
+        unknown = re.fullmatch(r"No such command '(.+)'\.?", exc.format_message().strip())
+        if unknown and (found := _nested(command, unknown.group(1), "mldeck")):
+            hint = f" (did you mean '{found[0]}'?)"  # 'mldeck train' is 'mldeck run train'
         print(f"mldeck: error: {exc.format_message().rstrip('.')}{hint}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except click_error as exc:
