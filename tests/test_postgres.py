@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, func, select, text
 import mldeck
 from mldeck import audit
 from mldeck.data.ingest import ingest_file, revalidate
+from mldeck.errors import StoreError
 from mldeck.ml import registry
 from mldeck.store.engine import SCHEMA_REVISION, open_store
 from mldeck.store.models import AuditEvent, Metric, Run
@@ -100,6 +101,10 @@ def test_the_users_server_options_are_kept_beside_mldecks(pg_url, monkeypatch):
     """Options in the URL (a search_path: one schema per workspace) or in PGOPTIONS were
     replaced by mldeck's own: two workspaces on two schemas shared one store; and a writer
     waited forever behind a stuck one (no lock timeout)."""
+    # A schema not made yet: said in words (the server's text named no schema at all).
+    with pytest.raises(StoreError, match=r"the schema its search_path names does not exist on "
+                                         r"the server \(create it first: CREATE SCHEMA name"):  # fmt: skip
+        open_store(pg_url + "&options=-csearch_path%3Dteam_a")
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text("CREATE SCHEMA team_a"))

@@ -400,6 +400,12 @@ def _open_engine(
         engine.dispose()
         _check_disk_space(url)
         reason = " ".join(str(exc.orig).split())
+        if getattr(exc.orig, "sqlstate", None) == "3F000":  # no schema of search_path exists
+            raise StoreError(
+                f"cannot use the store {_safe(url)}: the schema its search_path names does not "
+                "exist on the server (create it first: CREATE SCHEMA name; or name another in "
+                "the URL's options=-csearch_path%3Dname)"
+            ) from None
         if make_url(url).get_backend_name() != "sqlite":  # a server's refusal, not a bad file
             raise StoreError(f"cannot use the store {_safe(url)}: {reason}") from None
         raise StoreError(f"the store {_safe(url)} is damaged: {reason}") from None
