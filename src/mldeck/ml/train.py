@@ -1130,10 +1130,20 @@ def _register(
 
 
 def _record_inputs(session: Any, run_id: int, data: TrainingData) -> None:
-    """Lineage: the dataset versions *run_id* trained on (none for a ``--data`` file), in the
-    caller's write transaction (a training's registration, a reproduction's own)."""
-    for item in data.versions:
-        session.add(RunInput(run_id=run_id, dataset_version_id=item["id"], role="train"))
+    """Lineage: the dataset versions *run_id* trained on (for a ``--data`` file, a stored
+    version holding the same bytes, if any), in the caller's write transaction (a training's
+    registration, a reproduction's own)."""
+    ids = [item["id"] for item in data.versions]
+    if data.file is not None:
+        same = session.execute(
+            select(DatasetVersion.id)
+            .where(DatasetVersion.sha256 == data.file["sha256"])
+            .order_by(DatasetVersion.id)
+            .limit(1)
+        ).scalar()
+        ids += [same] if same is not None else []
+    for version_id in ids:
+        session.add(RunInput(run_id=run_id, dataset_version_id=version_id, role="train"))
 
 
 # -- reproduce ------------------------------------------------------------------------------------
