@@ -1185,8 +1185,20 @@ def test_approving_a_waiting_retrain_from_the_cli_says_the_scheduler_promotes_it
 
     keeper = LeaseKeeper(store, role="daemon", lease_seconds=workspace.settings.jobs.lease_seconds)
     assert keeper.try_acquire()
-    said = cli("models", "approve", "churn:3", "-m", "looked at it", cwd=workspace.root)
-    keeper.release()
+    renewing = threading.Event()
+
+    def renew() -> None:  # as a daemon does: the lease lasts 3 s, the command may take longer
+        while not renewing.wait(0.5):
+            keeper.renew()
+
+    thread = threading.Thread(target=renew, daemon=True)
+    thread.start()
+    try:
+        said = cli("models", "approve", "churn:3", "-m", "looked at it", cwd=workspace.root)
+    finally:
+        renewing.set()
+        thread.join()
+        keeper.release()
     assert "the scheduler now makes it the champion of churn" in said.stdout, said.stdout
 
 
