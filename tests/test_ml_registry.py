@@ -490,13 +490,18 @@ def test_rollback_by_name_goes_to_the_previous_champion(workspace, store, model_
         registry.rollback(store, "churn", reason="nothing left")
 
 
+def two_served_versions(workspace: Workspace, store: Store, model_bytes, name: str) -> None:
+    """Versions 1 and 2 of model *name*, each approved and promoted in turn."""
+    for number, content in enumerate((model_bytes["a"], model_bytes["b"]), 1):
+        add_version(workspace, store, content, name=name)
+        registry.approve(store, f"{name}:{number}", reason="ok")
+        registry.promote(store, f"{name}:{number}", reason="ship")
+
+
 def test_rollback_by_the_name_of_a_model_holding_a_colon(workspace, store, model_bytes):
     """A name such as 'churn:eu' is taken by [model]; 'rollback churn:eu' read it as a version
     reference and refused it."""
-    for number, content in enumerate((model_bytes["a"], model_bytes["b"]), 1):
-        add_version(workspace, store, content, name="churn:eu")
-        registry.approve(store, f"churn:eu:{number}", reason="ok")
-        registry.promote(store, f"churn:eu:{number}", reason="ship")
+    two_served_versions(workspace, store, model_bytes, "churn:eu")
     change = registry.rollback(store, "churn:eu", reason="v2 misbehaves")
     assert (change.model, change.version) == ("churn:eu", 1)
 
@@ -505,10 +510,7 @@ def test_rollback_by_the_name_of_a_model_that_reads_as_a_version(workspace, stor
     """'rollback churn:v1' of a model named 'churn:v1' (registered before such names were
     refused) rolled back the champion of 'churn' instead."""
     three_served_versions(workspace, store, model_bytes)
-    for number, content in enumerate((model_bytes["a"], model_bytes["b"]), 1):
-        add_version(workspace, store, content, name="churn:v1")
-        registry.approve(store, f"churn:v1:{number}", reason="ok")
-        registry.promote(store, f"churn:v1:{number}", reason="ship")
+    two_served_versions(workspace, store, model_bytes, "churn:v1")
     change = registry.rollback(store, "churn:v1", reason="v2 misbehaves")
     assert (change.model, change.version) == ("churn:v1", 1)
     assert champion_version(store) == 3  # churn's champion untouched
