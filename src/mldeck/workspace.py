@@ -265,8 +265,7 @@ def open_workspace_store(workspace: Workspace) -> Store:
     own_file = not (os.environ.get(ENV_DB_URL) or workspace.settings.store.url)
     # Files a store recorded, without that store: a new empty one would silently disown them
     # (and every run, model and alert), so with such files a store is never created here.
-    kept = [d for d in (workspace.datasets_dir, workspace.artifacts_dir)
-            if d.is_dir() and any(d.iterdir())]  # fmt: skip
+    kept = _holding_files(workspace)
     refuse_new = ""
     if kept and own_file:
         # A file of 0 bytes (a copy cut short, a truncation) is no more a store than no file.
@@ -297,6 +296,12 @@ def open_workspace_store(workspace: Workspace) -> Store:
     return store
 
 
+def _holding_files(workspace: Workspace) -> list[Path]:
+    """The folders of the workspace's state that hold files a store recorded."""
+    return [d for d in (workspace.datasets_dir, workspace.artifacts_dir)
+            if d.is_dir() and any(d.iterdir())]  # fmt: skip
+
+
 def _refuse_anothers_store(workspace: Workspace, store: Store) -> None:
     """A database store recording files while this workspace holds none is another workspace's
     (the same URL given to a second workspace): both would then act on records whose files
@@ -312,8 +317,7 @@ def _refuse_anothers_store(workspace: Workspace, store: Store) -> None:
         ).scalar_one()
     # The folders are looked at again after the count: a file is written before its record, so
     # a first batch stored meanwhile by this workspace (its watcher, a job) is seen here.
-    folders = (workspace.datasets_dir, workspace.artifacts_dir)
-    if recorded and not any(d.is_dir() and any(d.iterdir()) for d in folders):
+    if recorded and not _holding_files(workspace):
         raise MldeckError(
             f"the store {_shown_url(workspace.db_url)} records {recorded} file(s) that "
             f"{workspace.datasets_dir} and {workspace.artifacts_dir} do not hold: it is another "

@@ -583,6 +583,12 @@ def version_in_name(name: str) -> str | None:
     return None
 
 
+def _registered(session: Session, name: str) -> bool:
+    """Whether a model is registered under exactly *name*."""
+    found = session.execute(select(RegisteredModel.id).where(RegisteredModel.name == name))
+    return found.first() is not None
+
+
 def check_new_name(store: Store, name: str) -> None:
     """Refuse to start a new registered model whose name reads as a version of another
     ('mldeck models rollback churn:v1' rolled back the champion of 'churn')."""
@@ -590,7 +596,7 @@ def check_new_name(store: Store, name: str) -> None:
     if reads is None:
         return
     with store.read() as session:
-        if session.execute(select(RegisteredModel.id).where(RegisteredModel.name == name)).first():
+        if _registered(session, name):
             return  # registered before this rule: its name keeps working
     raise MldeckError(f"[model] name {name!r} reads as a version ({reads}): choose a name that "
                       "does not end in ':', ':v', '/' or '/v' and digits")  # fmt: skip
@@ -664,14 +670,8 @@ def rollback(
     name, number = _split_target(ref)
     actor = _actor(user)
     with store.write() as session:
-        exact = ref.strip()
-        if (
-            number is not None
-            and session.execute(
-                select(RegisteredModel.id).where(RegisteredModel.name == exact)
-            ).first()
-        ):
-            name, number = exact, None  # a model so named ('churn:v1'): its previous champion
+        if number is not None and _registered(session, ref.strip()):
+            name, number = ref.strip(), None  # a model so named ('churn:v1'): its last champion
         model = _model(session, name)
         champion = _aliases(session, model.id).get(CHAMPION)
         if champion is None:
