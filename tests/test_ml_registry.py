@@ -856,6 +856,18 @@ def test_models_commands(workspace, store, model_bytes, cli):
     rolled = mldeck("models", "rollback", "churn:1", "--reason", "regression confirmed")
     assert rolled.returncode == 0, rolled.stderr
     assert "churn:1 is champion again (was churn:2)" in rolled.stdout
+    # Each version's History says when another version took its alias (those events are the
+    # other version's), in order with its own.
+    history = mldeck("models", "show", "churn:1").stdout.partition("History")[2].splitlines()
+    lost = [n for n, line in enumerate(history) if "lost champion to churn:2 (promote)" in line]
+    assert len(lost) == 1 and history[lost[0]].endswith(": known regression"), history
+    assert "model_version.rollback (champion)" in history[lost[0] + 1]
+    shown = mldeck("models", "show", "churn:2").stdout
+    assert "lost champion to churn:1 (rollback) by" in shown and ": regression confirmed" in shown
+    taken = json.loads(mldeck("models", "show", "churn:2", "--json").stdout)["replaced_by"]
+    assert [(e["action"], e["details"]["version"]) for e in taken] == [
+        ("model_version.rollback", 1)
+    ]
     assert "now serving: churn:1" in rolled.stdout and "code aaaaaaaaaaaa" in rolled.stdout
     archived = mldeck("models", "archive", "churn:2", "--reason", "bad")
     assert archived.returncode == 0 and "churn:2 archived" in archived.stdout

@@ -26,7 +26,7 @@ from mldeck.errors import StoreError
 from mldeck.ml import registry
 from mldeck.store.engine import SCHEMA_REVISION, open_store
 from mldeck.store.models import AuditEvent, Metric, Run
-from mldeck.store.queries import compare_runs, list_versions
+from mldeck.store.queries import compare_runs, list_versions, model_version_detail
 from mldeck.workspace import Workspace, init_workspace, load_workspace, open_workspace_store
 
 from .conftest import at_once
@@ -160,6 +160,11 @@ def test_tracking_ingest_registry_and_audit(pg_workspace, model_bytes, tmp_path)
     registry.promote(store, "churn:2", reason="better")
     registry.rollback(store, "churn:1", reason="worse in production")
     assert registry.resolve(store, "churn@champion").version == 1
+    # The events that took an alias from a version are found by its siblings' ids as text.
+    taken = model_version_detail(store, registry.resolve(store, "churn:2").id).replaced_by
+    assert [(e.action, e.details["reason"]) for e in taken] == [
+        ("model_version.rollback", "worse in production")
+    ]
     checked = audit.verify(store)
     assert checked.ok and checked.events >= 8, checked.problems
     store.close()

@@ -1155,13 +1155,16 @@ def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
     if detail.run is not None:
         out.print(f"  -> run {detail.run.id} {detail.run.name} ({detail.run.status})", markup=False)
     out.print(f"  -> {row.label}", markup=False)
-    if detail.history:
+    if detail.history or detail.replaced_by:
         _heading("History")
-        for event in detail.history:
+        for event, lost in detail.timeline():
             reason = event.details.get("reason")
             extra = " FORCED" if event.details.get("forced") else ""
             alias = event.details.get("alias")  # a promotion to challenger is not to champion
             action = f"{event.action} ({alias})" if alias else event.action
+            if lost:  # another version's promotion or rollback took the alias from this one
+                taker = f"{row.model}:{event.details.get('version')}"
+                action = f"lost {alias or 'champion'} to {taker} ({event.action.split('.')[-1]})"
             out.print(  # a reason or a name is shown, never sent to the terminal as it is
                 f"  {fmt.when(event.ts)} {fmt.shown(action)} by {fmt.shown(event.actor)}{extra}"
                 + (f": {fmt.shown(str(reason))}" if reason else ""),

@@ -230,6 +230,30 @@ async def test_version_detail_tabs(models_seeded) -> None:
         assert "model_version.register" in column(history, 2)
 
 
+async def test_history_says_when_another_version_took_its_alias(models_seeded) -> None:
+    from mldeck.ml.registry import approve, promote
+
+    workspace, store = models_seeded
+    for ref in ("churn:1", "churn:2"):
+        approve(store, ref, reason="fine")
+    promote(store, "churn:1", reason="first")
+    promote(store, "churn:2", reason="better", force=True)
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 1)
+        await pilot.press("h")
+        await settle(pilot)
+        history = detail.query_one("#model-history", DeckTable)
+        assert column(history, 2)[0] == "lost champion"  # newest first
+        assert column(history, 2)[1:] == [
+            "model_version.promote",
+            "model_version.approve",
+            "model_version.register",
+        ]
+        said = static_text(detail.query_one("#model-history-whole"))
+        assert said.startswith("lost champion: to churn:2 (promote) reason=better forced=True")
+
+
 async def test_a_tab_chosen_by_its_key_takes_j_and_k(models_seeded) -> None:
     """t then j moves to the next gate (its detail said whole under the table), h then j to
     the next event: the keys go to the tab shown, not to the hidden metrics table."""
@@ -305,6 +329,50 @@ async def test_approve_through_the_dialog(models_seeded) -> None:
         await until(pilot, lambda: approvals(store, 1) == [("approved", "holdout looks good")])
         await until(pilot, lambda: "approved" in static_text(detail.query_one("#model-summary")))
         assert any("churn:1 approved" in text for text in notices(app))
+
+
+async def test_reject_through_the_dialog_takes_the_challenger_alias_away(models_seeded) -> None:
+    workspace, store = models_seeded
+    with store.write() as session:
+        session.add(Alias(model_id=1, name="challenger", model_version_id=2, updated_at=T0))
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        said = await asked(pilot, 2, "r")
+        assert said.startswith("Reject churn:2: your decision and its reason are recorded")
+        assert said.endswith("It stops being the challenger.")
+        await confirm_with(pilot, "leaks the label")
+        await until(pilot, lambda: approvals(store, 2) == [("rejected", "leaks the label")])
+        await until(
+            pilot, lambda: "rejected" in static_text(app.screen.query_one("#model-summary"))
+        )
+        assert any("churn:2 rejected" in text for text in notices(app))
+    with store.read() as session:
+        assert session.execute(select(Alias.name)).scalars().all() == []
+
+
+async def test_challenger_through_the_dialog_and_refused_for_the_champion(models_seeded) -> None:
+    from mldeck.ml.registry import approve, promote
+
+    workspace, store = models_seeded
+    approve(store, "churn:1", reason="fine")
+    promote(store, "churn:1", reason="serve")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await open_model_version(pilot, 1)
+        await pilot.press("c")  # refused at once, before a reason is typed
+        await until(pilot, lambda: any("cannot also be its own challenger" in n
+                                       for n in notices(app)))  # fmt: skip
+        assert app.screen is detail
+        await pilot.press("escape")
+        said = await asked(pilot, 2, "c")
+        assert said.startswith("Make churn:2 the challenger of churn: scored in shadow")
+        await confirm_with(pilot, "")
+        await until(
+            pilot, lambda: "challenger" in static_text(app.screen.query_one("#model-summary"))
+        )
+    with store.read() as session:
+        held = session.execute(select(Alias.name, Alias.model_version_id)).all()
+    assert sorted(tuple(row) for row in held) == [("challenger", 2), ("champion", 1)]
 
 
 async def test_promote_sets_the_champion_and_the_top_bar(models_seeded) -> None:
@@ -494,7 +562,7 @@ async def test_read_only_turns_the_actions_off_and_says_why(models_seeded) -> No
         detail = await open_model_version(pilot, 1)
         enabled = {b.binding.key: b.enabled for b in detail.active_bindings.values()}
         # Shown dimmed (off), not hidden: the keys exist, this console does not change things.
-        assert {k: enabled[k] for k in "apbx"} == dict.fromkeys("apbx", False)
+        assert {k: enabled[k] for k in "arpcbx"} == dict.fromkeys("arpcbx", False)
         assert all(enabled[k] for k in "mtlh")
         await pilot.press("a", "p")
         await settle(pilot)
@@ -512,7 +580,7 @@ async def test_read_write_shows_the_actions(models_seeded) -> None:
     async with app.run_test(size=SIZE) as pilot:
         detail = await open_model_version(pilot, 1)
         shown = {binding.binding.key for binding in detail.active_bindings.values()}
-        assert {"a", "p", "b", "x"} <= shown
+        assert {"a", "r", "p", "c", "b", "x"} <= shown
 
 
 async def test_run_metric_chart_follows_the_selected_metric(seeded) -> None:

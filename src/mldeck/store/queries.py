@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, func, or_, select, type_coerce
+from sqlalchemy import String, cast, func, or_, select, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError
 
@@ -1073,6 +1073,16 @@ class ModelVersionDetail:
     # Whether the champion's figures are from this version's holdout (its training evaluated the
     # champion there) rather than from the champion's own training on another holdout.
     champion_same_holdout: bool = False
+    # Other versions' promotions and rollbacks that moved an alias away from this one (those
+    # events are the other version's: its history alone never said it lost the alias).
+    replaced_by: list[AuditRow] = field(default_factory=list)
+
+    def timeline(self) -> list[tuple[AuditRow, bool]]:
+        """Its history and the events that took an alias from it, in order: (event, whether it
+        took an alias from this version)."""
+        both = [(event, False) for event in self.history]
+        both += [(event, True) for event in self.replaced_by]
+        return sorted(both, key=lambda pair: pair[0].id)
 
     def as_dict(self) -> dict[str, Any]:
         artifact = self.artifact
@@ -1117,6 +1127,7 @@ class ModelVersionDetail:
                 "model_version": self.row.label,
             },
             "history": [event.as_dict() for event in self.history],
+            "replaced_by": [event.as_dict() for event in self.replaced_by],
         }
 
 
@@ -1190,6 +1201,21 @@ def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDet
             )
             .order_by(AuditEvent.id),
         )
+        siblings = select(cast(ModelVersion.id, String)).where(
+            ModelVersion.model_id == version.model_id, ModelVersion.id != version.id
+        )
+        moves = audit_rows(
+            session,
+            select(*AUDIT_COLUMNS)
+            .where(
+                AuditEvent.entity_type == "model_version",
+                AuditEvent.action.in_(("model_version.promote", "model_version.rollback")),
+                AuditEvent.entity_id.in_(siblings),
+            )
+            .order_by(AuditEvent.id),
+        )
+        replaced_by = [e for e in moves if e.details.get("model") == name
+                       and e.details.get("previous_version") == version.version]  # fmt: skip
     # The champion as this version's training evaluated it on the same holdout, when it is still
     # the champion (what the gates compared); otherwise its own metrics, from its own holdout.
     mine = {k: v for k, v in numeric_metrics(version.metrics).items()
@@ -1223,6 +1249,7 @@ def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDet
         inputs=inputs,
         history=history,
         champion_same_holdout=same_holdout,
+        replaced_by=replaced_by,
     )
 
 

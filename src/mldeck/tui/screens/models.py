@@ -20,6 +20,7 @@ from mldeck.jobs.policies import history_actions, promoted_once_approved
 from mldeck.ml import registry
 from mldeck.store.engine import Store
 from mldeck.store.queries import (
+    AuditRow,
     ModelVersionDetail,
     ModelVersionRow,
     RunFilter,
@@ -95,7 +96,8 @@ class ModelsScreen(DeckScreen):
         "Every registered model version, newest first per model: its status, aliases (the "
         "champion is starred), how many gates it passed (✓) and failed (✗), the latest approval decision "
         "and the key metric ([model] primary_metric). Enter opens a version, where it can be "
-        "approved, promoted, rolled back to or archived. n trains a new candidate."
+        "approved or rejected, promoted to champion or challenger, rolled back to or archived. "
+        "n trains a new candidate."
     )
 
     BINDINGS = [Binding("n", "train", "Train candidate", id="models-train")]
@@ -213,7 +215,9 @@ class ModelsScreen(DeckScreen):
 # The actions on a version: (verb shown in the dialog, whether a reason is required).
 _ACTIONS = {
     "approve": ("Approve", True),
+    "reject": ("Reject", True),
     "promote": ("Promote to champion", False),
+    "challenger": ("Make challenger", False),
     "rollback": ("Roll back to", True),
     "archive": ("Archive", False),
 }
@@ -226,10 +230,10 @@ class ModelVersionScreen(DeckScreen):
         "One model version: its metrics beside the current champion's, each gate with its result "
         "and detail, its lineage (dataset versions → training run → version) and its history "
         "(the audit trail: registration, approvals, promotions); m, t, l and h show those tabs. "
-        "a approves, p promotes to "
-        "champion, b rolls the champion back to this version, x archives it; each asks for "
-        "confirmation first, with a reason (required to approve or roll back, optional to "
-        "promote or archive). Read-only consoles cannot change anything."
+        "a approves, r rejects, p promotes to champion, c makes it the challenger (scored in "
+        "shadow beside the champion), b rolls the champion back to this version, x archives "
+        "it; each asks for confirmation first, with a reason (required to approve, reject or "
+        "roll back, optional otherwise). Read-only consoles cannot change anything."
     )
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="model-back"),
@@ -238,7 +242,10 @@ class ModelVersionScreen(DeckScreen):
         Binding("l", "tab('lineage')", "Lineage", show=False, id="model-tab-lineage"),
         Binding("h", "tab('history')", "History", show=False, id="model-tab-history"),
         Binding("a", "change('approve')", "Approve", id="model-approve"),
+        # r and c are said by ? (the footer has no room left for them at 80 columns).
+        Binding("r", "change('reject')", "Reject", show=False, id="model-reject"),
         Binding("p", "change('promote')", "Promote", id="model-promote"),
+        Binding("c", "change('challenger')", "Challenger", show=False, id="model-challenger"),
         Binding("b", "change('rollback')", "Rollback", id="model-rollback"),
         Binding("x", "change('archive')", "Archive", id="model-archive"),
     ]
@@ -350,16 +357,14 @@ class ModelVersionScreen(DeckScreen):
         self.query_one("#model-lineage", Static).update(_lineage(detail))
 
         history = self.query_one("#model-history", DeckTable)
+        said = {str(event.id): _what(row.model, event, lost) for event, lost in detail.timeline()}
         self._whole["model-history"] = {
-            str(event.id): f"{event.action}: {_details(event.details)}" for event in detail.history
+            key: f"{what}: {text}" for key, (what, text) in said.items()
         }
         history.replace_rows(
             [
-                (
-                    str(event.id),
-                    (fmt.when(event.ts), event.actor, event.action, _details(event.details)),
-                )
-                for event in reversed(detail.history)
+                (str(event.id), (fmt.when(event.ts), event.actor, *said[str(event.id)]))
+                for event, _lost in reversed(detail.timeline())
             ]
         )
         for table_id in self._whole:
@@ -414,6 +419,14 @@ class ModelVersionScreen(DeckScreen):
             what = f"Make {row.label} the champion of {row.model}."
             if "challenger" in row.aliases:  # said after the change; said before it too
                 what += " It stops being the challenger."
+        elif action == "challenger":
+            what = (f"Make {row.label} the challenger of {row.model}: scored in shadow beside "
+                    "the champion on every batch, its predictions never served.")  # fmt: skip
+        elif action == "reject":
+            what = (f"Reject {row.label}: your decision and its reason are recorded; it cannot "
+                    "be promoted to champion unless approved later.")  # fmt: skip
+            if "challenger" in row.aliases:
+                what += " It stops being the challenger."
         elif action == "archive":
             what = (f"Archive {row.label} for good: it can no longer be approved, promoted or "
                     "rolled back to. Its files and history are kept.")  # fmt: skip
@@ -441,9 +454,14 @@ class ModelVersionScreen(DeckScreen):
         is said at once, before a reason is typed for nothing (in a worker thread)."""
         auto = registry.auto_approve_policy(self.deck.workspace.settings)
         options: dict[str, Any] = {"reason": "(asked in the console)"}
-        if action in ("promote", "rollback"):  # with its model file checked, as when applied
+        if action in ("promote", "rollback", "challenger"):  # its model file checked, as applied
             options.update(auto_approve=auto, root=self.deck.workspace.root)
-        refused = registry.refusal(self.deck.store, action, ref, **options)
+        if action == "challenger":
+            options["alias"] = registry.CHALLENGER
+        elif action == "reject":
+            options["reject"] = True
+        change = {"reject": "approve", "challenger": "promote"}.get(action, action)
+        refused = registry.refusal(self.deck.store, change, ref, **options)
         if refused:
             self.app.call_from_thread(self.notify, refused, severity="warning", timeout=8)
         else:
@@ -467,8 +485,12 @@ class ModelVersionScreen(DeckScreen):
         root = self.deck.workspace.root
         calls: dict[str, Callable[[], registry.Change]] = {
             "approve": lambda: registry.approve(store, ref, reason=reason),
+            "reject": lambda: registry.approve(store, ref, reason=reason, reject=True),
             "promote": lambda: registry.promote(
                 store, ref, reason=reason, auto_approve=auto, root=root
+            ),
+            "challenger": lambda: registry.promote(
+                store, ref, alias=registry.CHALLENGER, reason=reason, auto_approve=auto, root=root
             ),
             "rollback": lambda: registry.rollback(
                 store, ref, reason=reason, auto_approve=auto, root=root
@@ -493,6 +515,21 @@ def _figures(metric: str, value: float | None, threshold: float | None) -> str:
     if not metric:
         return ""
     return f"{metric} {fmt.number(value)} vs {fmt.number(threshold)}"
+
+
+def _what(model: str, event: AuditRow, lost: bool) -> tuple[str, str]:
+    """An event of a version's history as WHAT and DETAIL; *lost*: another version's promotion
+    or rollback that took an alias from it."""
+    if not lost:
+        return event.action, _details(event.details)
+    details = event.details
+    taker = f"{model}:{details.get('version')}"
+    what = f"lost {details.get('alias') or 'champion'}"
+    rest = {k: v for k, v in details.items()
+            if k not in ("alias", "version", "previous_version", "schema_digest")
+            and not (k == "forced" and not v)}  # fmt: skip
+    return what, " ".join(filter(None, [f"to {taker} ({event.action.split('.')[-1]})",
+                                        _details(rest)]))  # fmt: skip
 
 
 def _details(details: dict[str, Any]) -> str:
