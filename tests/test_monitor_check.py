@@ -22,6 +22,7 @@ from mldeck.store.models import (
     Alert,
     Artifact,
     AuditEvent,
+    DatasetVersion,
     DriftReport,
     FeatureDrift,
     Metric,
@@ -109,6 +110,21 @@ def test_a_batch_like_the_reference_is_quiet_and_fully_recorded(monitored, store
     # The small reference (800 rows) uses the tests: KS for numbers, chi-square for categories.
     methods = {f.feature: f.method for f in result.features}
     assert methods == {"tenure": "ks", "charges": "ks", "plan": "chi2"}
+
+
+def test_a_stored_batch_cut_short_is_refused_not_checked(monitored, store, tmp_path):
+    """A stored file truncated behind mldeck's back was read as it was: a report on half its
+    rows ('no dataset drift'), where training and scoring refuse it."""
+    version = ingest(monitored, store, churn_frame(400, seed=2, start_id=5000), tmp_path, "b.csv")
+    with store.read() as session:
+        stored = monitored.root / session.get(DatasetVersion, version).stored_path
+    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])
+    with pytest.raises(MldeckError, match=r"does not match its recorded sha256 .* truncated"):
+        check_batch(monitored, store, version)
+    with store.read() as session:
+        assert session.execute(select(func.count(DriftReport.id))).scalar() == 0
+        runs = session.execute(select(Run.status).where(Run.kind == RunKind.DRIFT)).scalars()
+        assert list(runs) == [RunStatus.FAILED]
 
 
 def test_a_shifted_batch_is_flagged_on_the_shifted_feature_and_alerts(monitored, store, tmp_path):

@@ -177,7 +177,7 @@ def check_batch(
     try:
         check_column_settings(workspace, reference)
         baseline = _baseline(workspace, store, reference, run_id)
-        frame = open_version(workspace, version, batch)
+        frame = open_version(workspace, version, batch, check=True)  # the bytes ingested
         batch_summary = drift.summarize_batch(frame, baseline)
         result = _compare(workspace, baseline, batch_summary, champion, batch, ref_label)
         result.run_id, result.dataset_version_id = run_id, version.id
@@ -548,7 +548,7 @@ def _model_side(
         _log(store, run_id, f"scoring the reference with {result.model} (once): {name}")
         from mldeck.ml.scoring import predict_frame
 
-        ref_frame = open_version(workspace, reference, "the reference").collect()
+        ref_frame = open_version(workspace, reference, "the reference", check=True).collect()
         ref_scores, _ = predict_frame(workspace, store, champion, ref_frame, model_name)
         reference_scores = drift.build_baseline(
             pl.LazyFrame({"score": ref_scores}), {"score": "numeric"}
