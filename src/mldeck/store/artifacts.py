@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,14 +30,25 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _new_file(folder: Path) -> tuple[int, Path]:
+    """A new hidden temporary file in *folder*, opened for writing, with the mode the umask
+    gives (as any file the user writes): mkstemp's 0600 left a team sharing a workspace
+    unable to read the datasets and models another member stored."""
+    while True:
+        tmp = folder / f".incoming-{secrets.token_hex(8)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+
+
 def put_stream(artifacts_dir: Path, stream: BinaryIO, suffix: str = "") -> tuple[str, Path, int]:
     """Store the bytes of *stream* (named by their sha256 plus *suffix*); return
     (sha256, absolute path, size)."""
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
-    fd, tmp_name = tempfile.mkstemp(dir=artifacts_dir, prefix=".incoming-", suffix=".tmp")
-    tmp = Path(tmp_name)
+    fd, tmp = _new_file(artifacts_dir)
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := stream.read(CHUNK):
