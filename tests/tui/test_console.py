@@ -653,6 +653,36 @@ async def test_a_stream_of_notices_shows_at_most_three_and_keeps_warnings(seeded
                          "batch_07.csv: churn:v7 accepted"]  # fmt: skip
 
 
+async def test_notices_given_way_leave_nothing_mounted_on_any_screen(seeded) -> None:
+    """Textual removed a toast given way, not the holder around it: a long demo feed piled up
+    empty holders (and the toasts they kept alive) on every screen, laid out on every frame."""
+    from textual.widgets._toast import Toast, ToastHolder
+
+    from mldeck.tui.app import MAX_TOASTS
+
+    app = make_app(*seeded)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        overview = app.screen
+        for week in range(1, 21):
+            app.notify(f"batch_{week:02}.csv: churn:v{week} accepted")
+            app.notify("said again and again")  # the same notice: one toast, shown anew
+            if week == 10:
+                await settle(pilot)
+                await pilot.press("2")  # the other screens show the same toasts
+                await settle(pilot)
+                runs = app.screen
+            await pilot.pause()
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        assert runs is not overview
+        for screen in (overview, runs):
+            holders = list(screen.query(ToastHolder))
+            assert len(holders) <= MAX_TOASTS, len(holders)
+            assert all(holder.query(Toast) for holder in holders)
+
+
 async def test_the_last_runs_fill_a_tall_terminal(seeded) -> None:
     """As many as the table has room for, at least eight (120x40 left twenty empty rows under
     eight runs)."""

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.notifications import Notify, SeverityLevel
 from textual.screen import Screen
+from textual.widgets._toast import Toast, ToastHolder, ToastRack
 from textual.worker import Worker, WorkerState
 
 from mldeck.errors import MldeckError
@@ -41,6 +42,23 @@ MAX_TOASTS = 3
 # A watcher line beyond this is cut in its toast (a rejection with its reasons ran to 20 lines
 # over the tables at 80x24): about four lines of a toast at 80 columns.
 WATCHER_TOAST_CHARS = 100
+
+
+def _show_toasts(rack: ToastRack, notifications: Iterable) -> None:
+    """``ToastRack.show``, the holder of each toast given way removed with it: Textual (8.2.8)
+    removes the toast only, so every notice given way (``MAX_TOASTS``, a notice said again)
+    left an empty holder mounted on each screen, keeping the toast and its rendering alive and
+    laid out on every frame: a console fed a batch every few seconds grew for good."""
+    for toast in rack.query(Toast):
+        holder = toast.parent
+        if toast._notification not in notifications and isinstance(holder, ToastHolder):
+            holder.remove()
+    _textual_show_toasts(rack, notifications)
+
+
+_textual_show_toasts = ToastRack.show
+ToastRack.show = _show_toasts  # type: ignore[method-assign]
+
 # What ctrl+c says: 'q' is the console's key, ctrl+q Textual's, which also works in a text field.
 QUIT_HINT = "Press q to quit (or ctrl+q, which also works while typing in a field)."
 
