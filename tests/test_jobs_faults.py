@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from .jobs_helpers import (
     cli,
     copy_workspace,
     count,
+    environ,
     make_template,
     open_store,
     pid_alive,
@@ -178,6 +180,32 @@ def test_two_daemons_on_one_workspace_exactly_one_acts(template, tmp_path):
     store.close()
 
 
+def test_a_daemon_whose_stdout_goes_away_keeps_running_and_logging(template, tmp_path):
+    """'mldeck daemon | head -1': each later line logged an 'on_event failed' traceback, and
+    the last one ('stopped') ended it with a BrokenPipeError."""
+    workspace = copy_workspace(template, tmp_path / "ws", JOBS.format(health="1s"))
+    store = open_store(workspace)
+    errors = open(tmp_path / "err", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mldeck.cli", "--workspace", str(workspace.root), "daemon"],
+        stdout=subprocess.PIPE, stderr=errors, env=environ(), cwd=workspace.root,
+    )  # fmt: skip
+    try:
+        assert b"mldeck daemon on" in proc.stdout.readline()
+        proc.stdout.close()  # the reader goes away
+        log = workspace.state_dir / "daemon.log"
+        wait_for(lambda: count(store, Run, Run.name == "health") >= 2, "two health checks")
+        wait_for(lambda: "stdout is gone" in log.read_text(), "the daemon to notice")
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+        errors.close()
+    assert proc.returncode == 0
+    said = log.read_text() + (tmp_path / "err").read_text()
+    assert "Traceback" not in said and "on_event failed" not in said, said
+    store.close()
+
+
 def test_console_daemon_and_cli_write_at_once_without_lock_errors(template, tmp_path):
     workspace = copy_workspace(template, tmp_path / "ws", JOBS.format(health="1s") + """
 [jobs.schedules.cli-toggle]
@@ -285,6 +313,11 @@ def test_an_almost_full_disk_fails_jobs_clearly_and_keeps_the_store(template, sm
     lines = (full.stdout + full.stderr).strip().splitlines()
     assert "Traceback" not in full.stderr
     assert any("disk" in line and ("full" in line or "free" in line) for line in lines), lines
+    # The same training run by hand: what filled the disk is said, with what to do.
+    direct = cli(workspace, "run", "train")
+    assert direct.returncode == 2 and "Traceback" not in direct.stderr, direct.stderr
+    (said,) = direct.stderr.strip().splitlines()[-1:]
+    assert "full" in said and "free room" in said, said
     (small_disk / "filler").unlink()
     store = open_store(workspace)
     try:

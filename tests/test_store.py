@@ -679,6 +679,24 @@ def leftovers(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.startswith(".incoming-")]
 
 
+def test_a_store_that_cannot_be_written_is_not_said_out_of_reach(tmp_path):
+    """SQLite's 'attempt to write a readonly database' read 'the store cannot be reached'."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    path = tmp_path / "store.db"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE t (x)")
+    reader = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    with pytest.raises(OperationalError) as caught, reader.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    reader.dispose()
+    assert engine.store_problem(caught.value) == (
+        "the store could not be written: attempt to write a readonly database "
+        "(its file or folder is read-only)"
+    )
+
+
 def test_put_file_is_content_addressed(tmp_path):
     store_dir = tmp_path / "artifacts"
     source = tmp_path / "model.bin"
@@ -694,6 +712,20 @@ def test_put_file_is_content_addressed(tmp_path):
     assert artifacts.put_file(store_dir, again) == (sha, stored, size)
     assert [p for p in store_dir.rglob("*") if p.is_file()] == [stored]
     assert leftovers(store_dir) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_a_stored_file_takes_the_mode_the_umask_gives(tmp_path, umask, mode):
+    """A team sharing a workspace (group-writable, umask 002) could not read the datasets and
+    models another member stored: they were always 0600."""
+    source = tmp_path / "batch.csv"
+    source.write_bytes(b"a,b\n1,2\n")
+    before = os.umask(umask)
+    try:
+        _, stored, _ = artifacts.put_file(tmp_path / "datasets", source)
+    finally:
+        os.umask(before)
+    assert stored.stat().st_mode & 0o777 == mode
 
 
 class BreaksMidway(io.RawIOBase):

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mldeck import formatting as fmt
-from mldeck.errors import MldeckError, NotFound, interrupted
+from mldeck.errors import MldeckError, NotFound, disk_full, interrupted
 
 if TYPE_CHECKING:
     from mldeck.store.engine import Store
@@ -1694,6 +1694,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except OSError as exc:  # a read-only or full folder of the workspace, a file's permissions
         where = f" {exc.filename}" if exc.filename else ""
+        if disk_full(exc):  # a library's write, often naming no file
+            print(f"mldeck: error: the disk is full ({exc.strerror or exc}{where}): free room "
+                  "on the workspace's disk and try again", file=sys.stderr)  # fmt: skip
+            sys.exit(2)
         print(f"mldeck: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     except BaseException as exc:  # a Ctrl-C: the runs it started ended cancelled on the way out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -360,8 +361,9 @@ def daemon(
     root.setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected" per event
+    say = _Stdout()
     scheduler = DeckScheduler(ws, store, role="daemon", watch_incoming=True,
-                              on_event=lambda line: print(line, flush=True))  # fmt: skip
+                              on_event=say)  # fmt: skip
     stopping = []
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -372,7 +374,7 @@ def daemon(
     # killed by it, it left its runs 'running' and its lease held until another scheduler came.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop)
-    print(f"mldeck daemon on {ws.root} (pid {scheduler.lease.pid}), logging to {path}", flush=True)
+    say(f"mldeck daemon on {ws.root} (pid {scheduler.lease.pid}), logging to {path}")
     logging.getLogger("mldeck.daemon").info("daemon started on %s", ws.root)
     scheduler.start()
     said = ""
@@ -389,8 +391,34 @@ def daemon(
             line = f"standby: {acting.describe()} runs the scheduler; taking over if it stops"
             if line != said:  # said once per holder, not every look
                 said = line
-                print(line, flush=True)
+                say(line)
                 logging.getLogger("mldeck.daemon").info(line)
     logging.getLogger("mldeck.daemon").info("daemon stopped")
-    print("mldeck daemon stopped", flush=True)
+    say("mldeck daemon stopped")
     sys.exit(0)
+
+
+class _Stdout:
+    """The daemon's lines on stdout until it goes away (the reader of its pipe gone: '| head',
+    a 'tee' stopped): the log keeps them and the daemon goes on. Each line then logged a
+    traceback ('on_event failed') to the log."""
+
+    def __init__(self) -> None:
+        self.gone = False
+
+    def __call__(self, line: str) -> None:
+        if self.gone:
+            return
+        try:
+            print(line, flush=True)
+        except (OSError, ValueError):  # a broken pipe, a closed file
+            self.gone = True
+            logging.getLogger("mldeck.daemon").warning(
+                "stdout is gone: the daemon's lines go to this log only"
+            )
+            try:  # nothing more to flush there, at exit either
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass

@@ -600,8 +600,9 @@ def start_run(
                 session.flush()
                 run_id = run.id
         except OperationalError as exc:  # busy past its timeout, or away
-            raise MldeckError(f"the run could not be recorded: the store refused it "
-                              f"({_first_line(exc)})") from exc  # fmt: skip
+            from mldeck.store.engine import store_problem
+
+            raise MldeckError(f"the run could not be recorded: {store_problem(exc)}") from exc
         started = ActiveRun(ws, store, run_id, run_name)
         _end_at_exit(started)
         return started

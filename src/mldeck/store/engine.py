@@ -575,6 +575,11 @@ def store_problem(exc: BaseException) -> str:
     if orig is not None:
         text = " ".join(str(orig).split())
         if isinstance(exc, OperationalError):
+            low = text.lower()
+            if "disk is full" in low or "no space left" in low:
+                return f"the store could not be written: {text} (free room on its disk)"
+            if "readonly database" in low or "read-only" in low:
+                return f"the store could not be written: {text} (its file or folder is read-only)"
             return f"the store cannot be reached: {text}"
         return f"{type(orig).__name__}: {text}"
     first = (str(exc).strip().splitlines() or [""])[0]
