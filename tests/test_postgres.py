@@ -705,3 +705,18 @@ def test_another_applications_database_is_refused_untouched(pg_url, sql, said):
         )).scalars())  # fmt: skip
     admin.dispose()
     assert "run" not in tables and "store_state" not in tables
+
+
+def test_a_backup_of_a_workspace_on_postgresql_says_to_use_the_servers_tools(
+    pg_workspace, tmp_path
+):
+    from mldeck.backup import backup_workspace
+    from mldeck.errors import MldeckError
+
+    store = open_workspace_store(pg_workspace)
+    try:
+        with pytest.raises(MldeckError, match=r"back the database up with its own tools \(pg_dump"):
+            backup_workspace(pg_workspace, store, tmp_path / "copy")
+    finally:
+        store.close()
+    assert not (tmp_path / "copy").exists()

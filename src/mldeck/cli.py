@@ -1323,6 +1323,41 @@ def models_archive(
 
 # -- audit -------------------------------------------------------------------------------------
 
+
+@app.command("backup")
+def backup(
+    destination: Annotated[
+        Path, typer.Argument(metavar="FOLDER", help="A new folder for the copy (must not exist).")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Copy the workspace to a new folder: the store as of one moment (SQLite's online backup,
+    safe while the console or a daemon writes) and every file beside it. The copy is a
+    workspace: open it with -w FOLDER; to restore, stop the console and daemon, move the
+    workspace away and the copy in its place."""
+    from mldeck.backup import backup_workspace
+
+    ws, store = _open()
+    said = (lambda _line: None) if as_json else (lambda line: out.print(line, markup=False))
+    result = backup_workspace(ws, store, destination, on_step=said)
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    out.print(
+        f"backed up {ws.root} to {result.destination}: {fmt.plural(result.runs, 'run')}, "
+        f"{fmt.plural(result.dataset_versions, 'dataset version')}, "
+        f"{fmt.plural(result.model_versions, 'model version')}; "
+        f"{fmt.plural(result.files, 'file')}, {fmt.size(result.file_bytes)}",
+        markup=False,
+    )
+    if result.missing:
+        out.print(f"not in the workspace already (named by the store, not copied): "
+                  f"{', '.join(result.missing[:5])}"
+                  + (f" and {len(result.missing) - 5} more" if len(result.missing) > 5 else ""),
+                  markup=False)  # fmt: skip
+    out.print(f"open it with: mldeck -w {result.destination}", markup=False)
+
+
 audit_app = typer.Typer(
     help="The audit trail: verify its hash chain, list its events.", no_args_is_help=True
 )
@@ -1713,7 +1748,8 @@ def main(argv: list[str] | None = None) -> None:
 
         if store_damaged(exc):
             print(f"mldeck: error: the store is damaged ({' '.join(str(exc.orig).split())}); "
-                  "restore .mldeck/ from a backup, or move the store away and start anew",
+                  "restore the workspace from a backup ('mldeck backup'), or move the store away "
+                  "and start anew",
                   file=sys.stderr)  # fmt: skip
             sys.exit(2)
         # The server refused: a role without the right (42501) or a read-only server (25006).
