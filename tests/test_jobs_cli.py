@@ -159,3 +159,19 @@ def test_a_config_schedule_shadowed_by_a_cli_one_is_said_by_jobs_list(ws, cli):
         "mldeck: warning: schedule sweep in mldeck.toml is not applied: a schedule of that name "
         "was added with 'mldeck jobs add' and stays as it is (rename one of them)"
     )
+
+
+def test_a_line_stdout_cannot_spell_does_not_silence_the_daemon():
+    """A batch named 'été.csv' under an ASCII locale was taken for stdout gone: every later
+    line of the daemon was lost."""
+    import subprocess
+    import sys
+
+    from .conftest import clean_environ
+
+    code = ("from mldeck.cli_jobs import _Stdout; say = _Stdout(); "
+            "say('a'); say('batch_été.csv accepted'); say('b'); print('c')")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**clean_environ(), "PYTHONIOENCODING": "ascii"}, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["a", "batch_?t?.csv accepted", "b", "c"]

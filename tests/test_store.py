@@ -697,6 +697,28 @@ def test_a_store_that_cannot_be_written_is_not_said_out_of_reach(tmp_path):
     )
 
 
+def test_a_store_locked_past_the_timeout_is_said_busy(tmp_path):
+    """'database is locked' read 'the store cannot be reached' (a network or a file problem)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    path = tmp_path / "store.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, and writing on
+    writer = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.1})
+    try:
+        with pytest.raises(OperationalError) as caught, writer.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+    finally:
+        writer.dispose()
+        holder.close()
+    assert engine.store_problem(caught.value) == (
+        "the store is busy: another process held its write lock past the timeout "
+        "(database is locked); try again"
+    )
+
+
 def test_put_file_is_content_addressed(tmp_path):
     store_dir = tmp_path / "artifacts"
     source = tmp_path / "model.bin"
@@ -714,12 +736,16 @@ def test_put_file_is_content_addressed(tmp_path):
     assert leftovers(store_dir) == []
 
 
-@pytest.mark.parametrize("umask, mode", [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
-def test_a_stored_file_takes_the_mode_the_umask_gives(tmp_path, umask, mode):
+@pytest.mark.parametrize(
+    "umask, source_mode, mode",
+    [(0o002, 0o666, 0o664), (0o022, 0o666, 0o644), (0o077, 0o666, 0o600), (0o002, 0o600, 0o600)],
+)
+def test_a_stored_file_takes_the_mode_the_umask_gives(tmp_path, umask, source_mode, mode):
     """A team sharing a workspace (group-writable, umask 002) could not read the datasets and
-    models another member stored: they were always 0600."""
+    models another member stored: they were always 0600. A private file stays private."""
     source = tmp_path / "batch.csv"
     source.write_bytes(b"a,b\n1,2\n")
+    source.chmod(source_mode)
     before = os.umask(umask)
     try:
         _, stored, _ = artifacts.put_file(tmp_path / "datasets", source)

@@ -5,6 +5,7 @@ Registered on the main app by :mod:`mldeck.cli`; they share its output helpers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -405,20 +406,31 @@ class _Stdout:
 
     def __init__(self) -> None:
         self.gone = False
+        with contextlib.suppress(AttributeError, ValueError):  # a name the locale cannot spell
+            sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
 
     def __call__(self, line: str) -> None:
         if self.gone:
             return
         try:
             print(line, flush=True)
-        except (OSError, ValueError):  # a broken pipe, a closed file
-            self.gone = True
-            logging.getLogger("mldeck.daemon").warning(
-                "stdout is gone: the daemon's lines go to this log only"
-            )
-            try:  # nothing more to flush there, at exit either
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-                os.close(devnull)
-            except (OSError, ValueError):
-                pass
+        except OSError as exc:
+            if not isinstance(exc, BrokenPipeError):  # a full disk under '> out.log': this line
+                return
+            self._away()
+        except ValueError:
+            if sys.stdout.closed:
+                self._away()
+
+    def _away(self) -> None:
+        """The pipe's reader is gone, or the file closed: nothing more goes there."""
+        self.gone = True
+        logging.getLogger("mldeck.daemon").warning(
+            "stdout is gone: the daemon's lines go to this log only"
+        )
+        try:  # nothing left to flush there, at exit either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass

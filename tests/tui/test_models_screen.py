@@ -350,6 +350,13 @@ async def test_reject_through_the_dialog_takes_the_challenger_alias_away(models_
         assert session.execute(select(Alias.name)).scalars().all() == []
 
 
+async def test_a_challenger_without_a_champion_is_told_it_waits_for_one(models_seeded) -> None:
+    app = make_app(*models_seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        said = await asked(pilot, 2, "c")
+    assert said.endswith("churn has no champion yet: it is scored once there is one.")
+
+
 async def test_challenger_through_the_dialog_and_refused_for_the_champion(models_seeded) -> None:
     from mldeck.ml.registry import approve, promote
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,25 +31,27 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _new_file(folder: Path) -> tuple[int, Path]:
-    """A new hidden temporary file in *folder*, opened for writing, with the mode the umask
-    gives (as any file the user writes): mkstemp's 0600 left a team sharing a workspace
+def _new_file(folder: Path, mode: int) -> tuple[int, Path]:
+    """A new hidden temporary file in *folder*, opened for writing, with *mode* as the umask
+    narrows it (as any file the user writes): mkstemp's 0600 left a team sharing a workspace
     unable to read the datasets and models another member stored."""
     while True:
         tmp = folder / f".incoming-{secrets.token_hex(8)}.tmp"
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), tmp
         except FileExistsError:  # pragma: no cover - 64 random bits
             continue
 
 
-def put_stream(artifacts_dir: Path, stream: BinaryIO, suffix: str = "") -> tuple[str, Path, int]:
-    """Store the bytes of *stream* (named by their sha256 plus *suffix*); return
-    (sha256, absolute path, size)."""
+def put_stream(
+    artifacts_dir: Path, stream: BinaryIO, suffix: str = "", mode: int = 0o666
+) -> tuple[str, Path, int]:
+    """Store the bytes of *stream* (named by their sha256 plus *suffix*), with *mode* as the
+    umask narrows it; return (sha256, absolute path, size)."""
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
-    fd, tmp = _new_file(artifacts_dir)
+    fd, tmp = _new_file(artifacts_dir, mode)
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := stream.read(CHUNK):
@@ -72,10 +75,12 @@ def put_stream(artifacts_dir: Path, stream: BinaryIO, suffix: str = "") -> tuple
 
 
 def put_file(artifacts_dir: Path, source: Path, suffix: str = "") -> tuple[str, Path, int]:
-    """Store a copy of the file *source*; return (sha256, absolute path, size)."""
+    """Store a copy of the file *source*, no more readable than it is; return (sha256,
+    absolute path, size)."""
     try:
         with open(source, "rb") as stream:
-            return put_stream(artifacts_dir, stream, suffix)
+            mode = stat.S_IMODE(os.fstat(stream.fileno()).st_mode) & 0o666
+            return put_stream(artifacts_dir, stream, suffix, mode)
     except FileNotFoundError:
         raise ArtifactError(f"cannot store {source}: no such file") from None
     except IsADirectoryError:

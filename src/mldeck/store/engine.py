@@ -578,6 +578,9 @@ def store_problem(exc: BaseException) -> str:
             low = text.lower()
             if "disk is full" in low or "no space left" in low:
                 return f"the store could not be written: {text} (free room on its disk)"
+            if "database is locked" in low or "lock timeout" in low:
+                return (f"the store is busy: another process held its write lock past the "
+                        f"timeout ({text}); try again")  # fmt: skip
             if "readonly database" in low or "read-only" in low:
                 return f"the store could not be written: {text} (its file or folder is read-only)"
             return f"the store cannot be reached: {text}"

@@ -422,6 +422,8 @@ class ModelVersionScreen(DeckScreen):
         elif action == "challenger":
             what = (f"Make {row.label} the challenger of {row.model}: scored in shadow beside "
                     "the champion on every batch, its predictions never served.")  # fmt: skip
+            if self.champion is None and "champion" not in row.aliases:
+                what += f" {row.model} has no champion yet: it is scored once there is one."
         elif action == "reject":
             what = (f"Reject {row.label}: your decision and its reason are recorded; it cannot "
                     "be promoted to champion unless approved later.")  # fmt: skip
