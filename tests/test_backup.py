@@ -101,3 +101,13 @@ def test_the_cli_backs_up_and_refuses_what_it_cannot_do(
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert refused.stderr.strip().splitlines()[-1].endswith(message), refused.stderr
     assert not (ws.root / "inside").exists() and not (tmp_path / "no").exists()
+
+
+def test_a_store_outside_the_workspace_is_refused_not_copied_half(workspace, tmp_path, cli):
+    """The copy's mldeck.toml or environment would still name the original's store: a
+    'backup' sharing the store with the workspace it was taken from."""
+    elsewhere = {"MLDECK_DB_URL": f"sqlite:///{tmp_path / 'other.db'}"}
+    refused = cli("backup", str(tmp_path / "copy"), cwd=workspace.root, env=elsewhere)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert "the store is not a SQLite file in the workspace" in refused.stderr
+    assert not (tmp_path / "copy").exists()

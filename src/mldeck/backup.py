@@ -49,7 +49,8 @@ class BackupResult:
 
 
 def _refuse(workspace: Workspace, store: Store, destination: Path) -> Path:
-    if not store.is_sqlite or store.sqlite_path is None:
+    path = store.sqlite_path
+    if not store.is_sqlite or path is None or path.resolve() != workspace.db_path.resolve():
         raise MldeckError(
             "the store is not a SQLite file in the workspace (MLDECK_DB_URL / [store] url): back "
             "the database up with its own tools (pg_dump), and the workspace's folder as files"
@@ -134,8 +135,16 @@ def backup_workspace(
             f"copying the files beside it ({plural(versions, 'dataset version')}, "
             f"{plural(len(files), 'artifact')})"
         )
-        shutil.copytree(workspace.root, partial, symlinks=True, dirs_exist_ok=True,
-                        ignore=_skip(state))  # fmt: skip
+        try:
+            shutil.copytree(workspace.root, partial, symlinks=True, dirs_exist_ok=True,
+                            ignore=_skip(state))  # fmt: skip
+        except shutil.Error as exc:  # each file it could not copy; the others are copied
+            # Gone meanwhile (a batch of data/incoming/ just ingested): not an error.
+            kept = [e for e in exc.args[0] if os.path.lexists(e[0])]
+            if kept:
+                more = f" and {len(kept) - 1} more" if len(kept) > 1 else ""
+                raise MldeckError(f"the backup failed and was removed: cannot copy "
+                                  f"{kept[0][0]}: {kept[0][2]}{more}") from None  # fmt: skip
         missing = [p for p in [*data, *files] if not (partial / p).is_file()]
         count = size = 0
         for folder, _dirs, names in os.walk(partial):
