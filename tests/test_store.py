@@ -679,19 +679,27 @@ def leftovers(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.startswith(".incoming-")]
 
 
-def test_a_store_that_cannot_be_written_is_not_said_out_of_reach(tmp_path):
-    """SQLite's 'attempt to write a readonly database' read 'the store cannot be reached'."""
+def _refused_insert(url: str, **connect_args) -> BaseException:
+    """The OperationalError SQLite raises for an insert through an engine on *url*."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import OperationalError
 
+    writer = create_engine(url, connect_args=connect_args)
+    try:
+        with pytest.raises(OperationalError) as caught, writer.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+    finally:
+        writer.dispose()
+    return caught.value
+
+
+def test_a_store_that_cannot_be_written_is_not_said_out_of_reach(tmp_path):
+    """SQLite's 'attempt to write a readonly database' read 'the store cannot be reached'."""
     path = tmp_path / "store.db"
     with sqlite3.connect(path) as con:
         con.execute("CREATE TABLE t (x)")
-    reader = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
-    with pytest.raises(OperationalError) as caught, reader.begin() as conn:
-        conn.execute(text("INSERT INTO t VALUES (1)"))
-    reader.dispose()
-    assert engine.store_problem(caught.value) == (
+    refused = _refused_insert(f"sqlite:///file:{path}?mode=ro&uri=true")
+    assert engine.store_problem(refused) == (
         "the store could not be written: attempt to write a readonly database "
         "(its file or folder is read-only)"
     )
@@ -699,21 +707,15 @@ def test_a_store_that_cannot_be_written_is_not_said_out_of_reach(tmp_path):
 
 def test_a_store_locked_past_the_timeout_is_said_busy(tmp_path):
     """'database is locked' read 'the store cannot be reached' (a network or a file problem)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import OperationalError
-
     path = tmp_path / "store.db"
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("CREATE TABLE t (x)")
     holder.execute("BEGIN IMMEDIATE")  # another process writing, and writing on
-    writer = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.1})
     try:
-        with pytest.raises(OperationalError) as caught, writer.begin() as conn:
-            conn.execute(text("INSERT INTO t VALUES (1)"))
+        refused = _refused_insert(f"sqlite:///{path}", timeout=0.1)
     finally:
-        writer.dispose()
         holder.close()
-    assert engine.store_problem(caught.value) == (
+    assert engine.store_problem(refused) == (
         "the store is busy: another process held its write lock past the timeout "
         "(database is locked); try again"
     )

@@ -1321,7 +1321,7 @@ def models_archive(
     _print_change(archive(store, ref, reason=reason), as_json, [])
 
 
-# -- audit -------------------------------------------------------------------------------------
+# -- backup ------------------------------------------------------------------------------------
 
 
 @app.command("backup")
@@ -1356,6 +1356,9 @@ def backup(
                   + (f" and {len(result.missing) - 5} more" if len(result.missing) > 5 else ""),
                   markup=False)  # fmt: skip
     out.print(f"open it with: mldeck -w {result.destination}", markup=False)
+
+
+# -- audit -------------------------------------------------------------------------------------
 
 
 audit_app = typer.Typer(

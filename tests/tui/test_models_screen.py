@@ -110,6 +110,12 @@ def champion_ids(store: Store) -> list[int]:
     return [c.model_version_id for c in champions(store)]
 
 
+def make_challenger(store: Store, version_id: int) -> None:
+    with store.write() as session:
+        session.add(Alias(model_id=1, name="challenger", model_version_id=version_id,
+                          updated_at=T0))  # fmt: skip
+
+
 def notices(app) -> list[str]:
     return [str(n.message) for n in app._notifications]
 
@@ -333,8 +339,7 @@ async def test_approve_through_the_dialog(models_seeded) -> None:
 
 async def test_reject_through_the_dialog_takes_the_challenger_alias_away(models_seeded) -> None:
     workspace, store = models_seeded
-    with store.write() as session:
-        session.add(Alias(model_id=1, name="challenger", model_version_id=2, updated_at=T0))
+    make_challenger(store, 2)
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
         said = await asked(pilot, 2, "r")
@@ -825,8 +830,7 @@ async def test_approving_a_version_waiting_after_a_retrain_says_the_scheduler_pr
 
 async def test_archiving_says_it_is_for_good_and_the_alias_it_loses(models_seeded) -> None:
     workspace, store = models_seeded
-    with store.write() as session:
-        session.add(Alias(model_id=1, name="challenger", model_version_id=2, updated_at=T0))
+    make_challenger(store, 2)
     app = make_app(workspace, store)
     async with app.run_test(size=SIZE) as pilot:
         said = await asked(pilot, 2, "x")
