@@ -241,17 +241,82 @@ def test_a_tsv_file_is_read_with_tabs_unless_another_separator_is_set(tmp_path):
     assert open_source(semi, separator=";").columns == ["a", "b", "c"]
 
 
-def test_short_rows_become_nulls_that_the_nulls_check_catches(tmp_path):
+def test_short_rows_are_named_with_their_line_not_passed_as_nulls(tmp_path):
     path = write(tmp_path, "short.csv", "a,b,c\n1,x,1.5\n2,y\n3,z,2.5\n")
     assert pl.read_csv(path)["c"].null_count() == 1  # polars pads the short row silently
+    # c may hold nulls: the row missing its field passed as one with an empty value
+    result = run(path, data_settings(columns=ABC))
+    fields = check(result, "fields")
+    assert (fields.status, fields.failed_rows) == ("fail", 1)
+    assert result.status == "rejected"
+    assert result.reasons() == ["fields: 1 row has fewer fields than the header's 3: line 3 has 2"]
     expectations = data_settings(columns={**ABC, "c": {"type": "float", "nullable": False}})
     result = run(path, expectations)
-    nulls = check(result, "nulls", "c")
-    assert (nulls.status, nulls.failed_rows, nulls.detail) == ("fail", 1, "1 null (none allowed)")
-    assert result.reasons() == ["nulls(c): 1 null (none allowed)"]
+    assert result.reasons() == ["fields: 1 row has fewer fields than the header's 3: line 3 has 2",
+                                "nulls(c): 1 null (none allowed)"]  # fmt: skip
     rows = pl.read_parquet(rows_path(path))
     assert rows[ROW].to_list() == [1]
     assert rows[REASON].to_list() == ["nulls(c)"]
+    # A producer leaving trailing empty fields out: warned, not rejected, when asked
+    warned = run(path, data_settings(columns=ABC, table={"warn": ["fields"]}))
+    assert (warned.status, check(warned, "fields").status) == ("warned", "warn")
+
+
+def test_a_file_cut_short_is_said_to_be(tmp_path):
+    # Copied while still being written (or an upload cut off): the last row ends mid-way.
+    body = "a,b,c\n" + "".join(f"{i},x,{i}.5\n" for i in range(50)) + "50,x"
+    reasons = reasons_of(write(tmp_path, "cut.csv", body), data_settings(columns=ABC))[1]
+    assert reasons == [
+        "fields: 1 row has fewer fields than the header's 3: line 52 has 2; it is the last line "
+        "and ends without a line break: the file looks cut short (copied while still being "
+        "written?)"
+    ]
+    two = "a,b,c\n1,x\n" + "".join(f"{i},x,{i}.5\n" for i in range(5)) + "50,x"
+    assert reasons_of(write(tmp_path, "two.csv", two), data_settings(columns=ABC))[1] == [
+        "fields: 2 rows have fewer fields than the header's 3: line 2 has 2; the last line is one "
+        "of them and ends without a line break: the file looks cut short (copied while still "
+        "being written?)"
+    ]
+    # A whole last line without a line break, a short line that does end with one: not cut
+    whole = write(tmp_path, "whole.csv", "a,b,c\n1,x,\n2,y,2.5")
+    assert reasons_of(whole, data_settings(columns=ABC)) == ("accepted", [])
+    ended = reasons_of(write(tmp_path, "ended.csv", "a,b,c\n1,x,1.5\n2,y\n"), None)[1]
+    assert ended == ["fields: 1 row has fewer fields than the header's 3: line 3 has 2"]
+
+
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        # empty fields, quoted separators and doubled quotes are fields like any other
+        ('a,b,c\n1,,\n2,"x,y",\n3,"p""q,r",""\n"4",",",\n', None),
+        # blank lines and lines of separators only are skipped, not short rows
+        ("a,b,c\n1,x,\n\n,,\n,\n\r\n2,y,\n", None),
+        # a quoted separator does not make up for a missing field
+        ('a,b,c\n1,x,\n2,"x,y"\n3,y,\n', "line 3 has 2"),
+        ('a,b,c\n1,x,\n"2,""q"",r"\n', "line 3 has 1"),
+        # a quoted line break: lines are not records, read as CSV records instead
+        ('a,b,c\n1,"x\ny",\n2,y\n3,z,\n', "line 4 has 2"),
+        ('a,b,c\n1,"x\n\ny,z"\n3,z,\n', "line 2 has 2"),
+        ('a;b;c\n1;"x;y";\n2;y\n', "line 3 has 2"),
+    ],
+)
+def test_short_rows_are_counted_as_csv_reads_fields(tmp_path, body, found):
+    settings = data_settings(csv_separator=";" if ";" in body else ",")
+    reasons = reasons_of(write(tmp_path, "rows.csv", body), settings)[1]
+    short = [r for r in reasons if r.startswith("fields:")]
+    assert short == ([] if found is None else [f"fields: 1 row has fewer fields than the "
+                                               f"header's 3: {found}"])  # fmt: skip
+
+
+def test_lines_are_looked_at_only_when_the_last_column_holds_nulls(tmp_path, monkeypatch):
+    import mldeck.data.validate as validate_module
+
+    looked = []
+    monkeypatch.setattr(validate_module, "short_records", lambda *a: looked.append(a))
+    run(write(tmp_path, "full.csv", "a,b,c\n1,,1.5\n2,y,2.5\n"))
+    assert looked == []
+    run(write(tmp_path, "nulls.csv", "a,b,c\n1,x,\n2,y,2.5\n"))
+    assert len(looked) == 1
 
 
 def test_blank_lines_are_skipped_not_read_as_rows_of_nulls(tmp_path):

@@ -22,7 +22,7 @@ COLUMN_CHECKS = (
     "present", "type", "nulls", "finite", "min", "max", "categories", "unique", "pattern",
     "expression",
 )  # fmt: skip
-TABLE_CHECKS = ("columns", "rows", "freshness", "unique_ids")
+TABLE_CHECKS = ("columns", "rows", "fields", "freshness", "unique_ids")
 
 
 def _polars_said(exc: BaseException) -> str:

@@ -125,7 +125,10 @@ def expectations_toml(
         lines.append(f"timestamp_column = {_toml_value(timestamp)}")
     if ident:
         lines.append(f"id_column = {_toml_value(ident)}")
-    lines += ["", "[data.table]", "min_rows = 1", f"unique_ids = {_toml_value(bool(ident))}"]
+    lines += ["", "[data.table]", "min_rows = 1", f"unique_ids = {_toml_value(bool(ident))}",
+              "# A CSV row with fewer fields than the header is an error; to take one whose "
+              "producer leaves",
+              '# trailing empty fields out, with a warning: warn = ["fields"]']  # fmt: skip
     for name, col in validation.profile.get("columns", {}).items():
         lines += ["", f"[data.columns.{_key(name)}]"]
         kind = col["kind"]

@@ -330,6 +330,120 @@ def _first_long_record(path: Path, separator: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ShortRecords:
+    """A CSV's records with fewer fields than its header: polars reads their missing fields as
+    nulls, so a row cut short would pass for one with empty values."""
+
+    count: int
+    first_line: int  # 1-based, the header being line 1
+    first_fields: int
+    cut_short: bool  # the last line is one of them, and the file ends without a line break
+
+    def describe(self, fields: int) -> str:
+        rows = "1 row has" if self.count == 1 else f"{self.count} rows have"
+        said = (f"{rows} fewer fields than the header's {fields}: line {self.first_line} has "
+                f"{self.first_fields}")  # fmt: skip
+        if self.cut_short:
+            which = "it is the last line" if self.count == 1 else "the last line is one of them"
+            said += (f"; {which} and ends without a line break: the file looks cut short "
+                     "(copied while still being written?)")  # fmt: skip
+        return said
+
+
+def short_records(path: Path, separator: str, fields: int) -> ShortRecords | None:
+    """The records of the CSV at *path* with fewer than *fields* fields, None when there are none.
+
+    Lines are read whole by polars and their separators counted outside quoted text (only the
+    lines holding a quote, or too few separators, are looked at closely). A file where a quoted
+    field spans lines is read record by record with Python's CSV reader instead (slower; only
+    such files). Blank lines, and lines of separators only, are not records (mldeck skips them
+    as rows)."""
+    unit = "\x1e" if separator == "\x1f" else "\x1f"
+    line, number = pl.col("line"), pl.col("number")
+    quotes, raw = pl.col("quotes"), pl.col("raw")
+    try:
+        lines = pl.scan_csv(path, has_header=False, separator=unit, quote_char=None,
+                            schema={"line": pl.String()}, truncate_ragged_lines=True,
+                            raise_if_empty=False, encoding="utf8-lossy")  # fmt: skip
+        looked_at = (
+            lines.with_row_index("number", offset=1)
+            .with_columns(quotes=line.str.count_matches('"', literal=True),
+                          raw=line.str.count_matches(separator, literal=True) + 1)
+            .filter((number > 1) & line.is_not_null() & ((raw < fields) | (quotes > 0)))
+        )  # fmt: skip
+        # A quoted segment is one match, so the separators inside it are not counted; every
+        # segment holds two of the line's quotes.
+        outside = line.str.count_matches(f'"[^"]*"|{re.escape(separator)}') - quotes // 2 + 1
+        blank = (quotes == 0) & (line.str.strip_chars(separator) == "")
+        counted, short = pl.col("counted"), pl.col("short")
+        found = (
+            looked_at.with_columns(counted=pl.when(quotes > 0).then(outside).otherwise(raw))
+            .with_columns(short=(counted < fields) & ~blank)  # columns: computed once a line
+            .select(odd=(quotes % 2 == 1).any(), count=short.sum(),
+                    first=number.filter(short).first(),
+                    first_fields=counted.filter(short).first())
+            .collect(engine="streaming").row(0, named=True)
+        )  # fmt: skip
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+    if found["odd"]:  # a quoted field holds a line break: lines are not records
+        return _short_records_slowly(path, separator, fields)
+    if not found["count"]:
+        return None
+    return ShortRecords(int(found["count"]), int(found["first"]), int(found["first_fields"]),
+                        _cut_short(path, separator, fields))  # fmt: skip
+
+
+def _short_records_slowly(path: Path, separator: str, fields: int) -> ShortRecords | None:
+    count = first_line = first_fields = 0
+    last_short = False
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.reader(fh, delimiter=separator)
+            next(reader, None)
+            start = reader.line_num + 1
+            for record in reader:
+                last_short = 0 < len(record) < fields and any(record)
+                if last_short:
+                    count += 1
+                    if count == 1:
+                        first_line, first_fields = start, len(record)
+                start = reader.line_num + 1
+    except (OSError, csv.Error):
+        return None
+    if not count:
+        return None
+    return ShortRecords(count, first_line, first_fields,
+                        last_short and not _ends_with_line_break(path))  # fmt: skip
+
+
+def _ends_with_line_break(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) in (b"\n", b"\r")
+    except OSError:
+        return True
+
+
+def _cut_short(path: Path, separator: str, fields: int) -> bool:
+    """Whether the file ends without a line break on a line of fewer than *fields* fields."""
+    if _ends_with_line_break(path):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - SNIFF_BYTES))
+            tail = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    last = tail.rsplit("\n", 1)[-1]
+    try:
+        return len(next(csv.reader([last], delimiter=separator), [])) < fields
+    except csv.Error:
+        return False
+
+
 def _first_stray_quote(path: Path, separator: str) -> str | None:
     """Where the first quote polars cannot read is: inside a field that is not quoted
     (``12" screen``), text after a field's closing quote (``"a"b``), or a quote never closed.

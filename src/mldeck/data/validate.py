@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 
 from mldeck.data.expectations import ColumnExpectation, DataSettings
-from mldeck.data.readers import Source
+from mldeck.data.readers import Source, short_records
 from mldeck.formatting import plural
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -800,6 +800,14 @@ def validate(
 
     checks: list[CheckResult] = list(plan.static)
     checks.append(_rows_check(settings, n_rows))
+    if source.file_format == "csv" and source.columns and values[f"p::{source.columns[-1]}::nulls"]:
+        # A CSV row with fewer fields than the header reads as nulls in its last columns (a
+        # file cut short, a row missing a value): its lines are looked at only when the last
+        # column holds nulls.
+        short = short_records(source.path, source.separator, len(source.columns))
+        if short is not None:
+            checks.append(_result("fields", None, settings.table.severity_of("fields"), True,
+                                  short.count, short.describe(len(source.columns))))  # fmt: skip
     for flag, count in zip(plan.flags, counts, strict=True):
         checks.append(_result(flag.check, flag.column, flag.severity, count > 0, count,
                               flag.describe(count) if count else "ok"))  # fmt: skip
