@@ -120,6 +120,36 @@ def test_failed_run_records_the_traceback_and_reraises(workspace, store):
     assert metric_rows(store, run.id) == [(0, 1.0)]  # what was logged before the error is kept
 
 
+def test_a_store_refusal_ends_a_failed_runs_error_in_the_stores_words(workspace, store):
+    """The error's last line (what a run's summary shows) was SQLAlchemy's link to its docs."""
+    import sqlite3
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    holder = sqlite3.connect(workspace.state_dir / "store.db", isolation_level=None)
+    other = create_engine(f"sqlite:///{workspace.state_dir / 'store.db'}",
+                          connect_args={"timeout": 0.1})  # fmt: skip
+    try:
+        with pytest.raises(OperationalError), start_run(name="refused", workspace=workspace):
+            holder.execute("BEGIN IMMEDIATE")  # another process writing, and writing on
+            try:
+                with other.begin() as conn:
+                    conn.execute(text("DELETE FROM metric WHERE run_id = -1"))
+            finally:
+                holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+        other.dispose()
+    run = run_detail(store, resolve_run(store, "refused")).run
+    assert run.status == "failed" and "Traceback" in run.error
+    assert run.error.strip().splitlines()[-1] == (
+        "sqlalchemy.exc.OperationalError: the store is busy: another process held its write "
+        "lock past the timeout (database is locked); try again"
+    )
+    assert "sqlalche.me" not in run.error
+
+
 def test_keyboard_interrupt_cancels_the_run(workspace, store):
     with pytest.raises(KeyboardInterrupt), start_run(name="stopped", workspace=workspace):
         raise KeyboardInterrupt

@@ -37,13 +37,13 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import insert, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mldeck import provenance
 from mldeck.errors import MldeckError, WorkspaceNotFound, interrupted
 from mldeck.formatting import shown, whole_text
 from mldeck.store.artifacts import put_file
-from mldeck.store.engine import Store
+from mldeck.store.engine import Store, store_problem
 from mldeck.store.models import (
     Artifact,
     Metric,
@@ -155,6 +155,22 @@ def _task_cancelled(exc: BaseException | None) -> bool:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _failure_text(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> str:
+    """A failed block's error: its traceback, ending as tracebacks do in the line that says what
+    went wrong; a store's refusal there in the store's own words (SQLAlchemy's message adds the
+    statement, its parameters and a link, and its last line, which a run's summary shows, was
+    that link)."""
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    if isinstance(exc, DBAPIError):
+        said = "".join(traceback.format_exception_only(exc_type, exc))
+        if text.endswith(said):
+            name = f"{exc_type.__module__}.{exc_type.__qualname__}"
+            text = f"{text[: -len(said)]}{name}: {store_problem(exc)}\n"
+    return text
 
 
 def _clean_exit(exc: BaseException | None) -> bool:
@@ -311,7 +327,7 @@ class ActiveRun:
         elif _task_cancelled(exc):  # an asyncio task cancelled (by a signal's stop, a timeout)
             self.end(RunStatus.CANCELLED, error="cancelled (asyncio.CancelledError)")
         else:
-            self.end(RunStatus.FAILED, error="".join(traceback.format_exception(exc_type, exc, tb)))
+            self.end(RunStatus.FAILED, error=_failure_text(exc_type, exc, tb))
 
     def end(self, status: RunStatus = RunStatus.SUCCEEDED, error: str | None = None) -> None:
         """Flush what is buffered and record the run's final status: succeeded, failed,
