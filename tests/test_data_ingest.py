@@ -448,6 +448,34 @@ def test_a_full_disk_is_said_as_such_and_fails_the_run(ws, store, tmp_path, monk
     assert source.exists()
 
 
+def test_a_quarantine_copy_cut_by_a_full_disk_is_not_left_behind(ws, store, tmp_path, monkeypatch):
+    """The cut copy and the offending rows stayed in data/quarantine/, unlisted, and every retry
+    (the watcher's, each 30 s) left another set under a new name, filling what room was freed."""
+    import errno as errnos
+
+    from mldeck.data import ingest as ingest_module
+
+    def cut(source, target):
+        Path(target).write_bytes(Path(source).read_bytes()[:10])
+        raise OSError(errnos.ENOSPC, "No space left on device")
+
+    source = put(tmp_path, "bad.csv", REJECTED)
+    monkeypatch.setattr(ingest_module.shutil, "copyfile", cut)
+    for _attempt in range(2):
+        with pytest.raises(OSError, match="No space left"):
+            ingest_file(ws, store, source)
+        assert sorted(p.name for p in ws.quarantine_dir.iterdir()) == []
+    monkeypatch.undo()
+    outcome = ingest_file(ws, store, source)
+    assert outcome.status == "rejected"
+    assert sorted(p.name for p in ws.quarantine_dir.iterdir()) == [
+        "events-v1-bad.csv",
+        "events-v1-bad.csv.report.json",
+        "events-v1.rows.parquet",
+    ]
+    assert (ws.root / outcome.quarantine_path).read_bytes() == source.read_bytes()
+
+
 def test_a_run_whose_end_could_not_be_written_is_ended_by_the_next_ingest(
     ws, store, tmp_path, monkeypatch
 ):

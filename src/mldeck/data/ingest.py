@@ -282,6 +282,7 @@ def ingest_file(
     # Named per process: two processes validating the same content must not share a temp file.
     rows_file = workspace.quarantine_dir / f".{sha[:16]}-{uuid.uuid4().hex[:12]}.rows.parquet"
     runs: tuple[int, ...] = (ingest_run,)
+    made: list[Path] = []  # quarantine files, removed if the version is not recorded
     try:
         validate_run = _start_run(store, RunKind.VALIDATE, trigger, f"validate {file_name}",
                                   {"sha256": sha, "dataset": dataset})  # fmt: skip
@@ -291,11 +292,12 @@ def ingest_file(
         result = _validated(stored, settings, rows_file=rows_file, as_reference=as_reference,
                             reference=None if as_reference else reference_of(store, dataset))  # fmt: skip
         outcome = _record(workspace, store, result, dataset=dataset, sha=sha, stored=stored,
-                          size=size, source=path, rows_file=rows_file, runs=(ingest_run, validate_run),
-                          as_reference=as_reference, notes=notes)  # fmt: skip
+                          size=size, source=path, rows_file=rows_file, made=made,
+                          runs=(ingest_run, validate_run), as_reference=as_reference, notes=notes)  # fmt: skip
     except BaseException as exc:
-        with contextlib.suppress(OSError):  # a read-only quarantine folder: the runs end anyway
-            rows_file.unlink(missing_ok=True)
+        for left in (rows_file, *made):
+            with contextlib.suppress(OSError):  # a read-only quarantine folder: the runs end anyway
+                left.unlink(missing_ok=True)
         _end_runs(store, runs, exc)
         raise
     if consume:
@@ -393,6 +395,7 @@ def revalidate(
     rows_file = (
         workspace.quarantine_dir / f".{version.sha256[:16]}-{uuid.uuid4().hex[:12]}.rows.parquet"
     )
+    made: list[Path] = []  # this outcome's quarantine files, removed if it is not recorded
     try:
         _progress(store, run_id, f"validating {shown_size(version.size_bytes)} again")
         workspace.quarantine_dir.mkdir(parents=True, exist_ok=True)
@@ -419,7 +422,7 @@ def revalidate(
         else:  # named after this run: the earlier quarantine files are kept as they are
             quarantine = _quarantine(workspace, result, f"{_safe(ds.name)}-v{version.version}-run{run_id}",
                                      report=report, source_name=version.source_path, sha=version.sha256,
-                                     stored=stored, rows_file=rows_file)  # fmt: skip
+                                     stored=stored, rows_file=rows_file, made=made)  # fmt: skip
         before = json.dumps({"status": version.status, "run_id": version.run_id,
                              "quarantine_path": version.quarantine_path, "report": version.report},
                             indent=2, default=str).encode()  # fmt: skip
@@ -452,8 +455,9 @@ def revalidate(
                          entity_id=version_id, details={"batch": label, "from": previous,
                                                         "to": result.status, "run": run_id})  # fmt: skip
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            rows_file.unlink(missing_ok=True)
+        for left in (rows_file, *made):
+            with contextlib.suppress(OSError):
+                left.unlink(missing_ok=True)
         _end_runs(store, (run_id,), exc)
         raise
     say(f"{label}: {previous} -> {result.status}")
@@ -615,6 +619,7 @@ def _record(
     size: int,
     source: Path,
     rows_file: Path,
+    made: list[Path],
     runs: tuple[int, int],
     as_reference: bool,
     notes: list[str],
@@ -652,7 +657,7 @@ def _record(
         )
         quarantine = _quarantine(workspace, result, f"{_safe(dataset)}-v{number}", report=report,
                                  source_name=source_name, sha=sha, stored=stored,
-                                 rows_file=rows_file)  # fmt: skip
+                                 rows_file=rows_file, made=made)  # fmt: skip
         version = DatasetVersion(
             dataset_id=ds.id, version=number, sha256=sha, source_path=source_name,
             stored_path=str(stored.relative_to(root)), file_format=_format_of(stored),
@@ -776,10 +781,13 @@ def _quarantine(
     sha: str,
     stored: Path,
     rows_file: Path,
+    made: list[Path],
 ) -> str:
     """Move a validation's offending rows to ``<label>.rows.parquet`` and, for a rejected batch,
     copy its bytes and *report* (as the version stores it) to quarantine; return where
-    (relative to the workspace, or "")."""
+    (relative to the workspace, or ""). The files it makes are added to *made* as they are
+    begun, for the caller to remove if the version is not recorded: a copy cut short by a full
+    disk was left behind at every retry, under a new name each time, unlisted."""
     root = workspace.root
     quarantine = ""
     # A label no earlier file took (two datasets whose safe names meet: "sales eu", "sales_eu").
@@ -801,13 +809,15 @@ def _quarantine(
 
     if rows_file.exists():
         final_rows = rows_file.with_name(f"{label}.rows.parquet")
+        made.append(final_rows)
         rows_file.replace(final_rows)
         keep_mode(final_rows)
         quarantine = str(final_rows.relative_to(root))
     if result.status == "rejected":
         whole = workspace.quarantine_dir / fitted_name(f"{label}-{safe}")
-        shutil.copyfile(stored, whole)
         kept = whole.with_name(whole.name + ".report.json")
+        made += [whole, kept]
+        shutil.copyfile(stored, whole)
         kept.write_text(json.dumps({"source": source_name, "sha256": sha, **report},
                                    indent=2, default=str))  # fmt: skip
         keep_mode(whole)
