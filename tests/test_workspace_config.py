@@ -156,6 +156,50 @@ def test_an_alert_rule_that_could_never_fire_is_refused(text, said):
     assert str(err.value) == f"mldeck.toml: {said}"
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # loaded, then every drift, alert and health check failed on the default rule it made
+        ("[gates]\nmin = {roc_auc = 75}\n",
+         "'min' in [gates]: roc_auc = 75 is outside [0, 1]: roc_auc lies between 0 and 1 (70 % "
+         "is 0.7)"),
+        ("[gates]\nmax = {log_loss = -0.1}\n",
+         "'max' in [gates]: log_loss = -0.1 is below 0: log_loss is never negative"),
+        # true was a floor of 1 (every batch alerted), false a margin of 0
+        ("[gates]\nmin = {roc_auc = true}\n", "'min' in [gates]: roc_auc: a number, not true"),
+        ("[gates]\nmax_regression = {roc_auc = false}\n",
+         "'max_regression' in [gates]: roc_auc: a number, not false"),
+        # every candidate failed it: "rmse: not computed on this holdout"
+        ("[gates]\nmin = {roc_auc = 0.75, rmse = 0.1}\n",
+         "[gates] min names rmse, which a classification model does not compute ([model] task; "
+         "its metrics: accuracy, precision, recall, f1, roc_auc, log_loss, brier)"),
+        ('[model]\ntask = "regression"\n[gates]\nmax_regression = {roc_auc = 0.1}\n',
+         "[gates] max_regression names roc_auc, which a regression model does not compute "
+         "([model] task; its metrics: mae, rmse, r2)"),
+        ('[model]\ntask = "regression"\n'
+         + RULE.format(name="auc", when="realized_metric", metric="roc_auc"),
+         "the 1st [[monitor.alerts]] ('auc') watches roc_auc, which a regression model does not "
+         "compute ([model] task): it would never fire"),
+    ],
+)  # fmt: skip
+def test_a_gate_no_model_could_meet_or_fail_is_refused(text, said):
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text)
+    assert str(err.value) == f"mldeck.toml: {said}"
+
+
+def test_a_floor_on_a_metric_no_rule_watches_makes_no_default_rule():
+    """A floor on log_loss (or a regression's r2) became a rule no check could evaluate: every
+    drift check, alert check and health check failed, and the daemon's pipeline with them."""
+    from mldeck.monitor import alerts
+
+    for text in ('[model]\nprimary_metric = "log_loss"\n[gates]\nmin = {log_loss = 0.1}\n',
+                 '[model]\ntask = "regression"\nprimary_metric = "r2"\n[gates]\n'
+                 "min = {r2 = 0.5}\n"):  # fmt: skip
+        rules = alerts.default_rules(parse_settings(text))
+        assert [r.when for r in rules] == ["dataset_drift", "multivariate_drift", "failed_run"]
+
+
 def test_an_estimated_metric_rule_on_the_primary_metric_is_taken():
     text = '[model]\nprimary_metric = "accuracy"\n' + RULE.format(
         name="acc", when="estimated_metric", metric="accuracy"

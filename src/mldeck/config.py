@@ -18,7 +18,7 @@ from mldeck.data.expectations import DataSettings
 from mldeck.errors import ConfigError
 from mldeck.jobs.settings import DEFAULT_CONFIG as JOBS_DEFAULT_CONFIG
 from mldeck.jobs.settings import JobSettings
-from mldeck.ml.settings import GateSettings, ModelSettings
+from mldeck.ml.settings import METRICS, GateSettings, ModelSettings
 from mldeck.monitor.settings import MonitorSettings, estimated_metric
 from mldeck.sections import Section as _Section
 
@@ -57,8 +57,23 @@ class Settings(_Section):
     def _rules_watch_what_is_measured(self) -> Settings:
         """An estimated_metric rule on another metric than the one a check estimates would
         never fire (a check estimates one: the primary metric, or ROC AUC)."""
+        task = self.model.task
+        for table in ("min", "max", "max_regression"):
+            for name in getattr(self.gates, table):
+                if name not in METRICS[task]:
+                    # every candidate failed it: "not computed on this holdout"
+                    raise ValueError(
+                        f"[gates] {table} names {name}, which a {task} model does not compute "
+                        f"([model] task; its metrics: {', '.join(METRICS[task])})"
+                    )
         estimated = estimated_metric(self.model.primary)
         for number, rule in enumerate(self.monitor.alerts or [], 1):
+            if rule.when in ("estimated_metric", "realized_metric") and task != "classification":
+                raise ValueError(
+                    f"the {_ordinal(number)} [[monitor.alerts]] ({rule.name!r}) watches "
+                    f"{rule.metric}, which a {task} model does not compute ([model] task): it "
+                    "would never fire"
+                )
             if rule.when == "estimated_metric" and rule.metric != estimated:
                 raise ValueError(
                     f"the {_ordinal(number)} [[monitor.alerts]] ({rule.name!r}) watches estimated "

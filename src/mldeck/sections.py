@@ -54,4 +54,7 @@ class Section(BaseModel):
                     for key, item in value.items():
                         if str not in inner and isinstance(item, str) and inner & {int, float}:
                             raise ValueError(f"{key}: a number, not the text {item!r}")
+                        if bool not in inner and isinstance(item, bool) and inner & {int, float}:
+                            # min = {roc_auc = true} was a floor of 1, false a margin of 0
+                            raise ValueError(f"{key}: a number, not {str(item).lower()}")
         return value

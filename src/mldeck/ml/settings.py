@@ -51,10 +51,25 @@ IMPORT_PATH = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})+$")
 ALL_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
 
 
+# Metrics that lie between 0 and 1, and those that are never negative (r2 may be either).
+UNIT_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "brier"})
+NON_NEGATIVE_METRICS = frozenset({"log_loss", "mae", "rmse"})
+
+
 def _known_metric(name: str) -> str:
     if name not in ALL_METRICS:
         raise ValueError(f"unknown metric {name!r} (metrics: {', '.join(ALL_METRICS)})")
     return name
+
+
+def _in_range(name: str, value: float) -> None:
+    """A threshold *name* can reach: 75 meant as 75 % failed every candidate (and, as the
+    default alert rules' floor, every drift check)."""
+    if name in UNIT_METRICS and not 0 <= value <= 1:
+        raise ValueError(f"{name} = {value:g} is outside [0, 1]: {name} lies between 0 and 1 "
+                         "(70 % is 0.7)")  # fmt: skip
+    if name in NON_NEGATIVE_METRICS and value < 0:
+        raise ValueError(f"{name} = {value:g} is below 0: {name} is never negative")
 
 
 class ModelSettings(_Strict):
@@ -185,6 +200,13 @@ class GateSettings(_Strict):
     def _metrics(cls, value: dict[str, float]) -> dict[str, float]:
         for name in value:
             _known_metric(name)  # a NaN threshold is refused as every number in mldeck.toml
+        return value
+
+    @field_validator("min", "max")
+    @classmethod
+    def _reachable(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, threshold in value.items():
+            _in_range(name, threshold)
         return value
 
     @field_validator("max_regression")

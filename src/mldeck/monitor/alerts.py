@@ -25,7 +25,7 @@ from sqlmodel import Session
 from mldeck import audit
 from mldeck import formatting as fmt
 from mldeck.errors import MldeckError, NotFound, interrupted
-from mldeck.monitor.settings import AlertRule
+from mldeck.monitor.settings import LABEL_METRICS, AlertRule
 from mldeck.provenance import current_user
 from mldeck.store.engine import Store
 from mldeck.store.models import (
@@ -86,7 +86,8 @@ def default_rules(settings: Any) -> list[AlertRule]:
         AlertRule(name="failed pipeline step", when="failed_run", severity="warning"),
     ]
     primary = settings.model.primary
-    floor = settings.gates.min.get(primary)
+    # A floor on a metric no rule can watch (log_loss, a regression's) has no alert of its own.
+    floor = settings.gates.min.get(primary) if primary in LABEL_METRICS else None
     if floor is not None and settings.model.task == "classification":
         rules.append(AlertRule(name=f"estimated {primary} below {floor:g}",
                                when="estimated_metric", metric=primary, below=floor,
