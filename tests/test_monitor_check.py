@@ -664,6 +664,92 @@ def test_ids_written_as_whole_floats_find_their_rows(monitored, store, tmp_path)
     assert again.batches[0].rows == 200
 
 
+def test_labels_of_ids_also_in_a_batch_not_checked_yet_need_the_batch(monitored, store, tmp_path):
+    """Week 2's labels, its batch ingested but not checked yet, were all given to week 1's
+    predictions (a false alert), and week 1's true labels then refused as contradictions."""
+    week1 = churn_frame(300, seed=8, start_id=9000)
+    week2 = churn_frame(300, seed=9, start_id=9000)  # the same customers a week later
+    v1 = ingest(monitored, store, week1.drop("churned"), tmp_path, "w1.csv")
+    v2 = ingest(monitored, store, week2.drop("churned"), tmp_path, "w2.csv")
+    check_batch(monitored, store, v1)
+    labels2 = write(week2.select("customer_id", "churned"), tmp_path, "l2.csv")
+    with pytest.raises(MldeckError) as refused:
+        record_labels(monitored, store, labels2)
+    assert str(refused.value) == (
+        "ids of l2.csv are in churn:v2 and in churn:v3, not checked for drift yet: a label is "
+        "of one prediction; say which batch the file labels with --batch (a batch takes labels "
+        "once 'mldeck drift check' has run on it)"
+    )
+    assert late_labels(monitored, store, v1) is None  # nothing recorded
+    check_batch(monitored, store, v2)
+    assert [b.batch for b in record_labels(monitored, store, labels2, batch="churn:v3").batches] \
+        == ["churn:v3"]  # fmt: skip
+
+
+def test_labels_said_of_another_checked_batch_name_the_one_holding_them(monitored, store, tmp_path):
+    """It said the batch holding them "was not checked for drift yet", of a checked batch."""
+    first = churn_frame(40, seed=8, start_id=9000)
+    second = churn_frame(40, seed=9, start_id=9500)
+    for frame, name in ((first, "a.csv"), (second, "b.csv")):
+        check_batch(monitored, store, ingest(monitored, store, frame.drop("churned"), tmp_path,
+                                             name))  # fmt: skip
+    labels = write(second.select("customer_id", "churned"), tmp_path, "labels.csv")
+    with pytest.raises(MldeckError) as refused:
+        record_labels(monitored, store, labels, batch="churn:v2")
+    assert str(refused.value) == (
+        "none of the 40 ids in labels.csv is in churn:v2: churn:v3 holds them (--batch churn:v3)"
+    )
+
+
+def test_a_later_label_for_a_row_whose_own_names_no_class_is_new(monitored, store, tmp_path):
+    """It was taken for a label already recorded: "no new label", the row left out."""
+    frame = churn_frame(200, seed=8, start_id=9000)
+    odd = frame.with_columns(
+        churned=pl.when(pl.int_range(pl.len()) < 20).then(2).otherwise(pl.col("churned"))
+    )  # fmt: skip
+    version = ingest(monitored, store, odd, tmp_path, "odd.csv")
+    assert check_batch(monitored, store, version).realized["labelled_rows"] == 180
+    fixed = write(frame.head(20).select("customer_id", "churned"), tmp_path, "fixed.csv")
+    (labelled,) = record_labels(monitored, store, fixed).batches
+    assert (labelled.new, labelled.rows) == (20, 200)
+    assert "unclassed_labels" not in labelled.realized  # none left out now
+
+
+def test_ids_with_leading_zeros_match_whatever_the_files_other_ids(monitored, store, tmp_path):
+    """'09000' matched 9000 when every id of the file was digits (read as a number), and
+    nothing once one id was not (read as text)."""
+    frame = churn_frame(40, seed=8, start_id=9000)
+    check_batch(monitored, store, ingest(monitored, store, frame.drop("churned"), tmp_path,
+                                         "batch.csv"))  # fmt: skip
+    mixed = write(pl.DataFrame({"customer_id": ["09000", "09001", "X-1"],
+                                "churned": [0, 1, 0]}), tmp_path, "mixed.csv")  # fmt: skip
+    outcome = record_labels(monitored, store, mixed)
+    assert (outcome.matched, outcome.unmatched) == (2, 1)
+
+
+def test_labels_only_a_model_of_more_classes_scored_are_refused_not_said_kept(
+    monitored,
+    store,
+    tmp_path,
+    model_bytes,  # noqa: F811
+):
+    """They were said matched, exit 0, and nothing was kept (no realized figure)."""
+    add_version(monitored, store, model_bytes["a"], metrics={"roc_auc": 0.8},
+                schema={**SCHEMA, "classes": [0, 1, 2]})  # fmt: skip
+    registry.approve(store, "churn:2", reason="ok")
+    registry.promote(store, "churn:2", reason="three classes")
+    frame = churn_frame(40, seed=8, start_id=9000)
+    check_batch(monitored, store, ingest(monitored, store, frame.drop("churned"), tmp_path,
+                                         "batch.csv"))  # fmt: skip
+    labels = write(frame.select("customer_id", "churned"), tmp_path, "labels.csv")
+    with pytest.raises(MldeckError) as refused:
+        record_labels(monitored, store, labels)
+    assert str(refused.value) == (
+        "labels.csv's labels are of churn:v2 (its model has 3 classes): realized performance is "
+        "measured for binary classifiers only; no label was kept"
+    )
+
+
 def test_labels_naming_no_class_or_two_labels_for_an_id_are_refused(monitored, store, tmp_path):
     frame = churn_frame(50, seed=8, start_id=9000)
     version = ingest(monitored, store, frame.drop("churned"), tmp_path, "nolabels.csv")

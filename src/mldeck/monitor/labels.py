@@ -96,8 +96,10 @@ class LabelOutcome:
 def id_text(expr: pl.Expr) -> pl.Expr:
     """An id as the text both sides are matched on: a whole number written with a fraction
     (``123000.0``: a spreadsheet's export, or an integer column with blanks read as floats) is
-    the whole number, so it finds the batch's ``123000``."""
-    return expr.cast(pl.String).str.strip_chars().str.replace(r"^(-?\d+)\.0*$", "${1}")
+    the whole number, so it finds the batch's ``123000``; so is one written with leading zeros
+    (``0123000``), which polars reads as the number when every id of its file is digits (so
+    whether it matched depended on the file's other rows)."""
+    return expr.cast(pl.String).str.strip_chars().str.replace(r"^(-?)0*(\d+)(?:\.0*)?$", "${1}${2}")
 
 
 def late_labels(workspace: Workspace, store: Store, dataset_version_id: int) -> pl.DataFrame | None:
@@ -132,6 +134,8 @@ def realized_for(
         ids = predictions.select(id_text(pl.col(id_column)).alias("__id"))
         later = ids.join(late, on="__id", how="left", maintain_order="left").get_column("__label")
         later = performance.class_index(later, classes)
+        if index is not None and unclassed:  # own labels naming no class, labelled since
+            unclassed -= int((own.is_not_null() & index.is_null() & later.is_not_null()).sum())
         index = later if index is None else index.fill_null(later)
     if index is None:
         return None
@@ -250,6 +254,7 @@ def record_labels(
             "no batch has been checked for drift with a model yet, so no label can be kept: "
             "'mldeck drift check BATCH', then pass the labels again"
         )
+    checked = dict(latest)  # every batch checked, whichever this file is said to label
     if batch is not None:
         from mldeck.store.queries import resolve_version
 
@@ -281,6 +286,7 @@ def record_labels(
     conflicts: list[str] = []
     matched_ids: set[str] = set()
     held: list[pl.DataFrame] = []  # each batch's matched ids, with the batch
+    not_binary: list[str] = []  # batches whose model has no two classes to judge labels by
     for report, version, batch_version, name in sorted(latest.values(), key=lambda r: r[0].id):
         predictions = stored_predictions(
             workspace, store, report.dataset_version_id, report.model_version_id
@@ -296,10 +302,14 @@ def record_labels(
         matched_ids.update(mine.get_column("__id").to_list())
         classes = (version.schema_ or {}).get("classes") or []
         if len(classes) != 2:
+            not_binary.append(
+                f"{label} (its model has {fmt.plural(len(classes), 'class', 'classes')})"
+            )
             continue
         own = _own_labels(workspace, batch_version, label, target, predictions.height)
         late = late_labels(workspace, store, batch_version.id)
-        known = [f for f in (late, _by_id(ids, own)) if f is not None and f.height]
+        # A row's own label naming no class is no label: a later one for it is new.
+        known = [f for f in (late, _by_id(ids, own, classes)) if f is not None and f.height]
         fresh = mine
         for earlier in known:
             clash = _contradictions(mine, earlier, classes)
@@ -324,9 +334,39 @@ def record_labels(
             f"{shown(path.name)} contradicts labels already recorded for {'; '.join(conflicts)}: "
             "which is right is not for mldeck to guess"
         )
+    if matched_ids and not shares and not_binary:  # nothing could be kept: not a success
+        raise MldeckError(
+            f"{shown(path.name)}'s labels are of {', '.join(not_binary)}: realized performance "
+            "is measured for binary classifiers only; no label was kept"
+        )
+    if matched_ids and batch is None:
+        # A batch not checked yet holding the same ids (next week's scoring of a customer): the
+        # labels are of one of them, and were all given to the checked one.
+        pending = _not_checked(workspace, store,
+                               labels.filter(pl.col("__id").is_in(list(matched_ids))),
+                               id_column, set(checked))  # fmt: skip
+        if pending:
+            holders = held and pl.concat(held).get_column("__batch").unique(maintain_order=True)
+            raise MldeckError(
+                f"ids of {shown(path.name)} are in {', '.join(holders)} and in "
+                f"{', '.join(pending)}, not checked for drift yet: a label is of one prediction; "
+                f"say which batch the file labels with --batch (a batch takes labels once "
+                f"'mldeck drift check' has run on it)"
+            )
     unmatched = labels.filter(~pl.col("__id").is_in(list(matched_ids)))
+    if batch is not None and not matched_ids:
+        # The ids are in another checked batch than the one named: said (it read "not checked
+        # for drift yet" of a batch that was).
+        others = _holders(workspace, store, labels, id_column,
+                          [entry for key, entry in checked.items() if key not in latest])  # fmt: skip
+        if others:
+            raise MldeckError(
+                f"none of the {labels.height} ids in {shown(path.name)} is in {batch}: "
+                f"{', '.join(others)} {'holds' if len(others) == 1 else 'hold'} them "
+                f"(--batch {others[0]})"
+            )
     # Only when some ids matched no monitored batch: which scored batch holds them, if any.
-    unchecked = (_not_checked(workspace, store, unmatched, id_column, set(latest))
+    unchecked = (_not_checked(workspace, store, unmatched, id_column, set(checked))
                  if unmatched.height else [])  # fmt: skip
     if labels.height and not matched_ids:
         if unchecked:
@@ -477,11 +517,31 @@ def _own_labels(
     return own if own.len() == rows and own.null_count() < rows else None
 
 
-def _by_id(ids: pl.DataFrame, own: pl.Series | None) -> pl.DataFrame | None:
+def _by_id(ids: pl.DataFrame, own: pl.Series | None, classes: list[Any]) -> pl.DataFrame | None:
+    """A batch's own labels by id, those naming a class of the model."""
     if own is None:
         return None
-    frame = ids.with_columns(own.cast(pl.String).alias("__label")).drop_nulls()
+    named = performance.class_index(own, classes).is_not_null()
+    frame = ids.with_columns(own.cast(pl.String).alias("__label")).filter(named).drop_nulls()
     return frame.unique("__id", keep="first")
+
+
+def _holders(
+    workspace: Workspace, store: Store, labels: pl.DataFrame, id_column: str, entries: list[tuple]
+) -> list[str]:
+    """Which of the checked batches *entries* (as ``record_labels`` lists them) hold some of
+    *labels*' ids."""
+    found = []
+    for report, _version, batch_version, name in sorted(entries, key=lambda e: e[0].id):
+        predictions = stored_predictions(
+            workspace, store, report.dataset_version_id, report.model_version_id
+        )
+        if predictions is None or id_column not in predictions.columns:
+            continue
+        ids = predictions.select(id_text(pl.col(id_column)).alias("__id")).unique()
+        if labels.join(ids, on="__id", how="semi").height:
+            found.append(f"{name}:v{batch_version.version}")
+    return found
 
 
 def _contradictions(new: pl.DataFrame, known: pl.DataFrame, classes: list[Any]) -> list[str]:
