@@ -856,6 +856,39 @@ def test_turning_a_columns_monitoring_off_and_on_applies_at_the_next_check(
         assert len(set(names)) == 2  # one baseline per set of columns, built once each
 
 
+def test_the_champions_scores_left_out_of_drift_are_not_compared(monitored, store, tmp_path):
+    """[monitor.columns.score] monitor = false was ignored: the scores' drift measured and its
+    alert raised (its method and threshold were read)."""
+    version = ingest(monitored, store, shifted(3, 6000), tmp_path, "shift.csv")
+    assert check_batch(monitored, store, version).prediction is not None
+    off = configure(monitored, "\n[monitor.columns.score]\nmonitor = false\n")
+    assert check_batch(off, store, version).prediction is None
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[monitor]\nmultivariate = false\n[[monitor.alerts]]\nname = 'joint'\n"
+         "when = 'multivariate_drift'\n",
+         "the 1st [[monitor.alerts]] ('joint') watches multivariate drift, which [monitor] "
+         "multivariate = false turns off: it would never fire"),
+        ("[monitor.columns.score]\nmonitor = false\n[[monitor.alerts]]\nname = 'scores'\n"
+         "when = 'prediction_drift'\n",
+         "the 1st [[monitor.alerts]] ('scores') watches prediction drift, which "
+         "[monitor.columns.score] monitor = false turns off: it would never fire"),
+    ],
+)  # fmt: skip
+def test_a_rule_on_drift_turned_off_is_refused_and_not_a_default(text, said):
+    from mldeck.config import parse_settings
+    from mldeck.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        parse_settings(text)
+    assert str(refused.value) == f"mldeck.toml: {said}"
+    rules = alerts.default_rules(parse_settings("[monitor]\nmultivariate = false\n"))
+    assert "multivariate_drift" not in {r.when for r in rules}
+
+
 def test_a_column_override_naming_no_column_is_refused(monitored, store, tmp_path):
     version = ingest(monitored, store, churn_frame(100, seed=3, start_id=100), tmp_path, "b.csv")
     check_batch(monitored, store, version)  # the baseline is built (and kept) before the typo

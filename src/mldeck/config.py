@@ -74,6 +74,17 @@ class Settings(_Section):
                     f"{rule.metric}, which a {task} model does not compute ([model] task): it "
                     "would never fire"
                 )
+            off = {
+                "multivariate_drift": "[monitor] multivariate = false",
+                "prediction_drift": "[monitor.columns.score] monitor = false",
+            }.get(rule.when)
+            score = self.monitor.columns.get("score")
+            if off and not (self.monitor.multivariate if rule.when == "multivariate_drift"
+                            else score is None or score.monitor):  # fmt: skip
+                raise ValueError(
+                    f"the {_ordinal(number)} [[monitor.alerts]] ({rule.name!r}) watches "
+                    f"{rule.when.replace('_', ' ')}, which {off} turns off: it would never fire"
+                )
             if rule.when == "estimated_metric" and rule.metric != estimated:
                 raise ValueError(
                     f"the {_ordinal(number)} [[monitor.alerts]] ({rule.name!r}) watches estimated "

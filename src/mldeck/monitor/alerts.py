@@ -78,13 +78,11 @@ def default_rules(settings: Any) -> list[AlertRule]:
     """The rules in force: ``[monitor] alerts``, or the defaults when there are none."""
     if settings.monitor.alerts is not None:
         return list(settings.monitor.alerts)
-    rules = [
-        AlertRule(name="dataset drift", when="dataset_drift", severity="warning"),
-        AlertRule(
-            name="multivariate drift", when="multivariate_drift", severity="warning", retrain=False
-        ),
-        AlertRule(name="failed pipeline step", when="failed_run", severity="warning"),
-    ]
+    rules = [AlertRule(name="dataset drift", when="dataset_drift", severity="warning")]
+    if settings.monitor.multivariate:  # off, the rule would never fire
+        rules.append(AlertRule(name="multivariate drift", when="multivariate_drift",
+                               severity="warning", retrain=False))  # fmt: skip
+    rules.append(AlertRule(name="failed pipeline step", when="failed_run", severity="warning"))
     primary = settings.model.primary
     # A floor on a metric no rule can watch (log_loss, a regression's) has no alert of its own.
     floor = settings.gates.min.get(primary) if primary in LABEL_METRICS else None

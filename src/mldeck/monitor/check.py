@@ -542,24 +542,29 @@ def _model_side(
     predictions = _predictions(workspace, store, version, champion, model_name, trigger)
     scores = predictions.get_column("score").to_numpy()
     # Prediction drift: the champion's scores on the batch against its scores on the reference.
-    name = f"prediction-baseline:{champion.id}:{reference.sha256}"
-    reference_scores = _cached(store, workspace, name)
-    if reference_scores is None:
-        _log(store, run_id, f"scoring the reference with {result.model} (once): {name}")
-        from mldeck.ml.scoring import predict_frame
+    # [monitor.columns.score] monitor = false leaves it out (it was measured all the same).
+    watched = workspace.settings.monitor.columns.get("score")
+    if watched is None or watched.monitor:
+        name = f"prediction-baseline:{champion.id}:{reference.sha256}"
+        reference_scores = _cached(store, workspace, name)
+        if reference_scores is None:
+            _log(store, run_id, f"scoring the reference with {result.model} (once): {name}")
+            from mldeck.ml.scoring import predict_frame
 
-        ref_frame = open_version(workspace, reference, "the reference", check=True).collect()
-        ref_scores, _ = predict_frame(workspace, store, champion, ref_frame, model_name)
-        reference_scores = drift.build_baseline(
-            pl.LazyFrame({"score": ref_scores}), {"score": "numeric"}
-        ) if ref_scores is not None else {"columns": {}, "n_rows": 0}  # fmt: skip
-        _keep(store, workspace, name, "prediction_baseline", reference_scores, run_id)
-    if "score" in reference_scores["columns"] and np.isfinite(scores).any():
-        current = drift.summarize_batch(predictions.lazy(), reference_scores)["columns"]["score"]
-        result.prediction = drift.compare_column(
-            "score", reference_scores["columns"]["score"], current,
-            reference_scores["n_rows"], settings, role="prediction",
-        )  # fmt: skip
+            ref_frame = open_version(workspace, reference, "the reference", check=True).collect()
+            ref_scores, _ = predict_frame(workspace, store, champion, ref_frame, model_name)
+            reference_scores = drift.build_baseline(
+                pl.LazyFrame({"score": ref_scores}), {"score": "numeric"}
+            ) if ref_scores is not None else {"columns": {}, "n_rows": 0}  # fmt: skip
+            _keep(store, workspace, name, "prediction_baseline", reference_scores, run_id)
+        if "score" in reference_scores["columns"] and np.isfinite(scores).any():
+            current = drift.summarize_batch(predictions.lazy(), reference_scores)["columns"][
+                "score"
+            ]
+            result.prediction = drift.compare_column(
+                "score", reference_scores["columns"]["score"], current,
+                reference_scores["n_rows"], settings, role="prediction",
+            )  # fmt: skip
     schema = champion.schema_ or {}
     classes = schema.get("classes") or []
     metric = estimated_metric(workspace.settings.model.primary)
