@@ -133,6 +133,31 @@ async def test_the_console_embeds_the_scheduler_and_says_so(seeded) -> None:
     assert holder(store, 15) is None  # released when the console closed
 
 
+async def test_the_console_says_when_mldeck_toml_breaks_and_when_it_is_fixed(seeded) -> None:
+    """Its scheduler said it to no one: the console showed nothing until a job failed on the
+    file, and that notice was cut and sent the reader to the Data screen."""
+    workspace, store = seeded
+    add(store, "health", "health", every="1d")
+    app = make_app(workspace, store, run_scheduler=True)
+    good = workspace.config_path.read_text()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await until(pilot, lambda: app.scheduler.acting, timeout=30)
+        workspace.config_path.write_text(good + "\n[typo_section]\n")
+
+        def said() -> list[str]:
+            return [str(n.message) for n in app._notifications]
+
+        await until(pilot, lambda: any("cannot be used" in m for m in said()), timeout=30)
+        (broken,) = [n for n in app._notifications if "cannot be used" in str(n.message)]
+        assert broken.severity == "error"
+        assert "typo_section" in str(broken.message)  # whole: what is wrong, and where
+        assert str(broken.message).endswith("fails until it is fixed")
+        workspace.config_path.write_text(good)
+        await until(pilot, lambda: any(m.startswith("mldeck.toml changed") and "cannot" not in m
+                                       for m in said()), timeout=30)  # fmt: skip
+
+
 async def test_quitting_while_the_consoles_scheduler_runs_a_job_asks_first(seeded) -> None:
     """One q threw away a long scheduled retrain (its runs ended cancelled) without a word;
     work started by hand asked first."""

@@ -188,9 +188,13 @@ class MldeckApp(App):
         self.scheduler.start()
 
     def _scheduler_said(self, message: str) -> None:
-        if any(word in message for word in ("failed", "promoted", "orphaned", "triggered",
-                                            "acting", "timed out")):  # fmt: skip
-            self.post_message(self.WatcherSaid(message))
+        # mldeck.toml broken (or fixed) while the console runs: said in the console too, which
+        # otherwise showed nothing until a job failed on the file.
+        if message.startswith("mldeck.toml") or any(
+            word in message
+            for word in ("failed", "promoted", "orphaned", "triggered", "acting", "timed out")
+        ):
+            self.post_message(self.WatcherSaid(message, where="the Runs screen"))
 
     def _start_watcher(self) -> None:
         """Watch data/incoming/ in a background thread (one watcher per workspace)."""
@@ -236,27 +240,33 @@ class MldeckApp(App):
     class WatcherSaid(Message):
         """A line from the incoming-data watcher (posted from its thread, never blocking it)."""
 
-        def __init__(self, text: str) -> None:
+        def __init__(self, text: str, where: str = "the Data screen") -> None:
             super().__init__()
             self.text = text
+            self.where = where  # the screen that says it all
 
     def _watcher_said(self, message: str) -> None:
         self.post_message(self.WatcherSaid(message))
 
     def on_mldeck_app_watcher_said(self, event: WatcherSaid) -> None:
         lowered = event.text.lower()
-        if " rejected" in lowered or "not ingested" in lowered or "failed" in lowered:
+        config = lowered.startswith("mldeck.toml")
+        if (" rejected" in lowered or "not ingested" in lowered or "failed" in lowered
+                or "cannot be used" in lowered):  # fmt: skip
             severity = "error"
         elif " warned" in lowered or "gone before" in lowered:
             severity = "warning"
         else:
             severity = "information"
         text = event.text
-        if len(text) > WATCHER_TOAST_CHARS:  # the reasons in full are on the Data screen
-            text = text[: WATCHER_TOAST_CHARS - 1].rstrip() + "… (the Data screen has it all)"
+        # The reasons in full are on the Data screen (a batch) or the Jobs screen (a job's run);
+        # what is wrong with mldeck.toml is said nowhere else, so whole.
+        if len(text) > WATCHER_TOAST_CHARS and not config:
+            text = text[: WATCHER_TOAST_CHARS - 1].rstrip() + f"… ({event.where} has it all)"
         # A batch taken is news for a moment; a problem stays longer (a demo feed drops a week
         # every few seconds: its notices covered the tables' status columns most of the time).
-        self.notify(text, severity=severity, timeout=4 if severity == "information" else 8)
+        self.notify(text, severity=severity,
+                    timeout=15 if config else 4 if severity == "information" else 8)  # fmt: skip
         if "moved to" in lowered and isinstance(self.screen, DataScreen):
             self.screen.reload()  # a file quarantined without a version: the store did not change
 
