@@ -962,7 +962,7 @@ def test_table_checks_whose_column_is_not_in_the_file_fail_naming_it(tmp_path):
         "the timestamp column 'ts' ([data] timestamp_column) is not in the file",
     )
     warned = run(path, expectations.model_copy(update={"table": data_settings(
-        table={**table, "warn": ["freshness", "unique_ids"]}).table}))  # fmt: skip
+        timestamp_column="ts", table={**table, "warn": ["freshness", "unique_ids"]}).table}))  # fmt: skip
     assert warned.status == "warned"
     # Without these checks, the columns are not asked for.
     assert run(path, data_settings(id_column="id", timestamp_column="ts",

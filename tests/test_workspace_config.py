@@ -188,6 +188,30 @@ def test_a_gate_no_model_could_meet_or_fail_is_refused(text, said):
     assert str(err.value) == f"mldeck.toml: {said}"
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # every batch was rejected: "min needs numbers but the column is string (... declare
+        # type = "float")", advice contradicting the declaration
+        ('[data.columns.plan]\ntype = "string"\nmin = 3\nmax = 4\n',
+         "'plan' in [data.columns]: min and max bound numbers, and the column is declared "
+         "type = 'string'"),
+        # the nulls were accepted: which setting won was not said
+        ("[data.columns.total]\nnullable = false\nmax_null_fraction = 0.5\n",
+         "'total' in [data.columns]: nullable = false and max_null_fraction = 0.5 contradict each "
+         "other: keep one"),
+        # the check was skipped: batches of any age accepted
+        ("[data.table]\nmax_age_days = 1\n",
+         "[data.table] max_age_days needs [data] timestamp_column, the column a batch's age is "
+         "read from"),
+    ],
+)  # fmt: skip
+def test_data_expectations_no_batch_could_meet_as_written_are_refused(text, said):
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text)
+    assert str(err.value) == f"mldeck.toml: {said}"
+
+
 def test_a_floor_on_a_metric_no_rule_watches_makes_no_default_rule():
     """A floor on log_loss (or a regression's r2) became a rule no check could evaluate: every
     drift check, alert check and health check failed, and the daemon's pipeline with them."""

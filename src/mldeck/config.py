@@ -147,6 +147,8 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
         message = message.removeprefix("Value error, ")
     if not loc:  # a check across sections names its own place
         return message
+    if len(loc) == 1 and error["type"] == "value_error":  # a check across a section's tables
+        return message if message.startswith("[") else f"[{key}]: {message}"
     if isinstance(loc[-1], int):  # an entry's own check: "the 2nd [[monitor.alerts]]: ..."
         return f"{_where(loc)}: {message}"
     return f"'{key}' in {where}: {message}"

@@ -102,6 +102,17 @@ class ColumnExpectation(_Strict):
     def _bounds(self) -> ColumnExpectation:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        # Settings no batch could meet as written: each batch was rejected instead, as if the
+        # data were wrong.
+        bounded = [key for key in ("min", "max") if getattr(self, key) is not None]
+        if bounded and self.type not in (None, "int", "float"):
+            raise ValueError(f"{' and '.join(bounded)} bound numbers, and the column is declared "
+                             f"type = {self.type!r}")  # fmt: skip
+        if not self.nullable and self.max_null_fraction:
+            raise ValueError(
+                f"nullable = false and max_null_fraction = {self.max_null_fraction:g} contradict "
+                "each other: keep one"
+            )
         return self
 
     def severity_of(self, check: str) -> Severity:
@@ -158,6 +169,14 @@ class DataSettings(_Strict):
     examples: int = Field(5, ge=0, le=100)
     table: TableExpectation = TableExpectation()
     columns: dict[str, ColumnExpectation] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _freshness_has_its_column(self) -> DataSettings:
+        if self.table.max_age_days is not None and not self.timestamp_column:
+            # the check was skipped without a word: batches of any age accepted
+            raise ValueError("[data.table] max_age_days needs [data] timestamp_column, the column "
+                             "a batch's age is read from")  # fmt: skip
+        return self
 
     @property
     def declared(self) -> bool:
