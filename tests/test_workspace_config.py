@@ -331,6 +331,25 @@ def test_discovery_from_a_nested_folder(workspace):
     assert found.name == "test-project"
 
 
+def test_a_workspace_that_lost_its_config_says_so_not_its_parent_or_init(workspace):
+    """Inside another workspace it was silently the outer one; alone, the advice was 'mldeck
+    init', which refuses a folder holding .mldeck; a folder named mldeck.toml read as none."""
+    inner = init_workspace(workspace.root / "inner", name="inner")
+    inner.config_path.unlink()
+    assert find_root(inner.root / "data") == inner.root
+    for found in (lambda: discover(cwd=inner.root / "data"), lambda: load_workspace(inner.root)):
+        with pytest.raises(WorkspaceNotFound) as lost:
+            found()
+        assert str(lost.value) == (
+            f"{inner.root} has lost its mldeck.toml (its records are in {inner.root / '.mldeck'}): "
+            "restore the file (a backup, version control), or write one anew with the settings "
+            "it had"
+        )
+    inner.config_path.mkdir()
+    with pytest.raises(WorkspaceNotFound, match=r"mldeck\.toml is a folder, not the workspace's "):
+        discover(cwd=inner.root)
+
+
 def test_discovery_from_the_current_folder(workspace, monkeypatch):
     monkeypatch.chdir(workspace.root / "data")
     assert discover().root == workspace.root

@@ -146,6 +146,15 @@ def load_workspace(root: Path) -> Workspace:
     if not root.is_dir():
         raise WorkspaceNotFound(f"workspace path {root} is not a folder")
     config = root / CONFIG_FILE
+    if config.is_dir():
+        raise WorkspaceNotFound(f"{config} is a folder, not the workspace's configuration file")
+    if not config.is_file() and (root / ".mldeck").is_dir():
+        # A workspace whose configuration went (moved, deleted): 'mldeck init' refuses the
+        # folder, so it was no advice to give.
+        raise WorkspaceNotFound(
+            f"{root} has lost its {CONFIG_FILE} (its records are in {root / '.mldeck'}): restore "
+            "the file (a backup, version control), or write one anew with the settings it had"
+        )
     if not config.is_file():
         enclosing = find_root(root.resolve().parent)
         if enclosing is not None:  # a folder of a workspace: that workspace was meant
@@ -158,10 +167,11 @@ def load_workspace(root: Path) -> Workspace:
 
 
 def find_root(start: Path) -> Path | None:
-    """The nearest folder at or above *start* that holds ``mldeck.toml``."""
+    """The nearest folder at or above *start* that holds ``mldeck.toml``, or the state folder of
+    a workspace that lost it (a workspace inside another was taken for the outer one)."""
     start = start.resolve()
     for folder in (start, *start.parents):
-        if (folder / CONFIG_FILE).is_file():
+        if (folder / CONFIG_FILE).exists() or (folder / ".mldeck").is_dir():
             return folder
     return None
 
