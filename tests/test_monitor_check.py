@@ -1549,6 +1549,23 @@ def test_kpi_rates_and_windows_read_as_people_say_them(store):
     assert delivery(0.01, 2) == ("Delivery (last 14m24s)", "2")
 
 
+def test_durations_below_zero_are_shown_as_such_not_as_zero(store):
+    """A batch recorded by a host whose clock is ahead: the JSON said -48 hours of freshness,
+    the text '0.0s'."""
+    import dataclasses
+
+    from mldeck.monitor.kpis import sections
+
+    k = dataclasses.replace(kpis(store, days=1), lead_time_hours=-24.0, data_freshness_hours=-48.0)
+    shown = sections(k)
+    assert shown["Delivery (last day)"]["lead time data → champion"] == (
+        "24h00m below zero (a clock ahead?)"
+    )
+    assert shown["Last batch (any age)"]["data freshness"] == (
+        "new data last arrived 48h00m from now, in the future (a clock ahead?)"
+    )
+
+
 def test_labels_that_raise_an_alert_exit_3_as_a_drift_check_would(monitored, store, tmp_path, cli):
     """The labels show the champion far below its floor: a critical alert, which a script must
     see in the exit status, not only in the text."""

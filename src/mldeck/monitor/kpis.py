@@ -218,7 +218,11 @@ def _pct(value: float | None) -> str:
 
 
 def _hours(value: float | None) -> str:
-    return "-" if value is None else fmt.duration(timedelta(hours=value))
+    if value is None:
+        return "-"
+    if value < 0:  # a time recorded by a host whose clock is ahead (it read "0.0s")
+        return f"{fmt.duration(timedelta(hours=-value))} below zero (a clock ahead?)"
+    return fmt.duration(timedelta(hours=value))
 
 
 def _weighted_percentile(pairs: list[tuple[float, float]], q: float) -> float | None:
@@ -308,6 +312,8 @@ def sections(k: Kpis) -> dict[str, dict[str, str]]:
             "quality": quality,
             "drift share": drift,
             "data freshness": "-" if k.data_freshness_hours is None
-            else f"{_hours(k.data_freshness_hours)} since new data last arrived",
+            else f"{_hours(k.data_freshness_hours)} since new data last arrived"
+            if k.data_freshness_hours >= 0 else f"new data last arrived "
+            f"{_hours(-k.data_freshness_hours)} from now, in the future (a clock ahead?)",
         },
     }  # fmt: skip
