@@ -634,6 +634,28 @@ def test_a_new_reference_says_which_it_replaces(workspace, tmp_path):
         store.close()
 
 
+def test_a_configured_reference_changed_later_is_said_not_taken_silently(workspace, tmp_path):
+    """[data] reference edited to name another file: batches went on being compared with the
+    first reference without a word."""
+    first, second = put(tmp_path, "ref.csv", GOOD), put(tmp_path, "ref2.csv", WARNED)
+    ws = _with_reference(workspace, first)
+    store = open_workspace_store(ws)
+    try:
+        assert ingest_file(ws, store, put(tmp_path, "a.csv", GOOD + "9,x,1.0\n")).notes == [
+            f"[data] reference {first} ingested as events:v1 (accepted), the reference of events"
+        ]
+        assert ingest_file(ws, store, put(tmp_path, "b.csv", GOOD + "8,x,1.0\n")).notes == []
+        ws.config_path.write_text(ws.config_path.read_text().replace(str(first), str(second)))
+        edited = load_workspace(ws.root)
+        assert ingest_file(edited, store, put(tmp_path, "c.csv", GOOD + "7,x,1.0\n")).notes == [
+            f"[data] reference {second} is not the reference of events (events:v1, other "
+            "content): batches are compared with events:v1; to make the file the reference: "
+            f"'mldeck data ingest {second} --reference'"
+        ]
+    finally:
+        store.close()
+
+
 def _with_reference(workspace: Workspace, reference: Path, expectations: str = EXPECTATIONS):
     return configure(workspace, expectations.replace(
         'id_column = "id"', f'id_column = "id"\nreference = "{reference}"'))  # fmt: skip

@@ -518,10 +518,27 @@ def _ensure_reference(
     configured = workspace.settings.data.reference
     if not configured or dataset != workspace.settings.data.dataset:
         return None
-    if reference_of(store, dataset) is not None:
-        return None
     reference = Path(configured)
     reference = reference if reference.is_absolute() else workspace.root / reference
+    if reference_of(store, dataset) is not None:
+        # [data] reference changed since (or another file made the reference with --reference):
+        # said, as batches go on being compared with the reference in force (it was silent).
+        with store.read() as session:
+            current = session.execute(
+                select(DatasetVersion.sha256, DatasetVersion.version)
+                .join(Dataset, Dataset.reference_version_id == DatasetVersion.id)
+                .where(Dataset.name == dataset)
+            ).one()
+        try:
+            other = reference.is_file() and _reference_sha256(reference) != current.sha256
+        except OSError:
+            other = False
+        if other:
+            note(f"[data] reference {configured} is not the reference of {dataset} "
+                 f"({dataset}:v{current.version}, other content): batches are compared with "
+                 f"{dataset}:v{current.version}; to make the file the reference: 'mldeck data "
+                 f"ingest {configured} --reference'")  # fmt: skip
+        return None
     if not reference.is_file():
         note(f"[data] reference {configured} not found ({shown(str(reference))}): {dataset} has "
              "no reference, batches are profiled without its bins")  # fmt: skip
