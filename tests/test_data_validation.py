@@ -298,10 +298,13 @@ def test_a_file_cut_short_is_said_to_be(tmp_path):
         ('a,b,c\n1,"x\ny",\n2,y\n3,z,\n', "line 4 has 2"),
         ('a,b,c\n1,"x\n\ny,z"\n3,z,\n', "line 2 has 2"),
         ('a;b;c\n1;"x;y";\n2;y\n', "line 3 has 2"),
+        ('a\tb\tc\n1\t"x\ty"\t\n2\ty\n', "line 3 has 2"),
+        # a quote inside a field not quoted is a character (polars reads three fields)
+        ('a,b,c\n12" screen,15" monitor,ok\nx,y,\n', None),
     ],
 )
 def test_short_rows_are_counted_as_csv_reads_fields(tmp_path, body, found):
-    settings = data_settings(csv_separator=";" if ";" in body else ",")
+    settings = data_settings(csv_separator=next((c for c in ";\t" if c in body), ","))
     reasons = reasons_of(write(tmp_path, "rows.csv", body), settings)[1]
     short = [r for r in reasons if r.startswith("fields:")]
     assert short == ([] if found is None else [f"fields: 1 row has fewer fields than the "

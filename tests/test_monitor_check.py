@@ -686,6 +686,20 @@ def test_labels_of_ids_also_in_a_batch_not_checked_yet_need_the_batch(monitored,
         == ["churn:v3"]  # fmt: skip
 
 
+def test_labels_of_ids_also_in_an_older_batch_left_unchecked_are_taken(monitored, store, tmp_path):
+    """Only a newer batch waiting for its check makes the labels ambiguous: an older one left
+    unchecked (history ingested before monitoring began) refused every later labels file."""
+    old = churn_frame(300, seed=7, start_id=9000)
+    week = churn_frame(300, seed=8, start_id=9000)  # the same customers, later
+    ingest(monitored, store, old.drop("churned"), tmp_path, "old.csv")
+    check_batch(monitored, store, ingest(monitored, store, week.drop("churned"), tmp_path,
+                                         "week.csv"))  # fmt: skip
+    labels = write(week.select("customer_id", "churned"), tmp_path, "labels.csv")
+    assert [(b.batch, b.new) for b in record_labels(monitored, store, labels).batches] == [
+        ("churn:v3", 300)
+    ]
+
+
 def test_labels_said_of_another_checked_batch_name_the_one_holding_them(monitored, store, tmp_path):
     """It said the batch holding them "was not checked for drift yet", of a checked batch."""
     first = churn_frame(40, seed=8, start_id=9000)
@@ -745,8 +759,8 @@ def test_labels_only_a_model_of_more_classes_scored_are_refused_not_said_kept(
     with pytest.raises(MldeckError) as refused:
         record_labels(monitored, store, labels)
     assert str(refused.value) == (
-        "labels.csv's labels are of churn:v2 (its model has 3 classes): realized performance is "
-        "measured for binary classifiers only; no label was kept"
+        "labels.csv's labels are of churn:v2 (its model is not a binary classifier): realized "
+        "performance is measured for binary classifiers only; no label was kept"
     )
 
 

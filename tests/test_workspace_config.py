@@ -196,10 +196,8 @@ def test_a_gate_no_model_could_meet_or_fail_is_refused(text, said):
         ('[data.columns.plan]\ntype = "string"\nmin = 3\nmax = 4\n',
          "'plan' in [data.columns]: min and max bound numbers, and the column is declared "
          "type = 'string'"),
-        # the nulls were accepted: which setting won was not said
-        ("[data.columns.total]\nnullable = false\nmax_null_fraction = 0.5\n",
-         "'total' in [data.columns]: nullable = false and max_null_fraction = 0.5 contradict each "
-         "other: keep one"),
+        ('[data.columns.plan]\ntype = "date"\nmin = 3\n',
+         "'plan' in [data.columns]: min bounds numbers, and the column is declared type = 'date'"),
         # the check was skipped: batches of any age accepted
         ("[data.table]\nmax_age_days = 1\n",
          "[data.table] max_age_days needs [data] timestamp_column, the column a batch's age is "
@@ -210,6 +208,13 @@ def test_data_expectations_no_batch_could_meet_as_written_are_refused(text, said
     with pytest.raises(ConfigError) as err:
         parse_settings(text)
     assert str(err.value) == f"mldeck.toml: {said}"
+
+
+def test_a_null_share_beside_nullable_false_is_taken_as_documented():
+    """max_null_fraction above 0 implies nullable: a file 'data infer' wrote (nullable = false)
+    and a share added later keeps loading."""
+    settings = parse_settings("[data.columns.total]\nnullable = false\nmax_null_fraction = 0.5\n")
+    assert settings.data.columns["total"].max_null_fraction == 0.5
 
 
 def test_a_floor_on_a_metric_no_rule_watches_makes_no_default_rule():

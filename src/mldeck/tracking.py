@@ -43,7 +43,7 @@ from mldeck import provenance
 from mldeck.errors import MldeckError, WorkspaceNotFound, interrupted
 from mldeck.formatting import shown, whole_text
 from mldeck.store.artifacts import put_file
-from mldeck.store.engine import Store, store_problem
+from mldeck.store.engine import Store
 from mldeck.store.models import (
     Artifact,
     Metric,
@@ -161,15 +161,12 @@ def _failure_text(
     exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
 ) -> str:
     """A failed block's error: its traceback, ending as tracebacks do in the line that says what
-    went wrong; a store's refusal there in the store's own words (SQLAlchemy's message adds the
-    statement, its parameters and a link, and its last line, which a run's summary shows, was
-    that link)."""
+    went wrong. SQLAlchemy's message ends in a link to its docs, which a run's summary (its
+    last line) showed: the database's own line is said last instead."""
     text = "".join(traceback.format_exception(exc_type, exc, tb))
-    if isinstance(exc, DBAPIError):
-        said = "".join(traceback.format_exception_only(exc_type, exc))
-        if text.endswith(said):
-            name = f"{exc_type.__module__}.{exc_type.__qualname__}"
-            text = f"{text[: -len(said)]}{name}: {store_problem(exc)}\n"
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        name = f"{exc_type.__module__}.{exc_type.__qualname__}"
+        text = f"{text.rstrip()}\n{name}: {' '.join(str(exc.orig).split())}\n"
     return text
 
 

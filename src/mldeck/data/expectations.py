@@ -106,13 +106,9 @@ class ColumnExpectation(_Strict):
         # data were wrong.
         bounded = [key for key in ("min", "max") if getattr(self, key) is not None]
         if bounded and self.type not in (None, "int", "float"):
-            raise ValueError(f"{' and '.join(bounded)} bound numbers, and the column is declared "
+            verb = "bound" if len(bounded) == 2 else "bounds"
+            raise ValueError(f"{' and '.join(bounded)} {verb} numbers, and the column is declared "
                              f"type = {self.type!r}")  # fmt: skip
-        if not self.nullable and self.max_null_fraction:
-            raise ValueError(
-                f"nullable = false and max_null_fraction = {self.max_null_fraction:g} contradict "
-                "each other: keep one"
-            )
         return self
 
     def severity_of(self, check: str) -> Severity:

@@ -372,9 +372,11 @@ def short_records(path: Path, separator: str, fields: int) -> ShortRecords | Non
                           raw=line.str.count_matches(separator, literal=True) + 1)
             .filter((number > 1) & line.is_not_null() & ((raw < fields) | (quotes > 0)))
         )  # fmt: skip
-        # A quoted segment is one match, so the separators inside it are not counted; every
-        # segment holds two of the line's quotes.
-        outside = line.str.count_matches(f'"[^"]*"|{re.escape(separator)}') - quotes // 2 + 1
+        # A field quoted from its start is taken out whole, separators inside and doubled quotes
+        # too; a quote inside an unquoted field (12" screen) is a character like any other.
+        sep = "\\t" if separator == "\t" else re.escape(separator)
+        outside = (line.str.replace_all(f'(^|{sep})"(?:[^"]|"")*"', "${1}")
+                   .str.count_matches(separator, literal=True) + 1)  # fmt: skip
         blank = (quotes == 0) & (line.str.strip_chars(separator) == "")
         counted, short = pl.col("counted"), pl.col("short")
         found = (

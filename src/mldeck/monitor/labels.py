@@ -287,6 +287,7 @@ def record_labels(
     matched_ids: set[str] = set()
     held: list[pl.DataFrame] = []  # each batch's matched ids, with the batch
     not_binary: list[str] = []  # batches whose model has no two classes to judge labels by
+    newest_holder = 0  # the newest checked batch holding some of the ids
     for report, version, batch_version, name in sorted(latest.values(), key=lambda r: r[0].id):
         predictions = stored_predictions(
             workspace, store, report.dataset_version_id, report.model_version_id
@@ -299,12 +300,11 @@ def record_labels(
             continue
         label = f"{name}:v{batch_version.version}"
         held.append(mine.select("__id", pl.lit(label).alias("__batch")))
+        newest_holder = max(newest_holder, batch_version.id)
         matched_ids.update(mine.get_column("__id").to_list())
         classes = (version.schema_ or {}).get("classes") or []
         if len(classes) != 2:
-            not_binary.append(
-                f"{label} (its model has {fmt.plural(len(classes), 'class', 'classes')})"
-            )
+            not_binary.append(f"{label} (its model is not a binary classifier)")
             continue
         own = _own_labels(workspace, batch_version, label, target, predictions.height)
         late = late_labels(workspace, store, batch_version.id)
@@ -340,11 +340,12 @@ def record_labels(
             "is measured for binary classifiers only; no label was kept"
         )
     if matched_ids and batch is None:
-        # A batch not checked yet holding the same ids (next week's scoring of a customer): the
-        # labels are of one of them, and were all given to the checked one.
+        # A newer batch, not checked yet, holding the same ids (next week's scoring of a
+        # customer): the labels are of one of them, and were all given to the checked one. (An
+        # older batch left unchecked, the reference, a training set: no doubt to raise.)
         pending = _not_checked(workspace, store,
                                labels.filter(pl.col("__id").is_in(list(matched_ids))),
-                               id_column, set(checked))  # fmt: skip
+                               id_column, set(checked), after=newest_holder)  # fmt: skip
         if pending:
             holders = held and pl.concat(held).get_column("__batch").unique(maintain_order=True)
             raise MldeckError(
@@ -430,10 +431,14 @@ UNSCORED_LOOKED_AT = 20
 
 
 def _not_checked(
-    workspace: Workspace, store: Store, labels: pl.DataFrame, id_column: str, checked: set[int]
-) -> list[str]:
+    workspace: Workspace, store: Store, labels: pl.DataFrame, id_column: str, checked: set[int],
+    after: int = 0,
+) -> list[str]:  # fmt: skip
     """The batches never checked for drift (scored or not) that hold some of *labels*' ids:
-    their labels cannot be kept yet (a batch takes labels once its check stored its report)."""
+    their labels cannot be kept yet (a batch takes labels once its check stored its report).
+    Only versions stored after the version id *after*; a dataset's reference is no batch."""
+    not_reference = or_(Dataset.reference_version_id.is_(None),
+                        Dataset.reference_version_id != DatasetVersion.id)  # fmt: skip
     with store.read() as session:
         rows = session.execute(
             select(DatasetVersion.id, Dataset.name, DatasetVersion.version, Artifact.path,
@@ -443,7 +448,8 @@ def _not_checked(
             .join(Artifact, Artifact.run_id == Run.id)
             .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
             .where(Run.kind == RunKind.SCORE, Run.status == RunStatus.SUCCEEDED,
-                   Artifact.kind == "predictions")
+                   Artifact.kind == "predictions", DatasetVersion.id > after,
+                   DatasetVersion.status.in_(USABLE_STATUSES), not_reference)
             .order_by(DatasetVersion.id, Run.id.desc())
         ).all()  # fmt: skip
     found: list[str] = []
@@ -470,9 +476,9 @@ def _not_checked(
             .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
             .where(DatasetVersion.status.in_(USABLE_STATUSES),
                    DatasetVersion.id.not_in(checked),
+                   DatasetVersion.id > after,
                    Dataset.id.in_(monitored),
-                   or_(Dataset.reference_version_id.is_(None),
-                       Dataset.reference_version_id != DatasetVersion.id))
+                   not_reference)
             .order_by(DatasetVersion.id.desc())
             .limit(UNSCORED_LOOKED_AT)
         ).all()  # fmt: skip

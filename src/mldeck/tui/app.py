@@ -259,14 +259,14 @@ class MldeckApp(App):
         else:
             severity = "information"
         text = event.text
-        # The reasons in full are on the Data screen (a batch) or the Jobs screen (a job's run);
+        # The reasons in full are on the Data screen (a batch) or the Runs screen (a job's run);
         # what is wrong with mldeck.toml is said nowhere else, so whole.
         if len(text) > WATCHER_TOAST_CHARS and not config:
             text = text[: WATCHER_TOAST_CHARS - 1].rstrip() + f"… ({event.where} has it all)"
         # A batch taken is news for a moment; a problem stays longer (a demo feed drops a week
         # every few seconds: its notices covered the tables' status columns most of the time).
-        self.notify(text, severity=severity,
-                    timeout=15 if config else 4 if severity == "information" else 8)  # fmt: skip
+        timeout = 4 if severity == "information" else 15 if config else 8
+        self.notify(text, severity=severity, timeout=timeout)
         if "moved to" in lowered and isinstance(self.screen, DataScreen):
             self.screen.reload()  # a file quarantined without a version: the store did not change
 
