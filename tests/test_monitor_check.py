@@ -879,30 +879,6 @@ def test_the_champions_scores_left_out_of_drift_are_not_compared(monitored, stor
     assert check_batch(off, store, version).prediction is None
 
 
-@pytest.mark.parametrize(
-    ("text", "said"),
-    [
-        ("[monitor]\nmultivariate = false\n[[monitor.alerts]]\nname = 'joint'\n"
-         "when = 'multivariate_drift'\n",
-         "the 1st [[monitor.alerts]] ('joint') watches multivariate drift, which [monitor] "
-         "multivariate = false turns off: it would never fire"),
-        ("[monitor.columns.score]\nmonitor = false\n[[monitor.alerts]]\nname = 'scores'\n"
-         "when = 'prediction_drift'\n",
-         "the 1st [[monitor.alerts]] ('scores') watches prediction drift, which "
-         "[monitor.columns.score] monitor = false turns off: it would never fire"),
-    ],
-)  # fmt: skip
-def test_a_rule_on_drift_turned_off_is_refused_and_not_a_default(text, said):
-    from mldeck.config import parse_settings
-    from mldeck.errors import ConfigError
-
-    with pytest.raises(ConfigError) as refused:
-        parse_settings(text)
-    assert str(refused.value) == f"mldeck.toml: {said}"
-    rules = alerts.default_rules(parse_settings("[monitor]\nmultivariate = false\n"))
-    assert "multivariate_drift" not in {r.when for r in rules}
-
-
 def test_a_column_override_naming_no_column_is_refused(monitored, store, tmp_path):
     version = ingest(monitored, store, churn_frame(100, seed=3, start_id=100), tmp_path, "b.csv")
     check_batch(monitored, store, version)  # the baseline is built (and kept) before the typo

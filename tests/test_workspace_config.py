@@ -143,6 +143,14 @@ RULE = '[[monitor.alerts]]\nname = "{name}"\nwhen = "{when}"\nmetric = "{metric}
          "the 2nd [[monitor.alerts]] ('b') watches estimated accuracy, but a check estimates "
          "roc_auc ([model] primary_metric): it would never fire; use realized_metric for other "
          "metrics"),
+        ("[monitor]\nmultivariate = false\n[[monitor.alerts]]\nname = 'joint'\n"
+         "when = 'multivariate_drift'\n",
+         "the 1st [[monitor.alerts]] ('joint') watches multivariate drift, which [monitor] "
+         "multivariate = false turns off: it would never fire"),
+        ("[monitor.columns.score]\nmonitor = false\n[[monitor.alerts]]\nname = 'scores'\n"
+         "when = 'prediction_drift'\n",
+         "the 1st [[monitor.alerts]] ('scores') watches prediction drift, which "
+         "[monitor.columns.score] monitor = false turns off: it would never fire"),
         ('[[monitor.alerts]]\nname = "x"\nwhen = "freshness"\nhours = 24\nthreshold = 1\n',
          "unknown key 'threshold' in the 1st [[monitor.alerts]] (allowed: name, when, severity, "
          "feature, metric, below, hours, command, retrain)"),
@@ -227,6 +235,9 @@ def test_a_floor_on_a_metric_no_rule_watches_makes_no_default_rule():
                  "min = {r2 = 0.5}\n"):  # fmt: skip
         rules = alerts.default_rules(parse_settings(text))
         assert [r.when for r in rules] == ["dataset_drift", "multivariate_drift", "failed_run"]
+    # nor does drift turned off (the rule would never fire)
+    rules = alerts.default_rules(parse_settings("[monitor]\nmultivariate = false\n"))
+    assert "multivariate_drift" not in {r.when for r in rules}
 
 
 def test_an_estimated_metric_rule_on_the_primary_metric_is_taken():
