@@ -700,7 +700,9 @@ def test_labels_of_ids_also_in_an_older_batch_left_unchecked_are_taken(monitored
     ]
 
 
-def test_labels_said_of_another_checked_batch_name_the_one_holding_them(monitored, store, tmp_path):
+def test_labels_said_of_another_checked_batch_name_the_one_holding_them(
+    monitored, store, tmp_path, cli
+):
     """It said the batch holding them "was not checked for drift yet", of a checked batch."""
     first = churn_frame(40, seed=8, start_id=9000)
     second = churn_frame(40, seed=9, start_id=9500)
@@ -712,6 +714,19 @@ def test_labels_said_of_another_checked_batch_name_the_one_holding_them(monitore
         record_labels(monitored, store, labels, batch="churn:v2")
     assert str(refused.value) == (
         "none of the 40 ids in labels.csv is in churn:v2: churn:v3 holds them (--batch churn:v3)"
+    )
+    # Some in the batch named, the others in another: those are said to be there (they were
+    # said to be "in no monitored batch", to be checked first).
+    both = write(pl.concat([first.head(5), second.head(5)]).select("customer_id", "churned"),
+                 tmp_path, "both.csv")  # fmt: skip
+    outcome = record_labels(monitored, store, both, batch="churn:v2")
+    assert (outcome.matched, outcome.unmatched, outcome.elsewhere) == (5, 5, ["churn:v3"])
+    said = cli("drift", "labels", str(both), "--batch", "churn:v2", cwd=monitored.root)
+    assert said.returncode == 3
+    assert said.stderr.startswith(
+        "mldeck: warning: 5 ids ('9500', '9501', '9502', '9503', '9504') not in churn:v2: "
+        "churn:v3 holds some; those labels are not kept (pass the file with --batch churn:v3 "
+        "for them)"
     )
 
 

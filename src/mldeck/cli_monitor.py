@@ -322,7 +322,7 @@ def drift_labels(
         if as_json:  # a warning (exit 3), not an error: scripts get JSON as for any outcome
             _print_json({"file": file.name, "rows": None, "matched": 0, "unlabelled": None,
                          "unmatched": None, "unmatched_examples": [], "unchecked": [],
-                         "batches": [], "alerts": [], "hook_problems": [],
+                         "elsewhere": [], "batches": [], "alerts": [], "hook_problems": [],
                          "kept": 0, "warning": str(exc)})  # fmt: skip
             print(f"mldeck: warning: {exc}", file=sys.stderr)
             raise typer.Exit(NotYet.exit_code) from None
@@ -331,7 +331,7 @@ def drift_labels(
         _print_json({"file": outcome.file, "rows": outcome.rows, "matched": outcome.matched,
                      "unlabelled": outcome.unlabelled, "unmatched": outcome.unmatched,
                      "unmatched_examples": outcome.unmatched_examples,
-                     "unchecked": outcome.unchecked,
+                     "unchecked": outcome.unchecked, "elsewhere": outcome.elsewhere,
                      "batches": [b.as_dict() for b in outcome.batches],
                      "alerts": [a.payload for a in outcome.alerts],
                      "hook_problems": outcome.hook_problems})  # fmt: skip
@@ -363,7 +363,15 @@ def drift_labels(
         out.print(f"alert {alert.alert_id} {word} [{alert.severity}]: {alert.title}", markup=False)
     for problem in outcome.hook_problems:
         print(f"mldeck: warning: {problem}", file=sys.stderr)
-    if outcome.unmatched:
+    if outcome.unmatched and outcome.elsewhere:  # --batch named: they are in another batch
+        examples = ", ".join(repr(i) for i in outcome.unmatched_examples)
+        more = ", ..." if outcome.unmatched > len(outcome.unmatched_examples) else ""
+        others = ", ".join(outcome.elsewhere)
+        print(f"mldeck: warning: {fmt.plural(outcome.unmatched, 'id')} ({examples}{more}) not in "
+              f"{batch}: {others} {'holds' if len(outcome.elsewhere) == 1 else 'hold'} some; "
+              f"those labels are not kept (pass the file with --batch {outcome.elsewhere[0]} for "
+              "them)", file=sys.stderr)  # fmt: skip
+    elif outcome.unmatched:
         examples = ", ".join(repr(i) for i in outcome.unmatched_examples)
         more = ", ..." if outcome.unmatched > len(outcome.unmatched_examples) else ""
         batch = outcome.unchecked[0] if outcome.unchecked else "BATCH"

@@ -90,6 +90,8 @@ class LabelOutcome:
     unmatched_examples: list[str] = field(default_factory=list)
     # Batches scored but not checked for drift yet that hold some of those ids.
     unchecked: list[str] = field(default_factory=list)
+    # With --batch: other checked batches that hold some of those ids.
+    elsewhere: list[str] = field(default_factory=list)
     hook_problems: list[str] = field(default_factory=list)  # one line per hook that failed
 
 
@@ -366,9 +368,13 @@ def record_labels(
                 f"{', '.join(others)} {'holds' if len(others) == 1 else 'hold'} them "
                 f"(--batch {others[0]})"
             )
-    # Only when some ids matched no monitored batch: which scored batch holds them, if any.
+    # Only when some ids matched no monitored batch: which scored batch holds them, if any (and
+    # with --batch, which other checked batch: they were said to be in no monitored batch).
     unchecked = (_not_checked(workspace, store, unmatched, id_column, set(checked))
                  if unmatched.height else [])  # fmt: skip
+    elsewhere = (_holders(workspace, store, unmatched, id_column,
+                          [entry for key, entry in checked.items() if key not in latest])
+                 if batch is not None and unmatched.height else [])  # fmt: skip
     if labels.height and not matched_ids:
         if unchecked:
             named = ", ".join(unchecked)
@@ -423,7 +429,7 @@ def record_labels(
     left = labels.filter(~pl.col("__id").is_in(list(matched_ids))).get_column("__id")
     return LabelOutcome(shown(str(path)), labels.height, len(matched_ids), batches, raised,
                         unlabelled, left.len(), left.head(5).to_list(),
-                        unchecked if left.len() else [], problems)  # fmt: skip
+                        unchecked if left.len() else [], elsewhere, problems)  # fmt: skip
 
 
 # How many of the newest batches never scored are looked into for a labels file's unmatched ids.
