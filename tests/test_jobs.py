@@ -1540,6 +1540,26 @@ def test_a_batch_that_arrived_beyond_the_misfire_grace_is_said_not_skipped_in_si
     assert count(store, DriftReport) == 0 and not _runs_of(store, "score churn:v2")
 
 
+def test_a_store_url_edited_under_a_running_scheduler_is_said(ws_store):
+    """Only 'no schedule changed' was said, and every job then failed on the new store."""
+    workspace, store = ws_store
+    said: list[str] = []
+    scheduler = _scheduler(workspace, store, said)
+    try:
+        text = workspace.config_path.read_text()
+        assert 'url = ""' in text
+        workspace.config_path.write_text(text.replace('url = ""', 'url = "sqlite:///other.db"'))
+        wait_for(lambda: any("[store] url changed" in line for line in said), "the edit said")
+    finally:
+        scheduler.stop(timeout=60)
+    assert (
+        "mldeck.toml: [store] url changed: this scheduler keeps the store it opened, while each "
+        "job it starts opens the new one and fails; start the daemon (or console) again to move "
+        "to the new store"
+    ) in said
+    assert not (workspace.root / "other.db").exists()
+
+
 def test_a_broken_config_fails_the_job_in_one_line_and_opens_then_resolves_its_alert(ws_store):
     workspace, store = ws_store
     config = workspace.root / "mldeck.toml"

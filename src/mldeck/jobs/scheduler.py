@@ -371,6 +371,12 @@ class DeckScheduler:
         # it run again now, with fresh tries: it was otherwise left until the next restart.
         self._resumed.clear()
         self._resume_due = True
+        if Workspace(self.workspace.root, settings).db_url != self.workspace.db_url:
+            # Every job's worker opens the store the file names now (each failed, the new store
+            # holding none of this scheduler's runs), while this process keeps its own.
+            self._say("mldeck.toml: [store] url changed: this scheduler keeps the store it "
+                      "opened, while each job it starts opens the new one and fails; start the "
+                      "daemon (or console) again to move to the new store")  # fmt: skip
         apart = {"schedules"}
         if settings.jobs.model_dump(exclude=apart) != self.settings.model_dump(exclude=apart):
             self._say("mldeck.toml: [jobs] settings other than schedules apply when the scheduler "
