@@ -1540,8 +1540,9 @@ def test_a_batch_that_arrived_beyond_the_misfire_grace_is_said_not_skipped_in_si
     assert count(store, DriftReport) == 0 and not _runs_of(store, "score churn:v2")
 
 
-def test_a_store_url_edited_under_a_running_scheduler_is_said(ws_store):
-    """Only 'no schedule changed' was said, and every job then failed on the new store."""
+def test_a_store_url_edited_under_a_running_scheduler_is_said(ws_store, caplog):
+    """Only 'no schedule changed' was said, and every job then failed on the new store; a
+    daemon's log has it as a warning (its problems with mldeck.toml were logged as INFO)."""
     workspace, store = ws_store
     said: list[str] = []
     scheduler = _scheduler(workspace, store, said)
@@ -1558,6 +1559,9 @@ def test_a_store_url_edited_under_a_running_scheduler_is_said(ws_store):
         "to the new store"
     ) in said
     assert not (workspace.root / "other.db").exists()
+    assert [r.levelname for r in caplog.records if "[store] url changed" in r.getMessage()] == [
+        "WARNING"
+    ]
 
 
 def test_a_broken_config_fails_the_job_in_one_line_and_opens_then_resolves_its_alert(ws_store):

@@ -189,8 +189,8 @@ class DeckScheduler:
             if job.id.startswith("schedule:")
         }
 
-    def _say(self, message: str) -> None:
-        log.info(message)
+    def _say(self, message: str, *, level: int = logging.INFO) -> None:
+        log.log(level, message)
         self._tell(message)
 
     def _tell(self, message: str) -> None:
@@ -328,7 +328,7 @@ class DeckScheduler:
             settings = load_settings(self.workspace.config_path)
         except MldeckError as exc:
             self._say(f"mldeck.toml cannot be used ({exc}); the schedules are synced from it "
-                      "as it was read before")  # fmt: skip
+                      "as it was read before", level=logging.WARNING)  # fmt: skip
             return
         self._config_stamp = stamp
         self.settings = settings.jobs
@@ -358,7 +358,7 @@ class DeckScheduler:
         except MldeckError as exc:
             self._say(f"mldeck.toml changed but cannot be used ({exc}); the schedules stay as "
                       "they were, but each job reads the file when it starts and fails until "
-                      "it is fixed")  # fmt: skip
+                      "it is fixed", level=logging.WARNING)  # fmt: skip
             return
         if self.runner is not None:  # alert hooks and rules as the file says now
             self.runner.workspace = Workspace(self.workspace.root, settings)
@@ -376,7 +376,8 @@ class DeckScheduler:
             # holding none of this scheduler's runs), while this process keeps its own.
             self._say("mldeck.toml: [store] url changed: this scheduler keeps the store it "
                       "opened, while each job it starts opens the new one and fails; start the "
-                      "daemon (or console) again to move to the new store")  # fmt: skip
+                      "daemon (or console) again to move to the new store",
+                      level=logging.WARNING)  # fmt: skip
         apart = {"schedules"}
         if settings.jobs.model_dump(exclude=apart) != self.settings.model_dump(exclude=apart):
             self._say("mldeck.toml: [jobs] settings other than schedules apply when the scheduler "
