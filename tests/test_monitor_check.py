@@ -715,6 +715,11 @@ def test_labels_said_of_another_checked_batch_name_the_one_holding_them(
     assert str(refused.value) == (
         "none of the 40 ids in labels.csv is in churn:v2: churn:v3 holds them (--batch churn:v3)"
     )
+    with pytest.raises(MldeckError) as reference:  # it said to check it, which is refused
+        record_labels(monitored, store, labels, batch="churn:v1")
+    assert str(reference.value) == (
+        "churn:v1 is a reference, which takes no labels: name the batch the file labels"
+    )
     # Some in the batch named, the others in another: those are said to be there (they were
     # said to be "in no monitored batch", to be checked first).
     both = write(pl.concat([first.head(5), second.head(5)]).select("customer_id", "churned"),

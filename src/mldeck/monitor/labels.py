@@ -261,6 +261,13 @@ def record_labels(
         from mldeck.store.queries import resolve_version
 
         chosen = resolve_version(store, batch)
+        with store.read() as session:
+            is_reference = session.execute(
+                select(Dataset.id).where(Dataset.reference_version_id == chosen)
+            ).first()
+        if is_reference is not None:  # it said to check it, which 'drift check' refuses
+            raise MldeckError(f"{batch} is a reference, which takes no labels: name the batch "
+                              "the file labels")  # fmt: skip
         if chosen not in latest:  # a warning, as for the ids of batches not checked yet
             raise NotYet(
                 f"{batch} has not been checked for drift with a model yet: run "
