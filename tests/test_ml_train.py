@@ -846,9 +846,16 @@ def test_settings_are_checked():
     # NAME:vN, NAME/N and NAME/vN read as versions too, but a workspace whose model is already
     # so named keeps loading: a training refuses a new model so named (registry tests).
     assert parse_settings("[model]\nname = 'churn:v2'\n").model.name == "churn:v2"
-    settings = parse_settings("[model]\ntarget = 'y'\n[gates]\nmax_regression = {rmse = 0.5}\n")
+    settings = parse_settings("[model]\ntarget = 'y'\n[gates]\nmax_regression = {f1 = 0.5}\n")
     assert settings.model.estimator_path.endswith("HistGradientBoostingClassifier")
+    assert settings.gates.max_regression == {"f1": 0.5}
+    settings = parse_settings("[model]\ntask = 'regression'\ntarget = 'y'\n[gates]\n"
+                              "max_regression = {rmse = 0.5}\n")  # fmt: skip
+    assert settings.model.estimator_path.endswith("HistGradientBoostingRegressor")
     assert settings.gates.max_regression == {"rmse": 0.5}
+    # a metric the task does not compute: every candidate failed it
+    with pytest.raises(ConfigError, match="names rmse, which a classification model does not"):
+        parse_settings("[model]\ntarget = 'y'\n[gates]\nmax_regression = {rmse = 0.5}\n")
 
 
 def test_metric_keys_named_after_a_long_feature_fit_a_metric_key(workspace):
