@@ -55,8 +55,9 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _rules_watch_what_is_measured(self) -> Settings:
-        """An estimated_metric rule on another metric than the one a check estimates would
-        never fire (a check estimates one: the primary metric, or ROC AUC)."""
+        """Gates and rules that could never be met or fire: a metric the model's task does not
+        compute, drift that is turned off, an estimated_metric rule on another metric than the
+        one a check estimates (the primary metric, or ROC AUC)."""
         task = self.model.task
         for table in ("min", "max", "max_regression"):
             for name in getattr(self.gates, table):
@@ -67,6 +68,12 @@ class Settings(_Section):
                         f"([model] task; its metrics: {', '.join(METRICS[task])})"
                     )
         estimated = estimated_metric(self.model.primary)
+        score = self.monitor.columns.get("score")
+        turned_off = {}
+        if not self.monitor.multivariate:
+            turned_off["multivariate_drift"] = "[monitor] multivariate = false"
+        if score is not None and not score.monitor:
+            turned_off["prediction_drift"] = "[monitor.columns.score] monitor = false"
         for number, rule in enumerate(self.monitor.alerts or [], 1):
             if rule.when in ("estimated_metric", "realized_metric") and task != "classification":
                 raise ValueError(
@@ -74,16 +81,11 @@ class Settings(_Section):
                     f"{rule.metric}, which a {task} model does not compute ([model] task): it "
                     "would never fire"
                 )
-            off = {
-                "multivariate_drift": "[monitor] multivariate = false",
-                "prediction_drift": "[monitor.columns.score] monitor = false",
-            }.get(rule.when)
-            score = self.monitor.columns.get("score")
-            if off and not (self.monitor.multivariate if rule.when == "multivariate_drift"
-                            else score is None or score.monitor):  # fmt: skip
+            if rule.when in turned_off:
                 raise ValueError(
                     f"the {_ordinal(number)} [[monitor.alerts]] ({rule.name!r}) watches "
-                    f"{rule.when.replace('_', ' ')}, which {off} turns off: it would never fire"
+                    f"{rule.when.replace('_', ' ')}, which {turned_off[rule.when]} turns off: it "
+                    "would never fire"
                 )
             if rule.when == "estimated_metric" and rule.metric != estimated:
                 raise ValueError(
