@@ -2033,3 +2033,23 @@ def test_a_store_outage_is_told_from_a_bug_for_the_log():
     assert _outage(error("unable to open database file"))
     assert not _outage(error("no such column: run.nope"))
     assert not _outage(ValueError("database is locked"))
+
+
+def test_a_persons_failed_script_is_not_a_failed_pipeline_step(ws_store):
+    """A run of a person's own script (the tracking API) that fails is their experiment: it
+    neither shows as the pipeline's evaluate stage nor opens a "failed pipeline step" alert."""
+    from mldeck.jobs.views import pipeline_view
+    from mldeck.monitor import alerts
+    from mldeck.tracking import start_run
+
+    workspace, store = ws_store
+    assert JobRunner(workspace, store).run(JobRequest("train", "train")).succeeded
+    with pytest.raises(RuntimeError), start_run("my-experiment", kind="train",
+                                                       workspace=workspace):  # fmt: skip
+        raise RuntimeError("a bad idea")
+    rules = [r for r in alerts.default_rules(workspace.settings) if r.when == "failed_run"]
+    alerts.apply(store, alerts.store_signals(store, rules))
+    assert _failed_step_alerts(store) == []
+    stages = {stage.name: stage for stage in pipeline_view(store, JobSettings()).stages}
+    assert stages["evaluate"].status == RunStatus.SUCCEEDED
+    assert stages["evaluate"].detail == "train churn"

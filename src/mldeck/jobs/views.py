@@ -26,6 +26,7 @@ from mldeck.store.models import (
     Run,
     RunInput,
     RunStatus,
+    RunTrigger,
     utcnow,
 )
 
@@ -139,7 +140,11 @@ def pipeline_view(store: Store, settings: JobSettings) -> PipelineView:
     with store.read() as session:
         for name in STAGES[:6]:
             run = session.execute(
-                select(Run).where(Run.kind.in_(STAGE_KINDS[name])).order_by(Run.id.desc()).limit(1)
+                # A person's own script (the tracking API) is not a step of the pipeline.
+                select(Run)
+                .where(Run.kind.in_(STAGE_KINDS[name]), Run.trigger != RunTrigger.SCRIPT)
+                .order_by(Run.id.desc())
+                .limit(1)
             ).scalar_one_or_none()
             if name == "score" and run is None:
                 # The pipeline skips scoring until there is a model to score with.

@@ -109,12 +109,16 @@ def store_signals_in(session: Session, rules: list[AlertRule]) -> list[Signal]:
     its own run already marked succeeded)."""
     signals: list[Signal] = []
     newest = newest_data(session)
-    kinds = session.execute(select(Run.kind).distinct()).scalars().all()
+    # A person's own script (the tracking API) is an experiment, not a step of the pipeline:
+    # its failure is the person's to see, and raised no "failed pipeline step".
+    steps = Run.trigger != RunTrigger.SCRIPT
+    kinds = session.execute(select(Run.kind).where(steps).distinct()).scalars().all()
     last_runs = {}
     for kind in kinds:
         last_runs[kind] = session.execute(
             select(Run)
-            .where(Run.kind == kind, Run.status.in_([RunStatus.SUCCEEDED, RunStatus.FAILED]))
+            .where(Run.kind == kind, steps)
+            .where(Run.status.in_([RunStatus.SUCCEEDED, RunStatus.FAILED]))
             # The last to end: a job ends after its step (a drift job that failed after its
             # check succeeded was hidden by the check's higher id).
             .order_by(Run.ended_at.desc().nulls_last(), Run.id.desc())
