@@ -568,6 +568,8 @@ def test_sigterm_or_sighup_on_jobs_run_cancels_its_runs(ws_store, signum):
     with store.read() as session:
         statuses = session.execute(select(Run.status).where(Run.kind.in_(["train"]))).scalars()
         assert set(statuses) == {RunStatus.CANCELLED}
+    # The schedule's row, what 'jobs list' shows, says so too (it said 'running' for good).
+    assert get_schedule(store, "train").last_status == RunStatus.CANCELLED
 
 
 def test_an_overlapping_fire_and_the_concurrency_limit_skip_and_are_recorded(ws_store):

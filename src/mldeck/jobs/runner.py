@@ -381,6 +381,10 @@ class JobRunner:
         except OSError as exc:  # no space for the attempt's folder, no fork, ...
             status, result, error = RunStatus.FAILED, None, f"could not start the worker: {exc}"
             self._finish(run_id, status, error)
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, SIGHUP) on 'mldeck jobs run'
+            with contextlib.suppress(Exception):  # the interrupt stays what is said
+                self._sync_schedule(request, run_id)  # its row said 'running' for good
+            raise
         self._sync_schedule(request, run_id)
         # The error may start with the status ("cancelled: the scheduler stopped"): said once.
         why = (error or "").removeprefix(f"{status}: ")
