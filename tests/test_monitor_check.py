@@ -1329,11 +1329,14 @@ def test_drift_report_never_writes_over_the_store_the_settings_or_a_data_file(
     check_batch(monitored, store, ingest(monitored, store, shifted(3, 6000), tmp_path, "b.csv"))
     root = monitored.root
     data = write(churn_frame(10, seed=1, start_id=1), tmp_path, "keep.csv")
-    kept = {p: p.read_bytes() for p in (root / "mldeck.toml", data)}
+    own = tmp_path / "mine.html"  # a page of one's own was replaced as if it were a report
+    own.write_text("<!doctype html><html><body>My page</body></html>")
+    kept = {p: p.read_bytes() for p in (root / "mldeck.toml", data, own)}
     for target, needle in ((".mldeck/store.db", "the workspace's own state (.mldeck/)"),
                            (".mldeck/report.html", "the workspace's own state (.mldeck/)"),
                            ("mldeck.toml", "the workspace's own settings"),
-                           (str(data), "exists and is not an HTML page")):  # fmt: skip
+                           (str(data), "exists and is not a drift report"),
+                           (str(own), "exists and is not a drift report")):  # fmt: skip
         assert_one_line_error(cli("drift", "report", "churn:v2", "--html", target, cwd=root),
                               needle)  # fmt: skip
     assert all(path.read_bytes() == content for path, content in kept.items())
@@ -1345,7 +1348,28 @@ def test_drift_report_never_writes_over_the_store_the_settings_or_a_data_file(
     for _ in range(2):
         assert cli("drift", "report", "churn:v2", "--html", str(page), cwd=root).returncode == 0
     assert page.read_text().startswith("<!doctype html>")
+    # A link to a report: the report it names is written, the link kept.
+    link = tmp_path / "latest.html"
+    link.symlink_to(page)
+    page.write_text(page.read_text().replace("Drift report", "Old report"))
+    assert cli("drift", "report", "churn:v2", "--html", str(link), cwd=root).returncode == 0
+    assert link.is_symlink() and "Old report" not in page.read_text()
     assert_one_line_error(cli("daemon", "--log", "mldeck.toml", cwd=root), "own settings")
+
+
+def test_a_reports_history_ends_at_its_own_batch(monitored, store, tmp_path):
+    """A report written again later drew the batches checked since in its over-time charts: a
+    report shared is what it was when its batch was checked."""
+    from mldeck.monitor.queries import report_detail, resolve_report, timeline
+
+    first = ingest(monitored, store, shifted(3, 6000), tmp_path, "b.csv")
+    check_batch(monitored, store, first)
+    check_batch(monitored, store, ingest(monitored, store, shifted(4, 6000), tmp_path, "c.csv"))
+    detail = report_detail(store, resolve_report(store, "churn:v2"))
+    everything = [r.batch for r in timeline(store, dataset="churn")]
+    assert everything[-2:] == ["churn:v2", "churn:v3"]
+    until = timeline(store, dataset="churn", until=detail.row.dataset_version_id)
+    assert [r.batch for r in until] == everything[:-1]
 
 
 @pytest.mark.parametrize(

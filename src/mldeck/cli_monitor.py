@@ -158,11 +158,15 @@ def _print_report(summary: dict[str, Any], report_id: int) -> None:
 def drift_list(
     limit: Annotated[
         int,
-        typer.Option(min=1, max=MAX_LIMIT, metavar="N", help="At most this many (newest first)."),
+        typer.Option(
+            min=1, max=MAX_LIMIT, metavar="N", help="At most this many (the newest batches')."
+        ),
     ] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List drift reports, newest first, with estimated and realized performance."""
+    """List drift reports with estimated and realized performance: the newest batch first (in
+    the order the batches arrived, so a batch checked late is listed where it arrived), each
+    batch's newest check first."""
     from mldeck.monitor.queries import count_reports, list_reports
 
     _, store = _open()
@@ -248,11 +252,15 @@ def drift_report(
         raise MldeckError(f"--html {html_file!r}: name the file to write the report to")
     ws, store = _open()
     if html is not None:
+        if html.is_symlink():  # the page it names is written, the link kept
+            html = html.resolve()
         ws.refuse_overwriting_own(html, "the report")
         _refuse_replacing_other_than_html(html)
     detail = report_detail(store, resolve_report(store, ref))
     if html_file is not None:
-        history = timeline(store, limit=50, dataset=detail.dataset)
+        # The batches up to the report's own: a report shared stays what it was.
+        history = timeline(store, limit=50, dataset=detail.dataset,
+                           until=detail.row.dataset_version_id)  # fmt: skip
         text = render_html(detail, history, project=ws.settings.project.name)
     if html_file == "-":  # a pipe to a mailer or a web server's folder: the page, nothing else
         sys.stdout.write(text)
@@ -274,15 +282,17 @@ def drift_report(
 
 
 def _refuse_replacing_other_than_html(path: Path) -> None:
-    """An existing file is replaced only when it is a page (an earlier report): a data file or a
-    script named by mistake is not overwritten."""
+    """An existing file is replaced only when it is an earlier report: a page of one's own, a
+    data file or a script named by mistake is not overwritten."""
+    from mldeck.monitor.report import is_report
+
     try:
         with open(path, "rb") as fh:
-            head = fh.read(512).lstrip().lower()
+            head = fh.read(512)
     except OSError:  # none there yet; a folder, no permission: writing it says why
         return
-    if head and not head.startswith((b"<!doctype html", b"<html")):
-        raise MldeckError(f"{fmt.shown(str(path))} exists and is not an HTML page: the report "
+    if head.strip() and not is_report(head):
+        raise MldeckError(f"{fmt.shown(str(path))} exists and is not a drift report: the report "
                           "replaces only an earlier report; name another file")  # fmt: skip
 
 

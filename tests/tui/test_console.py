@@ -635,6 +635,54 @@ async def test_a_long_run_name_gives_way_at_80_columns(seeded) -> None:
         assert summary[1].startswith("started ")
 
 
+async def test_run_names_keep_their_batch_and_model_at_80_columns(seeded) -> None:
+    """The name's room came from a fixed allowance: at 80 columns the batch was cut out of the
+    names ('drift…n:v25 ↳10', 'score…urn:3 ↳12', 'validate…ift.csv') while the columns the
+    allowance kept for wider cells stayed blank at the right."""
+    from mldeck.store.models import Run as StoredRun
+
+    workspace, store = seeded
+    with store.write() as session:
+
+        def run(name: str, kind: str, parent: int | None = None, trigger="new_data") -> int:
+            row = StoredRun(name=name, kind=kind, trigger=trigger, status="succeeded",
+                            parent_run_id=parent)  # fmt: skip
+            session.add(row)
+            session.flush()
+            return row.id
+
+        run("validate week_06_prior_shift.csv", "validate")
+        scored = run("score churn:v25", "score")
+        run("score churn:v25 with churn:3", "score", scored)
+        drifted = run("drift churn:v25", "drift")
+        run("drift churn:v25", "drift", drifted)
+        run("retrain", "retrain", trigger="performance")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        table = app.screen.query_one("#runs-table", DeckTable)
+        names = {int(key.value): str(table.get_row(key)[1]) for key in table.rows}
+        widths = sum(c.get_render_width(table) for c in table.columns.values())
+        assert widths == table.scrollable_content_region.width, widths  # none cut, none blank
+        # The verb gives way first (KIND says it), then the words between batch and model.
+        assert names[drifted + 1] == f"churn:v25 ↳{drifted}", names
+        assert names[scored + 1].startswith("churn:v25 …"), names
+        assert names[scored + 1].endswith(f" ↳{scored}"), names
+        assert names[scored] == "score churn:v25", names  # fits: whole
+        assert names[scored - 1].startswith("week_06") and names[scored - 1].endswith(".csv")
+        assert "…" in names[scored - 1] and len(names[scored - 1]) > len("validate…ift.csv")
+    app = make_app(workspace, store)
+    async with app.run_test(size=(100, 24)) as pilot:  # wider: the verb and the model too
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        table = app.screen.query_one("#runs-table", DeckTable)
+        assert str(table.get_row(str(scored + 1))[1]) == f"score churn:v25 with churn:3 ↳{scored}"
+        assert str(table.get_row(str(scored - 1))[1]) == "validate week_06_prior_shift.csv"
+
+
 async def test_a_stream_of_notices_shows_at_most_three_and_keeps_warnings(seeded) -> None:
     """A demo feed's batches, one notice each: the oldest information gives way, so they never
     cover the screen; a warning stays for its time."""

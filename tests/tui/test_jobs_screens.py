@@ -376,3 +376,29 @@ def test_a_box_cuts_after_a_whole_word_and_a_skip_says_why_first(seeded) -> None
                               "started less than 60 min ago"))  # fmt: skip
     stage = next(s for s in pipeline_view(store, JobSettings()).stages if s.name == "retrain")
     assert (stage.status, stage.detail[:18]) == ("skipped", "cool-down 52m left")
+
+
+async def test_a_long_job_name_gives_way_so_the_outcome_stays_in_view(seeded) -> None:
+    """The NAME column never shrank: beside 'nightly-train-with-a-long-name' the OUTCOME was
+    some thirty presses of → away at 80 columns, and at 70 the next fire time was cut."""
+    workspace, store = seeded
+    add_schedules(store)
+    add(store, "nightly-train-with-a-long-name", "train", every="1d")
+    app = make_app(workspace, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("7")
+        await settle(pilot)
+        table = app.screen.query_one("#jobs-table", DeckTable)
+        await until(pilot, lambda: table.row_count == 3)
+        await settle(pilot)
+        assert table.virtual_size.width <= table.size.width, table.virtual_size
+        header, *rows = screen_lines(app, "#jobs-table")[1:5]
+        assert header.rstrip(" │").endswith(" OUTCOME"), header
+        long_row = next(line for line in rows if "…" in line)  # cut in the middle
+        assert long_row.startswith("│ nightl") and "name  train " in long_row, long_row
+        assert " active " in long_row, long_row
+        assert "every 1d" in long_row and long_row.rstrip(" │").endswith("-"), long_row
+        failed = next(line for line in rows if "nightly-train " in line)
+        assert failed.rstrip(" │").endswith("failed"), failed  # the outcome, whole
+        assert str(table.get_row("nightly-train")[0]) == "nightly-train"  # short: whole

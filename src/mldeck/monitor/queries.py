@@ -118,7 +118,7 @@ def _alerts_of_check(session: Any, run_id: int, batch: str) -> list[dict[str, An
 
 def _report_rows(
     store: Store, ids: Any | None, order: tuple[Any, ...], limit: int, since: datetime | None = None,
-    dataset: str | None = None,
+    dataset: str | None = None, until: int | None = None,
 ) -> list[ReportRow]:  # fmt: skip
     with store.read() as session:
         query = (
@@ -132,6 +132,8 @@ def _report_rows(
             query = query.where(DriftReport.created_at >= since)
         if dataset is not None:
             query = query.where(Dataset.name == dataset)
+        if until is not None:
+            query = query.where(DriftReport.dataset_version_id <= until)
         rows = session.execute(query.order_by(*order).limit(limit)).all()
         alerts = _alerts_by_check(session)
         return [_row(r, f"{name}:v{number}", *alerts.get((r.run_id, f"{name}:v{number}"), (0, 0)))
@@ -151,16 +153,22 @@ def count_reports(store: Store) -> int:
 
 
 def timeline(
-    store: Store, *, limit: int = 50, since: datetime | None = None, dataset: str | None = None
+    store: Store,
+    *,
+    limit: int = 50,
+    since: datetime | None = None,
+    dataset: str | None = None,
+    until: int | None = None,
 ) -> list[ReportRow]:
     """The newest report of each of the last *limit* batches, in the order the batches arrived
     (what the over-time charts draw): checking a batch again replaces its point, and a batch
     checked late is drawn where it arrived, not after the batches checked before it. With
     *since*, only the batches whose newest check was made then or later (a KPI window); with
-    *dataset*, only that dataset's batches (one dataset's report draws no other's)."""
+    *dataset*, only that dataset's batches (one dataset's report draws no other's); with
+    *until* (a batch's dataset version id), only the batches that arrived up to it."""
     newest = select(func.max(DriftReport.id)).group_by(DriftReport.dataset_version_id)
     order = (DriftReport.dataset_version_id.desc(),)
-    rows = _report_rows(store, newest, order, limit, since, dataset)
+    rows = _report_rows(store, newest, order, limit, since, dataset, until)
     return list(reversed(rows))
 
 

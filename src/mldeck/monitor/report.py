@@ -16,6 +16,17 @@ DRIFT_COLOUR = "#c0392b"
 OK_COLOUR = "#2e7d32"
 LABEL_CHARS = 24  # the most of a bar chart's end label shown (half its width)
 
+GENERATOR = "mldeck drift report"  # what says a page is a report `drift report` may replace
+# Reports written before the generator was named began so.
+_EARLIER = b'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>Drift report'
+
+
+def is_report(head: bytes) -> bool:
+    """Whether a file beginning with *head* (its first bytes) is a report written here."""
+    mark = f'<meta name="generator" content="{GENERATOR}">'.encode()
+    return mark in head or head.startswith(_EARLIER)
+
+
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
 max-width:1100px;color:#1d232b;padding:0 1rem}
@@ -251,7 +262,8 @@ def render_html(detail: ReportDetail, history: list[ReportRow], *, project: str 
     )  # fmt: skip
     title = f"Drift report — {row.batch}"
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="{GENERATOR}">
+<title>{_e(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
 <body>
 <h1>{_e(title)}</h1>

@@ -17,7 +17,7 @@ from mldeck.jobs.views import JobRow, JobsView, jobs_view
 from mldeck.store.engine import Store
 from mldeck.tui.screens.base import DeckScreen
 from mldeck.tui.screens.confirm import ConfirmScreen
-from mldeck.tui.screens.runs import RunDetailScreen
+from mldeck.tui.screens.runs import RunDetailScreen, beside_name, overflows
 from mldeck.tui.styles import status_text
 from mldeck.tui.widgets.table import DeckTable
 from mldeck.tui.widgets.text import Plain
@@ -32,6 +32,10 @@ def _short(value: datetime | None) -> str:
     if days == 0:
         return local.strftime("%H:%M:%S")
     return local.strftime("%a %H:%M" if days < 7 else "%Y-%m-%d")
+
+
+JOB_COLUMNS = ("NAME", "KIND", "WHEN (UTC)", "STATE", "NEXT", "LAST RUN", "OUTCOME")
+JOB_NAME_WIDTH = 8  # at least
 
 
 def scheduler_line(view: JobsView, app_scheduler: object | None) -> Text:
@@ -77,7 +81,7 @@ class JobsScreen(DeckScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#jobs-table", DeckTable)
-        table.add_columns("NAME", "KIND", "WHEN (UTC)", "STATE", "NEXT", "LAST RUN", "OUTCOME")
+        table.add_columns(*JOB_COLUMNS)
         table.focus()
         # Fire times move without a write to the store: look again every few seconds.
         self.set_interval(3.0, self._look_again)
@@ -97,7 +101,15 @@ class JobsScreen(DeckScreen):
             scheduler_line(view, getattr(self.deck, "scheduler", None))
         )
         table = self.query_one("#jobs-table", DeckTable)
-        table.replace_rows([(row.name, self._cells(row)) for row in view.rows])
+        shown = [self._cells(row) for row in view.rows]
+        # The name gives way (cut in the middle) so that the state, next fire time and outcome
+        # stay in view: the other columns are as wide as their widest cells.
+        beside = beside_name(shown, JOB_COLUMNS, name_at=0, scrollbar=overflows(table, len(shown)))
+        room = max(JOB_NAME_WIDTH, self.app.size.width - beside)
+        table.replace_rows(
+            [(row.name, (fmt.cut_middle(row.name, room), *cells[1:]))
+             for row, cells in zip(view.rows, shown, strict=True)]
+        )  # fmt: skip
         self.query_one("#jobs-status", Static).update(
             f"{fmt.plural(len(view.rows), 'schedule')} · times in local time, schedules in UTC"
             if view.rows

@@ -45,28 +45,77 @@ Curve = tuple[str, list[tuple]]
 
 # What a run's row needs besides its name (id, kind, status, started, time, borders, padding),
 # before its TRIGGER column: the name gives way on a narrow terminal so that the time (and the
-# trigger, on the Runs screen) stay in view.
+# trigger, on the Runs screen) stay in view. An allowance for any row; the Runs screen measures
+# its rows' cells instead (beside_name), so the name has the room the other columns leave.
 BESIDE_NAME = 53
+BORDER = 2  # a table's border, either side
+SCROLLBAR = 2  # a table's vertical scrollbar
+PADDING = 2  # a cell's padding, either side of its text
+RUN_COLUMNS = ("ID", "NAME", "KIND", "STATUS", "STARTED", "TIME", "TRIGGER")
+
+
+def beside_name(
+    rows: list[tuple], headers: tuple[str, ...], *, name_at: int = 1, scrollbar: bool = True
+) -> int:
+    """The room a table's columns other than its name column (at *name_at*) take with their
+    padding, its border (and *scrollbar*) and the name's own padding: each column as wide as
+    its widest cell among *rows*, or its header."""
+    widths = [len(header) for header in headers]
+    for cells in rows:
+        for at, cell in enumerate(cells):
+            shown = cell if isinstance(cell, Text) else Text(str(cell))
+            widths[at] = max(widths[at], shown.cell_len)
+    frame = BORDER + (SCROLLBAR if scrollbar else 0) + PADDING * len(headers)
+    return frame + sum(width for at, width in enumerate(widths) if at != name_at)
+
+
+def overflows(table: DataTable, rows: int) -> bool:
+    """Whether *rows* are more than *table* shows at once (its header takes a row): its
+    scrollbar takes two columns then. Before the table is laid out, it is taken to."""
+    height = table.size.height
+    return not height or rows > height - 1
+
+
+def _cut_words(words: list[str], room: int) -> str:
+    """*words* in *room* characters: whole words where they fit, the first (a run's batch or
+    file: 'churn:v31') before the last (its model: 'churn:3'), '…' for those left out; a word
+    too long alone is cut in the middle ('week_0…shift.csv')."""
+    text = " ".join(words)
+    if len(text) <= room:
+        return text
+    if len(words) > 1:
+        for kept in (f"{words[0]} … {words[-1]}", f"{words[0]} …"):
+            if len(kept) <= room:
+                return kept
+    return fmt.cut_middle(text, room)
 
 
 def _fitted_label(row: RunRow, room: int) -> str:
-    """A run's name in *room* characters: cut in the middle (its end tells runs apart: 'drift
-    churn:v31'), and a step's 'step of N' shortened to '↳N' first (kept whole, it was the end
-    left, and every step read alike)."""
-    if len(row.label) <= room or row.parent_id is None:
-        return fmt.cut_middle(row.label, room)
-    short = f" ↳{row.parent_id}"
-    return fmt.cut_middle(row.name, max(4, room - len(short))) + short
+    """A run's name in *room* characters, what tells runs apart kept longest: a step's 'step of
+    N' is shortened to '↳N' first (kept whole, it was the end left, and every step read alike),
+    then the verb gives way when it is the run's kind (the KIND column beside says it: 'drift
+    churn:v31' is 'churn:v31'), then the words between the first and the last."""
+    if len(row.label) <= room:
+        return row.label
+    short = "" if row.parent_id is None else f" ↳{row.parent_id}"
+    room = max(4, room - len(short))
+    words = row.name.split(" ")
+    if len(row.name) > room and len(words) > 1 and words[0] == row.kind:
+        words = words[1:]
+    return _cut_words(words, room) + short
+
+
+def _name_cell(row: RunRow, room: int) -> Text:
+    return Text(_fitted_label(row, room), no_wrap=True)
 
 
 def run_cells(app: App, row: RunRow, *, beside: int) -> tuple:
     """The cells of a run's table row: id, name, kind, status, started, duration, trigger;
     *beside* is the room the row's other shown columns need."""
     progress = fmt.progress(row.progress, row.status)
-    room = max(14, app.size.width - beside)
     return (
         Text(str(row.id), justify="right"),
-        Text(_fitted_label(row, room), no_wrap=True),
+        _name_cell(row, max(14, app.size.width - beside)),
         row.kind,
         status_text(app, row.status, f" {progress}" if progress else ""),
         fmt.when_short(row.started_at or row.created_at),  # the detail gives the full time
@@ -99,6 +148,7 @@ class RunsScreen(DeckScreen):
         self._marked: list[int] = []  # runs to compare, in the order they were marked
         self._rows: list[RunRow] = []
         self._typed = ""  # a filter set before the screen was built
+        self._shown_height = 0  # the table's height when its rows were last fitted
 
     def compose_body(self) -> ComposeResult:
         yield Input(
@@ -110,7 +160,7 @@ class RunsScreen(DeckScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#runs-table", DeckTable)
-        table.add_columns("ID", "NAME", "KIND", "STATUS", "STARTED", "TIME", "TRIGGER")
+        table.add_columns(*RUN_COLUMNS)
         table.focus()
         if self._typed:
             self.query_one("#runs-filter", Input).value = self._typed
@@ -142,15 +192,32 @@ class RunsScreen(DeckScreen):
         self.query_one("#runs-status", Static).update(message)
 
     def _show_rows(self) -> None:
-        cells = []
-        # The TRIGGER column is as wide as its longest value ("performance"): the name gives way.
-        beside = BESIDE_NAME + max([len("TRIGGER"), *(len(r.trigger) for r in self._rows)])
+        shown = []
         for row in self._rows:
-            shown = run_cells(self.app, row, beside=beside)
+            cells = run_cells(self.app, row, beside=BESIDE_NAME)
             if row.id in self._marked:
-                shown = (Text(f"● {row.id}", justify="right", style="bold"), *shown[1:])
-            cells.append((str(row.id), shown))
-        self.query_one("#runs-table", DeckTable).replace_rows(cells)
+                cells = (Text(f"● {row.id}", justify="right", style="bold"), *cells[1:])
+            shown.append(cells)
+        # The name takes the room the other columns leave, as wide as their widest cells shown
+        # (TRIGGER's "performance", a marked run's ID): no column cut, none left blank.
+        table = self.query_one("#runs-table", DeckTable)
+        scrollbar = overflows(table, len(shown))
+        room = max(14, self.app.size.width - beside_name(shown, RUN_COLUMNS, scrollbar=scrollbar))
+        self._shown_height = table.size.height
+        table.replace_rows(
+            [(str(row.id), (cells[0], _name_cell(row, room), *cells[2:]))
+             for row, cells in zip(self._rows, shown, strict=True)]
+        )  # fmt: skip
+
+    def on_resize(self) -> None:
+        # A new height: the scrollbar may come or go, and the name's room with it (a new width
+        # reloads the list).
+        self.call_after_refresh(self._fit_height)
+
+    def _fit_height(self) -> None:
+        table = self.query_one("#runs-table", DeckTable)
+        if self._rows and table.size.height != self._shown_height:
+            self._show_rows()
 
     def action_mark(self) -> None:
         """Mark the highlighted run for a comparison, or unmark it."""
