@@ -1549,6 +1549,24 @@ def test_kpis_on_an_empty_store_say_there_is_nothing_yet_in_plain_words(store):
 
 
 @pytest.mark.parametrize(
+    ("rate", "said"),
+    [(229 / 230, "99.6%"), (1.0, "100%"), (0.9999, ">99.9%"), (0.5, "50%"), (1 / 230, "0.4%"),
+     (1e-5, "<0.1%"), (0.0, "0%")],
+)  # fmt: skip
+def test_a_success_rate_short_of_all_is_never_shown_as_100_percent(store, rate, said):
+    """229 of 230 runs ok read "100%" beside "1 failed (24h)"."""
+    import dataclasses
+
+    from mldeck.monitor.kpis import sections
+    from mldeck.tui.screens.overview import kpi_text
+
+    k = dataclasses.replace(kpis(store, days=1), pipeline_success_rate=rate, runs_finished=230)
+    assert sections(k)["Model health (last day)"]["pipeline success rate"].startswith(said + " of")
+    health = dict(kpi_text(k, "red"))["Health"]
+    assert f"runs ok {said}" in [t.plain for t in health]
+
+
+@pytest.mark.parametrize(
     ("cost", "said"), [(4.59e-07, "0.000000459"), (0.125, "0.125"), (1e308, "1e+308")]
 )
 def test_a_cost_per_1k_predictions_is_shown_to_its_significant_digits(store, cost, said):

@@ -72,6 +72,21 @@ def number(value: float | None) -> str:
     return f"{value:.4g}"
 
 
+def share(value: float | None) -> str:
+    """A share as a whole percentage, but never one that says all or none when it is not
+    (229 runs ok of 230 read "100%" beside "1 failed"): then one decimal, or "<0.1%"/">99.9%"."""
+    if value is None:
+        return "-"
+    text = f"{value:.0%}"
+    if (text == "100%" and value < 1) or (text == "0%" and value > 0):
+        text = f"{value:.1%}"
+        if text == "100.0%":
+            return ">99.9%"
+        if text == "0.0%":
+            return "<0.1%"
+    return text
+
+
 def progress(fraction: float | None, status: str) -> str:
     if status != "running" or fraction is None:
         return ""

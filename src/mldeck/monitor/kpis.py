@@ -213,10 +213,6 @@ def quality_series(
     return [point.as_dict() for point in points]
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
 def _hours(value: float | None) -> str:
     if value is None:
         return "-"
@@ -285,7 +281,7 @@ def sections(k: Kpis) -> dict[str, dict[str, str]]:
         if last.get("realized") is not None:
             parts.append(f"realized {last['realized']:.3f}")
         quality = ", ".join(parts) or "no performance figures"
-    drift = _pct(k.last_drift_share)
+    drift = fmt.share(k.last_drift_share)
     if last is not None and k.last_drift_share is not None and last.get("dataset_drift"):
         drift += " (dataset drift)"
     window = ("last day" if k.window_days == 1 else f"last {k.window_days:g} days"
@@ -294,14 +290,14 @@ def sections(k: Kpis) -> dict[str, dict[str, str]]:
         f"Delivery ({window})": {
             "promotions": f"{k.promotions}" + _rate(k.promotions_per_week, k.window_days),
             "lead time data → champion": _hours(k.lead_time_hours),
-            "change-failure rate": _pct(k.change_failure_rate),
+            "change-failure rate": fmt.share(k.change_failure_rate),
             "time to restore (alerts)": _hours(k.time_to_restore_hours),
         },
         f"Model health ({window})": {
             "batches monitored": f"{k.batches_monitored} ({k.batches_with_dataset_drift} with "
             "dataset drift)",
             "pipeline success rate": "- (no finished run)" if not k.runs_finished
-            else f"{_pct(k.pipeline_success_rate)} of {fmt.plural(k.runs_finished, 'finished run')}",
+            else f"{fmt.share(k.pipeline_success_rate)} of {fmt.plural(k.runs_finished, 'finished run')}",
             "latency per 1k p50 / p95": "-" if k.latency_ms_per_1k_p50 is None
             else f"{k.latency_ms_per_1k_p50:.1f} / {k.latency_ms_per_1k_p95:.1f} ms",
             "cost per 1k predictions": cost,

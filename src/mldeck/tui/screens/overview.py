@@ -209,13 +209,10 @@ def kpi_text(k: Kpis, alarm: str) -> list[tuple[str, list[Text]]]:
     def hours(value: float | None) -> str:
         return "-" if value is None else fmt.duration(timedelta(hours=value))
 
-    def pct(value: float | None) -> str:
-        return "-" if value is None else f"{value:.0%}"
-
     delivery = [
         Text(f"{fmt.plural(k.promotions, 'promotion')} in {k.window_days:g}d"),
         Text(f"lead time {hours(k.lead_time_hours)}"),
-        Text(f"change failures {pct(k.change_failure_rate)}"),
+        Text(f"change failures {fmt.share(k.change_failure_rate)}"),
         Text(f"restore {hours(k.time_to_restore_hours)}"),
     ]
     health: list[Text] = []
@@ -233,7 +230,7 @@ def kpi_text(k: Kpis, alarm: str) -> list[tuple[str, list[Text]]]:
         "no data yet" if k.data_freshness_hours is None
         else f"data {hours(k.data_freshness_hours)} old"
     ))  # fmt: skip
-    health.append(Text(f"runs ok {pct(k.pipeline_success_rate)}"))
+    health.append(Text(f"runs ok {fmt.share(k.pipeline_success_rate)}"))
     if k.latency_ms_per_1k_p50 is not None:
         health.append(Text(f"p50/p95 {k.latency_ms_per_1k_p50:.0f}/"
                            f"{k.latency_ms_per_1k_p95:.0f} ms per 1k"))  # fmt: skip
