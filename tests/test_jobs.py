@@ -2055,3 +2055,38 @@ def test_a_persons_failed_script_is_not_a_failed_pipeline_step(ws_store):
     stages = {stage.name: stage for stage in pipeline_view(store, JobSettings()).stages}
     assert stages["evaluate"].status == RunStatus.SUCCEEDED
     assert stages["evaluate"].detail == "train churn"
+
+
+def test_a_version_approved_before_a_rollback_by_hand_is_not_promoted_over_it(ws_store):
+    """churn:3 waited after a retrain; a person approved it, then rolled the champion back
+    (churn:2 to churn:1) before a scheduler ran: the scheduler then promoted churn:3 over the
+    rollback, the later decision undone in silence."""
+    from mldeck.ml.registry import approve, promote, resolve, rollback
+    from mldeck.store.models import GateResult
+
+    workspace, store = ws_store
+    runner = JobRunner(workspace, store)
+    for _ in range(3):
+        assert runner.run(JobRequest("train", "train")).succeeded
+    with store.write() as session:  # gates are policy; this test is about approval
+        for gate in session.execute(select(GateResult)).scalars():
+            gate.passed = True
+            session.add(gate)
+    for number in (1, 2):
+        approve(store, f"churn:{number}", reason="fine")
+        promote(store, f"churn:{number}", reason="by hand")
+    policies.record(store, policies.AWAITING, "test", entity_type="model_version",
+                    entity_id=resolve(store, "churn:3").id)  # fmt: skip
+    approve(store, "churn:3", reason="looks good")
+    rollback(store, "churn", reason="churn:2 misbehaves: back to churn:1")
+    assert policies.promote_approved(workspace, store) == []
+    assert resolve(store, "churn@champion").version == 1
+    with store.read() as session:
+        (event,) = session.execute(select(AuditEvent).where(
+            AuditEvent.action == policies.SUPERSEDED)).scalars().all()  # fmt: skip
+    assert event.details["reason"].startswith("churn:3 was approved before ")
+    assert "changed the champion by hand (rollback to churn:1" in event.details["reason"]
+    assert policies.promote_approved(workspace, store) == []  # said once
+    # Promoted by hand, it serves as asked.
+    promote(store, "churn:3", reason="now, after all")
+    assert resolve(store, "churn@champion").version == 3

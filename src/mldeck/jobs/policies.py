@@ -211,13 +211,19 @@ def promote_approved(workspace: Workspace, store: Store) -> list[Promotion]:
             if serving is not None and serving.version > version.version:
                 # A later retrain's version serves already: promoting this one on approval
                 # would put an older model back in its place, in silence.
-                superseded.append((label(model, version), label(model, serving), version.id))
+                superseded.append((label(model, version), f"is older than the champion "
+                                   f"{label(model, serving)}", version.id))  # fmt: skip
+                continue
+            by_hand = _champion_changed_since_approval(session, model, version.id)
+            if by_hand:
+                # Approved, then the champion changed by hand (a rollback, say) before the
+                # scheduler acted: the later decision stands.
+                superseded.append((label(model, version), by_hand, version.id))
                 continue
             todo.append((label(model, version), version.id))
-    for ref, newer, version_id in superseded:
-        record(store, SUPERSEDED, f"{ref} is older than the champion {newer}: approving it does "
-               "not promote it (promote it by hand to serve it again)",
-               entity_type="model_version", entity_id=version_id)  # fmt: skip
+    for ref, why, version_id in superseded:
+        record(store, SUPERSEDED, f"{ref} {why}: approving it does not promote it (promote it "
+               "by hand to serve it)", entity_type="model_version", entity_id=version_id)  # fmt: skip
     done = []
     for ref, version_id in todo:
         try:
@@ -234,6 +240,35 @@ def promote_approved(workspace: Workspace, store: Store) -> list[Promotion]:
             continue
         done.append(Promotion(ref, change.describe()))
     return done
+
+
+def _champion_changed_since_approval(session: Any, model: RegisteredModel, version_id: int) -> str:
+    """How *model*'s champion was changed by a person after the version's latest approval (a
+    promotion or a rollback; empty when it was not)."""
+    approved = session.execute(
+        select(AuditEvent.id)
+        .where(AuditEvent.action == "model_version.approve",
+               AuditEvent.entity_type == "model_version",
+               AuditEvent.entity_id == str(version_id))
+        .order_by(AuditEvent.id.desc()).limit(1)
+    ).scalar()  # fmt: skip
+    if approved is None:
+        return ""
+    changes = session.execute(
+        select(AuditEvent)
+        .where(AuditEvent.id > approved, AuditEvent.actor != ACTOR,
+               AuditEvent.action.in_(("model_version.promote", "model_version.rollback")))
+        .order_by(AuditEvent.id)
+    ).scalars()  # fmt: skip
+    for event in changes:
+        details = event.details if isinstance(event.details, dict) else {}
+        if details.get("model") == model.name and details.get("alias", "champion") == "champion":
+            what = event.action.removeprefix("model_version.")
+            return (
+                f"was approved before {event.actor} changed the champion by hand ({what} "
+                f"to {model.name}:{details.get('version', '?')}, event {event.id})"
+            )
+    return ""
 
 
 def _last_refusal(store: Store, version_id: int) -> str | None:
