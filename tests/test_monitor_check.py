@@ -1183,6 +1183,28 @@ def test_latency_and_cost_per_1k_are_per_prediction_not_per_batch(store):
     assert figures.cpu_seconds_per_1k == pytest.approx((2.0 * 10 + 0.02 * 10_000) / 10_010)
 
 
+def test_latency_is_the_champions_and_cost_adds_the_challengers_shadow(store):
+    """A challenger scored in shadow was taken as served predictions: its latency mixed into
+    the champion's, its cost averaged in where it is paid on top."""
+    from mldeck.store.models import utcnow
+
+    with store.write() as session:
+        served = None
+        for shadow, latency, cpu in ((False, 100.0, 0.5), (True, 20.0, 0.2)):
+            run = Run(name="score", kind=RunKind.SCORE, status=RunStatus.SUCCEEDED,
+                      created_at=utcnow(), started_at=utcnow(), ended_at=utcnow(),
+                      parent_run_id=served, tags={"shadow": shadow})  # fmt: skip
+            session.add(run)
+            session.flush()
+            served = served or run.id
+            for key, value in (("rows", 1000), ("latency_ms", latency),
+                               ("cpu_seconds_per_1k", cpu)):  # fmt: skip
+                session.add(Metric(run_id=run.id, key=key, value=value, step=0))
+    figures = kpis(store, days=7)
+    assert figures.latency_ms_per_1k_p50 == figures.latency_ms_per_1k_p95 == pytest.approx(100.0)
+    assert figures.cpu_seconds_per_1k == pytest.approx(0.7)
+
+
 def test_retraining_cadence_counts_new_model_versions_only(
     monitored,
     store,

@@ -3,8 +3,10 @@
 Delivery: promotion frequency, lead time from data arrival to a new champion, change-failure
 rate (promotions later rolled back), time to restore after an alert. Model health: quality over
 time (realized and estimated primary metric per batch), drift, data freshness, pipeline success
-rate, inference latency p50 / p95 per 1,000 predictions (over predictions, not batches), cost per
-1,000 predictions (CPU time at ``[monitor] cost_per_cpu_hour``), retraining cadence (time
+rate, inference latency p50 / p95 per 1,000 predictions (over predictions, not batches; the
+champion's, what serving takes), cost per 1,000 predictions (CPU time at ``[monitor]
+cost_per_cpu_hour``: the champion's, plus its challenger's shadow scoring of the same batch,
+which is paid for too), retraining cadence (time
 between new model versions). Each figure is None when the store does not hold what it needs
 yet, never a made-up zero.
 
@@ -136,7 +138,7 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
         # A batch checked again (another champion, a re-run) is one batch: its newest report.
         reports = list({row.dataset_version_id: row for row in checked}.values())
         score_metrics = session.execute(
-            select(Metric.run_id, Metric.key, Metric.value)
+            select(Metric.run_id, Metric.key, Metric.value, Run.parent_run_id, Run.tags)
             .join(Run, Run.id == Metric.run_id)
             .where(Run.kind == RunKind.SCORE, Run.status == RunStatus.SUCCEEDED,
                    Run.created_at >= since,
@@ -150,9 +152,18 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
             .order_by(ModelVersion.created_at)
         ).scalars().all()  # fmt: skip
     per_run: dict[int, dict[str, float]] = {}
-    for run_id, key, value in score_metrics:
-        if value is not None:
-            per_run.setdefault(run_id, {})[key] = value
+    shadow_cpu: dict[int, float] = {}  # a challenger's shadow scoring, by the champion's run
+    for run_id, key, value, parent, tags in score_metrics:
+        if value is None:
+            continue
+        if isinstance(tags, dict) and tags.get("shadow"):
+            if key == "cpu_seconds_per_1k" and parent is not None:
+                shadow_cpu[parent] = shadow_cpu.get(parent, 0.0) + value
+            continue
+        per_run.setdefault(run_id, {})[key] = value
+    for run_id, extra in shadow_cpu.items():
+        if "cpu_seconds_per_1k" in per_run.get(run_id, {}):
+            per_run[run_id]["cpu_seconds_per_1k"] += extra
     # Per prediction, not per batch: each batch's figure per 1k weighs as many predictions as it
     # made (a batch of 10 rows, all fixed cost, would otherwise count as much as one of 10,000).
     latency = [(m["latency_ms"] / m["rows"] * 1000, m["rows"]) for m in per_run.values()
