@@ -109,5 +109,34 @@ def test_a_store_outside_the_workspace_is_refused_not_copied_half(workspace, tmp
     elsewhere = {"MLDECK_DB_URL": f"sqlite:///{tmp_path / 'other.db'}"}
     refused = cli("backup", str(tmp_path / "copy"), cwd=workspace.root, env=elsewhere)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
-    assert "the store is not a SQLite file in the workspace" in refused.stderr
+    assert "named by MLDECK_DB_URL: a copy opened without it would use an empty" in refused.stderr
     assert not (tmp_path / "copy").exists()
+    config = workspace.root / "mldeck.toml"
+    settings = config.read_text()
+    for url, said in ((tmp_path / "other.db", "is outside the workspace"),
+                      (workspace.root / "meta.db", "names the store by an absolute path")):  # fmt: skip
+        config.write_text(settings.replace('\nurl = ""\n', f'\nurl = "sqlite:///{url}"\n', 1))
+        refused = cli("backup", str(tmp_path / "copy"), cwd=workspace.root)
+        assert refused.returncode != 0 and said in refused.stderr, refused.stderr
+        assert not (tmp_path / "copy").exists()
+
+
+def test_a_store_named_relative_to_the_workspace_is_backed_up_where_the_copy_finds_it(
+    workspace, tmp_path, cli
+):
+    """'[store] url = "sqlite:///meta.db"' (a SQLite file in the workspace's folder, as the
+    README has it) was refused as "not a SQLite file in the workspace"."""
+    config = workspace.root / "mldeck.toml"
+    config.write_text(
+        config.read_text().replace('\nurl = ""\n', '\nurl = "sqlite:///meta.db"\n', 1)
+    )
+    assert cli("runs", "list", cwd=workspace.root).returncode == 0  # the store is made
+    with mldeck.start_run("kept", workspace=workspace.root) as run:
+        run.log_metric("auc", 0.9)
+    done = cli("backup", str(tmp_path / "copy"), "--json", cwd=workspace.root)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runs"] == 1
+    assert (tmp_path / "copy" / "meta.db").is_file()
+    assert not (tmp_path / "copy" / "meta.db-wal").exists()
+    listed = cli("-w", str(tmp_path / "copy"), "runs", "list", cwd=tmp_path)
+    assert listed.returncode == 0 and "kept" in listed.stdout, listed.stderr

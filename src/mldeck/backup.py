@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 
 from mldeck.errors import MldeckError, WorkspaceFull, disk_full
 from mldeck.formatting import plural
 from mldeck.store.engine import Store
 from mldeck.store.models import Artifact, DatasetVersion, ModelVersion, Run
-from mldeck.workspace import Workspace
+from mldeck.workspace import ENV_DB_URL, Workspace
 
 # Never copied as files: the store's (taken through SQLite) and the locks of live processes.
 SKIPPED = {"store.db", "store.db-wal", "store.db-shm", "store.db-journal", "store.lock",
@@ -48,13 +48,41 @@ class BackupResult:
         return {**self.__dict__, "destination": str(self.destination)}
 
 
-def _refuse(workspace: Workspace, store: Store, destination: Path) -> Path:
+def _store_file(workspace: Workspace, store: Store) -> Path:
+    """Where the copy's store goes, relative to the workspace: the store's own place, when the
+    copy (opened without MLDECK_DB_URL, its settings copied) finds its store there."""
     path = store.sqlite_path
-    if not store.is_sqlite or path is None or path.resolve() != workspace.db_path.resolve():
+    if not store.is_sqlite or path is None:
         raise MldeckError(
-            "the store is not a SQLite file in the workspace (MLDECK_DB_URL / [store] url): back "
-            "the database up with its own tools (pg_dump), and the workspace's folder as files"
+            "the store is not a SQLite file (MLDECK_DB_URL / [store] url): back the database up "
+            "with its own tools (pg_dump), and the workspace's folder as files"
         )
+    root = workspace.root.resolve()
+    path = path.resolve()
+    if path == workspace.db_path.resolve():
+        return path.relative_to(root)
+    if os.environ.get(ENV_DB_URL):
+        raise MldeckError(
+            f"the store is {path}, named by {ENV_DB_URL}: a copy opened without it would use an "
+            f"empty store; back up with {ENV_DB_URL} unset, or copy {path} with SQLite's "
+            "'.backup' command"
+        )
+    url = make_url(workspace.settings.store.url or "")
+    if not path.is_relative_to(root):
+        raise MldeckError(
+            f"the store {path} ([store] url) is outside the workspace: back it up with SQLite's "
+            "'.backup' command, and the workspace's folder as files"
+        )
+    if Path(url.database or "").is_absolute():
+        raise MldeckError(
+            f"[store] url names the store by an absolute path ({path}): the copy would use the "
+            "original's store; name it relative to the workspace (sqlite:///"
+            f"{path.relative_to(root)}) to back it up"
+        )
+    return path.relative_to(root)
+
+
+def _refuse(workspace: Workspace, destination: Path) -> Path:
     target = destination.expanduser().absolute()
     if target.exists():
         raise MldeckError(f"{target} already exists: name a new folder for the backup")
@@ -82,11 +110,17 @@ def _snapshot(store: Store, into: Path) -> None:
         raw.close()
 
 
-def _skip(state_dir: Path) -> Callable[[str, list[str]], set[str]]:
+def _skip(state_dir: Path, db: Path) -> Callable[[str, list[str]], set[str]]:
+    """What ``copytree`` leaves out: the store's files (taken through SQLite, wherever the
+    workspace keeps it), the locks, and files being written into ``data/incoming/``."""
+    own = {db.name, *(f"{db.name}{end}" for end in ("-wal", "-shm", "-journal"))}
+
     def ignore(folder: str, names: list[str]) -> set[str]:
         skipped = {n for n in names if n.startswith(".incoming-") and n.endswith(".tmp")}
         if Path(folder) == state_dir:
             skipped |= SKIPPED & set(names)
+        if Path(folder).resolve() == db.parent:
+            skipped |= own & set(names)
         return skipped
 
     return ignore
@@ -120,13 +154,14 @@ def backup_workspace(
     backup, then every other file (``.mldeck/`` datasets and artifacts, ``mldeck.toml``,
     ``data/``, scripts, themes)."""
     say = on_step or (lambda _line: None)
-    target = _refuse(workspace, store, destination)
+    db = _store_file(workspace, store)
+    target = _refuse(workspace, destination)
     partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
     state = workspace.state_dir
     try:
         partial.mkdir()
-        (partial / state.name).mkdir()
-        copied = partial / state.name / "store.db"
+        copied = partial / db
+        copied.parent.mkdir(parents=True, exist_ok=True)
         say("copying the store (SQLite's online backup: one moment, while others write)")
         _snapshot(store, copied)
         store_bytes = copied.stat().st_size
@@ -137,7 +172,7 @@ def backup_workspace(
         )
         try:
             shutil.copytree(workspace.root, partial, symlinks=True, dirs_exist_ok=True,
-                            ignore=_skip(state))  # fmt: skip
+                            ignore=_skip(state, workspace.root.resolve() / db))  # fmt: skip
         except shutil.Error as exc:  # each file it could not copy; the others are copied
             # Gone meanwhile (a batch of data/incoming/ just ingested): not an error.
             kept = [e for e in exc.args[0] if os.path.lexists(e[0])]
