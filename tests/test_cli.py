@@ -500,7 +500,9 @@ def test_a_steps_name_keeps_its_batch_before_its_job():
                   progress_message="", user="", parent_id=38)  # fmt: skip
     assert _fitted_label(step, 40) == "drift churn:v6 · step of 38"
     assert _fitted_label(step, 18) == "drift churn:v6 ↳38"
-    assert _fitted_label(step, 14) == "drift…n:v6 ↳38"
+    # Shorter: the verb goes first (the KIND column beside says it), then the batch is cut.
+    assert _fitted_label(step, 14) == "churn:v6 ↳38"
+    assert _fitted_label(step, 10) == "chu…v6 ↳38"
 
 
 def test_format_when_and_progress():

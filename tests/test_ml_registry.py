@@ -698,6 +698,15 @@ def test_list_and_detail_show_aliases_gates_champion_metrics_and_lineage(
     as_json = json.loads(json.dumps(detail.as_dict()))
     assert as_json["lineage"]["inputs"][0]["dataset"] == "churn"
     assert as_json["lineage"]["model_version"] == "churn:2"
+    # Promoted, churn:3 has no other champion to stand beside: the champion it was judged
+    # against is shown instead (its column stood empty, every figure "-").
+    registry.approve(store, "churn:3", reason="ok")
+    registry.promote(store, "churn:3")
+    promoted = model_version_detail(store, list_model_versions(store)[0][0].id)
+    assert promoted.champion is None and promoted.evaluated_against.label == "churn:1"
+    by_key = {c.key: c for c in promoted.comparison}
+    assert by_key["auc"].champion == 0.84 and by_key["auc"].delta == pytest.approx(-0.01)
+    assert promoted.as_dict()["evaluated_against"] == "churn:1"
 
 
 # -- concurrency -------------------------------------------------------------------------------

@@ -1108,14 +1108,17 @@ def models_show(ref: ModelRefArgument, as_json: JsonOption = False) -> None:
         out.print(f"  {key:<9}{value}", markup=False)
     if detail.comparison:
         champion = detail.champion.label if detail.champion else None
+        former = detail.evaluated_against.label if detail.evaluated_against else None
         _heading("Metrics")
         columns = (
-            ("METRIC", "THIS", f"CHAMPION {champion}", "DELTA") if champion else ("METRIC", "THIS")
-        )
+            ("METRIC", "THIS", f"CHAMPION {champion}", "DELTA") if champion
+            else ("METRIC", "THIS", f"JUDGED AGAINST {former}", "DELTA") if former
+            else ("METRIC", "THIS")
+        )  # fmt: skip
         table = _table(*columns)
         for item in detail.comparison:
             cells = [item.key, _number(item.value)]
-            if champion:
+            if champion or former:
                 delta = item.delta
                 cells += [_number(item.champion), "-" if delta is None else f"{delta:+.4g}"]
             table.add_row(*cells)

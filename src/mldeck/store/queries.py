@@ -1073,6 +1073,9 @@ class ModelVersionDetail:
     # Whether the champion's figures are from this version's holdout (its training evaluated the
     # champion there) rather than from the champion's own training on another holdout.
     champion_same_holdout: bool = False
+    # When there is no other champion now (this version is it, or none is): the champion this
+    # version's training evaluated on its holdout, whose figures the comparison then holds.
+    evaluated_against: ModelVersionRow | None = None
     # Other versions' promotions and rollbacks that moved an alias away from this one (those
     # events are the other version's: its history alone never said it lost the alias).
     replaced_by: list[AuditRow] = field(default_factory=list)
@@ -1108,6 +1111,9 @@ class ModelVersionDetail:
             ],
             "champion": None if self.champion is None else self.champion.label,
             "champion_same_holdout": self.champion_same_holdout,
+            "evaluated_against": None
+            if self.evaluated_against is None
+            else self.evaluated_against.label,
             "comparison": [
                 {"metric": c.key, "value": c.value, "champion": c.champion, "delta": c.delta}
                 for c in self.comparison
@@ -1232,6 +1238,20 @@ def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDet
             # The champion was judged on the holdout less the rows it was trained on: this
             # version's figures on those same rows, as its regression gate compared them.
             mine.update(numeric_metrics(beside["candidate_metrics"]))
+    evaluated_against = None
+    former = beside.get("model_version_id")
+    if (
+        champion is None
+        and isinstance(former, int)
+        and former != version.id
+        and beside.get("metrics")
+    ):
+        # Promoted since (or no champion now): what it was judged against stays worth seeing.
+        with store.read() as session:
+            was = session.get(ModelVersion, former)
+            if was is not None:
+                evaluated_against = _model_version_rows(session, [(was, name)])[0]
+                theirs = numeric_metrics(beside["metrics"])
     comparison = [
         MetricComparison(key, mine.get(key), theirs.get(key), same_holdout or champion is None)
         for key in [*mine, *(k for k in theirs if k not in mine)]
@@ -1249,6 +1269,7 @@ def model_version_detail(store: Store, model_version_id: int) -> ModelVersionDet
         inputs=inputs,
         history=history,
         champion_same_holdout=same_holdout,
+        evaluated_against=evaluated_against,
         replaced_by=replaced_by,
     )
 

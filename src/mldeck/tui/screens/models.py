@@ -315,7 +315,9 @@ class ModelVersionScreen(DeckScreen):
         self.query_one("#model-summary", Static).update(summary)
 
         metrics = self.query_one("#model-metrics", DeckTable)
-        header = ("METRIC", "THIS", champion.label.upper() if champion else "CHAMPION", "DELTA")
+        # Beside the champion; or, this version being it, the champion it was judged against.
+        other = champion or detail.evaluated_against
+        header = ("METRIC", "THIS", other.label.upper() if other else "CHAMPION", "DELTA")
         if tuple(str(c.label) for c in metrics.columns.values()) != header:
             metrics.clear(columns=True)
             metrics.add_columns(*header)
@@ -326,7 +328,7 @@ class ModelVersionScreen(DeckScreen):
                     (
                         c.key,
                         Text(fmt.number(c.value), justify="right"),
-                        Text("-" if champion is None else fmt.number(c.champion), justify="right"),
+                        Text("-" if other is None else fmt.number(c.champion), justify="right"),
                         Text("" if c.delta is None else f"{c.delta:+.4g}", justify="right"),
                     ),
                 )
@@ -338,6 +340,8 @@ class ModelVersionScreen(DeckScreen):
             if not detail.comparison
             else f"{champion.label} on its own holdout, not this version's"
             if champion is not None and not detail.champion_same_holdout
+            else f"{other.label}: the champion it was judged against, on its holdout"
+            if champion is None and other is not None
             else ""
         )
 
