@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mldeck import provenance
 from mldeck.config import parse_settings
@@ -2086,7 +2086,26 @@ def test_a_version_approved_before_a_rollback_by_hand_is_not_promoted_over_it(ws
             AuditEvent.action == policies.SUPERSEDED)).scalars().all()  # fmt: skip
     assert event.details["reason"].startswith("churn:3 was approved before ")
     assert "changed the champion by hand (rollback to churn:1" in event.details["reason"]
-    assert policies.promote_approved(workspace, store) == []  # said once
+    assert policies.promote_approved(workspace, store) == []
+    with store.read() as session:  # said once, not at every look
+        said = session.execute(select(func.count(AuditEvent.id)).where(
+            AuditEvent.action == policies.SUPERSEDED)).scalar_one()  # fmt: skip
+    assert said == 1
     # Promoted by hand, it serves as asked.
     promote(store, "churn:3", reason="now, after all")
     assert resolve(store, "churn@champion").version == 3
+
+
+def test_a_failed_step_alert_a_script_opened_before_is_resolved(ws_store):
+    """Opened by a script's failure before scripts were left out, for a kind the pipeline never
+    runs ('custom', the tracking API's default): no rule looked at it again, open for good."""
+    from mldeck.monitor import alerts
+
+    workspace, store = ws_store
+    rules = [r for r in alerts.default_rules(workspace.settings) if r.when == "failed_run"]
+    with store.write() as session:
+        session.add(Alert(rule=rules[0].name, severity="warning", status="open",
+                          dedup_key=f"{rules[0].name}:custom",
+                          title="the last custom run failed: experiment", details={}))  # fmt: skip
+    alerts.apply(store, alerts.store_signals(store, rules))
+    assert [a.status for a in _failed_step_alerts(store)] == ["resolved"]

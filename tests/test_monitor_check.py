@@ -1205,6 +1205,18 @@ def test_latency_is_the_champions_and_cost_adds_the_challengers_shadow(store):
     assert figures.cpu_seconds_per_1k == pytest.approx(0.7)
 
 
+def test_the_pipeline_success_rate_leaves_a_persons_own_scripts_out(store):
+    """A failed experiment (a tracked script) lowered the pipeline's success rate."""
+    from mldeck.store.models import utcnow
+
+    with store.write() as session:
+        for trigger, status in (("new_data", RunStatus.SUCCEEDED), ("script", RunStatus.FAILED)):
+            session.add(Run(name="train", kind=RunKind.TRAIN, trigger=trigger, status=status,
+                            created_at=utcnow(), ended_at=utcnow()))  # fmt: skip
+    figures = kpis(store, days=7)
+    assert (figures.pipeline_success_rate, figures.runs_finished) == (1.0, 1)
+
+
 def test_retraining_cadence_counts_new_model_versions_only(
     monitored,
     store,
@@ -1379,19 +1391,27 @@ def test_drift_report_never_writes_over_the_store_the_settings_or_a_data_file(
     assert_one_line_error(cli("daemon", "--log", "mldeck.toml", cwd=root), "own settings")
 
 
-def test_a_reports_history_ends_at_its_own_batch(monitored, store, tmp_path):
-    """A report written again later drew the batches checked since in its over-time charts: a
-    report shared is what it was when its batch was checked."""
+def test_a_reports_history_ends_at_its_own_batch(monitored, store, tmp_path, cli):
+    """A report written again later drew the batches checked since in its over-time charts, and
+    later checks of earlier batches: a report shared is what it was when it was made."""
     from mldeck.monitor.queries import report_detail, resolve_report, timeline
 
     first = ingest(monitored, store, shifted(3, 6000), tmp_path, "b.csv")
     check_batch(monitored, store, first)
-    check_batch(monitored, store, ingest(monitored, store, shifted(4, 6000), tmp_path, "c.csv"))
     detail = report_detail(store, resolve_report(store, "churn:v2"))
-    everything = [r.batch for r in timeline(store, dataset="churn")]
-    assert everything[-2:] == ["churn:v2", "churn:v3"]
-    until = timeline(store, dataset="churn", until=detail.row.dataset_version_id)
-    assert [r.batch for r in until] == everything[:-1]
+    check_batch(monitored, store, ingest(monitored, store, shifted(4, 6000), tmp_path, "c.csv"))
+    check_batch(monitored, store, first)  # churn:v2 checked again, after the report
+    everything = timeline(store, dataset="churn")
+    assert [r.batch for r in everything][-2:] == ["churn:v2", "churn:v3"]
+    until = timeline(store, dataset="churn", until=detail.row.id)
+    assert [r.batch for r in until] == [r.batch for r in everything][:-1]
+    assert until[-1].id == detail.row.id != everything[-2].id
+    page = tmp_path / "v2.html"
+    made = cli("drift", "report", f"report:{detail.row.id}", "--html", str(page),
+               cwd=monitored.root)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    drawn = page.read_text()  # the charts' batch labels (the dataset's name left out)
+    assert 'text-anchor="middle">v2<' in drawn and 'text-anchor="middle">v3<' not in drawn
 
 
 @pytest.mark.parametrize(

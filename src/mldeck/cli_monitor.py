@@ -159,7 +159,10 @@ def drift_list(
     limit: Annotated[
         int,
         typer.Option(
-            min=1, max=MAX_LIMIT, metavar="N", help="At most this many (the newest batches')."
+            min=1,
+            max=MAX_LIMIT,
+            metavar="N",
+            help="At most this many reports (the newest batches' first).",
         ),
     ] = 50,
     as_json: JsonOption = False,
@@ -258,9 +261,8 @@ def drift_report(
         _refuse_replacing_other_than_html(html)
     detail = report_detail(store, resolve_report(store, ref))
     if html_file is not None:
-        # The batches up to the report's own: a report shared stays what it was.
-        history = timeline(store, limit=50, dataset=detail.dataset,
-                           until=detail.row.dataset_version_id)  # fmt: skip
+        # The history as it stood when the report was made: a report shared stays what it was.
+        history = timeline(store, limit=50, dataset=detail.dataset, until=detail.row.id)
         text = render_html(detail, history, project=ws.settings.project.name)
     if html_file == "-":  # a pipe to a mailer or a web server's folder: the page, nothing else
         sys.stdout.write(text)

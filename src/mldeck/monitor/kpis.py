@@ -40,6 +40,7 @@ from mldeck.store.models import (
     RunInput,
     RunKind,
     RunStatus,
+    RunTrigger,
     utcnow,
 )
 from mldeck.store.queries import newest_data
@@ -125,6 +126,8 @@ def kpis(store: Store, *, days: float = 30, cost_per_cpu_hour: float = 0.0) -> K
                 select(Run.status, func.count())
                 .where(Run.created_at >= since, Run.status.in_(
                     [RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ORPHANED]))
+                # The pipeline's runs: a person's own script is an experiment, not a step.
+                .where(Run.trigger != RunTrigger.SCRIPT)
                 .group_by(Run.status)
             ).all()
         )  # fmt: skip

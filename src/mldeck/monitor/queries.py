@@ -132,8 +132,10 @@ def _report_rows(
             query = query.where(DriftReport.created_at >= since)
         if dataset is not None:
             query = query.where(Dataset.name == dataset)
-        if until is not None:
-            query = query.where(DriftReport.dataset_version_id <= until)
+        if until is not None:  # a report: the checks made up to it, of batches up to its own
+            batch = select(DriftReport.dataset_version_id).where(DriftReport.id == until)
+            query = query.where(DriftReport.id <= until,
+                                DriftReport.dataset_version_id <= batch.scalar_subquery())  # fmt: skip
         rows = session.execute(query.order_by(*order).limit(limit)).all()
         alerts = _alerts_by_check(session)
         return [_row(r, f"{name}:v{number}", *alerts.get((r.run_id, f"{name}:v{number}"), (0, 0)))
@@ -165,8 +167,11 @@ def timeline(
     checked late is drawn where it arrived, not after the batches checked before it. With
     *since*, only the batches whose newest check was made then or later (a KPI window); with
     *dataset*, only that dataset's batches (one dataset's report draws no other's); with
-    *until* (a batch's dataset version id), only the batches that arrived up to it."""
+    *until* (a report's id), the history as it stood when that report was made: the batches
+    that arrived up to its own, each as last checked by then."""
     newest = select(func.max(DriftReport.id)).group_by(DriftReport.dataset_version_id)
+    if until is not None:
+        newest = newest.where(DriftReport.id <= until)
     order = (DriftReport.dataset_version_id.desc(),)
     rows = _report_rows(store, newest, order, limit, since, dataset, until)
     return list(reversed(rows))
