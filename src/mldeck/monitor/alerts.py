@@ -148,14 +148,14 @@ def store_signals_in(session: Session, rules: list[AlertRule]) -> list[Signal]:
                                                    AuditEvent.entity_id.in_(missing))
             ).scalars()) if missing else set()  # fmt: skip
             # An alert a script's failure opened (before scripts were left out) for a kind the
-            # pipeline never ran: nothing would look at it again, open for good.
+            # pipeline never ended a run of: nothing would look at it again, open for good.
             stale = session.execute(
                 select(Alert.dedup_key).where(Alert.rule == rule.name,
                                               Alert.status.in_(OPEN_STATES))
             ).scalars().all()  # fmt: skip
             for key in sorted(set(stale)):
                 kind = key.removeprefix(f"{rule.name}:")
-                if key != kind and kind not in last_runs:
+                if key != kind and last_runs.get(kind) is None:
                     signals.append(Signal(rule, False, key, f"the last {kind} run failed",
                                           details={"kind": kind}))  # fmt: skip
             for kind, run in sorted(last_runs.items()):
